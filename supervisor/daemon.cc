@@ -1,0 +1,311 @@
+#include "supervisor/daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "common/exit_codes.h"
+#include "common/sd_notify.h"
+#include "supervisor/process_launcher.h"
+
+namespace sb::supervisor {
+
+namespace {
+
+// Reads per wake-up and stream: a flooding child gets this much per loop turn
+// and then waits in its pipe (back-pressure), so it cannot starve the loop.
+constexpr size_t kOutputChunk = 64 * 1024;
+
+std::string SelfDir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : exe.parent_path().string();
+}
+
+std::string DefaultControl(const NodeSpec& node) {
+  return node.control.empty() ? "/tmp/switchboard/" + node.name + ".sock" : node.control;
+}
+
+}  // namespace
+
+Time Daemon::Now() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+Daemon::Daemon(TreeSpec spec) : spec_(std::move(spec)) {}
+
+Daemon::~Daemon() {
+  // Normally every child is gone by now; if not (fatal start-up error after
+  // some were spawned), do not leave any behind.
+  for (auto& [token, p] : procs_) {
+    ::kill(-p.pid, SIGKILL);
+    ::kill(p.pid, SIGKILL);
+    int st;
+    ::waitpid(p.pid, &st, 0);
+  }
+}
+
+Result<std::unique_ptr<Daemon>> Daemon::Create(TreeSpec spec) {
+  std::unique_ptr<Daemon> d(new Daemon(std::move(spec)));
+  Status s = d->Init();
+  if (!s.ok()) return s;
+  return d;
+}
+
+Status Daemon::Init() {
+  auto loop = EventLoop::Create();
+  if (!loop.ok()) return loop.status();
+  loop_ = std::move(loop.value());
+
+  auto sockets = ListenSockets::Bind(spec_.sockets);
+  if (!sockets.ok()) return sockets.status();
+  sockets_ = std::move(sockets.value());
+
+  std::filesystem::path control = DefaultControl(spec_.node);
+  std::error_code ec;
+  std::filesystem::path run_dir = control.parent_path();
+  if (run_dir.empty()) run_dir = ".";
+  if (!std::filesystem::exists(run_dir, ec)) {
+    std::filesystem::create_directories(run_dir, ec);
+    if (ec) return Status::IoError("create " + run_dir.string() + ": " + ec.message());
+    ::chmod(run_dir.c_str(), 0700);
+  }
+  auto notify = NotifyServer::Create((run_dir / (spec_.node.name + ".notify")).string());
+  if (!notify.ok()) return notify.status();
+  notify_ = std::move(notify.value());
+
+  auto events = EventLog::Open(spec_.node.events);
+  if (!events.ok()) return events.status();
+  events_ = std::move(events.value());
+
+  // Signals arrive as reads on a signalfd, handled on the loop like any fd.
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  if (::sigprocmask(SIG_BLOCK, &mask, nullptr) < 0) {
+    return Status::IoError(std::string("sigprocmask: ") + strerror(errno));
+  }
+  signal_fd_.Reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signal_fd_.valid()) return Status::IoError(std::string("signalfd: ") + strerror(errno));
+  ::signal(SIGPIPE, SIG_IGN);
+
+  Status s = loop_->Add(signal_fd_.get(), EPOLLIN, [this](uint32_t) { OnSignal(); });
+  if (!s.ok()) return s;
+  s = loop_->Add(notify_->fd(), EPOLLIN, [this](uint32_t) { OnNotify(); });
+  if (!s.ok()) return s;
+
+  const char* path = ::getenv("PATH");
+  child_path_ = SelfDir() + ":" + (path ? path : "/usr/local/bin:/usr/bin:/bin");
+  engine_ = std::make_unique<TreeEngine>(spec_.root);
+  return Status::Ok();
+}
+
+int Daemon::Run() {
+  for (const std::string& w : spec_.warnings) spdlog::warn("{}", w);
+  spdlog::info("node {} starting (pid {}, notify socket {})", spec_.node.name, ::getpid(),
+               notify_->path());
+  engine_->Start(Now());
+  Drive();
+  if (engine_->finished()) return exit_code_;
+  return loop_->Run();
+}
+
+void Daemon::Drive() {
+  for (;;) {
+    // Actions an action causes run right after it (depth first), so the
+    // event log reads in causal order.
+    std::vector<Action> fresh = engine_->TakeActions();
+    pending_.insert(pending_.begin(), fresh.begin(), fresh.end());
+    if (pending_.empty()) return;
+    Action a = std::move(pending_.front());
+    pending_.pop_front();
+    Perform(a);
+  }
+}
+
+void Daemon::Perform(const Action& a) {
+  if (auto* s = std::get_if<action::Spawn>(&a)) {
+    DoSpawn(*s);
+  } else if (auto* s = std::get_if<action::Signal>(&a)) {
+    auto it = procs_.find(s->token);
+    if (it == procs_.end()) return;  // already reaped: never signal a recycled pid
+    // The whole process group (helpers it forked), as systemd's
+    // KillMode=control-group; the leader directly if it left its group.
+    if (::kill(-it->second.pid, s->signal) < 0) {
+      ::syscall(SYS_pidfd_send_signal, it->second.pidfd.get(), s->signal, nullptr, 0);
+    }
+  } else if (auto* s = std::get_if<action::StartTimer>(&a)) {
+    TimerToken t = s->timer;
+    timers_[t] = loop_->AddTimer(s->after, [this, t] {
+      timers_.erase(t);
+      engine_->OnTimer(t, Now());
+      Drive();
+    });
+  } else if (auto* s = std::get_if<action::CancelTimer>(&a)) {
+    auto it = timers_.find(s->timer);
+    if (it != timers_.end()) {
+      loop_->Cancel(it->second);
+      timers_.erase(it);
+    }
+  } else if (auto* s = std::get_if<action::Emit>(&a)) {
+    Emit(s->event);
+  } else if (auto* s = std::get_if<action::Log>(&a)) {
+    switch (s->level) {
+      case action::Log::Level::kInfo:
+        spdlog::info("{}", s->text);
+        break;
+      case action::Log::Level::kWarn:
+        spdlog::warn("{}", s->text);
+        break;
+      case action::Log::Level::kError:
+        spdlog::error("{}", s->text);
+        break;
+    }
+  } else if (auto* s = std::get_if<action::Exit>(&a)) {
+    exit_code_ = s->code;
+    TreeEvent ev{"daemon_exit", spec_.root.id};
+    ev.status = s->code;
+    ev.reason = s->reason;
+    Emit(ev);
+    if (s->code != kExitOk) spdlog::error("exiting with status {}: {}", s->code, s->reason);
+    loop_->Stop(s->code);
+  }
+}
+
+void Daemon::Emit(const TreeEvent& ev) {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  events_->Write(static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9, ev);
+  std::string detail;
+  if (ev.pid) detail += " pid=" + std::to_string(*ev.pid);
+  if (ev.status) detail += " status=" + std::to_string(*ev.status);
+  if (ev.signal) detail += " signal=" + SignalName(*ev.signal);
+  if (!ev.reason.empty()) detail += " (" + ev.reason + ")";
+  spdlog::info("{} {}{}", ev.event, ev.id, detail);
+  if (ev.event == "ready" && ev.id == spec_.root.id) SdNotify("READY=1");
+}
+
+void Daemon::DoSpawn(const action::Spawn& s) {
+  LaunchRequest req;
+  req.argv = s.spec.command;
+  req.env = s.spec.env;
+  for (const std::string& name : s.spec.sockets)
+    req.listen_fds.emplace_back(name, sockets_.fd(name));
+  req.notify_socket = notify_->path();
+  req.path = child_path_;
+  auto launched = Launch(req);
+  if (!launched.ok()) {
+    engine_->OnSpawnFailed(s.token, launched.status().message(), Now());
+    return;
+  }
+  LaunchedProcess lp = std::move(launched.value());
+  Token token = s.token;
+  Proc& p = procs_[token];
+  p.id = s.spec.id;
+  p.pid = lp.pid;
+  p.pidfd = std::move(lp.pidfd);
+  p.out = std::move(lp.out);
+  p.err = std::move(lp.err);
+  by_pid_[p.pid] = token;
+  (void)loop_->Add(p.pidfd.get(), EPOLLIN, [this, token](uint32_t) { OnProcExit(token); });
+  (void)loop_->Add(p.out.get(), EPOLLIN, [this, token](uint32_t) { OnOutput(token, false); });
+  (void)loop_->Add(p.err.get(), EPOLLIN, [this, token](uint32_t) { OnOutput(token, true); });
+  engine_->OnSpawned(token, p.pid, Now());
+}
+
+void Daemon::OnProcExit(Token token) {
+  auto it = procs_.find(token);
+  if (it == procs_.end()) return;
+  Proc& p = it->second;
+  // The leader is a zombie, so its pid (the group id) cannot be reused yet:
+  // kill what it left behind in its group before reaping it.
+  ::kill(-p.pid, SIGKILL);
+  siginfo_t info{};
+  if (::waitid(P_PIDFD, static_cast<id_t>(p.pidfd.get()), &info, WEXITED | WNOHANG) < 0 ||
+      info.si_pid == 0) {
+    return;  // spurious wake-up
+  }
+  // Whatever it wrote before dying is still in the pipes: log it first.
+  OnOutput(token, false);
+  OnOutput(token, true);
+  CloseOutput(p, false);
+  CloseOutput(p, true);
+  ExitInfo exit = info.si_code == CLD_EXITED ? ExitInfo::Code(info.si_status)
+                                             : ExitInfo::Signal(info.si_status);
+  loop_->Remove(p.pidfd.get());
+  by_pid_.erase(p.pid);
+  procs_.erase(it);
+  engine_->OnExited(token, exit, Now());
+  Drive();
+}
+
+void Daemon::OnOutput(Token token, bool is_err) {
+  auto it = procs_.find(token);
+  if (it == procs_.end()) return;
+  Proc& p = it->second;
+  UniqueFd& fd = is_err ? p.err : p.out;
+  if (!fd.valid()) return;
+  char buf[kOutputChunk];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) {
+    CloseOutput(p, is_err);
+    return;
+  }
+  LineSplitter& lines = is_err ? p.err_lines : p.out_lines;
+  lines.Feed(std::string_view(buf, static_cast<size_t>(n)), [&](std::string_view line, bool cut) {
+    spdlog::info("[{}{}] {}{}", p.id, is_err ? ":stderr" : "", line, cut ? " [...]" : "");
+  });
+}
+
+void Daemon::CloseOutput(Proc& p, bool is_err) {
+  UniqueFd& fd = is_err ? p.err : p.out;
+  if (!fd.valid()) return;
+  LineSplitter& lines = is_err ? p.err_lines : p.out_lines;
+  lines.Finish([&](std::string_view line, bool) {
+    spdlog::info("[{}{}] {}", p.id, is_err ? ":stderr" : "", line);
+  });
+  loop_->Remove(fd.get());
+  fd.Reset();
+}
+
+void Daemon::OnNotify() {
+  notify_->Drain([this](pid_t pid) {
+    auto it = by_pid_.find(pid);
+    if (it == by_pid_.end()) {
+      // A helper in the child's process group may speak for it (a shell
+      // script calling systemd-notify, say).
+      pid_t pgid = ::getpgid(pid);
+      it = pgid > 0 ? by_pid_.find(pgid) : by_pid_.end();
+    }
+    if (it == by_pid_.end()) return;
+    engine_->OnReady(it->second, Now());
+  });
+  Drive();
+}
+
+void Daemon::OnSignal() {
+  signalfd_siginfo si;
+  while (::read(signal_fd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+    if (si.ssi_signo == SIGHUP) {
+      spdlog::warn("SIGHUP: reload is not available in this version; ignoring");
+      continue;
+    }
+    spdlog::info("{}: stopping the tree", SignalName(static_cast<int>(si.ssi_signo)));
+    engine_->RequestShutdown(Now());
+  }
+  Drive();
+}
+
+}  // namespace sb::supervisor

@@ -1,0 +1,84 @@
+// Vocabulary of the restart engine: what goes in (exits, readiness, timers)
+// and what comes out (spawn, signal, arm a timer, emit an event, exit).
+//
+// Owns: plain value types only. The engine (tree_engine.h) consumes events
+// and produces Actions; the daemon (daemon.h) performs the Actions with real
+// processes, signals and timers and feeds the results back as events. Nothing
+// here touches the OS.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "supervisor/tree_spec.h"
+
+namespace sb::supervisor {
+
+using Time = std::chrono::nanoseconds;  // monotonic, supplied by the caller
+using Token = uint64_t;                 // one spawned process (an incarnation of a child)
+using TimerToken = uint64_t;            // one armed timer
+using Instance = uint64_t;              // one running supervisor
+
+// How a process ended: an exit status or a terminating signal.
+struct ExitInfo {
+  int status = -1;  // WEXITSTATUS when the process exited, else -1
+  int signal = 0;   // terminating signal, else 0
+  static ExitInfo Code(int c) { return ExitInfo{c, 0}; }
+  static ExitInfo Signal(int s) { return ExitInfo{-1, s}; }
+  std::string Describe() const;  // "exit status 1" / "killed by SIGKILL"
+};
+
+// Normal exit in OTP terms: status 0 or one of the child's success codes.
+// Signals are always abnormal.
+bool IsNormalExit(const ExitInfo& e, const ChildSpec& spec);
+
+// One line of the event stream (node.events). `ts` is added by the writer.
+struct TreeEvent {
+  std::string event;  // started ready exited restarting stopping stopped gave_up daemon_exit
+  std::string id;
+  std::optional<int> pid;
+  std::optional<int> status;
+  std::optional<int> signal;
+  std::string reason;  // free text, omitted when empty
+};
+
+namespace action {
+struct Spawn {  // fork/exec the worker; answer with OnSpawned or OnSpawnFailed
+  Token token;
+  ChildSpec spec;
+};
+struct Signal {  // to the process group of a live incarnation; no-op once it is reaped
+  Token token;
+  int signal;
+};
+struct StartTimer {  // answer with OnTimer(timer) after `after`
+  TimerToken timer;
+  Millis after;
+};
+struct CancelTimer {
+  TimerToken timer;
+};
+struct Emit {
+  TreeEvent event;
+};
+struct Log {
+  enum class Level { kInfo, kWarn, kError } level;
+  std::string text;
+};
+struct Exit {  // the root is gone: end the daemon with `code`
+  int code;
+  std::string reason;
+};
+}  // namespace action
+
+using Action = std::variant<action::Spawn, action::Signal, action::StartTimer, action::CancelTimer,
+                            action::Emit, action::Log, action::Exit>;
+
+// Runtime state of a child, as shown to operators.
+enum class ChildState { kStopped, kStarting, kRunning, kStopping, kRestarting };
+const char* ChildStateName(ChildState s);
+
+}  // namespace sb::supervisor

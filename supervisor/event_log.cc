@@ -1,0 +1,52 @@
+#include "supervisor/event_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cstdio>
+
+namespace sb::supervisor {
+
+std::string SignalName(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev ? std::string("SIG") + abbrev : "SIG" + std::to_string(sig);
+}
+
+std::string EncodeEventLine(double ts, const TreeEvent& ev) {
+  boost::json::object o;
+  o["event"] = ev.event;
+  o["id"] = ev.id;
+  o["pid"] = ev.pid ? boost::json::value(*ev.pid) : boost::json::value(nullptr);
+  o["status"] = ev.status ? boost::json::value(*ev.status) : boost::json::value(nullptr);
+  o["signal"] =
+      ev.signal ? boost::json::value(SignalName(*ev.signal)) : boost::json::value(nullptr);
+  if (!ev.reason.empty()) o["reason"] = ev.reason;
+  // `ts` first, as a plain decimal with microseconds ("12.345678"): Boost.JSON
+  // would print a double in exponent form, valid but unkind to people.
+  char tsbuf[48];
+  std::snprintf(tsbuf, sizeof tsbuf, "{\"ts\":%.6f,", ts);
+  std::string body = boost::json::serialize(o);
+  return tsbuf + body.substr(1) + "\n";
+}
+
+Result<std::unique_ptr<EventLog>> EventLog::Open(const std::string& path) {
+  UniqueFd fd;
+  if (!path.empty()) {
+    fd.Reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
+    if (!fd.valid()) return Status::IoError("open " + path + ": " + strerror(errno));
+  }
+  return std::unique_ptr<EventLog>(new EventLog(std::move(fd)));
+}
+
+void EventLog::Write(double ts, const TreeEvent& ev) {
+  if (!fd_.valid()) return;
+  std::string line = EncodeEventLine(ts, ev);
+  // A full disk must not stop supervision: the event is lost, the tree is not.
+  ssize_t n = ::write(fd_.get(), line.data(), line.size());
+  (void)n;
+}
+
+}  // namespace sb::supervisor

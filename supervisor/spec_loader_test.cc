@@ -1,0 +1,810 @@
+#include "supervisor/spec_loader.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
+#include "supervisor/tree_spec.h"
+
+namespace sb::supervisor {
+namespace {
+
+using Kind = ShutdownSpec::Kind;
+
+TreeSpec LoadOk(const std::string& yaml) {
+  sb::Result<TreeSpec> spec = LoadTreeSpecString(yaml, "test.yaml");
+  EXPECT_TRUE(spec.ok()) << spec.status().message();
+  return spec.ok() ? spec.value() : TreeSpec{};
+}
+
+std::string LoadError(const std::string& yaml) {
+  sb::Result<TreeSpec> spec = LoadTreeSpecString(yaml, "test.yaml");
+  EXPECT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().code(), sb::Status::Code::kInvalidConfig);
+  return spec.status().message();
+}
+
+ChildSpec Worker(std::string id, std::vector<std::string> command) {
+  ChildSpec c;
+  c.id = std::move(id);
+  c.command = std::move(command);
+  return c;
+}
+
+constexpr char kFullExample[] = R"(node:
+  name: node1
+  control: /tmp/switchboard/node1.sock
+  events: /tmp/switchboard/node1.events
+sockets:
+  - {name: gateway, listen: "127.0.0.1:4000", backlog: 4096}
+  - {name: admin, listen: "[::1]:0", backlog: 16}
+supervisor:
+  id: root
+  strategy: one_for_one
+  intensity: 3
+  period: 5s
+  children:
+    - id: broker
+      command: ["switchboard-broker", "--bind", "ipc:///tmp/x"]
+      env: {LOG_LEVEL: info}
+      restart: permanent
+      shutdown: 5s
+      ready: notify
+      start_timeout: 10s
+      sockets: [gateway]
+      success_exit_codes: [0, 3]
+    - id: shard
+      command: [switchboard-worker, --shard, "{{replica}}", "--name=s{{replica}}-{{replica}}"]
+      env: {SHARD: "{{replica}}", PORT: 4000, "{{replica}}": keep}
+      sockets: [gateway, admin]
+      replicas: 2
+    - id: shards
+      type: supervisor
+      strategy: one_for_all
+      intensity: 10
+      period: 10s
+      children:
+        - id: pool
+          type: supervisor
+          strategy: simple_one_for_one
+          restart: transient
+          children:
+            - id: conn
+              command: [conn-handler, "{{replica}}"]
+              restart: temporary
+              shutdown: brutal_kill
+              ready: exec
+              replicas: 3
+)";
+
+TEST(SpecLoaderTest, FullExampleParsesToTheExpectedTree) {
+  const TreeSpec spec = LoadOk(kFullExample);
+
+  EXPECT_EQ(spec.file, "test.yaml");
+  EXPECT_EQ(spec.node,
+            (NodeSpec{"node1", "/tmp/switchboard/node1.sock", "/tmp/switchboard/node1.events"}));
+  ASSERT_EQ(spec.sockets.size(), 2u);
+  EXPECT_EQ(spec.sockets[0], (SocketSpec{"gateway", "127.0.0.1", 4000, 4096}));
+  EXPECT_EQ(spec.sockets[1], (SocketSpec{"admin", "::1", 0, 16}));
+
+  ChildSpec broker = Worker("broker", {"switchboard-broker", "--bind", "ipc:///tmp/x"});
+  broker.env = {{"LOG_LEVEL", "info"}};
+  broker.sockets = {"gateway"};
+  broker.success_exit_codes = {0, 3};
+
+  ChildSpec shard0 = Worker("shard.0", {"switchboard-worker", "--shard", "0", "--name=s0-0"});
+  shard0.env = {{"SHARD", "0"}, {"PORT", "4000"}, {"{{replica}}", "keep"}};
+  shard0.sockets = {"gateway", "admin"};
+  shard0.replica = ReplicaOf{"shard", 0};
+  ChildSpec shard1 = Worker("shard.1", {"switchboard-worker", "--shard", "1", "--name=s1-1"});
+  shard1.env = {{"SHARD", "1"}, {"PORT", "4000"}, {"{{replica}}", "keep"}};
+  shard1.sockets = {"gateway", "admin"};
+  shard1.replica = ReplicaOf{"shard", 1};
+
+  // The simple_one_for_one template stays unexpanded, placeholder included.
+  ChildSpec conn = Worker("conn", {"conn-handler", "{{replica}}"});
+  conn.restart = RestartType::kTemporary;
+  conn.shutdown = ShutdownSpec{Kind::kBrutalKill, Millis{0}};
+  conn.ready = ReadyMode::kExec;
+  SupervisorSpec pool_sup{"pool", Strategy::kSimpleOneForOne, 1, Millis{5000}, {conn}, 3};
+  ChildSpec pool;
+  pool.id = "pool";
+  pool.is_supervisor = true;
+  pool.restart = RestartType::kTransient;
+  pool.shutdown = ShutdownSpec{Kind::kInfinity, Millis{0}};
+  pool.sub = {pool_sup};
+
+  SupervisorSpec shards_sup{"shards", Strategy::kOneForAll, 10, Millis{10000}, {pool}, 0};
+  ChildSpec shards;
+  shards.id = "shards";
+  shards.is_supervisor = true;
+  shards.shutdown = ShutdownSpec{Kind::kInfinity, Millis{0}};
+  shards.sub = {shards_sup};
+
+  const SupervisorSpec root{
+      "root", Strategy::kOneForOne, 3, Millis{5000}, {broker, shard0, shard1, shards}, 0};
+  ASSERT_EQ(spec.root.children.size(), 4u);
+  EXPECT_EQ(spec.root.children[0], broker);
+  EXPECT_EQ(spec.root.children[1], shard0);
+  EXPECT_EQ(spec.root.children[2], shard1);
+  EXPECT_EQ(spec.root.children[3].supervisor().children[0], pool);
+  EXPECT_EQ(spec.root.children[3], shards);
+  EXPECT_EQ(spec.root, root);
+
+  ASSERT_EQ(spec.warnings.size(), 1u);
+  EXPECT_EQ(spec.warnings[0],
+            "test.yaml:37:20: key 'supervisor.children[2].children[0].restart': a transient "
+            "supervisor that gives up is not restarted by its parent (OTP semantics)");
+}
+
+TEST(SpecLoaderTest, DefaultsFollowOtp) {
+  const TreeSpec spec = LoadOk(R"(supervisor:
+  children:
+    - id: w
+      command: [w]
+    - id: s
+      type: supervisor
+)");
+  EXPECT_EQ(spec.node.name, "node1");
+  EXPECT_EQ(spec.node.control, "/tmp/switchboard/node1.sock");
+  EXPECT_EQ(spec.node.events, "");
+  EXPECT_TRUE(spec.sockets.empty());
+  EXPECT_TRUE(spec.warnings.empty());
+
+  EXPECT_EQ(spec.root.id, "root");
+  EXPECT_EQ(spec.root.strategy, Strategy::kOneForOne);
+  EXPECT_EQ(spec.root.intensity, 1);
+  EXPECT_EQ(spec.root.period, Millis{5000});
+  EXPECT_EQ(spec.root.instances, 0);
+  ASSERT_EQ(spec.root.children.size(), 2u);
+
+  const ChildSpec& w = spec.root.children[0];
+  EXPECT_FALSE(w.is_supervisor);
+  EXPECT_EQ(w.restart, RestartType::kPermanent);
+  EXPECT_EQ(w.shutdown, (ShutdownSpec{Kind::kTimeout, Millis{5000}}));
+  EXPECT_EQ(w.ready, ReadyMode::kNotify);
+  EXPECT_EQ(w.start_timeout, Millis{10000});
+  EXPECT_FALSE(w.replica.has_value());
+  EXPECT_TRUE(w.env.empty());
+  EXPECT_TRUE(w.sockets.empty());
+  EXPECT_TRUE(w.success_exit_codes.empty());
+
+  const ChildSpec& s = spec.root.children[1];
+  EXPECT_TRUE(s.is_supervisor);
+  EXPECT_EQ(s.restart, RestartType::kPermanent);
+  EXPECT_EQ(s.shutdown, (ShutdownSpec{Kind::kInfinity, Millis{0}}));
+  ASSERT_EQ(s.sub.size(), 1u);
+  EXPECT_EQ(s.supervisor().id, "s");
+  EXPECT_EQ(s.supervisor().strategy, Strategy::kOneForOne);
+  EXPECT_EQ(s.supervisor().intensity, 1);
+  EXPECT_EQ(s.supervisor().period, Millis{5000});
+  EXPECT_TRUE(s.supervisor().children.empty());
+}
+
+TEST(SpecLoaderTest, MinimalFileHasAnEmptyRoot) {
+  const TreeSpec spec = LoadOk("supervisor: {}\n");
+  EXPECT_EQ(spec.root.id, "root");
+  EXPECT_TRUE(spec.root.children.empty());
+}
+
+TEST(SpecLoaderTest, ControlDefaultFollowsNodeName) {
+  const TreeSpec spec = LoadOk("node: {name: edge-2.eu}\nsupervisor: {}\n");
+  EXPECT_EQ(spec.node.name, "edge-2.eu");
+  EXPECT_EQ(spec.node.control, "/tmp/switchboard/edge-2.eu.sock");
+}
+
+TEST(SpecLoaderTest, EmptyListsAndSectionsMayBeLeftWithoutAValue) {
+  const TreeSpec spec = LoadOk(R"(node:
+sockets:
+supervisor:
+  children:
+    - id: w
+      command: [w]
+      env:
+      sockets:
+      success_exit_codes:
+)");
+  EXPECT_EQ(spec.node.name, "node1");
+  EXPECT_TRUE(spec.sockets.empty());
+  ASSERT_EQ(spec.root.children.size(), 1u);
+  EXPECT_TRUE(spec.root.children[0].env.empty());
+}
+
+TEST(SpecLoaderTest, ShutdownForms) {
+  const TreeSpec spec = LoadOk(R"(supervisor:
+  children:
+    - {id: a, command: [a], shutdown: brutal_kill}
+    - {id: b, command: [b], shutdown: infinity}
+    - {id: c, command: [c], shutdown: 250ms}
+    - {id: d, command: [d], shutdown: 0s}
+    - {id: e, type: supervisor, shutdown: 1m}
+)");
+  ASSERT_EQ(spec.root.children.size(), 5u);
+  EXPECT_EQ(spec.root.children[0].shutdown, (ShutdownSpec{Kind::kBrutalKill, Millis{0}}));
+  EXPECT_EQ(spec.root.children[1].shutdown, (ShutdownSpec{Kind::kInfinity, Millis{0}}));
+  EXPECT_EQ(spec.root.children[2].shutdown, (ShutdownSpec{Kind::kTimeout, Millis{250}}));
+  EXPECT_EQ(spec.root.children[3].shutdown, (ShutdownSpec{Kind::kTimeout, Millis{0}}));
+  EXPECT_EQ(spec.root.children[4].shutdown, (ShutdownSpec{Kind::kTimeout, Millis{60000}}));
+}
+
+TEST(SpecLoaderTest, ZeroReplicasExpandToNothing) {
+  const TreeSpec spec = LoadOk(R"(supervisor:
+  children:
+    - {id: gone, command: [x], replicas: 0}
+    - {id: kept, command: [y]}
+)");
+  ASSERT_EQ(spec.root.children.size(), 1u);
+  EXPECT_EQ(spec.root.children[0].id, "kept");
+}
+
+TEST(SpecLoaderTest, SimpleOneForOneTemplateDefaultsToZeroInstances) {
+  const TreeSpec spec = LoadOk(R"(supervisor:
+  strategy: simple_one_for_one
+  children:
+    - id: conn
+      command: [conn, "{{replica}}"]
+)");
+  EXPECT_EQ(spec.root.instances, 0);
+  ASSERT_EQ(spec.root.children.size(), 1u);
+  EXPECT_EQ(spec.root.children[0].id, "conn");
+  EXPECT_EQ(spec.root.children[0].command[1], "{{replica}}");
+  EXPECT_TRUE(spec.warnings.empty());  // the placeholder is expected in a template
+}
+
+TEST(SpecLoaderTest, TemporarySupervisorWarns) {
+  const TreeSpec spec = LoadOk(R"(supervisor:
+  children:
+    - id: s
+      type: supervisor
+      restart: temporary
+)");
+  ASSERT_EQ(spec.warnings.size(), 1u);
+  EXPECT_EQ(spec.warnings[0],
+            "test.yaml:5:16: key 'supervisor.children[0].restart': a temporary supervisor that "
+            "gives up is not restarted by its parent (OTP semantics)");
+}
+
+TEST(SpecLoaderTest, ReplicaPlaceholderOutsideAReplicaSetWarns) {
+  const TreeSpec spec = LoadOk(R"(supervisor:
+  children:
+    - id: w
+      command: [w]
+      env: {N: "{{replica}}"}
+)");
+  ASSERT_EQ(spec.warnings.size(), 1u);
+  EXPECT_EQ(spec.warnings[0],
+            "test.yaml:5:12: key 'supervisor.children[0].env': '{{replica}}' is passed literally "
+            "because this child has no replicas");
+  EXPECT_EQ(spec.root.children[0].env[0].second, "{{replica}}");
+}
+
+TEST(SpecLoaderTest, ListenAddressForms) {
+  const TreeSpec spec = LoadOk(R"(sockets:
+  - {name: a, listen: "0.0.0.0:65535"}
+  - {name: b, listen: "localhost:80"}
+  - {name: c, listen: "[::]:0"}
+  - {name: d, listen: "[2001:db8::1]:4000", backlog: 1}
+supervisor: {}
+)");
+  ASSERT_EQ(spec.sockets.size(), 4u);
+  EXPECT_EQ(spec.sockets[0], (SocketSpec{"a", "0.0.0.0", 65535, 4096}));
+  EXPECT_EQ(spec.sockets[1], (SocketSpec{"b", "localhost", 80, 4096}));
+  EXPECT_EQ(spec.sockets[2], (SocketSpec{"c", "::", 0, 4096}));
+  EXPECT_EQ(spec.sockets[3], (SocketSpec{"d", "2001:db8::1", 4000, 1}));
+}
+
+TEST(SpecLoaderTest, ScalarsInCommandAndEnvKeepTheirText) {
+  const TreeSpec spec = LoadOk(R"(supervisor:
+  children:
+    - id: w
+      command: [w, 42, true, 1.50, "null"]
+      env: {A: 007, B: false}
+)");
+  const ChildSpec& w = spec.root.children[0];
+  EXPECT_EQ(w.command, (std::vector<std::string>{"w", "42", "true", "1.50", "null"}));
+  EXPECT_EQ(w.env,
+            (std::vector<std::pair<std::string, std::string>>{{"A", "007"}, {"B", "false"}}));
+}
+
+// ---- Errors: each pins the exact file:line:column, key path and wording. ----
+
+TEST(SpecLoaderErrorTest, UnknownStrategy) {
+  EXPECT_EQ(LoadError(R"(node:
+  name: n1
+sockets: []
+supervisor:
+  id: root
+  intensity: 2
+  strategy: one_for_none
+)"),
+            "test.yaml:7:13: key 'supervisor.strategy': unknown strategy 'one_for_none' "
+            "(expected one of one_for_one, one_for_all, rest_for_one, simple_one_for_one)");
+}
+
+TEST(SpecLoaderErrorTest, UnknownStrategyInANestedSupervisor) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - {id: a, command: [a]}
+    - id: b
+      type: supervisor
+      children:
+        - id: c
+          type: supervisor
+          strategy: all_for_one
+)"),
+            "test.yaml:9:21: key 'supervisor.children[1].children[0].strategy': unknown strategy "
+            "'all_for_one' (expected one of one_for_one, one_for_all, rest_for_one, "
+            "simple_one_for_one)");
+}
+
+TEST(SpecLoaderErrorTest, BareNumberPeriod) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  intensity: 3
+  period: 5
+)"),
+            "test.yaml:3:11: key 'supervisor.period': duration needs a unit (ms, s, m, h): '5'");
+}
+
+TEST(SpecLoaderErrorTest, ZeroPeriodAndStartTimeout) {
+  EXPECT_EQ(LoadError("supervisor: {period: 0s}\n"),
+            "test.yaml:1:22: key 'supervisor.period': duration must be greater than zero");
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - {id: a, command: [a], start_timeout: 0ms}
+)"),
+            "test.yaml:3:44: key 'supervisor.children[0].start_timeout': duration must be "
+            "greater than zero");
+}
+
+TEST(SpecLoaderErrorTest, BadShutdown) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: a
+      command: [a]
+      shutdown: 5000
+)"),
+            "test.yaml:5:17: key 'supervisor.children[0].shutdown': duration needs a unit (ms, s, "
+            "m, h): '5000'; shutdown also accepts brutal_kill or infinity");
+}
+
+TEST(SpecLoaderErrorTest, BadIntensity) {
+  EXPECT_EQ(LoadError("supervisor:\n  intensity: -1\n"),
+            "test.yaml:2:14: key 'supervisor.intensity': expected an integer >= 0, found '-1'");
+  EXPECT_EQ(LoadError("supervisor:\n  intensity: infinity\n"),
+            "test.yaml:2:14: key 'supervisor.intensity': expected an integer >= 0, found "
+            "'infinity'");
+  EXPECT_EQ(LoadError("supervisor:\n  intensity: [1]\n"),
+            "test.yaml:2:14: key 'supervisor.intensity': expected an integer >= 0, found a list");
+}
+
+TEST(SpecLoaderErrorTest, DuplicateId) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: web
+      command: [web]
+    - id: sub
+      type: supervisor
+      children:
+        - id: web
+          command: [web2]
+)"),
+            "test.yaml:8:15: key 'supervisor.children[1].children[0].id': duplicate id 'web' "
+            "(first defined at 3:11)");
+}
+
+TEST(SpecLoaderErrorTest, ChildIdCollidesWithRootId) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - {id: root, command: [a]}
+)"),
+            "test.yaml:3:12: key 'supervisor.children[0].id': duplicate id 'root' (first defined "
+            "at 1:1)");
+}
+
+TEST(SpecLoaderErrorTest, TwoReplicaSetsWithTheSameId) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - {id: shard, command: [a], replicas: 2}
+    - {id: shard, command: [b], replicas: 3}
+)"),
+            "test.yaml:4:12: key 'supervisor.children[1].id': duplicate id 'shard' (first "
+            "defined at 3:12)");
+}
+
+TEST(SpecLoaderErrorTest, IdWithADot) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: shard.0
+      command: [a]
+)"),
+            "test.yaml:3:11: key 'supervisor.children[0].id': invalid id 'shard.0': must match "
+            "[A-Za-z0-9_-]+ (dots are reserved for replica ids such as shard.0)");
+  EXPECT_EQ(LoadError("supervisor: {id: 'my root'}\n"),
+            "test.yaml:1:18: key 'supervisor.id': invalid id 'my root': must match "
+            "[A-Za-z0-9_-]+");
+}
+
+TEST(SpecLoaderErrorTest, MissingIdAndCommand) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - command: [a]
+)"),
+            "test.yaml:3:7: key 'supervisor.children[0].id': required key is missing (every "
+            "child needs a unique id)");
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: a
+      restart: transient
+)"),
+            "test.yaml:3:7: key 'supervisor.children[0].command': required key is missing (a "
+            "worker needs command: [program, args...])");
+}
+
+TEST(SpecLoaderErrorTest, UndeclaredSocket) {
+  EXPECT_EQ(LoadError(R"(sockets:
+  - {name: gateway, listen: "127.0.0.1:4000"}
+supervisor:
+  children:
+    - id: w
+      command: [w]
+      sockets: [gateway, admin]
+)"),
+            "test.yaml:7:26: key 'supervisor.children[0].sockets[1]': socket 'admin' is not "
+            "declared in sockets:");
+}
+
+TEST(SpecLoaderErrorTest, SocketListedTwiceByOneChild) {
+  EXPECT_EQ(LoadError(R"(sockets: [{name: g, listen: "127.0.0.1:1"}]
+supervisor:
+  children:
+    - {id: w, command: [w], sockets: [g, g]}
+)"),
+            "test.yaml:4:42: key 'supervisor.children[0].sockets[1]': socket 'g' is listed "
+            "twice");
+}
+
+TEST(SpecLoaderErrorTest, DuplicateSocketName) {
+  EXPECT_EQ(LoadError(R"(sockets:
+  - name: gw
+    listen: "127.0.0.1:4000"
+  - name: gw
+    listen: "127.0.0.1:4001"
+supervisor: {}
+)"),
+            "test.yaml:4:11: key 'sockets[1].name': duplicate socket name 'gw'");
+}
+
+TEST(SpecLoaderErrorTest, BadListenAddresses) {
+  auto listen_error = [](const std::string& listen) {
+    return LoadError("sockets:\n  - name: gw\n    listen: \"" + listen + "\"\nsupervisor: {}\n");
+  };
+  const std::string prefix = "test.yaml:3:13: key 'sockets[0].listen': ";
+  EXPECT_EQ(listen_error("4000"),
+            prefix + "expected host:port, e.g. \"127.0.0.1:4000\", found '4000'");
+  EXPECT_EQ(listen_error(":4000"),
+            prefix +
+                "listen needs a host before the port (0.0.0.0 listens on every IPv4 "
+                "address), found ':4000'");
+  EXPECT_EQ(listen_error("::1:4000"),
+            prefix + "IPv6 addresses need brackets, e.g. \"[::1]:4000\", found '::1:4000'");
+  EXPECT_EQ(listen_error("example.com:80"),
+            prefix +
+                "host 'example.com' must be a numeric IPv4 address, a bracketed IPv6 "
+                "address, or localhost");
+  EXPECT_EQ(listen_error("127.0.0.256:80"),
+            prefix +
+                "host '127.0.0.256' must be a numeric IPv4 address, a bracketed IPv6 "
+                "address, or localhost");
+  EXPECT_EQ(listen_error("127.0.0.1:65536"),
+            prefix + "port must be a number from 0 to 65535, found '65536'");
+  EXPECT_EQ(listen_error("127.0.0.1:"), prefix + "port must be a number from 0 to 65535, found ''");
+  EXPECT_EQ(listen_error("127.0.0.1:-1"),
+            prefix + "port must be a number from 0 to 65535, found '-1'");
+  EXPECT_EQ(listen_error("127.0.0.1:http"),
+            prefix + "port must be a number from 0 to 65535, found 'http'");
+  EXPECT_EQ(listen_error("[::1]4000"),
+            prefix + "expected [ipv6]:port, e.g. \"[::1]:4000\", found '[::1]4000'");
+  EXPECT_EQ(listen_error("[127.0.0.1]:4000"), prefix + "'127.0.0.1' is not an IPv6 address");
+}
+
+TEST(SpecLoaderErrorTest, SocketMissingListenAndBadBacklog) {
+  EXPECT_EQ(LoadError("sockets:\n  - name: gw\nsupervisor: {}\n"),
+            "test.yaml:2:5: key 'sockets[0].listen': required key is missing (e.g. listen: "
+            "\"127.0.0.1:4000\")");
+  EXPECT_EQ(LoadError("sockets:\n  - {name: gw, listen: \"127.0.0.1:1\", backlog: 0}\n"
+                      "supervisor: {}\n"),
+            "test.yaml:2:48: key 'sockets[0].backlog': expected an integer from 1 to 65535, "
+            "found '0'");
+}
+
+TEST(SpecLoaderErrorTest, UnknownKey) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: w
+      comand: [w]
+)"),
+            "test.yaml:4:7: key 'supervisor.children[0].comand': unknown key 'comand' (allowed "
+            "here: id, type, restart, shutdown, command, env, ready, start_timeout, sockets, "
+            "success_exit_codes, replicas)");
+}
+
+TEST(SpecLoaderErrorTest, UnknownTopLevelAndNodeKeys) {
+  EXPECT_EQ(LoadError("supervisor: {}\nsuprvisor: {}\n"),
+            "test.yaml:2:1: key 'suprvisor': unknown key 'suprvisor' (allowed here: node, "
+            "sockets, supervisor)");
+  EXPECT_EQ(LoadError("node:\n  metrics: 127.0.0.1:9100\nsupervisor: {}\n"),
+            "test.yaml:2:3: key 'node.metrics': unknown key 'metrics' (allowed here: name, "
+            "control, events)");
+  EXPECT_EQ(LoadError("supervisor: {restart: permanent}\n"),
+            "test.yaml:1:14: key 'supervisor.restart': unknown key 'restart' (allowed here: id, "
+            "strategy, intensity, period, children)");
+}
+
+TEST(SpecLoaderErrorTest, WorkerKeyOnASupervisor) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: s
+      type: supervisor
+      replicas: 2
+)"),
+            "test.yaml:5:7: key 'supervisor.children[0].replicas': 'replicas' is a worker key and "
+            "this child has type: supervisor");
+}
+
+TEST(SpecLoaderErrorTest, SupervisorKeyOnAWorker) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: w
+      command: [w]
+      strategy: one_for_all
+)"),
+            "test.yaml:5:7: key 'supervisor.children[0].strategy': 'strategy' is a supervisor "
+            "key; add type: supervisor to make this child a supervisor");
+}
+
+TEST(SpecLoaderErrorTest, CommandAsAString) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: w
+      command: switchboard-worker --port 4000
+)"),
+            "test.yaml:4:16: key 'supervisor.children[0].command': command must be a list of "
+            "strings, e.g. [\"switchboard-worker --port 4000\"]; it is not split on spaces");
+}
+
+TEST(SpecLoaderErrorTest, BadCommandLists) {
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: []}\n"),
+            "test.yaml:3:24: key 'supervisor.children[0].command': command must not be empty");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [w, [x]]}\n"),
+            "test.yaml:3:28: key 'supervisor.children[0].command[1]': expected a string, found "
+            "a list");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [w, null]}\n"),
+            "test.yaml:3:28: key 'supervisor.children[0].command[1]': expected a string, found "
+            "no value");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [\"\", x]}\n"),
+            "test.yaml:3:25: key 'supervisor.children[0].command[0]': the program name is empty");
+}
+
+TEST(SpecLoaderErrorTest, BadEnv) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: w
+      command: [w]
+      env:
+        EMPTY:
+)"),
+            "test.yaml:6:9: key 'supervisor.children[0].env.EMPTY': expected a string (write \"\" "
+            "for an empty value), found no value");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [w], env: [A=1]}\n"),
+            "test.yaml:3:34: key 'supervisor.children[0].env': expected a map of NAME: value");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [w], env: {A=B: 1}}\n"),
+            "test.yaml:3:35: key 'supervisor.children[0].env.A=B': environment variable names "
+            "must be non-empty and contain no '='");
+}
+
+TEST(SpecLoaderErrorTest, BadEnumValues) {
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [w], restart: always}\n"),
+            "test.yaml:3:38: key 'supervisor.children[0].restart': unknown restart type 'always' "
+            "(expected one of permanent, transient, temporary)");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [w], ready: socket}\n"),
+            "test.yaml:3:36: key 'supervisor.children[0].ready': unknown ready mode 'socket' "
+            "(expected one of notify, exec)");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, type: process}\n"),
+            "test.yaml:3:21: key 'supervisor.children[0].type': unknown type 'process' (expected "
+            "one of worker, supervisor)");
+}
+
+TEST(SpecLoaderErrorTest, NullValueIsReportedAtItsKey) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  strategy:
+  intensity: 2
+)"),
+            "test.yaml:2:3: key 'supervisor.strategy': expected one of one_for_one, one_for_all, "
+            "rest_for_one, simple_one_for_one, found no value");
+}
+
+TEST(SpecLoaderErrorTest, BadExitCodesAndReplicas) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: w
+      command: [w]
+      success_exit_codes: [0, 256]
+)"),
+            "test.yaml:5:31: key 'supervisor.children[0].success_exit_codes[1]': expected an "
+            "integer from 0 to 255, found '256'");
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: w
+      command: [w]
+      replicas: -1
+)"),
+            "test.yaml:5:17: key 'supervisor.children[0].replicas': expected an integer from 0 "
+            "to 10000, found '-1'");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [w], replicas: 2.5}\n"),
+            "test.yaml:3:39: key 'supervisor.children[0].replicas': expected an integer from 0 "
+            "to 10000, found '2.5'");
+}
+
+TEST(SpecLoaderErrorTest, SimpleOneForOneWithTwoChildren) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  strategy: simple_one_for_one
+  children:
+    - id: a
+      command: [a]
+    - id: b
+      command: [b]
+)"),
+            "test.yaml:6:7: key 'supervisor.children': a simple_one_for_one supervisor needs "
+            "exactly one child spec (the template for its instances), found 2");
+}
+
+TEST(SpecLoaderErrorTest, SimpleOneForOneWithNoChildren) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: pool
+      type: supervisor
+      strategy: simple_one_for_one
+      children: []
+)"),
+            "test.yaml:6:17: key 'supervisor.children[0].children': a simple_one_for_one "
+            "supervisor needs exactly one child spec (the template for its instances), found 0");
+  EXPECT_EQ(LoadError("supervisor:\n  strategy: simple_one_for_one\n"),
+            "test.yaml:2:3: key 'supervisor.children': a simple_one_for_one supervisor needs "
+            "exactly one child spec (the template for its instances), found 0");
+}
+
+TEST(SpecLoaderErrorTest, SimpleOneForOneTemplateMustBeAWorker) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  strategy: simple_one_for_one
+  children:
+    - id: sub
+      type: supervisor
+)"),
+            "test.yaml:5:13: key 'supervisor.children[0].type': the child of a simple_one_for_one "
+            "supervisor is the template for its instances and must be a worker");
+}
+
+TEST(SpecLoaderErrorTest, DuplicateYamlKey) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  intensity: 1
+  period: 5s
+  intensity: 5
+)"),
+            "test.yaml:4:3: key 'supervisor.intensity': duplicate key 'intensity' (first defined "
+            "at 2:3)");
+}
+
+TEST(SpecLoaderErrorTest, YamlSyntaxError) {
+  EXPECT_EQ(LoadError(R"(supervisor:
+  children:
+    - id: a
+      command: [a, b
+)"),
+            "test.yaml:5:1: end of sequence flow not found");
+  EXPECT_EQ(LoadError("supervisor:\n  id: \"root"), "test.yaml:2:12: illegal EOF in scalar");
+  EXPECT_EQ(LoadError("supervisor:\n  id: a\n strategy: one_for_all\n"),
+            "test.yaml:3:2: end of map not found");
+  EXPECT_EQ(LoadError("node: &n {name: a}\nsupervisor: *m\n"),
+            "test.yaml:2:13: the referenced anchor is not defined");
+}
+
+TEST(SpecLoaderErrorTest, EmptyConfiguration) {
+  EXPECT_EQ(LoadError(""), "test.yaml:1:1: empty configuration");
+  EXPECT_EQ(LoadError("# nothing yet\n\n"), "test.yaml:1:1: empty configuration");
+  EXPECT_EQ(LoadError("---\n"), "test.yaml:1:1: empty configuration");
+}
+
+TEST(SpecLoaderErrorTest, TopLevelShape) {
+  EXPECT_EQ(LoadError("- supervisor\n"),
+            "test.yaml:1:1: the configuration must be a map with the keys node, sockets, "
+            "supervisor");
+  EXPECT_EQ(LoadError("node: {name: a}\n"),
+            "test.yaml:1:1: key 'supervisor': required key is missing (it is the root of the "
+            "supervision tree)");
+  EXPECT_EQ(LoadError("supervisor: root\n"),
+            "test.yaml:1:13: key 'supervisor': expected a map with keys id, strategy, intensity, "
+            "period, children");
+  EXPECT_EQ(LoadError("supervisor: {}\n---\nsupervisor: {}\n"),
+            "test.yaml:3:1: only one YAML document is allowed; remove the second '---' section");
+}
+
+TEST(SpecLoaderErrorTest, BadNode) {
+  EXPECT_EQ(LoadError("node:\n  name: my node\nsupervisor: {}\n"),
+            "test.yaml:2:9: key 'node.name': invalid node name 'my node': must match "
+            "[A-Za-z0-9_.-]+");
+  EXPECT_EQ(LoadError("node: {control: ''}\nsupervisor: {}\n"),
+            "test.yaml:1:17: key 'node.control': control socket path is empty");
+  EXPECT_EQ(LoadError("node: {control: /" + std::string(107, 'x') + "}\nsupervisor: {}\n"),
+            "test.yaml:1:17: key 'node.control': control socket path is 108 bytes; Unix sockets "
+            "allow at most 107");
+}
+
+// ---- Files ----
+
+TEST(SpecLoaderFileTest, LoadsAFile) {
+  char path[] = "/tmp/spec_loader_test_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  std::ofstream(path) << kFullExample;
+  sb::Result<TreeSpec> spec = LoadTreeSpecFile(path);
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(spec->file, path);
+  EXPECT_EQ(spec->root.children.size(), 4u);
+  EXPECT_EQ(spec->root, LoadOk(kFullExample).root);
+
+  std::ofstream(path) << "supervisor:\n  period: 5\n";
+  sb::Result<TreeSpec> bad = LoadTreeSpecFile(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), sb::Status::Code::kInvalidConfig);
+  EXPECT_EQ(bad.status().message(), std::string(path) +
+                                        ":2:11: key 'supervisor.period': duration needs a unit "
+                                        "(ms, s, m, h): '5'");
+  unlink(path);
+}
+
+TEST(SpecLoaderFileTest, MissingFileIsAnIoError) {
+  sb::Result<TreeSpec> spec = LoadTreeSpecFile("/nonexistent/switchboard.yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().code(), sb::Status::Code::kIoError);
+  EXPECT_EQ(spec.status().message(),
+            "unable to read /nonexistent/switchboard.yaml: No such file or directory");
+}
+
+TEST(SpecLoaderFileTest, DirectoryIsAnIoError) {
+  sb::Result<TreeSpec> spec = LoadTreeSpecFile("/tmp");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().code(), sb::Status::Code::kIoError);
+  EXPECT_EQ(spec.status().message(), "unable to read /tmp: Is a directory");
+}
+
+// ---- tree_spec.h helpers ----
+
+TEST(TreeSpecTest, InstantiateReplicaSubstitutesEveryPlaceholder) {
+  ChildSpec tmpl = Worker("shard", {"w", "{{replica}}", "--x={{replica}}{{replica}}", "{{other}}"});
+  tmpl.env = {{"{{replica}}", "a{{replica}}b"}, {"PLAIN", "v"}};
+  tmpl.sockets = {"{{replica}}"};
+  const ChildSpec c = InstantiateReplica(tmpl, 12);
+  EXPECT_EQ(c.id, "shard.12");
+  EXPECT_EQ(c.replica, (ReplicaOf{"shard", 12}));
+  EXPECT_EQ(c.command, (std::vector<std::string>{"w", "12", "--x=1212", "{{other}}"}));
+  EXPECT_EQ(c.env, (std::vector<std::pair<std::string, std::string>>{{"{{replica}}", "a12b"},
+                                                                     {"PLAIN", "v"}}));
+  EXPECT_EQ(c.sockets, tmpl.sockets);  // names are not templated
+}
+
+TEST(TreeSpecTest, Names) {
+  EXPECT_STREQ(StrategyName(Strategy::kOneForOne), "one_for_one");
+  EXPECT_STREQ(StrategyName(Strategy::kOneForAll), "one_for_all");
+  EXPECT_STREQ(StrategyName(Strategy::kRestForOne), "rest_for_one");
+  EXPECT_STREQ(StrategyName(Strategy::kSimpleOneForOne), "simple_one_for_one");
+  EXPECT_STREQ(RestartTypeName(RestartType::kPermanent), "permanent");
+  EXPECT_STREQ(RestartTypeName(RestartType::kTransient), "transient");
+  EXPECT_STREQ(RestartTypeName(RestartType::kTemporary), "temporary");
+}
+
+}  // namespace
+}  // namespace sb::supervisor

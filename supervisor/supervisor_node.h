@@ -1,0 +1,155 @@
+// SupervisorNode: one supervisor of the tree, with OTP semantics.
+//
+// Owns: the runtime children of one supervisor (their spec, state and current
+// incarnation), its restart-intensity window, and its mailbox. It behaves
+// like an OTP supervisor process: messages queue in the mailbox; a
+// synchronous operation (start a child and wait until it is ready, stop a
+// child and wait until it is gone) is a Step that takes only the messages it
+// is waiting for ("selective receive") and leaves the rest queued, so a
+// second crash during a restart is handled after it, exactly as OTP does.
+// Pure: no clock, fork or I/O; every effect goes through NodeHost. Runs on
+// the daemon's loop thread; owned by TreeEngine.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "supervisor/engine_types.h"
+#include "supervisor/restart_intensity.h"
+#include "supervisor/tree_spec.h"
+
+namespace sb::supervisor {
+
+// A message in a supervisor's mailbox. `ref` is the token, timer or instance
+// the message is about.
+struct NodeMsg {
+  enum class Kind {
+    kInit,            // start all static children (the supervisor's init)
+    kSpawned,         // ref=token, pid
+    kSpawnFailed,     // ref=token, text
+    kReady,           // ref=token
+    kExit,            // ref=token, exit
+    kTimer,           // ref=timer
+    kSubReady,        // ref=instance: a child supervisor finished starting
+    kSubStartFailed,  // ref=instance, text
+    kSubExited,       // ref=instance: a child supervisor terminated (reason shutdown)
+    kStop,            // stop all children and terminate (parent or daemon asks)
+    kRetry,           // text=child id: retry a failed restart
+  };
+  Kind kind;
+  uint64_t ref = 0;
+  int pid = 0;
+  ExitInfo exit;
+  std::string text;
+};
+
+// Effects a node may ask for. Implemented by TreeEngine.
+class NodeHost {
+ public:
+  virtual ~NodeHost() = default;
+  virtual Token Spawn(Instance owner, const std::string& id, const ChildSpec& spec) = 0;
+  virtual void Signal(Token token, int sig) = 0;
+  virtual TimerToken StartTimer(Instance owner, Millis after) = 0;
+  virtual void CancelTimer(TimerToken timer) = 0;
+  virtual void Emit(TreeEvent ev) = 0;
+  virtual void Log(action::Log::Level level, std::string text) = 0;
+  // Creates a child supervisor and sends it kInit; returns its instance.
+  virtual Instance StartSub(Instance parent, const SupervisorSpec& spec) = 0;
+  virtual void Send(Instance to, NodeMsg msg) = 0;
+  // SIGKILL every process below `sub` (a supervisor's shutdown timeout expired).
+  virtual void KillSubtree(Instance sub) = 0;
+  // The node finished: tell its parent (or end the daemon, for the root).
+  virtual void Ready(Instance self) = 0;
+  virtual void StartFailed(Instance self, const std::string& reason) = 0;
+  virtual void Terminated(Instance self, bool gave_up) = 0;
+};
+
+class SupervisorNode {
+ public:
+  struct Child {
+    ChildSpec spec;
+    ChildState state = ChildState::kStopped;
+    Token token = 0;    // current incarnation until its exit is consumed
+    int pid = 0;        // worker pid while token != 0
+    Instance sub = 0;   // running child supervisor
+    Time since{0};      // when it became running
+    int restarts = 0;   // automatic restarts of this child
+    std::optional<ExitInfo> last_exit;
+  };
+
+  SupervisorNode(Instance self, Instance parent, SupervisorSpec spec, NodeHost& host);
+
+  void Deliver(NodeMsg msg) { mailbox_.push_back(std::move(msg)); }
+  // Processes messages until the node is blocked or its mailbox is empty.
+  void Pump(Time now);
+  // Every later Stop step kills at once (an ancestor's shutdown timeout fired).
+  void SetBrutal() { brutal_ = true; }
+
+  Instance self() const { return self_; }
+  Instance parent() const { return parent_; }
+  const SupervisorSpec& spec() const { return spec_; }
+  const std::vector<Child>& children() const { return children_; }
+  bool terminated() const { return terminated_; }
+  int restarts_in_window(Time now) const { return intensity_.CountInWindow(now); }
+
+ private:
+  enum class StartMode { kInitial, kRestart };
+  struct Step {
+    enum class Kind { kStart, kStop, kStopAllParallel } kind;
+    std::string id;  // kStart / kStop
+    StartMode mode = StartMode::kInitial;
+    // Progress of the step.
+    bool begun = false;
+    bool killing = false;       // start timed out: killed, waiting for the exit
+    TimerToken timer = 0;
+    std::string failure;        // why a start failed
+    std::set<Token> waiting;    // kStopAllParallel: incarnations not yet gone
+  };
+  enum class After { kNothing, kReportReady, kReportStartFailed, kReportTerminated };
+
+  Child* Find(const std::string& id);
+  Child* FindByToken(Token t);
+  Child* FindBySub(Instance i);
+  void Erase(const std::string& id);
+
+  // Idle: a message taken from the head of the mailbox.
+  void Handle(NodeMsg msg, Time now);
+  void OnChildExit(Child& c, bool normal, const std::string& why, Time now);
+  void Restart(const std::string& id, const std::string& why, Time now);
+  void GiveUp(const std::string& offender, Time now);
+  void PlanStopAll();
+
+  // Steps.
+  void Begin(Step& s, Time now);
+  bool Wants(const Step& s, const NodeMsg& m) const;
+  void OnStepMsg(Step& s, NodeMsg m, Time now);
+  void StartSucceeded(Step& s, Time now);
+  void StartFailedStep(Step& s, const std::string& reason);
+  void StopDone(Step& s, Child& c);
+  void Finish(Time now);
+  // Sends the stop signal `sd` asks for. Arms the kill timer in `*timer`
+  // unless `timer` is null (a parallel stop shares one timer).
+  void StopSignal(Child& c, const ShutdownSpec& sd, TimerToken* timer);
+
+  Instance self_;
+  Instance parent_;
+  SupervisorSpec spec_;
+  NodeHost& host_;
+  RestartIntensity intensity_;
+  std::vector<Child> children_;  // start order
+  std::deque<NodeMsg> mailbox_;
+  std::deque<Step> plan_;
+  std::optional<Step> step_;
+  After after_ = After::kNothing;
+  std::string start_failure_;
+  bool gave_up_ = false;
+  bool brutal_ = false;
+  bool stopping_ = false;
+  bool terminated_ = false;
+};
+
+}  // namespace sb::supervisor

@@ -1,0 +1,86 @@
+// TreeEngine: the whole supervision tree as a pure state machine.
+//
+// Owns: every running SupervisorNode, and the tables that route what the
+// outside world reports (a process incarnation's readiness or exit, a timer)
+// to the supervisor that is waiting for it. Input: the On*() calls; output:
+// the Actions returned by TakeActions(), which the daemon performs in order
+// and answers with further On*() calls. No clock, fork, signal or I/O here:
+// time is passed in, so every OTP rule is unit-tested with a fake world
+// (tree_engine_test.cc). Single-threaded, on the daemon's loop.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "supervisor/engine_types.h"
+#include "supervisor/supervisor_node.h"
+#include "supervisor/tree_spec.h"
+
+namespace sb::supervisor {
+
+class TreeEngine : private NodeHost {
+ public:
+  explicit TreeEngine(SupervisorSpec root);
+  ~TreeEngine() override;
+
+  // Starts the root supervisor (ordered, synchronous start of the whole tree).
+  void Start(Time now);
+  // The daemon was asked to stop (SIGTERM/SIGINT): stop everything in reverse
+  // order. A second request kills whatever is still running.
+  void RequestShutdown(Time now);
+
+  void OnSpawned(Token token, int pid, Time now);
+  void OnSpawnFailed(Token token, const std::string& error, Time now);
+  void OnReady(Token token, Time now);
+  void OnExited(Token token, ExitInfo exit, Time now);
+  void OnTimer(TimerToken timer, Time now);
+
+  std::vector<Action> TakeActions() { return std::exchange(actions_, {}); }
+
+  // Read-only view for status and tests.
+  const SupervisorNode* root() const;
+  const SupervisorNode* node(Instance i) const;
+  bool finished() const { return finished_; }
+
+ private:
+  // NodeHost
+  Token Spawn(Instance owner, const std::string& id, const ChildSpec& spec) override;
+  void Signal(Token token, int sig) override;
+  TimerToken StartTimer(Instance owner, Millis after) override;
+  void CancelTimer(TimerToken timer) override;
+  void Emit(TreeEvent ev) override;
+  void Log(action::Log::Level level, std::string text) override;
+  Instance StartSub(Instance parent, const SupervisorSpec& spec) override;
+  void Send(Instance to, NodeMsg msg) override;
+  void KillSubtree(Instance sub) override;
+  void Ready(Instance self) override;
+  void StartFailed(Instance self, const std::string& reason) override;
+  void Terminated(Instance self, bool gave_up) override;
+
+  void PumpAll(Time now);
+  void Reap(Instance i);
+
+  struct Incarnation {
+    Instance owner;
+    std::string id;
+    int pid = 0;
+  };
+
+  SupervisorSpec root_spec_;
+  Instance root_ = 0;
+  Instance next_instance_ = 1;
+  uint64_t next_token_ = 1;
+  std::map<Instance, std::unique_ptr<SupervisorNode>> nodes_;
+  std::unordered_map<Token, Incarnation> live_;       // spawned, exit not yet seen
+  std::unordered_map<TimerToken, Instance> timers_;   // armed
+  std::vector<Instance> dirty_;                       // have mail to process
+  std::vector<Instance> dead_;                        // terminated, delete after pumping
+  std::vector<Action> actions_;
+  bool shutdown_requested_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace sb::supervisor

@@ -1,0 +1,966 @@
+// TreeEngine against a fake world: every rule of OTP-SEMANTICS.md that the
+// engine implements, checked through the exact order of its actions.
+
+#include "supervisor/tree_engine.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "supervisor/engine_types.h"
+#include "supervisor/supervisor_node.h"
+#include "supervisor/tree_spec.h"
+
+namespace sb::supervisor {
+namespace {
+
+using namespace std::chrono_literals;
+using Strings = std::vector<std::string>;
+
+// ---- specs -------------------------------------------------------------------
+
+ChildSpec Worker(const std::string& id, RestartType restart = RestartType::kPermanent) {
+  ChildSpec c;
+  c.id = id;
+  c.restart = restart;
+  c.command = {"/usr/bin/" + id};
+  return c;
+}
+
+ChildSpec WithShutdown(ChildSpec c, ShutdownSpec::Kind kind, Millis timeout = 0ms) {
+  c.shutdown = ShutdownSpec{kind, timeout};
+  return c;
+}
+
+SupervisorSpec Sup(const std::string& id, Strategy strategy, std::vector<ChildSpec> children,
+                   int intensity = 1, Millis period = 5000ms) {
+  SupervisorSpec s;
+  s.id = id;
+  s.strategy = strategy;
+  s.children = std::move(children);
+  s.intensity = intensity;
+  s.period = period;
+  return s;
+}
+
+ChildSpec SubSup(SupervisorSpec spec, RestartType restart = RestartType::kPermanent,
+                 ShutdownSpec shutdown = {ShutdownSpec::Kind::kInfinity, 0ms}) {
+  ChildSpec c;
+  c.id = spec.id;
+  c.is_supervisor = true;
+  c.restart = restart;
+  c.shutdown = shutdown;
+  c.sub.push_back(std::move(spec));
+  return c;
+}
+
+// ---- the fake world ------------------------------------------------------------
+
+// How a spawned process behaves until it is ready.
+enum class Boot {
+  kReady,       // reports ready at once
+  kNeverReady,  // runs, never reports ready
+  kExitEarly,   // exits with kEarlyStatus before reporting ready
+  kExecFails,   // fork/exec fails: OnSpawnFailed
+};
+constexpr int kEarlyStatus = 3;
+
+// Performs the engine's actions the way the daemon would, answering at once:
+// spawns succeed with increasing pids, SIGTERM ends a process unless it is set
+// to ignore it, SIGKILL always does. Timers fire only when the test says so.
+// Records every action as a compact string ("spawn:a", "TERM:a", "KILL:a",
+// "arm:5000ms", "cancel", "fire:5000ms", "exit:0") and every Emit as
+// "event:id" ("started:a", "gave_up:root").
+class World {
+ public:
+  explicit World(SupervisorSpec root) : engine_(std::move(root)) {}
+
+  // Every later spawn of `id` behaves like `boot`, after the queued ones.
+  void SetBoot(const std::string& id, Boot boot) { boot_[id] = boot; }
+  // The next spawn of `id` (then the one after, ...) behaves like `boot`.
+  void QueueBoot(const std::string& id, Boot boot) { queued_[id].push_back(boot); }
+  void IgnoreTerm(const std::string& id) { ignore_term_.insert(id); }
+
+  void Start() {
+    engine_.Start(now_);
+    Settle();
+  }
+  void Shutdown() {
+    engine_.RequestShutdown(now_);
+    Settle();
+  }
+  void Crash(const std::string& id, ExitInfo exit = ExitInfo::Code(1)) {
+    CrashTogether({id}, exit);
+  }
+  // All of `ids` exit before the world performs any of the engine's answers.
+  void CrashTogether(const Strings& ids, ExitInfo exit = ExitInfo::Code(1)) {
+    for (const std::string& id : ids) {
+      ASSERT_TRUE(current_.contains(id)) << id << " is not running";
+      Exit(current_[id], exit);
+    }
+    Settle();
+  }
+  void Ready(const std::string& id) {
+    ASSERT_TRUE(current_.contains(id)) << id << " is not running";
+    engine_.OnReady(current_[id], now_);
+    Settle();
+  }
+  // Fires the oldest armed timer of duration `after`.
+  void Fire(Millis after) {
+    auto it = std::find_if(timers_.begin(), timers_.end(),
+                           [&](const auto& t) { return t.second == after; });
+    ASSERT_NE(it, timers_.end()) << "no armed timer of " << after.count() << "ms";
+    TimerToken timer = it->first;
+    timers_.erase(it);
+    Record("fire:" + std::to_string(after.count()) + "ms");
+    engine_.OnTimer(timer, now_);
+    Settle();
+  }
+  void Advance(Time d) { now_ += d; }
+
+  const Strings& Trace() const { return trace_; }
+  const Strings& Events() const { return events_; }
+  void Clear() {
+    trace_.clear();
+    events_.clear();
+  }
+  int Count(const std::string& entry) const {
+    return static_cast<int>(std::count(trace_.begin(), trace_.end(), entry));
+  }
+  int Pid(const std::string& id) const {
+    auto it = current_.find(id);
+    return it == current_.end() ? 0 : procs_.at(it->second).pid;
+  }
+  bool Running(const std::string& id) const { return current_.contains(id); }
+  int spawns(const std::string& id) const { return spawns_.contains(id) ? spawns_.at(id) : 0; }
+  const ChildSpec& LastSpawnSpec(const std::string& id) const { return specs_.at(id); }
+  size_t armed_timers() const { return timers_.size(); }
+  std::optional<int> exit_code() const { return exit_code_; }
+  const std::string& exit_reason() const { return exit_reason_; }
+
+  const TreeEngine& engine() const { return engine_; }
+  const SupervisorNode& root() const { return *engine_.root(); }
+  int RootRestarts() const { return engine_.root()->restarts_in_window(now_); }
+  // The running supervisor node of child supervisor `id` (a child of root).
+  const SupervisorNode* SubNode(const std::string& id) const {
+    const SupervisorNode::Child* c = FindChild(root(), id);
+    return c ? engine_.node(c->sub) : nullptr;
+  }
+  static const SupervisorNode::Child* FindChild(const SupervisorNode& n, const std::string& id) {
+    for (const auto& c : n.children())
+      if (c.spec.id == id) return &c;
+    return nullptr;
+  }
+  static Strings Ids(const SupervisorNode& n) {
+    Strings ids;
+    for (const auto& c : n.children()) ids.push_back(c.spec.id);
+    return ids;
+  }
+
+ private:
+  struct Proc {
+    std::string id;
+    int pid;
+  };
+
+  void Settle() {
+    std::deque<Action> queue;
+    auto pull = [&] {
+      for (Action& a : engine_.TakeActions()) queue.push_back(std::move(a));
+    };
+    pull();
+    while (!queue.empty()) {
+      Action a = std::move(queue.front());
+      queue.pop_front();
+      std::visit([this](const auto& act) { Perform(act); }, a);
+      pull();
+    }
+  }
+
+  void Record(std::string s) { trace_.push_back(std::move(s)); }
+
+  void Exit(Token token, ExitInfo exit) {
+    const std::string id = procs_.at(token).id;
+    if (current_[id] == token) current_.erase(id);
+    procs_.erase(token);
+    engine_.OnExited(token, exit, now_);
+  }
+
+  Boot NextBoot(const std::string& id) {
+    auto q = queued_.find(id);
+    if (q != queued_.end() && !q->second.empty()) {
+      Boot b = q->second.front();
+      q->second.pop_front();
+      return b;
+    }
+    auto it = boot_.find(id);
+    return it == boot_.end() ? Boot::kReady : it->second;
+  }
+
+  void Perform(const action::Spawn& a) {
+    const std::string& id = a.spec.id;
+    Record("spawn:" + id);
+    spawns_[id]++;
+    specs_[id] = a.spec;
+    Boot boot = NextBoot(id);
+    if (boot == Boot::kExecFails) {
+      engine_.OnSpawnFailed(a.token, "exec failed", now_);
+      return;
+    }
+    procs_[a.token] = Proc{id, next_pid_++};
+    current_[id] = a.token;
+    engine_.OnSpawned(a.token, procs_[a.token].pid, now_);
+    if (boot == Boot::kReady) engine_.OnReady(a.token, now_);
+    if (boot == Boot::kExitEarly) Exit(a.token, ExitInfo::Code(kEarlyStatus));
+  }
+  void Perform(const action::Signal& a) {
+    auto it = procs_.find(a.token);
+    if (it == procs_.end()) return;  // already reaped: a no-op, as for the daemon
+    const std::string id = it->second.id;
+    Record((a.signal == SIGKILL ? "KILL:" : a.signal == SIGTERM ? "TERM:" : "SIG?:") + id);
+    if (a.signal == SIGKILL || !ignore_term_.contains(id)) Exit(a.token, ExitInfo::Signal(a.signal));
+  }
+  void Perform(const action::StartTimer& a) {
+    Record("arm:" + std::to_string(a.after.count()) + "ms");
+    timers_.emplace_back(a.timer, a.after);
+  }
+  void Perform(const action::CancelTimer& a) {
+    Record("cancel");
+    std::erase_if(timers_, [&](const auto& t) { return t.first == a.timer; });
+  }
+  void Perform(const action::Emit& a) {
+    std::string e = a.event.event + ":" + a.event.id;
+    Record(e);
+    events_.push_back(e);
+  }
+  void Perform(const action::Log&) {}
+  void Perform(const action::Exit& a) {
+    Record("exit:" + std::to_string(a.code));
+    EXPECT_FALSE(exit_code_.has_value()) << "Exit performed twice";
+    exit_code_ = a.code;
+    exit_reason_ = a.reason;
+  }
+
+  TreeEngine engine_;
+  Time now_ = 1000s;
+  int next_pid_ = 100;
+  std::map<std::string, Boot> boot_;
+  std::map<std::string, std::deque<Boot>> queued_;
+  std::set<std::string> ignore_term_;
+  std::map<Token, Proc> procs_;            // live processes
+  std::map<std::string, Token> current_;   // id -> its live incarnation
+  std::map<std::string, int> spawns_;
+  std::map<std::string, ChildSpec> specs_;  // last Spawn spec per id
+  std::vector<std::pair<TimerToken, Millis>> timers_;  // armed, oldest first
+  Strings trace_;
+  Strings events_;
+  std::optional<int> exit_code_;
+  std::string exit_reason_;
+};
+
+constexpr auto kOneForOne = Strategy::kOneForOne;
+constexpr auto kOneForAll = Strategy::kOneForAll;
+constexpr auto kRestForOne = Strategy::kRestForOne;
+constexpr auto kTransient = RestartType::kTransient;
+constexpr auto kTemporary = RestartType::kTemporary;
+
+// ---- 1. ordered synchronous start ----------------------------------------------
+
+TEST(StartTest, NextChildIsSpawnedOnlyAfterThePreviousIsReady) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b")}));
+  w.SetBoot("a", Boot::kNeverReady);
+  w.Start();
+  EXPECT_EQ(w.Trace(), (Strings{"started:root", "spawn:a", "started:a", "arm:10000ms"}));
+  w.Clear();
+  w.Ready("a");
+  EXPECT_EQ(w.Trace(), (Strings{"cancel", "ready:a", "spawn:b", "started:b", "arm:10000ms",
+                                "cancel", "ready:b", "ready:root"}));
+}
+
+TEST(StartTest, NestedTreeStartsDepthFirstInListOrderAndRootIsReadyLast) {
+  World w(Sup("root", kOneForOne,
+              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x"), Worker("y")})),
+               Worker("b")}));
+  w.Start();
+  EXPECT_EQ(w.Events(), (Strings{"started:root", "started:a", "ready:a", "started:s", "started:x",
+                                 "ready:x", "started:y", "ready:y", "ready:s", "started:b",
+                                 "ready:b", "ready:root"}));
+  EXPECT_FALSE(w.exit_code().has_value());
+}
+
+// ---- 2-4. strategies -------------------------------------------------------------
+
+TEST(StrategyTest, OneForOneRestartsOnlyTheCrashedChild) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b"), Worker("c")}));
+  w.Start();
+  int a = w.Pid("a"), b = w.Pid("b"), c = w.Pid("c");
+  w.Clear();
+  w.Crash("b");
+  EXPECT_EQ(w.Events(), (Strings{"exited:b", "restarting:b", "started:b", "ready:b"}));
+  EXPECT_EQ(w.Pid("a"), a);
+  EXPECT_EQ(w.Pid("c"), c);
+  EXPECT_NE(w.Pid("b"), b);
+  EXPECT_EQ(w.RootRestarts(), 1);
+}
+
+TEST(StrategyTest, OneForAllStopsOthersInReverseThenStartsAllInOrderCountingOnce) {
+  World w(Sup("root", kOneForAll, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/1));
+  w.Start();
+  w.Clear();
+  w.Crash("b");
+  EXPECT_EQ(w.Events(),
+            (Strings{"exited:b", "restarting:a", "restarting:b", "restarting:c", "stopping:c",
+                     "exited:c", "stopped:c", "stopping:a", "exited:a", "stopped:a", "started:a",
+                     "ready:a", "started:b", "ready:b", "started:c", "ready:c"}));
+  EXPECT_EQ(w.RootRestarts(), 1);
+  EXPECT_FALSE(w.exit_code().has_value());
+  EXPECT_TRUE(w.Running("a") && w.Running("b") && w.Running("c"));
+}
+
+TEST(StrategyTest, RestForOneRestartsTheCrashedChildAndThoseAfterIt) {
+  World w(Sup("root", kRestForOne, {Worker("a"), Worker("b"), Worker("c"), Worker("d")}));
+  w.Start();
+  int a = w.Pid("a");
+  w.Clear();
+  w.Crash("b");
+  EXPECT_EQ(w.Events(),
+            (Strings{"exited:b", "restarting:b", "restarting:c", "restarting:d", "stopping:d",
+                     "exited:d", "stopped:d", "stopping:c", "exited:c", "stopped:c", "started:b",
+                     "ready:b", "started:c", "ready:c", "started:d", "ready:d"}));
+  EXPECT_EQ(w.Pid("a"), a);
+  EXPECT_EQ(w.RootRestarts(), 1);
+}
+
+TEST(StrategyTest, RestForOneRestartsTheLastChildAlone) {
+  World w(Sup("root", kRestForOne, {Worker("a"), Worker("b")}));
+  w.Start();
+  int a = w.Pid("a");
+  w.Clear();
+  w.Crash("b");
+  EXPECT_EQ(w.Events(), (Strings{"exited:b", "restarting:b", "started:b", "ready:b"}));
+  EXPECT_EQ(w.Pid("a"), a);
+}
+
+TEST(StrategyTest, CrashDuringInitIsHandledOnceInitIsDone) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b")}));
+  w.SetBoot("b", Boot::kNeverReady);
+  w.Start();
+  w.Crash("a");  // root is blocked starting b
+  EXPECT_EQ(w.spawns("a"), 1);
+  w.Clear();
+  w.Ready("b");
+  EXPECT_EQ(w.Events(),
+            (Strings{"ready:b", "ready:root", "restarting:a", "started:a", "ready:a"}));
+}
+
+TEST(StrategyTest, TwoOneForOneCrashesAreTwoRestarts) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b")}, /*intensity=*/1));
+  w.Start();
+  w.CrashTogether({"a", "b"});
+  EXPECT_EQ(w.Count("gave_up:root"), 1);
+  EXPECT_EQ(w.exit_code(), 1);
+}
+
+TEST(StrategyTest, ExecReadyModeIsReadyWhenSpawned) {
+  ChildSpec a = Worker("a");
+  a.ready = ReadyMode::kExec;
+  World w(Sup("root", kOneForOne, {a}));
+  w.SetBoot("a", Boot::kNeverReady);
+  w.Start();
+  EXPECT_EQ(w.Trace(), (Strings{"started:root", "spawn:a", "started:a", "ready:a", "ready:root"}));
+}
+
+// ---- 5. restart types --------------------------------------------------------------
+
+TEST(RestartTypeTest, PermanentRestartsOnExitZeroAndCountsIt) {
+  World w(Sup("root", kOneForOne, {Worker("a")}));
+  w.Start();
+  w.Clear();
+  w.Crash("a", ExitInfo::Code(0));
+  EXPECT_EQ(w.Events(), (Strings{"exited:a", "restarting:a", "started:a", "ready:a"}));
+  EXPECT_EQ(w.RootRestarts(), 1);
+}
+
+TEST(RestartTypeTest, TransientRestartsOnlyOnAbnormalExit) {
+  ChildSpec t = Worker("t", kTransient);
+  t.success_exit_codes = {42};
+  World w(Sup("root", kOneForOne, {t, Worker("a")}, /*intensity=*/10));
+  w.Start();
+  w.Clear();
+
+  w.Crash("t", ExitInfo::Code(0));
+  EXPECT_EQ(w.Events(), (Strings{"exited:t"}));
+  const SupervisorNode::Child* c = World::FindChild(w.root(), "t");
+  ASSERT_NE(c, nullptr);  // spec kept
+  EXPECT_EQ(c->state, ChildState::kStopped);
+  EXPECT_EQ(w.RootRestarts(), 0);
+
+  // A configured success exit code is normal too.
+  World w2(Sup("root", kOneForOne, {t}, 10));
+  w2.Start();
+  w2.Clear();
+  w2.Crash("t", ExitInfo::Code(42));
+  EXPECT_EQ(w2.Events(), (Strings{"exited:t"}));
+  EXPECT_EQ(w2.RootRestarts(), 0);
+
+  World w3(Sup("root", kOneForOne, {t}, 10));
+  w3.Start();
+  w3.Clear();
+  w3.Crash("t", ExitInfo::Code(1));
+  EXPECT_EQ(w3.Events(), (Strings{"exited:t", "restarting:t", "started:t", "ready:t"}));
+  w3.Clear();
+  w3.Crash("t", ExitInfo::Signal(SIGKILL));  // `killed` is abnormal
+  EXPECT_EQ(w3.Events(), (Strings{"exited:t", "restarting:t", "started:t", "ready:t"}));
+  w3.Clear();
+  w3.Crash("t", ExitInfo::Signal(SIGTERM));
+  EXPECT_EQ(w3.Events(), (Strings{"exited:t", "restarting:t", "started:t", "ready:t"}));
+  EXPECT_EQ(w3.RootRestarts(), 3);
+}
+
+TEST(RestartTypeTest, TemporaryIsNeverRestartedAndItsSpecIsDeleted) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("t", kTemporary), Worker("u", kTemporary)}));
+  w.Start();
+  w.Clear();
+  w.Crash("t", ExitInfo::Code(1));
+  w.Crash("u", ExitInfo::Code(0));
+  EXPECT_EQ(w.Events(), (Strings{"exited:t", "exited:u"}));
+  EXPECT_EQ(World::Ids(w.root()), (Strings{"a"}));
+  EXPECT_EQ(w.RootRestarts(), 0);
+}
+
+// ---- 6. intensity ------------------------------------------------------------------
+
+TEST(IntensityTest, GivesUpOnTheThirdCrashWithinThePeriodAndStopsInReverse) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/2,
+              /*period=*/5000ms));
+  w.Start();
+  w.Crash("a");
+  w.Advance(1s);
+  w.Crash("b");
+  w.Advance(1s);
+  w.Clear();
+  w.Crash("a");
+  EXPECT_EQ(w.Trace(), (Strings{"exited:a", "gave_up:root", "stopping:c", "TERM:c", "arm:5000ms",
+                                "exited:c", "cancel", "stopped:c", "stopping:b", "TERM:b",
+                                "arm:5000ms", "exited:b", "cancel", "stopped:b", "exit:1"}));
+  EXPECT_EQ(w.exit_code(), 1);
+  EXPECT_TRUE(w.engine().finished());
+}
+
+TEST(IntensityTest, CrashesSpacedMoreThanThePeriodApartNeverGiveUp) {
+  World w(Sup("root", kOneForOne, {Worker("a")}, /*intensity=*/1, /*period=*/5000ms));
+  w.Start();
+  for (int i = 0; i < 5; ++i) {
+    w.Crash("a");
+    w.Advance(5s + 1ms);
+  }
+  EXPECT_EQ(w.Count("gave_up:root"), 0);
+  EXPECT_EQ(w.spawns("a"), 6);
+  EXPECT_FALSE(w.exit_code().has_value());
+}
+
+TEST(IntensityTest, AttemptsExactlyOnePeriodApartShareTheWindow) {
+  World w(Sup("root", kOneForOne, {Worker("a")}, /*intensity=*/1, /*period=*/5000ms));
+  w.Start();
+  w.Crash("a");
+  w.Advance(5s);
+  w.Crash("a");
+  EXPECT_EQ(w.Count("gave_up:root"), 1);
+  EXPECT_EQ(w.exit_code(), 1);
+}
+
+TEST(IntensityTest, IntensityZeroGivesUpOnFirstRestartWorthyExitOnly) {
+  World w(Sup("root", kOneForOne, {Worker("t", kTransient), Worker("a")}, /*intensity=*/0));
+  w.Start();
+  w.Crash("t", ExitInfo::Code(0));  // normal: not restart-worthy, changes nothing
+  EXPECT_EQ(w.Count("gave_up:root"), 0);
+  EXPECT_TRUE(w.Running("a"));
+  w.Clear();
+  w.Crash("a");
+  EXPECT_EQ(w.Events(), (Strings{"exited:a", "gave_up:root"}));
+  EXPECT_EQ(w.exit_code(), 1);
+}
+
+// ---- 7. escalation -----------------------------------------------------------------
+
+TEST(EscalationTest, PermanentSubSupervisorThatGivesUpIsRestartedAndCountedInParent) {
+  World w(Sup("root", kOneForOne,
+              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x"), Worker("y")}, 0))},
+              /*intensity=*/1));
+  w.Start();
+  const SupervisorNode* old_s = w.SubNode("s");
+  int a = w.Pid("a");
+  w.Clear();
+  w.Crash("x");
+  EXPECT_EQ(w.Events(), (Strings{"exited:x", "gave_up:s", "stopping:y", "exited:y", "stopped:y",
+                                 "restarting:s", "started:s", "started:x", "ready:x",
+                                 "started:y", "ready:y", "ready:s"}));
+  EXPECT_EQ(w.RootRestarts(), 1);
+  const SupervisorNode* s = w.SubNode("s");
+  ASSERT_NE(s, nullptr);
+  EXPECT_NE(s, old_s);
+  EXPECT_EQ(World::Ids(*s), (Strings{"x", "y"}));  // its static children
+  EXPECT_EQ(w.Pid("a"), a);
+  EXPECT_FALSE(w.exit_code().has_value());
+}
+
+TEST(EscalationTest, TransientSubSupervisorThatGivesUpIsNotRestarted) {
+  World w(Sup("root", kOneForOne,
+              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x")}, 0), kTransient)}, 1));
+  w.Start();
+  w.Clear();
+  w.Crash("x");
+  EXPECT_EQ(w.Events(), (Strings{"exited:x", "gave_up:s"}));
+  const SupervisorNode::Child* s = World::FindChild(w.root(), "s");
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->state, ChildState::kStopped);
+  EXPECT_EQ(s->sub, 0u);
+  EXPECT_EQ(w.RootRestarts(), 0);
+  EXPECT_TRUE(w.Running("a"));
+  EXPECT_FALSE(w.exit_code().has_value());
+}
+
+TEST(EscalationTest, GivingUpCascadesToTheRootWhichExitsWithCodeOne) {
+  World w(Sup("root", kOneForOne,
+              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x")}, 0))}, /*intensity=*/0));
+  w.Start();
+  w.Clear();
+  w.Crash("x");
+  EXPECT_EQ(w.Events(), (Strings{"exited:x", "gave_up:s", "gave_up:root", "stopping:a",
+                                 "exited:a", "stopped:a"}));
+  EXPECT_EQ(w.exit_code(), 1);
+}
+
+// ---- 8. failed restarts ------------------------------------------------------------
+
+TEST(FailedRestartTest, OneForOneRetriesAtOnceCountingEveryAttemptUntilGivingUp) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b")}, /*intensity=*/3));
+  w.Start();
+  w.SetBoot("a", Boot::kExitEarly);
+  w.Clear();
+  w.Crash("a");
+  // Attempt 1 and retries 2 and 3 fail; attempt 4 would exceed intensity 3.
+  EXPECT_EQ(w.Events(),
+            (Strings{"exited:a", "restarting:a", "started:a", "exited:a", "restarting:a",
+                     "started:a", "exited:a", "restarting:a", "started:a", "exited:a",
+                     "gave_up:root", "stopping:b", "exited:b", "stopped:b"}));
+  EXPECT_EQ(w.spawns("a"), 4);
+  EXPECT_EQ(w.exit_code(), 1);
+}
+
+TEST(FailedRestartTest, ExecFailureIsAFailedStart) {
+  World w(Sup("root", kOneForOne, {Worker("a")}, /*intensity=*/2));
+  w.Start();
+  w.SetBoot("a", Boot::kExecFails);
+  w.Clear();
+  w.Crash("a");
+  EXPECT_EQ(w.Events(),
+            (Strings{"exited:a", "restarting:a", "restarting:a", "gave_up:root"}));
+  EXPECT_EQ(w.spawns("a"), 3);
+  EXPECT_EQ(w.exit_code(), 1);
+}
+
+TEST(FailedRestartTest, ChildNeverReadyIsKilledAtItsStartTimeoutAndCountsAsFailedStart) {
+  World w(Sup("root", kOneForOne, {Worker("a")}, /*intensity=*/1));
+  w.Start();
+  w.SetBoot("a", Boot::kNeverReady);
+  w.Crash("a");
+  w.Clear();
+  w.Fire(10000ms);
+  EXPECT_EQ(w.Trace(), (Strings{"fire:10000ms", "KILL:a", "exited:a", "gave_up:root", "exit:1"}));
+}
+
+TEST(FailedRestartTest, OneForAllRetryStopsEverythingAgainAndStartsFromTheBeginning) {
+  World w(Sup("root", kOneForAll, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/5));
+  w.Start();
+  w.QueueBoot("b", Boot::kExitEarly);  // the first restart of b fails, the retry works
+  w.Clear();
+  w.Crash("b");
+  EXPECT_EQ(w.Events(),
+            (Strings{"exited:b", "restarting:a", "restarting:b", "restarting:c", "stopping:c",
+                     "exited:c", "stopped:c", "stopping:a", "exited:a", "stopped:a", "started:a",
+                     "ready:a", "started:b", "exited:b",
+                     // c was not started; the retry stops the group again.
+                     "restarting:a", "restarting:b", "restarting:c", "stopping:a", "exited:a",
+                     "stopped:a", "started:a", "ready:a", "started:b", "ready:b", "started:c",
+                     "ready:c"}));
+  EXPECT_EQ(w.RootRestarts(), 2);
+}
+
+TEST(FailedRestartTest, RestForOneRetryRestartsFromTheFailingChildOnward) {
+  World w(Sup("root", kRestForOne, {Worker("a"), Worker("b"), Worker("c"), Worker("d")}, 5));
+  w.Start();
+  w.QueueBoot("c", Boot::kExitEarly);  // the first restart of c fails, the retry works
+  int a = w.Pid("a");
+  w.Clear();
+  w.Crash("b");
+  EXPECT_EQ(w.Events(),
+            (Strings{"exited:b", "restarting:b", "restarting:c", "restarting:d", "stopping:d",
+                     "exited:d", "stopped:d", "stopping:c", "exited:c", "stopped:c", "started:b",
+                     "ready:b", "started:c", "exited:c",
+                     // The retry leaves a and the restarted b alone.
+                     "restarting:c", "restarting:d", "started:c", "ready:c", "started:d",
+                     "ready:d"}));
+  EXPECT_EQ(w.Pid("a"), a);
+  EXPECT_EQ(w.spawns("b"), 2);
+  EXPECT_EQ(w.RootRestarts(), 2);
+}
+
+TEST(FailedRestartTest, SubSupervisorFailingToStartCountsInParentAndCascadesToRoot) {
+  World w(Sup("root", kOneForOne, {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x")}, 0))},
+              /*intensity=*/2));
+  w.Start();
+  w.SetBoot("x", Boot::kExitEarly);
+  w.Clear();
+  w.Crash("x");
+  EXPECT_EQ(w.Events(),
+            (Strings{"exited:x", "gave_up:s", "restarting:s", "started:s", "started:x",
+                     "exited:x", "restarting:s", "started:s", "started:x", "exited:x",
+                     "gave_up:root", "stopping:a", "exited:a", "stopped:a"}));
+  EXPECT_EQ(w.spawns("x"), 3);
+  EXPECT_EQ(w.exit_code(), 1);
+}
+
+// ---- 9. initial start failure --------------------------------------------------------
+
+TEST(InitialStartTest, FailureStopsStartedChildrenInReverseAndNeverStartsLaterOnes) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b"), Worker("c"), Worker("d")}, 5));
+  w.SetBoot("c", Boot::kExitEarly);
+  w.Start();
+  EXPECT_EQ(w.Events(),
+            (Strings{"started:root", "started:a", "ready:a", "started:b", "ready:b", "started:c",
+                     "exited:c", "stopping:b", "exited:b", "stopped:b", "stopping:a", "exited:a",
+                     "stopped:a"}));
+  EXPECT_EQ(w.spawns("c"), 1);  // no retry
+  EXPECT_EQ(w.spawns("d"), 0);
+  EXPECT_EQ(w.exit_code(), 1);
+  EXPECT_NE(w.exit_reason().find("'c'"), std::string::npos) << w.exit_reason();
+}
+
+TEST(InitialStartTest, FailureInsideASubSupervisorFailsTheRoot) {
+  World w(Sup("root", kOneForOne,
+              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x"), Worker("y")})),
+               Worker("b")},
+              5));
+  w.SetBoot("y", Boot::kExecFails);
+  w.Start();
+  EXPECT_EQ(w.Events(), (Strings{"started:root", "started:a", "ready:a", "started:s", "started:x",
+                                 "ready:x", "stopping:x", "exited:x", "stopped:x", "stopping:a",
+                                 "exited:a", "stopped:a"}));
+  EXPECT_EQ(w.spawns("b"), 0);
+  EXPECT_EQ(w.exit_code(), 1);
+  EXPECT_NE(w.exit_reason().find("'y'"), std::string::npos) << w.exit_reason();
+}
+
+// ---- 10. shutdown --------------------------------------------------------------------
+
+TEST(ShutdownTest, StopsInReverseOrderOneAtATimeAndExitsZero) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b"), Worker("c")}));
+  w.Start();
+  w.Clear();
+  w.Shutdown();
+  EXPECT_EQ(w.Trace(),
+            (Strings{"stopping:c", "TERM:c", "arm:5000ms", "exited:c", "cancel", "stopped:c",
+                     "stopping:b", "TERM:b", "arm:5000ms", "exited:b", "cancel", "stopped:b",
+                     "stopping:a", "TERM:a", "arm:5000ms", "exited:a", "cancel", "stopped:a",
+                     "exit:0"}));
+  EXPECT_EQ(w.exit_code(), 0);
+}
+
+TEST(ShutdownTest, ChildIgnoringTermIsKilledWhenItsTimerFiresAndDelaysTheOthers) {
+  World w(Sup("root", kOneForOne,
+              {Worker("a"), WithShutdown(Worker("b"), ShutdownSpec::Kind::kTimeout, 300ms)}));
+  w.IgnoreTerm("b");
+  w.Start();
+  w.Clear();
+  w.Shutdown();
+  EXPECT_EQ(w.Trace(), (Strings{"stopping:b", "TERM:b", "arm:300ms"}));
+  w.Clear();
+  w.Fire(300ms);
+  EXPECT_EQ(w.Trace(), (Strings{"fire:300ms", "KILL:b", "exited:b", "stopped:b", "stopping:a",
+                                "TERM:a", "arm:5000ms", "exited:a", "cancel", "stopped:a",
+                                "exit:0"}));
+}
+
+TEST(ShutdownTest, BrutalKillKillsAtOnceAndInfinityArmsNoTimer) {
+  World w(Sup("root", kOneForOne,
+              {WithShutdown(Worker("a"), ShutdownSpec::Kind::kInfinity),
+               WithShutdown(Worker("b"), ShutdownSpec::Kind::kBrutalKill),
+               WithShutdown(Worker("c"), ShutdownSpec::Kind::kTimeout, 0ms)}));
+  w.Start();
+  w.Clear();
+  w.Shutdown();
+  EXPECT_EQ(w.Trace(), (Strings{"stopping:c", "KILL:c", "exited:c", "stopped:c", "stopping:b",
+                                "KILL:b", "exited:b", "stopped:b", "stopping:a", "TERM:a",
+                                "exited:a", "stopped:a", "exit:0"}));
+}
+
+TEST(ShutdownTest, SecondRequestKillsEverythingStillRunning) {
+  World w(Sup("root", kOneForOne,
+              {Worker("a"), Worker("b"),
+               WithShutdown(Worker("c"), ShutdownSpec::Kind::kInfinity)}));
+  w.IgnoreTerm("a");
+  w.IgnoreTerm("c");
+  w.Start();
+  w.Shutdown();
+  EXPECT_FALSE(w.exit_code().has_value());  // c ignores SIGTERM and has no timeout
+  w.Clear();
+  w.Shutdown();
+  // Every process is killed at once; the stop steps then drain the exits in order.
+  EXPECT_EQ(w.Trace(), (Strings{"KILL:a", "KILL:b", "KILL:c", "exited:a", "exited:b", "exited:c",
+                                "stopped:c", "stopping:b", "stopped:b", "stopping:a", "stopped:a",
+                                "exit:0"}));
+  EXPECT_EQ(w.armed_timers(), 0u);
+}
+
+TEST(ShutdownTest, ShutdownDuringARetryLoopCompletes) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b")}, /*intensity=*/100));
+  w.Start();
+  w.QueueBoot("b", Boot::kExitEarly);
+  w.QueueBoot("b", Boot::kExitEarly);
+  w.SetBoot("b", Boot::kNeverReady);
+  w.Crash("b");  // attempts 1 and 2 fail, attempt 3 hangs
+  EXPECT_EQ(w.spawns("b"), 4);
+  w.Clear();
+  w.Shutdown();  // queued behind the hanging start
+  EXPECT_EQ(w.Trace(), Strings{});
+  w.Fire(10000ms);  // the start times out; the retry queues behind the stop
+  EXPECT_EQ(w.Trace(), (Strings{"fire:10000ms", "KILL:b", "exited:b", "stopping:a", "TERM:a",
+                                "arm:5000ms", "exited:a", "cancel", "stopped:a", "exit:0"}));
+  EXPECT_EQ(w.spawns("b"), 4);
+}
+
+// ---- 11. simultaneous crashes ------------------------------------------------------------
+
+TEST(GroupRestartTest, TwoOneForAllChildrenCrashingAtOnceMakeOneRestart) {
+  World w(Sup("root", kOneForAll, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/1));
+  w.Start();
+  w.Clear();
+  w.CrashTogether({"b", "a"});
+  EXPECT_EQ(w.Count("restarting:b"), 1);
+  EXPECT_EQ(w.Count("restarting:a"), 1);
+  EXPECT_EQ(w.spawns("a"), 2);
+  EXPECT_EQ(w.spawns("b"), 2);
+  EXPECT_EQ(w.spawns("c"), 2);
+  EXPECT_EQ(w.RootRestarts(), 1);
+  EXPECT_FALSE(w.exit_code().has_value());
+  EXPECT_TRUE(w.Running("a") && w.Running("b") && w.Running("c"));
+}
+
+TEST(GroupRestartTest, SiblingIgnoringTermDelaysTheGroupRestartWhichStillCountsOnce) {
+  World w(Sup("root", kOneForAll, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/1));
+  w.IgnoreTerm("c");
+  w.Start();
+  w.Crash("a");
+  EXPECT_EQ(w.spawns("a"), 1);  // waiting for c
+  w.Fire(5000ms);
+  EXPECT_EQ(w.spawns("a"), 2);
+  EXPECT_EQ(w.spawns("c"), 2);
+  EXPECT_EQ(w.RootRestarts(), 1);
+  EXPECT_FALSE(w.exit_code().has_value());
+}
+
+// ---- 13. temporary bystander ---------------------------------------------------------------
+
+TEST(GroupRestartTest, TemporaryBystanderIsDeletedAndNeverReappears) {
+  World w(Sup("root", kOneForAll, {Worker("a"), Worker("t", kTemporary), Worker("b")}, 5));
+  w.Start();
+  w.Clear();
+  w.Crash("b");
+  EXPECT_EQ(w.Events(),
+            (Strings{"exited:b", "restarting:a", "restarting:b", "stopping:t", "exited:t",
+                     "stopped:t", "stopping:a", "exited:a", "stopped:a", "started:a", "ready:a",
+                     "started:b", "ready:b"}));
+  EXPECT_EQ(World::Ids(w.root()), (Strings{"a", "b"}));
+  w.Crash("a");
+  EXPECT_EQ(w.spawns("t"), 1);
+  EXPECT_EQ(World::Ids(w.root()), (Strings{"a", "b"}));
+}
+
+TEST(GroupRestartTest, OneForAllAlsoStartsTransientChildrenThatExitedNormally) {
+  World w(Sup("root", kOneForAll, {Worker("a"), Worker("t", kTransient), Worker("b")}, 5));
+  w.Start();
+  w.Crash("t", ExitInfo::Code(0));  // no restart, siblings untouched
+  EXPECT_EQ(w.spawns("a"), 1);
+  EXPECT_FALSE(w.Running("t"));
+  w.Crash("b");
+  EXPECT_TRUE(w.Running("t"));
+  EXPECT_EQ(w.spawns("t"), 2);
+  EXPECT_EQ(w.RootRestarts(), 1);
+}
+
+// ---- 14. sub-supervisor shutdown -------------------------------------------------------------
+
+TEST(SubSupervisorShutdownTest, TimeoutKillsTheSubtreeAndTheStopCompletes) {
+  World w(Sup("root", kOneForOne,
+              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("g")}), RestartType::kPermanent,
+                                   {ShutdownSpec::Kind::kTimeout, 1000ms})}));
+  w.IgnoreTerm("g");
+  w.Start();
+  w.Clear();
+  w.Shutdown();
+  EXPECT_EQ(w.Trace(), (Strings{"stopping:s", "arm:1000ms", "stopping:g", "TERM:g", "arm:5000ms"}));
+  w.Clear();
+  w.Fire(1000ms);
+  EXPECT_EQ(w.Trace(), (Strings{"fire:1000ms", "KILL:g", "exited:g", "cancel", "stopped:g",
+                                "stopped:s", "stopping:a", "TERM:a", "arm:5000ms", "exited:a",
+                                "cancel", "stopped:a", "exit:0"}));
+  EXPECT_EQ(w.armed_timers(), 0u);
+}
+
+TEST(SubSupervisorShutdownTest, BrutalKillKillsTheSubtreeAtOnce) {
+  World w(Sup("root", kOneForOne,
+              {SubSup(Sup("s", kOneForOne, {Worker("g"), Worker("h")}), RestartType::kPermanent,
+                      {ShutdownSpec::Kind::kBrutalKill, 0ms})}));
+  w.IgnoreTerm("g");
+  w.IgnoreTerm("h");
+  w.Start();
+  w.Clear();
+  w.Shutdown();
+  EXPECT_EQ(w.Trace(), (Strings{"stopping:s", "KILL:g", "KILL:h", "stopping:h", "exited:g",
+                                "exited:h", "stopped:h", "stopping:g", "stopped:g", "stopped:s",
+                                "exit:0"}));
+  EXPECT_EQ(w.exit_code(), 0);
+  EXPECT_EQ(w.armed_timers(), 0u);
+}
+
+TEST(SubSupervisorShutdownTest, SubtreeStopsInReverseBeforeTheParentMovesOn) {
+  World w(Sup("root", kOneForOne,
+              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x"), Worker("y")})),
+               Worker("b")}));
+  w.Start();
+  w.Clear();
+  w.Shutdown();
+  EXPECT_EQ(w.Events(), (Strings{"stopping:b", "exited:b", "stopped:b", "stopping:s",
+                                 "stopping:y", "exited:y", "stopped:y", "stopping:x", "exited:x",
+                                 "stopped:x", "stopped:s", "stopping:a", "exited:a",
+                                 "stopped:a"}));
+  EXPECT_EQ(w.exit_code(), 0);
+}
+
+TEST(SubSupervisorShutdownTest, StopReachesASubSupervisorInARetryLoop) {
+  World w(Sup("root", kOneForOne,
+              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x")}, /*intensity=*/50))}));
+  w.Start();
+  w.QueueBoot("x", Boot::kExitEarly);
+  w.SetBoot("x", Boot::kNeverReady);
+  w.Crash("x");  // s: attempt 1 fails, attempt 2 hangs
+  w.Clear();
+  w.Shutdown();
+  EXPECT_EQ(w.Events(), (Strings{"stopping:s"}));
+  w.Clear();
+  w.Fire(10000ms);
+  EXPECT_EQ(w.Events(), (Strings{"exited:x", "stopped:s", "stopping:a", "exited:a",
+                                 "stopped:a"}));
+  EXPECT_EQ(w.exit_code(), 0);
+}
+
+TEST(GroupRestartTest, SubSupervisorGivingUpDuringAGroupStopIsDrained) {
+  World w(Sup("root", kOneForAll,
+              {SubSup(Sup("s", kOneForOne, {Worker("x")}, 0)), Worker("a"), Worker("b")},
+              /*intensity=*/1));
+  w.IgnoreTerm("a");
+  w.Start();
+  w.Crash("b");  // root stops a, which ignores SIGTERM
+  w.Crash("x");  // s gives up meanwhile
+  w.Fire(5000ms);
+  EXPECT_EQ(w.RootRestarts(), 1);
+  EXPECT_FALSE(w.exit_code().has_value());
+  EXPECT_TRUE(w.Running("x") && w.Running("a") && w.Running("b"));
+  EXPECT_EQ(w.spawns("x"), 2);
+}
+
+TEST(GroupRestartTest, CrashOfAnUntouchedChildDuringRestForOneIsASecondRestart) {
+  World w(Sup("root", kRestForOne, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/5));
+  w.IgnoreTerm("c");
+  w.Start();
+  w.Crash("b");  // stopping c, which ignores SIGTERM
+  w.Crash("a");  // queued: a is before b, not part of this restart
+  w.Fire(5000ms);
+  EXPECT_EQ(w.RootRestarts(), 2);  // the first restart is done; a's exit is being handled
+  EXPECT_EQ(w.spawns("a"), 1);     // stopping the new c, which ignores SIGTERM again
+  w.Fire(5000ms);
+  EXPECT_EQ(w.RootRestarts(), 2);
+  EXPECT_EQ(w.spawns("a"), 2);
+  EXPECT_EQ(w.spawns("b"), 3);
+  EXPECT_EQ(w.spawns("c"), 3);
+}
+
+// ---- 12. simple_one_for_one ------------------------------------------------------------------
+
+SupervisorSpec Pool(int instances, Millis shutdown = 5000ms) {
+  ChildSpec tmpl = WithShutdown(Worker("w"), ShutdownSpec::Kind::kTimeout, shutdown);
+  tmpl.command = {"/usr/bin/w", "--shard={{replica}}"};
+  SupervisorSpec s = Sup("root", Strategy::kSimpleOneForOne, {tmpl}, 5);
+  s.instances = instances;
+  return s;
+}
+
+TEST(SimpleOneForOneTest, InstancesStartInOrderWithTheReplicaSubstituted) {
+  World w(Pool(3));
+  w.Start();
+  EXPECT_EQ(w.Events(), (Strings{"started:root", "started:w.0", "ready:w.0", "started:w.1",
+                                 "ready:w.1", "started:w.2", "ready:w.2", "ready:root"}));
+  EXPECT_EQ(w.LastSpawnSpec("w.1").command, (Strings{"/usr/bin/w", "--shard=1"}));
+  EXPECT_EQ(World::Ids(w.root()), (Strings{"w.0", "w.1", "w.2"}));
+}
+
+TEST(SimpleOneForOneTest, ACrashedInstanceRestartsAlone) {
+  World w(Pool(3));
+  w.Start();
+  int p0 = w.Pid("w.0"), p2 = w.Pid("w.2");
+  w.Clear();
+  w.Crash("w.1");
+  EXPECT_EQ(w.Events(), (Strings{"exited:w.1", "restarting:w.1", "started:w.1", "ready:w.1"}));
+  EXPECT_EQ(w.Pid("w.0"), p0);
+  EXPECT_EQ(w.Pid("w.2"), p2);
+  EXPECT_EQ(w.LastSpawnSpec("w.1").command, (Strings{"/usr/bin/w", "--shard=1"}));
+}
+
+TEST(SimpleOneForOneTest, ShutdownSignalsAllInstancesAtOnceWithOneSharedTimer) {
+  World w(Pool(3, 2000ms));
+  w.IgnoreTerm("w.0");
+  w.IgnoreTerm("w.2");
+  w.Start();
+  w.Clear();
+  w.Shutdown();
+  EXPECT_EQ(w.Trace(), (Strings{"stopping:w.0", "TERM:w.0", "stopping:w.1", "TERM:w.1",
+                                "stopping:w.2", "TERM:w.2", "arm:2000ms", "exited:w.1",
+                                "stopped:w.1"}));
+  w.Clear();
+  w.Fire(2000ms);
+  EXPECT_EQ(w.Trace(), (Strings{"fire:2000ms", "KILL:w.0", "KILL:w.2", "exited:w.0", "stopped:w.0",
+                                "exited:w.2", "stopped:w.2", "exit:0"}));
+  EXPECT_EQ(w.armed_timers(), 0u);
+}
+
+TEST(SimpleOneForOneTest, GiveUpStopsAllInstancesInParallel) {
+  World w(Pool(3));
+  w.Start();
+  for (int i = 0; i < 5; ++i) w.Crash("w.0");
+  w.Clear();
+  w.Crash("w.1");
+  EXPECT_EQ(w.Trace(), (Strings{"exited:w.1", "gave_up:root", "stopping:w.0", "TERM:w.0",
+                                "stopping:w.2", "TERM:w.2", "arm:5000ms", "exited:w.0",
+                                "stopped:w.0", "exited:w.2", "stopped:w.2", "cancel", "exit:1"}));
+}
+
+TEST(SimpleOneForOneTest, NoInstancesStartsAndStops) {
+  World w(Pool(0));
+  w.Start();
+  EXPECT_EQ(w.Events(), (Strings{"started:root", "ready:root"}));
+  w.Shutdown();
+  EXPECT_EQ(w.exit_code(), 0);
+}
+
+}  // namespace
+}  // namespace sb::supervisor

@@ -1,0 +1,122 @@
+// TreeSpec: the validated, immutable model of a Switchboard YAML file.
+//
+// Owns: plain data describing the node, the listening sockets and the
+// supervision tree, after every default has been applied and every replica
+// set has been expanded into concrete children ("shard" x2 -> "shard.0",
+// "shard.1", with {{replica}} substituted). Does not: parse YAML (see
+// spec_loader.h), run anything, or hold runtime state. Values are copied
+// freely; nothing here points into a YAML document.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sb::supervisor {
+
+using Millis = std::chrono::milliseconds;
+
+enum class Strategy { kOneForOne, kOneForAll, kRestForOne, kSimpleOneForOne };
+enum class RestartType { kPermanent, kTransient, kTemporary };
+enum class ReadyMode { kNotify, kExec };
+
+// How a child is stopped: brutal_kill (SIGKILL at once), a timeout (SIGTERM,
+// then SIGKILL after `timeout`), or infinity (SIGTERM, wait forever).
+// `timeout` matters only for kTimeout; the loader sets it to 0 for the other
+// kinds so that == (used by reload diffs) compares only what matters.
+struct ShutdownSpec {
+  enum class Kind { kBrutalKill, kTimeout, kInfinity };
+  Kind kind = Kind::kTimeout;
+  Millis timeout{5000};
+  bool operator==(const ShutdownSpec&) const = default;
+};
+
+// A listening socket the daemon binds once and hands to children.
+struct SocketSpec {
+  std::string name;
+  std::string host;  // numeric IPv4/IPv6 address or "localhost"
+  uint16_t port = 0;
+  int backlog = 4096;
+  bool operator==(const SocketSpec&) const = default;
+};
+
+// Where a replica set came from, kept so operators and reload can see the set.
+struct ReplicaOf {
+  std::string set_id;  // the `id` written in YAML
+  int index = 0;       // this child's {{replica}}
+  bool operator==(const ReplicaOf&) const = default;
+};
+
+struct SupervisorSpec;
+
+// One entry of a supervisor's `children:` list, after replica expansion.
+struct ChildSpec {
+  std::string id;  // unique across the whole tree
+  bool is_supervisor = false;
+  RestartType restart = RestartType::kPermanent;
+  ShutdownSpec shutdown;  // default: 5s for workers, infinity for supervisors
+  std::optional<ReplicaOf> replica;
+
+  // Worker fields (is_supervisor == false).
+  std::vector<std::string> command;                      // argv, command[0] looked up in PATH
+  std::vector<std::pair<std::string, std::string>> env;  // added to the daemon's environment
+  std::vector<std::string> sockets;                      // names from TreeSpec::sockets
+  ReadyMode ready = ReadyMode::kNotify;
+  Millis start_timeout{10000};
+  std::vector<int> success_exit_codes;  // exit statuses counted as normal besides 0
+
+  // Supervisor fields (is_supervisor == true). Held by pointer-free value:
+  // index into SupervisorSpec storage is avoided by nesting directly.
+  std::vector<SupervisorSpec> sub;  // exactly one element when is_supervisor
+
+  const SupervisorSpec& supervisor() const { return sub.front(); }
+  bool operator==(const ChildSpec&) const;
+};
+
+struct SupervisorSpec {
+  std::string id;  // "root" for the top-level `supervisor:` unless it names one
+  Strategy strategy = Strategy::kOneForOne;
+  int intensity = 1;
+  Millis period{5000};
+  // Ordinary strategies: the children in start order (replica sets expanded).
+  // simple_one_for_one: exactly one element, the template (not expanded; its
+  // id is the instance prefix), and `instances` says how many start with it.
+  std::vector<ChildSpec> children;
+  int instances = 0;
+  bool operator==(const SupervisorSpec&) const = default;
+};
+
+inline bool ChildSpec::operator==(const ChildSpec& o) const {
+  return id == o.id && is_supervisor == o.is_supervisor && restart == o.restart &&
+         shutdown == o.shutdown && replica == o.replica && command == o.command && env == o.env &&
+         sockets == o.sockets && ready == o.ready && start_timeout == o.start_timeout &&
+         success_exit_codes == o.success_exit_codes && sub == o.sub;
+}
+
+struct NodeSpec {
+  std::string name = "node1";
+  std::string control;  // path of the control socket; default /tmp/switchboard/<name>.sock
+  std::string events;   // JSON-lines event log; empty = none
+  bool operator==(const NodeSpec&) const = default;
+};
+
+struct TreeSpec {
+  std::string file;  // path it was loaded from, for messages
+  NodeSpec node;
+  std::vector<SocketSpec> sockets;
+  SupervisorSpec root;
+  std::vector<std::string> warnings;  // valid but surprising (e.g. transient sub-supervisor)
+};
+
+// The concrete child for replica `index` of `tmpl`: id "<tmpl.id>.<index>",
+// every "{{replica}}" in command and env values replaced by the index.
+ChildSpec InstantiateReplica(const ChildSpec& tmpl, int index);
+
+// Names used in YAML and in messages.
+const char* StrategyName(Strategy s);
+const char* RestartTypeName(RestartType r);
+
+}  // namespace sb::supervisor
