@@ -53,9 +53,9 @@ TEST(RestartIntensityTest, WindowSlidesAttemptByAttempt) {
   RestartIntensity r(2, 5s);
   EXPECT_TRUE(r.Allow(Time{0s}));
   EXPECT_TRUE(r.Allow(Time{3s}));
-  EXPECT_FALSE(r.Allow(Time{5s}));      // 0s and 3s are in [0s, 5s]
+  EXPECT_FALSE(r.Allow(Time{5s}));       // 0s and 3s are in [0s, 5s]
   EXPECT_TRUE(r.Allow(Time{5s} + 1ns));  // 0s has aged out
-  EXPECT_FALSE(r.Allow(Time{6s}));      // 3s and 5s+1ns are in [1s, 6s]
+  EXPECT_FALSE(r.Allow(Time{6s}));       // 3s and 5s+1ns are in [1s, 6s]
   EXPECT_TRUE(r.Allow(Time{8s} + 1ns));  // 3s has aged out
 }
 

@@ -46,7 +46,7 @@ SupervisorNode::Child* SupervisorNode::FindBySub(Instance i) {
   return nullptr;
 }
 
-void SupervisorNode::Erase(const std::string& id) {
+void SupervisorNode::Erase(std::string id) {
   std::erase_if(children_, [&](const Child& c) { return c.spec.id == id; });
 }
 
@@ -112,6 +112,7 @@ void SupervisorNode::Handle(NodeMsg msg, Time now) {
       if (!c) return;
       c->sub = 0;
       c->state = ChildState::kStopped;
+      host_.Emit(TreeEvent{"exited", c->spec.id, {}, {}, {}, "gave up"});
       // A supervisor that gave up exits with reason `shutdown`: normal.
       OnChildExit(*c, true, "supervisor gave up", now);
       return;
@@ -245,7 +246,9 @@ void SupervisorNode::Begin(Step& s, Time now) {
   switch (s.kind) {
     case Step::Kind::kStart: {
       Child* c = Find(s.id);
-      if (!c || c->token != 0 || c->sub != 0) {  // gone, or already running
+      // Gone, already running, or this subtree is being killed: an ancestor is
+      // stopping it, so a restart in progress must not spawn anything new.
+      if (!c || c->token != 0 || c->sub != 0 || brutal_) {
         step_.reset();
         return;
       }

@@ -73,11 +73,11 @@ class SupervisorNode {
   struct Child {
     ChildSpec spec;
     ChildState state = ChildState::kStopped;
-    Token token = 0;    // current incarnation until its exit is consumed
-    int pid = 0;        // worker pid while token != 0
-    Instance sub = 0;   // running child supervisor
-    Time since{0};      // when it became running
-    int restarts = 0;   // automatic restarts of this child
+    Token token = 0;   // current incarnation until its exit is consumed
+    int pid = 0;       // worker pid while token != 0
+    Instance sub = 0;  // running child supervisor
+    Time since{0};     // when it became running
+    int restarts = 0;  // automatic restarts of this child
     std::optional<ExitInfo> last_exit;
   };
 
@@ -104,17 +104,18 @@ class SupervisorNode {
     StartMode mode = StartMode::kInitial;
     // Progress of the step.
     bool begun = false;
-    bool killing = false;       // start timed out: killed, waiting for the exit
+    bool killing = false;  // start timed out: killed, waiting for the exit
     TimerToken timer = 0;
-    std::string failure;        // why a start failed
-    std::set<Token> waiting;    // kStopAllParallel: incarnations not yet gone
+    std::string failure;      // why a start failed
+    std::set<Token> waiting;  // kStopAllParallel: incarnations not yet gone
   };
   enum class After { kNothing, kReportReady, kReportStartFailed, kReportTerminated };
 
   Child* Find(const std::string& id);
   Child* FindByToken(Token t);
   Child* FindBySub(Instance i);
-  void Erase(const std::string& id);
+  // By value: callers pass the id of the very element being erased.
+  void Erase(std::string id);
 
   // Idle: a message taken from the head of the mailbox.
   void Handle(NodeMsg msg, Time now);

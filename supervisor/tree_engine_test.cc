@@ -14,6 +14,7 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "supervisor/engine_types.h"
@@ -26,7 +27,7 @@ namespace {
 using namespace std::chrono_literals;
 using Strings = std::vector<std::string>;
 
-// ---- specs -------------------------------------------------------------------
+// ---- specs ------------------------------------------------------------------
 
 ChildSpec Worker(const std::string& id, RestartType restart = RestartType::kPermanent) {
   ChildSpec c;
@@ -63,7 +64,7 @@ ChildSpec SubSup(SupervisorSpec spec, RestartType restart = RestartType::kPerman
   return c;
 }
 
-// ---- the fake world ------------------------------------------------------------
+// ---- the fake world ---------------------------------------------------------
 
 // How a spawned process behaves until it is ready.
 enum class Boot {
@@ -76,7 +77,8 @@ constexpr int kEarlyStatus = 3;
 
 // Performs the engine's actions the way the daemon would, answering at once:
 // spawns succeed with increasing pids, SIGTERM ends a process unless it is set
-// to ignore it, SIGKILL always does. Timers fire only when the test says so.
+// to ignore it, SIGKILL always does (a signal to a process already reaped is a
+// no-op and is not recorded). Timers fire only when the test says so.
 // Records every action as a compact string ("spawn:a", "TERM:a", "KILL:a",
 // "arm:5000ms", "cancel", "fire:5000ms", "exit:0") and every Emit as
 // "event:id" ("started:a", "gave_up:root").
@@ -189,8 +191,8 @@ class World {
   void Record(std::string s) { trace_.push_back(std::move(s)); }
 
   void Exit(Token token, ExitInfo exit) {
-    const std::string id = procs_.at(token).id;
-    if (current_[id] == token) current_.erase(id);
+    auto it = current_.find(procs_.at(token).id);
+    if (it != current_.end() && it->second == token) current_.erase(it);
     procs_.erase(token);
     engine_.OnExited(token, exit, now_);
   }
@@ -227,7 +229,8 @@ class World {
     if (it == procs_.end()) return;  // already reaped: a no-op, as for the daemon
     const std::string id = it->second.id;
     Record((a.signal == SIGKILL ? "KILL:" : a.signal == SIGTERM ? "TERM:" : "SIG?:") + id);
-    if (a.signal == SIGKILL || !ignore_term_.contains(id)) Exit(a.token, ExitInfo::Signal(a.signal));
+    if (a.signal == SIGKILL || !ignore_term_.contains(id))
+      Exit(a.token, ExitInfo::Signal(a.signal));
   }
   void Perform(const action::StartTimer& a) {
     Record("arm:" + std::to_string(a.after.count()) + "ms");
@@ -256,10 +259,10 @@ class World {
   std::map<std::string, Boot> boot_;
   std::map<std::string, std::deque<Boot>> queued_;
   std::set<std::string> ignore_term_;
-  std::map<Token, Proc> procs_;            // live processes
-  std::map<std::string, Token> current_;   // id -> its live incarnation
+  std::map<Token, Proc> procs_;           // live processes
+  std::map<std::string, Token> current_;  // id -> its live incarnation
   std::map<std::string, int> spawns_;
-  std::map<std::string, ChildSpec> specs_;  // last Spawn spec per id
+  std::map<std::string, ChildSpec> specs_;             // last Spawn spec per id
   std::vector<std::pair<TimerToken, Millis>> timers_;  // armed, oldest first
   Strings trace_;
   Strings events_;
@@ -273,7 +276,7 @@ constexpr auto kRestForOne = Strategy::kRestForOne;
 constexpr auto kTransient = RestartType::kTransient;
 constexpr auto kTemporary = RestartType::kTemporary;
 
-// ---- 1. ordered synchronous start ----------------------------------------------
+// ---- ordered synchronous start ----------------------------------------------
 
 TEST(StartTest, NextChildIsSpawnedOnlyAfterThePreviousIsReady) {
   World w(Sup("root", kOneForOne, {Worker("a"), Worker("b")}));
@@ -287,17 +290,17 @@ TEST(StartTest, NextChildIsSpawnedOnlyAfterThePreviousIsReady) {
 }
 
 TEST(StartTest, NestedTreeStartsDepthFirstInListOrderAndRootIsReadyLast) {
-  World w(Sup("root", kOneForOne,
-              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x"), Worker("y")})),
-               Worker("b")}));
+  World w(
+      Sup("root", kOneForOne,
+          {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x"), Worker("y")})), Worker("b")}));
   w.Start();
-  EXPECT_EQ(w.Events(), (Strings{"started:root", "started:a", "ready:a", "started:s", "started:x",
-                                 "ready:x", "started:y", "ready:y", "ready:s", "started:b",
-                                 "ready:b", "ready:root"}));
+  EXPECT_EQ(w.Events(),
+            (Strings{"started:root", "started:a", "ready:a", "started:s", "started:x", "ready:x",
+                     "started:y", "ready:y", "ready:s", "started:b", "ready:b", "ready:root"}));
   EXPECT_FALSE(w.exit_code().has_value());
 }
 
-// ---- 2-4. strategies -------------------------------------------------------------
+// ---- strategies -------------------------------------------------------------
 
 TEST(StrategyTest, OneForOneRestartsOnlyTheCrashedChild) {
   World w(Sup("root", kOneForOne, {Worker("a"), Worker("b"), Worker("c")}));
@@ -358,8 +361,7 @@ TEST(StrategyTest, CrashDuringInitIsHandledOnceInitIsDone) {
   EXPECT_EQ(w.spawns("a"), 1);
   w.Clear();
   w.Ready("b");
-  EXPECT_EQ(w.Events(),
-            (Strings{"ready:b", "ready:root", "restarting:a", "started:a", "ready:a"}));
+  EXPECT_EQ(w.Events(), (Strings{"ready:b", "ready:root", "restarting:a", "started:a", "ready:a"}));
 }
 
 TEST(StrategyTest, TwoOneForOneCrashesAreTwoRestarts) {
@@ -379,7 +381,7 @@ TEST(StrategyTest, ExecReadyModeIsReadyWhenSpawned) {
   EXPECT_EQ(w.Trace(), (Strings{"started:root", "spawn:a", "started:a", "ready:a", "ready:root"}));
 }
 
-// ---- 5. restart types --------------------------------------------------------------
+// ---- restart types ----------------------------------------------------------
 
 TEST(RestartTypeTest, PermanentRestartsOnExitZeroAndCountsIt) {
   World w(Sup("root", kOneForOne, {Worker("a")}));
@@ -437,7 +439,7 @@ TEST(RestartTypeTest, TemporaryIsNeverRestartedAndItsSpecIsDeleted) {
   EXPECT_EQ(w.RootRestarts(), 0);
 }
 
-// ---- 6. intensity ------------------------------------------------------------------
+// ---- restart intensity ------------------------------------------------------
 
 TEST(IntensityTest, GivesUpOnTheThirdCrashWithinThePeriodAndStopsInReverse) {
   World w(Sup("root", kOneForOne, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/2,
@@ -490,7 +492,7 @@ TEST(IntensityTest, IntensityZeroGivesUpOnFirstRestartWorthyExitOnly) {
   EXPECT_EQ(w.exit_code(), 1);
 }
 
-// ---- 7. escalation -----------------------------------------------------------------
+// ---- escalation -------------------------------------------------------------
 
 TEST(EscalationTest, PermanentSubSupervisorThatGivesUpIsRestartedAndCountedInParent) {
   World w(Sup("root", kOneForOne,
@@ -502,7 +504,7 @@ TEST(EscalationTest, PermanentSubSupervisorThatGivesUpIsRestartedAndCountedInPar
   w.Clear();
   w.Crash("x");
   EXPECT_EQ(w.Events(), (Strings{"exited:x", "gave_up:s", "stopping:y", "exited:y", "stopped:y",
-                                 "restarting:s", "started:s", "started:x", "ready:x",
+                                 "exited:s", "restarting:s", "started:s", "started:x", "ready:x",
                                  "started:y", "ready:y", "ready:s"}));
   EXPECT_EQ(w.RootRestarts(), 1);
   const SupervisorNode* s = w.SubNode("s");
@@ -519,7 +521,7 @@ TEST(EscalationTest, TransientSubSupervisorThatGivesUpIsNotRestarted) {
   w.Start();
   w.Clear();
   w.Crash("x");
-  EXPECT_EQ(w.Events(), (Strings{"exited:x", "gave_up:s"}));
+  EXPECT_EQ(w.Events(), (Strings{"exited:x", "gave_up:s", "exited:s"}));
   const SupervisorNode::Child* s = World::FindChild(w.root(), "s");
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->state, ChildState::kStopped);
@@ -530,17 +532,17 @@ TEST(EscalationTest, TransientSubSupervisorThatGivesUpIsNotRestarted) {
 }
 
 TEST(EscalationTest, GivingUpCascadesToTheRootWhichExitsWithCodeOne) {
-  World w(Sup("root", kOneForOne,
-              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x")}, 0))}, /*intensity=*/0));
+  World w(Sup("root", kOneForOne, {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x")}, 0))},
+              /*intensity=*/0));
   w.Start();
   w.Clear();
   w.Crash("x");
-  EXPECT_EQ(w.Events(), (Strings{"exited:x", "gave_up:s", "gave_up:root", "stopping:a",
+  EXPECT_EQ(w.Events(), (Strings{"exited:x", "gave_up:s", "exited:s", "gave_up:root", "stopping:a",
                                  "exited:a", "stopped:a"}));
   EXPECT_EQ(w.exit_code(), 1);
 }
 
-// ---- 8. failed restarts ------------------------------------------------------------
+// ---- failed restarts --------------------------------------------------------
 
 TEST(FailedRestartTest, OneForOneRetriesAtOnceCountingEveryAttemptUntilGivingUp) {
   World w(Sup("root", kOneForOne, {Worker("a"), Worker("b")}, /*intensity=*/3));
@@ -557,14 +559,29 @@ TEST(FailedRestartTest, OneForOneRetriesAtOnceCountingEveryAttemptUntilGivingUp)
   EXPECT_EQ(w.exit_code(), 1);
 }
 
+TEST(FailedRestartTest, RetryRunsAfterMessagesAlreadyQueuedAndChildShowsRestarting) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b")}, /*intensity=*/5));
+  w.Start();
+  w.QueueBoot("a", Boot::kExitEarly);
+  w.QueueBoot("b", Boot::kNeverReady);
+  w.CrashTogether({"a", "b"});  // b's exit is queued while a restarts
+  // a's restart failed; b's queued exit went first, and b's restart is blocked.
+  EXPECT_EQ(World::FindChild(w.root(), "a")->state, ChildState::kRestarting);
+  EXPECT_EQ(w.spawns("a"), 2);
+  w.Clear();
+  w.Ready("b");
+  EXPECT_EQ(w.Events(), (Strings{"ready:b", "restarting:a", "started:a", "ready:a"}));
+  EXPECT_EQ(World::FindChild(w.root(), "a")->state, ChildState::kRunning);
+  EXPECT_EQ(w.RootRestarts(), 3);
+}
+
 TEST(FailedRestartTest, ExecFailureIsAFailedStart) {
   World w(Sup("root", kOneForOne, {Worker("a")}, /*intensity=*/2));
   w.Start();
   w.SetBoot("a", Boot::kExecFails);
   w.Clear();
   w.Crash("a");
-  EXPECT_EQ(w.Events(),
-            (Strings{"exited:a", "restarting:a", "restarting:a", "gave_up:root"}));
+  EXPECT_EQ(w.Events(), (Strings{"exited:a", "restarting:a", "restarting:a", "gave_up:root"}));
   EXPECT_EQ(w.spawns("a"), 3);
   EXPECT_EQ(w.exit_code(), 1);
 }
@@ -585,14 +602,13 @@ TEST(FailedRestartTest, OneForAllRetryStopsEverythingAgainAndStartsFromTheBeginn
   w.QueueBoot("b", Boot::kExitEarly);  // the first restart of b fails, the retry works
   w.Clear();
   w.Crash("b");
-  EXPECT_EQ(w.Events(),
-            (Strings{"exited:b", "restarting:a", "restarting:b", "restarting:c", "stopping:c",
-                     "exited:c", "stopped:c", "stopping:a", "exited:a", "stopped:a", "started:a",
-                     "ready:a", "started:b", "exited:b",
-                     // c was not started; the retry stops the group again.
-                     "restarting:a", "restarting:b", "restarting:c", "stopping:a", "exited:a",
-                     "stopped:a", "started:a", "ready:a", "started:b", "ready:b", "started:c",
-                     "ready:c"}));
+  EXPECT_EQ(w.Events(), (Strings{"exited:b", "restarting:a", "restarting:b", "restarting:c",
+                                 "stopping:c", "exited:c", "stopped:c", "stopping:a", "exited:a",
+                                 "stopped:a", "started:a", "ready:a", "started:b", "exited:b",
+                                 // c was not started; the retry stops the group again.
+                                 "restarting:a", "restarting:b", "restarting:c", "stopping:a",
+                                 "exited:a", "stopped:a", "started:a", "ready:a", "started:b",
+                                 "ready:b", "started:c", "ready:c"}));
   EXPECT_EQ(w.RootRestarts(), 2);
 }
 
@@ -603,13 +619,12 @@ TEST(FailedRestartTest, RestForOneRetryRestartsFromTheFailingChildOnward) {
   int a = w.Pid("a");
   w.Clear();
   w.Crash("b");
-  EXPECT_EQ(w.Events(),
-            (Strings{"exited:b", "restarting:b", "restarting:c", "restarting:d", "stopping:d",
-                     "exited:d", "stopped:d", "stopping:c", "exited:c", "stopped:c", "started:b",
-                     "ready:b", "started:c", "exited:c",
-                     // The retry leaves a and the restarted b alone.
-                     "restarting:c", "restarting:d", "started:c", "ready:c", "started:d",
-                     "ready:d"}));
+  EXPECT_EQ(w.Events(), (Strings{"exited:b", "restarting:b", "restarting:c", "restarting:d",
+                                 "stopping:d", "exited:d", "stopped:d", "stopping:c", "exited:c",
+                                 "stopped:c", "started:b", "ready:b", "started:c", "exited:c",
+                                 // The retry leaves a and the restarted b alone.
+                                 "restarting:c", "restarting:d", "started:c", "ready:c",
+                                 "started:d", "ready:d"}));
   EXPECT_EQ(w.Pid("a"), a);
   EXPECT_EQ(w.spawns("b"), 2);
   EXPECT_EQ(w.RootRestarts(), 2);
@@ -623,23 +638,22 @@ TEST(FailedRestartTest, SubSupervisorFailingToStartCountsInParentAndCascadesToRo
   w.Clear();
   w.Crash("x");
   EXPECT_EQ(w.Events(),
-            (Strings{"exited:x", "gave_up:s", "restarting:s", "started:s", "started:x",
+            (Strings{"exited:x", "gave_up:s", "exited:s", "restarting:s", "started:s", "started:x",
                      "exited:x", "restarting:s", "started:s", "started:x", "exited:x",
                      "gave_up:root", "stopping:a", "exited:a", "stopped:a"}));
   EXPECT_EQ(w.spawns("x"), 3);
   EXPECT_EQ(w.exit_code(), 1);
 }
 
-// ---- 9. initial start failure --------------------------------------------------------
+// ---- initial start failure --------------------------------------------------
 
 TEST(InitialStartTest, FailureStopsStartedChildrenInReverseAndNeverStartsLaterOnes) {
   World w(Sup("root", kOneForOne, {Worker("a"), Worker("b"), Worker("c"), Worker("d")}, 5));
   w.SetBoot("c", Boot::kExitEarly);
   w.Start();
-  EXPECT_EQ(w.Events(),
-            (Strings{"started:root", "started:a", "ready:a", "started:b", "ready:b", "started:c",
-                     "exited:c", "stopping:b", "exited:b", "stopped:b", "stopping:a", "exited:a",
-                     "stopped:a"}));
+  EXPECT_EQ(w.Events(), (Strings{"started:root", "started:a", "ready:a", "started:b", "ready:b",
+                                 "started:c", "exited:c", "stopping:b", "exited:b", "stopped:b",
+                                 "stopping:a", "exited:a", "stopped:a"}));
   EXPECT_EQ(w.spawns("c"), 1);  // no retry
   EXPECT_EQ(w.spawns("d"), 0);
   EXPECT_EQ(w.exit_code(), 1);
@@ -648,8 +662,7 @@ TEST(InitialStartTest, FailureStopsStartedChildrenInReverseAndNeverStartsLaterOn
 
 TEST(InitialStartTest, FailureInsideASubSupervisorFailsTheRoot) {
   World w(Sup("root", kOneForOne,
-              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x"), Worker("y")})),
-               Worker("b")},
+              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x"), Worker("y")})), Worker("b")},
               5));
   w.SetBoot("y", Boot::kExecFails);
   w.Start();
@@ -661,18 +674,17 @@ TEST(InitialStartTest, FailureInsideASubSupervisorFailsTheRoot) {
   EXPECT_NE(w.exit_reason().find("'y'"), std::string::npos) << w.exit_reason();
 }
 
-// ---- 10. shutdown --------------------------------------------------------------------
+// ---- shutdown ---------------------------------------------------------------
 
 TEST(ShutdownTest, StopsInReverseOrderOneAtATimeAndExitsZero) {
   World w(Sup("root", kOneForOne, {Worker("a"), Worker("b"), Worker("c")}));
   w.Start();
   w.Clear();
   w.Shutdown();
-  EXPECT_EQ(w.Trace(),
-            (Strings{"stopping:c", "TERM:c", "arm:5000ms", "exited:c", "cancel", "stopped:c",
-                     "stopping:b", "TERM:b", "arm:5000ms", "exited:b", "cancel", "stopped:b",
-                     "stopping:a", "TERM:a", "arm:5000ms", "exited:a", "cancel", "stopped:a",
-                     "exit:0"}));
+  EXPECT_EQ(w.Trace(), (Strings{"stopping:c", "TERM:c", "arm:5000ms", "exited:c", "cancel",
+                                "stopped:c", "stopping:b", "TERM:b", "arm:5000ms", "exited:b",
+                                "cancel", "stopped:b", "stopping:a", "TERM:a", "arm:5000ms",
+                                "exited:a", "cancel", "stopped:a", "exit:0"}));
   EXPECT_EQ(w.exit_code(), 0);
 }
 
@@ -686,9 +698,9 @@ TEST(ShutdownTest, ChildIgnoringTermIsKilledWhenItsTimerFiresAndDelaysTheOthers)
   EXPECT_EQ(w.Trace(), (Strings{"stopping:b", "TERM:b", "arm:300ms"}));
   w.Clear();
   w.Fire(300ms);
-  EXPECT_EQ(w.Trace(), (Strings{"fire:300ms", "KILL:b", "exited:b", "stopped:b", "stopping:a",
-                                "TERM:a", "arm:5000ms", "exited:a", "cancel", "stopped:a",
-                                "exit:0"}));
+  EXPECT_EQ(w.Trace(),
+            (Strings{"fire:300ms", "KILL:b", "exited:b", "stopped:b", "stopping:a", "TERM:a",
+                     "arm:5000ms", "exited:a", "cancel", "stopped:a", "exit:0"}));
 }
 
 TEST(ShutdownTest, BrutalKillKillsAtOnceAndInfinityArmsNoTimer) {
@@ -705,9 +717,9 @@ TEST(ShutdownTest, BrutalKillKillsAtOnceAndInfinityArmsNoTimer) {
 }
 
 TEST(ShutdownTest, SecondRequestKillsEverythingStillRunning) {
-  World w(Sup("root", kOneForOne,
-              {Worker("a"), Worker("b"),
-               WithShutdown(Worker("c"), ShutdownSpec::Kind::kInfinity)}));
+  World w(
+      Sup("root", kOneForOne,
+          {Worker("a"), Worker("b"), WithShutdown(Worker("c"), ShutdownSpec::Kind::kInfinity)}));
   w.IgnoreTerm("a");
   w.IgnoreTerm("c");
   w.Start();
@@ -716,9 +728,24 @@ TEST(ShutdownTest, SecondRequestKillsEverythingStillRunning) {
   w.Clear();
   w.Shutdown();
   // Every process is killed at once; the stop steps then drain the exits in order.
-  EXPECT_EQ(w.Trace(), (Strings{"KILL:a", "KILL:b", "KILL:c", "exited:a", "exited:b", "exited:c",
-                                "stopped:c", "stopping:b", "stopped:b", "stopping:a", "stopped:a",
-                                "exit:0"}));
+  EXPECT_EQ(w.Trace(),
+            (Strings{"KILL:a", "KILL:b", "KILL:c", "exited:a", "exited:b", "exited:c", "stopped:c",
+                     "stopping:b", "stopped:b", "stopping:a", "stopped:a", "exit:0"}));
+  EXPECT_EQ(w.armed_timers(), 0u);
+}
+
+TEST(ShutdownTest, SecondRequestDuringASubSupervisorGroupRestart) {
+  World w(Sup("root", kOneForOne,
+              {SubSup(Sup("s", kOneForAll, {Worker("g"), Worker("h")}, /*intensity=*/5))}));
+  w.IgnoreTerm("g");
+  w.Start();
+  w.SetBoot("g", Boot::kNeverReady);
+  w.Crash("h");  // s stops g, which ignores SIGTERM
+  w.Shutdown();  // root waits for s (shutdown infinity)
+  w.Clear();
+  w.Shutdown();  // kill everything now
+  EXPECT_EQ(w.exit_code(), 0);
+  EXPECT_EQ(w.spawns("g"), 1) << "no new process once everything is being killed";
   EXPECT_EQ(w.armed_timers(), 0u);
 }
 
@@ -739,7 +766,7 @@ TEST(ShutdownTest, ShutdownDuringARetryLoopCompletes) {
   EXPECT_EQ(w.spawns("b"), 4);
 }
 
-// ---- 11. simultaneous crashes ------------------------------------------------------------
+// ---- group restarts ---------------------------------------------------------
 
 TEST(GroupRestartTest, TwoOneForAllChildrenCrashingAtOnceMakeOneRestart) {
   World w(Sup("root", kOneForAll, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/1));
@@ -769,17 +796,14 @@ TEST(GroupRestartTest, SiblingIgnoringTermDelaysTheGroupRestartWhichStillCountsO
   EXPECT_FALSE(w.exit_code().has_value());
 }
 
-// ---- 13. temporary bystander ---------------------------------------------------------------
-
 TEST(GroupRestartTest, TemporaryBystanderIsDeletedAndNeverReappears) {
   World w(Sup("root", kOneForAll, {Worker("a"), Worker("t", kTemporary), Worker("b")}, 5));
   w.Start();
   w.Clear();
   w.Crash("b");
-  EXPECT_EQ(w.Events(),
-            (Strings{"exited:b", "restarting:a", "restarting:b", "stopping:t", "exited:t",
-                     "stopped:t", "stopping:a", "exited:a", "stopped:a", "started:a", "ready:a",
-                     "started:b", "ready:b"}));
+  EXPECT_EQ(w.Events(), (Strings{"exited:b", "restarting:a", "restarting:b", "stopping:t",
+                                 "exited:t", "stopped:t", "stopping:a", "exited:a", "stopped:a",
+                                 "started:a", "ready:a", "started:b", "ready:b"}));
   EXPECT_EQ(World::Ids(w.root()), (Strings{"a", "b"}));
   w.Crash("a");
   EXPECT_EQ(w.spawns("t"), 1);
@@ -798,7 +822,39 @@ TEST(GroupRestartTest, OneForAllAlsoStartsTransientChildrenThatExitedNormally) {
   EXPECT_EQ(w.RootRestarts(), 1);
 }
 
-// ---- 14. sub-supervisor shutdown -------------------------------------------------------------
+TEST(GroupRestartTest, SubSupervisorGivingUpDuringAGroupStopIsDrained) {
+  World w(Sup("root", kOneForAll,
+              {SubSup(Sup("s", kOneForOne, {Worker("x")}, 0)), Worker("a"), Worker("b")},
+              /*intensity=*/1));
+  w.IgnoreTerm("a");
+  w.Start();
+  w.Crash("b");  // root stops a, which ignores SIGTERM
+  w.Crash("x");  // s gives up meanwhile
+  w.Fire(5000ms);
+  EXPECT_EQ(w.RootRestarts(), 1);
+  EXPECT_FALSE(w.exit_code().has_value());
+  EXPECT_TRUE(w.Running("x") && w.Running("a") && w.Running("b"));
+  EXPECT_EQ(w.spawns("x"), 2);
+}
+
+TEST(GroupRestartTest, CrashOfAnUntouchedChildDuringRestForOneIsASecondRestart) {
+  World w(Sup("root", kRestForOne, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/5));
+  w.IgnoreTerm("c");
+  w.Start();
+  w.Crash("b");  // stopping c, which ignores SIGTERM
+  w.Crash("a");  // queued: a is before b, not part of this restart
+  w.Fire(5000ms);
+  // b's restart is done and a's exit is being handled: the new c is stopping.
+  EXPECT_EQ(w.RootRestarts(), 2);
+  EXPECT_EQ(w.spawns("a"), 1);
+  w.Fire(5000ms);
+  EXPECT_EQ(w.RootRestarts(), 2);
+  EXPECT_EQ(w.spawns("a"), 2);
+  EXPECT_EQ(w.spawns("b"), 3);
+  EXPECT_EQ(w.spawns("c"), 3);
+}
+
+// ---- stopping a sub-supervisor ----------------------------------------------
 
 TEST(SubSupervisorShutdownTest, TimeoutKillsTheSubtreeAndTheStopCompletes) {
   World w(Sup("root", kOneForOne,
@@ -826,24 +882,35 @@ TEST(SubSupervisorShutdownTest, BrutalKillKillsTheSubtreeAtOnce) {
   w.Start();
   w.Clear();
   w.Shutdown();
-  EXPECT_EQ(w.Trace(), (Strings{"stopping:s", "KILL:g", "KILL:h", "stopping:h", "exited:g",
-                                "exited:h", "stopped:h", "stopping:g", "stopped:g", "stopped:s",
-                                "exit:0"}));
+  EXPECT_EQ(w.Trace(),
+            (Strings{"stopping:s", "KILL:g", "KILL:h", "stopping:h", "exited:g", "exited:h",
+                     "stopped:h", "stopping:g", "stopped:g", "stopped:s", "exit:0"}));
   EXPECT_EQ(w.exit_code(), 0);
   EXPECT_EQ(w.armed_timers(), 0u);
 }
 
-TEST(SubSupervisorShutdownTest, SubtreeStopsInReverseBeforeTheParentMovesOn) {
+TEST(SubSupervisorShutdownTest, ZeroTimeoutKillsTheSubtreeAtOnce) {
   World w(Sup("root", kOneForOne,
-              {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x"), Worker("y")})),
-               Worker("b")}));
+              {SubSup(Sup("s", kOneForOne, {Worker("g")}), RestartType::kPermanent,
+                      {ShutdownSpec::Kind::kTimeout, 0ms})}));
+  w.IgnoreTerm("g");
+  w.Start();
+  w.Shutdown();
+  EXPECT_EQ(w.Count("KILL:g"), 1);
+  EXPECT_EQ(w.Count("TERM:g"), 0);
+  EXPECT_EQ(w.exit_code(), 0);
+}
+
+TEST(SubSupervisorShutdownTest, SubtreeStopsInReverseBeforeTheParentMovesOn) {
+  World w(
+      Sup("root", kOneForOne,
+          {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x"), Worker("y")})), Worker("b")}));
   w.Start();
   w.Clear();
   w.Shutdown();
-  EXPECT_EQ(w.Events(), (Strings{"stopping:b", "exited:b", "stopped:b", "stopping:s",
-                                 "stopping:y", "exited:y", "stopped:y", "stopping:x", "exited:x",
-                                 "stopped:x", "stopped:s", "stopping:a", "exited:a",
-                                 "stopped:a"}));
+  EXPECT_EQ(w.Events(), (Strings{"stopping:b", "exited:b", "stopped:b", "stopping:s", "stopping:y",
+                                 "exited:y", "stopped:y", "stopping:x", "exited:x", "stopped:x",
+                                 "stopped:s", "stopping:a", "exited:a", "stopped:a"}));
   EXPECT_EQ(w.exit_code(), 0);
 }
 
@@ -859,43 +926,11 @@ TEST(SubSupervisorShutdownTest, StopReachesASubSupervisorInARetryLoop) {
   EXPECT_EQ(w.Events(), (Strings{"stopping:s"}));
   w.Clear();
   w.Fire(10000ms);
-  EXPECT_EQ(w.Events(), (Strings{"exited:x", "stopped:s", "stopping:a", "exited:a",
-                                 "stopped:a"}));
+  EXPECT_EQ(w.Events(), (Strings{"exited:x", "stopped:s", "stopping:a", "exited:a", "stopped:a"}));
   EXPECT_EQ(w.exit_code(), 0);
 }
 
-TEST(GroupRestartTest, SubSupervisorGivingUpDuringAGroupStopIsDrained) {
-  World w(Sup("root", kOneForAll,
-              {SubSup(Sup("s", kOneForOne, {Worker("x")}, 0)), Worker("a"), Worker("b")},
-              /*intensity=*/1));
-  w.IgnoreTerm("a");
-  w.Start();
-  w.Crash("b");  // root stops a, which ignores SIGTERM
-  w.Crash("x");  // s gives up meanwhile
-  w.Fire(5000ms);
-  EXPECT_EQ(w.RootRestarts(), 1);
-  EXPECT_FALSE(w.exit_code().has_value());
-  EXPECT_TRUE(w.Running("x") && w.Running("a") && w.Running("b"));
-  EXPECT_EQ(w.spawns("x"), 2);
-}
-
-TEST(GroupRestartTest, CrashOfAnUntouchedChildDuringRestForOneIsASecondRestart) {
-  World w(Sup("root", kRestForOne, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/5));
-  w.IgnoreTerm("c");
-  w.Start();
-  w.Crash("b");  // stopping c, which ignores SIGTERM
-  w.Crash("a");  // queued: a is before b, not part of this restart
-  w.Fire(5000ms);
-  EXPECT_EQ(w.RootRestarts(), 2);  // the first restart is done; a's exit is being handled
-  EXPECT_EQ(w.spawns("a"), 1);     // stopping the new c, which ignores SIGTERM again
-  w.Fire(5000ms);
-  EXPECT_EQ(w.RootRestarts(), 2);
-  EXPECT_EQ(w.spawns("a"), 2);
-  EXPECT_EQ(w.spawns("b"), 3);
-  EXPECT_EQ(w.spawns("c"), 3);
-}
-
-// ---- 12. simple_one_for_one ------------------------------------------------------------------
+// ---- simple_one_for_one -----------------------------------------------------
 
 SupervisorSpec Pool(int instances, Millis shutdown = 5000ms) {
   ChildSpec tmpl = WithShutdown(Worker("w"), ShutdownSpec::Kind::kTimeout, shutdown);
@@ -933,9 +968,9 @@ TEST(SimpleOneForOneTest, ShutdownSignalsAllInstancesAtOnceWithOneSharedTimer) {
   w.Start();
   w.Clear();
   w.Shutdown();
-  EXPECT_EQ(w.Trace(), (Strings{"stopping:w.0", "TERM:w.0", "stopping:w.1", "TERM:w.1",
-                                "stopping:w.2", "TERM:w.2", "arm:2000ms", "exited:w.1",
-                                "stopped:w.1"}));
+  EXPECT_EQ(w.Trace(),
+            (Strings{"stopping:w.0", "TERM:w.0", "stopping:w.1", "TERM:w.1", "stopping:w.2",
+                     "TERM:w.2", "arm:2000ms", "exited:w.1", "stopped:w.1"}));
   w.Clear();
   w.Fire(2000ms);
   EXPECT_EQ(w.Trace(), (Strings{"fire:2000ms", "KILL:w.0", "KILL:w.2", "exited:w.0", "stopped:w.0",
