@@ -1,0 +1,89 @@
+#include "tests/supervisor/daemon_harness.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+namespace sb::testutil {
+
+namespace {
+
+std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
+  for (size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + to.size())) {
+    s.replace(pos, from.size(), to);
+  }
+  return s;
+}
+
+}  // namespace
+
+DaemonHarness::DaemonHarness(const std::string& yaml) {
+  std::string body = ReplaceAll(ReplaceAll(yaml, "{{dir}}", dir_.path()), "{{bin}}", BinDir());
+  if (body.find("node:") == std::string::npos) {
+    body = "node:\n  name: test\n  control: " + dir_.File("ctl.sock") +
+           "\n  events: " + events_path() + "\n" + body;
+  }
+  WriteFile(config_path(), body);
+  SpawnOptions opts;
+  opts.args = {"run", config_path()};
+  opts.output = dir_.File("daemon.log");
+  auto p = Process::Start(BinPath("switchboard"), opts);
+  if (p.ok()) proc_.emplace(std::move(p.value()));
+}
+
+DaemonHarness::~DaemonHarness() {
+  if (proc_ && proc_->Running()) Stop(std::chrono::seconds(10));
+}
+
+std::vector<std::string> DaemonHarness::Trace(const std::vector<std::string>& filter_ids) const {
+  std::vector<std::string> out;
+  for (const EventRecord& e : Events()) {
+    bool keep = filter_ids.empty();
+    for (const std::string& id : filter_ids) keep |= (e.id == id);
+    if (keep) out.push_back(e.event + ":" + e.id);
+  }
+  return out;
+}
+
+bool DaemonHarness::WaitFor(const std::string& id, const std::string& event, size_t count,
+                            std::chrono::milliseconds timeout) const {
+  return WaitUntil([&] { return FilterEvents(Events(), id, event).size() >= count; }, timeout);
+}
+
+bool DaemonHarness::WaitReady(std::chrono::milliseconds timeout) const {
+  return WaitFor("root", "ready", 1, timeout);
+}
+
+int DaemonHarness::PidOf(const std::string& id) const {
+  auto started = FilterEvents(Events(), id, "started");
+  return started.empty() ? 0 : started.back().pid;
+}
+
+std::optional<int> DaemonHarness::Stop(std::chrono::milliseconds timeout) {
+  if (!proc_) return std::nullopt;
+  proc_->Signal(SIGTERM);
+  return WaitExit(timeout);
+}
+
+std::optional<int> DaemonHarness::WaitExit(std::chrono::milliseconds timeout) {
+  if (!proc_) return std::nullopt;
+  int status = 0;
+  if (!proc_->WaitExit(timeout, &status)) return std::nullopt;
+  return status;
+}
+
+int RunSwitchboard(const std::vector<std::string>& args, std::string* output,
+                   std::chrono::milliseconds timeout) {
+  TempDir dir;
+  SpawnOptions opts;
+  opts.args = args;
+  opts.output = dir.File("out");
+  auto p = Process::Start(BinPath("switchboard"), opts);
+  if (!p.ok()) return -1;
+  int status = 0;
+  bool exited = p.value().WaitExit(timeout, &status);
+  if (output) *output = ReadFile(dir.File("out"));
+  if (!exited || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
+}  // namespace sb::testutil

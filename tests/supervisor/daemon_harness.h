@@ -1,0 +1,60 @@
+// DaemonHarness: one real `switchboard run` for an integration test.
+//
+// Owns: a temp dir holding the test's YAML (a `node:` section pointing the
+// control socket and events file into the dir is prepended), the daemon
+// process (stdout+stderr in <dir>/daemon.log), and helpers to wait on its
+// events file. Every wait has a deadline; nothing sleeps a fixed time.
+// `{{dir}}` in the YAML is replaced by the temp dir and `{{bin}}` by the
+// directory holding the built programs (sb-testchild lives there).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tests/testutil/testutil.h"
+
+namespace sb::testutil {
+
+class DaemonHarness {
+ public:
+  // Writes the config and starts the daemon (does not wait for readiness).
+  explicit DaemonHarness(const std::string& yaml);
+  ~DaemonHarness();
+
+  bool started() const { return proc_.has_value(); }
+  pid_t pid() const { return proc_ ? proc_->pid() : -1; }
+  Process& process() { return *proc_; }
+  const TempDir& dir() const { return dir_; }
+  std::string config_path() const { return dir_.File("config.yaml"); }
+  std::string events_path() const { return dir_.File("events"); }
+  std::string log() const { return ReadFile(dir_.File("daemon.log")); }
+
+  std::vector<EventRecord> Events() const { return ReadEvents(events_path()); }
+  // "event:id" strings in file order, e.g. {"started:a", "ready:a"}; `filter_ids` empty = all.
+  std::vector<std::string> Trace(const std::vector<std::string>& filter_ids = {}) const;
+  // Waits until at least `count` events match (id, event); "" matches any.
+  bool WaitFor(const std::string& id, const std::string& event, size_t count = 1,
+               std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  // Waits until the root supervisor has reported ready.
+  bool WaitReady(std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  // Pid of the latest `started` event of `id`, or 0.
+  int PidOf(const std::string& id) const;
+  // SIGTERM and wait for the daemon to exit; returns the raw wait status or nullopt on timeout.
+  std::optional<int> Stop(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // Wait for the daemon to exit on its own; raw wait status or nullopt.
+  std::optional<int> WaitExit(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+ private:
+  TempDir dir_;
+  std::optional<Process> proc_;
+};
+
+// Runs `switchboard <args...>` to completion; returns the exit code (or -1) and the
+// combined stdout+stderr in *output.
+int RunSwitchboard(const std::vector<std::string>& args, std::string* output,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+}  // namespace sb::testutil
