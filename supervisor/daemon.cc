@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -80,6 +82,16 @@ Status Daemon::Init() {
     std::filesystem::create_directories(run_dir, ec);
     if (ec) return Status::IoError("create " + run_dir.string() + ": " + ec.message());
     ::chmod(run_dir.c_str(), 0700);
+  }
+  // One daemon per node: a second one would take over the first one's
+  // notify socket. The lock dies with the process, so a crash never leaves
+  // a stale lock behind.
+  std::string lock_path = (run_dir / (spec_.node.name + ".lock")).string();
+  lock_fd_.Reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock_fd_.valid()) return Status::IoError("open " + lock_path + ": " + strerror(errno));
+  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) < 0) {
+    return Status::Refused("node '" + spec_.node.name + "' is already running (lock " + lock_path +
+                           " is held)");
   }
   auto notify = NotifyServer::Create((run_dir / (spec_.node.name + ".notify")).string());
   if (!notify.ok()) return notify.status();

@@ -68,6 +68,7 @@ class Daemon {
   std::unique_ptr<EventLog> events_;
   ListenSockets sockets_;
   UniqueFd signal_fd_;
+  UniqueFd lock_fd_;  // flock held for the daemon's life: one daemon per node
   std::string child_path_;  // PATH for children: our own bin dir first
   std::deque<Action> pending_;
   std::unordered_map<Token, Proc> procs_;    // live incarnations
