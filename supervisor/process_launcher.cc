@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -17,14 +18,65 @@ namespace {
 
 Status Errno(const std::string& what) { return Status::IoError(what + ": " + strerror(errno)); }
 
-int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+// Everything the child needs, prepared before clone(): the child shares our
+// memory (CLONE_VM) and must not allocate or take locks.
+struct ChildArgs {
+  const char* program;
+  char** argv;
+  char** envp;
+  int out, err;
+  const int* src_fds;
+  size_t n_fds;
+  char* listen_pid_slot;  // "LISTEN_PID=" + room for the digits
+  pid_t parent;
+  volatile int error = 0;  // set by the child when it cannot exec; read once it is gone
+};
 
-// Only async-signal-safe calls below: the child of a fork() must not touch
-// malloc or locks. Everything it needs is prepared before fork().
-[[noreturn]] void ChildFail(int report_fd, int err) {
-  ssize_t ignored = ::write(report_fd, &err, sizeof err);
-  (void)ignored;
-  ::_exit(127);
+// Runs in the child between clone() and execve(); we are suspended meanwhile
+// (CLONE_VFORK), exactly as posix_spawn works. Only raw system calls here.
+int ChildMain(void* raw) {
+  auto* a = static_cast<ChildArgs*>(raw);
+  auto fail = [a](int err) {
+    a->error = err;
+    ::_exit(127);
+  };
+  // Die with the daemon; close the race where it died before prctl.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail(errno);
+  if (::getppid() != a->parent) ::_exit(127);
+  if (::setpgid(0, 0) < 0) fail(errno);
+  // Restore what the daemon changed for itself (mask and dispositions are
+  // per-process copies here: no CLONE_SIGHAND).
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) ::signal(s, SIG_DFL);
+  if (::dup2(a->out, STDOUT_FILENO) < 0) fail(errno);
+  if (::dup2(a->err, STDERR_FILENO) < 0) fail(errno);
+  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
+  if (a->n_fds > 0) {
+    // Move the sockets out of the way first: a source fd may sit where a
+    // target must go (3, 4, ...). F_DUPFD_CLOEXEC keeps the copies private.
+    int high[64];
+    size_t n = a->n_fds < 64 ? a->n_fds : 64;
+    for (size_t i = 0; i < n; ++i) {
+      high[i] = ::fcntl(a->src_fds[i], F_DUPFD_CLOEXEC, 100);
+      if (high[i] < 0) fail(errno);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (::dup2(high[i], 3 + static_cast<int>(i)) < 0) fail(errno);  // dup2 clears CLOEXEC
+    }
+    // LISTEN_PID must be our own pid (sd_listen_fds checks it).
+    char digits[16];
+    int len = 0;
+    for (pid_t p = ::getpid(); p > 0; p /= 10) digits[len++] = static_cast<char>('0' + p % 10);
+    char* dst = a->listen_pid_slot + 11;  // strlen("LISTEN_PID=")
+    while (len > 0) *dst++ = digits[--len];
+    *dst = '\0';
+  }
+  ::execve(a->program, a->argv, a->envp);
+  fail(errno);
+  return 127;
 }
 
 }  // namespace
@@ -47,7 +99,7 @@ std::string ResolveProgram(const std::string& name, const std::string& path) {
 Result<LaunchedProcess> Launch(const LaunchRequest& req) {
   if (req.argv.empty()) return Status::InvalidConfig("empty command");
 
-  // Prepare argv/envp before fork.
+  // Prepare argv/envp before clone().
   std::string program = ResolveProgram(req.argv[0], req.path);
   std::vector<std::string> env_store;
   for (char** e = environ; *e; ++e) {
@@ -79,89 +131,42 @@ Result<LaunchedProcess> Launch(const LaunchRequest& req) {
   std::vector<int> src_fds;
   for (const auto& [name, fd] : req.listen_fds) src_fds.push_back(fd);
 
-  int out_pipe[2], err_pipe[2], report[2];
+  int out_pipe[2], err_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) < 0) return Errno("pipe");
   UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
   if (::pipe2(err_pipe, O_CLOEXEC) < 0) return Errno("pipe");
   UniqueFd err_r(err_pipe[0]), err_w(err_pipe[1]);
-  if (::pipe2(report, O_CLOEXEC) < 0) return Errno("pipe");
-  UniqueFd report_r(report[0]), report_w(report[1]);
 
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) return Errno("fork");
-  if (pid == 0) {
-    int rfd = report_w.get();
-    // Die with the daemon; close the race where it died before prctl.
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) ChildFail(rfd, errno);
-    if (::getppid() != parent) ::_exit(127);
-    if (::setpgid(0, 0) < 0) ChildFail(rfd, errno);
-    // Restore what the daemon changed for itself.
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) ::signal(s, SIG_DFL);
-    if (::dup2(out_w.get(), STDOUT_FILENO) < 0) ChildFail(rfd, errno);
-    if (::dup2(err_w.get(), STDERR_FILENO) < 0) ChildFail(rfd, errno);
-    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
-    if (!src_fds.empty()) {
-      // Move the sockets out of the way first: a source fd may sit where a
-      // target must go (3, 4, ...). F_DUPFD_CLOEXEC keeps the copies private.
-      int high[64];
-      size_t n = src_fds.size() < 64 ? src_fds.size() : 64;
-      for (size_t i = 0; i < n; ++i) {
-        high[i] = ::fcntl(src_fds[i], F_DUPFD_CLOEXEC, 100);
-        if (high[i] < 0) ChildFail(rfd, errno);
-      }
-      if (rfd < 100) {  // keep the report pipe clear of 3..3+n too
-        int moved = ::fcntl(rfd, F_DUPFD_CLOEXEC, 100);
-        if (moved < 0) ChildFail(rfd, errno);
-        rfd = moved;
-      }
-      for (size_t i = 0; i < n; ++i) {
-        int target = 3 + static_cast<int>(i);
-        if (::dup2(high[i], target) < 0) ChildFail(rfd, errno);  // dup2 clears CLOEXEC
-      }
-      // LISTEN_PID must be our own pid (sd_listen_fds checks it).
-      char digits[16];
-      int len = 0;
-      for (pid_t p = ::getpid(); p > 0; p /= 10) digits[len++] = static_cast<char>('0' + p % 10);
-      char* dst = listen_pid_slot + 11;  // strlen("LISTEN_PID=")
-      while (len > 0) *dst++ = digits[--len];
-      *dst = '\0';
-    }
-    ::execve(program.c_str(), argv.data(), envp.data());
-    ChildFail(rfd, errno);
-  }
-
-  report_w.Reset();
-  out_w.Reset();
-  err_w.Reset();
-  int child_errno = 0;
-  ssize_t n;
-  do {
-    n = ::read(report_r.get(), &child_errno, sizeof child_errno);
-  } while (n < 0 && errno == EINTR);
-  if (n > 0) {
+  ChildArgs args;
+  args.program = program.c_str();
+  args.argv = argv.data();
+  args.envp = envp.data();
+  args.out = out_w.get();
+  args.err = err_w.get();
+  args.src_fds = src_fds.data();
+  args.n_fds = src_fds.size();
+  args.listen_pid_slot = listen_pid_slot;
+  args.parent = ::getpid();
+  // The child runs on this stack while we are suspended (CLONE_VFORK).
+  std::vector<char> stack(64 * 1024);
+  int pidfd = -1;
+  pid_t pid = ::clone(ChildMain, stack.data() + stack.size(),
+                      CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &args, &pidfd);
+  if (pid < 0) return Errno("clone");
+  UniqueFd pidfd_owner(pidfd);
+  if (args.error != 0) {
     // The child never exec'd: reap it here so nothing is left behind.
     int st;
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
-    return Status::IoError("unable to execute '" + req.argv[0] + "': " + strerror(child_errno));
+    return Status::IoError("unable to execute '" + req.argv[0] + "': " + strerror(args.error));
   }
+  out_w.Reset();
+  err_w.Reset();
 
   LaunchedProcess p;
   p.pid = pid;
-  p.pidfd.Reset(PidfdOpen(pid));
-  if (!p.pidfd.valid()) {
-    // Should not happen on Linux >= 5.3; do not leave a child we cannot watch.
-    Status s = Errno("pidfd_open");
-    ::kill(pid, SIGKILL);
-    int st;
-    ::waitpid(pid, &st, 0);
-    return s;
-  }
+  p.pidfd = std::move(pidfd_owner);
   ::fcntl(out_r.get(), F_SETFL, O_NONBLOCK);
   ::fcntl(err_r.get(), F_SETFL, O_NONBLOCK);
   p.out = std::move(out_r);

@@ -1,11 +1,13 @@
 // ProcessLauncher: starts one child OS process the way the supervisor needs.
 //
-// Owns: the fork/exec sequence and everything the child inherits: its own
+// Owns: the spawn sequence and everything the child inherits: its own
 // process group (so a stop signal reaches helpers it forked), PDEATHSIG
 // SIGKILL (the child dies with the daemon: no orphans), stdout/stderr pipes,
 // the systemd protocols (NOTIFY_SOCKET; LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES
 // with the sockets at fd 3..), and a pidfd for event-driven exit detection.
-// Exec failures are reported synchronously through a CLOEXEC pipe. Does not:
+// The child is created with clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD), as
+// posix_spawn does: no page-table copy, the pidfd comes atomically with the
+// pid, and an exec failure is known before Launch returns. Does not:
 // wait for readiness or exit (the daemon's loop does), or keep any state.
 #pragma once
 
