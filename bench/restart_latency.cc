@@ -9,7 +9,9 @@
 // detection (pidfd), the restart decision, fork/exec, the shard's start-up
 // and its READY=1 datagram. Bounded in count and in time.
 //
-// Usage: bench-restart-latency [--cycles N] [--max-seconds S]
+// Usage: bench-restart-latency [--cycles N] [--max-seconds S] [--child PROGRAM]
+// PROGRAM is switchboard-worker (default: a shard, with its socket) or
+// notify_child (the smallest sd_notify child: the supervisor's own share).
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -81,10 +83,12 @@ double Percentile(std::vector<double> v, double p) {
 int main(int argc, char** argv) {
   int cycles = 1000;
   double max_seconds = 120;
+  std::string child = "switchboard-worker";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--cycles") cycles = std::stoi(argv[i + 1]);
     if (a == "--max-seconds") max_seconds = std::stod(argv[i + 1]);
+    if (a == "--child") child = argv[i + 1];
   }
   fs::path bin = fs::read_symlink("/proc/self/exe").parent_path();
   char tmpl[] = "/tmp/sb-bench-XXXXXX";
@@ -102,7 +106,7 @@ int main(int argc, char** argv) {
       << "  period: 1s\n"
       << "  children:\n"
       << "    - id: shard\n"
-      << "      command: [\"switchboard-worker\", \"--shard\", \"0\"]\n"
+      << "      command: [\"" << child << "\"]\n"
       << "      env: {LOG_LEVEL: warn}\n"
       << "      sockets: [gateway]\n";
   pid_t daemon = fork();
@@ -148,6 +152,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench-restart-latency: no restart measured\n");
     return 1;
   }
+  std::printf("child=%s ", child.c_str());
   std::printf("restarts=%zu p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f\n", lat_ms.size(),
               Percentile(lat_ms, 50), Percentile(lat_ms, 90), Percentile(lat_ms, 99),
               *std::max_element(lat_ms.begin(), lat_ms.end()));
