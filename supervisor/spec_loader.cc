@@ -38,13 +38,16 @@ namespace {
 using Keys = std::span<const std::string_view>;
 
 constexpr std::array<std::string_view, 3> kTopKeys = {"node", "sockets", "supervisor"};
-constexpr std::array<std::string_view, 3> kNodeKeys = {"name", "control", "events"};
+constexpr std::array<std::string_view, 5> kNodeKeys = {"name", "control", "events", "metrics",
+                                                       "file_sd"};
+constexpr std::array<std::string_view, 3> kBackoffKeys = {"initial", "max", "factor"};
 constexpr std::array<std::string_view, 3> kSocketKeys = {"name", "listen", "backlog"};
 constexpr std::array<std::string_view, 5> kRootKeys = {"id", "strategy", "intensity", "period",
                                                        "children"};
 constexpr std::array<std::string_view, 4> kChildCommonKeys = {"id", "type", "restart", "shutdown"};
-constexpr std::array<std::string_view, 7> kWorkerKeys = {
-    "command", "env", "ready", "start_timeout", "sockets", "success_exit_codes", "replicas"};
+constexpr std::array<std::string_view, 9> kWorkerKeys = {
+    "command",  "env",     "ready",  "start_timeout", "sockets", "success_exit_codes",
+    "replicas", "metrics", "backoff"};
 constexpr std::array<std::string_view, 4> kSupervisorKeys = {"strategy", "intensity", "period",
                                                              "children"};
 
@@ -220,6 +223,8 @@ class Loader {
   sb::Status ParseNode(const Field& f);
   sb::Status ParseSockets(const Field& f);
   sb::Status ParseListen(const Field& f, SocketSpec* out) const;
+  // A "host:port" endpoint with the same rules as a socket's listen address.
+  sb::Status Endpoint(const Field& f, std::string* out) const;
   sb::Status ParseRoot(const Field& f, const YAML::Mark& key_mark);
   sb::Status ParseSupervisorFlags(const MapView& map, SupervisorSpec* out);
   sb::Status ParseChild(const Field& f, bool is_template, SupervisorSpec* parent);
@@ -435,6 +440,17 @@ sb::Status Loader::ParseNode(const Field& f) {
     SB_RETURN_IF_ERROR(Text(*events, "a path", &spec_.node.events));
     if (spec_.node.events.empty()) return Error(*events, "event log path is empty");
   }
+  if (const Field* metrics = map.FindValue("metrics")) {
+    SB_RETURN_IF_ERROR(Endpoint(*metrics, &spec_.node.metrics));
+  }
+  if (const Field* file_sd = map.FindValue("file_sd")) {
+    SB_RETURN_IF_ERROR(Text(*file_sd, "a path", &spec_.node.file_sd));
+    if (spec_.node.file_sd.empty()) return Error(*file_sd, "file_sd path is empty");
+  } else {
+    std::string control = spec_.node.control;
+    spec_.node.file_sd =
+        control.substr(0, control.rfind('/') + 1) + spec_.node.name + ".targets.json";
+  }
   return sb::Status::Ok();
 }
 
@@ -464,6 +480,14 @@ sb::Status Loader::ParseSockets(const Field& f) {
     }
     spec_.sockets.push_back(std::move(socket));
   }
+  return sb::Status::Ok();
+}
+
+sb::Status Loader::Endpoint(const Field& f, std::string* out) const {
+  SocketSpec parsed;
+  SB_RETURN_IF_ERROR(ParseListen(f, &parsed));
+  bool v6 = parsed.host.find(':') != std::string::npos;
+  *out = (v6 ? "[" + parsed.host + "]" : parsed.host) + ":" + std::to_string(parsed.port);
   return sb::Status::Ok();
 }
 
@@ -661,6 +685,7 @@ sb::Status Loader::ParseChild(const Field& f, bool is_template, SupervisorSpec* 
     parent->instances = replicas.value_or(0);
     parent->children.push_back(std::move(child));
   } else if (replicas) {
+    parent->replica_sets.push_back(child);
     for (int i = 0; i < *replicas; ++i) {
       ChildSpec replica = InstantiateReplica(child, i);
       SB_RETURN_IF_ERROR(RegisterId(replica.id, *id));
@@ -743,6 +768,36 @@ sb::Status Loader::ParseWorker(const MapView& map, bool is_template, ChildSpec* 
     int n = 0;
     SB_RETURN_IF_ERROR(Integer(*count, 0, kMaxReplicas, &n));
     *replicas = n;
+  }
+
+  if (const Field* metrics = map.FindValue("metrics")) {
+    SB_RETURN_IF_ERROR(Endpoint(*metrics, &child->metrics));
+    int port = std::stoi(child->metrics.substr(child->metrics.rfind(':') + 1));
+    int last = port + (replicas->has_value() ? std::max(**replicas - 1, 0) : 0);
+    if (port == 0 || last > 65535) {
+      return Error(*metrics, "metrics port must be 1..65535 for every replica (base + index)");
+    }
+  }
+  if (!replicas->has_value()) SubstituteMetrics(*child);
+
+  if (const Field* backoff = map.FindValue("backoff")) {
+    MapView fields;
+    SB_RETURN_IF_ERROR(ReadMap(*backoff, "a map with keys " + JoinKeys(kBackoffKeys), &fields));
+    SB_RETURN_IF_ERROR(CheckKeys(fields, kBackoffKeys, nullptr));
+    BackoffSpec b;
+    if (const Field* initial = fields.FindValue("initial")) {
+      SB_RETURN_IF_ERROR(Duration(*initial, /*allow_zero=*/false, &b.initial));
+    }
+    if (const Field* max = fields.FindValue("max")) {
+      SB_RETURN_IF_ERROR(Duration(*max, /*allow_zero=*/false, &b.max));
+      if (b.max < b.initial) return Error(*max, "max must not be less than initial");
+    }
+    if (const Field* factor = fields.FindValue("factor")) {
+      int f = 0;
+      SB_RETURN_IF_ERROR(Integer(*factor, 1, 100, &f));
+      b.factor = f;
+    }
+    child->backoff = b;
   }
 
   // Outside a replica set or a template nothing substitutes the placeholder,

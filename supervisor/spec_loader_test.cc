@@ -85,7 +85,8 @@ TEST(SpecLoaderTest, FullExampleParsesToTheExpectedTree) {
 
   EXPECT_EQ(spec.file, "test.yaml");
   EXPECT_EQ(spec.node,
-            (NodeSpec{"node1", "/tmp/switchboard/node1.sock", "/tmp/switchboard/node1.events"}));
+            (NodeSpec{"node1", "/tmp/switchboard/node1.sock", "/tmp/switchboard/node1.events", "",
+                      "/tmp/switchboard/node1.targets.json"}));
   ASSERT_EQ(spec.sockets.size(), 2u);
   EXPECT_EQ(spec.sockets[0], (SocketSpec{"gateway", "127.0.0.1", 4000, 4096}));
   EXPECT_EQ(spec.sockets[1], (SocketSpec{"admin", "::1", 0, 16}));
@@ -124,8 +125,16 @@ TEST(SpecLoaderTest, FullExampleParsesToTheExpectedTree) {
   shards.shutdown = ShutdownSpec{Kind::kInfinity, Millis{0}};
   shards.sub = {shards_sup};
 
+  // The replica set's template is kept, unexpanded, so it can be scaled.
+  ChildSpec shard_set = shard0;
+  shard_set.id = "shard";
+  shard_set.replica.reset();
+  shard_set.command = {"switchboard-worker", "--shard", "{{replica}}",
+                       "--name=s{{replica}}-{{replica}}"};
+  shard_set.env = {{"SHARD", "{{replica}}"}, {"PORT", "4000"}, {"{{replica}}", "keep"}};
   const SupervisorSpec root{
-      "root", Strategy::kOneForOne, 3, Millis{5000}, {broker, shard0, shard1, shards}, 0};
+      "root", Strategy::kOneForOne, 3, Millis{5000}, {broker, shard0, shard1, shards},
+      0,      {shard_set}};
   ASSERT_EQ(spec.root.children.size(), 4u);
   EXPECT_EQ(spec.root.children[0], broker);
   EXPECT_EQ(spec.root.children[1], shard0);
@@ -528,16 +537,16 @@ TEST(SpecLoaderErrorTest, UnknownKey) {
 )"),
             "test.yaml:4:7: key 'supervisor.children[0].comand': unknown key 'comand' (allowed "
             "here: id, type, restart, shutdown, command, env, ready, start_timeout, sockets, "
-            "success_exit_codes, replicas)");
+            "success_exit_codes, replicas, metrics, backoff)");
 }
 
 TEST(SpecLoaderErrorTest, UnknownTopLevelAndNodeKeys) {
   EXPECT_EQ(LoadError("supervisor: {}\nsuprvisor: {}\n"),
             "test.yaml:2:1: key 'suprvisor': unknown key 'suprvisor' (allowed here: node, "
             "sockets, supervisor)");
-  EXPECT_EQ(LoadError("node:\n  metrics: 127.0.0.1:9100\nsupervisor: {}\n"),
-            "test.yaml:2:3: key 'node.metrics': unknown key 'metrics' (allowed here: name, "
-            "control, events)");
+  EXPECT_EQ(LoadError("node:\n  metric: 127.0.0.1:9100\nsupervisor: {}\n"),
+            "test.yaml:2:3: key 'node.metric': unknown key 'metric' (allowed here: name, "
+            "control, events, metrics, file_sd)");
   EXPECT_EQ(LoadError("supervisor: {restart: permanent}\n"),
             "test.yaml:1:14: key 'supervisor.restart': unknown key 'restart' (allowed here: id, "
             "strategy, intensity, period, children)");

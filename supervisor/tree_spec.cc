@@ -7,6 +7,7 @@ namespace sb::supervisor {
 namespace {
 
 constexpr std::string_view kReplicaPlaceholder = "{{replica}}";
+constexpr std::string_view kMetricsPlaceholder = "{{metrics}}";
 
 std::string ReplaceAll(std::string text, std::string_view from, std::string_view to) {
   size_t pos = 0;
@@ -32,7 +33,23 @@ ChildSpec InstantiateReplica(const ChildSpec& tmpl, int index) {
   for (auto& [name, value] : child.env) {
     value = ReplaceAll(std::move(value), kReplicaPlaceholder, index_text);
   }
+  if (!child.metrics.empty()) {
+    size_t colon = child.metrics.rfind(':');
+    int base = std::stoi(child.metrics.substr(colon + 1));
+    child.metrics = child.metrics.substr(0, colon + 1) + std::to_string(base + index);
+  }
+  SubstituteMetrics(child);
   return child;
+}
+
+void SubstituteMetrics(ChildSpec& spec) {
+  if (spec.metrics.empty()) return;
+  for (std::string& arg : spec.command) {
+    arg = ReplaceAll(std::move(arg), kMetricsPlaceholder, spec.metrics);
+  }
+  for (auto& [name, value] : spec.env) {
+    value = ReplaceAll(std::move(value), kMetricsPlaceholder, spec.metrics);
+  }
 }
 
 const char* StrategyName(Strategy s) {

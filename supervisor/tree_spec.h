@@ -43,6 +43,16 @@ struct SocketSpec {
   bool operator==(const SocketSpec&) const = default;
 };
 
+// Opt-in restart delay (an extension: OTP restarts at once). The n-th
+// consecutive restart waits initial * factor^(n-1), capped at max; the count
+// resets once the child has stayed up for `max`.
+struct BackoffSpec {
+  Millis initial{100};
+  Millis max{10000};
+  double factor = 2.0;
+  bool operator==(const BackoffSpec&) const = default;
+};
+
 // Where a replica set came from, kept so operators and reload can see the set.
 struct ReplicaOf {
   std::string set_id;  // the `id` written in YAML
@@ -67,6 +77,10 @@ struct ChildSpec {
   ReadyMode ready = ReadyMode::kNotify;
   Millis start_timeout{10000};
   std::vector<int> success_exit_codes;  // exit statuses counted as normal besides 0
+  std::optional<BackoffSpec> backoff;
+  // Prometheus endpoint the child serves, "host:port"; in a replica set the
+  // port is the base plus the index. Substituted for {{metrics}}.
+  std::string metrics;
 
   // Supervisor fields (is_supervisor == true). Held by pointer-free value:
   // index into SupervisorSpec storage is avoided by nesting directly.
@@ -86,6 +100,9 @@ struct SupervisorSpec {
   // id is the instance prefix), and `instances` says how many start with it.
   std::vector<ChildSpec> children;
   int instances = 0;
+  // The unexpanded template of every replica set among `children` (id = the
+  // set's id), so a set can be scaled at run time.
+  std::vector<ChildSpec> replica_sets;
   bool operator==(const SupervisorSpec&) const = default;
 };
 
@@ -93,13 +110,16 @@ inline bool ChildSpec::operator==(const ChildSpec& o) const {
   return id == o.id && is_supervisor == o.is_supervisor && restart == o.restart &&
          shutdown == o.shutdown && replica == o.replica && command == o.command && env == o.env &&
          sockets == o.sockets && ready == o.ready && start_timeout == o.start_timeout &&
-         success_exit_codes == o.success_exit_codes && sub == o.sub;
+         success_exit_codes == o.success_exit_codes && backoff == o.backoff &&
+         metrics == o.metrics && sub == o.sub;
 }
 
 struct NodeSpec {
   std::string name = "node1";
   std::string control;  // path of the control socket; default /tmp/switchboard/<name>.sock
   std::string events;   // JSON-lines event log; empty = none
+  std::string metrics;  // "host:port" of the daemon's Prometheus endpoint; empty = none
+  std::string file_sd;  // Prometheus file_sd JSON path; default <control dir>/<name>.targets.json
   bool operator==(const NodeSpec&) const = default;
 };
 
@@ -112,8 +132,12 @@ struct TreeSpec {
 };
 
 // The concrete child for replica `index` of `tmpl`: id "<tmpl.id>.<index>",
-// every "{{replica}}" in command and env values replaced by the index.
+// every "{{replica}}" in command and env values replaced by the index, the
+// metrics port moved up by the index, and "{{metrics}}" replaced by it.
 ChildSpec InstantiateReplica(const ChildSpec& tmpl, int index);
+
+// Replaces "{{metrics}}" in command and env values by spec.metrics.
+void SubstituteMetrics(ChildSpec& spec);
 
 // Names used in YAML and in messages.
 const char* StrategyName(Strategy s);
