@@ -12,7 +12,9 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
+#include "common/status.h"
 #include "supervisor/tree_spec.h"
 
 namespace sb::supervisor {
@@ -21,6 +23,7 @@ using Time = std::chrono::nanoseconds;  // monotonic, supplied by the caller
 using Token = uint64_t;                 // one spawned process (an incarnation of a child)
 using TimerToken = uint64_t;            // one armed timer
 using Instance = uint64_t;              // one running supervisor
+using RequestId = uint64_t;             // one operator request awaiting its reply
 
 // How a process ended: an exit status or a terminating signal.
 struct ExitInfo {
@@ -72,13 +75,36 @@ struct Exit {  // the root is gone: end the daemon with `code`
   int code;
   std::string reason;
 };
+struct Reply {  // an operator request is done (or refused)
+  RequestId request;
+  Status status;
+  std::vector<std::string> added;    // scale: ids started
+  std::vector<std::string> removed;  // scale: ids stopped and forgotten
+};
 }  // namespace action
 
 using Action = std::variant<action::Spawn, action::Signal, action::StartTimer, action::CancelTimer,
-                            action::Emit, action::Log, action::Exit>;
+                            action::Emit, action::Log, action::Exit, action::Reply>;
 
 // Runtime state of a child, as shown to operators.
 enum class ChildState { kStopped, kStarting, kRunning, kStopping, kRestarting };
 const char* ChildStateName(ChildState s);
+
+// A read-only picture of the running tree, for `switchboard status`.
+struct TreeView {
+  std::string id;
+  bool is_supervisor = false;
+  ChildState state = ChildState::kStopped;
+  int pid = 0;                        // workers with a process
+  std::optional<Time> since;          // when it became running
+  int restarts = 0;                   // automatic restarts of this child
+  std::optional<ExitInfo> last_exit;  // workers
+  // Supervisors only.
+  Strategy strategy = Strategy::kOneForOne;
+  int intensity = 0;
+  Millis period{0};
+  int restarts_in_window = 0;
+  std::vector<TreeView> children;
+};
 
 }  // namespace sb::supervisor

@@ -24,6 +24,12 @@ class RestartIntensity {
   // (intensity+1)-th attempt within [now - period, now].
   bool Allow(Time now);
 
+  // New limits (a reload); the recorded attempts are kept.
+  void Reconfigure(int intensity, std::chrono::nanoseconds period) {
+    intensity_ = intensity;
+    period_ = period;
+  }
+
   // Attempts recorded within the window ending at `now`.
   int CountInWindow(Time now) const;
 

@@ -53,6 +53,11 @@ void SupervisorNode::Erase(std::string id) {
 void SupervisorNode::Pump(Time now) {
   for (;;) {
     if (terminated_) {
+      for (const NodeMsg& m : mailbox_) {
+        if (m.kind >= NodeMsg::Kind::kOpStop) {
+          ReplyNow(m.ref, Status::Refused("supervisor '" + spec_.id + "' has terminated"));
+        }
+      }
       mailbox_.clear();
       return;
     }
@@ -100,6 +105,11 @@ void SupervisorNode::Handle(NodeMsg msg, Time now) {
     case NodeMsg::Kind::kExit: {
       Child* c = FindByToken(msg.ref);
       if (!c) return;  // an incarnation already drained by a stop
+      // Backoff forgets past crashes once the child has stayed up for `max`.
+      if (c->spec.backoff && c->state == ChildState::kRunning &&
+          now - c->since >= c->spec.backoff->max) {
+        c->backoff_streak = 0;
+      }
       c->token = 0;
       c->pid = 0;
       c->state = ChildState::kStopped;
@@ -129,10 +139,32 @@ void SupervisorNode::Handle(NodeMsg msg, Time now) {
       Restart(msg.text, "retrying failed start", now);
       return;
     }
+    case NodeMsg::Kind::kTimer: {
+      auto it = backoff_timers_.find(msg.ref);
+      if (it == backoff_timers_.end()) return;  // stale
+      std::string id = it->second;
+      backoff_timers_.erase(it);
+      Child* c = Find(id);
+      if (c && c->state == ChildState::kRestarting) PlanRestart(id, "backoff elapsed");
+      return;
+    }
+    case NodeMsg::Kind::kOpStop:
+    case NodeMsg::Kind::kOpStart:
+    case NodeMsg::Kind::kOpRestart:
+      if (stopping_) return ReplyNow(msg.ref, Status::Refused("supervisor is stopping"));
+      HandleOperator(msg);
+      return;
+    case NodeMsg::Kind::kOpScale:
+      if (stopping_) return ReplyNow(msg.ref, Status::Refused("supervisor is stopping"));
+      HandleScale(msg);
+      return;
+    case NodeMsg::Kind::kOpReload:
+      if (stopping_) return ReplyNow(msg.ref, Status::Refused("supervisor is stopping"));
+      HandleReload(msg);
+      return;
     case NodeMsg::Kind::kSpawned:
     case NodeMsg::Kind::kSpawnFailed:
     case NodeMsg::Kind::kReady:
-    case NodeMsg::Kind::kTimer:
     case NodeMsg::Kind::kSubReady:
     case NodeMsg::Kind::kSubStartFailed:
       return;  // stale: the step that waited for it is over
@@ -161,7 +193,35 @@ void SupervisorNode::Restart(const std::string& id, const std::string& why, Time
   Child* trigger = Find(id);
   if (!trigger) return;
   trigger->restarts++;
+  Millis delay = BackoffDelay(*trigger);
+  if (delay.count() > 0) {
+    // Counted now (intensity above); carried out when the timer fires. The
+    // supervisor stays free meanwhile: siblings' events are not held up.
+    trigger->state = ChildState::kRestarting;
+    host_.Emit(TreeEvent{
+        "restarting", id, {}, {}, {}, why + "; backoff " + std::to_string(delay.count()) + "ms"});
+    backoff_timers_[host_.StartTimer(self_, delay)] = id;
+    return;
+  }
+  PlanRestart(id, why);
+}
+
+Millis SupervisorNode::BackoffDelay(Child& c) {
+  if (!c.spec.backoff) return Millis{0};
+  const BackoffSpec& b = *c.spec.backoff;
+  double d = static_cast<double>(b.initial.count());
+  for (int i = 0; i < c.backoff_streak && d < static_cast<double>(b.max.count()); ++i)
+    d *= b.factor;
+  c.backoff_streak++;
+  return std::min(Millis{static_cast<int64_t>(d)}, b.max);
+}
+
+void SupervisorNode::PlanRestart(const std::string& id, const std::string& why) {
+  Child* trigger = Find(id);
+  if (!trigger) return;
+  bool delayed = trigger->state == ChildState::kRestarting;
   auto restarting = [&](const Child& c) {
+    if (delayed && c.spec.id == id) return;  // announced when the delay began
     host_.Emit(TreeEvent{
         "restarting", c.spec.id, {}, {}, {}, c.spec.id == id ? why : "restarting with " + id});
   };
@@ -188,6 +248,186 @@ void SupervisorNode::Restart(const std::string& id, const std::string& why, Time
   }
 }
 
+// ---- operator requests ---------------------------------------------------------
+
+void SupervisorNode::ReplyNow(RequestId request, Status status) {
+  host_.Reply(action::Reply{request, std::move(status)});
+}
+
+void SupervisorNode::HandleOperator(const NodeMsg& msg) {
+  Child* c = Find(msg.text);
+  if (!c) {
+    ReplyNow(msg.ref, Status::NotFound("no child '" + msg.text + "' in '" + spec_.id + "'"));
+    return;
+  }
+  bool has_process = c->token != 0 || c->sub != 0;
+  const std::string id = msg.text;
+  switch (msg.kind) {
+    case NodeMsg::Kind::kOpStop:
+      // OTP terminate_child: not a crash, not counted; a permanent child
+      // stays stopped until started; a temporary one is forgotten.
+      if (!has_process) {
+        c->state = ChildState::kStopped;  // also ends a retry loop or a backoff wait
+        ReplyNow(msg.ref, Status::Ok());
+        return;
+      }
+      plan_.push_back(Step{Step::Kind::kStop, id});
+      break;
+    case NodeMsg::Kind::kOpStart:
+      if (has_process) {
+        ReplyNow(msg.ref, Status::Refused("'" + id + "' is already running"));
+        return;
+      }
+      plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, msg.ref});
+      break;
+    case NodeMsg::Kind::kOpRestart:
+      if (has_process) plan_.push_back(Step{Step::Kind::kStop, id});
+      plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, msg.ref});
+      break;
+    default:
+      return;
+  }
+  Step reply{Step::Kind::kReply};
+  reply.request = msg.ref;
+  plan_.push_back(std::move(reply));
+}
+
+void SupervisorNode::HandleScale(const NodeMsg& msg) {
+  const int n = msg.pid;
+  const bool simple = spec_.strategy == Strategy::kSimpleOneForOne && msg.text == spec_.id;
+  const ChildSpec* tmpl = nullptr;
+  if (simple) {
+    tmpl = &spec_.children.front();
+  } else {
+    for (const ChildSpec& t : spec_.replica_sets)
+      if (t.id == msg.text) tmpl = &t;
+  }
+  if (!tmpl) {
+    ReplyNow(msg.ref, Status::NotFound("'" + msg.text + "' is not a replica set or a " +
+                                       "simple_one_for_one supervisor"));
+    return;
+  }
+  const std::string set_id = tmpl->id;
+  // Members in index order; where new ones go (after the last member).
+  std::vector<int> members;
+  size_t insert_at = children_.size();
+  for (size_t i = 0; i < children_.size(); ++i) {
+    const auto& r = children_[i].spec.replica;
+    if (r && r->set_id == set_id) {
+      members.push_back(r->index);
+      insert_at = i + 1;
+    }
+  }
+  std::sort(members.begin(), members.end());
+  int next_index = members.empty() ? 0 : members.back() + 1;
+  Step reply{Step::Kind::kReply};
+  reply.request = msg.ref;
+  int count = static_cast<int>(members.size());
+  std::vector<Child> fresh;
+  for (; count < n; ++count) {
+    fresh.push_back(Child{InstantiateReplica(*tmpl, next_index++)});
+    reply.added.push_back(fresh.back().spec.id);
+  }
+  children_.insert(children_.begin() + static_cast<std::ptrdiff_t>(insert_at), fresh.begin(),
+                   fresh.end());
+  for (const std::string& id : reply.added) {
+    plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, msg.ref});
+  }
+  // Scale down from the highest index, each with its own shutdown.
+  for (size_t i = members.size(); i-- > 0 && count > n; --count) {
+    std::string id = set_id + "." + std::to_string(members[i]);
+    plan_.push_back(Step{Step::Kind::kStop, id});
+    plan_.push_back(Step{Step::Kind::kForget, id});
+    reply.removed.push_back(id);
+  }
+  if (simple) spec_.instances = n;
+  plan_.push_back(std::move(reply));
+}
+
+void SupervisorNode::HandleReload(const NodeMsg& msg) {
+  const ReloadPart& r = *msg.reload;
+  for (const std::string& id : r.removed) {
+    plan_.push_back(Step{Step::Kind::kStop, id});
+    plan_.push_back(Step{Step::Kind::kForget, id});
+  }
+  Step adopt{Step::Kind::kAdopt};
+  adopt.reload = msg.reload;
+  plan_.push_back(std::move(adopt));
+  for (const std::string& id : r.changed) {  // one at a time: stop, then start again
+    plan_.push_back(Step{Step::Kind::kStop, id});
+    plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, msg.ref});
+  }
+  for (const std::string& id : r.added) {
+    plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, msg.ref});
+  }
+  Step reply{Step::Kind::kReply};
+  reply.request = msg.ref;
+  plan_.push_back(std::move(reply));
+}
+
+void SupervisorNode::Adopt(const ReloadPart& r) {
+  spec_.strategy = r.next.strategy;
+  spec_.intensity = r.next.intensity;
+  spec_.period = r.next.period;
+  spec_.replica_sets = r.next.replica_sets;
+  intensity_.Reconfigure(spec_.intensity, spec_.period);
+  if (spec_.strategy == Strategy::kSimpleOneForOne) {
+    spec_.children = r.next.children;  // the template
+    spec_.instances = r.next.instances;
+    const ChildSpec& tmpl = spec_.children.front();
+    auto index_of = [&](const std::string& id) { return std::stoi(id.substr(tmpl.id.size() + 1)); };
+    for (const std::string& id : r.changed) {
+      if (Child* c = Find(id)) c->spec = InstantiateReplica(tmpl, index_of(id));
+    }
+    for (const std::string& id : r.added) {
+      if (!Find(id)) children_.push_back(Child{InstantiateReplica(tmpl, index_of(id))});
+    }
+    return;
+  }
+  spec_.children = r.next.children;
+  std::vector<Child> ordered;
+  for (const ChildSpec& cs : r.next.children) {
+    Child* existing = Find(cs.id);
+    if (existing == nullptr) {
+      ordered.push_back(Child{cs});
+      continue;
+    }
+    Child moved = std::move(*existing);
+    existing->spec.id.clear();  // taken
+    if (moved.spec.is_supervisor && cs.is_supervisor && moved.sub != 0) {
+      // A running sub-supervisor keeps its own spec (it gets its own part);
+      // only the fields its parent uses change here.
+      moved.spec.restart = cs.restart;
+      moved.spec.shutdown = cs.shutdown;
+    } else {
+      moved.spec = cs;
+    }
+    ordered.push_back(std::move(moved));
+  }
+  for (Child& c : children_) {  // anything the new spec does not name stays, last
+    if (!c.spec.id.empty()) ordered.push_back(std::move(c));
+  }
+  children_ = std::move(ordered);
+}
+
+SupervisorSpec SupervisorNode::RunningSpec() const {
+  SupervisorSpec out = spec_;
+  if (spec_.strategy == Strategy::kSimpleOneForOne) {
+    out.instances = static_cast<int>(children_.size());
+    return out;
+  }
+  out.children.clear();
+  for (const Child& c : children_) out.children.push_back(c.spec);
+  return out;
+}
+
+void SupervisorNode::ClearPlan(const Status& why, RequestId answered) {
+  for (const Step& st : plan_) {
+    if (st.kind == Step::Kind::kReply && st.request != answered) ReplyNow(st.request, why);
+  }
+  plan_.clear();
+}
+
 void SupervisorNode::GiveUp(const std::string& offender, Time now) {
   (void)now;
   host_.Emit(TreeEvent{"gave_up",
@@ -201,7 +441,7 @@ void SupervisorNode::GiveUp(const std::string& offender, Time now) {
                                std::to_string(spec_.intensity) + " in " +
                                std::to_string(spec_.period.count()) + "ms); stopping its " +
                                "children and escalating");
-  plan_.clear();
+  ClearPlan(Status::Refused("supervisor '" + spec_.id + "' gave up"));
   stopping_ = true;
   gave_up_ = true;
   PlanStopAll();
@@ -244,6 +484,24 @@ void SupervisorNode::Finish(Time now) {
 
 void SupervisorNode::Begin(Step& s, Time now) {
   switch (s.kind) {
+    case Step::Kind::kForget: {
+      std::string id = s.id;
+      step_.reset();
+      Erase(id);
+      return;
+    }
+    case Step::Kind::kAdopt: {
+      auto part = s.reload;
+      step_.reset();
+      Adopt(*part);
+      return;
+    }
+    case Step::Kind::kReply: {
+      action::Reply r{s.request, Status::Ok(), s.added, s.removed};
+      step_.reset();
+      host_.Reply(std::move(r));
+      return;
+    }
     case Step::Kind::kStart: {
       Child* c = Find(s.id);
       // Gone, already running, or this subtree is being killed: an ancestor is
@@ -343,6 +601,10 @@ bool SupervisorNode::Wants(const Step& s, const NodeMsg& m) const {
     }
     case Step::Kind::kStopAllParallel:
       return m.kind == K::kExit && s.waiting.contains(m.ref);
+    case Step::Kind::kForget:
+    case Step::Kind::kAdopt:
+    case Step::Kind::kReply:
+      return false;  // complete as soon as they begin
   }
   return false;
 }
@@ -455,9 +717,18 @@ void SupervisorNode::StartFailedStep(Step& s, const std::string& reason) {
   if (s.timer) host_.CancelTimer(s.timer);
   std::string id = s.id;
   StartMode mode = s.mode;
+  RequestId request = s.request;
   step_.reset();
   host_.Log(Level::kError, "child '" + id + "' failed to start: " + reason);
-  plan_.clear();
+  if (mode == StartMode::kOperator) {
+    // Not a crash: the child stays stopped and the operator hears why.
+    c->state = ChildState::kStopped;
+    Status failed = Status::Refused("child '" + id + "' failed to start: " + reason);
+    ClearPlan(failed, request);
+    ReplyNow(request, failed);
+    return;
+  }
+  ClearPlan(Status::Refused("child '" + id + "' failed to start: " + reason));
   if (mode == StartMode::kInitial) {
     // OTP: no retry at init. Stop what started (reverse order) and fail.
     c->state = ChildState::kStopped;

@@ -13,6 +13,8 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -23,6 +25,16 @@
 #include "supervisor/tree_spec.h"
 
 namespace sb::supervisor {
+
+// One supervisor's share of a reload (see reload_diff.h): adopt `next`
+// (flags, child specs and order), stop `removed`, restart `changed` one at a
+// time, start `added` in their place.
+struct ReloadPart {
+  SupervisorSpec next;
+  std::vector<std::string> removed;  // reverse start order
+  std::vector<std::string> changed;  // new order
+  std::vector<std::string> added;    // new order
+};
 
 // A message in a supervisor's mailbox. `ref` is the token, timer or instance
 // the message is about.
@@ -39,12 +51,19 @@ struct NodeMsg {
     kSubExited,       // ref=instance: a child supervisor terminated (reason shutdown)
     kStop,            // stop all children and terminate (parent or daemon asks)
     kRetry,           // text=child id: retry a failed restart
+    // Operator requests (ref=request id). Never counted as restarts.
+    kOpStop,     // text=child id
+    kOpStart,    // text=child id
+    kOpRestart,  // text=child id
+    kOpScale,    // text=replica set id (or this simple_one_for_one's id), pid=count
+    kOpReload,   // reload=this supervisor's part
   };
   Kind kind;
   uint64_t ref = 0;
   int pid = 0;
   ExitInfo exit;
   std::string text;
+  std::shared_ptr<const ReloadPart> reload;
 };
 
 // Effects a node may ask for. Implemented by TreeEngine.
@@ -66,6 +85,8 @@ class NodeHost {
   virtual void Ready(Instance self) = 0;
   virtual void StartFailed(Instance self, const std::string& reason) = 0;
   virtual void Terminated(Instance self, bool gave_up) = 0;
+  // An operator request is done.
+  virtual void Reply(action::Reply reply) = 0;
 };
 
 class SupervisorNode {
@@ -79,6 +100,7 @@ class SupervisorNode {
     Time since{0};     // when it became running
     int restarts = 0;  // automatic restarts of this child
     std::optional<ExitInfo> last_exit;
+    int backoff_streak = 0;  // consecutive delayed restarts
   };
 
   SupervisorNode(Instance self, Instance parent, SupervisorSpec spec, NodeHost& host);
@@ -95,13 +117,26 @@ class SupervisorNode {
   const std::vector<Child>& children() const { return children_; }
   bool terminated() const { return terminated_; }
   int restarts_in_window(Time now) const { return intensity_.CountInWindow(now); }
+  // The spec this supervisor runs now: children as they are (scaling and
+  // reloads included), for the next reload's diff.
+  SupervisorSpec RunningSpec() const;
 
  private:
-  enum class StartMode { kInitial, kRestart };
+  enum class StartMode { kInitial, kRestart, kOperator };
   struct Step {
-    enum class Kind { kStart, kStop, kStopAllParallel } kind;
-    std::string id;  // kStart / kStop
+    enum class Kind {
+      kStart,
+      kStop,
+      kStopAllParallel,
+      kForget,  // drop the child's spec (scale down, reload removal)
+      kAdopt,   // take a reload's new spec and child order
+      kReply,   // answer the operator request
+    } kind;
+    std::string id;  // kStart / kStop / kForget
     StartMode mode = StartMode::kInitial;
+    RequestId request = 0;                     // kOperator starts, kReply
+    std::shared_ptr<const ReloadPart> reload;  // kAdopt
+    std::vector<std::string> added, removed;   // kReply
     // Progress of the step.
     bool begun = false;
     bool killing = false;  // start timed out: killed, waiting for the exit
@@ -121,8 +156,18 @@ class SupervisorNode {
   void Handle(NodeMsg msg, Time now);
   void OnChildExit(Child& c, bool normal, const std::string& why, Time now);
   void Restart(const std::string& id, const std::string& why, Time now);
+  void PlanRestart(const std::string& id, const std::string& why);
   void GiveUp(const std::string& offender, Time now);
   void PlanStopAll();
+  Millis BackoffDelay(Child& c);
+  void HandleOperator(const NodeMsg& msg);
+  void HandleScale(const NodeMsg& msg);
+  void HandleReload(const NodeMsg& msg);
+  void Adopt(const ReloadPart& r);
+  void ReplyNow(RequestId request, Status status);
+  // Drops the plan, answering every operator request still waiting in it
+  // (except `answered`, already replied to).
+  void ClearPlan(const Status& why, RequestId answered = 0);
 
   // Steps.
   void Begin(Step& s, Time now);
@@ -151,6 +196,7 @@ class SupervisorNode {
   bool brutal_ = false;
   bool stopping_ = false;
   bool terminated_ = false;
+  std::map<TimerToken, std::string> backoff_timers_;  // delayed restarts in flight
 };
 
 }  // namespace sb::supervisor

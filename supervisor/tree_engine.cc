@@ -195,3 +195,169 @@ void TreeEngine::Terminated(Instance self, bool gave_up) {
 }
 
 }  // namespace sb::supervisor
+
+namespace sb::supervisor {
+
+SupervisorNode* TreeEngine::Owner(const std::string& child_id) {
+  for (auto& [i, n] : nodes_) {
+    if (n->terminated()) continue;
+    for (const auto& c : n->children())
+      if (c.spec.id == child_id) return n.get();
+  }
+  return nullptr;
+}
+
+SupervisorNode* TreeEngine::ById(const std::string& supervisor_id) {
+  for (auto& [i, n] : nodes_) {
+    if (!n->terminated() && n->spec().id == supervisor_id) return n.get();
+  }
+  return nullptr;
+}
+
+void TreeEngine::Operator(RequestId request, Op op, const std::string& id, Time now) {
+  SupervisorNode* owner = finished_ || shutdown_requested_ ? nullptr : Owner(id);
+  if (!owner) {
+    Status why = shutdown_requested_ ? Status::Refused("the node is stopping")
+                 : id == root_spec_.id
+                     ? Status::Refused("the root supervisor cannot be " +
+                                       std::string(op == Op::kStop ? "stopped" : "restarted") +
+                                       " this way; stop the daemon instead")
+                     : Status::NotFound("no child '" + id + "'");
+    Reply(action::Reply{request, why});
+    return;
+  }
+  NodeMsg::Kind kind = op == Op::kStop    ? NodeMsg::Kind::kOpStop
+                       : op == Op::kStart ? NodeMsg::Kind::kOpStart
+                                          : NodeMsg::Kind::kOpRestart;
+  Send(owner->self(), NodeMsg{kind, request, 0, {}, id});
+  PumpAll(now);
+}
+
+void TreeEngine::Scale(RequestId request, const std::string& id, int n, Time now) {
+  SupervisorNode* target = nullptr;
+  if (!shutdown_requested_) {
+    for (auto& [i, node] : nodes_) {
+      if (node->terminated()) continue;
+      const SupervisorSpec& sp = node->spec();
+      if (sp.strategy == Strategy::kSimpleOneForOne && sp.id == id) target = node.get();
+      for (const ChildSpec& t : sp.replica_sets)
+        if (t.id == id) target = node.get();
+    }
+  }
+  if (!target) {
+    Reply(action::Reply{request, Status::NotFound("'" + id + "' is not a replica set or a " +
+                                                  "simple_one_for_one supervisor")});
+    return;
+  }
+  if (n < 0) {
+    Reply(action::Reply{request, Status::InvalidConfig("a count must be 0 or more")});
+    return;
+  }
+  Send(target->self(), NodeMsg{NodeMsg::Kind::kOpScale, request, n, {}, id});
+  PumpAll(now);
+}
+
+void TreeEngine::Reload(RequestId request, std::vector<std::pair<std::string, ReloadPart>> parts,
+                        Time now) {
+  if (reload_ || shutdown_requested_ || finished_) {
+    Reply(action::Reply{request, Status::Refused(reload_ ? "a reload is already in progress"
+                                                         : "the node is stopping")});
+    return;
+  }
+  reload_ = PendingReload{request, 0, {}};
+  for (auto& p : parts) reload_->parts.push_back(std::move(p));
+  NextReloadPart(now);
+  PumpAll(now);
+}
+
+void TreeEngine::NextReloadPart(Time now) {
+  (void)now;
+  while (reload_ && !reload_->parts.empty()) {
+    auto [id, part] = std::move(reload_->parts.front());
+    reload_->parts.pop_front();
+    if (id == root_spec_.id) root_spec_ = part.next;
+    SupervisorNode* n = ById(id);
+    if (!n) continue;  // restarted whole by its parent's part: nothing left to do
+    reload_->current = next_internal_++;
+    NodeMsg m{NodeMsg::Kind::kOpReload, reload_->current};
+    m.reload = std::make_shared<const ReloadPart>(std::move(part));
+    Send(n->self(), std::move(m));
+    return;
+  }
+  if (reload_) {
+    actions_.push_back(action::Reply{reload_->client, Status::Ok()});
+    reload_.reset();
+  }
+}
+
+void TreeEngine::Reply(action::Reply reply) {
+  if (reload_ && reply.request == reload_->current) {
+    if (!reply.status.ok()) {
+      actions_.push_back(action::Reply{reload_->client, reply.status});
+      reload_.reset();
+      return;
+    }
+    NextReloadPart(Time{0});
+    return;
+  }
+  actions_.push_back(std::move(reply));
+}
+
+TreeView TreeEngine::View(Time now) const {
+  const SupervisorNode* r = root();
+  if (!r) return TreeView{root_spec_.id, true};
+  TreeView v = ViewOf(*r, now);
+  v.state = finished_ ? ChildState::kStopped : ChildState::kRunning;
+  return v;
+}
+
+TreeView TreeEngine::ViewOf(const SupervisorNode& n, Time now) const {
+  TreeView v;
+  v.id = n.spec().id;
+  v.is_supervisor = true;
+  v.strategy = n.spec().strategy;
+  v.intensity = n.spec().intensity;
+  v.period = n.spec().period;
+  v.restarts_in_window = n.restarts_in_window(now);
+  for (const auto& c : n.children()) {
+    TreeView cv;
+    const SupervisorNode* sub = c.sub ? node(c.sub) : nullptr;
+    if (sub) {
+      cv = ViewOf(*sub, now);
+    } else {
+      cv.id = c.spec.id;
+      cv.is_supervisor = c.spec.is_supervisor;
+      if (c.spec.is_supervisor) {
+        const SupervisorSpec& sp = c.spec.supervisor();
+        cv.strategy = sp.strategy;
+        cv.intensity = sp.intensity;
+        cv.period = sp.period;
+      }
+    }
+    cv.state = c.state;
+    cv.pid = c.pid;
+    if (c.state == ChildState::kRunning) cv.since = c.since;
+    cv.restarts = c.restarts;
+    cv.last_exit = c.last_exit;
+    v.children.push_back(std::move(cv));
+  }
+  return v;
+}
+
+SupervisorSpec TreeEngine::RunningSpec() const {
+  const SupervisorNode* r = root();
+  return r ? RunningSpecOf(*r) : root_spec_;
+}
+
+SupervisorSpec TreeEngine::RunningSpecOf(const SupervisorNode& n) const {
+  SupervisorSpec out = n.RunningSpec();
+  if (out.strategy == Strategy::kSimpleOneForOne) return out;
+  for (size_t i = 0; i < out.children.size(); ++i) {
+    const auto& c = n.children()[i];
+    if (c.sub == 0) continue;
+    if (const SupervisorNode* sub = node(c.sub)) out.children[i].sub = {RunningSpecOf(*sub)};
+  }
+  return out;
+}
+
+}  // namespace sb::supervisor

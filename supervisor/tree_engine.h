@@ -9,8 +9,10 @@
 // (tree_engine_test.cc). Single-threaded, on the daemon's loop.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -38,7 +40,21 @@ class TreeEngine : private NodeHost {
   void OnExited(Token token, ExitInfo exit, Time now);
   void OnTimer(TimerToken timer, Time now);
 
+  // Operator requests. Each is answered by exactly one action::Reply with
+  // the same id, when the work is done (stop/start wait for the child).
+  enum class Op { kStop, kStart, kRestart };
+  void Operator(RequestId request, Op op, const std::string& id, Time now);
+  // Grows or shrinks a replica set, or a simple_one_for_one supervisor's
+  // instances, to `n`.
+  void Scale(RequestId request, const std::string& id, int n, Time now);
+  // Applies a reload, one supervisor after another (parents first).
+  void Reload(RequestId request, std::vector<std::pair<std::string, ReloadPart>> parts, Time now);
+
   std::vector<Action> TakeActions() { return std::exchange(actions_, {}); }
+
+  // What runs now, for status; and as a spec, for the next reload's diff.
+  TreeView View(Time now) const;
+  SupervisorSpec RunningSpec() const;
 
   // Read-only view for status and tests.
   const SupervisorNode* root() const;
@@ -59,6 +75,13 @@ class TreeEngine : private NodeHost {
   void Ready(Instance self) override;
   void StartFailed(Instance self, const std::string& reason) override;
   void Terminated(Instance self, bool gave_up) override;
+  void Reply(action::Reply reply) override;
+
+  SupervisorNode* Owner(const std::string& child_id);  // the supervisor holding it
+  SupervisorNode* ById(const std::string& supervisor_id);
+  TreeView ViewOf(const SupervisorNode& n, Time now) const;
+  SupervisorSpec RunningSpecOf(const SupervisorNode& n) const;
+  void NextReloadPart(Time now);
 
   void PumpAll(Time now);
   void Reap(Instance i);
@@ -74,11 +97,20 @@ class TreeEngine : private NodeHost {
   Instance next_instance_ = 1;
   uint64_t next_token_ = 1;
   std::map<Instance, std::unique_ptr<SupervisorNode>> nodes_;
-  std::unordered_map<Token, Incarnation> live_;       // spawned, exit not yet seen
-  std::unordered_map<TimerToken, Instance> timers_;   // armed
-  std::vector<Instance> dirty_;                       // have mail to process
-  std::vector<Instance> dead_;                        // terminated, delete after pumping
+  std::unordered_map<Token, Incarnation> live_;      // spawned, exit not yet seen
+  std::unordered_map<TimerToken, Instance> timers_;  // armed
+  std::vector<Instance> dirty_;                      // have mail to process
+  std::vector<Instance> dead_;                       // terminated, delete after pumping
   std::vector<Action> actions_;
+  // A reload in progress: the client's request, parts still to apply, and the
+  // internal id of the part being applied.
+  struct PendingReload {
+    RequestId client = 0;
+    RequestId current = 0;
+    std::deque<std::pair<std::string, ReloadPart>> parts;
+  };
+  std::optional<PendingReload> reload_;
+  RequestId next_internal_ = 1ull << 62;  // never collides with the daemon's ids
   bool shutdown_requested_ = false;
   bool finished_ = false;
 };

@@ -129,6 +129,32 @@ class World {
   }
   void Advance(Time d) { now_ += d; }
 
+  // Operator requests; each reply is recorded as "reply:ok" or "reply:error".
+  RequestId Op(TreeEngine::Op op, const std::string& id) {
+    RequestId r = next_request_++;
+    engine_.Operator(r, op, id, now_);
+    Settle();
+    return r;
+  }
+  RequestId Scale(const std::string& id, int n) {
+    RequestId r = next_request_++;
+    engine_.Scale(r, id, n, now_);
+    Settle();
+    return r;
+  }
+  RequestId Reload(std::vector<std::pair<std::string, ReloadPart>> parts) {
+    RequestId r = next_request_++;
+    engine_.Reload(r, std::move(parts), now_);
+    Settle();
+    return r;
+  }
+  // The reply to `r`, if it came.
+  std::optional<action::Reply> ReplyTo(RequestId r) const {
+    auto it = replies_.find(r);
+    if (it == replies_.end()) return std::nullopt;
+    return it->second;
+  }
+
   const Strings& Trace() const { return trace_; }
   const Strings& Events() const { return events_; }
   void Clear() {
@@ -146,6 +172,7 @@ class World {
   int spawns(const std::string& id) const { return spawns_.contains(id) ? spawns_.at(id) : 0; }
   const ChildSpec& LastSpawnSpec(const std::string& id) const { return specs_.at(id); }
   size_t armed_timers() const { return timers_.size(); }
+  const ChildSpec& spec(const std::string& id) const { return specs_.at(id); }
   std::optional<int> exit_code() const { return exit_code_; }
   const std::string& exit_reason() const { return exit_reason_; }
 
@@ -246,6 +273,11 @@ class World {
     events_.push_back(e);
   }
   void Perform(const action::Log&) {}
+  void Perform(const action::Reply& a) {
+    Record(a.status.ok() ? "reply:ok" : "reply:error");
+    EXPECT_FALSE(replies_.contains(a.request)) << "request answered twice";
+    replies_[a.request] = a;
+  }
   void Perform(const action::Exit& a) {
     Record("exit:" + std::to_string(a.code));
     EXPECT_FALSE(exit_code_.has_value()) << "Exit performed twice";
@@ -268,6 +300,8 @@ class World {
   Strings events_;
   std::optional<int> exit_code_;
   std::string exit_reason_;
+  RequestId next_request_ = 1;
+  std::map<RequestId, action::Reply> replies_;
 };
 
 constexpr auto kOneForOne = Strategy::kOneForOne;
@@ -995,6 +1029,224 @@ TEST(SimpleOneForOneTest, NoInstancesStartsAndStops) {
   EXPECT_EQ(w.Events(), (Strings{"started:root", "ready:root"}));
   w.Shutdown();
   EXPECT_EQ(w.exit_code(), 0);
+}
+
+}  // namespace
+}  // namespace sb::supervisor
+
+namespace sb::supervisor {
+namespace {
+
+// ---- operator requests, scaling, backoff, reload -----------------------------
+
+TEST(OperatorTest, StopIsNotACrashAndAPermanentChildStaysStopped) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b")}, /*intensity=*/1));
+  w.Start();
+  w.Clear();
+  RequestId r = w.Op(TreeEngine::Op::kStop, "b");
+  ASSERT_TRUE(w.ReplyTo(r).has_value());
+  EXPECT_TRUE(w.ReplyTo(r)->status.ok());
+  EXPECT_EQ(w.Events(), (Strings{"stopping:b", "exited:b", "stopped:b"}));
+  EXPECT_FALSE(w.Running("b"));
+  EXPECT_EQ(w.RootRestarts(), 0);
+  // Stopping a stopped child is fine and does nothing.
+  w.Clear();
+  EXPECT_TRUE(w.ReplyTo(w.Op(TreeEngine::Op::kStop, "b"))->status.ok());
+  EXPECT_TRUE(w.Events().empty());
+  // The intensity budget is untouched: one crash of a is still tolerated.
+  w.Crash("a");
+  EXPECT_TRUE(w.Running("a"));
+  EXPECT_FALSE(w.exit_code().has_value());
+}
+
+TEST(OperatorTest, StartAndRestartAreNotCounted) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b")}, /*intensity=*/1));
+  w.Start();
+  w.Op(TreeEngine::Op::kStop, "b");
+  w.Clear();
+  RequestId r = w.Op(TreeEngine::Op::kStart, "b");
+  EXPECT_EQ(w.Trace(),
+            (Strings{"spawn:b", "started:b", "arm:10000ms", "cancel", "ready:b", "reply:ok"}));
+  EXPECT_TRUE(w.ReplyTo(r)->status.ok());
+  EXPECT_EQ(w.ReplyTo(w.Op(TreeEngine::Op::kStart, "b"))->status.code(), Status::Code::kRefused);
+  int a = w.Pid("a");
+  w.Clear();
+  r = w.Op(TreeEngine::Op::kRestart, "a");
+  EXPECT_EQ(w.Events(), (Strings{"stopping:a", "exited:a", "stopped:a", "started:a", "ready:a"}));
+  EXPECT_TRUE(w.ReplyTo(r)->status.ok());
+  EXPECT_NE(w.Pid("a"), a);
+  EXPECT_EQ(w.RootRestarts(), 0);
+}
+
+TEST(OperatorTest, FailedOperatorStartRepliesAnErrorAndLeavesTheChildStopped) {
+  World w(Sup("root", kOneForOne, {Worker("a")}, /*intensity=*/1));
+  w.Start();
+  w.Op(TreeEngine::Op::kStop, "a");
+  w.SetBoot("a", Boot::kExitEarly);
+  RequestId r = w.Op(TreeEngine::Op::kStart, "a");
+  ASSERT_TRUE(w.ReplyTo(r).has_value());
+  EXPECT_FALSE(w.ReplyTo(r)->status.ok());
+  EXPECT_NE(w.ReplyTo(r)->status.message().find("failed to start"), std::string::npos);
+  EXPECT_EQ(w.spawns("a"), 2);  // no retry
+  EXPECT_FALSE(w.exit_code().has_value());
+}
+
+TEST(OperatorTest, UnknownIdAndRootAreRefused) {
+  World w(Sup("root", kOneForOne, {Worker("a")}));
+  w.Start();
+  EXPECT_EQ(w.ReplyTo(w.Op(TreeEngine::Op::kStop, "zz"))->status.code(), Status::Code::kNotFound);
+  EXPECT_EQ(w.ReplyTo(w.Op(TreeEngine::Op::kStop, "root"))->status.code(), Status::Code::kRefused);
+}
+
+TEST(OperatorTest, OneForAllRestartAlsoStartsAnOperatorStoppedChild) {
+  World w(Sup("root", kOneForAll, {Worker("a"), Worker("b"), Worker("c")}, /*intensity=*/1));
+  w.Start();
+  w.Op(TreeEngine::Op::kStop, "b");
+  w.Crash("a");
+  EXPECT_TRUE(w.Running("a"));
+  EXPECT_TRUE(w.Running("b"));
+  EXPECT_TRUE(w.Running("c"));
+}
+
+TEST(OperatorTest, StopAndStartAWholeSubSupervisor) {
+  World w(Sup("root", kOneForOne, {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x")}))}));
+  w.Start();
+  w.Clear();
+  EXPECT_TRUE(w.ReplyTo(w.Op(TreeEngine::Op::kStop, "s"))->status.ok());
+  EXPECT_EQ(w.Events(),
+            (Strings{"stopping:s", "stopping:x", "exited:x", "stopped:x", "stopped:s"}));
+  w.Clear();
+  EXPECT_TRUE(w.ReplyTo(w.Op(TreeEngine::Op::kStart, "s"))->status.ok());
+  EXPECT_EQ(w.Events(), (Strings{"started:s", "started:x", "ready:x", "ready:s"}));
+}
+
+SupervisorSpec WithReplicaSet(const std::string& set, int n, std::vector<ChildSpec> after) {
+  ChildSpec tmpl = Worker(set);
+  tmpl.command = {"/usr/bin/w", "{{replica}}"};
+  SupervisorSpec s = Sup("root", kOneForOne, {});
+  for (int i = 0; i < n; ++i) s.children.push_back(InstantiateReplica(tmpl, i));
+  for (auto& c : after) s.children.push_back(std::move(c));
+  s.replica_sets.push_back(tmpl);
+  return s;
+}
+
+TEST(ScaleTest, ReplicaSetGrowsInOrderAfterItsMembersAndShrinksFromTheHighestIndex) {
+  World w(WithReplicaSet("s", 2, {Worker("z")}));
+  w.Start();
+  int z = w.Pid("z");
+  w.Clear();
+  RequestId r = w.Scale("s", 4);
+  EXPECT_EQ(w.Events(), (Strings{"started:s.2", "ready:s.2", "started:s.3", "ready:s.3"}));
+  EXPECT_EQ(w.ReplyTo(r)->added, (Strings{"s.2", "s.3"}));
+  EXPECT_EQ(World::Ids(w.root()), (Strings{"s.0", "s.1", "s.2", "s.3", "z"}));
+  EXPECT_EQ(w.spec("s.3").command, (Strings{"/usr/bin/w", "3"}));
+  w.Clear();
+  r = w.Scale("s", 1);
+  EXPECT_EQ(w.Events(),
+            (Strings{"stopping:s.3", "exited:s.3", "stopped:s.3", "stopping:s.2", "exited:s.2",
+                     "stopped:s.2", "stopping:s.1", "exited:s.1", "stopped:s.1"}));
+  EXPECT_EQ(w.ReplyTo(r)->removed, (Strings{"s.3", "s.2", "s.1"}));
+  EXPECT_EQ(World::Ids(w.root()), (Strings{"s.0", "z"}));
+  EXPECT_EQ(w.Pid("z"), z);
+  EXPECT_EQ(w.RootRestarts(), 0);
+  // The running spec reflects the scaling, for the next reload's diff.
+  EXPECT_EQ(w.engine().RunningSpec().children.size(), 2u);
+}
+
+TEST(ScaleTest, SimpleOneForOneInstancesAndUnknownSets) {
+  ChildSpec tmpl = Worker("conn");
+  SupervisorSpec pool = Sup("pool", Strategy::kSimpleOneForOne, {tmpl});
+  World w(Sup("root", kOneForOne, {SubSup(pool)}));
+  w.Start();
+  RequestId r = w.Scale("pool", 3);
+  EXPECT_EQ(w.ReplyTo(r)->added, (Strings{"conn.0", "conn.1", "conn.2"}));
+  EXPECT_TRUE(w.Running("conn.2"));
+  r = w.Scale("pool", 2);
+  EXPECT_EQ(w.ReplyTo(r)->removed, (Strings{"conn.2"}));
+  EXPECT_EQ(w.engine().RunningSpec().children[0].supervisor().instances, 2);
+  EXPECT_EQ(w.ReplyTo(w.Scale("nope", 2))->status.code(), Status::Code::kNotFound);
+}
+
+TEST(BackoffTest, DelaysGrowExponentiallyAreCappedAndResetAfterStayingUp) {
+  ChildSpec a = Worker("a");
+  a.backoff = BackoffSpec{100ms, 1000ms, 2.0};
+  World w(Sup("root", kOneForOne, {a, Worker("b")}, /*intensity=*/100, 60000ms));
+  w.Start();
+  w.Clear();
+  w.Crash("a");
+  EXPECT_EQ(w.Trace(), (Strings{"exited:a", "restarting:a", "arm:100ms"}));
+  EXPECT_FALSE(w.Running("a"));
+  // Other children are not held up meanwhile.
+  w.Crash("b");
+  EXPECT_TRUE(w.Running("b"));
+  w.Fire(100ms);
+  EXPECT_TRUE(w.Running("a"));
+  std::vector<int> delays;
+  for (int i = 0; i < 5; ++i) {
+    w.Clear();
+    w.Crash("a");
+    for (const std::string& t : w.Trace()) {
+      if (t.rfind("arm:", 0) == 0 && t != "arm:10000ms") delays.push_back(std::stoi(t.substr(4)));
+    }
+    w.Fire(Millis{delays.back()});
+  }
+  EXPECT_EQ(delays, (std::vector<int>{200, 400, 800, 1000, 1000}));
+  EXPECT_EQ(w.RootRestarts(), 7);  // every restart still counts
+  w.Advance(1500ms);               // up for longer than max
+  w.Clear();
+  w.Crash("a");
+  EXPECT_EQ(w.Count("arm:100ms"), 1);
+}
+
+TEST(BackoffTest, OperatorStopDuringTheDelayCancelsTheRestart) {
+  ChildSpec a = Worker("a");
+  a.backoff = BackoffSpec{100ms, 1000ms, 2.0};
+  World w(Sup("root", kOneForOne, {a}, /*intensity=*/10));
+  w.Start();
+  w.Crash("a");
+  EXPECT_TRUE(w.ReplyTo(w.Op(TreeEngine::Op::kStop, "a"))->status.ok());
+  w.Fire(100ms);
+  EXPECT_FALSE(w.Running("a"));
+}
+
+TEST(ReloadTest, AddsRemovesAndRestartsChangedChildrenWhileUnchangedOnesKeepTheirPids) {
+  World w(Sup("root", kOneForOne, {Worker("a"), Worker("b"), Worker("c")}));
+  w.Start();
+  int a = w.Pid("a");
+  ChildSpec b2 = Worker("b");
+  b2.command = {"/usr/bin/b", "--new"};
+  ReloadPart part;
+  part.next = Sup("root", kOneForAll, {Worker("a"), b2, Worker("d")}, 5);
+  part.removed = {"c"};
+  part.changed = {"b"};
+  part.added = {"d"};
+  w.Clear();
+  RequestId r = w.Reload({{"root", part}});
+  EXPECT_EQ(w.Events(), (Strings{"stopping:c", "exited:c", "stopped:c", "stopping:b", "exited:b",
+                                 "stopped:b", "started:b", "ready:b", "started:d", "ready:d"}));
+  EXPECT_TRUE(w.ReplyTo(r)->status.ok());
+  EXPECT_EQ(w.Pid("a"), a);
+  EXPECT_EQ(w.spec("b").command, (Strings{"/usr/bin/b", "--new"}));
+  EXPECT_EQ(World::Ids(w.root()), (Strings{"a", "b", "d"}));
+  EXPECT_EQ(w.root().spec().strategy, Strategy::kOneForAll);
+  EXPECT_EQ(w.root().spec().intensity, 5);
+  EXPECT_EQ(w.RootRestarts(), 0);
+}
+
+TEST(ReloadTest, PartsApplyParentFirstAndAFailedStartIsReported) {
+  World w(Sup("root", kOneForOne, {Worker("a"), SubSup(Sup("s", kOneForOne, {Worker("x")}))}));
+  w.Start();
+  int a = w.Pid("a");
+  ReloadPart sub;
+  sub.next = Sup("s", kOneForOne, {Worker("x"), Worker("y")});
+  sub.added = {"y"};
+  w.SetBoot("y", Boot::kExitEarly);
+  RequestId r = w.Reload({{"s", sub}});
+  ASSERT_TRUE(w.ReplyTo(r).has_value());
+  EXPECT_FALSE(w.ReplyTo(r)->status.ok());
+  EXPECT_EQ(w.Pid("a"), a);
+  EXPECT_TRUE(w.Running("x"));
+  EXPECT_FALSE(w.exit_code().has_value());
 }
 
 }  // namespace

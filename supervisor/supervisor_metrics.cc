@@ -1,0 +1,421 @@
+#include "supervisor/supervisor_metrics.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <netdb.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <map>
+#include <optional>
+#include <utility>
+
+#include "common/metric_names.h"
+#include "common/unique_fd.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace sb::supervisor {
+
+namespace {
+
+namespace m = ::sb::metrics;
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+using prometheus::Labels;
+
+struct HostPort {
+  std::string host;  // without the brackets of "[v6]:port"
+  std::string port;
+  bool v6 = false;
+};
+
+std::optional<HostPort> SplitHostPort(const std::string& listen) {
+  HostPort hp;
+  size_t colon;
+  if (!listen.empty() && listen.front() == '[') {
+    size_t close = listen.find(']');
+    if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':') {
+      return std::nullopt;
+    }
+    hp.host = listen.substr(1, close - 1);
+    hp.v6 = true;
+    colon = close + 1;
+  } else {
+    colon = listen.rfind(':');
+    if (colon == std::string::npos || colon == 0) return std::nullopt;
+    hp.host = listen.substr(0, colon);
+    if (hp.host.find(':') != std::string::npos) return std::nullopt;  // v6 without brackets
+  }
+  hp.port = listen.substr(colon + 1);
+  if (hp.port.empty() || hp.port.size() > 5 ||
+      !std::all_of(hp.port.begin(), hp.port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      std::stoi(hp.port) > 65535) {
+    return std::nullopt;
+  }
+  return hp;
+}
+
+// civetweb reports only "null context ... Possible problem binding to port"
+// (its log callback would need civetweb linked directly). After it failed,
+// bind the same address ourselves to name the errno; the race with another
+// process only affects the wording of an error that already happened.
+std::string WhyBindFails(const HostPort& hp) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  if (int rc = ::getaddrinfo(hp.host.c_str(), hp.port.c_str(), &hints, &res); rc != 0) {
+    return gai_strerror(rc);
+  }
+  std::string why;
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!fd.valid()) {
+      why = strerror(errno);
+      continue;
+    }
+    int one = 1;  // as civetweb does, so TIME_WAIT leftovers do not count
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) < 0) {
+      why = strerror(errno);
+      continue;
+    }
+    why.clear();
+    break;
+  }
+  ::freeaddrinfo(res);
+  return why;
+}
+
+// Entries of /proc/self/fd, minus the one opendir() itself holds.
+std::optional<int> CountOpenFds() {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) return std::nullopt;
+  const std::string own = std::to_string(::dirfd(dir));
+  int n = 0;
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.' || own == e->d_name) continue;
+    ++n;
+  }
+  ::closedir(dir);
+  return n;
+}
+
+std::optional<double> ResidentBytes() {
+  FILE* f = std::fopen("/proc/self/statm", "re");
+  if (!f) return std::nullopt;
+  unsigned long size = 0, resident = 0;
+  int got = std::fscanf(f, "%lu %lu", &size, &resident);
+  std::fclose(f);
+  if (got != 2) return std::nullopt;
+  return static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+}
+
+std::string S(std::string_view v) { return std::string(v); }
+
+}  // namespace
+
+struct SupervisorMetrics::Impl {
+  struct ChildSeries {
+    std::string supervisor_path;
+    std::vector<int> success_exit_codes;
+    Gauge* up = nullptr;
+    Counter* restarts = nullptr;
+    Histogram* start_duration = nullptr;
+    Gauge* last_exit_status = nullptr;
+    Counter* exits_normal = nullptr;
+    Counter* exits_abnormal = nullptr;
+    std::optional<double> started_ts;  // the start being timed, until ready or exit
+    bool stopping = false;             // its supervisor asked it to stop
+  };
+  struct SupervisorSeries {
+    std::string path;
+    Gauge* restarts_in_window = nullptr;
+    Gauge* intensity = nullptr;
+    Counter* gave_up = nullptr;
+  };
+
+  explicit Impl(const std::string& node)
+      : registry(std::make_shared<prometheus::Registry>()),
+        child_up(prometheus::BuildGauge()
+                     .Name(S(m::kChildUp))
+                     .Help("1 while the child is ready, else 0")
+                     .Labels({{S(m::kLabelNode), node}})
+                     .Register(*registry)),
+        child_restarts(prometheus::BuildCounter()
+                           .Name(S(m::kChildRestartsTotal))
+                           .Help("Restarts its supervisor decided for the child")
+                           .Labels({{S(m::kLabelNode), node}})
+                           .Register(*registry)),
+        child_start_duration(prometheus::BuildHistogram()
+                                 .Name(S(m::kChildStartDurationSeconds))
+                                 .Help("Seconds from exec (started) to readiness (ready)")
+                                 .Labels({{S(m::kLabelNode), node}})
+                                 .Register(*registry)),
+        child_last_exit_status(prometheus::BuildGauge()
+                                   .Name(S(m::kChildLastExitStatus))
+                                   .Help("Exit status of the last process, 128+signal if "
+                                         "killed, -1 before the first exit")
+                                   .Labels({{S(m::kLabelNode), node}})
+                                   .Register(*registry)),
+        child_exits(prometheus::BuildCounter()
+                        .Name(S(m::kChildExitsTotal))
+                        .Help("Processes of the child that ended, by OTP exit reason")
+                        .Labels({{S(m::kLabelNode), node}})
+                        .Register(*registry)),
+        supervisor_restarts_in_window(
+            prometheus::BuildGauge()
+                .Name(S(m::kSupervisorRestartsInWindow))
+                .Help("Restarts counted in the supervisor's current intensity window")
+                .Labels({{S(m::kLabelNode), node}})
+                .Register(*registry)),
+        supervisor_intensity(prometheus::BuildGauge()
+                                 .Name(S(m::kSupervisorIntensity))
+                                 .Help("Restarts allowed per period before the supervisor "
+                                       "gives up")
+                                 .Labels({{S(m::kLabelNode), node}})
+                                 .Register(*registry)),
+        supervisor_gave_up(prometheus::BuildCounter()
+                               .Name(S(m::kSupervisorGaveUpTotal))
+                               .Help("Times the supervisor exceeded its restart intensity")
+                               .Labels({{S(m::kLabelNode), node}})
+                               .Register(*registry)),
+        open_fds(prometheus::BuildGauge()
+                     .Name(S(m::kDaemonOpenFds))
+                     .Help("File descriptors open in the switchboard daemon")
+                     .Labels({{S(m::kLabelNode), node}})
+                     .Register(*registry)
+                     .Add({})),
+        resident_memory(prometheus::BuildGauge()
+                            .Name(S(m::kDaemonResidentMemoryBytes))
+                            .Help("Resident memory of the switchboard daemon in bytes")
+                            .Labels({{S(m::kLabelNode), node}})
+                            .Register(*registry)
+                            .Add({})),
+        loop_lag(prometheus::BuildGauge()
+                     .Name(S(m::kEventLoopLagSeconds))
+                     .Help("How late the daemon's event loop ran its last due timer, in seconds")
+                     .Labels({{S(m::kLabelNode), node}})
+                     .Register(*registry)
+                     .Add({})) {}
+
+  static Labels ChildLabels(const std::string& id, const std::string& path) {
+    return {{S(m::kLabelChild), id}, {S(m::kLabelSupervisor), path}};
+  }
+
+  void RemoveChildSeries(ChildSeries& c) {
+    child_up.Remove(c.up);
+    child_restarts.Remove(c.restarts);
+    child_start_duration.Remove(c.start_duration);
+    child_last_exit_status.Remove(c.last_exit_status);
+    child_exits.Remove(c.exits_normal);
+    child_exits.Remove(c.exits_abnormal);
+  }
+
+  void RemoveSupervisorSeries(SupervisorSeries& s) {
+    supervisor_restarts_in_window.Remove(s.restarts_in_window);
+    supervisor_intensity.Remove(s.intensity);
+    supervisor_gave_up.Remove(s.gave_up);
+  }
+
+  void OnExited(ChildSeries& c, const TreeEvent& ev) {
+    c.up->Set(0);
+    c.started_ts.reset();
+    bool normal;
+    if (ev.signal) {
+      c.last_exit_status->Set(128 + *ev.signal);
+      normal = false;
+    } else if (ev.status) {
+      c.last_exit_status->Set(*ev.status);
+      normal = *ev.status == 0 || std::find(c.success_exit_codes.begin(),
+                                            c.success_exit_codes.end(),
+                                            *ev.status) != c.success_exit_codes.end();
+    } else {
+      normal = true;  // a sub-supervisor that gave up: reason `shutdown`, no status
+    }
+    if (c.stopping) normal = true;  // asked to stop: `shutdown`, however it ended
+    c.stopping = false;
+    (normal ? c.exits_normal : c.exits_abnormal)->Increment();
+  }
+
+  // Declared first so they are destroyed last: the exposer's threads read them.
+  std::shared_ptr<prometheus::Registry> registry;
+  Family<Gauge>& child_up;
+  Family<Counter>& child_restarts;
+  Family<Histogram>& child_start_duration;
+  Family<Gauge>& child_last_exit_status;
+  Family<Counter>& child_exits;
+  Family<Gauge>& supervisor_restarts_in_window;
+  Family<Gauge>& supervisor_intensity;
+  Family<Counter>& supervisor_gave_up;
+  Gauge& open_fds;
+  Gauge& resident_memory;
+  Gauge& loop_lag;
+  std::map<std::string, ChildSeries> children;
+  std::map<std::string, SupervisorSeries> supervisors;
+  std::unique_ptr<prometheus::Exposer> exposer;  // last: stopped before anything above goes
+};
+
+SupervisorMetrics::SupervisorMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+SupervisorMetrics::~SupervisorMetrics() {
+  if (impl_) impl_->exposer.reset();
+}
+
+Result<std::unique_ptr<SupervisorMetrics>> SupervisorMetrics::Create(const std::string& listen,
+                                                                     const std::string& node) {
+  const std::string prefix = "unable to listen for metrics on " + listen + ": ";
+  std::optional<HostPort> hp = SplitHostPort(listen);
+  if (!hp) return Status::InvalidConfig(prefix + "expected host:port or [ipv6]:port");
+  std::unique_ptr<Impl> impl;
+  try {
+    impl = std::make_unique<Impl>(node);
+  } catch (const std::exception& e) {
+    return Status::Internal("unable to create the metrics registry: " + std::string(e.what()));
+  }
+  try {
+    // civetweb wants "[v6]:port" with brackets; `listen` already has them.
+    impl->exposer = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/2);
+    impl->exposer->RegisterCollectable(impl->registry);
+  } catch (const std::exception& e) {
+    std::string why = WhyBindFails(*hp);
+    if (why.empty() && hp->v6) {
+      why = "IPv6 listen addresses are not supported by the civetweb library in use";
+    }
+    if (why.empty()) why = e.what();
+    return Status::IoError(prefix + why);
+  }
+  return std::unique_ptr<SupervisorMetrics>(new SupervisorMetrics(std::move(impl)));
+}
+
+int SupervisorMetrics::port() const {
+  try {
+    std::vector<int> ports = impl_->exposer->GetListeningPorts();
+    return ports.empty() ? 0 : ports.front();
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// Family::Add/Remove throw only for invalid label names (ours are constants
+// from metric_names.h) or on allocation failure, which ends the daemon
+// anyway; they are therefore called without a try.
+void SupervisorMetrics::DeclareChild(const std::string& id, const std::string& supervisor_path,
+                                     std::vector<int> success_exit_codes) {
+  auto it = impl_->children.find(id);
+  if (it != impl_->children.end()) {
+    if (it->second.supervisor_path == supervisor_path) {
+      it->second.success_exit_codes = std::move(success_exit_codes);
+      return;
+    }
+    ForgetChild(id);
+  }
+  Impl::ChildSeries c;
+  c.supervisor_path = supervisor_path;
+  c.success_exit_codes = std::move(success_exit_codes);
+  const Labels labels = Impl::ChildLabels(id, supervisor_path);
+  c.up = &impl_->child_up.Add(labels);
+  c.up->Set(0);
+  c.restarts = &impl_->child_restarts.Add(labels);
+  c.start_duration = &impl_->child_start_duration.Add(
+      labels, Histogram::BucketBoundaries(m::kChildStartDurationBuckets.begin(),
+                                          m::kChildStartDurationBuckets.end()));
+  c.last_exit_status = &impl_->child_last_exit_status.Add(labels);
+  c.last_exit_status->Set(-1);
+  Labels normal = labels;
+  normal.emplace(S(m::kLabelReason), S(m::kReasonNormal));
+  c.exits_normal = &impl_->child_exits.Add(normal);
+  Labels abnormal = labels;
+  abnormal.emplace(S(m::kLabelReason), S(m::kReasonAbnormal));
+  c.exits_abnormal = &impl_->child_exits.Add(abnormal);
+  impl_->children.emplace(id, std::move(c));
+}
+
+void SupervisorMetrics::ForgetChild(const std::string& id) {
+  auto it = impl_->children.find(id);
+  if (it == impl_->children.end()) return;
+  impl_->RemoveChildSeries(it->second);
+  impl_->children.erase(it);
+}
+
+void SupervisorMetrics::DeclareSupervisor(const std::string& id, int intensity,
+                                          const std::string& path) {
+  const std::string& own_path = path.empty() ? id : path;
+  auto it = impl_->supervisors.find(id);
+  if (it != impl_->supervisors.end() && it->second.path != own_path) {
+    ForgetSupervisor(id);
+    it = impl_->supervisors.end();
+  }
+  if (it == impl_->supervisors.end()) {
+    Impl::SupervisorSeries s;
+    s.path = own_path;
+    const Labels labels = {{S(m::kLabelSupervisor), own_path}};
+    s.restarts_in_window = &impl_->supervisor_restarts_in_window.Add(labels);
+    s.restarts_in_window->Set(0);
+    s.intensity = &impl_->supervisor_intensity.Add(labels);
+    s.gave_up = &impl_->supervisor_gave_up.Add(labels);
+    it = impl_->supervisors.emplace(id, std::move(s)).first;
+  }
+  it->second.intensity->Set(intensity);
+}
+
+void SupervisorMetrics::ForgetSupervisor(const std::string& id) {
+  auto it = impl_->supervisors.find(id);
+  if (it == impl_->supervisors.end()) return;
+  impl_->RemoveSupervisorSeries(it->second);
+  impl_->supervisors.erase(it);
+}
+
+void SupervisorMetrics::OnEvent(const TreeEvent& ev, double ts) {
+  if (ev.event == "gave_up") {
+    auto s = impl_->supervisors.find(ev.id);
+    if (s != impl_->supervisors.end()) s->second.gave_up->Increment();
+    return;
+  }
+  auto it = impl_->children.find(ev.id);
+  if (it == impl_->children.end()) return;
+  Impl::ChildSeries& c = it->second;
+  if (ev.event == "started") {
+    c.started_ts = ts;
+    c.stopping = false;
+  } else if (ev.event == "ready") {
+    c.up->Set(1);
+    if (c.started_ts) c.start_duration->Observe(std::max(0.0, ts - *c.started_ts));
+    c.started_ts.reset();
+  } else if (ev.event == "exited") {
+    impl_->OnExited(c, ev);
+  } else if (ev.event == "stopping") {
+    c.stopping = true;
+  } else if (ev.event == "stopped") {
+    c.up->Set(0);
+    c.started_ts.reset();
+    c.stopping = false;
+  } else if (ev.event == "restarting") {
+    c.restarts->Increment();
+  }
+}
+
+void SupervisorMetrics::SetRestartsInWindow(const std::string& supervisor_id, int n) {
+  auto it = impl_->supervisors.find(supervisor_id);
+  if (it != impl_->supervisors.end()) it->second.restarts_in_window->Set(n);
+}
+
+void SupervisorMetrics::UpdateDaemonStats(double loop_lag_seconds) {
+  if (std::optional<int> fds = CountOpenFds()) impl_->open_fds.Set(*fds);
+  if (std::optional<double> rss = ResidentBytes()) impl_->resident_memory.Set(*rss);
+  impl_->loop_lag.Set(loop_lag_seconds);
+}
+
+}  // namespace sb::supervisor
