@@ -259,7 +259,12 @@ int RunEvents(const std::string& control, std::ostream& out, std::ostream& err) 
       return false;
     }
     json::error_code ec;
-    json::value v = json::parse(line, ec);
+    json::value v;
+    try {
+      v = json::parse(line, ec);
+    } catch (const std::exception&) {
+      ec = json::make_error_code(json::error::exception);
+    }
     daemon_exit = !ec && v.is_object() && Str(v.get_object(), "event", "") == "daemon_exit";
     return true;
   });

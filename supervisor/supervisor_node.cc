@@ -145,7 +145,7 @@ void SupervisorNode::Handle(NodeMsg msg, Time now) {
       std::string id = it->second;
       backoff_timers_.erase(it);
       Child* c = Find(id);
-      if (c && c->state == ChildState::kRestarting) PlanRestart(id, "backoff elapsed");
+      if (c && c->state == ChildState::kRestarting) PlanRestart(id, "backoff elapsed", /*announced=*/true);
       return;
     }
     case NodeMsg::Kind::kOpStop:
@@ -203,7 +203,7 @@ void SupervisorNode::Restart(const std::string& id, const std::string& why, Time
     backoff_timers_[host_.StartTimer(self_, delay)] = id;
     return;
   }
-  PlanRestart(id, why);
+  PlanRestart(id, why, /*announced=*/false);
 }
 
 Millis SupervisorNode::BackoffDelay(Child& c) {
@@ -216,12 +216,11 @@ Millis SupervisorNode::BackoffDelay(Child& c) {
   return std::min(Millis{static_cast<int64_t>(d)}, b.max);
 }
 
-void SupervisorNode::PlanRestart(const std::string& id, const std::string& why) {
+void SupervisorNode::PlanRestart(const std::string& id, const std::string& why, bool announced) {
   Child* trigger = Find(id);
   if (!trigger) return;
-  bool delayed = trigger->state == ChildState::kRestarting;
   auto restarting = [&](const Child& c) {
-    if (delayed && c.spec.id == id) return;  // announced when the delay began
+    if (announced && c.spec.id == id) return;  // said when the backoff delay began
     host_.Emit(TreeEvent{
         "restarting", c.spec.id, {}, {}, {}, c.spec.id == id ? why : "restarting with " + id});
   };

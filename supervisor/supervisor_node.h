@@ -156,7 +156,7 @@ class SupervisorNode {
   void Handle(NodeMsg msg, Time now);
   void OnChildExit(Child& c, bool normal, const std::string& why, Time now);
   void Restart(const std::string& id, const std::string& why, Time now);
-  void PlanRestart(const std::string& id, const std::string& why);
+  void PlanRestart(const std::string& id, const std::string& why, bool announced);
   void GiveUp(const std::string& offender, Time now);
   void PlanStopAll();
   Millis BackoffDelay(Child& c);
