@@ -61,8 +61,7 @@ int CheckReply(const json::object& reply, std::ostream& err) {
 // The call and the generic part of its outcome; nullopt when the caller
 // should go on to print the reply.
 std::optional<int> Call(const std::string& control, const json::object& request,
-                        std::chrono::milliseconds timeout, json::object& reply,
-                        std::ostream& err) {
+                        std::chrono::milliseconds timeout, json::object& reply, std::ostream& err) {
   auto r = ControlCall(control, request, timeout);
   if (!r.ok()) return FailStatus(r.status(), err);
   reply = std::move(r.value());
@@ -138,9 +137,9 @@ void RenderNode(const json::object& n, size_t depth, size_t id_width, std::strin
             (period ? FormatPeriod(static_cast<long long>(*period)) : std::string("?"));
   } else {
     auto uptime = Num(n, "uptime_s");
-    line += Pad("pid " + Int(n, "pid", "-"), 9) + " " + Pad(std::string(Str(n, "state")), 9) +
-            " " + Pad("up " + (uptime ? FormatUptime(*uptime) : std::string("-")), 9) +
-            " restarts " + Int(n, "restarts");
+    line += Pad("pid " + Int(n, "pid", "-"), 9) + " " + Pad(std::string(Str(n, "state")), 9) + " " +
+            Pad("up " + (uptime ? FormatUptime(*uptime) : std::string("-")), 9) + " restarts " +
+            Int(n, "restarts");
     const json::value* last = n.if_contains("last_exit");
     if (last && last->is_object()) {
       std::string why = DescribeExit(last->get_object());

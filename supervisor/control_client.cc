@@ -183,8 +183,8 @@ Result<json::object> Exchange(const std::string& path, const json::object& reque
                               std::optional<LineReader>& reader) {
   std::string line = EncodeControlLine(request);
   if (line.size() - 1 > kMaxControlRequestBytes) {
-    return Status::InvalidConfig("request longer than " +
-                                 std::to_string(kMaxControlRequestBytes) + " bytes");
+    return Status::InvalidConfig("request longer than " + std::to_string(kMaxControlRequestBytes) +
+                                 " bytes");
   }
   auto deadline = Clock::now() + timeout;
   auto fd = Connect(path, timeout);

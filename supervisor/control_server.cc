@@ -23,6 +23,21 @@ namespace json = boost::json;
 constexpr std::array<std::string_view, 7> kCommands = {"status", "stop",   "start", "restart",
                                                        "scale",  "reload", "events"};
 
+void AppendJson(const json::value& v, std::string& out);
+
+void AppendObject(const json::object& o, std::string& out) {
+  out += '{';
+  bool first = true;
+  for (const json::key_value_pair& kv : o) {
+    if (!first) out += ',';
+    first = false;
+    out += json::serialize(kv.key());
+    out += ':';
+    AppendJson(kv.value(), out);
+  }
+  out += '}';
+}
+
 void AppendJson(const json::value& v, std::string& out) {
   switch (v.kind()) {
     case json::kind::null:
@@ -45,7 +60,10 @@ void AppendJson(const json::value& v, std::string& out) {
       }
       char buf[32];
       auto r = std::to_chars(buf, buf + sizeof buf, d);
-      out.append(buf, r.ptr);
+      std::string_view text(buf, static_cast<size_t>(r.ptr - buf));
+      out += text;
+      // "60.0", not "60": a reader must get a double back, as it was sent.
+      if (text.find_first_of(".e") == std::string_view::npos) out += ".0";
       break;
     }
     case json::kind::string:
@@ -62,19 +80,9 @@ void AppendJson(const json::value& v, std::string& out) {
       out += ']';
       break;
     }
-    case json::kind::object: {
-      out += '{';
-      bool first = true;
-      for (const json::key_value_pair& kv : v.get_object()) {
-        if (!first) out += ',';
-        first = false;
-        out += json::serialize(kv.key());
-        out += ':';
-        AppendJson(kv.value(), out);
-      }
-      out += '}';
+    case json::kind::object:
+      AppendObject(v.get_object(), out);
       break;
-    }
   }
 }
 
@@ -165,6 +173,13 @@ std::string ValidateControlRequest(const json::object& request) {
 std::string EncodeControlLine(const json::value& v) {
   std::string out;
   AppendJson(v, out);
+  out += '\n';
+  return out;
+}
+
+std::string EncodeControlLine(const json::object& o) {
+  std::string out;
+  AppendObject(o, out);
   out += '\n';
   return out;
 }
@@ -273,9 +288,8 @@ void ControlServer::Admit(UniqueFd fd) {
     return;
   }
   if (conns_.size() >= options_.max_connections) {
-    SendNow(fd.get(),
-            ControlError(kCodeBusy, "too many control connections (max " +
-                                        std::to_string(options_.max_connections) + ")"));
+    SendNow(fd.get(), ControlError(kCodeBusy, "too many control connections (max " +
+                                                  std::to_string(options_.max_connections) + ")"));
     return;
   }
   auto c = std::make_unique<Conn>();
@@ -292,10 +306,9 @@ void ControlServer::Admit(UniqueFd fd) {
     auto it = conns_.find(id);
     if (it == conns_.end()) return;
     it->second->timer = 0;
-    ReplyAndClose(*it->second, ControlError(kCodeInvalid, "no request line within " +
-                                                              std::to_string(
-                                                                  options_.request_timeout.count()) +
-                                                              "ms"));
+    std::string why =
+        "no request line within " + std::to_string(options_.request_timeout.count()) + "ms";
+    ReplyAndClose(*it->second, ControlError(kCodeInvalid, why));
   });
   conns_.emplace(id, std::move(c));
 }
@@ -331,9 +344,9 @@ void ControlServer::ReadRequest(Conn& c) {
         return;
       }
       if (c.in.size() > options_.max_request_bytes) {
-        ReplyAndClose(c, ControlError(kCodeInvalid,
-                                      "request longer than " +
-                                          std::to_string(options_.max_request_bytes) + " bytes"));
+        ReplyAndClose(c, ControlError(kCodeInvalid, "request longer than " +
+                                                        std::to_string(options_.max_request_bytes) +
+                                                        " bytes"));
         return;
       }
       continue;
@@ -407,7 +420,7 @@ void ControlServer::DeliverReply(uint64_t id, const json::object& reply) {
   ReplyAndClose(*it->second, reply);
 }
 
-void ControlServer::ReplyAndClose(Conn& c, const json::value& reply) {
+void ControlServer::ReplyAndClose(Conn& c, const json::object& reply) {
   c.phase = Phase::kReplying;
   SetInterest(c, 0);
   Queue(c, EncodeControlLine(reply));
@@ -425,8 +438,8 @@ bool ControlServer::Queue(Conn& c, std::string_view data) {
 
 bool ControlServer::Flush(Conn& c) {
   while (c.pending() > 0) {
-    ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_off, c.pending(),
-                       MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n =
+        ::send(c.fd.get(), c.out.data() + c.out_off, c.pending(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       c.out_off += static_cast<size_t>(n);
       continue;

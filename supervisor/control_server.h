@@ -44,9 +44,11 @@ boost::json::object ControlError(std::string_view code, std::string_view error);
 std::string ValidateControlRequest(const boost::json::object& request);
 
 // One JSON text on one line, '\n' included. Like boost::json::serialize, but
-// doubles are printed in their shortest round-trip form ("12.3", not
-// "1.23E1"); NaN and infinities become null.
+// doubles are printed in their shortest round-trip form ("12.3", "60.0";
+// Boost would print "1.23E1", "6E1"), still parsed back as doubles; NaN and
+// infinities become null.
 std::string EncodeControlLine(const boost::json::value& v);
+std::string EncodeControlLine(const boost::json::object& o);  // without copying into a value
 
 struct ControlServerOptions {
   size_t max_connections = 64;  // open connections, events followers included
@@ -119,7 +121,7 @@ class ControlServer {
   void Dispatch(Conn& c, std::string_view line);
   void DeliverReply(uint64_t id, const boost::json::object& reply);
   // Sends a final reply and closes once it is out.
-  void ReplyAndClose(Conn& c, const boost::json::value& reply);
+  void ReplyAndClose(Conn& c, const boost::json::object& reply);
   // Queues bytes and tries to send them. False if the connection was closed.
   bool Queue(Conn& c, std::string_view data);
   bool Flush(Conn& c);

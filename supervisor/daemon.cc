@@ -1,10 +1,10 @@
 #include "supervisor/daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -45,7 +45,8 @@ Time Daemon::Now() {
   return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
-Daemon::Daemon(TreeSpec spec) : spec_(std::move(spec)) {}
+Daemon::Daemon(TreeSpec spec, std::string config_path)
+    : spec_(std::move(spec)), config_path_(std::move(config_path)) {}
 
 Daemon::~Daemon() {
   // Normally every child is gone by now; if not (fatal start-up error after
@@ -58,8 +59,8 @@ Daemon::~Daemon() {
   }
 }
 
-Result<std::unique_ptr<Daemon>> Daemon::Create(TreeSpec spec) {
-  std::unique_ptr<Daemon> d(new Daemon(std::move(spec)));
+Result<std::unique_ptr<Daemon>> Daemon::Create(TreeSpec spec, std::string config_path) {
+  std::unique_ptr<Daemon> d(new Daemon(std::move(spec), std::move(config_path)));
   Status s = d->Init();
   if (!s.ok()) return s;
   return d;
@@ -117,9 +118,37 @@ Status Daemon::Init() {
   s = loop_->Add(notify_->fd(), EPOLLIN, [this](uint32_t) { OnNotify(); });
   if (!s.ok()) return s;
 
+  auto server =
+      ControlServer::Create(*loop_, DefaultControl(spec_.node),
+                            [this](const boost::json::object& req, ControlServer::Reply reply) {
+                              OnControl(req, std::move(reply));
+                            });
+  if (!server.ok()) return server.status();
+  control_ = std::move(server.value());
+
+  // After the signal mask is set: the exposer's threads inherit it.
+  s = StartMetrics();
+  if (!s.ok()) return s;
+  file_sd_ = std::make_unique<FileSdWriter>(spec_.node.file_sd);
+  loop_->SetBeforeSleep([this] {
+    if (observers_dirty_) RefreshObservers();
+  });
+  loop_->SetCron(std::chrono::seconds(1), [this] { RefreshObservers(); });
+
   const char* path = ::getenv("PATH");
   child_path_ = SelfDir() + ":" + (path ? path : "/usr/local/bin:/usr/bin:/bin");
   engine_ = std::make_unique<TreeEngine>(spec_.root);
+  started_at_ = Now();
+  return Status::Ok();
+}
+
+Status Daemon::StartMetrics() {
+  metrics_.reset();
+  if (spec_.node.metrics.empty()) return Status::Ok();
+  auto m = SupervisorMetrics::Create(spec_.node.metrics, spec_.node.name);
+  if (!m.ok()) return m.status();
+  metrics_ = std::move(m.value());
+  observers_dirty_ = true;
   return Status::Ok();
 }
 
@@ -184,6 +213,8 @@ void Daemon::Perform(const Action& a) {
         spdlog::error("{}", s->text);
         break;
     }
+  } else if (auto* s = std::get_if<action::Reply>(&a)) {
+    OnReply(*s);
   } else if (auto* s = std::get_if<action::Exit>(&a)) {
     exit_code_ = s->code;
     TreeEvent ev{"daemon_exit", spec_.root.id};
@@ -198,7 +229,12 @@ void Daemon::Perform(const Action& a) {
 void Daemon::Emit(const TreeEvent& ev) {
   timespec ts;
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  events_->Write(static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9, ev);
+  double now = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+  std::string line = EncodeEventLine(now, ev);
+  events_->WriteLine(line);
+  if (control_) control_->PublishEvent(line);
+  if (metrics_) metrics_->OnEvent(ev, now);
+  observers_dirty_ = true;
   std::string detail;
   if (ev.pid) detail += " pid=" + std::to_string(*ev.pid);
   if (ev.status) detail += " status=" + std::to_string(*ev.status);
@@ -311,7 +347,14 @@ void Daemon::OnSignal() {
   signalfd_siginfo si;
   while (::read(signal_fd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
     if (si.ssi_signo == SIGHUP) {
-      spdlog::warn("SIGHUP: reload is not available in this version; ignoring");
+      spdlog::info("SIGHUP: reloading {}", config_path_);
+      Reload([](Status st, std::vector<std::string> changes) {
+        if (!st.ok()) {
+          spdlog::error("reload failed: {}", st.message());
+          return;
+        }
+        for (const std::string& c : changes) spdlog::info("reload: {}", c);
+      });
       continue;
     }
     spdlog::info("{}: stopping the tree", SignalName(static_cast<int>(si.ssi_signo)));

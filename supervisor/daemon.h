@@ -12,18 +12,23 @@
 #include <sys/types.h>
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 
 #include "common/event_loop.h"
 #include "common/status.h"
 #include "common/unique_fd.h"
+#include "supervisor/control_server.h"
 #include "supervisor/event_log.h"
+#include "supervisor/file_sd.h"
 #include "supervisor/line_splitter.h"
 #include "supervisor/listen_sockets.h"
 #include "supervisor/notify_server.h"
+#include "supervisor/supervisor_metrics.h"
 #include "supervisor/tree_engine.h"
 #include "supervisor/tree_spec.h"
 
@@ -31,7 +36,8 @@ namespace sb::supervisor {
 
 class Daemon {
  public:
-  static Result<std::unique_ptr<Daemon>> Create(TreeSpec spec);
+  // `config_path` is re-read on reload (control request or SIGHUP).
+  static Result<std::unique_ptr<Daemon>> Create(TreeSpec spec, std::string config_path);
   ~Daemon();
 
   // Starts the tree and runs until the root is gone. Returns the exit code:
@@ -39,8 +45,9 @@ class Daemon {
   int Run();
 
  private:
-  explicit Daemon(TreeSpec spec);
+  Daemon(TreeSpec spec, std::string config_path);
   Status Init();
+  Status StartMetrics();
 
   struct Proc {
     std::string id;
@@ -61,20 +68,47 @@ class Daemon {
   void Emit(const TreeEvent& ev);
   static Time Now();
 
+  // Operator interface (daemon_control.cc).
+  void OnControl(const boost::json::object& request, ControlServer::Reply reply);
+  void OnReply(const action::Reply& r);
+  boost::json::object StatusReply();
+  // Re-reads the config, diffs it against what runs, applies it. `done` gets
+  // the outcome (a reply for a client, or a log line for SIGHUP).
+  void Reload(std::function<void(Status, std::vector<std::string> changes)> done);
+  // Metrics and file_sd follow the tree; refreshed once per loop turn when
+  // something changed (BeforeSleep), and every second for gauges (Cron).
+  void RefreshObservers();
+
   TreeSpec spec_;
+  std::string config_path_;
+  Time started_at_{0};
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<TreeEngine> engine_;
   std::unique_ptr<NotifyServer> notify_;
   std::unique_ptr<EventLog> events_;
   ListenSockets sockets_;
   UniqueFd signal_fd_;
-  UniqueFd lock_fd_;  // flock held for the daemon's life: one daemon per node
+  UniqueFd lock_fd_;        // flock held for the daemon's life: one daemon per node
   std::string child_path_;  // PATH for children: our own bin dir first
   std::deque<Action> pending_;
   std::unordered_map<Token, Proc> procs_;    // live incarnations
   std::unordered_map<pid_t, Token> by_pid_;  // for READY=1 datagrams
   std::unordered_map<TimerToken, EventLoop::TimerId> timers_;
   int exit_code_ = 0;
+
+  std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<SupervisorMetrics> metrics_;
+  std::unique_ptr<FileSdWriter> file_sd_;
+  bool observers_dirty_ = true;
+  RequestId next_request_ = 1;
+  struct Pending {
+    std::function<void(const action::Reply&)> done;
+  };
+  std::unordered_map<RequestId, Pending> requests_;
+  bool reloading_ = false;
+  std::set<std::string> known_children_;     // worker ids at the last observer refresh
+  std::set<std::string> known_supervisors_;  // supervisor ids at the last observer refresh
+  std::string file_sd_error_;                // last file_sd write error, said once
 };
 
 }  // namespace sb::supervisor

@@ -99,6 +99,8 @@ struct TreeView {
   std::optional<Time> since;          // when it became running
   int restarts = 0;                   // automatic restarts of this child
   std::optional<ExitInfo> last_exit;  // workers
+  std::string metrics;                // workers: their Prometheus endpoint, if any
+  std::vector<int> success_exit_codes;
   // Supervisors only.
   Strategy strategy = Strategy::kOneForOne;
   int intensity = 0;

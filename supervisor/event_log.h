@@ -26,7 +26,8 @@ class EventLog {
  public:
   // An empty path gives a log that writes nothing.
   static Result<std::unique_ptr<EventLog>> Open(const std::string& path);
-  void Write(double ts, const TreeEvent& ev);
+  void Write(double ts, const TreeEvent& ev) { WriteLine(EncodeEventLine(ts, ev)); }
+  void WriteLine(const std::string& line);
 
  private:
   explicit EventLog(UniqueFd fd) : fd_(std::move(fd)) {}

@@ -1,6 +1,5 @@
 #include "supervisor/file_sd.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>

@@ -12,6 +12,14 @@ namespace sb::supervisor {
 Result<ListenSockets> ListenSockets::Bind(const std::vector<SocketSpec>& specs) {
   ListenSockets out;
   for (const SocketSpec& s : specs) {
+    Status st = out.Add(s);
+    if (!st.ok()) return st;
+  }
+  return out;
+}
+
+Status ListenSockets::Add(const SocketSpec& s) {
+  {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -40,9 +48,9 @@ Result<ListenSockets> ListenSockets::Bind(const std::vector<SocketSpec>& specs) 
     if (::listen(fd.get(), s.backlog) < 0) {
       return Status::IoError("unable to listen on socket '" + s.name + "': " + strerror(errno));
     }
-    out.fds_[s.name] = std::move(fd);
+    fds_[s.name] = std::move(fd);
   }
-  return out;
+  return Status::Ok();
 }
 
 int ListenSockets::fd(const std::string& name) const {

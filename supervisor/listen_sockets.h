@@ -20,6 +20,10 @@ namespace sb::supervisor {
 class ListenSockets {
  public:
   static Result<ListenSockets> Bind(const std::vector<SocketSpec>& specs);
+  // Binds one more (a reload declared it). On error nothing changes.
+  Status Add(const SocketSpec& spec);
+  // Closes one (a reload removed it; no child uses it any more).
+  void Close(const std::string& name) { fds_.erase(name); }
 
   // The daemon-side fd of socket `name`, or -1.
   int fd(const std::string& name) const;

@@ -8,10 +8,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <optional>
+#include <system_error>
+#include <thread>
 #include <utility>
 
 #include "common/metric_names.h"
@@ -72,7 +77,7 @@ std::optional<HostPort> SplitHostPort(const std::string& listen) {
 // process only affects the wording of an error that already happened.
 std::string WhyBindFails(const HostPort& hp) {
   addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
+  hints.ai_family = hp.v6 ? AF_INET6 : AF_INET;  // civetweb resolves names to IPv4
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   addrinfo* res = nullptr;
@@ -97,6 +102,30 @@ std::string WhyBindFails(const HostPort& hp) {
   }
   ::freeaddrinfo(res);
   return why;
+}
+
+// Where a connection reaches the listener: its own address, loopback for a
+// wildcard one. Empty if the host does not resolve (the poke is then skipped).
+std::optional<sockaddr_storage> WakeAddress(const HostPort& hp, int port) {
+  std::string host = hp.host;
+  if (host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  addrinfo hints{};
+  hints.ai_family = hp.v6 ? AF_INET6 : AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) {
+    return std::nullopt;
+  }
+  sockaddr_storage out{};
+  std::memcpy(&out, res->ai_addr, res->ai_addrlen);
+  ::freeaddrinfo(res);
+  return out;
+}
+
+socklen_t AddressLength(const sockaddr_storage& a) {
+  return a.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
 }
 
 // Entries of /proc/self/fd, minus the one opendir() itself holds.
@@ -125,6 +154,13 @@ std::optional<double> ResidentBytes() {
 
 std::string S(std::string_view v) { return std::string(v); }
 
+// A family named from metric_names.h, labelled node=<node> on every series.
+template <typename T>
+Family<T>& Register(prometheus::detail::Builder<T> builder, std::string_view name, const char* help,
+                    const std::string& node, prometheus::Registry& registry) {
+  return builder.Name(S(name)).Help(help).Labels({{S(m::kLabelNode), node}}).Register(registry);
+}
+
 }  // namespace
 
 struct SupervisorMetrics::Impl {
@@ -149,66 +185,39 @@ struct SupervisorMetrics::Impl {
 
   explicit Impl(const std::string& node)
       : registry(std::make_shared<prometheus::Registry>()),
-        child_up(prometheus::BuildGauge()
-                     .Name(S(m::kChildUp))
-                     .Help("1 while the child is ready, else 0")
-                     .Labels({{S(m::kLabelNode), node}})
-                     .Register(*registry)),
-        child_restarts(prometheus::BuildCounter()
-                           .Name(S(m::kChildRestartsTotal))
-                           .Help("Restarts its supervisor decided for the child")
-                           .Labels({{S(m::kLabelNode), node}})
-                           .Register(*registry)),
-        child_start_duration(prometheus::BuildHistogram()
-                                 .Name(S(m::kChildStartDurationSeconds))
-                                 .Help("Seconds from exec (started) to readiness (ready)")
-                                 .Labels({{S(m::kLabelNode), node}})
-                                 .Register(*registry)),
-        child_last_exit_status(prometheus::BuildGauge()
-                                   .Name(S(m::kChildLastExitStatus))
-                                   .Help("Exit status of the last process, 128+signal if "
-                                         "killed, -1 before the first exit")
-                                   .Labels({{S(m::kLabelNode), node}})
-                                   .Register(*registry)),
-        child_exits(prometheus::BuildCounter()
-                        .Name(S(m::kChildExitsTotal))
-                        .Help("Processes of the child that ended, by OTP exit reason")
-                        .Labels({{S(m::kLabelNode), node}})
-                        .Register(*registry)),
-        supervisor_restarts_in_window(
-            prometheus::BuildGauge()
-                .Name(S(m::kSupervisorRestartsInWindow))
-                .Help("Restarts counted in the supervisor's current intensity window")
-                .Labels({{S(m::kLabelNode), node}})
-                .Register(*registry)),
-        supervisor_intensity(prometheus::BuildGauge()
-                                 .Name(S(m::kSupervisorIntensity))
-                                 .Help("Restarts allowed per period before the supervisor "
-                                       "gives up")
-                                 .Labels({{S(m::kLabelNode), node}})
-                                 .Register(*registry)),
-        supervisor_gave_up(prometheus::BuildCounter()
-                               .Name(S(m::kSupervisorGaveUpTotal))
-                               .Help("Times the supervisor exceeded its restart intensity")
-                               .Labels({{S(m::kLabelNode), node}})
-                               .Register(*registry)),
-        open_fds(prometheus::BuildGauge()
-                     .Name(S(m::kDaemonOpenFds))
-                     .Help("File descriptors open in the switchboard daemon")
-                     .Labels({{S(m::kLabelNode), node}})
-                     .Register(*registry)
+        child_up(Register(prometheus::BuildGauge(), m::kChildUp,
+                          "1 while the child is ready, else 0", node, *registry)),
+        child_restarts(Register(prometheus::BuildCounter(), m::kChildRestartsTotal,
+                                "Restarts its supervisor decided for the child", node, *registry)),
+        child_start_duration(Register(prometheus::BuildHistogram(), m::kChildStartDurationSeconds,
+                                      "Seconds from exec (started) to readiness (ready)", node,
+                                      *registry)),
+        child_last_exit_status(Register(prometheus::BuildGauge(), m::kChildLastExitStatus,
+                                        "Exit status of the last process, 128+signal if killed, "
+                                        "-1 before the first exit",
+                                        node, *registry)),
+        child_exits(Register(prometheus::BuildCounter(), m::kChildExitsTotal,
+                             "Processes of the child that ended, by OTP exit reason", node,
+                             *registry)),
+        supervisor_restarts_in_window(Register(
+            prometheus::BuildGauge(), m::kSupervisorRestartsInWindow,
+            "Restarts counted in the supervisor's current intensity window", node, *registry)),
+        supervisor_intensity(Register(prometheus::BuildGauge(), m::kSupervisorIntensity,
+                                      "Restarts allowed per period before the supervisor gives up",
+                                      node, *registry)),
+        supervisor_gave_up(Register(prometheus::BuildCounter(), m::kSupervisorGaveUpTotal,
+                                    "Times the supervisor exceeded its restart intensity", node,
+                                    *registry)),
+        open_fds(Register(prometheus::BuildGauge(), m::kDaemonOpenFds,
+                          "File descriptors open in the switchboard daemon", node, *registry)
                      .Add({})),
-        resident_memory(prometheus::BuildGauge()
-                            .Name(S(m::kDaemonResidentMemoryBytes))
-                            .Help("Resident memory of the switchboard daemon in bytes")
-                            .Labels({{S(m::kLabelNode), node}})
-                            .Register(*registry)
+        resident_memory(Register(prometheus::BuildGauge(), m::kDaemonResidentMemoryBytes,
+                                 "Resident memory of the switchboard daemon in bytes", node,
+                                 *registry)
                             .Add({})),
-        loop_lag(prometheus::BuildGauge()
-                     .Name(S(m::kEventLoopLagSeconds))
-                     .Help("How late the daemon's event loop ran its last due timer, in seconds")
-                     .Labels({{S(m::kLabelNode), node}})
-                     .Register(*registry)
+        loop_lag(Register(prometheus::BuildGauge(), m::kEventLoopLagSeconds,
+                          "How late the daemon's event loop ran its last due timer, in seconds",
+                          node, *registry)
                      .Add({})) {}
 
   static Labels ChildLabels(const std::string& id, const std::string& path) {
@@ -239,9 +248,9 @@ struct SupervisorMetrics::Impl {
       normal = false;
     } else if (ev.status) {
       c.last_exit_status->Set(*ev.status);
-      normal = *ev.status == 0 || std::find(c.success_exit_codes.begin(),
-                                            c.success_exit_codes.end(),
-                                            *ev.status) != c.success_exit_codes.end();
+      normal = *ev.status == 0 ||
+               std::find(c.success_exit_codes.begin(), c.success_exit_codes.end(), *ev.status) !=
+                   c.success_exit_codes.end();
     } else {
       normal = true;  // a sub-supervisor that gave up: reason `shutdown`, no status
     }
@@ -265,13 +274,44 @@ struct SupervisorMetrics::Impl {
   Gauge& loop_lag;
   std::map<std::string, ChildSeries> children;
   std::map<std::string, SupervisorSeries> supervisors;
+  std::optional<sockaddr_storage> wake_address;
   std::unique_ptr<prometheus::Exposer> exposer;  // last: stopped before anything above goes
 };
 
 SupervisorMetrics::SupervisorMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 SupervisorMetrics::~SupervisorMetrics() {
-  if (impl_) impl_->exposer.reset();
+  if (!impl_ || !impl_->exposer) return;
+  if (!impl_->wake_address) {
+    impl_->exposer.reset();
+    return;
+  }
+  // civetweb 1.15's listener thread sleeps in poll() for up to 2 s between
+  // looks at its stop flag, and mg_stop() waits for it: a daemon would hang
+  // that long on exit. Connections wake the poll, so keep making them until
+  // the stop is done (they are closed at once; a worker sees EOF).
+  std::atomic<bool> stopped{false};
+  const sockaddr_storage addr = *impl_->wake_address;
+  auto poke = [&stopped, addr] {
+    while (!stopped.load()) {
+      UniqueFd fd(::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (!fd.valid()) return;
+      timeval tv{0, 100000};
+      ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      (void)::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), AddressLength(addr));
+      fd.Reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  };
+  std::thread poker;
+  try {
+    poker = std::thread(poke);
+  } catch (const std::system_error&) {
+    // No thread: the stop takes up to 2 s longer, nothing worse.
+  }
+  impl_->exposer.reset();
+  stopped.store(true);
+  if (poker.joinable()) poker.join();
 }
 
 Result<std::unique_ptr<SupervisorMetrics>> SupervisorMetrics::Create(const std::string& listen,
@@ -289,6 +329,8 @@ Result<std::unique_ptr<SupervisorMetrics>> SupervisorMetrics::Create(const std::
     // civetweb wants "[v6]:port" with brackets; `listen` already has them.
     impl->exposer = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/2);
     impl->exposer->RegisterCollectable(impl->registry);
+    std::vector<int> ports = impl->exposer->GetListeningPorts();
+    if (!ports.empty()) impl->wake_address = WakeAddress(*hp, ports.front());
   } catch (const std::exception& e) {
     std::string why = WhyBindFails(*hp);
     if (why.empty() && hp->v6) {

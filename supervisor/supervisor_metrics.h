@@ -1,11 +1,10 @@
 // SupervisorMetrics: the daemon's Prometheus endpoint (node.metrics).
 //
-// Owns: a prometheus-cpp registry with the series named in
-// common/metric_names.h (per child, per supervisor, the daemon itself) and
-// the Exposer that serves it over HTTP. Threads: Create() starts civetweb's
-// listener thread and two worker threads; they only read the registry, to
-// answer scrapes. Every other method must be called on the daemon's loop
-// thread (prometheus-cpp metrics are thread-safe against those readers).
+// Owns: a prometheus-cpp registry holding the series of common/metric_names.h
+// (per child, per supervisor, the daemon itself) and the Exposer serving it.
+// Threads: Create() starts civetweb's listener and two worker threads, which
+// only read the registry to answer scrapes; every method is called on the
+// daemon's loop thread (prometheus-cpp metrics are safe against those reads).
 // Does not: decide anything or read the clock; the daemon feeds it.
 #pragma once
 
@@ -29,7 +28,10 @@ class SupervisorMetrics {
   // fails too, saying so).
   static Result<std::unique_ptr<SupervisorMetrics>> Create(const std::string& listen,
                                                            const std::string& node);
-  ~SupervisorMetrics();  // stops the HTTP threads first
+  // Stops and joins the HTTP threads. It briefly runs one more thread that
+  // connects to the listener, so civetweb notices the stop at once instead of
+  // after its 2 s poll timeout.
+  ~SupervisorMetrics();
 
   int port() const;  // the bound port (useful with port 0)
 

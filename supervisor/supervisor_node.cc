@@ -145,7 +145,8 @@ void SupervisorNode::Handle(NodeMsg msg, Time now) {
       std::string id = it->second;
       backoff_timers_.erase(it);
       Child* c = Find(id);
-      if (c && c->state == ChildState::kRestarting) PlanRestart(id, "backoff elapsed", /*announced=*/true);
+      if (c && c->state == ChildState::kRestarting)
+        PlanRestart(id, "backoff elapsed", /*announced=*/true);
       return;
     }
     case NodeMsg::Kind::kOpStop:

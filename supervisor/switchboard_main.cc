@@ -1,18 +1,22 @@
-// switchboard: the supervisor daemon (`run`) and its offline tools (`check`).
-// Exit codes: common/exit_codes.h (0 ok, 1 root gave up / failed, 2 usage or
-// configuration error).
+// switchboard: the supervisor daemon (`run`), its offline check (`check`),
+// and the control client (status, restart, stop, start, scale, reload,
+// events). Exit codes: common/exit_codes.h (0 ok, 1 root gave up / failed or
+// request refused, 2 usage or configuration error, 3 daemon not running).
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <iostream>
 #include <string>
 
 #include "common/exit_codes.h"
 #include "common/log.h"
+#include "supervisor/control_cli.h"
 #include "supervisor/daemon.h"
 #include "supervisor/spec_loader.h"
 
 namespace {
 
 constexpr const char* kProgram = "switchboard";
+constexpr const char* kDefaultControl = "/tmp/switchboard/node1.sock";
 
 // Loads and validates CONFIG; prints the error (file:line:column: key ...) on failure.
 sb::Result<sb::supervisor::TreeSpec> Load(const std::string& path) {
@@ -24,8 +28,9 @@ sb::Result<sb::supervisor::TreeSpec> Load(const std::string& path) {
 int Check(const std::string& path) {
   auto spec = Load(path);
   if (!spec.ok()) return sb::kExitUsage;
-  for (const std::string& w : spec->warnings)
+  for (const std::string& w : spec->warnings) {
     std::fprintf(stderr, "%s: warning: %s\n", kProgram, w.c_str());
+  }
   std::printf("%s: ok\n", path.c_str());
   return sb::kExitOk;
 }
@@ -34,7 +39,7 @@ int Run(const std::string& path) {
   auto spec = Load(path);
   if (!spec.ok()) return sb::kExitUsage;
   sb::InitLogging(kProgram);
-  auto daemon = sb::supervisor::Daemon::Create(std::move(spec.value()));
+  auto daemon = sb::supervisor::Daemon::Create(std::move(spec.value()), path);
   if (!daemon.ok()) {
     sb::PrintFatal(kProgram, "start node", daemon.status().message());
     return sb::kExitFailure;
@@ -47,11 +52,42 @@ int Run(const std::string& path) {
 int main(int argc, char** argv) {
   CLI::App app{"switchboard: a supervision tree of OS processes with OTP semantics"};
   app.require_subcommand(1);
-  std::string config;
+  std::string config, control, id;
+  int count = 0;
+  bool json = false;
+
   auto* run = app.add_subcommand("run", "run the supervision tree described by CONFIG");
   run->add_option("CONFIG", config, "YAML topology")->required();
   auto* check = app.add_subcommand("check", "validate CONFIG without running anything");
   check->add_option("CONFIG", config, "YAML topology")->required();
+
+  // Client commands find the daemon through --control, or the control path in --config.
+  auto client = [&](const char* name, const char* help) {
+    auto* sub = app.add_subcommand(name, help);
+    sub->add_option("--config", config, "YAML topology of the running node");
+    sub->add_option("--control", control,
+                    "control socket path (default " + std::string(kDefaultControl) + ")");
+    return sub;
+  };
+  auto* status = client("status", "show the tree: pid, state, uptime, restarts, last exit");
+  status->add_flag("--json", json, "print the daemon's reply as JSON");
+  auto* tree = client("tree", "same as status");
+  tree->add_flag("--json", json, "print the daemon's reply as JSON");
+  CLI::App* simple[3];
+  const char* simple_names[3] = {"restart", "stop", "start"};
+  const char* simple_help[3] = {"stop then start a child or sub-supervisor (not counted)",
+                                "stop a child or sub-supervisor; it stays stopped until started",
+                                "start a stopped child or sub-supervisor"};
+  for (int i = 0; i < 3; ++i) {
+    simple[i] = client(simple_names[i], simple_help[i]);
+    simple[i]->add_option("ID", id, "child or supervisor id")->required();
+  }
+  auto* scale = client("scale", "grow or shrink a replica set or simple_one_for_one supervisor");
+  scale->add_option("ID", id, "replica set or supervisor id")->required();
+  scale->add_option("N", count, "number of instances")->required()->check(CLI::Range(0, 10000));
+  auto* reload = client("reload", "re-read the YAML and apply the difference");
+  auto* events = client("events", "follow the event stream live");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -59,5 +95,21 @@ int main(int argc, char** argv) {
     return rc == 0 ? sb::kExitOk : sb::kExitUsage;
   }
   if (*check) return Check(config);
-  return Run(config);
+  if (*run) return Run(config);
+
+  if (control.empty() && !config.empty()) {
+    auto spec = Load(config);
+    if (!spec.ok()) return sb::kExitUsage;
+    control = spec->node.control;
+  }
+  if (control.empty()) control = kDefaultControl;
+  using namespace sb::supervisor;
+  if (*status || *tree) return RunStatus(control, json, std::cout, std::cerr);
+  for (int i = 0; i < 3; ++i) {
+    if (*simple[i]) return RunSimple(control, simple_names[i], id, std::cout, std::cerr);
+  }
+  if (*scale) return RunScale(control, id, count, std::cout, std::cerr);
+  if (*reload) return RunReload(control, std::cout, std::cerr);
+  if (*events) return RunEvents(control, std::cout, std::cerr);
+  return sb::kExitUsage;
 }

@@ -336,6 +336,8 @@ TreeView TreeEngine::ViewOf(const SupervisorNode& n, Time now) const {
     }
     cv.state = c.state;
     cv.pid = c.pid;
+    cv.metrics = c.spec.metrics;
+    cv.success_exit_codes = c.spec.success_exit_codes;
     if (c.state == ChildState::kRunning) cv.since = c.since;
     cv.restarts = c.restarts;
     cv.last_exit = c.last_exit;

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang-format
   libzmq3-dev cppzmq-dev libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev
   libgtest-dev libgmock-dev libboost1.81-dev libboost-json1.81-dev libcli11-dev
-  procps
+  procps prometheus
 )
 
 missing=()

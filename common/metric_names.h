@@ -1,0 +1,86 @@
+// Metric names: the one definition of every Prometheus metric and label name
+// Switchboard exports, and the meaning each series must keep.
+//
+// Owns: names, label names and histogram buckets only; no registry, no I/O,
+// no threads. Exporters (supervisor/supervisor_metrics.h now; worker and
+// broker later) build their families from these, so dashboards and alerts
+// read one scheme. Prometheus conventions: `switchboard_` prefix, base units
+// (seconds, bytes), `_total` only on counters.
+#pragma once
+
+#include <array>
+#include <string_view>
+
+namespace sb::metrics {
+
+// --- Label names -----------------------------------------------------------
+
+// On every switchboard_ series: NodeSpec::name ("node1").
+inline constexpr std::string_view kLabelNode = "node";
+// Child id, unique across the tree; replicas are "<set>.<index>" ("shard.0").
+inline constexpr std::string_view kLabelChild = "child";
+// Path of supervisor ids from the root to the supervisor in question, joined
+// by '/' ("root/shards"). On child series: the child's own supervisor. On
+// supervisor series: that supervisor itself, so the two join on this label.
+inline constexpr std::string_view kLabelSupervisor = "supervisor";
+// On kChildExitsTotal: kReasonNormal or kReasonAbnormal.
+inline constexpr std::string_view kLabelReason = "reason";
+inline constexpr std::string_view kReasonNormal = "normal";      // status 0 / success_exit_codes
+inline constexpr std::string_view kReasonAbnormal = "abnormal";  // any other status, any signal
+
+// --- Per child (labels node, child, supervisor) ----------------------------
+
+// Gauge, 0 or 1: 1 from the child's `ready` event until it exits or is
+// stopped; 0 while it starts, restarts or is stopped, and 0 for a declared
+// child that has not been ready yet.
+inline constexpr std::string_view kChildUp = "switchboard_child_up";
+// Counter: restarts a supervisor decided for this child (`restarting`
+// events). A one_for_all/rest_for_one group restart counts once for every
+// child it starts again; a retry after a failed start counts again.
+inline constexpr std::string_view kChildRestartsTotal = "switchboard_child_restarts_total";
+// Histogram, seconds: from `started` (exec done) to `ready` (READY=1, or at
+// once for `ready: exec`) of each start that became ready. Starts that failed
+// or were stopped before ready are not observed.
+inline constexpr std::string_view kChildStartDurationSeconds =
+    "switchboard_child_start_duration_seconds";
+// Buckets for kChildStartDurationSeconds: 0.5 ms to 30 s (+Inf is implicit).
+inline constexpr std::array<double, 15> kChildStartDurationBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+// Gauge: how the child's last process ended, as a shell reports it: the exit
+// status (0-255), or 128 + signal number when a signal ended it (137 for
+// SIGKILL). -1 until the first exit. Kept while the next incarnation runs.
+inline constexpr std::string_view kChildLastExitStatus = "switchboard_child_last_exit_status";
+// Counter with label `reason`: processes of this child that ended, split by
+// OTP exit reason. normal = status 0 or a success_exit_codes entry, any end
+// after its supervisor began stopping it (OTP's `shutdown`), and a
+// sub-supervisor that gave up; abnormal = everything else.
+inline constexpr std::string_view kChildExitsTotal = "switchboard_child_exits_total";
+
+// --- Per supervisor (labels node, supervisor) ------------------------------
+
+// Gauge: restart attempts counted in the supervisor's current intensity
+// window (those within the last `period`), as of the last sample. Once it
+// equals kSupervisorIntensity, one more restart makes the supervisor give up.
+inline constexpr std::string_view kSupervisorRestartsInWindow =
+    "switchboard_supervisor_restarts_in_window";
+// Gauge: the supervisor's configured `intensity` (the limit above), exported
+// so a panel or alert can compare the two without reading the YAML.
+inline constexpr std::string_view kSupervisorIntensity = "switchboard_supervisor_intensity";
+// Counter: times this supervisor exceeded its intensity (`gave_up` events).
+inline constexpr std::string_view kSupervisorGaveUpTotal = "switchboard_supervisor_gave_up_total";
+
+// --- The daemon itself (label node) ----------------------------------------
+
+// Gauge: file descriptors the daemon process has open (/proc/self/fd),
+// sampled by the daemon's housekeeping (Cron) hook, not at scrape time.
+inline constexpr std::string_view kDaemonOpenFds = "switchboard_daemon_open_fds";
+// Gauge, bytes: the daemon's resident set size (/proc/self/statm), sampled
+// with kDaemonOpenFds.
+inline constexpr std::string_view kDaemonResidentMemoryBytes =
+    "switchboard_daemon_resident_memory_bytes";
+// Gauge, seconds: how late the event loop ran its most recent due timer
+// (run time minus deadline, EventLoop::last_timer_lag()), as of the last
+// sample. A busy or blocked loop shows here; an idle one stays near 0.
+inline constexpr std::string_view kEventLoopLagSeconds = "switchboard_event_loop_lag_seconds";
+
+}  // namespace sb::metrics
