@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 
 #include <CLI/CLI.hpp>
 
@@ -12,6 +11,7 @@
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "common/sd_notify.h"
+#include "common/signal_fd.h"
 #include "common/unique_fd.h"
 
 int main(int argc, char** argv) {
@@ -23,13 +23,9 @@ int main(int argc, char** argv) {
 
   auto loop = sb::EventLoop::Create();
   if (!loop.ok()) return sb::kExitFailure;
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-  sb::UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
-  (void)loop.value()->Add(sfd.get(), EPOLLIN, [&](uint32_t) { loop.value()->Stop(sb::kExitOk); });
+  auto sfd = sb::BlockSignalsToFd({SIGTERM, SIGINT});
+  if (!sfd.ok()) return sb::kExitFailure;
+  (void)loop.value()->Add(sfd->get(), EPOLLIN, [&](uint32_t) { loop.value()->Stop(sb::kExitOk); });
   spdlog::info("broker ready (placeholder; would bind {})", bind);
   sb::SdNotify("READY=1");
   int rc = loop.value()->Run();

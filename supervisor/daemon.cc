@@ -6,7 +6,6 @@
 #include <spdlog/spdlog.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -17,6 +16,7 @@
 
 #include "common/exit_codes.h"
 #include "common/sd_notify.h"
+#include "common/signal_fd.h"
 #include "supervisor/process_launcher.h"
 
 namespace sb::supervisor {
@@ -103,14 +103,9 @@ Status Daemon::Init() {
   events_ = std::move(events.value());
 
   // Signals arrive as reads on a signalfd, handled on the loop like any fd.
-  sigset_t mask;
-  sigemptyset(&mask);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
-  if (::sigprocmask(SIG_BLOCK, &mask, nullptr) < 0) {
-    return Status::IoError(std::string("sigprocmask: ") + strerror(errno));
-  }
-  signal_fd_.Reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!signal_fd_.valid()) return Status::IoError(std::string("signalfd: ") + strerror(errno));
+  auto sfd = BlockSignalsToFd({SIGTERM, SIGINT, SIGHUP});
+  if (!sfd.ok()) return sfd.status();
+  signal_fd_ = std::move(sfd.value());
   ::signal(SIGPIPE, SIG_IGN);
 
   Status s = loop_->Add(signal_fd_.get(), EPOLLIN, [this](uint32_t) { OnSignal(); });
@@ -344,9 +339,8 @@ void Daemon::OnNotify() {
 }
 
 void Daemon::OnSignal() {
-  signalfd_siginfo si;
-  while (::read(signal_fd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
-    if (si.ssi_signo == SIGHUP) {
+  while (int sig = ReadSignal(signal_fd_.get())) {
+    if (sig == SIGHUP) {
       spdlog::info("SIGHUP: reloading {}", config_path_);
       Reload([](Status st, std::vector<std::string> changes) {
         if (!st.ok()) {
@@ -357,7 +351,7 @@ void Daemon::OnSignal() {
       });
       continue;
     }
-    spdlog::info("{}: stopping the tree", SignalName(static_cast<int>(si.ssi_signo)));
+    spdlog::info("{}: stopping the tree", SignalName(sig));
     engine_->RequestShutdown(Now());
   }
   Drive();

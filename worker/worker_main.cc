@@ -8,7 +8,6 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 #include "common/listen_fds.h"
 #include "common/log.h"
 #include "common/sd_notify.h"
+#include "common/signal_fd.h"
 #include "common/unique_fd.h"
 
 int main(int argc, char** argv) {
@@ -52,13 +52,9 @@ int main(int argc, char** argv) {
 
   auto loop = sb::EventLoop::Create();
   if (!loop.ok()) return sb::kExitFailure;
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-  sb::UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
-  (void)loop.value()->Add(sfd.get(), EPOLLIN, [&](uint32_t) { loop.value()->Stop(sb::kExitOk); });
+  auto sfd = sb::BlockSignalsToFd({SIGTERM, SIGINT});
+  if (!sfd.ok()) return sb::kExitFailure;
+  (void)loop.value()->Add(sfd->get(), EPOLLIN, [&](uint32_t) { loop.value()->Stop(sb::kExitOk); });
   if (listen_fd >= 0) {
     (void)loop.value()->Add(listen_fd, EPOLLIN, [&](uint32_t) {
       int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
