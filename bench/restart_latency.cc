@@ -94,21 +94,20 @@ int main(int argc, char** argv) {
   char tmpl[] = "/tmp/sb-bench-XXXXXX";
   fs::path dir = mkdtemp(tmpl);
   std::string events = (dir / "events").string();
-  std::ofstream(dir / "bench.yaml")
-      << "node:\n"
-      << "  name: bench\n"
-      << "  control: " << (dir / "ctl.sock").string() << "\n"
-      << "  events: " << events << "\n"
-      << "sockets:\n"
-      << "  - {name: gateway, listen: \"127.0.0.1:0\"}\n"
-      << "supervisor:\n"
-      << "  intensity: 1000000\n"
-      << "  period: 1s\n"
-      << "  children:\n"
-      << "    - id: shard\n"
-      << "      command: [\"" << child << "\"]\n"
-      << "      env: {LOG_LEVEL: warn}\n"
-      << "      sockets: [gateway]\n";
+  std::ofstream(dir / "bench.yaml") << "node:\n"
+                                    << "  name: bench\n"
+                                    << "  control: " << (dir / "ctl.sock").string() << "\n"
+                                    << "  events: " << events << "\n"
+                                    << "sockets:\n"
+                                    << "  - {name: gateway, listen: \"127.0.0.1:0\"}\n"
+                                    << "supervisor:\n"
+                                    << "  intensity: 1000000\n"
+                                    << "  period: 1s\n"
+                                    << "  children:\n"
+                                    << "    - id: shard\n"
+                                    << "      command: [\"" << child << "\"]\n"
+                                    << "      env: {LOG_LEVEL: warn}\n"
+                                    << "      sockets: [gateway]\n";
   pid_t daemon = fork();
   if (daemon == 0) {
     std::string cfg = (dir / "bench.yaml").string();

@@ -163,7 +163,7 @@ void Daemon::Reload(std::function<void(Status, std::vector<std::string>)> done) 
     changes.push_back(summary.substr(start, end - start));
     start = end + 1;
   }
-  if (p.empty()) return done(Status::Ok(), changes);
+  if (p.empty()) return done(Status::Ok(), {});  // CONTROL.md: empty `changes` = no change
 
   // Effects outside the tree first: new sockets must exist before children
   // that name them start; the events file and metrics endpoint follow node.
