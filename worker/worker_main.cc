@@ -4,6 +4,7 @@
 // connection with HTTP 503 (the WebSocket gateway is not built yet), and
 // exits 0 on SIGTERM.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -49,6 +50,12 @@ int main(int argc, char** argv) {
     }
     listen_fd = own.get();
   }
+
+  // Every shard waits on the same listening socket: one connection wakes
+  // them all and only one gets it. A blocking accept() would leave the
+  // others stuck in the kernel where SIGTERM (read through a signalfd)
+  // cannot reach them.
+  if (listen_fd >= 0) ::fcntl(listen_fd, F_SETFL, ::fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
 
   auto loop = sb::EventLoop::Create();
   if (!loop.ok()) return sb::kExitFailure;
