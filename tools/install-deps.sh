@@ -4,11 +4,17 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config clang-format
+  build-essential cmake ninja-build pkg-config clang-format clang libclang-rt-14-dev
   libzmq3-dev cppzmq-dev libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev
-  libgtest-dev libgmock-dev libboost1.81-dev libboost-json1.81-dev libcli11-dev
+  libgtest-dev libgmock-dev libboost1.81-dev libboost-json1.81-dev libcli11-dev libssl-dev
   procps prometheus
 )
+
+# Node.js and npm run the end-to-end tests in tests/node. A node already on
+# PATH (for example from NodeSource, which bundles npm) is used as it is.
+if ! command -v node >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
