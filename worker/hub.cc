@@ -1,0 +1,300 @@
+#include "worker/hub.h"
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <exception>
+#include <utility>
+
+#include "worker/auth.h"
+
+namespace sb::worker {
+namespace {
+
+constexpr std::string_view kPhoenixTopic = "phoenix";
+constexpr std::string_view kHeartbeat = "heartbeat";
+constexpr std::string_view kJoin = "phx_join";
+constexpr std::string_view kLeave = "phx_leave";
+constexpr std::string_view kReply = "phx_reply";
+constexpr std::string_view kClose = "phx_close";
+constexpr std::string_view kError = "phx_error";
+constexpr std::string_view kPresenceState = "presence_state";
+constexpr std::string_view kPresenceDiff = "presence_diff";
+
+constexpr std::string_view kOk = "ok";
+constexpr std::string_view kEmpty = "{}";
+
+// Events only the server may send; a client sending one is answered, never relayed.
+bool IsReserved(std::string_view event) {
+  return event == kReply || event == kClose || event == kError || event == kPresenceState ||
+         event == kPresenceDiff || event == kHeartbeat;
+}
+
+std::string ReasonJson(std::string_view reason) {
+  std::string out = "{\"reason\":";
+  phx::AppendJsonString(out, reason);
+  out += '}';
+  return out;
+}
+
+Action Send(ConnId conn, std::string data) {
+  return Action{.kind = Action::Kind::kSend, .conn = conn, .data = std::move(data)};
+}
+
+Action Fanout(std::string_view topic, ConnId except, std::string data, bool binary = false) {
+  return Action{.kind = Action::Kind::kFanout,
+                .conn = except,
+                .topic = std::string(topic),
+                .data = std::move(data),
+                .binary = binary};
+}
+
+void ReplyError(ConnId conn, const phx::Message& msg, const std::optional<std::string>& join_ref,
+                std::string_view reason, std::vector<Action>* out) {
+  out->push_back(
+      Send(conn, phx::EncodeReply(join_ref, msg.ref, msg.topic, "error", ReasonJson(reason))));
+}
+
+// phx_close for a channel: [jr, jr, topic, "phx_close", {}]. A channel joined
+// with a null join_ref (Phoenix allows it) closes with [null, null, ...].
+std::string CloseFrame(const std::optional<std::string>& join_ref, std::string_view topic) {
+  return join_ref ? phx::EncodeChannelEvent(*join_ref, topic, kClose)
+                  : phx::EncodePush(std::nullopt, topic, kClose, kEmpty);
+}
+
+// What a join's payload asks for: {"presence": {"key": "...", "meta": {...}}}.
+struct PresenceRequest {
+  std::string key;
+  std::string meta_json;  // "" when absent
+};
+enum class PresenceParse { kNone, kTrack, kInvalid };
+
+PresenceParse ParseJoinPresence(std::string_view payload, PresenceRequest* request) {
+  // Boost.JSON throws only on allocation failure; a join that cannot be
+  // parsed for that reason is refused like a malformed one.
+  try {
+    boost::json::parse_options options;
+    options.max_depth = phx::kMaxJsonDepth;  // the decoder let this depth through
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(
+        boost::json::string_view(payload.data(), payload.size()), ec, {}, options);
+    // A payload that is not an object carries no join params to read.
+    if (ec || !v.is_object()) return PresenceParse::kNone;
+    const boost::json::value* presence = v.get_object().if_contains("presence");
+    if (presence == nullptr) return PresenceParse::kNone;
+    if (!presence->is_object()) return PresenceParse::kInvalid;
+    const boost::json::value* key = presence->get_object().if_contains("key");
+    if (key == nullptr || !key->is_string() || key->get_string().empty()) {
+      return PresenceParse::kInvalid;
+    }
+    request->key = std::string(key->get_string());
+    const boost::json::value* meta = presence->get_object().if_contains("meta");
+    if (meta != nullptr) {
+      if (!meta->is_object()) return PresenceParse::kInvalid;
+      request->meta_json = boost::json::serialize(meta->get_object());
+    }
+    return PresenceParse::kTrack;
+  } catch (const std::exception&) {
+    return PresenceParse::kInvalid;
+  }
+}
+
+}  // namespace
+
+Hub::Hub(HubLimits limits, std::string ref_prefix)
+    : limits_(limits), ref_prefix_(std::move(ref_prefix)) {}
+
+void Hub::Connect(ConnId conn, std::optional<Identity> identity) {
+  std::unique_ptr<const std::vector<std::string>> patterns;
+  if (identity) {
+    patterns =
+        std::make_unique<const std::vector<std::string>>(std::move(identity->topic_patterns));
+  }
+  conns_.try_emplace(conn, std::move(patterns), limits_);
+}
+
+void Hub::Handle(ConnId id, const phx::Message& msg, int64_t now_ms, std::vector<Action>* out) {
+  // Heartbeats are answered whatever the socket's state or rate: they are
+  // what keeps phoenix.js from reconnecting.
+  if (msg.topic == kPhoenixTopic && msg.event == kHeartbeat) {
+    out->push_back(Send(id, phx::EncodeReply(msg.join_ref, msg.ref, msg.topic, kOk, kEmpty)));
+    return;
+  }
+  auto it = conns_.find(id);
+  if (it == conns_.end()) return;
+  Conn& conn = it->second;
+  if (!conn.rate.Allow(now_ms)) {
+    ++stats_.rate_limited;
+    if (msg.event == kJoin) ++stats_.joins_refused;
+    ReplyError(id, msg, msg.join_ref, "rate limited", out);
+    return;
+  }
+  if (msg.event == kJoin) return HandleJoin(id, conn, msg, out);
+  if (msg.event == kLeave) return HandleLeave(id, conn, msg, out);
+  if (IsReserved(msg.event)) {
+    ++stats_.reserved_refused;
+    ReplyError(id, msg, msg.join_ref, "reserved event", out);
+    return;
+  }
+  HandlePush(id, conn, msg, out);
+}
+
+void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector<Action>* out) {
+  auto refuse = [&](std::string_view reason) {
+    ++stats_.joins_refused;
+    ReplyError(id, msg, msg.join_ref, reason, out);
+  };
+  // Checks that need nothing but the request come first, so a refused join
+  // changes nothing (a refused rejoin keeps the channel it would replace).
+  if (conn.topic_patterns && !TopicAllowed(*conn.topic_patterns, msg.topic)) {
+    return refuse("unauthorized");
+  }
+  PresenceRequest presence;
+  // A binary payload is raw bytes, not join params.
+  PresenceParse parse =
+      msg.binary ? PresenceParse::kNone : ParseJoinPresence(msg.payload, &presence);
+  if (parse == PresenceParse::kInvalid) return refuse("invalid presence");
+
+  // Last join wins (Phoenix's duplicate join): the old channel closes first,
+  // so it does not count against the limit below.
+  if (int old = FindJoined(conn, msg.topic); old >= 0) {
+    out->push_back(Send(id, CloseFrame(conn.joined[old].join_ref, msg.topic)));
+    Unsubscribe(id, conn, static_cast<size_t>(old), id, out);
+  }
+  if (conn.joined.size() >= limits_.max_topics_per_socket) {
+    return refuse("too many channels joined");
+  }
+
+  auto topic_it = topics_.find(msg.topic);
+  if (topic_it == topics_.end()) topic_it = topics_.emplace(msg.topic, Topic{}).first;
+  Topic& topic = topic_it->second;
+  topic.subscribers.push_back(id);
+  Joined& joined = conn.joined.emplace_back(Joined{.topic = &*topic_it, .join_ref = msg.join_ref});
+  ++stats_.joins_ok;
+  out->push_back(Send(id, phx::EncodeReply(msg.join_ref, msg.ref, msg.topic, kOk, kEmpty)));
+
+  std::optional<std::string> diff;
+  if (parse == PresenceParse::kTrack) {
+    uint64_t seq = next_presence_seq_++;
+    if (!topic.presence) topic.presence = std::make_unique<Presence>();
+    Result<std::string> tracked =
+        topic.presence->Track(presence.key, PresenceRef(seq), presence.meta_json);
+    // The meta was checked to be an object above; only an allocation failure
+    // gets here, and the join then stands without presence.
+    if (tracked.ok()) {
+      joined.presence_key = std::move(presence.key);
+      joined.presence_seq = seq;
+      diff = std::move(tracked).value();
+    }
+  }
+  // Always, even "{}": phoenix.js holds every presence_diff back until a
+  // state arrives for the current join_ref. The joiner's own meta is in it.
+  std::string state = topic.presence ? topic.presence->StateJson() : std::string(kEmpty);
+  out->push_back(Send(id, phx::EncodePush(msg.join_ref, msg.topic, kPresenceState, state)));
+  // To everyone, the joiner included, as Phoenix does; phoenix.js ignores the
+  // meta it already has from the state by its phx_ref.
+  if (diff)
+    out->push_back(Fanout(msg.topic, 0, phx::EncodeBroadcast(msg.topic, kPresenceDiff, *diff)));
+}
+
+void Hub::HandleLeave(ConnId id, Conn& conn, const phx::Message& msg, std::vector<Action>* out) {
+  int index = FindJoined(conn, msg.topic);
+  if (index < 0) {
+    // Phoenix answers ok: the channel is gone either way.
+    out->push_back(Send(id, phx::EncodeReply(msg.join_ref, msg.ref, msg.topic, kOk, kEmpty)));
+    return;
+  }
+  Joined& joined = conn.joined[index];
+  if (msg.join_ref && msg.join_ref != joined.join_ref) {
+    ++stats_.stale_dropped;
+    return;
+  }
+  ++stats_.leaves;
+  out->push_back(Send(id, phx::EncodeReply(joined.join_ref, msg.ref, msg.topic, kOk, kEmpty)));
+  out->push_back(Send(id, CloseFrame(joined.join_ref, msg.topic)));
+  Unsubscribe(id, conn, static_cast<size_t>(index), id, out);
+}
+
+void Hub::HandlePush(ConnId id, Conn& conn, const phx::Message& msg, std::vector<Action>* out) {
+  int index = FindJoined(conn, msg.topic);
+  if (index < 0) {
+    ++stats_.unmatched;
+    ReplyError(id, msg, std::nullopt, "unmatched topic", out);
+    return;
+  }
+  const Joined& joined = conn.joined[index];
+  if (msg.join_ref && msg.join_ref != joined.join_ref) {
+    ++stats_.stale_dropped;
+    return;
+  }
+  ++stats_.broadcasts;
+  if (msg.binary) {
+    // Names from a decoded binary message fit the u8 lengths; an encoding
+    // failure ("") would mean the message was built elsewhere, and an empty
+    // frame is never relayed.
+    std::string frame = phx::EncodeBinaryBroadcast(msg.topic, msg.event, msg.payload);
+    if (!frame.empty()) out->push_back(Fanout(msg.topic, id, std::move(frame), /*binary=*/true));
+  } else {
+    out->push_back(Fanout(msg.topic, id, phx::EncodeBroadcast(msg.topic, msg.event, msg.payload)));
+  }
+  // The channel's join_ref, as Phoenix replies; it differs from the
+  // message's only when the client sent null.
+  out->push_back(Send(id, phx::EncodeReply(joined.join_ref, msg.ref, msg.topic, kOk, kEmpty)));
+}
+
+void Hub::Disconnect(ConnId id, std::vector<Action>* out) {
+  auto it = conns_.find(id);
+  if (it == conns_.end()) return;
+  Conn& conn = it->second;
+  while (!conn.joined.empty()) Unsubscribe(id, conn, conn.joined.size() - 1, id, out);
+  conns_.erase(it);
+}
+
+const std::vector<ConnId>* Hub::Subscribers(std::string_view topic) const {
+  auto it = topics_.find(topic);
+  return it == topics_.end() ? nullptr : &it->second.subscribers;
+}
+
+int Hub::FindJoined(const Conn& conn, std::string_view topic) {
+  for (size_t i = 0; i < conn.joined.size(); ++i) {
+    if (conn.joined[i].topic->first == topic) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+void Hub::Unsubscribe(ConnId id, Conn& conn, size_t index, ConnId except,
+                      std::vector<Action>* out) {
+  Joined joined = std::move(conn.joined[index]);
+  // A socket's channels have no order; the last one fills the hole.
+  if (index + 1 != conn.joined.size()) conn.joined[index] = std::move(conn.joined.back());
+  conn.joined.pop_back();
+
+  const std::string& name = joined.topic->first;
+  Topic& topic = joined.topic->second;
+  auto& subs = topic.subscribers;
+  if (auto pos = std::find(subs.begin(), subs.end(), id); pos != subs.end()) subs.erase(pos);
+  if (joined.presence_seq != 0 && topic.presence) {
+    // A socket tracks at most one meta per channel, so this single leave is
+    // the whole of its presence_diff for the topic.
+    if (auto diff =
+            topic.presence->Untrack(joined.presence_key, PresenceRef(joined.presence_seq))) {
+      out->push_back(Fanout(name, except, phx::EncodeBroadcast(name, kPresenceDiff, *diff)));
+    }
+    if (topic.presence->empty()) topic.presence.reset();
+  }
+  // Erased through an iterator: `name` lives in the node being erased.
+  if (subs.empty() && !topic.presence) topics_.erase(topics_.find(name));
+}
+
+std::string Hub::PresenceRef(uint64_t seq) const {
+  char digits[16];
+  size_t n = 0;
+  do {
+    digits[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[seq % 36];
+    seq /= 36;
+  } while (seq != 0);
+  std::string ref = ref_prefix_;
+  while (n > 0) ref += digits[--n];
+  return ref;
+}
+
+}  // namespace sb::worker
