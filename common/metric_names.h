@@ -83,4 +83,61 @@ inline constexpr std::string_view kDaemonResidentMemoryBytes =
 // sample. A busy or blocked loop shows here; an idle one stays near 0.
 inline constexpr std::string_view kEventLoopLagSeconds = "switchboard_event_loop_lag_seconds";
 
+// --- Gateway shard (switchboard-worker; label shard) -------------------------
+// Counters and gauges are read at scrape time from the shard's own atomics,
+// so a scrape always sees the current values.
+
+inline constexpr std::string_view kLabelShard = "shard";
+// Gauge: open WebSocket connections (upgraded, not yet closed).
+inline constexpr std::string_view kWorkerConnections = "switchboard_worker_connections";
+// Counter: TCP connections accepted (before the HTTP upgrade).
+inline constexpr std::string_view kWorkerConnectionsAcceptedTotal =
+    "switchboard_worker_connections_accepted_total";
+// Counter, label reason: HTTP requests answered without an upgrade.
+// not_found, bad_request, method_not_allowed, forbidden (bad vsn),
+// unauthorized (token), overloaded (max connections), draining, timeout
+// (no complete request within the handshake timeout). /healthz is not counted.
+inline constexpr std::string_view kWorkerUpgradesRefusedTotal =
+    "switchboard_worker_upgrades_refused_total";
+// Counter, label result (ok, refused): phx_join requests and their outcome.
+inline constexpr std::string_view kWorkerJoinsTotal = "switchboard_worker_joins_total";
+inline constexpr std::string_view kLabelResult = "result";
+// Counters: WebSocket messages (data and control) and bytes, both ways.
+// Bytes count everything on the socket, HTTP included.
+inline constexpr std::string_view kWorkerFramesReceivedTotal =
+    "switchboard_worker_frames_received_total";
+inline constexpr std::string_view kWorkerFramesSentTotal = "switchboard_worker_frames_sent_total";
+inline constexpr std::string_view kWorkerReceivedBytesTotal =
+    "switchboard_worker_received_bytes_total";
+inline constexpr std::string_view kWorkerSentBytesTotal = "switchboard_worker_sent_bytes_total";
+// Counter: client events relayed to a topic (one per accepted publish).
+inline constexpr std::string_view kWorkerBroadcastsTotal = "switchboard_worker_broadcasts_total";
+// Counter: broadcast frames queued to a recipient socket (one per recipient;
+// presence diffs included).
+inline constexpr std::string_view kWorkerDeliveriesTotal = "switchboard_worker_deliveries_total";
+// Counter, label reason: WebSocket connections closed, by why.
+inline constexpr std::string_view kWorkerClosesTotal = "switchboard_worker_closes_total";
+// Counter, label reason: client messages refused or dropped without closing
+// the socket (rate_limited, unmatched_topic, reserved_event, stale_join_ref).
+inline constexpr std::string_view kWorkerRejectedMessagesTotal =
+    "switchboard_worker_rejected_messages_total";
+// Gauges, bytes: the client outbound queues (bytes waiting for the kernel to
+// take them): their sum over all sockets, and the largest one (sampled every
+// housekeeping tick, 250 ms). A slow consumer shows in the second.
+inline constexpr std::string_view kWorkerClientQueueBytes = "switchboard_worker_client_queue_bytes";
+inline constexpr std::string_view kWorkerClientQueueMaxBytes =
+    "switchboard_worker_client_queue_max_bytes";
+// Histogram, seconds: from reading a client's message to handing its
+// broadcast frame to the kernel (or to the queue of a socket whose kernel
+// buffer is full) for every local recipient: the shard's share of
+// publish → deliver latency.
+inline constexpr std::string_view kWorkerDeliverLatencySeconds =
+    "switchboard_worker_deliver_latency_seconds";
+inline constexpr std::array<double, 14> kWorkerDeliverLatencyBuckets = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.0025,  0.005,    0.01,    0.025,  0.05,    0.1,    0.25};
+// Gauge, bytes: the shard's resident set size (sampled every housekeeping tick).
+inline constexpr std::string_view kWorkerResidentMemoryBytes =
+    "switchboard_worker_resident_memory_bytes";
+
 }  // namespace sb::metrics

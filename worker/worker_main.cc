@@ -1,81 +1,198 @@
-// switchboard-worker: a gateway shard. For now a stand-in that does what the
-// supervisor expects of a shard: it takes the listening socket it inherited
-// (LISTEN_FDS) or binds --listen itself, reports READY=1, answers every
-// connection with HTTP 503 (the WebSocket gateway is not built yet), and
-// exits 0 on SIGTERM.
+// switchboard-worker: a gateway shard. Clients connect with the Phoenix
+// Channels v2 protocol over WebSocket (docs/WORKER.md). main() parses flags,
+// takes the inherited listening socket (LISTEN_FDS) or binds --listen, wires
+// the loop, the gateway and the metrics endpoint, reports READY=1 and on
+// SIGTERM drains (close 1012) and exits 0.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <fstream>
+#include <sstream>
 
 #include "common/event_loop.h"
 #include "common/exit_codes.h"
 #include "common/listen_fds.h"
 #include "common/log.h"
+#include "common/metrics_endpoint.h"
 #include "common/sd_notify.h"
 #include "common/signal_fd.h"
 #include "common/unique_fd.h"
+#include "worker/gateway.h"
+#include "worker/worker_metrics.h"
+
+namespace {
+
+constexpr char kProgram[] = "switchboard-worker";
+
+// "host:port" or "port" (host 127.0.0.1) → a bound, listening socket.
+sb::Result<sb::UniqueFd> Listen(const std::string& spec) {
+  std::string host = "127.0.0.1", port = spec;
+  if (size_t colon = spec.rfind(':'); colon != std::string::npos) {
+    host = spec.substr(0, colon);
+    port = spec.substr(colon + 1);
+  }
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  char* end = nullptr;
+  long p = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p < 0 || p > 65535 ||
+      ::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
+    return sb::Status::InvalidConfig("--listen " + spec + ": expected IPv4-address:port");
+  }
+  a.sin_port = htons(static_cast<uint16_t>(p));
+  sb::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (!fd.valid() || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 ||
+      ::listen(fd.get(), 4096) < 0) {
+    return sb::Status::IoError("listen on " + spec + ": " + strerror(errno));
+  }
+  return fd;
+}
+
+std::string BoundAddress(int fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0 || a.sin_family != AF_INET) {
+    return "inherited socket";
+  }
+  char ip[INET_ADDRSTRLEN] = {};
+  ::inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
+  return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
+}
+
+// Presence phx_refs must stay unique across shards and restarts.
+std::string RefPrefix(const std::string& shard) {
+  uint32_t r = 0;
+  if (::getrandom(&r, sizeof r, 0) != sizeof r) r = static_cast<uint32_t>(::getpid());
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%08x", r);
+  return shard + "." + buf + ".";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"switchboard-worker: gateway shard (placeholder)"};
-  std::string shard = "0";
-  int port = 0;
-  app.add_option("--shard", shard, "shard index");
-  app.add_option("--listen", port, "port to bind on 127.0.0.1 when no socket is inherited");
+  CLI::App app{"switchboard-worker: a gateway shard (Phoenix Channels v2 over WebSocket)"};
+  std::string shard = "0", listen, metrics_listen, secret_file;
+  double idle_s = 60, shutdown_s = 5;
+  sb::worker::GatewayOptions opt;
+  rlimit nofile{};
+  ::getrlimit(RLIMIT_NOFILE, &nofile);
+  opt.max_connections = nofile.rlim_cur > 128 ? nofile.rlim_cur - 64 : 64;
+  app.add_option("--shard", shard, "shard index (logs, metrics label)");
+  app.add_option("--listen", listen, "HOST:PORT to bind when no socket is inherited (port 0: any)");
+  app.add_option("--metrics", metrics_listen, "HOST:PORT for Prometheus /metrics (port 0: any)");
+  app.add_option("--idle-timeout", idle_s, "seconds without a frame before a socket is closed")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-frame", opt.max_frame_bytes, "largest inbound message, bytes")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{126}, size_t{1} << 30));
+  app.add_option("--max-topics", opt.hub.max_topics_per_socket, "joined topics per socket")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-outbound", opt.max_outbound_bytes, "bytes queued to one socket")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 32));
+  app.add_option("--rate", opt.hub.messages_per_second, "messages/s per socket (0: unlimited)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--burst", opt.hub.message_burst, "rate limiter bucket size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-connections", opt.max_connections, "WebSocket connections; beyond: 503")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--token-secret-file", secret_file, "HS256 secret: turns token auth on")
+      ->check(CLI::ExistingFile);
+  app.add_option("--shutdown-timeout", shutdown_s, "seconds to wait for clients on SIGTERM")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
-  sb::InitLogging("switchboard-worker");
+  sb::InitLogging(kProgram);
 
-  auto fds = sb::TakeListenFds();
+  opt.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle_s * 1000));
+  opt.shutdown_timeout = std::chrono::milliseconds(static_cast<int64_t>(shutdown_s * 1000));
+  opt.ref_prefix = RefPrefix(shard);
+  if (!secret_file.empty()) {
+    std::ifstream in(secret_file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string secret = ss.str();
+    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+    if (!in || secret.empty()) {
+      sb::PrintFatal(kProgram, "read the token secret " + secret_file, "empty or unreadable");
+      return sb::kExitUsage;
+    }
+    opt.token_secret = std::move(secret);
+  }
+
+  auto inherited = sb::TakeListenFds();
   sb::UniqueFd own;
-  int listen_fd = fds.empty() ? -1 : fds.front().fd;
-  if (listen_fd < 0 && port > 0) {
-    own.Reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    int one = 1;
-    ::setsockopt(own.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(own.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 ||
-        ::listen(own.get(), 1024) < 0) {
-      sb::PrintFatal("switchboard-worker", "listen on port " + std::to_string(port),
-                     strerror(errno));
+  int listen_fd = inherited.empty() ? -1 : inherited.front().fd;
+  if (listen_fd < 0) {
+    if (listen.empty()) {
+      sb::PrintFatal(kProgram, "serve", "no inherited socket (LISTEN_FDS) and no --listen");
+      return sb::kExitUsage;
+    }
+    auto fd = Listen(listen);
+    if (!fd.ok()) {
+      sb::PrintFatal(kProgram, "listen", fd.status().message());
       return sb::kExitFailure;
     }
+    own = std::move(fd.value());
     listen_fd = own.get();
   }
+  // Shards share one listening socket: accept must never block a shard
+  // that lost the race for a connection.
+  ::fcntl(listen_fd, F_SETFL, ::fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
 
-  // Every shard waits on the same listening socket: one connection wakes
-  // them all and only one gets it. A blocking accept() would leave the
-  // others stuck in the kernel where SIGTERM (read through a signalfd)
-  // cannot reach them.
-  if (listen_fd >= 0) ::fcntl(listen_fd, F_SETFL, ::fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
-
-  auto loop = sb::EventLoop::Create();
-  if (!loop.ok()) return sb::kExitFailure;
+  // Signals first: the metrics threads inherit the blocked mask.
   auto sfd = sb::BlockSignalsToFd({SIGTERM, SIGINT});
-  if (!sfd.ok()) return sb::kExitFailure;
-  (void)loop.value()->Add(sfd->get(), EPOLLIN, [&](uint32_t) { loop.value()->Stop(sb::kExitOk); });
-  if (listen_fd >= 0) {
-    (void)loop.value()->Add(listen_fd, EPOLLIN, [&](uint32_t) {
-      int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-      if (c < 0) return;
-      static const char kReply[] =
-          "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-      ssize_t n = ::send(c, kReply, sizeof kReply - 1, MSG_NOSIGNAL);
-      (void)n;
-      ::close(c);
-    });
+  auto loop = sb::EventLoop::Create();
+  if (!sfd.ok() || !loop.ok()) {
+    sb::PrintFatal(kProgram, "set up the event loop",
+                   !sfd.ok() ? sfd.status().message() : loop.status().message());
+    return sb::kExitFailure;
   }
-  spdlog::info("shard {} ready ({} inherited socket(s))", shard, fds.size());
+  sb::worker::WorkerMetrics metrics(shard);
+  std::unique_ptr<sb::MetricsEndpoint> endpoint;
+  if (!metrics_listen.empty()) {
+    auto ep = sb::MetricsEndpoint::Create(metrics_listen);
+    if (!ep.ok()) {
+      sb::PrintFatal(kProgram, "serve metrics", ep.status().message());
+      return sb::kExitFailure;
+    }
+    endpoint = std::move(ep.value());
+    endpoint->Register(metrics.collectable());
+  }
+  auto gateway = sb::worker::Gateway::Create(loop->get(), listen_fd, opt, &metrics);
+  if (!gateway.ok()) {
+    sb::PrintFatal(kProgram, "serve", gateway.status().message());
+    return sb::kExitFailure;
+  }
+  sb::EventLoop* l = loop->get();
+  sb::worker::Gateway* g = gateway->get();
+  (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
+    int sig = sb::ReadSignal(sfd->get());
+    if (sig == 0) return;
+    spdlog::info("shard {}: signal {}: draining {} connection(s)", shard, sig, g->connections());
+    g->Drain([l] { l->Stop(sb::kExitOk); });
+  });
+
+  spdlog::info("shard {}: listening on {}", shard, BoundAddress(listen_fd));
+  if (endpoint) spdlog::info("shard {}: metrics on 127.0.0.1:{}", shard, endpoint->port());
   sb::SdNotify("READY=1");
-  int rc = loop.value()->Run();
-  spdlog::info("shard {} stopping", shard);
+  int rc = l->Run();
+  spdlog::info("shard {}: stopped", shard);
   return rc;
 }

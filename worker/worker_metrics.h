@@ -1,0 +1,99 @@
+// WorkerMetrics: what a shard counts, and the collectable that shows it.
+//
+// Owns: the shard's counters and gauges as relaxed atomics, a fixed-bucket
+// latency histogram, and a prometheus-cpp Collectable that turns them into
+// metric families at scrape time (on a civetweb thread). Why not
+// prometheus-cpp's own Counter objects: their Increment is a
+// compare-and-swap loop on a double, paid on the hot path; here the loop
+// thread adds integers (once per batch, e.g. once per broadcast for all its
+// deliveries) and scrapes read them as they are, with no lag.
+// Does not: serve HTTP (common/metrics_endpoint) or decide anything.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace prometheus {
+class Collectable;
+}
+
+namespace sb::worker {
+
+enum class CloseReason : uint8_t {
+  kClient,           // the client closed (close frame or EOF)
+  kIdleTimeout,      // nothing received for --idle-timeout
+  kSlowConsumer,     // outbound queue over --max-outbound
+  kProtocolError,    // RFC 6455 violation (1002)
+  kInvalidPayload,   // not a Phoenix message / invalid UTF-8 (1007)
+  kTooBig,           // message over --max-frame (1009)
+  kUnsupportedData,  // binary message of a kind a client may not send (1003)
+  kShutdown,         // SIGTERM drain (1012)
+  kIoError,          // the socket failed (reset, write error)
+  kCount
+};
+
+enum class Refusal : uint8_t {
+  kNotFound,
+  kBadRequest,
+  kMethodNotAllowed,
+  kForbidden,
+  kUnauthorized,
+  kOverloaded,
+  kDraining,
+  kTimeout,
+  kCount
+};
+
+enum class Rejection : uint8_t {
+  kRateLimited,
+  kUnmatchedTopic,
+  kReservedEvent,
+  kStaleJoinRef,
+  kCount
+};
+
+struct WorkerCounters {
+  template <typename T>
+  using A = std::atomic<T>;
+  A<uint64_t> connections_accepted{0};
+  A<int64_t> connections{0};
+  A<uint64_t> frames_received{0}, frames_sent{0}, bytes_received{0}, bytes_sent{0};
+  A<uint64_t> broadcasts{0}, deliveries{0};
+  A<uint64_t> joins_ok{0}, joins_refused{0};
+  std::array<A<uint64_t>, static_cast<size_t>(CloseReason::kCount)> closes{};
+  std::array<A<uint64_t>, static_cast<size_t>(Refusal::kCount)> refusals{};
+  std::array<A<uint64_t>, static_cast<size_t>(Rejection::kCount)> rejections{};
+  A<int64_t> client_queue_bytes{0}, client_queue_max_bytes{0}, resident_bytes{0};
+  A<int64_t> loop_lag_ns{0};
+};
+
+class WorkerMetrics {
+ public:
+  explicit WorkerMetrics(std::string shard);
+  ~WorkerMetrics();
+
+  WorkerCounters& counters() { return *counters_; }
+  // Adds one observation to the deliver-latency histogram.
+  void ObserveDeliverLatency(int64_t nanoseconds);
+  // For MetricsEndpoint::Register.
+  std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
+
+  struct Histogram;  // fixed buckets of atomics (worker_metrics.cc)
+
+  void AddClose(CloseReason r) { Add(counters_->closes, r); }
+  void AddRefusal(Refusal r) { Add(counters_->refusals, r); }
+
+ private:
+  template <typename Arr, typename E>
+  static void Add(Arr& a, E e) {
+    a[static_cast<size_t>(e)].fetch_add(1, std::memory_order_relaxed);
+  }
+  std::shared_ptr<WorkerCounters> counters_;
+  std::shared_ptr<prometheus::Collectable> collectable_;
+  std::shared_ptr<Histogram> latency_;
+};
+
+}  // namespace sb::worker
