@@ -1,0 +1,118 @@
+'use strict';
+// Small building blocks shared by the suite: bounded waits, a queue that
+// tests take messages from, and a scope that closes what a test opened.
+
+const DEFAULT_TIMEOUT_MS = 10000;
+
+// Resolves or rejects like `promise`, or rejects after `ms` naming `what`.
+function withTimeout(promise, ms, what) {
+  let timer;
+  const expiry = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, expiry]).finally(() => clearTimeout(timer));
+}
+
+// Polls `check` (sync or async) until it returns a truthy value, which is
+// returned. Only for conditions no event announces (metrics, process state).
+async function waitUntil(check, { timeout = DEFAULT_TIMEOUT_MS, interval = 50, what = 'a condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() >= deadline) {
+      const detail = last instanceof Error ? ` (last error: ${last.message})` : '';
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}${detail}`);
+    }
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}
+
+function delay(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// A queue of received items. `take(pred)` removes and returns the first
+// queued item matching `pred`, or waits (bounded) for one to arrive. Items no
+// waiter wants stay queued; `all` keeps everything ever received.
+class Inbox {
+  constructor() {
+    this.items = [];
+    this.all = [];
+    this.waiters = [];
+  }
+
+  push(item) {
+    this.all.push(item);
+    const i = this.waiters.findIndex((w) => w.pred(item));
+    if (i >= 0) {
+      const [w] = this.waiters.splice(i, 1);
+      w.resolve(item);
+    } else {
+      this.items.push(item);
+    }
+  }
+
+  take(pred = () => true, { timeout = DEFAULT_TIMEOUT_MS, what = 'a message' } = {}) {
+    const i = this.items.findIndex(pred);
+    if (i >= 0) return Promise.resolve(this.items.splice(i, 1)[0]);
+    let waiter;
+    const p = new Promise((resolve) => {
+      waiter = { pred, resolve };
+      this.waiters.push(waiter);
+    });
+    return withTimeout(p, timeout, what).catch((e) => {
+      const j = this.waiters.indexOf(waiter);
+      if (j >= 0) this.waiters.splice(j, 1);
+      throw e;
+    });
+  }
+
+  // True if any item ever received matches.
+  seen(pred) {
+    return this.all.some(pred);
+  }
+
+  clear() {
+    this.items = [];
+    this.all = [];
+  }
+}
+
+// Closes registered resources in reverse order when the test ends.
+class Scope {
+  constructor() {
+    this.closers = [];
+  }
+
+  add(close) {
+    this.closers.push(close);
+  }
+
+  async close() {
+    let first = null;
+    while (this.closers.length > 0) {
+      const close = this.closers.pop();
+      try {
+        await close();
+      } catch (e) {
+        if (!first) first = e;
+      }
+    }
+    if (first) throw first;
+  }
+}
+
+// A scope closed by the test context `t` once the test is over.
+function scopeFor(t) {
+  const scope = new Scope();
+  t.after(() => scope.close());
+  return scope;
+}
+
+module.exports = { DEFAULT_TIMEOUT_MS, withTimeout, waitUntil, delay, Inbox, Scope, scopeFor };
