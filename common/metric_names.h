@@ -99,7 +99,8 @@ inline constexpr std::string_view kWorkerConnectionsAcceptedTotal =
 // (no complete request within the handshake timeout). /healthz is not counted.
 inline constexpr std::string_view kWorkerUpgradesRefusedTotal =
     "switchboard_worker_upgrades_refused_total";
-// Counter, label result (ok, refused): phx_join requests and their outcome.
+// Counter, label result: phx_join requests and their outcome: ok, or refused
+// as unauthorized, too_many_topics, invalid_presence, rate_limited.
 inline constexpr std::string_view kWorkerJoinsTotal = "switchboard_worker_joins_total";
 inline constexpr std::string_view kLabelResult = "result";
 // Counters: WebSocket messages (data and control) and bytes, both ways.

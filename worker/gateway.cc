@@ -537,7 +537,10 @@ void Gateway::Settle() {
   }
   const Hub::Stats& s = hub_.stats();
   counters_.joins_ok.store(s.joins_ok, std::memory_order_relaxed);
-  counters_.joins_refused.store(s.joins_refused, std::memory_order_relaxed);
+  counters_.joins_unauthorized.store(s.joins_unauthorized, std::memory_order_relaxed);
+  counters_.joins_too_many.store(s.joins_too_many, std::memory_order_relaxed);
+  counters_.joins_invalid_presence.store(s.joins_invalid_presence, std::memory_order_relaxed);
+  counters_.joins_rate_limited.store(s.joins_rate_limited, std::memory_order_relaxed);
   counters_.broadcasts.store(s.broadcasts, std::memory_order_relaxed);
   auto& r = counters_.rejections;
   r[static_cast<size_t>(Rejection::kRateLimited)].store(s.rate_limited, std::memory_order_relaxed);

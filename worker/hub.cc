@@ -124,7 +124,10 @@ void Hub::Handle(ConnId id, const phx::Message& msg, int64_t now_ms, std::vector
   Conn& conn = it->second;
   if (!conn.rate.Allow(now_ms)) {
     ++stats_.rate_limited;
-    if (msg.event == kJoin) ++stats_.joins_refused;
+    if (msg.event == kJoin) {
+      ++stats_.joins_refused;
+      ++stats_.joins_rate_limited;
+    }
     ReplyError(id, msg, msg.join_ref, "rate limited", out);
     return;
   }
@@ -139,20 +142,22 @@ void Hub::Handle(ConnId id, const phx::Message& msg, int64_t now_ms, std::vector
 }
 
 void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector<Action>* out) {
-  auto refuse = [&](std::string_view reason) {
+  auto refuse = [&](std::string_view reason, uint64_t& counter) {
     ++stats_.joins_refused;
+    ++counter;
     ReplyError(id, msg, msg.join_ref, reason, out);
   };
   // Checks that need nothing but the request come first, so a refused join
   // changes nothing (a refused rejoin keeps the channel it would replace).
   if (conn.topic_patterns && !TopicAllowed(*conn.topic_patterns, msg.topic)) {
-    return refuse("unauthorized");
+    return refuse("unauthorized", stats_.joins_unauthorized);
   }
   PresenceRequest presence;
   // A binary payload is raw bytes, not join params.
   PresenceParse parse =
       msg.binary ? PresenceParse::kNone : ParseJoinPresence(msg.payload, &presence);
-  if (parse == PresenceParse::kInvalid) return refuse("invalid presence");
+  if (parse == PresenceParse::kInvalid)
+    return refuse("invalid presence", stats_.joins_invalid_presence);
 
   // Last join wins (Phoenix's duplicate join): the old channel closes first,
   // so it does not count against the limit below.
@@ -161,7 +166,7 @@ void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector
     Unsubscribe(id, conn, static_cast<size_t>(old), id, out);
   }
   if (conn.joined.size() >= limits_.max_topics_per_socket) {
-    return refuse("too many channels joined");
+    return refuse("too many channels joined", stats_.joins_too_many);
   }
 
   auto topic_it = topics_.find(msg.topic);

@@ -52,7 +52,10 @@ class Collector : public prometheus::Collectable {
       MetricFamily& f =
           Family(out, m::kWorkerJoinsTotal, "phx_join requests by outcome", MetricType::Counter);
       AddCounter(f, {{std::string(m::kLabelResult), "ok"}}, c.joins_ok);
-      AddCounter(f, {{std::string(m::kLabelResult), "refused"}}, c.joins_refused);
+      AddCounter(f, {{std::string(m::kLabelResult), "unauthorized"}}, c.joins_unauthorized);
+      AddCounter(f, {{std::string(m::kLabelResult), "too_many_topics"}}, c.joins_too_many);
+      AddCounter(f, {{std::string(m::kLabelResult), "invalid_presence"}}, c.joins_invalid_presence);
+      AddCounter(f, {{std::string(m::kLabelResult), "rate_limited"}}, c.joins_rate_limited);
     }
     Counter(out, m::kWorkerFramesReceivedTotal, "WebSocket messages received", c.frames_received);
     Counter(out, m::kWorkerFramesSentTotal, "WebSocket frames sent", c.frames_sent);
