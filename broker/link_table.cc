@@ -1,0 +1,39 @@
+#include "broker/link_table.h"
+
+namespace sb::broker {
+
+LinkTable::Attached LinkTable::Attach(std::string_view routing_id, LinkKind kind) {
+  if (auto it = by_routing_id_.find(routing_id); it != by_routing_id_.end()) {
+    return {it->second, false};
+  }
+  LinkId id = next_id_++;
+  by_routing_id_.emplace(std::string(routing_id), id);
+  links_.emplace(id, Link{std::string(routing_id), kind});
+  return {id, true};
+}
+
+bool LinkTable::Detach(LinkId id) {
+  auto it = links_.find(id);
+  if (it == links_.end()) return false;
+  by_routing_id_.erase(it->second.routing_id);
+  links_.erase(it);
+  return true;
+}
+
+LinkId LinkTable::Find(std::string_view routing_id) const {
+  auto it = by_routing_id_.find(routing_id);
+  return it == by_routing_id_.end() ? kNoLink : it->second;
+}
+
+const std::string* LinkTable::RoutingId(LinkId id) const {
+  auto it = links_.find(id);
+  return it == links_.end() ? nullptr : &it->second.routing_id;
+}
+
+std::optional<LinkKind> LinkTable::Kind(LinkId id) const {
+  auto it = links_.find(id);
+  if (it == links_.end()) return std::nullopt;
+  return it->second.kind;
+}
+
+}  // namespace sb::broker

@@ -1,0 +1,67 @@
+// LinkTable: which ZeroMQ peer is which link, as small integer ids.
+//
+// Owns: the mapping between a ROUTER routing id (bytes chosen by the peer or
+// by libzmq) and a LinkId, and each link's kind. Every other broker table
+// (interests, queues, presence, liveness) is keyed by LinkId, not by routing
+// id: a 4-byte integer hashes and compares in one instruction, keeps those
+// tables' entries small, and leaves the byte strings in one place.
+// Does not: touch sockets, decide when a link is dead, or remove a link's
+// state from the other tables — whoever detaches a link removes it from every
+// table in the same loop turn. Plain data on the broker's loop thread.
+//
+// Shard links and peer-broker links are one kind of link (LinkKind says
+// which), so routing, credit and metrics have one code path for both.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "broker/string_map.h"
+
+namespace sb::broker {
+
+// Ids are handed out in increasing order and never reused within one broker
+// run, so a reference to a detached link kept anywhere (a deferred action, a
+// metric label) can never reach the link that replaced it. 2^32 attaches per
+// run are out of reach.
+using LinkId = uint32_t;
+inline constexpr LinkId kNoLink = 0;
+
+enum class LinkKind : uint8_t {
+  kShard,  // a gateway shard of this node
+  kPeer,   // the broker of another node (one hop: never forwarded further)
+};
+
+class LinkTable {
+ public:
+  struct Attached {
+    LinkId id;
+    bool added;  // false: the routing id was already attached (id and kind unchanged)
+  };
+  // Attaches `routing_id` (non-empty) as a link of `kind`.
+  Attached Attach(std::string_view routing_id, LinkKind kind);
+  // Forgets the link. False if it was not attached.
+  bool Detach(LinkId id);
+
+  // kNoLink if `routing_id` is not attached.
+  LinkId Find(std::string_view routing_id) const;
+  // nullptr / nullopt if `id` is not attached.
+  const std::string* RoutingId(LinkId id) const;
+  std::optional<LinkKind> Kind(LinkId id) const;
+
+  size_t size() const { return links_.size(); }
+
+ private:
+  struct Link {
+    std::string routing_id;
+    LinkKind kind;
+  };
+  LinkId next_id_ = 1;
+  std::unordered_map<LinkId, Link> links_;
+  StringMap<LinkId> by_routing_id_;
+};
+
+}  // namespace sb::broker

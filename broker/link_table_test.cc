@@ -1,0 +1,65 @@
+// LinkTable: routing ids to link ids, never reused.
+
+#include "broker/link_table.h"
+
+#include <gtest/gtest.h>
+
+namespace sb::broker {
+namespace {
+
+TEST(LinkTableTest, AttachGivesNonzeroIdsAndFindsThemBack) {
+  LinkTable t;
+  auto a = t.Attach("shard.0", LinkKind::kShard);
+  auto b = t.Attach("node-b", LinkKind::kPeer);
+  EXPECT_TRUE(a.added);
+  EXPECT_TRUE(b.added);
+  EXPECT_NE(a.id, kNoLink);
+  EXPECT_NE(b.id, kNoLink);
+  EXPECT_NE(a.id, b.id);
+  EXPECT_EQ(t.Find("shard.0"), a.id);
+  EXPECT_EQ(t.Find("node-b"), b.id);
+  EXPECT_EQ(t.Find("nobody"), kNoLink);
+  EXPECT_EQ(*t.RoutingId(a.id), "shard.0");
+  EXPECT_EQ(t.Kind(a.id), LinkKind::kShard);
+  EXPECT_EQ(t.Kind(b.id), LinkKind::kPeer);
+  EXPECT_EQ(t.size(), 2u);
+}
+
+TEST(LinkTableTest, AttachingAnAttachedRoutingIdKeepsItsIdAndKind) {
+  LinkTable t;
+  auto a = t.Attach("shard.0", LinkKind::kShard);
+  auto again = t.Attach("shard.0", LinkKind::kPeer);
+  EXPECT_FALSE(again.added);
+  EXPECT_EQ(again.id, a.id);
+  EXPECT_EQ(t.Kind(a.id), LinkKind::kShard);
+  EXPECT_EQ(t.size(), 1u);
+}
+
+TEST(LinkTableTest, RoutingIdsAreBytesNotCStrings) {
+  LinkTable t;
+  std::string zmq_id("\0\x80\x00\x41", 4);  // libzmq's generated ids start with a zero byte
+  auto a = t.Attach(zmq_id, LinkKind::kShard);
+  auto b = t.Attach(std::string("\0", 1), LinkKind::kShard);
+  EXPECT_NE(a.id, b.id);
+  EXPECT_EQ(t.Find(zmq_id), a.id);
+  EXPECT_EQ(*t.RoutingId(a.id), zmq_id);
+}
+
+TEST(LinkTableTest, DetachForgetsAndIdsAreNeverReused) {
+  LinkTable t;
+  auto a = t.Attach("shard.0", LinkKind::kShard);
+  EXPECT_TRUE(t.Detach(a.id));
+  EXPECT_FALSE(t.Detach(a.id));
+  EXPECT_EQ(t.Find("shard.0"), kNoLink);
+  EXPECT_EQ(t.RoutingId(a.id), nullptr);
+  EXPECT_EQ(t.Kind(a.id), std::nullopt);
+  // The same shard coming back is a new link: state kept anywhere under the
+  // old id cannot be mistaken for the new one's.
+  auto back = t.Attach("shard.0", LinkKind::kShard);
+  EXPECT_TRUE(back.added);
+  EXPECT_NE(back.id, a.id);
+  EXPECT_EQ(t.size(), 1u);
+}
+
+}  // namespace
+}  // namespace sb::broker

@@ -1,0 +1,92 @@
+#include "broker/shard_queue.h"
+
+#include <cstdlib>
+#include <utility>
+
+namespace sb::broker {
+
+Status ValidateQueuePolicy(const QueuePolicy& policy) {
+  if (policy.max_messages == 0) return Status::InvalidConfig("queue max_messages must be > 0");
+  if (policy.max_bytes == 0) return Status::InvalidConfig("queue max_bytes must be > 0");
+  return Status::Ok();
+}
+
+ShardQueue::ShardQueue(QueuePolicy policy) : policy_(policy) {
+  // A zero bound would drop every message: a broken invariant, not input.
+  if (!ValidateQueuePolicy(policy_).ok()) std::abort();
+}
+
+void ShardQueue::DropHead() {
+  bytes_ -= queue_.front().bytes;
+  counters_.dropped_bytes += queue_.front().bytes;
+  queue_.pop_front();
+}
+
+PushResult ShardQueue::Push(QueuedMessage msg) {
+  ++counters_.pushed;
+  if (closed_) {
+    ++counters_.dropped_disconnect;
+    counters_.dropped_bytes += msg.bytes;
+    return {PushOutcome::kDisconnect, 1};
+  }
+  // Checked first: shedding the whole queue would not make room for it, so
+  // the policy must not be applied (and, under kDisconnect, one oversized
+  // message is the sender's problem, not this link's).
+  if (msg.bytes > policy_.max_bytes) {
+    ++counters_.dropped_too_large;
+    counters_.dropped_bytes += msg.bytes;
+    return {PushOutcome::kTooLarge, 0};
+  }
+  PushResult result;
+  if (!Fits(msg.bytes)) {
+    if (policy_.overload == OverloadPolicy::kDisconnect) {
+      result = {PushOutcome::kDisconnect, queue_.size() + 1};
+      counters_.dropped_disconnect += queue_.size() + 1;
+      counters_.dropped_bytes += bytes_ + msg.bytes;
+      queue_.clear();
+      queue_.shrink_to_fit();
+      bytes_ = 0;
+      closed_ = true;
+      return result;
+    }
+    result.outcome = PushOutcome::kShed;
+    while (!Fits(msg.bytes)) {
+      DropHead();
+      ++result.dropped;
+    }
+    counters_.dropped_shed += result.dropped;
+  }
+  bytes_ += msg.bytes;
+  ++counters_.enqueued;
+  queue_.push_back(std::move(msg));
+  return result;
+}
+
+void ShardQueue::Grant(uint64_t n) {
+  if (closed_) return;
+  credit_ = n > std::numeric_limits<uint64_t>::max() - credit_
+                ? std::numeric_limits<uint64_t>::max()
+                : credit_ + n;
+}
+
+size_t ShardQueue::PopSendable(std::vector<QueuedMessage>* out, size_t max) {
+  size_t n = 0;
+  while (n < max && credit_ > 0 && !queue_.empty()) {
+    QueuedMessage& head = queue_.front();
+    bytes_ -= head.bytes;
+    counters_.sent_bytes += head.bytes;
+    out->push_back(std::move(head));
+    queue_.pop_front();
+    --credit_;
+    ++n;
+  }
+  counters_.sent += n;
+  return n;
+}
+
+std::optional<int64_t> ShardQueue::oldest_enqueued_ms() const {
+  if (queue_.empty()) return std::nullopt;
+  return queue_.front().enqueued_ms;
+}
+
+}  // namespace sb::broker
