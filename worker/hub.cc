@@ -5,28 +5,26 @@
 #include <exception>
 #include <utility>
 
+#include "protocol/phoenix_events.h"
 #include "worker/auth.h"
 
 namespace sb::worker {
 namespace {
 
-constexpr std::string_view kPhoenixTopic = "phoenix";
-constexpr std::string_view kHeartbeat = "heartbeat";
-constexpr std::string_view kJoin = "phx_join";
-constexpr std::string_view kLeave = "phx_leave";
-constexpr std::string_view kReply = "phx_reply";
-constexpr std::string_view kClose = "phx_close";
-constexpr std::string_view kError = "phx_error";
-constexpr std::string_view kPresenceState = "presence_state";
-constexpr std::string_view kPresenceDiff = "presence_diff";
+using phx::kClose;
+using phx::kHeartbeat;
+using phx::kJoin;
+using phx::kLeave;
+using phx::kPhoenixTopic;
+using phx::kPresenceDiff;
+using phx::kPresenceState;
 
-constexpr std::string_view kOk = "ok";
+constexpr std::string_view kOk = phx::kStatusOk;
 constexpr std::string_view kEmpty = "{}";
 
 // Events only the server may send; a client sending one is answered, never relayed.
 bool IsReserved(std::string_view event) {
-  return event == kReply || event == kClose || event == kError || event == kPresenceState ||
-         event == kPresenceDiff || event == kHeartbeat;
+  return phx::IsServerOnlyEvent(event) || event == kHeartbeat;
 }
 
 std::string ReasonJson(std::string_view reason) {
@@ -50,8 +48,8 @@ Action Fanout(std::string_view topic, ConnId except, std::string data, bool bina
 
 void ReplyError(ConnId conn, const phx::Message& msg, const std::optional<std::string>& join_ref,
                 std::string_view reason, std::vector<Action>* out) {
-  out->push_back(
-      Send(conn, phx::EncodeReply(join_ref, msg.ref, msg.topic, "error", ReasonJson(reason))));
+  out->push_back(Send(
+      conn, phx::EncodeReply(join_ref, msg.ref, msg.topic, phx::kStatusError, ReasonJson(reason))));
 }
 
 // phx_close for a channel: [jr, jr, topic, "phx_close", {}]. A channel joined
