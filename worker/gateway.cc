@@ -329,7 +329,11 @@ void Gateway::OnMessage(Conn* c, bool binary, std::string_view payload) {
   }
   std::vector<Action> actions;
   hub_.Handle(c->id, msg, NowMs(), &actions);
+  // Only a client's own message starts the deliver-latency clock; fan-outs
+  // the shard makes itself (presence leaves of a closed socket) do not.
+  message_read_ns_ = read_time_ns_;
   Perform(actions);
+  message_read_ns_ = 0;
 }
 
 // --- Output -----------------------------------------------------------------
@@ -356,7 +360,7 @@ void Gateway::Perform(std::vector<Action>& actions) {
           if (c && c->state == State::kOpen && Enqueue(c, frame)) ++delivered;
         }
         counters_.deliveries.fetch_add(delivered, std::memory_order_relaxed);
-        turn_broadcasts_ns_.push_back(read_time_ns_);
+        if (message_read_ns_ != 0) turn_broadcasts_ns_.push_back(message_read_ns_);
         break;
       }
       case Action::Kind::kClose: {

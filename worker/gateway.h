@@ -111,6 +111,7 @@ class Gateway {
   std::vector<Action> actions_;
   std::vector<int64_t> turn_broadcasts_ns_;  // read times of this turn's broadcasts
   int64_t read_time_ns_ = 0;                 // when the input being handled was read
+  int64_t message_read_ns_ = 0;              // read time of the client message being performed
   uint64_t cron_ticks_ = 0;
   uint64_t next_seq_ = 1;
   size_t live_ = 0;  // Conn objects with an open fd (all states)
