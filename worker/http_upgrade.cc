@@ -158,8 +158,9 @@ HttpDecision DecideRequest(const HttpRequest& req, const HttpPolicy& policy) {
   // sets authToken; we must select "phoenix" or clients abort.
   bool offered_phoenix = false;
   std::optional<std::string> token = QueryParam(target, "token");
-  for (auto it = req.find(http::field::sec_websocket_protocol);
-       it != req.end() && it->name() == http::field::sec_websocket_protocol; ++it) {
+  // Every Sec-WebSocket-Protocol header (a client may send several).
+  auto offers = req.equal_range(http::field::sec_websocket_protocol);
+  for (auto it = offers.first; it != offers.second; ++it) {
     std::string_view list(it->value().data(), it->value().size());
     while (!list.empty()) {
       size_t comma = list.find(',');
