@@ -3,10 +3,10 @@
 #include "worker/auth.h"
 
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <string>
+
+#include "worker/test_tokens.h"
 
 namespace sb::worker {
 namespace {
@@ -14,36 +14,11 @@ namespace {
 constexpr int64_t kNow = 1'800'000'000;
 constexpr std::string_view kSecret = "s3cret-key";
 
-std::string B64Url(std::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  uint32_t bits = 0;
-  int nbits = 0;
-  for (unsigned char c : bytes) {
-    bits = (bits << 8) | c;
-    nbits += 8;
-    while (nbits >= 6) {
-      nbits -= 6;
-      out += kAlphabet[(bits >> nbits) & 63];
-    }
-  }
-  if (nbits > 0) out += kAlphabet[(bits << (6 - nbits)) & 63];
-  return out;
-}
-
-std::string Sign(std::string_view signed_part, std::string_view secret) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size(), mac, &size);
-  return B64Url(std::string_view(reinterpret_cast<const char*>(mac), size));
-}
+using test_tokens::B64Url;
 
 std::string MakeToken(std::string_view claims, std::string_view secret = kSecret,
                       std::string_view header = R"({"alg":"HS256","typ":"JWT"})") {
-  std::string signed_part = B64Url(header) + "." + B64Url(claims);
-  return signed_part + "." + Sign(signed_part, secret);
+  return test_tokens::MakeToken(claims, secret, header);
 }
 
 const std::string kClaims = R"({"sub":"alice","topics":["room:*","lobby"],"exp":1800000060})";

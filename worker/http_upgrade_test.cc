@@ -1,0 +1,174 @@
+// The HTTP decision of a shard: every answer to a request on the public port.
+
+#include "worker/http_upgrade.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <string>
+
+#include "worker/test_tokens.h"
+
+namespace sb::worker {
+namespace {
+
+constexpr int64_t kNow = 1'800'000'000;
+const std::string kSecret = "upgrade-secret";
+constexpr char kKey[] = "dGhlIHNhbXBsZSBub25jZQ==";         // RFC 6455 §1.3
+constexpr char kAccept[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";  // and its answer
+
+HttpRequest Parse(const std::string& raw) {
+  boost::beast::http::request_parser<boost::beast::http::empty_body> p;
+  boost::system::error_code ec;
+  p.put(boost::asio::buffer(raw), ec);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(p.is_done());
+  return p.release();
+}
+
+std::string Upgrade(const std::string& target, const std::string& extra_headers = "") {
+  return "GET " + target +
+         " HTTP/1.1\r\nHost: shard\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
+         kKey + "\r\n" + extra_headers + "\r\n";
+}
+
+HttpDecision Decide(const std::string& raw, HttpPolicy policy = {}) {
+  policy.now_unix_s = kNow;
+  return DecideRequest(Parse(raw), policy);
+}
+
+int StatusOf(const HttpDecision& d) { return std::stoi(d.response.substr(9, 3)); }
+
+TEST(HttpUpgradeTest, PhoenixUpgradeGets101WithTheAcceptKey) {
+  HttpDecision d = Decide(Upgrade("/socket/websocket?vsn=2.0.0"));
+  ASSERT_TRUE(d.upgrade) << d.response;
+  EXPECT_EQ(StatusOf(d), 101);
+  EXPECT_NE(d.response.find(std::string("Sec-WebSocket-Accept: ") + kAccept + "\r\n"),
+            std::string::npos);
+  EXPECT_EQ(d.response.find("Sec-WebSocket-Protocol"), std::string::npos);
+  EXPECT_FALSE(d.refusal.has_value());
+  EXPECT_FALSE(d.identity.has_value());
+}
+
+TEST(HttpUpgradeTest, PhoenixSubprotocolIsSelectedFromAnyOfSeveralHeaders) {
+  HttpDecision d = Decide(Upgrade("/socket/websocket?vsn=2.0.0",
+                                  "Sec-WebSocket-Protocol: chat, superchat\r\nX-Other: 1\r\n"
+                                  "Sec-WebSocket-Protocol: phoenix\r\n"));
+  ASSERT_TRUE(d.upgrade);
+  EXPECT_NE(d.response.find("Sec-WebSocket-Protocol: phoenix\r\n"), std::string::npos);
+}
+
+TEST(HttpUpgradeTest, HealthzAnswersWhileServingAndRefusesWhileDraining) {
+  const std::string req = "GET /healthz HTTP/1.1\r\nHost: shard\r\n\r\n";
+  EXPECT_EQ(StatusOf(Decide(req)), 200);
+  HttpPolicy draining;
+  draining.draining = true;
+  EXPECT_EQ(StatusOf(Decide(req, draining)), 503);
+  EXPECT_FALSE(Decide(req).refusal.has_value());
+}
+
+TEST(HttpUpgradeTest, RefusalsCarryTheirStatusAndReason) {
+  struct Case {
+    std::string raw;
+    int status;
+    Refusal refusal;
+  } cases[] = {
+      {"GET /other HTTP/1.1\r\nHost: s\r\n\r\n", 404, Refusal::kNotFound},
+      {"POST /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: s\r\nContent-Length: 0\r\n\r\n", 405,
+       Refusal::kMethodNotAllowed},
+      {"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: s\r\n\r\n", 400, Refusal::kBadRequest},
+      {Upgrade("/socket/websocket"), 403, Refusal::kForbidden},
+      {Upgrade("/socket/websocket?vsn=1.0.0"), 403, Refusal::kForbidden},
+  };
+  for (const Case& c : cases) {
+    HttpDecision d = Decide(c.raw);
+    EXPECT_FALSE(d.upgrade) << c.raw;
+    EXPECT_EQ(StatusOf(d), c.status) << c.raw;
+    ASSERT_TRUE(d.refusal.has_value()) << c.raw;
+    EXPECT_EQ(*d.refusal, c.refusal) << c.raw;
+    EXPECT_NE(d.response.find("Connection: close\r\n"), std::string::npos);
+  }
+}
+
+TEST(HttpUpgradeTest, WrongVersionGets426NamingVersion13AndABadKeyGets400) {
+  std::string v8 = Upgrade("/socket/websocket?vsn=2.0.0");
+  v8.replace(v8.find("Version: 13"), 11, "Version: 8");
+  HttpDecision d = Decide(v8);
+  EXPECT_EQ(StatusOf(d), 426);
+  EXPECT_NE(d.response.find("Sec-WebSocket-Version: 13\r\n"), std::string::npos);
+
+  std::string bad_key = Upgrade("/socket/websocket?vsn=2.0.0");
+  bad_key.replace(bad_key.find(kKey), sizeof kKey - 1, "short");
+  EXPECT_EQ(StatusOf(Decide(bad_key)), 400);
+}
+
+TEST(HttpUpgradeTest, DrainingAndFullShardsAnswer503WithRetryAfter) {
+  HttpPolicy full;
+  full.at_capacity = true;
+  HttpDecision d = Decide(Upgrade("/socket/websocket?vsn=2.0.0"), full);
+  EXPECT_EQ(StatusOf(d), 503);
+  EXPECT_EQ(d.refusal, Refusal::kOverloaded);
+  EXPECT_NE(d.response.find("Retry-After: 1\r\n"), std::string::npos);
+  HttpPolicy draining;
+  draining.draining = true;
+  EXPECT_EQ(Decide(Upgrade("/socket/websocket?vsn=2.0.0"), draining).refusal, Refusal::kDraining);
+}
+
+TEST(HttpUpgradeTest, WithAuthOnlyAValidTokenUpgradesAndItsPatternsBecomeTheIdentity) {
+  HttpPolicy auth;
+  auth.token_secret = &kSecret;
+  const std::string token =
+      test_tokens::MakeToken(R"({"sub":"alice","topics":["room:*"],"exp":1800000060})", kSecret);
+
+  HttpDecision none = Decide(Upgrade("/socket/websocket?vsn=2.0.0"), auth);
+  EXPECT_EQ(StatusOf(none), 403);
+  EXPECT_EQ(none.refusal, Refusal::kUnauthorized);
+
+  HttpDecision query = Decide(Upgrade("/socket/websocket?token=" + token + "&vsn=2.0.0"), auth);
+  ASSERT_TRUE(query.upgrade) << query.response;
+  ASSERT_TRUE(query.identity.has_value());
+  EXPECT_EQ(query.identity->sub, "alice");
+  EXPECT_EQ(query.identity->topic_patterns, std::vector<std::string>{"room:*"});
+
+  const std::string expired =
+      test_tokens::MakeToken(R"({"sub":"alice","topics":["room:*"],"exp":1799999999})", kSecret);
+  EXPECT_EQ(Decide(Upgrade("/socket/websocket?token=" + expired + "&vsn=2.0.0"), auth).refusal,
+            Refusal::kUnauthorized);
+  const std::string forged = test_tokens::MakeToken(
+      R"({"sub":"alice","topics":["*"],"exp":1800000060})", "another-secret");
+  EXPECT_EQ(Decide(Upgrade("/socket/websocket?token=" + forged + "&vsn=2.0.0"), auth).refusal,
+            Refusal::kUnauthorized);
+}
+
+TEST(HttpUpgradeTest, TokenInPhoenixAuthTokenSubprotocolIsAccepted) {
+  HttpPolicy auth;
+  auth.token_secret = &kSecret;
+  const std::string token =
+      test_tokens::MakeToken(R"({"sub":"bob","topics":["*"],"exp":1800000060})", kSecret);
+  // phoenix.js: "base64url.bearer.phx." + btoa(token) with '=' stripped.
+  std::string b64 = test_tokens::B64Url(token);
+  for (char& c : b64) {
+    if (c == '-') c = '+';
+    if (c == '_') c = '/';
+  }
+  HttpDecision d =
+      Decide(Upgrade("/socket/websocket?vsn=2.0.0",
+                     "Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx." + b64 + "\r\n"),
+             auth);
+  ASSERT_TRUE(d.upgrade) << d.response;
+  EXPECT_EQ(d.identity->sub, "bob");
+  EXPECT_NE(d.response.find("Sec-WebSocket-Protocol: phoenix\r\n"), std::string::npos);
+}
+
+TEST(HttpUpgradeTest, QueryParamsArePercentDecoded) {
+  EXPECT_EQ(QueryParam("/p?a=1&b=x%20y+z&c", "b"), "x y z");
+  EXPECT_EQ(QueryParam("/p?a=1&b=2&c", "c"), "");
+  EXPECT_EQ(QueryParam("/p?a=1", "z"), std::nullopt);
+  EXPECT_EQ(QueryParam("/p", "a"), std::nullopt);
+  EXPECT_EQ(QueryParam("/p?na%6De=v%2", "name"), "v%2");
+}
+
+}  // namespace
+}  // namespace sb::worker
