@@ -16,18 +16,39 @@ namespace {
 
 constexpr size_t kSha256Size = 32;
 
-// -1 for bytes outside the base64url alphabet.
-constexpr std::array<int8_t, 256> MakeBase64UrlTable() {
+// -1 for bytes outside the alphabet whose last two characters are c62, c63.
+constexpr std::array<int8_t, 256> MakeBase64Table(char c62, char c63) {
   std::array<int8_t, 256> t{};
   for (auto& v : t) v = -1;
   for (int i = 0; i < 26; ++i) t['A' + i] = static_cast<int8_t>(i);
   for (int i = 0; i < 26; ++i) t['a' + i] = static_cast<int8_t>(26 + i);
   for (int i = 0; i < 10; ++i) t['0' + i] = static_cast<int8_t>(52 + i);
-  t['-'] = 62;
-  t['_'] = 63;
+  t[static_cast<unsigned char>(c62)] = 62;
+  t[static_cast<unsigned char>(c63)] = 63;
   return t;
 }
-constexpr std::array<int8_t, 256> kBase64Url = MakeBase64UrlTable();
+constexpr std::array<int8_t, 256> kBase64Url = MakeBase64Table('-', '_');
+constexpr std::array<int8_t, 256> kBase64Std = MakeBase64Table('+', '/');
+
+bool DecodeUnpadded(const std::array<int8_t, 256>& table, std::string_view in, std::string* out) {
+  out->clear();
+  if (in.size() % 4 == 1) return false;
+  out->reserve(in.size() / 4 * 3 + 2);
+  uint32_t bits = 0;
+  int nbits = 0;
+  for (char c : in) {
+    int8_t v = table[static_cast<unsigned char>(c)];
+    if (v < 0) return false;
+    bits = (bits << 6) | static_cast<uint32_t>(v);
+    nbits += 6;
+    if (nbits >= 8) {
+      nbits -= 8;
+      out->push_back(static_cast<char>((bits >> nbits) & 0xff));
+    }
+  }
+  // 2 or 4 bits may remain after the last byte; an encoder leaves them zero.
+  return (bits & ((1u << nbits) - 1)) == 0;
+}
 
 std::optional<boost::json::object> ParseObject(std::string_view text) {
   boost::system::error_code ec;
@@ -123,23 +144,11 @@ Result<Claims> Verify(std::string_view token, std::string_view secret, int64_t n
 }  // namespace
 
 bool DecodeBase64Url(std::string_view in, std::string* out) {
-  out->clear();
-  if (in.size() % 4 == 1) return false;
-  out->reserve(in.size() / 4 * 3 + 2);
-  uint32_t bits = 0;
-  int nbits = 0;
-  for (char c : in) {
-    int8_t v = kBase64Url[static_cast<unsigned char>(c)];
-    if (v < 0) return false;
-    bits = (bits << 6) | static_cast<uint32_t>(v);
-    nbits += 6;
-    if (nbits >= 8) {
-      nbits -= 8;
-      out->push_back(static_cast<char>((bits >> nbits) & 0xff));
-    }
-  }
-  // 2 or 4 bits may remain after the last byte; an encoder leaves them zero.
-  return (bits & ((1u << nbits) - 1)) == 0;
+  return DecodeUnpadded(kBase64Url, in, out);
+}
+
+bool DecodeUnpaddedBase64(std::string_view in, std::string* out) {
+  return DecodeUnpadded(kBase64Std, in, out);
 }
 
 Result<Claims> VerifyToken(std::string_view token, std::string_view secret, int64_t now_unix_s) {

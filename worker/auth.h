@@ -42,5 +42,8 @@ bool TopicAllowed(const std::vector<std::string>& patterns, std::string_view top
 // any character outside the alphabet, '=' padding, an impossible length, or
 // non-zero bits left over after the last byte.
 bool DecodeBase64Url(std::string_view in, std::string* out);
+// The same for the standard alphabet ('+', '/') with the padding stripped:
+// how phoenix.js sends an authToken in its subprotocol (btoa, '=' removed).
+bool DecodeUnpaddedBase64(std::string_view in, std::string* out);
 
 }  // namespace sb::worker

@@ -1,7 +1,5 @@
 #include "worker/http_upgrade.h"
 
-#include <openssl/evp.h>
-
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <string>
 
@@ -42,21 +40,6 @@ std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
-}
-
-// Standard base64 with the padding stripped (phoenix.js's btoa() output for
-// the authToken subprotocol) → bytes; nullopt if malformed.
-std::optional<std::string> DecodeUnpaddedBase64(std::string_view in) {
-  if (in.empty() || in.size() % 4 == 1 || in.size() > 16384) return std::nullopt;
-  std::string padded(in);
-  while (padded.size() % 4 != 0) padded += '=';
-  std::string out(padded.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(padded.data()),
-                          static_cast<int>(padded.size()));
-  if (n < 0) return std::nullopt;
-  out.resize(static_cast<size_t>(n) - (padded.size() - in.size()));
-  return out;
 }
 
 Refusal RefuseWith(HttpDecision& d, Refusal r, int status, std::string_view reason, std::string why,
@@ -170,7 +153,8 @@ HttpDecision DecideRequest(const HttpRequest& req, const HttpPolicy& policy) {
       if (item == "phoenix") {
         offered_phoenix = true;
       } else if (item.substr(0, kBearer.size()) == kBearer && !token) {
-        token = DecodeUnpaddedBase64(item.substr(kBearer.size()));
+        std::string decoded;
+        if (DecodeUnpaddedBase64(item.substr(kBearer.size()), &decoded)) token = std::move(decoded);
       }
     }
   }

@@ -122,10 +122,7 @@ void Hub::Handle(ConnId id, const phx::Message& msg, int64_t now_ms, std::vector
   Conn& conn = it->second;
   if (!conn.rate.Allow(now_ms)) {
     ++stats_.rate_limited;
-    if (msg.event == kJoin) {
-      ++stats_.joins_refused;
-      ++stats_.joins_rate_limited;
-    }
+    if (msg.event == kJoin) ++stats_.joins_rate_limited;
     ReplyError(id, msg, msg.join_ref, "rate limited", out);
     return;
   }
@@ -141,7 +138,6 @@ void Hub::Handle(ConnId id, const phx::Message& msg, int64_t now_ms, std::vector
 
 void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector<Action>* out) {
   auto refuse = [&](std::string_view reason, uint64_t& counter) {
-    ++stats_.joins_refused;
     ++counter;
     ReplyError(id, msg, msg.join_ref, reason, out);
   };

@@ -89,11 +89,13 @@ class Hub {
   // Counters for metrics (monotonic).
   struct Stats {
     uint64_t joins_ok = 0;
-    uint64_t joins_refused = 0;  // the sum of the four below
     uint64_t joins_unauthorized = 0;
     uint64_t joins_too_many = 0;  // over max_topics_per_socket
     uint64_t joins_invalid_presence = 0;
     uint64_t joins_rate_limited = 0;
+    uint64_t joins_refused() const {
+      return joins_unauthorized + joins_too_many + joins_invalid_presence + joins_rate_limited;
+    }
     uint64_t leaves = 0;         // phx_leave that closed a channel
     uint64_t broadcasts = 0;     // client events relayed to a topic
     uint64_t unmatched = 0;      // pushes to a topic the socket has not joined

@@ -24,6 +24,7 @@
 #include "common/metrics_endpoint.h"
 #include "common/sd_notify.h"
 #include "common/signal_fd.h"
+#include "common/tcp_listen.h"
 #include "common/unique_fd.h"
 #include "worker/gateway.h"
 #include "worker/worker_metrics.h"
@@ -39,34 +40,29 @@ sb::Result<sb::UniqueFd> Listen(const std::string& spec) {
     host = spec.substr(0, colon);
     port = spec.substr(colon + 1);
   }
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
   char* end = nullptr;
   long p = std::strtol(port.c_str(), &end, 10);
-  if (port.empty() || *end != '\0' || p < 0 || p > 65535 ||
-      ::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
-    return sb::Status::InvalidConfig("--listen " + spec + ": expected IPv4-address:port");
+  if (port.empty() || *end != '\0' || p < 0 || p > 65535 || host.empty()) {
+    return sb::Status::InvalidConfig("--listen " + spec + ": expected host:port");
   }
-  a.sin_port = htons(static_cast<uint16_t>(p));
-  sb::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  int one = 1;
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (!fd.valid() || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 ||
-      ::listen(fd.get(), 4096) < 0) {
-    return sb::Status::IoError("listen on " + spec + ": " + strerror(errno));
-  }
-  return fd;
+  return sb::ListenTcp(host, static_cast<int>(p), 4096);
 }
 
+// "ip:port" of a bound socket, for the log line tests and operators read.
 std::string BoundAddress(int fd) {
-  sockaddr_in a{};
+  sockaddr_storage a{};
   socklen_t len = sizeof a;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0 || a.sin_family != AF_INET) {
+  char ip[INET6_ADDRSTRLEN] = {};
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0) return "inherited socket";
+  if (a.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&a)->sin_addr, ip, sizeof ip);
+  } else if (a.ss_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&a)->sin6_addr, ip, sizeof ip);
+    return "[" + std::string(ip) + "]:" + std::to_string(sb::BoundPort(fd));
+  } else {
     return "inherited socket";
   }
-  char ip[INET_ADDRSTRLEN] = {};
-  ::inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
-  return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
+  return std::string(ip) + ":" + std::to_string(sb::BoundPort(fd));
 }
 
 // Presence phx_refs must stay unique across shards and restarts.
@@ -146,8 +142,9 @@ int main(int argc, char** argv) {
     }
     auto fd = Listen(listen);
     if (!fd.ok()) {
-      sb::PrintFatal(kProgram, "listen", fd.status().message());
-      return sb::kExitFailure;
+      sb::PrintFatal(kProgram, "start", fd.status().message());
+      return fd.status().code() == sb::Status::Code::kInvalidConfig ? sb::kExitUsage
+                                                                    : sb::kExitFailure;
     }
     own = std::move(fd.value());
     listen_fd = own.get();
