@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Writes the frame fuzzer's seed corpus (protocol/fuzz/corpus/).
+"""Writes the fuzzers' seed corpora.
 
-Each file is a fuzzer input: one option byte (low 3 bits: how many chunk
-sizes follow; high 5 bits: message limit / 32, 0 for 1 MiB), the chunk sizes
-(each byte + 1), then what a phoenix.js client would send: masked frames.
+protocol/fuzz/corpus/ (frame_fuzzer): each file is one option byte (low 3
+bits: how many chunk sizes follow; high 5 bits: message limit / 32, 0 for
+1 MiB), the chunk sizes (each byte + 1), then what a phoenix.js client would
+send: masked frames.
+
+protocol/fuzz/corpus_mesh/ (mesh_fuzzer): each file is one packed mesh
+message (docs/PROTOCOL.md): every frame as a u32 little-endian length and
+its bytes, the first frame being the header.
+
 Run it from anywhere; it rewrites the files in place.
 """
 import os
@@ -42,6 +48,8 @@ JOIN = '["6","6","room:1","phx_join",{"p":1}]'
 PUSH = '["6","13","room:1","ping",{"x":1}]'
 HEARTBEAT = '[null,"16","phoenix","heartbeat",{}]'
 BIN_PUSH = bytes([0, 1, 2, 6, 3]) + b"6" + b"15" + b"room:1" + b"bin" + bytes([1, 2, 3])
+BROADCAST = b'[null,null,"room:1","shout",{"body":"hi"}]'
+BIN_BROADCAST = bytes([2, 6, 3]) + b"room:1" + b"bin" + bytes([1, 2, 3])
 
 SEEDS = {
     "join": seed(text(JOIN)),
@@ -65,9 +73,54 @@ SEEDS = {
     "invalid_utf8": seed(text(b'["6","7","t\xc3","e",{}]')),
 }
 
-if __name__ == "__main__":
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+
+
+def mesh(mtype, fields=b"", *frames):
+    header = b"SB" + bytes([1, mtype]) + fields
+    return b"".join(struct.pack("<I", len(f)) + f for f in (header,) + frames)
+
+
+def u64(n):
+    return struct.pack("<Q", n)
+
+
+HELLO = (b'{"shard":"2","instance":"00c0ffee12345678","window":1000,'
+         b'"topics":["room:1","room:2"],"presence":[{"topic":"room:1","metas":'
+         b'[{"key":"alice","phx_ref":"F1","meta":{"phx_ref":"F1","online_at":"17"}}]}]}')
+JOIN_META = b'{"key":"bob","phx_ref":"F2","meta":{"phx_ref":"F2","s":[1,2.5,null,true]}}'
+
+MESH_SEEDS = {
+    "hello": mesh(1, b"", HELLO),
+    "hello_empty": mesh(1, b"", b'{"shard":"","instance":"0000000000000001","window":1,'
+                                b'"topics":[],"presence":[]}'),
+    "welcome": mesh(2, u64(0x5EED5EED12345678)),
+    "reset": mesh(3),
+    "heartbeat_shard": mesh(4, u64(0)),
+    "heartbeat_broker": mesh(4, u64(0x5EED5EED12345678)),
+    "subscribe": mesh(5, b"", b"room:1"),
+    "unsubscribe": mesh(6, b"", b"room:1"),
+    "publish": mesh(7, u64(1) + b"\x00", b"room:1", BROADCAST),
+    "publish_binary": mesh(7, u64(2) + b"\x01", b"room:1", BIN_BROADCAST),
+    "ack": mesh(8, u64(41)),
+    "credit": mesh(9, struct.pack("<I", 64)),
+    "presence_join": mesh(10, b"", b"room:1", b'{"joins":[' + JOIN_META + b'],"leaves":[]}'),
+    "presence_leave": mesh(10, b"", b"room:1",
+                           b'{"joins":[],"leaves":[{"key":"alice","phx_ref":"F1"}]}'),
+    "deliver": mesh(11, u64(0x00C0FFEE12345678) + u64(7) + b"\x00", b"room:1", BROADCAST),
+    "diff": mesh(12, b"", b"room:1", b'{"joins":{"bob":{"metas":[{"phx_ref":"F2"}]}},'
+                                     b'"leaves":{}}'),
+    "snapshot": mesh(13, b"", b"room:1", b'{"alice":{"metas":[{"phx_ref":"F1"}]}}'),
+}
+
+
+def write(folder, seeds):
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), folder)
     os.makedirs(out, exist_ok=True)
-    for name, data in SEEDS.items():
+    for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)
+
+
+if __name__ == "__main__":
+    write("corpus", SEEDS)
+    write("corpus_mesh", MESH_SEEDS)

@@ -1,0 +1,494 @@
+#include "protocol/mesh.h"
+
+#include <boost/json.hpp>
+#include <exception>
+#include <iterator>
+#include <limits>
+#include <type_traits>
+
+#include "protocol/phoenix.h"
+
+namespace sb::mesh {
+
+namespace {
+
+constexpr size_t kBaseHeader = 4;  // "SB", version, type
+constexpr uint8_t kKnownFlags = kFlagBinary;
+// Deep enough for a hello's metas (a meta object starts at depth 6) and what
+// clients put in them; shallow enough that a hostile body cannot make the
+// parser's stack large.
+constexpr size_t kMaxJsonDepth = 32;
+constexpr size_t kAnySize = std::numeric_limits<size_t>::max();
+
+// Calls f(field) for each fixed header field of m's type, in wire order. A
+// field is as wide on the wire as in Message.
+template <typename M, typename F>
+constexpr void ForEachField(M& m, F&& f) {
+  switch (m.type) {
+    case Type::kWelcome:
+    case Type::kHeartbeat:
+      f(m.epoch);
+      break;
+    case Type::kPublish:
+      f(m.seq);
+      f(m.flags);
+      break;
+    case Type::kAck:
+      f(m.seq);
+      break;
+    case Type::kCredit:
+      f(m.n);
+      break;
+    case Type::kDeliver:
+      f(m.origin);
+      f(m.seq);
+      f(m.flags);
+      break;
+    default:
+      break;
+  }
+}
+
+// What each type looks like on the wire, indexed by the type's value.
+struct Shape {
+  const char* name;
+  size_t frames;  // header included
+  size_t header;  // bytes, fixed fields included
+};
+
+constexpr Shape MakeShape(const char* name, Type type, size_t frames) {
+  Message m;
+  m.type = type;
+  size_t header = kBaseHeader;
+  ForEachField(m, [&header](const auto& field) { header += sizeof field; });
+  return {name, frames, header};
+}
+
+constexpr Shape kShapes[] = {
+    {nullptr, 0, 0},
+    MakeShape("kHello", Type::kHello, 2),
+    MakeShape("kWelcome", Type::kWelcome, 1),
+    MakeShape("kReset", Type::kReset, 1),
+    MakeShape("kHeartbeat", Type::kHeartbeat, 1),
+    MakeShape("kSubscribe", Type::kSubscribe, 2),
+    MakeShape("kUnsubscribe", Type::kUnsubscribe, 2),
+    MakeShape("kPublish", Type::kPublish, 3),
+    MakeShape("kAck", Type::kAck, 1),
+    MakeShape("kCredit", Type::kCredit, 1),
+    MakeShape("kPresence", Type::kPresence, 3),
+    MakeShape("kDeliver", Type::kDeliver, 3),
+    MakeShape("kDiff", Type::kDiff, 3),
+    MakeShape("kSnapshot", Type::kSnapshot, 3),
+};
+static_assert(kShapes[static_cast<size_t>(Type::kPublish)].header == 13);
+static_assert(kShapes[static_cast<size_t>(Type::kCredit)].header == 8);
+static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header == 21);
+
+const Shape* ShapeOf(Type type) {
+  const auto i = static_cast<size_t>(type);
+  return i > 0 && i < std::size(kShapes) ? &kShapes[i] : nullptr;
+}
+
+void PutLe(std::string& out, uint64_t v, size_t bytes) {
+  for (size_t i = 0; i < bytes; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
+}
+
+uint64_t GetLe(std::string_view in, size_t at, size_t bytes) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < bytes; ++i) v |= uint64_t{static_cast<uint8_t>(in[at + i])} << (8 * i);
+  return v;
+}
+
+std::string Header(const Message& msg) {
+  std::string h{'S', 'B', static_cast<char>(kVersion), static_cast<char>(msg.type)};
+  ForEachField(msg, [&h](const auto& field) { PutLe(h, field, sizeof field); });
+  return h;
+}
+
+// The frames after the header: kHello has only its body, every other type
+// with variable frames the topic first. Returns how many `msg` has.
+size_t Tail(const Message& msg, const Shape& shape, std::string_view tail[2]) {
+  tail[0] = msg.type == Type::kHello ? msg.body : msg.topic;
+  tail[1] = msg.body;
+  return shape.frames - 1;
+}
+
+Status Refused(const Shape& shape, const std::string& what) {
+  return Status::Refused(std::string("mesh: ") + shape.name + ": " + what);
+}
+
+}  // namespace
+
+Status Decode(std::span<const std::string_view> frames, Message* out) {
+  if (frames.empty()) return Status::Refused("mesh: no frames");
+  const std::string_view h = frames[0];
+  if (h.size() < kBaseHeader) {
+    return Status::Refused("mesh: header is " + std::to_string(h.size()) +
+                           " bytes, want at least 4");
+  }
+  if (h[0] != 'S' || h[1] != 'B') return Status::Refused("mesh: bad magic");
+  const auto version = static_cast<uint8_t>(h[2]);
+  if (version != kVersion) {
+    return Status::Refused("mesh: version " + std::to_string(version) + ", want 1");
+  }
+  Message m;
+  m.type = static_cast<Type>(static_cast<uint8_t>(h[3]));
+  const Shape* shape = ShapeOf(m.type);
+  if (!shape) {
+    return Status::Refused("mesh: unknown type " + std::to_string(static_cast<uint8_t>(h[3])));
+  }
+  if (h.size() != shape->header) {
+    return Status::Refused(std::string("mesh: header of ") + shape->name + " is " +
+                           std::to_string(h.size()) + " bytes, want " +
+                           std::to_string(shape->header));
+  }
+  if (frames.size() != shape->frames) {
+    return Refused(
+        *shape, std::to_string(frames.size()) + " frames, want " + std::to_string(shape->frames));
+  }
+  size_t at = kBaseHeader;
+  ForEachField(m, [&](auto& field) {
+    field = static_cast<std::remove_reference_t<decltype(field)>>(GetLe(h, at, sizeof field));
+    at += sizeof field;
+  });
+  if (m.type == Type::kCredit && m.n == 0) return Refused(*shape, "n is 0");
+  if ((m.flags & ~kKnownFlags) != 0) {
+    return Refused(*shape, "unknown flags " + std::to_string(m.flags));
+  }
+  if (m.type == Type::kHello) {
+    m.body = frames[1];
+  } else if (shape->frames > 1) {
+    m.topic = frames[1];
+    if (m.topic.empty()) return Refused(*shape, "empty topic");
+    if (m.topic.size() > kMaxTopicBytes) {
+      return Refused(*shape, "topic is " + std::to_string(m.topic.size()) + " bytes, over " +
+                                 std::to_string(kMaxTopicBytes));
+    }
+    if (shape->frames == 3) m.body = frames[2];
+  }
+  // No body is empty: a Phoenix message never is, and neither is JSON text.
+  const bool has_body = m.type == Type::kHello || shape->frames == 3;
+  if (has_body && m.body.empty()) return Refused(*shape, "empty body");
+  *out = m;
+  return Status::Ok();
+}
+
+std::vector<std::string> Encode(const Message& msg) {
+  const Shape* shape = ShapeOf(msg.type);
+  if (!shape) return {};
+  std::string_view tail[2];
+  const size_t n = Tail(msg, *shape, tail);
+  std::vector<std::string> frames;
+  frames.reserve(1 + n);
+  frames.push_back(Header(msg));
+  for (size_t i = 0; i < n; ++i) frames.emplace_back(tail[i]);
+  return frames;
+}
+
+std::string Pack(const Message& msg) {
+  const Shape* shape = ShapeOf(msg.type);
+  if (!shape) return {};
+  std::string_view tail[2];
+  const size_t n = Tail(msg, *shape, tail);
+  std::string out;
+  size_t total = 4 + shape->header;
+  for (size_t i = 0; i < n; ++i) total += 4 + tail[i].size();
+  out.reserve(total);
+  // Frames are far below 4 GiB: a topic is bounded, a Phoenix message by the
+  // shard's WebSocket message limit, a JSON body by one shard's state.
+  PutLe(out, shape->header, 4);
+  out.append(Header(msg));
+  for (size_t i = 0; i < n; ++i) {
+    PutLe(out, tail[i].size(), 4);
+    out.append(tail[i]);
+  }
+  return out;
+}
+
+Status Unpack(std::string_view packed, std::vector<std::string_view>* frames) {
+  frames->clear();
+  if (packed.empty()) return Status::Refused("mesh: packed message is empty");
+  size_t at = 0;
+  while (at < packed.size()) {
+    auto frame = [frames] { return "mesh: packed frame " + std::to_string(frames->size()); };
+    if (packed.size() - at < 4) return Status::Refused(frame() + ": length is truncated");
+    const uint64_t n = GetLe(packed, at, 4);
+    at += 4;
+    if (n > packed.size() - at) {
+      return Status::Refused(frame() + " is " + std::to_string(n) + " bytes, only " +
+                             std::to_string(packed.size() - at) + " left");
+    }
+    frames->push_back(packed.substr(at, n));
+    at += n;
+  }
+  return Status::Ok();
+}
+
+// --- JSON bodies ---------------------------------------------------------
+
+namespace {
+
+namespace json = boost::json;
+
+// Reads one JSON body. Each read that finds a problem returns false or
+// nullptr; the first problem is kept in status(), naming the field
+// ("mesh: hello: presence[0].metas[1].key is empty").
+class Reader {
+ public:
+  explicit Reader(const char* doc) : doc_(doc) {}
+
+  const Status& status() const { return status_; }
+
+  // The body's root object, or nullptr.
+  const json::object* Parse(std::string_view text) {
+    json::parse_options options;
+    options.max_depth = kMaxJsonDepth;
+    json::error_code ec;
+    try {
+      root_ = json::parse(json::string_view(text.data(), text.size()), ec, {}, options);
+    } catch (const std::exception& e) {
+      // Only std::bad_alloc: not the sender's fault.
+      status_ = Status::Internal(std::string("mesh: ") + doc_ + ": " + e.what());
+      return nullptr;
+    }
+    if (ec) {
+      Fail("invalid JSON:", ec.message());
+      return nullptr;
+    }
+    if (!root_.is_object()) {
+      Fail("not", "an object");
+      return nullptr;
+    }
+    return &root_.get_object();
+  }
+
+  bool Fail(const std::string& field, const std::string& problem) {
+    if (status_.ok()) {
+      status_ = Status::Refused(std::string("mesh: ") + doc_ + ": " + field + " " + problem);
+    }
+    return false;
+  }
+
+  const json::value* Member(const json::object& o, const std::string& path, const char* key) {
+    const json::value* v = o.if_contains(key);
+    if (!v) Fail(path + key, "is missing");
+    return v;
+  }
+
+  bool String(const json::value* v, const std::string& field, std::string* out, size_t min,
+              size_t max = kAnySize) {
+    if (!v) return false;
+    if (!v->is_string()) return Fail(field, "is not a string");
+    const json::string& s = v->get_string();
+    if (s.size() < min) return Fail(field, "is empty");
+    if (s.size() > max) return Fail(field, "is too long");
+    out->assign(s.data(), s.size());
+    return true;
+  }
+
+  bool String(const json::object& o, const std::string& path, const char* key, std::string* out,
+              size_t min, size_t max = kAnySize) {
+    return String(Member(o, path, key), path + key, out, min, max);
+  }
+
+  const json::array* Array(const json::object& o, const std::string& path, const char* key) {
+    const json::value* v = Member(o, path, key);
+    if (!v) return nullptr;
+    if (!v->is_array()) {
+      Fail(path + key, "is not an array");
+      return nullptr;
+    }
+    return &v->get_array();
+  }
+
+  const json::object* Object(const json::value* v, const std::string& field) {
+    if (!v) return nullptr;
+    if (!v->is_object()) {
+      Fail(field, "is not an object");
+      return nullptr;
+    }
+    return &v->get_object();
+  }
+
+  // [{"key":..,"phx_ref":..,"meta":{..}}, ...]; a leave's meta is not read.
+  bool Entries(const json::object& o, const std::string& path, const char* key, bool with_meta,
+               std::vector<PresenceEntry>* out) {
+    const json::array* a = Array(o, path, key);
+    if (!a) return false;
+    out->resize(a->size());
+    for (size_t i = 0; i < a->size(); ++i) {
+      const std::string field = path + key + "[" + std::to_string(i) + "]";
+      const json::object* entry = Object(&(*a)[i], field);
+      PresenceEntry& e = (*out)[i];
+      if (!entry || !String(*entry, field + ".", "key", &e.key, 1) ||
+          !String(*entry, field + ".", "phx_ref", &e.phx_ref, 1)) {
+        return false;
+      }
+      if (!with_meta) continue;
+      const json::object* meta = Object(Member(*entry, field + ".", "meta"), field + ".meta");
+      if (!meta) return false;
+      try {
+        e.meta_json = json::serialize(*meta);
+      } catch (const std::exception& ex) {
+        status_ = Status::Internal(std::string("mesh: ") + doc_ + ": " + ex.what());
+        return false;
+      }
+    }
+    return true;
+  }
+
+ private:
+  const char* doc_;
+  json::value root_;
+  Status status_;
+};
+
+bool ParseInstance(std::string_view s, uint64_t* out) {
+  if (s.size() != 16) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c >= '0' && c <= '9') {
+      v = v << 4 | static_cast<uint64_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      v = v << 4 | static_cast<uint64_t>(c - 'a' + 10);
+    } else {
+      return false;
+    }
+  }
+  *out = v;
+  return true;
+}
+
+// The meta is spliced after validation, so its bytes are kept. Text that is
+// not one JSON object would break the whole body; it becomes null instead,
+// so the receiver refuses the message naming the field rather than the meta
+// being lost silently.
+void AppendMeta(std::string& out, std::string_view meta_json) {
+  if (meta_json.empty()) {
+    out.append("{}");
+    return;
+  }
+  json::parse_options options;
+  options.max_depth = kMaxJsonDepth;
+  json::error_code ec;
+  bool object = false;
+  try {
+    object = json::parse(json::string_view(meta_json.data(), meta_json.size()), ec, {}, options)
+                 .is_object();
+  } catch (const std::exception&) {
+    object = false;  // std::bad_alloc
+  }
+  out.append(!ec && object ? meta_json : "null");
+}
+
+void AppendEntries(std::string& out, const std::vector<PresenceEntry>& entries, bool with_meta) {
+  out.push_back('[');
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    out.append("{\"key\":");
+    phx::AppendJsonString(out, entries[i].key);
+    out.append(",\"phx_ref\":");
+    phx::AppendJsonString(out, entries[i].phx_ref);
+    if (with_meta) {
+      out.append(",\"meta\":");
+      AppendMeta(out, entries[i].meta_json);
+    }
+    out.push_back('}');
+  }
+  out.push_back(']');
+}
+
+}  // namespace
+
+std::string EncodeHello(const Hello& hello) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "{\"shard\":";
+  phx::AppendJsonString(out, hello.shard);
+  out.append(",\"instance\":\"");
+  for (int shift = 60; shift >= 0; shift -= 4) out.push_back(kHex[(hello.instance >> shift) & 15]);
+  out.append("\",\"window\":").append(std::to_string(hello.window)).append(",\"topics\":[");
+  for (size_t i = 0; i < hello.topics.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    phx::AppendJsonString(out, hello.topics[i]);
+  }
+  out.append("],\"presence\":[");
+  for (size_t i = 0; i < hello.presence.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    out.append("{\"topic\":");
+    phx::AppendJsonString(out, hello.presence[i].topic);
+    out.append(",\"metas\":");
+    AppendEntries(out, hello.presence[i].metas, true);
+    out.push_back('}');
+  }
+  out.append("]}");
+  return out;
+}
+
+Result<Hello> DecodeHello(std::string_view text) {
+  Reader r("hello");
+  const json::object* o = r.Parse(text);
+  Hello h;
+  std::string instance;
+  if (!o || !r.String(*o, "", "shard", &h.shard, 0) ||
+      !r.String(*o, "", "instance", &instance, 0)) {
+    return r.status();
+  }
+  if (!ParseInstance(instance, &h.instance)) r.Fail("instance", "is not 16 lowercase hex digits");
+  if (h.instance == 0) r.Fail("instance", "is zero");
+
+  const json::value* window = r.Member(*o, "", "window");
+  if (!window) return r.status();
+  if (!window->is_int64() && !window->is_uint64()) {
+    r.Fail("window", "is not an integer");
+  } else if (!window->is_int64() || window->get_int64() <= 0 ||
+             window->get_int64() > std::numeric_limits<uint32_t>::max()) {
+    r.Fail("window", "is not within 1..4294967295");
+  } else {
+    h.window = static_cast<uint32_t>(window->get_int64());
+  }
+
+  const json::array* topics = r.Array(*o, "", "topics");
+  if (!topics) return r.status();
+  h.topics.resize(topics->size());
+  for (size_t i = 0; i < topics->size(); ++i) {
+    const std::string field = "topics[" + std::to_string(i) + "]";
+    if (!r.String(&(*topics)[i], field, &h.topics[i], 1, kMaxTopicBytes)) return r.status();
+  }
+
+  const json::array* presence = r.Array(*o, "", "presence");
+  if (!presence) return r.status();
+  h.presence.resize(presence->size());
+  for (size_t i = 0; i < presence->size(); ++i) {
+    const std::string field = "presence[" + std::to_string(i) + "]";
+    const json::object* t = r.Object(&(*presence)[i], field);
+    TopicState& state = h.presence[i];
+    if (!t || !r.String(*t, field + ".", "topic", &state.topic, 1, kMaxTopicBytes) ||
+        !r.Entries(*t, field + ".", "metas", true, &state.metas)) {
+      return r.status();
+    }
+  }
+  if (!r.status().ok()) return r.status();
+  return h;
+}
+
+std::string EncodePresenceChange(const PresenceChange& change) {
+  std::string out = "{\"joins\":";
+  AppendEntries(out, change.joins, true);
+  out.append(",\"leaves\":");
+  AppendEntries(out, change.leaves, false);
+  out.push_back('}');
+  return out;
+}
+
+Result<PresenceChange> DecodePresenceChange(std::string_view text) {
+  Reader r("presence");
+  const json::object* o = r.Parse(text);
+  PresenceChange c;
+  if (!o || !r.Entries(*o, "", "joins", true, &c.joins) ||
+      !r.Entries(*o, "", "leaves", false, &c.leaves)) {
+    return r.status();
+  }
+  return c;
+}
+
+}  // namespace sb::mesh

@@ -1,0 +1,129 @@
+// Mesh: the wire format between a node's broker and its shards (and, later,
+// between brokers), version 1. docs/PROTOCOL.md is the specification.
+//
+// Owns: encoding and decoding one mesh message — the ZeroMQ multipart frames
+// after the ROUTER's routing id — and the JSON bodies of the two control
+// messages that carry structure (kHello, kPresence). Also the "packed" form
+// of a message: its frames concatenated with length prefixes into one
+// string, which is how the broker keeps a message in a queue and shares it
+// between links. Does not: touch sockets, know links, credit or epochs'
+// meaning (broker/, worker/), or parse Phoenix messages: a publish carries
+// the Phoenix message bytes as the origin shard encoded them, so every shard
+// frames the same bytes for its sockets.
+//
+// Every message's first frame is a header: the magic "SB", the version, the
+// type, then that type's fixed fields (little-endian integers). Variable
+// parts (topic, Phoenix message, JSON) are frames of their own. Decoding is
+// total: any byte sequence gives a Message or a DecodeError, never a crash,
+// and a decoded Message's views point into the frames it was decoded from.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace sb::mesh {
+
+inline constexpr uint8_t kVersion = 1;
+// Topics are what phoenix.js sends as a string; a bound keeps a hostile
+// shard (or a fuzzer) from making the broker hold megabyte keys.
+inline constexpr size_t kMaxTopicBytes = 1024;
+
+enum class Type : uint8_t {
+  kHello = 1,    // shard → broker: who I am, my credit window, my whole state (JSON)
+  kWelcome = 2,  // broker → shard: hello accepted; fields: epoch
+  kReset = 3,    // broker → shard: I do not know you (new broker, or link dropped): hello again
+  kHeartbeat = 4,    // both ways; fields: epoch (the broker's; 0 from a shard)
+  kSubscribe = 5,    // shard → broker; frames: topic
+  kUnsubscribe = 6,  // shard → broker; frames: topic
+  kPublish = 7,      // shard → broker; fields: seq, flags; frames: topic, Phoenix message
+  kAck = 8,          // broker → shard; fields: seq (every publish up to it is done)
+  kCredit = 9,       // shard → broker; fields: n (messages consumed; n more may come)
+  kPresence = 10,    // shard → broker; frames: topic, PresenceChange JSON
+  kDeliver = 11,     // broker → shard; fields: origin, seq, flags; frames: topic, Phoenix message
+  kDiff = 12,        // broker → shard; frames: topic, presence_diff JSON (Phoenix's shape)
+  kSnapshot = 13,    // broker → shard; frames: topic, presence_state JSON of the other shards
+};
+
+// Flag bits of kPublish / kDeliver.
+inline constexpr uint8_t kFlagBinary = 1;  // the Phoenix message is a v2 binary broadcast
+
+// One decoded message. Fields a type does not have are zero / empty.
+struct Message {
+  Type type = Type::kHeartbeat;
+  uint64_t epoch = 0;   // kWelcome, kHeartbeat
+  uint64_t seq = 0;     // kPublish, kAck, kDeliver
+  uint64_t origin = 0;  // kDeliver: the publishing shard's instance id
+  uint32_t n = 0;       // kCredit
+  uint8_t flags = 0;    // kPublish, kDeliver
+  std::string_view topic;  // kSubscribe, kUnsubscribe, kPublish, kPresence, kDeliver, kDiff, kSnapshot
+  // kHello: Hello JSON; kPresence: PresenceChange JSON; kPublish, kDeliver:
+  // the Phoenix message; kDiff, kSnapshot: Phoenix presence JSON.
+  std::string_view body;
+};
+
+// Decodes the frames of one message (routing id already removed). Refused,
+// naming what is wrong, for: a bad magic, an unknown version or type, a
+// header of the wrong length for its type, the wrong number of frames, an
+// empty or over-long topic. JSON bodies are not parsed here (DecodeHello,
+// DecodePresenceChange do it). `out`'s views point into `frames`.
+Status Decode(std::span<const std::string_view> frames, Message* out);
+
+// The frames of `msg`: exactly the ones its type has, in order.
+std::vector<std::string> Encode(const Message& msg);
+
+// Packed form: each frame as a 32-bit little-endian length then its bytes.
+std::string Pack(const Message& msg);
+// The frames of a packed message (views into `packed`); Refused if the
+// lengths do not add up.
+Status Unpack(std::string_view packed, std::vector<std::string_view>* frames);
+
+// --- JSON bodies ---------------------------------------------------------
+
+// One presence meta as a shard tracks it. `meta_json` is the meta object as
+// JSON text, "phx_ref" included (empty in a leave: only key and ref count).
+struct PresenceEntry {
+  std::string key;
+  std::string phx_ref;
+  std::string meta_json;
+};
+
+struct TopicState {
+  std::string topic;
+  std::vector<PresenceEntry> metas;
+};
+
+// kHello's body:
+// {"shard":"2","instance":"<16 hex digits>","window":1000,
+//  "topics":["room:a",...],
+//  "presence":[{"topic":"room:a","metas":[{"key":"alice","phx_ref":"..","meta":{..}}]}]}
+struct Hello {
+  std::string shard;      // the shard's name, for logs and metric labels
+  uint64_t instance = 0;  // random per shard process start; nonzero
+  uint32_t window = 0;    // initial credit; nonzero
+  std::vector<std::string> topics;
+  std::vector<TopicState> presence;
+};
+
+// kPresence's body: {"joins":[{"key":..,"phx_ref":..,"meta":{..}}],"leaves":[{"key":..,"phx_ref":..}]}
+struct PresenceChange {
+  std::vector<PresenceEntry> joins;
+  std::vector<PresenceEntry> leaves;
+};
+
+std::string EncodeHello(const Hello& hello);
+// Refused (naming the field) unless the body is exactly the shape above:
+// instance nonzero, window nonzero, topics non-empty strings within
+// kMaxTopicBytes, metas with non-empty key and phx_ref and an object meta.
+Result<Hello> DecodeHello(std::string_view json);
+
+std::string EncodePresenceChange(const PresenceChange& change);
+// Refused unless the shape above holds (same rules as Hello's metas; a
+// leave's "meta" is not required and is ignored).
+Result<PresenceChange> DecodePresenceChange(std::string_view json);
+
+}  // namespace sb::mesh

@@ -1,0 +1,616 @@
+#include "protocol/mesh.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace sb::mesh {
+namespace {
+
+using namespace std::string_literals;
+
+std::vector<std::string_view> Views(const std::vector<std::string>& frames) {
+  return {frames.begin(), frames.end()};
+}
+
+Message MustDecode(const std::vector<std::string>& frames) {
+  const std::vector<std::string_view> views = Views(frames);
+  Message m;
+  const Status s = Decode(views, &m);
+  EXPECT_TRUE(s.ok()) << s.message();
+  return m;
+}
+
+// Decoding `frames` is refused with a message containing `what`.
+void ExpectRefused(const std::vector<std::string>& frames, const std::string& what) {
+  const std::vector<std::string_view> views = Views(frames);
+  Message m;
+  m.seq = 77;
+  const Status s = Decode(views, &m);
+  ASSERT_FALSE(s.ok()) << "accepted; want: " << what;
+  EXPECT_EQ(s.code(), Status::Code::kRefused);
+  EXPECT_NE(s.message().find(what), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().rfind("mesh: ", 0), 0u) << s.message();
+  EXPECT_EQ(m.seq, 77u) << "a refused decode wrote its output";
+}
+
+std::string Describe(const Message& m) {
+  return "type=" + std::to_string(static_cast<int>(m.type)) + " epoch=" + std::to_string(m.epoch) +
+         " seq=" + std::to_string(m.seq) + " origin=" + std::to_string(m.origin) +
+         " n=" + std::to_string(m.n) + " flags=" + std::to_string(m.flags) + " topic=[" +
+         std::string(m.topic) + "] body=[" + std::string(m.body) + "]";
+}
+
+std::string Describe(const PresenceEntry& e) {
+  return "{" + e.key + "|" + e.phx_ref + "|" + e.meta_json + "}";
+}
+
+std::string Describe(const std::vector<PresenceEntry>& entries) {
+  std::string out = "[";
+  for (const PresenceEntry& e : entries) out += Describe(e);
+  return out + "]";
+}
+
+std::string Describe(const Hello& h) {
+  std::string out = h.shard + " " + std::to_string(h.instance) + " " + std::to_string(h.window);
+  for (const std::string& t : h.topics) out += " t:" + t;
+  for (const TopicState& s : h.presence) out += " p:" + s.topic + Describe(s.metas);
+  return out;
+}
+
+std::string Describe(const PresenceChange& c) {
+  return "joins" + Describe(c.joins) + " leaves" + Describe(c.leaves);
+}
+
+// One message of every type, every field it has set to a recognisable value.
+std::vector<Message> Samples() {
+  std::vector<Message> all;
+  auto add = [&all](Type type) -> Message& {
+    all.push_back(Message{});
+    all.back().type = type;
+    return all.back();
+  };
+  add(Type::kHello).body = R"({"shard":"2"})";
+  add(Type::kWelcome).epoch = 0x0102030405060708;
+  add(Type::kReset);
+  add(Type::kHeartbeat).epoch = 0xfedcba9876543210;
+  add(Type::kSubscribe).topic = "room:a";
+  add(Type::kUnsubscribe).topic = "room:b";
+  Message& pub = add(Type::kPublish);
+  pub.seq = 42;
+  pub.flags = kFlagBinary;
+  pub.topic = "room:c";
+  pub.body = R"([null,null,"room:c","shout",{"m":1}])";
+  add(Type::kAck).seq = 0xffffffffffffffff;
+  add(Type::kCredit).n = 0xdeadbeef;
+  Message& presence = add(Type::kPresence);
+  presence.topic = "room:d";
+  presence.body = R"({"joins":[],"leaves":[]})";
+  Message& deliver = add(Type::kDeliver);
+  deliver.origin = 0x1122334455667788;
+  deliver.seq = 7;
+  deliver.topic = "room:e";
+  static const std::string kBinary = "\x02\x06\x05room:ebytes\x00\xff"s;
+  deliver.body = kBinary;
+  Message& diff = add(Type::kDiff);
+  diff.topic = "room:f";
+  diff.body = R"({"joins":{},"leaves":{}})";
+  Message& snapshot = add(Type::kSnapshot);
+  snapshot.topic = "room:g";
+  snapshot.body = R"({"alice":{"metas":[{"phx_ref":"x"}]}})";
+  return all;
+}
+
+size_t FramesOf(Type type) {
+  switch (type) {
+    case Type::kWelcome:
+    case Type::kReset:
+    case Type::kHeartbeat:
+    case Type::kAck:
+    case Type::kCredit:
+      return 1;
+    case Type::kHello:
+    case Type::kSubscribe:
+    case Type::kUnsubscribe:
+      return 2;
+    default:
+      return 3;
+  }
+}
+
+size_t HeaderOf(Type type) {
+  switch (type) {
+    case Type::kWelcome:
+    case Type::kHeartbeat:
+    case Type::kAck:
+      return 12;
+    case Type::kPublish:
+      return 13;
+    case Type::kCredit:
+      return 8;
+    case Type::kDeliver:
+      return 21;
+    default:
+      return 4;
+  }
+}
+
+// --- Encode / Decode ---------------------------------------------------------
+
+TEST(MeshCodec, EveryTypeRoundTrips) {
+  for (const Message& m : Samples()) {
+    SCOPED_TRACE(Describe(m));
+    const std::vector<std::string> frames = Encode(m);
+    ASSERT_EQ(frames.size(), FramesOf(m.type));
+    EXPECT_EQ(frames[0].size(), HeaderOf(m.type));
+    EXPECT_EQ(frames[0].substr(0, 4), "SB\x01"s + static_cast<char>(m.type));
+    const Message back = MustDecode(frames);
+    EXPECT_EQ(Describe(back), Describe(m));
+  }
+}
+
+TEST(MeshCodec, DecodedViewsPointIntoTheFrames) {
+  const std::vector<std::string> frames = Encode(Samples()[6]);  // kPublish
+  const std::vector<std::string_view> views = Views(frames);
+  Message m;
+  ASSERT_TRUE(Decode(views, &m).ok());
+  EXPECT_EQ(m.topic.data(), frames[1].data());
+  EXPECT_EQ(m.body.data(), frames[2].data());
+}
+
+TEST(MeshCodec, HeaderBytesAreLittleEndian) {
+  Message m;
+  m.type = Type::kDeliver;
+  m.origin = 0x0102030405060708;
+  m.seq = 0x1112131415161718;
+  m.flags = kFlagBinary;
+  m.topic = "t";
+  m.body = "b";
+  EXPECT_EQ(Encode(m)[0],
+            "SB\x01\x0b\x08\x07\x06\x05\x04\x03\x02\x01\x18\x17\x16\x15\x14\x13\x12\x11\x01"s);
+
+  Message credit;
+  credit.type = Type::kCredit;
+  credit.n = 0x0a0b0c0d;
+  EXPECT_EQ(Encode(credit), std::vector<std::string>{"SB\x01\x09\x0d\x0c\x0b\x0a"s});
+
+  Message publish;
+  publish.type = Type::kPublish;
+  publish.seq = 1;
+  publish.topic = "room:1";
+  publish.body = "[]";
+  EXPECT_EQ(Encode(publish),
+            (std::vector<std::string>{"SB\x01\x07\x01\0\0\0\0\0\0\0\0"s, "room:1", "[]"}));
+}
+
+TEST(MeshCodec, FieldsATypeDoesNotHaveAreNotEncoded) {
+  Message m;
+  m.type = Type::kReset;
+  m.epoch = 5;
+  m.seq = 6;
+  m.topic = "ignored";
+  m.body = "ignored";
+  EXPECT_EQ(Encode(m), std::vector<std::string>{"SB\x01\x03"});
+  const Message back = MustDecode(Encode(m));
+  EXPECT_EQ(back.epoch, 0u);
+  EXPECT_EQ(back.seq, 0u);
+  EXPECT_TRUE(back.topic.empty());
+  EXPECT_TRUE(back.body.empty());
+}
+
+TEST(MeshCodec, UnknownTypeEncodesToNothing) {
+  Message m;
+  m.type = static_cast<Type>(0);
+  EXPECT_TRUE(Encode(m).empty());
+  EXPECT_TRUE(Pack(m).empty());
+  m.type = static_cast<Type>(14);
+  EXPECT_TRUE(Encode(m).empty());
+}
+
+TEST(MeshCodec, HeaderMalformations) {
+  ExpectRefused({}, "no frames");
+  ExpectRefused({""}, "header is 0 bytes, want at least 4");
+  ExpectRefused({"SB\x01"}, "header is 3 bytes, want at least 4");
+  ExpectRefused({"SC\x01\x03"}, "bad magic");
+  ExpectRefused({"sb\x01\x03"}, "bad magic");
+  ExpectRefused({"SB\x02\x03"}, "version 2, want 1");
+  ExpectRefused({"SB\x00\x03"s}, "version 0, want 1");
+  ExpectRefused({"SB\x01\x00"s}, "unknown type 0");
+  ExpectRefused({"SB\x01\x0e"}, "unknown type 14");
+  ExpectRefused({"SB\x01\xff"}, "unknown type 255");
+}
+
+TEST(MeshCodec, HeaderOfTheWrongLengthForItsType) {
+  for (const Message& m : Samples()) {
+    SCOPED_TRACE(Describe(m));
+    std::vector<std::string> frames = Encode(m);
+    const std::string header = frames[0];
+    const size_t want = header.size();
+    if (want > 4) {
+      frames[0].pop_back();
+      ExpectRefused(frames,
+                    "is " + std::to_string(want - 1) + " bytes, want " + std::to_string(want));
+    }
+    frames[0] = header + "x";
+    ExpectRefused(frames,
+                  "is " + std::to_string(want + 1) + " bytes, want " + std::to_string(want));
+  }
+  std::vector<std::string> publish = Encode(Samples()[6]);
+  publish[0].pop_back();
+  ExpectRefused(publish, "mesh: header of kPublish is 12 bytes, want 13");
+}
+
+TEST(MeshCodec, WrongFrameCount) {
+  for (const Message& m : Samples()) {
+    SCOPED_TRACE(Describe(m));
+    std::vector<std::string> frames = Encode(m);
+    frames.push_back("extra");
+    ExpectRefused(frames, std::to_string(frames.size()) + " frames, want " +
+                              std::to_string(frames.size() - 1));
+    frames.pop_back();
+    if (frames.size() > 1) {
+      frames.pop_back();
+      ExpectRefused(frames, "frames, want");
+    }
+  }
+}
+
+TEST(MeshCodec, TopicBounds) {
+  for (Type type : {Type::kSubscribe, Type::kUnsubscribe, Type::kPublish, Type::kPresence,
+                    Type::kDeliver, Type::kDiff, Type::kSnapshot}) {
+    SCOPED_TRACE(static_cast<int>(type));
+    Message m;
+    m.type = type;
+    m.body = "{}";
+    m.topic = "";
+    ExpectRefused(Encode(m), "empty topic");
+    const std::string longest(kMaxTopicBytes, 't');
+    m.topic = longest;
+    EXPECT_EQ(MustDecode(Encode(m)).topic, longest);
+    const std::string too_long(kMaxTopicBytes + 1, 't');
+    m.topic = too_long;
+    ExpectRefused(Encode(m), "topic is 1025 bytes, over 1024");
+  }
+}
+
+TEST(MeshCodec, EmptyBodiesAreRefused) {
+  for (Type type : {Type::kHello, Type::kPublish, Type::kPresence, Type::kDeliver, Type::kDiff,
+                    Type::kSnapshot}) {
+    SCOPED_TRACE(static_cast<int>(type));
+    Message m;
+    m.type = type;
+    m.topic = "room:1";
+    ExpectRefused(Encode(m), "empty body");
+  }
+}
+
+TEST(MeshCodec, UnknownFlagBitsAreRefused) {
+  for (Type type : {Type::kPublish, Type::kDeliver}) {
+    Message m;
+    m.type = type;
+    m.topic = "room:1";
+    m.body = "[]";
+    m.flags = 0;
+    EXPECT_EQ(MustDecode(Encode(m)).flags, 0);
+    for (int bit = 1; bit < 8; ++bit) {
+      m.flags = static_cast<uint8_t>(1 << bit | kFlagBinary);
+      ExpectRefused(Encode(m), "unknown flags");
+    }
+  }
+}
+
+TEST(MeshCodec, CreditOfZeroIsRefused) {
+  Message m;
+  m.type = Type::kCredit;
+  m.n = 0;
+  ExpectRefused(Encode(m), "kCredit: n is 0");
+  m.n = 1;
+  EXPECT_EQ(MustDecode(Encode(m)).n, 1u);
+}
+
+// --- Pack / Unpack -----------------------------------------------------------
+
+TEST(MeshPack, Layout) {
+  Message m;
+  m.type = Type::kSubscribe;
+  m.topic = "ab";
+  EXPECT_EQ(Pack(m), "\x04\0\0\0SB\x01\x05\x02\0\0\0ab"s);
+}
+
+TEST(MeshPack, EveryTypeRoundTrips) {
+  for (const Message& m : Samples()) {
+    SCOPED_TRACE(Describe(m));
+    const std::string packed = Pack(m);
+    std::vector<std::string_view> frames;
+    ASSERT_TRUE(Unpack(packed, &frames).ok());
+    const std::vector<std::string> encoded = Encode(m);
+    ASSERT_EQ(frames.size(), encoded.size());
+    for (size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(frames[i], encoded[i]);
+    Message back;
+    ASSERT_TRUE(Decode(frames, &back).ok());
+    EXPECT_EQ(Describe(back), Describe(m));
+  }
+}
+
+TEST(MeshPack, EveryTruncationIsRefused) {
+  for (const Message& m : Samples()) {
+    SCOPED_TRACE(Describe(m));
+    const std::string packed = Pack(m);
+    const size_t frame_count = Encode(m).size();
+    for (size_t n = 0; n < packed.size(); ++n) {
+      std::vector<std::string_view> frames;
+      const Status s = Unpack(std::string_view(packed).substr(0, n), &frames);
+      // Cutting exactly at a frame boundary leaves fewer, whole frames: those
+      // unpack, and Decode refuses the count.
+      if (s.ok()) {
+        ASSERT_LT(frames.size(), frame_count) << n;
+        Message back;
+        EXPECT_FALSE(Decode(frames, &back).ok()) << n;
+      } else {
+        EXPECT_EQ(s.code(), Status::Code::kRefused);
+      }
+    }
+  }
+}
+
+TEST(MeshPack, UnpackRefusals) {
+  std::vector<std::string_view> frames{"stale"};
+  Status s = Unpack("", &frames);
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(frames.empty());
+  s = Unpack("\x04\0\0"s, &frames);
+  EXPECT_NE(s.message().find("length is truncated"), std::string::npos) << s.message();
+  s = Unpack("\x05\0\0\0SB\x01\x03"s, &frames);
+  EXPECT_NE(s.message().find("is 5 bytes, only 4 left"), std::string::npos) << s.message();
+  s = Unpack("\x04\0\0\0SB\x01\x03\x01"s, &frames);
+  EXPECT_NE(s.message().find("frame 1: length is truncated"), std::string::npos) << s.message();
+  s = Unpack("\xff\xff\xff\xffSB"s, &frames);
+  EXPECT_EQ(s.code(), Status::Code::kRefused);
+}
+
+TEST(MeshPack, EmptyFramesUnpack) {
+  std::vector<std::string_view> frames;
+  ASSERT_TRUE(Unpack("\0\0\0\0\0\0\0\0"s, &frames).ok());
+  EXPECT_EQ(frames, (std::vector<std::string_view>{"", ""}));
+  Message m;
+  EXPECT_FALSE(Decode(frames, &m).ok());
+}
+
+// --- Hello -------------------------------------------------------------------
+
+Hello SampleHello() {
+  Hello h;
+  h.shard = "2";
+  h.instance = 0x00ab0000ffff0001;
+  h.window = 1000;
+  h.topics = {"room:a", "room:\"quoted\"", "caf\xc3\xa9"};
+  h.presence = {
+      {"room:a",
+       {{"alice", "F1", R"({"phx_ref":"F1","online_at":"1","n":[1,{"x":null}]})"},
+        {"bob", "F2", R"({})"}}},
+      {"room:b", {}},
+  };
+  return h;
+}
+
+TEST(MeshHello, Encoding) {
+  Hello h;
+  h.shard = "2";
+  h.instance = 0x0123456789abcdef;
+  h.window = 7;
+  h.topics = {"room:a"};
+  h.presence = {{"room:a", {{"alice", "r1", R"({"phx_ref":"r1"})"}}}};
+  EXPECT_EQ(EncodeHello(h),
+            R"({"shard":"2","instance":"0123456789abcdef","window":7,"topics":["room:a"],)"
+            R"("presence":[{"topic":"room:a","metas":[{"key":"alice","phx_ref":"r1",)"
+            R"("meta":{"phx_ref":"r1"}}]}]})");
+}
+
+TEST(MeshHello, RoundTrips) {
+  const Hello h = SampleHello();
+  Result<Hello> back = DecodeHello(EncodeHello(h));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(Describe(*back), Describe(h));
+
+  Hello empty;
+  empty.instance = 1;
+  empty.window = 0xffffffff;
+  back = DecodeHello(EncodeHello(empty));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(Describe(*back), Describe(empty));
+}
+
+TEST(MeshHello, MetaIsNormalisedAndEmptyMetaIsAnObject) {
+  Hello h = SampleHello();
+  h.presence[0].metas[0].meta_json = " { \"a\" : [ 1 , 2 ] } ";
+  h.presence[0].metas[1].meta_json = "";
+  Result<Hello> back = DecodeHello(EncodeHello(h));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->presence[0].metas[0].meta_json, R"({"a":[1,2]})");
+  EXPECT_EQ(back->presence[0].metas[1].meta_json, "{}");
+}
+
+TEST(MeshHello, AMetaThatIsNotAnObjectIsRefusedByTheReceiver) {
+  for (const char* meta : {"[1]", "\"s\"", "{", "{} {}", "{\"a\":1,}"}) {
+    SCOPED_TRACE(meta);
+    Hello h = SampleHello();
+    h.presence[0].metas[0].meta_json = meta;
+    const std::string json = EncodeHello(h);
+    Result<Hello> back = DecodeHello(json);
+    ASSERT_FALSE(back.ok()) << json;
+    EXPECT_NE(back.status().message().find("presence[0].metas[0].meta is not an object"),
+              std::string::npos)
+        << back.status().message();
+  }
+}
+
+TEST(MeshHello, UnknownFieldsAreIgnored) {
+  Result<Hello> h = DecodeHello(
+      R"({"v2":{"x":[1]},"shard":"s","instance":"00000000000000ff","window":3,"topics":[],)"
+      R"("presence":[{"topic":"t","later":1,"metas":[{"key":"k","phx_ref":"r","meta":{},"z":0}]}]})");
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->instance, 255u);
+  EXPECT_EQ(h->window, 3u);
+  ASSERT_EQ(h->presence.size(), 1u);
+  EXPECT_EQ(Describe(h->presence[0].metas), "[{k|r|{}}]");
+}
+
+// A valid hello with one field replaced by `field_json` (or dropped when it
+// is null).
+std::string HelloWith(const std::string& name, const char* field_json) {
+  const std::pair<std::string, std::string> fields[] = {
+      {"shard", R"("2")"},
+      {"instance", R"("00000000000000a1")"},
+      {"window", "10"},
+      {"topics", R"(["room:a"])"},
+      {"presence", R"([{"topic":"room:a","metas":[{"key":"k","phx_ref":"r","meta":{}}]}])"},
+  };
+  std::string out = "{";
+  for (const auto& [key, value] : fields) {
+    const bool replaced = key == name;
+    if (replaced && !field_json) continue;
+    if (out.size() > 1) out += ",";
+    out += "\"" + key + "\":" + (replaced ? std::string(field_json) : value);
+  }
+  return out + "}";
+}
+
+void ExpectHelloRefused(const std::string& json, const std::string& what) {
+  Result<Hello> h = DecodeHello(json);
+  ASSERT_FALSE(h.ok()) << json;
+  EXPECT_EQ(h.status().code(), Status::Code::kRefused);
+  EXPECT_NE(h.status().message().find(what), std::string::npos)
+      << json << " -> " << h.status().message();
+}
+
+TEST(MeshHello, TheBaseOfTheRefusalCasesIsValid) {
+  EXPECT_TRUE(DecodeHello(HelloWith("", nullptr)).ok());
+}
+
+TEST(MeshHello, Refusals) {
+  ExpectHelloRefused("", "invalid JSON");
+  ExpectHelloRefused("{", "invalid JSON");
+  ExpectHelloRefused(HelloWith("", nullptr) + " x", "invalid JSON");
+  ExpectHelloRefused("[]", "hello: not an object");
+  ExpectHelloRefused("{\"shard\":\"\xff\"}", "invalid JSON");
+  for (const char* name : {"shard", "instance", "window", "topics", "presence"}) {
+    ExpectHelloRefused(HelloWith(name, nullptr), std::string(name) + " is missing");
+  }
+  ExpectHelloRefused(HelloWith("shard", "2"), "shard is not a string");
+  ExpectHelloRefused(HelloWith("instance", "161"), "instance is not a string");
+  ExpectHelloRefused(HelloWith("instance", R"("0000000000000000")"), "instance is zero");
+  ExpectHelloRefused(HelloWith("instance", R"("00000000000000A1")"), "instance is not 16");
+  ExpectHelloRefused(HelloWith("instance", R"("0000000000000a1")"), "instance is not 16");
+  ExpectHelloRefused(HelloWith("instance", R"("000000000000000a1")"), "instance is not 16");
+  ExpectHelloRefused(HelloWith("instance", R"("000000000000000g")"), "instance is not 16");
+  ExpectHelloRefused(HelloWith("window", "0"), "window is not within");
+  ExpectHelloRefused(HelloWith("window", "-1"), "window is not within");
+  ExpectHelloRefused(HelloWith("window", "4294967296"), "window is not within");
+  ExpectHelloRefused(HelloWith("window", "18446744073709551615"), "window is not within");
+  ExpectHelloRefused(HelloWith("window", "1.5"), "window is not an integer");
+  ExpectHelloRefused(HelloWith("window", R"("10")"), "window is not an integer");
+  ExpectHelloRefused(HelloWith("topics", "{}"), "topics is not an array");
+  ExpectHelloRefused(HelloWith("topics", R"(["a",1])"), "topics[1] is not a string");
+  ExpectHelloRefused(HelloWith("topics", R"(["a",""])"), "topics[1] is empty");
+  const std::string long_topic = "[\"" + std::string(kMaxTopicBytes + 1, 't') + "\"]";
+  ExpectHelloRefused(HelloWith("topics", long_topic.c_str()), "topics[0] is too long");
+  ExpectHelloRefused(HelloWith("presence", "null"), "presence is not an array");
+  ExpectHelloRefused(HelloWith("presence", "[1]"), "presence[0] is not an object");
+  ExpectHelloRefused(HelloWith("presence", R"([{"metas":[]}])"), "presence[0].topic is missing");
+  ExpectHelloRefused(HelloWith("presence", R"([{"topic":"","metas":[]}])"),
+                     "presence[0].topic is empty");
+  const std::string long_state =
+      "[{\"topic\":\"" + std::string(kMaxTopicBytes + 1, 't') + "\",\"metas\":[]}]";
+  ExpectHelloRefused(HelloWith("presence", long_state.c_str()), "presence[0].topic is too long");
+  ExpectHelloRefused(HelloWith("presence", R"([{"topic":"t"}])"), "presence[0].metas is missing");
+  ExpectHelloRefused(HelloWith("presence", R"([{"topic":"t","metas":{}}])"),
+                     "presence[0].metas is not an array");
+  ExpectHelloRefused(HelloWith("presence", R"([{"topic":"t","metas":[[]]}])"),
+                     "presence[0].metas[0] is not an object");
+  ExpectHelloRefused(
+      HelloWith("presence", R"([{"topic":"t","metas":[{"phx_ref":"r","meta":{}}]}])"),
+      "presence[0].metas[0].key is missing");
+  ExpectHelloRefused(
+      HelloWith("presence", R"([{"topic":"t","metas":[{"key":"","phx_ref":"r","meta":{}}]}])"),
+      "presence[0].metas[0].key is empty");
+  ExpectHelloRefused(
+      HelloWith("presence", R"([{"topic":"t","metas":[{"key":"k","phx_ref":"","meta":{}}]}])"),
+      "presence[0].metas[0].phx_ref is empty");
+  ExpectHelloRefused(
+      HelloWith("presence", R"([{"topic":"t","metas":[{"key":"k","phx_ref":7,"meta":{}}]}])"),
+      "presence[0].metas[0].phx_ref is not a string");
+  ExpectHelloRefused(
+      HelloWith("presence", R"([{"topic":"t","metas":[{"key":"k","phx_ref":"r"}]}])"),
+      "presence[0].metas[0].meta is missing");
+  ExpectHelloRefused(
+      HelloWith("presence", R"([{"topic":"t","metas":[{"key":"k","phx_ref":"r","meta":[]}]}])"),
+      "presence[0].metas[0].meta is not an object");
+}
+
+TEST(MeshHello, DepthIsBounded) {
+  auto with_meta_depth = [](int depth) {
+    const std::string meta = "{\"d\":" + std::string(depth, '[') + std::string(depth, ']') + "}";
+    const std::string presence =
+        R"([{"topic":"t","metas":[{"key":"k","phx_ref":"r","meta":)" + meta + "}]}]";
+    return HelloWith("presence", presence.c_str());
+  };
+  EXPECT_TRUE(DecodeHello(with_meta_depth(20)).ok());
+  ExpectHelloRefused(with_meta_depth(40), "invalid JSON");
+  ExpectHelloRefused(std::string(100000, '['), "invalid JSON");
+}
+
+// --- PresenceChange ----------------------------------------------------------
+
+TEST(MeshPresence, Encoding) {
+  PresenceChange c;
+  c.joins = {{"alice", "r1", R"({"phx_ref":"r1","s":"on"})"}};
+  c.leaves = {{"bob", "r0", R"({"ignored":true})"}};
+  EXPECT_EQ(EncodePresenceChange(c),
+            R"({"joins":[{"key":"alice","phx_ref":"r1","meta":{"phx_ref":"r1","s":"on"}}],)"
+            R"("leaves":[{"key":"bob","phx_ref":"r0"}]})");
+}
+
+TEST(MeshPresence, RoundTrips) {
+  PresenceChange c;
+  c.joins = {{"alice", "r1", R"({"phx_ref":"r1","n":-1.5E0})"}, {"k\n\"", "r\\", "{}"}};
+  c.leaves = {{"bob", "r0", ""}, {"carol", "r9", ""}};
+  Result<PresenceChange> back = DecodePresenceChange(EncodePresenceChange(c));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(Describe(*back), Describe(c));
+
+  back = DecodePresenceChange(EncodePresenceChange({}));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_TRUE(back->joins.empty() && back->leaves.empty());
+}
+
+TEST(MeshPresence, ALeaveMayCarryAMetaWhichIsIgnored) {
+  Result<PresenceChange> c = DecodePresenceChange(
+      R"({"joins":[],"leaves":[{"key":"k","phx_ref":"r","meta":5}],"more":1})");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(Describe(c->leaves), "[{k|r|}]");
+}
+
+TEST(MeshPresence, Refusals) {
+  auto refused = [](const std::string& json, const std::string& what) {
+    Result<PresenceChange> c = DecodePresenceChange(json);
+    ASSERT_FALSE(c.ok()) << json;
+    EXPECT_EQ(c.status().code(), Status::Code::kRefused);
+    EXPECT_NE(c.status().message().find(what), std::string::npos)
+        << json << " -> " << c.status().message();
+  };
+  refused("", "presence: invalid JSON");
+  refused("7", "presence: not an object");
+  refused(R"({"leaves":[]})", "joins is missing");
+  refused(R"({"joins":[]})", "leaves is missing");
+  refused(R"({"joins":{},"leaves":[]})", "joins is not an array");
+  refused(R"({"joins":[],"leaves":[1]})", "leaves[0] is not an object");
+  refused(R"({"joins":[{"key":"k","phx_ref":"r"}],"leaves":[]})", "joins[0].meta is missing");
+  refused(R"({"joins":[{"key":"k","phx_ref":"r","meta":null}],"leaves":[]})",
+          "joins[0].meta is not an object");
+  refused(R"({"joins":[],"leaves":[{"key":"k"}]})", "leaves[0].phx_ref is missing");
+  refused(R"({"joins":[],"leaves":[{"key":"","phx_ref":"r"}]})", "leaves[0].key is empty");
+}
+
+}  // namespace
+}  // namespace sb::mesh
