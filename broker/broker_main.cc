@@ -1,34 +1,99 @@
-// switchboard-broker: the node's message broker. For now a stand-in that does
-// what the supervisor expects of it: reports READY=1 and exits 0 on SIGTERM.
-// The ZeroMQ routing mesh is not built yet.
+// switchboard-broker: the node's message broker. Shards connect to it over
+// ZeroMQ (docs/PROTOCOL.md); it routes each broadcast once to every other
+// interested shard, holds per-shard queues under explicit credit, and keeps
+// the cluster's presence. All of it is soft state: a restarted broker gets
+// everything back from the shards' hellos. main() parses flags, binds, wires
+// the loop and the metrics endpoint, reports READY=1, exits 0 on SIGTERM.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <map>
 
+#include "broker/mesh_server.h"
 #include "common/event_loop.h"
 #include "common/exit_codes.h"
 #include "common/log.h"
+#include "common/metrics_endpoint.h"
 #include "common/sd_notify.h"
 #include "common/signal_fd.h"
-#include "common/unique_fd.h"
+
+namespace {
+constexpr char kProgram[] = "switchboard-broker";
+
+// Random and nonzero: a restarted broker must never reuse its predecessor's.
+uint64_t NewEpoch() {
+  uint64_t e = 0;
+  if (::getrandom(&e, sizeof e, 0) != sizeof e) e = static_cast<uint64_t>(::getpid()) << 32;
+  // Kept below 2^53 so the metric (a double) shows it exactly.
+  e &= (uint64_t{1} << 53) - 1;
+  return e == 0 ? 1 : e;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"switchboard-broker: node broker (placeholder)"};
-  std::string bind = "ipc:///tmp/switchboard/broker";
-  app.add_option("--bind", bind, "endpoint shards connect to");
+  CLI::App app{"switchboard-broker: the node's message broker (ZeroMQ ROUTER)"};
+  std::string bind = "ipc:///tmp/switchboard/broker", metrics_listen;
+  sb::broker::RouterOptions opt;
+  app.add_option("--bind", bind, "endpoint shards connect to (tcp:// or ipc://)")
+      ->capture_default_str();
+  app.add_option("--metrics", metrics_listen, "HOST:PORT for Prometheus /metrics (port 0: any)");
+  app.add_option("--heartbeat-ms", opt.liveness.interval_ms, "heartbeat interval, both ways")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{10}, int64_t{60000}));
+  app.add_option("--misses", opt.liveness.misses, "silent intervals before a shard is dropped")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  app.add_option("--queue-max-messages", opt.queue.max_messages, "per-shard queue bound")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--queue-max-bytes", opt.queue.max_bytes, "per-shard queue bound, bytes")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  std::map<std::string, sb::broker::OverloadPolicy> policies = {
+      {"shed_oldest", sb::broker::OverloadPolicy::kShedOldest},
+      {"disconnect", sb::broker::OverloadPolicy::kDisconnect}};
+  app.add_option("--overload", opt.queue.overload, "a full queue: shed_oldest or disconnect")
+      ->transform(CLI::CheckedTransformer(policies))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  sb::InitLogging("switchboard-broker");
+  sb::InitLogging(kProgram);
+  opt.epoch = NewEpoch();
 
-  auto loop = sb::EventLoop::Create();
-  if (!loop.ok()) return sb::kExitFailure;
+  // Signals first: the metrics threads inherit the blocked mask.
   auto sfd = sb::BlockSignalsToFd({SIGTERM, SIGINT});
-  if (!sfd.ok()) return sb::kExitFailure;
-  (void)loop.value()->Add(sfd->get(), EPOLLIN, [&](uint32_t) { loop.value()->Stop(sb::kExitOk); });
-  spdlog::info("broker ready (placeholder; would bind {})", bind);
+  auto loop = sb::EventLoop::Create();
+  if (!sfd.ok() || !loop.ok()) {
+    sb::PrintFatal(kProgram, "set up the event loop",
+                   !sfd.ok() ? sfd.status().message() : loop.status().message());
+    return sb::kExitFailure;
+  }
+  auto server = sb::broker::MeshServer::Create(loop->get(), bind, opt);
+  if (!server.ok()) {
+    sb::PrintFatal(kProgram, "serve", server.status().message());
+    return sb::kExitFailure;
+  }
+  std::unique_ptr<sb::MetricsEndpoint> endpoint;
+  if (!metrics_listen.empty()) {
+    auto ep = sb::MetricsEndpoint::Create(metrics_listen);
+    if (!ep.ok()) {
+      sb::PrintFatal(kProgram, "serve metrics", ep.status().message());
+      return sb::kExitFailure;
+    }
+    endpoint = std::move(ep.value());
+    endpoint->Register(server.value()->collectable());
+  }
+  sb::EventLoop* l = loop->get();
+  (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
+    if (sb::ReadSignal(sfd->get()) != 0) l->Stop(sb::kExitOk);
+  });
+  spdlog::info("broker: epoch {} bound {}", opt.epoch, server.value()->endpoint());
+  if (endpoint) spdlog::info("broker: metrics on 127.0.0.1:{}", endpoint->port());
   sb::SdNotify("READY=1");
-  int rc = loop.value()->Run();
-  spdlog::info("broker stopping");
+  int rc = l->Run();
+  spdlog::info("broker: stopping");
   return rc;
 }

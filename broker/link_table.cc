@@ -12,6 +12,16 @@ LinkTable::Attached LinkTable::Attach(std::string_view routing_id, LinkKind kind
   return {id, true};
 }
 
+bool LinkTable::Rebind(LinkId id, std::string_view routing_id) {
+  auto it = links_.find(id);
+  if (it == links_.end() || routing_id.empty()) return false;
+  if (LinkId owner = Find(routing_id); owner != kNoLink) return owner == id;
+  by_routing_id_.erase(it->second.routing_id);
+  it->second.routing_id = std::string(routing_id);
+  by_routing_id_.emplace(it->second.routing_id, id);
+  return true;
+}
+
 bool LinkTable::Detach(LinkId id) {
   auto it = links_.find(id);
   if (it == links_.end()) return false;

@@ -43,6 +43,11 @@ class LinkTable {
   };
   // Attaches `routing_id` (non-empty) as a link of `kind`.
   Attached Attach(std::string_view routing_id, LinkKind kind);
+  // The peer behind link `id` reconnected under a new routing id (libzmq
+  // gives every connection its own): the link keeps its id, and with it its
+  // state in every other table. False, changing nothing, if `id` is not
+  // attached or `routing_id` belongs to another link.
+  bool Rebind(LinkId id, std::string_view routing_id);
   // Forgets the link. False if it was not attached.
   bool Detach(LinkId id);
 

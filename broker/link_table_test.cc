@@ -61,5 +61,20 @@ TEST(LinkTableTest, DetachForgetsAndIdsAreNeverReused) {
   EXPECT_EQ(t.size(), 1u);
 }
 
+TEST(LinkTableTest, RebindKeepsTheIdUnderANewRoutingId) {
+  LinkTable t;
+  LinkId a = t.Attach("old", LinkKind::kShard).id;
+  LinkId b = t.Attach("other", LinkKind::kShard).id;
+  EXPECT_TRUE(t.Rebind(a, "new"));
+  EXPECT_EQ(t.Find("new"), a);
+  EXPECT_EQ(t.Find("old"), kNoLink);
+  EXPECT_EQ(*t.RoutingId(a), "new");
+  EXPECT_TRUE(t.Rebind(a, "new"));     // already its own
+  EXPECT_FALSE(t.Rebind(a, "other"));  // another link's
+  EXPECT_EQ(t.Find("other"), b);
+  EXPECT_FALSE(t.Rebind(999, "x"));
+  EXPECT_EQ(t.size(), 2u);
+}
+
 }  // namespace
 }  // namespace sb::broker

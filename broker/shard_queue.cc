@@ -1,6 +1,7 @@
 #include "broker/shard_queue.h"
 
 #include <cstdlib>
+#include <iterator>
 #include <utility>
 
 namespace sb::broker {
@@ -16,17 +17,22 @@ ShardQueue::ShardQueue(QueuePolicy policy) : policy_(policy) {
   if (!ValidateQueuePolicy(policy_).ok()) std::abort();
 }
 
-void ShardQueue::DropHead() {
+void ShardQueue::DropHead(std::vector<QueuedMessage>* dropped) {
   bytes_ -= queue_.front().bytes;
   counters_.dropped_bytes += queue_.front().bytes;
+  if (dropped != nullptr) dropped->push_back(std::move(queue_.front()));
   queue_.pop_front();
 }
 
-PushResult ShardQueue::Push(QueuedMessage msg) {
+PushResult ShardQueue::Push(QueuedMessage msg, std::vector<QueuedMessage>* dropped) {
   ++counters_.pushed;
+  auto refuse = [&] {
+    counters_.dropped_bytes += msg.bytes;
+    if (dropped != nullptr) dropped->push_back(std::move(msg));
+  };
   if (closed_) {
     ++counters_.dropped_disconnect;
-    counters_.dropped_bytes += msg.bytes;
+    refuse();
     return {PushOutcome::kDisconnect, 1};
   }
   // Checked first: shedding the whole queue would not make room for it, so
@@ -34,24 +40,23 @@ PushResult ShardQueue::Push(QueuedMessage msg) {
   // message is the sender's problem, not this link's).
   if (msg.bytes > policy_.max_bytes) {
     ++counters_.dropped_too_large;
-    counters_.dropped_bytes += msg.bytes;
+    refuse();
     return {PushOutcome::kTooLarge, 0};
   }
   PushResult result;
   if (!Fits(msg.bytes)) {
     if (policy_.overload == OverloadPolicy::kDisconnect) {
       result = {PushOutcome::kDisconnect, queue_.size() + 1};
-      counters_.dropped_disconnect += queue_.size() + 1;
-      counters_.dropped_bytes += bytes_ + msg.bytes;
-      queue_.clear();
-      queue_.shrink_to_fit();
-      bytes_ = 0;
-      closed_ = true;
+      for (QueuedMessage& m : Close()) {
+        if (dropped != nullptr) dropped->push_back(std::move(m));
+      }
+      ++counters_.dropped_disconnect;
+      refuse();
       return result;
     }
     result.outcome = PushOutcome::kShed;
     while (!Fits(msg.bytes)) {
-      DropHead();
+      DropHead(dropped);
       ++result.dropped;
     }
     counters_.dropped_shed += result.dropped;
@@ -69,6 +74,23 @@ void ShardQueue::Grant(uint64_t n) {
                 : credit_ + n;
 }
 
+void ShardQueue::ResetCredit(uint64_t n) {
+  if (!closed_) credit_ = n;
+}
+
+std::vector<QueuedMessage> ShardQueue::Close() {
+  counters_.dropped_disconnect += queue_.size();
+  counters_.dropped_bytes += bytes_;
+  std::vector<QueuedMessage> out(std::make_move_iterator(queue_.begin()),
+                                 std::make_move_iterator(queue_.end()));
+  queue_.clear();
+  queue_.shrink_to_fit();
+  bytes_ = 0;
+  credit_ = 0;
+  closed_ = true;
+  return out;
+}
+
 size_t ShardQueue::PopSendable(std::vector<QueuedMessage>* out, size_t max) {
   size_t n = 0;
   while (n < max && credit_ > 0 && !queue_.empty()) {
@@ -84,9 +106,9 @@ size_t ShardQueue::PopSendable(std::vector<QueuedMessage>* out, size_t max) {
   return n;
 }
 
-std::optional<int64_t> ShardQueue::oldest_enqueued_ms() const {
+std::optional<int64_t> ShardQueue::oldest_enqueued_us() const {
   if (queue_.empty()) return std::nullopt;
-  return queue_.front().enqueued_ms;
+  return queue_.front().enqueued_us;
 }
 
 }  // namespace sb::broker

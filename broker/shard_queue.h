@@ -56,7 +56,8 @@ using Payload = std::shared_ptr<const std::string>;
 struct QueuedMessage {
   Payload payload;
   size_t bytes = 0;         // what the bounds count: the payload plus any envelope frames
-  int64_t enqueued_ms = 0;  // monotonic, from the caller
+  int64_t enqueued_us = 0;  // monotonic, from the caller
+  uint64_t tag = 0;         // the caller's: what the message is, for its accounting of drops
 };
 
 enum class PushOutcome : uint8_t {
@@ -82,10 +83,19 @@ class ShardQueue {
   // fit. After a kDisconnect the queue is closed: every later Push returns
   // kDisconnect (dropping that message), Grant is ignored and PopSendable
   // returns nothing, until the caller removes the link.
-  [[nodiscard]] PushResult Push(QueuedMessage msg);
+  // Every message the call drops (shed from the head, the queue dropped on
+  // kDisconnect, or `msg` itself when it is not queued) is appended to
+  // `*dropped` when given, so the caller can account for what it carried.
+  [[nodiscard]] PushResult Push(QueuedMessage msg, std::vector<QueuedMessage>* dropped = nullptr);
 
   // The link asks for `n` more messages. Credit accumulates (saturating).
   void Grant(uint64_t n);
+  // The link started over (it said hello again): its credit becomes `n`,
+  // whatever was granted before. Queued messages stay queued.
+  void ResetCredit(uint64_t n);
+  // The link is gone: everything queued is dropped (counted as
+  // dropped_disconnect) and returned, oldest first; the queue closes.
+  std::vector<QueuedMessage> Close();
 
   // Moves up to min(credit, max) messages from the head to `*out` (appended,
   // oldest first), each consuming one credit. Returns how many.
@@ -97,7 +107,7 @@ class ShardQueue {
   uint64_t credit() const { return credit_; }
   bool closed() const { return closed_; }
   // Enqueue time of the head, for a queue-delay gauge; nullopt when empty.
-  std::optional<int64_t> oldest_enqueued_ms() const;
+  std::optional<int64_t> oldest_enqueued_us() const;
   const QueuePolicy& policy() const { return policy_; }
 
   // Monotonic. Every pushed message ends up in exactly one place:
@@ -119,7 +129,7 @@ class ShardQueue {
   bool Fits(size_t bytes) const {
     return queue_.size() < policy_.max_messages && bytes_ + bytes <= policy_.max_bytes;
   }
-  void DropHead();
+  void DropHead(std::vector<QueuedMessage>* dropped);
 
   QueuePolicy policy_;
   std::deque<QueuedMessage> queue_;

@@ -110,14 +110,14 @@ TEST(ShardQueueTest, OneBufferIsSharedByEveryQueue) {
 
 TEST(ShardQueueTest, OldestEnqueueTimeIsTheHeads) {
   ShardQueue q(Policy(10, 100));
-  EXPECT_EQ(q.oldest_enqueued_ms(), std::nullopt);
+  EXPECT_EQ(q.oldest_enqueued_us(), std::nullopt);
   ASSERT_EQ(q.Push(Msg("a", 100)).outcome, PushOutcome::kQueued);
   ASSERT_EQ(q.Push(Msg("b", 150)).outcome, PushOutcome::kQueued);
-  EXPECT_EQ(q.oldest_enqueued_ms(), 100);
+  EXPECT_EQ(q.oldest_enqueued_us(), 100);
   q.Grant(1);
   std::vector<QueuedMessage> out;
   q.PopSendable(&out);
-  EXPECT_EQ(q.oldest_enqueued_ms(), 150);
+  EXPECT_EQ(q.oldest_enqueued_us(), 150);
 }
 
 TEST(ShardQueueTest, ShedOldestByMessageCount) {
@@ -184,7 +184,7 @@ TEST(ShardQueueTest, DisconnectPolicyDropsTheQueueAndCloses) {
   EXPECT_TRUE(q.closed());
   EXPECT_EQ(q.depth_messages(), 0u);
   EXPECT_EQ(q.depth_bytes(), 0u);
-  EXPECT_EQ(q.oldest_enqueued_ms(), std::nullopt);
+  EXPECT_EQ(q.oldest_enqueued_us(), std::nullopt);
   EXPECT_EQ(q.counters().dropped_disconnect, 3u);
   EXPECT_EQ(q.counters().dropped_bytes, 6u);
   EXPECT_EQ(q.counters().dropped_shed, 0u);
@@ -307,6 +307,67 @@ TEST(ShardQueueTest, RandomOperationsNeverExceedCreditAndKeepExactDepth) {
       EXPECT_TRUE(q.closed()) << "the run should have overloaded the queue";
     }
   }
+}
+
+TEST(ShardQueueTest, EveryDroppedMessageIsHandedBackWithItsTag) {
+  ShardQueue q(Policy(2, 1000));
+  auto tagged = [](std::string text, uint64_t tag) {
+    QueuedMessage m = Msg(std::move(text));
+    m.tag = tag;
+    return m;
+  };
+  std::vector<QueuedMessage> dropped;
+  ASSERT_EQ(q.Push(tagged("a", 1), &dropped).outcome, PushOutcome::kQueued);
+  ASSERT_EQ(q.Push(tagged("b", 2), &dropped).outcome, PushOutcome::kQueued);
+  EXPECT_TRUE(dropped.empty());
+  ASSERT_EQ(q.Push(tagged("c", 3), &dropped).outcome, PushOutcome::kShed);
+  ASSERT_EQ(dropped.size(), 1u);
+  EXPECT_EQ(dropped[0].tag, 1u);
+  EXPECT_EQ(*dropped[0].payload, "a");
+
+  // Too large alone: the new message itself comes back.
+  ShardQueue small(Policy(10, 3));
+  dropped.clear();
+  ASSERT_EQ(small.Push(tagged("toolong", 7), &dropped).outcome, PushOutcome::kTooLarge);
+  ASSERT_EQ(dropped.size(), 1u);
+  EXPECT_EQ(dropped[0].tag, 7u);
+}
+
+TEST(ShardQueueTest, DisconnectHandsBackTheQueueAndTheNewMessage) {
+  ShardQueue q(Policy(2, 1000, OverloadPolicy::kDisconnect));
+  std::vector<QueuedMessage> dropped;
+  ASSERT_EQ(q.Push(Msg("a")).outcome, PushOutcome::kQueued);
+  ASSERT_EQ(q.Push(Msg("b")).outcome, PushOutcome::kQueued);
+  PushResult r = q.Push(Msg("c"), &dropped);
+  EXPECT_EQ(r.outcome, PushOutcome::kDisconnect);
+  EXPECT_EQ(r.dropped, 3u);
+  EXPECT_EQ(Texts(dropped), (Strings{"a", "b", "c"}));
+  EXPECT_EQ(q.counters().dropped_disconnect, 3u);
+  EXPECT_EQ(q.counters().dropped_bytes, 3u);
+  EXPECT_TRUE(q.closed());
+}
+
+TEST(ShardQueueTest, CloseDropsEverythingQueuedAndCountsIt) {
+  ShardQueue q(Policy(10, 1000));
+  for (const char* s : {"a", "bb"}) ASSERT_EQ(q.Push(Msg(s)).outcome, PushOutcome::kQueued);
+  q.Grant(5);
+  std::vector<QueuedMessage> gone = q.Close();
+  EXPECT_EQ(Texts(gone), (Strings{"a", "bb"}));
+  EXPECT_EQ(q.depth_messages(), 0u);
+  EXPECT_EQ(q.depth_bytes(), 0u);
+  EXPECT_EQ(q.credit(), 0u);
+  EXPECT_EQ(q.counters().dropped_disconnect, 2u);
+  EXPECT_EQ(q.counters().dropped_bytes, 3u);
+  EXPECT_EQ(q.Push(Msg("c")).outcome, PushOutcome::kDisconnect);
+}
+
+TEST(ShardQueueTest, ResetCreditReplacesWhatWasGranted) {
+  ShardQueue q(Policy(10, 1000));
+  q.Grant(7);
+  q.ResetCredit(3);
+  EXPECT_EQ(q.credit(), 3u);
+  q.Grant(1);
+  EXPECT_EQ(q.credit(), 4u);
 }
 
 }  // namespace

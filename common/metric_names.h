@@ -141,4 +141,52 @@ inline constexpr std::array<double, 14> kWorkerDeliverLatencyBuckets = {
 inline constexpr std::string_view kWorkerResidentMemoryBytes =
     "switchboard_worker_resident_memory_bytes";
 
+// --- Queues: every queue of the design, by process (docs/METRICS.md) ---
+// Depth in messages and in bytes; `queue` names the queue, `peer` the other
+// end where there is one (the broker's shard_out queues: the shard's name).
+inline constexpr std::string_view kQueueDepth = "switchboard_queue_depth";
+inline constexpr std::string_view kQueueDepthBytes = "switchboard_queue_depth_bytes";
+inline constexpr std::string_view kLabelQueue = "queue";
+inline constexpr std::string_view kLabelPeer = "peer";
+inline constexpr std::string_view kQueueShardOut =
+    "shard_out";  // broker → one shard, waiting for credit
+inline constexpr std::string_view kQueueBrokerOut =
+    "broker_out";  // shard → broker, unacked publishes
+inline constexpr std::string_view kQueueBrokerIn =
+    "broker_in";  // broker → shard, consumed not yet credited
+inline constexpr std::string_view kQueueClientOut = "client_out";  // shard → its client sockets
+// Enqueue → send delay of the broker's shard_out queues.
+inline constexpr std::string_view kQueueDelaySeconds = "switchboard_queue_delay_seconds";
+inline constexpr std::array<double, 14> kQueueDelayBuckets = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.0025,  0.005,    0.01,    0.025,  0.05,    0.1,    1.0};
+
+// --- Broker ---
+inline constexpr std::string_view kBrokerRoutedTotal = "switchboard_broker_routed_total";
+inline constexpr std::string_view kBrokerPublishesTotal = "switchboard_broker_publishes_total";
+inline constexpr std::string_view kBrokerDeliveredTotal = "switchboard_broker_delivered_total";
+inline constexpr std::string_view kBrokerDroppedTotal = "switchboard_broker_dropped_total";
+inline constexpr std::string_view kBrokerRefusedFramesTotal =
+    "switchboard_broker_refused_frames_total";
+inline constexpr std::string_view kBrokerPresenceMessagesTotal =
+    "switchboard_broker_presence_messages_total";
+inline constexpr std::string_view kBrokerLinkEventsTotal = "switchboard_broker_link_events_total";
+inline constexpr std::string_view kLabelEvent = "event";
+inline constexpr std::string_view kLabelKind = "kind";
+inline constexpr std::string_view kBrokerTopics = "switchboard_broker_topics";
+inline constexpr std::string_view kBrokerSubscriptions = "switchboard_broker_subscriptions";
+inline constexpr std::string_view kBrokerPresences = "switchboard_broker_presences";
+inline constexpr std::string_view kBrokerConnectedShards = "switchboard_broker_connected_shards";
+inline constexpr std::string_view kBrokerEpoch = "switchboard_broker_epoch";
+inline constexpr std::string_view kBrokerCredit = "switchboard_broker_credit";
+inline constexpr std::string_view kBrokerInFlight = "switchboard_broker_in_flight";
+
+// --- A shard's link to its broker ---
+inline constexpr std::string_view kWorkerBrokerUp = "switchboard_worker_broker_up";
+inline constexpr std::string_view kWorkerBrokerEpoch = "switchboard_worker_broker_epoch";
+inline constexpr std::string_view kWorkerClusterMessagesTotal =
+    "switchboard_worker_cluster_messages_total";
+inline constexpr std::string_view kWorkerBroadcastsRefusedTotal =
+    "switchboard_worker_broadcasts_refused_total";
+
 }  // namespace sb::metrics

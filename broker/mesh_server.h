@@ -1,0 +1,68 @@
+// MeshServer: the broker's I/O — its ROUTER socket on the broker's loop.
+//
+// Owns: the bound ZeroMQ ROUTER (common/zmq_socket), reading mesh messages
+// in bounded batches and handing them to the Router, the Router's timer
+// (heartbeats and expiry), the end-of-turn flush (what credit allows, acks),
+// and the broker's metrics: a Prometheus collectable that reads the Router
+// at scrape time under the mutex the loop holds while it works, so every
+// depth it reports is exact, never a sample. Does not: decide anything
+// (broker/router). Runs on the broker's loop thread (scrapes on civetweb's).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "broker/router.h"
+#include "common/event_loop.h"
+#include "common/status.h"
+#include "common/zmq_socket.h"
+
+namespace prometheus {
+class Collectable;
+}
+
+namespace sb::broker {
+
+class MeshServer : private LinkSender {
+ public:
+  // Binds `endpoint` and serves it on `loop`.
+  static Result<std::unique_ptr<MeshServer>> Create(EventLoop* loop, const std::string& endpoint,
+                                                    RouterOptions options);
+  ~MeshServer() override;
+
+  // The endpoint bound (a tcp port 0 resolved).
+  std::string endpoint() const { return socket_->LastEndpoint(); }
+  std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
+
+ private:
+  class Collector;
+  MeshServer(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, RouterOptions options);
+  void Send(const std::string& routing_id, std::string_view packed) override;
+  void OnReadable();
+  void Tick();
+  void Flush();
+  void ScheduleRead();
+  static int64_t NowUs();
+
+  EventLoop* loop_;
+  std::unique_ptr<ZmqSocket> socket_;
+  // Held by the loop while it works and by scrapes while they read.
+  std::mutex mu_;
+  Router router_;
+  struct Delays {
+    std::vector<uint64_t> buckets;  // cumulative counts are built at scrape time
+    uint64_t count = 0;
+    double sum_seconds = 0;
+  } delays_;
+  std::vector<int64_t> turn_delays_us_;
+  std::vector<std::string_view> frames_;
+  std::vector<std::string_view> out_frames_;
+  EventLoop::TimerId tick_timer_ = 0;
+  EventLoop::TimerId read_timer_ = 0;
+  std::shared_ptr<prometheus::Collectable> collectable_;
+};
+
+}  // namespace sb::broker

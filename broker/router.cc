@@ -1,0 +1,405 @@
+#include "broker/router.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace sb::broker {
+
+namespace {
+
+// A stranger that keeps talking (a shard's queued publishes arriving before
+// it learns the broker restarted) gets one kReset per this long, not one per
+// message.
+constexpr int64_t kResetIntervalUs = 100'000;
+
+mesh::Message Control(mesh::Type type) {
+  mesh::Message m;
+  m.type = type;
+  return m;
+}
+
+std::vector<PresenceMeta> ToMetas(const std::vector<mesh::PresenceEntry>& entries) {
+  std::vector<PresenceMeta> out;
+  out.reserve(entries.size());
+  for (const mesh::PresenceEntry& e : entries) out.push_back({e.key, e.phx_ref, e.meta_json});
+  return out;
+}
+
+size_t Index(DropReason r) { return static_cast<size_t>(r); }
+size_t Index(Refused r) { return static_cast<size_t>(r); }
+
+}  // namespace
+
+Router::Router(RouterOptions options, LinkSender* sender)
+    : options_(options), sender_(sender), liveness_(options.liveness) {}
+
+Router::Link* Router::Find(LinkId id) {
+  auto it = state_.find(id);
+  return it == state_.end() ? nullptr : it->second.get();
+}
+
+LinkId Router::FindInstance(uint64_t instance) const {
+  auto it = by_instance_.find(instance);
+  return it == by_instance_.end() ? kNoLink : it->second;
+}
+
+void Router::SendControl(const std::string& routing_id, const mesh::Message& msg) {
+  sender_->Send(routing_id, mesh::Pack(msg));
+}
+
+void Router::OnMessage(std::string_view routing_id, std::span<const std::string_view> frames,
+                       int64_t now_us) {
+  mesh::Message msg;
+  if (!mesh::Decode(frames, &msg).ok()) {
+    ++counters_.refused[Index(Refused::kBadFrame)];
+    return;
+  }
+  if (msg.type == mesh::Type::kHello) return OnHello(routing_id, msg, now_us);
+
+  LinkId id = links_.Find(routing_id);
+  Link* link = Find(id);
+  if (link == nullptr) {
+    ++counters_.refused[Index(Refused::kStranger)];
+    if (routing_id != last_reset_ || now_us - last_reset_us_ >= kResetIntervalUs) {
+      last_reset_ = std::string(routing_id);
+      last_reset_us_ = now_us;
+      SendControl(last_reset_, Control(mesh::Type::kReset));
+    }
+    return;
+  }
+  liveness_.OnHeard(id, now_us / 1000);
+  switch (msg.type) {
+    case mesh::Type::kHeartbeat:
+      return;
+    case mesh::Type::kSubscribe:
+      interests_.Subscribe(id, msg.topic);
+      // Even when already subscribed: the shard asked because it has no
+      // picture of the topic's presence elsewhere, and a snapshot is harmless.
+      return SendSnapshot(id, *link, msg.topic, now_us);
+    case mesh::Type::kUnsubscribe:
+      interests_.Unsubscribe(id, msg.topic);
+      return;
+    case mesh::Type::kPublish:
+      return OnPublish(id, *link, msg, now_us);
+    case mesh::Type::kCredit:
+      return OnCredit(*link, msg.n);
+    case mesh::Type::kPresence:
+      return OnPresence(id, msg, now_us);
+    case mesh::Type::kHello:
+    case mesh::Type::kWelcome:
+    case mesh::Type::kReset:
+    case mesh::Type::kAck:
+    case mesh::Type::kDeliver:
+    case mesh::Type::kDiff:
+    case mesh::Type::kSnapshot:
+      // What only a broker sends.
+      ++counters_.refused[Index(Refused::kBadFrame)];
+      return;
+  }
+}
+
+void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int64_t now_us) {
+  Result<mesh::Hello> hello = mesh::DecodeHello(msg.body);
+  if (!hello.ok()) {
+    ++counters_.refused[Index(Refused::kBadFrame)];
+    return;
+  }
+  std::vector<TopicPresence> state;
+  state.reserve(hello->presence.size());
+  for (const mesh::TopicState& t : hello->presence) state.push_back({t.topic, ToMetas(t.metas)});
+
+  ++counters_.hellos;
+  LinkId id = FindInstance(hello->instance);
+  // A routing id is a connection; one held by another instance means that
+  // link's peer is gone (libzmq would not hand it out twice otherwise).
+  if (LinkId holder = links_.Find(routing_id); holder != kNoLink && holder != id) {
+    RemoveLink(holder, now_us);
+  }
+  Link* link = Find(id);
+  if (link != nullptr) {
+    // The same shard process reconnected: same link, new connection. What
+    // was in flight on the old connection will not be credited back; it
+    // counts as consumed (the connection closed under it).
+    ++counters_.rebinds;
+    links_.Rebind(id, routing_id);
+    for (uint64_t tag : link->in_flight) Settle(tag);
+    link->in_flight.clear();
+    link->queue.ResetCredit(hello->window);
+  } else {
+    id = links_.Attach(routing_id, LinkKind::kShard).id;
+    link = state_.emplace(id, std::make_unique<Link>(options_.queue)).first->second.get();
+    link->instance = hello->instance;
+    by_instance_[hello->instance] = id;
+    link->queue.Grant(hello->window);
+  }
+  link->shard = hello->shard;
+  liveness_.OnHeard(id, now_us / 1000);
+
+  interests_.ReplaceShard(id, hello->topics);
+  Result<std::vector<TopicDiff>> diffs = presence_.ReplaceShard(id, state);
+  if (!diffs.ok()) ++counters_.refused[Index(Refused::kBadPresence)];
+
+  mesh::Message welcome = Control(mesh::Type::kWelcome);
+  welcome.epoch = options_.epoch;
+  SendControl(*links_.RoutingId(id), welcome);
+  // Fresh snapshots replace whatever repair was pending.
+  link->presence_dirty = false;
+  for (const std::string& topic : hello->topics) {
+    link = Find(id);
+    if (link == nullptr) break;  // a queue too small even for this: disconnected
+    SendSnapshot(id, *link, topic, now_us);
+  }
+  if (diffs.ok()) SendDiffs(id, diffs.value(), now_us);
+}
+
+void Router::OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us) {
+  if (link.seq_known && msg.seq <= link.last_seq) {
+    // A resend after a reconnect: routed already. Its ack comes when it is
+    // done, or now if it is.
+    ++counters_.refused[Index(Refused::kDuplicate)];
+    link.ack_due = true;
+    return;
+  }
+  if (!link.seq_known) {
+    // Everything before the first seq this broker sees was acked by another
+    // broker (the shard re-sends from its oldest unacked publish).
+    link.done_seq = msg.seq - 1;
+    link.seq_known = true;
+  }
+  link.last_seq = msg.seq;
+  ++counters_.publishes;
+
+  uint64_t tag = next_tag_++;
+  Pending& pending = pending_[tag];
+  pending = {id, msg.seq, 0};
+  link.publishes.push_back(tag);
+
+  mesh::Message deliver;
+  deliver.type = mesh::Type::kDeliver;
+  deliver.origin = link.instance;
+  deliver.seq = msg.seq;
+  deliver.flags = msg.flags;
+  deliver.topic = msg.topic;
+  deliver.body = msg.body;
+  Payload payload;
+  std::vector<LinkId> to;
+  interests_.Route(id, msg.topic, &to);
+  pending.remaining = static_cast<uint32_t>(to.size());
+  if (to.empty()) {
+    link.ack_due = true;
+    return;
+  }
+  payload = std::make_shared<const std::string>(mesh::Pack(deliver));
+  counters_.routed += to.size();
+  // `link` may be removed below only if it is a recipient, which it is not
+  // (Route excludes the origin); recipients may be (disconnect policy).
+  for (LinkId r : to) {
+    if (Link* rl = Find(r)) Enqueue(r, *rl, payload, tag, now_us);
+  }
+}
+
+void Router::OnCredit(Link& link, uint32_t n) {
+  link.queue.Grant(n);
+  size_t consumed = std::min<size_t>(n, link.in_flight.size());
+  for (size_t i = 0; i < consumed; ++i) {
+    Settle(link.in_flight.front());
+    link.in_flight.pop_front();
+  }
+}
+
+void Router::OnPresence(LinkId id, const mesh::Message& msg, int64_t now_us) {
+  Result<mesh::PresenceChange> change = mesh::DecodePresenceChange(msg.body);
+  if (!change.ok()) {
+    ++counters_.refused[Index(Refused::kBadFrame)];
+    return;
+  }
+  Result<std::optional<std::string>> diff =
+      presence_.ApplyDiff(id, msg.topic, ToMetas(change->joins), ToMetas(change->leaves));
+  if (!diff.ok()) {
+    ++counters_.refused[Index(Refused::kBadPresence)];
+    return;
+  }
+  if (diff.value()) SendDiff(id, msg.topic, *diff.value(), now_us);
+}
+
+void Router::ForEachRecipient(LinkId origin, std::string_view topic,
+                              const std::function<void(LinkId, Link&)>& fn) {
+  std::vector<LinkId> to;
+  interests_.Route(origin, topic, &to);
+  for (LinkId r : to) {
+    if (Link* rl = Find(r)) fn(r, *rl);
+  }
+}
+
+void Router::SendDiffs(LinkId origin, const std::vector<TopicDiff>& diffs, int64_t now_us) {
+  for (const TopicDiff& d : diffs) SendDiff(origin, d.topic, d.json, now_us);
+}
+
+void Router::SendDiff(LinkId origin, std::string_view topic, std::string_view json,
+                      int64_t now_us) {
+  mesh::Message m;
+  m.type = mesh::Type::kDiff;
+  m.topic = topic;
+  m.body = json;
+  Payload payload;
+  ForEachRecipient(origin, topic, [&](LinkId r, Link& rl) {
+    if (!payload) payload = std::make_shared<const std::string>(mesh::Pack(m));
+    ++counters_.diffs;
+    Enqueue(r, rl, payload, kPresenceTag, now_us);
+  });
+}
+
+void Router::SendSnapshot(LinkId to, Link& link, std::string_view topic, int64_t now_us) {
+  std::string state = presence_.StateJson(topic, to);
+  mesh::Message m;
+  m.type = mesh::Type::kSnapshot;
+  m.topic = topic;
+  m.body = state;
+  ++counters_.snapshots;
+  Enqueue(to, link, std::make_shared<const std::string>(mesh::Pack(m)), kPresenceTag, now_us);
+}
+
+void Router::Enqueue(LinkId to, Link& link, const Payload& payload, uint64_t tag, int64_t now_us) {
+  std::vector<QueuedMessage> dropped;
+  PushResult r = link.queue.Push(
+      QueuedMessage{
+          .payload = payload, .bytes = payload->size(), .enqueued_us = now_us, .tag = tag},
+      &dropped);
+  switch (r.outcome) {
+    case PushOutcome::kQueued:
+      return;
+    case PushOutcome::kShed:
+      return Dropped(&link, dropped, DropReason::kShed);
+    case PushOutcome::kTooLarge:
+      return Dropped(&link, dropped, DropReason::kTooLarge);
+    case PushOutcome::kDisconnect: {
+      Dropped(nullptr, dropped, DropReason::kDisconnect);
+      ++counters_.disconnected;
+      // The shard is alive but too slow: it learns it was dropped and
+      // starts over with a hello (and snapshots) when it reads this.
+      if (const std::string* rid = links_.RoutingId(to)) {
+        SendControl(*rid, Control(mesh::Type::kReset));
+      }
+      return RemoveLink(to, now_us);
+    }
+  }
+}
+
+void Router::Dropped(Link* link, std::vector<QueuedMessage>& dropped, DropReason reason) {
+  counters_.dropped[Index(reason)] += dropped.size();
+  for (const QueuedMessage& m : dropped) {
+    if (m.tag == kPresenceTag && link != nullptr) link->presence_dirty = true;
+    Settle(m.tag);
+  }
+}
+
+void Router::Settle(uint64_t tag) {
+  if (tag < kFirstPublishTag) return;
+  auto it = pending_.find(tag);
+  if (it == pending_.end()) return;  // its origin is gone
+  if (it->second.remaining > 0 && --it->second.remaining == 0) {
+    if (Link* origin = Find(it->second.origin)) origin->ack_due = true;
+  }
+}
+
+void Router::RemoveLink(LinkId id, int64_t now_us) {
+  auto it = state_.find(id);
+  if (it == state_.end()) return;
+  std::unique_ptr<Link> link = std::move(it->second);
+  state_.erase(it);
+  by_instance_.erase(link->instance);
+  links_.Detach(id);
+  liveness_.Remove(id);
+  interests_.RemoveShard(id);
+
+  std::vector<QueuedMessage> queued = link->queue.Close();
+  Dropped(nullptr, queued, DropReason::kDisconnect);
+  for (uint64_t tag : link->in_flight) Settle(tag);
+  // Its own publishes have nobody left to ack.
+  for (uint64_t tag : link->publishes) pending_.erase(tag);
+
+  // One diff per topic with all of the shard's leaves, to the shards still
+  // subscribed (this one no longer is).
+  SendDiffs(id, presence_.RemoveShard(id), now_us);
+}
+
+void Router::OnTick(int64_t now_us) {
+  int64_t now_ms = now_us / 1000;
+  if (liveness_.NextHeartbeatDue(now_ms) <= now_ms) {
+    mesh::Message hb = Control(mesh::Type::kHeartbeat);
+    hb.epoch = options_.epoch;
+    std::string packed = mesh::Pack(hb);
+    for (const auto& [id, link] : state_) {
+      if (const std::string* rid = links_.RoutingId(id)) sender_->Send(*rid, packed);
+    }
+    liveness_.OnHeartbeatSent(now_ms);
+  }
+  for (LinkId id : liveness_.Expired(now_ms)) {
+    ++counters_.expired;
+    RemoveLink(id, now_us);
+  }
+}
+
+int64_t Router::NextTickUs(int64_t now_us) const {
+  int64_t now_ms = now_us / 1000;
+  int64_t next = liveness_.NextHeartbeatDue(now_ms);
+  if (auto expiry = liveness_.NextExpiry()) next = std::min(next, *expiry);
+  return next * 1000;
+}
+
+void Router::Flush(int64_t now_us, std::vector<int64_t>* delays_us) {
+  std::vector<LinkId> ids;
+  ids.reserve(state_.size());
+  for (const auto& [id, link] : state_) ids.push_back(id);
+  for (LinkId id : ids) {
+    Link* link = Find(id);
+    if (link == nullptr) continue;
+    if (link->presence_dirty && link->queue.depth_messages() == 0) {
+      link->presence_dirty = false;
+      for (const std::string& topic : interests_.TopicsOf(id)) {
+        link = Find(id);
+        if (link == nullptr) break;
+        SendSnapshot(id, *link, topic, now_us);
+      }
+      link = Find(id);
+      if (link == nullptr) continue;
+    }
+    if (link->queue.credit() == 0 || link->queue.depth_messages() == 0) continue;
+    scratch_.clear();
+    link->queue.PopSendable(&scratch_);
+    const std::string& rid = *links_.RoutingId(id);
+    for (QueuedMessage& m : scratch_) {
+      sender_->Send(rid, *m.payload);
+      link->in_flight.push_back(m.tag);
+      if (m.tag >= kFirstPublishTag) ++counters_.delivered;
+      if (delays_us != nullptr) delays_us->push_back(now_us - m.enqueued_us);
+    }
+    scratch_.clear();
+  }
+  for (auto& [id, link] : state_) {
+    if (!link->ack_due) continue;
+    link->ack_due = false;
+    while (!link->publishes.empty()) {
+      auto p = pending_.find(link->publishes.front());
+      if (p != pending_.end() && p->second.remaining > 0) break;
+      if (p != pending_.end()) {
+        link->done_seq = p->second.seq;
+        pending_.erase(p);
+      }
+      link->publishes.pop_front();
+    }
+    if (link->done_seq == 0) continue;
+    mesh::Message ack = Control(mesh::Type::kAck);
+    ack.seq = link->done_seq;
+    SendControl(*links_.RoutingId(id), ack);
+    ++counters_.acks;
+  }
+}
+
+void Router::ForEachLink(const std::function<void(const LinkView&)>& fn) const {
+  for (const auto& [id, link] : state_) {
+    fn(LinkView{id, link->shard, link->instance, link->queue, link->in_flight.size()});
+  }
+}
+
+}  // namespace sb::broker

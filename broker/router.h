@@ -1,0 +1,189 @@
+// Router: the broker's state machine — every mesh message in, every send out.
+//
+// Owns: the broker's tables (links, interests, per-link queues and credit,
+// cluster presence, liveness), the sessions of its shards (hello, rebind of a
+// reconnected instance, reset of strangers), publish routing with duplicate
+// suppression, the pending-publish accounting behind acks (a publish is done
+// when each recipient consumed it, dropped it by policy, or died), the
+// shed-presence repair, heartbeats and expiry, and the counters behind the
+// broker's metrics. Input is decoded-or-not frames from a routing id plus
+// monotonic time; output goes through `LinkSender` as packed mesh messages.
+// Does not: touch ZeroMQ, read clocks or log (broker/mesh_server does). Plain
+// data on the broker's loop thread; the server owns one.
+//
+// docs/PROTOCOL.md states the protocol this implements; the comments here
+// say how.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/interest_table.h"
+#include "broker/link_table.h"
+#include "broker/liveness.h"
+#include "broker/presence_registry.h"
+#include "broker/shard_queue.h"
+#include "protocol/mesh.h"
+
+namespace sb::broker {
+
+// Where the router's messages go: one packed mesh message (protocol/mesh
+// Pack) to one routing id. The server sends it as multipart frames.
+class LinkSender {
+ public:
+  virtual ~LinkSender() = default;
+  virtual void Send(const std::string& routing_id, std::string_view packed) = 0;
+};
+
+struct RouterOptions {
+  QueuePolicy queue;
+  LivenessPolicy liveness;
+  uint64_t epoch = 1;  // nonzero; random per broker start (the caller's choice)
+};
+
+// Why a message a shard would have received was not delivered.
+enum class DropReason : uint8_t {
+  kShed,        // shed from a full queue (shed_oldest)
+  kDisconnect,  // dropped with a full queue and its link (disconnect), or the link died
+  kTooLarge,    // larger than a queue's byte bound alone
+  kCount
+};
+
+// Frames the broker refused to act on.
+enum class Refused : uint8_t {
+  kBadFrame,     // not a mesh v1 message, or a body that does not decode
+  kStranger,     // a routing id that has not said hello (answered with kReset)
+  kDuplicate,    // a publish already routed (a resend after a reconnect)
+  kBadPresence,  // presence the registry refused
+  kCount
+};
+
+class Router {
+ public:
+  Router(RouterOptions options, LinkSender* sender);
+
+  // One message from `routing_id`: the frames after the routing id.
+  void OnMessage(std::string_view routing_id, std::span<const std::string_view> frames,
+                 int64_t now_us);
+  // Heartbeats when due, expiry of silent links. Call at least every
+  // liveness interval / 4 (sooner is harmless).
+  void OnTick(int64_t now_us);
+  // End of a loop turn: sends what credit allows on every link, repairs
+  // shed presence, sends the acks this turn completed. Appends each sent
+  // data message's queue delay (µs) to `*delays_us` if given.
+  void Flush(int64_t now_us, std::vector<int64_t>* delays_us = nullptr);
+  // When OnTick next has work (heartbeat or expiry), monotonic µs.
+  int64_t NextTickUs(int64_t now_us) const;
+
+  // --- Introspection (metrics, tests) ---
+  struct LinkView {
+    LinkId id;
+    const std::string& shard;  // from the hello
+    uint64_t instance;
+    const ShardQueue& queue;
+    size_t in_flight;  // sent, not yet credited back
+  };
+  void ForEachLink(const std::function<void(const LinkView&)>& fn) const;
+  LinkId FindInstance(uint64_t instance) const;
+
+  struct Counters {
+    uint64_t publishes = 0;  // publishes routed (duplicates not included)
+    uint64_t routed = 0;     // kDeliver messages queued (one per recipient)
+    uint64_t delivered = 0;  // kDeliver messages sent
+    uint64_t diffs = 0;      // kDiff messages queued
+    uint64_t snapshots = 0;  // kSnapshot messages queued
+    uint64_t acks = 0;       // kAck messages sent
+    uint64_t hellos = 0;
+    uint64_t rebinds = 0;       // hellos from an instance already linked
+    uint64_t expired = 0;       // links dropped as silent
+    uint64_t disconnected = 0;  // links dropped by the disconnect policy
+    uint64_t dropped[static_cast<size_t>(DropReason::kCount)] = {};
+    uint64_t refused[static_cast<size_t>(Refused::kCount)] = {};
+  };
+  const Counters& counters() const { return counters_; }
+  uint64_t epoch() const { return options_.epoch; }
+  size_t links() const { return links_.size(); }
+  const InterestTable& interests() const { return interests_; }
+  const PresenceRegistry& presence() const { return presence_; }
+
+ private:
+  // A publish waiting for its recipients.
+  struct Pending {
+    LinkId origin;
+    uint64_t seq;
+    uint32_t remaining;
+  };
+  struct Link {
+    Link(const QueuePolicy& policy) : queue(policy) {}
+    std::string shard;
+    uint64_t instance = 0;
+    ShardQueue queue;
+    // Tags of the data messages sent and not yet credited back, oldest
+    // first: a credit of n consumes the first n (see Tag below).
+    std::deque<uint64_t> in_flight;
+    // As origin: the last seq routed (duplicates are at or below it), and
+    // the pending ids of its publishes in seq order, for the cumulative ack.
+    uint64_t last_seq = 0;
+    bool seq_known = false;
+    uint64_t done_seq = 0;  // every publish up to it is done (what kAck says)
+    std::deque<uint64_t> publishes;
+    bool ack_due = false;
+    // A kDiff or kSnapshot for this link was dropped: once its queue has
+    // drained, a snapshot of each of its topics puts its presence right.
+    bool presence_dirty = false;
+  };
+  // A queued message's tag: a pending publish id (>= kFirstPublishTag), or
+  // kPresenceTag for a kDiff / kSnapshot.
+  static constexpr uint64_t kPresenceTag = 1;
+  static constexpr uint64_t kFirstPublishTag = 2;
+
+  void OnHello(std::string_view routing_id, const mesh::Message& msg, int64_t now_us);
+  void OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us);
+  void OnPresence(LinkId id, const mesh::Message& msg, int64_t now_us);
+  void OnCredit(Link& link, uint32_t n);
+  // Queues a data message for `to`; accounts for whatever the push drops.
+  void Enqueue(LinkId to, Link& link, const Payload& payload, uint64_t tag, int64_t now_us);
+  // Calls `fn` for each link subscribed to `topic` but `origin`. `fn` may
+  // remove links (the disconnect policy does).
+  void ForEachRecipient(LinkId origin, std::string_view topic,
+                        const std::function<void(LinkId, Link&)>& fn);
+  void SendDiffs(LinkId origin, const std::vector<TopicDiff>& diffs, int64_t now_us);
+  void SendDiff(LinkId origin, std::string_view topic, std::string_view json, int64_t now_us);
+  void SendSnapshot(LinkId to, Link& link, std::string_view topic, int64_t now_us);
+  void SendControl(const std::string& routing_id, const mesh::Message& msg);
+  // A message tagged `tag` is finished with for one recipient (consumed,
+  // dropped, or the recipient died): the publish it carries, if any, is one
+  // recipient nearer done.
+  void Settle(uint64_t tag);
+  // Counts `dropped` under `reason` and settles them; a dropped presence
+  // message marks `link` for repair.
+  void Dropped(Link* link, std::vector<QueuedMessage>& dropped, DropReason reason);
+  void RemoveLink(LinkId id, int64_t now_us);
+  Link* Find(LinkId id);
+
+  RouterOptions options_;
+  LinkSender* sender_;
+  LinkTable links_;
+  InterestTable interests_;
+  PresenceRegistry presence_;
+  Liveness liveness_;
+  std::unordered_map<LinkId, std::unique_ptr<Link>> state_;
+  std::unordered_map<uint64_t, LinkId> by_instance_;
+  std::unordered_map<uint64_t, Pending> pending_;
+  uint64_t next_tag_ = kFirstPublishTag;
+  std::vector<LinkId> recipients_;  // reused per publish
+  std::vector<QueuedMessage> scratch_;
+  std::string last_reset_;  // the stranger last answered with kReset, and when
+  int64_t last_reset_us_ = 0;
+  Counters counters_;
+};
+
+}  // namespace sb::broker

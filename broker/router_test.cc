@@ -1,0 +1,311 @@
+// Router: sessions, routing once per shard, credit, acks, presence, expiry —
+// driven with encoded mesh frames and a recording sender, no sockets.
+
+#include "broker/router.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace sb::broker {
+namespace {
+
+struct Sent {
+  std::string to;
+  mesh::Type type;
+  uint64_t epoch, seq, origin;
+  std::string topic, body;
+};
+
+class Recorder : public LinkSender {
+ public:
+  void Send(const std::string& routing_id, std::string_view packed) override {
+    std::vector<std::string_view> frames;
+    ASSERT_TRUE(mesh::Unpack(packed, &frames).ok());
+    mesh::Message m;
+    ASSERT_TRUE(mesh::Decode(frames, &m).ok());
+    sent.push_back({routing_id, m.type, m.epoch, m.seq, m.origin, std::string(m.topic),
+                    std::string(m.body)});
+  }
+  // What `to` received of `type` since `sent` was last cleared.
+  std::vector<Sent> Take(const std::string& to, mesh::Type type) {
+    std::vector<Sent> out;
+    for (const Sent& s : sent) {
+      if (s.to == to && s.type == type) out.push_back(s);
+    }
+    return out;
+  }
+  std::vector<Sent> sent;
+};
+
+class RouterTest : public ::testing::Test {
+ protected:
+  explicit RouterTest(QueuePolicy queue = {}) : router_(Options(queue), &rec_) {}
+
+  static RouterOptions Options(QueuePolicy queue) {
+    RouterOptions o;
+    o.queue = queue;
+    o.liveness = {.interval_ms = 100, .misses = 3};
+    o.epoch = 77;
+    return o;
+  }
+
+  void Feed(const std::string& from, const mesh::Message& m) {
+    std::vector<std::string> frames = mesh::Encode(m);
+    std::vector<std::string_view> views(frames.begin(), frames.end());
+    router_.OnMessage(from, views, now_us_);
+  }
+  void Hello(const std::string& from, uint64_t instance, std::vector<std::string> topics,
+             uint32_t window = 100, std::vector<mesh::TopicState> presence = {}) {
+    mesh::Hello h{.shard = from, .instance = instance, .window = window,
+                  .topics = std::move(topics), .presence = std::move(presence)};
+    std::string body = mesh::EncodeHello(h);
+    mesh::Message m{.type = mesh::Type::kHello, .body = body};
+    Feed(from, m);
+  }
+  void Publish(const std::string& from, uint64_t seq, const std::string& topic,
+               const std::string& body = "[null,null,\"t\",\"e\",{}]") {
+    Feed(from, {.type = mesh::Type::kPublish, .seq = seq, .topic = topic, .body = body});
+  }
+  void Credit(const std::string& from, uint32_t n) {
+    Feed(from, {.type = mesh::Type::kCredit, .n = n});
+  }
+  void Track(const std::string& from, const std::string& topic, const std::string& key,
+             const std::string& ref, bool leave = false) {
+    mesh::PresenceEntry e{key, ref, "{\"phx_ref\":\"" + ref + "\"}"};
+    mesh::PresenceChange c;
+    (leave ? c.leaves : c.joins).push_back(e);
+    std::string body = mesh::EncodePresenceChange(c);
+    Feed(from, {.type = mesh::Type::kPresence, .topic = topic, .body = body});
+  }
+  void Flush() { router_.Flush(now_us_); }
+
+  Recorder rec_;
+  Router router_;
+  int64_t now_us_ = 1'000'000;
+};
+
+TEST_F(RouterTest, HelloIsWelcomedWithTheEpochAndASnapshotPerTopic) {
+  Hello("a", 1, {"room:1", "room:2"});
+  Flush();
+  auto welcome = rec_.Take("a", mesh::Type::kWelcome);
+  ASSERT_EQ(welcome.size(), 1u);
+  EXPECT_EQ(welcome[0].epoch, 77u);
+  auto snaps = rec_.Take("a", mesh::Type::kSnapshot);
+  ASSERT_EQ(snaps.size(), 2u);
+  EXPECT_EQ(snaps[0].body, "{}");
+  EXPECT_EQ(router_.links(), 1u);
+  EXPECT_EQ(router_.interests().subscriptions(), 2u);
+}
+
+TEST_F(RouterTest, AStrangerIsResetOncePerInterval) {
+  Publish("x", 1, "room:1");
+  Publish("x", 2, "room:1");
+  EXPECT_EQ(rec_.Take("x", mesh::Type::kReset).size(), 1u);
+  now_us_ += 200'000;
+  Publish("x", 3, "room:1");
+  EXPECT_EQ(rec_.Take("x", mesh::Type::kReset).size(), 2u);
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kStranger)], 3u);
+  EXPECT_EQ(router_.links(), 0u);
+}
+
+TEST_F(RouterTest, ABroadcastReachesEachOtherSubscribedShardOnceAndIsAckedWhenConsumed) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Hello("c", 3, {"room:1"});
+  Hello("d", 4, {"room:other"});
+  Flush();
+  rec_.sent.clear();
+  Publish("a", 1, "room:1", "payload");
+  Flush();
+  auto to_b = rec_.Take("b", mesh::Type::kDeliver);
+  ASSERT_EQ(to_b.size(), 1u);
+  EXPECT_EQ(to_b[0].origin, 1u);
+  EXPECT_EQ(to_b[0].seq, 1u);
+  EXPECT_EQ(to_b[0].body, "payload");
+  EXPECT_EQ(rec_.Take("c", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kDeliver).empty());
+  EXPECT_TRUE(rec_.Take("d", mesh::Type::kDeliver).empty());
+  // Not done until both recipients consumed it.
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty());
+  // Snapshots were credited on the way; the ack waits for the delivery.
+  Credit("b", 2);
+  Flush();
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty());
+  Credit("c", 2);
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 1u);
+}
+
+TEST_F(RouterTest, APublishNobodyWantsIsAckedAtOnce) {
+  Hello("a", 1, {"room:1"});
+  Publish("a", 5, "room:1");
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 5u);
+}
+
+TEST_F(RouterTest, NeverMoreThanTheCreditAndTheRestWaitsInTheQueue) {
+  Hello("a", 1, {});
+  Hello("b", 2, {"room:1"}, /*window=*/3);  // one credit goes to the snapshot
+  Flush();
+  for (uint64_t seq = 1; seq <= 5; ++seq) Publish("a", seq, "room:1");
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 2u);
+  size_t depth = 0;
+  router_.ForEachLink([&](const Router::LinkView& v) {
+    if (v.shard == "b") depth = v.queue.depth_messages();
+  });
+  EXPECT_EQ(depth, 3u);
+  rec_.sent.clear();
+  Credit("b", 3);  // consumed the snapshot and two deliveries
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 3u);
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 2u);
+}
+
+TEST_F(RouterTest, AResentPublishIsNotRoutedTwice) {
+  Hello("a", 1, {});
+  Hello("b", 2, {"room:1"});
+  Publish("a", 1, "room:1");
+  Publish("a", 1, "room:1");
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kDuplicate)], 1u);
+}
+
+TEST_F(RouterTest, PresenceIsDiffedToOthersAndSnapshottedForNewSubscribers) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Flush();
+  rec_.sent.clear();
+  Track("a", "room:1", "alice", "r1");
+  Flush();
+  auto diffs = rec_.Take("b", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 1u);
+  EXPECT_NE(diffs[0].body.find("\"alice\""), std::string::npos);
+  EXPECT_NE(diffs[0].body.find("\"joins\""), std::string::npos);
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kDiff).empty());
+
+  Hello("c", 3, {});
+  Feed("c", {.type = mesh::Type::kSubscribe, .topic = "room:1"});
+  Flush();
+  auto snaps = rec_.Take("c", mesh::Type::kSnapshot);
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_NE(snaps[0].body.find("\"r1\""), std::string::npos);
+}
+
+TEST_F(RouterTest, ASilentShardIsDroppedWithOneLeaveDiffPerTopic) {
+  Hello("a", 1, {"room:1", "room:2"});
+  Hello("b", 2, {"room:1", "room:2"},
+        100,
+        {{"room:1", {{"u1", "b1", "{\"phx_ref\":\"b1\"}"}, {"u2", "b2", "{\"phx_ref\":\"b2\"}"}}},
+         {"room:2", {{"u1", "b3", "{\"phx_ref\":\"b3\"}"}}}});
+  Flush();
+  rec_.sent.clear();
+  for (int i = 0; i < 5; ++i) {
+    now_us_ += 100'000;
+    Feed("a", {.type = mesh::Type::kHeartbeat});
+    router_.OnTick(now_us_);
+  }
+  Flush();
+  EXPECT_EQ(router_.links(), 1u);
+  EXPECT_EQ(router_.counters().expired, 1u);
+  auto diffs = rec_.Take("a", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 2u);
+  for (const Sent& d : diffs) {
+    EXPECT_NE(d.body.find("\"leaves\""), std::string::npos);
+    if (d.topic == "room:1") {
+      EXPECT_NE(d.body.find("b1"), std::string::npos);
+      EXPECT_NE(d.body.find("b2"), std::string::npos);
+    }
+  }
+  EXPECT_FALSE(rec_.Take("a", mesh::Type::kHeartbeat).empty());
+  EXPECT_EQ(router_.presence().metas(), 0u);
+}
+
+TEST_F(RouterTest, TheSameInstanceReconnectingKeepsItsLink) {
+  Hello("a", 1, {"room:1"});
+  LinkId id = router_.FindInstance(1);
+  Hello("a2", 1, {"room:1", "room:2"});
+  EXPECT_EQ(router_.FindInstance(1), id);
+  EXPECT_EQ(router_.links(), 1u);
+  EXPECT_EQ(router_.counters().rebinds, 1u);
+  EXPECT_EQ(router_.interests().subscriptions(), 2u);
+  EXPECT_EQ(rec_.Take("a2", mesh::Type::kWelcome).size(), 1u);
+}
+
+TEST_F(RouterTest, FramesThatAreNotMeshV1AreCountedAndIgnored) {
+  std::vector<std::string_view> frames = {"garbage"};
+  router_.OnMessage("a", frames, now_us_);
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kBadFrame)], 1u);
+  EXPECT_TRUE(rec_.sent.empty());
+}
+
+class RouterShedTest : public RouterTest {
+ protected:
+  RouterShedTest()
+      : RouterTest(QueuePolicy{.max_messages = 2, .max_bytes = 1 << 20,
+                               .overload = OverloadPolicy::kShedOldest}) {}
+};
+
+TEST_F(RouterShedTest, ShedMessagesCountAsDoneAndShedPresenceIsRepaired) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"}, /*window=*/1);  // the snapshot takes it
+  Flush();
+  rec_.sent.clear();
+  Track("a", "room:1", "alice", "r1");  // a diff for b, queued
+  for (uint64_t seq = 1; seq <= 3; ++seq) Publish("a", seq, "room:1");
+  Flush();
+  EXPECT_EQ(router_.counters().dropped[static_cast<size_t>(DropReason::kShed)], 2u);
+  // The diff and publish 1 were shed: 1 is done.
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 1u);
+  Credit("b", 3);
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 2u);
+  Credit("b", 2);
+  Flush();  // drained: the repair snapshot goes out
+  auto snaps = rec_.Take("b", mesh::Type::kSnapshot);
+  ASSERT_EQ(snaps.size(), 1u);  // the repair
+  EXPECT_NE(snaps[0].body.find("alice"), std::string::npos);
+}
+
+class RouterDisconnectTest : public RouterTest {
+ protected:
+  RouterDisconnectTest()
+      : RouterTest(QueuePolicy{.max_messages = 2, .max_bytes = 1 << 20,
+                               .overload = OverloadPolicy::kDisconnect}) {}
+};
+
+TEST_F(RouterDisconnectTest, AnOverflowingShardIsDroppedAndTheOthersAreAcked) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"}, /*window=*/1);
+  Hello("c", 3, {"room:1"});
+  Flush();
+  rec_.sent.clear();
+  // Flushed after each: c always has credit, b has none left.
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    Publish("a", seq, "room:1");
+    Flush();
+  }
+  EXPECT_EQ(router_.counters().disconnected, 1u);
+  EXPECT_EQ(router_.links(), 2u);
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kReset).size(), 1u);
+  EXPECT_EQ(rec_.Take("c", mesh::Type::kDeliver).size(), 3u);
+  Credit("c", 4);
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_FALSE(acks.empty());
+  EXPECT_EQ(acks.back().seq, 3u);
+}
+
+}  // namespace
+}  // namespace sb::broker

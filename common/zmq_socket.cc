@@ -1,0 +1,120 @@
+#include "common/zmq_socket.h"
+
+#include <zmq.hpp>
+
+namespace sb {
+
+Result<std::unique_ptr<ZmqSocket>> ZmqSocket::Create(const Options& options) {
+  std::unique_ptr<ZmqSocket> s(new ZmqSocket());
+  try {
+    // One I/O thread is plenty for a handful of links.
+    s->context_ = std::make_unique<zmq::context_t>(1);
+    s->socket_ = std::make_unique<zmq::socket_t>(*s->context_, options.kind == Kind::kRouter
+                                                                   ? zmq::socket_type::router
+                                                                   : zmq::socket_type::dealer);
+    zmq::socket_t& z = *s->socket_;
+    z.set(zmq::sockopt::linger, 0);
+    z.set(zmq::sockopt::sndhwm, options.send_hwm);
+    z.set(zmq::sockopt::rcvhwm, options.recv_hwm);
+    z.set(zmq::sockopt::reconnect_ivl, options.reconnect_ivl_ms);
+    z.set(zmq::sockopt::reconnect_ivl_max, options.reconnect_ivl_max_ms);
+    if (options.kind == Kind::kRouter) {
+      z.set(zmq::sockopt::router_mandatory, 1);
+    } else {
+      z.set(zmq::sockopt::immediate, 1);
+    }
+    s->fd_ = z.get(zmq::sockopt::fd);
+  } catch (const zmq::error_t& e) {
+    return Status::IoError(std::string("zmq socket: ") + e.what());
+  }
+  return s;
+}
+
+ZmqSocket::~ZmqSocket() {
+  parts_.clear();
+  socket_.reset();
+  context_.reset();
+}
+
+Status ZmqSocket::Bind(const std::string& endpoint) {
+  try {
+    socket_->bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    return Status::IoError("bind " + endpoint + ": " + e.what());
+  }
+  return Status::Ok();
+}
+
+Status ZmqSocket::Connect(const std::string& endpoint) {
+  try {
+    socket_->connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    return Status::IoError("connect " + endpoint + ": " + e.what());
+  }
+  return Status::Ok();
+}
+
+std::string ZmqSocket::LastEndpoint() const {
+  try {
+    return socket_->get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t&) {
+    return {};
+  }
+}
+
+bool ZmqSocket::Readable() const {
+  try {
+    return (socket_->get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
+  } catch (const zmq::error_t&) {
+    return false;
+  }
+}
+
+ZmqSocket::RecvResult ZmqSocket::Recv(std::vector<std::string_view>* frames) {
+  frames->clear();
+  parts_.clear();
+  try {
+    for (;;) {
+      zmq::message_t& part = parts_.emplace_back();
+      // Only the first part can be missing: libzmq delivers a message whole.
+      auto got =
+          socket_->recv(part, frames->empty() ? zmq::recv_flags::dontwait : zmq::recv_flags::none);
+      if (!got) {
+        parts_.pop_back();
+        return RecvResult::kWouldBlock;
+      }
+      frames->emplace_back(static_cast<const char*>(part.data()), part.size());
+      if (!part.more()) break;
+    }
+  } catch (const zmq::error_t&) {
+    return RecvResult::kError;
+  }
+  // parts_ grew while the views were taken: the data pointers of messages
+  // stay put when the vector moves them (zmq_msg_t keeps large data on the
+  // heap, but small messages are stored inline), so take the views again.
+  frames->clear();
+  for (zmq::message_t& part : parts_) {
+    frames->emplace_back(static_cast<const char*>(part.data()), part.size());
+  }
+  return RecvResult::kMessage;
+}
+
+bool ZmqSocket::Send(std::span<const std::string_view> frames) {
+  try {
+    for (size_t i = 0; i < frames.size(); ++i) {
+      zmq::send_flags flags = zmq::send_flags::dontwait;
+      if (i + 1 < frames.size()) flags = flags | zmq::send_flags::sndmore;
+      // After the first frame is accepted the rest of the message is too
+      // (libzmq checks the high-water mark on the first part only).
+      if (!socket_->send(zmq::const_buffer(frames[i].data(), frames[i].size()), flags)) {
+        return false;
+      }
+    }
+  } catch (const zmq::error_t&) {
+    // EHOSTUNREACH: a ROUTER peer that is gone. Nothing was queued.
+    return false;
+  }
+  return true;
+}
+
+}  // namespace sb
