@@ -102,7 +102,7 @@ Gateway::Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, WorkerM
       opt_(std::move(options)),
       metrics_(metrics),
       counters_(metrics->counters()),
-      hub_(opt_.hub, opt_.ref_prefix),
+      hub_(opt_.hub, opt_.ref_prefix, !opt_.broker_endpoint.empty()),
       read_buf_(new char[kReadBufferSize]) {}
 
 Gateway::~Gateway() {
@@ -126,7 +126,22 @@ Result<std::unique_ptr<Gateway>> Gateway::Create(EventLoop* loop, int listen_fd,
       !s.ok()) {
     return s;
   }
-  loop->SetBeforeSleep([self] { self->FlushAll(); });
+  if (!self->opt_.broker_endpoint.empty()) {
+    Result<std::unique_ptr<BrokerLink>> link =
+        BrokerLink::Create(loop, self->opt_.broker_endpoint, self->opt_.cluster, self);
+    if (!link.ok()) return link.status();
+    self->broker_ = std::move(link).value();
+    metrics->counters().clustered.store(true, std::memory_order_relaxed);
+  }
+  loop->SetBeforeSleep([self] {
+    // Credit and publishes to the broker first: the broker's next messages
+    // are then on their way while the client sockets are written.
+    if (self->broker_) {
+      self->broker_->Flush();
+      self->PublishClusterMetrics();
+    }
+    self->FlushAll();
+  });
   loop->SetCron(std::chrono::milliseconds(250), [self] { self->Cron(); });
   return g;
 }
@@ -328,6 +343,7 @@ void Gateway::OnMessage(Conn* c, bool binary, std::string_view payload) {
     return;
   }
   std::vector<Action> actions;
+  if (broker_) hub_.SetBroadcastsOpen(broker_->session().CanPublish(msg.payload.size()));
   hub_.Handle(c->id, msg, NowMs(), &actions);
   // Only a client's own message starts the deliver-latency clock; fan-outs
   // the shard makes itself (presence leaves of a closed socket) do not.
@@ -350,7 +366,10 @@ void Gateway::Perform(std::vector<Action>& actions) {
       }
       case Action::Kind::kFanout: {
         const std::vector<ConnId>* subs = hub_.Subscribers(a.topic);
-        if (!subs) break;
+        if (!subs) {
+          if (a.publish && broker_) broker_->session().Publish(a.topic, a.data, a.binary);
+          break;
+        }
         // Encode once: one frame, one reference per recipient.
         FrameRef frame = MakeFrame(a.binary ? ws::Opcode::kBinary : ws::Opcode::kText, a.data);
         uint64_t delivered = 0;
@@ -361,8 +380,20 @@ void Gateway::Perform(std::vector<Action>& actions) {
         }
         counters_.deliveries.fetch_add(delivered, std::memory_order_relaxed);
         if (message_read_ns_ != 0) turn_broadcasts_ns_.push_back(message_read_ns_);
+        // The rest of the cluster, after the local sockets: the origin
+        // never waits for the broker to deliver to its own.
+        if (a.publish && broker_) broker_->session().Publish(a.topic, a.data, a.binary);
         break;
       }
+      case Action::Kind::kSubscribe:
+        if (broker_) broker_->session().Subscribe(a.topic);
+        break;
+      case Action::Kind::kUnsubscribe:
+        if (broker_) broker_->session().Unsubscribe(a.topic);
+        break;
+      case Action::Kind::kPresence:
+        if (broker_) broker_->session().Presence(a.topic, a.data);
+        break;
       case Action::Kind::kClose: {
         Conn* c = Find(a.conn);
         if (c) CloseWith(c, a.close_code, CloseReason::kProtocolError, "closed by the shard");
@@ -562,6 +593,58 @@ void Gateway::Settle() {
 }
 
 // --- Housekeeping -----------------------------------------------------------
+
+// --- The broker ---------------------------------------------------------------
+
+void Gateway::ClusterState(std::vector<std::string>* topics,
+                           std::vector<mesh::TopicState>* presence) {
+  hub_.ClusterState(topics, presence);
+}
+
+void Gateway::Deliver(std::string_view topic, std::string_view message, bool binary) {
+  if (hub_.Subscribers(topic) == nullptr) return;  // the last one left since we unsubscribed
+  actions_.clear();
+  actions_.push_back(Action{.kind = Action::Kind::kFanout,
+                            .topic = std::string(topic),
+                            .data = std::string(message),
+                            .binary = binary});
+  Perform(actions_);
+  actions_.clear();
+  Settle();
+}
+
+void Gateway::RemotePresence(std::string_view topic, std::string_view json, bool snapshot) {
+  actions_.clear();
+  if (snapshot) {
+    hub_.RemoteSnapshot(topic, json, &actions_);
+  } else {
+    hub_.RemoteDiff(topic, json, &actions_);
+  }
+  Perform(actions_);
+  actions_.clear();
+  Settle();
+}
+
+void Gateway::PublishClusterMetrics() {
+  const ClusterSession& s = broker_->session();
+  const ClusterSession::Counters& c = s.counters();
+  auto set = [](auto& atomic, auto v) { atomic.store(v, std::memory_order_relaxed); };
+  set(counters_.broker_up, s.up() ? 1 : 0);
+  set(counters_.broker_epoch, s.epoch());
+  set(counters_.broker_out_messages, s.outbox_messages());
+  set(counters_.broker_out_bytes, s.outbox_bytes());
+  set(counters_.broker_in_messages, s.uncredited());
+  set(counters_.cluster_published, c.published);
+  set(counters_.cluster_acked, c.acked);
+  set(counters_.cluster_delivered, c.delivered);
+  set(counters_.cluster_duplicates, c.duplicates);
+  set(counters_.cluster_presence, c.presence);
+  set(counters_.cluster_hellos, c.hellos);
+  set(counters_.cluster_epoch_changes, c.epoch_changes);
+  set(counters_.cluster_broker_lost, c.broker_lost);
+  set(counters_.cluster_bad_frames, c.bad_frames);
+  set(counters_.broadcasts_refused, hub_.stats().broadcasts_refused);
+}
 
 void Gateway::Cron() {
   const int64_t now = NowMs();

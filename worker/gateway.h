@@ -7,7 +7,10 @@
 // (BeforeSleep), transport limits (frame size, outbound bytes, idle and
 // handshake timeouts, max connections), the SIGTERM drain, and the shard's
 // counters. Decisions about channels and presence are the Hub's: the gateway
-// feeds it events and performs its actions.
+// feeds it events and performs its actions. In a cluster it also owns the
+// link to the node's broker (worker/broker_link) and is its Handler: what the
+// hub says the broker must hear goes there, and other shards' broadcasts and
+// presence come back through it.
 // Runs on the one loop thread; owns its connections; the loop and metrics
 // are the caller's and outlive it.
 #pragma once
@@ -22,6 +25,8 @@
 
 #include "common/event_loop.h"
 #include "common/status.h"
+#include "worker/broker_link.h"
+#include "worker/cluster_session.h"
 #include "worker/frame_ref.h"
 #include "worker/hub.h"
 #include "worker/worker_metrics.h"
@@ -40,9 +45,12 @@ struct GatewayOptions {
   std::optional<std::string> token_secret;
   HubLimits hub;
   std::string ref_prefix;  // see Hub
+  // The node's broker (tcp:// or ipc://); empty: a shard on its own.
+  std::string broker_endpoint;
+  ClusterOptions cluster;
 };
 
-class Gateway {
+class Gateway : private ClusterSession::Handler {
  public:
   // Serves `listen_fd` (non-blocking, listening; not owned) on `loop`.
   static Result<std::unique_ptr<Gateway>> Create(EventLoop* loop, int listen_fd,
@@ -63,6 +71,14 @@ class Gateway {
   enum class State : uint8_t { kHttp, kOpen, kClosing };
 
   Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, WorkerMetrics* metrics);
+
+  // ClusterSession::Handler
+  void ClusterState(std::vector<std::string>* topics,
+                    std::vector<mesh::TopicState>* presence) override;
+  void Deliver(std::string_view topic, std::string_view message, bool binary) override;
+  void RemotePresence(std::string_view topic, std::string_view json, bool snapshot) override;
+  // Once per loop turn: the broker link's and the hub's numbers into metrics.
+  void PublishClusterMetrics();
 
   void OnAcceptable();
   void OnEvent(uint64_t id, uint32_t events);
@@ -121,7 +137,8 @@ class Gateway {
   bool draining_ = false;
   std::function<void()> drained_;
   bool settling_ = false;
-  std::unique_ptr<char[]> read_buf_;  // one per loop: sockets keep no read buffer of their own
+  std::unique_ptr<char[]> read_buf_;    // one per loop: sockets keep no read buffer of their own
+  std::unique_ptr<BrokerLink> broker_;  // null unless options.broker_endpoint is set
 };
 
 }  // namespace sb::worker

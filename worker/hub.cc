@@ -98,8 +98,8 @@ PresenceParse ParseJoinPresence(std::string_view payload, PresenceRequest* reque
 
 }  // namespace
 
-Hub::Hub(HubLimits limits, std::string ref_prefix)
-    : limits_(limits), ref_prefix_(std::move(ref_prefix)) {}
+Hub::Hub(HubLimits limits, std::string ref_prefix, bool cluster)
+    : limits_(limits), ref_prefix_(std::move(ref_prefix)), cluster_(cluster) {}
 
 void Hub::Connect(ConnId conn, std::optional<Identity> identity) {
   std::unique_ptr<const std::vector<std::string>> patterns;
@@ -166,6 +166,9 @@ void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector
   auto topic_it = topics_.find(msg.topic);
   if (topic_it == topics_.end()) topic_it = topics_.emplace(msg.topic, Topic{}).first;
   Topic& topic = topic_it->second;
+  if (cluster_ && topic.subscribers.empty()) {
+    out->push_back(Action{.kind = Action::Kind::kSubscribe, .topic = msg.topic});
+  }
   topic.subscribers.push_back(id);
   Joined& joined = conn.joined.emplace_back(Joined{.topic = &*topic_it, .join_ref = msg.join_ref});
   ++stats_.joins_ok;
@@ -183,11 +186,16 @@ void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector
       joined.presence_key = std::move(presence.key);
       joined.presence_seq = seq;
       diff = std::move(tracked).value();
+      std::string ref = PresenceRef(seq);
+      PresenceAction(msg.topic, joined.presence_key, ref,
+                     topic.presence->MetaJson(joined.presence_key, ref), out);
     }
   }
   // Always, even "{}": phoenix.js holds every presence_diff back until a
-  // state arrives for the current join_ref. The joiner's own meta is in it.
+  // state arrives for the current join_ref. The joiner's own meta is in it,
+  // and in a cluster every other shard's known so far.
   std::string state = topic.presence ? topic.presence->StateJson() : std::string(kEmpty);
+  if (cluster_) state = remote_.MergedStateJson(msg.topic, state);
   out->push_back(Send(id, phx::EncodePush(msg.join_ref, msg.topic, kPresenceState, state)));
   // To everyone, the joiner included, as Phoenix does; phoenix.js ignores the
   // meta it already has from the state by its phx_ref.
@@ -225,15 +233,24 @@ void Hub::HandlePush(ConnId id, Conn& conn, const phx::Message& msg, std::vector
     ++stats_.stale_dropped;
     return;
   }
+  if (!broadcasts_open_) {
+    ++stats_.broadcasts_refused;
+    ReplyError(id, msg, joined.join_ref, "unavailable", out);
+    return;
+  }
   ++stats_.broadcasts;
   if (msg.binary) {
     // Names from a decoded binary message fit the u8 lengths; an encoding
     // failure ("") would mean the message was built elsewhere, and an empty
     // frame is never relayed.
     std::string frame = phx::EncodeBinaryBroadcast(msg.topic, msg.event, msg.payload);
-    if (!frame.empty()) out->push_back(Fanout(msg.topic, id, std::move(frame), /*binary=*/true));
+    if (!frame.empty()) {
+      out->push_back(Fanout(msg.topic, id, std::move(frame), /*binary=*/true));
+      out->back().publish = cluster_;
+    }
   } else {
     out->push_back(Fanout(msg.topic, id, phx::EncodeBroadcast(msg.topic, msg.event, msg.payload)));
+    out->back().publish = cluster_;
   }
   // The channel's join_ref, as Phoenix replies; it differs from the
   // message's only when the client sent null.
@@ -274,14 +291,70 @@ void Hub::Unsubscribe(ConnId id, Conn& conn, size_t index, ConnId except,
   if (joined.presence_seq != 0 && topic.presence) {
     // A socket tracks at most one meta per channel, so this single leave is
     // the whole of its presence_diff for the topic.
-    if (auto diff =
-            topic.presence->Untrack(joined.presence_key, PresenceRef(joined.presence_seq))) {
+    std::string ref = PresenceRef(joined.presence_seq);
+    if (auto diff = topic.presence->Untrack(joined.presence_key, ref)) {
       out->push_back(Fanout(name, except, phx::EncodeBroadcast(name, kPresenceDiff, *diff)));
+      PresenceAction(name, joined.presence_key, ref, nullptr, out);
     }
     if (topic.presence->empty()) topic.presence.reset();
   }
+  if (cluster_ && subs.empty()) {
+    out->push_back(Action{.kind = Action::Kind::kUnsubscribe, .topic = name});
+    remote_.Drop(name);
+  }
   // Erased through an iterator: `name` lives in the node being erased.
   if (subs.empty() && !topic.presence) topics_.erase(topics_.find(name));
+}
+
+void Hub::PresenceAction(std::string_view topic, std::string_view key, std::string_view phx_ref,
+                         const std::string* meta_json, std::vector<Action>* out) const {
+  if (!cluster_) return;
+  mesh::PresenceChange change;
+  mesh::PresenceEntry entry{std::string(key), std::string(phx_ref), {}};
+  if (meta_json != nullptr) {
+    entry.meta_json = *meta_json;
+    change.joins.push_back(std::move(entry));
+  } else {
+    change.leaves.push_back(std::move(entry));
+  }
+  out->push_back(Action{.kind = Action::Kind::kPresence,
+                        .topic = std::string(topic),
+                        .data = mesh::EncodePresenceChange(change)});
+}
+
+void Hub::RemoteDiff(std::string_view topic, std::string_view diff_json, std::vector<Action>* out) {
+  if (topics_.find(topic) == topics_.end()) return;
+  if (!remote_.ApplyDiff(topic, diff_json).ok()) {
+    ++stats_.remote_invalid;
+    return;
+  }
+  out->push_back(Fanout(topic, 0, phx::EncodeBroadcast(topic, kPresenceDiff, diff_json)));
+}
+
+void Hub::RemoteSnapshot(std::string_view topic, std::string_view state_json,
+                         std::vector<Action>* out) {
+  if (topics_.find(topic) == topics_.end()) return;
+  Result<std::optional<std::string>> diff = remote_.Replace(topic, state_json);
+  if (!diff.ok()) {
+    ++stats_.remote_invalid;
+    return;
+  }
+  if (diff.value()) {
+    out->push_back(Fanout(topic, 0, phx::EncodeBroadcast(topic, kPresenceDiff, *diff.value())));
+  }
+}
+
+void Hub::ClusterState(std::vector<std::string>* topics,
+                       std::vector<mesh::TopicState>* presence) const {
+  for (const auto& [name, topic] : topics_) {
+    if (!topic.subscribers.empty()) topics->push_back(name);
+    if (!topic.presence) continue;
+    mesh::TopicState& state = presence->emplace_back();
+    state.topic = name;
+    topic.presence->ForEach([&](std::string_view key, std::string_view ref, std::string_view json) {
+      state.metas.push_back({std::string(key), std::string(ref), std::string(json)});
+    });
+  }
 }
 
 std::string Hub::PresenceRef(uint64_t seq) const {

@@ -15,6 +15,13 @@
 // they are when the call returns. A kFanout is emitted even when no local
 // socket would receive it (the topic may have just emptied), so whoever
 // relays fan-outs beyond this shard sees every one.
+//
+// In a cluster (Hub::Options::cluster) the hub also says what the broker
+// must hear: kSubscribe / kUnsubscribe when a topic gets its first local
+// subscriber or loses its last, kPresence with each local presence change,
+// and `publish` on the fan-outs of client broadcasts. What other shards
+// report comes back through RemoteDiff / RemoteSnapshot; a joiner's
+// presence_state covers the whole cluster.
 #pragma once
 
 #include <cstdint>
@@ -26,9 +33,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "protocol/mesh.h"
 #include "protocol/phoenix.h"
 #include "worker/presence.h"
 #include "worker/rate_limiter.h"
+#include "worker/remote_presence.h"
 
 namespace sb::worker {
 
@@ -48,12 +57,17 @@ struct Action {
     kFanout,  // one message to every subscriber of `topic` except `conn` (0: none excepted),
               // framed once and shared
     kClose,   // close socket `conn` with `close_code`
+    // Cluster only:
+    kSubscribe,    // `topic` got its first local subscriber
+    kUnsubscribe,  // `topic` lost its last local subscriber
+    kPresence,     // local presence on `topic` changed: `data` is a mesh PresenceChange JSON
   };
   Kind kind;
   ConnId conn = 0;
   std::string topic;
   std::string data;
   bool binary = false;
+  bool publish = false;  // kFanout of a client broadcast: the rest of the cluster gets it too
   uint16_t close_code = 0;
 };
 
@@ -66,7 +80,7 @@ struct Identity {
 class Hub {
  public:
   // `ref_prefix` makes presence phx_refs unique across shards and restarts.
-  Hub(HubLimits limits, std::string ref_prefix);
+  Hub(HubLimits limits, std::string ref_prefix, bool cluster = false);
 
   // A new socket. Ids are nonzero (0 means "nobody" in kFanout) and are not
   // reused while connected; connecting a connected id changes nothing.
@@ -80,6 +94,21 @@ class Hub {
   // its presences leave with one presence_diff per topic.
   void Disconnect(ConnId conn, std::vector<Action>* out);
 
+  // Cluster: whether client broadcasts are accepted (the shard's outbox to
+  // the broker has room). While not, a broadcast is refused with
+  // {"reason":"unavailable"} and goes nowhere, not even to local sockets.
+  void SetBroadcastsOpen(bool open) { broadcasts_open_ = open; }
+  // Cluster: the broker's presence_diff / presence_state of the other shards
+  // on `topic`. Fanned out to local subscribers as a presence_diff (a
+  // snapshot: the difference from what was known); ignored for a topic
+  // without local subscribers or when malformed (counted).
+  void RemoteDiff(std::string_view topic, std::string_view diff_json, std::vector<Action>* out);
+  void RemoteSnapshot(std::string_view topic, std::string_view state_json,
+                      std::vector<Action>* out);
+  // Cluster: everything the broker must know of this shard — topics with
+  // local subscribers, and every local presence meta per topic.
+  void ClusterState(std::vector<std::string>* topics,
+                    std::vector<mesh::TopicState>* presence) const;
   // Sockets joined to `topic` (nullptr if none), in join order.
   const std::vector<ConnId>* Subscribers(std::string_view topic) const;
 
@@ -102,6 +131,8 @@ class Hub {
     uint64_t stale_dropped = 0;  // frames with a stale join_ref
     uint64_t rate_limited = 0;
     uint64_t reserved_refused = 0;
+    uint64_t broadcasts_refused = 0;  // refused while the cluster outbox was full
+    uint64_t remote_invalid = 0;      // remote presence that did not parse
   };
   const Stats& stats() const { return stats_; }
 
@@ -149,9 +180,15 @@ class Hub {
   // left empty. Sends nothing to the socket itself.
   void Unsubscribe(ConnId id, Conn& conn, size_t index, ConnId except, std::vector<Action>* out);
   std::string PresenceRef(uint64_t seq) const;
+  // A kPresence action with one join or one leave.
+  void PresenceAction(std::string_view topic, std::string_view key, std::string_view phx_ref,
+                      const std::string* meta_json, std::vector<Action>* out) const;
 
   HubLimits limits_;
   std::string ref_prefix_;
+  bool cluster_ = false;
+  bool broadcasts_open_ = true;
+  RemotePresence remote_;
   uint64_t next_presence_seq_ = 1;
   std::unordered_map<ConnId, Conn> conns_;
   TopicMap topics_;

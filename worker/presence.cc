@@ -110,6 +110,15 @@ std::optional<std::string> Presence::UntrackMany(
   return diff;
 }
 
+const std::string* Presence::MetaJson(std::string_view key, std::string_view phx_ref) const {
+  auto it = keys_.find(key);
+  if (it == keys_.end()) return nullptr;
+  for (const Meta& m : it->second) {
+    if (m.phx_ref == phx_ref) return &m.json;
+  }
+  return nullptr;
+}
+
 std::string Presence::StateJson() const {
   std::string out = "{";
   for (const auto& [key, metas] : keys_) {

@@ -49,6 +49,16 @@ class Presence {
   // track order; keys are in no particular order.
   std::string StateJson() const;
 
+  // The stored meta (with its "phx_ref") of `key` / `phx_ref`; nullptr if
+  // not tracked. Valid until the next change.
+  const std::string* MetaJson(std::string_view key, std::string_view phx_ref) const;
+  // Calls `fn(key, phx_ref, meta_json)` for every meta.
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+    for (const auto& [key, metas] : keys_) {
+      for (const Meta& m : metas) fn(key, m.phx_ref, m.json);
+    }
+  }
   bool empty() const { return keys_.empty(); }
   size_t keys() const { return keys_.size(); }
 

@@ -65,12 +65,18 @@ std::string BoundAddress(int fd) {
   return std::string(ip) + ":" + std::to_string(sb::BoundPort(fd));
 }
 
-// Presence phx_refs must stay unique across shards and restarts.
-std::string RefPrefix(const std::string& shard) {
-  uint32_t r = 0;
-  if (::getrandom(&r, sizeof r, 0) != sizeof r) r = static_cast<uint32_t>(::getpid());
+// This process's instance id: the broker tells shard restarts apart by it,
+// and presence phx_refs (prefixed with it) stay unique across shards and
+// restarts.
+uint64_t InstanceId() {
+  uint64_t r = 0;
+  if (::getrandom(&r, sizeof r, 0) != sizeof r) r = static_cast<uint64_t>(::getpid()) << 20;
+  return r == 0 ? 1 : r;
+}
+
+std::string RefPrefix(const std::string& shard, uint64_t instance) {
   char buf[16];
-  std::snprintf(buf, sizeof buf, "%08x", r);
+  std::snprintf(buf, sizeof buf, "%08x", static_cast<uint32_t>(instance));
   return shard + "." + buf + ".";
 }
 
@@ -113,12 +119,25 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown-timeout", shutdown_s, "seconds to wait for clients on SIGTERM")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  sb::worker::ClusterOptions& cl = opt.cluster;
+  app.add_option("--broker", opt.broker_endpoint, "the node broker's endpoint (tcp:// or ipc://)");
+  app.add_option("--heartbeat-ms", cl.heartbeat_ms, "broker heartbeat interval, ms")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{10}, int64_t{60000}));
+  app.add_option("--credit-window", cl.window, "messages the broker may send ahead of credit")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--max-outbox", cl.max_outbox_messages, "unacked broadcasts kept for the broker")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   sb::InitLogging(kProgram);
 
   opt.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle_s * 1000));
   opt.shutdown_timeout = std::chrono::milliseconds(static_cast<int64_t>(shutdown_s * 1000));
-  opt.ref_prefix = RefPrefix(shard);
+  cl.shard = shard;
+  cl.instance = InstanceId();
+  opt.ref_prefix = RefPrefix(shard, cl.instance);
   if (!secret_file.empty()) {
     std::ifstream in(secret_file);
     std::stringstream ss;

@@ -75,6 +75,45 @@ class Collector : public prometheus::Collectable {
           c.client_queue_max_bytes);
     Gauge(out, m::kWorkerResidentMemoryBytes, "Resident set size of the shard", c.resident_bytes);
     {
+      MetricFamily& depth =
+          Family(out, m::kQueueDepth, "Messages waiting in a queue", MetricType::Gauge);
+      MetricFamily& bytes =
+          Family(out, m::kQueueDepthBytes, "Bytes waiting in a queue", MetricType::Gauge);
+      AddGauge(bytes, {{std::string(m::kLabelQueue), std::string(m::kQueueClientOut)}},
+               c.client_queue_bytes);
+      if (c.clustered.load(std::memory_order_relaxed)) {
+        AddGauge(depth, {{std::string(m::kLabelQueue), std::string(m::kQueueBrokerOut)}},
+                 c.broker_out_messages);
+        AddGauge(bytes, {{std::string(m::kLabelQueue), std::string(m::kQueueBrokerOut)}},
+                 c.broker_out_bytes);
+        AddGauge(depth, {{std::string(m::kLabelQueue), std::string(m::kQueueBrokerIn)}},
+                 c.broker_in_messages);
+      }
+    }
+    if (c.clustered.load(std::memory_order_relaxed)) {
+      Gauge(out, m::kWorkerBrokerUp, "1 while the shard is welcomed by its broker", c.broker_up);
+      Gauge(out, m::kWorkerBrokerEpoch, "Epoch of the broker that last welcomed the shard",
+            c.broker_epoch);
+      Counter(out, m::kWorkerBroadcastsRefusedTotal,
+              "Client broadcasts refused because the outbox to the broker was full",
+              c.broadcasts_refused);
+      MetricFamily& f =
+          Family(out, m::kWorkerClusterMessagesTotal,
+                 "Mesh messages of the shard's broker session, by kind", MetricType::Counter);
+      auto kind = [&](const char* k, const std::atomic<uint64_t>& v) {
+        AddCounter(f, {{std::string(m::kLabelKind), k}}, v);
+      };
+      kind("published", c.cluster_published);
+      kind("acked", c.cluster_acked);
+      kind("delivered", c.cluster_delivered);
+      kind("duplicate", c.cluster_duplicates);
+      kind("presence", c.cluster_presence);
+      kind("hello", c.cluster_hellos);
+      kind("epoch_change", c.cluster_epoch_changes);
+      kind("broker_lost", c.cluster_broker_lost);
+      kind("bad_frame", c.cluster_bad_frames);
+    }
+    {
       MetricFamily& f = Family(out, m::kEventLoopLagSeconds,
                                "How late the event loop ran its last due timer", MetricType::Gauge);
       ClientMetric cm;
@@ -125,6 +164,14 @@ class Collector : public prometheus::Collectable {
     f.metric.push_back(std::move(cm));
   }
   template <typename T>
+  void AddGauge(MetricFamily& f, std::vector<ClientMetric::Label> extra,
+                const std::atomic<T>& v) const {
+    ClientMetric cm;
+    cm.label = Labels(std::move(extra));
+    cm.gauge.value = static_cast<double>(v.load(std::memory_order_relaxed));
+    f.metric.push_back(std::move(cm));
+  }
+  template <typename T>
   void Counter(std::vector<MetricFamily>& out, std::string_view name, std::string_view help,
                const std::atomic<T>& v) const {
     AddCounter(Family(out, name, help, MetricType::Counter), {}, v);
@@ -132,11 +179,7 @@ class Collector : public prometheus::Collectable {
   template <typename T>
   void Gauge(std::vector<MetricFamily>& out, std::string_view name, std::string_view help,
              const std::atomic<T>& v) const {
-    MetricFamily& f = Family(out, name, help, MetricType::Gauge);
-    ClientMetric cm;
-    cm.label = Labels({});
-    cm.gauge.value = static_cast<double>(v.load(std::memory_order_relaxed));
-    f.metric.push_back(std::move(cm));
+    AddGauge(Family(out, name, help, MetricType::Gauge), {}, v);
   }
   template <typename Names, typename Values>
   void Labelled(std::vector<MetricFamily>& out, std::string_view name, std::string_view help,

@@ -69,6 +69,15 @@ struct WorkerCounters {
   std::array<A<uint64_t>, static_cast<size_t>(Rejection::kCount)> rejections{};
   A<int64_t> client_queue_bytes{0}, client_queue_max_bytes{0}, resident_bytes{0};
   A<int64_t> loop_lag_ns{0};
+  // The link to the broker (cluster only; written once per loop turn).
+  A<int64_t> broker_up{0};
+  A<uint64_t> broker_epoch{0};
+  A<uint64_t> broker_out_messages{0}, broker_out_bytes{0}, broker_in_messages{0};
+  A<uint64_t> cluster_published{0}, cluster_acked{0}, cluster_delivered{0}, cluster_duplicates{0},
+      cluster_presence{0}, cluster_hellos{0}, cluster_epoch_changes{0}, cluster_broker_lost{0},
+      cluster_bad_frames{0};
+  A<uint64_t> broadcasts_refused{0};
+  A<bool> clustered{false};
 };
 
 class WorkerMetrics {

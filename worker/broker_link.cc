@@ -1,0 +1,95 @@
+#include "worker/broker_link.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+
+#include <algorithm>
+
+namespace sb::worker {
+
+namespace {
+// Messages read per wake-up before client sockets get their turn; the rest
+// are read on the next turn (a zero timer keeps the loop from sleeping).
+constexpr int kReadBatch = 512;
+}  // namespace
+
+Result<std::unique_ptr<BrokerLink>> BrokerLink::Create(EventLoop* loop, const std::string& endpoint,
+                                                       ClusterOptions options,
+                                                       ClusterSession::Handler* handler) {
+  Result<std::unique_ptr<ZmqSocket>> socket = ZmqSocket::Create({.kind = ZmqSocket::Kind::kDealer});
+  if (!socket.ok()) return socket.status();
+  if (Status s = socket.value()->Connect(endpoint); !s.ok()) return s;
+  std::unique_ptr<BrokerLink> link(
+      new BrokerLink(loop, std::move(socket).value(), std::move(options), handler));
+  BrokerLink* self = link.get();
+  if (Status s = loop->Add(self->socket_->fd(), EPOLLIN, [self](uint32_t) { self->OnReadable(); });
+      !s.ok()) {
+    return s;
+  }
+  self->session_.Start(self->NowMs());
+  self->Tick();
+  return link;
+}
+
+BrokerLink::BrokerLink(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, ClusterOptions options,
+                       ClusterSession::Handler* handler)
+    : loop_(loop),
+      socket_(std::move(socket)),
+      session_(options, this, handler),
+      // Liveness is judged at a quarter of the interval's resolution.
+      tick_(std::max<int64_t>(options.heartbeat_ms / 4, 1)) {}
+
+BrokerLink::~BrokerLink() {
+  loop_->Remove(socket_->fd());
+  if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
+  if (read_timer_ != 0) loop_->Cancel(read_timer_);
+}
+
+int64_t BrokerLink::NowMs() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             EventLoop::Clock::now().time_since_epoch())
+      .count();
+}
+
+bool BrokerLink::Send(const mesh::Message& msg) {
+  encoded_ = mesh::Encode(msg);
+  std::vector<std::string_view> views(encoded_.begin(), encoded_.end());
+  return socket_->Send(views);
+}
+
+void BrokerLink::OnReadable() {
+  int64_t now = NowMs();
+  for (int i = 0; i < kReadBatch; ++i) {
+    switch (socket_->Recv(&frames_)) {
+      case ZmqSocket::RecvResult::kMessage:
+        session_.OnMessage(frames_, now);
+        continue;
+      case ZmqSocket::RecvResult::kWouldBlock:
+        return;
+      case ZmqSocket::RecvResult::kError:
+        spdlog::warn("broker link: receive failed");
+        return;
+    }
+  }
+  ScheduleRead();
+}
+
+void BrokerLink::ScheduleRead() {
+  if (read_timer_ != 0) return;
+  read_timer_ = loop_->AddTimer(std::chrono::nanoseconds(0), [this] {
+    read_timer_ = 0;
+    OnReadable();
+  });
+}
+
+void BrokerLink::Tick() {
+  session_.OnTick(NowMs());
+  tick_timer_ = loop_->AddTimer(tick_, [this] { Tick(); });
+}
+
+void BrokerLink::Flush() {
+  session_.Flush();
+  if (socket_->Readable()) ScheduleRead();
+}
+
+}  // namespace sb::worker

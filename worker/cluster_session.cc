@@ -1,0 +1,185 @@
+#include "worker/cluster_session.h"
+
+#include <utility>
+
+namespace sb::worker {
+
+namespace {
+
+mesh::Message Of(mesh::Type type, std::string_view topic = {}, std::string_view body = {}) {
+  mesh::Message m;
+  m.type = type;
+  m.topic = topic;
+  m.body = body;
+  return m;
+}
+
+}  // namespace
+
+ClusterSession::ClusterSession(ClusterOptions options, Transport* transport, Handler* handler)
+    : options_(std::move(options)), transport_(transport), handler_(handler) {}
+
+bool ClusterSession::Send(const mesh::Message& msg) {
+  if (transport_->Send(msg)) return true;
+  // Lost on the way (no connection): whatever it changed on the broker is
+  // restated by the next hello, which carries the whole state.
+  resync_ = true;
+  return false;
+}
+
+void ClusterSession::Start(int64_t now_ms) {
+  now_ms_ = now_ms;
+  last_heard_ms_ = now_ms;
+  SendHello(now_ms);
+}
+
+void ClusterSession::SendHello(int64_t now_ms) {
+  mesh::Hello hello;
+  hello.shard = options_.shard;
+  hello.instance = options_.instance;
+  hello.window = options_.window;
+  handler_->ClusterState(&hello.topics, &hello.presence);
+  std::string body = mesh::EncodeHello(hello);
+  ++counters_.hellos;
+  resync_ = false;
+  // Credit starts over at the window with this hello.
+  consumed_ = 0;
+  // Everything unacked goes again, in order, behind the hello: a broker
+  // that routed some of it already drops those (same seq), a new one routes
+  // them, and receivers drop what they delivered before.
+  sent_ = 0;
+  // Not handed over (the connection is not up yet): the next tick tries
+  // again rather than waiting a whole interval.
+  if (!Send(Of(mesh::Type::kHello, {}, body))) return;
+  last_hello_ms_ = now_ms;
+  SendPublishes();
+}
+
+void ClusterSession::SendPublishes() {
+  while (sent_ < outbox_.size()) {
+    const Outgoing& o = outbox_[sent_];
+    mesh::Message m = Of(mesh::Type::kPublish, o.topic, o.message);
+    m.seq = o.seq;
+    m.flags = o.flags;
+    if (!Send(m)) return;
+    ++sent_;
+  }
+}
+
+bool ClusterSession::CanPublish(size_t bytes) const {
+  return outbox_.size() < options_.max_outbox_messages &&
+         outbox_bytes_ + bytes <= options_.max_outbox_bytes;
+}
+
+void ClusterSession::Publish(std::string_view topic, std::string_view message, bool binary) {
+  outbox_.push_back(Outgoing{next_seq_++, std::string(topic), std::string(message),
+                             binary ? mesh::kFlagBinary : uint8_t{0}});
+  outbox_bytes_ += topic.size() + message.size();
+  ++counters_.published;
+  // Sent at once when everything before it was; otherwise Flush sends it.
+  if (sent_ + 1 == outbox_.size()) SendPublishes();
+}
+
+void ClusterSession::Subscribe(std::string_view topic) { Send(Of(mesh::Type::kSubscribe, topic)); }
+
+void ClusterSession::Unsubscribe(std::string_view topic) {
+  Send(Of(mesh::Type::kUnsubscribe, topic));
+}
+
+void ClusterSession::Presence(std::string_view topic, std::string_view change_json) {
+  Send(Of(mesh::Type::kPresence, topic, change_json));
+}
+
+void ClusterSession::OnMessage(std::span<const std::string_view> frames, int64_t now_ms) {
+  now_ms_ = now_ms;
+  mesh::Message msg;
+  if (!mesh::Decode(frames, &msg).ok()) {
+    ++counters_.bad_frames;
+    return;
+  }
+  last_heard_ms_ = now_ms;
+  switch (msg.type) {
+    case mesh::Type::kWelcome:
+      ++counters_.welcomes;
+      if (epoch_ != 0 && msg.epoch != epoch_) ++counters_.epoch_changes;
+      epoch_ = msg.epoch;
+      up_ = true;
+      return;
+    case mesh::Type::kReset:
+      up_ = false;
+      return SendHello(now_ms);
+    case mesh::Type::kHeartbeat:
+      // A broker we were not welcomed by: it restarted without our noticing.
+      if (up_ && msg.epoch != epoch_) {
+        up_ = false;
+        SendHello(now_ms);
+      }
+      return;
+    case mesh::Type::kAck: {
+      size_t done = 0;
+      while (!outbox_.empty() && outbox_.front().seq <= msg.seq) {
+        outbox_bytes_ -= outbox_.front().topic.size() + outbox_.front().message.size();
+        outbox_.pop_front();
+        ++done;
+      }
+      sent_ = sent_ > done ? sent_ - done : 0;
+      counters_.acked += done;
+      return;
+    }
+    case mesh::Type::kDeliver: {
+      ++consumed_;
+      uint64_t& last = last_delivered_[msg.origin];
+      if (msg.seq <= last) {
+        ++counters_.duplicates;
+        return;
+      }
+      last = msg.seq;
+      ++counters_.delivered;
+      handler_->Deliver(msg.topic, msg.body, (msg.flags & mesh::kFlagBinary) != 0);
+      return;
+    }
+    case mesh::Type::kDiff:
+    case mesh::Type::kSnapshot:
+      ++consumed_;
+      ++counters_.presence;
+      handler_->RemotePresence(msg.topic, msg.body, msg.type == mesh::Type::kSnapshot);
+      return;
+    case mesh::Type::kHello:
+    case mesh::Type::kSubscribe:
+    case mesh::Type::kUnsubscribe:
+    case mesh::Type::kPublish:
+    case mesh::Type::kCredit:
+    case mesh::Type::kPresence:
+      // What only a shard sends.
+      ++counters_.bad_frames;
+      return;
+  }
+}
+
+void ClusterSession::OnTick(int64_t now_ms) {
+  now_ms_ = now_ms;
+  if (up_ && now_ms - last_heard_ms_ > options_.heartbeat_ms * options_.misses) {
+    up_ = false;
+    ++counters_.broker_lost;
+  }
+  if (now_ms >= next_heartbeat_ms_) {
+    next_heartbeat_ms_ = now_ms + options_.heartbeat_ms;
+    mesh::Message hb = Of(mesh::Type::kHeartbeat);
+    Send(hb);
+  }
+  // Not welcomed yet, the broker went away, or something was lost on the
+  // way: hello again, at most once per interval (a hello gathers the whole
+  // state).
+  if ((resync_ || !up_) && now_ms - last_hello_ms_ >= options_.heartbeat_ms) SendHello(now_ms);
+}
+
+void ClusterSession::Flush() {
+  if (consumed_ > 0) {
+    mesh::Message credit = Of(mesh::Type::kCredit);
+    credit.n = consumed_;
+    if (Send(credit)) consumed_ = 0;
+  }
+  if (sent_ < outbox_.size()) SendPublishes();
+}
+
+}  // namespace sb::worker

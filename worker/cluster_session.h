@@ -1,0 +1,130 @@
+// ClusterSession: this shard's side of the mesh protocol (docs/PROTOCOL.md).
+//
+// Owns: the session with the node's broker — hello with the shard's whole
+// state, welcome and epoch, reset, heartbeats both ways and the broker's
+// liveness; the outbox of publishes (numbered, kept until acked, re-sent in
+// order after every hello, bounded: when full, the hub refuses broadcasts);
+// duplicate suppression of deliveries per origin instance; and the credit
+// the shard grants back, once per loop turn. Does not: touch ZeroMQ
+// (worker/broker_link does, through Transport), know sockets or channels
+// (the gateway and hub, through Handler), or read clocks. Plain data on the
+// shard's loop thread; the broker link owns one.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "protocol/mesh.h"
+
+namespace sb::worker {
+
+struct ClusterOptions {
+  std::string shard;       // name in the broker's logs and metrics
+  uint64_t instance = 0;   // random per process start, nonzero
+  uint32_t window = 1000;  // messages the broker may send ahead of our credit
+  size_t max_outbox_messages = 32768;
+  size_t max_outbox_bytes = 64u << 20;
+  int64_t heartbeat_ms = 1000;
+  int misses = 3;  // broker silent for heartbeat_ms × misses: it is gone
+};
+
+class ClusterSession {
+ public:
+  class Transport {
+   public:
+    virtual ~Transport() = default;
+    // False if the message could not be handed over (no connection): the
+    // session re-sends what matters after its next hello.
+    virtual bool Send(const mesh::Message& msg) = 0;
+  };
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    // Everything the broker must know of this shard (for a hello).
+    virtual void ClusterState(std::vector<std::string>* topics,
+                              std::vector<mesh::TopicState>* presence) = 0;
+    // Another shard's broadcast for local subscribers of `topic`.
+    virtual void Deliver(std::string_view topic, std::string_view message, bool binary) = 0;
+    // Other shards' presence on `topic`: a presence_diff, or (snapshot) their
+    // whole presence_state.
+    virtual void RemotePresence(std::string_view topic, std::string_view json, bool snapshot) = 0;
+  };
+
+  ClusterSession(ClusterOptions options, Transport* transport, Handler* handler);
+
+  // Says hello; call once the transport is connecting.
+  void Start(int64_t now_ms);
+  // Whether a broadcast of `bytes` fits in the outbox.
+  bool CanPublish(size_t bytes) const;
+  // Numbers the broadcast, keeps it until acked and sends it (in order).
+  void Publish(std::string_view topic, std::string_view message, bool binary);
+  void Subscribe(std::string_view topic);
+  void Unsubscribe(std::string_view topic);
+  // `change_json`: a mesh PresenceChange.
+  void Presence(std::string_view topic, std::string_view change_json);
+
+  // One message from the broker (frames after ZeroMQ's).
+  void OnMessage(std::span<const std::string_view> frames, int64_t now_ms);
+  // Heartbeats, the broker's liveness, hellos while not welcomed.
+  void OnTick(int64_t now_ms);
+  // End of a loop turn: credit for what was consumed, publishes not yet sent.
+  void Flush();
+
+  bool up() const { return up_; }
+  uint64_t epoch() const { return epoch_; }
+  size_t outbox_messages() const { return outbox_.size(); }
+  size_t outbox_bytes() const { return outbox_bytes_; }
+  // Data messages consumed and not yet credited back.
+  uint32_t uncredited() const { return consumed_; }
+
+  struct Counters {
+    uint64_t published = 0;   // broadcasts put in the outbox
+    uint64_t acked = 0;       // ... and acked
+    uint64_t delivered = 0;   // kDeliver handed to local subscribers
+    uint64_t duplicates = 0;  // kDeliver already delivered (after a resync)
+    uint64_t presence = 0;    // kDiff and kSnapshot received
+    uint64_t hellos = 0;
+    uint64_t welcomes = 0;
+    uint64_t epoch_changes = 0;  // welcomes from a broker with a new epoch
+    uint64_t broker_lost = 0;    // the broker went silent
+    uint64_t bad_frames = 0;
+  };
+  const Counters& counters() const { return counters_; }
+
+ private:
+  struct Outgoing {
+    uint64_t seq;
+    std::string topic;
+    std::string message;
+    uint8_t flags;
+  };
+  void SendHello(int64_t now_ms);
+  bool Send(const mesh::Message& msg);
+  void SendPublishes();
+
+  ClusterOptions options_;
+  Transport* transport_;
+  Handler* handler_;
+  bool up_ = false;
+  bool resync_ = false;  // a send failed: say hello again at the next tick
+  uint64_t epoch_ = 0;
+  int64_t now_ms_ = 0;
+  int64_t last_heard_ms_ = 0;
+  int64_t last_hello_ms_ = 0;
+  int64_t next_heartbeat_ms_ = 0;
+  std::deque<Outgoing> outbox_;  // seq order; the first `sent_` have been sent
+  size_t sent_ = 0;
+  size_t outbox_bytes_ = 0;
+  uint64_t next_seq_ = 1;
+  uint32_t consumed_ = 0;
+  std::unordered_map<uint64_t, uint64_t> last_delivered_;  // origin instance → seq
+  Counters counters_;
+};
+
+}  // namespace sb::worker
