@@ -5,10 +5,13 @@
 // intensity and escalation, the ordered synchronous start and its failures (start_timeout, exit
 // before ready, failed restarts), shutdown (reverse order, the timeout / brutal_kill / infinity
 // specs, a sub-supervisor's timeout bounding its subtree, SIGTERM, SIGINT and a second SIGTERM),
-// and the default two-command topology in config/default.yaml, whose shards share one listening
+// and the default two-command topology in config/cluster.yaml, whose shards share one listening
 // socket and must still stop on SIGTERM after serving connections.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -124,17 +127,38 @@ bool ReplaceFirst(std::string* s, const std::string& from, const std::string& to
   return true;
 }
 
-// config/default.yaml with everything it puts in /tmp/switchboard moved to the test's dir and
-// the gateway on `port` rather than 4000; "" if the file or the expected keys are missing.
+// Whether 127.0.0.1:`port` can be bound right now.
+bool PortIsFree(int port) {
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  return fd.valid() && bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+}
+
+// config/cluster.yaml with everything it puts in /tmp/switchboard moved to the test's dir, the
+// gateway on `port` rather than 4000 and the metrics endpoints on free ports; "" if the file or
+// the expected keys are missing.
 std::string DefaultTopology(int port) {
   const std::filesystem::path source =
       std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "config" /
-      "default.yaml";
+      "cluster.yaml";
   std::string yaml = ReadFile(source.string());
   if (!ReplaceFirst(&yaml, "/tmp/switchboard/node1.events", "{{dir}}/events") ||
       !ReplaceFirst(&yaml, "/tmp/switchboard/node1.sock", "{{dir}}/ctl.sock") ||
       !ReplaceFirst(&yaml, "127.0.0.1:4000", "127.0.0.1:" + std::to_string(port))) {
     return "";
+  }
+  // The shards' base port: both it and the next one must be free.
+  int shard_metrics = FreePort();
+  while (shard_metrics > 0 && shard_metrics < 65535 && !PortIsFree(shard_metrics + 1)) {
+    shard_metrics = FreePort();
+  }
+  for (const auto& [from, to] : {std::pair<std::string, int>{"127.0.0.1:9100", FreePort()},
+                                 {"127.0.0.1:9101", FreePort()},
+                                 {"127.0.0.1:9110", shard_metrics}}) {
+    if (!ReplaceFirst(&yaml, from, "127.0.0.1:" + std::to_string(to))) return "";
   }
   while (ReplaceFirst(&yaml, "/tmp/switchboard/", "{{dir}}/")) {
   }
@@ -871,7 +895,7 @@ TEST_F(DaemonSemanticsTest, DefaultTopologyStartsBrokerAndShardsAndStopsCleanly)
   const int port = FreePort();
   ASSERT_GT(port, 0);
   const std::string yaml = DefaultTopology(port);
-  ASSERT_FALSE(yaml.empty()) << "config/default.yaml is missing or no longer has the expected "
+  ASSERT_FALSE(yaml.empty()) << "config/cluster.yaml is missing or no longer has the expected "
                                 "node section and gateway address";
   DaemonHarness& h = Start(yaml);
   ASSERT_TRUE(h.started());
