@@ -1,0 +1,219 @@
+// ClusterSession: hello and resync, the outbox until acked, duplicate
+// suppression, credit once per turn, the broker's liveness — with a fake
+// transport and handler, no sockets or clocks.
+
+#include "worker/cluster_session.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace sb::worker {
+namespace {
+
+struct SentMessage {
+  mesh::Type type;
+  uint64_t seq;
+  uint32_t n;
+  std::string topic, body;
+};
+
+class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
+ public:
+  bool Send(const mesh::Message& m) override {
+    if (!connected) return false;
+    sent.push_back({m.type, m.seq, m.n, std::string(m.topic), std::string(m.body)});
+    return true;
+  }
+  void ClusterState(std::vector<std::string>* t, std::vector<mesh::TopicState>* p) override {
+    *t = topics;
+    *p = presence;
+  }
+  void Deliver(std::string_view topic, std::string_view message, bool binary) override {
+    delivered.push_back(std::string(topic) + "|" + std::string(message) + (binary ? "|b" : ""));
+  }
+  void RemotePresence(std::string_view topic, std::string_view json, bool snapshot) override {
+    remote.push_back(std::string(snapshot ? "state " : "diff ") + std::string(topic) + " " +
+                     std::string(json));
+  }
+  std::vector<SentMessage> Of(mesh::Type type) const {
+    std::vector<SentMessage> out;
+    for (const auto& s : sent) {
+      if (s.type == type) out.push_back(s);
+    }
+    return out;
+  }
+
+  bool connected = true;
+  std::vector<std::string> topics;
+  std::vector<mesh::TopicState> presence;
+  std::vector<SentMessage> sent;
+  std::vector<std::string> delivered;
+  std::vector<std::string> remote;
+};
+
+class ClusterSessionTest : public ::testing::Test {
+ protected:
+  ClusterSessionTest() : session_(Options(), &fake_, &fake_) {}
+  static ClusterOptions Options() {
+    ClusterOptions o;
+    o.shard = "s1";
+    o.instance = 0xabc;
+    o.window = 10;
+    o.max_outbox_messages = 3;
+    o.max_outbox_bytes = 1000;
+    o.heartbeat_ms = 100;
+    o.misses = 3;
+    return o;
+  }
+  void Receive(const mesh::Message& m) {
+    std::vector<std::string> frames = mesh::Encode(m);
+    std::vector<std::string_view> views(frames.begin(), frames.end());
+    session_.OnMessage(views, now_);
+  }
+  void Welcome(uint64_t epoch) { Receive({.type = mesh::Type::kWelcome, .epoch = epoch}); }
+  void Deliver(uint64_t origin, uint64_t seq, const std::string& body) {
+    Receive(
+        {.type = mesh::Type::kDeliver, .seq = seq, .origin = origin, .topic = "t", .body = body});
+  }
+
+  Fake fake_;
+  ClusterSession session_;
+  int64_t now_ = 10'000;
+};
+
+TEST_F(ClusterSessionTest, HelloCarriesTheWholeStateAndTheWindow) {
+  fake_.topics = {"room:1"};
+  fake_.presence = {{"room:1", {{"alice", "r1", "{\"phx_ref\":\"r1\"}"}}}};
+  session_.Start(now_);
+  auto hellos = fake_.Of(mesh::Type::kHello);
+  ASSERT_EQ(hellos.size(), 1u);
+  Result<mesh::Hello> h = mesh::DecodeHello(hellos[0].body);
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->shard, "s1");
+  EXPECT_EQ(h->instance, 0xabcu);
+  EXPECT_EQ(h->window, 10u);
+  EXPECT_EQ(h->topics, std::vector<std::string>{"room:1"});
+  ASSERT_EQ(h->presence.size(), 1u);
+  EXPECT_EQ(h->presence[0].metas[0].key, "alice");
+  EXPECT_FALSE(session_.up());
+  Welcome(42);
+  EXPECT_TRUE(session_.up());
+  EXPECT_EQ(session_.epoch(), 42u);
+}
+
+TEST_F(ClusterSessionTest, PublishesAreNumberedKeptUntilAckedAndBounded) {
+  session_.Start(now_);
+  Welcome(1);
+  EXPECT_TRUE(session_.CanPublish(10));
+  session_.Publish("t", "m1", false);
+  session_.Publish("t", "m2", true);
+  auto pubs = fake_.Of(mesh::Type::kPublish);
+  ASSERT_EQ(pubs.size(), 2u);
+  EXPECT_EQ(pubs[0].seq, 1u);
+  EXPECT_EQ(pubs[1].seq, 2u);
+  session_.Publish("t", "m3", false);
+  EXPECT_FALSE(session_.CanPublish(1)) << "three unacked: the outbox is full";
+  EXPECT_FALSE(ClusterSession(Options(), &fake_, &fake_).CanPublish(1001)) << "bytes bound";
+  Receive({.type = mesh::Type::kAck, .seq = 2});
+  EXPECT_EQ(session_.outbox_messages(), 1u);
+  EXPECT_TRUE(session_.CanPublish(1));
+  EXPECT_EQ(session_.counters().acked, 2u);
+}
+
+TEST_F(ClusterSessionTest, AResetResendsTheHelloAndEveryUnackedPublishInOrder) {
+  session_.Start(now_);
+  Welcome(1);
+  for (const char* m : {"a", "b", "c"}) session_.Publish("t", m, false);
+  Receive({.type = mesh::Type::kAck, .seq = 1});
+  fake_.sent.clear();
+  Receive({.type = mesh::Type::kReset});
+  ASSERT_GE(fake_.sent.size(), 3u);
+  EXPECT_EQ(fake_.sent[0].type, mesh::Type::kHello);
+  EXPECT_EQ(fake_.sent[1].seq, 2u);
+  EXPECT_EQ(fake_.sent[1].body, "b");
+  EXPECT_EQ(fake_.sent[2].seq, 3u);
+  Welcome(2);
+  EXPECT_EQ(session_.counters().epoch_changes, 1u);
+}
+
+TEST_F(ClusterSessionTest, PublishesThatCouldNotBeSentGoLaterInOrderNeverSkipped) {
+  session_.Start(now_);
+  Welcome(1);
+  fake_.connected = false;
+  session_.Publish("t", "a", false);
+  session_.Publish("t", "b", false);
+  EXPECT_TRUE(fake_.Of(mesh::Type::kPublish).empty());
+  fake_.connected = true;
+  session_.Flush();
+  auto pubs = fake_.Of(mesh::Type::kPublish);
+  ASSERT_EQ(pubs.size(), 2u);
+  EXPECT_EQ(pubs[0].body, "a");
+  EXPECT_EQ(pubs[1].body, "b");
+}
+
+TEST_F(ClusterSessionTest, DeliveriesAreDedupedPerOriginAndCreditedOncePerTurn) {
+  session_.Start(now_);
+  Welcome(1);
+  Deliver(7, 1, "x");
+  Deliver(7, 2, "y");
+  Deliver(7, 2, "y");  // re-sent after a resync
+  Deliver(8, 1, "z");  // another origin has its own numbers
+  EXPECT_EQ(fake_.delivered, (std::vector<std::string>{"t|x", "t|y", "t|z"}));
+  EXPECT_EQ(session_.counters().duplicates, 1u);
+  Receive({.type = mesh::Type::kDiff, .topic = "t", .body = "{\"joins\":{},\"leaves\":{}}"});
+  EXPECT_TRUE(fake_.Of(mesh::Type::kCredit).empty());
+  session_.Flush();
+  auto credits = fake_.Of(mesh::Type::kCredit);
+  ASSERT_EQ(credits.size(), 1u);
+  EXPECT_EQ(credits[0].n, 5u) << "every data message consumed, duplicates included";
+  session_.Flush();
+  EXPECT_EQ(fake_.Of(mesh::Type::kCredit).size(), 1u);
+  EXPECT_EQ(fake_.remote.size(), 1u);
+}
+
+TEST_F(ClusterSessionTest, ASilentBrokerIsLostAndHelloIsRetriedEachInterval) {
+  session_.Start(now_);
+  Welcome(1);
+  now_ += 301;
+  session_.OnTick(now_);
+  EXPECT_FALSE(session_.up());
+  EXPECT_EQ(session_.counters().broker_lost, 1u);
+  size_t hellos = fake_.Of(mesh::Type::kHello).size();
+  EXPECT_EQ(hellos, 2u);
+  session_.OnTick(now_ + 50);
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), hellos) << "at most one hello per interval";
+  session_.OnTick(now_ + 100);
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), hellos + 1);
+}
+
+TEST_F(ClusterSessionTest, AHelloThatCouldNotBeSentIsRetriedAtTheNextTick) {
+  fake_.connected = false;
+  session_.Start(now_);
+  EXPECT_TRUE(fake_.Of(mesh::Type::kHello).empty());
+  fake_.connected = true;
+  session_.OnTick(now_ + 25);
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), 1u);
+}
+
+TEST_F(ClusterSessionTest, AHeartbeatFromAnotherEpochMeansANewBroker) {
+  session_.Start(now_);
+  Welcome(1);
+  Receive({.type = mesh::Type::kHeartbeat, .epoch = 1});
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), 1u);
+  Receive({.type = mesh::Type::kHeartbeat, .epoch = 9});
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), 2u);
+}
+
+TEST_F(ClusterSessionTest, GarbageFromTheBrokerIsCountedAndIgnored) {
+  session_.Start(now_);
+  std::vector<std::string_view> frames = {"nope"};
+  session_.OnMessage(frames, now_);
+  Receive({.type = mesh::Type::kPublish, .seq = 1, .topic = "t", .body = "x"});
+  EXPECT_EQ(session_.counters().bad_frames, 2u);
+  EXPECT_TRUE(fake_.delivered.empty());
+}
+
+}  // namespace
+}  // namespace sb::worker

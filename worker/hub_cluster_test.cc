@@ -1,0 +1,188 @@
+// Hub in a cluster: what it tells the broker (subscribe, unsubscribe,
+// presence, publish) and what it does with other shards' presence.
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <string>
+#include <vector>
+
+#include "worker/hub.h"
+#include "worker/remote_presence.h"
+
+namespace sb::worker {
+namespace {
+
+using Kind = Action::Kind;
+
+boost::json::value Json(std::string_view text) {
+  return boost::json::parse(boost::json::string_view(text.data(), text.size()));
+}
+
+phx::Message Msg(std::optional<std::string> join_ref, std::string topic, std::string event,
+                 std::string payload = "{}") {
+  phx::Message m;
+  m.join_ref = join_ref;
+  m.ref = join_ref;
+  m.topic = std::move(topic);
+  m.event = std::move(event);
+  m.payload = std::move(payload);
+  return m;
+}
+
+std::vector<const Action*> OfKind(const std::vector<Action>& actions, Kind kind) {
+  std::vector<const Action*> out;
+  for (const Action& a : actions) {
+    if (a.kind == kind) out.push_back(&a);
+  }
+  return out;
+}
+
+class HubClusterTest : public ::testing::Test {
+ protected:
+  HubClusterTest() : hub_({.messages_per_second = 0}, "s1.x.", /*cluster=*/true) {
+    hub_.Connect(1, std::nullopt);
+    hub_.Connect(2, std::nullopt);
+  }
+  std::vector<Action> Handle(ConnId conn, const phx::Message& msg) {
+    std::vector<Action> out;
+    hub_.Handle(conn, msg, 1000, &out);
+    return out;
+  }
+  Hub hub_;
+};
+
+TEST_F(HubClusterTest, TheFirstSubscriberSubscribesAndTheLastUnsubscribes) {
+  auto a = Handle(1, Msg("1", "room:1", "phx_join"));
+  ASSERT_EQ(OfKind(a, Kind::kSubscribe).size(), 1u);
+  EXPECT_EQ(OfKind(a, Kind::kSubscribe)[0]->topic, "room:1");
+  EXPECT_TRUE(OfKind(Handle(2, Msg("1", "room:1", "phx_join")), Kind::kSubscribe).empty());
+  EXPECT_TRUE(OfKind(Handle(1, Msg("1", "room:1", "phx_leave")), Kind::kUnsubscribe).empty());
+  std::vector<Action> out;
+  hub_.Disconnect(2, &out);
+  ASSERT_EQ(OfKind(out, Kind::kUnsubscribe).size(), 1u);
+  EXPECT_EQ(OfKind(out, Kind::kUnsubscribe)[0]->topic, "room:1");
+}
+
+TEST_F(HubClusterTest, LocalPresenceChangesAreToldToTheBroker) {
+  auto a =
+      Handle(1, Msg("1", "room:1", "phx_join", R"({"presence":{"key":"alice","meta":{"x":1}}})"));
+  auto p = OfKind(a, Kind::kPresence);
+  ASSERT_EQ(p.size(), 1u);
+  Result<mesh::PresenceChange> change = mesh::DecodePresenceChange(p[0]->data);
+  ASSERT_TRUE(change.ok()) << change.status().message();
+  ASSERT_EQ(change->joins.size(), 1u);
+  EXPECT_EQ(change->joins[0].key, "alice");
+  EXPECT_EQ(change->joins[0].phx_ref, "s1.x.1");
+  EXPECT_EQ(Json(change->joins[0].meta_json), Json(R"({"phx_ref":"s1.x.1","x":1})"));
+
+  std::vector<Action> out;
+  hub_.Disconnect(1, &out);
+  p = OfKind(out, Kind::kPresence);
+  ASSERT_EQ(p.size(), 1u);
+  change = mesh::DecodePresenceChange(p[0]->data);
+  ASSERT_TRUE(change.ok());
+  ASSERT_EQ(change->leaves.size(), 1u);
+  EXPECT_EQ(change->leaves[0].phx_ref, "s1.x.1");
+}
+
+TEST_F(HubClusterTest, ClientBroadcastsArePublishedAndRefusedWhileTheOutboxIsFull) {
+  Handle(1, Msg("1", "room:1", "phx_join"));
+  auto a = Handle(1, Msg("1", "room:1", "msg", R"({"t":1})"));
+  auto f = OfKind(a, Kind::kFanout);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_TRUE(f[0]->publish);
+
+  hub_.SetBroadcastsOpen(false);
+  a = Handle(1, Msg("1", "room:1", "msg", R"({"t":2})"));
+  EXPECT_TRUE(OfKind(a, Kind::kFanout).empty()) << "refused: not even local sockets get it";
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(
+      Json(a[0].data),
+      Json(
+          R"(["1","1","room:1","phx_reply",{"status":"error","response":{"reason":"unavailable"}}])"));
+  EXPECT_EQ(hub_.stats().broadcasts_refused, 1u);
+}
+
+TEST_F(HubClusterTest, ARemoteSnapshotIsFannedOutAsADiffAndJoinersSeeTheWholeCluster) {
+  Handle(1, Msg("1", "room:1", "phx_join", R"({"presence":{"key":"alice"}})"));
+  std::vector<Action> out;
+  hub_.RemoteSnapshot("room:1", R"({"bob":{"metas":[{"phx_ref":"s2.y.1"}]}})", &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].kind, Kind::kFanout);
+  EXPECT_FALSE(out[0].publish) << "other shards' presence never goes back to the broker";
+  EXPECT_EQ(
+      Json(out[0].data),
+      Json(
+          R"([null,null,"room:1","presence_diff",{"joins":{"bob":{"metas":[{"phx_ref":"s2.y.1"}]}},"leaves":{}}])"));
+
+  auto a = Handle(2, Msg("5", "room:1", "phx_join"));
+  bool found = false;
+  for (const Action& x : a) {
+    boost::json::value v = Json(x.data);
+    if (v.as_array()[3] != "presence_state") continue;
+    found = true;
+    const auto& state = v.as_array()[4].as_object();
+    EXPECT_TRUE(state.contains("alice"));
+    EXPECT_TRUE(state.contains("bob"));
+  }
+  EXPECT_TRUE(found);
+
+  out.clear();
+  hub_.RemoteDiff("room:1", R"({"joins":{},"leaves":{"bob":{"metas":[{"phx_ref":"s2.y.1"}]}}})",
+                  &out);
+  ASSERT_EQ(out.size(), 1u);
+  out.clear();
+  hub_.RemoteDiff("room:other", R"({"joins":{},"leaves":{}})", &out);
+  EXPECT_TRUE(out.empty()) << "a topic without local subscribers is none of this shard's business";
+  hub_.RemoteDiff("room:1", "not json", &out);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(hub_.stats().remote_invalid, 1u);
+}
+
+TEST_F(HubClusterTest, ClusterStateListsSubscribedTopicsAndLocalMetas) {
+  Handle(1, Msg("1", "room:1", "phx_join", R"({"presence":{"key":"alice"}})"));
+  Handle(2, Msg("1", "room:2", "phx_join"));
+  std::vector<std::string> topics;
+  std::vector<mesh::TopicState> presence;
+  hub_.ClusterState(&topics, &presence);
+  std::sort(topics.begin(), topics.end());
+  EXPECT_EQ(topics, (std::vector<std::string>{"room:1", "room:2"}));
+  ASSERT_EQ(presence.size(), 1u);
+  EXPECT_EQ(presence[0].topic, "room:1");
+  ASSERT_EQ(presence[0].metas.size(), 1u);
+  EXPECT_EQ(presence[0].metas[0].key, "alice");
+}
+
+TEST(RemotePresenceTest, ReplaceReportsWhatChangedAndNothingWhenNothingDid) {
+  RemotePresence r;
+  auto d = r.Replace("t", R"({"a":{"metas":[{"phx_ref":"1"}]},"b":{"metas":[{"phx_ref":"2"}]}})");
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE(d.value());
+  d = r.Replace("t", R"({"a":{"metas":[{"phx_ref":"1"}]},"c":{"metas":[{"phx_ref":"3"}]}})");
+  ASSERT_TRUE(d.ok() && d.value());
+  EXPECT_EQ(Json(*d.value()), Json(R"({"joins":{"c":{"metas":[{"phx_ref":"3"}]}},
+                                        "leaves":{"b":{"metas":[{"phx_ref":"2"}]}}})"));
+  d = r.Replace("t", R"({"a":{"metas":[{"phx_ref":"1"}]},"c":{"metas":[{"phx_ref":"3"}]}})");
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d.value());
+  EXPECT_FALSE(r.Replace("t", R"({"a":{"metas":[{"no_ref":1}]}})").ok());
+  EXPECT_EQ(Json(r.StateJson("t")),
+            Json(R"({"a":{"metas":[{"phx_ref":"1"}]},"c":{"metas":[{"phx_ref":"3"}]}})"));
+}
+
+TEST(RemotePresenceTest, DiffsReplaceByRefAndLeavesEmptyKeysOut) {
+  RemotePresence r;
+  ASSERT_TRUE(
+      r.ApplyDiff("t", R"({"joins":{"a":{"metas":[{"phx_ref":"1","v":1}]}},"leaves":{}})").ok());
+  ASSERT_TRUE(
+      r.ApplyDiff("t", R"({"joins":{"a":{"metas":[{"phx_ref":"1","v":2}]}},"leaves":{}})").ok());
+  EXPECT_EQ(Json(r.StateJson("t")), Json(R"({"a":{"metas":[{"phx_ref":"1","v":2}]}})"));
+  ASSERT_TRUE(r.ApplyDiff("t", R"({"joins":{},"leaves":{"a":{"metas":[{"phx_ref":"1"}]}}})").ok());
+  EXPECT_EQ(r.StateJson("t"), "{}");
+  EXPECT_FALSE(r.ApplyDiff("t", R"({"joins":[]})").ok());
+  EXPECT_EQ(Json(r.MergedStateJson("u", R"({"x":{"metas":[]}})")), Json(R"({"x":{"metas":[]}})"));
+}
+
+}  // namespace
+}  // namespace sb::worker
