@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // A terminal chat client for one shard, built on the real phoenix client.
-// Usage: node tools/chat.js NAME [--url ws://127.0.0.1:4001/socket] [--topic room:lobby]
+// Usage: node tools/chat.js NAME [--url ws://127.0.0.1:4000/socket] [--topic room:lobby]
 // Needs the packages of tests/node (cd tests/node && npm ci).
 "use strict";
 const path = require("path");
@@ -13,7 +13,7 @@ const opt = (name, dflt) => {
   const i = args.indexOf(name);
   return i >= 0 && i + 1 < args.length ? args.splice(i, 2)[1] : dflt;
 };
-const url = opt("--url", "ws://127.0.0.1:4001/socket");
+const url = opt("--url", "ws://127.0.0.1:4000/socket");
 const topic = opt("--topic", "room:lobby");
 const name = args[0];
 if (!name) {
