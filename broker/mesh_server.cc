@@ -156,7 +156,9 @@ Result<std::unique_ptr<MeshServer>> MeshServer::Create(EventLoop* loop, const st
   if (Status s = socket.value()->Bind(endpoint); !s.ok()) return s;
   std::unique_ptr<MeshServer> server(new MeshServer(loop, std::move(socket).value(), options));
   MeshServer* self = server.get();
-  if (Status s = loop->Add(self->socket_->fd(), EPOLLIN, [self](uint32_t) { self->OnReadable(); });
+  if (Status s = self->socket_->Watch(
+          loop, kReadBatch,
+          [self](std::span<const std::string_view> frames) { self->OnMessage(frames); });
       !s.ok()) {
     return s;
   }
@@ -172,9 +174,7 @@ MeshServer::MeshServer(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, Route
 }
 
 MeshServer::~MeshServer() {
-  loop_->Remove(socket_->fd());
   if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
-  if (read_timer_ != 0) loop_->Cancel(read_timer_);
   loop_->SetBeforeSleep(nullptr);
 }
 
@@ -192,32 +192,10 @@ void MeshServer::Send(const std::string& routing_id, std::string_view packed) {
   (void)socket_->Send(out_frames_);
 }
 
-void MeshServer::OnReadable() {
+void MeshServer::OnMessage(std::span<const std::string_view> frames) {
+  if (frames.size() < 2) return;  // a ROUTER always prepends the routing id
   std::lock_guard<std::mutex> lock(mu_);
-  int64_t now = NowUs();
-  for (int i = 0; i < kReadBatch; ++i) {
-    switch (socket_->Recv(&frames_)) {
-      case ZmqSocket::RecvResult::kMessage:
-        if (frames_.size() >= 2) {
-          router_.OnMessage(frames_[0], std::span(frames_).subspan(1), now);
-        }
-        continue;
-      case ZmqSocket::RecvResult::kWouldBlock:
-        return;
-      case ZmqSocket::RecvResult::kError:
-        spdlog::warn("broker: receive failed");
-        return;
-    }
-  }
-  ScheduleRead();
-}
-
-void MeshServer::ScheduleRead() {
-  if (read_timer_ != 0) return;
-  read_timer_ = loop_->AddTimer(std::chrono::nanoseconds(0), [this] {
-    read_timer_ = 0;
-    OnReadable();
-  });
+  router_.OnMessage(frames[0], frames.subspan(1), NowUs());
 }
 
 void MeshServer::Tick() {
@@ -245,7 +223,7 @@ void MeshServer::Flush() {
       delays_.sum_seconds += s;
     }
   }
-  if (socket_->Readable()) ScheduleRead();
+  socket_->CheckReadable();
 }
 
 }  // namespace sb::broker

@@ -41,10 +41,9 @@ class MeshServer : private LinkSender {
   class Collector;
   MeshServer(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, RouterOptions options);
   void Send(const std::string& routing_id, std::string_view packed) override;
-  void OnReadable();
+  void OnMessage(std::span<const std::string_view> frames);
   void Tick();
   void Flush();
-  void ScheduleRead();
   static int64_t NowUs();
 
   EventLoop* loop_;
@@ -58,10 +57,8 @@ class MeshServer : private LinkSender {
     double sum_seconds = 0;
   } delays_;
   std::vector<int64_t> turn_delays_us_;
-  std::vector<std::string_view> frames_;
   std::vector<std::string_view> out_frames_;
   EventLoop::TimerId tick_timer_ = 0;
-  EventLoop::TimerId read_timer_ = 0;
   std::shared_ptr<prometheus::Collectable> collectable_;
 };
 

@@ -1,5 +1,7 @@
 #include "common/zmq_socket.h"
 
+#include <sys/epoll.h>
+
 #include <zmq.hpp>
 
 namespace sb {
@@ -31,6 +33,10 @@ Result<std::unique_ptr<ZmqSocket>> ZmqSocket::Create(const Options& options) {
 }
 
 ZmqSocket::~ZmqSocket() {
+  if (loop_ != nullptr) {
+    loop_->Remove(fd_);
+    if (read_timer_ != 0) loop_->Cancel(read_timer_);
+  }
   parts_.clear();
   socket_.reset();
   context_.reset();
@@ -115,6 +121,43 @@ bool ZmqSocket::Send(std::span<const std::string_view> frames) {
     return false;
   }
   return true;
+}
+
+}  // namespace sb
+
+namespace sb {
+
+Status ZmqSocket::Watch(EventLoop* loop, int batch, OnMessage on_message) {
+  loop_ = loop;
+  batch_ = batch;
+  on_message_ = std::move(on_message);
+  return loop->Add(fd_, EPOLLIN, [this](uint32_t) { ReadBatch(); });
+}
+
+void ZmqSocket::ReadBatch() {
+  for (int i = 0; i < batch_; ++i) {
+    switch (Recv(&frames_)) {
+      case RecvResult::kMessage:
+        on_message_(frames_);
+        continue;
+      case RecvResult::kWouldBlock:
+      case RecvResult::kError:  // a closed context; nothing more will come
+        return;
+    }
+  }
+  ScheduleRead();
+}
+
+void ZmqSocket::ScheduleRead() {
+  if (read_timer_ != 0) return;
+  read_timer_ = loop_->AddTimer(std::chrono::nanoseconds(0), [this] {
+    read_timer_ = 0;
+    ReadBatch();
+  });
+}
+
+void ZmqSocket::CheckReadable() {
+  if (loop_ != nullptr && Readable()) ScheduleRead();
 }
 
 }  // namespace sb

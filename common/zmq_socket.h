@@ -7,6 +7,12 @@
 // loop (callers watch fd() for EPOLLIN) or interpret frames (protocol/mesh).
 // Single-threaded: the owning loop's thread only.
 //
+// Watch() puts the socket on an EventLoop the way both programs need it:
+// messages are read in bounded batches (the rest wait for the next turn, a
+// zero timer keeping the loop awake, so one busy peer cannot starve the
+// loop's other work), and CheckReadable() after sending picks up arrivals
+// whose notification a send consumed.
+//
 // libzmq's fd is edge-like: it signals that the socket's state changed, not
 // that a message is waiting. Callers therefore drain with Recv until
 // kWouldBlock after each wake-up, and check Readable() after sending (a send
@@ -14,12 +20,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/event_loop.h"
 #include "common/status.h"
 
 namespace zmq {
@@ -64,12 +72,25 @@ class ZmqSocket {
   // no connection — never partially sent.
   bool Send(std::span<const std::string_view> frames);
 
+  using OnMessage = std::function<void(std::span<const std::string_view> frames)>;
+  // Calls `on_message` for every message, at most `batch` per wake-up.
+  Status Watch(EventLoop* loop, int batch, OnMessage on_message);
+  // Call after sending, at the end of a loop turn.
+  void CheckReadable();
+
  private:
   ZmqSocket() = default;
   std::unique_ptr<zmq::context_t> context_;
   std::unique_ptr<zmq::socket_t> socket_;
+  void ReadBatch();
+  void ScheduleRead();
   std::vector<zmq::message_t> parts_;
+  std::vector<std::string_view> frames_;
   int fd_ = -1;
+  EventLoop* loop_ = nullptr;
+  int batch_ = 0;
+  OnMessage on_message_;
+  EventLoop::TimerId read_timer_ = 0;
 };
 
 }  // namespace sb

@@ -1,15 +1,11 @@
 #include "worker/broker_link.h"
 
-#include <spdlog/spdlog.h>
-#include <sys/epoll.h>
-
 #include <algorithm>
 
 namespace sb::worker {
 
 namespace {
-// Messages read per wake-up before client sockets get their turn; the rest
-// are read on the next turn (a zero timer keeps the loop from sleeping).
+// Messages read per wake-up before client sockets get their turn.
 constexpr int kReadBatch = 512;
 }  // namespace
 
@@ -22,7 +18,10 @@ Result<std::unique_ptr<BrokerLink>> BrokerLink::Create(EventLoop* loop, const st
   std::unique_ptr<BrokerLink> link(
       new BrokerLink(loop, std::move(socket).value(), std::move(options), handler));
   BrokerLink* self = link.get();
-  if (Status s = loop->Add(self->socket_->fd(), EPOLLIN, [self](uint32_t) { self->OnReadable(); });
+  if (Status s = self->socket_->Watch(loop, kReadBatch,
+                                      [self](std::span<const std::string_view> frames) {
+                                        self->session_.OnMessage(frames, self->NowMs());
+                                      });
       !s.ok()) {
     return s;
   }
@@ -40,9 +39,7 @@ BrokerLink::BrokerLink(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, Clust
       tick_(std::max<int64_t>(options.heartbeat_ms / 4, 1)) {}
 
 BrokerLink::~BrokerLink() {
-  loop_->Remove(socket_->fd());
   if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
-  if (read_timer_ != 0) loop_->Cancel(read_timer_);
 }
 
 int64_t BrokerLink::NowMs() const {
@@ -57,31 +54,6 @@ bool BrokerLink::Send(const mesh::Message& msg) {
   return socket_->Send(views);
 }
 
-void BrokerLink::OnReadable() {
-  int64_t now = NowMs();
-  for (int i = 0; i < kReadBatch; ++i) {
-    switch (socket_->Recv(&frames_)) {
-      case ZmqSocket::RecvResult::kMessage:
-        session_.OnMessage(frames_, now);
-        continue;
-      case ZmqSocket::RecvResult::kWouldBlock:
-        return;
-      case ZmqSocket::RecvResult::kError:
-        spdlog::warn("broker link: receive failed");
-        return;
-    }
-  }
-  ScheduleRead();
-}
-
-void BrokerLink::ScheduleRead() {
-  if (read_timer_ != 0) return;
-  read_timer_ = loop_->AddTimer(std::chrono::nanoseconds(0), [this] {
-    read_timer_ = 0;
-    OnReadable();
-  });
-}
-
 void BrokerLink::Tick() {
   session_.OnTick(NowMs());
   tick_timer_ = loop_->AddTimer(tick_, [this] { Tick(); });
@@ -89,7 +61,7 @@ void BrokerLink::Tick() {
 
 void BrokerLink::Flush() {
   session_.Flush();
-  if (socket_->Readable()) ScheduleRead();
+  socket_->CheckReadable();
 }
 
 }  // namespace sb::worker

@@ -39,8 +39,6 @@ class BrokerLink : public ClusterSession::Transport {
  private:
   BrokerLink(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, ClusterOptions options,
              ClusterSession::Handler* handler);
-  void OnReadable();
-  void ScheduleRead();
   void Tick();
   int64_t NowMs() const;
 
@@ -49,8 +47,6 @@ class BrokerLink : public ClusterSession::Transport {
   ClusterSession session_;
   std::chrono::milliseconds tick_;
   EventLoop::TimerId tick_timer_ = 0;
-  EventLoop::TimerId read_timer_ = 0;
-  std::vector<std::string_view> frames_;
   std::vector<std::string> encoded_;
 };
 
