@@ -62,6 +62,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   sb::InitLogging(kProgram);
   opt.epoch = NewEpoch();
+  // Every live shard heartbeats within an interval and reconnects within
+  // libzmq's reconnect back-off (at most 500 ms, common/zmq_socket): two
+  // intervals and that back-off cover the reset round trip too.
+  opt.settle_ms = 2 * opt.liveness.interval_ms + 500;
 
   // Signals first: the metrics threads inherit the blocked mask.
   auto sfd = sb::BlockSignalsToFd({SIGTERM, SIGINT});

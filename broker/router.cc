@@ -75,6 +75,11 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
       interests_.Subscribe(id, msg.topic);
       // Even when already subscribed: the shard asked because it has no
       // picture of the topic's presence elsewhere, and a snapshot is harmless.
+      // While settling, the picture is incomplete: all snapshots go at the end.
+      if (Settling(now_us)) {
+        link->presence_dirty = true;
+        return;
+      }
       return SendSnapshot(id, *link, msg.topic, now_us);
     case mesh::Type::kUnsubscribe:
       interests_.Unsubscribe(id, msg.topic);
@@ -142,12 +147,15 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   mesh::Message welcome = Control(mesh::Type::kWelcome);
   welcome.epoch = options_.epoch;
   SendControl(*links_.RoutingId(id), welcome);
-  // Fresh snapshots replace whatever repair was pending.
-  link->presence_dirty = false;
-  for (const std::string& topic : hello->topics) {
-    link = Find(id);
-    if (link == nullptr) break;  // a queue too small even for this: disconnected
-    SendSnapshot(id, *link, topic, now_us);
+  // Fresh snapshots replace whatever repair was pending — once the other
+  // shards have had time to say hello to a new broker.
+  link->presence_dirty = Settling(now_us);
+  if (!link->presence_dirty) {
+    for (const std::string& topic : hello->topics) {
+      link = Find(id);
+      if (link == nullptr) break;  // a queue too small even for this: disconnected
+      SendSnapshot(id, *link, topic, now_us);
+    }
   }
   if (diffs.ok()) SendDiffs(id, diffs.value(), now_us);
 }
@@ -167,23 +175,37 @@ void Router::OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t 
     link.seq_known = true;
   }
   link.last_seq = msg.seq;
-  ++counters_.publishes;
+  if (Settling(now_us)) {
+    // A new broker: shards that have not said hello yet would miss this.
+    held_.push_back(Held{id, msg.seq, msg.flags, std::string(msg.topic), std::string(msg.body)});
+    return;
+  }
+  Route(id, link, msg.seq, msg.flags, msg.topic, msg.body, now_us);
+}
 
+bool Router::Settling(int64_t now_us) {
+  if (settle_until_us_ < 0) settle_until_us_ = now_us + options_.settle_ms * 1000;
+  return now_us < settle_until_us_;
+}
+
+void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, std::string_view topic,
+                   std::string_view body, int64_t now_us) {
+  ++counters_.publishes;
   uint64_t tag = next_tag_++;
   Pending& pending = pending_[tag];
-  pending = {id, msg.seq, 0};
+  pending = {id, seq, 0};
   link.publishes.push_back(tag);
 
   mesh::Message deliver;
   deliver.type = mesh::Type::kDeliver;
   deliver.origin = link.instance;
-  deliver.seq = msg.seq;
-  deliver.flags = msg.flags;
-  deliver.topic = msg.topic;
-  deliver.body = msg.body;
+  deliver.seq = seq;
+  deliver.flags = flags;
+  deliver.topic = topic;
+  deliver.body = body;
   Payload payload;
   std::vector<LinkId> to;
-  interests_.Route(id, msg.topic, &to);
+  interests_.Route(id, topic, &to);
   pending.remaining = static_cast<uint32_t>(to.size());
   if (to.empty()) {
     link.ack_due = true;
@@ -348,33 +370,35 @@ int64_t Router::NextTickUs(int64_t now_us) const {
 }
 
 void Router::Flush(int64_t now_us, std::vector<int64_t>* delays_us) {
+  if (!held_.empty() && !Settling(now_us)) {
+    // Settled: every live shard has said hello. Route what waited, in the
+    // order it came; a shard that died meanwhile has nobody to ack.
+    std::vector<Held> held;
+    held.swap(held_);
+    for (const Held& h : held) {
+      if (Link* origin = Find(h.origin))
+        Route(h.origin, *origin, h.seq, h.flags, h.topic, h.body, now_us);
+    }
+  }
+  const bool settling = Settling(now_us);
   std::vector<LinkId> ids;
   ids.reserve(state_.size());
   for (const auto& [id, link] : state_) ids.push_back(id);
   for (LinkId id : ids) {
     Link* link = Find(id);
     if (link == nullptr) continue;
-    if (link->presence_dirty && link->queue.depth_messages() == 0) {
+    SendWhatCreditAllows(id, *link, now_us, delays_us);
+    // Shed presence is repaired once everything before the repair has gone:
+    // snapshots of every topic, behind what the shard already has.
+    if (link->presence_dirty && !settling && link->queue.depth_messages() == 0) {
       link->presence_dirty = false;
       for (const std::string& topic : interests_.TopicsOf(id)) {
         link = Find(id);
         if (link == nullptr) break;
         SendSnapshot(id, *link, topic, now_us);
       }
-      link = Find(id);
-      if (link == nullptr) continue;
+      if ((link = Find(id)) != nullptr) SendWhatCreditAllows(id, *link, now_us, delays_us);
     }
-    if (link->queue.credit() == 0 || link->queue.depth_messages() == 0) continue;
-    scratch_.clear();
-    link->queue.PopSendable(&scratch_);
-    const std::string& rid = *links_.RoutingId(id);
-    for (QueuedMessage& m : scratch_) {
-      sender_->Send(rid, *m.payload);
-      link->in_flight.push_back(m.tag);
-      if (m.tag >= kFirstPublishTag) ++counters_.delivered;
-      if (delays_us != nullptr) delays_us->push_back(now_us - m.enqueued_us);
-    }
-    scratch_.clear();
   }
   for (auto& [id, link] : state_) {
     if (!link->ack_due) continue;
@@ -394,6 +418,21 @@ void Router::Flush(int64_t now_us, std::vector<int64_t>* delays_us) {
     SendControl(*links_.RoutingId(id), ack);
     ++counters_.acks;
   }
+}
+
+void Router::SendWhatCreditAllows(LinkId id, Link& link, int64_t now_us,
+                                  std::vector<int64_t>* delays_us) {
+  if (link.queue.credit() == 0 || link.queue.depth_messages() == 0) return;
+  scratch_.clear();
+  link.queue.PopSendable(&scratch_);
+  const std::string& rid = *links_.RoutingId(id);
+  for (QueuedMessage& m : scratch_) {
+    sender_->Send(rid, *m.payload);
+    link.in_flight.push_back(m.tag);
+    if (m.tag >= kFirstPublishTag) ++counters_.delivered;
+    if (delays_us != nullptr) delays_us->push_back(now_us - m.enqueued_us);
+  }
+  scratch_.clear();
 }
 
 void Router::ForEachLink(const std::function<void(const LinkView&)>& fn) const {

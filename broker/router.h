@@ -47,6 +47,12 @@ struct RouterOptions {
   QueuePolicy queue;
   LivenessPolicy liveness;
   uint64_t epoch = 1;  // nonzero; random per broker start (the caller's choice)
+  // A new broker holds publishes and presence snapshots this long after its
+  // first tick (its start), so that every live shard (which heartbeats
+  // every interval and is answered with a reset) has said hello first:
+  // otherwise a shard re-sending its unacked publishes right after a broker
+  // restart would have them routed before the others re-subscribed.
+  int64_t settle_ms = 0;
 };
 
 // Why a message a shard would have received was not delivered.
@@ -147,6 +153,11 @@ class Router {
 
   void OnHello(std::string_view routing_id, const mesh::Message& msg, int64_t now_us);
   void OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us);
+  // Queues a publish for every other subscribed link.
+  void Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, std::string_view topic,
+             std::string_view body, int64_t now_us);
+  // Whether the broker is still settling at `now_us` (see RouterOptions).
+  bool Settling(int64_t now_us);
   void OnPresence(LinkId id, const mesh::Message& msg, int64_t now_us);
   void OnCredit(Link& link, uint32_t n);
   // Queues a data message for `to`; accounts for whatever the push drops.
@@ -167,6 +178,8 @@ class Router {
   // message marks `link` for repair.
   void Dropped(Link* link, std::vector<QueuedMessage>& dropped, DropReason reason);
   void RemoveLink(LinkId id, int64_t now_us);
+  // Sends from `link`'s queue as many messages as its credit allows.
+  void SendWhatCreditAllows(LinkId id, Link& link, int64_t now_us, std::vector<int64_t>* delays_us);
   Link* Find(LinkId id);
 
   RouterOptions options_;
@@ -181,7 +194,17 @@ class Router {
   uint64_t next_tag_ = kFirstPublishTag;
   std::vector<LinkId> recipients_;  // reused per publish
   std::vector<QueuedMessage> scratch_;
-  std::string last_reset_;  // the stranger last answered with kReset, and when
+  // Publishes held while settling, in arrival order.
+  struct Held {
+    LinkId origin;
+    uint64_t seq;
+    uint8_t flags;
+    std::string topic;
+    std::string body;
+  };
+  std::vector<Held> held_;
+  int64_t settle_until_us_ = -1;  // set by the first event (the server's first tick)
+  std::string last_reset_;        // the stranger last answered with kReset, and when
   int64_t last_reset_us_ = 0;
   Counters counters_;
 };

@@ -25,8 +25,8 @@ class Recorder : public LinkSender {
     ASSERT_TRUE(mesh::Unpack(packed, &frames).ok());
     mesh::Message m;
     ASSERT_TRUE(mesh::Decode(frames, &m).ok());
-    sent.push_back({routing_id, m.type, m.epoch, m.seq, m.origin, std::string(m.topic),
-                    std::string(m.body)});
+    sent.push_back(
+        {routing_id, m.type, m.epoch, m.seq, m.origin, std::string(m.topic), std::string(m.body)});
   }
   // What `to` received of `type` since `sent` was last cleared.
   std::vector<Sent> Take(const std::string& to, mesh::Type type) {
@@ -41,11 +41,13 @@ class Recorder : public LinkSender {
 
 class RouterTest : public ::testing::Test {
  protected:
-  explicit RouterTest(QueuePolicy queue = {}) : router_(Options(queue), &rec_) {}
+  explicit RouterTest(QueuePolicy queue = {}, int64_t settle_ms = 0)
+      : router_(Options(queue, settle_ms), &rec_) {}
 
-  static RouterOptions Options(QueuePolicy queue) {
+  static RouterOptions Options(QueuePolicy queue, int64_t settle_ms) {
     RouterOptions o;
     o.queue = queue;
+    o.settle_ms = settle_ms;
     o.liveness = {.interval_ms = 100, .misses = 3};
     o.epoch = 77;
     return o;
@@ -58,8 +60,11 @@ class RouterTest : public ::testing::Test {
   }
   void Hello(const std::string& from, uint64_t instance, std::vector<std::string> topics,
              uint32_t window = 100, std::vector<mesh::TopicState> presence = {}) {
-    mesh::Hello h{.shard = from, .instance = instance, .window = window,
-                  .topics = std::move(topics), .presence = std::move(presence)};
+    mesh::Hello h{.shard = from,
+                  .instance = instance,
+                  .window = window,
+                  .topics = std::move(topics),
+                  .presence = std::move(presence)};
     std::string body = mesh::EncodeHello(h);
     mesh::Message m{.type = mesh::Type::kHello, .body = body};
     Feed(from, m);
@@ -203,8 +208,7 @@ TEST_F(RouterTest, PresenceIsDiffedToOthersAndSnapshottedForNewSubscribers) {
 
 TEST_F(RouterTest, ASilentShardIsDroppedWithOneLeaveDiffPerTopic) {
   Hello("a", 1, {"room:1", "room:2"});
-  Hello("b", 2, {"room:1", "room:2"},
-        100,
+  Hello("b", 2, {"room:1", "room:2"}, 100,
         {{"room:1", {{"u1", "b1", "{\"phx_ref\":\"b1\"}"}, {"u2", "b2", "{\"phx_ref\":\"b2\"}"}}},
          {"room:2", {{"u1", "b3", "{\"phx_ref\":\"b3\"}"}}}});
   Flush();
@@ -251,8 +255,8 @@ TEST_F(RouterTest, FramesThatAreNotMeshV1AreCountedAndIgnored) {
 class RouterShedTest : public RouterTest {
  protected:
   RouterShedTest()
-      : RouterTest(QueuePolicy{.max_messages = 2, .max_bytes = 1 << 20,
-                               .overload = OverloadPolicy::kShedOldest}) {}
+      : RouterTest(QueuePolicy{
+            .max_messages = 2, .max_bytes = 1 << 20, .overload = OverloadPolicy::kShedOldest}) {}
 };
 
 TEST_F(RouterShedTest, ShedMessagesCountAsDoneAndShedPresenceIsRepaired) {
@@ -281,8 +285,8 @@ TEST_F(RouterShedTest, ShedMessagesCountAsDoneAndShedPresenceIsRepaired) {
 class RouterDisconnectTest : public RouterTest {
  protected:
   RouterDisconnectTest()
-      : RouterTest(QueuePolicy{.max_messages = 2, .max_bytes = 1 << 20,
-                               .overload = OverloadPolicy::kDisconnect}) {}
+      : RouterTest(QueuePolicy{
+            .max_messages = 2, .max_bytes = 1 << 20, .overload = OverloadPolicy::kDisconnect}) {}
 };
 
 TEST_F(RouterDisconnectTest, AnOverflowingShardIsDroppedAndTheOthersAreAcked) {
@@ -305,6 +309,31 @@ TEST_F(RouterDisconnectTest, AnOverflowingShardIsDroppedAndTheOthersAreAcked) {
   auto acks = rec_.Take("a", mesh::Type::kAck);
   ASSERT_FALSE(acks.empty());
   EXPECT_EQ(acks.back().seq, 3u);
+}
+
+class RouterSettleTest : public RouterTest {
+ protected:
+  RouterSettleTest() : RouterTest(QueuePolicy{}, /*settle_ms=*/500) {}
+};
+
+TEST_F(RouterSettleTest, ANewBrokerHoldsPublishesAndSnapshotsUntilShardsHadTimeToSayHello) {
+  router_.OnTick(now_us_);  // the broker starts
+  Hello("a", 1, {"room:1"});
+  Publish("a", 7, "room:1");  // re-sent right after a's hello
+  Flush();
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty()) << "held, not routed to nobody";
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kSnapshot).empty());
+  now_us_ += 300'000;
+  Hello("b", 2, {"room:1"});  // b learns of the new broker later
+  Flush();
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kDeliver).empty());
+  now_us_ += 300'000;
+  Flush();
+  auto to_b = rec_.Take("b", mesh::Type::kDeliver);
+  ASSERT_EQ(to_b.size(), 1u);
+  EXPECT_EQ(to_b[0].seq, 7u);
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kSnapshot).size(), 1u) << "snapshots once settled";
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kSnapshot).size(), 1u);
 }
 
 }  // namespace

@@ -49,7 +49,7 @@ class ZmqSocket {
     int send_hwm = 0;  // 0: unbounded (callers bound what they queue themselves)
     int recv_hwm = 0;
     int reconnect_ivl_ms = 100;
-    int reconnect_ivl_max_ms = 1000;
+    int reconnect_ivl_max_ms = 500;
   };
   static Result<std::unique_ptr<ZmqSocket>> Create(const Options& options);
   ~ZmqSocket();
