@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <cstdlib>
+
 namespace sb {
 
 Result<UniqueFd> ListenTcp(const std::string& host, int port, int backlog) {
@@ -45,6 +47,36 @@ int BoundPort(int fd) {
   if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port);
   if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port);
   return 0;
+}
+
+Result<UniqueFd> ListenTcpSpec(const std::string& spec, int backlog) {
+  std::string host = "127.0.0.1", port = spec;
+  if (size_t colon = spec.rfind(':'); colon != std::string::npos) {
+    host = spec.substr(0, colon);
+    port = spec.substr(colon + 1);
+  }
+  char* end = nullptr;
+  long p = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p < 0 || p > 65535 || host.empty()) {
+    return Status::InvalidConfig("--listen " + spec + ": expected host:port");
+  }
+  return ListenTcp(host, static_cast<int>(p), backlog);
+}
+
+std::string BoundAddress(int fd) {
+  sockaddr_storage a{};
+  socklen_t len = sizeof a;
+  char ip[INET6_ADDRSTRLEN] = {};
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0) return "inherited socket";
+  if (a.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&a)->sin_addr, ip, sizeof ip);
+    return std::string(ip) + ":" + std::to_string(BoundPort(fd));
+  }
+  if (a.ss_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&a)->sin6_addr, ip, sizeof ip);
+    return "[" + std::string(ip) + "]:" + std::to_string(BoundPort(fd));
+  }
+  return "inherited socket";
 }
 
 }  // namespace sb

@@ -19,7 +19,15 @@ namespace sb {
 // "unable to listen on HOST:PORT: why".
 Result<UniqueFd> ListenTcp(const std::string& host, int port, int backlog);
 
+// "host:port" or "port" (host 127.0.0.1), as a --listen flag gives it.
+// InvalidConfig naming `spec` if it is neither; else as ListenTcp.
+Result<UniqueFd> ListenTcpSpec(const std::string& spec, int backlog);
+
 // The port a bound socket has (useful after port 0); 0 if unknown.
 int BoundPort(int fd);
+
+// "ip:port" ("[v6]:port") of a bound socket, for log lines; "inherited
+// socket" if it is not an IP socket.
+std::string BoundAddress(int fd);
 
 }  // namespace sb

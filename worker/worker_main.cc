@@ -3,9 +3,7 @@
 // takes the inherited listening socket (LISTEN_FDS) or binds --listen, wires
 // the loop, the gateway and the metrics endpoint, reports READY=1 and on
 // SIGTERM drains (close 1012) and exits 0.
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/random.h>
@@ -32,38 +30,6 @@
 namespace {
 
 constexpr char kProgram[] = "switchboard-worker";
-
-// "host:port" or "port" (host 127.0.0.1) → a bound, listening socket.
-sb::Result<sb::UniqueFd> Listen(const std::string& spec) {
-  std::string host = "127.0.0.1", port = spec;
-  if (size_t colon = spec.rfind(':'); colon != std::string::npos) {
-    host = spec.substr(0, colon);
-    port = spec.substr(colon + 1);
-  }
-  char* end = nullptr;
-  long p = std::strtol(port.c_str(), &end, 10);
-  if (port.empty() || *end != '\0' || p < 0 || p > 65535 || host.empty()) {
-    return sb::Status::InvalidConfig("--listen " + spec + ": expected host:port");
-  }
-  return sb::ListenTcp(host, static_cast<int>(p), 4096);
-}
-
-// "ip:port" of a bound socket, for the log line tests and operators read.
-std::string BoundAddress(int fd) {
-  sockaddr_storage a{};
-  socklen_t len = sizeof a;
-  char ip[INET6_ADDRSTRLEN] = {};
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0) return "inherited socket";
-  if (a.ss_family == AF_INET) {
-    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&a)->sin_addr, ip, sizeof ip);
-  } else if (a.ss_family == AF_INET6) {
-    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&a)->sin6_addr, ip, sizeof ip);
-    return "[" + std::string(ip) + "]:" + std::to_string(sb::BoundPort(fd));
-  } else {
-    return "inherited socket";
-  }
-  return std::string(ip) + ":" + std::to_string(sb::BoundPort(fd));
-}
 
 // This process's instance id: the broker tells shard restarts apart by it,
 // and presence phx_refs (prefixed with it) stay unique across shards and
@@ -159,7 +125,7 @@ int main(int argc, char** argv) {
       sb::PrintFatal(kProgram, "serve", "no inherited socket (LISTEN_FDS) and no --listen");
       return sb::kExitUsage;
     }
-    auto fd = Listen(listen);
+    auto fd = sb::ListenTcpSpec(listen, 4096);
     if (!fd.ok()) {
       sb::PrintFatal(kProgram, "start", fd.status().message());
       return fd.status().code() == sb::Status::Code::kInvalidConfig ? sb::kExitUsage
@@ -205,7 +171,7 @@ int main(int argc, char** argv) {
     g->Drain([l] { l->Stop(sb::kExitOk); });
   });
 
-  spdlog::info("shard {}: listening on {}", shard, BoundAddress(listen_fd));
+  spdlog::info("shard {}: listening on {}", shard, sb::BoundAddress(listen_fd));
   if (endpoint) spdlog::info("shard {}: metrics on 127.0.0.1:{}", shard, endpoint->port());
   sb::SdNotify("READY=1");
   int rc = l->Run();
