@@ -180,7 +180,22 @@ void Router::OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t 
     held_.push_back(Held{id, msg.seq, msg.flags, std::string(msg.topic), std::string(msg.body)});
     return;
   }
+  // What was held goes first: receivers take each origin's seqs in order.
+  ReleaseHeld(now_us);
   Route(id, link, msg.seq, msg.flags, msg.topic, msg.body, now_us);
+}
+
+void Router::ReleaseHeld(int64_t now_us) {
+  if (held_.empty() || Settling(now_us)) return;
+  // Settled: every live shard has said hello. Route what waited, in the
+  // order it came; a shard that died meanwhile has nobody to ack.
+  std::vector<Held> held;
+  held.swap(held_);
+  for (const Held& h : held) {
+    if (Link* origin = Find(h.origin)) {
+      Route(h.origin, *origin, h.seq, h.flags, h.topic, h.body, now_us);
+    }
+  }
 }
 
 bool Router::Settling(int64_t now_us) {
@@ -370,16 +385,7 @@ int64_t Router::NextTickUs(int64_t now_us) const {
 }
 
 void Router::Flush(int64_t now_us, std::vector<int64_t>* delays_us) {
-  if (!held_.empty() && !Settling(now_us)) {
-    // Settled: every live shard has said hello. Route what waited, in the
-    // order it came; a shard that died meanwhile has nobody to ack.
-    std::vector<Held> held;
-    held.swap(held_);
-    for (const Held& h : held) {
-      if (Link* origin = Find(h.origin))
-        Route(h.origin, *origin, h.seq, h.flags, h.topic, h.body, now_us);
-    }
-  }
+  ReleaseHeld(now_us);
   const bool settling = Settling(now_us);
   std::vector<LinkId> ids;
   ids.reserve(state_.size());

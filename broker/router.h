@@ -158,6 +158,8 @@ class Router {
              std::string_view body, int64_t now_us);
   // Whether the broker is still settling at `now_us` (see RouterOptions).
   bool Settling(int64_t now_us);
+  // Once settled: routes the publishes held meanwhile, in arrival order.
+  void ReleaseHeld(int64_t now_us);
   void OnPresence(LinkId id, const mesh::Message& msg, int64_t now_us);
   void OnCredit(Link& link, uint32_t n);
   // Queues a data message for `to`; accounts for whatever the push drops.

@@ -328,10 +328,12 @@ TEST_F(RouterSettleTest, ANewBrokerHoldsPublishesAndSnapshotsUntilShardsHadTimeT
   Flush();
   EXPECT_TRUE(rec_.Take("b", mesh::Type::kDeliver).empty());
   now_us_ += 300'000;
+  Publish("a", 8, "room:1");  // settled, before the turn's flush: after 7, never before
   Flush();
   auto to_b = rec_.Take("b", mesh::Type::kDeliver);
-  ASSERT_EQ(to_b.size(), 1u);
+  ASSERT_EQ(to_b.size(), 2u);
   EXPECT_EQ(to_b[0].seq, 7u);
+  EXPECT_EQ(to_b[1].seq, 8u);
   EXPECT_EQ(rec_.Take("a", mesh::Type::kSnapshot).size(), 1u) << "snapshots once settled";
   EXPECT_EQ(rec_.Take("b", mesh::Type::kSnapshot).size(), 1u);
 }
