@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <deque>
+#include <iterator>
 
 #include "common/metric_names.h"
 
@@ -38,7 +40,9 @@ class MeshServer::Collector : public prometheus::Collectable {
     std::lock_guard<std::mutex> lock(s_->mu_);
     const Router& r = s_->router_;
     const Router::Counters& c = r.counters();
-    std::vector<MetricFamily> out;
+    // A deque: Family() hands out references that are held while more
+    // families are added, and a vector's growth would move them.
+    std::deque<MetricFamily> out;
     MetricFamily& depth =
         Family(out, m::kQueueDepth, "Messages waiting in a queue", MetricType::Gauge);
     MetricFamily& bytes =
@@ -118,12 +122,12 @@ class MeshServer::Collector : public prometheus::Collectable {
     // An epoch is a random 64-bit number; a double keeps its top 53 bits,
     // plenty to see it change.
     Gauge(out, m::kBrokerEpoch, "This broker's epoch (random per start)", r.epoch());
-    return out;
+    return {std::make_move_iterator(out.begin()), std::make_move_iterator(out.end())};
   }
 
  private:
   using Labels = std::vector<ClientMetric::Label>;
-  static MetricFamily& Family(std::vector<MetricFamily>& out, std::string_view name,
+  static MetricFamily& Family(std::deque<MetricFamily>& out, std::string_view name,
                               std::string_view help, MetricType type) {
     out.push_back(MetricFamily{std::string(name), std::string(help), type, {}});
     return out.back();
@@ -138,11 +142,11 @@ class MeshServer::Collector : public prometheus::Collectable {
     }
     f.metric.push_back(std::move(cm));
   }
-  static void Counter(std::vector<MetricFamily>& out, std::string_view name, std::string_view help,
+  static void Counter(std::deque<MetricFamily>& out, std::string_view name, std::string_view help,
                       Labels labels, uint64_t v) {
     Add(Family(out, name, help, MetricType::Counter), std::move(labels), static_cast<double>(v));
   }
-  static void Gauge(std::vector<MetricFamily>& out, std::string_view name, std::string_view help,
+  static void Gauge(std::deque<MetricFamily>& out, std::string_view name, std::string_view help,
                     uint64_t v) {
     Add(Family(out, name, help, MetricType::Gauge), {}, static_cast<double>(v));
   }

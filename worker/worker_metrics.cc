@@ -1,5 +1,7 @@
 #include "worker/worker_metrics.h"
 
+#include <deque>
+#include <iterator>
 #include <limits>
 #include <string_view>
 #include <utility>
@@ -41,7 +43,9 @@ class Collector : public prometheus::Collectable {
       : shard_(std::move(shard)), c_(std::move(c)), h_(std::move(h)) {}
 
   std::vector<MetricFamily> Collect() const override {
-    std::vector<MetricFamily> out;
+    // A deque: Family() hands out references that are held while more
+    // families are added, and a vector's growth would move them.
+    std::deque<MetricFamily> out;
     const WorkerCounters& c = *c_;
     Gauge(out, m::kWorkerConnections, "Open WebSocket connections", c.connections);
     Counter(out, m::kWorkerConnectionsAcceptedTotal, "TCP connections accepted",
@@ -142,7 +146,7 @@ class Collector : public prometheus::Collectable {
           static_cast<double>(h_->sum_ns.load(std::memory_order_relaxed)) / 1e9;
       f.metric.push_back(std::move(cm));
     }
-    return out;
+    return {std::make_move_iterator(out.begin()), std::make_move_iterator(out.end())};
   }
 
  private:
@@ -150,7 +154,7 @@ class Collector : public prometheus::Collectable {
     extra.insert(extra.begin(), {std::string(m::kLabelShard), shard_});
     return extra;
   }
-  static MetricFamily& Family(std::vector<MetricFamily>& out, std::string_view name,
+  static MetricFamily& Family(std::deque<MetricFamily>& out, std::string_view name,
                               std::string_view help, MetricType type) {
     out.push_back(MetricFamily{std::string(name), std::string(help), type, {}});
     return out.back();
@@ -172,17 +176,17 @@ class Collector : public prometheus::Collectable {
     f.metric.push_back(std::move(cm));
   }
   template <typename T>
-  void Counter(std::vector<MetricFamily>& out, std::string_view name, std::string_view help,
+  void Counter(std::deque<MetricFamily>& out, std::string_view name, std::string_view help,
                const std::atomic<T>& v) const {
     AddCounter(Family(out, name, help, MetricType::Counter), {}, v);
   }
   template <typename T>
-  void Gauge(std::vector<MetricFamily>& out, std::string_view name, std::string_view help,
+  void Gauge(std::deque<MetricFamily>& out, std::string_view name, std::string_view help,
              const std::atomic<T>& v) const {
     AddGauge(Family(out, name, help, MetricType::Gauge), {}, v);
   }
   template <typename Names, typename Values>
-  void Labelled(std::vector<MetricFamily>& out, std::string_view name, std::string_view help,
+  void Labelled(std::deque<MetricFamily>& out, std::string_view name, std::string_view help,
                 std::string_view label, const Names& names, const Values& values) const {
     MetricFamily& f = Family(out, name, help, MetricType::Counter);
     for (size_t i = 0; i < names.size(); ++i) {
