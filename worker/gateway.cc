@@ -343,7 +343,10 @@ void Gateway::OnMessage(Conn* c, bool binary, std::string_view payload) {
     return;
   }
   std::vector<Action> actions;
-  if (broker_) hub_.SetBroadcastsOpen(broker_->session().CanPublish(msg.payload.size()));
+  if (broker_) {
+    hub_.SetBroadcastsOpen(broker_->session().CanPublish(msg.payload.size()));
+    hub_.SetClusterUp(broker_->session().up());
+  }
   hub_.Handle(c->id, msg, NowMs(), &actions);
   // Only a client's own message starts the deliver-latency clock; fan-outs
   // the shard makes itself (presence leaves of a closed socket) do not.
@@ -648,6 +651,12 @@ void Gateway::PublishClusterMetrics() {
 
 void Gateway::Cron() {
   const int64_t now = NowMs();
+  if (broker_) {
+    actions_.clear();
+    hub_.SendOverdueStates(now, &actions_);
+    Perform(actions_);
+    actions_.clear();
+  }
   size_t max_queue = 0;
   for (auto& slot : by_fd_) {
     Conn* c = slot.get();

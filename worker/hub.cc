@@ -120,6 +120,7 @@ void Hub::Handle(ConnId id, const phx::Message& msg, int64_t now_ms, std::vector
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
   Conn& conn = it->second;
+  now_ms_ = now_ms;
   if (!conn.rate.Allow(now_ms)) {
     ++stats_.rate_limited;
     if (msg.event == kJoin) ++stats_.joins_rate_limited;
@@ -193,14 +194,24 @@ void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector
   }
   // Always, even "{}": phoenix.js holds every presence_diff back until a
   // state arrives for the current join_ref. The joiner's own meta is in it,
-  // and in a cluster every other shard's known so far.
-  std::string state = topic.presence ? topic.presence->StateJson() : std::string(kEmpty);
-  if (cluster_) state = remote_.MergedStateJson(msg.topic, state);
-  out->push_back(Send(id, phx::EncodePush(msg.join_ref, msg.topic, kPresenceState, state)));
+  // and in a cluster every other shard's: once the broker has said who they
+  // are (RemoteSnapshot), or when it cannot.
+  if (cluster_ && cluster_up_ && !topic.remote_known) {
+    topic.pending_states.push_back({id, msg.join_ref, now_ms_});
+  } else {
+    out->push_back(StateFor(id, msg.join_ref, msg.topic, topic));
+  }
   // To everyone, the joiner included, as Phoenix does; phoenix.js ignores the
   // meta it already has from the state by its phx_ref.
   if (diff)
     out->push_back(Fanout(msg.topic, 0, phx::EncodeBroadcast(msg.topic, kPresenceDiff, *diff)));
+}
+
+Action Hub::StateFor(ConnId conn, const std::optional<std::string>& join_ref, std::string_view name,
+                     const Topic& topic) const {
+  std::string state = topic.presence ? topic.presence->StateJson() : std::string(kEmpty);
+  if (cluster_) state = remote_.MergedStateJson(name, state);
+  return Send(conn, phx::EncodePush(join_ref, name, kPresenceState, state));
 }
 
 void Hub::HandleLeave(ConnId id, Conn& conn, const phx::Message& msg, std::vector<Action>* out) {
@@ -339,8 +350,42 @@ void Hub::RemoteSnapshot(std::string_view topic, std::string_view state_json,
     ++stats_.remote_invalid;
     return;
   }
+  auto it = topics_.find(topic);
+  it->second.remote_known = true;
+  // Joiners that waited for this get the whole cluster's state first; the
+  // diff below then changes nothing for them (phoenix.js matches metas by
+  // phx_ref).
+  SendPendingStates(*it, INT64_MAX, out);
   if (diff.value()) {
     out->push_back(Fanout(topic, 0, phx::EncodeBroadcast(topic, kPresenceDiff, *diff.value())));
+  }
+}
+
+void Hub::SendPendingStates(TopicMap::value_type& entry, int64_t older_than_ms,
+                            std::vector<Action>* out) {
+  auto& pending = entry.second.pending_states;
+  auto keep = pending.begin();
+  for (PendingState& p : pending) {
+    if (p.since_ms > older_than_ms) {
+      if (&*keep != &p) *keep = std::move(p);
+      ++keep;
+      continue;
+    }
+    // Only if the socket is still in this channel (same join).
+    auto c = conns_.find(p.conn);
+    if (c == conns_.end()) continue;
+    int index = FindJoined(c->second, entry.first);
+    if (index < 0 || c->second.joined[index].join_ref != p.join_ref) continue;
+    out->push_back(StateFor(p.conn, p.join_ref, entry.first, entry.second));
+  }
+  pending.erase(keep, pending.end());
+}
+
+void Hub::SendOverdueStates(int64_t now_ms, std::vector<Action>* out) {
+  for (auto& entry : topics_) {
+    if (!entry.second.pending_states.empty()) {
+      SendPendingStates(entry, now_ms - kStateWaitMs, out);
+    }
   }
 }
 

@@ -98,6 +98,14 @@ class Hub {
   // the broker has room). While not, a broadcast is refused with
   // {"reason":"unavailable"} and goes nowhere, not even to local sockets.
   void SetBroadcastsOpen(bool open) { broadcasts_open_ = open; }
+  // Cluster: whether the broker is there to answer (a subscribe's snapshot).
+  // While it is not, joiners get their presence_state at once, with what is
+  // known of the other shards.
+  void SetClusterUp(bool up) { cluster_up_ = up; }
+  // Cluster: joiners that have waited kStateWaitMs for the other shards'
+  // presence get their presence_state with what is known. Call from a timer.
+  void SendOverdueStates(int64_t now_ms, std::vector<Action>* out);
+  static constexpr int64_t kStateWaitMs = 1000;
   // Cluster: the broker's presence_diff / presence_state of the other shards
   // on `topic`. Fanned out to local subscribers as a presence_diff (a
   // snapshot: the difference from what was known); ignored for a topic
@@ -141,9 +149,19 @@ class Hub {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
+  // Cluster: a joiner of a topic whose other-shard presence is not known yet
+  // (the broker's snapshot answers the topic's subscribe) gets its
+  // presence_state when the snapshot comes, or after kStateWaitMs.
+  struct PendingState {
+    ConnId conn;
+    std::optional<std::string> join_ref;
+    int64_t since_ms;
+  };
   struct Topic {
     std::vector<ConnId> subscribers;     // join order
     std::unique_ptr<Presence> presence;  // created by the first track
+    bool remote_known = false;           // cluster: a snapshot of the other shards came
+    std::vector<PendingState> pending_states;
   };
   using TopicMap = std::unordered_map<std::string, Topic, StringHash, std::equal_to<>>;
   // One channel of a socket. Kept small: an idle socket with one channel is
@@ -180,6 +198,13 @@ class Hub {
   // left empty. Sends nothing to the socket itself.
   void Unsubscribe(ConnId id, Conn& conn, size_t index, ConnId except, std::vector<Action>* out);
   std::string PresenceRef(uint64_t seq) const;
+  // The presence_state push of `topic` (local and known remote) for a joiner.
+  Action StateFor(ConnId conn, const std::optional<std::string>& join_ref, std::string_view name,
+                  const Topic& topic) const;
+  // Sends the presence_state of the pending joiners of `entry` that joined
+  // at or before `older_than_ms` and are still in the channel.
+  void SendPendingStates(TopicMap::value_type& entry, int64_t older_than_ms,
+                         std::vector<Action>* out);
   // A kPresence action with one join or one leave.
   void PresenceAction(std::string_view topic, std::string_view key, std::string_view phx_ref,
                       const std::string* meta_json, std::vector<Action>* out) const;
@@ -188,6 +213,8 @@ class Hub {
   std::string ref_prefix_;
   bool cluster_ = false;
   bool broadcasts_open_ = true;
+  bool cluster_up_ = false;
+  int64_t now_ms_ = 0;  // of the message being handled
   RemotePresence remote_;
   uint64_t next_presence_seq_ = 1;
   std::unordered_map<ConnId, Conn> conns_;

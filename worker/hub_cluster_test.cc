@@ -154,6 +154,63 @@ TEST_F(HubClusterTest, ClusterStateListsSubscribedTopicsAndLocalMetas) {
   EXPECT_EQ(presence[0].metas[0].key, "alice");
 }
 
+// The presence_state pushes in `actions`, by socket.
+std::vector<std::pair<ConnId, boost::json::value>> States(const std::vector<Action>& actions) {
+  std::vector<std::pair<ConnId, boost::json::value>> out;
+  for (const Action& a : actions) {
+    if (a.kind != Kind::kSend) continue;
+    boost::json::value v = Json(a.data);
+    if (v.as_array()[3] == "presence_state") out.emplace_back(a.conn, v.as_array()[4]);
+  }
+  return out;
+}
+
+TEST_F(HubClusterTest, TheFirstJoinerOfATopicGetsItsStateWithTheOtherShardsPresence) {
+  hub_.SetClusterUp(true);
+  auto a = Handle(1, Msg("1", "room:1", "phx_join", R"({"presence":{"key":"alice"}})"));
+  EXPECT_TRUE(States(a).empty()) << "waits for the broker's snapshot";
+  std::vector<Action> out;
+  hub_.RemoteSnapshot("room:1", R"({"bob":{"metas":[{"phx_ref":"s2.y.1"}]}})", &out);
+  auto states = States(out);
+  ASSERT_EQ(states.size(), 1u);
+  EXPECT_EQ(states[0].first, 1u);
+  EXPECT_TRUE(states[0].second.as_object().contains("alice"));
+  EXPECT_TRUE(states[0].second.as_object().contains("bob"));
+  // The state comes before the diff that brings bob to the others.
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[1].kind, Kind::kFanout);
+  // Once known, the next joiner gets it at once.
+  EXPECT_EQ(States(Handle(2, Msg("1", "room:1", "phx_join"))).size(), 1u);
+}
+
+TEST_F(HubClusterTest, AJoinerDoesNotWaitForeverForTheBroker) {
+  hub_.SetClusterUp(true);
+  Handle(1, Msg("1", "room:1", "phx_join"));
+  std::vector<Action> out;
+  hub_.SendOverdueStates(1000 + Hub::kStateWaitMs - 1, &out);
+  EXPECT_TRUE(out.empty());
+  hub_.SendOverdueStates(1000 + Hub::kStateWaitMs, &out);
+  ASSERT_EQ(States(out).size(), 1u);
+  out.clear();
+  hub_.SendOverdueStates(5000, &out);
+  EXPECT_TRUE(out.empty()) << "sent once";
+
+  hub_.SetClusterUp(false);  // no broker: nobody to wait for
+  EXPECT_EQ(States(Handle(2, Msg("1", "room:2", "phx_join"))).size(), 1u);
+}
+
+TEST_F(HubClusterTest, AWaitingJoinerThatLeftGetsNoState) {
+  hub_.SetClusterUp(true);
+  Handle(1, Msg("1", "room:1", "phx_join"));
+  Handle(2, Msg("1", "room:1", "phx_join"));
+  Handle(1, Msg("1", "room:1", "phx_leave"));
+  std::vector<Action> out;
+  hub_.RemoteSnapshot("room:1", "{}", &out);
+  auto states = States(out);
+  ASSERT_EQ(states.size(), 1u);
+  EXPECT_EQ(states[0].first, 2u);
+}
+
 TEST(RemotePresenceTest, ReplaceReportsWhatChangedAndNothingWhenNothingDid) {
   RemotePresence r;
   auto d = r.Replace("t", R"({"a":{"metas":[{"phx_ref":"1"}]},"b":{"metas":[{"phx_ref":"2"}]}})");

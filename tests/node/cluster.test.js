@@ -1,0 +1,673 @@
+'use strict';
+// A whole node under `switchboard run` — broker and shards, each shard on its
+// own supervisor-bound port — with real phoenix.js clients: broadcasts and
+// presence across shards, a broker killed under load (nothing accepted is
+// lost or doubled, nothing refused is delivered, no client is disconnected),
+// a shard killed (one presence_diff per topic with all its leaves, its
+// clients come back by themselves), and a shard that stops reading (its
+// queue on the broker is bounded, the other shards keep up).
+
+const { describe } = require('node:test');
+const assert = require('node:assert/strict');
+const { startCluster, it } = require('./lib/cluster');
+const { connect, join, push, outcome, record, next, Presence } = require('./lib/phoenix');
+const { scopeFor, waitUntil, withTimeout, delay } = require('./lib/util');
+
+const HEARTBEAT_MS = 200;
+
+// A node for one test, stopped (SIGTERM, exit 0) when the test ends, after
+// the test's clients are gone (they are added to the scope later).
+async function node(s, opts) {
+  const cluster = await startCluster({ heartbeatMs: HEARTBEAT_MS, ...opts });
+  s.add(() => cluster.stop());
+  return cluster;
+}
+
+const sorted = (xs) => [...xs].sort();
+
+// A phoenix.js socket on `shard`, joined to each of `topics` (with presence
+// `key` unless it is null). Per topic: the channel, an Inbox of `events` and
+// of raw presence_state / presence_diff pushes, a phoenix.js Presence, and
+// waitFor(pred) for its list.
+async function member(s, shard, key, topics, { events = [], socketOpts = {} } = {}) {
+  const socket = await connect(s, shard.url, socketOpts);
+  const m = { key, socket, shard, ch: {} };
+  for (const topic of topics) {
+    const params = key === null ? {} : { presence: { key, meta: { name: key } } };
+    const channel = socket.channel(topic, params);
+    const inbox = record(channel, [...events, 'presence_state', 'presence_diff']);
+    const presence = new Presence(channel);
+    const waiters = new Set();
+    presence.onSync(() => {
+      for (const w of [...waiters]) w();
+    });
+    const c = { channel, inbox, presence };
+    c.keys = () => sorted(presence.list((k) => k));
+    // phx_ref of every meta, by key.
+    c.refs = () => Object.fromEntries(presence.list((k, { metas }) => [k, sorted(metas.map((x) => x.phx_ref))]));
+    c.waitFor = (pred, what = 'a presence list') => {
+      let check;
+      const p = new Promise((resolve) => {
+        check = () => {
+          if (pred(c.keys(), c)) {
+            waiters.delete(check);
+            resolve(c.keys());
+          }
+        };
+        waiters.add(check);
+        check();
+      });
+      return withTimeout(p, 10000, `${what} on ${topic} at ${key} (now ${JSON.stringify(c.keys())})`)
+        .finally(() => waiters.delete(check));
+    };
+    c.waitKeys = (keys) => c.waitFor((l) => JSON.stringify(l) === JSON.stringify(sorted(keys)), `keys ${sorted(keys)}`);
+    const r = await join(channel);
+    assert.equal(r.status, 'ok', `join of ${key} to ${topic} on ${shard.id}: ${JSON.stringify(r)}`);
+    m.ch[topic] = c;
+  }
+  return m;
+}
+
+// Pushes with a steady rate: `count` pushes of `event` {n} on `channel`, n
+// from `first`, one every 1000/rate ms (late ticks are caught up at once).
+// `onTick(i)` runs before push i (may push more itself). Returns the pushes'
+// outcome promises, by n.
+async function steadyPublish(channel, event, { first = 1, count, rate, onTick = () => {}, outcomes = new Map() }) {
+  const period = 1000 / rate;
+  const t0 = Date.now();
+  for (let i = 0; i < count; i++) {
+    const due = t0 + i * period;
+    const wait = due - Date.now();
+    if (wait > 0) await delay(wait);
+    await onTick(i);
+    const n = first + i;
+    outcomes.set(n, outcome(channel.push(event, { n }), { what: `the reply to ${event} ${n}` }));
+  }
+  return outcomes;
+}
+
+// Counts received `event` {n} per n on a channel.
+function numberCounter(channel, event) {
+  const counts = new Map();
+  const order = [];
+  channel.on(event, (payload) => {
+    counts.set(payload.n, (counts.get(payload.n) || 0) + 1);
+    order.push(payload.n);
+  });
+  return { counts, order, has: (n) => counts.has(n) };
+}
+
+// "1-5,7,9-12": numbers as runs (sorted first unless `sort` is false).
+function ranges(ns, sort = true) {
+  const xs = sort ? [...ns].sort((a, b) => a - b) : [...ns];
+  const out = [];
+  for (let i = 0; i < xs.length;) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j] + 1) j++;
+    out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
+    i = j + 1;
+  }
+  return out.join(',');
+}
+
+// The mesh counters of the broker and every shard, for failure messages.
+async function meshDiag(cluster) {
+  const pick = [/^switchboard_broker_/, /^switchboard_worker_cluster_messages_total/, /^switchboard_worker_broker_/,
+    /^switchboard_queue_depth/, /^switchboard_worker_broadcasts_refused_total/];
+  const out = [];
+  for (const target of [cluster.broker, ...cluster.shards]) {
+    try {
+      const text = await cluster.scrape(target);
+      const lines = text.split('\n').filter((l) => !l.startsWith('#') && pick.some((re) => re.test(l)));
+      out.push(`[${target.id}] ${lines.join('; ')}`);
+    } catch (e) {
+      out.push(`[${target.id}] scrape failed: ${e.message}`);
+    }
+  }
+  return out.join('\n');
+}
+
+describe('a node: broker and shards under the supervisor', () => {
+  it('two shards: broadcasts both ways, presence across shards, a leave is a diff on the other shard', async (t) => {
+    const s = scopeFor(t);
+    const cluster = await node(s, { shards: 2 });
+    const [s0, s1] = cluster.shards;
+    const topic = 'room:pair';
+
+    const alice = await member(s, s0, 'alice', [topic], { events: ['shout'] });
+    await alice.ch[topic].waitKeys(['alice']);
+
+    const bob = await member(s, s1, 'bob', [topic], { events: ['shout'] });
+    // Bob's shard had no subscriber of the topic: alice reaches bob in his
+    // presence_state or in the presence_diff that follows it.
+    const bobState = await next(bob.ch[topic].inbox, 'presence_state');
+    assert.ok(Object.keys(bobState.payload).includes('bob'), `bob's own presence_state: ${JSON.stringify(bobState.payload)}`);
+    await bob.ch[topic].waitKeys(['alice', 'bob']);
+    // (Alice's first diff is her own join: the joiner gets its diff too.)
+    const joinDiff = await next(alice.ch[topic].inbox, 'presence_diff', (pl) => 'bob' in pl.joins);
+    assert.deepEqual(Object.keys(joinDiff.payload.joins), ['bob'], `diff at alice: ${JSON.stringify(joinDiff.payload)}`);
+    assert.deepEqual(joinDiff.payload.leaves, {});
+    assert.equal(joinDiff.payload.joins.bob.metas[0].name, 'bob');
+    await alice.ch[topic].waitKeys(['alice', 'bob']);
+
+    // A second joiner on shard 1: its presence_state holds the whole cluster.
+    const carol = await member(s, s1, 'carol', [topic], { events: ['shout'] });
+    const carolState = await next(carol.ch[topic].inbox, 'presence_state');
+    assert.deepEqual(sorted(Object.keys(carolState.payload)), ['alice', 'bob', 'carol'],
+      `carol's presence_state: ${JSON.stringify(carolState.payload)}`);
+    assert.equal(carolState.payload.alice.metas[0].name, 'alice');
+    const carolDiff = await next(alice.ch[topic].inbox, 'presence_diff', (pl) => 'carol' in pl.joins);
+    assert.deepEqual(Object.keys(carolDiff.payload.joins), ['carol']);
+    for (const m of [alice, bob, carol]) await m.ch[topic].waitKeys(['alice', 'bob', 'carol']);
+
+    // Broadcasts both ways, payload intact; the sender never gets its own.
+    const fromAlice = { from: 'alice', text: 'héllo ✓ "quoted"\n', nested: { list: [1, 2.5, -3, null, true], deep: { x: 'y' } } };
+    assert.equal((await push(alice.ch[topic].channel, 'shout', fromAlice)).status, 'ok');
+    assert.deepEqual((await next(bob.ch[topic].inbox, 'shout')).payload, fromAlice);
+    assert.deepEqual((await next(carol.ch[topic].inbox, 'shout')).payload, fromAlice);
+    const fromBob = { from: 'bob', n: 1, big: 'x'.repeat(20000) };
+    assert.equal((await push(bob.ch[topic].channel, 'shout', fromBob)).status, 'ok');
+    assert.deepEqual((await next(alice.ch[topic].inbox, 'shout')).payload, fromBob);
+    assert.deepEqual((await next(carol.ch[topic].inbox, 'shout')).payload, fromBob);
+    const fromBob2 = { from: 'bob', n: 2 };
+    assert.equal((await push(bob.ch[topic].channel, 'shout', fromBob2)).status, 'ok');
+    assert.deepEqual((await next(alice.ch[topic].inbox, 'shout')).payload, fromBob2);
+    assert.deepEqual((await next(carol.ch[topic].inbox, 'shout')).payload, fromBob2);
+    // Anything the broker had routed back to alice would have come before
+    // bob's messages on the same link.
+    const shoutsAt = (m) => m.ch[topic].inbox.all.filter((x) => x.event === 'shout').map((x) => x.payload.from);
+    assert.deepEqual(shoutsAt(alice), ['bob', 'bob'], 'alice got only bob\'s shouts');
+    assert.deepEqual(shoutsAt(bob), ['alice'], 'bob got only alice\'s shout');
+    assert.deepEqual(shoutsAt(carol), ['alice', 'bob', 'bob']);
+
+    // Bob leaves: a presence_diff leave on shard 0.
+    await new Promise((resolve) => bob.ch[topic].channel.leave().receive('ok', resolve));
+    const leaveDiff = await next(alice.ch[topic].inbox, 'presence_diff', (pl) => Object.keys(pl.leaves).length > 0);
+    assert.deepEqual(leaveDiff.payload.joins, {}, `leave diff at alice: ${JSON.stringify(leaveDiff.payload)}`);
+    assert.deepEqual(Object.keys(leaveDiff.payload.leaves), ['bob']);
+    await alice.ch[topic].waitKeys(['alice', 'carol']);
+    await carol.ch[topic].waitKeys(['alice', 'carol']);
+    // Alice's diffs, in order: her own join, bob's, carol's, bob's leave.
+    const diffsAtAlice = alice.ch[topic].inbox.all.filter((x) => x.event === 'presence_diff')
+      .map((x) => [Object.keys(x.payload.joins), Object.keys(x.payload.leaves)]);
+    assert.deepEqual(diffsAtAlice, [[['alice'], []], [['bob'], []], [['carol'], []], [[], ['bob']]]);
+  });
+
+  it('three shards: a broadcast reaches each other shard once, a topic reaches only its shards, presence everywhere', async (t) => {
+    const s = scopeFor(t);
+    const cluster = await node(s, { shards: 3 });
+    const [s0, s1, s2] = cluster.shards;
+    const tri = 'room:tri';
+    const duo = 'room:duo';
+    const other = 'room:other';
+
+    const p = [];
+    for (const [i, shard] of cluster.shards.entries()) p.push(await member(s, shard, `p${i}`, [tri], { events: ['shout'] }));
+    for (const m of p) await m.ch[tri].waitKeys(['p0', 'p1', 'p2']);
+
+    const d0 = await member(s, s0, 'd0', [duo, other], { events: ['shout'] });
+    const d1 = await member(s, s1, 'd1', [duo], { events: ['shout'] });
+    const q2 = await member(s, s2, 'q2', [other], { events: ['shout'] });
+    const seenAtQ2 = [];
+    q2.socket.onMessage((msg) => seenAtQ2.push(msg));
+    await d1.ch[duo].waitKeys(['d0', 'd1']);
+    await q2.ch[other].waitKeys(['d0', 'q2']);
+
+    // Five numbered broadcasts from shard 0, then a sentinel: every number
+    // exactly once at shards 1 and 2.
+    const counts = [new Map(), new Map()];
+    for (const [j, m] of [p[1], p[2]].entries()) {
+      m.ch[tri].channel.on('shout', (pl) => counts[j].set(pl.n, (counts[j].get(pl.n) || 0) + 1));
+    }
+    for (let n = 1; n <= 5; n++) assert.equal((await push(p[0].ch[tri].channel, 'shout', { n })).status, 'ok');
+    assert.equal((await push(p[0].ch[tri].channel, 'shout', { n: 'end' })).status, 'ok');
+    await next(p[1].ch[tri].inbox, 'shout', (pl) => pl.n === 'end');
+    await next(p[2].ch[tri].inbox, 'shout', (pl) => pl.n === 'end');
+    for (const c of counts) {
+      assert.deepEqual([...c.entries()], [[1, 1], [2, 1], [3, 1], [4, 1], [5, 1], ['end', 1]]);
+    }
+    assert.ok(!p[0].ch[tri].inbox.seen((x) => x.event === 'shout'), 'the sender got its own broadcast');
+
+    // The duo topic is joined on shards 0 and 1 only: shard 2 hears nothing
+    // of it. A sentinel on another topic that shard 2 subscribes, sent after
+    // the duo messages arrived, must be the only delivery shard 2 gets.
+    const deliveredBefore = await cluster.metric(s2, 'switchboard_worker_cluster_messages_total', { kind: 'delivered' });
+    for (let n = 1; n <= 3; n++) assert.equal((await push(d0.ch[duo].channel, 'shout', { n })).status, 'ok');
+    for (let n = 1; n <= 3; n++) assert.equal((await next(d1.ch[duo].inbox, 'shout')).payload.n, n);
+    assert.equal((await push(d0.ch[other].channel, 'shout', { n: 'sentinel' })).status, 'ok');
+    assert.equal((await next(q2.ch[other].inbox, 'shout')).payload.n, 'sentinel');
+    const deliveredAfter = await cluster.metric(s2, 'switchboard_worker_cluster_messages_total', { kind: 'delivered' });
+    assert.equal(deliveredAfter - deliveredBefore, 1, 'deliveries to shard 2 besides the sentinel');
+    assert.deepEqual(seenAtQ2.filter((msg) => msg.topic === duo), [], 'shard 2\'s client got frames of the duo topic');
+    assert.deepEqual(seenAtQ2.filter((msg) => msg.event === 'shout').map((msg) => msg.payload.n), ['sentinel']);
+
+    // Presence: all three keys everywhere.
+    for (const m of p) assert.deepEqual(m.ch[tri].keys(), ['p0', 'p1', 'p2'], `presence at ${m.key}`);
+  });
+
+  it('a stream of broadcasts that starts with the node arrives whole and in order on the other shard', async (t) => {
+    // A new broker settles first (it holds publishes until every live shard
+    // had time to say hello); a stream that runs across the end of that
+    // window must come out whole and in order.
+    const s = scopeFor(t);
+    const cluster = await node(s, { shards: 2 });
+    const [A, B] = cluster.shards;
+    const topic = 'room:stream';
+    const COUNT = 300;
+    const pub = await member(s, A, null, [topic], { events: ['warm'] });
+    const sub = await member(s, B, null, [topic]);
+    const atB = numberCounter(sub.ch[topic].channel, 'num');
+    const started = Date.now();
+    const outcomes = await steadyPublish(pub.ch[topic].channel, 'num', { count: COUNT, rate: 200 });
+    for (const [n, p] of outcomes) assert.equal((await p).status, 'ok', `num ${n}`);
+    const publishedAt = Date.now();
+    try {
+      await waitUntil(() => atB.counts.size === COUNT, { timeout: 5000, interval: 20, what: `all ${COUNT} at shard 1` });
+    } catch (e) {
+      throw new Error(`${e.message}: published from ${started - cluster.startedAt} ms after the node was launched, ` +
+        `for ${publishedAt - started} ms; shard 1's subscriber got ${ranges(atB.order, false)}\n${await meshDiag(cluster)}`);
+    }
+    assert.deepEqual(atB.order, Array.from({ length: COUNT }, (_, i) => i + 1), 'every number once, in order');
+  });
+
+  // Refusals: shard A runs with --max-outbox 20 and the publisher pushes a
+  // burst of 60 in the same tick as the broker's SIGKILL, on top of its
+  // steady 150/s. Nothing can ack them before a new broker is up (that takes
+  // a fork, an exec and a hello), so at least 40 of the burst are refused:
+  // refused > 0 is asserted.
+  it('kill -9 of the broker under load: no client disconnected, every accepted broadcast delivered exactly once', async (t) => {
+    const s = scopeFor(t);
+    const cluster = await node(s, { shards: [{ args: ['--max-outbox', '20'] }, {}] });
+    const [A, B] = cluster.shards;
+    const topic = 'room:load';
+    const STEADY = 450; // at 150/s: 3 s
+    const RATE = 150;
+    const KILL_AT = 150; // ~1 s in
+    const BURST = 60;
+
+    const pub = await member(s, A, 'pub', [topic], { events: ['shout'] });
+    const subA = await member(s, A, 'subA', [topic], { events: ['shout'] });
+    const subB = await member(s, B, 'subB', [topic], { events: ['shout'] });
+    for (const m of [pub, subA, subB]) await m.ch[topic].waitKeys(['pub', 'subA', 'subB']);
+    const got = { subA: numberCounter(subA.ch[topic].channel, 'num'), subB: numberCounter(subB.ch[topic].channel, 'num'),
+      pub: numberCounter(pub.ch[topic].channel, 'num') };
+    const sockets = [pub.socket, subA.socket, subB.socket];
+    const connsBefore = [await cluster.metric(A, 'switchboard_worker_connections'),
+      await cluster.metric(B, 'switchboard_worker_connections')];
+    assert.deepEqual(connsBefore, [2, 1]);
+    const epochBefore = await cluster.metric(A, 'switchboard_worker_broker_epoch');
+    assert.equal(await cluster.metric(B, 'switchboard_worker_broker_epoch'), epochBefore);
+    const brokerPid = await cluster.pid('broker');
+
+    // A's outbox to the broker (unacked publishes), sampled throughout.
+    const outbox = [];
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        outbox.push(await cluster.metric(A, 'switchboard_queue_depth', { queue: 'broker_out' }));
+        await delay(50);
+      }
+    })();
+
+    let next_n = STEADY + 1; // burst numbers follow the steady ones
+    const started = Date.now();
+    let killedAt = 0;
+    const outcomes = new Map();
+    await steadyPublish(pub.ch[topic].channel, 'num', {
+      count: STEADY,
+      rate: RATE,
+      onTick: (i) => {
+        if (i !== KILL_AT) return;
+        process.kill(brokerPid, 'SIGKILL');
+        killedAt = Date.now();
+        for (let k = 0; k < BURST; k++) {
+          const n = next_n++;
+          outcomes.set(n, outcome(pub.ch[topic].channel.push('num', { n }), { what: `the reply to num ${n}` }));
+        }
+      },
+      outcomes,
+    });
+    const published = outcomes.size;
+    const results = new Map();
+    for (const [n, p] of outcomes) results.set(n, await p);
+    const publishMs = Date.now() - started;
+    sampling = false;
+    await sampler;
+
+    const ok = [];
+    const refused = [];
+    const odd = [];
+    for (const [n, r] of results) {
+      if (r.status === 'ok') ok.push(n);
+      else if (r.status === 'error' && r.response && r.response.reason === 'unavailable') refused.push(n);
+      else odd.push([n, r]);
+    }
+    assert.deepEqual(odd, [], 'every push gets ok or error "unavailable"');
+
+    // Every ok'd number reaches both subscribers (stragglers come after the
+    // new broker welcomed both shards and the outbox was re-sent).
+    const missing = () => ['subA', 'subB'].map((k) => ok.filter((n) => !got[k].has(n)));
+    try {
+      await waitUntil(() => missing().every((l) => l.length === 0), { timeout: 15000, interval: 50, what: 'every accepted number at both subscribers' });
+    } catch (e) {
+      const [ma, mb] = missing();
+      throw new Error(`${e.message}: missing at subA ${ma.length} (${ranges(ma)}), at subB ${mb.length} (${ranges(mb)}); ` +
+        `ok ${ranges(ok)}; refused ${ranges(refused)}; received at subB in order ${ranges(got.subB.order, false)}\n` +
+        `${await meshDiag(cluster)}`);
+    }
+    await delay(500); // room for a duplicate to show up
+    console.log(`broker kill under load: published ${published} in ${publishMs} ms, ok ${ok.length}, ` +
+      `refused ${refused.length}, received subA ${got.subA.counts.size} subB ${got.subB.counts.size}, ` +
+      `first refused ${refused.length ? Math.min(...refused) : '-'}, broker killed ${killedAt - started} ms in, ` +
+      `A's outbox sampled up to ${Math.max(...outbox.filter((x) => x !== undefined))}`);
+
+    const refusedSet = new Set(refused);
+    for (const k of ['subA', 'subB']) {
+      const dups = [...got[k].counts].filter(([, c]) => c !== 1);
+      assert.deepEqual(dups, [], `numbers received more than once at ${k}`);
+      const stray = [...got[k].counts.keys()].filter((n) => refusedSet.has(n));
+      assert.deepEqual(stray, [], `refused numbers received at ${k}`);
+      const unknown = [...got[k].counts.keys()].filter((n) => !results.has(n));
+      assert.deepEqual(unknown, [], `numbers never published received at ${k}`);
+      assert.equal(got[k].counts.size, ok.length, `${k} received every accepted number`);
+    }
+    assert.equal(got.pub.counts.size, 0, 'the publisher received its own broadcasts');
+    assert.equal(ok.length + refused.length, published, 'delivered + refused == published');
+    assert.ok(refused.length > 0, 'some broadcasts were refused while the broker was down');
+    assert.ok(refused.length >= BURST - 20, `at least ${BURST - 20} of the burst refused (refused ${refused.length})`);
+    assert.ok(ok.length > STEADY / 2, `most steady broadcasts accepted (ok ${ok.length})`);
+    assert.equal(await cluster.metric(A, 'switchboard_worker_broadcasts_refused_total'), refused.length);
+
+    // The supervisor restarted the broker; both shards were welcomed by it.
+    const restarted = await cluster.waitRestarted('broker', brokerPid);
+    assert.equal(restarted.restarts, 1);
+    assert.equal(restarted.last_exit.signal, 'SIGKILL');
+    const epochAfter = await cluster.metric(cluster.broker, 'switchboard_broker_epoch');
+    assert.notEqual(epochAfter, epochBefore);
+    for (const sh of [A, B]) {
+      await cluster.waitForMetric(sh, 'switchboard_worker_broker_epoch', {}, (v) => v === epochAfter);
+      await cluster.waitForMetric(sh, 'switchboard_worker_broker_up', {}, (v) => v === 1);
+    }
+
+    // Presence resynced: the new broker holds all three, a fresh client on B
+    // gets A's clients in its presence_state, and B's old client still lists
+    // everyone.
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_presences', {}, (v) => v === 3);
+    const fresh = await member(s, B, 'fresh', [topic], { events: ['shout'] });
+    const state = await next(fresh.ch[topic].inbox, 'presence_state');
+    assert.deepEqual(sorted(Object.keys(state.payload)), ['fresh', 'pub', 'subA', 'subB'],
+      `fresh client's presence_state: ${JSON.stringify(state.payload)}`);
+    for (const m of [pub, subA, subB, fresh]) await m.ch[topic].waitKeys(['fresh', 'pub', 'subA', 'subB']);
+
+    // Broadcasts flow both ways again.
+    const from = (who) => (pl) => pl.from === who;
+    assert.equal((await push(fresh.ch[topic].channel, 'shout', { from: 'B' })).status, 'ok');
+    await next(subA.ch[topic].inbox, 'shout', from('B'));
+    await next(pub.ch[topic].inbox, 'shout', from('B'));
+    assert.equal((await push(subA.ch[topic].channel, 'shout', { from: 'A' })).status, 'ok');
+    await next(subB.ch[topic].inbox, 'shout', from('A'));
+    await next(fresh.ch[topic].inbox, 'shout', from('A'));
+
+    // A's outbox: never over --max-outbox, empty once everything is acked.
+    assert.ok(outbox.every((d) => d !== undefined), `switchboard_queue_depth{queue="broker_out"} missing from shard A's metrics: ${JSON.stringify(outbox)}`);
+    assert.ok(outbox.every((d) => d <= 20), `A's outbox over 20: ${JSON.stringify(outbox)}`);
+    await cluster.waitForMetric(A, 'switchboard_queue_depth', { queue: 'broker_out' }, (v) => v === 0);
+
+    // No client socket was closed at any point.
+    for (const [i, sock] of sockets.entries()) {
+      assert.deepEqual(sock.closes.all, [], `socket ${i} closed`);
+      assert.deepEqual(sock.errors.all.map(String), [], `socket ${i} errors`);
+      assert.equal(sock.openCount, 1, `socket ${i} opened again`);
+    }
+    assert.equal(await cluster.metric(A, 'switchboard_worker_connections'), 2);
+    assert.equal(await cluster.metric(B, 'switchboard_worker_connections'), 2); // subB and fresh
+    assert.equal(await cluster.metric(A, 'switchboard_worker_closes_total'), 0);
+    assert.equal(await cluster.metric(B, 'switchboard_worker_closes_total'), 0);
+  });
+
+  it('kill -9 of a shard: one presence_diff per topic with all its leaves, then its clients come back', async (t) => {
+    const s = scopeFor(t);
+    const cluster = await node(s, { shards: 2 });
+    const [A, C] = cluster.shards;
+    const k1 = 'room:k1';
+    const k2 = 'room:k2';
+    const misses = 3; // the broker's default
+
+    const obs = await member(s, A, 'obs', [k1, k2]);
+    const onC = [];
+    for (const key of ['c1', 'c2', 'c3']) onC.push(await member(s, C, key, [k1, k2]));
+    onC.push(await member(s, C, 'c4', [k1]));
+    const expected = { [k1]: ['c1', 'c2', 'c3', 'c4', 'obs'], [k2]: ['c1', 'c2', 'c3', 'obs'] };
+    for (const topic of [k1, k2]) await obs.ch[topic].waitKeys(expected[topic]);
+    for (const m of onC) for (const topic of Object.keys(m.ch)) await m.ch[topic].waitKeys(expected[topic]);
+
+    // What the observer knows of C's metas before the kill.
+    const oldRefs = {};
+    for (const topic of [k1, k2]) {
+      const refs = obs.ch[topic].refs();
+      delete refs.obs;
+      oldRefs[topic] = refs;
+      for (const r of Object.values(refs)) assert.equal(r.length, 1);
+    }
+    // Raw presence_diff pushes from now on.
+    const diffs = { [k1]: [], [k2]: [] };
+    for (const topic of [k1, k2]) {
+      obs.ch[topic].channel.on('presence_diff', (payload) => diffs[topic].push({ at: Date.now(), payload }));
+    }
+
+    const oldPid = await cluster.kill(C.id);
+    const killedAt = Date.now();
+    const leaveDiffs = (topic) => diffs[topic].filter((d) => Object.keys(d.payload.leaves).length > 0);
+    const bound = HEARTBEAT_MS * misses + 2000;
+    await waitUntil(() => leaveDiffs(k1).length > 0 && leaveDiffs(k2).length > 0,
+      { timeout: bound, interval: 20, what: `a leave diff on both topics within ${bound} ms of the kill` });
+
+    // C comes back (same port, held by the supervisor); its phoenix.js
+    // clients reconnect and rejoin by themselves.
+    const restarted = await cluster.waitRestarted(C.id, oldPid);
+    assert.equal(restarted.last_exit.signal, 'SIGKILL');
+    for (const m of onC) {
+      await m.socket.opens.take((n) => n === 2, { what: `${m.key} to reconnect` });
+    }
+    for (const topic of [k1, k2]) {
+      await obs.ch[topic].waitFor((keys, c) => {
+        const refs = c.refs();
+        return JSON.stringify(keys) === JSON.stringify(expected[topic]) &&
+          Object.entries(oldRefs[topic]).every(([key, old]) => refs[key].length === 1 && refs[key][0] !== old[0]);
+      }, `C's clients back with new metas`);
+    }
+    for (const m of onC) {
+      for (const topic of Object.keys(m.ch)) {
+        assert.equal(m.ch[topic].channel.state, 'joined', `${m.key} rejoined ${topic}`);
+        await m.ch[topic].waitKeys(expected[topic]);
+      }
+    }
+    await delay(HEARTBEAT_MS * misses); // room for a second leave diff
+
+    for (const topic of [k1, k2]) {
+      const leaves = leaveDiffs(topic);
+      assert.equal(leaves.length, 1, `leave diffs on ${topic}: ${JSON.stringify(leaves.map((d) => d.payload))}`);
+      const [d] = leaves;
+      assert.deepEqual(d.payload.joins, {}, `the leave diff on ${topic} has joins`);
+      const got = Object.fromEntries(Object.entries(d.payload.leaves).map(([key, { metas }]) => [key, sorted(metas.map((x) => x.phx_ref))]));
+      assert.deepEqual(got, oldRefs[topic], `the leave diff on ${topic} holds all of C's metas`);
+      assert.ok(d.at - killedAt <= bound, `leave diff on ${topic} ${d.at - killedAt} ms after the kill`);
+      // Every other diff is a rejoin: joins only.
+      for (const other of diffs[topic].filter((x) => x !== d)) {
+        assert.deepEqual(other.payload.leaves, {}, `another diff on ${topic}: ${JSON.stringify(other.payload)}`);
+      }
+      console.log(`shard kill: leave diff on ${topic} ${d.at - killedAt} ms after the kill; ${diffs[topic].length} diffs in all`);
+    }
+  });
+
+  // One broadcast from `pub` that every member of `subs` receives: the
+  // subscriptions are in place and the broker has settled (a publish held
+  // while it settles is released only when it has).
+  async function warmUp(pub, subs, topic) {
+    assert.equal((await push(pub.ch[topic].channel, 'warm', {})).status, 'ok');
+    for (const m of subs) await next(m.ch[topic].inbox, 'warm', () => true, { timeout: 5000 });
+  }
+
+  // Waits until `counter` holds 1..count, at the latest at `deadline`.
+  async function receivedBy(cluster, counter, count, deadline, who) {
+    try {
+      await waitUntil(() => counter.counts.size === count, { timeout: Math.max(100, deadline - Date.now()), interval: 20,
+        what: `${who} to receive all ${count} within the publishing time + 2 s` });
+    } catch (e) {
+      throw new Error(`${e.message}: got ${ranges(counter.order, false)}\n${await meshDiag(cluster)}`);
+    }
+  }
+
+  // Publishes `count` broadcasts from `pub` at `rate` while shard C is
+  // stopped, polling the broker's queue for C; returns what it saw.
+  async function publishWhileStopped(cluster, C, channel, { first, count, rate }) {
+    const depth = [];
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        depth.push(await cluster.metric(cluster.broker, 'switchboard_queue_depth', { queue: 'shard_out', peer: C.name }));
+        await delay(100);
+      }
+    })();
+    const started = Date.now();
+    const outcomes = await steadyPublish(channel, 'num', { first, count, rate });
+    for (const [n, p] of outcomes) {
+      const r = await p;
+      assert.equal(r.status, 'ok', `num ${n}: ${JSON.stringify(r)}`);
+    }
+    const publishedAt = Date.now();
+    polling = false;
+    await poller;
+    return { depth, started, publishedAt };
+  }
+
+  it('a stopped shard (shed_oldest): its broker queue is bounded and shed, the other shards keep up', async (t) => {
+    const s = scopeFor(t);
+    const QUEUE = 100;
+    const WINDOW = 20;
+    const cluster = await node(s, {
+      shards: [{}, {}, { args: ['--credit-window', String(WINDOW)] }],
+      // 50 misses of 200 ms: the stopped shard is not expired during the test.
+      brokerArgs: ['--queue-max-messages', String(QUEUE), '--overload', 'shed_oldest', '--misses', '50'],
+    });
+    const [A, B, C] = cluster.shards;
+    const topic = 'room:slow';
+    const COUNT = 400;
+    const RATE = 200; // 2 s
+
+    const pub = await member(s, A, null, [topic], { events: ['warm'] });
+    const subB = await member(s, B, null, [topic], { events: ['warm'] });
+    const subC = await member(s, C, null, [topic], { events: ['warm'] });
+    const atB = numberCounter(subB.ch[topic].channel, 'num');
+    const atC = numberCounter(subC.ch[topic].channel, 'num');
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_subscriptions', {}, (v) => v === 3);
+    await warmUp(pub, [subB, subC], topic);
+    const shedBefore = await cluster.metric(cluster.broker, 'switchboard_broker_dropped_total', { reason: 'shed' });
+    assert.equal(shedBefore, 0);
+
+    const cPid = await cluster.pause(C.id);
+    const { depth, started, publishedAt } = await publishWhileStopped(cluster, C, pub.ch[topic].channel,
+      { first: 1, count: COUNT, rate: RATE });
+    // B keeps up: everything within the publishing time + 2 s.
+    const deadline = started + (publishedAt - started) + 2000;
+    await receivedBy(cluster, atB, COUNT, deadline, 'subB');
+    const bDone = Date.now();
+    assert.deepEqual(atB.order, Array.from({ length: COUNT }, (_, i) => i + 1), 'subB got every number once, in order');
+    assert.equal(atC.counts.size, 0, 'the stopped shard delivered something');
+
+    const shed = await cluster.metric(cluster.broker, 'switchboard_broker_dropped_total', { reason: 'shed' });
+    const finalDepth = await cluster.metric(cluster.broker, 'switchboard_queue_depth', { queue: 'shard_out', peer: C.name });
+    console.log(`stopped shard (shed_oldest): published ${COUNT} in ${publishedAt - started} ms, subB had all ` +
+      `${bDone - publishedAt} ms after; broker queue for C polled ${JSON.stringify(depth)}, final ${finalDepth}, shed ${shed}`);
+
+    // C resumes: still the same process, and gets what is published now.
+    await cluster.resume(C.id);
+    const childNode = await cluster.child(C.id);
+    assert.equal(childNode.pid, cPid);
+    assert.equal(childNode.state, 'running');
+    assert.equal(childNode.restarts, 0);
+    // Shedding drops the oldest: the last number is always delivered, and
+    // once it is, C's queue on the broker is empty.
+    await waitUntil(() => atC.has(COUNT), { timeout: 10000, what: `subC to receive ${COUNT} after SIGCONT` });
+    const outcomes = await steadyPublish(pub.ch[topic].channel, 'num', { first: COUNT + 1, count: 10, rate: 50 });
+    for (const [n, p] of outcomes) assert.equal((await p).status, 'ok', `num ${n}`);
+    await waitUntil(() => [...outcomes.keys()].every((n) => atC.has(n)), { timeout: 10000,
+      what: 'subC to receive the broadcasts published after SIGCONT' });
+    await waitUntil(() => atB.counts.size === COUNT + 10, { timeout: 10000, what: 'subB to receive them too' });
+    // C got, once and in order, every phase-1 number that was not shed.
+    // (After SIGCONT the shard has heard nothing for longer than
+    // heartbeat x misses and says hello again; the snapshot the broker
+    // queues for it may shed one more delivery, counted like the others.)
+    const shedFinal = await cluster.metric(cluster.broker, 'switchboard_broker_dropped_total', { reason: 'shed' });
+    const cOld = atC.order.filter((n) => n <= COUNT);
+    assert.equal(new Set(atC.order).size, atC.order.length, 'subC got a number twice');
+    assert.deepEqual(atC.order, [...atC.order].sort((a, b) => a - b), 'subC got numbers out of order');
+    assert.equal(cOld.length, COUNT - shedFinal, `subC got every phase-1 number that was not shed (got ${cOld.length}: ` +
+      `${ranges(cOld, false)}; shed ${shedFinal})\n${await meshDiag(cluster)}`);
+    // While C was stopped: at most WINDOW sent ahead of credit, QUEUE kept,
+    // the rest shed.
+    assert.ok(shed >= COUNT - QUEUE - WINDOW && shed <= COUNT - QUEUE,
+      `shed while C was stopped ${shed}: between ${COUNT - QUEUE - WINDOW} and ${COUNT - QUEUE}`);
+
+    // The broker's queue for C was observed filling up to its bound.
+    assert.ok(depth.some((d) => d > 0), `switchboard_queue_depth{queue="shard_out",peer="${C.name}"} never above 0 while C was stopped: ${JSON.stringify(depth)}`);
+    assert.ok(depth.some((d) => d === QUEUE) || finalDepth === QUEUE,
+      `the queue for C never reached its bound ${QUEUE}: ${JSON.stringify(depth)}`);
+    assert.ok(depth.every((d) => d === undefined || d <= QUEUE), `the queue for C went over its bound: ${JSON.stringify(depth)}`);
+  });
+
+  it('a stopped shard (disconnect): the broker drops its link, it resyncs after SIGCONT', async (t) => {
+    const s = scopeFor(t);
+    const QUEUE = 100;
+    const cluster = await node(s, {
+      shards: [{}, {}, { args: ['--credit-window', '20'] }],
+      brokerArgs: ['--queue-max-messages', String(QUEUE), '--overload', 'disconnect', '--misses', '50'],
+    });
+    const [A, B, C] = cluster.shards;
+    const topic = 'room:slow';
+    const COUNT = 300;
+    const RATE = 200;
+
+    const pub = await member(s, A, null, [topic], { events: ['warm'] });
+    const subB = await member(s, B, null, [topic], { events: ['warm'] });
+    const subC = await member(s, C, 'c', [topic], { events: ['warm'] });
+    const atB = numberCounter(subB.ch[topic].channel, 'num');
+    const atC = numberCounter(subC.ch[topic].channel, 'num');
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_subscriptions', {}, (v) => v === 3);
+    await warmUp(pub, [subB, subC], topic);
+    const hellosBefore = await cluster.metric(cluster.broker, 'switchboard_broker_link_events_total', { event: 'hello' });
+
+    const cPid = await cluster.pause(C.id);
+    const started = Date.now();
+    const outcomes = await steadyPublish(pub.ch[topic].channel, 'num', { first: 1, count: COUNT, rate: RATE });
+    for (const [n, p] of outcomes) assert.equal((await p).status, 'ok', `num ${n}`);
+    const publishedAt = Date.now();
+    await receivedBy(cluster, atB, COUNT, publishedAt + 2000, 'subB');
+    assert.deepEqual(atB.order, Array.from({ length: COUNT }, (_, i) => i + 1));
+    const disconnected = await cluster.waitForMetric(cluster.broker, 'switchboard_broker_link_events_total',
+      { event: 'disconnected' }, (v) => v >= 1);
+    assert.equal(disconnected, 1);
+    assert.ok(await cluster.metric(cluster.broker, 'switchboard_broker_dropped_total', { reason: 'disconnect' }) > 0);
+    assert.equal(await cluster.metric(cluster.broker, 'switchboard_broker_connected_shards'), 2);
+    // C's presence left with its link.
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_presences', {}, (v) => v === 0);
+    console.log(`stopped shard (disconnect): published ${COUNT} in ${publishedAt - started} ms`);
+
+    await cluster.resume(C.id);
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_link_events_total', { event: 'hello' }, (v) => v > hellosBefore);
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_connected_shards', {}, (v) => v === 3);
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_subscriptions', {}, (v) => v === 3);
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_presences', {}, (v) => v === 1);
+    const childNode = await cluster.child(C.id);
+    assert.equal(childNode.pid, cPid);
+    assert.equal(childNode.restarts, 0);
+
+    const after = await steadyPublish(pub.ch[topic].channel, 'num', { first: COUNT + 1, count: 10, rate: 50 });
+    for (const [n, p] of after) assert.equal((await p).status, 'ok', `num ${n}`);
+    await waitUntil(() => [...after.keys()].every((n) => atC.has(n)), { timeout: 10000,
+      what: 'subC to receive the broadcasts published after it resynced' });
+    assert.equal(new Set(atC.order).size, atC.order.length, 'subC got a number twice');
+    assert.deepEqual(atC.order, [...atC.order].sort((a, b) => a - b), 'subC got numbers out of order');
+    assert.deepEqual(subC.socket.closes.all, [], 'subC\'s socket was closed');
+  });
+});
