@@ -1,12 +1,21 @@
-// bench-ws-load: WebSocket load against one gateway shard (switchboard-worker).
+// bench-ws-load: WebSocket load against one gateway shard (switchboard-worker),
+// or (fanout --shards 2 or more) against shards joined by a node broker.
 //
-// Two scenarios; each starts its own worker and stops it at the end:
+// Two scenarios; each starts its own worker(s) and stops them at the end:
 //   idle    N connections upgraded and joined to one topic each (idle:<i % 100>),
 //           held while the worker's VmRSS is read: user-space bytes per connection.
 //   fanout  S subscribers joined to "fan" and one publisher pushing to it at
 //           --rate per second (0: as fast as a window of W unacknowledged pushes
 //           allows) for --duration seconds: deliveries, worker CPU per delivery,
 //           publish -> deliver latency (CLOCK_MONOTONIC stamped in the payload).
+//           With --shards K > 1 it starts switchboard-broker (tcp loopback, an
+//           ephemeral port) and K workers connected to it (--broker), spreads
+//           the subscribers evenly over the shards (client process p talks to
+//           shard p % K; --procs is rounded up to a multiple of K), puts the
+//           publisher on shard 0, waits until the broker holds every shard's
+//           subscription and its settle window is over, and reports each
+//           shard's and the broker's CPU and both sides' counters of the mesh
+//           session (published, delivered, duplicates, shed).
 // Clients are forked processes (the open-files cap is per process), each a
 // single-threaded epoll loop over non-blocking sockets (bench/client_process.h
 // over bench/ws_client.h), each bound to its own source address (127.0.0.2,
@@ -17,15 +26,19 @@
 // Usage: bench-ws-load --scenario idle --connections N [--procs P]
 //        bench-ws-load --scenario fanout --subscribers S --rate R --duration D
 //                      [--payload-bytes B] [--window W] [--procs P]
+//                      [--shards K] [--broker PATH] [--broker-queue Q]
 //        common: [--worker PATH] [--max-seconds S] [--inflight H]
 // --procs defaults to ceil(N / 15000) client processes (the fanout publisher
-// is one more); --worker to switchboard-worker beside this program; --rate 0,
-// --window 64, --payload-bytes 64, --max-seconds 120, --inflight 500.
+// is one more); --worker and --broker to the programs beside this one;
+// --rate 0, --window 64, --payload-bytes 64, --max-seconds 120, --inflight
+// 500, --shards 1, --broker-queue 0 (the broker's own --queue-max-messages).
 // Prints a summary, then one JSON line with every figure. Exits 0 when every
 // connection was held (idle) or every acknowledged push reached every
 // subscriber (fanout), 1 otherwise, 2 on a usage error.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -73,6 +86,9 @@ struct Options {
   int inflight = 500;
   double max_seconds = 120;
   std::string worker;
+  int shards = 1;
+  int broker_queue = 0;
+  std::string broker;
 };
 
 // Every process the parent started, for the signal handler to kill.
@@ -112,6 +128,7 @@ void OnSignal(int sig) {
 struct Worker {
   pid_t pid = -1;
   uint16_t port = 0;
+  uint16_t metrics_port = 0;  // multi-shard runs only
   std::string log;
 };
 
@@ -126,8 +143,34 @@ std::string Tail(const std::string& path, size_t lines) {
   return out;
 }
 
+// Waits for `w`'s log to say `pattern` followed by a nonzero port.
+bool WaitForPort(Worker* w, std::string_view pattern, uint64_t deadline, uint16_t* port) {
+  while (MonoNs() < deadline) {
+    std::ifstream in(w->log);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    size_t at = text.find(pattern);
+    if (at != std::string::npos && text.find('\n', at) != std::string::npos) {
+      *port = static_cast<uint16_t>(std::atoi(text.c_str() + at + pattern.size()));
+      if (*port != 0) return true;
+    }
+    if (::waitpid(w->pid, nullptr, WNOHANG) == w->pid) {
+      Untrack(w->pid);
+      w->pid = -1;
+      return false;
+    }
+    SleepNs(10000000);
+  }
+  return false;
+}
+
+// Starts `exe` with its output in `log` and waits for the log to say
+// `pattern` followed by a nonzero port (the worker's "listening on
+// 127.0.0.1:", the broker's "bound tcp://127.0.0.1:").
 bool StartWorker(const std::string& exe, const std::vector<std::string>& args,
-                 const std::string& log, uint64_t deadline, Worker* w) {
+                 const std::string& log, uint64_t deadline, Worker* w,
+                 std::string_view pattern = "listening on 127.0.0.1:") {
   w->log = log;
   w->pid = ::fork();
   if (w->pid == 0) {
@@ -144,25 +187,7 @@ bool StartWorker(const std::string& exe, const std::vector<std::string>& args,
     _exit(127);
   }
   Track(w->pid);
-  static constexpr std::string_view kListening = "listening on 127.0.0.1:";
-  while (MonoNs() < deadline) {
-    std::ifstream in(log);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string text = ss.str();
-    size_t at = text.find(kListening);
-    if (at != std::string::npos) {
-      w->port = static_cast<uint16_t>(std::atoi(text.c_str() + at + kListening.size()));
-      if (w->port != 0) return true;
-    }
-    if (::waitpid(w->pid, nullptr, WNOHANG) == w->pid) {
-      Untrack(w->pid);
-      w->pid = -1;
-      return false;
-    }
-    SleepNs(10000000);
-  }
-  return false;
+  return WaitForPort(w, pattern, deadline, &w->port);
 }
 
 // Returns "exit N", "signal N" or "killed after timeout".
@@ -208,6 +233,69 @@ double CpuSeconds(pid_t pid) {
     if (i == 15) stime = std::stoull(field);
   }
   return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// GET http://127.0.0.1:<port>/metrics with a bounded wait; "" on failure.
+std::string Scrape(uint16_t port, uint64_t deadline) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return {};
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      WriteAll(fd, req.data(), req.size())) {
+    char buf[16384];
+    for (;;) {
+      pollfd pfd{fd, POLLIN, 0};
+      if (::poll(&pfd, 1, sb::bench::MsUntil(deadline, 1000)) <= 0) break;
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  size_t body = out.find("\r\n\r\n");
+  return body == std::string::npos ? std::string() : out.substr(body + 4);
+}
+
+// The value of the sample `series` (name and labels exactly) in a Prometheus
+// text body; -1 if absent.
+double Sample(const std::string& body, const std::string& series) {
+  for (size_t at = body.find(series); at != std::string::npos; at = body.find(series, at + 1)) {
+    if (at != 0 && body[at - 1] != '\n') continue;
+    size_t sp = at + series.size();
+    if (sp < body.size() && body[sp] == ' ') return std::strtod(body.c_str() + sp + 1, nullptr);
+  }
+  return -1;
+}
+
+// A new broker holds publishes for 2 x its heartbeat interval (1 s, the
+// default, not overridden here) + 500 ms after it starts (its settle window,
+// docs/PROTOCOL.md); the publisher starts after it, with a margin.
+constexpr uint64_t kBrokerSettleNs = 3 * kSec;
+
+// The node broker of a multi-shard run: its process and metrics port.
+struct Broker {
+  Worker proc;
+  uint16_t metrics_port = 0;
+  uint64_t started_ns = 0;
+};
+
+// Waits until the broker has a session with every shard and each of them
+// subscribes to the fanout topic (one topic: subscriptions == shards).
+bool WaitForMesh(const Broker& b, int shards, uint64_t deadline) {
+  while (MonoNs() < deadline) {
+    std::string body = Scrape(b.metrics_port, deadline);
+    if (Sample(body, "switchboard_broker_connected_shards") == shards &&
+        Sample(body, "switchboard_broker_subscriptions") == shards) {
+      return true;
+    }
+    SleepNs(20000000);
+  }
+  return false;
 }
 
 struct Child {
@@ -361,7 +449,8 @@ class Figures {
 struct Run {
   const Options& o;
   int n;
-  Worker& w;
+  std::vector<Worker>& ws;  // ws[0]: the publisher's shard (the only one with --shards 1)
+  Broker* broker;           // null with --shards 1
   long rss_before;
   std::vector<Child>& kids;
   std::vector<Child*> subs;
@@ -371,7 +460,7 @@ struct Run {
 
 bool RunIdle(Run& r) {
   SleepNs(2 * kSec);
-  const long rss_after = RssKib(r.w.pid);
+  const long rss_after = RssKib(r.ws[0].pid);
   for (Child* c : r.subs) Send(*c, 's');
   CollectFinal(r.subs, r.teardown);
   Report fin = Sum(r.kids, true);
@@ -385,18 +474,37 @@ bool RunIdle(Run& r) {
   return fin.held == static_cast<uint64_t>(r.n);
 }
 
+// CPU seconds of every worker, then (multi-shard) the broker's.
+std::vector<double> CpuOf(const Run& r) {
+  std::vector<double> v;
+  for (const Worker& w : r.ws) v.push_back(CpuSeconds(w.pid));
+  if (r.broker) v.push_back(CpuSeconds(r.broker->proc.pid));
+  return v;
+}
+
 bool RunFanout(Run& r, Child& pub) {
-  const double cpu0 = CpuSeconds(r.w.pid);
+  const std::vector<double> cpu0 = CpuOf(r);
   Send(pub, 'g');
   CollectFinal({&pub},
                std::min(r.teardown, MonoNs() + static_cast<uint64_t>((r.o.duration + 15) * 1e9)));
-  const double cpu_pub = CpuSeconds(r.w.pid);
+  const std::vector<double> cpu_pub = CpuOf(r);
   const Report& pr = pub.final;
   for (Child* c : r.subs) Send(*c, 'd', pr.sent);
   CollectFinal(r.subs, r.teardown);
   // Deliveries still being written after the last publish count too.
-  const double cpu = CpuSeconds(r.w.pid) - cpu0;
-  const long rss_after = RssKib(r.w.pid);
+  const std::vector<double> cpu_end = CpuOf(r);
+  std::vector<double> used(cpu0.size());
+  double workers_cpu = 0, workers_cpu_pub = 0, total_cpu = 0;
+  for (size_t i = 0; i < cpu0.size(); ++i) {
+    used[i] = cpu_end[i] - cpu0[i];
+    total_cpu += used[i];
+    if (i < r.ws.size()) {
+      workers_cpu += used[i];
+      workers_cpu_pub += cpu_pub[i] - cpu0[i];
+    }
+  }
+  const double cpu = workers_cpu;
+  const long rss_after = RssKib(r.ws[0].pid);
   Report fin = Sum(r.kids, true);
   const uint64_t expected = pr.acked * fin.held;
   const double wall_s = fin.last_delivery_ns > pr.first_send_ns
@@ -419,26 +527,71 @@ bool RunFanout(Run& r, Child& pub) {
   f.Num("delivery_s", wall_s, 3);
   f.Num("deliveries_per_s", wall_s > 0 ? static_cast<double>(fin.deliveries) / wall_s : 0);
   f.Num("worker_cpu_s", cpu, 2);
-  f.Num("worker_cpu_publishing_s", cpu_pub - cpu0, 2);
-  f.Num("deliveries_per_cpu_s", cpu > 0 ? static_cast<double>(fin.deliveries) / cpu : 0);
+  f.Num("worker_cpu_publishing_s", workers_cpu_pub, 2);
+  if (r.broker) {
+    for (size_t i = 0; i < r.ws.size(); ++i) {
+      f.Num("worker" + std::to_string(i) + "_cpu_s", used[i], 2);
+    }
+    f.Num("broker_cpu_s", used.back(), 2);
+    f.Num("total_cpu_s", total_cpu, 2);
+  }
+  // Per CPU-second of every Switchboard process in the run (the broker too).
+  f.Num("deliveries_per_cpu_s",
+        total_cpu > 0 ? static_cast<double>(fin.deliveries) / total_cpu : 0);
   f.Num("latency_p50_us", fin.latency.Percentile(50) / 1e3, 1);
   f.Num("latency_p99_us", fin.latency.Percentile(99) / 1e3, 1);
   f.Num("latency_p999_us", fin.latency.Percentile(99.9) / 1e3, 1);
+  if (r.broker) {
+    // Per shard: client process p's subscribers are on shard p % K.
+    for (size_t k = 0; k < r.ws.size(); ++k) {
+      std::vector<Child> on;
+      for (size_t p = k; p < r.kids.size(); p += r.ws.size()) on.push_back(r.kids[p]);
+      Report sk = Sum(on, true);
+      const std::string p = "shard" + std::to_string(k) + "_";
+      f.Num(p + "deliveries", sk.deliveries);
+      f.Num(p + "latency_p50_us", sk.latency.Percentile(50) / 1e3, 1);
+      f.Num(p + "latency_p99_us", sk.latency.Percentile(99) / 1e3, 1);
+    }
+  }
   f.Num("unparsed", fin.unparsed);
   f.Num("worker_rss_before_kib", r.rss_before);
   f.Num("worker_rss_after_kib", rss_after);
   f.Failures(fin);
+  bool broker_ok = true;
+  if (r.broker) {
+    std::string body = Scrape(r.broker->metrics_port, MonoNs() + 5 * kSec);
+    const double shed = Sample(body, "switchboard_broker_dropped_total{reason=\"shed\"}");
+    f.Num("broker_publishes", Sample(body, "switchboard_broker_publishes_total"));
+    f.Num("broker_delivered", Sample(body, "switchboard_broker_delivered_total"));
+    f.Num("broker_shed", shed);
+    f.Num("broker_refused_duplicates",
+          Sample(body, "switchboard_broker_refused_frames_total{reason=\"duplicate\"}"));
+    broker_ok = shed == 0;
+    // Each shard's own account of its broker session.
+    for (size_t k = 0; k < r.ws.size(); ++k) {
+      std::string wb = Scrape(r.ws[k].metrics_port, MonoNs() + 5 * kSec);
+      const std::string p = "worker" + std::to_string(k) + "_";
+      const std::string shard = "{shard=\"" + std::to_string(k) + "\"";
+      for (const char* kind : {"published", "acked", "delivered", "duplicate", "hello"}) {
+        f.Num(p + "cluster_" + kind, Sample(wb, "switchboard_worker_cluster_messages_total" +
+                                                    shard + ",kind=\"" + kind + "\"}"));
+      }
+      f.Num(p + "broadcasts_refused",
+            Sample(wb, "switchboard_worker_broadcasts_refused_total" + shard + "}"));
+    }
+  }
   if (cpu <= 0.05) std::printf("note: worker CPU below the clock tick resolution\n");
   return pub.got_final && pr.acked > 0 && fin.deliveries >= expected && fin.unparsed == 0 &&
-         fin.closed_after_join == 0;
+         fin.closed_after_join == 0 && broker_ok;
 }
 
 int Usage(const char* why) {
   std::fprintf(stderr,
                "bench-ws-load: %s\nusage: bench-ws-load --scenario idle --connections N "
                "[--procs P]\n       bench-ws-load --scenario fanout --subscribers S --rate R "
-               "--duration D [--payload-bytes B] [--window W] [--procs P]\n       common: "
-               "[--worker PATH] [--max-seconds S] [--inflight H]\n",
+               "--duration D [--payload-bytes B] [--window W] [--procs P]\n"
+               "                     [--shards K] [--broker PATH] [--broker-queue Q]\n"
+               "       common: [--worker PATH] [--max-seconds S] [--inflight H]\n",
                why);
   return 2;
 }
@@ -447,22 +600,27 @@ int Usage(const char* why) {
 
 int main(int argc, char** argv) {
   Options o;
-  o.worker = (fs::read_symlink("/proc/self/exe").parent_path() / "switchboard-worker").string();
+  const fs::path here = fs::read_symlink("/proc/self/exe").parent_path();
+  o.worker = (here / "switchboard-worker").string();
+  o.broker = (here / "switchboard-broker").string();
   const std::vector<std::pair<std::string, int*>> ints = {{"--connections", &o.connections},
                                                           {"--subscribers", &o.subscribers},
                                                           {"--procs", &o.procs},
                                                           {"--payload-bytes", &o.payload_bytes},
                                                           {"--window", &o.window},
-                                                          {"--inflight", &o.inflight}};
+                                                          {"--inflight", &o.inflight},
+                                                          {"--shards", &o.shards},
+                                                          {"--broker-queue", &o.broker_queue}};
   const std::vector<std::pair<std::string, double*>> reals = {
       {"--rate", &o.rate}, {"--duration", &o.duration}, {"--max-seconds", &o.max_seconds}};
   for (int i = 1; i < argc; i += 2) {
     std::string a = argv[i];
     if (i + 1 >= argc) return Usage(("missing value for " + a).c_str());
     char* end = nullptr;
-    bool known = a == "--scenario" || a == "--worker";
+    bool known = a == "--scenario" || a == "--worker" || a == "--broker";
     if (a == "--scenario") o.scenario = argv[i + 1];
     if (a == "--worker") o.worker = argv[i + 1];
+    if (a == "--broker") o.broker = argv[i + 1];
     for (const auto& [name, p] : ints) {
       if (a == name) known = true, *p = static_cast<int>(std::strtol(argv[i + 1], &end, 10));
     }
@@ -479,7 +637,11 @@ int main(int argc, char** argv) {
       o.max_seconds <= 0) {
     return Usage("out-of-range value");
   }
+  if (o.shards < 1 || o.shards > 16 || o.broker_queue < 0) return Usage("out-of-range value");
+  if (o.shards > 1 && idle) return Usage("--shards applies to the fanout scenario");
   if (o.procs <= 0) o.procs = (n + kFdsPerProcess - 1) / kFdsPerProcess;
+  // Each client process talks to one shard: as many per shard.
+  o.procs = (o.procs + o.shards - 1) / o.shards * o.shards;
   if (o.procs > 200 || (n + o.procs - 1) / o.procs > kFdsPerProcess) {
     return Usage("--procs must leave each process at most 15000 connections (and be <= 200)");
   }
@@ -499,16 +661,45 @@ int main(int argc, char** argv) {
       "--listen", "127.0.0.1:0", "--idle-timeout",    "3600",
       "--rate",   "0",           "--max-connections", std::to_string(n + 100)};
   if (!idle) args.insert(args.end(), {"--max-outbound", "16777216"});
-  Worker w;
-  if (!StartWorker(o.worker, args, dir + "/worker.log", std::min(deadline, t_start + 20 * kSec),
-                   &w)) {
-    std::fprintf(stderr, "bench-ws-load: worker %s did not report listening; log %s:\n%s",
-                 o.worker.c_str(), w.log.c_str(), Tail(w.log, 20).c_str());
-    KillAll();
-    return 1;
+  const uint64_t start_by = std::min(deadline, t_start + 20 * kSec);
+  std::unique_ptr<Broker> broker;
+  if (o.shards > 1) {
+    broker = std::make_unique<Broker>();
+    std::vector<std::string> bargs = {"--bind", "tcp://127.0.0.1:0", "--metrics", "127.0.0.1:0"};
+    broker->started_ns = MonoNs();
+    if (o.broker_queue > 0) {
+      bargs.insert(bargs.end(), {"--queue-max-messages", std::to_string(o.broker_queue)});
+    }
+    if (!StartWorker(o.broker, bargs, dir + "/broker.log", start_by, &broker->proc,
+                     "bound tcp://127.0.0.1:") ||
+        !WaitForPort(&broker->proc, "metrics on 127.0.0.1:", start_by, &broker->metrics_port)) {
+      std::fprintf(stderr, "bench-ws-load: broker %s did not report its ports; log %s:\n%s",
+                   o.broker.c_str(), broker->proc.log.c_str(), Tail(broker->proc.log, 20).c_str());
+      KillAll();
+      return 1;
+    }
+  }
+  std::vector<Worker> ws(static_cast<size_t>(o.shards));
+  for (int k = 0; k < o.shards; ++k) {
+    std::vector<std::string> wargs = args;
+    std::string log = dir + "/worker.log";
+    if (broker) {
+      wargs.insert(wargs.end(), {"--shard", std::to_string(k), "--broker",
+                                 "tcp://127.0.0.1:" + std::to_string(broker->proc.port),
+                                 "--metrics", "127.0.0.1:0"});
+      log = dir + "/worker" + std::to_string(k) + ".log";
+    }
+    Worker& w = ws[static_cast<size_t>(k)];
+    if (!StartWorker(o.worker, wargs, log, start_by, &w) ||
+        (broker && !WaitForPort(&w, "metrics on 127.0.0.1:", start_by, &w.metrics_port))) {
+      std::fprintf(stderr, "bench-ws-load: worker %s did not report listening; log %s:\n%s",
+                   o.worker.c_str(), log.c_str(), Tail(log, 20).c_str());
+      KillAll();
+      return 1;
+    }
   }
   SleepNs(kSec);  // let start-up allocations settle
-  const long rss_before = RssKib(w.pid);
+  const long rss_before = RssKib(ws[0].pid);
 
   std::vector<Child> kids;
   const uint64_t t_fork = MonoNs();
@@ -516,12 +707,12 @@ int main(int argc, char** argv) {
     int first = static_cast<int>(static_cast<long>(n) * p / o.procs);
     int count = static_cast<int>(static_cast<long>(n) * (p + 1) / o.procs) - first;
     kids.push_back(SpawnChild(o, idle ? ClientRole::kIdle : ClientRole::kSubscriber, p, first,
-                              count, w.port, deadline));
+                              count, ws[static_cast<size_t>(p % o.shards)].port, deadline));
   }
   Child pub;
-  if (!idle) pub = SpawnChild(o, ClientRole::kPublisher, o.procs, 0, 1, w.port, deadline);
+  if (!idle) pub = SpawnChild(o, ClientRole::kPublisher, o.procs, 0, 1, ws[0].port, deadline);
   Figures f;
-  Run run{o, n, w, rss_before, kids, {}, deadline, 0, f};
+  Run run{o, n, ws, broker.get(), rss_before, kids, {}, deadline, 0, f};
   for (Child& c : kids) run.subs.push_back(&c);
   CollectJoined(run.subs, deadline);
   if (!idle) CollectJoined({&pub}, deadline);
@@ -535,18 +726,42 @@ int main(int argc, char** argv) {
   f.Str("scenario", o.scenario);
   f.Num(idle ? "connections" : "subscribers", n);
   f.Num("procs", o.procs);
+  f.Num("shards", o.shards);
   f.Num("joined", joined.joined);
   f.Num("connect_all_s", connect_s, 3);
-  const bool ok = idle ? RunIdle(run) : RunFanout(run, pub);
-  f.Str("worker_stop", StopWorker(&w));
+  bool mesh_ok = true;
+  if (broker) {
+    // A publish routed before a shard's subscription reached the broker
+    // would never reach that shard's subscribers.
+    mesh_ok = WaitForMesh(*broker, o.shards, std::min(deadline, MonoNs() + 20 * kSec));
+    if (!mesh_ok) {
+      std::fprintf(stderr, "bench-ws-load: the broker never saw every shard subscribe\n");
+    }
+    if (MonoNs() < broker->started_ns + kBrokerSettleNs) {
+      SleepNs(broker->started_ns + kBrokerSettleNs - MonoNs());
+    }
+  }
+  const bool ok = mesh_ok && (idle ? RunIdle(run) : RunFanout(run, pub));
+  for (size_t k = 0; k < ws.size(); ++k) {
+    f.Str(ws.size() == 1 ? "worker_stop" : "worker" + std::to_string(k) + "_stop",
+          StopWorker(&ws[k]));
+  }
+  if (broker) f.Str("broker_stop", StopWorker(&broker->proc));
   if (!idle) kids.push_back(pub);
   Reap(kids);
   KillAll();
   if (ok) {
     fs::remove_all(dir);
   } else {
-    std::fprintf(stderr, "bench-ws-load: not every connection/delivery made it; worker log %s:\n%s",
-                 w.log.c_str(), Tail(w.log, 20).c_str());
+    for (const Worker& w : ws) {
+      std::fprintf(stderr,
+                   "bench-ws-load: not every connection/delivery made it; worker log %s:\n%s",
+                   w.log.c_str(), Tail(w.log, 20).c_str());
+    }
+    if (broker) {
+      std::fprintf(stderr, "bench-ws-load: broker log %s:\n%s", broker->proc.log.c_str(),
+                   Tail(broker->proc.log, 20).c_str());
+    }
   }
   f.Print();
   return ok ? 0 : 1;
