@@ -61,6 +61,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -490,6 +491,12 @@ class FakeShard {
     return socket_->Send(views_);
   }
 
+  // A packed message (a batch, as a shard sends a turn's publishes).
+  bool SendPacked(std::string_view packed) {
+    if (!sb::mesh::Unpack(packed, &views_).ok()) return false;
+    return socket_->Send(views_);
+  }
+
   void Heartbeat() {
     uint64_t now = MonoNs();
     if (now < next_heartbeat_) return;
@@ -499,13 +506,38 @@ class FakeShard {
     (void)Send(hb);
   }
 
-  // The next message, or false when none is waiting.
+  // The next message, or false when none is waiting. The messages of a
+  // kBatch come one by one, as a shard handles them.
   bool Recv(sb::mesh::Message* m, Report* r) {
+    if (!pending_.empty()) {
+      *m = pending_.front();
+      pending_.pop_front();
+      return true;
+    }
     switch (socket_->Recv(&frames_)) {
       case sb::ZmqSocket::RecvResult::kMessage:
         if (!sb::mesh::Decode(frames_, m).ok()) {
           SetError(r, "undecodable message from the broker");
           ++bad_;
+        }
+        if (bad_ == 0 && m->type == sb::mesh::Type::kBatch) {
+          // Views into frames_, which stay until the next socket read.
+          sb::Status s =
+              sb::mesh::ForEachInBatch(m->body, [&](std::span<const std::string_view> inner) {
+                sb::mesh::Message one;
+                if (sb::mesh::Decode(inner, &one).ok()) {
+                  pending_.push_back(one);
+                } else {
+                  ++bad_;
+                }
+              });
+          if (!s.ok() || bad_ != 0 || pending_.empty()) {
+            SetError(r, "undecodable batch from the broker");
+            ++bad_;
+            return false;
+          }
+          *m = pending_.front();
+          pending_.pop_front();
         }
         return bad_ == 0;
       case sb::ZmqSocket::RecvResult::kWouldBlock:
@@ -535,6 +567,7 @@ class FakeShard {
   std::vector<std::string> encoded_;
   std::vector<std::string_view> views_;
   std::vector<std::string_view> frames_;
+  std::deque<sb::mesh::Message> pending_;  // the rest of a batch
 };
 
 // Waits for kWelcome and, when `topics`, the snapshot of each topic
@@ -653,15 +686,20 @@ int Publisher(int ctl, const ShardConfig& c) {
   r = Report{};
   r.kind = Report::kFinal;
   pub.topic = kTopic;
+  sb::mesh::BatchWriter batch;
   r.first_ns = MonoNs();
   // Seqs 2 .. N+1; `count` and `acked` below count the run's publishes.
   while (r.acked < c.messages && MonoNs() < c.deadline && !shard.bad()) {
-    // The outbox: at most `outbox` publishes not yet acked.
-    while (r.count < c.messages && r.count - r.acked < c.outbox) {
-      pub.seq = r.count + 2;
-      if (!shard.Send(pub)) break;
-      ++r.count;
+    // The outbox: at most `outbox` publishes not yet acked, sent as a
+    // shard sends a turn's publishes: one batch of up to 256 KiB.
+    uint64_t batched = 0;
+    while (r.count + batched < c.messages && r.count + batched - r.acked < c.outbox &&
+           batch.bytes() < 256 * 1024) {
+      pub.seq = r.count + batched + 2;
+      batch.Add(sb::mesh::Pack(pub));
+      ++batched;
     }
+    if (batched > 0 && shard.SendPacked(batch.Finish())) r.count += batched;
     bool got = false;
     sb::mesh::Message m;
     while (shard.Recv(&m, &r)) {

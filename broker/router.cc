@@ -55,6 +55,19 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     return;
   }
   if (msg.type == mesh::Type::kHello) return OnHello(routing_id, msg, now_us);
+  if (msg.type == mesh::Type::kBatch) {
+    if (nested_) {  // a batch inside a batch: nothing sends one
+      ++counters_.refused[Index(Refused::kBadFrame)];
+      return;
+    }
+    nested_ = true;
+    Status s = mesh::ForEachInBatch(msg.body, [&](std::span<const std::string_view> inner) {
+      OnMessage(routing_id, inner, now_us);
+    });
+    nested_ = false;
+    if (!s.ok()) ++counters_.refused[Index(Refused::kBadFrame)];
+    return;
+  }
 
   LinkId id = links_.Find(routing_id);
   Link* link = Find(id);
@@ -91,6 +104,7 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     case mesh::Type::kPresence:
       return OnPresence(id, msg, now_us);
     case mesh::Type::kHello:
+    case mesh::Type::kBatch:
     case mesh::Type::kWelcome:
     case mesh::Type::kReset:
     case mesh::Type::kAck:
@@ -219,7 +233,7 @@ void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, std::stri
   deliver.topic = topic;
   deliver.body = body;
   Payload payload;
-  std::vector<LinkId> to;
+  std::vector<LinkId>& to = recipients_;
   interests_.Route(id, topic, &to);
   pending.remaining = static_cast<uint32_t>(to.size());
   if (to.empty()) {
@@ -432,12 +446,18 @@ void Router::SendWhatCreditAllows(LinkId id, Link& link, int64_t now_us,
   scratch_.clear();
   link.queue.PopSendable(&scratch_);
   const std::string& rid = *links_.RoutingId(id);
+  // One message goes as it is; more go as one batch (one libzmq message).
   for (QueuedMessage& m : scratch_) {
-    sender_->Send(rid, *m.payload);
+    if (scratch_.size() == 1) {
+      sender_->Send(rid, *m.payload);
+    } else {
+      batch_.Add(*m.payload);
+    }
     link.in_flight.push_back(m.tag);
     if (m.tag >= kFirstPublishTag) ++counters_.delivered;
     if (delays_us != nullptr) delays_us->push_back(now_us - m.enqueued_us);
   }
+  if (batch_.count() > 0) sender_->Send(rid, batch_.Finish());
   scratch_.clear();
 }
 

@@ -194,8 +194,10 @@ class Router {
   std::unordered_map<uint64_t, LinkId> by_instance_;
   std::unordered_map<uint64_t, Pending> pending_;
   uint64_t next_tag_ = kFirstPublishTag;
-  std::vector<LinkId> recipients_;  // reused per publish
+  std::vector<LinkId> recipients_;  // Route's, reused per publish (Route never nests)
   std::vector<QueuedMessage> scratch_;
+  mesh::BatchWriter batch_;
+  bool nested_ = false;  // handling the messages of a kBatch
   // Publishes held while settling, in arrival order.
   struct Held {
     LinkId origin;

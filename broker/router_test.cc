@@ -20,14 +20,25 @@ struct Sent {
 
 class Recorder : public LinkSender {
  public:
+  // Records each message; a batch as the messages in it (and counts it).
   void Send(const std::string& routing_id, std::string_view packed) override {
     std::vector<std::string_view> frames;
     ASSERT_TRUE(mesh::Unpack(packed, &frames).ok());
     mesh::Message m;
     ASSERT_TRUE(mesh::Decode(frames, &m).ok());
-    sent.push_back(
-        {routing_id, m.type, m.epoch, m.seq, m.origin, std::string(m.topic), std::string(m.body)});
+    if (m.type != mesh::Type::kBatch) return Record(routing_id, m);
+    ++batches;
+    ASSERT_TRUE(mesh::ForEachInBatch(m.body, [&](std::span<const std::string_view> inner) {
+                  mesh::Message one;
+                  ASSERT_TRUE(mesh::Decode(inner, &one).ok());
+                  Record(routing_id, one);
+                }).ok());
   }
+  void Record(const std::string& to, const mesh::Message& m) {
+    sent.push_back(
+        {to, m.type, m.epoch, m.seq, m.origin, std::string(m.topic), std::string(m.body)});
+  }
+  int batches = 0;
   // What `to` received of `type` since `sent` was last cleared.
   std::vector<Sent> Take(const std::string& to, mesh::Type type) {
     std::vector<Sent> out;
@@ -161,6 +172,7 @@ TEST_F(RouterTest, NeverMoreThanTheCreditAndTheRestWaitsInTheQueue) {
   for (uint64_t seq = 1; seq <= 5; ++seq) Publish("a", seq, "room:1");
   Flush();
   EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 2u);
+  EXPECT_EQ(rec_.batches, 1) << "what credit allowed this turn, in one message";
   size_t depth = 0;
   router_.ForEachLink([&](const Router::LinkView& v) {
     if (v.shard == "b") depth = v.queue.depth_messages();

@@ -79,6 +79,7 @@ constexpr Shape kShapes[] = {
     MakeShape("kDeliver", Type::kDeliver, 3),
     MakeShape("kDiff", Type::kDiff, 3),
     MakeShape("kSnapshot", Type::kSnapshot, 3),
+    MakeShape("kBatch", Type::kBatch, 2),
 };
 static_assert(kShapes[static_cast<size_t>(Type::kPublish)].header == 13);
 static_assert(kShapes[static_cast<size_t>(Type::kCredit)].header == 8);
@@ -105,10 +106,12 @@ std::string Header(const Message& msg) {
   return h;
 }
 
-// The frames after the header: kHello has only its body, every other type
-// with variable frames the topic first. Returns how many `msg` has.
+bool BodyOnly(Type type) { return type == Type::kHello || type == Type::kBatch; }
+
+// The frames after the header: kHello and kBatch have only their body, every
+// other type with variable frames the topic first. Returns how many `msg` has.
 size_t Tail(const Message& msg, const Shape& shape, std::string_view tail[2]) {
-  tail[0] = msg.type == Type::kHello ? msg.body : msg.topic;
+  tail[0] = BodyOnly(msg.type) ? msg.body : msg.topic;
   tail[1] = msg.body;
   return shape.frames - 1;
 }
@@ -155,7 +158,7 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
   if ((m.flags & ~kKnownFlags) != 0) {
     return Refused(*shape, "unknown flags " + std::to_string(m.flags));
   }
-  if (m.type == Type::kHello) {
+  if (BodyOnly(m.type)) {
     m.body = frames[1];
   } else if (shape->frames > 1) {
     m.topic = frames[1];
@@ -167,7 +170,7 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
     if (shape->frames == 3) m.body = frames[2];
   }
   // No body is empty: a Phoenix message never is, and neither is JSON text.
-  const bool has_body = m.type == Type::kHello || shape->frames == 3;
+  const bool has_body = BodyOnly(m.type) || shape->frames == 3;
   if (has_body && m.body.empty()) return Refused(*shape, "empty body");
   *out = m;
   return Status::Ok();
@@ -203,6 +206,49 @@ std::string Pack(const Message& msg) {
     out.append(tail[i]);
   }
   return out;
+}
+
+BatchWriter::BatchWriter() { Reset(); }
+
+void BatchWriter::Reset() {
+  // A packed kBatch: the header frame, then the body frame whose length is
+  // written by Finish.
+  buf_.clear();
+  PutLe(buf_, kBaseHeader, 4);
+  buf_ += std::string{'S', 'B', static_cast<char>(kVersion), static_cast<char>(Type::kBatch)};
+  PutLe(buf_, 0, 4);
+  count_ = 0;
+}
+
+void BatchWriter::Add(std::string_view packed) {
+  PutLe(buf_, packed.size(), 4);
+  buf_.append(packed);
+  ++count_;
+}
+
+std::string BatchWriter::Finish() {
+  const size_t body_at = 4 + kBaseHeader;
+  const uint64_t body = buf_.size() - body_at - 4;
+  for (size_t i = 0; i < 4; ++i) buf_[body_at + i] = static_cast<char>(body >> (8 * i));
+  std::string out = std::move(buf_);
+  Reset();
+  return out;
+}
+
+Status ForEachInBatch(std::string_view body,
+                      const std::function<void(std::span<const std::string_view>)>& fn) {
+  std::vector<std::string_view> frames;
+  size_t at = 0;
+  while (at < body.size()) {
+    if (body.size() - at < 4) return Status::Refused("mesh: kBatch: length is truncated");
+    const uint64_t n = GetLe(body, at, 4);
+    at += 4;
+    if (n > body.size() - at) return Status::Refused("mesh: kBatch: message overruns the batch");
+    if (Status s = Unpack(body.substr(at, n), &frames); !s.ok()) return s;
+    at += n;
+    fn(frames);
+  }
+  return Status::Ok();
 }
 
 Status Unpack(std::string_view packed, std::vector<std::string_view>* frames) {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -34,11 +35,11 @@ inline constexpr uint8_t kVersion = 1;
 inline constexpr size_t kMaxTopicBytes = 1024;
 
 enum class Type : uint8_t {
-  kHello = 1,    // shard → broker: who I am, my credit window, my whole state (JSON)
-  kWelcome = 2,  // broker → shard: hello accepted; fields: epoch
-  kReset = 3,    // broker → shard: I do not know you (new broker, or link dropped): hello again
-  kHeartbeat = 4,    // both ways; fields: epoch (the broker's; 0 from a shard)
-  kSubscribe = 5,    // shard → broker; frames: topic
+  kHello = 1,      // shard → broker: who I am, my credit window, my whole state (JSON)
+  kWelcome = 2,    // broker → shard: hello accepted; fields: epoch
+  kReset = 3,      // broker → shard: I do not know you (new broker, or link dropped): hello again
+  kHeartbeat = 4,  // both ways; fields: epoch (the broker's; 0 from a shard)
+  kSubscribe = 5,  // shard → broker; frames: topic
   kUnsubscribe = 6,  // shard → broker; frames: topic
   kPublish = 7,      // shard → broker; fields: seq, flags; frames: topic, Phoenix message
   kAck = 8,          // broker → shard; fields: seq (every publish up to it is done)
@@ -47,6 +48,7 @@ enum class Type : uint8_t {
   kDeliver = 11,     // broker → shard; fields: origin, seq, flags; frames: topic, Phoenix message
   kDiff = 12,        // broker → shard; frames: topic, presence_diff JSON (Phoenix's shape)
   kSnapshot = 13,    // broker → shard; frames: topic, presence_state JSON of the other shards
+  kBatch = 14,       // both ways; frames: messages, each as a u32 length then its packed form
 };
 
 // Flag bits of kPublish / kDeliver.
@@ -60,9 +62,10 @@ struct Message {
   uint64_t origin = 0;  // kDeliver: the publishing shard's instance id
   uint32_t n = 0;       // kCredit
   uint8_t flags = 0;    // kPublish, kDeliver
-  std::string_view topic;  // kSubscribe, kUnsubscribe, kPublish, kPresence, kDeliver, kDiff, kSnapshot
-  // kHello: Hello JSON; kPresence: PresenceChange JSON; kPublish, kDeliver:
-  // the Phoenix message; kDiff, kSnapshot: Phoenix presence JSON.
+  std::string_view
+      topic;  // kSubscribe, kUnsubscribe, kPublish, kPresence, kDeliver, kDiff, kSnapshot
+  // kHello: Hello JSON; kBatch: the batched messages; kPresence: PresenceChange JSON; kPublish,
+  // kDeliver: the Phoenix message; kDiff, kSnapshot: Phoenix presence JSON.
   std::string_view body;
 };
 
@@ -81,6 +84,34 @@ std::string Pack(const Message& msg);
 // The frames of a packed message (views into `packed`); Refused if the
 // lengths do not add up.
 Status Unpack(std::string_view packed, std::vector<std::string_view>* frames);
+
+// --- Batches ---------------------------------------------------------------
+// A turn's messages for one peer travel as one kBatch: libzmq's cost is per
+// message and per frame, so a turn's worth of deliveries or publishes in one
+// frame costs one send instead of hundreds (receivers handle the inner
+// messages in order, as if they had come one by one; a kBatch never nests).
+
+// Builds one packed kBatch message.
+class BatchWriter {
+ public:
+  BatchWriter();
+  // Appends one packed message (mesh::Pack).
+  void Add(std::string_view packed);
+  size_t count() const { return count_; }
+  size_t bytes() const { return buf_.size(); }
+  // The packed kBatch with everything added; the writer starts over.
+  std::string Finish();
+
+ private:
+  void Reset();
+  std::string buf_;
+  size_t count_ = 0;
+};
+
+// Calls `fn` with the frames of each message in a kBatch body, in order.
+// Refused at the first malformed entry (those before it were handed over).
+Status ForEachInBatch(std::string_view body,
+                      const std::function<void(std::span<const std::string_view>)>& fn);
 
 // --- JSON bodies ---------------------------------------------------------
 
@@ -109,7 +140,8 @@ struct Hello {
   std::vector<TopicState> presence;
 };
 
-// kPresence's body: {"joins":[{"key":..,"phx_ref":..,"meta":{..}}],"leaves":[{"key":..,"phx_ref":..}]}
+// kPresence's body:
+// {"joins":[{"key":..,"phx_ref":..,"meta":{..}}],"leaves":[{"key":..,"phx_ref":..}]}
 struct PresenceChange {
   std::vector<PresenceEntry> joins;
   std::vector<PresenceEntry> leaves;

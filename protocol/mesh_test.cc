@@ -204,7 +204,7 @@ TEST(MeshCodec, UnknownTypeEncodesToNothing) {
   m.type = static_cast<Type>(0);
   EXPECT_TRUE(Encode(m).empty());
   EXPECT_TRUE(Pack(m).empty());
-  m.type = static_cast<Type>(14);
+  m.type = static_cast<Type>(15);
   EXPECT_TRUE(Encode(m).empty());
 }
 
@@ -217,7 +217,7 @@ TEST(MeshCodec, HeaderMalformations) {
   ExpectRefused({"SB\x02\x03"}, "version 2, want 1");
   ExpectRefused({"SB\x00\x03"s}, "version 0, want 1");
   ExpectRefused({"SB\x01\x00"s}, "unknown type 0");
-  ExpectRefused({"SB\x01\x0e"}, "unknown type 14");
+  ExpectRefused({"SB\x01\x0f"}, "unknown type 15");
   ExpectRefused({"SB\x01\xff"}, "unknown type 255");
 }
 
@@ -610,6 +610,51 @@ TEST(MeshPresence, Refusals) {
           "joins[0].meta is not an object");
   refused(R"({"joins":[],"leaves":[{"key":"k"}]})", "leaves[0].phx_ref is missing");
   refused(R"({"joins":[],"leaves":[{"key":"","phx_ref":"r"}]})", "leaves[0].key is empty");
+}
+
+TEST(MeshBatch, MessagesGoInOneFrameAndComeOutInOrder) {
+  BatchWriter w;
+  Message a{.type = Type::kDeliver, .seq = 1, .origin = 9, .topic = "t", .body = "one"};
+  Message b{.type = Type::kCredit, .n = 3};
+  w.Add(Pack(a));
+  w.Add(Pack(b));
+  EXPECT_EQ(w.count(), 2u);
+  std::string packed = w.Finish();
+  EXPECT_EQ(w.count(), 0u) << "the writer starts over";
+  std::vector<std::string_view> frames;
+  ASSERT_TRUE(Unpack(packed, &frames).ok());
+  Message batch;
+  ASSERT_TRUE(Decode(frames, &batch).ok());
+  ASSERT_EQ(batch.type, Type::kBatch);
+  std::vector<Message> inner;
+  std::vector<std::string> keep;  // the inner views die with each call
+  ASSERT_TRUE(ForEachInBatch(batch.body, [&](std::span<const std::string_view> f) {
+                Message m;
+                ASSERT_TRUE(Decode(f, &m).ok());
+                keep.emplace_back(m.body);
+                inner.push_back(m);
+              }).ok());
+  ASSERT_EQ(inner.size(), 2u);
+  EXPECT_EQ(inner[0].type, Type::kDeliver);
+  EXPECT_EQ(inner[0].seq, 1u);
+  EXPECT_EQ(keep[0], "one");
+  EXPECT_EQ(inner[1].type, Type::kCredit);
+  EXPECT_EQ(inner[1].n, 3u);
+}
+
+TEST(MeshBatch, ATruncatedBatchIsRefusedAfterWhatCameWhole) {
+  BatchWriter w;
+  w.Add(Pack(Message{.type = Type::kCredit, .n = 1}));
+  w.Add(Pack(Message{.type = Type::kCredit, .n = 2}));
+  std::string packed = w.Finish();
+  std::vector<std::string_view> frames;
+  ASSERT_TRUE(Unpack(packed, &frames).ok());
+  std::string_view body = frames[1];
+  int seen = 0;
+  Status s = ForEachInBatch(body.substr(0, body.size() - 1),
+                            [&](std::span<const std::string_view>) { ++seen; });
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(seen, 1);
 }
 
 }  // namespace

@@ -48,10 +48,9 @@ int64_t BrokerLink::NowMs() const {
       .count();
 }
 
-bool BrokerLink::Send(const mesh::Message& msg) {
-  encoded_ = mesh::Encode(msg);
-  std::vector<std::string_view> views(encoded_.begin(), encoded_.end());
-  return socket_->Send(views);
+bool BrokerLink::Send(std::string_view packed) {
+  if (!mesh::Unpack(packed, &frames_).ok()) return false;  // the session packed it
+  return socket_->Send(frames_);
 }
 
 void BrokerLink::Tick() {

@@ -34,7 +34,7 @@ class BrokerLink : public ClusterSession::Transport {
   // that arrived while sending is picked up.
   void Flush();
 
-  bool Send(const mesh::Message& msg) override;
+  bool Send(std::string_view packed) override;
 
  private:
   BrokerLink(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, ClusterOptions options,
@@ -47,7 +47,7 @@ class BrokerLink : public ClusterSession::Transport {
   ClusterSession session_;
   std::chrono::milliseconds tick_;
   EventLoop::TimerId tick_timer_ = 0;
-  std::vector<std::string> encoded_;
+  std::vector<std::string_view> frames_;
 };
 
 }  // namespace sb::worker

@@ -20,7 +20,7 @@ ClusterSession::ClusterSession(ClusterOptions options, Transport* transport, Han
     : options_(std::move(options)), transport_(transport), handler_(handler) {}
 
 bool ClusterSession::Send(const mesh::Message& msg) {
-  if (transport_->Send(msg)) return true;
+  if (transport_->Send(mesh::Pack(msg))) return true;
   // Lost on the way (no connection): whatever it changed on the broker is
   // restated by the next hello, which carries the whole state.
   resync_ = true;
@@ -56,13 +56,24 @@ void ClusterSession::SendHello(int64_t now_ms) {
 }
 
 void ClusterSession::SendPublishes() {
+  // In batches of at most kBatchBytes, in seq order; a batch that cannot be
+  // handed over stops the rest (they go after the next hello).
+  constexpr size_t kBatchBytes = 256 * 1024;
   while (sent_ < outbox_.size()) {
-    const Outgoing& o = outbox_[sent_];
-    mesh::Message m = Of(mesh::Type::kPublish, o.topic, o.message);
-    m.seq = o.seq;
-    m.flags = o.flags;
-    if (!Send(m)) return;
-    ++sent_;
+    size_t end = sent_;
+    while (end < outbox_.size() && batch_.bytes() < kBatchBytes) {
+      const Outgoing& o = outbox_[end++];
+      mesh::Message m = Of(mesh::Type::kPublish, o.topic, o.message);
+      m.seq = o.seq;
+      m.flags = o.flags;
+      batch_.Add(mesh::Pack(m));
+    }
+    std::string packed = batch_.Finish();
+    if (!transport_->Send(packed)) {
+      resync_ = true;
+      return;
+    }
+    sent_ = end;
   }
 }
 
@@ -76,8 +87,6 @@ void ClusterSession::Publish(std::string_view topic, std::string_view message, b
                              binary ? mesh::kFlagBinary : uint8_t{0}});
   outbox_bytes_ += topic.size() + message.size();
   ++counters_.published;
-  // Sent at once when everything before it was; otherwise Flush sends it.
-  if (sent_ + 1 == outbox_.size()) SendPublishes();
 }
 
 void ClusterSession::Subscribe(std::string_view topic) { Send(Of(mesh::Type::kSubscribe, topic)); }
@@ -98,6 +107,20 @@ void ClusterSession::OnMessage(std::span<const std::string_view> frames, int64_t
     return;
   }
   last_heard_ms_ = now_ms;
+  if (msg.type != mesh::Type::kBatch) return OnOne(msg, now_ms);
+  Status s = mesh::ForEachInBatch(msg.body, [&](std::span<const std::string_view> inner) {
+    mesh::Message m;
+    // A batch never nests.
+    if (!mesh::Decode(inner, &m).ok() || m.type == mesh::Type::kBatch) {
+      ++counters_.bad_frames;
+      return;
+    }
+    OnOne(m, now_ms);
+  });
+  if (!s.ok()) ++counters_.bad_frames;
+}
+
+void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
   switch (msg.type) {
     case mesh::Type::kWelcome:
       ++counters_.welcomes;
@@ -145,6 +168,7 @@ void ClusterSession::OnMessage(std::span<const std::string_view> frames, int64_t
       handler_->RemotePresence(msg.topic, msg.body, msg.type == mesh::Type::kSnapshot);
       return;
     case mesh::Type::kHello:
+    case mesh::Type::kBatch:
     case mesh::Type::kSubscribe:
     case mesh::Type::kUnsubscribe:
     case mesh::Type::kPublish:

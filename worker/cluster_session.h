@@ -39,9 +39,10 @@ class ClusterSession {
   class Transport {
    public:
     virtual ~Transport() = default;
-    // False if the message could not be handed over (no connection): the
-    // session re-sends what matters after its next hello.
-    virtual bool Send(const mesh::Message& msg) = 0;
+    // One packed mesh message (mesh::Pack, or a mesh::BatchWriter's). False
+    // if it could not be handed over (no connection): the session re-sends
+    // what matters after its next hello.
+    virtual bool Send(std::string_view packed) = 0;
   };
   class Handler {
    public:
@@ -62,7 +63,8 @@ class ClusterSession {
   void Start(int64_t now_ms);
   // Whether a broadcast of `bytes` fits in the outbox.
   bool CanPublish(size_t bytes) const;
-  // Numbers the broadcast, keeps it until acked and sends it (in order).
+  // Numbers the broadcast and keeps it until acked; Flush sends it (this
+  // turn's publishes in one batch, in order).
   void Publish(std::string_view topic, std::string_view message, bool binary);
   void Subscribe(std::string_view topic);
   void Unsubscribe(std::string_view topic);
@@ -107,6 +109,7 @@ class ClusterSession {
   void SendHello(int64_t now_ms);
   bool Send(const mesh::Message& msg);
   void SendPublishes();
+  void OnOne(const mesh::Message& msg, int64_t now_ms);
 
   ClusterOptions options_;
   Transport* transport_;
@@ -124,6 +127,7 @@ class ClusterSession {
   uint64_t next_seq_ = 1;
   uint32_t consumed_ = 0;
   std::unordered_map<uint64_t, uint64_t> last_delivered_;  // origin instance → seq
+  mesh::BatchWriter batch_;
   Counters counters_;
 };
 

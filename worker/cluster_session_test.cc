@@ -21,10 +21,27 @@ struct SentMessage {
 
 class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
  public:
-  bool Send(const mesh::Message& m) override {
+  // Records each message; a batch as the messages in it (and counts it).
+  bool Send(std::string_view packed) override {
     if (!connected) return false;
-    sent.push_back({m.type, m.seq, m.n, std::string(m.topic), std::string(m.body)});
+    std::vector<std::string_view> frames;
+    EXPECT_TRUE(mesh::Unpack(packed, &frames).ok());
+    mesh::Message m;
+    EXPECT_TRUE(mesh::Decode(frames, &m).ok());
+    if (m.type != mesh::Type::kBatch) {
+      Record(m);
+      return true;
+    }
+    ++batches;
+    EXPECT_TRUE(mesh::ForEachInBatch(m.body, [&](std::span<const std::string_view> inner) {
+                  mesh::Message one;
+                  EXPECT_TRUE(mesh::Decode(inner, &one).ok());
+                  Record(one);
+                }).ok());
     return true;
+  }
+  void Record(const mesh::Message& m) {
+    sent.push_back({m.type, m.seq, m.n, std::string(m.topic), std::string(m.body)});
   }
   void ClusterState(std::vector<std::string>* t, std::vector<mesh::TopicState>* p) override {
     *t = topics;
@@ -46,6 +63,7 @@ class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
   }
 
   bool connected = true;
+  int batches = 0;
   std::vector<std::string> topics;
   std::vector<mesh::TopicState> presence;
   std::vector<SentMessage> sent;
@@ -109,8 +127,11 @@ TEST_F(ClusterSessionTest, PublishesAreNumberedKeptUntilAckedAndBounded) {
   EXPECT_TRUE(session_.CanPublish(10));
   session_.Publish("t", "m1", false);
   session_.Publish("t", "m2", true);
+  EXPECT_TRUE(fake_.Of(mesh::Type::kPublish).empty()) << "sent at the end of the turn";
+  session_.Flush();
   auto pubs = fake_.Of(mesh::Type::kPublish);
   ASSERT_EQ(pubs.size(), 2u);
+  EXPECT_EQ(fake_.batches, 1) << "a turn's publishes in one batch";
   EXPECT_EQ(pubs[0].seq, 1u);
   EXPECT_EQ(pubs[1].seq, 2u);
   session_.Publish("t", "m3", false);
@@ -126,6 +147,7 @@ TEST_F(ClusterSessionTest, AResetResendsTheHelloAndEveryUnackedPublishInOrder) {
   session_.Start(now_);
   Welcome(1);
   for (const char* m : {"a", "b", "c"}) session_.Publish("t", m, false);
+  session_.Flush();
   Receive({.type = mesh::Type::kAck, .seq = 1});
   fake_.sent.clear();
   Receive({.type = mesh::Type::kReset});
@@ -144,6 +166,7 @@ TEST_F(ClusterSessionTest, PublishesThatCouldNotBeSentGoLaterInOrderNeverSkipped
   fake_.connected = false;
   session_.Publish("t", "a", false);
   session_.Publish("t", "b", false);
+  session_.Flush();
   EXPECT_TRUE(fake_.Of(mesh::Type::kPublish).empty());
   fake_.connected = true;
   session_.Flush();
@@ -213,6 +236,25 @@ TEST_F(ClusterSessionTest, GarbageFromTheBrokerIsCountedAndIgnored) {
   Receive({.type = mesh::Type::kPublish, .seq = 1, .topic = "t", .body = "x"});
   EXPECT_EQ(session_.counters().bad_frames, 2u);
   EXPECT_TRUE(fake_.delivered.empty());
+}
+
+TEST_F(ClusterSessionTest, ABatchFromTheBrokerIsHandledMessageByMessage) {
+  session_.Start(now_);
+  mesh::BatchWriter w;
+  w.Add(mesh::Pack({.type = mesh::Type::kWelcome, .epoch = 5}));
+  w.Add(
+      mesh::Pack({.type = mesh::Type::kDeliver, .seq = 1, .origin = 3, .topic = "t", .body = "x"}));
+  w.Add(
+      mesh::Pack({.type = mesh::Type::kDeliver, .seq = 2, .origin = 3, .topic = "t", .body = "y"}));
+  std::string packed = w.Finish();
+  std::vector<std::string_view> frames;
+  ASSERT_TRUE(mesh::Unpack(packed, &frames).ok());
+  session_.OnMessage(frames, now_);
+  EXPECT_TRUE(session_.up());
+  EXPECT_EQ(fake_.delivered, (std::vector<std::string>{"t|x", "t|y"}));
+  session_.Flush();
+  ASSERT_EQ(fake_.Of(mesh::Type::kCredit).size(), 1u);
+  EXPECT_EQ(fake_.Of(mesh::Type::kCredit)[0].n, 2u);
 }
 
 }  // namespace
