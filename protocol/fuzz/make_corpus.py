@@ -113,6 +113,16 @@ MESH_SEEDS = {
 }
 
 
+def batch(*packed):
+    return mesh(14, b"", b"".join(struct.pack("<I", len(p)) + p for p in packed))
+
+
+MESH_SEEDS["batch_deliveries"] = batch(MESH_SEEDS["deliver"], MESH_SEEDS["diff"],
+                                       MESH_SEEDS["snapshot"])
+MESH_SEEDS["batch_publishes"] = batch(MESH_SEEDS["publish"], MESH_SEEDS["publish_binary"],
+                                      MESH_SEEDS["credit"])
+
+
 def write(folder, seeds):
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), folder)
     os.makedirs(out, exist_ok=True)

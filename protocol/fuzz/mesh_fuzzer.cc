@@ -132,7 +132,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(m.topic.size() <= mesh::kMaxTopicBytes);
   FUZZ_CHECK((m.flags & ~mesh::kFlagBinary) == 0);
   // The views point into the frames.
-  if (m.type == mesh::Type::kHello) {
+  if (m.type == mesh::Type::kHello || m.type == mesh::Type::kBatch) {
     FUZZ_CHECK(m.body.data() == frames[1].data());
   } else if (frames.size() > 1) {
     FUZZ_CHECK(m.topic.data() == frames[1].data());
@@ -146,5 +146,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   if (m.type == mesh::Type::kHello) CheckHello(m.body);
   if (m.type == mesh::Type::kPresence) CheckPresence(m.body);
+  if (m.type == mesh::Type::kBatch) {
+    // Every inner message either decodes and packs back to its bytes or is
+    // refused with a reason; the walk stops at a malformed entry.
+    s = mesh::ForEachInBatch(m.body, [](std::span<const std::string_view> inner) {
+      mesh::Message one;
+      Status d = mesh::Decode(inner, &one);
+      if (!d.ok()) return CheckRefusal(d, "mesh: ");
+      const std::vector<std::string> again = mesh::Encode(one);
+      FUZZ_CHECK(again.size() == inner.size());
+      for (size_t i = 0; i < inner.size(); ++i) FUZZ_CHECK(again[i] == inner[i]);
+    });
+    if (!s.ok()) CheckRefusal(s, "mesh: ");
+  }
   return 0;
 }
