@@ -691,10 +691,10 @@ int Publisher(int ctl, const ShardConfig& c) {
   // Seqs 2 .. N+1; `count` and `acked` below count the run's publishes.
   while (r.acked < c.messages && MonoNs() < c.deadline && !shard.bad()) {
     // The outbox: at most `outbox` publishes not yet acked, sent as a
-    // shard sends a turn's publishes: one batch of up to 256 KiB.
+    // shard sends a turn's publishes: batches of about mesh::kBatchBytes.
     uint64_t batched = 0;
     while (r.count + batched < c.messages && r.count + batched - r.acked < c.outbox &&
-           batch.bytes() < 256 * 1024) {
+           !batch.full()) {
       pub.seq = r.count + batched + 2;
       batch.Add(sb::mesh::Pack(pub));
       ++batched;

@@ -446,12 +446,13 @@ void Router::SendWhatCreditAllows(LinkId id, Link& link, int64_t now_us,
   scratch_.clear();
   link.queue.PopSendable(&scratch_);
   const std::string& rid = *links_.RoutingId(id);
-  // One message goes as it is; more go as one batch (one libzmq message).
+  // One message goes as it is; more go in batches (one libzmq message each).
   for (QueuedMessage& m : scratch_) {
     if (scratch_.size() == 1) {
       sender_->Send(rid, *m.payload);
     } else {
       batch_.Add(*m.payload);
+      if (batch_.full()) sender_->Send(rid, batch_.Finish());
     }
     link.in_flight.push_back(m.tag);
     if (m.tag >= kFirstPublishTag) ++counters_.delivered;

@@ -212,27 +212,29 @@ BatchWriter::BatchWriter() { Reset(); }
 
 void BatchWriter::Reset() {
   // A packed kBatch: the header frame, then the body frame whose length is
-  // written by Finish.
+  // written by Finish. clear() keeps the buffer's capacity.
   buf_.clear();
   PutLe(buf_, kBaseHeader, 4);
   buf_ += std::string{'S', 'B', static_cast<char>(kVersion), static_cast<char>(Type::kBatch)};
   PutLe(buf_, 0, 4);
   count_ = 0;
+  finished_ = false;
 }
 
 void BatchWriter::Add(std::string_view packed) {
+  if (finished_) Reset();
   PutLe(buf_, packed.size(), 4);
   buf_.append(packed);
   ++count_;
 }
 
-std::string BatchWriter::Finish() {
+std::string_view BatchWriter::Finish() {
+  if (finished_) Reset();
   const size_t body_at = 4 + kBaseHeader;
   const uint64_t body = buf_.size() - body_at - 4;
   for (size_t i = 0; i < 4; ++i) buf_[body_at + i] = static_cast<char>(body >> (8 * i));
-  std::string out = std::move(buf_);
-  Reset();
-  return out;
+  finished_ = true;
+  return buf_;
 }
 
 Status ForEachInBatch(std::string_view body,

@@ -91,21 +91,29 @@ Status Unpack(std::string_view packed, std::vector<std::string_view>* frames);
 // frame costs one send instead of hundreds (receivers handle the inner
 // messages in order, as if they had come one by one; a kBatch never nests).
 
-// Builds one packed kBatch message.
+// Batches are cut at about this size: large enough that libzmq's per-message
+// cost vanishes, small enough to stay below malloc's mmap threshold (a fresh
+// mapping per batch costs page faults) and to let libzmq's I/O thread start
+// writing while the next batch is built.
+inline constexpr size_t kBatchBytes = 64 * 1024;
+
+// Builds packed kBatch messages in one buffer that is reused.
 class BatchWriter {
  public:
   BatchWriter();
-  // Appends one packed message (mesh::Pack).
+  // Appends one packed message (mesh::Pack); after Finish, starts a new batch.
   void Add(std::string_view packed);
-  size_t count() const { return count_; }
-  size_t bytes() const { return buf_.size(); }
-  // The packed kBatch with everything added; the writer starts over.
-  std::string Finish();
+  size_t count() const { return finished_ ? 0 : count_; }
+  size_t bytes() const { return finished_ ? 0 : buf_.size(); }
+  bool full() const { return bytes() >= kBatchBytes; }
+  // The packed kBatch with everything added, valid until the next Add.
+  std::string_view Finish();
 
  private:
   void Reset();
   std::string buf_;
   size_t count_ = 0;
+  bool finished_ = false;
 };
 
 // Calls `fn` with the frames of each message in a kBatch body, in order.

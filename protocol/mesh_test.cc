@@ -619,7 +619,7 @@ TEST(MeshBatch, MessagesGoInOneFrameAndComeOutInOrder) {
   w.Add(Pack(a));
   w.Add(Pack(b));
   EXPECT_EQ(w.count(), 2u);
-  std::string packed = w.Finish();
+  std::string packed(w.Finish());
   EXPECT_EQ(w.count(), 0u) << "the writer starts over";
   std::vector<std::string_view> frames;
   ASSERT_TRUE(Unpack(packed, &frames).ok());
@@ -646,7 +646,7 @@ TEST(MeshBatch, ATruncatedBatchIsRefusedAfterWhatCameWhole) {
   BatchWriter w;
   w.Add(Pack(Message{.type = Type::kCredit, .n = 1}));
   w.Add(Pack(Message{.type = Type::kCredit, .n = 2}));
-  std::string packed = w.Finish();
+  std::string packed(w.Finish());
   std::vector<std::string_view> frames;
   ASSERT_TRUE(Unpack(packed, &frames).ok());
   std::string_view body = frames[1];

@@ -56,20 +56,18 @@ void ClusterSession::SendHello(int64_t now_ms) {
 }
 
 void ClusterSession::SendPublishes() {
-  // In batches of at most kBatchBytes, in seq order; a batch that cannot be
-  // handed over stops the rest (they go after the next hello).
-  constexpr size_t kBatchBytes = 256 * 1024;
+  // In batches of about mesh::kBatchBytes, in seq order; a batch that cannot
+  // be handed over stops the rest (they go after the next hello).
   while (sent_ < outbox_.size()) {
     size_t end = sent_;
-    while (end < outbox_.size() && batch_.bytes() < kBatchBytes) {
+    while (end < outbox_.size() && !batch_.full()) {
       const Outgoing& o = outbox_[end++];
       mesh::Message m = Of(mesh::Type::kPublish, o.topic, o.message);
       m.seq = o.seq;
       m.flags = o.flags;
       batch_.Add(mesh::Pack(m));
     }
-    std::string packed = batch_.Finish();
-    if (!transport_->Send(packed)) {
+    if (!transport_->Send(batch_.Finish())) {
       resync_ = true;
       return;
     }

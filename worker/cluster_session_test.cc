@@ -246,7 +246,7 @@ TEST_F(ClusterSessionTest, ABatchFromTheBrokerIsHandledMessageByMessage) {
       mesh::Pack({.type = mesh::Type::kDeliver, .seq = 1, .origin = 3, .topic = "t", .body = "x"}));
   w.Add(
       mesh::Pack({.type = mesh::Type::kDeliver, .seq = 2, .origin = 3, .topic = "t", .body = "y"}));
-  std::string packed = w.Finish();
+  std::string packed(w.Finish());
   std::vector<std::string_view> frames;
   ASSERT_TRUE(mesh::Unpack(packed, &frames).ok());
   session_.OnMessage(frames, now_);
