@@ -4,6 +4,7 @@
 // the cluster's presence. All of it is soft state: a restarted broker gets
 // everything back from the shards' hellos. main() parses flags, binds, wires
 // the loop and the metrics endpoint, reports READY=1, exits 0 on SIGTERM.
+#include <malloc.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
@@ -60,6 +61,12 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(policies))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  // The broker interleaves many small per-message allocations with 64 KiB
+  // batch buffers (its own and libzmq's). glibc consolidates its fastbins on
+  // every such large request, which cost about a fifth of the broker's CPU
+  // (perf, bench-mesh-thr at 64 B); without fastbins (tcache still serves
+  // small sizes) the consolidation never piles up. bench/RESULTS.md.
+  ::mallopt(M_MXFAST, 0);
   sb::InitLogging(kProgram);
   opt.epoch = NewEpoch();
   // Every live shard heartbeats within an interval and reconnects within
