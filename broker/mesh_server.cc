@@ -10,6 +10,7 @@
 #include <chrono>
 #include <deque>
 #include <iterator>
+#include <map>
 
 #include "common/metric_names.h"
 
@@ -53,15 +54,29 @@ class MeshServer::Collector : public prometheus::Collectable {
     MetricFamily& in_flight =
         Family(out, m::kBrokerInFlight, "Messages sent to a shard and not yet credited back",
                MetricType::Gauge);
+    // By shard name: a restarted shard is a new session while the old one
+    // waits to expire, and one scrape must not hold two series with the
+    // same labels; the old session's backlog is still that shard's.
+    struct PerShard {
+      double depth = 0, bytes = 0, credit = 0, in_flight = 0;
+    };
+    std::map<std::string, PerShard> shards;
     r.ForEachLink([&](const Router::LinkView& v) {
-      Labels l = {{std::string(m::kLabelQueue), std::string(m::kQueueShardOut)},
-                  {std::string(m::kLabelPeer), v.shard}};
-      Add(depth, l, static_cast<double>(v.queue.depth_messages()));
-      Add(bytes, l, static_cast<double>(v.queue.depth_bytes()));
-      Labels p = {{std::string(m::kLabelPeer), v.shard}};
-      Add(credit, p, static_cast<double>(v.queue.credit()));
-      Add(in_flight, p, static_cast<double>(v.in_flight));
+      PerShard& p = shards[v.shard];
+      p.depth += static_cast<double>(v.queue.depth_messages());
+      p.bytes += static_cast<double>(v.queue.depth_bytes());
+      p.credit += static_cast<double>(v.queue.credit());
+      p.in_flight += static_cast<double>(v.in_flight);
     });
+    for (const auto& [shard, p] : shards) {
+      Labels l = {{std::string(m::kLabelQueue), std::string(m::kQueueShardOut)},
+                  {std::string(m::kLabelPeer), shard}};
+      Add(depth, l, p.depth);
+      Add(bytes, l, p.bytes);
+      Labels peer = {{std::string(m::kLabelPeer), shard}};
+      Add(credit, peer, p.credit);
+      Add(in_flight, peer, p.in_flight);
+    }
     {
       MetricFamily& f =
           Family(out, m::kQueueDelaySeconds, "Time a message waited in a queue before it was sent",
@@ -122,6 +137,11 @@ class MeshServer::Collector : public prometheus::Collectable {
     // An epoch is a random 64-bit number; a double keeps its top 53 bits,
     // plenty to see it change.
     Gauge(out, m::kBrokerEpoch, "This broker's epoch (random per start)", r.epoch());
+    {
+      MetricFamily& f = Family(out, m::kEventLoopLagSeconds,
+                               "How late the event loop ran its last due timer", MetricType::Gauge);
+      Add(f, {}, static_cast<double>(s_->loop_lag_ns_) / 1e9);
+    }
     return {std::make_move_iterator(out.begin()), std::make_move_iterator(out.end())};
   }
 
@@ -209,6 +229,7 @@ void MeshServer::Tick() {
     std::lock_guard<std::mutex> lock(mu_);
     router_.OnTick(now);
     next = router_.NextTickUs(now);
+    loop_lag_ns_ = loop_->last_timer_lag().count();
   }
   int64_t wait = std::clamp<int64_t>(next - now, 1000, 250'000);
   tick_timer_ = loop_->AddTimer(std::chrono::microseconds(wait), [this] { Tick(); });

@@ -57,6 +57,7 @@ class MeshServer : private LinkSender {
     double sum_seconds = 0;
   } delays_;
   std::vector<int64_t> turn_delays_us_;
+  int64_t loop_lag_ns_ = 0;  // copied from the loop under mu_ for scrapes
   std::vector<std::string_view> out_frames_;
   EventLoop::TimerId tick_timer_ = 0;
   std::shared_ptr<prometheus::Collectable> collectable_;
