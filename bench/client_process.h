@@ -18,19 +18,10 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/io_util.h"
 #include "bench/ws_client.h"
 
 namespace sb::bench {
-
-inline constexpr uint64_t kSec = 1'000'000'000;  // ns
-
-uint64_t MonoNs();
-void SleepNs(uint64_t ns);
-// Milliseconds from now until `deadline_ns` (rounded up), at most `cap_ms`.
-int MsUntil(uint64_t deadline_ns, int cap_ms);
-bool WriteAll(int fd, const void* p, size_t n);
-// Reads exactly n bytes unless the deadline passes or the peer goes away.
-bool ReadAll(int fd, void* p, size_t n, uint64_t deadline_ns);
 
 // Log-linear histogram of nanoseconds: exact below 64, then 32 buckets per
 // power of two (relative error under 3%), saturating at 2^40 ns. Plain data,
