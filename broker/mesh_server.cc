@@ -133,7 +133,9 @@ class MeshServer::Collector : public prometheus::Collectable {
     Gauge(out, m::kBrokerTopics, "Topics at least one shard subscribes", r.interests().topics());
     Gauge(out, m::kBrokerSubscriptions, "Shard-topic subscriptions", r.interests().subscriptions());
     Gauge(out, m::kBrokerPresences, "Presence metas held, all shards", r.presence().metas());
-    Gauge(out, m::kBrokerConnectedShards, "Shards with a session", r.links());
+    // By name, as above: a restarted shard is one shard while its old
+    // session waits to expire.
+    Gauge(out, m::kBrokerConnectedShards, "Shards with a session", shards.size());
     // An epoch is a random 64-bit number; a double keeps its top 53 bits,
     // plenty to see it change.
     Gauge(out, m::kBrokerEpoch, "This broker's epoch (random per start)", r.epoch());

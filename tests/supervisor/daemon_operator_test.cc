@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <regex>
@@ -214,9 +215,15 @@ json::object RawRequest(const std::string& control, const std::string& line) {
 }
 
 // Runs `switchboard ARGS...` as uid/gid 65534 (nobody) with output into `output_file`; the raw
-// wait status, or -1. Only root can do this.
-int RunAsNobody(const std::vector<std::string>& args, const std::string& output_file) {
-  const std::string binary = BinPath("switchboard");
+// wait status, or -1. Only root can do this. The binary is run from a copy in `dir` (which nobody
+// must be able to traverse): the build tree may sit under a directory nobody cannot enter.
+int RunAsNobody(const std::vector<std::string>& args, const std::string& output_file,
+                const std::string& dir) {
+  const std::string binary = dir + "/switchboard-as-nobody";
+  std::error_code ec;
+  std::filesystem::copy_file(BinPath("switchboard"), binary,
+                             std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec || ::chmod(binary.c_str(), 0755) != 0) return -1;
   std::vector<std::string> all = {binary};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -966,17 +973,17 @@ TEST(DaemonOperatorTest, ControlSocketServesOnlyItsOwner) {
   // stands in the way now.
   ASSERT_EQ(::chmod(h.dir().path().c_str(), 0711), 0);
   const std::string out_file = h.dir().File("nobody.out");
-  int status = RunAsNobody({"status", "--control", ControlPath(h)}, out_file);
+  int status = RunAsNobody({"status", "--control", ControlPath(h)}, out_file, h.dir().path());
   ASSERT_TRUE(status != -1 && WIFEXITED(status)) << DescribeWaitStatus(status);
   EXPECT_NE(WEXITSTATUS(status), 126) << "could not become nobody";
-  EXPECT_NE(WEXITSTATUS(status), 127) << "nobody could not execute " << BinPath("switchboard");
+  EXPECT_NE(WEXITSTATUS(status), 127) << "nobody could not execute a copy of switchboard";
   EXPECT_TRUE(WEXITSTATUS(status) == 1 || WEXITSTATUS(status) == 3)
       << "exit " << WEXITSTATUS(status) << ": " << ReadFile(out_file);
   EXPECT_FALSE(Contains(ReadFile(out_file), "root")) << ReadFile(out_file);
 
   // With the file opened up by hand, the daemon's own peer check still refuses the request.
   ASSERT_EQ(::chmod(ControlPath(h).c_str(), 0666), 0);
-  status = RunAsNobody({"stop", "a", "--control", ControlPath(h)}, out_file);
+  status = RunAsNobody({"stop", "a", "--control", ControlPath(h)}, out_file, h.dir().path());
   ASSERT_EQ(::chmod(ControlPath(h).c_str(), 0600), 0);
   ASSERT_EQ(::chmod(h.dir().path().c_str(), 0700), 0);
   ASSERT_TRUE(status != -1 && WIFEXITED(status)) << DescribeWaitStatus(status);
