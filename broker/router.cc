@@ -135,7 +135,7 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
     RemoveLink(holder, now_us);
   }
   Link* link = Find(id);
-  if (link != nullptr) {
+  if (link != nullptr && *links_.RoutingId(id) != routing_id) {
     // The same shard process reconnected: same link, new connection. What
     // was in flight on the old connection will not be credited back; it
     // counts as consumed (the connection closed under it).
@@ -144,6 +144,10 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
     for (uint64_t tag : link->in_flight) Settle(tag);
     link->in_flight.clear();
     link->queue.ResetCredit(hello->window);
+  } else if (link != nullptr) {
+    // A hello again on the same connection (the shard lost track of us for
+    // a while): its state is restated below; what is in flight still comes
+    // back as credit, so the credit stands.
   } else {
     id = links_.Attach(routing_id, LinkKind::kShard).id;
     link = state_.emplace(id, std::make_unique<Link>(options_.queue)).first->second.get();

@@ -257,6 +257,29 @@ TEST_F(RouterTest, TheSameInstanceReconnectingKeepsItsLink) {
   EXPECT_EQ(rec_.Take("a2", mesh::Type::kWelcome).size(), 1u);
 }
 
+TEST_F(RouterTest, AHelloAgainOnTheSameConnectionKeepsTheCreditAccounting) {
+  Hello("a", 1, {});
+  Hello("b", 2, {"room:1"}, /*window=*/3);  // the snapshot takes one
+  Flush();
+  for (uint64_t seq = 1; seq <= 2; ++seq) Publish("a", seq, "room:1");
+  Flush();  // b has 3 in flight, no credit left
+  Hello("b", 2, {"room:1"}, /*window=*/3);
+  EXPECT_EQ(router_.counters().rebinds, 0u);
+  Publish("a", 3, "room:1");
+  Flush();
+  rec_.sent.clear();
+  Credit("b", 3);  // the three in flight come back: publishes 1 and 2 are done
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 2u);
+  size_t outstanding = 99;
+  router_.ForEachLink([&](const Router::LinkView& v) {
+    if (v.shard == "b") outstanding = v.queue.credit() + v.in_flight;
+  });
+  EXPECT_EQ(outstanding, 3u) << "credit left and messages in flight add up to the window";
+}
+
 TEST_F(RouterTest, FramesThatAreNotMeshV1AreCountedAndIgnored) {
   std::vector<std::string_view> frames = {"garbage"};
   router_.OnMessage("a", frames, now_us_);

@@ -42,8 +42,9 @@ void ClusterSession::SendHello(int64_t now_ms) {
   std::string body = mesh::EncodeHello(hello);
   ++counters_.hellos;
   resync_ = false;
-  // Credit starts over at the window with this hello.
-  consumed_ = 0;
+  // What was consumed and not yet credited is still credited (at the next
+  // Flush): a broker that knows this connection is owed it, and a new one
+  // only gets a little more credit than the window, once.
   // Everything unacked goes again, in order, behind the hello: a broker
   // that routed some of it already drops those (same seq), a new one routes
   // them, and receivers drop what they delivered before.
