@@ -2,8 +2,6 @@
 
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
-#include <spdlog/spdlog.h>
-#include <sys/epoll.h>
 
 #include <algorithm>
 #include <array>

@@ -28,7 +28,6 @@ bool ClusterSession::Send(const mesh::Message& msg) {
 }
 
 void ClusterSession::Start(int64_t now_ms) {
-  now_ms_ = now_ms;
   last_heard_ms_ = now_ms;
   SendHello(now_ms);
 }
@@ -99,7 +98,6 @@ void ClusterSession::Presence(std::string_view topic, std::string_view change_js
 }
 
 void ClusterSession::OnMessage(std::span<const std::string_view> frames, int64_t now_ms) {
-  now_ms_ = now_ms;
   mesh::Message msg;
   if (!mesh::Decode(frames, &msg).ok()) {
     ++counters_.bad_frames;
@@ -180,7 +178,6 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
 }
 
 void ClusterSession::OnTick(int64_t now_ms) {
-  now_ms_ = now_ms;
   if (up_ && now_ms - last_heard_ms_ > options_.heartbeat_ms * options_.misses) {
     up_ = false;
     ++counters_.broker_lost;

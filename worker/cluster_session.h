@@ -117,7 +117,6 @@ class ClusterSession {
   bool up_ = false;
   bool resync_ = false;  // a send failed: say hello again at the next tick
   uint64_t epoch_ = 0;
-  int64_t now_ms_ = 0;
   int64_t last_heard_ms_ = 0;
   int64_t last_hello_ms_ = 0;
   int64_t next_heartbeat_ms_ = 0;
