@@ -11,6 +11,7 @@
 #include <map>
 
 #include "common/metric_names.h"
+#include "common/mono_time.h"
 
 namespace sb::broker {
 
@@ -202,12 +203,6 @@ MeshServer::~MeshServer() {
   loop_->SetBeforeSleep(nullptr);
 }
 
-int64_t MeshServer::NowUs() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             EventLoop::Clock::now().time_since_epoch())
-      .count();
-}
-
 void MeshServer::Send(const std::string& routing_id, std::string_view packed) {
   if (!mesh::Unpack(packed, &out_frames_).ok()) return;  // the router packed it: cannot happen
   out_frames_.insert(out_frames_.begin(), routing_id);
@@ -219,11 +214,11 @@ void MeshServer::Send(const std::string& routing_id, std::string_view packed) {
 void MeshServer::OnMessage(std::span<const std::string_view> frames) {
   if (frames.size() < 2) return;  // a ROUTER always prepends the routing id
   std::lock_guard<std::mutex> lock(mu_);
-  router_.OnMessage(frames[0], frames.subspan(1), NowUs());
+  router_.OnMessage(frames[0], frames.subspan(1), MonoNowUs());
 }
 
 void MeshServer::Tick() {
-  int64_t now = NowUs();
+  int64_t now = MonoNowUs();
   int64_t next;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -239,7 +234,7 @@ void MeshServer::Flush() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     turn_delays_us_.clear();
-    router_.Flush(NowUs(), &turn_delays_us_);
+    router_.Flush(MonoNowUs(), &turn_delays_us_);
     for (int64_t us : turn_delays_us_) {
       double s = static_cast<double>(us) / 1e6;
       auto it = std::lower_bound(m::kQueueDelayBuckets.begin(), m::kQueueDelayBuckets.end(), s);

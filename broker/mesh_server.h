@@ -44,7 +44,6 @@ class MeshServer : private LinkSender {
   void OnMessage(std::span<const std::string_view> frames);
   void Tick();
   void Flush();
-  static int64_t NowUs();
 
   EventLoop* loop_;
   std::unique_ptr<ZmqSocket> socket_;

@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/mono_time.h"
 #include "common/status.h"
 #include "common/unique_fd.h"
 
@@ -26,7 +27,7 @@ namespace sb {
 
 class EventLoop {
  public:
-  using Clock = std::chrono::steady_clock;
+  using Clock = MonoClock;
   using FdCallback = std::function<void(uint32_t epoll_events)>;
   using TimerId = uint64_t;
 

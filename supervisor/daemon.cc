@@ -9,12 +9,12 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <filesystem>
 
 #include "common/exit_codes.h"
+#include "common/mono_time.h"
 #include "common/sd_notify.h"
 #include "common/signal_fd.h"
 #include "supervisor/process_launcher.h"
@@ -39,11 +39,7 @@ std::string DefaultControl(const NodeSpec& node) {
 
 }  // namespace
 
-Time Daemon::Now() {
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-}
+Time Daemon::Now() { return MonoNow().time_since_epoch(); }
 
 Daemon::Daemon(TreeSpec spec, std::string config_path)
     : spec_(std::move(spec)), config_path_(std::move(config_path)) {}
@@ -222,9 +218,7 @@ void Daemon::Perform(const Action& a) {
 }
 
 void Daemon::Emit(const TreeEvent& ev) {
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  double now = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+  const double now = ToSeconds(MonoNow());
   std::string line = EncodeEventLine(now, ev);
   events_->WriteLine(line);
   if (control_) control_->PublishEvent(line);
