@@ -1,7 +1,5 @@
 #include "worker/broker_link.h"
 
-#include <algorithm>
-
 namespace sb::worker {
 
 namespace {
@@ -10,57 +8,18 @@ constexpr int kReadBatch = 512;
 }  // namespace
 
 Result<std::unique_ptr<BrokerLink>> BrokerLink::Create(EventLoop* loop, const std::string& endpoint,
-                                                       ClusterOptions options,
-                                                       ClusterSession::Handler* handler) {
+                                                       OnMessage on_message) {
   Result<std::unique_ptr<ZmqSocket>> socket = ZmqSocket::Create({.kind = ZmqSocket::Kind::kDealer});
   if (!socket.ok()) return socket.status();
   if (Status s = socket.value()->Connect(endpoint); !s.ok()) return s;
-  std::unique_ptr<BrokerLink> link(
-      new BrokerLink(loop, std::move(socket).value(), std::move(options), handler));
-  BrokerLink* self = link.get();
-  if (Status s = self->socket_->Watch(loop, kReadBatch,
-                                      [self](std::span<const std::string_view> frames) {
-                                        self->session_.OnMessage(frames, self->NowMs());
-                                      });
-      !s.ok()) {
-    return s;
-  }
-  self->session_.Start(self->NowMs());
-  self->Tick();
+  std::unique_ptr<BrokerLink> link(new BrokerLink(std::move(socket).value()));
+  if (Status s = link->socket_->Watch(loop, kReadBatch, std::move(on_message)); !s.ok()) return s;
   return link;
-}
-
-BrokerLink::BrokerLink(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, ClusterOptions options,
-                       ClusterSession::Handler* handler)
-    : loop_(loop),
-      socket_(std::move(socket)),
-      session_(options, this, handler),
-      // Liveness is judged at a quarter of the interval's resolution.
-      tick_(std::max<int64_t>(options.heartbeat_ms / 4, 1)) {}
-
-BrokerLink::~BrokerLink() {
-  if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
-}
-
-int64_t BrokerLink::NowMs() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             EventLoop::Clock::now().time_since_epoch())
-      .count();
 }
 
 bool BrokerLink::Send(std::string_view packed) {
   if (!mesh::Unpack(packed, &frames_).ok()) return false;  // the session packed it
   return socket_->Send(frames_);
-}
-
-void BrokerLink::Tick() {
-  session_.OnTick(NowMs());
-  tick_timer_ = loop_->AddTimer(tick_, [this] { Tick(); });
-}
-
-void BrokerLink::Flush() {
-  session_.Flush();
-  socket_->CheckReadable();
 }
 
 }  // namespace sb::worker

@@ -1,17 +1,18 @@
 // BrokerLink: the shard's connection to its node's broker.
 //
-// Owns: the DEALER socket (common/zmq_socket) on the shard's loop, the
-// ClusterSession it feeds, reading from the broker in bounded batches, the
-// session's timer (heartbeats, liveness, hellos), and the end-of-turn flush
-// (credit back, publishes not yet sent). Does not: decide anything about the
-// protocol (ClusterSession) or about sockets and channels (the Handler — the
-// gateway). Runs on the shard's loop thread; the gateway owns it.
+// Owns: the DEALER socket (common/zmq_socket) on the shard's loop — sending
+// what the cluster session hands it (its Transport) and reading the
+// broker's messages in bounded batches, each handed to `on_message`. Does
+// not: decide anything about the protocol (worker/cluster_session) or keep
+// timers (the Shard drives the session's). Runs on the shard's loop thread;
+// the Shard owns it.
 #pragma once
 
-#include <chrono>
-#include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/event_loop.h"
@@ -23,30 +24,21 @@ namespace sb::worker {
 
 class BrokerLink : public ClusterSession::Transport {
  public:
-  static Result<std::unique_ptr<BrokerLink>> Create(EventLoop* loop, const std::string& endpoint,
-                                                    ClusterOptions options,
-                                                    ClusterSession::Handler* handler);
-  ~BrokerLink() override;
+  // One message from the broker: its frames, valid during the call.
+  using OnMessage = std::function<void(std::span<const std::string_view> frames)>;
 
-  ClusterSession& session() { return session_; }
-  const ClusterSession& session() const { return session_; }
-  // End of the loop turn: credit and pending publishes go out, and input
-  // that arrived while sending is picked up.
-  void Flush();
+  static Result<std::unique_ptr<BrokerLink>> Create(EventLoop* loop, const std::string& endpoint,
+                                                    OnMessage on_message);
 
   bool Send(std::string_view packed) override;
+  // End of the loop turn, after sending: input that arrived meanwhile is
+  // picked up (ZMQ_FD is edge-triggered).
+  void CheckReadable() { socket_->CheckReadable(); }
 
  private:
-  BrokerLink(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, ClusterOptions options,
-             ClusterSession::Handler* handler);
-  void Tick();
-  int64_t NowMs() const;
+  explicit BrokerLink(std::unique_ptr<ZmqSocket> socket) : socket_(std::move(socket)) {}
 
-  EventLoop* loop_;
   std::unique_ptr<ZmqSocket> socket_;
-  ClusterSession session_;
-  std::chrono::milliseconds tick_;
-  EventLoop::TimerId tick_timer_ = 0;
   std::vector<std::string_view> frames_;
 };
 

@@ -7,8 +7,8 @@
 // duplicate suppression of deliveries per origin instance; and the credit
 // the shard grants back, once per loop turn. Does not: touch ZeroMQ
 // (worker/broker_link does, through Transport), know sockets or channels
-// (the gateway and hub, through Handler), or read clocks. Plain data on the
-// shard's loop thread; the broker link owns one.
+// (the shard and its hub, through Handler), or read clocks. Plain data on
+// the shard's loop thread; the Shard owns one.
 #pragma once
 
 #include <cstddef>

@@ -15,7 +15,7 @@
 #include <ctime>
 #include <utility>
 
-#include "protocol/phoenix.h"
+#include "common/mono_time.h"
 #include "protocol/websocket.h"
 #include "worker/http_upgrade.h"
 
@@ -42,28 +42,6 @@ FrameRef MakeClose(uint16_t code, std::string_view text) {
   return MakeFrame(ws::Opcode::kClose, ws::ClosePayload(code, text));
 }
 
-CloseReason ReasonForCode(uint16_t code) {
-  switch (code) {
-    case ws::close_code::kMessageTooBig:
-      return CloseReason::kTooBig;
-    case ws::close_code::kInvalidPayload:
-      return CloseReason::kInvalidPayload;
-    case ws::close_code::kUnsupportedData:
-      return CloseReason::kUnsupportedData;
-    default:
-      return CloseReason::kProtocolError;
-  }
-}
-
-int64_t ResidentBytes() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  if (!f) return 0;
-  long pages = 0, resident = 0;
-  int n = std::fscanf(f, "%ld %ld", &pages, &resident);
-  std::fclose(f);
-  return n == 2 ? resident * ::sysconf(_SC_PAGESIZE) : 0;
-}
-
 }  // namespace
 
 struct HttpState {
@@ -76,16 +54,15 @@ struct HttpState {
 };
 
 struct Gateway::Conn {
-  Conn(uint64_t id, int fd, size_t max_frame)
+  Conn(ConnId id, int fd, size_t max_frame)
       : id(id), fd(fd), parser(ws::Role::kServer, max_frame) {}
-  uint64_t id;
+  ConnId id;
   int fd;
   State state = State::kHttp;
   bool writable = false;           // EPOLLOUT registered
   bool dirty = false;              // in dirty_
   bool close_after_flush = false;  // drop the connection once the queue is written
-  bool in_hub = false;
-  bool input_done = false;  // stop parsing input (after a parse error or a refusal)
+  bool input_done = false;         // stop parsing input (after a parse error or a refusal)
   bool dead = false;
   int64_t last_rx_ms = 0;
   int64_t deadline_ms = 0;  // kHttp: handshake; kClosing: close handshake
@@ -96,13 +73,14 @@ struct Gateway::Conn {
   size_t out_bytes = 0;
 };
 
-Gateway::Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, WorkerMetrics* metrics)
+Gateway::Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, Listener* listener,
+                 WorkerMetrics* metrics)
     : loop_(loop),
       listen_fd_(listen_fd),
       opt_(std::move(options)),
+      listener_(listener),
       metrics_(metrics),
       counters_(metrics->counters()),
-      hub_(opt_.hub, opt_.ref_prefix, !opt_.broker_endpoint.empty()),
       read_buf_(new char[kReadBufferSize]) {}
 
 Gateway::~Gateway() {
@@ -116,8 +94,9 @@ Gateway::~Gateway() {
 }
 
 Result<std::unique_ptr<Gateway>> Gateway::Create(EventLoop* loop, int listen_fd,
-                                                 GatewayOptions options, WorkerMetrics* metrics) {
-  std::unique_ptr<Gateway> g(new Gateway(loop, listen_fd, std::move(options), metrics));
+                                                 GatewayOptions options, Listener* listener,
+                                                 WorkerMetrics* metrics) {
+  std::unique_ptr<Gateway> g(new Gateway(loop, listen_fd, std::move(options), listener, metrics));
   Gateway* self = g.get();
   // EPOLLEXCLUSIVE: every shard of a node waits on the same inherited
   // socket; one connection should wake one of them, not all.
@@ -126,37 +105,19 @@ Result<std::unique_ptr<Gateway>> Gateway::Create(EventLoop* loop, int listen_fd,
       !s.ok()) {
     return s;
   }
-  if (!self->opt_.broker_endpoint.empty()) {
-    Result<std::unique_ptr<BrokerLink>> link =
-        BrokerLink::Create(loop, self->opt_.broker_endpoint, self->opt_.cluster, self);
-    if (!link.ok()) return link.status();
-    self->broker_ = std::move(link).value();
-    metrics->counters().clustered.store(true, std::memory_order_relaxed);
-  }
-  loop->SetBeforeSleep([self] {
-    // Credit and publishes to the broker first: the broker's next messages
-    // are then on their way while the client sockets are written.
-    if (self->broker_) {
-      self->broker_->Flush();
-      self->PublishClusterMetrics();
-    }
-    self->FlushAll();
-  });
-  loop->SetCron(std::chrono::milliseconds(250), [self] { self->Cron(); });
   return g;
 }
 
-int64_t Gateway::NowMs() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             EventLoop::Clock::now().time_since_epoch())
-      .count();
-}
-
-Gateway::Conn* Gateway::Find(uint64_t id) const {
+Gateway::Conn* Gateway::Find(ConnId id) const {
   size_t fd = id & ((uint64_t{1} << kFdBits) - 1);
   if (fd >= by_fd_.size()) return nullptr;
   Conn* c = by_fd_[fd].get();
   return c && c->id == id && !c->dead ? c : nullptr;
+}
+
+Gateway::Conn* Gateway::FindOpen(ConnId id) const {
+  Conn* c = Find(id);
+  return c && c->state == State::kOpen ? c : nullptr;
 }
 
 // --- Accepting --------------------------------------------------------------
@@ -176,9 +137,9 @@ void Gateway::OnAcceptable() {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (static_cast<size_t>(fd) >= by_fd_.size()) by_fd_.resize(static_cast<size_t>(fd) + 1);
-    uint64_t id = (next_seq_++ << kFdBits) | static_cast<uint64_t>(fd);
+    ConnId id = (next_seq_++ << kFdBits) | static_cast<uint64_t>(fd);
     auto c = std::make_unique<Conn>(id, fd, opt_.max_frame_bytes);
-    const int64_t now = NowMs();
+    const int64_t now = MonoNowMs();
     c->last_rx_ms = now;
     c->deadline_ms = now + opt_.handshake_timeout.count();
     c->http = std::make_unique<HttpState>();
@@ -208,11 +169,12 @@ void Gateway::PauseAccept() {
 
 // --- Input ------------------------------------------------------------------
 
-void Gateway::OnEvent(uint64_t id, uint32_t events) {
+void Gateway::OnEvent(ConnId id, uint32_t events) {
   Conn* c = Find(id);
   if (!c) return;
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) OnReadable(c);
   if (!c->dead && (events & EPOLLOUT)) Flush(c);
+  read_time_ns_ = 0;
   Settle();
 }
 
@@ -221,8 +183,9 @@ void Gateway::OnReadable(Conn* c) {
     ssize_t n = ::read(c->fd, read_buf_.get(), kReadBufferSize);
     if (n > 0) {
       counters_.bytes_received.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      c->last_rx_ms = NowMs();
-      read_time_ns_ = EventLoop::Clock::now().time_since_epoch().count();
+      const MonoTime now = MonoNow();
+      c->last_rx_ms = ToMs(now);
+      read_time_ns_ = ToNs(now);
       if (c->input_done) {
         // Closing after a parse error or a refusal: input is discarded.
       } else if (c->state == State::kHttp) {
@@ -275,14 +238,13 @@ void Gateway::OnHttpBytes(Conn* c, const char* data, size_t n) {
     c->input_done = true;
     c->close_after_flush = true;
     c->state = State::kClosing;
-    c->deadline_ms = NowMs() + opt_.close_timeout.count();
+    c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
     return;
   }
   c->state = State::kOpen;
   ++websockets_;
   counters_.connections.store(static_cast<int64_t>(websockets_), std::memory_order_relaxed);
-  hub_.Connect(c->id, std::move(d.identity));
-  c->in_hub = true;
+  listener_->OnOpen(c->id, std::move(d.identity));
   if (!leftover.empty()) OnWsBytes(c, leftover.data(), leftover.size());
 }
 
@@ -294,7 +256,7 @@ void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
       case ws::Event::Kind::kText:
       case ws::Event::Kind::kBinary:
         if (c->state == State::kOpen) {
-          OnMessage(c, ev.kind == ws::Event::Kind::kBinary, ev.payload);
+          listener_->OnMessage(c->id, ev.kind == ws::Event::Kind::kBinary, ev.payload);
         }
         break;
       case ws::Event::Kind::kPing:
@@ -313,7 +275,7 @@ void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
                   /*force=*/true);
           c->close_after_flush = true;
           c->input_done = true;
-          c->deadline_ms = NowMs() + opt_.close_timeout.count();
+          c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
         } else {
           Destroy(c);  // the answer to the close we started
         }
@@ -323,7 +285,7 @@ void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
   if (err != 0 && !c->dead) {
     c->input_done = true;
     if (c->state == State::kOpen) {
-      CloseWith(c, err, ReasonForCode(err), "invalid frame");
+      CloseWith(c, err, ReasonForCloseCode(err), "invalid frame");
       c->close_after_flush = true;
     } else {
       Destroy(c);
@@ -331,78 +293,33 @@ void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
   }
 }
 
-void Gateway::OnMessage(Conn* c, bool binary, std::string_view payload) {
-  phx::Message msg;
-  phx::DecodeError err;
-  bool ok = binary ? phx::DecodeBinary(payload, &msg, &err) : phx::DecodeText(payload, &msg, &err);
-  if (!ok) {
-    spdlog::debug("conn {}: undecodable message: {}", c->fd, err.what);
-    c->input_done = true;
-    CloseWith(c, err.close_code, ReasonForCode(err.close_code), err.what);
-    c->close_after_flush = true;
-    return;
-  }
-  std::vector<Action> actions;
-  if (broker_) {
-    hub_.SetBroadcastsOpen(broker_->session().CanPublish(msg.payload.size()));
-    hub_.SetClusterUp(broker_->session().up());
-  }
-  hub_.Handle(c->id, msg, NowMs(), &actions);
-  // Only a client's own message starts the deliver-latency clock; fan-outs
-  // the shard makes itself (presence leaves of a closed socket) do not.
-  message_read_ns_ = read_time_ns_;
-  Perform(actions);
-  message_read_ns_ = 0;
-}
-
 // --- Output -----------------------------------------------------------------
 
-void Gateway::Perform(std::vector<Action>& actions) {
-  for (Action& a : actions) {
-    switch (a.kind) {
-      case Action::Kind::kSend: {
-        Conn* c = Find(a.conn);
-        if (c && c->state == State::kOpen) {
-          Enqueue(c, MakeFrame(a.binary ? ws::Opcode::kBinary : ws::Opcode::kText, a.data));
-        }
-        break;
-      }
-      case Action::Kind::kFanout: {
-        const std::vector<ConnId>* subs = hub_.Subscribers(a.topic);
-        if (!subs) {
-          if (a.publish && broker_) broker_->session().Publish(a.topic, a.data, a.binary);
-          break;
-        }
-        // Encode once: one frame, one reference per recipient.
-        FrameRef frame = MakeFrame(a.binary ? ws::Opcode::kBinary : ws::Opcode::kText, a.data);
-        uint64_t delivered = 0;
-        for (ConnId id : *subs) {
-          if (id == a.conn) continue;
-          Conn* c = Find(id);
-          if (c && c->state == State::kOpen && Enqueue(c, frame)) ++delivered;
-        }
-        counters_.deliveries.fetch_add(delivered, std::memory_order_relaxed);
-        if (message_read_ns_ != 0) turn_broadcasts_ns_.push_back(message_read_ns_);
-        // The rest of the cluster, after the local sockets: the origin
-        // never waits for the broker to deliver to its own.
-        if (a.publish && broker_) broker_->session().Publish(a.topic, a.data, a.binary);
-        break;
-      }
-      case Action::Kind::kSubscribe:
-        if (broker_) broker_->session().Subscribe(a.topic);
-        break;
-      case Action::Kind::kUnsubscribe:
-        if (broker_) broker_->session().Unsubscribe(a.topic);
-        break;
-      case Action::Kind::kPresence:
-        if (broker_) broker_->session().Presence(a.topic, a.data);
-        break;
-      case Action::Kind::kClose: {
-        Conn* c = Find(a.conn);
-        if (c) CloseWith(c, a.close_code, CloseReason::kProtocolError, "closed by the shard");
-        break;
-      }
-    }
+void Gateway::Send(ConnId conn, bool binary, std::string_view message) {
+  if (Conn* c = FindOpen(conn)) {
+    Enqueue(c, MakeFrame(binary ? ws::Opcode::kBinary : ws::Opcode::kText, message));
+  }
+}
+
+uint64_t Gateway::Deliver(std::span<const ConnId> to, ConnId except, bool binary,
+                          std::string_view message) {
+  if (to.empty()) return 0;
+  // Encode once: one frame, one reference per recipient.
+  FrameRef frame = MakeFrame(binary ? ws::Opcode::kBinary : ws::Opcode::kText, message);
+  uint64_t delivered = 0;
+  for (ConnId id : to) {
+    if (id == except) continue;
+    Conn* c = FindOpen(id);
+    if (c && Enqueue(c, frame)) ++delivered;
+  }
+  return delivered;
+}
+
+void Gateway::Close(ConnId conn, uint16_t code, CloseReason reason, std::string_view text) {
+  if (Conn* c = FindOpen(conn)) {
+    c->input_done = true;
+    CloseWith(c, code, reason, text);
+    c->close_after_flush = true;
   }
 }
 
@@ -506,20 +423,15 @@ void Gateway::FlushAll() {
   // repeat until nothing is pending, so the loop never sleeps on queued data.
   do {
     Settle();
-    std::vector<uint64_t> ids;
+    std::vector<ConnId> ids;
     ids.swap(dirty_);
-    for (uint64_t id : ids) {
+    for (ConnId id : ids) {
       Conn* c = Find(id);
       if (!c) continue;
       c->dirty = false;
       if (!c->writable) Flush(c);
     }
-  } while (!dirty_.empty() || !pending_leave_.empty());
-  if (!turn_broadcasts_ns_.empty()) {
-    const int64_t now = EventLoop::Clock::now().time_since_epoch().count();
-    for (int64_t t : turn_broadcasts_ns_) metrics_->ObserveDeliverLatency(now - t);
-    turn_broadcasts_ns_.clear();
-  }
+  } while (!dirty_.empty() || !closed_.empty());
   graveyard_.clear();
 }
 
@@ -531,26 +443,19 @@ void Gateway::EndOpen(Conn* c, CloseReason reason) {
   --websockets_;
   counters_.connections.store(static_cast<int64_t>(websockets_), std::memory_order_relaxed);
   metrics_->AddClose(reason);
-  LeaveHub(c);
+  closed_.push_back(c->id);
 }
 
 void Gateway::CloseWith(Conn* c, uint16_t code, CloseReason reason, std::string_view text) {
   if (c->state != State::kOpen) return;
   EndOpen(c, reason);
   Enqueue(c, MakeClose(code, text), /*force=*/true);
-  c->deadline_ms = NowMs() + opt_.close_timeout.count();
-}
-
-void Gateway::LeaveHub(Conn* c) {
-  if (!c->in_hub) return;
-  c->in_hub = false;
-  pending_leave_.push_back(c->id);
+  c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
 }
 
 void Gateway::Destroy(Conn* c) {
   if (c->dead) return;
   EndOpen(c, CloseReason::kIoError);
-  LeaveHub(c);
   loop_->Remove(c->fd);
   ::close(c->fd);
   c->dead = true;
@@ -564,29 +469,13 @@ void Gateway::Destroy(Conn* c) {
 void Gateway::Settle() {
   if (settling_) return;
   settling_ = true;
-  while (!pending_leave_.empty()) {
-    std::vector<uint64_t> ids;
-    ids.swap(pending_leave_);
-    for (uint64_t id : ids) {
-      std::vector<Action> actions;
-      hub_.Disconnect(id, &actions);
-      Perform(actions);
-    }
+  // What the listener does for a closed socket (presence leaves) can close
+  // more sockets (slow consumers): until none is left.
+  while (!closed_.empty()) {
+    std::vector<ConnId> ids;
+    ids.swap(closed_);
+    for (ConnId id : ids) listener_->OnClosed(id);
   }
-  const Hub::Stats& s = hub_.stats();
-  counters_.joins_ok.store(s.joins_ok, std::memory_order_relaxed);
-  counters_.joins_unauthorized.store(s.joins_unauthorized, std::memory_order_relaxed);
-  counters_.joins_too_many.store(s.joins_too_many, std::memory_order_relaxed);
-  counters_.joins_invalid_presence.store(s.joins_invalid_presence, std::memory_order_relaxed);
-  counters_.joins_rate_limited.store(s.joins_rate_limited, std::memory_order_relaxed);
-  counters_.broadcasts.store(s.broadcasts, std::memory_order_relaxed);
-  auto& r = counters_.rejections;
-  r[static_cast<size_t>(Rejection::kRateLimited)].store(s.rate_limited, std::memory_order_relaxed);
-  r[static_cast<size_t>(Rejection::kUnmatchedTopic)].store(s.unmatched, std::memory_order_relaxed);
-  r[static_cast<size_t>(Rejection::kReservedEvent)].store(s.reserved_refused,
-                                                          std::memory_order_relaxed);
-  r[static_cast<size_t>(Rejection::kStaleJoinRef)].store(s.stale_dropped,
-                                                         std::memory_order_relaxed);
   settling_ = false;
   if (draining_ && live_ == 0 && drained_) {
     auto done = std::move(drained_);
@@ -597,66 +486,8 @@ void Gateway::Settle() {
 
 // --- Housekeeping -----------------------------------------------------------
 
-// --- The broker ---------------------------------------------------------------
-
-void Gateway::ClusterState(std::vector<std::string>* topics,
-                           std::vector<mesh::TopicState>* presence) {
-  hub_.ClusterState(topics, presence);
-}
-
-void Gateway::Deliver(std::string_view topic, std::string_view message, bool binary) {
-  if (hub_.Subscribers(topic) == nullptr) return;  // the last one left since we unsubscribed
-  actions_.clear();
-  actions_.push_back(Action{.kind = Action::Kind::kFanout,
-                            .topic = std::string(topic),
-                            .data = std::string(message),
-                            .binary = binary});
-  Perform(actions_);
-  actions_.clear();
-  Settle();
-}
-
-void Gateway::RemotePresence(std::string_view topic, std::string_view json, bool snapshot) {
-  actions_.clear();
-  if (snapshot) {
-    hub_.RemoteSnapshot(topic, json, &actions_);
-  } else {
-    hub_.RemoteDiff(topic, json, &actions_);
-  }
-  Perform(actions_);
-  actions_.clear();
-  Settle();
-}
-
-void Gateway::PublishClusterMetrics() {
-  const ClusterSession& s = broker_->session();
-  const ClusterSession::Counters& c = s.counters();
-  auto set = [](auto& atomic, auto v) { atomic.store(v, std::memory_order_relaxed); };
-  set(counters_.broker_up, s.up() ? 1 : 0);
-  set(counters_.broker_epoch, s.epoch());
-  set(counters_.broker_out_messages, s.outbox_messages());
-  set(counters_.broker_out_bytes, s.outbox_bytes());
-  set(counters_.broker_in_messages, s.uncredited());
-  set(counters_.cluster_published, c.published);
-  set(counters_.cluster_acked, c.acked);
-  set(counters_.cluster_delivered, c.delivered);
-  set(counters_.cluster_duplicates, c.duplicates);
-  set(counters_.cluster_presence, c.presence);
-  set(counters_.cluster_hellos, c.hellos);
-  set(counters_.cluster_epoch_changes, c.epoch_changes);
-  set(counters_.cluster_broker_lost, c.broker_lost);
-  set(counters_.cluster_bad_frames, c.bad_frames);
-  set(counters_.broadcasts_refused, hub_.stats().broadcasts_refused);
-}
-
-void Gateway::Cron() {
-  const int64_t now = NowMs();
-  if (broker_) {
-    actions_.clear();
-    hub_.SendOverdueStates(now, &actions_);
-    Perform(actions_);
-    actions_.clear();
-  }
+void Gateway::Sweep() {
+  const int64_t now = MonoNowMs();
   size_t max_queue = 0;
   for (auto& slot : by_fd_) {
     Conn* c = slot.get();
@@ -682,10 +513,6 @@ void Gateway::Cron() {
   counters_.client_queue_bytes.store(queued_bytes_, std::memory_order_relaxed);
   counters_.client_queue_max_bytes.store(static_cast<int64_t>(max_queue),
                                          std::memory_order_relaxed);
-  counters_.loop_lag_ns.store(loop_->last_timer_lag().count(), std::memory_order_relaxed);
-  if (++cron_ticks_ % 4 == 0) {
-    counters_.resident_bytes.store(ResidentBytes(), std::memory_order_relaxed);
-  }
   Settle();
 }
 
@@ -697,7 +524,7 @@ void Gateway::Drain(std::function<void()> done) {
     loop_->Remove(listen_fd_);
     accepting_ = false;
   }
-  const int64_t deadline = NowMs() + opt_.shutdown_timeout.count();
+  const int64_t deadline = MonoNowMs() + opt_.shutdown_timeout.count();
   for (auto& slot : by_fd_) {
     Conn* c = slot.get();
     if (!c || c->dead) continue;

@@ -1,18 +1,17 @@
-// Gateway: the I/O of one shard — client sockets on the shard's event loop.
+// Gateway: the client sockets of one shard — bytes in, frames out.
 //
 // Owns: accepting on the listening socket (inherited or bound by main), each
 // connection from HTTP request to WebSocket close (Beast parses the request,
-// protocol/websocket frames, protocol/phoenix decodes), the per-socket
-// outbound queues of shared frames flushed once per loop turn
-// (BeforeSleep), transport limits (frame size, outbound bytes, idle and
-// handshake timeouts, max connections), the SIGTERM drain, and the shard's
-// counters. Decisions about channels and presence are the Hub's: the gateway
-// feeds it events and performs its actions. In a cluster it also owns the
-// link to the node's broker (worker/broker_link) and is its Handler: what the
-// hub says the broker must hear goes there, and other shards' broadcasts and
-// presence come back through it.
-// Runs on the one loop thread; owns its connections; the loop and metrics
-// are the caller's and outlive it.
+// worker/http_upgrade decides the answer, protocol/websocket frames), the
+// per-socket outbound queues of shared frames flushed once per loop turn
+// (FlushAll), transport limits (frame size, outbound bytes, idle and
+// handshake timeouts, max connections), the SIGTERM drain, and the transport
+// counters (bytes, frames, connections, closes, refusals). Does not: decode
+// Phoenix messages or decide anything about channels — a complete WebSocket
+// data message goes up to the Listener (the Shard), which answers through
+// Send / Deliver / Close.
+// Runs on the one loop thread; owns its connections; the loop, the listener
+// and the metrics are the caller's and outlive it.
 #pragma once
 
 #include <chrono>
@@ -20,15 +19,16 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/event_loop.h"
 #include "common/status.h"
-#include "worker/broker_link.h"
-#include "worker/cluster_session.h"
 #include "worker/frame_ref.h"
 #include "worker/hub.h"
+#include "worker/reasons.h"
 #include "worker/worker_metrics.h"
 
 namespace sb::worker {
@@ -43,21 +43,50 @@ struct GatewayOptions {
   std::chrono::milliseconds close_timeout{2000};
   std::chrono::milliseconds shutdown_timeout{5000};
   std::optional<std::string> token_secret;
-  HubLimits hub;
-  std::string ref_prefix;  // see Hub
-  // The node's broker (tcp:// or ipc://); empty: a shard on its own.
-  std::string broker_endpoint;
-  ClusterOptions cluster;
 };
 
-class Gateway : private ClusterSession::Handler {
+class Gateway {
  public:
+  // What the gateway reports, in the order it happens on a socket.
+  class Listener {
+   public:
+    virtual ~Listener() = default;
+    // The WebSocket is open; `identity` from its token (auth on).
+    virtual void OnOpen(ConnId conn, std::optional<Identity> identity) = 0;
+    // One complete data message; `payload` is valid during the call.
+    virtual void OnMessage(ConnId conn, bool binary, std::string_view payload) = 0;
+    // The WebSocket stopped being open (closed, failed, timed out). Called
+    // from Settle, never in the middle of a Deliver.
+    virtual void OnClosed(ConnId conn) = 0;
+  };
+
   // Serves `listen_fd` (non-blocking, listening; not owned) on `loop`.
   static Result<std::unique_ptr<Gateway>> Create(EventLoop* loop, int listen_fd,
-                                                 GatewayOptions options, WorkerMetrics* metrics);
+                                                 GatewayOptions options, Listener* listener,
+                                                 WorkerMetrics* metrics);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
+
+  // One message to one open socket.
+  void Send(ConnId conn, bool binary, std::string_view message);
+  // One message to every open socket of `to` except `except`, framed once
+  // and shared. Returns how many sockets it was queued on.
+  uint64_t Deliver(std::span<const ConnId> to, ConnId except, bool binary,
+                   std::string_view message);
+  // Closes an open socket for what it sent: close frame `code`, its input
+  // no longer read, the connection dropped once the frame is written.
+  void Close(ConnId conn, uint16_t code, CloseReason reason, std::string_view text);
+
+  // Runs what closes have put off (Listener::OnClosed), then drain
+  // completion. The gateway calls it at the end of each of its own entry
+  // points; whoever else calls Send / Deliver / Close calls it when done.
+  void Settle();
+  // End of a loop turn: writes every socket with queued frames (one
+  // sendmsg each, up to 64 frames), settling what the writes closed.
+  void FlushAll();
+  // Housekeeping: handshake, idle and close deadlines; queue gauges.
+  void Sweep();
 
   // Stops accepting, closes every socket with 1012 (service restart: clients
   // come back, to another shard on the same port) and calls `done` once
@@ -65,28 +94,21 @@ class Gateway : private ClusterSession::Handler {
   void Drain(std::function<void()> done);
 
   size_t connections() const { return live_; }
+  // Monotonic ns when the input being handled was read (0 outside input).
+  int64_t read_time_ns() const { return read_time_ns_; }
 
  private:
   struct Conn;
   enum class State : uint8_t { kHttp, kOpen, kClosing };
 
-  Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, WorkerMetrics* metrics);
-
-  // ClusterSession::Handler
-  void ClusterState(std::vector<std::string>* topics,
-                    std::vector<mesh::TopicState>* presence) override;
-  void Deliver(std::string_view topic, std::string_view message, bool binary) override;
-  void RemotePresence(std::string_view topic, std::string_view json, bool snapshot) override;
-  // Once per loop turn: the broker link's and the hub's numbers into metrics.
-  void PublishClusterMetrics();
+  Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, Listener* listener,
+          WorkerMetrics* metrics);
 
   void OnAcceptable();
-  void OnEvent(uint64_t id, uint32_t events);
+  void OnEvent(ConnId id, uint32_t events);
   void OnReadable(Conn* c);
   void OnHttpBytes(Conn* c, const char* data, size_t n);
   void OnWsBytes(Conn* c, char* data, size_t n);
-  void OnMessage(Conn* c, bool binary, std::string_view payload);
-  void Perform(std::vector<Action>& actions);
 
   // Queues a frame; false (and the socket is closing) if it would pass
   // --max-outbound. `force`: close frames and HTTP responses, never refused.
@@ -94,41 +116,32 @@ class Gateway : private ClusterSession::Handler {
   void SlowConsumer(Conn* c);
   void MarkDirty(Conn* c);
   void Flush(Conn* c);
-  void FlushAll();
   void SetWritable(Conn* c, bool want);
 
-  // The WebSocket stops being open (counted once, by `reason`); it leaves the hub.
+  // The WebSocket stops being open (counted once, by `reason`); the
+  // listener hears of it in Settle.
   void EndOpen(Conn* c, CloseReason reason);
   // Starts the close handshake: close frame `code`, no more input handled.
   void CloseWith(Conn* c, uint16_t code, CloseReason reason, std::string_view text);
   // Closes the fd now; the Conn is freed at the end of the loop turn.
   void Destroy(Conn* c);
-  void LeaveHub(Conn* c);
-  // Runs what closes have put off (hub disconnects and their presence
-  // diffs), then drain completion. Called at the end of every entry point.
-  void Settle();
-  void Cron();
   void PauseAccept();
 
-  Conn* Find(uint64_t id) const;
-  int64_t NowMs() const;
+  Conn* Find(ConnId id) const;
+  Conn* FindOpen(ConnId id) const;
 
   EventLoop* loop_;
   int listen_fd_;
   GatewayOptions opt_;
+  Listener* listener_;
   WorkerMetrics* metrics_;
   WorkerCounters& counters_;
-  Hub hub_;
 
   std::vector<std::unique_ptr<Conn>> by_fd_;  // index: fd
   std::vector<std::unique_ptr<Conn>> graveyard_;
-  std::vector<uint64_t> dirty_;
-  std::vector<uint64_t> pending_leave_;  // hub disconnects put off until Settle
-  std::vector<Action> actions_;
-  std::vector<int64_t> turn_broadcasts_ns_;  // read times of this turn's broadcasts
-  int64_t read_time_ns_ = 0;                 // when the input being handled was read
-  int64_t message_read_ns_ = 0;              // read time of the client message being performed
-  uint64_t cron_ticks_ = 0;
+  std::vector<ConnId> dirty_;
+  std::vector<ConnId> closed_;  // open sockets that ended: OnClosed put off until Settle
+  int64_t read_time_ns_ = 0;
   uint64_t next_seq_ = 1;
   size_t live_ = 0;  // Conn objects with an open fd (all states)
   size_t websockets_ = 0;
@@ -137,8 +150,7 @@ class Gateway : private ClusterSession::Handler {
   bool draining_ = false;
   std::function<void()> drained_;
   bool settling_ = false;
-  std::unique_ptr<char[]> read_buf_;    // one per loop: sockets keep no read buffer of their own
-  std::unique_ptr<BrokerLink> broker_;  // null unless options.broker_endpoint is set
+  std::unique_ptr<char[]> read_buf_;  // one per loop: sockets keep no read buffer of their own
 };
 
 }  // namespace sb::worker

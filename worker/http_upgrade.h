@@ -15,7 +15,7 @@
 #include <string_view>
 
 #include "worker/hub.h"
-#include "worker/worker_metrics.h"
+#include "worker/reasons.h"
 
 namespace sb::worker {
 

@@ -38,8 +38,8 @@ Action Send(ConnId conn, std::string data) {
   return Action{.kind = Action::Kind::kSend, .conn = conn, .data = std::move(data)};
 }
 
-Action Fanout(std::string_view topic, ConnId except, std::string data, bool binary = false) {
-  return Action{.kind = Action::Kind::kFanout,
+Action Broadcast(std::string_view topic, ConnId except, std::string data, bool binary = false) {
+  return Action{.kind = Action::Kind::kBroadcast,
                 .conn = except,
                 .topic = std::string(topic),
                 .data = std::move(data),
@@ -98,8 +98,20 @@ PresenceParse ParseJoinPresence(std::string_view payload, PresenceRequest* reque
 
 }  // namespace
 
-Hub::Hub(HubLimits limits, std::string ref_prefix, bool cluster)
+Hub::Hub(HubLimits limits, std::string ref_prefix, const ClusterView* cluster)
     : limits_(limits), ref_prefix_(std::move(ref_prefix)), cluster_(cluster) {}
+
+// Every entry point that appends actions ends here: a broadcast goes to the
+// topic's subscribers as they are once the whole call has changed the
+// tables (a leaving socket is gone, an emptied topic has nobody).
+void Hub::Resolve(std::vector<Action>* out, size_t first) const {
+  for (size_t i = first; i < out->size(); ++i) {
+    Action& a = (*out)[i];
+    if (a.kind != Action::Kind::kBroadcast) continue;
+    const std::vector<ConnId>* subs = Subscribers(a.topic);
+    a.recipients = subs ? std::span<const ConnId>(*subs) : std::span<const ConnId>();
+  }
+}
 
 void Hub::Connect(ConnId conn, std::optional<Identity> identity) {
   std::unique_ptr<const std::vector<std::string>> patterns;
@@ -111,6 +123,12 @@ void Hub::Connect(ConnId conn, std::optional<Identity> identity) {
 }
 
 void Hub::Handle(ConnId id, const phx::Message& msg, int64_t now_ms, std::vector<Action>* out) {
+  const size_t first = out->size();
+  HandleOne(id, msg, now_ms, out);
+  Resolve(out, first);
+}
+
+void Hub::HandleOne(ConnId id, const phx::Message& msg, int64_t now_ms, std::vector<Action>* out) {
   // Heartbeats are answered whatever the socket's state or rate: they are
   // what keeps phoenix.js from reconnecting.
   if (msg.topic == kPhoenixTopic && msg.event == kHeartbeat) {
@@ -196,7 +214,7 @@ void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector
   // state arrives for the current join_ref. The joiner's own meta is in it,
   // and in a cluster every other shard's: once the broker has said who they
   // are (RemoteSnapshot), or when it cannot.
-  if (cluster_ && cluster_up_ && !topic.remote_known) {
+  if (cluster_ && cluster_->up() && !topic.remote_known) {
     topic.pending_states.push_back({id, msg.join_ref, now_ms_});
   } else {
     out->push_back(StateFor(id, msg.join_ref, msg.topic, topic));
@@ -204,7 +222,7 @@ void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector
   // To everyone, the joiner included, as Phoenix does; phoenix.js ignores the
   // meta it already has from the state by its phx_ref.
   if (diff)
-    out->push_back(Fanout(msg.topic, 0, phx::EncodeBroadcast(msg.topic, kPresenceDiff, *diff)));
+    out->push_back(Broadcast(msg.topic, 0, phx::EncodeBroadcast(msg.topic, kPresenceDiff, *diff)));
 }
 
 Action Hub::StateFor(ConnId conn, const std::optional<std::string>& join_ref, std::string_view name,
@@ -244,7 +262,7 @@ void Hub::HandlePush(ConnId id, Conn& conn, const phx::Message& msg, std::vector
     ++stats_.stale_dropped;
     return;
   }
-  if (!broadcasts_open_) {
+  if (cluster_ && !cluster_->CanPublish(msg.payload.size())) {
     ++stats_.broadcasts_refused;
     ReplyError(id, msg, joined.join_ref, "unavailable", out);
     return;
@@ -256,12 +274,13 @@ void Hub::HandlePush(ConnId id, Conn& conn, const phx::Message& msg, std::vector
     // frame is never relayed.
     std::string frame = phx::EncodeBinaryBroadcast(msg.topic, msg.event, msg.payload);
     if (!frame.empty()) {
-      out->push_back(Fanout(msg.topic, id, std::move(frame), /*binary=*/true));
-      out->back().publish = cluster_;
+      out->push_back(Broadcast(msg.topic, id, std::move(frame), /*binary=*/true));
+      out->back().publish = cluster_ != nullptr;
     }
   } else {
-    out->push_back(Fanout(msg.topic, id, phx::EncodeBroadcast(msg.topic, msg.event, msg.payload)));
-    out->back().publish = cluster_;
+    out->push_back(
+        Broadcast(msg.topic, id, phx::EncodeBroadcast(msg.topic, msg.event, msg.payload)));
+    out->back().publish = cluster_ != nullptr;
   }
   // The channel's join_ref, as Phoenix replies; it differs from the
   // message's only when the client sent null.
@@ -272,8 +291,18 @@ void Hub::Disconnect(ConnId id, std::vector<Action>* out) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
   Conn& conn = it->second;
+  const size_t first = out->size();
   while (!conn.joined.empty()) Unsubscribe(id, conn, conn.joined.size() - 1, id, out);
   conns_.erase(it);
+  Resolve(out, first);
+}
+
+std::span<const ConnId> Hub::Deliver(std::string_view topic) {
+  const std::vector<ConnId>* subs = Subscribers(topic);
+  // None: the last one left after the broker routed it here.
+  if (subs == nullptr) return {};
+  ++stats_.deliveries_from_cluster;
+  return *subs;
 }
 
 const std::vector<ConnId>* Hub::Subscribers(std::string_view topic) const {
@@ -304,7 +333,7 @@ void Hub::Unsubscribe(ConnId id, Conn& conn, size_t index, ConnId except,
     // the whole of its presence_diff for the topic.
     std::string ref = PresenceRef(joined.presence_seq);
     if (auto diff = topic.presence->Untrack(joined.presence_key, ref)) {
-      out->push_back(Fanout(name, except, phx::EncodeBroadcast(name, kPresenceDiff, *diff)));
+      out->push_back(Broadcast(name, except, phx::EncodeBroadcast(name, kPresenceDiff, *diff)));
       PresenceAction(name, joined.presence_key, ref, nullptr, out);
     }
     if (topic.presence->empty()) topic.presence.reset();
@@ -339,7 +368,9 @@ void Hub::RemoteDiff(std::string_view topic, std::string_view diff_json, std::ve
     ++stats_.remote_invalid;
     return;
   }
-  out->push_back(Fanout(topic, 0, phx::EncodeBroadcast(topic, kPresenceDiff, diff_json)));
+  const size_t first = out->size();
+  out->push_back(Broadcast(topic, 0, phx::EncodeBroadcast(topic, kPresenceDiff, diff_json)));
+  Resolve(out, first);
 }
 
 void Hub::RemoteSnapshot(std::string_view topic, std::string_view state_json,
@@ -352,13 +383,15 @@ void Hub::RemoteSnapshot(std::string_view topic, std::string_view state_json,
   }
   auto it = topics_.find(topic);
   it->second.remote_known = true;
+  const size_t first = out->size();
   // Joiners that waited for this get the whole cluster's state first; the
   // diff below then changes nothing for them (phoenix.js matches metas by
   // phx_ref).
   SendPendingStates(*it, INT64_MAX, out);
   if (diff.value()) {
-    out->push_back(Fanout(topic, 0, phx::EncodeBroadcast(topic, kPresenceDiff, *diff.value())));
+    out->push_back(Broadcast(topic, 0, phx::EncodeBroadcast(topic, kPresenceDiff, *diff.value())));
   }
+  Resolve(out, first);
 }
 
 void Hub::SendPendingStates(TopicMap::value_type& entry, int64_t older_than_ms,
@@ -382,6 +415,7 @@ void Hub::SendPendingStates(TopicMap::value_type& entry, int64_t older_than_ms,
 }
 
 void Hub::SendOverdueStates(int64_t now_ms, std::vector<Action>* out) {
+  // Presence states only (kSend): nothing here to resolve.
   for (auto& entry : topics_) {
     if (!entry.second.pending_states.empty()) {
       SendPendingStates(entry, now_ms - kStateWaitMs, out);

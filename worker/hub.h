@@ -3,31 +3,35 @@
 // Owns: which socket joined which topic under which join_ref, the topic →
 // subscribers table, presence on this shard, per-socket limits that are
 // decisions (max joined topics, message rate, topic authorization), and every
-// protocol answer Phoenix gives (../shared/PHOENIX-PROTOCOL.md §3, §4).
-// Input is events (a socket connected, sent a decoded message, went away)
-// plus the current time; output is a list of `Action`s. Does not: touch
-// sockets, frame WebSocket messages, read clocks, or count bytes — the
-// gateway (worker/gateway) performs the actions and owns transport limits.
-// Runs on the shard's loop thread; the gateway owns the one Hub.
+// protocol answer Phoenix gives (docs/WORKER.md, "Protocol").
+// Input is events (a socket connected, sent a decoded message, went away,
+// another shard's broadcast or presence came) plus the current time; output
+// is a list of `Action`s. Does not: touch sockets, frame WebSocket messages,
+// read clocks, or count bytes — the shard (worker/shard) performs the
+// actions, and the gateway (worker/gateway) owns transport limits.
+// Runs on the shard's loop thread; the Shard owns the one Hub.
 //
-// Actions are appended in the order the client must see them, and describe
-// the hub's state after the call: a kFanout goes to Subscribers(topic) as
-// they are when the call returns. A kFanout is emitted even when no local
-// socket would receive it (the topic may have just emptied), so whoever
-// relays fan-outs beyond this shard sees every one.
+// Actions are appended in the order the client must see them. A
+// kBroadcast names its recipients: the topic's subscribers as they are when
+// the call returns (a leaving socket is no longer one). It is emitted even
+// when nobody here receives it (the topic may have just emptied), so the
+// rest of the cluster sees every client broadcast.
 //
-// In a cluster (Hub::Options::cluster) the hub also says what the broker
+// In a cluster (a ClusterView is given) the hub also says what the broker
 // must hear: kSubscribe / kUnsubscribe when a topic gets its first local
 // subscriber or loses its last, kPresence with each local presence change,
-// and `publish` on the fan-outs of client broadcasts. What other shards
-// report comes back through RemoteDiff / RemoteSnapshot; a joiner's
-// presence_state covers the whole cluster.
+// and `publish` on a client's broadcast. It asks the view whether the broker
+// is up and whether a broadcast fits in the outbox. What other shards send
+// comes in through Deliver (their broadcasts) and RemoteDiff /
+// RemoteSnapshot (their presence); a joiner's presence_state covers the
+// whole cluster.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -49,14 +53,12 @@ struct HubLimits {
   double message_burst = 200;        // bucket size
 };
 
-// What the gateway does for the hub. Messages in `data` are Phoenix messages
+// What the shard does for the hub. Messages in `data` are Phoenix messages
 // (protocol/phoenix encodings), not yet WebSocket-framed.
 struct Action {
   enum class Kind {
-    kSend,    // one message to socket `conn`
-    kFanout,  // one message to every subscriber of `topic` except `conn` (0: none excepted),
-              // framed once and shared
-    kClose,   // close socket `conn` with `close_code`
+    kSend,       // one message to socket `conn`
+    kBroadcast,  // one message to `recipients` except `conn` (0: none excepted), framed once
     // Cluster only:
     kSubscribe,    // `topic` got its first local subscriber
     kUnsubscribe,  // `topic` lost its last local subscriber
@@ -66,9 +68,21 @@ struct Action {
   ConnId conn = 0;
   std::string topic;
   std::string data;
+  // kBroadcast: the subscribers of `topic` when the hub call returned; a view
+  // into the hub, valid until the next call into it.
+  std::span<const ConnId> recipients;
   bool binary = false;
-  bool publish = false;  // kFanout of a client broadcast: the rest of the cluster gets it too
-  uint16_t close_code = 0;
+  bool publish = false;  // kBroadcast of a client's message: the rest of the cluster gets it too
+};
+
+// What the hub asks of the shard's link to the broker.
+class ClusterView {
+ public:
+  virtual ~ClusterView() = default;
+  // The broker is there to answer (a subscribe's presence snapshot will come).
+  virtual bool up() const = 0;
+  // A client broadcast of `bytes` fits in the outbox to the broker.
+  virtual bool CanPublish(size_t bytes) const = 0;
 };
 
 // Who a socket is, from its token (absent when auth is off).
@@ -80,9 +94,11 @@ struct Identity {
 class Hub {
  public:
   // `ref_prefix` makes presence phx_refs unique across shards and restarts.
-  Hub(HubLimits limits, std::string ref_prefix, bool cluster = false);
+  // `cluster` (not owned, outlives the hub): the shard is part of a cluster;
+  // null: a shard on its own.
+  Hub(HubLimits limits, std::string ref_prefix, const ClusterView* cluster = nullptr);
 
-  // A new socket. Ids are nonzero (0 means "nobody" in kFanout) and are not
+  // A new socket. Ids are nonzero (0 means "nobody" in kBroadcast) and are not
   // reused while connected; connecting a connected id changes nothing.
   void Connect(ConnId conn, std::optional<Identity> identity);
   // A decoded client message. `now_ms` is monotonic milliseconds. Heartbeats
@@ -94,14 +110,16 @@ class Hub {
   // its presences leave with one presence_diff per topic.
   void Disconnect(ConnId conn, std::vector<Action>* out);
 
-  // Cluster: whether client broadcasts are accepted (the shard's outbox to
-  // the broker has room). While not, a broadcast is refused with
-  // {"reason":"unavailable"} and goes nowhere, not even to local sockets.
-  void SetBroadcastsOpen(bool open) { broadcasts_open_ = open; }
-  // Cluster: whether the broker is there to answer (a subscribe's snapshot).
-  // While it is not, joiners get their presence_state at once, with what is
-  // known of the other shards.
-  void SetClusterUp(bool up) { cluster_up_ = up; }
+  // Cluster: a client broadcast that does not fit in the outbox
+  // (ClusterView::CanPublish) is refused with {"reason":"unavailable"} and
+  // goes nowhere, not even to local sockets. While the broker is not up,
+  // joiners get their presence_state at once, with what is known of the
+  // other shards.
+  //
+  // Cluster: another shard's broadcast on `topic`. Returns who receives it
+  // here: the topic's subscribers (empty if the last one left after the
+  // broker routed it); valid until the next call into the hub.
+  std::span<const ConnId> Deliver(std::string_view topic);
   // Cluster: joiners that have waited kStateWaitMs for the other shards'
   // presence get their presence_state with what is known. Call from a timer.
   void SendOverdueStates(int64_t now_ms, std::vector<Action>* out);
@@ -139,8 +157,9 @@ class Hub {
     uint64_t stale_dropped = 0;  // frames with a stale join_ref
     uint64_t rate_limited = 0;
     uint64_t reserved_refused = 0;
-    uint64_t broadcasts_refused = 0;  // refused while the cluster outbox was full
-    uint64_t remote_invalid = 0;      // remote presence that did not parse
+    uint64_t broadcasts_refused = 0;       // refused while the cluster outbox was full
+    uint64_t remote_invalid = 0;           // remote presence that did not parse
+    uint64_t deliveries_from_cluster = 0;  // other shards' broadcasts with local recipients
   };
   const Stats& stats() const { return stats_; }
 
@@ -188,13 +207,16 @@ class Hub {
   static_assert(sizeof(Joined) <= 88, "per-channel state of a socket");
   static_assert(sizeof(Conn) <= 64, "per-socket state");
 
+  void HandleOne(ConnId id, const phx::Message& msg, int64_t now_ms, std::vector<Action>* out);
+  // Fills the recipients of the kBroadcast actions from `first` on.
+  void Resolve(std::vector<Action>* out, size_t first) const;
   void HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector<Action>* out);
   void HandleLeave(ConnId id, Conn& conn, const phx::Message& msg, std::vector<Action>* out);
   void HandlePush(ConnId id, Conn& conn, const phx::Message& msg, std::vector<Action>* out);
   // Index in conn.joined of `topic`, or -1.
   static int FindJoined(const Conn& conn, std::string_view topic);
   // Removes channel `index` of `conn`: unsubscribes, untracks its presence
-  // (a presence_diff fanned out to `topic` except `except`), erases a topic
+  // (a presence_diff broadcast to `topic` except `except`), erases a topic
   // left empty. Sends nothing to the socket itself.
   void Unsubscribe(ConnId id, Conn& conn, size_t index, ConnId except, std::vector<Action>* out);
   std::string PresenceRef(uint64_t seq) const;
@@ -211,9 +233,7 @@ class Hub {
 
   HubLimits limits_;
   std::string ref_prefix_;
-  bool cluster_ = false;
-  bool broadcasts_open_ = true;
-  bool cluster_up_ = false;
+  const ClusterView* cluster_ = nullptr;
   int64_t now_ms_ = 0;  // of the message being handled
   RemotePresence remote_;
   uint64_t next_presence_seq_ = 1;

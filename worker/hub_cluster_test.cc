@@ -38,9 +38,17 @@ std::vector<const Action*> OfKind(const std::vector<Action>& actions, Kind kind)
   return out;
 }
 
+// The session's state as the hub asks for it.
+struct FakeCluster : ClusterView {
+  bool up() const override { return is_up; }
+  bool CanPublish(size_t) const override { return open; }
+  bool is_up = false;
+  bool open = true;
+};
+
 class HubClusterTest : public ::testing::Test {
  protected:
-  HubClusterTest() : hub_({.messages_per_second = 0}, "s1.x.", /*cluster=*/true) {
+  HubClusterTest() : hub_({.messages_per_second = 0}, "s1.x.", &cluster_) {
     hub_.Connect(1, std::nullopt);
     hub_.Connect(2, std::nullopt);
   }
@@ -49,6 +57,7 @@ class HubClusterTest : public ::testing::Test {
     hub_.Handle(conn, msg, 1000, &out);
     return out;
   }
+  FakeCluster cluster_;
   Hub hub_;
 };
 
@@ -89,13 +98,13 @@ TEST_F(HubClusterTest, LocalPresenceChangesAreToldToTheBroker) {
 TEST_F(HubClusterTest, ClientBroadcastsArePublishedAndRefusedWhileTheOutboxIsFull) {
   Handle(1, Msg("1", "room:1", "phx_join"));
   auto a = Handle(1, Msg("1", "room:1", "msg", R"({"t":1})"));
-  auto f = OfKind(a, Kind::kFanout);
+  auto f = OfKind(a, Kind::kBroadcast);
   ASSERT_EQ(f.size(), 1u);
   EXPECT_TRUE(f[0]->publish);
 
-  hub_.SetBroadcastsOpen(false);
+  cluster_.open = false;
   a = Handle(1, Msg("1", "room:1", "msg", R"({"t":2})"));
-  EXPECT_TRUE(OfKind(a, Kind::kFanout).empty()) << "refused: not even local sockets get it";
+  EXPECT_TRUE(OfKind(a, Kind::kBroadcast).empty()) << "refused: not even local sockets get it";
   ASSERT_EQ(a.size(), 1u);
   EXPECT_EQ(
       Json(a[0].data),
@@ -109,7 +118,7 @@ TEST_F(HubClusterTest, ARemoteSnapshotIsFannedOutAsADiffAndJoinersSeeTheWholeClu
   std::vector<Action> out;
   hub_.RemoteSnapshot("room:1", R"({"bob":{"metas":[{"phx_ref":"s2.y.1"}]}})", &out);
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(out[0].kind, Kind::kFanout);
+  EXPECT_EQ(out[0].kind, Kind::kBroadcast);
   EXPECT_FALSE(out[0].publish) << "other shards' presence never goes back to the broker";
   EXPECT_EQ(
       Json(out[0].data),
@@ -166,7 +175,7 @@ std::vector<std::pair<ConnId, boost::json::value>> States(const std::vector<Acti
 }
 
 TEST_F(HubClusterTest, TheFirstJoinerOfATopicGetsItsStateWithTheOtherShardsPresence) {
-  hub_.SetClusterUp(true);
+  cluster_.is_up = true;
   auto a = Handle(1, Msg("1", "room:1", "phx_join", R"({"presence":{"key":"alice"}})"));
   EXPECT_TRUE(States(a).empty()) << "waits for the broker's snapshot";
   std::vector<Action> out;
@@ -178,13 +187,13 @@ TEST_F(HubClusterTest, TheFirstJoinerOfATopicGetsItsStateWithTheOtherShardsPrese
   EXPECT_TRUE(states[0].second.as_object().contains("bob"));
   // The state comes before the diff that brings bob to the others.
   ASSERT_EQ(out.size(), 2u);
-  EXPECT_EQ(out[1].kind, Kind::kFanout);
+  EXPECT_EQ(out[1].kind, Kind::kBroadcast);
   // Once known, the next joiner gets it at once.
   EXPECT_EQ(States(Handle(2, Msg("1", "room:1", "phx_join"))).size(), 1u);
 }
 
 TEST_F(HubClusterTest, AJoinerDoesNotWaitForeverForTheBroker) {
-  hub_.SetClusterUp(true);
+  cluster_.is_up = true;
   Handle(1, Msg("1", "room:1", "phx_join"));
   std::vector<Action> out;
   hub_.SendOverdueStates(1000 + Hub::kStateWaitMs - 1, &out);
@@ -195,12 +204,12 @@ TEST_F(HubClusterTest, AJoinerDoesNotWaitForeverForTheBroker) {
   hub_.SendOverdueStates(5000, &out);
   EXPECT_TRUE(out.empty()) << "sent once";
 
-  hub_.SetClusterUp(false);  // no broker: nobody to wait for
+  cluster_.is_up = false;  // no broker: nobody to wait for
   EXPECT_EQ(States(Handle(2, Msg("1", "room:2", "phx_join"))).size(), 1u);
 }
 
 TEST_F(HubClusterTest, AWaitingJoinerThatLeftGetsNoState) {
-  hub_.SetClusterUp(true);
+  cluster_.is_up = true;
   Handle(1, Msg("1", "room:1", "phx_join"));
   Handle(2, Msg("1", "room:1", "phx_join"));
   Handle(1, Msg("1", "room:1", "phx_leave"));

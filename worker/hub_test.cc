@@ -40,7 +40,7 @@ void ExpectSend(const Action& a, ConnId conn, std::string_view json) {
 }
 
 void ExpectFanout(const Action& a, std::string_view topic, ConnId except, std::string_view json) {
-  EXPECT_EQ(a.kind, Kind::kFanout);
+  EXPECT_EQ(a.kind, Kind::kBroadcast);
   EXPECT_EQ(a.topic, topic);
   EXPECT_EQ(a.conn, except);
   EXPECT_FALSE(a.binary);
@@ -300,7 +300,7 @@ TEST_F(HubTest, JoinWithPresenceTracksAndTellsEveryone) {
   EXPECT_EQ(out[1].data, R"(["1",null,"room:1","presence_state",)"
                          R"({"alice":{"metas":[{"phx_ref":"s0.1","device":"web"}]}}])");
   // And the diff goes to every subscriber, the joiner included.
-  EXPECT_EQ(out[2].kind, Kind::kFanout);
+  EXPECT_EQ(out[2].kind, Kind::kBroadcast);
   EXPECT_EQ(out[2].conn, 0u);
   EXPECT_EQ(out[2].topic, "room:1");
   EXPECT_EQ(out[2].data,
@@ -541,7 +541,7 @@ TEST_F(HubTest, PushIsRelayedByteForByteToOthersAndAcknowledged) {
       R"({ "n" : 1.000000000000000000000001, "big": 123456789012345678901234567890, "s":"\u00e9" })";
   auto out = Handle(1, Msg("6", "13", "room:1", "shout", payload));
   ASSERT_EQ(out.size(), 2u);
-  EXPECT_EQ(out[0].kind, Kind::kFanout);
+  EXPECT_EQ(out[0].kind, Kind::kBroadcast);
   EXPECT_EQ(out[0].topic, "room:1");
   EXPECT_EQ(out[0].conn, 1u);  // the sender is excepted
   EXPECT_FALSE(out[0].binary);
@@ -561,7 +561,7 @@ TEST_F(HubTest, BinaryPushIsRelayedAsABinaryBroadcastWithATextReply) {
   m.binary = true;
   auto out = Handle(1, m);
   ASSERT_EQ(out.size(), 2u);
-  EXPECT_EQ(out[0].kind, Kind::kFanout);
+  EXPECT_EQ(out[0].kind, Kind::kBroadcast);
   EXPECT_TRUE(out[0].binary);
   EXPECT_EQ(out[0].conn, 1u);
   EXPECT_EQ(out[0].data, std::string("\x02\x06\x03room:1bin\x01\x00\x02\xff", 16));
@@ -592,7 +592,7 @@ TEST_F(HubTest, PushIsAFanoutEvenWhenTheSenderIsAlone) {
   Join(1, "room:1", "6");
   auto out = Handle(1, Msg("6", "7", "room:1", "shout"));
   ASSERT_EQ(out.size(), 2u);
-  EXPECT_EQ(out[0].kind, Kind::kFanout);
+  EXPECT_EQ(out[0].kind, Kind::kBroadcast);
 }
 
 TEST_F(HubTest, MessagesFromAnUnknownSocketAreIgnored) {
@@ -618,7 +618,7 @@ TEST_F(HubTest, DisconnectLeavesEveryTopicWithOneDiffPerTopic) {
   ASSERT_EQ(out.size(), 2u);
   std::vector<std::string> topics;
   for (const Action& a : out) {
-    EXPECT_EQ(a.kind, Kind::kFanout);
+    EXPECT_EQ(a.kind, Kind::kBroadcast);
     EXPECT_EQ(a.conn, 1u);
     topics.push_back(a.topic);
     ExpectFanout(

@@ -1,7 +1,7 @@
 // switchboard-worker: a gateway shard. Clients connect with the Phoenix
 // Channels v2 protocol over WebSocket (docs/WORKER.md). main() parses flags,
 // takes the inherited listening socket (LISTEN_FDS) or binds --listen, wires
-// the loop, the gateway and the metrics endpoint, reports READY=1 and on
+// the loop, the shard and the metrics endpoint, reports READY=1 and on
 // SIGTERM drains (close 1012) and exits 0.
 #include <fcntl.h>
 #include <signal.h>
@@ -24,7 +24,7 @@
 #include "common/signal_fd.h"
 #include "common/tcp_listen.h"
 #include "common/unique_fd.h"
-#include "worker/gateway.h"
+#include "worker/shard.h"
 #include "worker/worker_metrics.h"
 
 namespace {
@@ -52,23 +52,23 @@ int main(int argc, char** argv) {
   CLI::App app{"switchboard-worker: a gateway shard (Phoenix Channels v2 over WebSocket)"};
   std::string shard = "0", listen, metrics_listen, secret_file;
   double idle_s = 60, shutdown_s = 5;
-  sb::worker::GatewayOptions opt;
+  sb::worker::ShardOptions opt;
   rlimit nofile{};
   ::getrlimit(RLIMIT_NOFILE, &nofile);
-  opt.max_connections = nofile.rlim_cur > 128 ? nofile.rlim_cur - 64 : 64;
+  opt.gateway.max_connections = nofile.rlim_cur > 128 ? nofile.rlim_cur - 64 : 64;
   app.add_option("--shard", shard, "shard index (logs, metrics label)");
   app.add_option("--listen", listen, "HOST:PORT to bind when no socket is inherited (port 0: any)");
   app.add_option("--metrics", metrics_listen, "HOST:PORT for Prometheus /metrics (port 0: any)");
   app.add_option("--idle-timeout", idle_s, "seconds without a frame before a socket is closed")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-frame", opt.max_frame_bytes, "largest inbound message, bytes")
+  app.add_option("--max-frame", opt.gateway.max_frame_bytes, "largest inbound message, bytes")
       ->capture_default_str()
       ->check(CLI::Range(size_t{126}, size_t{1} << 30));
   app.add_option("--max-topics", opt.hub.max_topics_per_socket, "joined topics per socket")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-outbound", opt.max_outbound_bytes, "bytes queued to one socket")
+  app.add_option("--max-outbound", opt.gateway.max_outbound_bytes, "bytes queued to one socket")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1024}, size_t{1} << 32));
   app.add_option("--rate", opt.hub.messages_per_second, "messages/s per socket (0: unlimited)")
@@ -77,7 +77,8 @@ int main(int argc, char** argv) {
   app.add_option("--burst", opt.hub.message_burst, "rate limiter bucket size")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-connections", opt.max_connections, "WebSocket connections; beyond: 503")
+  app.add_option("--max-connections", opt.gateway.max_connections,
+                 "WebSocket connections; beyond: 503")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--token-secret-file", secret_file, "HS256 secret: turns token auth on")
@@ -99,8 +100,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   sb::InitLogging(kProgram);
 
-  opt.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle_s * 1000));
-  opt.shutdown_timeout = std::chrono::milliseconds(static_cast<int64_t>(shutdown_s * 1000));
+  opt.gateway.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle_s * 1000));
+  opt.gateway.shutdown_timeout = std::chrono::milliseconds(static_cast<int64_t>(shutdown_s * 1000));
   cl.shard = shard;
   cl.instance = InstanceId();
   opt.ref_prefix = RefPrefix(shard, cl.instance);
@@ -114,7 +115,7 @@ int main(int argc, char** argv) {
       sb::PrintFatal(kProgram, "read the token secret " + secret_file, "empty or unreadable");
       return sb::kExitUsage;
     }
-    opt.token_secret = std::move(secret);
+    opt.gateway.token_secret = std::move(secret);
   }
 
   auto inherited = sb::TakeListenFds();
@@ -157,13 +158,13 @@ int main(int argc, char** argv) {
     endpoint = std::move(ep.value());
     endpoint->Register(metrics.collectable());
   }
-  auto gateway = sb::worker::Gateway::Create(loop->get(), listen_fd, opt, &metrics);
-  if (!gateway.ok()) {
-    sb::PrintFatal(kProgram, "serve", gateway.status().message());
+  auto created = sb::worker::Shard::Create(loop->get(), listen_fd, opt, &metrics);
+  if (!created.ok()) {
+    sb::PrintFatal(kProgram, "serve", created.status().message());
     return sb::kExitFailure;
   }
   sb::EventLoop* l = loop->get();
-  sb::worker::Gateway* g = gateway->get();
+  sb::worker::Shard* g = created->get();
   (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
     int sig = sb::ReadSignal(sfd->get());
     if (sig == 0) return;

@@ -16,44 +16,13 @@
 #include <memory>
 #include <string>
 
+#include "worker/reasons.h"
+
 namespace prometheus {
 class Collectable;
 }
 
 namespace sb::worker {
-
-enum class CloseReason : uint8_t {
-  kClient,           // the client closed (close frame or EOF)
-  kIdleTimeout,      // nothing received for --idle-timeout
-  kSlowConsumer,     // outbound queue over --max-outbound
-  kProtocolError,    // RFC 6455 violation (1002)
-  kInvalidPayload,   // not a Phoenix message / invalid UTF-8 (1007)
-  kTooBig,           // message over --max-frame (1009)
-  kUnsupportedData,  // binary message of a kind a client may not send (1003)
-  kShutdown,         // SIGTERM drain (1012)
-  kIoError,          // the socket failed (reset, write error)
-  kCount
-};
-
-enum class Refusal : uint8_t {
-  kNotFound,
-  kBadRequest,
-  kMethodNotAllowed,
-  kForbidden,
-  kUnauthorized,
-  kOverloaded,
-  kDraining,
-  kTimeout,
-  kCount
-};
-
-enum class Rejection : uint8_t {
-  kRateLimited,
-  kUnmatchedTopic,
-  kReservedEvent,
-  kStaleJoinRef,
-  kCount
-};
 
 struct WorkerCounters {
   template <typename T>

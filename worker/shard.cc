@@ -1,0 +1,224 @@
+#include "worker/shard.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <utility>
+
+#include "common/mono_time.h"
+#include "protocol/phoenix.h"
+
+namespace sb::worker {
+
+namespace {
+
+int64_t ResidentBytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  long pages = 0, resident = 0;
+  int n = std::fscanf(f, "%ld %ld", &pages, &resident);
+  std::fclose(f);
+  return n == 2 ? resident * ::sysconf(_SC_PAGESIZE) : 0;
+}
+
+}  // namespace
+
+Shard::Shard(EventLoop* loop, ShardOptions options, WorkerMetrics* metrics)
+    : loop_(loop),
+      opt_(std::move(options)),
+      metrics_(metrics),
+      counters_(metrics->counters()),
+      hub_(opt_.hub, opt_.ref_prefix, opt_.broker_endpoint.empty() ? nullptr : this) {}
+
+Shard::~Shard() {
+  if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
+}
+
+Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, ShardOptions options,
+                                             WorkerMetrics* metrics) {
+  std::unique_ptr<Shard> shard(new Shard(loop, std::move(options), metrics));
+  Shard* self = shard.get();
+  Gateway::Listener* listener = self;
+  Result<std::unique_ptr<Gateway>> gateway =
+      Gateway::Create(loop, listen_fd, self->opt_.gateway, listener, metrics);
+  if (!gateway.ok()) return gateway.status();
+  self->gateway_ = std::move(gateway).value();
+  if (!self->opt_.broker_endpoint.empty()) {
+    Result<std::unique_ptr<BrokerLink>> link = BrokerLink::Create(
+        loop, self->opt_.broker_endpoint, [self](std::span<const std::string_view> frames) {
+          self->session_->OnMessage(frames, MonoNowMs());
+        });
+    if (!link.ok()) return link.status();
+    self->link_ = std::move(link).value();
+    ClusterSession::Handler* handler = self;
+    self->session_ =
+        std::make_unique<ClusterSession>(self->opt_.cluster, self->link_.get(), handler);
+    metrics->counters().clustered.store(true, std::memory_order_relaxed);
+    self->session_->Start(MonoNowMs());
+    self->Tick();
+  }
+  loop->SetBeforeSleep([self] { self->EndOfTurn(); });
+  loop->SetCron(std::chrono::milliseconds(250), [self] { self->Cron(); });
+  return shard;
+}
+
+// --- From clients -------------------------------------------------------------
+
+void Shard::OnOpen(ConnId conn, std::optional<Identity> identity) {
+  hub_.Connect(conn, std::move(identity));
+}
+
+void Shard::OnMessage(ConnId conn, bool binary, std::string_view payload) {
+  phx::Message msg;
+  phx::DecodeError err;
+  bool ok = binary ? phx::DecodeBinary(payload, &msg, &err) : phx::DecodeText(payload, &msg, &err);
+  if (!ok) {
+    spdlog::debug("conn {:x}: undecodable message: {}", conn, err.what);
+    gateway_->Close(conn, err.close_code, ReasonForCloseCode(err.close_code), err.what);
+    return;
+  }
+  std::vector<Action> actions;
+  hub_.Handle(conn, msg, MonoNowMs(), &actions);
+  // Only a client's own message starts the deliver-latency clock; broadcasts
+  // the shard makes itself (presence leaves of a closed socket) do not.
+  Perform(actions, gateway_->read_time_ns());
+}
+
+void Shard::OnClosed(ConnId conn) {
+  std::vector<Action> actions;
+  hub_.Disconnect(conn, &actions);
+  Perform(actions, 0);
+}
+
+// --- To clients and the broker ---------------------------------------------
+
+void Shard::Perform(const std::vector<Action>& actions, int64_t read_ns) {
+  for (const Action& a : actions) {
+    switch (a.kind) {
+      case Action::Kind::kSend:
+        gateway_->Send(a.conn, a.binary, a.data);
+        break;
+      case Action::Kind::kBroadcast:
+        if (!a.recipients.empty()) {
+          counters_.deliveries.fetch_add(gateway_->Deliver(a.recipients, a.conn, a.binary, a.data),
+                                         std::memory_order_relaxed);
+          if (read_ns != 0) turn_broadcasts_ns_.push_back(read_ns);
+        }
+        // The rest of the cluster, after the local sockets: the sender's
+        // neighbours never wait for the broker.
+        if (a.publish && session_) session_->Publish(a.topic, a.data, a.binary);
+        break;
+      case Action::Kind::kSubscribe:
+        if (session_) session_->Subscribe(a.topic);
+        break;
+      case Action::Kind::kUnsubscribe:
+        if (session_) session_->Unsubscribe(a.topic);
+        break;
+      case Action::Kind::kPresence:
+        if (session_) session_->Presence(a.topic, a.data);
+        break;
+    }
+  }
+}
+
+// --- From the broker ----------------------------------------------------------
+
+void Shard::ClusterState(std::vector<std::string>* topics,
+                         std::vector<mesh::TopicState>* presence) {
+  hub_.ClusterState(topics, presence);
+}
+
+void Shard::Deliver(std::string_view topic, std::string_view message, bool binary) {
+  const std::span<const ConnId> to = hub_.Deliver(topic);
+  counters_.deliveries.fetch_add(gateway_->Deliver(to, 0, binary, message),
+                                 std::memory_order_relaxed);
+  gateway_->Settle();
+}
+
+void Shard::RemotePresence(std::string_view topic, std::string_view json, bool snapshot) {
+  std::vector<Action> actions;
+  if (snapshot) {
+    hub_.RemoteSnapshot(topic, json, &actions);
+  } else {
+    hub_.RemoteDiff(topic, json, &actions);
+  }
+  Perform(actions, 0);
+  gateway_->Settle();
+}
+
+// --- The loop's hooks ---------------------------------------------------------
+
+void Shard::EndOfTurn() {
+  // The broker first: its next messages are on their way while the client
+  // sockets are written.
+  if (session_) {
+    session_->Flush();
+    link_->CheckReadable();
+  }
+  gateway_->FlushAll();
+  if (!turn_broadcasts_ns_.empty()) {
+    const int64_t now = MonoNowNs();
+    for (int64_t t : turn_broadcasts_ns_) metrics_->ObserveDeliverLatency(now - t);
+    turn_broadcasts_ns_.clear();
+  }
+  PublishMetrics();
+}
+
+void Shard::Tick() {
+  session_->OnTick(MonoNowMs());
+  // Liveness is judged at a quarter of the heartbeat's resolution.
+  tick_timer_ = loop_->AddTimer(
+      std::chrono::milliseconds(std::max<int64_t>(opt_.cluster.heartbeat_ms / 4, 1)),
+      [this] { Tick(); });
+}
+
+void Shard::Cron() {
+  if (session_) {
+    std::vector<Action> actions;
+    hub_.SendOverdueStates(MonoNowMs(), &actions);
+    Perform(actions, 0);
+  }
+  gateway_->Sweep();
+  counters_.loop_lag_ns.store(loop_->last_timer_lag().count(), std::memory_order_relaxed);
+  if (++cron_ticks_ % 4 == 0) {
+    counters_.resident_bytes.store(ResidentBytes(), std::memory_order_relaxed);
+  }
+}
+
+void Shard::PublishMetrics() {
+  auto set = [](auto& atomic, auto v) { atomic.store(v, std::memory_order_relaxed); };
+  const Hub::Stats& h = hub_.stats();
+  set(counters_.joins_ok, h.joins_ok);
+  set(counters_.joins_unauthorized, h.joins_unauthorized);
+  set(counters_.joins_too_many, h.joins_too_many);
+  set(counters_.joins_invalid_presence, h.joins_invalid_presence);
+  set(counters_.joins_rate_limited, h.joins_rate_limited);
+  set(counters_.broadcasts, h.broadcasts);
+  auto& r = counters_.rejections;
+  set(r[static_cast<size_t>(Rejection::kRateLimited)], h.rate_limited);
+  set(r[static_cast<size_t>(Rejection::kUnmatchedTopic)], h.unmatched);
+  set(r[static_cast<size_t>(Rejection::kReservedEvent)], h.reserved_refused);
+  set(r[static_cast<size_t>(Rejection::kStaleJoinRef)], h.stale_dropped);
+  if (!session_) return;
+  const ClusterSession& s = *session_;
+  const ClusterSession::Counters& c = s.counters();
+  set(counters_.broker_up, s.up() ? 1 : 0);
+  set(counters_.broker_epoch, s.epoch());
+  set(counters_.broker_out_messages, s.outbox_messages());
+  set(counters_.broker_out_bytes, s.outbox_bytes());
+  set(counters_.broker_in_messages, s.uncredited());
+  set(counters_.cluster_published, c.published);
+  set(counters_.cluster_acked, c.acked);
+  set(counters_.cluster_delivered, c.delivered);
+  set(counters_.cluster_duplicates, c.duplicates);
+  set(counters_.cluster_presence, c.presence);
+  set(counters_.cluster_hellos, c.hellos);
+  set(counters_.cluster_epoch_changes, c.epoch_changes);
+  set(counters_.cluster_broker_lost, c.broker_lost);
+  set(counters_.cluster_bad_frames, c.bad_frames);
+  set(counters_.broadcasts_refused, h.broadcasts_refused);
+}
+
+}  // namespace sb::worker

@@ -1,0 +1,103 @@
+// Shard: one gateway shard, wired — the place where a loop turn's order is
+// decided.
+//
+// Owns: the Hub (channel decisions), the Gateway (client sockets), and in a
+// cluster the ClusterSession (the mesh protocol) with its BrokerLink (the
+// DEALER socket). It is the one caller of each: a client's WebSocket
+// message is decoded here (protocol/phoenix) and handed to the hub; the
+// hub's actions are performed here (to sockets through the gateway, to the
+// broker through the session); another shard's broadcast or presence comes
+// from the session and goes to the hub, which decides who receives it. It
+// also owns the loop's hooks: BeforeSleep (the end of a turn: the broker
+// first, then client sockets, then metrics) and Cron (housekeeping), and the
+// session's timer. docs/ARCHITECTURE.md, "Life of a broadcast", follows one
+// message through it. Runs on the shard's loop thread; main owns the Shard;
+// the loop and metrics outlive it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/event_loop.h"
+#include "common/status.h"
+#include "worker/broker_link.h"
+#include "worker/cluster_session.h"
+#include "worker/gateway.h"
+#include "worker/hub.h"
+#include "worker/worker_metrics.h"
+
+namespace sb::worker {
+
+struct ShardOptions {
+  GatewayOptions gateway;
+  HubLimits hub;
+  std::string ref_prefix;  // see Hub
+  // The node's broker (tcp:// or ipc://); empty: a shard on its own.
+  std::string broker_endpoint;
+  ClusterOptions cluster;
+};
+
+class Shard : private Gateway::Listener, private ClusterSession::Handler, private ClusterView {
+ public:
+  // Serves `listen_fd` (non-blocking, listening; not owned) on `loop`, and
+  // connects to options.broker_endpoint when set.
+  static Result<std::unique_ptr<Shard>> Create(EventLoop* loop, int listen_fd, ShardOptions options,
+                                               WorkerMetrics* metrics);
+  ~Shard() override;
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  // Closes every client socket with 1012 and calls `done` once they are
+  // gone (Gateway::Drain).
+  void Drain(std::function<void()> done) { gateway_->Drain(std::move(done)); }
+  size_t connections() const { return gateway_->connections(); }
+
+ private:
+  Shard(EventLoop* loop, ShardOptions options, WorkerMetrics* metrics);
+
+  // Gateway::Listener: the client side.
+  void OnOpen(ConnId conn, std::optional<Identity> identity) override;
+  void OnMessage(ConnId conn, bool binary, std::string_view payload) override;
+  void OnClosed(ConnId conn) override;
+
+  // ClusterSession::Handler: the broker side.
+  void ClusterState(std::vector<std::string>* topics,
+                    std::vector<mesh::TopicState>* presence) override;
+  void Deliver(std::string_view topic, std::string_view message, bool binary) override;
+  void RemotePresence(std::string_view topic, std::string_view json, bool snapshot) override;
+
+  // ClusterView: what the hub asks of the session.
+  bool up() const override { return session_->up(); }
+  bool CanPublish(size_t bytes) const override { return session_->CanPublish(bytes); }
+
+  // Performs the hub's actions. `read_ns`: when the client message that
+  // caused them was read (0: not a client's message), for the latency clock.
+  void Perform(const std::vector<Action>& actions, int64_t read_ns);
+  // BeforeSleep: credit and publishes to the broker, then every client
+  // socket's queue, then the turn's latencies and counters.
+  void EndOfTurn();
+  void Cron();
+  // The session's timer: heartbeats, the broker's liveness, hellos.
+  void Tick();
+  void PublishMetrics();
+
+  EventLoop* loop_;
+  ShardOptions opt_;
+  WorkerMetrics* metrics_;
+  WorkerCounters& counters_;
+  Hub hub_;
+  std::unique_ptr<BrokerLink> link_;         // null unless clustered
+  std::unique_ptr<ClusterSession> session_;  // null unless clustered
+  EventLoop::TimerId tick_timer_ = 0;
+  std::unique_ptr<Gateway> gateway_;         // last: its sockets close before the rest goes
+  std::vector<int64_t> turn_broadcasts_ns_;  // read times of this turn's client broadcasts
+  uint64_t cron_ticks_ = 0;
+};
+
+}  // namespace sb::worker
