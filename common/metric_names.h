@@ -100,7 +100,7 @@ inline constexpr std::string_view kWorkerConnectionsAcceptedTotal =
 inline constexpr std::string_view kWorkerUpgradesRefusedTotal =
     "switchboard_worker_upgrades_refused_total";
 // Counter, label result: phx_join requests and their outcome: ok, or refused
-// as unauthorized, too_many_topics, invalid_presence, rate_limited.
+// as unauthorized, too_many_topics, invalid_topic, invalid_presence, rate_limited.
 inline constexpr std::string_view kWorkerJoinsTotal = "switchboard_worker_joins_total";
 inline constexpr std::string_view kLabelResult = "result";
 // Counters: WebSocket messages (data and control) and bytes, both ways.

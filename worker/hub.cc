@@ -5,6 +5,7 @@
 #include <exception>
 #include <utility>
 
+#include "protocol/limits.h"
 #include "protocol/phoenix_events.h"
 #include "worker/auth.h"
 
@@ -66,6 +67,20 @@ struct PresenceRequest {
 };
 enum class PresenceParse { kNone, kTrack, kInvalid };
 
+// Nesting depth of `v` (a scalar is 0, `{}` is 1), counted up to `limit` + 1.
+int JsonDepth(const boost::json::value& v, int limit) {
+  if (limit < 0) return 1;
+  int inner = 0;
+  if (const boost::json::object* o = v.if_object()) {
+    for (const auto& kv : *o) inner = std::max(inner, JsonDepth(kv.value(), limit - 1));
+  } else if (const boost::json::array* a = v.if_array()) {
+    for (const auto& e : *a) inner = std::max(inner, JsonDepth(e, limit - 1));
+  } else {
+    return 0;
+  }
+  return 1 + inner;
+}
+
 PresenceParse ParseJoinPresence(std::string_view payload, PresenceRequest* request) {
   // Boost.JSON throws only on allocation failure; a join that cannot be
   // parsed for that reason is refused like a malformed one.
@@ -87,7 +102,12 @@ PresenceParse ParseJoinPresence(std::string_view payload, PresenceRequest* reque
     request->key = std::string(key->get_string());
     const boost::json::value* meta = presence->get_object().if_contains("meta");
     if (meta != nullptr) {
-      if (!meta->is_object()) return PresenceParse::kInvalid;
+      // Deeper than the mesh can carry in a hello: refused here, with a
+      // reason, rather than making the shard's next hello unacceptable.
+      if (!meta->is_object() ||
+          JsonDepth(*meta, limits::kMaxPresenceMetaDepth) > limits::kMaxPresenceMetaDepth) {
+        return PresenceParse::kInvalid;
+      }
       request->meta_json = boost::json::serialize(meta->get_object());
     }
     return PresenceParse::kTrack;
@@ -162,6 +182,9 @@ void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector
   };
   // Checks that need nothing but the request come first, so a refused join
   // changes nothing (a refused rejoin keeps the channel it would replace).
+  if (msg.topic.empty() || msg.topic.size() > limits::kMaxTopicBytes) {
+    return refuse("invalid topic", stats_.joins_invalid_topic);
+  }
   if (conn.topic_patterns && !TopicAllowed(*conn.topic_patterns, msg.topic)) {
     return refuse("unauthorized", stats_.joins_unauthorized);
   }

@@ -145,11 +145,13 @@ class Hub {
   struct Stats {
     uint64_t joins_ok = 0;
     uint64_t joins_unauthorized = 0;
-    uint64_t joins_too_many = 0;  // over max_topics_per_socket
+    uint64_t joins_too_many = 0;       // over max_topics_per_socket
+    uint64_t joins_invalid_topic = 0;  // empty, or over limits::kMaxTopicBytes
     uint64_t joins_invalid_presence = 0;
     uint64_t joins_rate_limited = 0;
     uint64_t joins_refused() const {
-      return joins_unauthorized + joins_too_many + joins_invalid_presence + joins_rate_limited;
+      return joins_unauthorized + joins_too_many + joins_invalid_topic + joins_invalid_presence +
+             joins_rate_limited;
     }
     uint64_t leaves = 0;         // phx_leave that closed a channel
     uint64_t broadcasts = 0;     // client events relayed to a topic

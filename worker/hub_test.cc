@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "protocol/limits.h"
+
 namespace sb::worker {
 namespace {
 
@@ -410,15 +412,6 @@ TEST_F(HubTest, RefusedRejoinKeepsTheChannel) {
   EXPECT_EQ(Handle(1, Msg("1", "3", "room:1", "shout")).size(), 2u);
 }
 
-TEST_F(HubTest, PresenceMetaNestingAsDeepAsTheDecoderAllows) {
-  hub_.Connect(1, std::nullopt);
-  // Payload, presence and meta objects are 3 levels; 60 more stay within 64.
-  std::string meta = std::string(60, '[') + std::string(60, ']');
-  auto out = Join(1, "room:1", "1", R"({"presence":{"key":"a","meta":{"d":)" + meta + "}}}");
-  ASSERT_EQ(out.size(), 3u);
-  EXPECT_NE(out[1].data.find(meta), std::string::npos);
-}
-
 // --- Leave
 
 TEST_F(HubTest, LeaveRepliesOkThenClosesAndUnsubscribes) {
@@ -484,6 +477,81 @@ TEST_F(HubTest, LeaveWithPresenceTellsTheRemainingSubscribers) {
   out = Join(3, "room:1", "1");
   ExpectSend(out[1], 3,
              R"(["1",null,"room:1","presence_state",{"bob":{"metas":[{"phx_ref":"s0.2"}]}}])");
+}
+
+// --- Recipients and limits
+
+TEST_F(HubTest, ABroadcastNamesItsRecipientsAsTheyAreAfterTheCall) {
+  hub_.Connect(1, std::nullopt);
+  hub_.Connect(2, std::nullopt);
+  Join(1, "room:1", "1", R"({"presence":{"key":"alice"}})");
+  Join(2, "room:1", "1");
+  auto out = Handle(2, Msg("1", "5", "room:1", "msg", R"({"t":1})"));
+  ASSERT_EQ(out[0].kind, Kind::kBroadcast);
+  EXPECT_EQ(std::vector<ConnId>(out[0].recipients.begin(), out[0].recipients.end()),
+            (std::vector<ConnId>{1, 2}))
+      << "the sender is among them; conn names who is excepted";
+  EXPECT_EQ(out[0].conn, 2u);
+  // Alice's leave diff goes to those still there: not to alice.
+  out = Disconnect(1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::vector<ConnId>(out[0].recipients.begin(), out[0].recipients.end()),
+            std::vector<ConnId>{2});
+  // A topic emptied by the call: a broadcast nobody here receives.
+  Join(2, "room:2", "2", R"({"presence":{"key":"bob"}})");
+  out = Disconnect(2);
+  for (const Action& a : out) {
+    EXPECT_EQ(a.kind, Kind::kBroadcast);
+    EXPECT_TRUE(a.recipients.empty());
+  }
+}
+
+TEST_F(HubTest, AnotherShardsBroadcastGoesToTheTopicsSubscribers) {
+  hub_.Connect(1, std::nullopt);
+  hub_.Connect(2, std::nullopt);
+  Join(1, "room:1", "1");
+  Join(2, "room:1", "1");
+  auto to = hub_.Deliver("room:1");
+  EXPECT_EQ(std::vector<ConnId>(to.begin(), to.end()), (std::vector<ConnId>{1, 2}));
+  EXPECT_TRUE(hub_.Deliver("room:2").empty()) << "nobody joined: nobody receives";
+  EXPECT_EQ(hub_.stats().deliveries_from_cluster, 1u);
+}
+
+TEST_F(HubTest, ATopicTheMeshCannotCarryIsRefusedAtTheJoin) {
+  hub_.Connect(1, std::nullopt);
+  const std::string longest(limits::kMaxTopicBytes, 't');
+  for (const std::string& topic : {std::string(), longest + "t"}) {
+    auto out = Join(1, topic, "1");
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_NE(out[0].data.find(R"("reason":"invalid topic")"), std::string::npos) << out[0].data;
+    EXPECT_EQ(hub_.Subscribers(topic), nullptr);
+  }
+  EXPECT_EQ(hub_.stats().joins_invalid_topic, 2u);
+  auto out = Join(1, longest, "2");
+  EXPECT_EQ(Subs(hub_, longest), std::vector<ConnId>{1});
+}
+
+// `depth` nested objects: {"a":{"a":…{}}}.
+std::string NestedMeta(int depth) {
+  std::string s;
+  for (int i = 1; i < depth; ++i) s += R"({"a":)";
+  s += "{}";
+  for (int i = 1; i < depth; ++i) s += "}";
+  return s;
+}
+
+TEST_F(HubTest, APresenceMetaNestedDeeperThanTheMeshCarriesIsRefused) {
+  hub_.Connect(1, std::nullopt);
+  auto out = Join(
+      1, "room:1", "1",
+      R"({"presence":{"key":"a","meta":)" + NestedMeta(limits::kMaxPresenceMetaDepth + 1) + "}}");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_NE(out[0].data.find(R"("reason":"invalid presence")"), std::string::npos);
+  EXPECT_EQ(hub_.Subscribers("room:1"), nullptr);
+  out =
+      Join(1, "room:1", "2",
+           R"({"presence":{"key":"a","meta":)" + NestedMeta(limits::kMaxPresenceMetaDepth) + "}}");
+  EXPECT_EQ(Subs(hub_, "room:1"), std::vector<ConnId>{1});
 }
 
 // --- Reserved events

@@ -193,6 +193,7 @@ void Shard::PublishMetrics() {
   set(counters_.joins_ok, h.joins_ok);
   set(counters_.joins_unauthorized, h.joins_unauthorized);
   set(counters_.joins_too_many, h.joins_too_many);
+  set(counters_.joins_invalid_topic, h.joins_invalid_topic);
   set(counters_.joins_invalid_presence, h.joins_invalid_presence);
   set(counters_.joins_rate_limited, h.joins_rate_limited);
   set(counters_.broadcasts, h.broadcasts);

@@ -58,6 +58,7 @@ class Collector : public prometheus::Collectable {
       AddCounter(f, {{std::string(m::kLabelResult), "ok"}}, c.joins_ok);
       AddCounter(f, {{std::string(m::kLabelResult), "unauthorized"}}, c.joins_unauthorized);
       AddCounter(f, {{std::string(m::kLabelResult), "too_many_topics"}}, c.joins_too_many);
+      AddCounter(f, {{std::string(m::kLabelResult), "invalid_topic"}}, c.joins_invalid_topic);
       AddCounter(f, {{std::string(m::kLabelResult), "invalid_presence"}}, c.joins_invalid_presence);
       AddCounter(f, {{std::string(m::kLabelResult), "rate_limited"}}, c.joins_rate_limited);
     }
