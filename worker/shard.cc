@@ -123,6 +123,24 @@ void Shard::Perform(const std::vector<Action>& actions, int64_t read_ns) {
   }
 }
 
+// --- End of the loop turn ---------------------------------------------------
+
+void Shard::EndOfTurn() {
+  // The broker first: its next messages are on their way while the client
+  // sockets are written.
+  if (session_) {
+    session_->Flush();
+    link_->CheckReadable();
+  }
+  gateway_->FlushAll();
+  if (!turn_broadcasts_ns_.empty()) {
+    const int64_t now = MonoNowNs();
+    for (int64_t t : turn_broadcasts_ns_) metrics_->ObserveDeliverLatency(now - t);
+    turn_broadcasts_ns_.clear();
+  }
+  PublishMetrics();
+}
+
 // --- From the broker ----------------------------------------------------------
 
 void Shard::ClusterState(std::vector<std::string>* topics,
@@ -148,23 +166,7 @@ void Shard::RemotePresence(std::string_view topic, std::string_view json, bool s
   gateway_->Settle();
 }
 
-// --- The loop's hooks ---------------------------------------------------------
-
-void Shard::EndOfTurn() {
-  // The broker first: its next messages are on their way while the client
-  // sockets are written.
-  if (session_) {
-    session_->Flush();
-    link_->CheckReadable();
-  }
-  gateway_->FlushAll();
-  if (!turn_broadcasts_ns_.empty()) {
-    const int64_t now = MonoNowNs();
-    for (int64_t t : turn_broadcasts_ns_) metrics_->ObserveDeliverLatency(now - t);
-    turn_broadcasts_ns_.clear();
-  }
-  PublishMetrics();
-}
+// --- Timers ------------------------------------------------------------------
 
 void Shard::Tick() {
   session_->OnTick(MonoNowMs());
