@@ -25,6 +25,7 @@
 
 #include "common/event_loop.h"
 #include "common/status.h"
+#include "worker/auth.h"
 #include "worker/broker_link.h"
 #include "worker/cluster_session.h"
 #include "worker/frame_ref.h"
@@ -42,7 +43,7 @@ struct GatewayOptions {
   // How long a close handshake we started may take before the socket is dropped.
   std::chrono::milliseconds close_timeout{2000};
   std::chrono::milliseconds shutdown_timeout{5000};
-  std::optional<std::string> token_secret;
+  std::optional<TokenRules> token;  // token auth is on when set
   HubLimits hub;
   std::string ref_prefix;  // see Hub
   // The node's broker (tcp:// or ipc://); empty: a shard on its own.

@@ -159,18 +159,25 @@ HttpDecision DecideRequest(const HttpRequest& req, const HttpPolicy& policy) {
     }
   }
 
-  if (policy.token_secret) {
-    if (!token || token->empty()) {
-      RefuseWith(d, Refusal::kUnauthorized, 403, "Forbidden", "a token is required");
+  if (policy.token) {
+    // One answer for every failed check: the client learns only that its
+    // token did not do; the log and the metric say which check failed.
+    TokenFailure failure = TokenFailure::kMissing;
+    std::string why = "no token";
+    if (token && !token->empty()) {
+      Result<Claims> claims = VerifyToken(*token, *policy.token, policy.now_unix_s, &failure);
+      if (claims.ok()) {
+        d.identity = Identity{claims->sub, claims->topics};
+      } else {
+        why = claims.status().message();
+      }
+    }
+    if (!d.identity) {
+      RefuseWith(d, Refusal::kUnauthorized, 403, "Forbidden", "invalid or missing token");
+      d.token_failure = failure;
+      d.why = "token refused: " + why;
       return d;
     }
-    Result<Claims> claims = VerifyToken(*token, *policy.token_secret, policy.now_unix_s);
-    if (!claims.ok()) {
-      RefuseWith(d, Refusal::kUnauthorized, 403, "Forbidden",
-                 "invalid token: " + claims.status().message());
-      return d;
-    }
-    d.identity = Identity{claims->sub, claims->topics};
   }
 
   d.upgrade = true;

@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "worker/auth.h"
 #include "worker/hub.h"
 #include "worker/worker_metrics.h"
 
@@ -26,17 +27,18 @@ inline constexpr std::string_view kHealthPath = "/healthz";
 
 struct HttpPolicy {
   bool draining = false;
-  bool at_capacity = false;                   // --max-connections reached
-  const std::string* token_secret = nullptr;  // token auth is on when set
+  bool at_capacity = false;           // --max-connections reached
+  const TokenRules* token = nullptr;  // token auth is on when set
   int64_t now_unix_s = 0;
 };
 
 struct HttpDecision {
   bool upgrade = false;
-  std::string response;              // the bytes to write (101 or a complete response)
-  std::optional<Refusal> refusal;    // why, when refused (for metrics)
-  std::string why;                   // for the debug log
-  std::optional<Identity> identity;  // from the token, when auth is on
+  std::string response;                       // the bytes to write (101 or a complete response)
+  std::optional<Refusal> refusal;             // why, when refused (for metrics)
+  std::optional<TokenFailure> token_failure;  // which token check failed (for metrics)
+  std::string why;                            // for the debug log
+  std::optional<Identity> identity;           // from the token, when auth is on
 };
 
 HttpDecision DecideRequest(const HttpRequest& req, const HttpPolicy& policy);

@@ -14,7 +14,8 @@ namespace sb::worker {
 namespace {
 
 constexpr int64_t kNow = 1'800'000'000;
-const std::string kSecret = "upgrade-secret";
+const std::string kSecret = "upgrade-secret-of-at-least-32-bytes";
+const TokenRules kRules{kSecret, "", ""};
 constexpr char kKey[] = "dGhlIHNhbXBsZSBub25jZQ==";         // RFC 6455 §1.3
 constexpr char kAccept[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";  // and its answer
 
@@ -118,7 +119,7 @@ TEST(HttpUpgradeTest, DrainingAndFullShardsAnswer503WithRetryAfter) {
 
 TEST(HttpUpgradeTest, WithAuthOnlyAValidTokenUpgradesAndItsPatternsBecomeTheIdentity) {
   HttpPolicy auth;
-  auth.token_secret = &kSecret;
+  auth.token = &kRules;
   const std::string token =
       test_tokens::MakeToken(R"({"sub":"alice","topics":["room:*"],"exp":1800000060})", kSecret);
 
@@ -137,14 +138,14 @@ TEST(HttpUpgradeTest, WithAuthOnlyAValidTokenUpgradesAndItsPatternsBecomeTheIden
   EXPECT_EQ(Decide(Upgrade("/socket/websocket?token=" + expired + "&vsn=2.0.0"), auth).refusal,
             Refusal::kUnauthorized);
   const std::string forged = test_tokens::MakeToken(
-      R"({"sub":"alice","topics":["*"],"exp":1800000060})", "another-secret");
+      R"({"sub":"alice","topics":["*"],"exp":1800000060})", "another-secret-of-at-least-32-bytes");
   EXPECT_EQ(Decide(Upgrade("/socket/websocket?token=" + forged + "&vsn=2.0.0"), auth).refusal,
             Refusal::kUnauthorized);
 }
 
 TEST(HttpUpgradeTest, TokenInPhoenixAuthTokenSubprotocolIsAccepted) {
   HttpPolicy auth;
-  auth.token_secret = &kSecret;
+  auth.token = &kRules;
   const std::string token =
       test_tokens::MakeToken(R"({"sub":"bob","topics":["*"],"exp":1800000060})", kSecret);
   // phoenix.js: "base64url.bearer.phx." + btoa(token) with '=' stripped.
@@ -160,6 +161,60 @@ TEST(HttpUpgradeTest, TokenInPhoenixAuthTokenSubprotocolIsAccepted) {
   ASSERT_TRUE(d.upgrade) << d.response;
   EXPECT_EQ(d.identity->sub, "bob");
   EXPECT_NE(d.response.find("Sec-WebSocket-Protocol: phoenix\r\n"), std::string::npos);
+}
+
+TEST(HttpUpgradeTest, EveryTokenFailureGetsTheSameAnswerAndIsCountedByItsCheck) {
+  TokenRules rules = kRules;
+  rules.audience = "switchboard";
+  rules.issuer = "auth";
+  HttpPolicy auth;
+  auth.token = &rules;
+  auto token = [](std::string_view claims, const std::string& secret = kSecret) {
+    return test_tokens::MakeToken(claims, secret);
+  };
+  const std::string good =
+      R"({"sub":"a","topics":["*"],"exp":1800000060,"aud":"switchboard","iss":"auth")";
+  struct Case {
+    const char* name;
+    std::string target;
+    TokenFailure failure;
+  } cases[] = {
+      {"missing", "/socket/websocket?vsn=2.0.0", TokenFailure::kMissing},
+      {"empty", "/socket/websocket?vsn=2.0.0&token=", TokenFailure::kMissing},
+      {"malformed", "/socket/websocket?vsn=2.0.0&token=abc", TokenFailure::kMalformed},
+      {"forged", "/socket/websocket?vsn=2.0.0&token=" + token(good + "}", kSecret + "x"),
+       TokenFailure::kSignature},
+      {"expired",
+       "/socket/websocket?vsn=2.0.0&token=" +
+           token(R"({"sub":"a","topics":[],"exp":1,"aud":"switchboard","iss":"auth"})"),
+       TokenFailure::kExpired},
+      {"not yet valid",
+       "/socket/websocket?vsn=2.0.0&token=" + token(good + R"(,"nbf":1800000001})"),
+       TokenFailure::kNotYetValid},
+      {"audience",
+       "/socket/websocket?vsn=2.0.0&token=" +
+           token(R"({"sub":"a","topics":[],"exp":1800000060,"aud":"other","iss":"auth"})"),
+       TokenFailure::kAudience},
+      {"issuer",
+       "/socket/websocket?vsn=2.0.0&token=" +
+           token(R"({"sub":"a","topics":[],"exp":1800000060,"aud":"switchboard"})"),
+       TokenFailure::kIssuer},
+  };
+  const std::string first = Decide(Upgrade(cases[0].target), auth).response;
+  EXPECT_EQ(StatusOf(Decide(Upgrade(cases[0].target), auth)), 403);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    HttpDecision d = Decide(Upgrade(c.target), auth);
+    EXPECT_FALSE(d.upgrade);
+    EXPECT_EQ(d.refusal, Refusal::kUnauthorized);
+    ASSERT_TRUE(d.token_failure.has_value());
+    EXPECT_EQ(static_cast<int>(*d.token_failure), static_cast<int>(c.failure)) << d.why;
+    EXPECT_EQ(d.response, first);
+    EXPECT_EQ(d.response.find(d.why), std::string::npos) << "the log reason reaches the client";
+  }
+  HttpDecision ok = Decide(Upgrade("/socket/websocket?vsn=2.0.0&token=" + token(good + "}")), auth);
+  EXPECT_TRUE(ok.upgrade) << ok.why;
+  EXPECT_FALSE(ok.token_failure.has_value());
 }
 
 TEST(HttpUpgradeTest, QueryParamsArePercentDecoded) {

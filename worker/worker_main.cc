@@ -24,6 +24,7 @@
 #include "common/signal_fd.h"
 #include "common/tcp_listen.h"
 #include "common/unique_fd.h"
+#include "worker/auth.h"
 #include "worker/gateway.h"
 #include "worker/worker_metrics.h"
 
@@ -50,7 +51,7 @@ std::string RefPrefix(const std::string& shard, uint64_t instance) {
 
 int main(int argc, char** argv) {
   CLI::App app{"switchboard-worker: a gateway shard (Phoenix Channels v2 over WebSocket)"};
-  std::string shard = "0", listen, metrics_listen, secret_file;
+  std::string shard = "0", listen, metrics_listen, secret_file, audience, issuer;
   double idle_s = 60, shutdown_s = 5;
   sb::worker::GatewayOptions opt;
   rlimit nofile{};
@@ -80,8 +81,12 @@ int main(int argc, char** argv) {
   app.add_option("--max-connections", opt.max_connections, "WebSocket connections; beyond: 503")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--token-secret-file", secret_file, "HS256 secret: turns token auth on")
-      ->check(CLI::ExistingFile);
+  auto* secret_opt =
+      app.add_option("--token-secret-file", secret_file, "HS256 secret: turns token auth on")
+          ->check(CLI::ExistingFile);
+  app.add_option("--token-audience", audience, "the token's aud claim must name this")
+      ->needs(secret_opt);
+  app.add_option("--token-issuer", issuer, "the token's iss claim must be this")->needs(secret_opt);
   app.add_option("--shutdown-timeout", shutdown_s, "seconds to wait for clients on SIGTERM")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -114,7 +119,11 @@ int main(int argc, char** argv) {
       sb::PrintFatal(kProgram, "read the token secret " + secret_file, "empty or unreadable");
       return sb::kExitUsage;
     }
-    opt.token_secret = std::move(secret);
+    if (sb::Status s = sb::worker::CheckTokenSecret(secret); !s.ok()) {
+      sb::PrintFatal(kProgram, "use the token secret " + secret_file, s.message());
+      return sb::kExitUsage;
+    }
+    opt.token = sb::worker::TokenRules{std::move(secret), audience, issuer};
   }
 
   auto inherited = sb::TakeListenFds();
