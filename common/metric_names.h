@@ -95,8 +95,9 @@ inline constexpr std::string_view kWorkerConnectionsAcceptedTotal =
     "switchboard_worker_connections_accepted_total";
 // Counter, label reason: HTTP requests answered without an upgrade.
 // not_found, bad_request, method_not_allowed, forbidden (bad vsn),
-// unauthorized (token), overloaded (max connections), draining, timeout
-// (no complete request within the handshake timeout). /healthz is not counted.
+// forbidden_origin (Origin check), unauthorized (token), overloaded (max
+// connections), draining, timeout (no complete request within the handshake
+// timeout). /healthz is not counted.
 inline constexpr std::string_view kWorkerUpgradesRefusedTotal =
     "switchboard_worker_upgrades_refused_total";
 // Counter, label reason: the unauthorized refusals above, by the token check

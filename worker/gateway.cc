@@ -261,6 +261,7 @@ void Gateway::OnHttpBytes(Conn* c, const char* data, size_t n) {
     policy.draining = draining_;
     policy.at_capacity = websockets_ >= opt_.max_connections;
     policy.token = opt_.token ? &*opt_.token : nullptr;
+    policy.origin = &opt_.origin;
     policy.now_unix_s = static_cast<int64_t>(std::time(nullptr));
     d = DecideRequest(h.parser.get(), policy);
   }

@@ -29,6 +29,7 @@
 #include "worker/broker_link.h"
 #include "worker/cluster_session.h"
 #include "worker/frame_ref.h"
+#include "worker/http_upgrade.h"
 #include "worker/hub.h"
 #include "worker/worker_metrics.h"
 
@@ -44,6 +45,7 @@ struct GatewayOptions {
   std::chrono::milliseconds close_timeout{2000};
   std::chrono::milliseconds shutdown_timeout{5000};
   std::optional<TokenRules> token;  // token auth is on when set
+  OriginPolicy origin;
   HubLimits hub;
   std::string ref_prefix;  // see Hub
   // The node's broker (tcp:// or ipc://); empty: a shard on its own.

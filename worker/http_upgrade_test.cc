@@ -217,6 +217,170 @@ TEST(HttpUpgradeTest, EveryTokenFailureGetsTheSameAnswerAndIsCountedByItsCheck) 
   EXPECT_FALSE(ok.token_failure.has_value());
 }
 
+// --- Origin
+
+std::string WithOrigin(std::string_view origin, std::string_view host = "shard") {
+  std::string raw =
+      Upgrade("/socket/websocket?vsn=2.0.0", "Origin: " + std::string(origin) + "\r\n");
+  raw.replace(raw.find("Host: shard"), 11, "Host: " + std::string(host));
+  return raw;
+}
+
+OriginPolicy Allowing(std::vector<std::string> entries) {
+  Result<OriginPolicy> p = MakeOriginPolicy(true, entries);
+  EXPECT_TRUE(p.ok()) << p.status().message();
+  return p.ok() ? p.value() : OriginPolicy{};
+}
+
+bool Allowed(std::optional<std::string_view> origin, std::string_view host,
+             const OriginPolicy& policy = {}) {
+  std::string why;
+  bool ok = OriginAllowed(origin, host, policy, &why);
+  EXPECT_EQ(ok, why.empty()) << why;
+  return ok;
+}
+
+TEST(HttpUpgradeTest, ACrossOriginUpgradeIsForbiddenByDefault) {
+  HttpDecision d = Decide(WithOrigin("https://evil.example"));
+  EXPECT_FALSE(d.upgrade);
+  EXPECT_EQ(StatusOf(d), 403);
+  EXPECT_EQ(d.refusal, Refusal::kForbiddenOrigin);
+  EXPECT_NE(d.why.find("evil.example"), std::string::npos) << d.why;
+
+  EXPECT_TRUE(Decide(WithOrigin("https://shard")).upgrade);
+  EXPECT_TRUE(Decide(Upgrade("/socket/websocket?vsn=2.0.0")).upgrade) << "no Origin: not a browser";
+  // The page may not connect whatever the shard's state.
+  HttpPolicy draining;
+  draining.draining = true;
+  EXPECT_EQ(Decide(WithOrigin("https://evil.example"), draining).refusal,
+            Refusal::kForbiddenOrigin);
+}
+
+TEST(HttpUpgradeTest, OriginCheckFollowsThePolicyGiven) {
+  const OriginPolicy off = MakeOriginPolicy(false, {}).value();
+  HttpPolicy policy;
+  policy.origin = &off;
+  EXPECT_TRUE(Decide(WithOrigin("https://evil.example"), policy).upgrade);
+  const OriginPolicy list = Allowing({"https://app.example.com"});
+  policy.origin = &list;
+  EXPECT_TRUE(Decide(WithOrigin("https://app.example.com"), policy).upgrade);
+  EXPECT_EQ(Decide(WithOrigin("https://shard"), policy).refusal, Refusal::kForbiddenOrigin)
+      << "with a list, the Host no longer counts";
+}
+
+TEST(OriginTest, DefaultComparesTheOriginHostWithTheHostHeaderHost) {
+  EXPECT_TRUE(Allowed("https://chat.example.com", "chat.example.com"));
+  // Port and scheme do not matter (a proxy in front changes both).
+  EXPECT_TRUE(Allowed("http://chat.example.com:8080", "chat.example.com:4000"));
+  EXPECT_TRUE(Allowed("https://chat.example.com", "chat.example.com:443"));
+  EXPECT_TRUE(Allowed("https://Chat.Example.COM", "chat.example.com")) << "hosts ignore case";
+  EXPECT_TRUE(Allowed("http://127.0.0.1:3000", "127.0.0.1:4000"));
+  EXPECT_TRUE(Allowed("http://[::1]:3000", "[::1]:4000"));
+  EXPECT_TRUE(Allowed("https://chat.example.com/path?q", "chat.example.com"));
+
+  EXPECT_FALSE(Allowed("https://evil.example", "chat.example.com"));
+  EXPECT_FALSE(Allowed("https://chat.example.com.evil.example", "chat.example.com"));
+  EXPECT_FALSE(Allowed("https://example.com", "chat.example.com"));
+  EXPECT_FALSE(Allowed("https://sub.chat.example.com", "chat.example.com"));
+  EXPECT_FALSE(Allowed("http://[::2]:3000", "[::1]:4000"));
+  EXPECT_FALSE(Allowed("https://chat.example.com", "")) << "no Host to compare with";
+  EXPECT_FALSE(Allowed("https://chat.example.com", "[::1"));
+}
+
+TEST(OriginTest, AnOriginWithoutAHostIsRefusedAndNoOriginIsAllowed) {
+  const OriginPolicy list = Allowing({"//example.com"});
+  for (const OriginPolicy* p : {static_cast<const OriginPolicy*>(nullptr), &list}) {
+    const OriginPolicy policy = p ? *p : OriginPolicy{};
+    EXPECT_TRUE(Allowed(std::nullopt, "example.com", policy));
+    for (std::string_view origin :
+         {"null", "file://", "", "example.com", "https://", "https://user@example.com",
+          "https://example.com:99999", "https://example.com:80a", "1http://example.com"}) {
+      SCOPED_TRACE(origin);
+      EXPECT_FALSE(Allowed(origin, "example.com", policy));
+    }
+  }
+}
+
+TEST(OriginTest, CheckOffAllowsEveryOrigin) {
+  const OriginPolicy off = MakeOriginPolicy(false, {}).value();
+  EXPECT_TRUE(Allowed("https://evil.example", "shard", off));
+  EXPECT_TRUE(Allowed("null", "", off));
+  EXPECT_FALSE(MakeOriginPolicy(false, {"//example.com"}).ok()) << "contradicting flags";
+}
+
+TEST(OriginTest, AListEntryWithoutSchemeOrPortMatchesAnySchemeAndPort) {
+  const OriginPolicy p = Allowing({"//example.com"});
+  EXPECT_TRUE(Allowed("http://example.com", "shard", p));
+  EXPECT_TRUE(Allowed("https://example.com/", "shard", p));
+  EXPECT_TRUE(Allowed("https://example.com:8443", "shard", p));
+  EXPECT_TRUE(Allowed("chrome-extension://example.com", "shard", p));
+  EXPECT_FALSE(Allowed("https://org1.example.com", "shard", p)) << "no subdomains without *.";
+  EXPECT_FALSE(Allowed("https://example.com.evil", "shard", p));
+  EXPECT_FALSE(Allowed("https://shard", "shard", p));
+}
+
+TEST(OriginTest, AListEntryWithASchemeChecksItAndItsDefaultPort) {
+  // As Phoenix's own tests: "http://scheme.com" allows http on port 80 only.
+  const OriginPolicy p = Allowing({"http://scheme.com", "HTTPS://Secure.com"});
+  EXPECT_TRUE(Allowed("http://scheme.com", "shard", p));
+  EXPECT_TRUE(Allowed("http://scheme.com:80", "shard", p));
+  EXPECT_FALSE(Allowed("https://scheme.com", "shard", p));
+  EXPECT_FALSE(Allowed("http://scheme.com:8080", "shard", p));
+  EXPECT_TRUE(Allowed("https://secure.com", "shard", p));
+  EXPECT_TRUE(Allowed("https://secure.com:443", "shard", p));
+  EXPECT_FALSE(Allowed("https://secure.com:8443", "shard", p));
+  EXPECT_FALSE(Allowed("http://secure.com", "shard", p));
+}
+
+TEST(OriginTest, AListEntryWithAPortChecksIt) {
+  const OriginPolicy p = Allowing({"//port.com:81", "https://both.com:8443"});
+  EXPECT_TRUE(Allowed("http://port.com:81", "shard", p));
+  EXPECT_TRUE(Allowed("https://port.com:81", "shard", p));
+  EXPECT_FALSE(Allowed("http://port.com:82", "shard", p));
+  EXPECT_FALSE(Allowed("http://port.com", "shard", p));
+  EXPECT_TRUE(Allowed("https://both.com:8443", "shard", p));
+  EXPECT_FALSE(Allowed("http://both.com:8443", "shard", p));
+  EXPECT_FALSE(Allowed("https://both.com", "shard", p));
+}
+
+TEST(OriginTest, AWildcardEntryMatchesSubdomainsAtADotBoundary) {
+  const OriginPolicy p = Allowing({"//*.example.com", "https://*.foo.test"});
+  EXPECT_TRUE(Allowed("https://a.example.com", "shard", p));
+  EXPECT_TRUE(Allowed("http://a.b.example.com:3000", "shard", p));
+  // As in Phoenix (1.6.14 on), the wildcard covers the domain itself too.
+  EXPECT_TRUE(Allowed("https://example.com", "shard", p));
+  // The dot boundary: the fix of Phoenix 1.6.14.
+  EXPECT_FALSE(Allowed("https://evilexample.com", "shard", p));
+  EXPECT_FALSE(Allowed("https://a.evilexample.com", "shard", p));
+  EXPECT_FALSE(Allowed("https://example.com.evil.example", "shard", p));
+  EXPECT_FALSE(Allowed("https://xample.com", "shard", p));
+
+  EXPECT_TRUE(Allowed("https://org1.foo.test", "shard", p));
+  EXPECT_FALSE(Allowed("http://org1.foo.test", "shard", p));
+  EXPECT_FALSE(Allowed("https://org1.bar.test", "shard", p));
+}
+
+TEST(OriginTest, MalformedListEntriesAreRefused) {
+  for (const char* entry : {"example.com", "", "//", "https://", "//*", "//*.", "//*example.com",
+                            "//a.*.example.com", "https://user@example.com", "//example.com:99999",
+                            "//example.com:8o", "//[::1", "://example.com"}) {
+    SCOPED_TRACE(entry);
+    Result<AllowedOrigin> r = ParseAllowedOrigin(entry);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), Status::Code::kInvalidConfig);
+  }
+  Result<AllowedOrigin> r = ParseAllowedOrigin(" HTTPS://*.Example.com:8443/ ");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->scheme, "https");
+  EXPECT_EQ(r->host, "example.com");
+  EXPECT_TRUE(r->wildcard);
+  EXPECT_EQ(r->port, 8443);
+  r = ParseAllowedOrigin("//[::1]");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->host, "::1");
+  EXPECT_EQ(r->port, std::nullopt);
+}
+
 TEST(HttpUpgradeTest, QueryParamsArePercentDecoded) {
   EXPECT_EQ(QueryParam("/p?a=1&b=x%20y+z&c", "b"), "x y z");
   EXPECT_EQ(QueryParam("/p?a=1&b=2&c", "c"), "");

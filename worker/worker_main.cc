@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "common/event_loop.h"
 #include "common/exit_codes.h"
@@ -26,6 +27,7 @@
 #include "common/unique_fd.h"
 #include "worker/auth.h"
 #include "worker/gateway.h"
+#include "worker/http_upgrade.h"
 #include "worker/worker_metrics.h"
 
 namespace {
@@ -51,7 +53,9 @@ std::string RefPrefix(const std::string& shard, uint64_t instance) {
 
 int main(int argc, char** argv) {
   CLI::App app{"switchboard-worker: a gateway shard (Phoenix Channels v2 over WebSocket)"};
-  std::string shard = "0", listen, metrics_listen, secret_file, audience, issuer;
+  std::string shard = "0", listen, metrics_listen, secret_file, audience, issuer,
+              check_origin = "on";
+  std::vector<std::string> allowed_origins;
   double idle_s = 60, shutdown_s = 5;
   sb::worker::GatewayOptions opt;
   rlimit nofile{};
@@ -87,6 +91,13 @@ int main(int argc, char** argv) {
   app.add_option("--token-audience", audience, "the token's aud claim must name this")
       ->needs(secret_opt);
   app.add_option("--token-issuer", issuer, "the token's iss claim must be this")->needs(secret_opt);
+  app.add_option("--check-origin", check_origin, "on: a browser's Origin must be allowed; off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--allowed-origins", allowed_origins,
+                 "origins allowed (default: the Host's): scheme://host[:port], //*.host, ...")
+      ->delimiter(',')
+      ->allow_extra_args(false);
   app.add_option("--shutdown-timeout", shutdown_s, "seconds to wait for clients on SIGTERM")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -125,6 +136,12 @@ int main(int argc, char** argv) {
     }
     opt.token = sb::worker::TokenRules{std::move(secret), audience, issuer};
   }
+  auto origin = sb::worker::MakeOriginPolicy(check_origin == "on", allowed_origins);
+  if (!origin.ok()) {
+    sb::PrintFatal(kProgram, "check origins", origin.status().message());
+    return sb::kExitUsage;
+  }
+  opt.origin = std::move(origin.value());
 
   auto inherited = sb::TakeListenFds();
   sb::UniqueFd own;

@@ -27,7 +27,7 @@ constexpr std::array<std::string_view, static_cast<size_t>(CloseReason::kCount)>
     "client",  "idle_timeout",     "slow_consumer", "protocol_error", "invalid_payload",
     "too_big", "unsupported_data", "shutdown",      "io_error"};
 constexpr std::array<std::string_view, static_cast<size_t>(Refusal::kCount)> kRefusalNames = {
-    "not_found",    "bad_request", "method_not_allowed", "forbidden",
+    "not_found",    "bad_request", "method_not_allowed", "forbidden", "forbidden_origin",
     "unauthorized", "overloaded",  "draining",           "timeout"};
 constexpr std::array<std::string_view, static_cast<size_t>(TokenFailure::kCount)>
     kTokenFailureNames = {"missing", "malformed",     "algorithm", "signature", "claims",
