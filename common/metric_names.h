@@ -95,10 +95,17 @@ inline constexpr std::string_view kWorkerConnectionsAcceptedTotal =
     "switchboard_worker_connections_accepted_total";
 // Counter, label reason: HTTP requests answered without an upgrade.
 // not_found, bad_request, method_not_allowed, forbidden (bad vsn),
-// unauthorized (token), overloaded (max connections), draining, timeout
-// (no complete request within the handshake timeout). /healthz is not counted.
+// forbidden_origin (Origin check), unauthorized (token), overloaded (max
+// connections), draining, timeout (no complete request within the handshake
+// timeout). /healthz is not counted.
 inline constexpr std::string_view kWorkerUpgradesRefusedTotal =
     "switchboard_worker_upgrades_refused_total";
+// Counter, label reason: the unauthorized refusals above, by the token check
+// that failed: missing, malformed, algorithm, signature, claims (a required
+// claim missing or mistyped), expired, not_yet_valid (nbf), audience,
+// issuer, error (the shard could not check it). The client is not told.
+inline constexpr std::string_view kWorkerTokenRefusalsTotal =
+    "switchboard_worker_token_refusals_total";
 // Counter, label result: phx_join requests and their outcome: ok, or refused
 // as unauthorized, too_many_topics, invalid_topic, invalid_presence, rate_limited.
 inline constexpr std::string_view kWorkerJoinsTotal = "switchboard_worker_joins_total";

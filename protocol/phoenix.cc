@@ -199,9 +199,9 @@ bool DecodeText(std::string_view text, Message* out, DecodeError* error) {
   if (ec) return Fail(error, kInvalidText, "invalid JSON: " + ec.message());
   ShapeHandler& h = parser.handler();
   if (!h.root_is_array) return Fail(error, kInvalidText, "not a JSON array");
-  if (h.elements < 5) {
+  if (h.elements != 5) {
     return Fail(error, kInvalidText,
-                "array has " + std::to_string(h.elements) + " elements, not at least 5");
+                "array has " + std::to_string(h.elements) + " elements, not 5");
   }
   for (size_t k = 0; k < kNameElements; ++k) {
     const bool nullable = k < 2;

@@ -34,7 +34,7 @@ struct Message {
 
 // Why a message could not be decoded, and the WebSocket close code the
 // socket gets for it: 1007 for text that is not a well-formed Phoenix
-// message (not JSON, not an array of at least 5, wrong element types, nesting
+// message (not JSON, not an array of exactly 5, wrong element types, nesting
 // deeper than kMaxJsonDepth), 1003 for a binary message of a kind a client
 // may not send or with inconsistent lengths.
 struct DecodeError {
@@ -44,8 +44,10 @@ struct DecodeError {
 
 inline constexpr int kMaxJsonDepth = 64;
 
-// Decodes a text message. Extra elements after the fifth are ignored, as
-// Phoenix does. join_ref and ref must be strings or null; topic and event
+// Decodes a text message: an array of exactly five elements. Phoenix's own
+// decoder ignores elements after the fifth; here they are refused, so what
+// a shard relays is what the protocol defines and nothing rides along
+// unchecked. join_ref and ref must be strings or null; topic and event
 // strings; the payload any JSON value.
 bool DecodeText(std::string_view text, Message* out, DecodeError* error);
 

@@ -73,13 +73,36 @@ std::optional<int64_t> ToUnixSeconds(const boost::json::value& v) {
   return std::nullopt;
 }
 
-Result<Claims> Verify(std::string_view token, std::string_view secret, int64_t now_unix_s) {
-  if (secret.empty()) return Status::Refused("no token secret configured");
-  if (secret.size() > INT_MAX) return Status::Refused("token secret too long");
+// A refusal of kind `f`, noted in `*failure`.
+Status Refuse(TokenFailure* failure, TokenFailure f, std::string why) {
+  *failure = f;
+  return f == TokenFailure::kError ? Status::Internal(std::move(why))
+                                   : Status::Refused(std::move(why));
+}
+
+// True if "aud" (a string or an array of strings) names `audience`.
+bool AudienceNames(const boost::json::value& aud, std::string_view audience) {
+  if (aud.is_string()) return aud.get_string() == audience;
+  if (!aud.is_array()) return false;
+  for (const auto& a : aud.get_array()) {
+    if (a.is_string() && a.get_string() == audience) return true;
+  }
+  return false;
+}
+
+Result<Claims> Verify(std::string_view token, const TokenRules& rules, int64_t now_unix_s,
+                      TokenFailure* failure) {
+  const std::string& secret = rules.secret;
+  if (Status s = CheckTokenSecret(secret); !s.ok()) {
+    return Refuse(failure, TokenFailure::kError, s.message());
+  }
+  if (secret.size() > INT_MAX) {
+    return Refuse(failure, TokenFailure::kError, "token secret too long");
+  }
   size_t dot1 = token.find('.');
   size_t dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
   if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos) {
-    return Status::Refused("token malformed: not three parts");
+    return Refuse(failure, TokenFailure::kMalformed, "token malformed: not three parts");
   }
   std::string_view header_b64 = token.substr(0, dot1);
   std::string_view claims_b64 = token.substr(dot1 + 1, dot2 - dot1 - 1);
@@ -87,18 +110,21 @@ Result<Claims> Verify(std::string_view token, std::string_view secret, int64_t n
 
   std::string header_text;
   if (!DecodeBase64Url(header_b64, &header_text)) {
-    return Status::Refused("token malformed: header is not base64url");
+    return Refuse(failure, TokenFailure::kMalformed, "token malformed: header is not base64url");
   }
   auto header = ParseObject(header_text);
-  if (!header) return Status::Refused("token malformed: header is not a JSON object");
+  if (!header) {
+    return Refuse(failure, TokenFailure::kMalformed,
+                  "token malformed: header is not a JSON object");
+  }
   const boost::json::value* alg = header->if_contains("alg");
   if (alg == nullptr || !alg->is_string() || alg->get_string() != "HS256") {
-    return Status::Refused("token algorithm is not HS256");
+    return Refuse(failure, TokenFailure::kAlgorithm, "token algorithm is not HS256");
   }
 
   std::string signature;
   if (!DecodeBase64Url(signature_b64, &signature)) {
-    return Status::Refused("token malformed: signature is not base64url");
+    return Refuse(failure, TokenFailure::kMalformed, "token malformed: signature is not base64url");
   }
   std::array<unsigned char, EVP_MAX_MD_SIZE> mac{};
   unsigned int mac_size = 0;
@@ -107,36 +133,65 @@ Result<Claims> Verify(std::string_view token, std::string_view secret, int64_t n
            reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size(),
            mac.data(), &mac_size) == nullptr ||
       mac_size != kSha256Size) {
-    return Status::Internal("HMAC-SHA256 failed");
+    return Refuse(failure, TokenFailure::kError, "HMAC-SHA256 failed");
   }
   if (signature.size() != kSha256Size ||
       CRYPTO_memcmp(signature.data(), mac.data(), kSha256Size) != 0) {
-    return Status::Refused("token signature does not match");
+    return Refuse(failure, TokenFailure::kSignature, "token signature does not match");
   }
 
   // Claims are read only once the signature vouches for them.
   std::string claims_text;
   if (!DecodeBase64Url(claims_b64, &claims_text)) {
-    return Status::Refused("token malformed: claims are not base64url");
+    return Refuse(failure, TokenFailure::kMalformed, "token malformed: claims are not base64url");
   }
   auto claims = ParseObject(claims_text);
-  if (!claims) return Status::Refused("token malformed: claims are not a JSON object");
+  if (!claims) {
+    return Refuse(failure, TokenFailure::kMalformed,
+                  "token malformed: claims are not a JSON object");
+  }
   Claims out;
   const boost::json::value* sub = claims->if_contains("sub");
-  if (sub == nullptr || !sub->is_string()) return Status::Refused("token claim 'sub' missing");
+  if (sub == nullptr || !sub->is_string()) {
+    return Refuse(failure, TokenFailure::kClaims, "token claim 'sub' missing");
+  }
   out.sub = std::string(sub->get_string());
   const boost::json::value* topics = claims->if_contains("topics");
   if (topics == nullptr || !topics->is_array()) {
-    return Status::Refused("token claim 'topics' missing");
+    return Refuse(failure, TokenFailure::kClaims, "token claim 'topics' missing");
   }
   for (const auto& t : topics->get_array()) {
-    if (!t.is_string()) return Status::Refused("token claim 'topics' is not all strings");
+    if (!t.is_string()) {
+      return Refuse(failure, TokenFailure::kClaims, "token claim 'topics' is not all strings");
+    }
     out.topics.emplace_back(t.get_string());
   }
   const boost::json::value* exp = claims->if_contains("exp");
   std::optional<int64_t> exp_s = exp == nullptr ? std::nullopt : ToUnixSeconds(*exp);
-  if (!exp_s) return Status::Refused("token claim 'exp' missing");
-  if (*exp_s <= now_unix_s) return Status::Refused("token expired");
+  if (!exp_s) return Refuse(failure, TokenFailure::kClaims, "token claim 'exp' missing");
+  // nbf is optional (RFC 7519 §4.1.5), but one that is there must be a time.
+  const boost::json::value* nbf = claims->if_contains("nbf");
+  std::optional<int64_t> nbf_s = nbf == nullptr ? std::nullopt : ToUnixSeconds(*nbf);
+  if (nbf != nullptr && !nbf_s) {
+    return Refuse(failure, TokenFailure::kClaims, "token claim 'nbf' is not a number");
+  }
+  if (*exp_s <= now_unix_s) return Refuse(failure, TokenFailure::kExpired, "token expired");
+  if (nbf_s && *nbf_s > now_unix_s) {
+    return Refuse(failure, TokenFailure::kNotYetValid, "token not valid yet (nbf)");
+  }
+  if (!rules.audience.empty()) {
+    const boost::json::value* aud = claims->if_contains("aud");
+    if (aud == nullptr || !AudienceNames(*aud, rules.audience)) {
+      return Refuse(failure, TokenFailure::kAudience,
+                    "token claim 'aud' does not name this audience");
+    }
+  }
+  if (!rules.issuer.empty()) {
+    const boost::json::value* iss = claims->if_contains("iss");
+    if (iss == nullptr || !iss->is_string() || iss->get_string() != rules.issuer) {
+      return Refuse(failure, TokenFailure::kIssuer, "token claim 'iss' is not the expected issuer");
+    }
+  }
   out.exp = *exp_s;
   return out;
 }
@@ -151,13 +206,24 @@ bool DecodeUnpaddedBase64(std::string_view in, std::string* out) {
   return DecodeUnpadded(kBase64Std, in, out);
 }
 
-Result<Claims> VerifyToken(std::string_view token, std::string_view secret, int64_t now_unix_s) {
+Status CheckTokenSecret(std::string_view secret) {
+  if (secret.size() < kMinSecretBytes) {
+    return Status::InvalidConfig("the secret is " + std::to_string(secret.size()) +
+                                 " bytes, shorter than " + std::to_string(kMinSecretBytes));
+  }
+  return Status::Ok();
+}
+
+Result<Claims> VerifyToken(std::string_view token, const TokenRules& rules, int64_t now_unix_s,
+                           TokenFailure* failure) {
+  TokenFailure ignored = TokenFailure::kError;
+  if (failure == nullptr) failure = &ignored;
   // Boost.JSON throws only on allocation failure or size limits; no
   // exception leaves this module.
   try {
-    return Verify(token, secret, now_unix_s);
+    return Verify(token, rules, now_unix_s, failure);
   } catch (const std::exception& e) {
-    return Status::Internal(std::string("token verification: ") + e.what());
+    return Refuse(failure, TokenFailure::kError, std::string("token verification: ") + e.what());
   }
 }
 

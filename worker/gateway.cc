@@ -223,7 +223,8 @@ void Gateway::OnHttpBytes(Conn* c, const char* data, size_t n) {
     HttpPolicy policy;
     policy.draining = draining_;
     policy.at_capacity = websockets_ >= opt_.max_connections;
-    policy.token_secret = opt_.token_secret ? &*opt_.token_secret : nullptr;
+    policy.token = opt_.token ? &*opt_.token : nullptr;
+    policy.origin = &opt_.origin;
     policy.now_unix_s = static_cast<int64_t>(std::time(nullptr));
     d = DecideRequest(h.parser.get(), policy);
   }
@@ -233,6 +234,7 @@ void Gateway::OnHttpBytes(Conn* c, const char* data, size_t n) {
   if (!d.upgrade) {
     if (d.refusal) {
       metrics_->AddRefusal(*d.refusal);
+      if (d.token_failure) metrics_->AddTokenRefusal(*d.token_failure);
       spdlog::debug("conn {}: refused: {}", c->fd, d.why);
     }
     c->input_done = true;

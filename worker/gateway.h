@@ -26,7 +26,9 @@
 
 #include "common/event_loop.h"
 #include "common/status.h"
+#include "worker/auth.h"
 #include "worker/frame_ref.h"
+#include "worker/http_upgrade.h"
 #include "worker/hub.h"
 #include "worker/reasons.h"
 #include "worker/worker_metrics.h"
@@ -42,7 +44,8 @@ struct GatewayOptions {
   // How long a close handshake we started may take before the socket is dropped.
   std::chrono::milliseconds close_timeout{2000};
   std::chrono::milliseconds shutdown_timeout{5000};
-  std::optional<std::string> token_secret;
+  std::optional<TokenRules> token;  // token auth is on when set
+  OriginPolicy origin;
 };
 
 class Gateway {

@@ -1,6 +1,7 @@
 #include "worker/http_upgrade.h"
 
 #include <boost/beast/websocket/rfc6455.hpp>
+#include <cctype>
 #include <string>
 
 #include "protocol/websocket.h"
@@ -50,7 +51,186 @@ Refusal RefuseWith(HttpDecision& d, Refusal r, int status, std::string_view reas
   return r;
 }
 
+// The value of the first `field` header, nullopt when there is none.
+std::optional<std::string_view> FieldValue(const HttpRequest& req, http::field field) {
+  auto it = req.find(field);
+  if (it == req.end()) return std::nullopt;
+  return std::string_view(it->value().data(), it->value().size());
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// An origin or an allowed-origin entry, split as Elixir's URI.parse splits
+// it for Phoenix's check_origin.
+struct Uri {
+  std::string scheme;  // lowercase; empty for "//host"
+  std::string host;    // lowercase, IPv6 without brackets
+  std::optional<uint16_t> port;
+};
+
+std::optional<uint16_t> DefaultPort(std::string_view scheme) {
+  if (scheme == "http" || scheme == "ws") return 80;
+  if (scheme == "https" || scheme == "wss") return 443;
+  return std::nullopt;
+}
+
+// Splits "host[:port]" or "[v6]:port" (a Host header, or the authority of a
+// URI) into host and explicit port. False on a malformed port or brackets.
+bool SplitHostPort(std::string_view authority, std::string* host, std::optional<uint16_t>* port) {
+  std::string_view h = authority;
+  std::string_view rest;
+  if (!h.empty() && h.front() == '[') {
+    size_t close = h.find(']');
+    if (close == std::string_view::npos) return false;
+    rest = h.substr(close + 1);
+    h = h.substr(1, close - 1);
+    if (!rest.empty() && rest.front() != ':') return false;
+  } else {
+    size_t colon = h.find(':');
+    if (colon != std::string_view::npos) {
+      rest = h.substr(colon);
+      h = h.substr(0, colon);
+    }
+  }
+  port->reset();
+  if (!rest.empty()) {
+    std::string_view digits = rest.substr(1);
+    // "host:" has no port, as in RFC 3986 (port = *DIGIT).
+    if (digits.size() > 5) return false;
+    uint32_t p = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return false;
+      p = p * 10 + static_cast<uint32_t>(c - '0');
+    }
+    if (p > 65535) return false;
+    if (!digits.empty()) *port = static_cast<uint16_t>(p);
+  }
+  *host = Lower(h);
+  return true;
+}
+
+// "scheme://authority[/path...]" or "//authority[/path...]". False, with
+// `*why`, when there is no host (Phoenix refuses "null", "file://" and ""
+// the same way) or the authority is malformed. Userinfo is refused: a
+// browser never puts it in an Origin.
+bool ParseUri(std::string_view s, Uri* out, std::string* why) {
+  s = Trim(s);
+  std::string_view rest;
+  if (s.starts_with("//")) {
+    rest = s.substr(2);
+    out->scheme.clear();
+  } else {
+    size_t sep = s.find("://");
+    bool scheme_ok =
+        sep != std::string_view::npos && sep > 0 && std::isalpha(static_cast<unsigned char>(s[0]));
+    for (size_t i = 0; scheme_ok && i < sep; ++i) {
+      unsigned char c = static_cast<unsigned char>(s[i]);
+      scheme_ok = std::isalnum(c) || c == '+' || c == '-' || c == '.';
+    }
+    if (!scheme_ok) {
+      *why = "no scheme://host";
+      return false;
+    }
+    out->scheme = Lower(s.substr(0, sep));
+    rest = s.substr(sep + 3);
+  }
+  std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  if (authority.find('@') != std::string_view::npos) {
+    *why = "userinfo in the authority";
+    return false;
+  }
+  if (!SplitHostPort(authority, &out->host, &out->port)) {
+    *why = "malformed host or port";
+    return false;
+  }
+  if (out->host.empty()) {
+    *why = "no host";
+    return false;
+  }
+  if (!out->port) out->port = DefaultPort(out->scheme);
+  return true;
+}
+
+bool MatchesEntry(const Uri& origin, const AllowedOrigin& entry) {
+  if (!entry.scheme.empty() && entry.scheme != origin.scheme) return false;
+  if (entry.port && entry.port != origin.port) return false;
+  if (!entry.wildcard) return origin.host == entry.host;
+  // The dot boundary of Phoenix 1.6.14: "*.example.com" must not match
+  // "evilexample.com". Like Phoenix, it matches "example.com" itself.
+  return origin.host == entry.host ||
+         (origin.host.size() > entry.host.size() && origin.host.ends_with(entry.host) &&
+          origin.host[origin.host.size() - entry.host.size() - 1] == '.');
+}
+
 }  // namespace
+
+Result<AllowedOrigin> ParseAllowedOrigin(std::string_view entry) {
+  Uri uri;
+  std::string why;
+  if (!ParseUri(entry, &uri, &why)) {
+    return Status::InvalidConfig("allowed origin '" + std::string(entry) + "': " + why +
+                                 " (expected scheme://host[:port] or //host[:port])");
+  }
+  AllowedOrigin out;
+  out.scheme = std::move(uri.scheme);
+  out.port = uri.port;
+  std::string_view host = uri.host;
+  if (host.starts_with("*.")) {
+    out.wildcard = true;
+    host.remove_prefix(2);
+  }
+  if (host.empty() || host.find('*') != std::string_view::npos) {
+    return Status::InvalidConfig("allowed origin '" + std::string(entry) +
+                                 "': a '*' may only start the host, as in //*.example.com");
+  }
+  out.host = std::string(host);
+  return out;
+}
+
+Result<OriginPolicy> MakeOriginPolicy(bool check, const std::vector<std::string>& entries) {
+  OriginPolicy policy;
+  policy.check = check;
+  if (!check && !entries.empty()) {
+    return Status::InvalidConfig("--allowed-origins given with --check-origin off");
+  }
+  for (const std::string& entry : entries) {
+    Result<AllowedOrigin> parsed = ParseAllowedOrigin(entry);
+    if (!parsed.ok()) return parsed.status();
+    policy.allowed.push_back(std::move(parsed.value()));
+  }
+  return policy;
+}
+
+bool OriginAllowed(std::optional<std::string_view> origin, std::string_view host,
+                   const OriginPolicy& policy, std::string* why) {
+  if (!policy.check || !origin) return true;
+  Uri o;
+  std::string parse_why;
+  if (!ParseUri(*origin, &o, &parse_why)) {
+    *why = "Origin '" + std::string(*origin) + "': " + parse_why;
+    return false;
+  }
+  if (policy.allowed.empty()) {
+    std::string host_name;
+    std::optional<uint16_t> port;
+    if (!SplitHostPort(Trim(host), &host_name, &port) || host_name.empty()) {
+      *why = "Origin '" + std::string(*origin) + "' and no usable Host header to compare it with";
+      return false;
+    }
+    if (o.host == host_name) return true;
+    *why = "Origin host '" + o.host + "' is not the Host '" + host_name + "'";
+    return false;
+  }
+  for (const AllowedOrigin& entry : policy.allowed) {
+    if (MatchesEntry(o, entry)) return true;
+  }
+  *why = "Origin '" + std::string(*origin) + "' matches no --allowed-origins entry";
+  return false;
+}
 
 std::string PlainResponse(int status, std::string_view reason, std::string_view body,
                           std::string_view extra_headers) {
@@ -126,6 +306,17 @@ HttpDecision DecideRequest(const HttpRequest& req, const HttpPolicy& policy) {
                "unsupported serializer: this server speaks vsn=2.0.0");
     return d;
   }
+  // Before draining and capacity: a page that may not connect gets the same
+  // answer whatever the shard's state.
+  const OriginPolicy default_origin;  // no allocation: an empty list
+  std::optional<std::string_view> origin = FieldValue(req, http::field::origin);
+  std::string origin_why;
+  if (!OriginAllowed(origin, FieldValue(req, http::field::host).value_or(""),
+                     policy.origin ? *policy.origin : default_origin, &origin_why)) {
+    RefuseWith(d, Refusal::kForbiddenOrigin, 403, "Forbidden", "origin not allowed");
+    d.why = "origin not allowed: " + origin_why;
+    return d;
+  }
   if (policy.draining) {
     RefuseWith(d, Refusal::kDraining, 503, "Service Unavailable", "shard is draining",
                "Retry-After: 1\r\n");
@@ -159,18 +350,25 @@ HttpDecision DecideRequest(const HttpRequest& req, const HttpPolicy& policy) {
     }
   }
 
-  if (policy.token_secret) {
-    if (!token || token->empty()) {
-      RefuseWith(d, Refusal::kUnauthorized, 403, "Forbidden", "a token is required");
+  if (policy.token) {
+    // One answer for every failed check: the client learns only that its
+    // token did not do; the log and the metric say which check failed.
+    TokenFailure failure = TokenFailure::kMissing;
+    std::string why = "no token";
+    if (token && !token->empty()) {
+      Result<Claims> claims = VerifyToken(*token, *policy.token, policy.now_unix_s, &failure);
+      if (claims.ok()) {
+        d.identity = Identity{claims->sub, claims->topics};
+      } else {
+        why = claims.status().message();
+      }
+    }
+    if (!d.identity) {
+      RefuseWith(d, Refusal::kUnauthorized, 403, "Forbidden", "invalid or missing token");
+      d.token_failure = failure;
+      d.why = "token refused: " + why;
       return d;
     }
-    Result<Claims> claims = VerifyToken(*token, *policy.token_secret, policy.now_unix_s);
-    if (!claims.ok()) {
-      RefuseWith(d, Refusal::kUnauthorized, 403, "Forbidden",
-                 "invalid token: " + claims.status().message());
-      return d;
-    }
-    d.identity = Identity{claims->sub, claims->topics};
   }
 
   d.upgrade = true;

@@ -32,6 +32,7 @@ enum class Refusal : uint8_t {
   kBadRequest,
   kMethodNotAllowed,
   kForbidden,
+  kForbiddenOrigin,  // Origin check failed (--check-origin, --allowed-origins)
   kUnauthorized,
   kOverloaded,
   kDraining,

@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "common/event_loop.h"
 #include "common/exit_codes.h"
@@ -24,6 +25,8 @@
 #include "common/signal_fd.h"
 #include "common/tcp_listen.h"
 #include "common/unique_fd.h"
+#include "worker/auth.h"
+#include "worker/http_upgrade.h"
 #include "worker/shard.h"
 #include "worker/worker_metrics.h"
 
@@ -50,7 +53,9 @@ std::string RefPrefix(const std::string& shard, uint64_t instance) {
 
 int main(int argc, char** argv) {
   CLI::App app{"switchboard-worker: a gateway shard (Phoenix Channels v2 over WebSocket)"};
-  std::string shard = "0", listen, metrics_listen, secret_file;
+  std::string shard = "0", listen, metrics_listen, secret_file, audience, issuer,
+              check_origin = "on";
+  std::vector<std::string> allowed_origins;
   double idle_s = 60, shutdown_s = 5;
   sb::worker::ShardOptions opt;
   rlimit nofile{};
@@ -81,8 +86,19 @@ int main(int argc, char** argv) {
                  "WebSocket connections; beyond: 503")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--token-secret-file", secret_file, "HS256 secret: turns token auth on")
-      ->check(CLI::ExistingFile);
+  auto* secret_opt =
+      app.add_option("--token-secret-file", secret_file, "HS256 secret: turns token auth on")
+          ->check(CLI::ExistingFile);
+  app.add_option("--token-audience", audience, "the token's aud claim must name this")
+      ->needs(secret_opt);
+  app.add_option("--token-issuer", issuer, "the token's iss claim must be this")->needs(secret_opt);
+  app.add_option("--check-origin", check_origin, "on: a browser's Origin must be allowed; off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--allowed-origins", allowed_origins,
+                 "origins allowed (default: the Host's): scheme://host[:port], //*.host, ...")
+      ->delimiter(',')
+      ->allow_extra_args(false);
   app.add_option("--shutdown-timeout", shutdown_s, "seconds to wait for clients on SIGTERM")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -115,8 +131,18 @@ int main(int argc, char** argv) {
       sb::PrintFatal(kProgram, "read the token secret " + secret_file, "empty or unreadable");
       return sb::kExitUsage;
     }
-    opt.gateway.token_secret = std::move(secret);
+    if (sb::Status s = sb::worker::CheckTokenSecret(secret); !s.ok()) {
+      sb::PrintFatal(kProgram, "use the token secret " + secret_file, s.message());
+      return sb::kExitUsage;
+    }
+    opt.gateway.token = sb::worker::TokenRules{std::move(secret), audience, issuer};
   }
+  auto origin = sb::worker::MakeOriginPolicy(check_origin == "on", allowed_origins);
+  if (!origin.ok()) {
+    sb::PrintFatal(kProgram, "check origins", origin.status().message());
+    return sb::kExitUsage;
+  }
+  opt.gateway.origin = std::move(origin.value());
 
   auto inherited = sb::TakeListenFds();
   sb::UniqueFd own;

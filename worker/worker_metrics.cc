@@ -27,8 +27,11 @@ constexpr std::array<std::string_view, static_cast<size_t>(CloseReason::kCount)>
     "client",  "idle_timeout",     "slow_consumer", "protocol_error", "invalid_payload",
     "too_big", "unsupported_data", "shutdown",      "io_error"};
 constexpr std::array<std::string_view, static_cast<size_t>(Refusal::kCount)> kRefusalNames = {
-    "not_found",    "bad_request", "method_not_allowed", "forbidden",
+    "not_found",    "bad_request", "method_not_allowed", "forbidden", "forbidden_origin",
     "unauthorized", "overloaded",  "draining",           "timeout"};
+constexpr std::array<std::string_view, static_cast<size_t>(TokenFailure::kCount)>
+    kTokenFailureNames = {"missing", "malformed",     "algorithm", "signature", "claims",
+                          "expired", "not_yet_valid", "audience",  "issuer",    "error"};
 constexpr std::array<std::string_view, static_cast<size_t>(Rejection::kCount)> kRejectionNames = {
     "rate_limited", "unmatched_topic", "reserved_event", "stale_join_ref"};
 
@@ -52,6 +55,9 @@ class Collector : public prometheus::Collectable {
             c.connections_accepted);
     Labelled(out, m::kWorkerUpgradesRefusedTotal, "HTTP requests answered without an upgrade",
              m::kLabelReason, kRefusalNames, c.refusals);
+    Labelled(out, m::kWorkerTokenRefusalsTotal,
+             "Upgrades refused for their token, by the check that failed", m::kLabelReason,
+             kTokenFailureNames, c.token_refusals);
     {
       MetricFamily& f =
           Family(out, m::kWorkerJoinsTotal, "phx_join requests by outcome", MetricType::Counter);

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "worker/auth.h"
 #include "worker/reasons.h"
 
 namespace prometheus {
@@ -35,6 +36,7 @@ struct WorkerCounters {
       joins_invalid_presence{0}, joins_rate_limited{0};
   std::array<A<uint64_t>, static_cast<size_t>(CloseReason::kCount)> closes{};
   std::array<A<uint64_t>, static_cast<size_t>(Refusal::kCount)> refusals{};
+  std::array<A<uint64_t>, static_cast<size_t>(TokenFailure::kCount)> token_refusals{};
   std::array<A<uint64_t>, static_cast<size_t>(Rejection::kCount)> rejections{};
   A<int64_t> client_queue_bytes{0}, client_queue_max_bytes{0}, resident_bytes{0};
   A<int64_t> loop_lag_ns{0};
@@ -64,6 +66,7 @@ class WorkerMetrics {
 
   void AddClose(CloseReason r) { Add(counters_->closes, r); }
   void AddRefusal(Refusal r) { Add(counters_->refusals, r); }
+  void AddTokenRefusal(TokenFailure f) { Add(counters_->token_refusals, f); }
 
  private:
   template <typename Arr, typename E>

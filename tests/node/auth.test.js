@@ -1,8 +1,10 @@
 'use strict';
 // Token auth (--token-secret-file): HS256 JWTs minted here with node's
 // crypto, given as the `token` param or as phoenix.js's authToken
-// (subprotocol). Bad tokens are refused at the upgrade with HTTP 403; a
-// valid token limits joins to its topic patterns.
+// (subprotocol). Bad tokens are refused at the upgrade with HTTP 403, the
+// same bytes whatever check failed (the metric says which); a valid token
+// limits joins to its topic patterns. nbf, --token-audience and
+// --token-issuer are checked; a secret under 32 bytes stops the shard.
 
 const { describe, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -10,12 +12,13 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { startWorker, it, metric } = require('./lib/worker');
-const { wsUpgrade } = require('./lib/raw');
+const { startWorker, runWorkerToExit, it, metric } = require('./lib/worker');
+const { wsUpgrade, httpExchange, upgradeRequest } = require('./lib/raw');
 const { makeSocket, connect, disconnect, join } = require('./lib/phoenix');
 const { scopeFor } = require('./lib/util');
 
 const SECRET = 'switchboard test secret: not for production';
+const TOKEN_REFUSALS = 'switchboard_worker_token_refusals_total';
 
 const b64url = (buf) => Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
 
@@ -51,22 +54,29 @@ async function refusedStatus(url, opts) {
   return r.status;
 }
 
+// A temporary directory holding `secret` (with a trailing newline, which is
+// not part of the secret) as the file `secret`; removed after the suite.
+function secretDir(secret) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-auth-'));
+  const file = path.join(dir, 'secret');
+  fs.writeFileSync(file, `${secret}\n`);
+  return { dir, file, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
 describe('token auth', () => {
   let worker;
-  let dir;
+  let secret;
   let wsBase;
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-auth-'));
-    const secretFile = path.join(dir, 'secret');
-    fs.writeFileSync(secretFile, `${SECRET}\n`); // the trailing newline is not part of the secret
-    worker = await startWorker(['--token-secret-file', secretFile]);
+    secret = secretDir(SECRET);
+    worker = await startWorker(['--token-secret-file', secret.file]);
     wsBase = `ws://127.0.0.1:${worker.port}/socket/websocket?vsn=2.0.0`;
   });
   after(async () => {
     try {
       await worker.stop();
     } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
+      secret.remove();
     }
   });
 
@@ -138,5 +148,97 @@ describe('token auth', () => {
     assert.ok(raw.ws, `upgrade refused with HTTP ${raw.status}`);
     assert.equal(raw.ws.protocol, 'phoenix');
     raw.ws.terminate();
+  });
+  it('answers every token failure with the same bytes and counts it by the check that failed', async () => {
+    const cases = {
+      missing: { token: undefined, reason: 'missing' },
+      expired: { token: mint(validClaims({ exp: now() - 60 })), reason: 'expired' },
+      forged: { token: mint(validClaims(), { secret: 'another secret of at least 32 bytes' }), reason: 'signature' },
+      'not yet valid': { token: mint(validClaims({ nbf: now() + 600 })), reason: 'not_yet_valid' },
+      malformed: { token: 'not-a-token', reason: 'malformed' },
+      'alg none': { token: mint(validClaims(), { header: { alg: 'none' }, sign: false }), reason: 'algorithm' },
+      'no topics claim': { token: mint({ sub: 'u', exp: now() + 600 }), reason: 'claims' },
+    };
+    const before = {};
+    for (const { reason } of Object.values(cases)) {
+      before[reason] = (await metric(worker, TOKEN_REFUSALS, { reason })) || 0;
+    }
+    const answers = {};
+    for (const [name, { token }] of Object.entries(cases)) {
+      const query = token === undefined ? '' : `&token=${encodeURIComponent(token)}`;
+      const bytes = await httpExchange(worker.port, upgradeRequest(worker.port, `/socket/websocket?vsn=2.0.0${query}`));
+      answers[name] = bytes.toString('latin1');
+    }
+    const first = answers.missing;
+    assert.match(first, /^HTTP\/1\.1 403 Forbidden\r\n/);
+    for (const [name, answer] of Object.entries(answers)) assert.equal(answer, first, `${name} vs missing`);
+    for (const [name, { reason }] of Object.entries(cases)) {
+      assert.equal(await metric(worker, TOKEN_REFUSALS, { reason }), before[reason] + 1, `${name}: reason ${reason}`);
+    }
+  });
+
+  it('accepts a token whose nbf has come', async (t) => {
+    const socket = await connect(scopeFor(t), worker.url, { params: { token: mint(validClaims({ nbf: now() - 1 })) } });
+    assert.equal((await join(socket.channel('room:nbf'))).status, 'ok');
+  });
+});
+
+describe('token audience and issuer', () => {
+  let worker;
+  let secret;
+  before(async () => {
+    secret = secretDir(SECRET);
+    worker = await startWorker(['--token-secret-file', secret.file,
+      '--token-audience', 'switchboard', '--token-issuer', 'https://auth.example.com']);
+  });
+  after(async () => {
+    try {
+      await worker.stop();
+    } finally {
+      secret.remove();
+    }
+  });
+
+  it('accepts only tokens for this audience from this issuer', async (t) => {
+    const base = `ws://127.0.0.1:${worker.port}/socket/websocket?vsn=2.0.0`;
+    const status = async (claims) => {
+      const r = await wsUpgrade(`${base}&token=${encodeURIComponent(mint(validClaims(claims)))}`);
+      if (r.ws) {
+        r.ws.terminate();
+        return 101;
+      }
+      return r.status;
+    };
+    const iss = 'https://auth.example.com';
+    const observed = {
+      'aud and iss': await status({ aud: 'switchboard', iss }),
+      'aud in a list': await status({ aud: ['billing', 'switchboard'], iss }),
+      'no aud': await status({ iss }),
+      'other aud': await status({ aud: 'billing', iss }),
+      'no iss': await status({ aud: 'switchboard' }),
+      'other iss': await status({ aud: 'switchboard', iss: 'https://evil.example' }),
+    };
+    assert.deepEqual(observed, {
+      'aud and iss': 101, 'aud in a list': 101, 'no aud': 403, 'other aud': 403, 'no iss': 403, 'other iss': 403,
+    });
+    assert.equal(await metric(worker, TOKEN_REFUSALS, { reason: 'audience' }), 2);
+    assert.equal(await metric(worker, TOKEN_REFUSALS, { reason: 'issuer' }), 2);
+    const socket = await connect(scopeFor(t), worker.url,
+      { params: { token: mint(validClaims({ aud: 'switchboard', iss })) } });
+    assert.equal((await join(socket.channel('room:aud'))).status, 'ok');
+  });
+});
+
+describe('token secret', () => {
+  it('refuses to start with a secret shorter than 32 bytes (exit 2)', async () => {
+    const secret = secretDir('x'.repeat(31));
+    try {
+      const r = await runWorkerToExit(['--listen', '127.0.0.1:0', '--token-secret-file', secret.file]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr,
+        /^switchboard-worker: fatal: unable to use the token secret .*: the secret is 31 bytes, shorter than 32$/m);
+    } finally {
+      secret.remove();
+    }
   });
 });

@@ -168,6 +168,8 @@ describe('hostile clients', () => {
       'not json': textStr('not json'),
       'empty array': textStr('[]'),
       'four elements': textStr('[null,"1","room:a","ev"]'),
+      'six elements': textStr('[null,"1","room:a","ev",{},"extra"]'),
+      'six elements, the sixth null': textStr('[null,"1","room:a","ev",{},null]'),
       'truncated json': textStr('[null,"1","room:a","ev",{}'),
       'empty text': textStr(''),
     });

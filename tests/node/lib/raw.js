@@ -334,4 +334,34 @@ function wsUpgrade(url, { protocols, timeout = DEFAULT_TIMEOUT_MS, ...opts } = {
   });
 }
 
-module.exports = { RawClient, buildFrame, closePayload, wsUpgrade, OP };
+// Sends `request` (the exact bytes of an HTTP request) on a new connection
+// and resolves with every byte the server sent until it closed the
+// connection: for comparing whole responses byte for byte.
+function httpExchange(port, request, { timeout = DEFAULT_TIMEOUT_MS } = {}) {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  const chunks = [];
+  const done = new Promise((resolve, reject) => {
+    socket.on('data', (c) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+    socket.on('connect', () => socket.write(request));
+  });
+  return withTimeout(done, timeout, `the server on port ${port} to answer and close`).finally(() => socket.destroy());
+}
+
+// The bytes of a WebSocket upgrade request for `path`, with `headers`.
+function upgradeRequest(port, path, headers = {}) {
+  return [
+    `GET ${path} HTTP/1.1`,
+    `Host: 127.0.0.1:${port}`,
+    'Upgrade: websocket',
+    'Connection: Upgrade',
+    `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}`,
+    'Sec-WebSocket-Version: 13',
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+    '',
+    '',
+  ].join('\r\n');
+}
+
+module.exports = { RawClient, buildFrame, closePayload, wsUpgrade, httpExchange, upgradeRequest, OP };

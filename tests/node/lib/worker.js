@@ -137,6 +137,26 @@ async function startWorker(args = [], { listen = '127.0.0.1:0', env = {} } = {})
   return worker;
 }
 
+// Runs the worker with `args` when it is expected to refuse to start:
+// resolves with {code, signal, stderr} once it has exited (bounded).
+async function runWorkerToExit(args, { timeout = START_TIMEOUT_MS } = {}) {
+  const proc = spawn(workerBinary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  proc.stderr.setEncoding('utf8');
+  proc.stderr.on('data', (c) => { stderr += c; });
+  proc.stdout.resume();
+  const exited = new Promise((resolve, reject) => {
+    proc.on('error', reject);
+    proc.on('close', (code, signal) => resolve({ code, signal, stderr }));
+  });
+  try {
+    return await withTimeout(exited, timeout, `switchboard-worker ${args.join(' ')} to exit`);
+  } catch (e) {
+    proc.kill('SIGKILL');
+    throw new Error(`${e.message}\n${stderr}`);
+  }
+}
+
 // A port that was free a moment ago (for tests that restart a worker on the
 // same port).
 function freePort() {
@@ -250,6 +270,7 @@ async function waitForMetric(worker, name, labels, pred, { timeout = 10000 } = {
 
 module.exports = {
   startWorker,
+  runWorkerToExit,
   freePort,
   withWorkerLogs,
   it,
