@@ -15,6 +15,7 @@
 #include <ctime>
 #include <utility>
 
+#include "common/process_stats.h"
 #include "protocol/phoenix.h"
 #include "protocol/websocket.h"
 #include "worker/http_upgrade.h"
@@ -53,15 +54,6 @@ CloseReason ReasonForCode(uint16_t code) {
     default:
       return CloseReason::kProtocolError;
   }
-}
-
-int64_t ResidentBytes() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  if (!f) return 0;
-  long pages = 0, resident = 0;
-  int n = std::fscanf(f, "%ld %ld", &pages, &resident);
-  std::fclose(f);
-  return n == 2 ? resident * ::sysconf(_SC_PAGESIZE) : 0;
 }
 
 }  // namespace
@@ -684,7 +676,7 @@ void Gateway::Cron() {
                                          std::memory_order_relaxed);
   counters_.loop_lag_ns.store(loop_->last_timer_lag().count(), std::memory_order_relaxed);
   if (++cron_ticks_ % 4 == 0) {
-    counters_.resident_bytes.store(ResidentBytes(), std::memory_order_relaxed);
+    counters_.resident_bytes.store(ResidentBytes().value_or(0), std::memory_order_relaxed);
   }
   Settle();
 }
