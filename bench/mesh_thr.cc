@@ -65,12 +65,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
 
 #include "bench/children.h"
+#include "bench/cli.h"
 #include "bench/io_util.h"
 #include "common/zmq_socket.h"
 #include "protocol/mesh.h"
@@ -842,78 +844,44 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-int Usage(const char* why) {
-  std::fprintf(stderr,
-               "bench-mesh-thr: %s\nusage: bench-mesh-thr [--messages N] [--payload-bytes "
-               "B[,B...]] [--runs R]\n       [--modes raw,relay,broker] [--window W] [--outbox O] "
-               "[--batch K]\n       [--broker-queue Q] [--broker PATH] [--max-seconds S]\n",
-               why);
-  return 2;
-}
-
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-bool ParseU64(const char* s, uint64_t* out) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || s[0] == '-') return false;
-  *out = v;
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
   o.broker = (fs::read_symlink("/proc/self/exe").parent_path() / "switchboard-broker").string();
-  for (int i = 1; i < argc; i += 2) {
-    std::string a = argv[i];
-    if (i + 1 >= argc) return Usage(("missing value for " + a).c_str());
-    const char* v = argv[i + 1];
-    uint64_t u = 0;
-    bool num = ParseU64(v, &u);
-    if (a == "--messages" && num && u > 0) {
-      o.messages = u;
-    } else if (a == "--payload-bytes") {
-      o.sizes.clear();
-      for (const std::string& s : Split(v)) {
-        if (!ParseU64(s.c_str(), &u) || u < 1 || u > (1u << 20))
-          return Usage("bad --payload-bytes");
-        o.sizes.push_back(static_cast<int>(u));
-      }
-      if (o.sizes.empty()) return Usage("bad --payload-bytes");
-    } else if (a == "--runs" && num && u >= 1 && u <= 100) {
-      o.runs = static_cast<int>(u);
-    } else if (a == "--modes") {
-      o.modes = Split(v);
-      for (const std::string& m : o.modes) {
-        if (m != "raw" && m != "relay" && m != "broker") return Usage("bad --modes");
-      }
-      if (o.modes.empty()) return Usage("bad --modes");
-    } else if (a == "--window" && num && u >= 1 && u <= (1u << 20)) {
-      o.window = static_cast<uint32_t>(u);
-    } else if (a == "--outbox" && num && u >= 1) {
-      o.outbox = u;
-    } else if (a == "--batch" && num && u >= 1 && u <= 1'000'000) {
-      o.batch = static_cast<int>(u);
-    } else if (a == "--broker-queue" && num && u < (uint64_t{1} << 40)) {
-      o.broker_queue = static_cast<int64_t>(u);
-    } else if (a == "--broker") {
-      o.broker = v;
-    } else if (a == "--max-seconds" && std::strtod(v, nullptr) > 0) {
-      o.max_seconds = std::strtod(v, nullptr);
-    } else {
-      return Usage(("unknown option or bad value: " + a + " " + v).c_str());
-    }
-  }
+  CLI::App app{"bench-mesh-thr: broker throughput against raw libzmq and a plain relay"};
+  app.add_option("--messages", o.messages, "messages per run")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--payload-bytes", o.sizes, "payload sizes, one run set each (B[,B...])")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--runs", o.runs, "runs per size and mode (the median is reported)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_option("--modes", o.modes, "modes to run (raw,relay,broker)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"raw", "relay", "broker"}))
+      ->capture_default_str();
+  app.add_option("--window", o.window, "subscriber credit window (a shard's --credit-window)")
+      ->check(CLI::Range(1u, 1u << 20))
+      ->capture_default_str();
+  app.add_option("--outbox", o.outbox, "publisher's unacknowledged limit (a shard's --max-outbox)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "subscriber's read batch")
+      ->check(CLI::Range(1, 1'000'000))
+      ->capture_default_str();
+  app.add_option("--broker-queue", o.broker_queue,
+                 "the broker's --queue-max-messages (default: outbox + window; 0: the "
+                 "broker's own default)")
+      ->check(CLI::Range(int64_t{0}, (int64_t{1} << 40) - 1));
+  app.add_option("--broker", o.broker, "switchboard-broker to run")->capture_default_str();
+  app.add_option("--max-seconds", o.max_seconds, "bound on the whole bench")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  if (std::optional<int> exit = sb::bench::ParseCommandLine(app, argc, argv)) return *exit;
 
   if (o.broker_queue < 0) o.broker_queue = static_cast<int64_t>(o.outbox + o.window);
   sb::bench::KillChildrenOnSignal("bench-mesh-thr",

@@ -50,11 +50,13 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "bench/children.h"
+#include "bench/cli.h"
 #include "bench/client_process.h"
 
 namespace fs = std::filesystem;
@@ -543,33 +545,32 @@ int main(int argc, char** argv) {
   const fs::path here = fs::read_symlink("/proc/self/exe").parent_path();
   o.worker = (here / "switchboard-worker").string();
   o.broker = (here / "switchboard-broker").string();
-  const std::vector<std::pair<std::string, int*>> ints = {{"--connections", &o.connections},
-                                                          {"--subscribers", &o.subscribers},
-                                                          {"--procs", &o.procs},
-                                                          {"--payload-bytes", &o.payload_bytes},
-                                                          {"--window", &o.window},
-                                                          {"--inflight", &o.inflight},
-                                                          {"--shards", &o.shards},
-                                                          {"--broker-queue", &o.broker_queue}};
-  const std::vector<std::pair<std::string, double*>> reals = {
-      {"--rate", &o.rate}, {"--duration", &o.duration}, {"--max-seconds", &o.max_seconds}};
-  for (int i = 1; i < argc; i += 2) {
-    std::string a = argv[i];
-    if (i + 1 >= argc) return Usage(("missing value for " + a).c_str());
-    char* end = nullptr;
-    bool known = a == "--scenario" || a == "--worker" || a == "--broker";
-    if (a == "--scenario") o.scenario = argv[i + 1];
-    if (a == "--worker") o.worker = argv[i + 1];
-    if (a == "--broker") o.broker = argv[i + 1];
-    for (const auto& [name, p] : ints) {
-      if (a == name) known = true, *p = static_cast<int>(std::strtol(argv[i + 1], &end, 10));
-    }
-    for (const auto& [name, p] : reals) {
-      if (a == name) known = true, *p = std::strtod(argv[i + 1], &end);
-    }
-    if (!known) return Usage(("unknown option " + a).c_str());
-    if (end && *end != '\0') return Usage(("bad number for " + a).c_str());
-  }
+  CLI::App app{"bench-ws-load: WebSocket load against gateway shards (idle or fanout)"};
+  app.add_option("--scenario", o.scenario, "idle or fanout");
+  app.add_option("--connections", o.connections, "idle: connections held")->capture_default_str();
+  app.add_option("--subscribers", o.subscribers, "fanout: subscribers of the topic")
+      ->capture_default_str();
+  app.add_option("--procs", o.procs, "client processes (0: one per 15000 connections)")
+      ->capture_default_str();
+  app.add_option("--rate", o.rate, "fanout: pushes per second (0: as fast as the window allows)")
+      ->capture_default_str();
+  app.add_option("--duration", o.duration, "fanout: seconds of pushing")->capture_default_str();
+  app.add_option("--payload-bytes", o.payload_bytes, "fanout: push payload size")
+      ->capture_default_str();
+  app.add_option("--window", o.window, "fanout: unacknowledged pushes at --rate 0")
+      ->capture_default_str();
+  app.add_option("--inflight", o.inflight,
+                 "handshakes (connect to join reply) in flight per client process")
+      ->capture_default_str();
+  app.add_option("--max-seconds", o.max_seconds, "bound on the whole bench")->capture_default_str();
+  app.add_option("--worker", o.worker, "switchboard-worker to run")->capture_default_str();
+  app.add_option("--shards", o.shards, "fanout: shards joined by a broker")->capture_default_str();
+  app.add_option("--broker-queue", o.broker_queue,
+                 "the broker's --queue-max-messages (0: its own default)")
+      ->capture_default_str();
+  app.add_option("--broker", o.broker, "switchboard-broker to run (--shards 2 or more)")
+      ->capture_default_str();
+  if (std::optional<int> exit = sb::bench::ParseCommandLine(app, argc, argv)) return *exit;
   const bool idle = o.scenario == "idle";
   if (!idle && o.scenario != "fanout") return Usage("--scenario must be idle or fanout");
   const int n = idle ? o.connections : o.subscribers;
