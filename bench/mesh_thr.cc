@@ -45,11 +45,9 @@
 // a summary, then one JSON line. Exits 0 when every receiver got every
 // message in order, 1 otherwise, 2 on a usage error.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -67,11 +65,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
 
+#include "bench/children.h"
+#include "bench/cli.h"
 #include "bench/io_util.h"
 #include "common/zmq_socket.h"
 #include "protocol/mesh.h"
@@ -80,11 +81,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using sb::bench::KillChildren;
 using sb::bench::kSec;
 using sb::bench::MonoNs;
 using sb::bench::MsUntil;
 using sb::bench::ReadAll;
 using sb::bench::SleepNs;
+using sb::bench::Untrack;
 using sb::bench::WriteAll;
 
 constexpr char kTopic[] = "bench";
@@ -136,39 +139,6 @@ void SetError(Report* r, const std::string& what) {
   std::snprintf(r->error, sizeof r->error, "%s", what.c_str());
 }
 
-// Every process started, for the signal handler.
-volatile pid_t g_pids[64];
-volatile sig_atomic_t g_npids = 0;
-
-int Tracked() {
-  int n = g_npids;
-  return n < 64 ? n : 64;
-}
-
-void Track(pid_t pid) {
-  if (g_npids < 64) g_pids[g_npids] = pid;
-  g_npids = g_npids + 1;
-}
-
-void Untrack(pid_t pid) {
-  for (int i = 0; i < Tracked(); ++i) {
-    if (g_pids[i] == pid) g_pids[i] = 0;
-  }
-}
-
-void KillAll() {
-  for (int i = 0; i < Tracked(); ++i) {
-    if (g_pids[i] > 0) ::kill(g_pids[i], SIGKILL);
-  }
-}
-
-void OnSignal(int sig) {
-  KillAll();
-  const char msg[] = "bench-mesh-thr: interrupted or over time, killed the children\n";
-  (void)!::write(2, msg, sizeof msg - 1);
-  _exit(128 + sig);
-}
-
 struct Proc {
   pid_t pid = -1;
   int ctl = -1;
@@ -177,29 +147,13 @@ struct Proc {
   std::string log;
 };
 
-// Forks a child that runs `body(ctl)` and exits with its result. The child
-// dies with the parent and keeps only its end of the control socket (fd 3).
+// Forks a child that runs `body(ctl)` and exits with its result
+// (bench/children: it dies with the parent, fd 3 is its control socket).
 Proc Fork(const std::function<int(int)>& body) {
   Proc p;
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return p;
-  pid_t parent = ::getpid();
-  std::fflush(stdout);
-  std::fflush(stderr);
-  p.pid = ::fork();
-  if (p.pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) _exit(1);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGALRM, SIG_IGN);
-    if (::dup2(sv[1], 3) < 0) _exit(1);
-    ::close_range(4, ~0U, 0);
-    _exit(body(3));
-  }
-  ::close(sv[1]);
-  p.ctl = sv[0];
-  if (p.pid > 0) Track(p.pid);
+  sb::bench::Forked f = sb::bench::ForkWithControl(body);
+  p.pid = f.pid;
+  p.ctl = f.ctl;
   return p;
 }
 
@@ -736,30 +690,13 @@ std::string Scrape(int port, uint64_t deadline) {
 // on 127.0.0.1:<port>".
 bool StartBroker(const Options& o, const std::string& log, uint64_t deadline, Proc* p,
                  std::string* endpoint, int* metrics_port) {
-  std::vector<std::string> args = {o.broker, "--bind", "tcp://127.0.0.1:0", "--metrics",
-                                   "127.0.0.1:0"};
+  std::vector<std::string> args = {"--bind", "tcp://127.0.0.1:0", "--metrics", "127.0.0.1:0"};
   if (o.broker_queue > 0) {
     args.insert(args.end(), {"--queue-max-messages", std::to_string(o.broker_queue)});
   }
   p->log = log;
-  std::fflush(stdout);
-  std::fflush(stderr);
-  p->pid = ::fork();
-  if (p->pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::close_range(3, ~0U, 0);
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(o.broker.c_str(), argv.data());
-    std::fprintf(stderr, "exec %s: %s\n", o.broker.c_str(), std::strerror(errno));
-    _exit(127);
-  }
+  p->pid = sb::bench::SpawnProgram(o.broker, args, log);
   if (p->pid < 0) return false;
-  Track(p->pid);
   static constexpr std::string_view kBound = "bound tcp://";
   static constexpr std::string_view kMetrics = "metrics on 127.0.0.1:";
   while (MonoNs() < deadline) {
@@ -907,84 +844,48 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-int Usage(const char* why) {
-  std::fprintf(stderr,
-               "bench-mesh-thr: %s\nusage: bench-mesh-thr [--messages N] [--payload-bytes "
-               "B[,B...]] [--runs R]\n       [--modes raw,relay,broker] [--window W] [--outbox O] "
-               "[--batch K]\n       [--broker-queue Q] [--broker PATH] [--max-seconds S]\n",
-               why);
-  return 2;
-}
-
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-bool ParseU64(const char* s, uint64_t* out) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || s[0] == '-') return false;
-  *out = v;
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
   o.broker = (fs::read_symlink("/proc/self/exe").parent_path() / "switchboard-broker").string();
-  for (int i = 1; i < argc; i += 2) {
-    std::string a = argv[i];
-    if (i + 1 >= argc) return Usage(("missing value for " + a).c_str());
-    const char* v = argv[i + 1];
-    uint64_t u = 0;
-    bool num = ParseU64(v, &u);
-    if (a == "--messages" && num && u > 0) {
-      o.messages = u;
-    } else if (a == "--payload-bytes") {
-      o.sizes.clear();
-      for (const std::string& s : Split(v)) {
-        if (!ParseU64(s.c_str(), &u) || u < 1 || u > (1u << 20))
-          return Usage("bad --payload-bytes");
-        o.sizes.push_back(static_cast<int>(u));
-      }
-      if (o.sizes.empty()) return Usage("bad --payload-bytes");
-    } else if (a == "--runs" && num && u >= 1 && u <= 100) {
-      o.runs = static_cast<int>(u);
-    } else if (a == "--modes") {
-      o.modes = Split(v);
-      for (const std::string& m : o.modes) {
-        if (m != "raw" && m != "relay" && m != "broker") return Usage("bad --modes");
-      }
-      if (o.modes.empty()) return Usage("bad --modes");
-    } else if (a == "--window" && num && u >= 1 && u <= (1u << 20)) {
-      o.window = static_cast<uint32_t>(u);
-    } else if (a == "--outbox" && num && u >= 1) {
-      o.outbox = u;
-    } else if (a == "--batch" && num && u >= 1 && u <= 1'000'000) {
-      o.batch = static_cast<int>(u);
-    } else if (a == "--broker-queue" && num && u < (uint64_t{1} << 40)) {
-      o.broker_queue = static_cast<int64_t>(u);
-    } else if (a == "--broker") {
-      o.broker = v;
-    } else if (a == "--max-seconds" && std::strtod(v, nullptr) > 0) {
-      o.max_seconds = std::strtod(v, nullptr);
-    } else {
-      return Usage(("unknown option or bad value: " + a + " " + v).c_str());
-    }
-  }
+  CLI::App app{"bench-mesh-thr: broker throughput against raw libzmq and a plain relay"};
+  app.add_option("--messages", o.messages, "messages per run")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--payload-bytes", o.sizes, "payload sizes, one run set each (B[,B...])")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--runs", o.runs, "runs per size and mode (the median is reported)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_option("--modes", o.modes, "modes to run (raw,relay,broker)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"raw", "relay", "broker"}))
+      ->capture_default_str();
+  app.add_option("--window", o.window, "subscriber credit window (a shard's --credit-window)")
+      ->check(CLI::Range(1u, 1u << 20))
+      ->capture_default_str();
+  app.add_option("--outbox", o.outbox, "publisher's unacknowledged limit (a shard's --max-outbox)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "subscriber's read batch")
+      ->check(CLI::Range(1, 1'000'000))
+      ->capture_default_str();
+  app.add_option("--broker-queue", o.broker_queue,
+                 "the broker's --queue-max-messages (default: outbox + window; 0: the "
+                 "broker's own default)")
+      ->check(CLI::Range(int64_t{0}, (int64_t{1} << 40) - 1));
+  app.add_option("--broker", o.broker, "switchboard-broker to run")->capture_default_str();
+  app.add_option("--max-seconds", o.max_seconds, "bound on the whole bench")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  if (std::optional<int> exit = sb::bench::ParseCommandLine(app, argc, argv)) return *exit;
 
   if (o.broker_queue < 0) o.broker_queue = static_cast<int64_t>(o.outbox + o.window);
-  signal(SIGPIPE, SIG_IGN);
-  signal(SIGINT, OnSignal);
-  signal(SIGTERM, OnSignal);
-  signal(SIGALRM, OnSignal);
+  sb::bench::KillChildrenOnSignal("bench-mesh-thr",
+                                  "interrupted or over time, killed the children");
   alarm(static_cast<unsigned>(o.max_seconds) + 30);  // backstop over every deadline
   const uint64_t deadline = MonoNs() + static_cast<uint64_t>(o.max_seconds * 1e9);
   char tmpl[] = "/tmp/sb-mesh-thr-XXXXXX";
@@ -1083,6 +984,6 @@ int main(int argc, char** argv) {
   json += "],\"ok\":" + std::string(all_ok ? "true" : "false") + "}";
   std::printf("%s\n", json.c_str());
   if (all_ok) fs::remove_all(dir);
-  KillAll();
+  KillChildren();
   return all_ok ? 0 : 1;
 }

@@ -23,9 +23,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "bench/cli.h"
 
 namespace fs = std::filesystem;
 
@@ -84,12 +87,16 @@ int main(int argc, char** argv) {
   int cycles = 1000;
   double max_seconds = 120;
   std::string child = "switchboard-worker";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--cycles") cycles = std::stoi(argv[i + 1]);
-    if (a == "--max-seconds") max_seconds = std::stod(argv[i + 1]);
-    if (a == "--child") child = argv[i + 1];
-  }
+  CLI::App app{"bench-restart-latency: crash -> ready restart latency of a supervised child"};
+  app.add_option("--cycles", cycles, "restarts to measure")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-seconds", max_seconds, "bound on the whole bench")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--child", child, "the supervised program: switchboard-worker or notify_child")
+      ->capture_default_str();
+  if (std::optional<int> exit = sb::bench::ParseCommandLine(app, argc, argv)) return *exit;
   fs::path bin = fs::read_symlink("/proc/self/exe").parent_path();
   char tmpl[] = "/tmp/sb-bench-XXXXXX";
   fs::path dir = mkdtemp(tmpl);

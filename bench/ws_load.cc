@@ -36,11 +36,9 @@
 // connection was held (idle) or every acknowledged push reached every
 // subscriber (fanout), 1 otherwise, 2 on a usage error.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -52,10 +50,13 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench/children.h"
+#include "bench/cli.h"
 #include "bench/client_process.h"
 
 namespace fs = std::filesystem;
@@ -63,11 +64,13 @@ using sb::bench::ClientConfig;
 using sb::bench::ClientProcess;
 using sb::bench::ClientRole;
 using sb::bench::Command;
+using sb::bench::KillChildren;
 using sb::bench::kSec;
 using sb::bench::MonoNs;
 using sb::bench::ReadAll;
 using sb::bench::Report;
 using sb::bench::SleepNs;
+using sb::bench::Untrack;
 using sb::bench::WriteAll;
 
 namespace {
@@ -90,40 +93,6 @@ struct Options {
   int broker_queue = 0;
   std::string broker;
 };
-
-// Every process the parent started, for the signal handler to kill.
-volatile pid_t g_pids[512];
-volatile sig_atomic_t g_npids = 0;
-
-int Tracked() {
-  int n = g_npids;
-  return n < 512 ? n : 512;
-}
-
-void Track(pid_t pid) {
-  if (g_npids < 512) g_pids[g_npids] = pid;
-  g_npids = g_npids + 1;
-}
-
-// After waitpid: the pid may be reused by an unrelated process.
-void Untrack(pid_t pid) {
-  for (int i = 0; i < Tracked(); ++i) {
-    if (g_pids[i] == pid) g_pids[i] = 0;
-  }
-}
-
-void KillAll() {
-  for (int i = 0; i < Tracked(); ++i) {
-    if (g_pids[i] > 0) ::kill(g_pids[i], SIGKILL);
-  }
-}
-
-void OnSignal(int sig) {
-  KillAll();
-  const char msg[] = "bench-ws-load: interrupted or over time, killed the worker and children\n";
-  (void)!::write(2, msg, sizeof msg - 1);
-  _exit(128 + sig);
-}
 
 struct Worker {
   pid_t pid = -1;
@@ -172,21 +141,8 @@ bool StartWorker(const std::string& exe, const std::vector<std::string>& args,
                  const std::string& log, uint64_t deadline, Worker* w,
                  std::string_view pattern = "listening on 127.0.0.1:") {
   w->log = log;
-  w->pid = ::fork();
-  if (w->pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    signal(SIGPIPE, SIG_DFL);
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<char*> argv{const_cast<char*>(exe.c_str())};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(exe.c_str(), argv.data());
-    std::fprintf(stderr, "exec %s: %s\n", exe.c_str(), std::strerror(errno));
-    _exit(127);
-  }
-  Track(w->pid);
+  w->pid = sb::bench::SpawnProgram(exe, args, log);
+  if (w->pid < 0) return false;
   return WaitForPort(w, pattern, deadline, &w->port);
 }
 
@@ -319,27 +275,13 @@ Child SpawnChild(const Options& o, ClientRole role, int index, int first, int co
   cfg.duration = o.duration;
   cfg.payload_bytes = o.payload_bytes;
   cfg.deadline_ns = deadline;
-  int sv[2];
   Child c;
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return c;
-  pid_t parent = ::getpid();
-  std::fflush(stdout);
-  c.pid = ::fork();
-  if (c.pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) _exit(1);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGALRM, SIG_IGN);
-    // Keep only our end: siblings' control sockets would hide the parent's EOF.
-    if (::dup2(sv[1], 3) < 0) _exit(1);
-    ::close_range(4, ~0U, 0);
-    auto child = std::make_unique<ClientProcess>(cfg, 3);
-    _exit(child->Run());
-  }
-  ::close(sv[1]);
-  c.ctl = sv[0];
-  if (c.pid > 0) Track(c.pid);
+  sb::bench::Forked f = sb::bench::ForkWithControl([&cfg](int ctl) {
+    auto child = std::make_unique<ClientProcess>(cfg, ctl);
+    return child->Run();
+  });
+  c.pid = f.pid;
+  c.ctl = f.ctl;
   return c;
 }
 
@@ -603,33 +545,32 @@ int main(int argc, char** argv) {
   const fs::path here = fs::read_symlink("/proc/self/exe").parent_path();
   o.worker = (here / "switchboard-worker").string();
   o.broker = (here / "switchboard-broker").string();
-  const std::vector<std::pair<std::string, int*>> ints = {{"--connections", &o.connections},
-                                                          {"--subscribers", &o.subscribers},
-                                                          {"--procs", &o.procs},
-                                                          {"--payload-bytes", &o.payload_bytes},
-                                                          {"--window", &o.window},
-                                                          {"--inflight", &o.inflight},
-                                                          {"--shards", &o.shards},
-                                                          {"--broker-queue", &o.broker_queue}};
-  const std::vector<std::pair<std::string, double*>> reals = {
-      {"--rate", &o.rate}, {"--duration", &o.duration}, {"--max-seconds", &o.max_seconds}};
-  for (int i = 1; i < argc; i += 2) {
-    std::string a = argv[i];
-    if (i + 1 >= argc) return Usage(("missing value for " + a).c_str());
-    char* end = nullptr;
-    bool known = a == "--scenario" || a == "--worker" || a == "--broker";
-    if (a == "--scenario") o.scenario = argv[i + 1];
-    if (a == "--worker") o.worker = argv[i + 1];
-    if (a == "--broker") o.broker = argv[i + 1];
-    for (const auto& [name, p] : ints) {
-      if (a == name) known = true, *p = static_cast<int>(std::strtol(argv[i + 1], &end, 10));
-    }
-    for (const auto& [name, p] : reals) {
-      if (a == name) known = true, *p = std::strtod(argv[i + 1], &end);
-    }
-    if (!known) return Usage(("unknown option " + a).c_str());
-    if (end && *end != '\0') return Usage(("bad number for " + a).c_str());
-  }
+  CLI::App app{"bench-ws-load: WebSocket load against gateway shards (idle or fanout)"};
+  app.add_option("--scenario", o.scenario, "idle or fanout");
+  app.add_option("--connections", o.connections, "idle: connections held")->capture_default_str();
+  app.add_option("--subscribers", o.subscribers, "fanout: subscribers of the topic")
+      ->capture_default_str();
+  app.add_option("--procs", o.procs, "client processes (0: one per 15000 connections)")
+      ->capture_default_str();
+  app.add_option("--rate", o.rate, "fanout: pushes per second (0: as fast as the window allows)")
+      ->capture_default_str();
+  app.add_option("--duration", o.duration, "fanout: seconds of pushing")->capture_default_str();
+  app.add_option("--payload-bytes", o.payload_bytes, "fanout: push payload size")
+      ->capture_default_str();
+  app.add_option("--window", o.window, "fanout: unacknowledged pushes at --rate 0")
+      ->capture_default_str();
+  app.add_option("--inflight", o.inflight,
+                 "handshakes (connect to join reply) in flight per client process")
+      ->capture_default_str();
+  app.add_option("--max-seconds", o.max_seconds, "bound on the whole bench")->capture_default_str();
+  app.add_option("--worker", o.worker, "switchboard-worker to run")->capture_default_str();
+  app.add_option("--shards", o.shards, "fanout: shards joined by a broker")->capture_default_str();
+  app.add_option("--broker-queue", o.broker_queue,
+                 "the broker's --queue-max-messages (0: its own default)")
+      ->capture_default_str();
+  app.add_option("--broker", o.broker, "switchboard-broker to run (--shards 2 or more)")
+      ->capture_default_str();
+  if (std::optional<int> exit = sb::bench::ParseCommandLine(app, argc, argv)) return *exit;
   const bool idle = o.scenario == "idle";
   if (!idle && o.scenario != "fanout") return Usage("--scenario must be idle or fanout");
   const int n = idle ? o.connections : o.subscribers;
@@ -646,10 +587,8 @@ int main(int argc, char** argv) {
     return Usage("--procs must leave each process at most 15000 connections (and be <= 200)");
   }
 
-  signal(SIGPIPE, SIG_IGN);
-  signal(SIGINT, OnSignal);
-  signal(SIGTERM, OnSignal);
-  signal(SIGALRM, OnSignal);
+  sb::bench::KillChildrenOnSignal("bench-ws-load",
+                                  "interrupted or over time, killed the worker and children");
   alarm(static_cast<unsigned>(o.max_seconds) + 30);  // backstop over every phase's deadline
   const uint64_t t_start = MonoNs();
   const uint64_t deadline = t_start + static_cast<uint64_t>(o.max_seconds * 1e9);
@@ -675,7 +614,7 @@ int main(int argc, char** argv) {
         !WaitForPort(&broker->proc, "metrics on 127.0.0.1:", start_by, &broker->metrics_port)) {
       std::fprintf(stderr, "bench-ws-load: broker %s did not report its ports; log %s:\n%s",
                    o.broker.c_str(), broker->proc.log.c_str(), Tail(broker->proc.log, 20).c_str());
-      KillAll();
+      KillChildren();
       return 1;
     }
   }
@@ -694,7 +633,7 @@ int main(int argc, char** argv) {
         (broker && !WaitForPort(&w, "metrics on 127.0.0.1:", start_by, &w.metrics_port))) {
       std::fprintf(stderr, "bench-ws-load: worker %s did not report listening; log %s:\n%s",
                    o.worker.c_str(), log.c_str(), Tail(log, 20).c_str());
-      KillAll();
+      KillChildren();
       return 1;
     }
   }
@@ -749,7 +688,7 @@ int main(int argc, char** argv) {
   if (broker) f.Str("broker_stop", StopWorker(&broker->proc));
   if (!idle) kids.push_back(pub);
   Reap(kids);
-  KillAll();
+  KillChildren();
   if (ok) {
     fs::remove_all(dir);
   } else {

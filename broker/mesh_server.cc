@@ -6,17 +6,15 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <deque>
-#include <iterator>
 #include <map>
 
+#include "common/metric_families.h"
 #include "common/metric_names.h"
 #include "common/mono_time.h"
 
 namespace sb::broker {
 
 namespace m = sb::metrics;
-using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
 
@@ -40,19 +38,18 @@ class MeshServer::Collector : public prometheus::Collectable {
     std::lock_guard<std::mutex> lock(s_->mu_);
     const Router& r = s_->router_;
     const Router::Counters& c = r.counters();
-    // A deque: Family() hands out references that are held while more
-    // families are added, and a vector's growth would move them.
-    std::deque<MetricFamily> out;
+    using Labels = MetricFamilies::Labels;
+    MetricFamilies out;
     MetricFamily& depth =
-        Family(out, m::kQueueDepth, "Messages waiting in a queue", MetricType::Gauge);
+        out.Family(m::kQueueDepth, "Messages waiting in a queue", MetricType::Gauge);
     MetricFamily& bytes =
-        Family(out, m::kQueueDepthBytes, "Bytes waiting in a queue", MetricType::Gauge);
+        out.Family(m::kQueueDepthBytes, "Bytes waiting in a queue", MetricType::Gauge);
     MetricFamily& credit =
-        Family(out, m::kBrokerCredit, "Messages a shard may still be sent (credit it granted)",
-               MetricType::Gauge);
+        out.Family(m::kBrokerCredit, "Messages a shard may still be sent (credit it granted)",
+                   MetricType::Gauge);
     MetricFamily& in_flight =
-        Family(out, m::kBrokerInFlight, "Messages sent to a shard and not yet credited back",
-               MetricType::Gauge);
+        out.Family(m::kBrokerInFlight, "Messages sent to a shard and not yet credited back",
+                   MetricType::Gauge);
     // By shard name: a restarted shard is a new session while the old one
     // waits to expire, and one scrape must not hold two series with the
     // same labels; the old session's backlog is still that shard's.
@@ -70,107 +67,69 @@ class MeshServer::Collector : public prometheus::Collectable {
     for (const auto& [shard, p] : shards) {
       Labels l = {{std::string(m::kLabelQueue), std::string(m::kQueueShardOut)},
                   {std::string(m::kLabelPeer), shard}};
-      Add(depth, l, p.depth);
-      Add(bytes, l, p.bytes);
+      out.Add(depth, l, p.depth);
+      out.Add(bytes, l, p.bytes);
       Labels peer = {{std::string(m::kLabelPeer), shard}};
-      Add(credit, peer, p.credit);
-      Add(in_flight, peer, p.in_flight);
+      out.Add(credit, peer, p.credit);
+      out.Add(in_flight, peer, p.in_flight);
+    }
+    out.AddHistogram(
+        out.Family(m::kQueueDelaySeconds, "Time a message waited in a queue before it was sent",
+                   MetricType::Histogram),
+        {{std::string(m::kLabelQueue), std::string(m::kQueueShardOut)}}, m::kQueueDelayBuckets,
+        s_->delays_.buckets, s_->delays_.count, s_->delays_.sum_seconds);
+    out.Counter(m::kBrokerPublishesTotal, "Publishes routed (duplicates excluded)",
+                static_cast<double>(c.publishes));
+    out.Counter(m::kBrokerRoutedTotal, "Deliveries queued, one per recipient shard",
+                static_cast<double>(c.routed));
+    out.Counter(m::kBrokerDeliveredTotal, "Deliveries sent to shards",
+                static_cast<double>(c.delivered));
+    out.CounterPerLabel(m::kBrokerDroppedTotal,
+                        "Messages for a shard that were never sent, by reason", m::kLabelReason,
+                        kDropNames, [&](size_t i) { return c.dropped[i]; });
+    out.CounterPerLabel(m::kBrokerRefusedFramesTotal,
+                        "Messages from shards not acted on, by reason", m::kLabelReason,
+                        kRefusedNames, [&](size_t i) { return c.refused[i]; });
+    {
+      MetricFamily& f =
+          out.Family(m::kBrokerPresenceMessagesTotal, "Presence messages queued to shards, by kind",
+                     MetricType::Counter);
+      out.Add(f, {{std::string(m::kLabelKind), "diff"}}, static_cast<double>(c.diffs));
+      out.Add(f, {{std::string(m::kLabelKind), "snapshot"}}, static_cast<double>(c.snapshots));
     }
     {
       MetricFamily& f =
-          Family(out, m::kQueueDelaySeconds, "Time a message waited in a queue before it was sent",
-                 MetricType::Histogram);
-      ClientMetric cm;
-      cm.label = {{std::string(m::kLabelQueue), std::string(m::kQueueShardOut)}};
-      uint64_t cumulative = 0;
-      for (size_t i = 0; i < m::kQueueDelayBuckets.size(); ++i) {
-        cumulative += s_->delays_.buckets[i];
-        cm.histogram.bucket.push_back({cumulative, m::kQueueDelayBuckets[i]});
-      }
-      cm.histogram.bucket.push_back({s_->delays_.count, std::numeric_limits<double>::infinity()});
-      cm.histogram.sample_count = s_->delays_.count;
-      cm.histogram.sample_sum = s_->delays_.sum_seconds;
-      f.metric.push_back(std::move(cm));
+          out.Family(m::kBrokerLinkEventsTotal,
+                     "Shard sessions: hellos, rebinds, expiries, disconnects", MetricType::Counter);
+      auto event = [&](const char* e, uint64_t v) {
+        out.Add(f, {{std::string(m::kLabelEvent), e}}, static_cast<double>(v));
+      };
+      event("hello", c.hellos);
+      event("rebind", c.rebinds);
+      event("expired", c.expired);
+      event("disconnected", c.disconnected);
+      event("ack", c.acks);
     }
-    Counter(out, m::kBrokerPublishesTotal, "Publishes routed (duplicates excluded)", {},
-            c.publishes);
-    Counter(out, m::kBrokerRoutedTotal, "Deliveries queued, one per recipient shard", {}, c.routed);
-    Counter(out, m::kBrokerDeliveredTotal, "Deliveries sent to shards", {}, c.delivered);
-    {
-      MetricFamily& f =
-          Family(out, m::kBrokerDroppedTotal,
-                 "Messages for a shard that were never sent, by reason", MetricType::Counter);
-      for (size_t i = 0; i < kDropNames.size(); ++i) {
-        Add(f, {{std::string(m::kLabelReason), std::string(kDropNames[i])}},
-            static_cast<double>(c.dropped[i]));
-      }
-    }
-    {
-      MetricFamily& f = Family(out, m::kBrokerRefusedFramesTotal,
-                               "Messages from shards not acted on, by reason", MetricType::Counter);
-      for (size_t i = 0; i < kRefusedNames.size(); ++i) {
-        Add(f, {{std::string(m::kLabelReason), std::string(kRefusedNames[i])}},
-            static_cast<double>(c.refused[i]));
-      }
-    }
-    {
-      MetricFamily& f = Family(out, m::kBrokerPresenceMessagesTotal,
-                               "Presence messages queued to shards, by kind", MetricType::Counter);
-      Add(f, {{std::string(m::kLabelKind), "diff"}}, static_cast<double>(c.diffs));
-      Add(f, {{std::string(m::kLabelKind), "snapshot"}}, static_cast<double>(c.snapshots));
-    }
-    {
-      MetricFamily& f =
-          Family(out, m::kBrokerLinkEventsTotal,
-                 "Shard sessions: hellos, rebinds, expiries, disconnects", MetricType::Counter);
-      Add(f, {{std::string(m::kLabelEvent), "hello"}}, static_cast<double>(c.hellos));
-      Add(f, {{std::string(m::kLabelEvent), "rebind"}}, static_cast<double>(c.rebinds));
-      Add(f, {{std::string(m::kLabelEvent), "expired"}}, static_cast<double>(c.expired));
-      Add(f, {{std::string(m::kLabelEvent), "disconnected"}}, static_cast<double>(c.disconnected));
-      Add(f, {{std::string(m::kLabelEvent), "ack"}}, static_cast<double>(c.acks));
-    }
-    Gauge(out, m::kBrokerTopics, "Topics at least one shard subscribes", r.interests().topics());
-    Gauge(out, m::kBrokerSubscriptions, "Shard-topic subscriptions", r.interests().subscriptions());
-    Gauge(out, m::kBrokerPresences, "Presence metas held, all shards", r.presence().metas());
+    out.Gauge(m::kBrokerTopics, "Topics at least one shard subscribes",
+              static_cast<double>(r.interests().topics()));
+    out.Gauge(m::kBrokerSubscriptions, "Shard-topic subscriptions",
+              static_cast<double>(r.interests().subscriptions()));
+    out.Gauge(m::kBrokerPresences, "Presence metas held, all shards",
+              static_cast<double>(r.presence().metas()));
     // By name, as above: a restarted shard is one shard while its old
     // session waits to expire.
-    Gauge(out, m::kBrokerConnectedShards, "Shards with a session", shards.size());
+    out.Gauge(m::kBrokerConnectedShards, "Shards with a session",
+              static_cast<double>(shards.size()));
     // An epoch is a random 64-bit number; a double keeps its top 53 bits,
     // plenty to see it change.
-    Gauge(out, m::kBrokerEpoch, "This broker's epoch (random per start)", r.epoch());
-    {
-      MetricFamily& f = Family(out, m::kEventLoopLagSeconds,
-                               "How late the event loop ran its last due timer", MetricType::Gauge);
-      Add(f, {}, static_cast<double>(s_->loop_lag_ns_) / 1e9);
-    }
-    return {std::make_move_iterator(out.begin()), std::make_move_iterator(out.end())};
+    out.Gauge(m::kBrokerEpoch, "This broker's epoch (random per start)",
+              static_cast<double>(r.epoch()));
+    out.Gauge(m::kEventLoopLagSeconds, "How late the event loop ran its last due timer",
+              static_cast<double>(s_->loop_lag_ns_) / 1e9);
+    return std::move(out).Take();
   }
 
  private:
-  using Labels = std::vector<ClientMetric::Label>;
-  static MetricFamily& Family(std::deque<MetricFamily>& out, std::string_view name,
-                              std::string_view help, MetricType type) {
-    out.push_back(MetricFamily{std::string(name), std::string(help), type, {}});
-    return out.back();
-  }
-  static void Add(MetricFamily& f, Labels labels, double v) {
-    ClientMetric cm;
-    cm.label = std::move(labels);
-    if (f.type == MetricType::Counter) {
-      cm.counter.value = v;
-    } else {
-      cm.gauge.value = v;
-    }
-    f.metric.push_back(std::move(cm));
-  }
-  static void Counter(std::deque<MetricFamily>& out, std::string_view name, std::string_view help,
-                      Labels labels, uint64_t v) {
-    Add(Family(out, name, help, MetricType::Counter), std::move(labels), static_cast<double>(v));
-  }
-  static void Gauge(std::deque<MetricFamily>& out, std::string_view name, std::string_view help,
-                    uint64_t v) {
-    Add(Family(out, name, help, MetricType::Gauge), {}, static_cast<double>(v));
-  }
   MeshServer* s_;
 };
 

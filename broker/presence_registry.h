@@ -4,7 +4,7 @@
 // tracked (its "phx_ref" included) kept as JSON text; and the Phoenix texts
 // built from it: `presence_diff` ({"joins":{...},"leaves":{...}}) for the
 // changes, `presence_state` ({key:{"metas":[...]}}) for a topic across links
-// (../shared/PHOENIX-PROTOCOL.md §4). Every change returns the diff of what
+// (the shapes of worker/presence.h). Every change returns the diff of what
 // actually changed, so a resent join or an unknown leave reaches no client.
 // Does not: choose phx_refs (shards make them unique), parse wire frames
 // (callers pass keys, refs and meta texts), or decide who receives a diff

@@ -11,12 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "protocol/testing/json.h"
+
 namespace sb::broker {
 namespace {
 
-boost::json::value Json(std::string_view text) {
-  return boost::json::parse(boost::json::string_view(text.data(), text.size()));
-}
+using test::Json;
 
 // A meta as a shard stores it: phx_ref first, then the client's fields.
 PresenceMeta Join(std::string key, std::string ref, std::string fields = "") {

@@ -45,3 +45,18 @@ function(sb_add_test name)
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${ARG_LABELS}")
 endfunction()
+
+# sb_add_fuzzer(name SOURCES ... DEPS ...) - a libFuzzer target (clang only,
+# SWITCHBOARD_FUZZ). SOURCES holds the fuzz entry point and the code under
+# test, compiled into the fuzzer itself so that it gets the fuzzer's coverage
+# instrumentation and sanitizers; DEPS are the uninstrumented libraries it
+# links (third-party code the fuzzer does not explore).
+function(sb_add_fuzzer name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  sb_target_defaults(${name})
+  target_compile_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined
+                                         -fno-sanitize-recover=all -fno-omit-frame-pointer)
+  target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+endfunction()

@@ -2,10 +2,11 @@
 // Switchboard exports, and the meaning each series must keep.
 //
 // Owns: names, label names and histogram buckets only; no registry, no I/O,
-// no threads. Exporters (supervisor/supervisor_metrics.h now; worker and
-// broker later) build their families from these, so dashboards and alerts
-// read one scheme. Prometheus conventions: `switchboard_` prefix, base units
-// (seconds, bytes), `_total` only on counters.
+// no threads. The three exporters (supervisor/supervisor_metrics,
+// worker/worker_metrics, broker/mesh_server) build their families from
+// these, so dashboards and alerts read one scheme. Prometheus conventions:
+// `switchboard_` prefix, base units (seconds, bytes), `_total` only on
+// counters.
 #pragma once
 
 #include <array>

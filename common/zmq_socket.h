@@ -1,11 +1,12 @@
 // ZmqSocket: the one adapter between Switchboard and libzmq (via cppzmq).
 //
-// Owns: a ZeroMQ context and one socket of it, its options, and the three
+// Owns: a ZeroMQ context and one socket of it, its options, the three
 // things the broker and the shards do with it — bind or connect, receive one
-// multipart message without blocking, send one without blocking. cppzmq's
-// exceptions stop here and become values. Does not: register with the event
-// loop (callers watch fd() for EPOLLIN) or interpret frames (protocol/mesh).
-// Single-threaded: the owning loop's thread only.
+// multipart message without blocking, send one without blocking — and, once
+// Watch() is called, the socket's registration on an EventLoop (fd and read
+// timer, both removed by the destructor). cppzmq's exceptions stop here and
+// become values. Does not: interpret frames (protocol/mesh). Single-threaded:
+// the owning loop's thread only.
 //
 // Watch() puts the socket on an EventLoop the way both programs need it:
 // messages are read in bounded batches (the rest wait for the next turn, a
@@ -14,9 +15,10 @@
 // whose notification a send consumed.
 //
 // libzmq's fd is edge-like: it signals that the socket's state changed, not
-// that a message is waiting. Callers therefore drain with Recv until
-// kWouldBlock after each wake-up, and check Readable() after sending (a send
-// can consume the notification of an arrival).
+// that a message is waiting. Watch() deals with that; a caller that reads
+// with Recv itself must drain until kWouldBlock after each wake-up, and
+// check Readable() after sending (a send can consume the notification of an
+// arrival).
 #pragma once
 
 #include <cstdint>

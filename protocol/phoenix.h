@@ -3,9 +3,9 @@
 // Owns: decoding a client's WebSocket message (a JSON text array
 // [join_ref, ref, topic, event, payload] or a v2 binary push) into a
 // `Message`, and encoding the server's replies, pushes and broadcasts in
-// both forms (../shared/PHOENIX-PROTOCOL.md §2). Does not: decide anything
-// about channels, topics or presence (worker/hub), or frame WebSocket
-// messages (protocol/websocket).
+// both forms (as phoenix.js 1.8's serializer.js reads and writes them).
+// Does not: decide anything about channels, topics or presence (worker/hub),
+// or frame WebSocket messages (protocol/websocket).
 //
 // Payloads are relayed byte for byte: a decoded text message keeps the exact
 // source bytes of its payload element (validated as JSON, never

@@ -1,6 +1,6 @@
 // Phoenix Channels names: the one definition of every topic and event name
-// the protocol reserves (../shared/PHOENIX-PROTOCOL.md §2–§4), shared by the
-// shard, the broker and the tests' C++ clients.
+// the protocol reserves (docs/WORKER.md, "Protocol"), shared by the shard,
+// the broker and the tests' C++ clients.
 //
 // Owns: names only. Does not: decide what a client may send (worker/hub).
 #pragma once

@@ -1,13 +1,7 @@
 #include "supervisor/supervisor_metrics.h"
 
-#include <dirent.h>
-#include <errno.h>
-#include <string.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cstdio>
-#include <cstring>
+#include <cstdint>
 #include <exception>
 #include <map>
 #include <optional>
@@ -15,6 +9,7 @@
 
 #include "common/metric_names.h"
 #include "common/metrics_endpoint.h"
+#include "common/process_stats.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -31,30 +26,6 @@ using prometheus::Family;
 using prometheus::Gauge;
 using prometheus::Histogram;
 using prometheus::Labels;
-
-// Entries of /proc/self/fd, minus the one opendir() itself holds.
-std::optional<int> CountOpenFds() {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (!dir) return std::nullopt;
-  const std::string own = std::to_string(::dirfd(dir));
-  int n = 0;
-  while (const dirent* e = ::readdir(dir)) {
-    if (e->d_name[0] == '.' || own == e->d_name) continue;
-    ++n;
-  }
-  ::closedir(dir);
-  return n;
-}
-
-std::optional<double> ResidentBytes() {
-  FILE* f = std::fopen("/proc/self/statm", "re");
-  if (!f) return std::nullopt;
-  unsigned long size = 0, resident = 0;
-  int got = std::fscanf(f, "%lu %lu", &size, &resident);
-  std::fclose(f);
-  if (got != 2) return std::nullopt;
-  return static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE));
-}
 
 std::string S(std::string_view v) { return std::string(v); }
 
@@ -306,8 +277,10 @@ void SupervisorMetrics::SetRestartsInWindow(const std::string& supervisor_id, in
 }
 
 void SupervisorMetrics::UpdateDaemonStats(double loop_lag_seconds) {
-  if (std::optional<int> fds = CountOpenFds()) impl_->open_fds.Set(*fds);
-  if (std::optional<double> rss = ResidentBytes()) impl_->resident_memory.Set(*rss);
+  if (std::optional<int> fds = OpenFds()) impl_->open_fds.Set(*fds);
+  if (std::optional<int64_t> rss = ResidentBytes()) {
+    impl_->resident_memory.Set(static_cast<double>(*rss));
+  }
   impl_->loop_lag.Set(loop_lag_seconds);
 }
 

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "protocol/testing/json.h"
+#include "protocol/testing/phoenix_message.h"
 #include "worker/hub.h"
 #include "worker/remote_presence.h"
 
@@ -15,20 +17,8 @@ namespace {
 
 using Kind = Action::Kind;
 
-boost::json::value Json(std::string_view text) {
-  return boost::json::parse(boost::json::string_view(text.data(), text.size()));
-}
-
-phx::Message Msg(std::optional<std::string> join_ref, std::string topic, std::string event,
-                 std::string payload = "{}") {
-  phx::Message m;
-  m.join_ref = join_ref;
-  m.ref = join_ref;
-  m.topic = std::move(topic);
-  m.event = std::move(event);
-  m.payload = std::move(payload);
-  return m;
-}
+using test::Json;
+using test::Msg;
 
 std::vector<const Action*> OfKind(const std::vector<Action>& actions, Kind kind) {
   std::vector<const Action*> out;
@@ -62,11 +52,11 @@ class HubClusterTest : public ::testing::Test {
 };
 
 TEST_F(HubClusterTest, TheFirstSubscriberSubscribesAndTheLastUnsubscribes) {
-  auto a = Handle(1, Msg("1", "room:1", "phx_join"));
+  auto a = Handle(1, Msg("1", "1", "room:1", "phx_join"));
   ASSERT_EQ(OfKind(a, Kind::kSubscribe).size(), 1u);
   EXPECT_EQ(OfKind(a, Kind::kSubscribe)[0]->topic, "room:1");
-  EXPECT_TRUE(OfKind(Handle(2, Msg("1", "room:1", "phx_join")), Kind::kSubscribe).empty());
-  EXPECT_TRUE(OfKind(Handle(1, Msg("1", "room:1", "phx_leave")), Kind::kUnsubscribe).empty());
+  EXPECT_TRUE(OfKind(Handle(2, Msg("1", "1", "room:1", "phx_join")), Kind::kSubscribe).empty());
+  EXPECT_TRUE(OfKind(Handle(1, Msg("1", "1", "room:1", "phx_leave")), Kind::kUnsubscribe).empty());
   std::vector<Action> out;
   hub_.Disconnect(2, &out);
   ASSERT_EQ(OfKind(out, Kind::kUnsubscribe).size(), 1u);
@@ -74,8 +64,8 @@ TEST_F(HubClusterTest, TheFirstSubscriberSubscribesAndTheLastUnsubscribes) {
 }
 
 TEST_F(HubClusterTest, LocalPresenceChangesAreToldToTheBroker) {
-  auto a =
-      Handle(1, Msg("1", "room:1", "phx_join", R"({"presence":{"key":"alice","meta":{"x":1}}})"));
+  auto a = Handle(
+      1, Msg("1", "1", "room:1", "phx_join", R"({"presence":{"key":"alice","meta":{"x":1}}})"));
   auto p = OfKind(a, Kind::kPresence);
   ASSERT_EQ(p.size(), 1u);
   Result<mesh::PresenceChange> change = mesh::DecodePresenceChange(p[0]->data);
@@ -96,14 +86,14 @@ TEST_F(HubClusterTest, LocalPresenceChangesAreToldToTheBroker) {
 }
 
 TEST_F(HubClusterTest, ClientBroadcastsArePublishedAndRefusedWhileTheOutboxIsFull) {
-  Handle(1, Msg("1", "room:1", "phx_join"));
-  auto a = Handle(1, Msg("1", "room:1", "msg", R"({"t":1})"));
+  Handle(1, Msg("1", "1", "room:1", "phx_join"));
+  auto a = Handle(1, Msg("1", "1", "room:1", "msg", R"({"t":1})"));
   auto f = OfKind(a, Kind::kBroadcast);
   ASSERT_EQ(f.size(), 1u);
   EXPECT_TRUE(f[0]->publish);
 
   cluster_.open = false;
-  a = Handle(1, Msg("1", "room:1", "msg", R"({"t":2})"));
+  a = Handle(1, Msg("1", "1", "room:1", "msg", R"({"t":2})"));
   EXPECT_TRUE(OfKind(a, Kind::kBroadcast).empty()) << "refused: not even local sockets get it";
   ASSERT_EQ(a.size(), 1u);
   EXPECT_EQ(
@@ -114,7 +104,7 @@ TEST_F(HubClusterTest, ClientBroadcastsArePublishedAndRefusedWhileTheOutboxIsFul
 }
 
 TEST_F(HubClusterTest, ARemoteSnapshotIsFannedOutAsADiffAndJoinersSeeTheWholeCluster) {
-  Handle(1, Msg("1", "room:1", "phx_join", R"({"presence":{"key":"alice"}})"));
+  Handle(1, Msg("1", "1", "room:1", "phx_join", R"({"presence":{"key":"alice"}})"));
   std::vector<Action> out;
   hub_.RemoteSnapshot("room:1", R"({"bob":{"metas":[{"phx_ref":"s2.y.1"}]}})", &out);
   ASSERT_EQ(out.size(), 1u);
@@ -125,7 +115,7 @@ TEST_F(HubClusterTest, ARemoteSnapshotIsFannedOutAsADiffAndJoinersSeeTheWholeClu
       Json(
           R"([null,null,"room:1","presence_diff",{"joins":{"bob":{"metas":[{"phx_ref":"s2.y.1"}]}},"leaves":{}}])"));
 
-  auto a = Handle(2, Msg("5", "room:1", "phx_join"));
+  auto a = Handle(2, Msg("5", "5", "room:1", "phx_join"));
   bool found = false;
   for (const Action& x : a) {
     boost::json::value v = Json(x.data);
@@ -150,8 +140,8 @@ TEST_F(HubClusterTest, ARemoteSnapshotIsFannedOutAsADiffAndJoinersSeeTheWholeClu
 }
 
 TEST_F(HubClusterTest, ClusterStateListsSubscribedTopicsAndLocalMetas) {
-  Handle(1, Msg("1", "room:1", "phx_join", R"({"presence":{"key":"alice"}})"));
-  Handle(2, Msg("1", "room:2", "phx_join"));
+  Handle(1, Msg("1", "1", "room:1", "phx_join", R"({"presence":{"key":"alice"}})"));
+  Handle(2, Msg("1", "1", "room:2", "phx_join"));
   std::vector<std::string> topics;
   std::vector<mesh::TopicState> presence;
   hub_.ClusterState(&topics, &presence);
@@ -176,7 +166,7 @@ std::vector<std::pair<ConnId, boost::json::value>> States(const std::vector<Acti
 
 TEST_F(HubClusterTest, TheFirstJoinerOfATopicGetsItsStateWithTheOtherShardsPresence) {
   cluster_.is_up = true;
-  auto a = Handle(1, Msg("1", "room:1", "phx_join", R"({"presence":{"key":"alice"}})"));
+  auto a = Handle(1, Msg("1", "1", "room:1", "phx_join", R"({"presence":{"key":"alice"}})"));
   EXPECT_TRUE(States(a).empty()) << "waits for the broker's snapshot";
   std::vector<Action> out;
   hub_.RemoteSnapshot("room:1", R"({"bob":{"metas":[{"phx_ref":"s2.y.1"}]}})", &out);
@@ -189,12 +179,12 @@ TEST_F(HubClusterTest, TheFirstJoinerOfATopicGetsItsStateWithTheOtherShardsPrese
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[1].kind, Kind::kBroadcast);
   // Once known, the next joiner gets it at once.
-  EXPECT_EQ(States(Handle(2, Msg("1", "room:1", "phx_join"))).size(), 1u);
+  EXPECT_EQ(States(Handle(2, Msg("1", "1", "room:1", "phx_join"))).size(), 1u);
 }
 
 TEST_F(HubClusterTest, AJoinerDoesNotWaitForeverForTheBroker) {
   cluster_.is_up = true;
-  Handle(1, Msg("1", "room:1", "phx_join"));
+  Handle(1, Msg("1", "1", "room:1", "phx_join"));
   std::vector<Action> out;
   hub_.SendOverdueStates(1000 + Hub::kStateWaitMs - 1, &out);
   EXPECT_TRUE(out.empty());
@@ -205,14 +195,14 @@ TEST_F(HubClusterTest, AJoinerDoesNotWaitForeverForTheBroker) {
   EXPECT_TRUE(out.empty()) << "sent once";
 
   cluster_.is_up = false;  // no broker: nobody to wait for
-  EXPECT_EQ(States(Handle(2, Msg("1", "room:2", "phx_join"))).size(), 1u);
+  EXPECT_EQ(States(Handle(2, Msg("1", "1", "room:2", "phx_join"))).size(), 1u);
 }
 
 TEST_F(HubClusterTest, AWaitingJoinerThatLeftGetsNoState) {
   cluster_.is_up = true;
-  Handle(1, Msg("1", "room:1", "phx_join"));
-  Handle(2, Msg("1", "room:1", "phx_join"));
-  Handle(1, Msg("1", "room:1", "phx_leave"));
+  Handle(1, Msg("1", "1", "room:1", "phx_join"));
+  Handle(2, Msg("1", "1", "room:1", "phx_join"));
+  Handle(1, Msg("1", "1", "room:1", "phx_leave"));
   std::vector<Action> out;
   hub_.RemoteSnapshot("room:1", "{}", &out);
   auto states = States(out);

@@ -5,11 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <boost/json.hpp>
 #include <string>
 #include <vector>
 
 #include "protocol/limits.h"
+#include "protocol/testing/json.h"
+#include "protocol/testing/phoenix_message.h"
 
 namespace sb::worker {
 namespace {
@@ -17,20 +18,8 @@ namespace {
 using Kind = Action::Kind;
 using Ref = std::optional<std::string>;
 
-boost::json::value Json(std::string_view text) {
-  return boost::json::parse(boost::json::string_view(text.data(), text.size()));
-}
-
-phx::Message Msg(Ref join_ref, Ref ref, std::string topic, std::string event,
-                 std::string payload = "{}") {
-  phx::Message m;
-  m.join_ref = std::move(join_ref);
-  m.ref = std::move(ref);
-  m.topic = std::move(topic);
-  m.event = std::move(event);
-  m.payload = std::move(payload);
-  return m;
-}
+using test::Json;
+using test::Msg;
 
 // A text message to one socket, compared as JSON (and, where the bytes
 // matter, by the callers with EXPECT_EQ on data).

@@ -3,7 +3,7 @@
 // Owns: key → metas for one topic, where each meta is the client's meta
 // object with our "phx_ref" added, and the JSON texts Phoenix clients expect:
 // `presence_state` ({key: {"metas": [...]}}) and `presence_diff`
-// ({"joins": {...}, "leaves": {...}}), ../shared/PHOENIX-PROTOCOL.md §4.
+// ({"joins": {...}, "leaves": {...}}), as phoenix.js's Presence syncs them.
 // Does not: choose phx_refs (the hub makes them unique per shard), know
 // sockets or join_refs, or send anything. Plain data on the shard's loop
 // thread; the hub owns one per topic that has presence.

@@ -7,12 +7,12 @@
 #include <boost/json.hpp>
 #include <string>
 
+#include "protocol/testing/json.h"
+
 namespace sb::worker {
 namespace {
 
-boost::json::value Json(std::string_view text) {
-  return boost::json::parse(boost::json::string_view(text.data(), text.size()));
-}
+using test::Json;
 
 TEST(PresenceTest, TrackReturnsAJoinDiffWithOurPhxRefFirst) {
   Presence p;

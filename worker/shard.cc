@@ -1,29 +1,15 @@
 #include "worker/shard.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <utility>
 
 #include "common/mono_time.h"
+#include "common/process_stats.h"
 #include "protocol/phoenix.h"
 
 namespace sb::worker {
-
-namespace {
-
-int64_t ResidentBytes() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  if (!f) return 0;
-  long pages = 0, resident = 0;
-  int n = std::fscanf(f, "%ld %ld", &pages, &resident);
-  std::fclose(f);
-  return n == 2 ? resident * ::sysconf(_SC_PAGESIZE) : 0;
-}
-
-}  // namespace
 
 Shard::Shard(EventLoop* loop, ShardOptions options, WorkerMetrics* metrics)
     : loop_(loop),
@@ -185,7 +171,7 @@ void Shard::Cron() {
   gateway_->Sweep();
   counters_.loop_lag_ns.store(loop_->last_timer_lag().count(), std::memory_order_relaxed);
   if (++cron_ticks_ % 4 == 0) {
-    counters_.resident_bytes.store(ResidentBytes(), std::memory_order_relaxed);
+    counters_.resident_bytes.store(ResidentBytes().value_or(0), std::memory_order_relaxed);
   }
 }
 

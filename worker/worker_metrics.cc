@@ -1,12 +1,10 @@
 #include "worker/worker_metrics.h"
 
-#include <deque>
-#include <iterator>
-#include <limits>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "common/metric_families.h"
 #include "common/metric_names.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
@@ -35,9 +33,13 @@ constexpr std::array<std::string_view, static_cast<size_t>(TokenFailure::kCount)
 constexpr std::array<std::string_view, static_cast<size_t>(Rejection::kCount)> kRejectionNames = {
     "rate_limited", "unmatched_topic", "reserved_event", "stale_join_ref"};
 
-using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
+
+template <typename T>
+double Load(const std::atomic<T>& v) {
+  return static_cast<double>(v.load(std::memory_order_relaxed));
+}
 
 class Collector : public prometheus::Collectable {
  public:
@@ -46,73 +48,79 @@ class Collector : public prometheus::Collectable {
       : shard_(std::move(shard)), c_(std::move(c)), h_(std::move(h)) {}
 
   std::vector<MetricFamily> Collect() const override {
-    // A deque: Family() hands out references that are held while more
-    // families are added, and a vector's growth would move them.
-    std::deque<MetricFamily> out;
+    MetricFamilies out(m::kLabelShard, shard_);
     const WorkerCounters& c = *c_;
-    Gauge(out, m::kWorkerConnections, "Open WebSocket connections", c.connections);
-    Counter(out, m::kWorkerConnectionsAcceptedTotal, "TCP connections accepted",
-            c.connections_accepted);
-    Labelled(out, m::kWorkerUpgradesRefusedTotal, "HTTP requests answered without an upgrade",
-             m::kLabelReason, kRefusalNames, c.refusals);
-    Labelled(out, m::kWorkerTokenRefusalsTotal,
-             "Upgrades refused for their token, by the check that failed", m::kLabelReason,
-             kTokenFailureNames, c.token_refusals);
+    out.Gauge(m::kWorkerConnections, "Open WebSocket connections", Load(c.connections));
+    out.Counter(m::kWorkerConnectionsAcceptedTotal, "TCP connections accepted",
+                Load(c.connections_accepted));
+    out.CounterPerLabel(m::kWorkerUpgradesRefusedTotal, "HTTP requests answered without an upgrade",
+                        m::kLabelReason, kRefusalNames,
+                        [&](size_t i) { return Load(c.refusals[i]); });
+    out.CounterPerLabel(
+        m::kWorkerTokenRefusalsTotal, "Upgrades refused for their token, by the check that failed",
+        m::kLabelReason, kTokenFailureNames, [&](size_t i) { return Load(c.token_refusals[i]); });
     {
       MetricFamily& f =
-          Family(out, m::kWorkerJoinsTotal, "phx_join requests by outcome", MetricType::Counter);
-      AddCounter(f, {{std::string(m::kLabelResult), "ok"}}, c.joins_ok);
-      AddCounter(f, {{std::string(m::kLabelResult), "unauthorized"}}, c.joins_unauthorized);
-      AddCounter(f, {{std::string(m::kLabelResult), "too_many_topics"}}, c.joins_too_many);
-      AddCounter(f, {{std::string(m::kLabelResult), "invalid_topic"}}, c.joins_invalid_topic);
-      AddCounter(f, {{std::string(m::kLabelResult), "invalid_presence"}}, c.joins_invalid_presence);
-      AddCounter(f, {{std::string(m::kLabelResult), "rate_limited"}}, c.joins_rate_limited);
+          out.Family(m::kWorkerJoinsTotal, "phx_join requests by outcome", MetricType::Counter);
+      auto result = [&](const char* r, const std::atomic<uint64_t>& v) {
+        out.Add(f, {{std::string(m::kLabelResult), r}}, Load(v));
+      };
+      result("ok", c.joins_ok);
+      result("unauthorized", c.joins_unauthorized);
+      result("too_many_topics", c.joins_too_many);
+      result("invalid_topic", c.joins_invalid_topic);
+      result("invalid_presence", c.joins_invalid_presence);
+      result("rate_limited", c.joins_rate_limited);
     }
-    Counter(out, m::kWorkerFramesReceivedTotal, "WebSocket messages received", c.frames_received);
-    Counter(out, m::kWorkerFramesSentTotal, "WebSocket frames sent", c.frames_sent);
-    Counter(out, m::kWorkerReceivedBytesTotal, "Bytes read from client sockets", c.bytes_received);
-    Counter(out, m::kWorkerSentBytesTotal, "Bytes written to client sockets", c.bytes_sent);
-    Counter(out, m::kWorkerBroadcastsTotal, "Client events relayed to a topic", c.broadcasts);
-    Counter(out, m::kWorkerDeliveriesTotal, "Broadcast frames queued to recipient sockets",
-            c.deliveries);
-    Labelled(out, m::kWorkerClosesTotal, "WebSocket connections closed, by reason", m::kLabelReason,
-             kCloseNames, c.closes);
-    Labelled(out, m::kWorkerRejectedMessagesTotal,
-             "Client messages refused or dropped without closing the socket", m::kLabelReason,
-             kRejectionNames, c.rejections);
-    Gauge(out, m::kWorkerClientQueueBytes, "Bytes queued to client sockets, all sockets",
-          c.client_queue_bytes);
-    Gauge(out, m::kWorkerClientQueueMaxBytes, "Bytes queued to the most backed-up client socket",
-          c.client_queue_max_bytes);
-    Gauge(out, m::kWorkerResidentMemoryBytes, "Resident set size of the shard", c.resident_bytes);
+    out.Counter(m::kWorkerFramesReceivedTotal, "WebSocket messages received",
+                Load(c.frames_received));
+    out.Counter(m::kWorkerFramesSentTotal, "WebSocket frames sent", Load(c.frames_sent));
+    out.Counter(m::kWorkerReceivedBytesTotal, "Bytes read from client sockets",
+                Load(c.bytes_received));
+    out.Counter(m::kWorkerSentBytesTotal, "Bytes written to client sockets", Load(c.bytes_sent));
+    out.Counter(m::kWorkerBroadcastsTotal, "Client events relayed to a topic", Load(c.broadcasts));
+    out.Counter(m::kWorkerDeliveriesTotal, "Broadcast frames queued to recipient sockets",
+                Load(c.deliveries));
+    out.CounterPerLabel(m::kWorkerClosesTotal, "WebSocket connections closed, by reason",
+                        m::kLabelReason, kCloseNames, [&](size_t i) { return Load(c.closes[i]); });
+    out.CounterPerLabel(m::kWorkerRejectedMessagesTotal,
+                        "Client messages refused or dropped without closing the socket",
+                        m::kLabelReason, kRejectionNames,
+                        [&](size_t i) { return Load(c.rejections[i]); });
+    out.Gauge(m::kWorkerClientQueueBytes, "Bytes queued to client sockets, all sockets",
+              Load(c.client_queue_bytes));
+    out.Gauge(m::kWorkerClientQueueMaxBytes, "Bytes queued to the most backed-up client socket",
+              Load(c.client_queue_max_bytes));
+    out.Gauge(m::kWorkerResidentMemoryBytes, "Resident set size of the shard",
+              Load(c.resident_bytes));
     {
       MetricFamily& depth =
-          Family(out, m::kQueueDepth, "Messages waiting in a queue", MetricType::Gauge);
+          out.Family(m::kQueueDepth, "Messages waiting in a queue", MetricType::Gauge);
       MetricFamily& bytes =
-          Family(out, m::kQueueDepthBytes, "Bytes waiting in a queue", MetricType::Gauge);
-      AddGauge(bytes, {{std::string(m::kLabelQueue), std::string(m::kQueueClientOut)}},
-               c.client_queue_bytes);
+          out.Family(m::kQueueDepthBytes, "Bytes waiting in a queue", MetricType::Gauge);
+      auto queue = [](std::string_view q) {
+        return MetricFamilies::Labels{{std::string(m::kLabelQueue), std::string(q)}};
+      };
+      out.Add(bytes, queue(m::kQueueClientOut), Load(c.client_queue_bytes));
       if (c.clustered.load(std::memory_order_relaxed)) {
-        AddGauge(depth, {{std::string(m::kLabelQueue), std::string(m::kQueueBrokerOut)}},
-                 c.broker_out_messages);
-        AddGauge(bytes, {{std::string(m::kLabelQueue), std::string(m::kQueueBrokerOut)}},
-                 c.broker_out_bytes);
-        AddGauge(depth, {{std::string(m::kLabelQueue), std::string(m::kQueueBrokerIn)}},
-                 c.broker_in_messages);
+        out.Add(depth, queue(m::kQueueBrokerOut), Load(c.broker_out_messages));
+        out.Add(bytes, queue(m::kQueueBrokerOut), Load(c.broker_out_bytes));
+        out.Add(depth, queue(m::kQueueBrokerIn), Load(c.broker_in_messages));
       }
     }
     if (c.clustered.load(std::memory_order_relaxed)) {
-      Gauge(out, m::kWorkerBrokerUp, "1 while the shard is welcomed by its broker", c.broker_up);
-      Gauge(out, m::kWorkerBrokerEpoch, "Epoch of the broker that last welcomed the shard",
-            c.broker_epoch);
-      Counter(out, m::kWorkerBroadcastsRefusedTotal,
-              "Client broadcasts refused because the outbox to the broker was full",
-              c.broadcasts_refused);
+      out.Gauge(m::kWorkerBrokerUp, "1 while the shard is welcomed by its broker",
+                Load(c.broker_up));
+      out.Gauge(m::kWorkerBrokerEpoch, "Epoch of the broker that last welcomed the shard",
+                Load(c.broker_epoch));
+      out.Counter(m::kWorkerBroadcastsRefusedTotal,
+                  "Client broadcasts refused because the outbox to the broker was full",
+                  Load(c.broadcasts_refused));
       MetricFamily& f =
-          Family(out, m::kWorkerClusterMessagesTotal,
-                 "Mesh messages of the shard's broker session, by kind", MetricType::Counter);
+          out.Family(m::kWorkerClusterMessagesTotal,
+                     "Mesh messages of the shard's broker session, by kind", MetricType::Counter);
       auto kind = [&](const char* k, const std::atomic<uint64_t>& v) {
-        AddCounter(f, {{std::string(m::kLabelKind), k}}, v);
+        out.Add(f, {{std::string(m::kLabelKind), k}}, Load(v));
       };
       kind("published", c.cluster_published);
       kind("acked", c.cluster_acked);
@@ -124,83 +132,30 @@ class Collector : public prometheus::Collectable {
       kind("broker_lost", c.cluster_broker_lost);
       kind("bad_frame", c.cluster_bad_frames);
     }
+    out.Gauge(m::kEventLoopLagSeconds, "How late the event loop ran its last due timer",
+              Load(c.loop_lag_ns) / 1e9);
     {
-      MetricFamily& f = Family(out, m::kEventLoopLagSeconds,
-                               "How late the event loop ran its last due timer", MetricType::Gauge);
-      ClientMetric cm;
-      cm.label = Labels({});
-      cm.gauge.value = static_cast<double>(c.loop_lag_ns.load(std::memory_order_relaxed)) / 1e9;
-      f.metric.push_back(std::move(cm));
-    }
-    {
-      MetricFamily& f = Family(out, m::kWorkerDeliverLatencySeconds,
-                               "Client message read to broadcast handed to every local recipient",
-                               MetricType::Histogram);
-      ClientMetric cm;
-      cm.label = Labels({});
-      uint64_t cumulative = 0;
-      for (size_t i = 0; i <= WorkerMetrics::Histogram::kBuckets; ++i) {
-        cumulative += h_->counts[i].load(std::memory_order_relaxed);
-        ClientMetric::Bucket b;
-        b.cumulative_count = cumulative;
-        b.upper_bound = i < WorkerMetrics::Histogram::kBuckets
-                            ? m::kWorkerDeliverLatencyBuckets[i]
-                            : std::numeric_limits<double>::infinity();
-        cm.histogram.bucket.push_back(b);
+      // Each bucket is read once; the total is their sum, so a scrape
+      // racing an observation still sees a consistent histogram.
+      constexpr size_t kBuckets = WorkerMetrics::Histogram::kBuckets;
+      std::array<uint64_t, kBuckets> counts{};
+      uint64_t total = 0;
+      for (size_t i = 0; i < kBuckets; ++i) {
+        counts[i] = h_->counts[i].load(std::memory_order_relaxed);
+        total += counts[i];
       }
-      cm.histogram.sample_count = cumulative;
-      cm.histogram.sample_sum =
-          static_cast<double>(h_->sum_ns.load(std::memory_order_relaxed)) / 1e9;
-      f.metric.push_back(std::move(cm));
+      total += h_->counts[kBuckets].load(std::memory_order_relaxed);
+      MetricFamily& f =
+          out.Family(m::kWorkerDeliverLatencySeconds,
+                     "Client message read to broadcast handed to every local recipient",
+                     MetricType::Histogram);
+      out.AddHistogram(f, {}, m::kWorkerDeliverLatencyBuckets, counts, total,
+                       Load(h_->sum_ns) / 1e9);
     }
-    return {std::make_move_iterator(out.begin()), std::make_move_iterator(out.end())};
+    return std::move(out).Take();
   }
 
  private:
-  std::vector<ClientMetric::Label> Labels(std::vector<ClientMetric::Label> extra) const {
-    extra.insert(extra.begin(), {std::string(m::kLabelShard), shard_});
-    return extra;
-  }
-  static MetricFamily& Family(std::deque<MetricFamily>& out, std::string_view name,
-                              std::string_view help, MetricType type) {
-    out.push_back(MetricFamily{std::string(name), std::string(help), type, {}});
-    return out.back();
-  }
-  template <typename T>
-  void AddCounter(MetricFamily& f, std::vector<ClientMetric::Label> extra,
-                  const std::atomic<T>& v) const {
-    ClientMetric cm;
-    cm.label = Labels(std::move(extra));
-    cm.counter.value = static_cast<double>(v.load(std::memory_order_relaxed));
-    f.metric.push_back(std::move(cm));
-  }
-  template <typename T>
-  void AddGauge(MetricFamily& f, std::vector<ClientMetric::Label> extra,
-                const std::atomic<T>& v) const {
-    ClientMetric cm;
-    cm.label = Labels(std::move(extra));
-    cm.gauge.value = static_cast<double>(v.load(std::memory_order_relaxed));
-    f.metric.push_back(std::move(cm));
-  }
-  template <typename T>
-  void Counter(std::deque<MetricFamily>& out, std::string_view name, std::string_view help,
-               const std::atomic<T>& v) const {
-    AddCounter(Family(out, name, help, MetricType::Counter), {}, v);
-  }
-  template <typename T>
-  void Gauge(std::deque<MetricFamily>& out, std::string_view name, std::string_view help,
-             const std::atomic<T>& v) const {
-    AddGauge(Family(out, name, help, MetricType::Gauge), {}, v);
-  }
-  template <typename Names, typename Values>
-  void Labelled(std::deque<MetricFamily>& out, std::string_view name, std::string_view help,
-                std::string_view label, const Names& names, const Values& values) const {
-    MetricFamily& f = Family(out, name, help, MetricType::Counter);
-    for (size_t i = 0; i < names.size(); ++i) {
-      AddCounter(f, {{std::string(label), std::string(names[i])}}, values[i]);
-    }
-  }
-
   std::string shard_;
   std::shared_ptr<WorkerCounters> c_;
   std::shared_ptr<WorkerMetrics::Histogram> h_;

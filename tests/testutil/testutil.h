@@ -2,7 +2,7 @@
 // binaries, reading the daemon's events file and sb-testchild's record file, /proc probes and
 // small TCP / notify-socket helpers.
 //
-// Owns: helper functions and RAII handles only; no gtest dependency, so benchmarks can link it.
+// Owns: helper functions and RAII handles only; no gtest dependency (the calling tests assert).
 // Nothing here sleeps a fixed time: every wait polls a condition until a deadline. Call from the
 // test's main thread (Process relies on PR_SET_PDEATHSIG, which fires when the spawning thread
 // exits). Failures are values (false, -1, empty, nullopt or a Status); nothing throws or aborts.
