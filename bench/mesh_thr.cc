@@ -72,7 +72,7 @@
 #include <zmq.hpp>
 
 #include "bench/children.h"
-#include "bench/cli.h"
+#include "common/command_line.h"
 #include "bench/io_util.h"
 #include "common/zmq_socket.h"
 #include "protocol/mesh.h"
@@ -881,7 +881,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-seconds", o.max_seconds, "bound on the whole bench")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  if (std::optional<int> exit = sb::bench::ParseCommandLine(app, argc, argv)) return *exit;
+  if (std::optional<int> exit = sb::ParseCommandLine(app, argc, argv)) return *exit;
 
   if (o.broker_queue < 0) o.broker_queue = static_cast<int64_t>(o.outbox + o.window);
   sb::bench::KillChildrenOnSignal("bench-mesh-thr",

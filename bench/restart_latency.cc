@@ -28,7 +28,7 @@
 #include <thread>
 #include <vector>
 
-#include "bench/cli.h"
+#include "common/command_line.h"
 
 namespace fs = std::filesystem;
 
@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--child", child, "the supervised program: switchboard-worker or notify_child")
       ->capture_default_str();
-  if (std::optional<int> exit = sb::bench::ParseCommandLine(app, argc, argv)) return *exit;
+  if (std::optional<int> exit = sb::ParseCommandLine(app, argc, argv)) return *exit;
   fs::path bin = fs::read_symlink("/proc/self/exe").parent_path();
   char tmpl[] = "/tmp/sb-bench-XXXXXX";
   fs::path dir = mkdtemp(tmpl);

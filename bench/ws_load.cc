@@ -56,7 +56,7 @@
 #include <vector>
 
 #include "bench/children.h"
-#include "bench/cli.h"
+#include "common/command_line.h"
 #include "bench/client_process.h"
 
 namespace fs = std::filesystem;
@@ -570,7 +570,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--broker", o.broker, "switchboard-broker to run (--shards 2 or more)")
       ->capture_default_str();
-  if (std::optional<int> exit = sb::bench::ParseCommandLine(app, argc, argv)) return *exit;
+  if (std::optional<int> exit = sb::ParseCommandLine(app, argc, argv)) return *exit;
   const bool idle = o.scenario == "idle";
   if (!idle && o.scenario != "fanout") return Usage("--scenario must be idle or fanout");
   const int n = idle ? o.connections : o.subscribers;

@@ -15,6 +15,7 @@
 #include <map>
 
 #include "broker/mesh_server.h"
+#include "common/command_line.h"
 #include "common/event_loop.h"
 #include "common/exit_codes.h"
 #include "common/log.h"
@@ -60,7 +61,7 @@ int main(int argc, char** argv) {
   app.add_option("--overload", opt.queue.overload, "a full queue: shed_oldest or disconnect")
       ->transform(CLI::CheckedTransformer(policies))
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
   // The broker interleaves many small per-message allocations with 64 KiB
   // batch buffers (its own and libzmq's). glibc consolidates its fastbins on
   // every such large request, which cost about a fifth of the broker's CPU

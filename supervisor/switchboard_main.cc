@@ -7,6 +7,7 @@
 #include <iostream>
 #include <string>
 
+#include "common/command_line.h"
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "supervisor/control_cli.h"
@@ -88,12 +89,7 @@ int main(int argc, char** argv) {
   auto* reload = client("reload", "re-read the YAML and apply the difference");
   auto* events = client("events", "follow the event stream live");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? sb::kExitOk : sb::kExitUsage;
-  }
+  if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
   if (*check) return Check(config);
   if (*run) return Run(config);
 

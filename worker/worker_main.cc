@@ -16,6 +16,7 @@
 #include <sstream>
 #include <vector>
 
+#include "common/command_line.h"
 #include "common/event_loop.h"
 #include "common/exit_codes.h"
 #include "common/listen_fds.h"
@@ -113,7 +114,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-outbox", cl.max_outbox_messages, "unacked broadcasts kept for the broker")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
+  if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
   sb::InitLogging(kProgram);
 
   opt.gateway.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle_s * 1000));
