@@ -208,10 +208,10 @@ void Daemon::Perform(const Action& a) {
     OnReply(*s);
   } else if (auto* s = std::get_if<action::Exit>(&a)) {
     exit_code_ = s->code;
-    TreeEvent ev{"daemon_exit", spec_.root.id};
-    ev.status = s->code;
-    ev.reason = s->reason;
-    Emit(ev);
+    Emit(TreeEvent{.kind = EventKind::kDaemonExit,
+                   .id = spec_.root.id,
+                   .status = s->code,
+                   .reason = s->reason});
     if (s->code != kExitOk) spdlog::error("exiting with status {}: {}", s->code, s->reason);
     loop_->Stop(s->code);
   }
@@ -229,8 +229,8 @@ void Daemon::Emit(const TreeEvent& ev) {
   if (ev.status) detail += " status=" + std::to_string(*ev.status);
   if (ev.signal) detail += " signal=" + SignalName(*ev.signal);
   if (!ev.reason.empty()) detail += " (" + ev.reason + ")";
-  spdlog::info("{} {}{}", ev.event, ev.id, detail);
-  if (ev.event == "ready" && ev.id == spec_.root.id) SdNotify("READY=1");
+  spdlog::info("{} {}{}", EventName(ev.kind), ev.id, detail);
+  if (ev.kind == EventKind::kReady && ev.id == spec_.root.id) SdNotify("READY=1");
 }
 
 void Daemon::DoSpawn(const action::Spawn& s) {

@@ -17,7 +17,7 @@ std::string SignalName(int sig) {
 
 std::string EncodeEventLine(double ts, const TreeEvent& ev) {
   boost::json::object o;
-  o["event"] = ev.event;
+  o["event"] = EventName(ev.kind);
   o["id"] = ev.id;
   o["pid"] = ev.pid ? boost::json::value(*ev.pid) : boost::json::value(nullptr);
   o["status"] = ev.status ? boost::json::value(*ev.status) : boost::json::value(nullptr);

@@ -272,7 +272,7 @@ void SupervisorMetrics::ForgetSupervisor(const std::string& id) {
 }
 
 void SupervisorMetrics::OnEvent(const TreeEvent& ev, double ts) {
-  if (ev.event == "gave_up") {
+  if (ev.kind == EventKind::kGaveUp) {
     auto s = impl_->supervisors.find(ev.id);
     if (s != impl_->supervisors.end()) s->second.gave_up->Increment();
     return;
@@ -280,23 +280,33 @@ void SupervisorMetrics::OnEvent(const TreeEvent& ev, double ts) {
   auto it = impl_->children.find(ev.id);
   if (it == impl_->children.end()) return;
   Impl::ChildSeries& c = it->second;
-  if (ev.event == "started") {
-    c.started_ts = ts;
-    c.stopping = false;
-  } else if (ev.event == "ready") {
-    c.up->Set(1);
-    if (c.started_ts) c.start_duration->Observe(std::max(0.0, ts - *c.started_ts));
-    c.started_ts.reset();
-  } else if (ev.event == "exited") {
-    impl_->OnExited(c, ev);
-  } else if (ev.event == "stopping") {
-    c.stopping = true;
-  } else if (ev.event == "stopped") {
-    c.up->Set(0);
-    c.started_ts.reset();
-    c.stopping = false;
-  } else if (ev.event == "restarting") {
-    c.restarts->Increment();
+  switch (ev.kind) {
+    case EventKind::kStarted:
+      c.started_ts = ts;
+      c.stopping = false;
+      return;
+    case EventKind::kReady:
+      c.up->Set(1);
+      if (c.started_ts) c.start_duration->Observe(std::max(0.0, ts - *c.started_ts));
+      c.started_ts.reset();
+      return;
+    case EventKind::kExited:
+      impl_->OnExited(c, ev);
+      return;
+    case EventKind::kStopping:
+      c.stopping = true;
+      return;
+    case EventKind::kStopped:
+      c.up->Set(0);
+      c.started_ts.reset();
+      c.stopping = false;
+      return;
+    case EventKind::kRestarting:
+      c.restarts->Increment();
+      return;
+    case EventKind::kGaveUp:      // a supervisor's, above
+    case EventKind::kDaemonExit:  // nothing per child
+      return;
   }
 }
 

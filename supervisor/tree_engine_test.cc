@@ -268,7 +268,7 @@ class World {
     std::erase_if(timers_, [&](const auto& t) { return t.first == a.timer; });
   }
   void Perform(const action::Emit& a) {
-    std::string e = a.event.event + ":" + a.event.id;
+    std::string e = std::string(EventName(a.event.kind)) + ":" + a.event.id;
     Record(e);
     events_.push_back(e);
   }
