@@ -248,6 +248,16 @@ void Daemon::DoSpawn(const action::Spawn& s) {
   }
   LaunchedProcess lp = std::move(launched.value());
   Token token = s.token;
+  // A child whose exit the loop cannot see would be supervised by nobody:
+  // kill it now and report a failed start, which the engine handles like
+  // any other (retried, counted, escalated).
+  Status watched =
+      loop_->Add(lp.pidfd.get(), EPOLLIN, [this, token](uint32_t) { OnProcExit(token); });
+  if (!watched.ok()) {
+    KillAndReap(lp.pid, lp.pidfd.get());
+    engine_->OnSpawnFailed(token, "unable to watch its exit: " + watched.message(), Now());
+    return;
+  }
   Proc& p = procs_[token];
   p.id = s.spec.id;
   p.pid = lp.pid;
@@ -255,10 +265,27 @@ void Daemon::DoSpawn(const action::Spawn& s) {
   p.out = std::move(lp.out);
   p.err = std::move(lp.err);
   by_pid_[p.pid] = token;
-  (void)loop_->Add(p.pidfd.get(), EPOLLIN, [this, token](uint32_t) { OnProcExit(token); });
-  (void)loop_->Add(p.out.get(), EPOLLIN, [this, token](uint32_t) { OnOutput(token, false); });
-  (void)loop_->Add(p.err.get(), EPOLLIN, [this, token](uint32_t) { OnOutput(token, true); });
+  for (bool is_err : {false, true}) {
+    UniqueFd& fd = is_err ? p.err : p.out;
+    Status st =
+        loop_->Add(fd.get(), EPOLLIN, [this, token, is_err](uint32_t) { OnOutput(token, is_err); });
+    if (st.ok()) continue;
+    // Unread, the pipe would fill and block the child's next write forever.
+    // Closed, that write fails at once (SIGPIPE, or EPIPE if the child
+    // ignores SIGPIPE): a failure its supervisor sees, not a silent hang.
+    spdlog::error("child '{}': unable to watch its {}: {}; closed it, so its writes there fail",
+                  p.id, is_err ? "stderr" : "stdout", st.message());
+    fd.Reset();
+  }
   engine_->OnSpawned(token, p.pid, Now());
+}
+
+void Daemon::KillAndReap(pid_t pid, int pidfd) {
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  siginfo_t info{};
+  while (::waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED) < 0 && errno == EINTR) {
+  }
 }
 
 void Daemon::OnProcExit(Token token) {

@@ -16,7 +16,7 @@ std::string ReplaceAll(std::string s, const std::string& from, const std::string
 
 }  // namespace
 
-DaemonHarness::DaemonHarness(const std::string& yaml) {
+DaemonHarness::DaemonHarness(const std::string& yaml, std::vector<std::string> env) {
   std::string body = ReplaceAll(ReplaceAll(yaml, "{{dir}}", dir_.path()), "{{bin}}", BinDir());
   if (body.find("node:") == std::string::npos) {
     body = "node:\n  name: test\n  control: " + dir_.File("ctl.sock") +
@@ -26,6 +26,7 @@ DaemonHarness::DaemonHarness(const std::string& yaml) {
   SpawnOptions opts;
   opts.args = {"run", config_path()};
   opts.output = dir_.File("daemon.log");
+  opts.env = std::move(env);
   auto p = Process::Start(BinPath("switchboard"), opts);
   if (p.ok()) proc_.emplace(std::move(p.value()));
 }

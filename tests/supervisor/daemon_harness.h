@@ -20,8 +20,9 @@ namespace sb::testutil {
 
 class DaemonHarness {
  public:
-  // Writes the config and starts the daemon (does not wait for readiness).
-  explicit DaemonHarness(const std::string& yaml);
+  // Writes the config and starts the daemon (does not wait for readiness) with `env`
+  // ("KEY=VALUE") added to the test's environment.
+  explicit DaemonHarness(const std::string& yaml, std::vector<std::string> env = {});
   ~DaemonHarness();
 
   bool started() const { return proc_.has_value(); }

@@ -1,0 +1,161 @@
+// The real `switchboard run` when its environment fails it: epoll registrations that fail
+// (forced with the epoll_fault preload library), an events file that cannot take a whole line.
+// Each test shows that supervision goes on and that the failure is visible (an event, a log line
+// or a metric) rather than silent.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tests/supervisor/daemon_harness.h"
+#include "tests/testutil/testutil.h"
+
+namespace sb::testutil {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr milliseconds kWait{20'000};
+
+bool Contains(std::string_view s, std::string_view part) {
+  return s.find(part) != std::string_view::npos;
+}
+
+int ExitCode(const std::optional<int>& status) {
+  return status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
+}
+
+// "event:id" of `id`'s events after the root's first `ready`.
+std::vector<std::string> TraceAfterReady(const std::vector<EventRecord>& events,
+                                         std::string_view id) {
+  std::vector<std::string> out;
+  bool ready = false;
+  for (const EventRecord& e : events) {
+    if (ready && e.id == id) out.push_back(e.event + ":" + e.id);
+    ready |= e.id == "root" && e.event == "ready";
+  }
+  return out;
+}
+
+// The daemon's environment for a run under the epoll fault library: `fault` is
+// "SB_FAULT_EPOLL_PIDFD=N" or "SB_FAULT_EPOLL_PIPE=N".
+std::vector<std::string> EpollFault(const std::string& fault) {
+  // A sanitizer runtime wants to be first in the library list; the preload comes first here.
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  return {"LD_PRELOAD=" SB_EPOLL_FAULT_LIB, fault,
+          "ASAN_OPTIONS=" + std::string(asan ? asan : "") + (asan ? ":" : "") +
+              "verify_asan_link_order=0"};
+}
+
+// Pids of `pid`'s children (every thread's), from /proc: zombies included.
+std::set<int> ChildrenOf(pid_t pid) {
+  std::set<int> out;
+  std::error_code ec;
+  const std::string task = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& t : std::filesystem::directory_iterator(task, ec)) {
+    std::string list = ReadFile(t.path().string() + "/children");
+    size_t pos = 0;
+    while (pos < list.size()) {
+      size_t end = list.find(' ', pos);
+      if (end == std::string::npos) end = list.size();
+      if (end > pos) out.insert(std::atoi(list.substr(pos, end - pos).c_str()));
+      pos = end + 1;
+    }
+  }
+  return out;
+}
+
+class DaemonFaultsTest : public ::testing::Test {
+ protected:
+  DaemonHarness& Start(const std::string& yaml, std::vector<std::string> env = {}) {
+    daemon_.emplace(yaml, std::move(env));
+    return *daemon_;
+  }
+
+  void TearDown() override {
+    if (HasFailure() && daemon_) {
+      std::cerr << "---- events\n"
+                << ReadFile(daemon_->events_path()) << "---- daemon log\n"
+                << daemon_->log() << "----\n";
+    }
+  }
+
+ private:
+  std::optional<DaemonHarness> daemon_;
+};
+
+// ---- epoll registration failures -------------------------------------------------------------
+
+TEST_F(DaemonFaultsTest, ChildWhosePidfdCannotBeWatchedIsKilledAndItsStartFails) {
+  // The second pidfd (a's first restart) cannot be watched: without it no exit of that process
+  // would ever be seen. The daemon kills it, the start fails and is retried like any other.
+  DaemonHarness& h = Start(R"(
+supervisor:
+  intensity: 5
+  children:
+    - {id: a, command: ["{{bin}}/sb-testchild"]}
+)",
+                           EpollFault("SB_FAULT_EPOLL_PIDFD=2"));
+  ASSERT_TRUE(h.started());
+  ASSERT_TRUE(h.WaitReady(kWait));
+  const int first = h.PidOf("a");
+  ASSERT_EQ(kill(first, SIGKILL), 0);
+  ASSERT_TRUE(h.WaitFor("a", "ready", 2, kWait));
+
+  auto events = h.Events();
+  EXPECT_EQ(TraceAfterReady(events, "a"),
+            (std::vector<std::string>{"exited:a", "restarting:a", "restarting:a", "started:a",
+                                      "ready:a"}));
+  auto restarting = FilterEvents(events, "a", "restarting");
+  ASSERT_EQ(restarting.size(), 2u);
+  EXPECT_EQ(restarting[1].reason, "retrying failed start");
+  EXPECT_TRUE(Contains(h.log(),
+                       "child 'a' failed to start: unable to watch its exit: "
+                       "epoll_ctl add: No space left on device"))
+      << h.log();
+  // The unwatched process is gone and reaped: the daemon's only child is a's current one.
+  EXPECT_EQ(ChildrenOf(h.pid()), (std::set<int>{h.PidOf("a")}));
+  EXPECT_EQ(ExitCode(h.Stop()), 0);
+}
+
+TEST_F(DaemonFaultsTest, OutputPipeThatCannotBeWatchedIsClosedSoTheChildDoesNotHang) {
+  // The first pipe (loud's stdout) cannot be watched. Unread, it would fill and block the flood
+  // for good; closed, the child's next write fails at once (sb-testchild ignores SIGPIPE, so it
+  // sees EPIPE), the flood ends and the child exits as asked.
+  DaemonHarness& h = Start(R"(
+supervisor:
+  children:
+    - id: loud
+      restart: temporary
+      command: ["{{bin}}/sb-testchild", --flood-stdout, "1000000", --exit-after, "0", --code, "7"]
+    - {id: b, command: ["{{bin}}/sb-testchild"]}
+)",
+                           EpollFault("SB_FAULT_EPOLL_PIPE=1"));
+  ASSERT_TRUE(h.started());
+  ASSERT_TRUE(h.WaitReady(kWait));
+  ASSERT_TRUE(h.WaitFor("loud", "exited", 1, kWait));
+  auto exited = FilterEvents(h.Events(), "loud", "exited");
+  ASSERT_EQ(exited.size(), 1u);
+  EXPECT_EQ(exited[0].status, 7);
+  const std::string log = h.log();
+  EXPECT_TRUE(Contains(log,
+                       "child 'loud': unable to watch its stdout: epoll_ctl add: No space "
+                       "left on device; closed it"))
+      << log;
+  EXPECT_TRUE(Contains(log, "[loud:stderr] sb-testchild: flood stopped: Broken pipe")) << log;
+  EXPECT_TRUE(Alive(h.PidOf("b")));
+  EXPECT_EQ(ExitCode(h.Stop()), 0);
+}
+
+}  // namespace
+}  // namespace sb::testutil
