@@ -102,7 +102,10 @@ Status Daemon::Init() {
   auto sfd = BlockSignalsToFd({SIGTERM, SIGINT, SIGHUP});
   if (!sfd.ok()) return sfd.status();
   signal_fd_ = std::move(sfd.value());
+  // A closed peer or a file size limit (RLIMIT_FSIZE) is an error value from
+  // write(), not a reason for the supervisor to die.
   ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGXFSZ, SIG_IGN);
 
   Status s = loop_->Add(signal_fd_.get(), EPOLLIN, [this](uint32_t) { OnSignal(); });
   if (!s.ok()) return s;
@@ -220,7 +223,18 @@ void Daemon::Perform(const Action& a) {
 void Daemon::Emit(const TreeEvent& ev) {
   const double now = ToSeconds(MonoNow());
   std::string line = EncodeEventLine(now, ev);
-  events_->WriteLine(line);
+  Status written = events_->WriteLine(line);
+  if (!written.ok()) {
+    if (metrics_) metrics_->CountEventsWriteFailure();
+    // Said once per run of failures, not once per lost event.
+    if (events_lost_ == 0) {
+      spdlog::error("events: {}; events are lost until it works", written.message());
+    }
+    ++events_lost_;
+  } else if (events_lost_ > 0) {
+    spdlog::info("events: writing {} again ({} events lost)", spec_.node.events, events_lost_);
+    events_lost_ = 0;
+  }
   if (control_) control_->PublishEvent(line);
   if (metrics_) metrics_->OnEvent(ev, now);
   observers_dirty_ = true;

@@ -113,6 +113,7 @@ class Daemon {
   std::set<std::string> known_children_;     // worker ids at the last observer refresh
   std::set<std::string> known_supervisors_;  // supervisor ids at the last observer refresh
   std::string file_sd_error_;                // last file_sd write error, said once
+  int events_lost_ = 0;                      // events not written since the last one that was
 };
 
 }  // namespace sb::supervisor

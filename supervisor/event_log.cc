@@ -38,14 +38,32 @@ Result<std::unique_ptr<EventLog>> EventLog::Open(const std::string& path) {
     fd.Reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
     if (!fd.valid()) return Status::IoError("open " + path + ": " + strerror(errno));
   }
-  return std::unique_ptr<EventLog>(new EventLog(std::move(fd)));
+  return std::unique_ptr<EventLog>(new EventLog(path, std::move(fd)));
 }
 
-void EventLog::WriteLine(const std::string& line) {
-  if (!fd_.valid()) return;
-  // A full disk must not stop supervision: the event is lost, the tree is not.
-  ssize_t n = ::write(fd_.get(), line.data(), line.size());
-  (void)n;
+Status EventLog::WriteLine(const std::string& line) {
+  if (!fd_.valid()) return Status::Ok();
+  const std::string out = torn_ ? "\n" + line : line;
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::write(fd_.get(), out.data() + done, out.size() - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    // A full disk must not stop supervision: the event is lost, the tree is
+    // not. A short write already put part of the line in the file: cut it off
+    // (with O_APPEND our offset is the end of what we wrote).
+    const int err = n < 0 ? errno : ENOSPC;
+    if (done > 0) {
+      off_t end = ::lseek(fd_.get(), 0, SEEK_CUR);
+      if (end < 0 || ::ftruncate(fd_.get(), end - static_cast<off_t>(done)) < 0) torn_ = true;
+    }
+    return Status::IoError("write " + path_ + ": " + strerror(err));
+  }
+  torn_ = false;
+  return Status::Ok();
 }
 
 }  // namespace sb::supervisor

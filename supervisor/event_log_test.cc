@@ -2,8 +2,15 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <boost/json.hpp>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +38,54 @@ TEST(EventLog, EscapesReason) {
   auto v = boost::json::parse(EncodeEventLine(1.0, ev)).as_object();
   EXPECT_EQ(v["reason"].as_string(), "quote \" and newline \n");
   EXPECT_TRUE(v["pid"].is_null());
+}
+
+// Runs `body` in a child process whose file size limit is `limit` bytes (SIGXFSZ ignored, as the
+// daemon does): a write that crosses the limit is cut short, the next one fails with EFBIG. The
+// test process itself keeps its limits. Returns the child's exit status.
+int WithFileSizeLimit(rlim_t limit, const std::function<int()>& body) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    rlimit rl{limit, limit};
+    ::_exit(::setrlimit(RLIMIT_FSIZE, &rl) == 0 ? body() : 100);
+  }
+  int status = 0;
+  if (pid < 0 || ::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(EventLog, LineThatDoesNotFitIsLostWholeAndTheNextOneStartsALine) {
+  char dir[] = "/tmp/sb-eventlog-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/events";
+  const std::string first = EncodeEventLine(1.0, TreeEvent{.kind = EventKind::kStarted, .id = "a"});
+  const std::string second = EncodeEventLine(2.0, TreeEvent{.kind = EventKind::kReady, .id = "a"});
+  const std::string third = EncodeEventLine(3.0, TreeEvent{.kind = EventKind::kExited, .id = "a"});
+  // Room for the first line and 10 bytes of the second: its write is cut short.
+  int rc = WithFileSizeLimit(first.size() + 10, [&] {
+    auto log = EventLog::Open(path);
+    if (!log.ok()) return 1;
+    if (!log.value()->WriteLine(first).ok()) return 2;
+    Status st = log.value()->WriteLine(second);
+    if (st.ok()) return 3;
+    if (st.message() != "write " + path + ": File too large") return 4;
+    if (Slurp(path) != first) return 5;                // no fragment of the second line
+    if (log.value()->WriteLine(third).ok()) return 6;  // full: nothing fits now
+    return Slurp(path) == first ? 0 : 7;
+  });
+  EXPECT_EQ(rc, 0);
+  // With room again (a new process, no limit), lines follow the last whole one.
+  auto log = EventLog::Open(path);
+  ASSERT_TRUE(log.ok());
+  ASSERT_TRUE(log.value()->WriteLine(third).ok());
+  EXPECT_EQ(Slurp(path), first + third);
+  std::filesystem::remove_all(dir);
 }
 
 // Users and tests read these spellings: they never change.

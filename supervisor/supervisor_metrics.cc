@@ -122,7 +122,12 @@ struct SupervisorMetrics::Impl {
         loop_lag(Register(prometheus::BuildGauge(), m::kEventLoopLagSeconds,
                           "How late the daemon's event loop ran its last due timer, in seconds",
                           node, *registry)
-                     .Add({})) {}
+                     .Add({})),
+        events_write_failures(Register(prometheus::BuildCounter(), m::kEventsWriteFailuresTotal,
+                                       "Events missing from the events file: it could not take "
+                                       "the whole line",
+                                       node, *registry)
+                                  .Add({})) {}
 
   static Labels ChildLabels(const std::string& id, const std::string& path) {
     return {{S(m::kLabelChild), id}, {S(m::kLabelSupervisor), path}};
@@ -176,6 +181,7 @@ struct SupervisorMetrics::Impl {
   Gauge& open_fds;
   Gauge& resident_memory;
   Gauge& loop_lag;
+  Counter& events_write_failures;
   std::map<std::string, ChildSeries> children;
   std::map<std::string, SupervisorSeries> supervisors;
   std::unique_ptr<MetricsEndpoint> endpoint;  // last: stopped before anything above goes
@@ -309,6 +315,8 @@ void SupervisorMetrics::OnEvent(const TreeEvent& ev, double ts) {
       return;
   }
 }
+
+void SupervisorMetrics::CountEventsWriteFailure() { impl_->events_write_failures.Increment(); }
 
 void SupervisorMetrics::SetRestartsInWindow(const std::string& supervisor_id, int n) {
   auto it = impl_->supervisors.find(supervisor_id);

@@ -308,6 +308,14 @@ TEST_F(SupervisorMetricsTest, ReportsDaemonStats) {
   EXPECT_DOUBLE_EQ(Value(body, metrics::kEventLoopLagSeconds, node).value_or(-1), 0.004);
 }
 
+TEST_F(SupervisorMetricsTest, CountsEventsTheEventsFileLost) {
+  const LabelSet node = {{"node", "node1"}};
+  EXPECT_EQ(Value(Scrape(), metrics::kEventsWriteFailuresTotal, node), 0);
+  metrics_->CountEventsWriteFailure();
+  metrics_->CountEventsWriteFailure();
+  EXPECT_EQ(Value(Scrape(), metrics::kEventsWriteFailuresTotal, node), 2);
+}
+
 TEST_F(SupervisorMetricsTest, PromtoolAcceptsTheExposition) {
   const std::string promtool = FindPromtool();
   ASSERT_FALSE(promtool.empty())

@@ -4,6 +4,7 @@
 // or a metric) rather than silent.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -154,6 +156,68 @@ supervisor:
       << log;
   EXPECT_TRUE(Contains(log, "[loud:stderr] sb-testchild: flood stopped: Broken pipe")) << log;
   EXPECT_TRUE(Alive(h.PidOf("b")));
+  EXPECT_EQ(ExitCode(h.Stop()), 0);
+}
+
+// ---- the events file -----------------------------------------------------------------------
+
+// Sets the soft file size limit (RLIMIT_FSIZE) of process `pid`; the hard one stays unlimited.
+bool SetFileSizeLimit(pid_t pid, rlim_t soft) {
+  rlimit rl{soft, RLIM_INFINITY};
+  return ::prlimit(pid, RLIMIT_FSIZE, &rl, nullptr) == 0;
+}
+
+TEST_F(DaemonFaultsTest, EventsFileThatCannotTakeALineLosesItWholeCountsItAndResumes) {
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  DaemonHarness& h = Start(R"(
+node:
+  name: test
+  control: {{dir}}/ctl.sock
+  events: {{dir}}/events
+  metrics: "127.0.0.1:)" + std::to_string(port) +
+                           R"("
+supervisor:
+  intensity: 10
+  children:
+    - {id: a, command: ["{{bin}}/sb-testchild"]}
+)");
+  ASSERT_TRUE(h.started());
+  ASSERT_TRUE(h.WaitReady(kWait));
+  const std::map<std::string, std::string> node = {{"node", "test"}};
+  auto failures = [&] {
+    return Sample(Scrape(port), "switchboard_events_write_failures_total", node);
+  };
+  ASSERT_TRUE(WaitUntil([&] { return failures() == 0.0; }, kWait));
+  const std::string before = ReadFile(h.events_path());
+  const int first = h.PidOf("a");
+
+  // The file is "full" 10 bytes further on: the next line is cut short, the ones after it fail.
+  ASSERT_TRUE(SetFileSizeLimit(h.pid(), before.size() + 10));
+  ASSERT_EQ(kill(first, SIGKILL), 0);
+  // exited, restarting, started, ready: four events, none in the file, no part of any.
+  ASSERT_TRUE(WaitUntil([&] { return failures() == 4.0; }, kWait)) << failures().value_or(-1);
+  EXPECT_EQ(ReadFile(h.events_path()), before);
+
+  // Room again: the next events are whole lines, right after the last one that fit.
+  ASSERT_TRUE(SetFileSizeLimit(h.pid(), RLIM_INFINITY));
+  std::string out;
+  ASSERT_EQ(RunSwitchboard({"restart", "a", "--control", h.dir().File("ctl.sock")}, &out), 0)
+      << out;
+  ASSERT_TRUE(h.WaitFor("a", "ready", 2, kWait));
+  std::string error;
+  auto events = ReadEvents(h.events_path(), &error);
+  EXPECT_EQ(error, "");
+  EXPECT_TRUE(ReadFile(h.events_path()).starts_with(before));
+  EXPECT_EQ(
+      TraceAfterReady(events, "a"),
+      (std::vector<std::string>{"stopping:a", "exited:a", "stopped:a", "started:a", "ready:a"}));
+  EXPECT_EQ(failures(), 4.0);
+  // The limit held for the daemon's log file too, so the error line may be lost with the events;
+  // the recovery line says what was lost.
+  const std::string log = h.log();
+  EXPECT_TRUE(Contains(log, "events: writing " + h.events_path() + " again (4 events lost)"))
+      << log;
   EXPECT_EQ(ExitCode(h.Stop()), 0);
 }
 
