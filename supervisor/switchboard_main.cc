@@ -10,6 +10,7 @@
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "supervisor/control_cli.h"
+#include "supervisor/control_server.h"
 #include "supervisor/daemon.h"
 #include "supervisor/spec_loader.h"
 
@@ -84,7 +85,9 @@ int main(int argc, char** argv) {
   }
   auto* scale = client("scale", "grow or shrink a replica set or simple_one_for_one supervisor");
   scale->add_option("ID", id, "replica set or supervisor id")->required();
-  scale->add_option("N", count, "number of instances")->required()->check(CLI::Range(0, 10000));
+  scale->add_option("N", count, "number of instances")
+      ->required()
+      ->check(CLI::Range(0, sb::supervisor::kMaxScaleCount));
   auto* reload = client("reload", "re-read the YAML and apply the difference");
   auto* events = client("events", "follow the event stream live");
 
