@@ -18,6 +18,7 @@
 #include "common/sd_notify.h"
 #include "common/signal_fd.h"
 #include "supervisor/process_launcher.h"
+#include "supervisor/runtime_dir.h"
 
 namespace sb::supervisor {
 
@@ -72,19 +73,16 @@ Status Daemon::Init() {
   sockets_ = std::move(sockets.value());
 
   std::filesystem::path control = DefaultControl(spec_.node);
-  std::error_code ec;
   std::filesystem::path run_dir = control.parent_path();
   if (run_dir.empty()) run_dir = ".";
-  if (!std::filesystem::exists(run_dir, ec)) {
-    std::filesystem::create_directories(run_dir, ec);
-    if (ec) return Status::IoError("create " + run_dir.string() + ": " + ec.message());
-    ::chmod(run_dir.c_str(), 0700);
-  }
+  // Everything below is created in it: refuse one another user could write.
+  Status s = EnsureRuntimeDir(run_dir.string());
+  if (!s.ok()) return s;
   // One daemon per node: a second one would take over the first one's
   // notify socket. The lock dies with the process, so a crash never leaves
   // a stale lock behind.
   std::string lock_path = (run_dir / (spec_.node.name + ".lock")).string();
-  lock_fd_.Reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  lock_fd_.Reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!lock_fd_.valid()) return Status::IoError("open " + lock_path + ": " + strerror(errno));
   if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) < 0) {
     return Status::Refused("node '" + spec_.node.name + "' is already running (lock " + lock_path +
@@ -107,7 +105,7 @@ Status Daemon::Init() {
   ::signal(SIGPIPE, SIG_IGN);
   ::signal(SIGXFSZ, SIG_IGN);
 
-  Status s = loop_->Add(signal_fd_.get(), EPOLLIN, [this](uint32_t) { OnSignal(); });
+  s = loop_->Add(signal_fd_.get(), EPOLLIN, [this](uint32_t) { OnSignal(); });
   if (!s.ok()) return s;
   s = loop_->Add(notify_->fd(), EPOLLIN, [this](uint32_t) { OnNotify(); });
   if (!s.ok()) return s;

@@ -3,10 +3,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
 #include <cstdio>
+#include <filesystem>
+
+#include "supervisor/runtime_dir.h"
 
 namespace sb::supervisor {
 
@@ -35,8 +39,22 @@ std::string EncodeEventLine(double ts, const TreeEvent& ev) {
 Result<std::unique_ptr<EventLog>> EventLog::Open(const std::string& path) {
   UniqueFd fd;
   if (!path.empty()) {
-    fd.Reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
+    std::string dir = std::filesystem::path(path).parent_path().string();
+    Status trusted = CheckTrustedDir(dir.empty() ? "." : dir, "events file directory");
+    if (!trusted.ok()) return trusted;
+    // O_NOFOLLOW: a symlink put in our place would send our writes elsewhere.
+    // O_NONBLOCK: a FIFO there must not block the open.
+    fd.Reset(::open(path.c_str(),
+                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640));
+    if (!fd.valid() && errno == ELOOP) {
+      return Status::InvalidConfig("events file " + path +
+                                   " is a symbolic link; the daemon does not follow one there");
+    }
     if (!fd.valid()) return Status::IoError("open " + path + ": " + strerror(errno));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) {
+      return Status::InvalidConfig("events file " + path + " is not a regular file");
+    }
   }
   return std::unique_ptr<EventLog>(new EventLog(path, std::move(fd)));
 }

@@ -1,6 +1,7 @@
 // EventLog: the node's event stream as JSON lines (node.events).
 //
-// Owns: the open events file (O_APPEND) and the JSON encoding of a TreeEvent:
+// Owns: the open events file (O_APPEND, opened only in a trusted directory
+// and never through a symlink: runtime_dir.h) and the JSON encoding of a TreeEvent:
 // {"ts": <CLOCK_MONOTONIC seconds>, "event", "id", "pid", "status",
 // "signal", "reason"}; pid/status/signal are null when they do not apply.
 // A line is written whole or not at all: when the disk fills (or a file size
@@ -27,7 +28,9 @@ std::string SignalName(int sig);
 
 class EventLog {
  public:
-  // An empty path gives a log that writes nothing.
+  // An empty path gives a log that writes nothing. Fails with InvalidConfig
+  // when the file's directory is not trusted (CheckTrustedDir), the path is a
+  // symbolic link, or it is not a regular file.
   static Result<std::unique_ptr<EventLog>> Open(const std::string& path);
   Status Write(double ts, const TreeEvent& ev) { return WriteLine(EncodeEventLine(ts, ev)); }
   // Appends `line` (ending in '\n') whole. On failure the line is lost, the

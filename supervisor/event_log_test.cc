@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -85,6 +86,39 @@ TEST(EventLog, LineThatDoesNotFitIsLostWholeAndTheNextOneStartsALine) {
   ASSERT_TRUE(log.ok());
   ASSERT_TRUE(log.value()->WriteLine(third).ok());
   EXPECT_EQ(Slurp(path), first + third);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(EventLog, OpensNoSymlinkAndNothingInADirectoryOthersCanWrite) {
+  char dir[] = "/tmp/sb-eventlog-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string d = dir;
+  std::ofstream(d + "/victim") << "precious\n";
+  ASSERT_EQ(::symlink((d + "/victim").c_str(), (d + "/events").c_str()), 0);
+  auto log = EventLog::Open(d + "/events");
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), Status::Code::kInvalidConfig);
+  EXPECT_EQ(
+      log.status().message(),
+      "events file " + d + "/events is a symbolic link; the daemon does not follow one there");
+  EXPECT_EQ(Slurp(d + "/victim"), "precious\n");
+
+  // Not a file to append lines to: refused, and a FIFO without a reader does not block the open.
+  log = EventLog::Open("/dev/null");
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().message(), "events file /dev/null is not a regular file");
+  ASSERT_EQ(::mkfifo((d + "/fifo").c_str(), 0600), 0);
+  EXPECT_FALSE(EventLog::Open(d + "/fifo").ok());
+
+  ASSERT_EQ(::chmod(dir, 0777), 0);
+  log = EventLog::Open(d + "/plain");
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().message(), "events file directory " + d +
+                                        " is writable by its group or others (mode 0777); only "
+                                        "its owner may write it (chmod go-w)");
+  EXPECT_FALSE(std::filesystem::exists(d + "/plain"));
+  ASSERT_EQ(::chmod(dir, 0700), 0);
+  EXPECT_TRUE(EventLog::Open(d + "/plain").ok());
   std::filesystem::remove_all(dir);
 }
 

@@ -43,7 +43,10 @@ int Run(const std::string& path) {
   auto daemon = sb::supervisor::Daemon::Create(std::move(spec.value()), path);
   if (!daemon.ok()) {
     sb::PrintFatal(kProgram, "start node", daemon.status().message());
-    return sb::kExitFailure;
+    // A configuration the daemon cannot use (an untrusted runtime directory
+    // included) is a configuration error; a resource it could not get is not.
+    return daemon.status().code() == sb::Status::Code::kInvalidConfig ? sb::kExitUsage
+                                                                      : sb::kExitFailure;
   }
   return daemon.value()->Run();
 }

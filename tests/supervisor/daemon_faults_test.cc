@@ -1,15 +1,20 @@
-// The real `switchboard run` when its environment fails it: epoll registrations that fail
-// (forced with the epoll_fault preload library), an events file that cannot take a whole line.
-// Each test shows that supervision goes on and that the failure is visible (an event, a log line
-// or a metric) rather than silent.
+// The real `switchboard run` when its environment fails it or cannot be trusted: epoll
+// registrations that fail (forced with the epoll_fault preload library), an events file that
+// cannot take a whole line, runtime directories another user owns or can write, a symlinked
+// events file. Failures after start-up: supervision goes on and the failure is visible (an
+// event, a log line or a metric). Untrusted paths: the daemon refuses to start (exit 2).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -218,6 +223,108 @@ supervisor:
   const std::string log = h.log();
   EXPECT_TRUE(Contains(log, "events: writing " + h.events_path() + " again (4 events lost)"))
       << log;
+  EXPECT_EQ(ExitCode(h.Stop()), 0);
+}
+
+// ---- runtime directories it will not trust -----------------------------------------------------
+
+// A config whose control socket (and so lock and notify socket) lives in `run_dir` and whose
+// events go to `events` ("{{dir}}/events" is the harness's events_path()).
+std::string NodeIn(const std::string& run_dir, const std::string& events) {
+  return "node:\n  name: test\n  control: " + run_dir + "/ctl.sock\n  events: " + events + "\n" +
+         R"(supervisor:
+  children:
+    - {id: a, command: ["{{bin}}/sb-testchild"]}
+)";
+}
+
+constexpr uid_t kNobody = 65534;
+
+// Waits for the daemon to exit by itself; returns its exit code (-1 if it did not) and its log.
+int RunToExit(DaemonHarness& h, std::string* log) {
+  std::optional<int> status = h.WaitExit(kWait);
+  *log = h.log();
+  return ExitCode(status);
+}
+
+TEST_F(DaemonFaultsTest, RefusesARuntimeDirectoryOwnedByAnotherUser) {
+  TempDir place;
+  const std::string run = place.File("run");
+  ASSERT_EQ(::mkdir(run.c_str(), 0700), 0);
+  // Someone else made it first (after a reboot, say). Only root can set this up.
+  ASSERT_EQ(::chown(run.c_str(), kNobody, kNobody), 0)
+      << "this test runs as root (CI does): " << strerror(errno);
+  DaemonHarness& h = Start(NodeIn(run, "{{dir}}/events"));
+  ASSERT_TRUE(h.started());
+  std::string log;
+  EXPECT_EQ(RunToExit(h, &log), 2) << log;
+  EXPECT_TRUE(Contains(
+      log, "switchboard: fatal: unable to start node: runtime directory " + run +
+               " is owned by uid 65534; only " +
+               (::geteuid() == 0
+                    ? std::string("root may own it")
+                    : "this user (uid " + std::to_string(::geteuid()) + ") or root may own it")))
+      << log;
+  // Nothing of ours went in there, and nothing started.
+  EXPECT_TRUE(std::filesystem::is_empty(run));
+  EXPECT_FALSE(std::filesystem::exists(h.events_path()));
+}
+
+TEST_F(DaemonFaultsTest, RefusesARuntimeDirectoryItsGroupOrOthersCanWrite) {
+  for (mode_t mode : {0770, 0703, 01777}) {
+    SCOPED_TRACE(mode);
+    TempDir place;
+    const std::string run = place.File("run");
+    ASSERT_EQ(::mkdir(run.c_str(), 0700), 0);
+    ASSERT_EQ(::chmod(run.c_str(), mode), 0);
+    DaemonHarness h(NodeIn(run, "{{dir}}/events"));
+    ASSERT_TRUE(h.started());
+    std::string log;
+    EXPECT_EQ(RunToExit(h, &log), 2) << log;
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(mode));
+    EXPECT_TRUE(Contains(log, "switchboard: fatal: unable to start node: runtime directory " + run +
+                                  " is writable by its group or others (mode " + octal +
+                                  "); only its owner may write it (chmod go-w)"))
+        << log;
+    EXPECT_TRUE(std::filesystem::is_empty(run));
+  }
+}
+
+TEST_F(DaemonFaultsTest, RefusesAnEventsFileThatIsASymlink) {
+  TempDir place;
+  const std::string victim = place.File("victim");
+  WriteFile(victim, "precious\n");
+  ASSERT_EQ(::symlink(victim.c_str(), place.File("events").c_str()), 0);
+  DaemonHarness& h = Start(NodeIn(place.File("run"), place.File("events")));
+  ASSERT_TRUE(h.started());
+  std::string log;
+  EXPECT_EQ(RunToExit(h, &log), 2) << log;
+  EXPECT_TRUE(Contains(log, "switchboard: fatal: unable to start node: events file " +
+                                place.File("events") +
+                                " is a symbolic link; the daemon does not follow one there"))
+      << log;
+  EXPECT_EQ(ReadFile(victim), "precious\n");
+}
+
+TEST_F(DaemonFaultsTest, CreatesItsRuntimeDirectoryForItselfOnlyAndRunsInATrustedOne) {
+  TempDir place;
+  const std::string fresh = place.File("fresh/run");  // missing: created 0700
+  {
+    DaemonHarness h(NodeIn(fresh, "{{dir}}/events"));
+    ASSERT_TRUE(h.started());
+    ASSERT_TRUE(h.WaitReady(kWait)) << h.log();
+    struct stat st {};
+    ASSERT_EQ(::stat(fresh.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0700u);
+    EXPECT_EQ(st.st_uid, ::geteuid());
+    EXPECT_EQ(ExitCode(h.Stop()), 0);
+  }
+  // An existing one of ours (the next start, or one made by hand with mode 0755) is used.
+  ASSERT_EQ(::chmod(fresh.c_str(), 0755), 0);
+  DaemonHarness h(NodeIn(fresh, "{{dir}}/events"));
+  ASSERT_TRUE(h.started());
+  ASSERT_TRUE(h.WaitReady(kWait)) << h.log();
   EXPECT_EQ(ExitCode(h.Stop()), 0);
 }
 
