@@ -717,7 +717,10 @@ void SupervisorNode::OnStepMsg(Step& s, NodeMsg m, Time now) {
           [&](const msg::SubReady&) { StartSucceeded(s, now); },
           [&](const msg::SubStartFailed& f) {
             c->sub = 0;
-            StartFailedStep(s, f.reason);
+            // OTP: that incarnation exits {shutdown, {failed_to_start_child, Id, Reason}},
+            // reported before the parent acts on it (a retry, or its own failed start).
+            host_.Emit(TreeEvent{.kind = EventKind::kExited, .id = c->spec.id, .reason = f.reason});
+            StartFailedStep(s, "supervisor '" + c->spec.id + "': " + f.reason);
           },
           [](const auto&) {},  // Wants() lets nothing else in during a start
       },

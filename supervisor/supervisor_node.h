@@ -61,8 +61,8 @@ struct Exit {
 struct Timer {
   TimerToken timer;
 };
-// About a child supervisor: it finished starting, its start failed (`reason`
-// names the child that failed and why), or it terminated (reason `shutdown`).
+// About a child supervisor: it finished starting, its start failed (`reason`:
+// "failed to start child 'w3': <why>"), or it terminated (reason `shutdown`).
 struct SubReady {
   Instance sub;
 };

@@ -167,9 +167,7 @@ void TreeEngine::StartFailed(Instance self, const std::string& reason) {
   Instance parent = it->second->parent();
   dead_.push_back(self);
   if (parent != 0) {
-    Send(parent,
-         msg::SubStartFailed{.sub = self,
-                             .reason = "supervisor '" + it->second->spec().id + "': " + reason});
+    Send(parent, msg::SubStartFailed{.sub = self, .reason = reason});
     return;
   }
   finished_ = true;
