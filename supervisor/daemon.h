@@ -5,9 +5,10 @@
 // output pipes per live child, the signalfd (SIGTERM/SIGINT stop the tree),
 // timers, and the event log. It performs the engine's Actions (fork/exec,
 // signal a process group, arm a timer, write an event) and feeds what
-// happens back into the engine. All decisions are the engine's. One thread;
-// nothing here blocks except the brief fork/exec handshake, and reaping a
-// child killed because the loop could not watch its exit.
+// happens back into the engine. All decisions are the engine's. It starts
+// only in runtime directories no other user can write (runtime_dir.h). One
+// thread; nothing here blocks except the brief fork/exec handshake, and
+// reaping a child killed because the loop could not watch its exit.
 #pragma once
 
 #include <sys/types.h>
