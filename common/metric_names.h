@@ -83,6 +83,12 @@ inline constexpr std::string_view kDaemonResidentMemoryBytes =
 // (run time minus deadline, EventLoop::last_timer_lag()), as of the last
 // sample. A busy or blocked loop shows here; an idle one stays near 0.
 inline constexpr std::string_view kEventLoopLagSeconds = "switchboard_event_loop_lag_seconds";
+// Counter: events the supervisor daemon could not write to its events file
+// (node.events) because the file would not take the whole line (disk full, a
+// file size limit, an I/O error). Each is a line missing from the file, never
+// a partial one; followers of the control socket's event stream still got it.
+inline constexpr std::string_view kEventsWriteFailuresTotal =
+    "switchboard_events_write_failures_total";
 
 // --- Gateway shard (switchboard-worker; label shard) -------------------------
 // Counters and gauges are read at scrape time from the shard's own atomics,

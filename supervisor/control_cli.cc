@@ -8,6 +8,7 @@
 
 #include "common/exit_codes.h"
 #include "supervisor/control_server.h"
+#include "supervisor/engine_types.h"
 
 namespace sb::supervisor {
 
@@ -264,7 +265,8 @@ int RunEvents(const std::string& control, std::ostream& out, std::ostream& err) 
     } catch (const std::exception&) {
       ec = json::make_error_code(json::error::exception);
     }
-    daemon_exit = !ec && v.is_object() && Str(v.get_object(), "event", "") == "daemon_exit";
+    daemon_exit = !ec && v.is_object() &&
+                  ParseEventKind(Str(v.get_object(), "event", "")) == EventKind::kDaemonExit;
     return true;
   });
   if (!s.ok()) return FailStatus(s, err);

@@ -10,7 +10,6 @@
 
 #include <array>
 #include <charconv>
-#include <climits>
 #include <cmath>
 #include <vector>
 
@@ -163,9 +162,11 @@ std::string ValidateControlRequest(const json::object& request) {
   }
   if (name == "scale") {
     const json::value* n = request.if_contains("n");
-    bool ok = n && ((n->is_int64() && n->get_int64() >= 0 && n->get_int64() <= INT_MAX) ||
-                    (n->is_uint64() && n->get_uint64() <= INT_MAX));
-    if (!ok) return "'scale' needs an integer \"n\" between 0 and " + std::to_string(INT_MAX);
+    bool ok = n && ((n->is_int64() && n->get_int64() >= 0 && n->get_int64() <= kMaxScaleCount) ||
+                    (n->is_uint64() && n->get_uint64() <= kMaxScaleCount));
+    if (!ok) {
+      return "'scale' needs an integer \"n\" between 0 and " + std::to_string(kMaxScaleCount);
+    }
   }
   return "";
 }

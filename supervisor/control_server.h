@@ -33,6 +33,9 @@ inline constexpr std::string_view kCodeBusy = "busy";           // too many conn
 
 // Largest request line, without its '\n'.
 inline constexpr size_t kMaxControlRequestBytes = 64 * 1024;
+// Largest `n` of a scale request: a replica set or simple_one_for_one
+// supervisor never holds more children than this.
+inline constexpr int kMaxScaleCount = 10000;
 
 // {"ok":false,"error":error,"code":code}.
 boost::json::object ControlError(std::string_view code, std::string_view error);

@@ -199,6 +199,7 @@ TEST(ControlCodecTest, ValidatesCommandsAndArguments) {
   EXPECT_EQ(ValidateControlRequest(Obj(R"({"cmd":"status"})")), "");
   EXPECT_EQ(ValidateControlRequest(Obj(R"({"cmd":"stop","id":"broker","extra":1})")), "");
   EXPECT_EQ(ValidateControlRequest(Obj(R"({"cmd":"scale","id":"shard","n":0})")), "");
+  EXPECT_EQ(ValidateControlRequest(Obj(R"({"cmd":"scale","id":"shard","n":10000})")), "");
   EXPECT_NE(ValidateControlRequest(Obj(R"({})")), "");
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":7})")), "");
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":"explode"})")), "");
@@ -209,6 +210,9 @@ TEST(ControlCodecTest, ValidatesCommandsAndArguments) {
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":"scale","id":"shard","n":2.5})")), "");
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":"scale","id":"shard","n":"4"})")), "");
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":"scale","id":"shard","n":4294967296})")), "");
+  // The daemon's cap, said by the layer that checks requests (docs/CONTROL.md).
+  EXPECT_EQ(ValidateControlRequest(Obj(R"({"cmd":"scale","id":"shard","n":10001})")),
+            "'scale' needs an integer \"n\" between 0 and 10000");
 }
 
 // ---- Server: requests and replies ----

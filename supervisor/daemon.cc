@@ -18,6 +18,7 @@
 #include "common/sd_notify.h"
 #include "common/signal_fd.h"
 #include "supervisor/process_launcher.h"
+#include "supervisor/runtime_dir.h"
 
 namespace sb::supervisor {
 
@@ -72,19 +73,16 @@ Status Daemon::Init() {
   sockets_ = std::move(sockets.value());
 
   std::filesystem::path control = DefaultControl(spec_.node);
-  std::error_code ec;
   std::filesystem::path run_dir = control.parent_path();
   if (run_dir.empty()) run_dir = ".";
-  if (!std::filesystem::exists(run_dir, ec)) {
-    std::filesystem::create_directories(run_dir, ec);
-    if (ec) return Status::IoError("create " + run_dir.string() + ": " + ec.message());
-    ::chmod(run_dir.c_str(), 0700);
-  }
+  // Everything below is created in it: refuse one another user could write.
+  Status s = EnsureRuntimeDir(run_dir.string());
+  if (!s.ok()) return s;
   // One daemon per node: a second one would take over the first one's
   // notify socket. The lock dies with the process, so a crash never leaves
   // a stale lock behind.
   std::string lock_path = (run_dir / (spec_.node.name + ".lock")).string();
-  lock_fd_.Reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  lock_fd_.Reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!lock_fd_.valid()) return Status::IoError("open " + lock_path + ": " + strerror(errno));
   if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) < 0) {
     return Status::Refused("node '" + spec_.node.name + "' is already running (lock " + lock_path +
@@ -102,9 +100,12 @@ Status Daemon::Init() {
   auto sfd = BlockSignalsToFd({SIGTERM, SIGINT, SIGHUP});
   if (!sfd.ok()) return sfd.status();
   signal_fd_ = std::move(sfd.value());
+  // A closed peer or a file size limit (RLIMIT_FSIZE) is an error value from
+  // write(), not a reason for the supervisor to die.
   ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGXFSZ, SIG_IGN);
 
-  Status s = loop_->Add(signal_fd_.get(), EPOLLIN, [this](uint32_t) { OnSignal(); });
+  s = loop_->Add(signal_fd_.get(), EPOLLIN, [this](uint32_t) { OnSignal(); });
   if (!s.ok()) return s;
   s = loop_->Add(notify_->fd(), EPOLLIN, [this](uint32_t) { OnNotify(); });
   if (!s.ok()) return s;
@@ -208,10 +209,10 @@ void Daemon::Perform(const Action& a) {
     OnReply(*s);
   } else if (auto* s = std::get_if<action::Exit>(&a)) {
     exit_code_ = s->code;
-    TreeEvent ev{"daemon_exit", spec_.root.id};
-    ev.status = s->code;
-    ev.reason = s->reason;
-    Emit(ev);
+    Emit(TreeEvent{.kind = EventKind::kDaemonExit,
+                   .id = spec_.root.id,
+                   .status = s->code,
+                   .reason = s->reason});
     if (s->code != kExitOk) spdlog::error("exiting with status {}: {}", s->code, s->reason);
     loop_->Stop(s->code);
   }
@@ -220,7 +221,18 @@ void Daemon::Perform(const Action& a) {
 void Daemon::Emit(const TreeEvent& ev) {
   const double now = ToSeconds(MonoNow());
   std::string line = EncodeEventLine(now, ev);
-  events_->WriteLine(line);
+  Status written = events_->WriteLine(line);
+  if (!written.ok()) {
+    if (metrics_) metrics_->CountEventsWriteFailure();
+    // Said once per run of failures, not once per lost event.
+    if (events_lost_ == 0) {
+      spdlog::error("events: {}; events are lost until it works", written.message());
+    }
+    ++events_lost_;
+  } else if (events_lost_ > 0) {
+    spdlog::info("events: writing {} again ({} events lost)", spec_.node.events, events_lost_);
+    events_lost_ = 0;
+  }
   if (control_) control_->PublishEvent(line);
   if (metrics_) metrics_->OnEvent(ev, now);
   observers_dirty_ = true;
@@ -229,8 +241,8 @@ void Daemon::Emit(const TreeEvent& ev) {
   if (ev.status) detail += " status=" + std::to_string(*ev.status);
   if (ev.signal) detail += " signal=" + SignalName(*ev.signal);
   if (!ev.reason.empty()) detail += " (" + ev.reason + ")";
-  spdlog::info("{} {}{}", ev.event, ev.id, detail);
-  if (ev.event == "ready" && ev.id == spec_.root.id) SdNotify("READY=1");
+  spdlog::info("{} {}{}", EventName(ev.kind), ev.id, detail);
+  if (ev.kind == EventKind::kReady && ev.id == spec_.root.id) SdNotify("READY=1");
 }
 
 void Daemon::DoSpawn(const action::Spawn& s) {
@@ -248,6 +260,16 @@ void Daemon::DoSpawn(const action::Spawn& s) {
   }
   LaunchedProcess lp = std::move(launched.value());
   Token token = s.token;
+  // A child whose exit the loop cannot see would be supervised by nobody:
+  // kill it now and report a failed start, which the engine handles like
+  // any other (retried, counted, escalated).
+  Status watched =
+      loop_->Add(lp.pidfd.get(), EPOLLIN, [this, token](uint32_t) { OnProcExit(token); });
+  if (!watched.ok()) {
+    KillAndReap(lp.pid, lp.pidfd.get());
+    engine_->OnSpawnFailed(token, "unable to watch its exit: " + watched.message(), Now());
+    return;
+  }
   Proc& p = procs_[token];
   p.id = s.spec.id;
   p.pid = lp.pid;
@@ -255,10 +277,27 @@ void Daemon::DoSpawn(const action::Spawn& s) {
   p.out = std::move(lp.out);
   p.err = std::move(lp.err);
   by_pid_[p.pid] = token;
-  (void)loop_->Add(p.pidfd.get(), EPOLLIN, [this, token](uint32_t) { OnProcExit(token); });
-  (void)loop_->Add(p.out.get(), EPOLLIN, [this, token](uint32_t) { OnOutput(token, false); });
-  (void)loop_->Add(p.err.get(), EPOLLIN, [this, token](uint32_t) { OnOutput(token, true); });
+  for (bool is_err : {false, true}) {
+    UniqueFd& fd = is_err ? p.err : p.out;
+    Status st =
+        loop_->Add(fd.get(), EPOLLIN, [this, token, is_err](uint32_t) { OnOutput(token, is_err); });
+    if (st.ok()) continue;
+    // Unread, the pipe would fill and block the child's next write forever.
+    // Closed, that write fails at once (SIGPIPE, or EPIPE if the child
+    // ignores SIGPIPE): a failure its supervisor sees, not a silent hang.
+    spdlog::error("child '{}': unable to watch its {}: {}; closed it, so its writes there fail",
+                  p.id, is_err ? "stderr" : "stdout", st.message());
+    fd.Reset();
+  }
   engine_->OnSpawned(token, p.pid, Now());
+}
+
+void Daemon::KillAndReap(pid_t pid, int pidfd) {
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  siginfo_t info{};
+  while (::waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED) < 0 && errno == EINTR) {
+  }
 }
 
 void Daemon::OnProcExit(Token token) {

@@ -5,8 +5,10 @@
 // output pipes per live child, the signalfd (SIGTERM/SIGINT stop the tree),
 // timers, and the event log. It performs the engine's Actions (fork/exec,
 // signal a process group, arm a timer, write an event) and feeds what
-// happens back into the engine. All decisions are the engine's. One thread;
-// nothing here blocks except the brief fork/exec handshake.
+// happens back into the engine. All decisions are the engine's. It starts
+// only in runtime directories no other user can write (runtime_dir.h). One
+// thread; nothing here blocks except the brief fork/exec handshake, and
+// reaping a child killed because the loop could not watch its exit.
 #pragma once
 
 #include <sys/types.h>
@@ -60,6 +62,9 @@ class Daemon {
   void Drive();                   // performs the engine's actions until none are left
   void Perform(const Action& a);  // one action
   void DoSpawn(const action::Spawn& s);
+  // SIGKILLs a process just launched (and its group) and waits for it: the
+  // one blocking wait, for a process whose exit the loop cannot watch.
+  static void KillAndReap(pid_t pid, int pidfd);
   void OnProcExit(Token token);
   void OnOutput(Token token, bool is_err);
   void CloseOutput(Proc& p, bool is_err);
@@ -109,6 +114,7 @@ class Daemon {
   std::set<std::string> known_children_;     // worker ids at the last observer refresh
   std::set<std::string> known_supervisors_;  // supervisor ids at the last observer refresh
   std::string file_sd_error_;                // last file_sd write error, said once
+  int events_lost_ = 0;                      // events not written since the last one that was
 };
 
 }  // namespace sb::supervisor

@@ -122,9 +122,11 @@ void Daemon::OnControl(const json::object& req, ControlServer::Reply reply) {
     engine_->Operator(r, op, id, Now());
   } else if (cmd == "scale") {
     const json::value* n = req.if_contains("n");
-    if (!n || !n->is_int64() || n->as_int64() < 0 || n->as_int64() > 10000) {
+    if (!n || !n->is_int64() || n->as_int64() < 0 || n->as_int64() > kMaxScaleCount) {
+      // The control server validated it already; a request from elsewhere is not trusted.
       requests_.erase(r);
-      reply(Error(Status::InvalidConfig("'scale' needs \"n\", a count from 0 to 10000")));
+      reply(Error(Status::InvalidConfig("'scale' needs \"n\", a count from 0 to " +
+                                        std::to_string(kMaxScaleCount))));
       return;
     }
     engine_->Scale(r, id, static_cast<int>(n->as_int64()), Now());

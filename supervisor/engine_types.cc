@@ -21,6 +21,13 @@ bool IsNormalExit(const ExitInfo& e, const ChildSpec& spec) {
          spec.success_exit_codes.end();
 }
 
+std::optional<EventKind> ParseEventKind(std::string_view name) {
+  for (const EventKindName& e : kEventKindNames) {
+    if (e.name == name) return e.kind;
+  }
+  return std::nullopt;
+}
+
 const char* ChildStateName(ChildState s) {
   switch (s) {
     case ChildState::kStopped:

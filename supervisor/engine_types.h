@@ -7,10 +7,12 @@
 // here touches the OS.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -38,14 +40,73 @@ struct ExitInfo {
 // Signals are always abnormal.
 bool IsNormalExit(const ExitInfo& e, const ChildSpec& spec);
 
+// What a line of the event stream says happened (docs/supervision.md lists
+// when each is emitted). Readers compare the kind; only the writers (the
+// events file, the log) spell it, through EventName().
+enum class EventKind : uint8_t {
+  kStarted,
+  kReady,
+  kExited,
+  kRestarting,
+  kStopping,
+  kStopped,
+  kGaveUp,
+  kDaemonExit,  // stays last (the table's size check below)
+};
+
+// The one spelling of every kind: the events file, the control socket's
+// event stream and the daemon's log use it. Users and tests read these
+// strings, so an entry never changes once released.
+struct EventKindName {
+  EventKind kind;
+  std::string_view name;
+};
+inline constexpr std::array kEventKindNames = {
+    EventKindName{EventKind::kStarted, "started"},
+    EventKindName{EventKind::kReady, "ready"},
+    EventKindName{EventKind::kExited, "exited"},
+    EventKindName{EventKind::kRestarting, "restarting"},
+    EventKindName{EventKind::kStopping, "stopping"},
+    EventKindName{EventKind::kStopped, "stopped"},
+    EventKindName{EventKind::kGaveUp, "gave_up"},
+    EventKindName{EventKind::kDaemonExit, "daemon_exit"},
+};
+
+constexpr std::string_view EventName(EventKind kind) {
+  return kEventKindNames[static_cast<size_t>(kind)].name;
+}
+// The kind spelled `name`, for readers of the events file; nullopt if none.
+std::optional<EventKind> ParseEventKind(std::string_view name);
+
+namespace internal {
+// EventName() indexes the table by kind: every kind has its row, in order.
+constexpr bool EventTableInKindOrder() {
+  for (size_t i = 0; i < kEventKindNames.size(); ++i) {
+    if (static_cast<size_t>(kEventKindNames[i].kind) != i) return false;
+  }
+  return true;
+}
+static_assert(EventTableInKindOrder());
+static_assert(static_cast<size_t>(EventKind::kDaemonExit) + 1 == kEventKindNames.size());
+}  // namespace internal
+
 // One line of the event stream (node.events). `ts` is added by the writer.
+// Built with named fields: TreeEvent{.kind = EventKind::kExited, .id = id,
+// .reason = "gave up"}.
 struct TreeEvent {
-  std::string event;  // started ready exited restarting stopping stopped gave_up daemon_exit
+  EventKind kind;
   std::string id;
-  std::optional<int> pid;
-  std::optional<int> status;
-  std::optional<int> signal;
-  std::string reason;  // free text, omitted when empty
+  std::optional<int> pid;     // the incarnation's process, for workers
+  std::optional<int> status;  // exit status (exited) or the daemon's exit code (daemon_exit)
+  std::optional<int> signal;  // terminating signal (exited)
+  std::string reason;         // free text, omitted when empty
+};
+
+// std::visit over several lambdas: std::visit(Overloaded{[](const A&) {...},
+// [](const B&) {...}}, v).
+template <typename... F>
+struct Overloaded : F... {
+  using F::operator()...;
 };
 
 namespace action {

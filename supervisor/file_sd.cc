@@ -2,7 +2,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -53,8 +55,11 @@ std::string RenderFileSd(const std::vector<SdTarget>& targets) {
 }
 
 Status WriteFileAtomic(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  // A fresh file under an unpredictable name (mkostemp: O_EXCL, never
+  // through a symlink): nobody can have prepared the name for us to write
+  // through, and no file of someone else's is truncated.
+  std::string tmp = path + ".tmp.XXXXXX";
+  UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
   if (!fd.valid()) return Errno("create", tmp);
   auto fail = [&](const std::string& what) {
     Status s = Errno(what, tmp);
@@ -62,6 +67,7 @@ Status WriteFileAtomic(const std::string& path, const std::string& content) {
     ::unlink(tmp.c_str());
     return s;
   };
+  if (::fchmod(fd.get(), 0644) < 0) return fail("chmod");
   size_t done = 0;
   while (done < content.size()) {
     ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
@@ -74,6 +80,8 @@ Status WriteFileAtomic(const std::string& path, const std::string& content) {
   // old or the new complete file is there, and the daemon rewrites it at start.
   if (::fsync(fd.get()) < 0) return fail("fsync");
   if (::close(fd.Release()) < 0) return fail("close");
+  // rename() replaces whatever is at `path`, a symlink included, without
+  // following it.
   if (::rename(tmp.c_str(), path.c_str()) < 0) {
     Status s = Errno("rename " + tmp + " to", path);
     ::unlink(tmp.c_str());

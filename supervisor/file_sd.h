@@ -36,9 +36,11 @@ SdTarget ChildSdTarget(const std::string& node, const std::string& child_id,
 // No targets gives "[]".
 std::string RenderFileSd(const std::vector<SdTarget>& targets);
 
-// Replaces `path` with `content` atomically: writes <path>.tmp.<pid> (mode
-// 0644, so a Prometheus running as another user can read it), fsyncs it and
-// renames it over `path`. On failure the temp file is removed and `path` is
+// Replaces `path` with `content` atomically: writes a new <path>.tmp.XXXXXX
+// (mkostemp: a random name, created exclusively, so nothing planted there is
+// followed or truncated; then mode 0644, so a Prometheus running as another
+// user can read it), fsyncs it and renames it over `path` (a symlink there is
+// replaced, not followed). On failure the temp file is removed and `path` is
 // left as it was.
 Status WriteFileAtomic(const std::string& path, const std::string& content);
 

@@ -127,6 +127,28 @@ TEST_F(FileSdTest, ReaderOfTheOldFileSeesItWhole) {
   EXPECT_NO_THROW(boost::json::parse(Read(path)));
 }
 
+TEST_F(FileSdTest, WriteFileAtomicFollowsNoSymlinkPlantedForIt) {
+  // Someone who can guess the temp name (it was <path>.tmp.<pid>) links it to a file of ours.
+  const std::string victim = File("victim");
+  const std::string path = File("targets.json");
+  std::ofstream(victim) << "precious\n";
+  ASSERT_EQ(::symlink(victim.c_str(), (path + ".tmp." + std::to_string(::getpid())).c_str()), 0);
+  ASSERT_TRUE(WriteFileAtomic(path, "[]\n").ok());
+  EXPECT_EQ(Read(victim), "precious\n");
+  EXPECT_EQ(Read(path), "[]\n");
+
+  // A symlink at the target itself is replaced by the new file, not written through.
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  ASSERT_EQ(::symlink(victim.c_str(), path.c_str()), 0);
+  ASSERT_TRUE(WriteFileAtomic(path, "[1]\n").ok());
+  EXPECT_EQ(Read(victim), "precious\n");
+  struct stat st {};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
+  EXPECT_EQ(Read(path), "[1]\n");
+}
+
 TEST_F(FileSdTest, WriteFileAtomicFailureLeavesNothing) {
   Status s = WriteFileAtomic(File("missing/targets.json"), "x");
   ASSERT_FALSE(s.ok());

@@ -49,7 +49,7 @@ int ChildMain(void* raw) {
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) ::signal(s, SIG_DFL);
+  for (int s : {SIGPIPE, SIGXFSZ, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) ::signal(s, SIG_DFL);
   if (::dup2(a->out, STDOUT_FILENO) < 0) fail(errno);
   if (::dup2(a->err, STDERR_FILENO) < 0) fail(errno);
   int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);

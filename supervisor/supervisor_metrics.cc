@@ -93,7 +93,12 @@ struct SupervisorMetrics::Impl {
         loop_lag(Register(prometheus::BuildGauge(), m::kEventLoopLagSeconds,
                           "How late the daemon's event loop ran its last due timer, in seconds",
                           node, *registry)
-                     .Add({})) {}
+                     .Add({})),
+        events_write_failures(Register(prometheus::BuildCounter(), m::kEventsWriteFailuresTotal,
+                                       "Events missing from the events file: it could not take "
+                                       "the whole line",
+                                       node, *registry)
+                                  .Add({})) {}
 
   static Labels ChildLabels(const std::string& id, const std::string& path) {
     return {{S(m::kLabelChild), id}, {S(m::kLabelSupervisor), path}};
@@ -147,6 +152,7 @@ struct SupervisorMetrics::Impl {
   Gauge& open_fds;
   Gauge& resident_memory;
   Gauge& loop_lag;
+  Counter& events_write_failures;
   std::map<std::string, ChildSeries> children;
   std::map<std::string, SupervisorSeries> supervisors;
   std::unique_ptr<MetricsEndpoint> endpoint;  // last: stopped before anything above goes
@@ -243,7 +249,7 @@ void SupervisorMetrics::ForgetSupervisor(const std::string& id) {
 }
 
 void SupervisorMetrics::OnEvent(const TreeEvent& ev, double ts) {
-  if (ev.event == "gave_up") {
+  if (ev.kind == EventKind::kGaveUp) {
     auto s = impl_->supervisors.find(ev.id);
     if (s != impl_->supervisors.end()) s->second.gave_up->Increment();
     return;
@@ -251,25 +257,37 @@ void SupervisorMetrics::OnEvent(const TreeEvent& ev, double ts) {
   auto it = impl_->children.find(ev.id);
   if (it == impl_->children.end()) return;
   Impl::ChildSeries& c = it->second;
-  if (ev.event == "started") {
-    c.started_ts = ts;
-    c.stopping = false;
-  } else if (ev.event == "ready") {
-    c.up->Set(1);
-    if (c.started_ts) c.start_duration->Observe(std::max(0.0, ts - *c.started_ts));
-    c.started_ts.reset();
-  } else if (ev.event == "exited") {
-    impl_->OnExited(c, ev);
-  } else if (ev.event == "stopping") {
-    c.stopping = true;
-  } else if (ev.event == "stopped") {
-    c.up->Set(0);
-    c.started_ts.reset();
-    c.stopping = false;
-  } else if (ev.event == "restarting") {
-    c.restarts->Increment();
+  switch (ev.kind) {
+    case EventKind::kStarted:
+      c.started_ts = ts;
+      c.stopping = false;
+      return;
+    case EventKind::kReady:
+      c.up->Set(1);
+      if (c.started_ts) c.start_duration->Observe(std::max(0.0, ts - *c.started_ts));
+      c.started_ts.reset();
+      return;
+    case EventKind::kExited:
+      impl_->OnExited(c, ev);
+      return;
+    case EventKind::kStopping:
+      c.stopping = true;
+      return;
+    case EventKind::kStopped:
+      c.up->Set(0);
+      c.started_ts.reset();
+      c.stopping = false;
+      return;
+    case EventKind::kRestarting:
+      c.restarts->Increment();
+      return;
+    case EventKind::kGaveUp:      // a supervisor's, above
+    case EventKind::kDaemonExit:  // nothing per child
+      return;
   }
 }
+
+void SupervisorMetrics::CountEventsWriteFailure() { impl_->events_write_failures.Increment(); }
 
 void SupervisorMetrics::SetRestartsInWindow(const std::string& supervisor_id, int n) {
   auto it = impl_->supervisors.find(supervisor_id);

@@ -64,6 +64,9 @@ class SupervisorMetrics {
   // Events for undeclared ids and daemon_exit change nothing.
   void OnEvent(const TreeEvent& ev, double ts);
 
+  // One event could not be written to the events file (kEventsWriteFailuresTotal).
+  void CountEventsWriteFailure();
+
   // Restarts in the supervisor's current intensity window (RestartIntensity).
   void SetRestartsInWindow(const std::string& supervisor_id, int n);
 

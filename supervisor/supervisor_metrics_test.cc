@@ -98,10 +98,15 @@ std::optional<double> Value(const std::string& body, std::string_view name,
 
 std::string S(std::string_view v) { return std::string(v); }
 
-TreeEvent Ev(std::string event, std::string id, std::optional<int> pid = std::nullopt,
+TreeEvent Ev(EventKind kind, std::string id, std::optional<int> pid = std::nullopt,
              std::optional<int> status = std::nullopt, std::optional<int> signal = std::nullopt,
              std::string reason = "") {
-  return TreeEvent{std::move(event), std::move(id), pid, status, signal, std::move(reason)};
+  return TreeEvent{.kind = kind,
+                   .id = std::move(id),
+                   .pid = pid,
+                   .status = status,
+                   .signal = signal,
+                   .reason = std::move(reason)};
 }
 
 const LabelSet kShard = {{"node", "node1"}, {"child", "shard.0"}, {"supervisor", "root/shards"}};
@@ -163,9 +168,9 @@ TEST_F(SupervisorMetricsTest, DeclaredChildStartsDownWithNoExit) {
 }
 
 TEST_F(SupervisorMetricsTest, FollowsTheChildLifecycle) {
-  Feed(Ev("started", "shard.0", 100), 10.0);
+  Feed(Ev(EventKind::kStarted, "shard.0", 100), 10.0);
   EXPECT_EQ(Value(Scrape(), metrics::kChildUp, kShard), 0);
-  Feed(Ev("ready", "shard.0", 100), 10.25);
+  Feed(Ev(EventKind::kReady, "shard.0", 100), 10.25);
   std::string body = Scrape();
   EXPECT_EQ(Value(body, metrics::kChildUp, kShard), 1);
   const std::string hist = S(metrics::kChildStartDurationSeconds);
@@ -177,17 +182,18 @@ TEST_F(SupervisorMetricsTest, FollowsTheChildLifecycle) {
   EXPECT_EQ(Value(body, hist + "_bucket", With(kShard, "le", "30")), 1);
   EXPECT_EQ(Value(body, hist + "_bucket", With(kShard, "le", "+Inf")), 1);
 
-  Feed(Ev("exited", "shard.0", 100, std::nullopt, SIGKILL), 11.0);
+  Feed(Ev(EventKind::kExited, "shard.0", 100, std::nullopt, SIGKILL), 11.0);
   body = Scrape();
   EXPECT_EQ(Value(body, metrics::kChildUp, kShard), 0);
   EXPECT_EQ(Value(body, metrics::kChildLastExitStatus, kShard), 137);
   EXPECT_EQ(Value(body, metrics::kChildExitsTotal, With(kShard, "reason", "abnormal")), 1);
   EXPECT_EQ(Value(body, metrics::kChildExitsTotal, With(kShard, "reason", "normal")), 0);
 
-  Feed(Ev("restarting", "shard.0", std::nullopt, std::nullopt, std::nullopt, "killed by SIGKILL"),
+  Feed(Ev(EventKind::kRestarting, "shard.0", std::nullopt, std::nullopt, std::nullopt,
+          "killed by SIGKILL"),
        11.0);
   metrics_->SetRestartsInWindow("shards", 1);
-  Feed(Ev("started", "shard.0", 101), 11.5);
+  Feed(Ev(EventKind::kStarted, "shard.0", 101), 11.5);
   body = Scrape();
   EXPECT_EQ(Value(body, metrics::kChildRestartsTotal, kShard), 1);
   EXPECT_EQ(Value(body, metrics::kChildUp, kShard), 0);
@@ -195,7 +201,7 @@ TEST_F(SupervisorMetricsTest, FollowsTheChildLifecycle) {
   EXPECT_EQ(Value(body, metrics::kSupervisorRestartsInWindow,
                   {{"node", "node1"}, {"supervisor", "root/shards"}}),
             1);
-  Feed(Ev("ready", "shard.0", 101), 11.502);
+  Feed(Ev(EventKind::kReady, "shard.0", 101), 11.502);
   body = Scrape();
   EXPECT_EQ(Value(body, metrics::kChildUp, kShard), 1);
   EXPECT_EQ(Value(body, hist + "_count", kShard), 2);
@@ -208,25 +214,25 @@ TEST_F(SupervisorMetricsTest, ClassifiesExitsLikeOtp) {
   auto exits = [&](const char* reason) {
     return Value(Scrape(), metrics::kChildExitsTotal, With(job, "reason", reason));
   };
-  Feed(Ev("exited", "job", 1, 3), 1);  // a success_exit_codes entry
+  Feed(Ev(EventKind::kExited, "job", 1, 3), 1);  // a success_exit_codes entry
   EXPECT_EQ(exits("normal"), 1);
-  Feed(Ev("exited", "job", 2, 1), 2);
+  Feed(Ev(EventKind::kExited, "job", 2, 1), 2);
   EXPECT_EQ(exits("abnormal"), 1);
   EXPECT_EQ(Value(Scrape(), metrics::kChildLastExitStatus, job), 1);
   // Stopped by its supervisor: SIGTERM is OTP's `shutdown`, a normal exit.
-  Feed(Ev("started", "job", 3), 3);
-  Feed(Ev("ready", "job", 3), 3);
-  Feed(Ev("stopping", "job", 3), 4);
-  Feed(Ev("exited", "job", 3, std::nullopt, SIGTERM), 4);
-  Feed(Ev("stopped", "job", 3), 4);
+  Feed(Ev(EventKind::kStarted, "job", 3), 3);
+  Feed(Ev(EventKind::kReady, "job", 3), 3);
+  Feed(Ev(EventKind::kStopping, "job", 3), 4);
+  Feed(Ev(EventKind::kExited, "job", 3, std::nullopt, SIGTERM), 4);
+  Feed(Ev(EventKind::kStopped, "job", 3), 4);
   EXPECT_EQ(exits("normal"), 2);
   EXPECT_EQ(exits("abnormal"), 1);
   std::string body = Scrape();
   EXPECT_EQ(Value(body, metrics::kChildLastExitStatus, job), 128 + SIGTERM);
   EXPECT_EQ(Value(body, metrics::kChildUp, job), 0);
   // The next incarnation's crash is abnormal again.
-  Feed(Ev("started", "job", 4), 5);
-  Feed(Ev("exited", "job", 4, std::nullopt, SIGSEGV), 5);
+  Feed(Ev(EventKind::kStarted, "job", 4), 5);
+  Feed(Ev(EventKind::kExited, "job", 4, std::nullopt, SIGSEGV), 5);
   EXPECT_EQ(exits("abnormal"), 2);
   // A start that never became ready is not timed.
   EXPECT_EQ(Value(Scrape(), S(metrics::kChildStartDurationSeconds) + "_count", job), 1);
@@ -235,11 +241,12 @@ TEST_F(SupervisorMetricsTest, ClassifiesExitsLikeOtp) {
 TEST_F(SupervisorMetricsTest, SubSupervisorDeclaredAsChild) {
   metrics_->DeclareChild("shards", "root");
   const LabelSet sub = {{"node", "node1"}, {"child", "shards"}, {"supervisor", "root"}};
-  Feed(Ev("started", "shards"), 1);
-  Feed(Ev("ready", "shards"), 2);
+  Feed(Ev(EventKind::kStarted, "shards"), 1);
+  Feed(Ev(EventKind::kReady, "shards"), 2);
   EXPECT_EQ(Value(Scrape(), metrics::kChildUp, sub), 1);
-  Feed(Ev("gave_up", "shards", std::nullopt, std::nullopt, std::nullopt, "more than 5"), 3);
-  Feed(Ev("exited", "shards", std::nullopt, std::nullopt, std::nullopt, "gave up"), 3);
+  Feed(Ev(EventKind::kGaveUp, "shards", std::nullopt, std::nullopt, std::nullopt, "more than 5"),
+       3);
+  Feed(Ev(EventKind::kExited, "shards", std::nullopt, std::nullopt, std::nullopt, "gave up"), 3);
   std::string body = Scrape();
   EXPECT_EQ(Value(body, metrics::kChildUp, sub), 0);
   EXPECT_EQ(Value(body, metrics::kChildLastExitStatus, sub), -1);  // no process status
@@ -250,19 +257,19 @@ TEST_F(SupervisorMetricsTest, SubSupervisorDeclaredAsChild) {
 }
 
 TEST_F(SupervisorMetricsTest, IgnoresUndeclaredIds) {
-  Feed(Ev("started", "nobody", 5), 1);
-  Feed(Ev("exited", "nobody", 5, 1), 2);
-  Feed(Ev("gave_up", "nobody"), 2);
+  Feed(Ev(EventKind::kStarted, "nobody", 5), 1);
+  Feed(Ev(EventKind::kExited, "nobody", 5, 1), 2);
+  Feed(Ev(EventKind::kGaveUp, "nobody"), 2);
   metrics_->SetRestartsInWindow("nobody", 4);
-  Feed(Ev("daemon_exit", "root", std::nullopt, 0), 3);
+  Feed(Ev(EventKind::kDaemonExit, "root", std::nullopt, 0), 3);
   std::string body = Scrape();
   EXPECT_EQ(body.find("nobody"), std::string::npos);
 }
 
 TEST_F(SupervisorMetricsTest, ForgetRemovesEverySeries) {
   metrics_->DeclareChild("shard.1", "root/shards");
-  Feed(Ev("started", "shard.1", 7), 1);
-  Feed(Ev("ready", "shard.1", 7), 2);
+  Feed(Ev(EventKind::kStarted, "shard.1", 7), 1);
+  Feed(Ev(EventKind::kReady, "shard.1", 7), 2);
   ASSERT_NE(Scrape().find("shard.1"), std::string::npos);
   metrics_->ForgetChild("shard.1");
   metrics_->ForgetChild("shard.1");  // twice is harmless
@@ -301,17 +308,25 @@ TEST_F(SupervisorMetricsTest, ReportsDaemonStats) {
   EXPECT_DOUBLE_EQ(Value(body, metrics::kEventLoopLagSeconds, node).value_or(-1), 0.004);
 }
 
+TEST_F(SupervisorMetricsTest, CountsEventsTheEventsFileLost) {
+  const LabelSet node = {{"node", "node1"}};
+  EXPECT_EQ(Value(Scrape(), metrics::kEventsWriteFailuresTotal, node), 0);
+  metrics_->CountEventsWriteFailure();
+  metrics_->CountEventsWriteFailure();
+  EXPECT_EQ(Value(Scrape(), metrics::kEventsWriteFailuresTotal, node), 2);
+}
+
 TEST_F(SupervisorMetricsTest, PromtoolAcceptsTheExposition) {
   const std::string promtool = FindPromtool();
   ASSERT_FALSE(promtool.empty())
       << "promtool not found in PATH; run tools/install-deps.sh (Debian package `prometheus`)";
   metrics_->DeclareChild("job", "root", {3});
-  Feed(Ev("started", "shard.0", 100), 10.0);
-  Feed(Ev("ready", "shard.0", 100), 10.01);
-  Feed(Ev("exited", "shard.0", 100, std::nullopt, SIGKILL), 11.0);
-  Feed(Ev("restarting", "shard.0"), 11.0);
-  Feed(Ev("exited", "job", 9, 3), 11.0);
-  Feed(Ev("gave_up", "shards"), 12.0);
+  Feed(Ev(EventKind::kStarted, "shard.0", 100), 10.0);
+  Feed(Ev(EventKind::kReady, "shard.0", 100), 10.01);
+  Feed(Ev(EventKind::kExited, "shard.0", 100, std::nullopt, SIGKILL), 11.0);
+  Feed(Ev(EventKind::kRestarting, "shard.0"), 11.0);
+  Feed(Ev(EventKind::kExited, "job", 9, 3), 11.0);
+  Feed(Ev(EventKind::kGaveUp, "shards"), 12.0);
   metrics_->SetRestartsInWindow("root", 2);
   metrics_->UpdateDaemonStats(0.0001);
   std::string body = Scrape();

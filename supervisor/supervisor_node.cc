@@ -7,8 +7,30 @@
 namespace sb::supervisor {
 
 namespace {
+
 using Level = action::Log::Level;
+
+// Whether `m` is an M whose `field` is `value` (a message about that token,
+// timer or child supervisor).
+template <typename M, typename F, typename V>
+bool IsAbout(const NodeMsg& m, F M::*field, V value) {
+  const M* x = std::get_if<M>(&m);
+  return x != nullptr && x->*field == value;
+}
+
 }  // namespace
+
+std::optional<RequestId> OperatorRequest(const NodeMsg& m) {
+  return std::visit(
+      [](const auto& x) -> std::optional<RequestId> {
+        if constexpr (requires { x.request; }) {
+          return x.request;
+        } else {
+          return std::nullopt;
+        }
+      },
+      m);
+}
 
 SupervisorNode::SupervisorNode(Instance self, Instance parent, SupervisorSpec spec, NodeHost& host)
     : self_(self),
@@ -54,8 +76,8 @@ void SupervisorNode::Pump(Time now) {
   for (;;) {
     if (terminated_) {
       for (const NodeMsg& m : mailbox_) {
-        if (m.kind >= NodeMsg::Kind::kOpStop) {
-          ReplyNow(m.ref, Status::Refused("supervisor '" + spec_.id + "' has terminated"));
+        if (std::optional<RequestId> request = OperatorRequest(m)) {
+          ReplyNow(*request, Status::Refused("supervisor '" + spec_.id + "' has terminated"));
         }
       }
       mailbox_.clear();
@@ -94,82 +116,75 @@ void SupervisorNode::Pump(Time now) {
 
 // ---- idle handling ---------------------------------------------------------
 
-void SupervisorNode::Handle(NodeMsg msg, Time now) {
-  switch (msg.kind) {
-    case NodeMsg::Kind::kInit:
-      for (const Child& c : children_) {
-        plan_.push_back(Step{Step::Kind::kStart, c.spec.id, StartMode::kInitial});
-      }
-      after_ = After::kReportReady;
-      return;
-    case NodeMsg::Kind::kExit: {
-      Child* c = FindByToken(msg.ref);
-      if (!c) return;  // an incarnation already drained by a stop
-      // Backoff forgets past crashes once the child has stayed up for `max`.
-      if (c->spec.backoff && c->state == ChildState::kRunning &&
-          now - c->since >= c->spec.backoff->max) {
-        c->backoff_streak = 0;
-      }
-      c->token = 0;
-      c->pid = 0;
-      c->state = ChildState::kStopped;
-      c->last_exit = msg.exit;
-      OnChildExit(*c, IsNormalExit(msg.exit, c->spec), msg.exit.Describe(), now);
-      return;
-    }
-    case NodeMsg::Kind::kSubExited: {
-      Child* c = FindBySub(msg.ref);
-      if (!c) return;
-      c->sub = 0;
-      c->state = ChildState::kStopped;
-      host_.Emit(TreeEvent{"exited", c->spec.id, {}, {}, {}, "gave up"});
-      // A supervisor that gave up exits with reason `shutdown`: normal.
-      OnChildExit(*c, true, "supervisor gave up", now);
-      return;
-    }
-    case NodeMsg::Kind::kStop:
-      if (stopping_) return;
-      stopping_ = true;
-      PlanStopAll();
-      after_ = After::kReportTerminated;
-      return;
-    case NodeMsg::Kind::kRetry: {
-      Child* c = Find(msg.text);
-      if (!c || c->state != ChildState::kRestarting) return;
-      Restart(msg.text, "retrying failed start", now);
-      return;
-    }
-    case NodeMsg::Kind::kTimer: {
-      auto it = backoff_timers_.find(msg.ref);
-      if (it == backoff_timers_.end()) return;  // stale
-      std::string id = it->second;
-      backoff_timers_.erase(it);
-      Child* c = Find(id);
-      if (c && c->state == ChildState::kRestarting)
-        PlanRestart(id, "backoff elapsed", /*announced=*/true);
-      return;
-    }
-    case NodeMsg::Kind::kOpStop:
-    case NodeMsg::Kind::kOpStart:
-    case NodeMsg::Kind::kOpRestart:
-      if (stopping_) return ReplyNow(msg.ref, Status::Refused("supervisor is stopping"));
-      HandleOperator(msg);
-      return;
-    case NodeMsg::Kind::kOpScale:
-      if (stopping_) return ReplyNow(msg.ref, Status::Refused("supervisor is stopping"));
-      HandleScale(msg);
-      return;
-    case NodeMsg::Kind::kOpReload:
-      if (stopping_) return ReplyNow(msg.ref, Status::Refused("supervisor is stopping"));
-      HandleReload(msg);
-      return;
-    case NodeMsg::Kind::kSpawned:
-    case NodeMsg::Kind::kSpawnFailed:
-    case NodeMsg::Kind::kReady:
-    case NodeMsg::Kind::kSubReady:
-    case NodeMsg::Kind::kSubStartFailed:
-      return;  // stale: the step that waited for it is over
+void SupervisorNode::Handle(NodeMsg m, Time now) {
+  if (std::optional<RequestId> request = OperatorRequest(m); request && stopping_) {
+    ReplyNow(*request, Status::Refused("supervisor is stopping"));
+    return;
   }
+  std::visit(Overloaded{
+                 [&](const msg::Init&) {
+                   for (const Child& c : children_) {
+                     plan_.push_back(Step{Step::Kind::kStart, c.spec.id, StartMode::kInitial});
+                   }
+                   after_ = After::kReportReady;
+                 },
+                 [&](const msg::Exit& e) {
+                   Child* c = FindByToken(e.token);
+                   if (!c) return;  // an incarnation already drained by a stop
+                   // Backoff forgets past crashes once the child has stayed up for `max`.
+                   if (c->spec.backoff && c->state == ChildState::kRunning &&
+                       now - c->since >= c->spec.backoff->max) {
+                     c->backoff_streak = 0;
+                   }
+                   c->token = 0;
+                   c->pid = 0;
+                   c->state = ChildState::kStopped;
+                   c->last_exit = e.exit;
+                   OnChildExit(*c, IsNormalExit(e.exit, c->spec), e.exit.Describe(), now);
+                 },
+                 [&](const msg::SubExited& e) {
+                   Child* c = FindBySub(e.sub);
+                   if (!c) return;
+                   c->sub = 0;
+                   c->state = ChildState::kStopped;
+                   host_.Emit(TreeEvent{
+                       .kind = EventKind::kExited, .id = c->spec.id, .reason = "gave up"});
+                   // A supervisor that gave up exits with reason `shutdown`: normal.
+                   OnChildExit(*c, true, "supervisor gave up", now);
+                 },
+                 [&](const msg::Stop&) {
+                   if (stopping_) return;
+                   stopping_ = true;
+                   PlanStopAll();
+                   after_ = After::kReportTerminated;
+                 },
+                 [&](const msg::Retry& r) {
+                   Child* c = Find(r.id);
+                   if (!c || c->state != ChildState::kRestarting) return;
+                   Restart(r.id, "retrying failed start", now);
+                 },
+                 [&](const msg::Timer& t) {
+                   auto it = backoff_timers_.find(t.timer);
+                   if (it == backoff_timers_.end()) return;  // stale
+                   std::string id = it->second;
+                   backoff_timers_.erase(it);
+                   Child* c = Find(id);
+                   if (c && c->state == ChildState::kRestarting)
+                     PlanRestart(id, "backoff elapsed", /*announced=*/true);
+                 },
+                 [&](const msg::OpStop& op) { HandleOpStop(op); },
+                 [&](const msg::OpStart& op) { HandleOpStart(op); },
+                 [&](const msg::OpRestart& op) { HandleOpRestart(op); },
+                 [&](const msg::OpScale& op) { HandleScale(op); },
+                 [&](const msg::OpReload& op) { HandleReload(op); },
+                 // Stale: the step that waited for these is over.
+                 [](const msg::Spawned&) {},
+                 [](const msg::SpawnFailed&) {},
+                 [](const msg::Ready&) {},
+                 [](const msg::SubReady&) {},
+                 [](const msg::SubStartFailed&) {},
+             },
+             m);
 }
 
 void SupervisorNode::OnChildExit(Child& c, bool normal, const std::string& why, Time now) {
@@ -199,8 +214,9 @@ void SupervisorNode::Restart(const std::string& id, const std::string& why, Time
     // Counted now (intensity above); carried out when the timer fires. The
     // supervisor stays free meanwhile: siblings' events are not held up.
     trigger->state = ChildState::kRestarting;
-    host_.Emit(TreeEvent{
-        "restarting", id, {}, {}, {}, why + "; backoff " + std::to_string(delay.count()) + "ms"});
+    host_.Emit(TreeEvent{.kind = EventKind::kRestarting,
+                         .id = id,
+                         .reason = why + "; backoff " + std::to_string(delay.count()) + "ms"});
     backoff_timers_[host_.StartTimer(self_, delay)] = id;
     return;
   }
@@ -222,8 +238,9 @@ void SupervisorNode::PlanRestart(const std::string& id, const std::string& why, 
   if (!trigger) return;
   auto restarting = [&](const Child& c) {
     if (announced && c.spec.id == id) return;  // said when the backoff delay began
-    host_.Emit(TreeEvent{
-        "restarting", c.spec.id, {}, {}, {}, c.spec.id == id ? why : "restarting with " + id});
+    host_.Emit(TreeEvent{.kind = EventKind::kRestarting,
+                         .id = c.spec.id,
+                         .reason = c.spec.id == id ? why : "restarting with " + id});
   };
   if (spec_.strategy == Strategy::kOneForOne || spec_.strategy == Strategy::kSimpleOneForOne) {
     restarting(*trigger);
@@ -254,57 +271,64 @@ void SupervisorNode::ReplyNow(RequestId request, Status status) {
   host_.Reply(action::Reply{request, std::move(status)});
 }
 
-void SupervisorNode::HandleOperator(const NodeMsg& msg) {
-  Child* c = Find(msg.text);
-  if (!c) {
-    ReplyNow(msg.ref, Status::NotFound("no child '" + msg.text + "' in '" + spec_.id + "'"));
-    return;
-  }
-  bool has_process = c->token != 0 || c->sub != 0;
-  const std::string id = msg.text;
-  switch (msg.kind) {
-    case NodeMsg::Kind::kOpStop:
-      // OTP terminate_child: not a crash, not counted; a permanent child
-      // stays stopped until started; a temporary one is forgotten.
-      if (!has_process) {
-        c->state = ChildState::kStopped;  // also ends a retry loop or a backoff wait
-        ReplyNow(msg.ref, Status::Ok());
-        return;
-      }
-      plan_.push_back(Step{Step::Kind::kStop, id});
-      break;
-    case NodeMsg::Kind::kOpStart:
-      if (has_process) {
-        ReplyNow(msg.ref, Status::Refused("'" + id + "' is already running"));
-        return;
-      }
-      plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, msg.ref});
-      break;
-    case NodeMsg::Kind::kOpRestart:
-      if (has_process) plan_.push_back(Step{Step::Kind::kStop, id});
-      plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, msg.ref});
-      break;
-    default:
-      return;
-  }
+SupervisorNode::Child* SupervisorNode::OperatorTarget(RequestId request, const std::string& id) {
+  Child* c = Find(id);
+  if (!c) ReplyNow(request, Status::NotFound("no child '" + id + "' in '" + spec_.id + "'"));
+  return c;
+}
+
+void SupervisorNode::PlanReply(RequestId request) {
   Step reply{Step::Kind::kReply};
-  reply.request = msg.ref;
+  reply.request = request;
   plan_.push_back(std::move(reply));
 }
 
-void SupervisorNode::HandleScale(const NodeMsg& msg) {
-  const int n = msg.pid;
-  const bool simple = spec_.strategy == Strategy::kSimpleOneForOne && msg.text == spec_.id;
+void SupervisorNode::HandleOpStop(const msg::OpStop& m) {
+  Child* c = OperatorTarget(m.request, m.id);
+  if (!c) return;
+  // OTP terminate_child: not a crash, not counted; a permanent child
+  // stays stopped until started; a temporary one is forgotten.
+  if (c->token == 0 && c->sub == 0) {
+    c->state = ChildState::kStopped;  // also ends a retry loop or a backoff wait
+    ReplyNow(m.request, Status::Ok());
+    return;
+  }
+  plan_.push_back(Step{Step::Kind::kStop, m.id});
+  PlanReply(m.request);
+}
+
+void SupervisorNode::HandleOpStart(const msg::OpStart& m) {
+  Child* c = OperatorTarget(m.request, m.id);
+  if (!c) return;
+  if (c->token != 0 || c->sub != 0) {
+    ReplyNow(m.request, Status::Refused("'" + m.id + "' is already running"));
+    return;
+  }
+  plan_.push_back(Step{Step::Kind::kStart, m.id, StartMode::kOperator, m.request});
+  PlanReply(m.request);
+}
+
+void SupervisorNode::HandleOpRestart(const msg::OpRestart& m) {
+  Child* c = OperatorTarget(m.request, m.id);
+  if (!c) return;
+  if (c->token != 0 || c->sub != 0) plan_.push_back(Step{Step::Kind::kStop, m.id});
+  plan_.push_back(Step{Step::Kind::kStart, m.id, StartMode::kOperator, m.request});
+  PlanReply(m.request);
+}
+
+void SupervisorNode::HandleScale(const msg::OpScale& m) {
+  const int n = m.count;
+  const bool simple = spec_.strategy == Strategy::kSimpleOneForOne && m.id == spec_.id;
   const ChildSpec* tmpl = nullptr;
   if (simple) {
     tmpl = &spec_.children.front();
   } else {
     for (const ChildSpec& t : spec_.replica_sets)
-      if (t.id == msg.text) tmpl = &t;
+      if (t.id == m.id) tmpl = &t;
   }
   if (!tmpl) {
-    ReplyNow(msg.ref, Status::NotFound("'" + msg.text + "' is not a replica set or a " +
-                                       "simple_one_for_one supervisor"));
+    ReplyNow(m.request, Status::NotFound("'" + m.id + "' is not a replica set or a " +
+                                         "simple_one_for_one supervisor"));
     return;
   }
   const std::string set_id = tmpl->id;
@@ -321,7 +345,7 @@ void SupervisorNode::HandleScale(const NodeMsg& msg) {
   std::sort(members.begin(), members.end());
   int next_index = members.empty() ? 0 : members.back() + 1;
   Step reply{Step::Kind::kReply};
-  reply.request = msg.ref;
+  reply.request = m.request;
   int count = static_cast<int>(members.size());
   std::vector<Child> fresh;
   for (; count < n; ++count) {
@@ -331,7 +355,7 @@ void SupervisorNode::HandleScale(const NodeMsg& msg) {
   children_.insert(children_.begin() + static_cast<std::ptrdiff_t>(insert_at), fresh.begin(),
                    fresh.end());
   for (const std::string& id : reply.added) {
-    plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, msg.ref});
+    plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, m.request});
   }
   // Scale down from the highest index, each with its own shutdown.
   for (size_t i = members.size(); i-- > 0 && count > n; --count) {
@@ -344,25 +368,23 @@ void SupervisorNode::HandleScale(const NodeMsg& msg) {
   plan_.push_back(std::move(reply));
 }
 
-void SupervisorNode::HandleReload(const NodeMsg& msg) {
-  const ReloadPart& r = *msg.reload;
+void SupervisorNode::HandleReload(const msg::OpReload& m) {
+  const ReloadPart& r = *m.part;
   for (const std::string& id : r.removed) {
     plan_.push_back(Step{Step::Kind::kStop, id});
     plan_.push_back(Step{Step::Kind::kForget, id});
   }
   Step adopt{Step::Kind::kAdopt};
-  adopt.reload = msg.reload;
+  adopt.reload = m.part;
   plan_.push_back(std::move(adopt));
   for (const std::string& id : r.changed) {  // one at a time: stop, then start again
     plan_.push_back(Step{Step::Kind::kStop, id});
-    plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, msg.ref});
+    plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, m.request});
   }
   for (const std::string& id : r.added) {
-    plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, msg.ref});
+    plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, m.request});
   }
-  Step reply{Step::Kind::kReply};
-  reply.request = msg.ref;
-  plan_.push_back(std::move(reply));
+  PlanReply(m.request);
 }
 
 void SupervisorNode::Adopt(const ReloadPart& r) {
@@ -430,13 +452,11 @@ void SupervisorNode::ClearPlan(const Status& why, RequestId answered) {
 
 void SupervisorNode::GiveUp(const std::string& offender, Time now) {
   (void)now;
-  host_.Emit(TreeEvent{"gave_up",
-                       spec_.id,
-                       {},
-                       {},
-                       {},
-                       "more than " + std::to_string(spec_.intensity) + " restarts in " +
-                           std::to_string(spec_.period.count()) + "ms (last: " + offender + ")"});
+  host_.Emit(TreeEvent{.kind = EventKind::kGaveUp,
+                       .id = spec_.id,
+                       .reason = "more than " + std::to_string(spec_.intensity) + " restarts in " +
+                                 std::to_string(spec_.period.count()) + "ms (last: " + offender +
+                                 ")"});
   host_.Log(Level::kError, "supervisor '" + spec_.id + "' reached its restart intensity (" +
                                std::to_string(spec_.intensity) + " in " +
                                std::to_string(spec_.period.count()) + "ms); stopping its " +
@@ -466,7 +486,7 @@ void SupervisorNode::Finish(Time now) {
     case After::kNothing:
       return;
     case After::kReportReady:
-      host_.Emit(TreeEvent{"ready", spec_.id});
+      host_.Emit(TreeEvent{.kind = EventKind::kReady, .id = spec_.id});
       host_.Ready(self_);
       return;
     case After::kReportStartFailed:
@@ -512,7 +532,7 @@ void SupervisorNode::Begin(Step& s, Time now) {
       }
       c->state = ChildState::kStarting;
       if (c->spec.is_supervisor) {
-        host_.Emit(TreeEvent{"started", c->spec.id});
+        host_.Emit(TreeEvent{.kind = EventKind::kStarted, .id = c->spec.id});
         c->sub = host_.StartSub(self_, c->spec.supervisor());
       } else {
         c->token = host_.Spawn(self_, c->spec.id, c->spec);
@@ -530,13 +550,14 @@ void SupervisorNode::Begin(Step& s, Time now) {
         return;
       }
       c->state = ChildState::kStopping;
-      host_.Emit(
-          TreeEvent{"stopping", c->spec.id, c->pid ? std::optional<int>(c->pid) : std::nullopt});
+      host_.Emit(TreeEvent{.kind = EventKind::kStopping,
+                           .id = c->spec.id,
+                           .pid = c->pid ? std::optional<int>(c->pid) : std::nullopt});
       if (c->sub != 0) {
         const ShutdownSpec& sd = c->spec.shutdown;
         bool kill_now = brutal_ || sd.kind == ShutdownSpec::Kind::kBrutalKill ||
                         (sd.kind == ShutdownSpec::Kind::kTimeout && sd.timeout.count() == 0);
-        host_.Send(c->sub, NodeMsg{NodeMsg::Kind::kStop});
+        host_.Send(c->sub, msg::Stop{});
         if (kill_now) {
           host_.KillSubtree(c->sub);
         } else if (sd.kind == ShutdownSpec::Kind::kTimeout) {
@@ -552,7 +573,7 @@ void SupervisorNode::Begin(Step& s, Time now) {
       for (Child& c : children_) {
         if (c.token == 0) continue;
         c.state = ChildState::kStopping;
-        host_.Emit(TreeEvent{"stopping", c.spec.id, c.pid});
+        host_.Emit(TreeEvent{.kind = EventKind::kStopping, .id = c.spec.id, .pid = c.pid});
         s.waiting.insert(c.token);
         StopSignal(c, sd, nullptr);
       }
@@ -580,27 +601,29 @@ void SupervisorNode::StopSignal(Child& c, const ShutdownSpec& sd, TimerToken* ti
 }
 
 bool SupervisorNode::Wants(const Step& s, const NodeMsg& m) const {
-  using K = NodeMsg::Kind;
-  if (m.kind == K::kTimer) return s.timer != 0 && m.ref == s.timer;
+  if (const auto* t = std::get_if<msg::Timer>(&m)) return s.timer != 0 && t->timer == s.timer;
   switch (s.kind) {
     case Step::Kind::kStart: {
       const Child* c = const_cast<SupervisorNode*>(this)->Find(s.id);
       if (!c) return false;
       if (c->spec.is_supervisor) {
-        return (m.kind == K::kSubReady || m.kind == K::kSubStartFailed) && m.ref == c->sub;
+        return IsAbout(m, &msg::SubReady::sub, c->sub) ||
+               IsAbout(m, &msg::SubStartFailed::sub, c->sub);
       }
-      return (m.kind == K::kSpawned || m.kind == K::kSpawnFailed || m.kind == K::kReady ||
-              m.kind == K::kExit) &&
-             m.ref == c->token;
+      return IsAbout(m, &msg::Spawned::token, c->token) ||
+             IsAbout(m, &msg::SpawnFailed::token, c->token) ||
+             IsAbout(m, &msg::Ready::token, c->token) || IsAbout(m, &msg::Exit::token, c->token);
     }
     case Step::Kind::kStop: {
       const Child* c = const_cast<SupervisorNode*>(this)->Find(s.id);
       if (!c) return false;
-      if (c->sub != 0) return m.kind == K::kSubExited && m.ref == c->sub;
-      return m.kind == K::kExit && m.ref == c->token;
+      if (c->sub != 0) return IsAbout(m, &msg::SubExited::sub, c->sub);
+      return IsAbout(m, &msg::Exit::token, c->token);
     }
-    case Step::Kind::kStopAllParallel:
-      return m.kind == K::kExit && s.waiting.contains(m.ref);
+    case Step::Kind::kStopAllParallel: {
+      const auto* e = std::get_if<msg::Exit>(&m);
+      return e != nullptr && s.waiting.contains(e->token);
+    }
     case Step::Kind::kForget:
     case Step::Kind::kAdopt:
     case Step::Kind::kReply:
@@ -610,20 +633,20 @@ bool SupervisorNode::Wants(const Step& s, const NodeMsg& m) const {
 }
 
 void SupervisorNode::OnStepMsg(Step& s, NodeMsg m, Time now) {
-  using K = NodeMsg::Kind;
   if (s.kind == Step::Kind::kStopAllParallel) {
-    if (m.kind == K::kTimer) {
+    if (std::holds_alternative<msg::Timer>(m)) {
       s.timer = 0;
       for (Token t : s.waiting) host_.Signal(t, SIGKILL);
       return;
     }
-    s.waiting.erase(m.ref);
-    if (Child* c = FindByToken(m.ref)) {
-      host_.Emit(TreeEvent{"stopped", c->spec.id, c->pid});
+    const msg::Exit& e = std::get<msg::Exit>(m);  // the only other message Wants() lets in
+    s.waiting.erase(e.token);
+    if (Child* c = FindByToken(e.token)) {
+      host_.Emit(TreeEvent{.kind = EventKind::kStopped, .id = c->spec.id, .pid = c->pid});
       c->token = 0;
       c->pid = 0;
       c->state = ChildState::kStopped;
-      c->last_exit = m.exit;
+      c->last_exit = e.exit;
     }
     if (s.waiting.empty()) {
       if (s.timer) host_.CancelTimer(s.timer);
@@ -640,7 +663,7 @@ void SupervisorNode::OnStepMsg(Step& s, NodeMsg m, Time now) {
   }
 
   if (s.kind == Step::Kind::kStop) {
-    if (m.kind == K::kTimer) {  // shutdown timeout: kill
+    if (std::holds_alternative<msg::Timer>(m)) {  // shutdown timeout: kill
       s.timer = 0;
       if (c->sub != 0) {
         host_.Log(Level::kWarn, "supervisor '" + c->spec.id + "' did not stop in time; killing it");
@@ -653,52 +676,55 @@ void SupervisorNode::OnStepMsg(Step& s, NodeMsg m, Time now) {
       }
       return;
     }
-    if (m.kind == K::kExit) c->last_exit = m.exit;
+    if (const auto* e = std::get_if<msg::Exit>(&m)) c->last_exit = e->exit;
     StopDone(s, *c);
     return;
   }
 
   // kStart
-  switch (m.kind) {
-    case K::kSpawned:
-      c->pid = m.pid;
-      host_.Emit(TreeEvent{"started", c->spec.id, c->pid});
-      if (c->spec.ready == ReadyMode::kExec) {
-        StartSucceeded(s, now);
-      } else {
-        s.timer = host_.StartTimer(self_, c->spec.start_timeout);
-      }
-      return;
-    case K::kSpawnFailed:
-      c->token = 0;
-      StartFailedStep(s, m.text);
-      return;
-    case K::kReady:
-      if (s.killing) return;  // too late: it is being killed for its timeout
-      StartSucceeded(s, now);
-      return;
-    case K::kExit:
-      c->token = 0;
-      c->pid = 0;
-      c->last_exit = m.exit;
-      StartFailedStep(s, s.killing ? s.failure : "exited before ready (" + m.exit.Describe() + ")");
-      return;
-    case K::kTimer:
-      s.timer = 0;
-      s.killing = true;
-      s.failure = "not ready within " + std::to_string(c->spec.start_timeout.count()) + "ms";
-      host_.Signal(c->token, SIGKILL);
-      return;
-    case K::kSubReady:
-      StartSucceeded(s, now);
-      return;
-    case K::kSubStartFailed:
-      c->sub = 0;
-      StartFailedStep(s, m.text);
-      return;
-    default:
-      return;
-  }
+  std::visit(
+      Overloaded{
+          [&](const msg::Spawned& sp) {
+            c->pid = sp.pid;
+            host_.Emit(TreeEvent{.kind = EventKind::kStarted, .id = c->spec.id, .pid = c->pid});
+            if (c->spec.ready == ReadyMode::kExec) {
+              StartSucceeded(s, now);
+            } else {
+              s.timer = host_.StartTimer(self_, c->spec.start_timeout);
+            }
+          },
+          [&](const msg::SpawnFailed& f) {
+            c->token = 0;
+            StartFailedStep(s, f.error);
+          },
+          [&](const msg::Ready&) {
+            if (s.killing) return;  // too late: it is being killed for its timeout
+            StartSucceeded(s, now);
+          },
+          [&](const msg::Exit& e) {
+            c->token = 0;
+            c->pid = 0;
+            c->last_exit = e.exit;
+            StartFailedStep(
+                s, s.killing ? s.failure : "exited before ready (" + e.exit.Describe() + ")");
+          },
+          [&](const msg::Timer&) {
+            s.timer = 0;
+            s.killing = true;
+            s.failure = "not ready within " + std::to_string(c->spec.start_timeout.count()) + "ms";
+            host_.Signal(c->token, SIGKILL);
+          },
+          [&](const msg::SubReady&) { StartSucceeded(s, now); },
+          [&](const msg::SubStartFailed& f) {
+            c->sub = 0;
+            // OTP: that incarnation exits {shutdown, {failed_to_start_child, Id, Reason}},
+            // reported before the parent acts on it (a retry, or its own failed start).
+            host_.Emit(TreeEvent{.kind = EventKind::kExited, .id = c->spec.id, .reason = f.reason});
+            StartFailedStep(s, "supervisor '" + c->spec.id + "': " + f.reason);
+          },
+          [](const auto&) {},  // Wants() lets nothing else in during a start
+      },
+      m);
 }
 
 void SupervisorNode::StartSucceeded(Step& s, Time now) {
@@ -707,7 +733,7 @@ void SupervisorNode::StartSucceeded(Step& s, Time now) {
   c->state = ChildState::kRunning;
   c->since = now;
   if (!c->spec.is_supervisor) {
-    host_.Emit(TreeEvent{"ready", c->spec.id, c->pid});
+    host_.Emit(TreeEvent{.kind = EventKind::kReady, .id = c->spec.id, .pid = c->pid});
   }
   step_.reset();
 }
@@ -740,14 +766,16 @@ void SupervisorNode::StartFailedStep(Step& s, const std::string& reason) {
   // OTP: the child is `restarting` and a retry goes to the back of the
   // mailbox, so operator requests and a shutdown can get in between.
   c->state = ChildState::kRestarting;
-  mailbox_.push_back(NodeMsg{NodeMsg::Kind::kRetry, 0, 0, {}, id});
+  mailbox_.push_back(msg::Retry{id});
 }
 
 void SupervisorNode::StopDone(Step& s, Child& c) {
   if (s.timer) host_.CancelTimer(s.timer);
   bool had_process = c.token != 0 || c.sub != 0;
   if (had_process)
-    host_.Emit(TreeEvent{"stopped", c.spec.id, c.pid ? std::optional<int>(c.pid) : std::nullopt});
+    host_.Emit(TreeEvent{.kind = EventKind::kStopped,
+                         .id = c.spec.id,
+                         .pid = c.pid ? std::optional<int>(c.pid) : std::nullopt});
   c.token = 0;
   c.pid = 0;
   c.sub = 0;

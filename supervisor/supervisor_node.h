@@ -18,6 +18,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "supervisor/engine_types.h"
@@ -36,35 +37,82 @@ struct ReloadPart {
   std::vector<std::string> added;    // new order
 };
 
-// A message in a supervisor's mailbox. `ref` is the token, timer or instance
-// the message is about.
-struct NodeMsg {
-  enum class Kind {
-    kInit,            // start all static children (the supervisor's init)
-    kSpawned,         // ref=token, pid
-    kSpawnFailed,     // ref=token, text
-    kReady,           // ref=token
-    kExit,            // ref=token, exit
-    kTimer,           // ref=timer
-    kSubReady,        // ref=instance: a child supervisor finished starting
-    kSubStartFailed,  // ref=instance, text
-    kSubExited,       // ref=instance: a child supervisor terminated (reason shutdown)
-    kStop,            // stop all children and terminate (parent or daemon asks)
-    kRetry,           // text=child id: retry a failed restart
-    // Operator requests (ref=request id). Never counted as restarts.
-    kOpStop,     // text=child id
-    kOpStart,    // text=child id
-    kOpRestart,  // text=child id
-    kOpScale,    // text=replica set id (or this simple_one_for_one's id), pid=count
-    kOpReload,   // reload=this supervisor's part
-  };
-  Kind kind;
-  uint64_t ref = 0;
-  int pid = 0;
-  ExitInfo exit;
-  std::string text;
-  std::shared_ptr<const ReloadPart> reload;
+// Messages in a supervisor's mailbox, one struct each, carrying exactly
+// their own fields.
+namespace msg {
+// Start every static child in order (the supervisor's init).
+struct Init {};
+// About one incarnation of a worker child.
+struct Spawned {
+  Token token;
+  int pid;
 };
+struct SpawnFailed {
+  Token token;
+  std::string error;
+};
+struct Ready {
+  Token token;
+};
+struct Exit {
+  Token token;
+  ExitInfo exit;
+};
+struct Timer {
+  TimerToken timer;
+};
+// About a child supervisor: it finished starting, its start failed (`reason`:
+// "failed to start child 'w3': <why>"), or it terminated (reason `shutdown`).
+struct SubReady {
+  Instance sub;
+};
+struct SubStartFailed {
+  Instance sub;
+  std::string reason;
+};
+struct SubExited {
+  Instance sub;
+};
+// Stop all children and terminate (the parent or the daemon asks).
+struct Stop {};
+// Retry the failed restart of child `id`.
+struct Retry {
+  std::string id;
+};
+// Operator requests: each carries the `request` its Reply answers. Never
+// counted as restarts.
+struct OpStop {
+  RequestId request;
+  std::string id;
+};
+struct OpStart {
+  RequestId request;
+  std::string id;
+};
+struct OpRestart {
+  RequestId request;
+  std::string id;
+};
+// Grow or shrink replica set `id` (or this simple_one_for_one's instances,
+// when `id` is the supervisor's own) to `count`.
+struct OpScale {
+  RequestId request;
+  std::string id;
+  int count;
+};
+struct OpReload {
+  RequestId request;
+  std::shared_ptr<const ReloadPart> part;  // this supervisor's share
+};
+}  // namespace msg
+
+using NodeMsg =
+    std::variant<msg::Init, msg::Spawned, msg::SpawnFailed, msg::Ready, msg::Exit, msg::Timer,
+                 msg::SubReady, msg::SubStartFailed, msg::SubExited, msg::Stop, msg::Retry,
+                 msg::OpStop, msg::OpStart, msg::OpRestart, msg::OpScale, msg::OpReload>;
+
+// The operator request `m` carries, if it is one (the Op* messages).
+std::optional<RequestId> OperatorRequest(const NodeMsg& m);
 
 // Effects a node may ask for. Implemented by TreeEngine.
 class NodeHost {
@@ -153,16 +201,22 @@ class SupervisorNode {
   void Erase(std::string id);
 
   // Idle: a message taken from the head of the mailbox.
-  void Handle(NodeMsg msg, Time now);
+  void Handle(NodeMsg m, Time now);
   void OnChildExit(Child& c, bool normal, const std::string& why, Time now);
   void Restart(const std::string& id, const std::string& why, Time now);
   void PlanRestart(const std::string& id, const std::string& why, bool announced);
   void GiveUp(const std::string& offender, Time now);
   void PlanStopAll();
   Millis BackoffDelay(Child& c);
-  void HandleOperator(const NodeMsg& msg);
-  void HandleScale(const NodeMsg& msg);
-  void HandleReload(const NodeMsg& msg);
+  // The child an operator request names; null (and the request answered
+  // not_found) when there is none.
+  Child* OperatorTarget(RequestId request, const std::string& id);
+  void HandleOpStop(const msg::OpStop& m);
+  void HandleOpStart(const msg::OpStart& m);
+  void HandleOpRestart(const msg::OpRestart& m);
+  void HandleScale(const msg::OpScale& m);
+  void HandleReload(const msg::OpReload& m);
+  void PlanReply(RequestId request);
   void Adopt(const ReloadPart& r);
   void ReplyNow(RequestId request, Status status);
   // Drops the plan, answering every operator request still waiting in it

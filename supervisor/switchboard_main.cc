@@ -11,6 +11,7 @@
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "supervisor/control_cli.h"
+#include "supervisor/control_server.h"
 #include "supervisor/daemon.h"
 #include "supervisor/spec_loader.h"
 
@@ -43,7 +44,10 @@ int Run(const std::string& path) {
   auto daemon = sb::supervisor::Daemon::Create(std::move(spec.value()), path);
   if (!daemon.ok()) {
     sb::PrintFatal(kProgram, "start node", daemon.status().message());
-    return sb::kExitFailure;
+    // A configuration the daemon cannot use (an untrusted runtime directory
+    // included) is a configuration error; a resource it could not get is not.
+    return daemon.status().code() == sb::Status::Code::kInvalidConfig ? sb::kExitUsage
+                                                                      : sb::kExitFailure;
   }
   return daemon.value()->Run();
 }
@@ -85,7 +89,9 @@ int main(int argc, char** argv) {
   }
   auto* scale = client("scale", "grow or shrink a replica set or simple_one_for_one supervisor");
   scale->add_option("ID", id, "replica set or supervisor id")->required();
-  scale->add_option("N", count, "number of instances")->required()->check(CLI::Range(0, 10000));
+  scale->add_option("N", count, "number of instances")
+      ->required()
+      ->check(CLI::Range(0, sb::supervisor::kMaxScaleCount));
   auto* reload = client("reload", "re-read the YAML and apply the difference");
   auto* events = client("events", "follow the event stream live");
 

@@ -20,7 +20,7 @@ const SupervisorNode* TreeEngine::node(Instance i) const {
 
 void TreeEngine::Start(Time now) {
   root_ = StartSub(0, root_spec_);
-  Emit(TreeEvent{"started", root_spec_.id});
+  Emit(TreeEvent{.kind = EventKind::kStarted, .id = root_spec_.id});
   PumpAll(now);
 }
 
@@ -28,7 +28,7 @@ void TreeEngine::RequestShutdown(Time now) {
   if (finished_ || root_ == 0) return;
   if (!shutdown_requested_) {
     shutdown_requested_ = true;
-    Send(root_, NodeMsg{NodeMsg::Kind::kStop});
+    Send(root_, msg::Stop{});
   } else {
     Log(action::Log::Level::kWarn, "second stop request: killing every child now");
     KillSubtree(root_);
@@ -40,7 +40,7 @@ void TreeEngine::OnSpawned(Token token, int pid, Time now) {
   auto it = live_.find(token);
   if (it == live_.end()) return;
   it->second.pid = pid;
-  Send(it->second.owner, NodeMsg{NodeMsg::Kind::kSpawned, token, pid});
+  Send(it->second.owner, msg::Spawned{.token = token, .pid = pid});
   PumpAll(now);
 }
 
@@ -49,14 +49,14 @@ void TreeEngine::OnSpawnFailed(Token token, const std::string& error, Time now) 
   if (it == live_.end()) return;
   Instance owner = it->second.owner;
   live_.erase(it);
-  Send(owner, NodeMsg{NodeMsg::Kind::kSpawnFailed, token, 0, {}, error});
+  Send(owner, msg::SpawnFailed{.token = token, .error = error});
   PumpAll(now);
 }
 
 void TreeEngine::OnReady(Token token, Time now) {
   auto it = live_.find(token);
   if (it == live_.end()) return;
-  Send(it->second.owner, NodeMsg{NodeMsg::Kind::kReady, token});
+  Send(it->second.owner, msg::Ready{.token = token});
   PumpAll(now);
 }
 
@@ -65,10 +65,12 @@ void TreeEngine::OnExited(Token token, ExitInfo exit, Time now) {
   if (it == live_.end()) return;
   Incarnation inc = it->second;
   live_.erase(it);
-  Emit(TreeEvent{"exited", inc.id, inc.pid,
-                 exit.status >= 0 ? std::optional<int>(exit.status) : std::nullopt,
-                 exit.signal ? std::optional<int>(exit.signal) : std::nullopt});
-  Send(inc.owner, NodeMsg{NodeMsg::Kind::kExit, token, inc.pid, exit});
+  Emit(TreeEvent{.kind = EventKind::kExited,
+                 .id = inc.id,
+                 .pid = inc.pid,
+                 .status = exit.status >= 0 ? std::optional<int>(exit.status) : std::nullopt,
+                 .signal = exit.signal ? std::optional<int>(exit.signal) : std::nullopt});
+  Send(inc.owner, msg::Exit{.token = token, .exit = exit});
   PumpAll(now);
 }
 
@@ -77,7 +79,7 @@ void TreeEngine::OnTimer(TimerToken timer, Time now) {
   if (it == timers_.end()) return;
   Instance owner = it->second;
   timers_.erase(it);
-  Send(owner, NodeMsg{NodeMsg::Kind::kTimer, timer});
+  Send(owner, msg::Timer{.timer = timer});
   PumpAll(now);
 }
 
@@ -130,7 +132,7 @@ Instance TreeEngine::StartSub(Instance parent, const SupervisorSpec& spec) {
   Instance i = next_instance_++;
   nodes_.emplace(i,
                  std::make_unique<SupervisorNode>(i, parent, spec, static_cast<NodeHost&>(*this)));
-  Send(i, NodeMsg{NodeMsg::Kind::kInit});
+  Send(i, msg::Init{});
   return i;
 }
 
@@ -156,7 +158,7 @@ void TreeEngine::Ready(Instance self) {
   auto it = nodes_.find(self);
   if (it == nodes_.end()) return;
   Instance parent = it->second->parent();
-  if (parent != 0) Send(parent, NodeMsg{NodeMsg::Kind::kSubReady, self});
+  if (parent != 0) Send(parent, msg::SubReady{.sub = self});
 }
 
 void TreeEngine::StartFailed(Instance self, const std::string& reason) {
@@ -165,11 +167,7 @@ void TreeEngine::StartFailed(Instance self, const std::string& reason) {
   Instance parent = it->second->parent();
   dead_.push_back(self);
   if (parent != 0) {
-    Send(parent, NodeMsg{NodeMsg::Kind::kSubStartFailed,
-                         self,
-                         0,
-                         {},
-                         "supervisor '" + it->second->spec().id + "': " + reason});
+    Send(parent, msg::SubStartFailed{.sub = self, .reason = reason});
     return;
   }
   finished_ = true;
@@ -182,7 +180,7 @@ void TreeEngine::Terminated(Instance self, bool gave_up) {
   Instance parent = it->second->parent();
   dead_.push_back(self);
   if (parent != 0) {
-    Send(parent, NodeMsg{NodeMsg::Kind::kSubExited, self});
+    Send(parent, msg::SubExited{.sub = self});
     return;
   }
   finished_ = true;
@@ -226,10 +224,17 @@ void TreeEngine::Operator(RequestId request, Op op, const std::string& id, Time 
     Reply(action::Reply{request, why});
     return;
   }
-  NodeMsg::Kind kind = op == Op::kStop    ? NodeMsg::Kind::kOpStop
-                       : op == Op::kStart ? NodeMsg::Kind::kOpStart
-                                          : NodeMsg::Kind::kOpRestart;
-  Send(owner->self(), NodeMsg{kind, request, 0, {}, id});
+  switch (op) {
+    case Op::kStop:
+      Send(owner->self(), msg::OpStop{.request = request, .id = id});
+      break;
+    case Op::kStart:
+      Send(owner->self(), msg::OpStart{.request = request, .id = id});
+      break;
+    case Op::kRestart:
+      Send(owner->self(), msg::OpRestart{.request = request, .id = id});
+      break;
+  }
   PumpAll(now);
 }
 
@@ -253,7 +258,7 @@ void TreeEngine::Scale(RequestId request, const std::string& id, int n, Time now
     Reply(action::Reply{request, Status::InvalidConfig("a count must be 0 or more")});
     return;
   }
-  Send(target->self(), NodeMsg{NodeMsg::Kind::kOpScale, request, n, {}, id});
+  Send(target->self(), msg::OpScale{.request = request, .id = id, .count = n});
   PumpAll(now);
 }
 
@@ -279,9 +284,8 @@ void TreeEngine::NextReloadPart(Time now) {
     SupervisorNode* n = ById(id);
     if (!n) continue;  // restarted whole by its parent's part: nothing left to do
     reload_->current = next_internal_++;
-    NodeMsg m{NodeMsg::Kind::kOpReload, reload_->current};
-    m.reload = std::make_shared<const ReloadPart>(std::move(part));
-    Send(n->self(), std::move(m));
+    Send(n->self(), msg::OpReload{.request = reload_->current,
+                                  .part = std::make_shared<const ReloadPart>(std::move(part))});
     return;
   }
   if (reload_) {

@@ -157,9 +157,12 @@ class World {
 
   const Strings& Trace() const { return trace_; }
   const Strings& Events() const { return events_; }
+  // The events themselves, reasons included, in the order of Events().
+  const std::vector<TreeEvent>& Emitted() const { return emitted_; }
   void Clear() {
     trace_.clear();
     events_.clear();
+    emitted_.clear();
   }
   int Count(const std::string& entry) const {
     return static_cast<int>(std::count(trace_.begin(), trace_.end(), entry));
@@ -268,9 +271,10 @@ class World {
     std::erase_if(timers_, [&](const auto& t) { return t.first == a.timer; });
   }
   void Perform(const action::Emit& a) {
-    std::string e = a.event.event + ":" + a.event.id;
+    std::string e = std::string(EventName(a.event.kind)) + ":" + a.event.id;
     Record(e);
     events_.push_back(e);
+    emitted_.push_back(a.event);
   }
   void Perform(const action::Log&) {}
   void Perform(const action::Reply& a) {
@@ -298,6 +302,7 @@ class World {
   std::vector<std::pair<TimerToken, Millis>> timers_;  // armed, oldest first
   Strings trace_;
   Strings events_;
+  std::vector<TreeEvent> emitted_;
   std::optional<int> exit_code_;
   std::string exit_reason_;
   RequestId next_request_ = 1;
@@ -673,10 +678,57 @@ TEST(FailedRestartTest, SubSupervisorFailingToStartCountsInParentAndCascadesToRo
   w.Crash("x");
   EXPECT_EQ(w.Events(),
             (Strings{"exited:x", "gave_up:s", "exited:s", "restarting:s", "started:s", "started:x",
-                     "exited:x", "restarting:s", "started:s", "started:x", "exited:x",
-                     "gave_up:root", "stopping:a", "exited:a", "stopped:a"}));
+                     "exited:x", "exited:s", "restarting:s", "started:s", "started:x", "exited:x",
+                     "exited:s", "gave_up:root", "stopping:a", "exited:a", "stopped:a"}));
   EXPECT_EQ(w.spawns("x"), 3);
   EXPECT_EQ(w.exit_code(), 1);
+}
+
+// Reasons of `id`'s `kind` events, in order.
+Strings Reasons(const World& w, const std::string& id, EventKind kind) {
+  Strings out;
+  for (const TreeEvent& e : w.Emitted()) {
+    if (e.id == id && e.kind == kind) out.push_back(e.reason);
+  }
+  return out;
+}
+
+TEST(FailedRestartTest, SubSupervisorWhoseStartFailedExitsSayingWhichChildFailedBeforeTheRetry) {
+  // Issue 12, item 9: root one_for_all over sup1 (w1, w2) and sup2 (one_for_one, intensity 2:
+  // w3, w4); w3 fails its 2nd and 3rd starts; w4 is killed, then w3.
+  World w(Sup("root", kOneForAll,
+              {SubSup(Sup("sup1", kOneForOne, {Worker("w1"), Worker("w2")})),
+               SubSup(Sup("sup2", kOneForOne, {Worker("w3"), Worker("w4")}, /*intensity=*/2))},
+              /*intensity=*/3));
+  w.Start();
+  w.QueueBoot("w3", Boot::kExitEarly);
+  w.QueueBoot("w3", Boot::kExitEarly);
+  w.Crash("w4");
+  w.Clear();
+  w.Crash("w3");
+  EXPECT_EQ(
+      w.Events(),
+      (Strings{// sup2's restart of w3 fails; its retry would exceed intensity 2.
+               "exited:w3", "restarting:w3", "started:w3", "exited:w3", "gave_up:sup2",
+               "stopping:w4", "exited:w4", "stopped:w4", "exited:sup2",
+               // root restarts its group; sup2's start fails on w3's third start...
+               "restarting:sup1", "restarting:sup2", "stopping:sup1", "stopping:w2", "exited:w2",
+               "stopped:w2", "stopping:w1", "exited:w1", "stopped:w1", "stopped:sup1",
+               "started:sup1", "started:w1", "ready:w1", "started:w2", "ready:w2", "ready:sup1",
+               "started:sup2", "started:w3", "exited:w3",
+               // ...and that incarnation of sup2 exits, saying why, before root retries.
+               "exited:sup2", "restarting:sup1", "restarting:sup2", "stopping:sup1", "stopping:w2",
+               "exited:w2", "stopped:w2", "stopping:w1", "exited:w1", "stopped:w1", "stopped:sup1",
+               "started:sup1", "started:w1", "ready:w1", "started:w2", "ready:w2", "ready:sup1",
+               "started:sup2", "started:w3", "ready:w3", "started:w4", "ready:w4", "ready:sup2"}));
+  EXPECT_EQ(
+      Reasons(w, "sup2", EventKind::kExited),
+      (Strings{"gave up", "failed to start child 'w3': exited before ready (exit status 3)"}));
+  EXPECT_EQ(Reasons(w, "sup2", EventKind::kRestarting),
+            (Strings{"supervisor gave up", "retrying failed start"}));
+  EXPECT_EQ(w.spawns("w3"), 4);
+  EXPECT_EQ(w.RootRestarts(), 2);
+  EXPECT_FALSE(w.exit_code().has_value());
 }
 
 // ---- initial start failure --------------------------------------------------
@@ -701,8 +753,10 @@ TEST(InitialStartTest, FailureInsideASubSupervisorFailsTheRoot) {
   w.SetBoot("y", Boot::kExecFails);
   w.Start();
   EXPECT_EQ(w.Events(), (Strings{"started:root", "started:a", "ready:a", "started:s", "started:x",
-                                 "ready:x", "stopping:x", "exited:x", "stopped:x", "stopping:a",
-                                 "exited:a", "stopped:a"}));
+                                 "ready:x", "stopping:x", "exited:x", "stopped:x", "exited:s",
+                                 "stopping:a", "exited:a", "stopped:a"}));
+  EXPECT_EQ(Reasons(w, "s", EventKind::kExited),
+            (Strings{"failed to start child 'y': exec failed"}));
   EXPECT_EQ(w.spawns("b"), 0);
   EXPECT_EQ(w.exit_code(), 1);
   EXPECT_NE(w.exit_reason().find("'y'"), std::string::npos) << w.exit_reason();

@@ -3,6 +3,12 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <exception>
+#include <regex>
+#include <sstream>
+
+#include "common/unique_fd.h"
+
 namespace sb::testutil {
 
 namespace {
@@ -16,7 +22,7 @@ std::string ReplaceAll(std::string s, const std::string& from, const std::string
 
 }  // namespace
 
-DaemonHarness::DaemonHarness(const std::string& yaml) {
+DaemonHarness::DaemonHarness(const std::string& yaml, std::vector<std::string> env) {
   std::string body = ReplaceAll(ReplaceAll(yaml, "{{dir}}", dir_.path()), "{{bin}}", BinDir());
   if (body.find("node:") == std::string::npos) {
     body = "node:\n  name: test\n  control: " + dir_.File("ctl.sock") +
@@ -26,6 +32,7 @@ DaemonHarness::DaemonHarness(const std::string& yaml) {
   SpawnOptions opts;
   opts.args = {"run", config_path()};
   opts.output = dir_.File("daemon.log");
+  opts.env = std::move(env);
   auto p = Process::Start(BinPath("switchboard"), opts);
   if (p.ok()) proc_.emplace(std::move(p.value()));
 }
@@ -69,6 +76,47 @@ std::optional<int> DaemonHarness::WaitExit(std::chrono::milliseconds timeout) {
   int status = 0;
   if (!proc_->WaitExit(timeout, &status)) return std::nullopt;
   return status;
+}
+
+std::string Scrape(int port) {
+  int fd = ConnectTcp("127.0.0.1", port, std::chrono::milliseconds(5'000));
+  if (fd < 0) return "";
+  UniqueFd guard(fd);
+  if (!WriteAll(fd, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")) return "";
+  std::string reply = ReadAll(fd, std::chrono::milliseconds(10'000));
+  size_t body = reply.find("\r\n\r\n");
+  if (body == std::string::npos || !reply.starts_with("HTTP/1.")) return "";
+  std::string status_line = reply.substr(0, reply.find("\r\n"));
+  if (status_line.find(" 200") == std::string::npos) return "";
+  return reply.substr(body + 4);
+}
+
+std::optional<double> Sample(const std::string& body, std::string_view name,
+                             const std::map<std::string, std::string>& want) {
+  std::istringstream in(body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    size_t open = line.find('{');
+    size_t close = line.rfind('}');
+    if (open == std::string::npos || close == std::string::npos || close < open) continue;
+    if (std::string_view(line).substr(0, open) != name) continue;
+    std::map<std::string, std::string> labels;
+    static const std::regex kLabel(R"re(([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)")re");
+    std::string inside = line.substr(open + 1, close - open - 1);
+    for (auto it = std::sregex_iterator(inside.begin(), inside.end(), kLabel);
+         it != std::sregex_iterator(); ++it) {
+      labels[(*it)[1]] = (*it)[2];
+    }
+    bool match = true;
+    for (const auto& [k, v] : want) match = match && labels.contains(k) && labels[k] == v;
+    if (!match) continue;
+    try {
+      return std::stod(line.substr(close + 1));
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
 }
 
 int RunSwitchboard(const std::vector<std::string>& args, std::string* output,

@@ -9,9 +9,11 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tests/testutil/testutil.h"
@@ -20,8 +22,9 @@ namespace sb::testutil {
 
 class DaemonHarness {
  public:
-  // Writes the config and starts the daemon (does not wait for readiness).
-  explicit DaemonHarness(const std::string& yaml);
+  // Writes the config and starts the daemon (does not wait for readiness) with `env`
+  // ("KEY=VALUE") added to the test's environment.
+  explicit DaemonHarness(const std::string& yaml, std::vector<std::string> env = {});
   ~DaemonHarness();
 
   bool started() const { return proc_.has_value(); }
@@ -51,6 +54,13 @@ class DaemonHarness {
   TempDir dir_;
   std::optional<Process> proc_;
 };
+
+// GET /metrics from 127.0.0.1:`port` over a plain socket; the body of a 200 reply, or "".
+std::string Scrape(int port);
+// The value of the sample `name{...}` in a scraped `body` whose labels include every one of
+// `want`; nullopt if none.
+std::optional<double> Sample(const std::string& body, std::string_view name,
+                             const std::map<std::string, std::string>& want);
 
 // Runs `switchboard <args...>` to completion; returns the exit code (or -1) and the
 // combined stdout+stderr in *output.

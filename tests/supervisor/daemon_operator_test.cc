@@ -296,49 +296,6 @@ std::set<std::string> TargetChildren(const std::map<std::string, SdEntry>& targe
   return out;
 }
 
-// GET /metrics over a plain socket; the body of a 200 reply, or "".
-std::string Scrape(int port) {
-  int fd = ConnectTcp("127.0.0.1", port, milliseconds(5'000));
-  if (fd < 0) return "";
-  UniqueFd guard(fd);
-  if (!WriteAll(fd, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")) return "";
-  std::string reply = ReadAll(fd, milliseconds(10'000));
-  size_t body = reply.find("\r\n\r\n");
-  if (body == std::string::npos || !reply.starts_with("HTTP/1.")) return "";
-  std::string status_line = reply.substr(0, reply.find("\r\n"));
-  if (!Contains(status_line, " 200")) return "";
-  return reply.substr(body + 4);
-}
-
-// The value of the sample `name{...}` whose labels include every one of `want`; nullopt if none.
-std::optional<double> Sample(const std::string& body, std::string_view name,
-                             const std::map<std::string, std::string>& want) {
-  std::istringstream in(body);
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    size_t open = line.find('{');
-    size_t close = line.rfind('}');
-    if (open == std::string::npos || close == std::string::npos || close < open) continue;
-    if (std::string_view(line).substr(0, open) != name) continue;
-    std::map<std::string, std::string> labels;
-    static const std::regex kLabel(R"re(([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)")re");
-    std::string inside = line.substr(open + 1, close - open - 1);
-    for (auto it = std::sregex_iterator(inside.begin(), inside.end(), kLabel);
-         it != std::sregex_iterator(); ++it) {
-      labels[(*it)[1]] = (*it)[2];
-    }
-    bool match = true;
-    for (const auto& [k, v] : want) match = match && labels.contains(k) && labels[k] == v;
-    if (!match) continue;
-    try {
-      return std::stod(line.substr(close + 1));
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
-  }
-  return std::nullopt;
-}
-
 // promtool from PATH, or "".
 std::string FindPromtool() {
   const char* path = std::getenv("PATH");

@@ -691,6 +691,61 @@ supervisor:
   EXPECT_EQ(Nth(events, "root", "daemon_exit").status, 1);
 }
 
+TEST_F(DaemonSemanticsTest, SubSupervisorWhoseStartFailedSaysWhichChildFailedBeforeTheRetry) {
+  // Issue 12, item 9. w3 fails its 2nd and 3rd starts (exits before ready).
+  DaemonHarness& h = Start(R"(
+supervisor:
+  strategy: one_for_all
+  intensity: 3
+  period: 10s
+  children:
+    - id: sup1
+      type: supervisor
+      children:
+        - {id: w1, command: ["{{bin}}/sb-testchild"]}
+        - {id: w2, command: ["{{bin}}/sb-testchild"]}
+    - id: sup2
+      type: supervisor
+      strategy: one_for_one
+      intensity: 2
+      period: 10s
+      children:
+        - id: w3
+          command: [sh, -c, 'n=$(cat {{dir}}/w3.runs 2>/dev/null || echo 0);
+                             echo $((n + 1)) > {{dir}}/w3.runs;
+                             if [ $n -eq 1 ] || [ $n -eq 2 ]; then exec {{bin}}/sb-testchild --exit-before-ready 1; fi;
+                             exec {{bin}}/sb-testchild']
+        - {id: w4, command: ["{{bin}}/sb-testchild"]}
+)");
+  ASSERT_TRUE(h.started());
+  ASSERT_TRUE(h.WaitReady(kWait));
+  ASSERT_EQ(kill(h.PidOf("w4"), SIGKILL), 0);
+  ASSERT_TRUE(h.WaitFor("w4", "ready", 2, kWait));
+  const size_t from = h.Events().size();
+
+  // sup2 restarts w3 (its 2nd restart in the window), the start fails, the retry would be the
+  // 3rd: sup2 gives up. root restarts its group; sup2's start fails on w3's 3rd start; root
+  // retries and w3's 4th start works.
+  ASSERT_EQ(kill(h.PidOf("w3"), SIGKILL), 0);
+  ASSERT_TRUE(h.WaitFor("sup2", "ready", 2, kWait));
+  auto events = h.Events();
+  EXPECT_EQ(Trace(events, from, {"sup2", "w3"}, {}),
+            (std::vector<std::string>{
+                "exited:w3", "restarting:w3", "started:w3", "exited:w3", "gave_up:sup2",
+                "exited:sup2", "restarting:sup2", "started:sup2", "started:w3", "exited:w3",
+                // That incarnation of sup2 ended, and why, before root's retry.
+                "exited:sup2", "restarting:sup2", "started:sup2", "started:w3", "ready:w3",
+                "ready:sup2"}));
+  EXPECT_EQ(Nth(events, "sup2", "exited", 0).reason, "gave up");
+  EXPECT_EQ(Nth(events, "sup2", "exited", 1).reason,
+            "failed to start child 'w3': exited before ready (exit status 1)");
+  EXPECT_EQ(Nth(events, "sup2", "restarting", 0).reason, "supervisor gave up");
+  EXPECT_EQ(Nth(events, "sup2", "restarting", 1).reason, "retrying failed start");
+  EXPECT_EQ(ReadFile(h.dir().File("w3.runs")), "4\n");
+  EXPECT_EQ(Count(events, "root", "gave_up"), 0u);
+  EXPECT_EQ(ExitCode(h.Stop()), 0);
+}
+
 // ---- Shutdown --------------------------------------------------------------------------------
 
 TEST_F(DaemonSemanticsTest, SigtermStopsChildrenInReverseStartOrderOneAtATime) {
