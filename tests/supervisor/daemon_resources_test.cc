@@ -127,6 +127,9 @@ std::map<int, std::string> FdTargets(pid_t pid) {
 std::vector<std::string> FdKinds(pid_t pid) {
   std::vector<std::string> out;
   for (auto& [fd, target] : FdTargets(pid)) {
+    // Closed between the listing and its readlink: a spawn in progress
+    // (the census is taken while children come and go).
+    if (target.empty()) continue;
     std::string kind = target;
     size_t bracket = kind.find(":[");
     if (bracket != std::string::npos && bracket + 2 < kind.size() &&
