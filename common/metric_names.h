@@ -122,12 +122,20 @@ inline constexpr std::string_view kWorkerClosesTotal = "switchboard_worker_close
 // the socket (rate_limited, unmatched_topic, reserved_event, stale_join_ref).
 inline constexpr std::string_view kWorkerRejectedMessagesTotal =
     "switchboard_worker_rejected_messages_total";
-// Gauges, bytes: the client outbound queues (bytes waiting for the kernel to
-// take them): their sum over all sockets, and the largest one (sampled every
+// Gauges, bytes: the client outbound queues (frames waiting for the kernel to
+// take them, each with its per-frame overhead, and the queues' slots: the
+// memory --max-outbound bounds):
+// their sum over all sockets, and the largest one (sampled every
 // housekeeping tick, 250 ms). A slow consumer shows in the second.
 inline constexpr std::string_view kWorkerClientQueueBytes = "switchboard_worker_client_queue_bytes";
 inline constexpr std::string_view kWorkerClientQueueMaxBytes =
     "switchboard_worker_client_queue_max_bytes";
+// Gauge: client sockets whose kernel send buffer is full, so that their
+// frames wait in the shard's queue (current, not sampled). A client that
+// reads shows here for a moment; one that stays is a slow consumer
+// forming, closed at --max-outbound or after --idle-timeout without
+// progress.
+inline constexpr std::string_view kWorkerBlockedSockets = "switchboard_worker_blocked_sockets";
 // Histogram, seconds: from reading a client's message to handing its
 // broadcast frame to the kernel (or to the queue of a socket whose kernel
 // buffer is full) for every local recipient: the shard's share of

@@ -59,18 +59,18 @@ struct Gateway::Conn {
   ConnId id;
   int fd;
   State state = State::kHttp;
-  bool writable = false;           // EPOLLOUT registered
+  bool writable = false;           // EPOLLOUT registered: the kernel buffer was full
   bool dirty = false;              // in dirty_
   bool close_after_flush = false;  // drop the connection once the queue is written
   bool input_done = false;         // stop parsing input (after a parse error or a refusal)
   bool dead = false;
   int64_t last_rx_ms = 0;
+  // While writable: when the kernel last took bytes (or the buffer filled).
+  int64_t last_tx_ms = 0;
   int64_t deadline_ms = 0;  // kHttp: handshake; kClosing: close handshake
   std::unique_ptr<HttpState> http;
   ws::MessageParser parser;
-  std::vector<FrameRef> out;
-  size_t out_offset = 0;  // bytes of out.front() already written
-  size_t out_bytes = 0;
+  OutboundQueue out;
 };
 
 Gateway::Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, Listener* listener,
@@ -81,6 +81,7 @@ Gateway::Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, Listene
       listener_(listener),
       metrics_(metrics),
       counters_(metrics->counters()),
+      queue_limits_{.max_charge = opt_.max_outbound_bytes},
       read_buf_(new char[kReadBufferSize]) {}
 
 Gateway::~Gateway() {
@@ -229,7 +230,7 @@ void Gateway::OnHttpBytes(Conn* c, const char* data, size_t n) {
   }
   std::string leftover = std::move(h.buf);
   c->http.reset();
-  Enqueue(c, FrameRef::Copy(d.response), /*force=*/true);
+  Enqueue(c, FrameRef::Copy(d.response), OutboundQueue::Kind::kForced);
   if (!d.upgrade) {
     if (d.refusal) {
       metrics_->AddRefusal(*d.refusal);
@@ -260,7 +261,9 @@ void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
         }
         break;
       case ws::Event::Kind::kPing:
-        if (c->state == State::kOpen) Enqueue(c, MakeFrame(ws::Opcode::kPong, ev.payload));
+        if (c->state == State::kOpen) {
+          Enqueue(c, MakeFrame(ws::Opcode::kPong, ev.payload), OutboundQueue::Kind::kPong);
+        }
         break;
       case ws::Event::Kind::kPong:
         break;
@@ -272,7 +275,7 @@ void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
           Enqueue(c,
                   ev.close_code == ws::close_code::kNoStatus ? MakeFrame(ws::Opcode::kClose, {})
                                                              : MakeClose(ev.close_code, {}),
-                  /*force=*/true);
+                  OutboundQueue::Kind::kForced);
           c->close_after_flush = true;
           c->input_done = true;
           c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
@@ -323,14 +326,11 @@ void Gateway::Close(ConnId conn, uint16_t code, CloseReason reason, std::string_
   }
 }
 
-bool Gateway::Enqueue(Conn* c, const FrameRef& frame, bool force) {
-  if (!force && c->out_bytes + frame.size() > opt_.max_outbound_bytes) {
+bool Gateway::Enqueue(Conn* c, FrameRef frame, OutboundQueue::Kind kind) {
+  if (!c->out.Push(std::move(frame), kind, queue_limits_)) {
     SlowConsumer(c);
     return false;
   }
-  c->out.push_back(frame);
-  c->out_bytes += frame.size();
-  queued_bytes_ += static_cast<int64_t>(frame.size());
   MarkDirty(c);
   return true;
 }
@@ -346,12 +346,7 @@ void Gateway::MarkDirty(Conn* c) {
 // any) and give it close_timeout to take it; it never gets more memory.
 void Gateway::SlowConsumer(Conn* c) {
   if (c->state != State::kOpen) return;
-  size_t keep = c->out_offset > 0 ? 1 : 0;
-  for (size_t i = keep; i < c->out.size(); ++i) {
-    c->out_bytes -= c->out[i].size() - (i == 0 ? c->out_offset : 0);
-    queued_bytes_ -= static_cast<int64_t>(c->out[i].size() - (i == 0 ? c->out_offset : 0));
-  }
-  c->out.resize(keep);
+  c->out.DropUnstarted();
   spdlog::debug("conn {}: slow consumer, closing", c->fd);
   CloseWith(c, ws::close_code::kPolicyViolation, CloseReason::kSlowConsumer, "slow consumer");
   c->close_after_flush = true;
@@ -359,21 +354,18 @@ void Gateway::SlowConsumer(Conn* c) {
 
 void Gateway::SetWritable(Conn* c, bool want) {
   if (c->writable == want) return;
-  if (loop_->Modify(c->fd, want ? (EPOLLIN | EPOLLOUT) : EPOLLIN).ok()) c->writable = want;
+  if (!loop_->Modify(c->fd, want ? (EPOLLIN | EPOLLOUT) : EPOLLIN).ok()) return;
+  c->writable = want;
+  blocked_ = want ? blocked_ + 1 : blocked_ - 1;
+  counters_.blocked_sockets.store(static_cast<int64_t>(blocked_), std::memory_order_relaxed);
 }
 
 void Gateway::Flush(Conn* c) {
   iovec iov[kMaxIov];
   uint64_t frames = 0, bytes = 0;
   while (!c->out.empty()) {
-    size_t count = 0, total = 0;
-    for (size_t i = 0; i < c->out.size() && count < kMaxIov; ++i) {
-      size_t off = i == 0 ? c->out_offset : 0;
-      iov[count].iov_base = const_cast<char*>(c->out[i].data() + off);
-      iov[count].iov_len = c->out[i].size() - off;
-      total += iov[count].iov_len;
-      ++count;
-    }
+    size_t total = 0;
+    const size_t count = c->out.Gather(iov, kMaxIov, &total);
     msghdr mh{};
     mh.msg_iov = iov;
     mh.msg_iovlen = count;
@@ -386,34 +378,19 @@ void Gateway::Flush(Conn* c) {
       break;
     }
     bytes += static_cast<uint64_t>(w);
-    c->out_bytes -= static_cast<size_t>(w);
-    queued_bytes_ -= w;
-    size_t left = static_cast<size_t>(w), done = 0, off = c->out_offset;
-    while (done < c->out.size()) {
-      size_t rem = c->out[done].size() - off;
-      if (left < rem) {
-        off += left;
-        break;
-      }
-      left -= rem;
-      off = 0;
-      ++done;
-    }
-    c->out.erase(c->out.begin(), c->out.begin() + static_cast<ptrdiff_t>(done));
-    c->out_offset = off;
-    frames += done;
+    frames += c->out.Consume(static_cast<size_t>(w));
     if (static_cast<size_t>(w) < total) break;  // the kernel buffer is full
   }
   counters_.bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
   counters_.frames_sent.fetch_add(frames, std::memory_order_relaxed);
   if (c->dead) return;
   if (!c->out.empty()) {
+    // The stalled-write clock: from when the buffer filled, restarted
+    // whenever the kernel takes more.
+    if (bytes > 0 || !c->writable) c->last_tx_ms = MonoNowMs();
     SetWritable(c, true);
     return;
   }
-  c->out_offset = 0;
-  // An idle socket keeps no queue memory (a fan-out burst may have grown it).
-  if (c->out.capacity() > 8) std::vector<FrameRef>().swap(c->out);
   SetWritable(c, false);
   if (c->close_after_flush) Destroy(c);
 }
@@ -449,7 +426,7 @@ void Gateway::EndOpen(Conn* c, CloseReason reason) {
 void Gateway::CloseWith(Conn* c, uint16_t code, CloseReason reason, std::string_view text) {
   if (c->state != State::kOpen) return;
   EndOpen(c, reason);
-  Enqueue(c, MakeClose(code, text), /*force=*/true);
+  Enqueue(c, MakeClose(code, text), OutboundQueue::Kind::kForced);
   c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
 }
 
@@ -459,9 +436,11 @@ void Gateway::Destroy(Conn* c) {
   loop_->Remove(c->fd);
   ::close(c->fd);
   c->dead = true;
-  queued_bytes_ -= static_cast<int64_t>(c->out_bytes);
-  c->out.clear();
-  c->out_bytes = 0;
+  c->out.Clear();
+  if (c->writable) {
+    --blocked_;
+    counters_.blocked_sockets.store(static_cast<int64_t>(blocked_), std::memory_order_relaxed);
+  }
   --live_;
   graveyard_.push_back(std::move(by_fd_[static_cast<size_t>(c->fd)]));
 }
@@ -488,7 +467,7 @@ void Gateway::Settle() {
 
 void Gateway::Sweep() {
   const int64_t now = MonoNowMs();
-  size_t max_queue = 0;
+  size_t max_queue = 0, queued = 0;
   for (auto& slot : by_fd_) {
     Conn* c = slot.get();
     if (!c || c->dead) continue;
@@ -502,15 +481,24 @@ void Gateway::Sweep() {
       case State::kOpen:
         if (now - c->last_rx_ms >= opt_.idle_timeout.count()) {
           CloseWith(c, ws::close_code::kGoingAway, CloseReason::kIdleTimeout, "idle timeout");
+        } else if (c->writable && now - c->last_tx_ms >= opt_.idle_timeout.count()) {
+          // The client reads nothing, yet sends (pings, whose single pong
+          // never grows the queue to --max-outbound): its kernel buffers,
+          // megabytes, would stay pinned for as long as it keeps sending.
+          SlowConsumer(c);
         }
         break;
       case State::kClosing:
         if (now >= c->deadline_ms) Destroy(c);
         break;
     }
-    if (!c->dead && c->out_bytes > max_queue) max_queue = c->out_bytes;
+    if (c->dead) continue;
+    // An empty queue's few kept slots are the socket's, not queued bytes.
+    const size_t memory = c->out.empty() ? 0 : c->out.memory();
+    queued += memory;
+    if (memory > max_queue) max_queue = memory;
   }
-  counters_.client_queue_bytes.store(queued_bytes_, std::memory_order_relaxed);
+  counters_.client_queue_bytes.store(static_cast<int64_t>(queued), std::memory_order_relaxed);
   counters_.client_queue_max_bytes.store(static_cast<int64_t>(max_queue),
                                          std::memory_order_relaxed);
   Settle();

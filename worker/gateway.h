@@ -4,12 +4,12 @@
 // connection from HTTP request to WebSocket close (Beast parses the request,
 // worker/http_upgrade decides the answer, protocol/websocket frames), the
 // per-socket outbound queues of shared frames flushed once per loop turn
-// (FlushAll), transport limits (frame size, outbound bytes, idle and
-// handshake timeouts, max connections), the SIGTERM drain, and the transport
-// counters (bytes, frames, connections, closes, refusals). Does not: decode
-// Phoenix messages or decide anything about channels — a complete WebSocket
-// data message goes up to the Listener (the Shard), which answers through
-// Send / Deliver / Close.
+// (FlushAll), transport limits (frame size, outbound memory, idle, stalled-
+// write and handshake timeouts, max connections), the SIGTERM drain, and the
+// transport counters (bytes, frames, connections, closes, refusals). Does
+// not: decode Phoenix messages or decide anything about channels — a complete
+// WebSocket data message goes up to the Listener (the Shard), which answers
+// through Send / Deliver / Close.
 // Runs on the one loop thread; owns its connections; the loop, the listener
 // and the metrics are the caller's and outlive it.
 #pragma once
@@ -28,6 +28,7 @@
 #include "common/status.h"
 #include "worker/frame_ref.h"
 #include "worker/hub.h"
+#include "worker/outbound_queue.h"
 #include "worker/reasons.h"
 #include "worker/worker_metrics.h"
 
@@ -35,8 +36,13 @@ namespace sb::worker {
 
 struct GatewayOptions {
   size_t max_frame_bytes = 1 << 20;
+  // What one socket's queue may hold: frames with their overhead and the
+  // queue's slots (OutboundQueue::charged).
   size_t max_outbound_bytes = 1 << 20;
   size_t max_connections = 10000;
+  // Nothing received for this long: closed 1001. Also how long a socket's
+  // writes may make no progress while its kernel buffer is full before it
+  // is closed as a slow consumer.
   std::chrono::milliseconds idle_timeout{60000};
   std::chrono::milliseconds handshake_timeout{10000};
   // How long a close handshake we started may take before the socket is dropped.
@@ -85,7 +91,8 @@ class Gateway {
   // End of a loop turn: writes every socket with queued frames (one
   // sendmsg each, up to 64 frames), settling what the writes closed.
   void FlushAll();
-  // Housekeeping: handshake, idle and close deadlines; queue gauges.
+  // Housekeeping: handshake, idle, stalled-write and close deadlines; queue
+  // gauges.
   void Sweep();
 
   // Stops accepting, closes every socket with 1012 (service restart: clients
@@ -110,9 +117,9 @@ class Gateway {
   void OnHttpBytes(Conn* c, const char* data, size_t n);
   void OnWsBytes(Conn* c, char* data, size_t n);
 
-  // Queues a frame; false (and the socket is closing) if it would pass
-  // --max-outbound. `force`: close frames and HTTP responses, never refused.
-  bool Enqueue(Conn* c, const FrameRef& frame, bool force = false);
+  // Queues a frame; false (and the socket is closing) if the queue refused
+  // it (OutboundQueue::Push): over --max-outbound.
+  bool Enqueue(Conn* c, FrameRef frame, OutboundQueue::Kind kind = OutboundQueue::Kind::kData);
   void SlowConsumer(Conn* c);
   void MarkDirty(Conn* c);
   void Flush(Conn* c);
@@ -145,7 +152,8 @@ class Gateway {
   uint64_t next_seq_ = 1;
   size_t live_ = 0;  // Conn objects with an open fd (all states)
   size_t websockets_ = 0;
-  int64_t queued_bytes_ = 0;
+  size_t blocked_ = 0;  // sockets waiting for EPOLLOUT
+  OutboundQueue::Limits queue_limits_;
   bool accepting_ = true;
   bool draining_ = false;
   std::function<void()> drained_;

@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-topics", opt.hub.max_topics_per_socket, "joined topics per socket")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-outbound", opt.gateway.max_outbound_bytes, "bytes queued to one socket")
+  app.add_option("--max-outbound", opt.gateway.max_outbound_bytes,
+                 "bytes queued to one socket, per-frame overhead included")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1024}, size_t{1} << 32));
   app.add_option("--rate", opt.hub.messages_per_second, "messages/s per socket (0: unlimited)")

@@ -77,6 +77,8 @@ class Collector : public prometheus::Collectable {
           c.client_queue_bytes);
     Gauge(out, m::kWorkerClientQueueMaxBytes, "Bytes queued to the most backed-up client socket",
           c.client_queue_max_bytes);
+    Gauge(out, m::kWorkerBlockedSockets, "Client sockets whose kernel send buffer is full",
+          c.blocked_sockets);
     Gauge(out, m::kWorkerResidentMemoryBytes, "Resident set size of the shard", c.resident_bytes);
     {
       MetricFamily& depth =

@@ -37,6 +37,7 @@ struct WorkerCounters {
   std::array<A<uint64_t>, static_cast<size_t>(Refusal::kCount)> refusals{};
   std::array<A<uint64_t>, static_cast<size_t>(Rejection::kCount)> rejections{};
   A<int64_t> client_queue_bytes{0}, client_queue_max_bytes{0}, resident_bytes{0};
+  A<int64_t> blocked_sockets{0};
   A<int64_t> loop_lag_ns{0};
   // The link to the broker (cluster only; written once per loop turn).
   A<int64_t> broker_up{0};

@@ -401,6 +401,86 @@ describe('hostile clients', () => {
     assert.ok((await metric(w, 'switchboard_worker_frames_received_total')) >= 1);
   });
 
+  // A client that never reads and floods pings. Why a first try saw
+  // nothing (1 M pings, +0.1 MiB): their 2 MB of pongs fit in loopback's
+  // kernel buffers (about 4 MB here), so the shard's queue for them only
+  // passed through for a moment, and was freed before the next 1 s RSS
+  // sample. Past the kernel's share, a 2-byte pong counted 2 against
+  // --max-outbound but held ~42 bytes of heap: 1 MiB let ~21 MiB wait (the
+  // peak, VmHWM, shows it). So the kernel buffers are filled first, with
+  // broadcasts the client does not read, and then the pings come.
+  it('a client that never reads and floods pings holds one pong, is closed as a slow consumer, and the shard stays within its memory bound', async (t) => {
+    const s = scopeFor(t);
+    const maxOutbound = 1 << 20;
+    const w = await startWorker(['--max-outbound', String(maxOutbound), '--idle-timeout', '3', '--rate', '0']);
+    s.add(() => w.stop());
+    const topic = 'room:pings';
+    const flooder = await RawClient.connect(w.port);
+    s.add(() => flooder.destroy());
+    assert.equal((await flooder.join(topic))[4].status, 'ok');
+    await flooder.takeJson((j) => j[3] === 'presence_state');
+    flooder.socket.pause();
+    const pub = await RawClient.connect(w.port);
+    s.add(() => pub.destroy());
+    assert.equal((await pub.join(topic, {}, { joinRef: 'p' }))[4].status, 'ok');
+    pub.discard = true;
+    const replies = counter(pub, (m) => m.type === 'text' && m.json && m.json[3] === 'phx_reply');
+
+    // 256 KiB of broadcasts at a time until the kernel takes no more for
+    // the flooder. The flooder's frames are written before the publisher's
+    // reply in the same loop turn, so once the replies are in, the gauge
+    // says whether that write found the kernel buffer full.
+    const pad = 'f'.repeat(32 * 1024);
+    let sent = 0;
+    do {
+      assert.ok(sent < 2000, `the kernel buffers never filled (${sent} x 32 KiB sent)`);
+      for (let i = 0; i < 8; i++) {
+        sent += 1;
+        pub.sendJson(['p', `f${sent}`, topic, 'fill', { pad }]);
+      }
+      await replies.until(sent, 'replies to the fill');
+    } while ((await metric(w, 'switchboard_worker_blocked_sockets')) !== 1);
+    const queuedBefore = await metric(w, 'switchboard_worker_client_queue_max_bytes');
+    assert.ok(queuedBefore < maxOutbound / 2, `the fill already queued ${queuedBefore} bytes`);
+
+    // Empty masked pings, 100,000 (600 KB) at a time, until the flooder is
+    // closed; a 1 MiB queue counted by payload took ~500,000.
+    // VmHWM alone can miss a peak the kernel never recorded: RSS is also
+    // sampled between chunks.
+    const before = w.memory().rss;
+    let peak = before;
+    const ping = Buffer.from([0x89, 0x80, 1, 2, 3, 4]);
+    const chunk = Buffer.alloc(ping.length * 100000);
+    for (let i = 0; i < 100000; i++) ping.copy(chunk, i * ping.length);
+    const slowClosed = async () =>
+      ((await metric(w, 'switchboard_worker_closes_total', { reason: 'slow_consumer' })) || 0) >= 1;
+    let pings = 0;
+    const deadline = Date.now() + 30000;
+    while (!flooder.socket.destroyed && !(await slowClosed())) {
+      assert.ok(Date.now() < deadline, `the flooder was not closed within 30 s (${pings} pings)`);
+      if (!flooder.socket.write(chunk)) {
+        await new Promise((resolve) => {
+          const done = () => {
+            flooder.socket.off('drain', done);
+            flooder.socket.off('close', done);
+            resolve();
+          };
+          flooder.socket.on('drain', done);
+          flooder.socket.on('close', done);
+        });
+      }
+      pings += 100000;
+      peak = Math.max(peak, w.memory().rss);
+    }
+    await waitForMetric(w, 'switchboard_worker_closes_total', { reason: 'slow_consumer' }, (v) => v === 1);
+    assert.ok(pings >= maxOutbound / 2, `only ${pings} pings were sent before the close`);
+    // The bound: the flooder's queue is within --max-outbound, frames and
+    // their overhead; 1 MiB more for the rest (read buffer, allocator).
+    const grown = Math.max(peak, w.memory().peak) - before;
+    assert.ok(grown <= maxOutbound + (1 << 20),
+      `the shard's peak memory grew by ${(grown / 1048576).toFixed(1)} MiB during ${pings} pings`);
+  });
+
   it('the bystander received every broadcast in order and was never disconnected', () => {
     const ns = bystander.all.map((m) => m.payload.n);
     assert.deepEqual(ns, Array.from({ length: ticks }, (_, i) => i + 1));
