@@ -100,7 +100,8 @@ inline constexpr std::string_view kWorkerConnectionsAcceptedTotal =
 inline constexpr std::string_view kWorkerUpgradesRefusedTotal =
     "switchboard_worker_upgrades_refused_total";
 // Counter, label result: phx_join requests and their outcome: ok, or refused
-// as unauthorized, too_many_topics, invalid_presence, rate_limited.
+// as unauthorized, too_many_topics, invalid_presence, rate_limited,
+// presence_too_large (over --max-presence-meta).
 inline constexpr std::string_view kWorkerJoinsTotal = "switchboard_worker_joins_total";
 inline constexpr std::string_view kLabelResult = "result";
 // Counters: WebSocket messages (data and control) and bytes, both ways.
@@ -124,7 +125,7 @@ inline constexpr std::string_view kWorkerRejectedMessagesTotal =
     "switchboard_worker_rejected_messages_total";
 // Gauges, bytes: the client outbound queues (frames waiting for the kernel to
 // take them, each with its per-frame overhead, and the queues' slots: the
-// memory --max-outbound bounds):
+// memory --max-outbound bounds, presence states owed to joiners included):
 // their sum over all sockets, and the largest one (sampled every
 // housekeeping tick, 250 ms). A slow consumer shows in the second.
 inline constexpr std::string_view kWorkerClientQueueBytes = "switchboard_worker_client_queue_bytes";

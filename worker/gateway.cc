@@ -81,7 +81,7 @@ Gateway::Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, Listene
       listener_(listener),
       metrics_(metrics),
       counters_(metrics->counters()),
-      queue_limits_{.max_charge = opt_.max_outbound_bytes},
+      queue_limits_{.max_charge = opt_.max_outbound_bytes, .max_owed = opt_.max_owed_frames},
       read_buf_(new char[kReadBufferSize]) {}
 
 Gateway::~Gateway() {
@@ -298,9 +298,10 @@ void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
 
 // --- Output -----------------------------------------------------------------
 
-void Gateway::Send(ConnId conn, bool binary, std::string_view message) {
+void Gateway::Send(ConnId conn, bool binary, std::string_view message, bool owed) {
   if (Conn* c = FindOpen(conn)) {
-    Enqueue(c, MakeFrame(binary ? ws::Opcode::kBinary : ws::Opcode::kText, message));
+    Enqueue(c, MakeFrame(binary ? ws::Opcode::kBinary : ws::Opcode::kText, message),
+            owed ? OutboundQueue::Kind::kOwed : OutboundQueue::Kind::kData);
   }
 }
 

@@ -37,8 +37,11 @@ namespace sb::worker {
 struct GatewayOptions {
   size_t max_frame_bytes = 1 << 20;
   // What one socket's queue may hold: frames with their overhead and the
-  // queue's slots (OutboundQueue::charged).
+  // queue's slots (OutboundQueue::charged), owed frames apart.
   size_t max_outbound_bytes = 1 << 20;
+  // Owed frames (Send with `owed`: presence states) one socket may have
+  // waiting beyond max_outbound_bytes; the shard sets it to --max-topics.
+  size_t max_owed_frames = 100;
   size_t max_connections = 10000;
   // Nothing received for this long: closed 1001. Also how long a socket's
   // writes may make no progress while its kernel buffer is full before it
@@ -74,8 +77,10 @@ class Gateway {
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
-  // One message to one open socket.
-  void Send(ConnId conn, bool binary, std::string_view message);
+  // One message to one open socket. `owed`: the socket is owed it (a
+  // joiner's presence state) and it is queued even past max_outbound_bytes,
+  // up to max_owed_frames such frames waiting.
+  void Send(ConnId conn, bool binary, std::string_view message, bool owed = false);
   // One message to every open socket of `to` except `except`, framed once
   // and shared. Returns how many sockets it was queued on.
   uint64_t Deliver(std::span<const ConnId> to, ConnId except, bool binary,

@@ -82,6 +82,10 @@ int main(int argc, char** argv) {
                  "WebSocket connections; beyond: 503")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--max-presence-meta", opt.hub.max_presence_bytes,
+                 "bytes of a join's presence key and meta")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--token-secret-file", secret_file, "HS256 secret: turns token auth on")
       ->check(CLI::ExistingFile);
   app.add_option("--shutdown-timeout", shutdown_s, "seconds to wait for clients on SIGTERM")

@@ -60,6 +60,8 @@ class Collector : public prometheus::Collectable {
       AddCounter(f, {{std::string(m::kLabelResult), "too_many_topics"}}, c.joins_too_many);
       AddCounter(f, {{std::string(m::kLabelResult), "invalid_presence"}}, c.joins_invalid_presence);
       AddCounter(f, {{std::string(m::kLabelResult), "rate_limited"}}, c.joins_rate_limited);
+      AddCounter(f, {{std::string(m::kLabelResult), "presence_too_large"}},
+                 c.joins_presence_too_large);
     }
     Counter(out, m::kWorkerFramesReceivedTotal, "WebSocket messages received", c.frames_received);
     Counter(out, m::kWorkerFramesSentTotal, "WebSocket frames sent", c.frames_sent);

@@ -32,7 +32,7 @@ struct WorkerCounters {
   A<uint64_t> frames_received{0}, frames_sent{0}, bytes_received{0}, bytes_sent{0};
   A<uint64_t> broadcasts{0}, deliveries{0};
   A<uint64_t> joins_ok{0}, joins_unauthorized{0}, joins_too_many{0}, joins_invalid_presence{0},
-      joins_rate_limited{0};
+      joins_rate_limited{0}, joins_presence_too_large{0};
   std::array<A<uint64_t>, static_cast<size_t>(CloseReason::kCount)> closes{};
   std::array<A<uint64_t>, static_cast<size_t>(Refusal::kCount)> refusals{};
   std::array<A<uint64_t>, static_cast<size_t>(Rejection::kCount)> rejections{};

@@ -481,6 +481,37 @@ describe('hostile clients', () => {
       `the shard's peak memory grew by ${(grown / 1048576).toFixed(1)} MiB during ${pings} pings`);
   });
 
+  it('gives a joiner its presence_state past --max-outbound (30 metas of 3.9 KiB, 64 KiB) and refuses a 100 KiB meta', async (t) => {
+    const s = scopeFor(t);
+    const w = await startWorker(['--max-outbound', '65536', '--rate', '0']);
+    s.add(() => w.stop());
+    const topic = 'room:crowd';
+    const meta = { pad: 'm'.repeat(3900) };
+    for (let i = 0; i < 30; i++) {
+      const c = await RawClient.connect(w.port);
+      s.add(() => c.destroy());
+      assert.equal((await c.join(topic, { presence: { key: `member${i}`, meta } }))[4].status, 'ok');
+      c.discard = true;
+      c.inbox.clear();
+    }
+    const joiner = await RawClient.connect(w.port);
+    s.add(() => joiner.destroy());
+    assert.deepEqual((await joiner.join(topic))[4], { status: 'ok', response: {} });
+    const state = await joiner.takeJson((j) => j[3] === 'presence_state');
+    assert.ok(state.data.length > 65536, `presence_state of ${state.data.length} bytes`);
+    assert.equal(Object.keys(state.json[4]).length, 30);
+    assert.equal((await joiner.heartbeat())[4].status, 'ok');
+    assert.ok(!joiner.ended, 'the joiner was closed');
+    assert.equal(await metric(w, 'switchboard_worker_closes_total', { reason: 'slow_consumer' }), 0);
+
+    const big = await RawClient.connect(w.port);
+    s.add(() => big.destroy());
+    assert.deepEqual((await big.join(topic, { presence: { key: 'big', meta: { pad: 'b'.repeat(100 * 1024) } } }))[4],
+      { status: 'error', response: { reason: 'presence too large' } });
+    assert.equal((await big.heartbeat())[4].status, 'ok');
+    assert.equal(await metric(w, 'switchboard_worker_joins_total', { result: 'presence_too_large' }), 1);
+  });
+
   it('the bystander received every broadcast in order and was never disconnected', () => {
     const ns = bystander.all.map((m) => m.payload.n);
     assert.deepEqual(ns, Array.from({ length: ticks }, (_, i) => i + 1));
