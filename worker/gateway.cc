@@ -67,7 +67,8 @@ struct Gateway::Conn {
   int64_t last_rx_ms = 0;
   // While writable: when the kernel last took bytes (or the buffer filled).
   int64_t last_tx_ms = 0;
-  int64_t deadline_ms = 0;  // kHttp: handshake; kClosing: close handshake
+  int64_t message_since_ms = 0;  // when the data message being received began; 0: none
+  int64_t deadline_ms = 0;       // kHttp: handshake; kClosing: close handshake
   std::unique_ptr<HttpState> http;
   ws::MessageParser parser;
   OutboundQueue out;
@@ -250,12 +251,14 @@ void Gateway::OnHttpBytes(Conn* c, const char* data, size_t n) {
 }
 
 void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
-  uint16_t err = c->parser.Feed(data, n, [this, c](const ws::Event& ev) {
+  bool completed = false;  // a data message ended in these bytes
+  uint16_t err = c->parser.Feed(data, n, [this, c, &completed](const ws::Event& ev) {
     if (c->dead) return;
     counters_.frames_received.fetch_add(1, std::memory_order_relaxed);
     switch (ev.kind) {
       case ws::Event::Kind::kText:
       case ws::Event::Kind::kBinary:
+        completed = true;
         if (c->state == State::kOpen) {
           listener_->OnMessage(c->id, ev.kind == ws::Event::Kind::kBinary, ev.payload);
         }
@@ -293,6 +296,15 @@ void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
     } else {
       Destroy(c);
     }
+    return;
+  }
+  // The message clock starts with a message's first bytes and stops when
+  // it completes; pings between fragments do not reset it (they reset the
+  // idle clock only).
+  if (!c->parser.message_in_progress()) {
+    c->message_since_ms = 0;
+  } else if (completed || c->message_since_ms == 0) {
+    c->message_since_ms = c->last_rx_ms;
   }
 }
 
@@ -482,6 +494,14 @@ void Gateway::Sweep() {
       case State::kOpen:
         if (now - c->last_rx_ms >= opt_.idle_timeout.count()) {
           CloseWith(c, ws::close_code::kGoingAway, CloseReason::kIdleTimeout, "idle timeout");
+        } else if (c->message_since_ms != 0 &&
+                   now - c->message_since_ms >= opt_.message_timeout.count()) {
+          // Fragments kept alive by pings (or a frame trickled in) would
+          // otherwise hold up to 2 × --max-frame for as long as the client likes.
+          c->input_done = true;
+          CloseWith(c, ws::close_code::kPolicyViolation, CloseReason::kMessageTimeout,
+                    "message timeout");
+          c->close_after_flush = true;
         } else if (c->writable && now - c->last_tx_ms >= opt_.idle_timeout.count()) {
           // The client reads nothing, yet sends (pings, whose single pong
           // never grows the queue to --max-outbound): its kernel buffers,

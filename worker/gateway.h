@@ -4,12 +4,12 @@
 // connection from HTTP request to WebSocket close (Beast parses the request,
 // worker/http_upgrade decides the answer, protocol/websocket frames), the
 // per-socket outbound queues of shared frames flushed once per loop turn
-// (FlushAll), transport limits (frame size, outbound memory, idle, stalled-
-// write and handshake timeouts, max connections), the SIGTERM drain, and the
-// transport counters (bytes, frames, connections, closes, refusals). Does
-// not: decode Phoenix messages or decide anything about channels — a complete
-// WebSocket data message goes up to the Listener (the Shard), which answers
-// through Send / Deliver / Close.
+// (FlushAll), transport limits (frame size, message time, outbound memory,
+// idle, stalled-write and handshake timeouts, max connections), the SIGTERM
+// drain, and the transport counters (bytes, frames, connections, closes,
+// refusals). Does not: decode Phoenix messages or decide anything about
+// channels — a complete WebSocket data message goes up to the Listener (the
+// Shard), which answers through Send / Deliver / Close.
 // Runs on the one loop thread; owns its connections; the loop, the listener
 // and the metrics are the caller's and outlive it.
 #pragma once
@@ -48,6 +48,8 @@ struct GatewayOptions {
   // is closed as a slow consumer.
   std::chrono::milliseconds idle_timeout{60000};
   std::chrono::milliseconds handshake_timeout{10000};
+  // How long a data message (all its fragments) may take to arrive.
+  std::chrono::milliseconds message_timeout{10000};
   // How long a close handshake we started may take before the socket is dropped.
   std::chrono::milliseconds close_timeout{2000};
   std::chrono::milliseconds shutdown_timeout{5000};
@@ -96,8 +98,8 @@ class Gateway {
   // End of a loop turn: writes every socket with queued frames (one
   // sendmsg each, up to 64 frames), settling what the writes closed.
   void FlushAll();
-  // Housekeeping: handshake, idle, stalled-write and close deadlines; queue
-  // gauges.
+  // Housekeeping: handshake, idle, message, stalled-write and close
+  // deadlines; queue gauges.
   void Sweep();
 
   // Stops accepting, closes every socket with 1012 (service restart: clients

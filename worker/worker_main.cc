@@ -51,7 +51,7 @@ std::string RefPrefix(const std::string& shard, uint64_t instance) {
 int main(int argc, char** argv) {
   CLI::App app{"switchboard-worker: a gateway shard (Phoenix Channels v2 over WebSocket)"};
   std::string shard = "0", listen, metrics_listen, secret_file;
-  double idle_s = 60, shutdown_s = 5;
+  double idle_s = 60, shutdown_s = 5, message_s = 10;
   sb::worker::ShardOptions opt;
   rlimit nofile{};
   ::getrlimit(RLIMIT_NOFILE, &nofile);
@@ -65,6 +65,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-frame", opt.gateway.max_frame_bytes, "largest inbound message, bytes")
       ->capture_default_str()
       ->check(CLI::Range(size_t{126}, size_t{1} << 30));
+  app.add_option("--message-timeout", message_s, "seconds a message's fragments may take")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-topics", opt.hub.max_topics_per_socket, "joined topics per socket")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -106,6 +109,7 @@ int main(int argc, char** argv) {
   sb::InitLogging(kProgram);
 
   opt.gateway.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle_s * 1000));
+  opt.gateway.message_timeout = std::chrono::milliseconds(static_cast<int64_t>(message_s * 1000));
   opt.gateway.shutdown_timeout = std::chrono::milliseconds(static_cast<int64_t>(shutdown_s * 1000));
   cl.shard = shard;
   cl.instance = InstanceId();

@@ -25,7 +25,7 @@ namespace {
 
 constexpr std::array<std::string_view, static_cast<size_t>(CloseReason::kCount)> kCloseNames = {
     "client",  "idle_timeout",     "slow_consumer", "protocol_error", "invalid_payload",
-    "too_big", "unsupported_data", "shutdown",      "io_error"};
+    "too_big", "unsupported_data", "shutdown",      "io_error",       "message_timeout"};
 constexpr std::array<std::string_view, static_cast<size_t>(Refusal::kCount)> kRefusalNames = {
     "not_found",    "bad_request", "method_not_allowed", "forbidden",
     "unauthorized", "overloaded",  "draining",           "timeout"};

@@ -481,6 +481,41 @@ describe('hostile clients', () => {
       `the shard's peak memory grew by ${(grown / 1048576).toFixed(1)} MiB during ${pings} pings`);
   });
 
+  it('closes with 1008 a fragmented message kept open by pings past --message-timeout', async (t) => {
+    const s = scopeFor(t);
+    const w = await startWorker(['--message-timeout', '1', '--idle-timeout', '30']);
+    s.add(() => w.stop());
+
+    // Each message on its own clock: two joins, each in two fragments 600 ms
+    // apart (the second starts as the first ends), take 1.2 s in all.
+    const c = await RawClient.connect(w.port);
+    s.add(() => c.destroy());
+    const join = (ref) => Buffer.from(`["${ref}","${ref}","room:frag${ref}","phx_join",{}]`);
+    const a = join('1');
+    const b = join('2');
+    c.write(buildFrame(OP.text, a.slice(0, 10), { fin: false }));
+    await delay(600); // the client's pace is the point: nothing to wait for
+    c.write(Buffer.concat([buildFrame(OP.ping, Buffer.from('x')), buildFrame(OP.cont, a.slice(10)),
+      buildFrame(OP.text, b.slice(0, 10), { fin: false })]));
+    assert.equal((await c.reply('1')).json[4].status, 'ok');
+    await delay(600);
+    c.write(buildFrame(OP.cont, b.slice(10)));
+    assert.equal((await c.reply('2')).json[4].status, 'ok');
+
+    // A message that never ends, kept open by pings every 200 ms.
+    const slow = await RawClient.connect(w.port);
+    s.add(() => slow.destroy());
+    slow.write(buildFrame(OP.text, Buffer.from('["3","3","room:slow",'), { fin: false }));
+    const pinger = setInterval(() => slow.sendFrame(OP.ping, Buffer.from('k')), 200);
+    s.add(() => clearInterval(pinger));
+    const closed = await slow.closeCode({ timeout: 5000 });
+    clearInterval(pinger);
+    assert.deepEqual(closed, { code: 1008, reason: 'message timeout', frame: true });
+    assert.ok(slow.inbox.all.filter((m) => m.type === 'pong').length >= 3, 'pings were answered meanwhile');
+    assert.equal(await metric(w, 'switchboard_worker_closes_total', { reason: 'message_timeout' }), 1);
+    assert.equal((await c.heartbeat())[4].status, 'ok');
+  });
+
   it('gives a joiner its presence_state past --max-outbound (30 metas of 3.9 KiB, 64 KiB) and refuses a 100 KiB meta', async (t) => {
     const s = scopeFor(t);
     const w = await startWorker(['--max-outbound', '65536', '--rate', '0']);
