@@ -93,6 +93,9 @@ inline constexpr std::string_view kWorkerConnections = "switchboard_worker_conne
 // Counter: TCP connections accepted (before the HTTP upgrade).
 inline constexpr std::string_view kWorkerConnectionsAcceptedTotal =
     "switchboard_worker_connections_accepted_total";
+// Gauge: TCP connections the shard holds in any state (HTTP handshake, open
+// WebSocket, closing); --max-connections + 64 at most.
+inline constexpr std::string_view kWorkerSockets = "switchboard_worker_sockets";
 // Counter, label reason: HTTP requests answered without an upgrade.
 // not_found, bad_request, method_not_allowed, forbidden (bad vsn),
 // unauthorized (token), overloaded (max connections), draining, timeout

@@ -125,7 +125,8 @@ Gateway::Conn* Gateway::FindOpen(ConnId id) const {
 // --- Accepting --------------------------------------------------------------
 
 void Gateway::OnAcceptable() {
-  for (int i = 0; i < kMaxAcceptsPerEvent && accepting_; ++i) {
+  const size_t max_sockets = opt_.max_connections + kSocketAllowance;
+  for (int i = 0; i < kMaxAcceptsPerEvent && accepting_ && live_ < max_sockets; ++i) {
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -152,21 +153,33 @@ void Gateway::OnAcceptable() {
     by_fd_[static_cast<size_t>(fd)] = std::move(c);
     ++live_;
   }
+  counters_.sockets.store(static_cast<int64_t>(live_), std::memory_order_relaxed);
+  UpdateAccepting();
 }
 
 // Out of fds: with a level-triggered listening socket the loop would spin on
 // accept errors; step back and retry shortly (connections wait in the backlog).
 void Gateway::PauseAccept() {
-  if (!accepting_) return;
-  loop_->Remove(listen_fd_);
-  accepting_ = false;
+  if (accept_paused_) return;
+  accept_paused_ = true;
+  UpdateAccepting();
   loop_->AddTimer(std::chrono::milliseconds(100), [this] {
-    if (draining_ || accepting_) return;
-    if (loop_->Add(listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, [this](uint32_t) { OnAcceptable(); })
-            .ok()) {
-      accepting_ = true;
-    }
+    accept_paused_ = false;
+    UpdateAccepting();
   });
+}
+
+void Gateway::UpdateAccepting() {
+  const bool want =
+      !draining_ && !accept_paused_ && live_ < opt_.max_connections + kSocketAllowance;
+  if (want == accepting_) return;
+  if (!want) {
+    loop_->Remove(listen_fd_);
+    accepting_ = false;
+  } else if (loop_->Add(listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, [this](uint32_t) { OnAcceptable(); })
+                 .ok()) {
+    accepting_ = true;
+  }
 }
 
 // --- Input ------------------------------------------------------------------
@@ -455,7 +468,9 @@ void Gateway::Destroy(Conn* c) {
     counters_.blocked_sockets.store(static_cast<int64_t>(blocked_), std::memory_order_relaxed);
   }
   --live_;
+  counters_.sockets.store(static_cast<int64_t>(live_), std::memory_order_relaxed);
   graveyard_.push_back(std::move(by_fd_[static_cast<size_t>(c->fd)]));
+  UpdateAccepting();
 }
 
 void Gateway::Settle() {
@@ -529,10 +544,7 @@ void Gateway::Drain(std::function<void()> done) {
   if (draining_) return;
   draining_ = true;
   drained_ = std::move(done);
-  if (accepting_) {
-    loop_->Remove(listen_fd_);
-    accepting_ = false;
-  }
+  UpdateAccepting();
   const int64_t deadline = MonoNowMs() + opt_.shutdown_timeout.count();
   for (auto& slot : by_fd_) {
     Conn* c = slot.get();

@@ -5,8 +5,8 @@
 // worker/http_upgrade decides the answer, protocol/websocket frames), the
 // per-socket outbound queues of shared frames flushed once per loop turn
 // (FlushAll), transport limits (frame size, message time, outbound memory,
-// idle, stalled-write and handshake timeouts, max connections), the SIGTERM
-// drain, and the transport counters (bytes, frames, connections, closes,
+// idle, stalled-write and handshake timeouts, sockets in all states), the
+// SIGTERM drain, and the transport counters (bytes, frames, sockets, closes,
 // refusals). Does not: decode Phoenix messages or decide anything about
 // channels — a complete WebSocket data message goes up to the Listener (the
 // Shard), which answers through Send / Deliver / Close.
@@ -42,6 +42,8 @@ struct GatewayOptions {
   // Owed frames (Send with `owed`: presence states) one socket may have
   // waiting beyond max_outbound_bytes; the shard sets it to --max-topics.
   size_t max_owed_frames = 100;
+  // Open WebSockets; the next upgrade is answered 503. The shard holds at
+  // most max_connections + Gateway::kSocketAllowance sockets in any state.
   size_t max_connections = 10000;
   // Nothing received for this long: closed 1001. Also how long a socket's
   // writes may make no progress while its kernel buffer is full before it
@@ -79,6 +81,13 @@ class Gateway {
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
+  // Sockets beyond max_connections the shard still accepts, so that
+  // upgrades past the limit are answered 503 at once instead of waiting in
+  // the backlog. With max_connections + this many sockets held (handshaking,
+  // open or closing), the shard stops accepting until one goes: the backlog,
+  // or another shard on the same socket, holds the rest.
+  static constexpr size_t kSocketAllowance = 64;
+
   // One message to one open socket. `owed`: the socket is owed it (a
   // joiner's presence state) and it is queued even past max_outbound_bytes,
   // up to max_owed_frames such frames waiting.
@@ -107,6 +116,7 @@ class Gateway {
   // every socket is gone or options.shutdown_timeout has passed.
   void Drain(std::function<void()> done);
 
+  // Sockets held, in any state.
   size_t connections() const { return live_; }
   // Monotonic ns when the input being handled was read (0 outside input).
   int64_t read_time_ns() const { return read_time_ns_; }
@@ -139,7 +149,11 @@ class Gateway {
   void CloseWith(Conn* c, uint16_t code, CloseReason reason, std::string_view text);
   // Closes the fd now; the Conn is freed at the end of the loop turn.
   void Destroy(Conn* c);
+  // Out of fds: stops accepting for 100 ms.
   void PauseAccept();
+  // Watches the listening socket exactly when the shard should accept: not
+  // draining, not paused, and under max_connections + kSocketAllowance.
+  void UpdateAccepting();
 
   Conn* Find(ConnId id) const;
   Conn* FindOpen(ConnId id) const;
@@ -161,7 +175,8 @@ class Gateway {
   size_t websockets_ = 0;
   size_t blocked_ = 0;  // sockets waiting for EPOLLOUT
   OutboundQueue::Limits queue_limits_;
-  bool accepting_ = true;
+  bool accepting_ = true;       // the listening socket is on the loop
+  bool accept_paused_ = false;  // out of fds a moment ago
   bool draining_ = false;
   std::function<void()> drained_;
   bool settling_ = false;

@@ -55,7 +55,10 @@ int main(int argc, char** argv) {
   sb::worker::ShardOptions opt;
   rlimit nofile{};
   ::getrlimit(RLIMIT_NOFILE, &nofile);
-  opt.gateway.max_connections = nofile.rlim_cur > 128 ? nofile.rlim_cur - 64 : 64;
+  // Every socket the shard may hold (the limit and the allowance beyond it
+  // for 503 answers) plus 64 fds for the rest of the process.
+  constexpr rlim_t kReserved = 64 + sb::worker::Gateway::kSocketAllowance;
+  opt.gateway.max_connections = nofile.rlim_cur > 2 * kReserved ? nofile.rlim_cur - kReserved : 64;
   app.add_option("--shard", shard, "shard index (logs, metrics label)");
   app.add_option("--listen", listen, "HOST:PORT to bind when no socket is inherited (port 0: any)");
   app.add_option("--metrics", metrics_listen, "HOST:PORT for Prometheus /metrics (port 0: any)");
@@ -82,7 +85,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--max-connections", opt.gateway.max_connections,
-                 "WebSocket connections; beyond: 503")
+                 "WebSocket connections; beyond: 503 (64 more sockets at most)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--max-presence-meta", opt.hub.max_presence_bytes,

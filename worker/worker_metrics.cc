@@ -50,6 +50,7 @@ class Collector : public prometheus::Collectable {
     Gauge(out, m::kWorkerConnections, "Open WebSocket connections", c.connections);
     Counter(out, m::kWorkerConnectionsAcceptedTotal, "TCP connections accepted",
             c.connections_accepted);
+    Gauge(out, m::kWorkerSockets, "TCP connections held in any state", c.sockets);
     Labelled(out, m::kWorkerUpgradesRefusedTotal, "HTTP requests answered without an upgrade",
              m::kLabelReason, kRefusalNames, c.refusals);
     {

@@ -29,6 +29,7 @@ struct WorkerCounters {
   using A = std::atomic<T>;
   A<uint64_t> connections_accepted{0};
   A<int64_t> connections{0};
+  A<int64_t> sockets{0};  // all states: HTTP, open, closing
   A<uint64_t> frames_received{0}, frames_sent{0}, bytes_received{0}, bytes_sent{0};
   A<uint64_t> broadcasts{0}, deliveries{0};
   A<uint64_t> joins_ok{0}, joins_unauthorized{0}, joins_too_many{0}, joins_invalid_presence{0},

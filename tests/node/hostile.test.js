@@ -7,6 +7,7 @@
 
 const { describe, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
+const net = require('node:net');
 const { startWorker, it, httpRequest, metric, waitForMetric } = require('./lib/worker');
 const { RawClient, buildFrame, OP } = require('./lib/raw');
 const { connect, join, push, record, next } = require('./lib/phoenix');
@@ -514,6 +515,36 @@ describe('hostile clients', () => {
     assert.ok(slow.inbox.all.filter((m) => m.type === 'pong').length >= 3, 'pings were answered meanwhile');
     assert.equal(await metric(w, 'switchboard_worker_closes_total', { reason: 'message_timeout' }), 1);
     assert.equal((await c.heartbeat())[4].status, 'ok');
+  });
+
+  it('holds at most --max-connections + 64 sockets: connections that never send a request wait in the backlog', async (t) => {
+    const s = scopeFor(t);
+    const w = await startWorker(['--max-connections', '2']);
+    s.add(() => w.stop());
+    const probe = await RawClient.connect(w.port);
+    s.add(() => probe.destroy());
+    const idle = [];
+    s.add(() => idle.forEach((sock) => sock.destroy()));
+    await Promise.all(Array.from({ length: 200 }, () => new Promise((resolve, reject) => {
+      const sock = net.connect({ host: '127.0.0.1', port: w.port }, resolve);
+      sock.on('error', reject);
+      idle.push(sock);
+    })));
+    const cap = 2 + 64;
+    await waitForMetric(w, 'switchboard_worker_connections_accepted_total', {}, (v) => v >= cap);
+    // Round trips through the shard's loop: a shard still accepting would
+    // have taken all 200 (64 per turn) by now.
+    for (let i = 0; i < 3; i++) assert.equal((await probe.heartbeat())[4].status, 'ok');
+    assert.equal(await metric(w, 'switchboard_worker_connections_accepted_total'), cap);
+    assert.equal(await metric(w, 'switchboard_worker_sockets'), cap);
+
+    // A newcomer waits in the backlog behind them and gets in once they go.
+    const late = RawClient.connect(w.port, { timeout: 15000 });
+    for (const sock of idle) sock.destroy();
+    const c = await late;
+    s.add(() => c.destroy());
+    assert.equal((await c.heartbeat())[4].status, 'ok');
+    await waitForMetric(w, 'switchboard_worker_sockets', {}, (v) => v === 2);
   });
 
   it('gives a joiner its presence_state past --max-outbound (30 metas of 3.9 KiB, 64 KiB) and refuses a 100 KiB meta', async (t) => {
