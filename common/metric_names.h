@@ -90,7 +90,8 @@ inline constexpr std::string_view kEventLoopLagSeconds = "switchboard_event_loop
 inline constexpr std::string_view kLabelShard = "shard";
 // Gauge: open WebSocket connections (upgraded, not yet closed).
 inline constexpr std::string_view kWorkerConnections = "switchboard_worker_connections";
-// Counter: TCP connections accepted (before the HTTP upgrade).
+// Counter: TCP connections accepted (before the HTTP upgrade), those closed
+// at once for their address's limit included.
 inline constexpr std::string_view kWorkerConnectionsAcceptedTotal =
     "switchboard_worker_connections_accepted_total";
 // Gauge: TCP connections the shard holds in any state (HTTP handshake, open
@@ -99,7 +100,9 @@ inline constexpr std::string_view kWorkerSockets = "switchboard_worker_sockets";
 // Counter, label reason: HTTP requests answered without an upgrade.
 // not_found, bad_request, method_not_allowed, forbidden (bad vsn),
 // unauthorized (token), overloaded (max connections), draining, timeout
-// (no complete request within the handshake timeout). /healthz is not counted.
+// (no complete request within the handshake timeout), address_limit (closed
+// at accept: the address holds --max-connections-per-ip sockets; no HTTP
+// answer). /healthz is not counted.
 inline constexpr std::string_view kWorkerUpgradesRefusedTotal =
     "switchboard_worker_upgrades_refused_total";
 // Counter, label result: phx_join requests and their outcome: ok, or refused

@@ -67,8 +67,9 @@ struct Gateway::Conn {
   int64_t last_rx_ms = 0;
   // While writable: when the kernel last took bytes (or the buffer filled).
   int64_t last_tx_ms = 0;
-  int64_t message_since_ms = 0;  // when the data message being received began; 0: none
-  int64_t deadline_ms = 0;       // kHttp: handshake; kClosing: close handshake
+  int64_t message_since_ms = 0;               // when the data message being received began; 0: none
+  int64_t deadline_ms = 0;                    // kHttp: handshake; kClosing: close handshake
+  std::optional<AddressCounts::Key> address;  // counted in per_address_
   std::unique_ptr<HttpState> http;
   ws::MessageParser parser;
   OutboundQueue out;
@@ -82,6 +83,7 @@ Gateway::Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, Listene
       listener_(listener),
       metrics_(metrics),
       counters_(metrics->counters()),
+      per_address_(opt_.max_connections_per_address),
       queue_limits_{.max_charge = opt_.max_outbound_bytes, .max_owed = opt_.max_owed_frames},
       read_buf_(new char[kReadBufferSize]) {}
 
@@ -127,7 +129,10 @@ Gateway::Conn* Gateway::FindOpen(ConnId id) const {
 void Gateway::OnAcceptable() {
   const size_t max_sockets = opt_.max_connections + kSocketAllowance;
   for (int i = 0; i < kMaxAcceptsPerEvent && accepting_ && live_ < max_sockets; ++i) {
-    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sockaddr_storage peer{};
+    socklen_t peer_len = sizeof peer;
+    int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
@@ -137,6 +142,18 @@ void Gateway::OnAcceptable() {
       break;  // EAGAIN: another shard took it, or the backlog is empty
     }
     counters_.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+    // Over its address's limit: closed before anything is read or kept.
+    // The client is most likely the one holding the other sockets, and an
+    // HTTP answer would cost a socket slot and a parser until it sent a
+    // request; phoenix.js cannot see an upgrade's status anyway and retries
+    // with backoff either way.
+    std::optional<AddressCounts::Key> address =
+        AddressCounts::KeyOf(reinterpret_cast<const sockaddr*>(&peer), peer_len);
+    if (address && !per_address_.Add(*address)) {
+      metrics_->AddRefusal(Refusal::kAddressLimit);
+      ::close(fd);
+      continue;
+    }
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (static_cast<size_t>(fd) >= by_fd_.size()) by_fd_.resize(static_cast<size_t>(fd) + 1);
@@ -147,9 +164,11 @@ void Gateway::OnAcceptable() {
     c->deadline_ms = now + opt_.handshake_timeout.count();
     c->http = std::make_unique<HttpState>();
     if (Status s = loop_->Add(fd, EPOLLIN, [this, id](uint32_t ev) { OnEvent(id, ev); }); !s.ok()) {
+      if (address) per_address_.Remove(*address);
       ::close(fd);
       continue;
     }
+    c->address = address;
     by_fd_[static_cast<size_t>(fd)] = std::move(c);
     ++live_;
   }
@@ -467,6 +486,7 @@ void Gateway::Destroy(Conn* c) {
     --blocked_;
     counters_.blocked_sockets.store(static_cast<int64_t>(blocked_), std::memory_order_relaxed);
   }
+  if (c->address) per_address_.Remove(*c->address);
   --live_;
   counters_.sockets.store(static_cast<int64_t>(live_), std::memory_order_relaxed);
   graveyard_.push_back(std::move(by_fd_[static_cast<size_t>(c->fd)]));

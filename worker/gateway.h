@@ -5,11 +5,11 @@
 // worker/http_upgrade decides the answer, protocol/websocket frames), the
 // per-socket outbound queues of shared frames flushed once per loop turn
 // (FlushAll), transport limits (frame size, message time, outbound memory,
-// idle, stalled-write and handshake timeouts, sockets in all states), the
-// SIGTERM drain, and the transport counters (bytes, frames, sockets, closes,
-// refusals). Does not: decode Phoenix messages or decide anything about
-// channels — a complete WebSocket data message goes up to the Listener (the
-// Shard), which answers through Send / Deliver / Close.
+// idle, stalled-write and handshake timeouts, sockets in all states and per
+// address), the SIGTERM drain, and the transport counters (bytes, frames,
+// sockets, closes, refusals). Does not: decode Phoenix messages or decide
+// anything about channels — a complete WebSocket data message goes up to the
+// Listener (the Shard), which answers through Send / Deliver / Close.
 // Runs on the one loop thread; owns its connections; the loop, the listener
 // and the metrics are the caller's and outlive it.
 #pragma once
@@ -26,6 +26,7 @@
 
 #include "common/event_loop.h"
 #include "common/status.h"
+#include "worker/address_counts.h"
 #include "worker/frame_ref.h"
 #include "worker/hub.h"
 #include "worker/outbound_queue.h"
@@ -45,6 +46,8 @@ struct GatewayOptions {
   // Open WebSockets; the next upgrade is answered 503. The shard holds at
   // most max_connections + Gateway::kSocketAllowance sockets in any state.
   size_t max_connections = 10000;
+  // Sockets one remote address may hold in any state; 0: unlimited.
+  size_t max_connections_per_address = 0;
   // Nothing received for this long: closed 1001. Also how long a socket's
   // writes may make no progress while its kernel buffer is full before it
   // is closed as a slow consumer.
@@ -174,6 +177,7 @@ class Gateway {
   size_t live_ = 0;  // Conn objects with an open fd (all states)
   size_t websockets_ = 0;
   size_t blocked_ = 0;  // sockets waiting for EPOLLOUT
+  AddressCounts per_address_;
   OutboundQueue::Limits queue_limits_;
   bool accepting_ = true;       // the listening socket is on the loop
   bool accept_paused_ = false;  // out of fds a moment ago

@@ -37,6 +37,7 @@ enum class Refusal : uint8_t {
   kOverloaded,
   kDraining,
   kTimeout,
+  kAddressLimit,  // closed at accept: its address holds --max-connections-per-ip sockets
   kCount
 };
 

@@ -88,6 +88,9 @@ int main(int argc, char** argv) {
                  "WebSocket connections; beyond: 503 (64 more sockets at most)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--max-connections-per-ip", opt.gateway.max_connections_per_address,
+                 "sockets per client address (0: unlimited)")
+      ->capture_default_str();
   app.add_option("--max-presence-meta", opt.hub.max_presence_bytes,
                  "bytes of a join's presence key and meta")
       ->capture_default_str()

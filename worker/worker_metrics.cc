@@ -27,8 +27,8 @@ constexpr std::array<std::string_view, static_cast<size_t>(CloseReason::kCount)>
     "client",  "idle_timeout",     "slow_consumer", "protocol_error", "invalid_payload",
     "too_big", "unsupported_data", "shutdown",      "io_error",       "message_timeout"};
 constexpr std::array<std::string_view, static_cast<size_t>(Refusal::kCount)> kRefusalNames = {
-    "not_found",    "bad_request", "method_not_allowed", "forbidden",
-    "unauthorized", "overloaded",  "draining",           "timeout"};
+    "not_found", "bad_request", "method_not_allowed", "forbidden", "unauthorized", "overloaded",
+    "draining",  "timeout",     "address_limit"};
 constexpr std::array<std::string_view, static_cast<size_t>(Rejection::kCount)> kRejectionNames = {
     "rate_limited", "unmatched_topic", "reserved_event", "stale_join_ref"};
 

@@ -547,6 +547,41 @@ describe('hostile clients', () => {
     await waitForMetric(w, 'switchboard_worker_sockets', {}, (v) => v === 2);
   });
 
+  it('closes at accept a socket past --max-connections-per-ip from one address, not from another', async (t) => {
+    const s = scopeFor(t);
+    const w = await startWorker(['--max-connections-per-ip', '2']);
+    s.add(() => w.stop());
+    const from = async (localAddress) => {
+      const c = await RawClient.connect(w.port, { localAddress });
+      s.add(() => c.destroy());
+      return c;
+    };
+    const refused = () => metric(w, 'switchboard_worker_upgrades_refused_total', { reason: 'address_limit' });
+    const a1 = await from('127.0.0.2');
+    await from('127.0.0.2');
+    await assert.rejects(from('127.0.0.2'), (e) => e.status === undefined, 'no HTTP answer, no upgrade');
+    await from('127.0.0.3');
+    const b2 = await from('127.0.0.3');
+    assert.equal(await refused(), 1);
+
+    // Counted from accept: two sockets that never send a request fill
+    // 127.0.0.4's share.
+    await Promise.all([0, 1].map(() => new Promise((resolve, reject) => {
+      const sock = net.connect({ host: '127.0.0.1', port: w.port, localAddress: '127.0.0.4' }, resolve);
+      sock.on('error', reject);
+      s.add(() => sock.destroy());
+    })));
+    await waitForMetric(w, 'switchboard_worker_sockets', {}, (v) => v === 6);
+    await assert.rejects(from('127.0.0.4'), (e) => e.status === undefined);
+    assert.equal(await refused(), 2);
+
+    // A socket that goes frees its address's slot.
+    await a1.close();
+    assert.equal((await (await from('127.0.0.2')).heartbeat())[4].status, 'ok');
+    assert.equal((await b2.heartbeat())[4].status, 'ok');
+    assert.equal(await refused(), 2);
+  });
+
   it('gives a joiner its presence_state past --max-outbound (30 metas of 3.9 KiB, 64 KiB) and refuses a 100 KiB meta', async (t) => {
     const s = scopeFor(t);
     const w = await startWorker(['--max-outbound', '65536', '--rate', '0']);
