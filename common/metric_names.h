@@ -97,14 +97,19 @@ inline constexpr std::string_view kEventsWriteFailuresTotal =
 inline constexpr std::string_view kLabelShard = "shard";
 // Gauge: open WebSocket connections (upgraded, not yet closed).
 inline constexpr std::string_view kWorkerConnections = "switchboard_worker_connections";
-// Counter: TCP connections accepted (before the HTTP upgrade).
+// Counter: TCP connections accepted (before the HTTP upgrade), those closed
+// at once for their address's limit included.
 inline constexpr std::string_view kWorkerConnectionsAcceptedTotal =
     "switchboard_worker_connections_accepted_total";
+// Gauge: TCP connections the shard holds in any state (HTTP handshake, open
+// WebSocket, closing); --max-connections + 64 at most.
+inline constexpr std::string_view kWorkerSockets = "switchboard_worker_sockets";
 // Counter, label reason: HTTP requests answered without an upgrade.
 // not_found, bad_request, method_not_allowed, forbidden (bad vsn),
 // forbidden_origin (Origin check), unauthorized (token), overloaded (max
 // connections), draining, timeout (no complete request within the handshake
-// timeout). /healthz is not counted.
+// timeout), address_limit (closed at accept: the address holds
+// --max-connections-per-ip sockets; no HTTP answer). /healthz is not counted.
 inline constexpr std::string_view kWorkerUpgradesRefusedTotal =
     "switchboard_worker_upgrades_refused_total";
 // Counter, label reason: the unauthorized refusals above, by the token check
@@ -114,7 +119,8 @@ inline constexpr std::string_view kWorkerUpgradesRefusedTotal =
 inline constexpr std::string_view kWorkerTokenRefusalsTotal =
     "switchboard_worker_token_refusals_total";
 // Counter, label result: phx_join requests and their outcome: ok, or refused
-// as unauthorized, too_many_topics, invalid_topic, invalid_presence, rate_limited.
+// as unauthorized, too_many_topics, invalid_topic, invalid_presence, rate_limited,
+// presence_too_large (over --max-presence-meta).
 inline constexpr std::string_view kWorkerJoinsTotal = "switchboard_worker_joins_total";
 inline constexpr std::string_view kLabelResult = "result";
 // Counters: WebSocket messages (data and control) and bytes, both ways.
@@ -136,12 +142,20 @@ inline constexpr std::string_view kWorkerClosesTotal = "switchboard_worker_close
 // the socket (rate_limited, unmatched_topic, reserved_event, stale_join_ref).
 inline constexpr std::string_view kWorkerRejectedMessagesTotal =
     "switchboard_worker_rejected_messages_total";
-// Gauges, bytes: the client outbound queues (bytes waiting for the kernel to
-// take them): their sum over all sockets, and the largest one (sampled every
+// Gauges, bytes: the client outbound queues (frames waiting for the kernel to
+// take them, each with its per-frame overhead, and the queues' slots: the
+// memory --max-outbound bounds, presence states owed to joiners included):
+// their sum over all sockets, and the largest one (sampled every
 // housekeeping tick, 250 ms). A slow consumer shows in the second.
 inline constexpr std::string_view kWorkerClientQueueBytes = "switchboard_worker_client_queue_bytes";
 inline constexpr std::string_view kWorkerClientQueueMaxBytes =
     "switchboard_worker_client_queue_max_bytes";
+// Gauge: client sockets whose kernel send buffer is full, so that their
+// frames wait in the shard's queue (current, not sampled). A client that
+// reads shows here for a moment; one that stays is a slow consumer
+// forming, closed at --max-outbound or after --idle-timeout without
+// progress.
+inline constexpr std::string_view kWorkerBlockedSockets = "switchboard_worker_blocked_sockets";
 // Histogram, seconds: from reading a client's message to handing its
 // broadcast frame to the kernel (or to the queue of a socket whose kernel
 // buffer is full) for every local recipient: the shard's share of

@@ -104,6 +104,10 @@ size_t MessageParser::ReadHeader(const char* p, size_t avail, FrameHeader* h) {
   return n;
 }
 
+bool MessageParser::message_in_progress() const {
+  return in_message_ || (!tail_.empty() && !IsControl(static_cast<uint8_t>(tail_[0]) & 0x0F));
+}
+
 size_t MessageParser::HeapBytes(const std::string& s) {
   return s.capacity() > std::string().capacity() ? s.capacity() : 0;
 }

@@ -81,7 +81,16 @@ class MessageParser {
 
   // Heap bytes held between calls (the tail and unfinished fragments). A
   // string's inline (small-string) buffer is not heap and counts as 0.
+  // Never more than 2 × (max_message_bytes + 14): the unfinished fragments
+  // are under the limit, the tail is one frame that fits in what is left of
+  // it (plus a header of at most 14 bytes), and a string's capacity is
+  // under twice its size (it doubles as it grows).
   size_t buffered() const { return HeapBytes(tail_) + HeapBytes(message_); }
+  // True while a data message has begun and is not complete: fragments
+  // without the final one, or part of a data frame. (A control frame cut
+  // between two reads is not a message.) The gateway bounds how long this
+  // may last.
+  bool message_in_progress() const;
 
  private:
   struct FrameHeader;

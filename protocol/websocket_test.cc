@@ -470,6 +470,64 @@ TEST(WebsocketParser, SmallFragmentedMessageLeavesNoHeapEither) {
   EXPECT_EQ(p.buffered(), 0u);
 }
 
+TEST(WebsocketParser, MessageInProgressFromTheFirstByteOfADataFrameToTheLastFragment) {
+  MessageParser p(Role::kServer, kMax);
+  std::vector<Ev> got;
+  EXPECT_FALSE(p.message_in_progress());
+  const std::string whole = Masked(Opcode::kText, "hello");
+  ASSERT_EQ(FeedCopy(p, whole.substr(0, 1), &got), 0);
+  EXPECT_TRUE(p.message_in_progress()) << "part of a header";
+  ASSERT_EQ(FeedCopy(p, whole.substr(1, 8), &got), 0);
+  EXPECT_TRUE(p.message_in_progress()) << "part of a payload";
+  ASSERT_EQ(FeedCopy(p, whole.substr(9), &got), 0);
+  EXPECT_FALSE(p.message_in_progress());
+
+  ASSERT_EQ(FeedCopy(p, Masked(Opcode::kText, "a", false), &got), 0);
+  EXPECT_TRUE(p.message_in_progress()) << "a fragment without the final one";
+  ASSERT_EQ(FeedCopy(p, Masked(Opcode::kPing, "p"), &got), 0);
+  EXPECT_TRUE(p.message_in_progress()) << "a ping between fragments changes nothing";
+  ASSERT_EQ(FeedCopy(p, Masked(Opcode::kContinuation, "b"), &got), 0);
+  EXPECT_FALSE(p.message_in_progress());
+
+  const std::string ping = Masked(Opcode::kPing, "abc");
+  ASSERT_EQ(FeedCopy(p, ping.substr(0, 3), &got), 0);
+  EXPECT_FALSE(p.message_in_progress()) << "part of a control frame is not a message";
+  ASSERT_EQ(FeedCopy(p, ping.substr(3), &got), 0);
+  EXPECT_EQ(got, (std::vector<Ev>{Text("hello"), Ping("p"), Text("ab"), Ping("abc")}));
+}
+
+// What a peer can make the parser hold between reads, whatever it sends
+// and however its bytes are cut: under 2 × (limit + 14).
+TEST(WebsocketParser, BufferedStaysWithinTwiceTheLimit) {
+  constexpr size_t kLimit = 100000;
+  const size_t bound = 2 * (kLimit + 14);
+  for (size_t first : {size_t{1}, size_t{1000}, size_t{49999}, kLimit - 1}) {
+    for (size_t cut : {size_t{7}, size_t{4096}, size_t{65536}}) {
+      SCOPED_TRACE(testing::Message() << "first fragment " << first << ", reads of " << cut);
+      MessageParser p(Role::kServer, kLimit);
+      std::string stream = Masked(Opcode::kBinary, std::string(first, 'a'), false);
+      // Fragments up to the limit, with pings between them, then the end.
+      size_t sent = first;
+      for (size_t n = 1; sent + n < kLimit; n *= 3) {
+        stream += Masked(Opcode::kPing, "k");
+        stream += Masked(Opcode::kContinuation, std::string(n, 'b'), false);
+        sent += n;
+      }
+      stream += Masked(Opcode::kContinuation, std::string(kLimit - sent, 'c'));
+      std::vector<Ev> got;
+      size_t peak = 0;
+      for (size_t at = 0; at < stream.size(); at += cut) {
+        ASSERT_EQ(FeedCopy(p, std::string_view(stream).substr(at, cut), &got), 0);
+        peak = std::max(peak, p.buffered());
+      }
+      EXPECT_LE(peak, bound);
+      ASSERT_FALSE(got.empty());
+      EXPECT_EQ(got.back().payload.size(), kLimit);
+      EXPECT_EQ(p.buffered(), 0u);
+    }
+  }
+}
+
 // --- UTF-8 -------------------------------------------------------------------
 
 TEST(WebsocketUtf8, WellFormed) {

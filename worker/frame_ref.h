@@ -20,6 +20,9 @@ namespace sb::worker {
 
 class FrameRef {
  public:
+  // Bytes before the frame in its heap block: the reference count and size.
+  static constexpr size_t kHeaderBytes = 16;
+
   FrameRef() = default;
   // A block of `size` bytes to be filled through mutable_data().
   static FrameRef Allocate(size_t size) {
@@ -58,6 +61,7 @@ class FrameRef {
     uint64_t refs;
     size_t size;
   };
+  static_assert(sizeof(Block) == kHeaderBytes);
   Block* block_ = nullptr;
 };
 

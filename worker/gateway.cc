@@ -59,18 +59,20 @@ struct Gateway::Conn {
   ConnId id;
   int fd;
   State state = State::kHttp;
-  bool writable = false;           // EPOLLOUT registered
+  bool writable = false;           // EPOLLOUT registered: the kernel buffer was full
   bool dirty = false;              // in dirty_
   bool close_after_flush = false;  // drop the connection once the queue is written
   bool input_done = false;         // stop parsing input (after a parse error or a refusal)
   bool dead = false;
   int64_t last_rx_ms = 0;
-  int64_t deadline_ms = 0;  // kHttp: handshake; kClosing: close handshake
+  // While writable: when the kernel last took bytes (or the buffer filled).
+  int64_t last_tx_ms = 0;
+  int64_t message_since_ms = 0;               // when the data message being received began; 0: none
+  int64_t deadline_ms = 0;                    // kHttp: handshake; kClosing: close handshake
+  std::optional<AddressCounts::Key> address;  // counted in per_address_
   std::unique_ptr<HttpState> http;
   ws::MessageParser parser;
-  std::vector<FrameRef> out;
-  size_t out_offset = 0;  // bytes of out.front() already written
-  size_t out_bytes = 0;
+  OutboundQueue out;
 };
 
 Gateway::Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, Listener* listener,
@@ -81,6 +83,8 @@ Gateway::Gateway(EventLoop* loop, int listen_fd, GatewayOptions options, Listene
       listener_(listener),
       metrics_(metrics),
       counters_(metrics->counters()),
+      per_address_(opt_.max_connections_per_address),
+      queue_limits_{.max_charge = opt_.max_outbound_bytes, .max_owed = opt_.max_owed_frames},
       read_buf_(new char[kReadBufferSize]) {}
 
 Gateway::~Gateway() {
@@ -123,8 +127,12 @@ Gateway::Conn* Gateway::FindOpen(ConnId id) const {
 // --- Accepting --------------------------------------------------------------
 
 void Gateway::OnAcceptable() {
-  for (int i = 0; i < kMaxAcceptsPerEvent && accepting_; ++i) {
-    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  const size_t max_sockets = opt_.max_connections + kSocketAllowance;
+  for (int i = 0; i < kMaxAcceptsPerEvent && accepting_ && live_ < max_sockets; ++i) {
+    sockaddr_storage peer{};
+    socklen_t peer_len = sizeof peer;
+    int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
@@ -134,6 +142,18 @@ void Gateway::OnAcceptable() {
       break;  // EAGAIN: another shard took it, or the backlog is empty
     }
     counters_.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+    // Over its address's limit: closed before anything is read or kept.
+    // The client is most likely the one holding the other sockets, and an
+    // HTTP answer would cost a socket slot and a parser until it sent a
+    // request; phoenix.js cannot see an upgrade's status anyway and retries
+    // with backoff either way.
+    std::optional<AddressCounts::Key> address =
+        AddressCounts::KeyOf(reinterpret_cast<const sockaddr*>(&peer), peer_len);
+    if (address && !per_address_.Add(*address)) {
+      metrics_->AddRefusal(Refusal::kAddressLimit);
+      ::close(fd);
+      continue;
+    }
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (static_cast<size_t>(fd) >= by_fd_.size()) by_fd_.resize(static_cast<size_t>(fd) + 1);
@@ -144,27 +164,41 @@ void Gateway::OnAcceptable() {
     c->deadline_ms = now + opt_.handshake_timeout.count();
     c->http = std::make_unique<HttpState>();
     if (Status s = loop_->Add(fd, EPOLLIN, [this, id](uint32_t ev) { OnEvent(id, ev); }); !s.ok()) {
+      if (address) per_address_.Remove(*address);
       ::close(fd);
       continue;
     }
+    c->address = address;
     by_fd_[static_cast<size_t>(fd)] = std::move(c);
     ++live_;
   }
+  counters_.sockets.store(static_cast<int64_t>(live_), std::memory_order_relaxed);
+  UpdateAccepting();
 }
 
 // Out of fds: with a level-triggered listening socket the loop would spin on
 // accept errors; step back and retry shortly (connections wait in the backlog).
 void Gateway::PauseAccept() {
-  if (!accepting_) return;
-  loop_->Remove(listen_fd_);
-  accepting_ = false;
+  if (accept_paused_) return;
+  accept_paused_ = true;
+  UpdateAccepting();
   loop_->AddTimer(std::chrono::milliseconds(100), [this] {
-    if (draining_ || accepting_) return;
-    if (loop_->Add(listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, [this](uint32_t) { OnAcceptable(); })
-            .ok()) {
-      accepting_ = true;
-    }
+    accept_paused_ = false;
+    UpdateAccepting();
   });
+}
+
+void Gateway::UpdateAccepting() {
+  const bool want =
+      !draining_ && !accept_paused_ && live_ < opt_.max_connections + kSocketAllowance;
+  if (want == accepting_) return;
+  if (!want) {
+    loop_->Remove(listen_fd_);
+    accepting_ = false;
+  } else if (loop_->Add(listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, [this](uint32_t) { OnAcceptable(); })
+                 .ok()) {
+    accepting_ = true;
+  }
 }
 
 // --- Input ------------------------------------------------------------------
@@ -230,7 +264,7 @@ void Gateway::OnHttpBytes(Conn* c, const char* data, size_t n) {
   }
   std::string leftover = std::move(h.buf);
   c->http.reset();
-  Enqueue(c, FrameRef::Copy(d.response), /*force=*/true);
+  Enqueue(c, FrameRef::Copy(d.response), OutboundQueue::Kind::kForced);
   if (!d.upgrade) {
     if (d.refusal) {
       metrics_->AddRefusal(*d.refusal);
@@ -251,18 +285,22 @@ void Gateway::OnHttpBytes(Conn* c, const char* data, size_t n) {
 }
 
 void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
-  uint16_t err = c->parser.Feed(data, n, [this, c](const ws::Event& ev) {
+  bool completed = false;  // a data message ended in these bytes
+  uint16_t err = c->parser.Feed(data, n, [this, c, &completed](const ws::Event& ev) {
     if (c->dead) return;
     counters_.frames_received.fetch_add(1, std::memory_order_relaxed);
     switch (ev.kind) {
       case ws::Event::Kind::kText:
       case ws::Event::Kind::kBinary:
+        completed = true;
         if (c->state == State::kOpen) {
           listener_->OnMessage(c->id, ev.kind == ws::Event::Kind::kBinary, ev.payload);
         }
         break;
       case ws::Event::Kind::kPing:
-        if (c->state == State::kOpen) Enqueue(c, MakeFrame(ws::Opcode::kPong, ev.payload));
+        if (c->state == State::kOpen) {
+          Enqueue(c, MakeFrame(ws::Opcode::kPong, ev.payload), OutboundQueue::Kind::kPong);
+        }
         break;
       case ws::Event::Kind::kPong:
         break;
@@ -274,7 +312,7 @@ void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
           Enqueue(c,
                   ev.close_code == ws::close_code::kNoStatus ? MakeFrame(ws::Opcode::kClose, {})
                                                              : MakeClose(ev.close_code, {}),
-                  /*force=*/true);
+                  OutboundQueue::Kind::kForced);
           c->close_after_flush = true;
           c->input_done = true;
           c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
@@ -292,14 +330,24 @@ void Gateway::OnWsBytes(Conn* c, char* data, size_t n) {
     } else {
       Destroy(c);
     }
+    return;
+  }
+  // The message clock starts with a message's first bytes and stops when
+  // it completes; pings between fragments do not reset it (they reset the
+  // idle clock only).
+  if (!c->parser.message_in_progress()) {
+    c->message_since_ms = 0;
+  } else if (completed || c->message_since_ms == 0) {
+    c->message_since_ms = c->last_rx_ms;
   }
 }
 
 // --- Output -----------------------------------------------------------------
 
-void Gateway::Send(ConnId conn, bool binary, std::string_view message) {
+void Gateway::Send(ConnId conn, bool binary, std::string_view message, bool owed) {
   if (Conn* c = FindOpen(conn)) {
-    Enqueue(c, MakeFrame(binary ? ws::Opcode::kBinary : ws::Opcode::kText, message));
+    Enqueue(c, MakeFrame(binary ? ws::Opcode::kBinary : ws::Opcode::kText, message),
+            owed ? OutboundQueue::Kind::kOwed : OutboundQueue::Kind::kData);
   }
 }
 
@@ -325,14 +373,11 @@ void Gateway::Close(ConnId conn, uint16_t code, CloseReason reason, std::string_
   }
 }
 
-bool Gateway::Enqueue(Conn* c, const FrameRef& frame, bool force) {
-  if (!force && c->out_bytes + frame.size() > opt_.max_outbound_bytes) {
+bool Gateway::Enqueue(Conn* c, FrameRef frame, OutboundQueue::Kind kind) {
+  if (!c->out.Push(std::move(frame), kind, queue_limits_)) {
     SlowConsumer(c);
     return false;
   }
-  c->out.push_back(frame);
-  c->out_bytes += frame.size();
-  queued_bytes_ += static_cast<int64_t>(frame.size());
   MarkDirty(c);
   return true;
 }
@@ -348,12 +393,7 @@ void Gateway::MarkDirty(Conn* c) {
 // any) and give it close_timeout to take it; it never gets more memory.
 void Gateway::SlowConsumer(Conn* c) {
   if (c->state != State::kOpen) return;
-  size_t keep = c->out_offset > 0 ? 1 : 0;
-  for (size_t i = keep; i < c->out.size(); ++i) {
-    c->out_bytes -= c->out[i].size() - (i == 0 ? c->out_offset : 0);
-    queued_bytes_ -= static_cast<int64_t>(c->out[i].size() - (i == 0 ? c->out_offset : 0));
-  }
-  c->out.resize(keep);
+  c->out.DropUnstarted();
   spdlog::debug("conn {}: slow consumer, closing", c->fd);
   CloseWith(c, ws::close_code::kPolicyViolation, CloseReason::kSlowConsumer, "slow consumer");
   c->close_after_flush = true;
@@ -361,21 +401,18 @@ void Gateway::SlowConsumer(Conn* c) {
 
 void Gateway::SetWritable(Conn* c, bool want) {
   if (c->writable == want) return;
-  if (loop_->Modify(c->fd, want ? (EPOLLIN | EPOLLOUT) : EPOLLIN).ok()) c->writable = want;
+  if (!loop_->Modify(c->fd, want ? (EPOLLIN | EPOLLOUT) : EPOLLIN).ok()) return;
+  c->writable = want;
+  blocked_ = want ? blocked_ + 1 : blocked_ - 1;
+  counters_.blocked_sockets.store(static_cast<int64_t>(blocked_), std::memory_order_relaxed);
 }
 
 void Gateway::Flush(Conn* c) {
   iovec iov[kMaxIov];
   uint64_t frames = 0, bytes = 0;
   while (!c->out.empty()) {
-    size_t count = 0, total = 0;
-    for (size_t i = 0; i < c->out.size() && count < kMaxIov; ++i) {
-      size_t off = i == 0 ? c->out_offset : 0;
-      iov[count].iov_base = const_cast<char*>(c->out[i].data() + off);
-      iov[count].iov_len = c->out[i].size() - off;
-      total += iov[count].iov_len;
-      ++count;
-    }
+    size_t total = 0;
+    const size_t count = c->out.Gather(iov, kMaxIov, &total);
     msghdr mh{};
     mh.msg_iov = iov;
     mh.msg_iovlen = count;
@@ -388,34 +425,19 @@ void Gateway::Flush(Conn* c) {
       break;
     }
     bytes += static_cast<uint64_t>(w);
-    c->out_bytes -= static_cast<size_t>(w);
-    queued_bytes_ -= w;
-    size_t left = static_cast<size_t>(w), done = 0, off = c->out_offset;
-    while (done < c->out.size()) {
-      size_t rem = c->out[done].size() - off;
-      if (left < rem) {
-        off += left;
-        break;
-      }
-      left -= rem;
-      off = 0;
-      ++done;
-    }
-    c->out.erase(c->out.begin(), c->out.begin() + static_cast<ptrdiff_t>(done));
-    c->out_offset = off;
-    frames += done;
+    frames += c->out.Consume(static_cast<size_t>(w));
     if (static_cast<size_t>(w) < total) break;  // the kernel buffer is full
   }
   counters_.bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
   counters_.frames_sent.fetch_add(frames, std::memory_order_relaxed);
   if (c->dead) return;
   if (!c->out.empty()) {
+    // The stalled-write clock: from when the buffer filled, restarted
+    // whenever the kernel takes more.
+    if (bytes > 0 || !c->writable) c->last_tx_ms = MonoNowMs();
     SetWritable(c, true);
     return;
   }
-  c->out_offset = 0;
-  // An idle socket keeps no queue memory (a fan-out burst may have grown it).
-  if (c->out.capacity() > 8) std::vector<FrameRef>().swap(c->out);
   SetWritable(c, false);
   if (c->close_after_flush) Destroy(c);
 }
@@ -451,7 +473,7 @@ void Gateway::EndOpen(Conn* c, CloseReason reason) {
 void Gateway::CloseWith(Conn* c, uint16_t code, CloseReason reason, std::string_view text) {
   if (c->state != State::kOpen) return;
   EndOpen(c, reason);
-  Enqueue(c, MakeClose(code, text), /*force=*/true);
+  Enqueue(c, MakeClose(code, text), OutboundQueue::Kind::kForced);
   c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
 }
 
@@ -461,11 +483,16 @@ void Gateway::Destroy(Conn* c) {
   loop_->Remove(c->fd);
   ::close(c->fd);
   c->dead = true;
-  queued_bytes_ -= static_cast<int64_t>(c->out_bytes);
-  c->out.clear();
-  c->out_bytes = 0;
+  c->out.Clear();
+  if (c->writable) {
+    --blocked_;
+    counters_.blocked_sockets.store(static_cast<int64_t>(blocked_), std::memory_order_relaxed);
+  }
+  if (c->address) per_address_.Remove(*c->address);
   --live_;
+  counters_.sockets.store(static_cast<int64_t>(live_), std::memory_order_relaxed);
   graveyard_.push_back(std::move(by_fd_[static_cast<size_t>(c->fd)]));
+  UpdateAccepting();
 }
 
 void Gateway::Settle() {
@@ -490,7 +517,7 @@ void Gateway::Settle() {
 
 void Gateway::Sweep() {
   const int64_t now = MonoNowMs();
-  size_t max_queue = 0;
+  size_t max_queue = 0, queued = 0;
   for (auto& slot : by_fd_) {
     Conn* c = slot.get();
     if (!c || c->dead) continue;
@@ -504,15 +531,32 @@ void Gateway::Sweep() {
       case State::kOpen:
         if (now - c->last_rx_ms >= opt_.idle_timeout.count()) {
           CloseWith(c, ws::close_code::kGoingAway, CloseReason::kIdleTimeout, "idle timeout");
+        } else if (c->message_since_ms != 0 &&
+                   now - c->message_since_ms >= opt_.message_timeout.count()) {
+          // Fragments kept alive by pings (or a frame trickled in) would
+          // otherwise hold up to 2 × --max-frame for as long as the client likes.
+          c->input_done = true;
+          CloseWith(c, ws::close_code::kPolicyViolation, CloseReason::kMessageTimeout,
+                    "message timeout");
+          c->close_after_flush = true;
+        } else if (c->writable && now - c->last_tx_ms >= opt_.idle_timeout.count()) {
+          // The client reads nothing, yet sends (pings, whose single pong
+          // never grows the queue to --max-outbound): its kernel buffers,
+          // megabytes, would stay pinned for as long as it keeps sending.
+          SlowConsumer(c);
         }
         break;
       case State::kClosing:
         if (now >= c->deadline_ms) Destroy(c);
         break;
     }
-    if (!c->dead && c->out_bytes > max_queue) max_queue = c->out_bytes;
+    if (c->dead) continue;
+    // An empty queue's few kept slots are the socket's, not queued bytes.
+    const size_t memory = c->out.empty() ? 0 : c->out.memory();
+    queued += memory;
+    if (memory > max_queue) max_queue = memory;
   }
-  counters_.client_queue_bytes.store(queued_bytes_, std::memory_order_relaxed);
+  counters_.client_queue_bytes.store(static_cast<int64_t>(queued), std::memory_order_relaxed);
   counters_.client_queue_max_bytes.store(static_cast<int64_t>(max_queue),
                                          std::memory_order_relaxed);
   Settle();
@@ -522,10 +566,7 @@ void Gateway::Drain(std::function<void()> done) {
   if (draining_) return;
   draining_ = true;
   drained_ = std::move(done);
-  if (accepting_) {
-    loop_->Remove(listen_fd_);
-    accepting_ = false;
-  }
+  UpdateAccepting();
   const int64_t deadline = MonoNowMs() + opt_.shutdown_timeout.count();
   for (auto& slot : by_fd_) {
     Conn* c = slot.get();

@@ -4,12 +4,12 @@
 // connection from HTTP request to WebSocket close (Beast parses the request,
 // worker/http_upgrade decides the answer, protocol/websocket frames), the
 // per-socket outbound queues of shared frames flushed once per loop turn
-// (FlushAll), transport limits (frame size, outbound bytes, idle and
-// handshake timeouts, max connections), the SIGTERM drain, and the transport
-// counters (bytes, frames, connections, closes, refusals). Does not: decode
-// Phoenix messages or decide anything about channels — a complete WebSocket
-// data message goes up to the Listener (the Shard), which answers through
-// Send / Deliver / Close.
+// (FlushAll), transport limits (frame size, message time, outbound memory,
+// idle, stalled-write and handshake timeouts, sockets in all states and per
+// address), the SIGTERM drain, and the transport counters (bytes, frames,
+// sockets, closes, refusals). Does not: decode Phoenix messages or decide
+// anything about channels — a complete WebSocket data message goes up to the
+// Listener (the Shard), which answers through Send / Deliver / Close.
 // Runs on the one loop thread; owns its connections; the loop, the listener
 // and the metrics are the caller's and outlive it.
 #pragma once
@@ -26,10 +26,12 @@
 
 #include "common/event_loop.h"
 #include "common/status.h"
+#include "worker/address_counts.h"
 #include "worker/auth.h"
 #include "worker/frame_ref.h"
 #include "worker/http_upgrade.h"
 #include "worker/hub.h"
+#include "worker/outbound_queue.h"
 #include "worker/reasons.h"
 #include "worker/worker_metrics.h"
 
@@ -37,10 +39,24 @@ namespace sb::worker {
 
 struct GatewayOptions {
   size_t max_frame_bytes = 1 << 20;
+  // What one socket's queue may hold: frames with their overhead and the
+  // queue's slots (OutboundQueue::charged), owed frames apart.
   size_t max_outbound_bytes = 1 << 20;
+  // Owed frames (Send with `owed`: presence states) one socket may have
+  // waiting beyond max_outbound_bytes; the shard sets it to --max-topics.
+  size_t max_owed_frames = 100;
+  // Open WebSockets; the next upgrade is answered 503. The shard holds at
+  // most max_connections + Gateway::kSocketAllowance sockets in any state.
   size_t max_connections = 10000;
+  // Sockets one remote address may hold in any state; 0: unlimited.
+  size_t max_connections_per_address = 0;
+  // Nothing received for this long: closed 1001. Also how long a socket's
+  // writes may make no progress while its kernel buffer is full before it
+  // is closed as a slow consumer.
   std::chrono::milliseconds idle_timeout{60000};
   std::chrono::milliseconds handshake_timeout{10000};
+  // How long a data message (all its fragments) may take to arrive.
+  std::chrono::milliseconds message_timeout{10000};
   // How long a close handshake we started may take before the socket is dropped.
   std::chrono::milliseconds close_timeout{2000};
   std::chrono::milliseconds shutdown_timeout{5000};
@@ -71,8 +87,17 @@ class Gateway {
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
-  // One message to one open socket.
-  void Send(ConnId conn, bool binary, std::string_view message);
+  // Sockets beyond max_connections the shard still accepts, so that
+  // upgrades past the limit are answered 503 at once instead of waiting in
+  // the backlog. With max_connections + this many sockets held (handshaking,
+  // open or closing), the shard stops accepting until one goes: the backlog,
+  // or another shard on the same socket, holds the rest.
+  static constexpr size_t kSocketAllowance = 64;
+
+  // One message to one open socket. `owed`: the socket is owed it (a
+  // joiner's presence state) and it is queued even past max_outbound_bytes,
+  // up to max_owed_frames such frames waiting.
+  void Send(ConnId conn, bool binary, std::string_view message, bool owed = false);
   // One message to every open socket of `to` except `except`, framed once
   // and shared. Returns how many sockets it was queued on.
   uint64_t Deliver(std::span<const ConnId> to, ConnId except, bool binary,
@@ -88,7 +113,8 @@ class Gateway {
   // End of a loop turn: writes every socket with queued frames (one
   // sendmsg each, up to 64 frames), settling what the writes closed.
   void FlushAll();
-  // Housekeeping: handshake, idle and close deadlines; queue gauges.
+  // Housekeeping: handshake, idle, message, stalled-write and close
+  // deadlines; queue gauges.
   void Sweep();
 
   // Stops accepting, closes every socket with 1012 (service restart: clients
@@ -96,6 +122,7 @@ class Gateway {
   // every socket is gone or options.shutdown_timeout has passed.
   void Drain(std::function<void()> done);
 
+  // Sockets held, in any state.
   size_t connections() const { return live_; }
   // Monotonic ns when the input being handled was read (0 outside input).
   int64_t read_time_ns() const { return read_time_ns_; }
@@ -113,9 +140,9 @@ class Gateway {
   void OnHttpBytes(Conn* c, const char* data, size_t n);
   void OnWsBytes(Conn* c, char* data, size_t n);
 
-  // Queues a frame; false (and the socket is closing) if it would pass
-  // --max-outbound. `force`: close frames and HTTP responses, never refused.
-  bool Enqueue(Conn* c, const FrameRef& frame, bool force = false);
+  // Queues a frame; false (and the socket is closing) if the queue refused
+  // it (OutboundQueue::Push): over --max-outbound.
+  bool Enqueue(Conn* c, FrameRef frame, OutboundQueue::Kind kind = OutboundQueue::Kind::kData);
   void SlowConsumer(Conn* c);
   void MarkDirty(Conn* c);
   void Flush(Conn* c);
@@ -128,7 +155,11 @@ class Gateway {
   void CloseWith(Conn* c, uint16_t code, CloseReason reason, std::string_view text);
   // Closes the fd now; the Conn is freed at the end of the loop turn.
   void Destroy(Conn* c);
+  // Out of fds: stops accepting for 100 ms.
   void PauseAccept();
+  // Watches the listening socket exactly when the shard should accept: not
+  // draining, not paused, and under max_connections + kSocketAllowance.
+  void UpdateAccepting();
 
   Conn* Find(ConnId id) const;
   Conn* FindOpen(ConnId id) const;
@@ -148,8 +179,11 @@ class Gateway {
   uint64_t next_seq_ = 1;
   size_t live_ = 0;  // Conn objects with an open fd (all states)
   size_t websockets_ = 0;
-  int64_t queued_bytes_ = 0;
-  bool accepting_ = true;
+  size_t blocked_ = 0;  // sockets waiting for EPOLLOUT
+  AddressCounts per_address_;
+  OutboundQueue::Limits queue_limits_;
+  bool accepting_ = true;       // the listening socket is on the loop
+  bool accept_paused_ = false;  // out of fds a moment ago
   bool draining_ = false;
   std::function<void()> drained_;
   bool settling_ = false;

@@ -194,6 +194,12 @@ void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector
       msg.binary ? PresenceParse::kNone : ParseJoinPresence(msg.payload, &presence);
   if (parse == PresenceParse::kInvalid)
     return refuse("invalid presence", stats_.joins_invalid_presence);
+  // Every presence_state and diff of the topic repeats the key and meta,
+  // here and on every other shard: their size is bounded where they enter.
+  if (parse == PresenceParse::kTrack &&
+      presence.key.size() + presence.meta_json.size() > limits_.max_presence_bytes) {
+    return refuse("presence too large", stats_.joins_presence_too_large);
+  }
 
   // Last join wins (Phoenix's duplicate join): the old channel closes first,
   // so it does not count against the limit below.
@@ -252,7 +258,11 @@ Action Hub::StateFor(ConnId conn, const std::optional<std::string>& join_ref, st
                      const Topic& topic) const {
   std::string state = topic.presence ? topic.presence->StateJson() : std::string(kEmpty);
   if (cluster_) state = remote_.MergedStateJson(name, state);
-  return Send(conn, phx::EncodePush(join_ref, name, kPresenceState, state));
+  // However large the topic's presence, a joiner is owed its state: it is
+  // not refused for passing the socket's outbound limit.
+  Action a = Send(conn, phx::EncodePush(join_ref, name, kPresenceState, state));
+  a.owed = true;
+  return a;
 }
 
 void Hub::HandleLeave(ConnId id, Conn& conn, const phx::Message& msg, std::vector<Action>* out) {

@@ -51,6 +51,9 @@ struct HubLimits {
   size_t max_topics_per_socket = 100;
   double messages_per_second = 100;  // sustained rate per socket; <= 0: unlimited
   double message_burst = 200;        // bucket size
+  // A join's presence, key and meta JSON together, in bytes; larger:
+  // refused {"reason":"presence too large"}.
+  size_t max_presence_bytes = 4096;
 };
 
 // What the shard does for the hub. Messages in `data` are Phoenix messages
@@ -73,6 +76,9 @@ struct Action {
   std::span<const ConnId> recipients;
   bool binary = false;
   bool publish = false;  // kBroadcast of a client's message: the rest of the cluster gets it too
+  // kSend of what the socket is owed whatever it has not read yet (a
+  // joiner's presence_state): the transport must not refuse it for size.
+  bool owed = false;
 };
 
 // What the hub asks of the shard's link to the broker.
@@ -149,9 +155,10 @@ class Hub {
     uint64_t joins_invalid_topic = 0;  // empty, or over limits::kMaxTopicBytes
     uint64_t joins_invalid_presence = 0;
     uint64_t joins_rate_limited = 0;
+    uint64_t joins_presence_too_large = 0;  // over max_presence_bytes
     uint64_t joins_refused() const {
       return joins_unauthorized + joins_too_many + joins_invalid_topic + joins_invalid_presence +
-             joins_rate_limited;
+             joins_rate_limited + joins_presence_too_large;
     }
     uint64_t leaves = 0;         // phx_leave that closed a channel
     uint64_t broadcasts = 0;     // client events relayed to a topic

@@ -392,6 +392,63 @@ TEST_F(HubTest, InvalidPresenceRefusesTheJoin) {
   EXPECT_EQ(hub_.stats().joins_ok, 0u);
 }
 
+TEST_F(HubTest, PresenceOverTheLimitRefusesTheJoin) {
+  // 4096 bytes by default: key and meta JSON together.
+  hub_.Connect(1, std::nullopt);
+  auto join = [&](const std::string& key, size_t pad, const std::string& ref) {
+    // {"p":"..."} is 8 bytes around the padding.
+    return Join(
+        1, "room:" + ref, ref,
+        R"({"presence":{"key":")" + key + R"(","meta":{"p":")" + std::string(pad, 'x') + R"("}}})");
+  };
+  auto out = join("k", 4096 - 1 - 8, "1");
+  ASSERT_EQ(out.size(), 3u) << "exactly at the limit: tracked";
+  EXPECT_TRUE(out[1].owed);
+  out = join("k", 4096 - 8, "2");
+  ASSERT_EQ(out.size(), 1u);
+  ExpectSend(
+      out[0], 1,
+      R"(["2","2","room:2","phx_reply",{"status":"error","response":{"reason":"presence too large"}}])");
+  out = join(std::string(4096, 'k'), 0, "3");
+  ASSERT_EQ(out.size(), 1u) << "a long key counts too";
+  out = join("k", 100 * 1024, "4");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(hub_.Subscribers("room:2"), nullptr);
+  EXPECT_EQ(hub_.stats().joins_presence_too_large, 3u);
+  EXPECT_EQ(hub_.stats().joins_refused(), 3u);
+  // A join without presence is not limited by it.
+  EXPECT_EQ(Join(1, "room:5", "5", R"({"other":")" + std::string(8192, 'x') + R"("})").size(), 2u);
+}
+
+class SmallPresenceHubTest : public HubTest {
+ protected:
+  SmallPresenceHubTest() : HubTest({.messages_per_second = 0, .max_presence_bytes = 10}) {}
+};
+
+TEST_F(SmallPresenceHubTest, TheLimitIsAFlag) {
+  hub_.Connect(1, std::nullopt);
+  // 3 + 7 bytes, then 4 + 7.
+  EXPECT_EQ(Join(1, "a", "1", R"({"presence":{"key":"kkk","meta":{"a":1}}})").size(), 3u);
+  EXPECT_EQ(Join(1, "b", "2", R"({"presence":{"key":"kkkk","meta":{"a":1}}})").size(), 1u);
+  EXPECT_EQ(hub_.stats().joins_presence_too_large, 1u);
+}
+
+TEST_F(HubTest, OnlyPresenceStatesAreOwed) {
+  hub_.Connect(1, std::nullopt);
+  hub_.Connect(2, std::nullopt);
+  Join(2, "room:1", "1");
+  std::vector<Action> all = Join(1, "room:1", "1", R"({"presence":{"key":"a"}})");
+  for (const Action& a : Handle(1, Msg("1", "2", "room:1", "shout"))) all.push_back(a);
+  for (const Action& a : Handle(1, Msg("1", "3", "room:1", "phx_leave"))) all.push_back(a);
+  size_t owed = 0;
+  for (const Action& a : all) {
+    const bool state = a.data.find("\"presence_state\"") != std::string::npos;
+    EXPECT_EQ(a.owed, state) << a.data;
+    owed += a.owed ? 1 : 0;
+  }
+  EXPECT_EQ(owed, 1u);
+}
+
 TEST_F(HubTest, RefusedRejoinKeepsTheChannel) {
   hub_.Connect(1, std::nullopt);
   Join(1, "room:1", "1");

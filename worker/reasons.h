@@ -24,6 +24,7 @@ enum class CloseReason : uint8_t {
   kUnsupportedData,  // binary message of a kind a client may not send (1003)
   kShutdown,         // SIGTERM drain (1012)
   kIoError,          // the socket failed (reset, write error)
+  kMessageTimeout,   // a data message not complete within --message-timeout (1008)
   kCount
 };
 
@@ -37,6 +38,7 @@ enum class Refusal : uint8_t {
   kOverloaded,
   kDraining,
   kTimeout,
+  kAddressLimit,  // closed at accept: its address holds --max-connections-per-ip sockets
   kCount
 };
 

@@ -16,7 +16,11 @@ Shard::Shard(EventLoop* loop, ShardOptions options, WorkerMetrics* metrics)
       opt_(std::move(options)),
       metrics_(metrics),
       counters_(metrics->counters()),
-      hub_(opt_.hub, opt_.ref_prefix, opt_.broker_endpoint.empty() ? nullptr : this) {}
+      hub_(opt_.hub, opt_.ref_prefix, opt_.broker_endpoint.empty() ? nullptr : this) {
+  // A joiner is owed one presence_state per channel, and a socket has at
+  // most max_topics_per_socket channels.
+  opt_.gateway.max_owed_frames = opt_.hub.max_topics_per_socket;
+}
 
 Shard::~Shard() {
   if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
@@ -84,7 +88,7 @@ void Shard::Perform(const std::vector<Action>& actions, int64_t read_ns) {
   for (const Action& a : actions) {
     switch (a.kind) {
       case Action::Kind::kSend:
-        gateway_->Send(a.conn, a.binary, a.data);
+        gateway_->Send(a.conn, a.binary, a.data, a.owed);
         break;
       case Action::Kind::kBroadcast:
         if (!a.recipients.empty()) {
@@ -184,6 +188,7 @@ void Shard::PublishMetrics() {
   set(counters_.joins_invalid_topic, h.joins_invalid_topic);
   set(counters_.joins_invalid_presence, h.joins_invalid_presence);
   set(counters_.joins_rate_limited, h.joins_rate_limited);
+  set(counters_.joins_presence_too_large, h.joins_presence_too_large);
   set(counters_.broadcasts, h.broadcasts);
   auto& r = counters_.rejections;
   set(r[static_cast<size_t>(Rejection::kRateLimited)], h.rate_limited);

@@ -57,11 +57,14 @@ int main(int argc, char** argv) {
   std::string shard = "0", listen, metrics_listen, secret_file, audience, issuer,
               check_origin = "on";
   std::vector<std::string> allowed_origins;
-  double idle_s = 60, shutdown_s = 5;
+  double idle_s = 60, shutdown_s = 5, message_s = 10;
   sb::worker::ShardOptions opt;
   rlimit nofile{};
   ::getrlimit(RLIMIT_NOFILE, &nofile);
-  opt.gateway.max_connections = nofile.rlim_cur > 128 ? nofile.rlim_cur - 64 : 64;
+  // Every socket the shard may hold (the limit and the allowance beyond it
+  // for 503 answers) plus 64 fds for the rest of the process.
+  constexpr rlim_t kReserved = 64 + sb::worker::Gateway::kSocketAllowance;
+  opt.gateway.max_connections = nofile.rlim_cur > 2 * kReserved ? nofile.rlim_cur - kReserved : 64;
   app.add_option("--shard", shard, "shard index (logs, metrics label)");
   app.add_option("--listen", listen, "HOST:PORT to bind when no socket is inherited (port 0: any)");
   app.add_option("--metrics", metrics_listen, "HOST:PORT for Prometheus /metrics (port 0: any)");
@@ -71,10 +74,14 @@ int main(int argc, char** argv) {
   app.add_option("--max-frame", opt.gateway.max_frame_bytes, "largest inbound message, bytes")
       ->capture_default_str()
       ->check(CLI::Range(size_t{126}, size_t{1} << 30));
+  app.add_option("--message-timeout", message_s, "seconds a message's fragments may take")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-topics", opt.hub.max_topics_per_socket, "joined topics per socket")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-outbound", opt.gateway.max_outbound_bytes, "bytes queued to one socket")
+  app.add_option("--max-outbound", opt.gateway.max_outbound_bytes,
+                 "bytes queued to one socket, per-frame overhead included")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1024}, size_t{1} << 32));
   app.add_option("--rate", opt.hub.messages_per_second, "messages/s per socket (0: unlimited)")
@@ -84,7 +91,14 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--max-connections", opt.gateway.max_connections,
-                 "WebSocket connections; beyond: 503")
+                 "WebSocket connections; beyond: 503 (64 more sockets at most)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-connections-per-ip", opt.gateway.max_connections_per_address,
+                 "sockets per client address (0: unlimited)")
+      ->capture_default_str();
+  app.add_option("--max-presence-meta", opt.hub.max_presence_bytes,
+                 "bytes of a join's presence key and meta")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   auto* secret_opt =
@@ -118,6 +132,7 @@ int main(int argc, char** argv) {
   sb::InitLogging(kProgram);
 
   opt.gateway.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle_s * 1000));
+  opt.gateway.message_timeout = std::chrono::milliseconds(static_cast<int64_t>(message_s * 1000));
   opt.gateway.shutdown_timeout = std::chrono::milliseconds(static_cast<int64_t>(shutdown_s * 1000));
   cl.shard = shard;
   cl.instance = InstanceId();

@@ -23,10 +23,10 @@ namespace {
 
 constexpr std::array<std::string_view, static_cast<size_t>(CloseReason::kCount)> kCloseNames = {
     "client",  "idle_timeout",     "slow_consumer", "protocol_error", "invalid_payload",
-    "too_big", "unsupported_data", "shutdown",      "io_error"};
+    "too_big", "unsupported_data", "shutdown",      "io_error",       "message_timeout"};
 constexpr std::array<std::string_view, static_cast<size_t>(Refusal::kCount)> kRefusalNames = {
     "not_found",    "bad_request", "method_not_allowed", "forbidden", "forbidden_origin",
-    "unauthorized", "overloaded",  "draining",           "timeout"};
+    "unauthorized", "overloaded",  "draining",           "timeout",   "address_limit"};
 constexpr std::array<std::string_view, static_cast<size_t>(TokenFailure::kCount)>
     kTokenFailureNames = {"missing", "malformed",     "algorithm", "signature", "claims",
                           "expired", "not_yet_valid", "audience",  "issuer",    "error"};
@@ -53,6 +53,7 @@ class Collector : public prometheus::Collectable {
     out.Gauge(m::kWorkerConnections, "Open WebSocket connections", Load(c.connections));
     out.Counter(m::kWorkerConnectionsAcceptedTotal, "TCP connections accepted",
                 Load(c.connections_accepted));
+    out.Gauge(m::kWorkerSockets, "TCP connections held in any state", Load(c.sockets));
     out.CounterPerLabel(m::kWorkerUpgradesRefusedTotal, "HTTP requests answered without an upgrade",
                         m::kLabelReason, kRefusalNames,
                         [&](size_t i) { return Load(c.refusals[i]); });
@@ -71,6 +72,7 @@ class Collector : public prometheus::Collectable {
       result("invalid_topic", c.joins_invalid_topic);
       result("invalid_presence", c.joins_invalid_presence);
       result("rate_limited", c.joins_rate_limited);
+      result("presence_too_large", c.joins_presence_too_large);
     }
     out.Counter(m::kWorkerFramesReceivedTotal, "WebSocket messages received",
                 Load(c.frames_received));
@@ -91,6 +93,8 @@ class Collector : public prometheus::Collectable {
               Load(c.client_queue_bytes));
     out.Gauge(m::kWorkerClientQueueMaxBytes, "Bytes queued to the most backed-up client socket",
               Load(c.client_queue_max_bytes));
+    out.Gauge(m::kWorkerBlockedSockets, "Client sockets whose kernel send buffer is full",
+              Load(c.blocked_sockets));
     out.Gauge(m::kWorkerResidentMemoryBytes, "Resident set size of the shard",
               Load(c.resident_bytes));
     {

@@ -30,15 +30,17 @@ struct WorkerCounters {
   using A = std::atomic<T>;
   A<uint64_t> connections_accepted{0};
   A<int64_t> connections{0};
+  A<int64_t> sockets{0};  // all states: HTTP, open, closing
   A<uint64_t> frames_received{0}, frames_sent{0}, bytes_received{0}, bytes_sent{0};
   A<uint64_t> broadcasts{0}, deliveries{0};
   A<uint64_t> joins_ok{0}, joins_unauthorized{0}, joins_too_many{0}, joins_invalid_topic{0},
-      joins_invalid_presence{0}, joins_rate_limited{0};
+      joins_invalid_presence{0}, joins_rate_limited{0}, joins_presence_too_large{0};
   std::array<A<uint64_t>, static_cast<size_t>(CloseReason::kCount)> closes{};
   std::array<A<uint64_t>, static_cast<size_t>(Refusal::kCount)> refusals{};
   std::array<A<uint64_t>, static_cast<size_t>(TokenFailure::kCount)> token_refusals{};
   std::array<A<uint64_t>, static_cast<size_t>(Rejection::kCount)> rejections{};
   A<int64_t> client_queue_bytes{0}, client_queue_max_bytes{0}, resident_bytes{0};
+  A<int64_t> blocked_sockets{0};
   A<int64_t> loop_lag_ns{0};
   // The link to the broker (cluster only; written once per loop turn).
   A<int64_t> broker_up{0};

@@ -7,6 +7,7 @@
 
 const { describe, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
+const net = require('node:net');
 const { startWorker, it, httpRequest, metric, waitForMetric } = require('./lib/worker');
 const { RawClient, buildFrame, OP } = require('./lib/raw');
 const { connect, join, push, record, next } = require('./lib/phoenix');
@@ -401,6 +402,217 @@ describe('hostile clients', () => {
     assert.ok((await metric(w, 'switchboard_worker_closes_total', { reason: 'client' })) >= 2);
     await clients[2].heartbeat();
     assert.ok((await metric(w, 'switchboard_worker_frames_received_total')) >= 1);
+  });
+
+  // A client that never reads and floods pings. Why a first try saw
+  // nothing (1 M pings, +0.1 MiB): their 2 MB of pongs fit in loopback's
+  // kernel buffers (about 4 MB here), so the shard's queue for them only
+  // passed through for a moment, and was freed before the next 1 s RSS
+  // sample. Past the kernel's share, a 2-byte pong counted 2 against
+  // --max-outbound but held ~42 bytes of heap: 1 MiB let ~21 MiB wait (the
+  // peak, VmHWM, shows it). So the kernel buffers are filled first, with
+  // broadcasts the client does not read, and then the pings come.
+  it('a client that never reads and floods pings holds one pong, is closed as a slow consumer, and the shard stays within its memory bound', async (t) => {
+    const s = scopeFor(t);
+    const maxOutbound = 1 << 20;
+    const w = await startWorker(['--max-outbound', String(maxOutbound), '--idle-timeout', '3', '--rate', '0']);
+    s.add(() => w.stop());
+    const topic = 'room:pings';
+    const flooder = await RawClient.connect(w.port);
+    s.add(() => flooder.destroy());
+    assert.equal((await flooder.join(topic))[4].status, 'ok');
+    await flooder.takeJson((j) => j[3] === 'presence_state');
+    flooder.socket.pause();
+    const pub = await RawClient.connect(w.port);
+    s.add(() => pub.destroy());
+    assert.equal((await pub.join(topic, {}, { joinRef: 'p' }))[4].status, 'ok');
+    pub.discard = true;
+    const replies = counter(pub, (m) => m.type === 'text' && m.json && m.json[3] === 'phx_reply');
+
+    // 256 KiB of broadcasts at a time until the kernel takes no more for
+    // the flooder. The flooder's frames are written before the publisher's
+    // reply in the same loop turn, so once the replies are in, the gauge
+    // says whether that write found the kernel buffer full.
+    const pad = 'f'.repeat(32 * 1024);
+    let sent = 0;
+    do {
+      assert.ok(sent < 2000, `the kernel buffers never filled (${sent} x 32 KiB sent)`);
+      for (let i = 0; i < 8; i++) {
+        sent += 1;
+        pub.sendJson(['p', `f${sent}`, topic, 'fill', { pad }]);
+      }
+      await replies.until(sent, 'replies to the fill');
+    } while ((await metric(w, 'switchboard_worker_blocked_sockets')) !== 1);
+    const queuedBefore = await metric(w, 'switchboard_worker_client_queue_max_bytes');
+    assert.ok(queuedBefore < maxOutbound / 2, `the fill already queued ${queuedBefore} bytes`);
+
+    // Empty masked pings, 100,000 (600 KB) at a time, until the flooder is
+    // closed; a 1 MiB queue counted by payload took ~500,000.
+    // VmHWM alone can miss a peak the kernel never recorded: RSS is also
+    // sampled between chunks.
+    const before = w.memory().rss;
+    let peak = before;
+    const ping = Buffer.from([0x89, 0x80, 1, 2, 3, 4]);
+    const chunk = Buffer.alloc(ping.length * 100000);
+    for (let i = 0; i < 100000; i++) ping.copy(chunk, i * ping.length);
+    const slowClosed = async () =>
+      ((await metric(w, 'switchboard_worker_closes_total', { reason: 'slow_consumer' })) || 0) >= 1;
+    let pings = 0;
+    const deadline = Date.now() + 30000;
+    while (!flooder.socket.destroyed && !(await slowClosed())) {
+      assert.ok(Date.now() < deadline, `the flooder was not closed within 30 s (${pings} pings)`);
+      if (!flooder.socket.write(chunk)) {
+        await new Promise((resolve) => {
+          const done = () => {
+            flooder.socket.off('drain', done);
+            flooder.socket.off('close', done);
+            resolve();
+          };
+          flooder.socket.on('drain', done);
+          flooder.socket.on('close', done);
+        });
+      }
+      pings += 100000;
+      peak = Math.max(peak, w.memory().rss);
+    }
+    await waitForMetric(w, 'switchboard_worker_closes_total', { reason: 'slow_consumer' }, (v) => v === 1);
+    assert.ok(pings >= maxOutbound / 2, `only ${pings} pings were sent before the close`);
+    // The bound: the flooder's queue is within --max-outbound, frames and
+    // their overhead; 1 MiB more for the rest (read buffer, allocator).
+    const grown = Math.max(peak, w.memory().peak) - before;
+    assert.ok(grown <= maxOutbound + (1 << 20),
+      `the shard's peak memory grew by ${(grown / 1048576).toFixed(1)} MiB during ${pings} pings`);
+  });
+
+  it('closes with 1008 a fragmented message kept open by pings past --message-timeout', async (t) => {
+    const s = scopeFor(t);
+    const w = await startWorker(['--message-timeout', '1', '--idle-timeout', '30']);
+    s.add(() => w.stop());
+
+    // Each message on its own clock: two joins, each in two fragments 600 ms
+    // apart (the second starts as the first ends), take 1.2 s in all.
+    const c = await RawClient.connect(w.port);
+    s.add(() => c.destroy());
+    const join = (ref) => Buffer.from(`["${ref}","${ref}","room:frag${ref}","phx_join",{}]`);
+    const a = join('1');
+    const b = join('2');
+    c.write(buildFrame(OP.text, a.slice(0, 10), { fin: false }));
+    await delay(600); // the client's pace is the point: nothing to wait for
+    c.write(Buffer.concat([buildFrame(OP.ping, Buffer.from('x')), buildFrame(OP.cont, a.slice(10)),
+      buildFrame(OP.text, b.slice(0, 10), { fin: false })]));
+    assert.equal((await c.reply('1')).json[4].status, 'ok');
+    await delay(600);
+    c.write(buildFrame(OP.cont, b.slice(10)));
+    assert.equal((await c.reply('2')).json[4].status, 'ok');
+
+    // A message that never ends, kept open by pings every 200 ms.
+    const slow = await RawClient.connect(w.port);
+    s.add(() => slow.destroy());
+    slow.write(buildFrame(OP.text, Buffer.from('["3","3","room:slow",'), { fin: false }));
+    const pinger = setInterval(() => slow.sendFrame(OP.ping, Buffer.from('k')), 200);
+    s.add(() => clearInterval(pinger));
+    const closed = await slow.closeCode({ timeout: 5000 });
+    clearInterval(pinger);
+    assert.deepEqual(closed, { code: 1008, reason: 'message timeout', frame: true });
+    assert.ok(slow.inbox.all.filter((m) => m.type === 'pong').length >= 3, 'pings were answered meanwhile');
+    assert.equal(await metric(w, 'switchboard_worker_closes_total', { reason: 'message_timeout' }), 1);
+    assert.equal((await c.heartbeat())[4].status, 'ok');
+  });
+
+  it('holds at most --max-connections + 64 sockets: connections that never send a request wait in the backlog', async (t) => {
+    const s = scopeFor(t);
+    const w = await startWorker(['--max-connections', '2']);
+    s.add(() => w.stop());
+    const probe = await RawClient.connect(w.port);
+    s.add(() => probe.destroy());
+    const idle = [];
+    s.add(() => idle.forEach((sock) => sock.destroy()));
+    await Promise.all(Array.from({ length: 200 }, () => new Promise((resolve, reject) => {
+      const sock = net.connect({ host: '127.0.0.1', port: w.port }, resolve);
+      sock.on('error', reject);
+      idle.push(sock);
+    })));
+    const cap = 2 + 64;
+    await waitForMetric(w, 'switchboard_worker_connections_accepted_total', {}, (v) => v >= cap);
+    // Round trips through the shard's loop: a shard still accepting would
+    // have taken all 200 (64 per turn) by now.
+    for (let i = 0; i < 3; i++) assert.equal((await probe.heartbeat())[4].status, 'ok');
+    assert.equal(await metric(w, 'switchboard_worker_connections_accepted_total'), cap);
+    assert.equal(await metric(w, 'switchboard_worker_sockets'), cap);
+
+    // A newcomer waits in the backlog behind them and gets in once they go.
+    const late = RawClient.connect(w.port, { timeout: 15000 });
+    for (const sock of idle) sock.destroy();
+    const c = await late;
+    s.add(() => c.destroy());
+    assert.equal((await c.heartbeat())[4].status, 'ok');
+    await waitForMetric(w, 'switchboard_worker_sockets', {}, (v) => v === 2);
+  });
+
+  it('closes at accept a socket past --max-connections-per-ip from one address, not from another', async (t) => {
+    const s = scopeFor(t);
+    const w = await startWorker(['--max-connections-per-ip', '2']);
+    s.add(() => w.stop());
+    const from = async (localAddress) => {
+      const c = await RawClient.connect(w.port, { localAddress });
+      s.add(() => c.destroy());
+      return c;
+    };
+    const refused = () => metric(w, 'switchboard_worker_upgrades_refused_total', { reason: 'address_limit' });
+    const a1 = await from('127.0.0.2');
+    await from('127.0.0.2');
+    await assert.rejects(from('127.0.0.2'), (e) => e.status === undefined, 'no HTTP answer, no upgrade');
+    await from('127.0.0.3');
+    const b2 = await from('127.0.0.3');
+    assert.equal(await refused(), 1);
+
+    // Counted from accept: two sockets that never send a request fill
+    // 127.0.0.4's share.
+    await Promise.all([0, 1].map(() => new Promise((resolve, reject) => {
+      const sock = net.connect({ host: '127.0.0.1', port: w.port, localAddress: '127.0.0.4' }, resolve);
+      sock.on('error', reject);
+      s.add(() => sock.destroy());
+    })));
+    await waitForMetric(w, 'switchboard_worker_sockets', {}, (v) => v === 6);
+    await assert.rejects(from('127.0.0.4'), (e) => e.status === undefined);
+    assert.equal(await refused(), 2);
+
+    // A socket that goes frees its address's slot.
+    await a1.close();
+    assert.equal((await (await from('127.0.0.2')).heartbeat())[4].status, 'ok');
+    assert.equal((await b2.heartbeat())[4].status, 'ok');
+    assert.equal(await refused(), 2);
+  });
+
+  it('gives a joiner its presence_state past --max-outbound (30 metas of 3.9 KiB, 64 KiB) and refuses a 100 KiB meta', async (t) => {
+    const s = scopeFor(t);
+    const w = await startWorker(['--max-outbound', '65536', '--rate', '0']);
+    s.add(() => w.stop());
+    const topic = 'room:crowd';
+    const meta = { pad: 'm'.repeat(3900) };
+    for (let i = 0; i < 30; i++) {
+      const c = await RawClient.connect(w.port);
+      s.add(() => c.destroy());
+      assert.equal((await c.join(topic, { presence: { key: `member${i}`, meta } }))[4].status, 'ok');
+      c.discard = true;
+      c.inbox.clear();
+    }
+    const joiner = await RawClient.connect(w.port);
+    s.add(() => joiner.destroy());
+    assert.deepEqual((await joiner.join(topic))[4], { status: 'ok', response: {} });
+    const state = await joiner.takeJson((j) => j[3] === 'presence_state');
+    assert.ok(state.data.length > 65536, `presence_state of ${state.data.length} bytes`);
+    assert.equal(Object.keys(state.json[4]).length, 30);
+    assert.equal((await joiner.heartbeat())[4].status, 'ok');
+    assert.ok(!joiner.ended, 'the joiner was closed');
+    assert.equal(await metric(w, 'switchboard_worker_closes_total', { reason: 'slow_consumer' }), 0);
+
+    const big = await RawClient.connect(w.port);
+    s.add(() => big.destroy());
+    assert.deepEqual((await big.join(topic, { presence: { key: 'big', meta: { pad: 'b'.repeat(100 * 1024) } } }))[4],
+      { status: 'error', response: { reason: 'presence too large' } });
+    assert.equal((await big.heartbeat())[4].status, 'ok');
+    assert.equal(await metric(w, 'switchboard_worker_joins_total', { result: 'presence_too_large' }), 1);
   });
 
   it('the bystander received every broadcast in order and was never disconnected', () => {

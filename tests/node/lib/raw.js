@@ -73,7 +73,9 @@ class RawClient {
 
   // Performs the upgrade. Resolves with a client on 101; otherwise rejects
   // with an error carrying `status` (the HTTP status) and `headers`.
-  static connect(port, { path = '/socket/websocket?vsn=2.0.0', headers = {}, timeout = DEFAULT_TIMEOUT_MS } = {}) {
+  // `localAddress`: the source address (any of 127.0.0.0/8 on loopback).
+  static connect(port, { path = '/socket/websocket?vsn=2.0.0', headers = {}, timeout = DEFAULT_TIMEOUT_MS,
+    localAddress } = {}) {
     const key = crypto.randomBytes(16).toString('base64');
     const lines = [
       `GET ${path} HTTP/1.1`,
@@ -86,7 +88,7 @@ class RawClient {
       '',
       '',
     ];
-    const socket = net.connect({ host: '127.0.0.1', port });
+    const socket = net.connect({ host: '127.0.0.1', port, localAddress });
     socket.setNoDelay(true);
     const handshake = new Promise((resolve, reject) => {
       let head = Buffer.alloc(0);

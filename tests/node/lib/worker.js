@@ -4,6 +4,7 @@
 // (ctest sets it to the built target).
 
 const { spawn } = require('node:child_process');
+const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
 const nodeTest = require('node:test');
@@ -63,6 +64,19 @@ class Worker {
     const head = `--- switchboard-worker ${this.args.join(' ')} (pid ${this.proc.pid}` +
       `${skipped ? `, ${skipped} earlier lines not shown` : ''}) ---`;
     return [head, ...shown].join('\n');
+  }
+
+  // The worker's resident memory now and at its peak so far (VmRSS and
+  // VmHWM from /proc), in bytes. The peak catches what a sampled gauge
+  // misses: memory held for a moment and returned before the next sample.
+  memory() {
+    const status = fs.readFileSync(`/proc/${this.proc.pid}/status`, 'utf8');
+    const bytes = (key) => {
+      const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status);
+      if (!m) throw new Error(`no ${key} in /proc/${this.proc.pid}/status`);
+      return Number(m[1]) * 1024;
+    };
+    return { rss: bytes('VmRSS'), peak: bytes('VmHWM') };
   }
 
   // SIGTERM, then the worker must exit 0 within 10 s (SIGKILL after that).

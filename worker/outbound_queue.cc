@@ -1,0 +1,139 @@
+#include "worker/outbound_queue.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace sb::worker {
+
+bool OutboundQueue::Push(FrameRef frame, Kind kind, const Limits& limits) {
+  const size_t cost = Cost(frame);
+  if (kind == Kind::kPong && pong_ != kNone) {
+    // The client is owed an answer to its latest ping only; the waiting
+    // pong keeps its place in the queue and takes the new payload.
+    Entry& e = ring_[pong_];
+    const size_t old = Cost(e.frame);
+    if (cost > old && charged() + (cost - old) > limits.max_charge) return false;
+    charged_ = charged_ - old + cost;
+    e.frame = std::move(frame);
+    return true;
+  }
+  if (kind == Kind::kOwed && owed_count_ >= limits.max_owed) kind = Kind::kData;
+  const size_t slots = count_ < ring_.size() ? ring_.size() : std::max<size_t>(ring_.size() * 2, 4);
+  if ((kind == Kind::kData || kind == Kind::kPong) &&
+      charged_ + cost + slots * sizeof(Entry) > limits.max_charge) {
+    return false;
+  }
+  if (slots != ring_.size()) Resize(slots);
+  const auto index = static_cast<uint32_t>((head_ + count_) & (ring_.size() - 1));
+  ring_[index] = Entry{std::move(frame), kind};
+  ++count_;
+  if (kind == Kind::kOwed) {
+    owed_ += cost;
+    ++owed_count_;
+  } else {
+    charged_ += cost;
+  }
+  if (kind == Kind::kPong) pong_ = index;
+  return true;
+}
+
+size_t OutboundQueue::Gather(iovec* iov, size_t max_iov, size_t* bytes) const {
+  size_t n = 0, total = 0;
+  for (; n < count_ && n < max_iov; ++n) {
+    const FrameRef& f = At(n).frame;
+    const size_t off = n == 0 ? offset_ : 0;
+    iov[n].iov_base = const_cast<char*>(f.data() + off);
+    iov[n].iov_len = f.size() - off;
+    total += iov[n].iov_len;
+  }
+  *bytes = total;
+  return n;
+}
+
+size_t OutboundQueue::Consume(size_t n) {
+  size_t done = 0;
+  while (count_ > 0) {
+    const size_t rest = ring_[head_].frame.size() - offset_;
+    if (n < rest) {
+      offset_ += n;
+      break;
+    }
+    n -= rest;
+    offset_ = 0;
+    PopFront();
+    ++done;
+  }
+  // A pong with a byte on the wire must be finished as it is.
+  if (offset_ > 0 && pong_ == head_) pong_ = kNone;
+  Trim();
+  return done;
+}
+
+void OutboundQueue::DropUnstarted() {
+  const uint32_t keep = offset_ > 0 ? 1 : 0;
+  while (count_ > keep) PopBack();
+  Trim();
+}
+
+void OutboundQueue::Clear() {
+  while (count_ > 0) PopBack();
+  offset_ = 0;
+  head_ = 0;
+  std::vector<Entry>().swap(ring_);
+}
+
+void OutboundQueue::PopFront() {
+  Entry& e = ring_[head_];
+  Uncharge(e);
+  e = Entry{};
+  if (pong_ == head_) pong_ = kNone;
+  head_ = static_cast<uint32_t>((head_ + 1) & (ring_.size() - 1));
+  --count_;
+}
+
+void OutboundQueue::PopBack() {
+  const auto index = static_cast<uint32_t>((head_ + count_ - 1) & (ring_.size() - 1));
+  Entry& e = ring_[index];
+  Uncharge(e);
+  e = Entry{};
+  if (pong_ == index) pong_ = kNone;
+  --count_;
+}
+
+void OutboundQueue::Uncharge(const Entry& e) {
+  const size_t cost = Cost(e.frame);
+  if (e.kind == Kind::kOwed) {
+    owed_ -= cost;
+    --owed_count_;
+  } else {
+    charged_ -= cost;
+  }
+}
+
+void OutboundQueue::Trim() {
+  if (count_ == 0) {
+    head_ = 0;
+    offset_ = 0;
+    if (ring_.size() > kKeptSlots) std::vector<Entry>().swap(ring_);
+  } else if (ring_.size() > kKeptSlots && count_ <= ring_.size() / 4) {
+    // To half full or less: far from the next shrink, a burst away from growing.
+    size_t slots = kKeptSlots;
+    while (slots < 2 * count_) slots *= 2;
+    Resize(slots);
+  }
+}
+
+void OutboundQueue::Resize(size_t slots) {
+  std::vector<Entry> next(slots);
+  uint32_t pong = kNone;
+  for (uint32_t i = 0; i < count_; ++i) {
+    const auto from = static_cast<uint32_t>((head_ + i) & (ring_.size() - 1));
+    if (from == pong_) pong = i;
+    next[i] = std::move(ring_[from]);
+  }
+  ring_.swap(next);
+  head_ = 0;
+  pong_ = pong;
+}
+
+}  // namespace sb::worker
