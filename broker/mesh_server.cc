@@ -203,9 +203,20 @@ MeshServer::~MeshServer() {
   loop_->SetBeforeSleep(nullptr);
 }
 
-void MeshServer::Send(const std::string& routing_id, std::string_view packed) {
+void MeshServer::Send(const std::string& routing_id, const mesh::Message& msg) {
+  const mesh::Frames frames(msg);
+  out_frames_.assign(1, routing_id);
+  out_frames_.insert(out_frames_.end(), frames.views().begin(), frames.views().end());
+  SendFrames();
+}
+
+void MeshServer::SendPacked(const std::string& routing_id, std::string_view packed) {
   if (!mesh::Unpack(packed, &out_frames_).ok()) return;  // the router packed it: cannot happen
   out_frames_.insert(out_frames_.begin(), routing_id);
+  SendFrames();
+}
+
+void MeshServer::SendFrames() {
   // False: the shard's connection is gone. Nothing to do here — its
   // heartbeats stop and the router expires it.
   (void)socket_->Send(out_frames_);

@@ -44,7 +44,7 @@ LinkId Router::FindInstance(uint64_t instance) const {
 }
 
 void Router::SendControl(const std::string& routing_id, const mesh::Message& msg) {
-  sender_->Send(routing_id, mesh::Pack(msg));
+  sender_->Send(routing_id, msg);
 }
 
 void Router::OnMessage(std::string_view routing_id, std::span<const std::string_view> frames,
@@ -383,9 +383,8 @@ void Router::OnTick(int64_t now_us) {
   if (liveness_.NextHeartbeatDue(now_ms) <= now_ms) {
     mesh::Message hb = Control(mesh::Type::kHeartbeat);
     hb.epoch = options_.epoch;
-    std::string packed = mesh::Pack(hb);
     for (const auto& [id, link] : state_) {
-      if (const std::string* rid = links_.RoutingId(id)) sender_->Send(*rid, packed);
+      if (const std::string* rid = links_.RoutingId(id)) sender_->Send(*rid, hb);
     }
     liveness_.OnHeartbeatSent(now_ms);
   }
@@ -453,16 +452,16 @@ void Router::SendWhatCreditAllows(LinkId id, Link& link, int64_t now_us,
   // One message goes as it is; more go in batches (one libzmq message each).
   for (QueuedMessage& m : scratch_) {
     if (scratch_.size() == 1) {
-      sender_->Send(rid, *m.payload);
+      sender_->SendPacked(rid, *m.payload);
     } else {
       batch_.Add(*m.payload);
-      if (batch_.full()) sender_->Send(rid, batch_.Finish());
+      if (batch_.full()) sender_->SendPacked(rid, batch_.Finish());
     }
     link.in_flight.push_back(m.tag);
     if (m.tag >= kFirstPublishTag) ++counters_.delivered;
     if (delays_us != nullptr) delays_us->push_back(now_us - m.enqueued_us);
   }
-  if (batch_.count() > 0) sender_->Send(rid, batch_.Finish());
+  if (batch_.count() > 0) sender_->SendPacked(rid, batch_.Finish());
   scratch_.clear();
 }
 

@@ -7,7 +7,8 @@
 // when each recipient consumed it, dropped it by policy, or died), the
 // shed-presence repair, heartbeats and expiry, and the counters behind the
 // broker's metrics. Input is decoded-or-not frames from a routing id plus
-// monotonic time; output goes through `LinkSender` as packed mesh messages.
+// monotonic time; output goes through `LinkSender`: control messages as
+// they are made, queued data messages and batches packed.
 // Does not: touch ZeroMQ, read clocks or log (broker/mesh_server does). Plain
 // data on the broker's loop thread; the server owns one.
 //
@@ -35,12 +36,17 @@
 
 namespace sb::broker {
 
-// Where the router's messages go: one packed mesh message (protocol/mesh
-// Pack) to one routing id. The server sends it as multipart frames.
+// Where the router's messages go, each to one routing id; the server sends
+// every one as one multipart ZeroMQ message.
 class LinkSender {
  public:
   virtual ~LinkSender() = default;
-  virtual void Send(const std::string& routing_id, std::string_view packed) = 0;
+  // A message made for this send (a control message): its frames go as
+  // they are (mesh::Frames), never packed first.
+  virtual void Send(const std::string& routing_id, const mesh::Message& msg) = 0;
+  // A packed message: one that waited in a queue (mesh::Pack), or a
+  // finished mesh::BatchWriter's kBatch.
+  virtual void SendPacked(const std::string& routing_id, std::string_view packed) = 0;
 };
 
 struct RouterOptions {

@@ -8,46 +8,27 @@
 #include <string>
 #include <vector>
 
+#include "protocol/mesh_testing.h"
+
 namespace sb::broker {
 namespace {
 
-struct Sent {
-  std::string to;
-  mesh::Type type;
-  uint64_t epoch, seq, origin;
-  std::string topic, body;
-};
+using mesh_testing::SentMessage;
 
+// Records what the router sends, whichever way (protocol/mesh_testing).
 class Recorder : public LinkSender {
  public:
-  // Records each message; a batch as the messages in it (and counts it).
-  void Send(const std::string& routing_id, std::string_view packed) override {
-    std::vector<std::string_view> frames;
-    ASSERT_TRUE(mesh::Unpack(packed, &frames).ok());
-    mesh::Message m;
-    ASSERT_TRUE(mesh::Decode(frames, &m).ok());
-    if (m.type != mesh::Type::kBatch) return Record(routing_id, m);
-    ++batches;
-    ASSERT_TRUE(mesh::ForEachInBatch(m.body, [&](std::span<const std::string_view> inner) {
-                  mesh::Message one;
-                  ASSERT_TRUE(mesh::Decode(inner, &one).ok());
-                  Record(routing_id, one);
-                }).ok());
+  void Send(const std::string& routing_id, const mesh::Message& msg) override {
+    log.Record(msg, routing_id);
   }
-  void Record(const std::string& to, const mesh::Message& m) {
-    sent.push_back(
-        {to, m.type, m.epoch, m.seq, m.origin, std::string(m.topic), std::string(m.body)});
+  void SendPacked(const std::string& routing_id, std::string_view packed) override {
+    log.RecordPacked(packed, routing_id);
   }
-  int batches = 0;
-  // What `to` received of `type` since `sent` was last cleared.
-  std::vector<Sent> Take(const std::string& to, mesh::Type type) {
-    std::vector<Sent> out;
-    for (const Sent& s : sent) {
-      if (s.to == to && s.type == type) out.push_back(s);
-    }
-    return out;
+  // What `to` received of `type` since the log was last cleared.
+  std::vector<SentMessage> Take(const std::string& to, mesh::Type type) const {
+    return log.Of(type, to);
   }
-  std::vector<Sent> sent;
+  mesh_testing::SentLog log;
 };
 
 class RouterTest : public ::testing::Test {
@@ -65,7 +46,7 @@ class RouterTest : public ::testing::Test {
   }
 
   void Feed(const std::string& from, const mesh::Message& m) {
-    std::vector<std::string> frames = mesh::Encode(m);
+    std::vector<std::string> frames = mesh_testing::EncodeFrames(m);
     std::vector<std::string_view> views(frames.begin(), frames.end());
     router_.OnMessage(from, views, now_us_);
   }
@@ -132,7 +113,7 @@ TEST_F(RouterTest, ABroadcastReachesEachOtherSubscribedShardOnceAndIsAckedWhenCo
   Hello("c", 3, {"room:1"});
   Hello("d", 4, {"room:other"});
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   Publish("a", 1, "room:1", "payload");
   Flush();
   auto to_b = rec_.Take("b", mesh::Type::kDeliver);
@@ -172,13 +153,13 @@ TEST_F(RouterTest, NeverMoreThanTheCreditAndTheRestWaitsInTheQueue) {
   for (uint64_t seq = 1; seq <= 5; ++seq) Publish("a", seq, "room:1");
   Flush();
   EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 2u);
-  EXPECT_EQ(rec_.batches, 1) << "what credit allowed this turn, in one message";
+  EXPECT_EQ(rec_.log.batches, 1) << "what credit allowed this turn, in one message";
   size_t depth = 0;
   router_.ForEachLink([&](const Router::LinkView& v) {
     if (v.shard == "b") depth = v.queue.depth_messages();
   });
   EXPECT_EQ(depth, 3u);
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   Credit("b", 3);  // consumed the snapshot and two deliveries
   Flush();
   EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 3u);
@@ -201,7 +182,7 @@ TEST_F(RouterTest, PresenceIsDiffedToOthersAndSnapshottedForNewSubscribers) {
   Hello("a", 1, {"room:1"});
   Hello("b", 2, {"room:1"});
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   Track("a", "room:1", "alice", "r1");
   Flush();
   auto diffs = rec_.Take("b", mesh::Type::kDiff);
@@ -224,7 +205,7 @@ TEST_F(RouterTest, ASilentShardIsDroppedWithOneLeaveDiffPerTopic) {
         {{"room:1", {{"u1", "b1", "{\"phx_ref\":\"b1\"}"}, {"u2", "b2", "{\"phx_ref\":\"b2\"}"}}},
          {"room:2", {{"u1", "b3", "{\"phx_ref\":\"b3\"}"}}}});
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   for (int i = 0; i < 5; ++i) {
     now_us_ += 100'000;
     Feed("a", {.type = mesh::Type::kHeartbeat});
@@ -235,7 +216,7 @@ TEST_F(RouterTest, ASilentShardIsDroppedWithOneLeaveDiffPerTopic) {
   EXPECT_EQ(router_.counters().expired, 1u);
   auto diffs = rec_.Take("a", mesh::Type::kDiff);
   ASSERT_EQ(diffs.size(), 2u);
-  for (const Sent& d : diffs) {
+  for (const SentMessage& d : diffs) {
     EXPECT_NE(d.body.find("\"leaves\""), std::string::npos);
     if (d.topic == "room:1") {
       EXPECT_NE(d.body.find("b1"), std::string::npos);
@@ -267,7 +248,7 @@ TEST_F(RouterTest, AHelloAgainOnTheSameConnectionKeepsTheCreditAccounting) {
   EXPECT_EQ(router_.counters().rebinds, 0u);
   Publish("a", 3, "room:1");
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   Credit("b", 3);  // the three in flight come back: publishes 1 and 2 are done
   Flush();
   auto acks = rec_.Take("a", mesh::Type::kAck);
@@ -284,7 +265,7 @@ TEST_F(RouterTest, FramesThatAreNotMeshV1AreCountedAndIgnored) {
   std::vector<std::string_view> frames = {"garbage"};
   router_.OnMessage("a", frames, now_us_);
   EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kBadFrame)], 1u);
-  EXPECT_TRUE(rec_.sent.empty());
+  EXPECT_TRUE(rec_.log.sent.empty());
 }
 
 class RouterShedTest : public RouterTest {
@@ -298,7 +279,7 @@ TEST_F(RouterShedTest, ShedMessagesCountAsDoneAndShedPresenceIsRepaired) {
   Hello("a", 1, {"room:1"});
   Hello("b", 2, {"room:1"}, /*window=*/1);  // the snapshot takes it
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   Track("a", "room:1", "alice", "r1");  // a diff for b, queued
   for (uint64_t seq = 1; seq <= 3; ++seq) Publish("a", seq, "room:1");
   Flush();
@@ -329,7 +310,7 @@ TEST_F(RouterDisconnectTest, AnOverflowingShardIsDroppedAndTheOthersAreAcked) {
   Hello("b", 2, {"room:1"}, /*window=*/1);
   Hello("c", 3, {"room:1"});
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   // Flushed after each: c always has credit, b has none left.
   for (uint64_t seq = 1; seq <= 3; ++seq) {
     Publish("a", seq, "room:1");

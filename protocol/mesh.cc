@@ -1,5 +1,6 @@
 #include "protocol/mesh.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <exception>
 #include <iterator>
@@ -84,6 +85,8 @@ constexpr Shape kShapes[] = {
 static_assert(kShapes[static_cast<size_t>(Type::kPublish)].header == 13);
 static_assert(kShapes[static_cast<size_t>(Type::kCredit)].header == 8);
 static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header == 21);
+static_assert(std::ranges::all_of(kShapes,
+                                  [](const Shape& s) { return s.header <= kMaxHeaderBytes; }));
 
 const Shape* ShapeOf(Type type) {
   const auto i = static_cast<size_t>(type);
@@ -98,12 +101,6 @@ uint64_t GetLe(std::string_view in, size_t at, size_t bytes) {
   uint64_t v = 0;
   for (size_t i = 0; i < bytes; ++i) v |= uint64_t{static_cast<uint8_t>(in[at + i])} << (8 * i);
   return v;
-}
-
-std::string Header(const Message& msg) {
-  std::string h{'S', 'B', static_cast<char>(kVersion), static_cast<char>(msg.type)};
-  ForEachField(msg, [&h](const auto& field) { PutLe(h, field, sizeof field); });
-  return h;
 }
 
 bool BodyOnly(Type type) { return type == Type::kHello || type == Type::kBatch; }
@@ -176,34 +173,34 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
   return Status::Ok();
 }
 
-std::vector<std::string> Encode(const Message& msg) {
+Frames::Frames(const Message& msg) {
   const Shape* shape = ShapeOf(msg.type);
-  if (!shape) return {};
-  std::string_view tail[2];
-  const size_t n = Tail(msg, *shape, tail);
-  std::vector<std::string> frames;
-  frames.reserve(1 + n);
-  frames.push_back(Header(msg));
-  for (size_t i = 0; i < n; ++i) frames.emplace_back(tail[i]);
-  return frames;
+  if (!shape) return;
+  header_[0] = 'S';
+  header_[1] = 'B';
+  header_[2] = static_cast<char>(kVersion);
+  header_[3] = static_cast<char>(msg.type);
+  size_t at = kBaseHeader;
+  ForEachField(msg, [&](const auto& field) {
+    for (size_t i = 0; i < sizeof field; ++i) {
+      header_[at++] = static_cast<char>(static_cast<uint64_t>(field) >> (8 * i));
+    }
+  });
+  views_[0] = std::string_view(header_, at);
+  count_ = 1 + Tail(msg, *shape, &views_[1]);
 }
 
 std::string Pack(const Message& msg) {
-  const Shape* shape = ShapeOf(msg.type);
-  if (!shape) return {};
-  std::string_view tail[2];
-  const size_t n = Tail(msg, *shape, tail);
+  const Frames frames(msg);
   std::string out;
-  size_t total = 4 + shape->header;
-  for (size_t i = 0; i < n; ++i) total += 4 + tail[i].size();
+  size_t total = 0;
+  for (std::string_view f : frames.views()) total += 4 + f.size();
   out.reserve(total);
   // Frames are far below 4 GiB: a topic is bounded, a Phoenix message by the
   // shard's WebSocket message limit, a JSON body by one shard's state.
-  PutLe(out, shape->header, 4);
-  out.append(Header(msg));
-  for (size_t i = 0; i < n; ++i) {
-    PutLe(out, tail[i].size(), 4);
-    out.append(tail[i]);
+  for (std::string_view f : frames.views()) {
+    PutLe(out, f.size(), 4);
+    out.append(f);
   }
   return out;
 }

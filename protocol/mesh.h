@@ -76,10 +76,33 @@ struct Message {
 // DecodePresenceChange do it). `out`'s views point into `frames`.
 Status Decode(std::span<const std::string_view> frames, Message* out);
 
-// The frames of `msg`: exactly the ones its type has, in order.
-std::vector<std::string> Encode(const Message& msg);
+// The longest header of any type (kDeliver's).
+inline constexpr size_t kMaxHeaderBytes = 21;
+
+// The frames of one message, exactly the ones its type has, in order, with
+// nothing copied but the header: the header is written into this object's
+// own buffer, the topic and body frames are `msg`'s views. How a message
+// goes to a socket as it is made (one ZeroMQ frame per view); the views are
+// valid while `msg`'s strings are and this object is, which is why it is
+// neither copied nor moved (views()[0] points into it).
+class Frames {
+ public:
+  explicit Frames(const Message& msg);
+  Frames(const Frames&) = delete;
+  Frames& operator=(const Frames&) = delete;
+
+  // Empty for a type that does not exist.
+  std::span<const std::string_view> views() const { return {views_, count_}; }
+
+ private:
+  char header_[kMaxHeaderBytes];
+  std::string_view views_[3];
+  size_t count_ = 0;
+};
 
 // Packed form: each frame as a 32-bit little-endian length then its bytes.
+// For a message that is kept (a broker queue shares one between links) or
+// put in a kBatch; one that goes straight to a socket needs Frames only.
 std::string Pack(const Message& msg);
 // The frames of a packed message (views into `packed`); Refused if the
 // lengths do not add up.

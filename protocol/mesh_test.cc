@@ -5,10 +5,13 @@
 #include <string>
 #include <vector>
 
+#include "protocol/mesh_testing.h"
+
 namespace sb::mesh {
 namespace {
 
 using namespace std::string_literals;
+using mesh_testing::EncodeFrames;
 
 std::vector<std::string_view> Views(const std::vector<std::string>& frames) {
   return {frames.begin(), frames.end()};
@@ -141,7 +144,7 @@ size_t HeaderOf(Type type) {
 TEST(MeshCodec, EveryTypeRoundTrips) {
   for (const Message& m : Samples()) {
     SCOPED_TRACE(Describe(m));
-    const std::vector<std::string> frames = Encode(m);
+    const std::vector<std::string> frames = EncodeFrames(m);
     ASSERT_EQ(frames.size(), FramesOf(m.type));
     EXPECT_EQ(frames[0].size(), HeaderOf(m.type));
     EXPECT_EQ(frames[0].substr(0, 4), "SB\x01"s + static_cast<char>(m.type));
@@ -150,8 +153,25 @@ TEST(MeshCodec, EveryTypeRoundTrips) {
   }
 }
 
+TEST(MeshCodec, FramesCopyNothingButTheHeader) {
+  for (const Message& m : Samples()) {
+    SCOPED_TRACE(Describe(m));
+    const Frames frames(m);
+    const std::span<const std::string_view> v = frames.views();
+    ASSERT_EQ(v.size(), FramesOf(m.type));
+    if (m.type == Type::kHello) {
+      EXPECT_EQ(v[1].data(), m.body.data());
+    } else if (v.size() > 1) {
+      EXPECT_EQ(v[1].data(), m.topic.data());
+    }
+    if (v.size() > 2) {
+      EXPECT_EQ(v[2].data(), m.body.data());
+    }
+  }
+}
+
 TEST(MeshCodec, DecodedViewsPointIntoTheFrames) {
-  const std::vector<std::string> frames = Encode(Samples()[6]);  // kPublish
+  const std::vector<std::string> frames = EncodeFrames(Samples()[6]);  // kPublish
   const std::vector<std::string_view> views = Views(frames);
   Message m;
   ASSERT_TRUE(Decode(views, &m).ok());
@@ -167,20 +187,20 @@ TEST(MeshCodec, HeaderBytesAreLittleEndian) {
   m.flags = kFlagBinary;
   m.topic = "t";
   m.body = "b";
-  EXPECT_EQ(Encode(m)[0],
+  EXPECT_EQ(EncodeFrames(m)[0],
             "SB\x01\x0b\x08\x07\x06\x05\x04\x03\x02\x01\x18\x17\x16\x15\x14\x13\x12\x11\x01"s);
 
   Message credit;
   credit.type = Type::kCredit;
   credit.n = 0x0a0b0c0d;
-  EXPECT_EQ(Encode(credit), std::vector<std::string>{"SB\x01\x09\x0d\x0c\x0b\x0a"s});
+  EXPECT_EQ(EncodeFrames(credit), std::vector<std::string>{"SB\x01\x09\x0d\x0c\x0b\x0a"s});
 
   Message publish;
   publish.type = Type::kPublish;
   publish.seq = 1;
   publish.topic = "room:1";
   publish.body = "[]";
-  EXPECT_EQ(Encode(publish),
+  EXPECT_EQ(EncodeFrames(publish),
             (std::vector<std::string>{"SB\x01\x07\x01\0\0\0\0\0\0\0\0"s, "room:1", "[]"}));
 }
 
@@ -191,8 +211,8 @@ TEST(MeshCodec, FieldsATypeDoesNotHaveAreNotEncoded) {
   m.seq = 6;
   m.topic = "ignored";
   m.body = "ignored";
-  EXPECT_EQ(Encode(m), std::vector<std::string>{"SB\x01\x03"});
-  const Message back = MustDecode(Encode(m));
+  EXPECT_EQ(EncodeFrames(m), std::vector<std::string>{"SB\x01\x03"});
+  const Message back = MustDecode(EncodeFrames(m));
   EXPECT_EQ(back.epoch, 0u);
   EXPECT_EQ(back.seq, 0u);
   EXPECT_TRUE(back.topic.empty());
@@ -202,10 +222,10 @@ TEST(MeshCodec, FieldsATypeDoesNotHaveAreNotEncoded) {
 TEST(MeshCodec, UnknownTypeEncodesToNothing) {
   Message m;
   m.type = static_cast<Type>(0);
-  EXPECT_TRUE(Encode(m).empty());
+  EXPECT_TRUE(Frames(m).views().empty());
   EXPECT_TRUE(Pack(m).empty());
   m.type = static_cast<Type>(15);
-  EXPECT_TRUE(Encode(m).empty());
+  EXPECT_TRUE(Frames(m).views().empty());
 }
 
 TEST(MeshCodec, HeaderMalformations) {
@@ -224,7 +244,7 @@ TEST(MeshCodec, HeaderMalformations) {
 TEST(MeshCodec, HeaderOfTheWrongLengthForItsType) {
   for (const Message& m : Samples()) {
     SCOPED_TRACE(Describe(m));
-    std::vector<std::string> frames = Encode(m);
+    std::vector<std::string> frames = EncodeFrames(m);
     const std::string header = frames[0];
     const size_t want = header.size();
     if (want > 4) {
@@ -236,7 +256,7 @@ TEST(MeshCodec, HeaderOfTheWrongLengthForItsType) {
     ExpectRefused(frames,
                   "is " + std::to_string(want + 1) + " bytes, want " + std::to_string(want));
   }
-  std::vector<std::string> publish = Encode(Samples()[6]);
+  std::vector<std::string> publish = EncodeFrames(Samples()[6]);
   publish[0].pop_back();
   ExpectRefused(publish, "mesh: header of kPublish is 12 bytes, want 13");
 }
@@ -244,7 +264,7 @@ TEST(MeshCodec, HeaderOfTheWrongLengthForItsType) {
 TEST(MeshCodec, WrongFrameCount) {
   for (const Message& m : Samples()) {
     SCOPED_TRACE(Describe(m));
-    std::vector<std::string> frames = Encode(m);
+    std::vector<std::string> frames = EncodeFrames(m);
     frames.push_back("extra");
     ExpectRefused(frames, std::to_string(frames.size()) + " frames, want " +
                               std::to_string(frames.size() - 1));
@@ -264,13 +284,13 @@ TEST(MeshCodec, TopicBounds) {
     m.type = type;
     m.body = "{}";
     m.topic = "";
-    ExpectRefused(Encode(m), "empty topic");
+    ExpectRefused(EncodeFrames(m), "empty topic");
     const std::string longest(kMaxTopicBytes, 't');
     m.topic = longest;
-    EXPECT_EQ(MustDecode(Encode(m)).topic, longest);
+    EXPECT_EQ(MustDecode(EncodeFrames(m)).topic, longest);
     const std::string too_long(kMaxTopicBytes + 1, 't');
     m.topic = too_long;
-    ExpectRefused(Encode(m), "topic is 1025 bytes, over 1024");
+    ExpectRefused(EncodeFrames(m), "topic is 1025 bytes, over 1024");
   }
 }
 
@@ -281,7 +301,7 @@ TEST(MeshCodec, EmptyBodiesAreRefused) {
     Message m;
     m.type = type;
     m.topic = "room:1";
-    ExpectRefused(Encode(m), "empty body");
+    ExpectRefused(EncodeFrames(m), "empty body");
   }
 }
 
@@ -292,10 +312,10 @@ TEST(MeshCodec, UnknownFlagBitsAreRefused) {
     m.topic = "room:1";
     m.body = "[]";
     m.flags = 0;
-    EXPECT_EQ(MustDecode(Encode(m)).flags, 0);
+    EXPECT_EQ(MustDecode(EncodeFrames(m)).flags, 0);
     for (int bit = 1; bit < 8; ++bit) {
       m.flags = static_cast<uint8_t>(1 << bit | kFlagBinary);
-      ExpectRefused(Encode(m), "unknown flags");
+      ExpectRefused(EncodeFrames(m), "unknown flags");
     }
   }
 }
@@ -304,9 +324,9 @@ TEST(MeshCodec, CreditOfZeroIsRefused) {
   Message m;
   m.type = Type::kCredit;
   m.n = 0;
-  ExpectRefused(Encode(m), "kCredit: n is 0");
+  ExpectRefused(EncodeFrames(m), "kCredit: n is 0");
   m.n = 1;
-  EXPECT_EQ(MustDecode(Encode(m)).n, 1u);
+  EXPECT_EQ(MustDecode(EncodeFrames(m)).n, 1u);
 }
 
 // --- Pack / Unpack -----------------------------------------------------------
@@ -324,7 +344,7 @@ TEST(MeshPack, EveryTypeRoundTrips) {
     const std::string packed = Pack(m);
     std::vector<std::string_view> frames;
     ASSERT_TRUE(Unpack(packed, &frames).ok());
-    const std::vector<std::string> encoded = Encode(m);
+    const std::vector<std::string> encoded = EncodeFrames(m);
     ASSERT_EQ(frames.size(), encoded.size());
     for (size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(frames[i], encoded[i]);
     Message back;
@@ -337,7 +357,7 @@ TEST(MeshPack, EveryTruncationIsRefused) {
   for (const Message& m : Samples()) {
     SCOPED_TRACE(Describe(m));
     const std::string packed = Pack(m);
-    const size_t frame_count = Encode(m).size();
+    const size_t frame_count = EncodeFrames(m).size();
     for (size_t n = 0; n < packed.size(); ++n) {
       std::vector<std::string_view> frames;
       const Status s = Unpack(std::string_view(packed).substr(0, n), &frames);

@@ -48,7 +48,12 @@ int64_t BrokerLink::NowMs() const {
       .count();
 }
 
-bool BrokerLink::Send(std::string_view packed) {
+bool BrokerLink::Send(const mesh::Message& msg) {
+  const mesh::Frames frames(msg);
+  return socket_->Send(frames.views());
+}
+
+bool BrokerLink::SendPacked(std::string_view packed) {
   if (!mesh::Unpack(packed, &frames_).ok()) return false;  // the session packed it
   return socket_->Send(frames_);
 }

@@ -34,7 +34,8 @@ class BrokerLink : public ClusterSession::Transport {
   // that arrived while sending is picked up.
   void Flush();
 
-  bool Send(std::string_view packed) override;
+  bool Send(const mesh::Message& msg) override;
+  bool SendPacked(std::string_view packed) override;
 
  private:
   BrokerLink(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, ClusterOptions options,

@@ -20,7 +20,7 @@ ClusterSession::ClusterSession(ClusterOptions options, Transport* transport, Han
     : options_(std::move(options)), transport_(transport), handler_(handler) {}
 
 bool ClusterSession::Send(const mesh::Message& msg) {
-  if (transport_->Send(mesh::Pack(msg))) return true;
+  if (transport_->Send(msg)) return true;
   // Lost on the way (no connection): whatever it changed on the broker is
   // restated by the next hello, which carries the whole state.
   resync_ = true;
@@ -67,7 +67,7 @@ void ClusterSession::SendPublishes() {
       m.flags = o.flags;
       batch_.Add(mesh::Pack(m));
     }
-    if (!transport_->Send(batch_.Finish())) {
+    if (!transport_->SendPacked(batch_.Finish())) {
       resync_ = true;
       return;
     }

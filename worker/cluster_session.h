@@ -39,10 +39,12 @@ class ClusterSession {
   class Transport {
    public:
     virtual ~Transport() = default;
-    // One packed mesh message (mesh::Pack, or a mesh::BatchWriter's). False
-    // if it could not be handed over (no connection): the session re-sends
-    // what matters after its next hello.
-    virtual bool Send(std::string_view packed) = 0;
+    // A message made for this send: its frames go as they are (mesh::Frames).
+    // False if it could not be handed over (no connection): the session
+    // re-sends what matters after its next hello.
+    virtual bool Send(const mesh::Message& msg) = 0;
+    // A packed message (a finished mesh::BatchWriter's kBatch); as Send.
+    virtual bool SendPacked(std::string_view packed) = 0;
   };
   class Handler {
    public:

@@ -9,39 +9,25 @@
 #include <string>
 #include <vector>
 
+#include "protocol/mesh_testing.h"
+
 namespace sb::worker {
 namespace {
 
-struct SentMessage {
-  mesh::Type type;
-  uint64_t seq;
-  uint32_t n;
-  std::string topic, body;
-};
+using mesh_testing::SentMessage;
 
 class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
  public:
-  // Records each message; a batch as the messages in it (and counts it).
-  bool Send(std::string_view packed) override {
+  // Records what the session sends, whichever way (protocol/mesh_testing).
+  bool Send(const mesh::Message& msg) override {
     if (!connected) return false;
-    std::vector<std::string_view> frames;
-    EXPECT_TRUE(mesh::Unpack(packed, &frames).ok());
-    mesh::Message m;
-    EXPECT_TRUE(mesh::Decode(frames, &m).ok());
-    if (m.type != mesh::Type::kBatch) {
-      Record(m);
-      return true;
-    }
-    ++batches;
-    EXPECT_TRUE(mesh::ForEachInBatch(m.body, [&](std::span<const std::string_view> inner) {
-                  mesh::Message one;
-                  EXPECT_TRUE(mesh::Decode(inner, &one).ok());
-                  Record(one);
-                }).ok());
+    log.Record(msg);
     return true;
   }
-  void Record(const mesh::Message& m) {
-    sent.push_back({m.type, m.seq, m.n, std::string(m.topic), std::string(m.body)});
+  bool SendPacked(std::string_view packed) override {
+    if (!connected) return false;
+    log.RecordPacked(packed);
+    return true;
   }
   void ClusterState(std::vector<std::string>* t, std::vector<mesh::TopicState>* p) override {
     *t = topics;
@@ -54,19 +40,12 @@ class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
     remote.push_back(std::string(snapshot ? "state " : "diff ") + std::string(topic) + " " +
                      std::string(json));
   }
-  std::vector<SentMessage> Of(mesh::Type type) const {
-    std::vector<SentMessage> out;
-    for (const auto& s : sent) {
-      if (s.type == type) out.push_back(s);
-    }
-    return out;
-  }
+  std::vector<SentMessage> Of(mesh::Type type) const { return log.Of(type); }
 
   bool connected = true;
-  int batches = 0;
+  mesh_testing::SentLog log;
   std::vector<std::string> topics;
   std::vector<mesh::TopicState> presence;
-  std::vector<SentMessage> sent;
   std::vector<std::string> delivered;
   std::vector<std::string> remote;
 };
@@ -86,7 +65,7 @@ class ClusterSessionTest : public ::testing::Test {
     return o;
   }
   void Receive(const mesh::Message& m) {
-    std::vector<std::string> frames = mesh::Encode(m);
+    std::vector<std::string> frames = mesh_testing::EncodeFrames(m);
     std::vector<std::string_view> views(frames.begin(), frames.end());
     session_.OnMessage(views, now_);
   }
@@ -131,7 +110,7 @@ TEST_F(ClusterSessionTest, PublishesAreNumberedKeptUntilAckedAndBounded) {
   session_.Flush();
   auto pubs = fake_.Of(mesh::Type::kPublish);
   ASSERT_EQ(pubs.size(), 2u);
-  EXPECT_EQ(fake_.batches, 1) << "a turn's publishes in one batch";
+  EXPECT_EQ(fake_.log.batches, 1) << "a turn's publishes in one batch";
   EXPECT_EQ(pubs[0].seq, 1u);
   EXPECT_EQ(pubs[1].seq, 2u);
   session_.Publish("t", "m3", false);
@@ -149,13 +128,13 @@ TEST_F(ClusterSessionTest, AResetResendsTheHelloAndEveryUnackedPublishInOrder) {
   for (const char* m : {"a", "b", "c"}) session_.Publish("t", m, false);
   session_.Flush();
   Receive({.type = mesh::Type::kAck, .seq = 1});
-  fake_.sent.clear();
+  fake_.log.sent.clear();
   Receive({.type = mesh::Type::kReset});
-  ASSERT_GE(fake_.sent.size(), 3u);
-  EXPECT_EQ(fake_.sent[0].type, mesh::Type::kHello);
-  EXPECT_EQ(fake_.sent[1].seq, 2u);
-  EXPECT_EQ(fake_.sent[1].body, "b");
-  EXPECT_EQ(fake_.sent[2].seq, 3u);
+  ASSERT_GE(fake_.log.sent.size(), 3u);
+  EXPECT_EQ(fake_.log.sent[0].type, mesh::Type::kHello);
+  EXPECT_EQ(fake_.log.sent[1].seq, 2u);
+  EXPECT_EQ(fake_.log.sent[1].body, "b");
+  EXPECT_EQ(fake_.log.sent[2].seq, 3u);
   Welcome(2);
   EXPECT_EQ(session_.counters().epoch_changes, 1u);
 }
