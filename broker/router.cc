@@ -149,7 +149,7 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
     // a while): its state is restated below; what is in flight still comes
     // back as credit, so the credit stands.
   } else {
-    id = links_.Attach(routing_id, LinkKind::kShard).id;
+    id = links_.Attach(routing_id).id;
     link = state_.emplace(id, std::make_unique<Link>(options_.queue)).first->second.get();
     link->instance = hello->instance;
     by_instance_[hello->instance] = id;
