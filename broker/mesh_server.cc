@@ -29,6 +29,8 @@ constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)> 
     "shed", "disconnect", "too_large"};
 constexpr std::array<std::string_view, static_cast<size_t>(Refused::kCount)> kRefusedNames = {
     "bad_frame", "stranger", "duplicate", "bad_presence"};
+constexpr std::array<std::string_view, static_cast<size_t>(mesh::HelloDrop::kCount)>
+    kHelloDropNames = {"topic", "meta", "over_limit"};
 }  // namespace
 
 // Reads the router at scrape time, under the loop's mutex.
@@ -111,6 +113,15 @@ class MeshServer::Collector : public prometheus::Collectable {
       for (size_t i = 0; i < kRefusedNames.size(); ++i) {
         Add(f, {{std::string(m::kLabelReason), std::string(kRefusedNames[i])}},
             static_cast<double>(c.refused[i]));
+      }
+    }
+    {
+      MetricFamily& f = Family(out, m::kBrokerHelloEntriesDroppedTotal,
+                               "Entries of shards' hellos left out (the rest was taken), by reason",
+                               MetricType::Counter);
+      for (size_t i = 0; i < kHelloDropNames.size(); ++i) {
+        Add(f, {{std::string(m::kLabelReason), std::string(kHelloDropNames[i])}},
+            static_cast<double>(c.hello_dropped[i]));
       }
     }
     {

@@ -1,6 +1,7 @@
 #include "broker/router.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 namespace sb::broker {
@@ -128,6 +129,9 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   for (const mesh::TopicState& t : hello->presence) state.push_back({t.topic, ToMetas(t.metas)});
 
   ++counters_.hellos;
+  for (size_t i = 0; i < std::size(hello->dropped); ++i) {
+    counters_.hello_dropped[i] += hello->dropped[i];
+  }
   LinkId id = FindInstance(hello->instance);
   // A routing id is a connection; one held by another instance means that
   // link's peer is gone (libzmq would not hand it out twice otherwise).

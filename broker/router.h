@@ -118,6 +118,8 @@ class Router {
     uint64_t expired = 0;       // links dropped as silent
     uint64_t disconnected = 0;  // links dropped by the disconnect policy
     uint64_t dropped[static_cast<size_t>(DropReason::kCount)] = {};
+    // Entries of hellos left out (the rest of each hello was taken).
+    uint64_t hello_dropped[static_cast<size_t>(mesh::HelloDrop::kCount)] = {};
     uint64_t refused[static_cast<size_t>(Refused::kCount)] = {};
   };
   const Counters& counters() const { return counters_; }

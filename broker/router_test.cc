@@ -96,6 +96,23 @@ TEST_F(RouterTest, HelloIsWelcomedWithTheEpochAndASnapshotPerTopic) {
   EXPECT_EQ(router_.interests().subscriptions(), 2u);
 }
 
+TEST_F(RouterTest, AHelloWithBadEntriesIsWelcomedWithoutThemAndTheyAreCounted) {
+  const std::string deep = "{\"d\":" + std::string(mesh::kMaxMetaDepth, '[') +
+                           std::string(mesh::kMaxMetaDepth, ']') + "}";
+  Hello("a", 1, {"room:1", "", std::string(mesh::kMaxTopicBytes + 1, 't')}, 100,
+        {{"room:1", {{"alice", "r1", deep}, {"bob", "r2", "{\"phx_ref\":\"r2\"}"}}}});
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kWelcome).size(), 1u);
+  EXPECT_EQ(router_.links(), 1u);
+  EXPECT_EQ(router_.interests().subscriptions(), 1u);
+  EXPECT_EQ(router_.presence().metas(), 1u) << "bob's meta, not alice's";
+  const auto& dropped = router_.counters().hello_dropped;
+  EXPECT_EQ(dropped[static_cast<size_t>(mesh::HelloDrop::kTopic)], 2u);
+  EXPECT_EQ(dropped[static_cast<size_t>(mesh::HelloDrop::kMeta)], 1u);
+  Publish("a", 1, "room:1");
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kReset).empty()) << "a session, not a stranger";
+}
+
 TEST_F(RouterTest, AStrangerIsResetOncePerInterval) {
   Publish("x", 1, "room:1");
   Publish("x", 2, "room:1");

@@ -15,10 +15,14 @@ namespace {
 
 constexpr size_t kBaseHeader = 4;  // "SB", version, type
 constexpr uint8_t kKnownFlags = kFlagBinary;
-// Deep enough for a hello's metas (a meta object starts at depth 6) and what
-// clients put in them; shallow enough that a hostile body cannot make the
-// parser's stack large.
-constexpr size_t kMaxJsonDepth = 32;
+// The parser's bound for a JSON body: a hello's metas start at level 6, so
+// every meta within kMaxMetaDepth parses and one deeper is left out by name
+// rather than failing the whole body. Boost.JSON's parser keeps its stack on
+// the heap, so the bound costs memory, not the thread's stack; the values'
+// destructors recurse, at most this deep.
+constexpr size_t kMaxJsonDepth = 128;
+static_assert(kMaxMetaDepth + 4 == phx::kMaxJsonDepth);
+static_assert(kMaxMetaDepth + 5 < kMaxJsonDepth);
 constexpr size_t kAnySize = std::numeric_limits<size_t>::max();
 
 // Calls f(field) for each fixed header field of m's type, in wire order. A
@@ -275,6 +279,20 @@ namespace {
 
 namespace json = boost::json;
 
+// Levels of nesting of `v`: 0 for a scalar, 1 for an object or array of
+// scalars. Recursion is bounded by the parser's kMaxJsonDepth.
+size_t Depth(const json::value& v) {
+  size_t inner = 0;
+  if (const json::object* o = v.if_object()) {
+    for (const auto& field : *o) inner = std::max(inner, Depth(field.value()));
+  } else if (const json::array* a = v.if_array()) {
+    for (const json::value& e : *a) inner = std::max(inner, Depth(e));
+  } else {
+    return 0;
+  }
+  return inner + 1;
+}
+
 // Reads one JSON body. Each read that finds a problem returns false or
 // nullptr; the first problem is kept in status(), naming the field
 // ("mesh: hello: presence[0].metas[1].key is empty").
@@ -372,6 +390,9 @@ class Reader {
       if (!with_meta) continue;
       const json::object* meta = Object(Member(*entry, field + ".", "meta"), field + ".meta");
       if (!meta) return false;
+      if (Depth(*meta) > kMaxMetaDepth) {
+        return Fail(field + ".meta", "is nested deeper than " + std::to_string(kMaxMetaDepth));
+      }
       try {
         e.meta_json = json::serialize(*meta);
       } catch (const std::exception& ex) {
@@ -387,6 +408,30 @@ class Reader {
   json::value root_;
   Status status_;
 };
+
+bool ValidTopic(const json::string& s) { return !s.empty() && s.size() <= kMaxTopicBytes; }
+
+// A hello's meta entry, checked as Reader::Entries checks a join, without
+// naming the problem: the caller drops the entry and counts it.
+bool ReadMetaEntry(const json::value& v, PresenceEntry* out) {
+  const json::object* entry = v.if_object();
+  if (!entry) return false;
+  const json::value* key = entry->if_contains("key");
+  const json::value* ref = entry->if_contains("phx_ref");
+  const json::value* meta = entry->if_contains("meta");
+  if (!key || !key->is_string() || key->get_string().empty() || !ref || !ref->is_string() ||
+      ref->get_string().empty() || !meta || !meta->is_object() || Depth(*meta) > kMaxMetaDepth) {
+    return false;
+  }
+  out->key.assign(key->get_string().data(), key->get_string().size());
+  out->phx_ref.assign(ref->get_string().data(), ref->get_string().size());
+  try {
+    out->meta_json = json::serialize(meta->get_object());
+  } catch (const std::exception&) {
+    return false;  // std::bad_alloc: the entry is left out like a bad one
+  }
+  return true;
+}
 
 bool ParseInstance(std::string_view s, uint64_t* out) {
   if (s.size() != 16) return false;
@@ -414,7 +459,7 @@ void AppendMeta(std::string& out, std::string_view meta_json) {
     return;
   }
   json::parse_options options;
-  options.max_depth = kMaxJsonDepth;
+  options.max_depth = kMaxMetaDepth;
   json::error_code ec;
   bool object = false;
   try {
@@ -493,26 +538,52 @@ Result<Hello> DecodeHello(std::string_view text) {
   }
 
   const json::array* topics = r.Array(*o, "", "topics");
-  if (!topics) return r.status();
-  h.topics.resize(topics->size());
-  for (size_t i = 0; i < topics->size(); ++i) {
-    const std::string field = "topics[" + std::to_string(i) + "]";
-    if (!r.String(&(*topics)[i], field, &h.topics[i], 1, kMaxTopicBytes)) return r.status();
-  }
-
   const json::array* presence = r.Array(*o, "", "presence");
-  if (!presence) return r.status();
-  h.presence.resize(presence->size());
-  for (size_t i = 0; i < presence->size(); ++i) {
-    const std::string field = "presence[" + std::to_string(i) + "]";
-    const json::object* t = r.Object(&(*presence)[i], field);
-    TopicState& state = h.presence[i];
-    if (!t || !r.String(*t, field + ".", "topic", &state.topic, 1, kMaxTopicBytes) ||
-        !r.Entries(*t, field + ".", "metas", true, &state.metas)) {
-      return r.status();
+  if (!topics || !presence || !r.status().ok()) return r.status();
+
+  auto drop = [&h](HelloDrop why) { ++h.dropped[static_cast<size_t>(why)]; };
+  h.topics.reserve(std::min(topics->size(), kMaxHelloTopics));
+  for (const json::value& t : *topics) {
+    if (h.topics.size() == kMaxHelloTopics) {
+      drop(HelloDrop::kOverLimit);
+    } else if (const json::string* s = t.if_string(); s && ValidTopic(*s)) {
+      h.topics.emplace_back(s->data(), s->size());
+    } else {
+      drop(HelloDrop::kTopic);
     }
   }
-  if (!r.status().ok()) return r.status();
+
+  size_t metas = 0;
+  h.presence.reserve(std::min(presence->size(), kMaxHelloTopics));
+  for (const json::value& p : *presence) {
+    const json::object* t = p.if_object();
+    const json::value* topic = t ? t->if_contains("topic") : nullptr;
+    const json::value* entries = t ? t->if_contains("metas") : nullptr;
+    if (h.presence.size() == kMaxHelloTopics) {
+      drop(HelloDrop::kOverLimit);
+      continue;
+    }
+    if (!topic || !topic->is_string() || !ValidTopic(topic->get_string()) || !entries ||
+        !entries->is_array()) {
+      drop(HelloDrop::kTopic);
+      continue;
+    }
+    TopicState& state = h.presence.emplace_back();
+    state.topic.assign(topic->get_string().data(), topic->get_string().size());
+    for (const json::value& e : entries->get_array()) {
+      if (metas == kMaxHelloMetas) {
+        drop(HelloDrop::kOverLimit);
+        continue;
+      }
+      PresenceEntry entry;
+      if (!ReadMetaEntry(e, &entry)) {
+        drop(HelloDrop::kMeta);
+        continue;
+      }
+      state.metas.push_back(std::move(entry));
+      ++metas;
+    }
+  }
   return h;
 }
 

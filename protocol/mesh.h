@@ -159,6 +159,29 @@ struct TopicState {
   std::vector<PresenceEntry> metas;
 };
 
+// How deep a presence meta may nest (the meta object itself is level 1):
+// what every shard can parse when the meta comes back to it inside a kDiff
+// (`{"joins":{"<key>":{"metas":[<meta>]}}}` puts it at level 5) under the
+// bound its Phoenix decoder applies to every JSON text (phx::kMaxJsonDepth).
+inline constexpr size_t kMaxMetaDepth = 60;
+// How many topics, and presence topics, one hello may list; and how many
+// metas in all. A shard holds at most its connections × its joins per
+// connection of either; these bounds keep what one hello can make the
+// broker allocate (its strings, its table entries) in the hundreds of MiB.
+inline constexpr size_t kMaxHelloTopics = size_t{1} << 20;
+inline constexpr size_t kMaxHelloMetas = size_t{1} << 20;
+
+// Why DecodeHello left an entry of a hello out. One bad entry never costs a
+// shard its session: the rest of its state is taken, the entry is counted.
+enum class HelloDrop : uint8_t {
+  kTopic,      // a topic (of "topics" or "presence") not a string of 1..kMaxTopicBytes, or a
+               // presence topic that is not {"topic":..,"metas":[..]}
+  kMeta,       // a meta entry without key or phx_ref, or whose meta is not an object
+               // nested at most kMaxMetaDepth deep
+  kOverLimit,  // beyond kMaxHelloTopics or kMaxHelloMetas
+  kCount
+};
+
 // kHello's body:
 // {"shard":"2","instance":"<16 hex digits>","window":1000,
 //  "topics":["room:a",...],
@@ -169,6 +192,8 @@ struct Hello {
   uint32_t window = 0;    // initial credit; nonzero
   std::vector<std::string> topics;
   std::vector<TopicState> presence;
+  // Decoding only: the entries left out, by reason (never encoded).
+  uint64_t dropped[static_cast<size_t>(HelloDrop::kCount)] = {};
 };
 
 // kPresence's body:
@@ -179,14 +204,16 @@ struct PresenceChange {
 };
 
 std::string EncodeHello(const Hello& hello);
-// Refused (naming the field) unless the body is exactly the shape above:
-// instance nonzero, window nonzero, topics non-empty strings within
-// kMaxTopicBytes, metas with non-empty key and phx_ref and an object meta.
+// Refused (naming the field) unless the body has the shape above: shard a
+// string, instance nonzero, window nonzero, topics and presence arrays.
+// Entries of those arrays that are not valid are left out and counted in
+// `dropped` (see HelloDrop), never a reason to refuse the whole hello.
 Result<Hello> DecodeHello(std::string_view json);
 
 std::string EncodePresenceChange(const PresenceChange& change);
-// Refused unless the shape above holds (same rules as Hello's metas; a
-// leave's "meta" is not required and is ignored).
+// Refused unless the shape above holds (a join is a meta entry as valid in
+// a hello; a leave's "meta" is not required and is ignored). One change is
+// one message: a bad entry refuses it whole.
 Result<PresenceChange> DecodePresenceChange(std::string_view json);
 
 }  // namespace sb::mesh
