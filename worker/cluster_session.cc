@@ -44,15 +44,16 @@ void ClusterSession::SendHello(int64_t now_ms) {
   // What was consumed and not yet credited is still credited (at the next
   // Flush): a broker that knows this connection is owed it, and a new one
   // only gets a little more credit than the window, once.
-  // Everything unacked goes again, in order, behind the hello: a broker
-  // that routed some of it already drops those (same seq), a new one routes
-  // them, and receivers drop what they delivered before.
+  // Everything unacked goes again, in order, once the broker has welcomed
+  // this hello (Flush): a broker that routed some of it already drops those
+  // (same seq), a new one routes them, and receivers drop what they
+  // delivered before. Not before the welcome: a broker that keeps answering
+  // with resets would otherwise get the whole outbox with every hello.
   sent_ = 0;
   // Not handed over (the connection is not up yet): the next tick tries
   // again rather than waiting a whole interval.
   if (!Send(Of(mesh::Type::kHello, {}, body))) return;
   last_hello_ms_ = now_ms;
-  SendPublishes();
 }
 
 void ClusterSession::SendPublishes() {
@@ -125,9 +126,17 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       epoch_ = msg.epoch;
       up_ = true;
       return;
-    case mesh::Type::kReset:
+    case mesh::Type::kReset: {
+      // News if we were welcomed since our last hello, or it is an interval
+      // old. Otherwise it crossed our hello (the broker answered what we
+      // sent before it) or the broker keeps refusing us: OnTick says hello
+      // again once per interval, never once per reset (a broker resets a
+      // connection up to ten times a second).
+      const bool news = up_ || now_ms - last_hello_ms_ >= options_.heartbeat_ms;
       up_ = false;
-      return SendHello(now_ms);
+      if (news) SendHello(now_ms);
+      return;
+    }
     case mesh::Type::kHeartbeat:
       // A broker we were not welcomed by: it restarted without our noticing.
       if (up_ && msg.epoch != epoch_) {
@@ -199,7 +208,8 @@ void ClusterSession::Flush() {
     credit.n = consumed_;
     if (Send(credit)) consumed_ = 0;
   }
-  if (sent_ < outbox_.size()) SendPublishes();
+  // Only to a broker that welcomed us (see SendHello).
+  if (up_ && sent_ < outbox_.size()) SendPublishes();
 }
 
 }  // namespace sb::worker

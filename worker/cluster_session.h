@@ -3,7 +3,7 @@
 // Owns: the session with the node's broker — hello with the shard's whole
 // state, welcome and epoch, reset, heartbeats both ways and the broker's
 // liveness; the outbox of publishes (numbered, kept until acked, re-sent in
-// order after every hello, bounded: when full, the hub refuses broadcasts);
+// order after every welcome, bounded: when full, the hub refuses broadcasts);
 // duplicate suppression of deliveries per origin instance; and the credit
 // the shard grants back, once per loop turn. Does not: touch ZeroMQ
 // (worker/broker_link does, through Transport), know sockets or channels
@@ -66,7 +66,7 @@ class ClusterSession {
   // Whether a broadcast of `bytes` fits in the outbox.
   bool CanPublish(size_t bytes) const;
   // Numbers the broadcast and keeps it until acked; Flush sends it (this
-  // turn's publishes in one batch, in order).
+  // turn's publishes in one batch, in order) once the broker has welcomed us.
   void Publish(std::string_view topic, std::string_view message, bool binary);
   void Subscribe(std::string_view topic);
   void Unsubscribe(std::string_view topic);

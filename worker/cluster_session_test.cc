@@ -122,7 +122,7 @@ TEST_F(ClusterSessionTest, PublishesAreNumberedKeptUntilAckedAndBounded) {
   EXPECT_EQ(session_.counters().acked, 2u);
 }
 
-TEST_F(ClusterSessionTest, AResetResendsTheHelloAndEveryUnackedPublishInOrder) {
+TEST_F(ClusterSessionTest, AResetResendsTheHelloAndOnceWelcomedEveryUnackedPublishInOrder) {
   session_.Start(now_);
   Welcome(1);
   for (const char* m : {"a", "b", "c"}) session_.Publish("t", m, false);
@@ -130,13 +130,47 @@ TEST_F(ClusterSessionTest, AResetResendsTheHelloAndEveryUnackedPublishInOrder) {
   Receive({.type = mesh::Type::kAck, .seq = 1});
   fake_.log.sent.clear();
   Receive({.type = mesh::Type::kReset});
-  ASSERT_GE(fake_.log.sent.size(), 3u);
+  session_.Flush();
+  ASSERT_EQ(fake_.log.sent.size(), 1u);
   EXPECT_EQ(fake_.log.sent[0].type, mesh::Type::kHello);
+  Welcome(2);
+  EXPECT_EQ(session_.counters().epoch_changes, 1u);
+  session_.Flush();
+  ASSERT_EQ(fake_.log.sent.size(), 3u);
   EXPECT_EQ(fake_.log.sent[1].seq, 2u);
   EXPECT_EQ(fake_.log.sent[1].body, "b");
   EXPECT_EQ(fake_.log.sent[2].seq, 3u);
-  Welcome(2);
-  EXPECT_EQ(session_.counters().epoch_changes, 1u);
+}
+
+TEST_F(ClusterSessionTest, AResetStormGetsOneHelloPerIntervalAndNeverTheOutbox) {
+  session_.Start(now_);
+  Welcome(1);
+  for (const char* m : {"a", "b", "c"}) session_.Publish("t", m, false);
+  session_.Flush();
+  fake_.log.sent.clear();
+  // A broker that never welcomes us (say it refuses our hello), answering
+  // everything with a reset, a hundred a second, for two seconds; the
+  // interval is 100 ms.
+  for (int i = 0; i < 200; ++i) {
+    now_ += 10;
+    Receive({.type = mesh::Type::kReset});
+    session_.OnTick(now_);
+    session_.Flush();
+  }
+  EXPECT_TRUE(fake_.Of(mesh::Type::kPublish).empty()) << "no outbox without a welcome";
+  EXPECT_LE(fake_.Of(mesh::Type::kHello).size(), 21u) << "one hello per interval";
+  EXPECT_GE(fake_.Of(mesh::Type::kHello).size(), 19u) << "and still one per interval";
+  Welcome(1);
+  session_.Flush();
+  EXPECT_EQ(fake_.Of(mesh::Type::kPublish).size(), 3u);
+}
+
+TEST_F(ClusterSessionTest, AResetAfterAWelcomeIsNewsAndHelloGoesAtOnce) {
+  session_.Start(now_);
+  Welcome(1);
+  now_ += 10;  // well within the interval of the first hello
+  Receive({.type = mesh::Type::kReset});
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), 2u);
 }
 
 TEST_F(ClusterSessionTest, PublishesThatCouldNotBeSentGoLaterInOrderNeverSkipped) {
