@@ -128,17 +128,26 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   state.reserve(hello->presence.size());
   for (const mesh::TopicState& t : hello->presence) state.push_back({t.topic, ToMetas(t.metas)});
 
+  LinkId id = FindInstance(hello->instance);
+  Link* link = Find(id);
+  if (link != nullptr && *links_.RoutingId(id) != routing_id &&
+      (hello->token.empty() || hello->token != link->token)) {
+    // Another connection names a live instance (every delivery shows it)
+    // without its secret: not that shard's process, or one too old to
+    // prove it. The session stays where it is; if its connection is really
+    // gone, the link expires and the next hello starts a new one.
+    ++counters_.refused[Index(Refused::kBadRebind)];
+    return;
+  }
   ++counters_.hellos;
   for (size_t i = 0; i < std::size(hello->dropped); ++i) {
     counters_.hello_dropped[i] += hello->dropped[i];
   }
-  LinkId id = FindInstance(hello->instance);
   // A routing id is a connection; one held by another instance means that
   // link's peer is gone (libzmq would not hand it out twice otherwise).
   if (LinkId holder = links_.Find(routing_id); holder != kNoLink && holder != id) {
     RemoveLink(holder, now_us);
   }
-  Link* link = Find(id);
   if (link != nullptr && *links_.RoutingId(id) != routing_id) {
     // The same shard process reconnected: same link, new connection. What
     // was in flight on the old connection will not be credited back; it
@@ -156,6 +165,7 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
     id = links_.Attach(routing_id).id;
     link = state_.emplace(id, std::make_unique<Link>(options_.queue)).first->second.get();
     link->instance = hello->instance;
+    link->token = hello->token;
     by_instance_[hello->instance] = id;
     link->queue.Grant(hello->window);
   }

@@ -2,7 +2,8 @@
 //
 // Owns: the broker's tables (links, interests, per-link queues and credit,
 // cluster presence, liveness), the sessions of its shards (hello, rebind of a
-// reconnected instance, reset of strangers), publish routing with duplicate
+// reconnected instance that proves it is the same process, reset of
+// strangers), publish routing with duplicate
 // suppression, the pending-publish accounting behind acks (a publish is done
 // when each recipient consumed it, dropped it by policy, or died), the
 // shed-presence repair, heartbeats and expiry, and the counters behind the
@@ -75,6 +76,7 @@ enum class Refused : uint8_t {
   kStranger,     // a routing id that has not said hello (answered with kReset)
   kDuplicate,    // a publish already routed (a resend after a reconnect)
   kBadPresence,  // presence the registry refused
+  kBadRebind,    // a hello for a live instance from another connection, without its token
   kCount
 };
 
@@ -139,6 +141,7 @@ class Router {
     Link(const QueuePolicy& policy) : queue(policy) {}
     std::string shard;
     uint64_t instance = 0;
+    std::string token;  // the hello's secret: only a hello with it re-binds the link
     ShardQueue queue;
     // Tags of the data messages sent and not yet credited back, oldest
     // first: a credit of n consumes the first n (see Tag below).

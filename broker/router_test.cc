@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -50,16 +51,25 @@ class RouterTest : public ::testing::Test {
     std::vector<std::string_view> views(frames.begin(), frames.end());
     router_.OnMessage(from, views, now_us_);
   }
+  // The token a test shard of `instance` proves itself with.
+  static std::string TokenOf(uint64_t instance) {
+    char buf[mesh::kTokenHexDigits + 1];
+    std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(instance),
+                  ~static_cast<unsigned long long>(instance));
+    return buf;
+  }
   void Hello(const std::string& from, uint64_t instance, std::vector<std::string> topics,
              uint32_t window = 100, std::vector<mesh::TopicState> presence = {}) {
-    mesh::Hello h{.shard = from,
-                  .instance = instance,
-                  .window = window,
-                  .topics = std::move(topics),
-                  .presence = std::move(presence)};
+    SayHello(from, {.shard = from,
+                    .instance = instance,
+                    .window = window,
+                    .token = TokenOf(instance),
+                    .topics = std::move(topics),
+                    .presence = std::move(presence)});
+  }
+  void SayHello(const std::string& from, const mesh::Hello& h) {
     std::string body = mesh::EncodeHello(h);
-    mesh::Message m{.type = mesh::Type::kHello, .body = body};
-    Feed(from, m);
+    Feed(from, {.type = mesh::Type::kHello, .body = body});
   }
   void Publish(const std::string& from, uint64_t seq, const std::string& topic,
                const std::string& body = "[null,null,\"t\",\"e\",{}]") {
@@ -252,6 +262,46 @@ TEST_F(RouterTest, TheSameInstanceReconnectingKeepsItsLink) {
   EXPECT_EQ(router_.links(), 1u);
   EXPECT_EQ(router_.counters().rebinds, 1u);
   EXPECT_EQ(router_.interests().subscriptions(), 2u);
+  EXPECT_EQ(rec_.Take("a2", mesh::Type::kWelcome).size(), 1u);
+}
+
+TEST_F(RouterTest, AnotherConnectionCannotTakeALiveInstanceWithoutItsToken) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Flush();
+  rec_.log.sent.clear();
+  // An intruder that saw instance 1 in a delivery: a wrong token, or none.
+  for (const std::string& token : {std::string(32, 'f'), std::string()}) {
+    SayHello("x", {.shard = "a", .instance = 1, .window = 100, .token = token, .topics = {}});
+  }
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kBadRebind)], 2u);
+  EXPECT_EQ(router_.counters().rebinds, 0u);
+  EXPECT_TRUE(rec_.Take("x", mesh::Type::kWelcome).empty());
+  EXPECT_EQ(router_.interests().subscriptions(), 2u) << "a's state is a's";
+  Publish("b", 1, "room:1", "for a");
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 1u) << "a's session stays with a";
+  EXPECT_TRUE(rec_.Take("x", mesh::Type::kDeliver).empty());
+  // Nor can it publish as a: it is a stranger.
+  Publish("x", 2, "room:1");
+  EXPECT_EQ(rec_.Take("x", mesh::Type::kReset).size(), 1u);
+}
+
+TEST_F(RouterTest, AnInstanceWithoutATokenGetsANewSessionOnceTheOldOneExpired) {
+  mesh::Hello old{.shard = "a", .instance = 1, .window = 100, .topics = {"room:1"}};
+  SayHello("a", old);
+  LinkId first = router_.FindInstance(1);
+  SayHello("a2", old);  // reconnected: cannot prove it is the same process
+  EXPECT_EQ(router_.FindInstance(1), first);
+  EXPECT_TRUE(rec_.Take("a2", mesh::Type::kWelcome).empty());
+  for (int i = 0; i < 4; ++i) {
+    now_us_ += 100'000;
+    router_.OnTick(now_us_);
+  }
+  EXPECT_EQ(router_.FindInstance(1), kNoLink) << "the old connection went silent";
+  SayHello("a2", old);
+  EXPECT_NE(router_.FindInstance(1), kNoLink);
+  EXPECT_NE(router_.FindInstance(1), first);
   EXPECT_EQ(rec_.Take("a2", mesh::Type::kWelcome).size(), 1u);
 }
 

@@ -433,6 +433,12 @@ bool ReadMetaEntry(const json::value& v, PresenceEntry* out) {
   return true;
 }
 
+bool IsLowerHex(std::string_view s, size_t digits) {
+  return s.size() == digits && std::ranges::all_of(s, [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
 bool ParseInstance(std::string_view s, uint64_t* out) {
   if (s.size() != 16) return false;
   uint64_t v = 0;
@@ -496,7 +502,12 @@ std::string EncodeHello(const Hello& hello) {
   phx::AppendJsonString(out, hello.shard);
   out.append(",\"instance\":\"");
   for (int shift = 60; shift >= 0; shift -= 4) out.push_back(kHex[(hello.instance >> shift) & 15]);
-  out.append("\",\"window\":").append(std::to_string(hello.window)).append(",\"topics\":[");
+  out.append("\",\"window\":").append(std::to_string(hello.window));
+  if (!hello.token.empty()) {
+    out.append(",\"token\":");
+    phx::AppendJsonString(out, hello.token);
+  }
+  out.append(",\"topics\":[");
   for (size_t i = 0; i < hello.topics.size(); ++i) {
     if (i > 0) out.push_back(',');
     phx::AppendJsonString(out, hello.topics[i]);
@@ -535,6 +546,11 @@ Result<Hello> DecodeHello(std::string_view text) {
     r.Fail("window", "is not within 1..4294967295");
   } else {
     h.window = static_cast<uint32_t>(window->get_int64());
+  }
+
+  if (o->contains("token") && r.String(*o, "", "token", &h.token, 0) &&
+      !IsLowerHex(h.token, kTokenHexDigits)) {
+    r.Fail("token", "is not " + std::to_string(kTokenHexDigits) + " lowercase hex digits");
   }
 
   const json::array* topics = r.Array(*o, "", "topics");

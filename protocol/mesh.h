@@ -186,10 +186,19 @@ enum class HelloDrop : uint8_t {
 // {"shard":"2","instance":"<16 hex digits>","window":1000,
 //  "topics":["room:a",...],
 //  "presence":[{"topic":"room:a","metas":[{"key":"alice","phx_ref":"..","meta":{..}}]}]}
+// Added within version 1 (absent from an older shard's hello):
+//  "token":"<32 hex digits>"
+inline constexpr size_t kTokenHexDigits = 32;
 struct Hello {
   std::string shard;      // the shard's name, for logs and metric labels
   uint64_t instance = 0;  // random per shard process start; nonzero
   uint32_t window = 0;    // initial credit; nonzero
+  // Random per shard process start, kTokenHexDigits lowercase hex digits, or
+  // empty (an older shard). Unlike the instance, which every delivery
+  // carries, only the shard and its broker know it: a hello for a known
+  // instance from another connection re-binds that instance's session only
+  // with the same token, so nobody who merely saw the instance can take it.
+  std::string token;
   std::vector<std::string> topics;
   std::vector<TopicState> presence;
   // Decoding only: the entries left out, by reason (never encoded).
@@ -205,7 +214,8 @@ struct PresenceChange {
 
 std::string EncodeHello(const Hello& hello);
 // Refused (naming the field) unless the body has the shape above: shard a
-// string, instance nonzero, window nonzero, topics and presence arrays.
+// string, instance nonzero, window nonzero, topics and presence arrays, a
+// token (if there is one) of kTokenHexDigits lowercase hex digits.
 // Entries of those arrays that are not valid are left out and counted in
 // `dropped` (see HelloDrop), never a reason to refuse the whole hello.
 Result<Hello> DecodeHello(std::string_view json);

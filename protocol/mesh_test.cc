@@ -56,7 +56,8 @@ std::string Describe(const std::vector<PresenceEntry>& entries) {
 }
 
 std::string Describe(const Hello& h) {
-  std::string out = h.shard + " " + std::to_string(h.instance) + " " + std::to_string(h.window);
+  std::string out = h.shard + " " + std::to_string(h.instance) + " " + std::to_string(h.window) +
+                    " token:" + h.token;
   for (const std::string& t : h.topics) out += " t:" + t;
   for (const TopicState& s : h.presence) out += " p:" + s.topic + Describe(s.metas);
   return out;
@@ -404,6 +405,7 @@ Hello SampleHello() {
   h.shard = "2";
   h.instance = 0x00ab0000ffff0001;
   h.window = 1000;
+  h.token = "0123456789abcdef0123456789abcdef";
   h.topics = {"room:a", "room:\"quoted\"", "caf\xc3\xa9"};
   h.presence = {
       {"room:a",
@@ -478,8 +480,9 @@ TEST(MeshHello, UnknownFieldsAreIgnored) {
   EXPECT_EQ(Describe(h->presence[0].metas), "[{k|r|{}}]");
 }
 
-// A valid hello with one field replaced by `field_json` (or dropped when it
-// is null).
+// A valid hello (of the oldest shape) with one field replaced by
+// `field_json`, or added if the base has no such field, or dropped when
+// `field_json` is null.
 std::string HelloWith(const std::string& name, const char* field_json) {
   const std::pair<std::string, std::string> fields[] = {
       {"shard", R"("2")"},
@@ -489,12 +492,15 @@ std::string HelloWith(const std::string& name, const char* field_json) {
       {"presence", R"([{"topic":"room:a","metas":[{"key":"k","phx_ref":"r","meta":{}}]}])"},
   };
   std::string out = "{";
+  bool found = false;
   for (const auto& [key, value] : fields) {
     const bool replaced = key == name;
+    found = found || replaced;
     if (replaced && !field_json) continue;
     if (out.size() > 1) out += ",";
     out += "\"" + key + "\":" + (replaced ? std::string(field_json) : value);
   }
+  if (!found && field_json) out += ",\"" + name + "\":" + field_json;
   return out + "}";
 }
 
@@ -534,6 +540,22 @@ TEST(MeshHello, Refusals) {
   ExpectHelloRefused(HelloWith("window", R"("10")"), "window is not an integer");
   ExpectHelloRefused(HelloWith("topics", "{}"), "topics is not an array");
   ExpectHelloRefused(HelloWith("presence", "null"), "presence is not an array");
+  ExpectHelloRefused(HelloWith("token", "7"), "token is not a string");
+  ExpectHelloRefused(HelloWith("token", R"("0123456789abcdef0123456789abcde")"),
+                     "token is not 32 lowercase hex digits");
+  ExpectHelloRefused(HelloWith("token", R"("0123456789ABCDEF0123456789abcdef")"),
+                     "token is not 32 lowercase hex digits");
+  ExpectHelloRefused(HelloWith("token", R"("")"), "token is not 32 lowercase hex digits");
+}
+
+TEST(MeshHello, TheFieldsAddedWithinVersion1AreOptional) {
+  // An older shard's hello: no token.
+  Result<Hello> h = DecodeHello(HelloWith("", nullptr));
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_TRUE(h->token.empty());
+  h = DecodeHello(HelloWith("token", R"("00000000000000000000000000000abc")"));
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->token, "00000000000000000000000000000abc");
 }
 
 // A hello whose `name` is `value` decodes, leaving out `dropped` entries for `why`.

@@ -1,5 +1,7 @@
 #include "worker/broker_link.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
 
 namespace sb::worker {
@@ -7,11 +9,27 @@ namespace sb::worker {
 namespace {
 // Messages read per wake-up before client sockets get their turn.
 constexpr int kReadBatch = 512;
+
+// The session's secret (mesh::Hello::token). Without randomness the shard
+// still works, but cannot prove a reconnect: its session then waits for the
+// old one to expire.
+std::string NewToken() {
+  unsigned char bytes[mesh::kTokenHexDigits / 2];
+  if (::getrandom(bytes, sizeof bytes, 0) != sizeof bytes) return {};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string token;
+  for (unsigned char b : bytes) {
+    token.push_back(kHex[b >> 4]);
+    token.push_back(kHex[b & 15]);
+  }
+  return token;
+}
 }  // namespace
 
 Result<std::unique_ptr<BrokerLink>> BrokerLink::Create(EventLoop* loop, const std::string& endpoint,
                                                        ClusterOptions options,
                                                        ClusterSession::Handler* handler) {
+  if (options.token.empty()) options.token = NewToken();
   Result<std::unique_ptr<ZmqSocket>> socket = ZmqSocket::Create({.kind = ZmqSocket::Kind::kDealer});
   if (!socket.ok()) return socket.status();
   if (Status s = socket.value()->Connect(endpoint); !s.ok()) return s;

@@ -37,6 +37,7 @@ void ClusterSession::SendHello(int64_t now_ms) {
   hello.shard = options_.shard;
   hello.instance = options_.instance;
   hello.window = options_.window;
+  hello.token = options_.token;
   handler_->ClusterState(&hello.topics, &hello.presence);
   std::string body = mesh::EncodeHello(hello);
   ++counters_.hellos;

@@ -25,8 +25,11 @@
 namespace sb::worker {
 
 struct ClusterOptions {
-  std::string shard;       // name in the broker's logs and metrics
-  uint64_t instance = 0;   // random per process start, nonzero
+  std::string shard;      // name in the broker's logs and metrics
+  uint64_t instance = 0;  // random per process start, nonzero
+  // Random per process start (mesh::kTokenHexDigits hex digits), known only
+  // to this shard and its broker: proves a reconnect is this process.
+  std::string token;
   uint32_t window = 1000;  // messages the broker may send ahead of our credit
   size_t max_outbox_messages = 32768;
   size_t max_outbox_bytes = 64u << 20;

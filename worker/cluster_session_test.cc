@@ -57,6 +57,7 @@ class ClusterSessionTest : public ::testing::Test {
     ClusterOptions o;
     o.shard = "s1";
     o.instance = 0xabc;
+    o.token = "0123456789abcdef0123456789abcdef";
     o.window = 10;
     o.max_outbox_messages = 3;
     o.max_outbox_bytes = 1000;
@@ -91,6 +92,7 @@ TEST_F(ClusterSessionTest, HelloCarriesTheWholeStateAndTheWindow) {
   EXPECT_EQ(h->shard, "s1");
   EXPECT_EQ(h->instance, 0xabcu);
   EXPECT_EQ(h->window, 10u);
+  EXPECT_EQ(h->token, "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(h->topics, std::vector<std::string>{"room:1"});
   ASSERT_EQ(h->presence.size(), 1u);
   EXPECT_EQ(h->presence[0].metas[0].key, "alice");
