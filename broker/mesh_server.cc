@@ -28,7 +28,7 @@ constexpr int kReadBatch = 512;
 constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)> kDropNames = {
     "shed", "disconnect", "too_large"};
 constexpr std::array<std::string_view, static_cast<size_t>(Refused::kCount)> kRefusedNames = {
-    "bad_frame", "stranger", "duplicate", "bad_presence", "bad_rebind"};
+    "bad_frame", "stranger", "duplicate", "bad_presence", "bad_rebind", "bad_seq"};
 constexpr std::array<std::string_view, static_cast<size_t>(mesh::HelloDrop::kCount)>
     kHelloDropNames = {"topic", "meta", "over_limit"};
 }  // namespace

@@ -13,6 +13,10 @@ namespace {
 // message.
 constexpr int64_t kResetIntervalUs = 100'000;
 
+// A hello without "outbox" comes from a shard older than the field; its
+// outbox is bounded by the shard's default (worker --max-outbox).
+constexpr uint64_t kOutboxOfAnOlderShard = 32768;
+
 mesh::Message Control(mesh::Type type) {
   mesh::Message m;
   m.type = type;
@@ -166,10 +170,16 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
     link = state_.emplace(id, std::make_unique<Link>(options_.queue)).first->second.get();
     link->instance = hello->instance;
     link->token = hello->token;
+    if (hello->acked) {
+      // The shard forgot everything up to it: its next publish comes after.
+      link->done_seq = link->last_seq = *hello->acked;
+      link->seq_known = true;
+    }
     by_instance_[hello->instance] = id;
     link->queue.Grant(hello->window);
   }
   link->shard = hello->shard;
+  link->outbox = hello->outbox != 0 ? hello->outbox : kOutboxOfAnOlderShard;
   liveness_.OnHeard(id, now_us / 1000);
 
   interests_.ReplaceShard(id, hello->topics);
@@ -193,11 +203,24 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
 }
 
 void Router::OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us) {
+  // Seqs start at 1; a seq further past the last acked one than the shard's
+  // outbox holds is not one it can have sent. Either would poison the
+  // link's numbering (0 wraps done_seq below; 2^64-1 would make every later
+  // publish a duplicate), so neither changes anything.
+  if (msg.seq == 0) {
+    ++counters_.refused[Index(Refused::kBadSeq)];
+    return;
+  }
   if (link.seq_known && msg.seq <= link.last_seq) {
     // A resend after a reconnect: routed already. Its ack comes when it is
     // done, or now if it is.
     ++counters_.refused[Index(Refused::kDuplicate)];
     link.ack_due = true;
+    return;
+  }
+  // Past last_seq, so past done_seq too: no wrap.
+  if (link.seq_known && msg.seq - link.done_seq > link.outbox) {
+    ++counters_.refused[Index(Refused::kBadSeq)];
     return;
   }
   if (!link.seq_known) {

@@ -1,15 +1,16 @@
 // Router: the broker's state machine — every mesh message in, every send out.
 //
 // Owns: the broker's tables (links, interests, per-link queues and credit,
-// cluster presence, liveness), the sessions of its shards (hello, rebind of a
-// reconnected instance that proves it is the same process, reset of
-// strangers), publish routing with duplicate
-// suppression, the pending-publish accounting behind acks (a publish is done
-// when each recipient consumed it, dropped it by policy, or died), the
-// shed-presence repair, heartbeats and expiry, and the counters behind the
-// broker's metrics. Input is decoded-or-not frames from a routing id plus
-// monotonic time; output goes through `LinkSender`: control messages as
-// they are made, queued data messages and batches packed.
+// cluster presence, liveness), the sessions of its shards (hello, rebind of
+// a reconnected instance that proves it is the same process, reset of
+// strangers), publish routing with seqs checked against the shard's outbox
+// window and duplicates suppressed, the pending-publish accounting behind
+// acks (a publish is done when each recipient consumed it, dropped it by
+// policy, or died), the shed-presence repair, heartbeats and expiry, and the
+// counters behind the broker's metrics. Input is decoded-or-not frames from
+// a routing id plus monotonic time; output goes through `LinkSender`:
+// control messages as they are made, queued data messages and batches
+// packed.
 // Does not: touch ZeroMQ, read clocks or log (broker/mesh_server does). Plain
 // data on the broker's loop thread; the server owns one.
 //
@@ -77,6 +78,7 @@ enum class Refused : uint8_t {
   kDuplicate,    // a publish already routed (a resend after a reconnect)
   kBadPresence,  // presence the registry refused
   kBadRebind,    // a hello for a live instance from another connection, without its token
+  kBadSeq,       // a publish seq of 0, or further past the last acked than the shard's outbox
   kCount
 };
 
@@ -151,6 +153,9 @@ class Router {
     uint64_t last_seq = 0;
     bool seq_known = false;
     uint64_t done_seq = 0;  // every publish up to it is done (what kAck says)
+    // The most publishes the shard keeps unacked: no valid seq is further
+    // than this past done_seq (it would not fit in the shard's outbox).
+    uint64_t outbox = 0;
     std::deque<uint64_t> publishes;
     bool ack_due = false;
     // A kDiff or kSnapshot for this link was dropped: once its queue has

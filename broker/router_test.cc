@@ -287,6 +287,37 @@ TEST_F(RouterTest, AnotherConnectionCannotTakeALiveInstanceWithoutItsToken) {
   EXPECT_EQ(rec_.Take("x", mesh::Type::kReset).size(), 1u);
 }
 
+TEST_F(RouterTest, APublishSeqOutsideTheOutboxWindowIsRefusedAndPoisonsNothing) {
+  Hello("b", 2, {"room:1"});
+  SayHello("a", {.shard = "a",
+                 .instance = 1,
+                 .window = 100,
+                 .token = TokenOf(1),
+                 .outbox = 3,
+                 .acked = 10,
+                 .topics = {}});
+  Flush();
+  rec_.log.sent.clear();
+  Publish("a", 0, "room:1");           // would wrap done_seq
+  Publish("a", UINT64_MAX, "room:1");  // would make every later one a duplicate
+  Publish("a", 14, "room:1");          // more than the outbox holds past 10
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kBadSeq)], 3u);
+  for (uint64_t seq = 11; seq <= 13; ++seq) Publish("a", seq, "room:1");
+  Flush();
+  auto to_b = rec_.Take("b", mesh::Type::kDeliver);
+  ASSERT_EQ(to_b.size(), 3u);
+  EXPECT_EQ(to_b[0].seq, 11u);
+  EXPECT_EQ(to_b[2].seq, 13u);
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kDuplicate)], 0u);
+  Credit("b", 4);  // the snapshot and three deliveries
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_FALSE(acks.empty());
+  EXPECT_EQ(acks.back().seq, 13u);
+  Publish("a", 16, "room:1");  // 13 is done: 16 fits the window again
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kBadSeq)], 3u);
+}
+
 TEST_F(RouterTest, AnInstanceWithoutATokenGetsANewSessionOnceTheOldOneExpired) {
   mesh::Hello old{.shard = "a", .instance = 1, .window = 100, .topics = {"room:1"}};
   SayHello("a", old);

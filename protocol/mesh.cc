@@ -354,6 +354,20 @@ class Reader {
     return String(Member(o, path, key), path + key, out, min, max);
   }
 
+  // An integer member within min..max (`key` at the body's top level).
+  bool Unsigned(const json::object& o, const char* key, uint64_t min, uint64_t max, uint64_t* out) {
+    const json::value* v = Member(o, "", key);
+    if (!v) return false;
+    if (!v->is_int64() && !v->is_uint64()) return Fail(key, "is not an integer");
+    const bool negative = v->is_int64() && v->get_int64() < 0;
+    const uint64_t n = v->is_uint64() ? v->get_uint64() : static_cast<uint64_t>(v->get_int64());
+    if (negative || n < min || n > max) {
+      return Fail(key, "is not within " + std::to_string(min) + ".." + std::to_string(max));
+    }
+    *out = n;
+    return true;
+  }
+
   const json::array* Array(const json::object& o, const std::string& path, const char* key) {
     const json::value* v = Member(o, path, key);
     if (!v) return nullptr;
@@ -507,6 +521,8 @@ std::string EncodeHello(const Hello& hello) {
     out.append(",\"token\":");
     phx::AppendJsonString(out, hello.token);
   }
+  if (hello.outbox != 0) out.append(",\"outbox\":").append(std::to_string(hello.outbox));
+  if (hello.acked) out.append(",\"acked\":").append(std::to_string(*hello.acked));
   out.append(",\"topics\":[");
   for (size_t i = 0; i < hello.topics.size(); ++i) {
     if (i > 0) out.push_back(',');
@@ -537,16 +553,19 @@ Result<Hello> DecodeHello(std::string_view text) {
   if (!ParseInstance(instance, &h.instance)) r.Fail("instance", "is not 16 lowercase hex digits");
   if (h.instance == 0) r.Fail("instance", "is zero");
 
-  const json::value* window = r.Member(*o, "", "window");
-  if (!window) return r.status();
-  if (!window->is_int64() && !window->is_uint64()) {
-    r.Fail("window", "is not an integer");
-  } else if (!window->is_int64() || window->get_int64() <= 0 ||
-             window->get_int64() > std::numeric_limits<uint32_t>::max()) {
-    r.Fail("window", "is not within 1..4294967295");
-  } else {
-    h.window = static_cast<uint32_t>(window->get_int64());
+  uint64_t n = 0;
+  if (r.Unsigned(*o, "window", 1, std::numeric_limits<uint32_t>::max(), &n)) {
+    h.window = static_cast<uint32_t>(n);
   }
+  if (o->contains("outbox") &&
+      r.Unsigned(*o, "outbox", 1, std::numeric_limits<uint32_t>::max(), &n)) {
+    h.outbox = static_cast<uint32_t>(n);
+  }
+  if (o->contains("acked") &&
+      r.Unsigned(*o, "acked", 0, std::numeric_limits<uint64_t>::max(), &n)) {
+    h.acked = n;
+  }
+  if (!r.status().ok()) return r.status();
 
   if (o->contains("token") && r.String(*o, "", "token", &h.token, 0) &&
       !IsLowerHex(h.token, kTokenHexDigits)) {

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -187,7 +188,7 @@ enum class HelloDrop : uint8_t {
 //  "topics":["room:a",...],
 //  "presence":[{"topic":"room:a","metas":[{"key":"alice","phx_ref":"..","meta":{..}}]}]}
 // Added within version 1 (absent from an older shard's hello):
-//  "token":"<32 hex digits>"
+//  "token":"<32 hex digits>","outbox":32768,"acked":0
 inline constexpr size_t kTokenHexDigits = 32;
 struct Hello {
   std::string shard;      // the shard's name, for logs and metric labels
@@ -199,6 +200,11 @@ struct Hello {
   // instance from another connection re-binds that instance's session only
   // with the same token, so nobody who merely saw the instance can take it.
   std::string token;
+  // The most publishes the shard keeps unacked (its outbox bound), 0 if
+  // absent: a publish's seq is never further than this past the last acked.
+  uint32_t outbox = 0;
+  // Every publish up to this seq was acked (the shard forgot it), if given.
+  std::optional<uint64_t> acked;
   std::vector<std::string> topics;
   std::vector<TopicState> presence;
   // Decoding only: the entries left out, by reason (never encoded).
@@ -214,8 +220,9 @@ struct PresenceChange {
 
 std::string EncodeHello(const Hello& hello);
 // Refused (naming the field) unless the body has the shape above: shard a
-// string, instance nonzero, window nonzero, topics and presence arrays, a
-// token (if there is one) of kTokenHexDigits lowercase hex digits.
+// string, instance nonzero, window nonzero, topics and presence arrays, and
+// if present a token of kTokenHexDigits lowercase hex digits, an outbox of
+// 1..2^32-1 and an acked seq of 0..2^64-1.
 // Entries of those arrays that are not valid are left out and counted in
 // `dropped` (see HelloDrop), never a reason to refuse the whole hello.
 Result<Hello> DecodeHello(std::string_view json);

@@ -57,7 +57,8 @@ std::string Describe(const std::vector<PresenceEntry>& entries) {
 
 std::string Describe(const Hello& h) {
   std::string out = h.shard + " " + std::to_string(h.instance) + " " + std::to_string(h.window) +
-                    " token:" + h.token;
+                    " token:" + h.token + " outbox:" + std::to_string(h.outbox) +
+                    " acked:" + (h.acked ? std::to_string(*h.acked) : "-");
   for (const std::string& t : h.topics) out += " t:" + t;
   for (const TopicState& s : h.presence) out += " p:" + s.topic + Describe(s.metas);
   return out;
@@ -406,6 +407,8 @@ Hello SampleHello() {
   h.instance = 0x00ab0000ffff0001;
   h.window = 1000;
   h.token = "0123456789abcdef0123456789abcdef";
+  h.outbox = 32768;
+  h.acked = 0xfffffffffffffffe;
   h.topics = {"room:a", "room:\"quoted\"", "caf\xc3\xa9"};
   h.presence = {
       {"room:a",
@@ -546,13 +549,30 @@ TEST(MeshHello, Refusals) {
   ExpectHelloRefused(HelloWith("token", R"("0123456789ABCDEF0123456789abcdef")"),
                      "token is not 32 lowercase hex digits");
   ExpectHelloRefused(HelloWith("token", R"("")"), "token is not 32 lowercase hex digits");
+  ExpectHelloRefused(HelloWith("outbox", "0"), "outbox is not within 1..4294967295");
+  ExpectHelloRefused(HelloWith("outbox", "4294967296"), "outbox is not within");
+  ExpectHelloRefused(HelloWith("outbox", "-3"), "outbox is not within");
+  ExpectHelloRefused(HelloWith("outbox", "\"9\""), "outbox is not an integer");
+  ExpectHelloRefused(HelloWith("acked", "-1"), "acked is not within 0..18446744073709551615");
+  ExpectHelloRefused(HelloWith("acked", "1.0"), "acked is not an integer");
 }
 
 TEST(MeshHello, TheFieldsAddedWithinVersion1AreOptional) {
-  // An older shard's hello: no token.
+  // An older shard's hello: no token, outbox or acked.
   Result<Hello> h = DecodeHello(HelloWith("", nullptr));
   ASSERT_TRUE(h.ok()) << h.status().message();
   EXPECT_TRUE(h->token.empty());
+  EXPECT_EQ(h->outbox, 0u);
+  EXPECT_FALSE(h->acked.has_value());
+  h = DecodeHello(HelloWith("acked", "0"));
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->acked, 0u);
+  h = DecodeHello(HelloWith("acked", "18446744073709551615"));
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->acked, 18446744073709551615u);
+  h = DecodeHello(HelloWith("outbox", "4294967295"));
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->outbox, 4294967295u);
   h = DecodeHello(HelloWith("token", R"("00000000000000000000000000000abc")"));
   ASSERT_TRUE(h.ok()) << h.status().message();
   EXPECT_EQ(h->token, "00000000000000000000000000000abc");

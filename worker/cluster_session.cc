@@ -1,5 +1,7 @@
 #include "worker/cluster_session.h"
 
+#include <algorithm>
+#include <limits>
 #include <utility>
 
 namespace sb::worker {
@@ -38,6 +40,10 @@ void ClusterSession::SendHello(int64_t now_ms) {
   hello.instance = options_.instance;
   hello.window = options_.window;
   hello.token = options_.token;
+  hello.outbox = static_cast<uint32_t>(
+      std::min<size_t>(options_.max_outbox_messages, std::numeric_limits<uint32_t>::max()));
+  // Everything before the oldest publish kept was acked and forgotten.
+  hello.acked = (outbox_.empty() ? next_seq_ : outbox_.front().seq) - 1;
   handler_->ClusterState(&hello.topics, &hello.presence);
   std::string body = mesh::EncodeHello(hello);
   ++counters_.hellos;

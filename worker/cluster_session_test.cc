@@ -93,6 +93,8 @@ TEST_F(ClusterSessionTest, HelloCarriesTheWholeStateAndTheWindow) {
   EXPECT_EQ(h->instance, 0xabcu);
   EXPECT_EQ(h->window, 10u);
   EXPECT_EQ(h->token, "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(h->outbox, 3u);
+  EXPECT_EQ(h->acked, 0u);
   EXPECT_EQ(h->topics, std::vector<std::string>{"room:1"});
   ASSERT_EQ(h->presence.size(), 1u);
   EXPECT_EQ(h->presence[0].metas[0].key, "alice");
@@ -135,6 +137,7 @@ TEST_F(ClusterSessionTest, AResetResendsTheHelloAndOnceWelcomedEveryUnackedPubli
   session_.Flush();
   ASSERT_EQ(fake_.log.sent.size(), 1u);
   EXPECT_EQ(fake_.log.sent[0].type, mesh::Type::kHello);
+  EXPECT_EQ(mesh::DecodeHello(fake_.log.sent[0].body)->acked, 1u) << "1 was acked and forgotten";
   Welcome(2);
   EXPECT_EQ(session_.counters().epoch_changes, 1u);
   session_.Flush();
