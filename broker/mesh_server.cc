@@ -187,7 +187,10 @@ class MeshServer::Collector : public prometheus::Collectable {
 
 Result<std::unique_ptr<MeshServer>> MeshServer::Create(EventLoop* loop, const std::string& endpoint,
                                                        RouterOptions options) {
-  Result<std::unique_ptr<ZmqSocket>> socket = ZmqSocket::Create({.kind = ZmqSocket::Kind::kRouter});
+  Result<std::unique_ptr<ZmqSocket>> socket =
+      ZmqSocket::Create({.kind = ZmqSocket::Kind::kRouter,
+                         .recv_hwm = mesh::kRecvHighWaterMark,
+                         .max_frame_bytes = static_cast<int64_t>(mesh::kMaxFrameBytes)});
   if (!socket.ok()) return socket.status();
   if (Status s = socket.value()->Bind(endpoint); !s.ok()) return s;
   std::unique_ptr<MeshServer> server(new MeshServer(loop, std::move(socket).value(), options));

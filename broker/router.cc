@@ -352,6 +352,11 @@ void Router::SendSnapshot(LinkId to, Link& link, std::string_view topic, int64_t
 }
 
 void Router::Enqueue(LinkId to, Link& link, const Payload& payload, uint64_t tag, int64_t now_us) {
+  if (payload->size() > options_.max_packed_bytes) {
+    // Not marked for a presence repair: the repair would be as large.
+    ++counters_.dropped[Index(DropReason::kTooLarge)];
+    return Settle(tag);
+  }
   std::vector<QueuedMessage> dropped;
   PushResult r = link.queue.Push(
       QueuedMessage{

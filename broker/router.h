@@ -55,6 +55,10 @@ struct RouterOptions {
   QueuePolicy queue;
   LivenessPolicy liveness;
   uint64_t epoch = 1;  // nonzero; random per broker start (the caller's choice)
+  // The largest message queued for a shard, packed: larger ones (a snapshot
+  // or diff of a huge presence) could not travel in a batch within the
+  // shard's frame bound, so they are dropped as too large instead.
+  size_t max_packed_bytes = mesh::kMaxPackedBytes;
   // A new broker holds publishes and presence snapshots this long after its
   // first tick (its start), so that every live shard (which heartbeats
   // every interval and is answered with a reset) has said hello first:

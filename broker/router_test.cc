@@ -366,6 +366,32 @@ TEST_F(RouterTest, FramesThatAreNotMeshV1AreCountedAndIgnored) {
   EXPECT_TRUE(rec_.log.sent.empty());
 }
 
+TEST_F(RouterTest, AMessageTooLargeForAFrameIsDroppedNotQueued) {
+  RouterOptions o = Options({}, 0);
+  o.max_packed_bytes = 200;
+  Router router(o, &rec_);
+  auto feed = [&](const std::string& from, const mesh::Hello& h) {
+    std::string body = mesh::EncodeHello(h);
+    std::vector<std::string> frames =
+        mesh_testing::EncodeFrames({.type = mesh::Type::kHello, .body = body});
+    std::vector<std::string_view> views(frames.begin(), frames.end());
+    router.OnMessage(from, views, now_us_);
+  };
+  const std::string meta = "{\"phx_ref\":\"r1\",\"bio\":\"" + std::string(300, 'x') + "\"}";
+  feed("a", {.shard = "a",
+             .instance = 1,
+             .window = 100,
+             .topics = {"room:1"},
+             .presence = {{"room:1", {{"alice", "r1", meta}}}}});
+  feed("b", {.shard = "b", .instance = 2, .window = 100, .topics = {"room:1"}});
+  router.Flush(now_us_);
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kSnapshot).empty());
+  EXPECT_EQ(router.counters().dropped[static_cast<size_t>(DropReason::kTooLarge)], 1u);
+  router.Flush(now_us_);
+  EXPECT_EQ(router.counters().snapshots, 2u) << "no repair of what cannot be sent";
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kWelcome).size(), 1u);
+}
+
 class RouterShedTest : public RouterTest {
  protected:
   RouterShedTest()

@@ -173,6 +173,10 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
   // No body is empty: a Phoenix message never is, and neither is JSON text.
   const bool has_body = BodyOnly(m.type) || shape->frames == 3;
   if (has_body && m.body.empty()) return Refused(*shape, "empty body");
+  if (const size_t max = BodyOnly(m.type) ? kMaxFrameBytes : kMaxBodyBytes; m.body.size() > max) {
+    return Refused(
+        *shape, "body is " + std::to_string(m.body.size()) + " bytes, over " + std::to_string(max));
+  }
   *out = m;
   return Status::Ok();
 }

@@ -73,8 +73,10 @@ struct Message {
 // Decodes the frames of one message (routing id already removed). Refused,
 // naming what is wrong, for: a bad magic, an unknown version or type, a
 // header of the wrong length for its type, the wrong number of frames, an
-// empty or over-long topic. JSON bodies are not parsed here (DecodeHello,
-// DecodePresenceChange do it). `out`'s views point into `frames`.
+// empty or over-long topic, an empty body or one over its bound (a hello's
+// or batch's kMaxFrameBytes, any other kMaxBodyBytes). JSON bodies are not
+// parsed here (DecodeHello, DecodePresenceChange do it). `out`'s views point
+// into `frames`.
 Status Decode(std::span<const std::string_view> frames, Message* out);
 
 // The longest header of any type (kDeliver's).
@@ -120,6 +122,32 @@ Status Unpack(std::string_view packed, std::vector<std::string_view>* frames);
 // mapping per batch costs page faults) and to let libzmq's I/O thread start
 // writing while the next batch is built.
 inline constexpr size_t kBatchBytes = 64 * 1024;
+
+// --- Sizes -----------------------------------------------------------------
+
+// The largest frame of any mesh message. Both ends set it as their socket's
+// ZMQ_MAXMSGSIZE (libzmq applies it to each frame and disconnects a peer
+// that sends a larger one), so nothing that reaches the endpoint can make
+// the other end buffer more than this per frame. The largest legitimate
+// frames are a hello (a shard's whole state in one JSON body) and a kBatch.
+inline constexpr size_t kMaxFrameBytes = size_t{64} << 20;
+// The largest packed message that may go in a kBatch: a batch is cut once
+// it holds kBatchBytes, so it is at most kBatchBytes, one such message and
+// the batch's own 12 bytes of header and length — within kMaxFrameBytes.
+inline constexpr size_t kMaxPackedBytes = kMaxFrameBytes - kBatchBytes - 64;
+// The largest body (Phoenix message, presence JSON) of any message but a
+// hello or a batch: with its topic and header it packs within
+// kMaxPackedBytes. A shard refuses to publish a larger broadcast, and a
+// broker sends no larger snapshot or diff.
+inline constexpr size_t kMaxBodyBytes = kMaxFrameBytes - 2 * kBatchBytes;
+static_assert(kMaxBodyBytes + kMaxTopicBytes + kMaxHeaderBytes + 12 <= kMaxPackedBytes);
+// Both ends' ZMQ_RCVHWM, in messages per connection: when one peer's are
+// not read yet, libzmq stops reading its connection (the peer's own socket
+// buffers, then its sends fail), so one peer holds at most this many
+// messages of the reader's memory. Far above what either end sends ahead:
+// a turn's publishes or deliveries go as a few batches, and the broker
+// reads up to 512 messages per wake-up.
+inline constexpr int kRecvHighWaterMark = 1000;
 
 // Builds packed kBatch messages in one buffer that is reused.
 class BatchWriter {

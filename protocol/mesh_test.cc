@@ -307,6 +307,45 @@ TEST(MeshCodec, EmptyBodiesAreRefused) {
   }
 }
 
+TEST(MeshCodec, BodyBounds) {
+  const std::string largest(kMaxBodyBytes, 'b');
+  const std::string too_large(kMaxBodyBytes + 1, 'b');
+  for (Type type :
+       {Type::kPublish, Type::kPresence, Type::kDeliver, Type::kDiff, Type::kSnapshot}) {
+    SCOPED_TRACE(static_cast<int>(type));
+    Message m{.type = type, .topic = "room:1", .body = largest};
+    EXPECT_EQ(MustDecode(EncodeFrames(m)).body.size(), kMaxBodyBytes);
+    m.body = too_large;
+    ExpectRefused(EncodeFrames(m), "body is " + std::to_string(kMaxBodyBytes + 1) + " bytes, over");
+  }
+  // A hello or a batch is one frame of its own, bounded as a frame.
+  const std::string frame(kMaxFrameBytes, 'b');
+  const std::string over(kMaxFrameBytes + 1, 'b');
+  for (Type type : {Type::kHello, Type::kBatch}) {
+    SCOPED_TRACE(static_cast<int>(type));
+    EXPECT_EQ(MustDecode(EncodeFrames({.type = type, .body = frame})).body.size(), kMaxFrameBytes);
+    ExpectRefused(EncodeFrames({.type = type, .body = over}), "over");
+  }
+}
+
+TEST(MeshBatch, AFullBatchWithTheLargestMessageStaysWithinAFrame) {
+  // Writers cut a batch once it is full: the message that fills it may be
+  // the largest there is.
+  BatchWriter almost;
+  const std::string small = Pack({.type = Type::kCredit, .n = 1});
+  while (almost.bytes() + 4 + small.size() < kBatchBytes) almost.Add(small);
+  const std::string body(kMaxBodyBytes, 'b');
+  const std::string topic(kMaxTopicBytes, 't');
+  const std::string largest = Pack({.type = Type::kDeliver, .topic = topic, .body = body});
+  EXPECT_LE(largest.size(), kMaxPackedBytes);
+  almost.Add(largest);
+  std::vector<std::string_view> frames;
+  ASSERT_TRUE(Unpack(almost.Finish(), &frames).ok());
+  EXPECT_LE(frames[1].size(), kMaxFrameBytes);
+  Message m;
+  EXPECT_TRUE(Decode(frames, &m).ok());
+}
+
 TEST(MeshCodec, UnknownFlagBitsAreRefused) {
   for (Type type : {Type::kPublish, Type::kDeliver}) {
     Message m;

@@ -30,7 +30,10 @@ Result<std::unique_ptr<BrokerLink>> BrokerLink::Create(EventLoop* loop, const st
                                                        ClusterOptions options,
                                                        ClusterSession::Handler* handler) {
   if (options.token.empty()) options.token = NewToken();
-  Result<std::unique_ptr<ZmqSocket>> socket = ZmqSocket::Create({.kind = ZmqSocket::Kind::kDealer});
+  Result<std::unique_ptr<ZmqSocket>> socket =
+      ZmqSocket::Create({.kind = ZmqSocket::Kind::kDealer,
+                         .recv_hwm = mesh::kRecvHighWaterMark,
+                         .max_frame_bytes = static_cast<int64_t>(mesh::kMaxFrameBytes)});
   if (!socket.ok()) return socket.status();
   if (Status s = socket.value()->Connect(endpoint); !s.ok()) return s;
   std::unique_ptr<BrokerLink> link(

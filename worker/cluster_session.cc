@@ -84,11 +84,19 @@ void ClusterSession::SendPublishes() {
 }
 
 bool ClusterSession::CanPublish(size_t bytes) const {
-  return outbox_.size() < options_.max_outbox_messages &&
+  return bytes <= mesh::kMaxBodyBytes && outbox_.size() < options_.max_outbox_messages &&
          outbox_bytes_ + bytes <= options_.max_outbox_bytes;
 }
 
 void ClusterSession::Publish(std::string_view topic, std::string_view message, bool binary) {
+  // A message over the mesh's bounds never enters the outbox: the broker
+  // would refuse it, or its socket would drop the connection of a batch too
+  // large for a frame, again after every reconnect.
+  if (topic.empty() || topic.size() > mesh::kMaxTopicBytes ||
+      message.size() > mesh::kMaxBodyBytes) {
+    ++counters_.too_large;
+    return;
+  }
   outbox_.push_back(Outgoing{next_seq_++, std::string(topic), std::string(message),
                              binary ? mesh::kFlagBinary : uint8_t{0}});
   outbox_bytes_ += topic.size() + message.size();

@@ -66,10 +66,13 @@ class ClusterSession {
 
   // Says hello; call once the transport is connecting.
   void Start(int64_t now_ms);
-  // Whether a broadcast of `bytes` fits in the outbox.
+  // Whether a broadcast of `bytes` fits in the outbox and in a mesh message
+  // (mesh::kMaxBodyBytes).
   bool CanPublish(size_t bytes) const;
   // Numbers the broadcast and keeps it until acked; Flush sends it (this
   // turn's publishes in one batch, in order) once the broker has welcomed us.
+  // One whose topic or message is over the mesh's bounds is counted
+  // (too_large) and not published.
   void Publish(std::string_view topic, std::string_view message, bool binary);
   void Subscribe(std::string_view topic);
   void Unsubscribe(std::string_view topic);
@@ -92,6 +95,7 @@ class ClusterSession {
 
   struct Counters {
     uint64_t published = 0;   // broadcasts put in the outbox
+    uint64_t too_large = 0;   // broadcasts over the mesh's bounds, not published
     uint64_t acked = 0;       // ... and acked
     uint64_t delivered = 0;   // kDeliver handed to local subscribers
     uint64_t duplicates = 0;  // kDeliver already delivered (after a resync)

@@ -126,6 +126,20 @@ TEST_F(ClusterSessionTest, PublishesAreNumberedKeptUntilAckedAndBounded) {
   EXPECT_EQ(session_.counters().acked, 2u);
 }
 
+TEST_F(ClusterSessionTest, ABroadcastOverTheMeshBoundsIsNeverPublished) {
+  ClusterOptions o = Options();
+  o.max_outbox_bytes = size_t{1} << 30;
+  ClusterSession session(o, &fake_, &fake_);
+  session.Start(now_);
+  EXPECT_TRUE(session.CanPublish(mesh::kMaxBodyBytes));
+  EXPECT_FALSE(session.CanPublish(mesh::kMaxBodyBytes + 1));
+  session.Publish("t", std::string(mesh::kMaxBodyBytes + 1, 'x'), false);
+  session.Publish(std::string(mesh::kMaxTopicBytes + 1, 't'), "x", false);
+  EXPECT_EQ(session.outbox_messages(), 0u);
+  EXPECT_EQ(session.counters().too_large, 2u);
+  EXPECT_EQ(session.counters().published, 0u);
+}
+
 TEST_F(ClusterSessionTest, AResetResendsTheHelloAndOnceWelcomedEveryUnackedPublishInOrder) {
   session_.Start(now_);
   Welcome(1);
