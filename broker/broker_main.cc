@@ -39,7 +39,8 @@ int main(int argc, char** argv) {
   CLI::App app{"switchboard-broker: the node's message broker (ZeroMQ ROUTER)"};
   std::string bind = "ipc:///tmp/switchboard/broker", metrics_listen;
   sb::broker::RouterOptions opt;
-  app.add_option("--bind", bind, "endpoint shards connect to (tcp:// or ipc://)")
+  app.add_option("--bind", bind,
+                 "endpoint shards connect to (tcp://, or ipc:// in a directory only we may write)")
       ->capture_default_str();
   app.add_option("--metrics", metrics_listen, "HOST:PORT for Prometheus /metrics (port 0: any)");
   app.add_option("--heartbeat-ms", opt.liveness.interval_ms, "heartbeat interval, both ways")

@@ -2,6 +2,7 @@
 
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -9,7 +10,9 @@
 #include <deque>
 #include <iterator>
 #include <map>
+#include <optional>
 
+#include "broker/ipc_endpoint.h"
 #include "common/metric_names.h"
 #include "common/mono_time.h"
 
@@ -192,7 +195,20 @@ Result<std::unique_ptr<MeshServer>> MeshServer::Create(EventLoop* loop, const st
                          .recv_hwm = mesh::kRecvHighWaterMark,
                          .max_frame_bytes = static_cast<int64_t>(mesh::kMaxFrameBytes)});
   if (!socket.ok()) return socket.status();
-  if (Status s = socket.value()->Bind(endpoint); !s.ok()) return s;
+  // Anything that reaches an endpoint may act as a shard, so an ipc one is
+  // this user's only; libzmq binds in this thread, under the umask.
+  const std::optional<std::string> ipc = IpcPath(endpoint);
+  if (ipc) {
+    if (Status s = CheckIpcDirectory(*ipc, ::geteuid()); !s.ok()) return s;
+  }
+  {
+    std::optional<ScopedUmask> owner_only;
+    if (ipc) owner_only.emplace(077);
+    if (Status s = socket.value()->Bind(endpoint); !s.ok()) return s;
+  }
+  if (ipc) {
+    if (Status s = RestrictIpcSocket(*ipc); !s.ok()) return s;
+  }
   std::unique_ptr<MeshServer> server(new MeshServer(loop, std::move(socket).value(), options));
   MeshServer* self = server.get();
   if (Status s = self->socket_->Watch(
