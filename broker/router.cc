@@ -36,7 +36,7 @@ size_t Index(Refused r) { return static_cast<size_t>(r); }
 }  // namespace
 
 Router::Router(RouterOptions options, LinkSender* sender)
-    : options_(options), sender_(sender), liveness_(options.liveness) {}
+    : options_(options), sender_(sender), liveness_(options.liveness), settle_(options.settle) {}
 
 Router::Link* Router::Find(LinkId id) {
   auto it = state_.find(id);
@@ -144,6 +144,8 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
     return;
   }
   ++counters_.hellos;
+  // Before anything below asks whether the broker is settling.
+  settle_.OnHello(hello->heartbeat_ms, now_us);
   for (size_t i = 0; i < std::size(hello->dropped); ++i) {
     counters_.hello_dropped[i] += hello->dropped[i];
   }
@@ -253,10 +255,7 @@ void Router::ReleaseHeld(int64_t now_us) {
   }
 }
 
-bool Router::Settling(int64_t now_us) {
-  if (settle_until_us_ < 0) settle_until_us_ = now_us + options_.settle_ms * 1000;
-  return now_us < settle_until_us_;
-}
+bool Router::Settling(int64_t now_us) { return settle_.Settling(now_us); }
 
 void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, std::string_view topic,
                    std::string_view body, int64_t now_us) {

@@ -33,6 +33,7 @@
 #include "broker/link_table.h"
 #include "broker/liveness.h"
 #include "broker/presence_registry.h"
+#include "broker/settle_window.h"
 #include "broker/shard_queue.h"
 #include "protocol/mesh.h"
 
@@ -59,12 +60,13 @@ struct RouterOptions {
   // or diff of a huge presence) could not travel in a batch within the
   // shard's frame bound, so they are dropped as too large instead.
   size_t max_packed_bytes = mesh::kMaxPackedBytes;
-  // A new broker holds publishes and presence snapshots this long after its
-  // first tick (its start), so that every live shard (which heartbeats
+  // A new broker holds publishes and presence snapshots for a while after
+  // its first tick (its start), so that every live shard (which heartbeats
   // every interval and is answered with a reset) has said hello first:
   // otherwise a shard re-sending its unacked publishes right after a broker
-  // restart would have them routed before the others re-subscribed.
-  int64_t settle_ms = 0;
+  // restart would have them routed before the others re-subscribed. How
+  // long: broker/settle_window. The default never settles.
+  SettlePolicy settle;
 };
 
 // Why a message a shard would have received was not delivered.
@@ -227,8 +229,8 @@ class Router {
     std::string body;
   };
   std::vector<Held> held_;
-  int64_t settle_until_us_ = -1;  // set by the first event (the server's first tick)
-  std::string last_reset_;        // the stranger last answered with kReset, and when
+  SettleWindow settle_;
+  std::string last_reset_;  // the stranger last answered with kReset, and when
   int64_t last_reset_us_ = 0;
   Counters counters_;
 };

@@ -40,7 +40,8 @@ class RouterTest : public ::testing::Test {
   static RouterOptions Options(QueuePolicy queue, int64_t settle_ms) {
     RouterOptions o;
     o.queue = queue;
-    o.settle_ms = settle_ms;
+    // A window of settle_ms as long as no shard announces a longer heartbeat.
+    if (settle_ms > 0) o.settle = {.heartbeat_ms = settle_ms / 2, .max_ms = kMaxSettleMs};
     o.liveness = {.interval_ms = 100, .misses = 3};
     o.epoch = 77;
     return o;
@@ -476,6 +477,25 @@ TEST_F(RouterSettleTest, ANewBrokerHoldsPublishesAndSnapshotsUntilShardsHadTimeT
   EXPECT_EQ(to_b[1].seq, 8u);
   EXPECT_EQ(rec_.Take("a", mesh::Type::kSnapshot).size(), 1u) << "snapshots once settled";
   EXPECT_EQ(rec_.Take("b", mesh::Type::kSnapshot).size(), 1u);
+}
+
+TEST_F(RouterSettleTest, AShardWithALongerHeartbeatKeepsANewBrokerSettlingLonger) {
+  router_.OnTick(now_us_);  // the broker starts: 500 ms by its own heartbeat
+  SayHello("a", {.shard = "a",
+                 .instance = 1,
+                 .window = 100,
+                 .token = TokenOf(1),
+                 .heartbeat_ms = 1000,
+                 .topics = {"room:1"}});
+  Hello("b", 2, {"room:1"});
+  now_us_ += 600'000;
+  Publish("a", 1, "room:1");
+  Flush();
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kDeliver).empty())
+      << "a shard that heartbeats every second may not have noticed the new broker yet";
+  now_us_ += 1'500'000;  // 2 × 1000 ms since the start
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
 }
 
 }  // namespace

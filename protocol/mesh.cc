@@ -527,6 +527,9 @@ std::string EncodeHello(const Hello& hello) {
   }
   if (hello.outbox != 0) out.append(",\"outbox\":").append(std::to_string(hello.outbox));
   if (hello.acked) out.append(",\"acked\":").append(std::to_string(*hello.acked));
+  if (hello.heartbeat_ms != 0) {
+    out.append(",\"heartbeat_ms\":").append(std::to_string(hello.heartbeat_ms));
+  }
   out.append(",\"topics\":[");
   for (size_t i = 0; i < hello.topics.size(); ++i) {
     if (i > 0) out.push_back(',');
@@ -564,6 +567,10 @@ Result<Hello> DecodeHello(std::string_view text) {
   if (o->contains("outbox") &&
       r.Unsigned(*o, "outbox", 1, std::numeric_limits<uint32_t>::max(), &n)) {
     h.outbox = static_cast<uint32_t>(n);
+  }
+  if (o->contains("heartbeat_ms") &&
+      r.Unsigned(*o, "heartbeat_ms", 1, std::numeric_limits<uint32_t>::max(), &n)) {
+    h.heartbeat_ms = static_cast<uint32_t>(n);
   }
   if (o->contains("acked") &&
       r.Unsigned(*o, "acked", 0, std::numeric_limits<uint64_t>::max(), &n)) {

@@ -216,7 +216,7 @@ enum class HelloDrop : uint8_t {
 //  "topics":["room:a",...],
 //  "presence":[{"topic":"room:a","metas":[{"key":"alice","phx_ref":"..","meta":{..}}]}]}
 // Added within version 1 (absent from an older shard's hello):
-//  "token":"<32 hex digits>","outbox":32768,"acked":0
+//  "token":"<32 hex digits>","outbox":32768,"acked":0,"heartbeat_ms":1000
 inline constexpr size_t kTokenHexDigits = 32;
 struct Hello {
   std::string shard;      // the shard's name, for logs and metric labels
@@ -233,6 +233,9 @@ struct Hello {
   uint32_t outbox = 0;
   // Every publish up to this seq was acked (the shard forgot it), if given.
   std::optional<uint64_t> acked;
+  // The shard's heartbeat interval, 0 if absent: how long a new broker
+  // waits for its hello (the broker's settle window).
+  uint32_t heartbeat_ms = 0;
   std::vector<std::string> topics;
   std::vector<TopicState> presence;
   // Decoding only: the entries left out, by reason (never encoded).
@@ -249,8 +252,8 @@ struct PresenceChange {
 std::string EncodeHello(const Hello& hello);
 // Refused (naming the field) unless the body has the shape above: shard a
 // string, instance nonzero, window nonzero, topics and presence arrays, and
-// if present a token of kTokenHexDigits lowercase hex digits, an outbox of
-// 1..2^32-1 and an acked seq of 0..2^64-1.
+// if present a token of kTokenHexDigits lowercase hex digits, an outbox and
+// a heartbeat_ms of 1..2^32-1 and an acked seq of 0..2^64-1.
 // Entries of those arrays that are not valid are left out and counted in
 // `dropped` (see HelloDrop), never a reason to refuse the whole hello.
 Result<Hello> DecodeHello(std::string_view json);

@@ -58,7 +58,8 @@ std::string Describe(const std::vector<PresenceEntry>& entries) {
 std::string Describe(const Hello& h) {
   std::string out = h.shard + " " + std::to_string(h.instance) + " " + std::to_string(h.window) +
                     " token:" + h.token + " outbox:" + std::to_string(h.outbox) +
-                    " acked:" + (h.acked ? std::to_string(*h.acked) : "-");
+                    " acked:" + (h.acked ? std::to_string(*h.acked) : "-") +
+                    " heartbeat:" + std::to_string(h.heartbeat_ms);
   for (const std::string& t : h.topics) out += " t:" + t;
   for (const TopicState& s : h.presence) out += " p:" + s.topic + Describe(s.metas);
   return out;
@@ -448,6 +449,7 @@ Hello SampleHello() {
   h.token = "0123456789abcdef0123456789abcdef";
   h.outbox = 32768;
   h.acked = 0xfffffffffffffffe;
+  h.heartbeat_ms = 1000;
   h.topics = {"room:a", "room:\"quoted\"", "caf\xc3\xa9"};
   h.presence = {
       {"room:a",
@@ -594,15 +596,18 @@ TEST(MeshHello, Refusals) {
   ExpectHelloRefused(HelloWith("outbox", "\"9\""), "outbox is not an integer");
   ExpectHelloRefused(HelloWith("acked", "-1"), "acked is not within 0..18446744073709551615");
   ExpectHelloRefused(HelloWith("acked", "1.0"), "acked is not an integer");
+  ExpectHelloRefused(HelloWith("heartbeat_ms", "0"), "heartbeat_ms is not within 1..4294967295");
+  ExpectHelloRefused(HelloWith("heartbeat_ms", "null"), "heartbeat_ms is not an integer");
 }
 
 TEST(MeshHello, TheFieldsAddedWithinVersion1AreOptional) {
-  // An older shard's hello: no token, outbox or acked.
+  // An older shard's hello: no token, outbox, acked or heartbeat_ms.
   Result<Hello> h = DecodeHello(HelloWith("", nullptr));
   ASSERT_TRUE(h.ok()) << h.status().message();
   EXPECT_TRUE(h->token.empty());
   EXPECT_EQ(h->outbox, 0u);
   EXPECT_FALSE(h->acked.has_value());
+  EXPECT_EQ(h->heartbeat_ms, 0u);
   h = DecodeHello(HelloWith("acked", "0"));
   ASSERT_TRUE(h.ok()) << h.status().message();
   EXPECT_EQ(h->acked, 0u);

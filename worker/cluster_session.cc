@@ -40,6 +40,7 @@ void ClusterSession::SendHello(int64_t now_ms) {
   hello.instance = options_.instance;
   hello.window = options_.window;
   hello.token = options_.token;
+  hello.heartbeat_ms = static_cast<uint32_t>(options_.heartbeat_ms);
   hello.outbox = static_cast<uint32_t>(
       std::min<size_t>(options_.max_outbox_messages, std::numeric_limits<uint32_t>::max()));
   // Everything before the oldest publish kept was acked and forgotten.

@@ -95,6 +95,7 @@ TEST_F(ClusterSessionTest, HelloCarriesTheWholeStateAndTheWindow) {
   EXPECT_EQ(h->token, "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(h->outbox, 3u);
   EXPECT_EQ(h->acked, 0u);
+  EXPECT_EQ(h->heartbeat_ms, 100u);
   EXPECT_EQ(h->topics, std::vector<std::string>{"room:1"});
   ASSERT_EQ(h->presence.size(), 1u);
   EXPECT_EQ(h->presence[0].metas[0].key, "alice");

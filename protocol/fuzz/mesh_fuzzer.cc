@@ -54,7 +54,8 @@ bool Same(const std::vector<mesh::PresenceEntry>& a, const std::vector<mesh::Pre
 
 bool Same(const mesh::Hello& a, const mesh::Hello& b) {
   if (a.shard != b.shard || a.instance != b.instance || a.window != b.window ||
-      a.token != b.token || a.outbox != b.outbox || a.acked != b.acked || a.topics != b.topics ||
+      a.token != b.token || a.outbox != b.outbox || a.acked != b.acked ||
+      a.heartbeat_ms != b.heartbeat_ms || a.topics != b.topics ||
       a.presence.size() != b.presence.size()) {
     return false;
   }
