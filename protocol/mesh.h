@@ -1,15 +1,18 @@
 // Mesh: the wire format between a node's broker and its shards (and, later,
 // between brokers), version 1. docs/PROTOCOL.md is the specification.
 //
-// Owns: encoding and decoding one mesh message — the ZeroMQ multipart frames
-// after the ROUTER's routing id — and the JSON bodies of the two control
-// messages that carry structure (kHello, kPresence). Also the "packed" form
-// of a message: its frames concatenated with length prefixes into one
-// string, which is how the broker keeps a message in a queue and shares it
-// between links. Does not: touch sockets, know links, credit or epochs'
-// meaning (broker/, worker/), or parse Phoenix messages: a publish carries
-// the Phoenix message bytes as the origin shard encoded them, so every shard
-// frames the same bytes for its sockets.
+// Owns: encoding (Frames: only the header is written, topic and body are
+// not copied) and decoding one mesh message — the ZeroMQ multipart frames
+// after the ROUTER's routing id — the bounds every message is held to on
+// both ends (sizes, hello lists, nesting), and the JSON bodies of the two
+// control messages that carry structure (kHello, kPresence). Also the
+// "packed" form of a message: its frames concatenated with length prefixes
+// into one string, which is how the broker keeps a message in a queue and
+// shares it between links, and what a kBatch carries.
+// Does not: touch sockets, know links, credit or epochs' meaning (broker/,
+// worker/), or parse Phoenix messages: a publish carries the Phoenix message
+// bytes as the origin shard encoded them, so every shard frames the same
+// bytes for its sockets.
 //
 // Every message's first frame is a header: the magic "SB", the version, the
 // type, then that type's fixed fields (little-endian integers). Variable
