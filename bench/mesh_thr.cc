@@ -192,7 +192,8 @@ std::vector<std::string> EncodePublish(uint64_t seq, std::string_view payload) {
   m.seq = seq;
   m.topic = kTopic;
   m.body = payload;
-  return sb::mesh::Encode(m);
+  const sb::mesh::Frames frames(m);
+  return {frames.views().begin(), frames.views().end()};
 }
 
 // Counts a received publish / delivery: seq must follow the last one, the
@@ -398,9 +399,8 @@ class FakeShard {
   }
 
   bool Send(const sb::mesh::Message& m) {
-    encoded_ = sb::mesh::Encode(m);
-    views_.assign(encoded_.begin(), encoded_.end());
-    return socket_->Send(views_);
+    const sb::mesh::Frames frames(m);
+    return socket_->Send(frames.views());
   }
 
   // A packed message (a batch, as a shard sends a turn's publishes).
@@ -476,7 +476,6 @@ class FakeShard {
   uint64_t next_heartbeat_ = 0;
   int bad_ = 0;
   std::string body_;
-  std::vector<std::string> encoded_;
   std::vector<std::string_view> views_;
   std::vector<std::string_view> frames_;
   std::deque<sb::mesh::Message> pending_;  // the rest of a batch

@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
   CLI::App app{"switchboard-broker: the node's message broker (ZeroMQ ROUTER)"};
   std::string bind = "ipc:///tmp/switchboard/broker", metrics_listen;
   sb::broker::RouterOptions opt;
-  app.add_option("--bind", bind, "endpoint shards connect to (tcp:// or ipc://)")
+  app.add_option("--bind", bind,
+                 "endpoint shards connect to (tcp://, or ipc:// in a directory only we may write)")
       ->capture_default_str();
   app.add_option("--metrics", metrics_listen, "HOST:PORT for Prometheus /metrics (port 0: any)");
   app.add_option("--heartbeat-ms", opt.liveness.interval_ms, "heartbeat interval, both ways")
@@ -70,10 +71,13 @@ int main(int argc, char** argv) {
   ::mallopt(M_MXFAST, 0);
   sb::InitLogging(kProgram);
   opt.epoch = NewEpoch();
-  // Every live shard heartbeats within an interval and reconnects within
-  // libzmq's reconnect back-off (at most 500 ms, common/zmq_socket): two
-  // intervals and that back-off cover the reset round trip too.
-  opt.settle_ms = 2 * opt.liveness.interval_ms + 500;
+  // Every live shard heartbeats within its interval (its hello says which;
+  // ours until one says more) and reconnects within libzmq's reconnect
+  // back-off (at most 500 ms, common/zmq_socket): two intervals and that
+  // back-off cover the reset round trip too.
+  opt.settle = {.heartbeat_ms = opt.liveness.interval_ms,
+                .margin_ms = 500,
+                .max_ms = sb::broker::kMaxSettleMs};
 
   // Signals first: the metrics threads inherit the blocked mask.
   auto sfd = sb::BlockSignalsToFd({SIGTERM, SIGINT});

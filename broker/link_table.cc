@@ -2,13 +2,13 @@
 
 namespace sb::broker {
 
-LinkTable::Attached LinkTable::Attach(std::string_view routing_id, LinkKind kind) {
+LinkTable::Attached LinkTable::Attach(std::string_view routing_id) {
   if (auto it = by_routing_id_.find(routing_id); it != by_routing_id_.end()) {
     return {it->second, false};
   }
   LinkId id = next_id_++;
   by_routing_id_.emplace(std::string(routing_id), id);
-  links_.emplace(id, Link{std::string(routing_id), kind});
+  links_.emplace(id, std::string(routing_id));
   return {id, true};
 }
 
@@ -16,16 +16,16 @@ bool LinkTable::Rebind(LinkId id, std::string_view routing_id) {
   auto it = links_.find(id);
   if (it == links_.end() || routing_id.empty()) return false;
   if (LinkId owner = Find(routing_id); owner != kNoLink) return owner == id;
-  by_routing_id_.erase(it->second.routing_id);
-  it->second.routing_id = std::string(routing_id);
-  by_routing_id_.emplace(it->second.routing_id, id);
+  by_routing_id_.erase(it->second);
+  it->second = std::string(routing_id);
+  by_routing_id_.emplace(it->second, id);
   return true;
 }
 
 bool LinkTable::Detach(LinkId id) {
   auto it = links_.find(id);
   if (it == links_.end()) return false;
-  by_routing_id_.erase(it->second.routing_id);
+  by_routing_id_.erase(it->second);
   links_.erase(it);
   return true;
 }
@@ -37,13 +37,7 @@ LinkId LinkTable::Find(std::string_view routing_id) const {
 
 const std::string* LinkTable::RoutingId(LinkId id) const {
   auto it = links_.find(id);
-  return it == links_.end() ? nullptr : &it->second.routing_id;
-}
-
-std::optional<LinkKind> LinkTable::Kind(LinkId id) const {
-  auto it = links_.find(id);
-  if (it == links_.end()) return std::nullopt;
-  return it->second.kind;
+  return it == links_.end() ? nullptr : &it->second;
 }
 
 }  // namespace sb::broker

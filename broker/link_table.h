@@ -1,20 +1,15 @@
 // LinkTable: which ZeroMQ peer is which link, as small integer ids.
 //
 // Owns: the mapping between a ROUTER routing id (bytes chosen by the peer or
-// by libzmq) and a LinkId, and each link's kind. Every other broker table
-// (interests, queues, presence, liveness) is keyed by LinkId, not by routing
-// id: a 4-byte integer hashes and compares in one instruction, keeps those
-// tables' entries small, and leaves the byte strings in one place.
+// by libzmq) and a LinkId. Every other broker table (interests, queues,
+// presence, liveness) is keyed by LinkId, not by routing id: a 4-byte integer hashes and compares
+// in one instruction, keeps those tables' entries small, and leaves the byte strings in one place.
 // Does not: touch sockets, decide when a link is dead, or remove a link's
 // state from the other tables — whoever detaches a link removes it from every
 // table in the same loop turn. Plain data on the broker's loop thread.
-//
-// Shard links and peer-broker links are one kind of link (LinkKind says
-// which), so routing, credit and metrics have one code path for both.
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -30,19 +25,14 @@ namespace sb::broker {
 using LinkId = uint32_t;
 inline constexpr LinkId kNoLink = 0;
 
-enum class LinkKind : uint8_t {
-  kShard,  // a gateway shard of this node
-  kPeer,   // the broker of another node (one hop: never forwarded further)
-};
-
 class LinkTable {
  public:
   struct Attached {
     LinkId id;
-    bool added;  // false: the routing id was already attached (id and kind unchanged)
+    bool added;  // false: the routing id was already attached (id unchanged)
   };
-  // Attaches `routing_id` (non-empty) as a link of `kind`.
-  Attached Attach(std::string_view routing_id, LinkKind kind);
+  // Attaches `routing_id` (non-empty).
+  Attached Attach(std::string_view routing_id);
   // The peer behind link `id` reconnected under a new routing id (libzmq
   // gives every connection its own): the link keeps its id, and with it its
   // state in every other table. False, changing nothing, if `id` is not
@@ -53,19 +43,14 @@ class LinkTable {
 
   // kNoLink if `routing_id` is not attached.
   LinkId Find(std::string_view routing_id) const;
-  // nullptr / nullopt if `id` is not attached.
+  // nullptr if `id` is not attached.
   const std::string* RoutingId(LinkId id) const;
-  std::optional<LinkKind> Kind(LinkId id) const;
 
   size_t size() const { return links_.size(); }
 
  private:
-  struct Link {
-    std::string routing_id;
-    LinkKind kind;
-  };
   LinkId next_id_ = 1;
-  std::unordered_map<LinkId, Link> links_;
+  std::unordered_map<LinkId, std::string> links_;  // id → routing id
   StringMap<LinkId> by_routing_id_;
 };
 

@@ -2,12 +2,15 @@
 
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <map>
+#include <optional>
 
+#include "broker/ipc_endpoint.h"
 #include "common/metric_families.h"
 #include "common/metric_names.h"
 #include "common/mono_time.h"
@@ -26,7 +29,9 @@ constexpr int kReadBatch = 512;
 constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)> kDropNames = {
     "shed", "disconnect", "too_large"};
 constexpr std::array<std::string_view, static_cast<size_t>(Refused::kCount)> kRefusedNames = {
-    "bad_frame", "stranger", "duplicate", "bad_presence"};
+    "bad_frame", "stranger", "duplicate", "bad_presence", "bad_rebind", "bad_seq"};
+constexpr std::array<std::string_view, static_cast<size_t>(mesh::HelloDrop::kCount)>
+    kHelloDropNames = {"topic", "meta", "over_limit"};
 }  // namespace
 
 // Reads the router at scrape time, under the loop's mutex.
@@ -90,6 +95,10 @@ class MeshServer::Collector : public prometheus::Collectable {
     out.CounterPerLabel(m::kBrokerRefusedFramesTotal,
                         "Messages from shards not acted on, by reason", m::kLabelReason,
                         kRefusedNames, [&](size_t i) { return c.refused[i]; });
+    out.CounterPerLabel(m::kBrokerHelloEntriesDroppedTotal,
+                        "Entries of shards' hellos left out (the rest was taken), by reason",
+                        m::kLabelReason, kHelloDropNames,
+                        [&](size_t i) { return c.hello_dropped[i]; });
     {
       MetricFamily& f =
           out.Family(m::kBrokerPresenceMessagesTotal, "Presence messages queued to shards, by kind",
@@ -135,9 +144,25 @@ class MeshServer::Collector : public prometheus::Collectable {
 
 Result<std::unique_ptr<MeshServer>> MeshServer::Create(EventLoop* loop, const std::string& endpoint,
                                                        RouterOptions options) {
-  Result<std::unique_ptr<ZmqSocket>> socket = ZmqSocket::Create({.kind = ZmqSocket::Kind::kRouter});
+  Result<std::unique_ptr<ZmqSocket>> socket =
+      ZmqSocket::Create({.kind = ZmqSocket::Kind::kRouter,
+                         .recv_hwm = mesh::kRecvHighWaterMark,
+                         .max_frame_bytes = static_cast<int64_t>(mesh::kMaxFrameBytes)});
   if (!socket.ok()) return socket.status();
-  if (Status s = socket.value()->Bind(endpoint); !s.ok()) return s;
+  // Anything that reaches an endpoint may act as a shard, so an ipc one is
+  // this user's only; libzmq binds in this thread, under the umask.
+  const std::optional<std::string> ipc = IpcPath(endpoint);
+  if (ipc) {
+    if (Status s = CheckIpcDirectory(*ipc, ::geteuid()); !s.ok()) return s;
+  }
+  {
+    std::optional<ScopedUmask> owner_only;
+    if (ipc) owner_only.emplace(077);
+    if (Status s = socket.value()->Bind(endpoint); !s.ok()) return s;
+  }
+  if (ipc) {
+    if (Status s = RestrictIpcSocket(*ipc); !s.ok()) return s;
+  }
   std::unique_ptr<MeshServer> server(new MeshServer(loop, std::move(socket).value(), options));
   MeshServer* self = server.get();
   if (Status s = self->socket_->Watch(
@@ -162,9 +187,20 @@ MeshServer::~MeshServer() {
   loop_->SetBeforeSleep(nullptr);
 }
 
-void MeshServer::Send(const std::string& routing_id, std::string_view packed) {
+void MeshServer::Send(const std::string& routing_id, const mesh::Message& msg) {
+  const mesh::Frames frames(msg);
+  out_frames_.assign(1, routing_id);
+  out_frames_.insert(out_frames_.end(), frames.views().begin(), frames.views().end());
+  SendFrames();
+}
+
+void MeshServer::SendPacked(const std::string& routing_id, std::string_view packed) {
   if (!mesh::Unpack(packed, &out_frames_).ok()) return;  // the router packed it: cannot happen
   out_frames_.insert(out_frames_.begin(), routing_id);
+  SendFrames();
+}
+
+void MeshServer::SendFrames() {
   // False: the shard's connection is gone. Nothing to do here — its
   // heartbeats stop and the router expires it.
   (void)socket_->Send(out_frames_);

@@ -40,7 +40,10 @@ class MeshServer : private LinkSender {
  private:
   class Collector;
   MeshServer(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, RouterOptions options);
-  void Send(const std::string& routing_id, std::string_view packed) override;
+  void Send(const std::string& routing_id, const mesh::Message& msg) override;
+  void SendPacked(const std::string& routing_id, std::string_view packed) override;
+  // Sends out_frames_ (the routing id first).
+  void SendFrames();
   void OnMessage(std::span<const std::string_view> frames);
   void Tick();
   void Flush();

@@ -1,6 +1,7 @@
 #include "broker/router.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 namespace sb::broker {
@@ -11,6 +12,10 @@ namespace {
 // it learns the broker restarted) gets one kReset per this long, not one per
 // message.
 constexpr int64_t kResetIntervalUs = 100'000;
+
+// A hello without "outbox" comes from a shard older than the field; its
+// outbox is bounded by the shard's default (worker --max-outbox).
+constexpr uint64_t kOutboxOfAnOlderShard = 32768;
 
 mesh::Message Control(mesh::Type type) {
   mesh::Message m;
@@ -31,7 +36,7 @@ size_t Index(Refused r) { return static_cast<size_t>(r); }
 }  // namespace
 
 Router::Router(RouterOptions options, LinkSender* sender)
-    : options_(options), sender_(sender), liveness_(options.liveness) {}
+    : options_(options), sender_(sender), liveness_(options.liveness), settle_(options.settle) {}
 
 Router::Link* Router::Find(LinkId id) {
   auto it = state_.find(id);
@@ -44,7 +49,7 @@ LinkId Router::FindInstance(uint64_t instance) const {
 }
 
 void Router::SendControl(const std::string& routing_id, const mesh::Message& msg) {
-  sender_->Send(routing_id, mesh::Pack(msg));
+  sender_->Send(routing_id, msg);
 }
 
 void Router::OnMessage(std::string_view routing_id, std::span<const std::string_view> frames,
@@ -127,14 +132,28 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   state.reserve(hello->presence.size());
   for (const mesh::TopicState& t : hello->presence) state.push_back({t.topic, ToMetas(t.metas)});
 
-  ++counters_.hellos;
   LinkId id = FindInstance(hello->instance);
+  Link* link = Find(id);
+  if (link != nullptr && *links_.RoutingId(id) != routing_id &&
+      (hello->token.empty() || hello->token != link->token)) {
+    // Another connection names a live instance (every delivery shows it)
+    // without its secret: not that shard's process, or one too old to
+    // prove it. The session stays where it is; if its connection is really
+    // gone, the link expires and the next hello starts a new one.
+    ++counters_.refused[Index(Refused::kBadRebind)];
+    return;
+  }
+  ++counters_.hellos;
+  // Before anything below asks whether the broker is settling.
+  settle_.OnHello(hello->heartbeat_ms, now_us);
+  for (size_t i = 0; i < std::size(hello->dropped); ++i) {
+    counters_.hello_dropped[i] += hello->dropped[i];
+  }
   // A routing id is a connection; one held by another instance means that
   // link's peer is gone (libzmq would not hand it out twice otherwise).
   if (LinkId holder = links_.Find(routing_id); holder != kNoLink && holder != id) {
     RemoveLink(holder, now_us);
   }
-  Link* link = Find(id);
   if (link != nullptr && *links_.RoutingId(id) != routing_id) {
     // The same shard process reconnected: same link, new connection. What
     // was in flight on the old connection will not be credited back; it
@@ -149,13 +168,20 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
     // a while): its state is restated below; what is in flight still comes
     // back as credit, so the credit stands.
   } else {
-    id = links_.Attach(routing_id, LinkKind::kShard).id;
+    id = links_.Attach(routing_id).id;
     link = state_.emplace(id, std::make_unique<Link>(options_.queue)).first->second.get();
     link->instance = hello->instance;
+    link->token = hello->token;
+    if (hello->acked) {
+      // The shard forgot everything up to it: its next publish comes after.
+      link->done_seq = link->last_seq = *hello->acked;
+      link->seq_known = true;
+    }
     by_instance_[hello->instance] = id;
     link->queue.Grant(hello->window);
   }
   link->shard = hello->shard;
+  link->outbox = hello->outbox != 0 ? hello->outbox : kOutboxOfAnOlderShard;
   liveness_.OnHeard(id, now_us / 1000);
 
   interests_.ReplaceShard(id, hello->topics);
@@ -179,11 +205,24 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
 }
 
 void Router::OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us) {
+  // Seqs start at 1; a seq further past the last acked one than the shard's
+  // outbox holds is not one it can have sent. Either would poison the
+  // link's numbering (0 wraps done_seq below; 2^64-1 would make every later
+  // publish a duplicate), so neither changes anything.
+  if (msg.seq == 0) {
+    ++counters_.refused[Index(Refused::kBadSeq)];
+    return;
+  }
   if (link.seq_known && msg.seq <= link.last_seq) {
     // A resend after a reconnect: routed already. Its ack comes when it is
     // done, or now if it is.
     ++counters_.refused[Index(Refused::kDuplicate)];
     link.ack_due = true;
+    return;
+  }
+  // Past last_seq, so past done_seq too: no wrap.
+  if (link.seq_known && msg.seq - link.done_seq > link.outbox) {
+    ++counters_.refused[Index(Refused::kBadSeq)];
     return;
   }
   if (!link.seq_known) {
@@ -216,10 +255,7 @@ void Router::ReleaseHeld(int64_t now_us) {
   }
 }
 
-bool Router::Settling(int64_t now_us) {
-  if (settle_until_us_ < 0) settle_until_us_ = now_us + options_.settle_ms * 1000;
-  return now_us < settle_until_us_;
-}
+bool Router::Settling(int64_t now_us) { return settle_.Settling(now_us); }
 
 void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, std::string_view topic,
                    std::string_view body, int64_t now_us) {
@@ -315,6 +351,11 @@ void Router::SendSnapshot(LinkId to, Link& link, std::string_view topic, int64_t
 }
 
 void Router::Enqueue(LinkId to, Link& link, const Payload& payload, uint64_t tag, int64_t now_us) {
+  if (payload->size() > options_.max_packed_bytes) {
+    // Not marked for a presence repair: the repair would be as large.
+    ++counters_.dropped[Index(DropReason::kTooLarge)];
+    return Settle(tag);
+  }
   std::vector<QueuedMessage> dropped;
   PushResult r = link.queue.Push(
       QueuedMessage{
@@ -383,9 +424,8 @@ void Router::OnTick(int64_t now_us) {
   if (liveness_.NextHeartbeatDue(now_ms) <= now_ms) {
     mesh::Message hb = Control(mesh::Type::kHeartbeat);
     hb.epoch = options_.epoch;
-    std::string packed = mesh::Pack(hb);
     for (const auto& [id, link] : state_) {
-      if (const std::string* rid = links_.RoutingId(id)) sender_->Send(*rid, packed);
+      if (const std::string* rid = links_.RoutingId(id)) sender_->Send(*rid, hb);
     }
     liveness_.OnHeartbeatSent(now_ms);
   }
@@ -453,16 +493,16 @@ void Router::SendWhatCreditAllows(LinkId id, Link& link, int64_t now_us,
   // One message goes as it is; more go in batches (one libzmq message each).
   for (QueuedMessage& m : scratch_) {
     if (scratch_.size() == 1) {
-      sender_->Send(rid, *m.payload);
+      sender_->SendPacked(rid, *m.payload);
     } else {
       batch_.Add(*m.payload);
-      if (batch_.full()) sender_->Send(rid, batch_.Finish());
+      if (batch_.full()) sender_->SendPacked(rid, batch_.Finish());
     }
     link.in_flight.push_back(m.tag);
     if (m.tag >= kFirstPublishTag) ++counters_.delivered;
     if (delays_us != nullptr) delays_us->push_back(now_us - m.enqueued_us);
   }
-  if (batch_.count() > 0) sender_->Send(rid, batch_.Finish());
+  if (batch_.count() > 0) sender_->SendPacked(rid, batch_.Finish());
   scratch_.clear();
 }
 

@@ -1,13 +1,16 @@
 // Router: the broker's state machine — every mesh message in, every send out.
 //
 // Owns: the broker's tables (links, interests, per-link queues and credit,
-// cluster presence, liveness), the sessions of its shards (hello, rebind of a
-// reconnected instance, reset of strangers), publish routing with duplicate
-// suppression, the pending-publish accounting behind acks (a publish is done
-// when each recipient consumed it, dropped it by policy, or died), the
-// shed-presence repair, heartbeats and expiry, and the counters behind the
-// broker's metrics. Input is decoded-or-not frames from a routing id plus
-// monotonic time; output goes through `LinkSender` as packed mesh messages.
+// cluster presence, liveness), the sessions of its shards (hello, rebind of
+// a reconnected instance that proves it is the same process, reset of
+// strangers), publish routing with seqs checked against the shard's outbox
+// window and duplicates suppressed, the pending-publish accounting behind
+// acks (a publish is done when each recipient consumed it, dropped it by
+// policy, or died), the shed-presence repair, heartbeats and expiry, and the
+// counters behind the broker's metrics. Input is decoded-or-not frames from
+// a routing id plus monotonic time; output goes through `LinkSender`:
+// control messages as they are made, queued data messages and batches
+// packed.
 // Does not: touch ZeroMQ, read clocks or log (broker/mesh_server does). Plain
 // data on the broker's loop thread; the server owns one.
 //
@@ -30,29 +33,40 @@
 #include "broker/link_table.h"
 #include "broker/liveness.h"
 #include "broker/presence_registry.h"
+#include "broker/settle_window.h"
 #include "broker/shard_queue.h"
 #include "protocol/mesh.h"
 
 namespace sb::broker {
 
-// Where the router's messages go: one packed mesh message (protocol/mesh
-// Pack) to one routing id. The server sends it as multipart frames.
+// Where the router's messages go, each to one routing id; the server sends
+// every one as one multipart ZeroMQ message.
 class LinkSender {
  public:
   virtual ~LinkSender() = default;
-  virtual void Send(const std::string& routing_id, std::string_view packed) = 0;
+  // A message made for this send (a control message): its frames go as
+  // they are (mesh::Frames), never packed first.
+  virtual void Send(const std::string& routing_id, const mesh::Message& msg) = 0;
+  // A packed message: one that waited in a queue (mesh::Pack), or a
+  // finished mesh::BatchWriter's kBatch.
+  virtual void SendPacked(const std::string& routing_id, std::string_view packed) = 0;
 };
 
 struct RouterOptions {
   QueuePolicy queue;
   LivenessPolicy liveness;
   uint64_t epoch = 1;  // nonzero; random per broker start (the caller's choice)
-  // A new broker holds publishes and presence snapshots this long after its
-  // first tick (its start), so that every live shard (which heartbeats
+  // The largest message queued for a shard, packed: larger ones (a snapshot
+  // or diff of a huge presence) could not travel in a batch within the
+  // shard's frame bound, so they are dropped as too large instead.
+  size_t max_packed_bytes = mesh::kMaxPackedBytes;
+  // A new broker holds publishes and presence snapshots for a while after
+  // its first tick (its start), so that every live shard (which heartbeats
   // every interval and is answered with a reset) has said hello first:
   // otherwise a shard re-sending its unacked publishes right after a broker
-  // restart would have them routed before the others re-subscribed.
-  int64_t settle_ms = 0;
+  // restart would have them routed before the others re-subscribed. How
+  // long: broker/settle_window. The default never settles.
+  SettlePolicy settle;
 };
 
 // Why a message a shard would have received was not delivered.
@@ -69,6 +83,8 @@ enum class Refused : uint8_t {
   kStranger,     // a routing id that has not said hello (answered with kReset)
   kDuplicate,    // a publish already routed (a resend after a reconnect)
   kBadPresence,  // presence the registry refused
+  kBadRebind,    // a hello for a live instance from another connection, without its token
+  kBadSeq,       // a publish seq of 0, or further past the last acked than the shard's outbox
   kCount
 };
 
@@ -112,6 +128,8 @@ class Router {
     uint64_t expired = 0;       // links dropped as silent
     uint64_t disconnected = 0;  // links dropped by the disconnect policy
     uint64_t dropped[static_cast<size_t>(DropReason::kCount)] = {};
+    // Entries of hellos left out (the rest of each hello was taken).
+    uint64_t hello_dropped[static_cast<size_t>(mesh::HelloDrop::kCount)] = {};
     uint64_t refused[static_cast<size_t>(Refused::kCount)] = {};
   };
   const Counters& counters() const { return counters_; }
@@ -131,6 +149,7 @@ class Router {
     Link(const QueuePolicy& policy) : queue(policy) {}
     std::string shard;
     uint64_t instance = 0;
+    std::string token;  // the hello's secret: only a hello with it re-binds the link
     ShardQueue queue;
     // Tags of the data messages sent and not yet credited back, oldest
     // first: a credit of n consumes the first n (see Tag below).
@@ -140,6 +159,9 @@ class Router {
     uint64_t last_seq = 0;
     bool seq_known = false;
     uint64_t done_seq = 0;  // every publish up to it is done (what kAck says)
+    // The most publishes the shard keeps unacked: no valid seq is further
+    // than this past done_seq (it would not fit in the shard's outbox).
+    uint64_t outbox = 0;
     std::deque<uint64_t> publishes;
     bool ack_due = false;
     // A kDiff or kSnapshot for this link was dropped: once its queue has
@@ -207,8 +229,8 @@ class Router {
     std::string body;
   };
   std::vector<Held> held_;
-  int64_t settle_until_us_ = -1;  // set by the first event (the server's first tick)
-  std::string last_reset_;        // the stranger last answered with kReset, and when
+  SettleWindow settle_;
+  std::string last_reset_;  // the stranger last answered with kReset, and when
   int64_t last_reset_us_ = 0;
   Counters counters_;
 };

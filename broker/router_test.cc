@@ -5,49 +5,31 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
+
+#include "protocol/mesh_testing.h"
 
 namespace sb::broker {
 namespace {
 
-struct Sent {
-  std::string to;
-  mesh::Type type;
-  uint64_t epoch, seq, origin;
-  std::string topic, body;
-};
+using mesh_testing::SentMessage;
 
+// Records what the router sends, whichever way (protocol/mesh_testing).
 class Recorder : public LinkSender {
  public:
-  // Records each message; a batch as the messages in it (and counts it).
-  void Send(const std::string& routing_id, std::string_view packed) override {
-    std::vector<std::string_view> frames;
-    ASSERT_TRUE(mesh::Unpack(packed, &frames).ok());
-    mesh::Message m;
-    ASSERT_TRUE(mesh::Decode(frames, &m).ok());
-    if (m.type != mesh::Type::kBatch) return Record(routing_id, m);
-    ++batches;
-    ASSERT_TRUE(mesh::ForEachInBatch(m.body, [&](std::span<const std::string_view> inner) {
-                  mesh::Message one;
-                  ASSERT_TRUE(mesh::Decode(inner, &one).ok());
-                  Record(routing_id, one);
-                }).ok());
+  void Send(const std::string& routing_id, const mesh::Message& msg) override {
+    log.Record(msg, routing_id);
   }
-  void Record(const std::string& to, const mesh::Message& m) {
-    sent.push_back(
-        {to, m.type, m.epoch, m.seq, m.origin, std::string(m.topic), std::string(m.body)});
+  void SendPacked(const std::string& routing_id, std::string_view packed) override {
+    log.RecordPacked(packed, routing_id);
   }
-  int batches = 0;
-  // What `to` received of `type` since `sent` was last cleared.
-  std::vector<Sent> Take(const std::string& to, mesh::Type type) {
-    std::vector<Sent> out;
-    for (const Sent& s : sent) {
-      if (s.to == to && s.type == type) out.push_back(s);
-    }
-    return out;
+  // What `to` received of `type` since the log was last cleared.
+  std::vector<SentMessage> Take(const std::string& to, mesh::Type type) const {
+    return log.Of(type, to);
   }
-  std::vector<Sent> sent;
+  mesh_testing::SentLog log;
 };
 
 class RouterTest : public ::testing::Test {
@@ -58,27 +40,37 @@ class RouterTest : public ::testing::Test {
   static RouterOptions Options(QueuePolicy queue, int64_t settle_ms) {
     RouterOptions o;
     o.queue = queue;
-    o.settle_ms = settle_ms;
+    // A window of settle_ms as long as no shard announces a longer heartbeat.
+    if (settle_ms > 0) o.settle = {.heartbeat_ms = settle_ms / 2, .max_ms = kMaxSettleMs};
     o.liveness = {.interval_ms = 100, .misses = 3};
     o.epoch = 77;
     return o;
   }
 
   void Feed(const std::string& from, const mesh::Message& m) {
-    std::vector<std::string> frames = mesh::Encode(m);
+    std::vector<std::string> frames = mesh_testing::EncodeFrames(m);
     std::vector<std::string_view> views(frames.begin(), frames.end());
     router_.OnMessage(from, views, now_us_);
   }
+  // The token a test shard of `instance` proves itself with.
+  static std::string TokenOf(uint64_t instance) {
+    char buf[mesh::kTokenHexDigits + 1];
+    std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(instance),
+                  ~static_cast<unsigned long long>(instance));
+    return buf;
+  }
   void Hello(const std::string& from, uint64_t instance, std::vector<std::string> topics,
              uint32_t window = 100, std::vector<mesh::TopicState> presence = {}) {
-    mesh::Hello h{.shard = from,
-                  .instance = instance,
-                  .window = window,
-                  .topics = std::move(topics),
-                  .presence = std::move(presence)};
+    SayHello(from, {.shard = from,
+                    .instance = instance,
+                    .window = window,
+                    .token = TokenOf(instance),
+                    .topics = std::move(topics),
+                    .presence = std::move(presence)});
+  }
+  void SayHello(const std::string& from, const mesh::Hello& h) {
     std::string body = mesh::EncodeHello(h);
-    mesh::Message m{.type = mesh::Type::kHello, .body = body};
-    Feed(from, m);
+    Feed(from, {.type = mesh::Type::kHello, .body = body});
   }
   void Publish(const std::string& from, uint64_t seq, const std::string& topic,
                const std::string& body = "[null,null,\"t\",\"e\",{}]") {
@@ -115,6 +107,23 @@ TEST_F(RouterTest, HelloIsWelcomedWithTheEpochAndASnapshotPerTopic) {
   EXPECT_EQ(router_.interests().subscriptions(), 2u);
 }
 
+TEST_F(RouterTest, AHelloWithBadEntriesIsWelcomedWithoutThemAndTheyAreCounted) {
+  const std::string deep = "{\"d\":" + std::string(mesh::kMaxMetaDepth, '[') +
+                           std::string(mesh::kMaxMetaDepth, ']') + "}";
+  Hello("a", 1, {"room:1", "", std::string(mesh::kMaxTopicBytes + 1, 't')}, 100,
+        {{"room:1", {{"alice", "r1", deep}, {"bob", "r2", "{\"phx_ref\":\"r2\"}"}}}});
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kWelcome).size(), 1u);
+  EXPECT_EQ(router_.links(), 1u);
+  EXPECT_EQ(router_.interests().subscriptions(), 1u);
+  EXPECT_EQ(router_.presence().metas(), 1u) << "bob's meta, not alice's";
+  const auto& dropped = router_.counters().hello_dropped;
+  EXPECT_EQ(dropped[static_cast<size_t>(mesh::HelloDrop::kTopic)], 2u);
+  EXPECT_EQ(dropped[static_cast<size_t>(mesh::HelloDrop::kMeta)], 1u);
+  Publish("a", 1, "room:1");
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kReset).empty()) << "a session, not a stranger";
+}
+
 TEST_F(RouterTest, AStrangerIsResetOncePerInterval) {
   Publish("x", 1, "room:1");
   Publish("x", 2, "room:1");
@@ -132,7 +141,7 @@ TEST_F(RouterTest, ABroadcastReachesEachOtherSubscribedShardOnceAndIsAckedWhenCo
   Hello("c", 3, {"room:1"});
   Hello("d", 4, {"room:other"});
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   Publish("a", 1, "room:1", "payload");
   Flush();
   auto to_b = rec_.Take("b", mesh::Type::kDeliver);
@@ -172,13 +181,13 @@ TEST_F(RouterTest, NeverMoreThanTheCreditAndTheRestWaitsInTheQueue) {
   for (uint64_t seq = 1; seq <= 5; ++seq) Publish("a", seq, "room:1");
   Flush();
   EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 2u);
-  EXPECT_EQ(rec_.batches, 1) << "what credit allowed this turn, in one message";
+  EXPECT_EQ(rec_.log.batches, 1) << "what credit allowed this turn, in one message";
   size_t depth = 0;
   router_.ForEachLink([&](const Router::LinkView& v) {
     if (v.shard == "b") depth = v.queue.depth_messages();
   });
   EXPECT_EQ(depth, 3u);
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   Credit("b", 3);  // consumed the snapshot and two deliveries
   Flush();
   EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 3u);
@@ -201,7 +210,7 @@ TEST_F(RouterTest, PresenceIsDiffedToOthersAndSnapshottedForNewSubscribers) {
   Hello("a", 1, {"room:1"});
   Hello("b", 2, {"room:1"});
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   Track("a", "room:1", "alice", "r1");
   Flush();
   auto diffs = rec_.Take("b", mesh::Type::kDiff);
@@ -224,7 +233,7 @@ TEST_F(RouterTest, ASilentShardIsDroppedWithOneLeaveDiffPerTopic) {
         {{"room:1", {{"u1", "b1", "{\"phx_ref\":\"b1\"}"}, {"u2", "b2", "{\"phx_ref\":\"b2\"}"}}},
          {"room:2", {{"u1", "b3", "{\"phx_ref\":\"b3\"}"}}}});
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   for (int i = 0; i < 5; ++i) {
     now_us_ += 100'000;
     Feed("a", {.type = mesh::Type::kHeartbeat});
@@ -235,7 +244,7 @@ TEST_F(RouterTest, ASilentShardIsDroppedWithOneLeaveDiffPerTopic) {
   EXPECT_EQ(router_.counters().expired, 1u);
   auto diffs = rec_.Take("a", mesh::Type::kDiff);
   ASSERT_EQ(diffs.size(), 2u);
-  for (const Sent& d : diffs) {
+  for (const SentMessage& d : diffs) {
     EXPECT_NE(d.body.find("\"leaves\""), std::string::npos);
     if (d.topic == "room:1") {
       EXPECT_NE(d.body.find("b1"), std::string::npos);
@@ -257,6 +266,77 @@ TEST_F(RouterTest, TheSameInstanceReconnectingKeepsItsLink) {
   EXPECT_EQ(rec_.Take("a2", mesh::Type::kWelcome).size(), 1u);
 }
 
+TEST_F(RouterTest, AnotherConnectionCannotTakeALiveInstanceWithoutItsToken) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Flush();
+  rec_.log.sent.clear();
+  // An intruder that saw instance 1 in a delivery: a wrong token, or none.
+  for (const std::string& token : {std::string(32, 'f'), std::string()}) {
+    SayHello("x", {.shard = "a", .instance = 1, .window = 100, .token = token, .topics = {}});
+  }
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kBadRebind)], 2u);
+  EXPECT_EQ(router_.counters().rebinds, 0u);
+  EXPECT_TRUE(rec_.Take("x", mesh::Type::kWelcome).empty());
+  EXPECT_EQ(router_.interests().subscriptions(), 2u) << "a's state is a's";
+  Publish("b", 1, "room:1", "for a");
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 1u) << "a's session stays with a";
+  EXPECT_TRUE(rec_.Take("x", mesh::Type::kDeliver).empty());
+  // Nor can it publish as a: it is a stranger.
+  Publish("x", 2, "room:1");
+  EXPECT_EQ(rec_.Take("x", mesh::Type::kReset).size(), 1u);
+}
+
+TEST_F(RouterTest, APublishSeqOutsideTheOutboxWindowIsRefusedAndPoisonsNothing) {
+  Hello("b", 2, {"room:1"});
+  SayHello("a", {.shard = "a",
+                 .instance = 1,
+                 .window = 100,
+                 .token = TokenOf(1),
+                 .outbox = 3,
+                 .acked = 10,
+                 .topics = {}});
+  Flush();
+  rec_.log.sent.clear();
+  Publish("a", 0, "room:1");           // would wrap done_seq
+  Publish("a", UINT64_MAX, "room:1");  // would make every later one a duplicate
+  Publish("a", 14, "room:1");          // more than the outbox holds past 10
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kBadSeq)], 3u);
+  for (uint64_t seq = 11; seq <= 13; ++seq) Publish("a", seq, "room:1");
+  Flush();
+  auto to_b = rec_.Take("b", mesh::Type::kDeliver);
+  ASSERT_EQ(to_b.size(), 3u);
+  EXPECT_EQ(to_b[0].seq, 11u);
+  EXPECT_EQ(to_b[2].seq, 13u);
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kDuplicate)], 0u);
+  Credit("b", 4);  // the snapshot and three deliveries
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_FALSE(acks.empty());
+  EXPECT_EQ(acks.back().seq, 13u);
+  Publish("a", 16, "room:1");  // 13 is done: 16 fits the window again
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kBadSeq)], 3u);
+}
+
+TEST_F(RouterTest, AnInstanceWithoutATokenGetsANewSessionOnceTheOldOneExpired) {
+  mesh::Hello old{.shard = "a", .instance = 1, .window = 100, .topics = {"room:1"}};
+  SayHello("a", old);
+  LinkId first = router_.FindInstance(1);
+  SayHello("a2", old);  // reconnected: cannot prove it is the same process
+  EXPECT_EQ(router_.FindInstance(1), first);
+  EXPECT_TRUE(rec_.Take("a2", mesh::Type::kWelcome).empty());
+  for (int i = 0; i < 4; ++i) {
+    now_us_ += 100'000;
+    router_.OnTick(now_us_);
+  }
+  EXPECT_EQ(router_.FindInstance(1), kNoLink) << "the old connection went silent";
+  SayHello("a2", old);
+  EXPECT_NE(router_.FindInstance(1), kNoLink);
+  EXPECT_NE(router_.FindInstance(1), first);
+  EXPECT_EQ(rec_.Take("a2", mesh::Type::kWelcome).size(), 1u);
+}
+
 TEST_F(RouterTest, AHelloAgainOnTheSameConnectionKeepsTheCreditAccounting) {
   Hello("a", 1, {});
   Hello("b", 2, {"room:1"}, /*window=*/3);  // the snapshot takes one
@@ -267,7 +347,7 @@ TEST_F(RouterTest, AHelloAgainOnTheSameConnectionKeepsTheCreditAccounting) {
   EXPECT_EQ(router_.counters().rebinds, 0u);
   Publish("a", 3, "room:1");
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   Credit("b", 3);  // the three in flight come back: publishes 1 and 2 are done
   Flush();
   auto acks = rec_.Take("a", mesh::Type::kAck);
@@ -284,7 +364,33 @@ TEST_F(RouterTest, FramesThatAreNotMeshV1AreCountedAndIgnored) {
   std::vector<std::string_view> frames = {"garbage"};
   router_.OnMessage("a", frames, now_us_);
   EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kBadFrame)], 1u);
-  EXPECT_TRUE(rec_.sent.empty());
+  EXPECT_TRUE(rec_.log.sent.empty());
+}
+
+TEST_F(RouterTest, AMessageTooLargeForAFrameIsDroppedNotQueued) {
+  RouterOptions o = Options({}, 0);
+  o.max_packed_bytes = 200;
+  Router router(o, &rec_);
+  auto feed = [&](const std::string& from, const mesh::Hello& h) {
+    std::string body = mesh::EncodeHello(h);
+    std::vector<std::string> frames =
+        mesh_testing::EncodeFrames({.type = mesh::Type::kHello, .body = body});
+    std::vector<std::string_view> views(frames.begin(), frames.end());
+    router.OnMessage(from, views, now_us_);
+  };
+  const std::string meta = "{\"phx_ref\":\"r1\",\"bio\":\"" + std::string(300, 'x') + "\"}";
+  feed("a", {.shard = "a",
+             .instance = 1,
+             .window = 100,
+             .topics = {"room:1"},
+             .presence = {{"room:1", {{"alice", "r1", meta}}}}});
+  feed("b", {.shard = "b", .instance = 2, .window = 100, .topics = {"room:1"}});
+  router.Flush(now_us_);
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kSnapshot).empty());
+  EXPECT_EQ(router.counters().dropped[static_cast<size_t>(DropReason::kTooLarge)], 1u);
+  router.Flush(now_us_);
+  EXPECT_EQ(router.counters().snapshots, 2u) << "no repair of what cannot be sent";
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kWelcome).size(), 1u);
 }
 
 class RouterShedTest : public RouterTest {
@@ -298,7 +404,7 @@ TEST_F(RouterShedTest, ShedMessagesCountAsDoneAndShedPresenceIsRepaired) {
   Hello("a", 1, {"room:1"});
   Hello("b", 2, {"room:1"}, /*window=*/1);  // the snapshot takes it
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   Track("a", "room:1", "alice", "r1");  // a diff for b, queued
   for (uint64_t seq = 1; seq <= 3; ++seq) Publish("a", seq, "room:1");
   Flush();
@@ -329,7 +435,7 @@ TEST_F(RouterDisconnectTest, AnOverflowingShardIsDroppedAndTheOthersAreAcked) {
   Hello("b", 2, {"room:1"}, /*window=*/1);
   Hello("c", 3, {"room:1"});
   Flush();
-  rec_.sent.clear();
+  rec_.log.sent.clear();
   // Flushed after each: c always has credit, b has none left.
   for (uint64_t seq = 1; seq <= 3; ++seq) {
     Publish("a", seq, "room:1");
@@ -371,6 +477,25 @@ TEST_F(RouterSettleTest, ANewBrokerHoldsPublishesAndSnapshotsUntilShardsHadTimeT
   EXPECT_EQ(to_b[1].seq, 8u);
   EXPECT_EQ(rec_.Take("a", mesh::Type::kSnapshot).size(), 1u) << "snapshots once settled";
   EXPECT_EQ(rec_.Take("b", mesh::Type::kSnapshot).size(), 1u);
+}
+
+TEST_F(RouterSettleTest, AShardWithALongerHeartbeatKeepsANewBrokerSettlingLonger) {
+  router_.OnTick(now_us_);  // the broker starts: 500 ms by its own heartbeat
+  SayHello("a", {.shard = "a",
+                 .instance = 1,
+                 .window = 100,
+                 .token = TokenOf(1),
+                 .heartbeat_ms = 1000,
+                 .topics = {"room:1"}});
+  Hello("b", 2, {"room:1"});
+  now_us_ += 600'000;
+  Publish("a", 1, "room:1");
+  Flush();
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kDeliver).empty())
+      << "a shard that heartbeats every second may not have noticed the new broker yet";
+  now_us_ += 1'500'000;  // 2 × 1000 ms since the start
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
 }
 
 }  // namespace

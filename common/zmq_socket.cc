@@ -18,6 +18,7 @@ Result<std::unique_ptr<ZmqSocket>> ZmqSocket::Create(const Options& options) {
     z.set(zmq::sockopt::linger, 0);
     z.set(zmq::sockopt::sndhwm, options.send_hwm);
     z.set(zmq::sockopt::rcvhwm, options.recv_hwm);
+    z.set(zmq::sockopt::maxmsgsize, options.max_frame_bytes);
     z.set(zmq::sockopt::reconnect_ivl, options.reconnect_ivl_ms);
     z.set(zmq::sockopt::reconnect_ivl_max, options.reconnect_ivl_max_ms);
     if (options.kind == Kind::kRouter) {

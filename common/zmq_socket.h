@@ -49,7 +49,9 @@ class ZmqSocket {
     // peer that is not there: the caller keeps its own).
     Kind kind = Kind::kDealer;
     int send_hwm = 0;  // 0: unbounded (callers bound what they queue themselves)
-    int recv_hwm = 0;
+    int recv_hwm = 0;  // messages per peer; when reached, libzmq stops reading that peer
+    // ZMQ_MAXMSGSIZE: a peer that sends a larger frame is disconnected; -1: no bound.
+    int64_t max_frame_bytes = -1;
     int reconnect_ivl_ms = 100;
     int reconnect_ivl_max_ms = 500;
   };

@@ -1,12 +1,13 @@
 // Limits: the one set of bounds a client's input must keep so that the mesh
 // can always carry it.
 //
-// Owns: the numbers both sides use — the shard's hub refuses a join that
-// breaks one (with a reason the client sees), and the mesh codec refuses a
-// message that breaks one. Defined once here so that what a shard accepts
-// from a client is, by construction, what its broker accepts from the
-// shard: a client must never be able to make a shard's hello unacceptable.
-// Plain constants; the property test in tests/property checks the promise.
+// Owns: the numbers both sides use — a shard's hub refuses a join that
+// breaks one (with a reason the client sees), and the mesh codec
+// (protocol/mesh) leaves out, and counts, a hello entry that breaks one.
+// Defined once here so that what a shard accepts from a client is, by
+// construction, what its broker accepts from the shard: a client must never
+// be able to make a shard's hello unacceptable. Plain constants; the
+// property test tests/property/hub_mesh_property_test.cc checks the promise.
 #pragma once
 
 #include <cstddef>
@@ -18,15 +19,11 @@ namespace sb::limits {
 // per subscription.
 inline constexpr size_t kMaxTopicBytes = 1024;
 
-// Nesting of any JSON body the mesh carries (a hello, a presence change).
-inline constexpr int kMaxMeshJsonDepth = 32;
-
-// Nesting of one presence meta. In a hello a meta object sits at depth 6
-// ({"presence":[{"metas":[{"meta":{…}}]}]}), so a meta nested this deep
-// keeps the hello within kMaxMeshJsonDepth with room to spare.
-inline constexpr int kMaxPresenceMetaDepth = 16;
-inline constexpr int kPresenceMetaDepthInHello = 6;
-static_assert(kPresenceMetaDepthInHello - 1 + kMaxPresenceMetaDepth <= kMaxMeshJsonDepth,
-              "a meta the hub accepts must fit in a hello");
+// How deep a presence meta may nest (the meta object itself is level 1, a
+// scalar 0): what every shard can parse back when the meta returns to it
+// inside a presence_diff (`{"joins":{"<key>":{"metas":[<meta>]}}}` puts it
+// at level 5) under the bound its Phoenix decoder applies to every JSON
+// text (phx::kMaxJsonDepth, 64; protocol/mesh.cc asserts the sum).
+inline constexpr int kMaxPresenceMetaDepth = 60;
 
 }  // namespace sb::limits

@@ -1,5 +1,6 @@
 #include "protocol/mesh.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <exception>
 #include <iterator>
@@ -14,10 +15,14 @@ namespace {
 
 constexpr size_t kBaseHeader = 4;  // "SB", version, type
 constexpr uint8_t kKnownFlags = kFlagBinary;
-// Deep enough for a hello's metas (a meta object starts at depth 6) and what
-// clients put in them; shallow enough that a hostile body cannot make the
-// parser's stack large.
-constexpr size_t kMaxJsonDepth = 32;
+// The parser's bound for a JSON body: a hello's metas start at level 6, so
+// every meta within kMaxMetaDepth parses and one deeper is left out by name
+// rather than failing the whole body. Boost.JSON's parser keeps its stack on
+// the heap, so the bound costs memory, not the thread's stack; the values'
+// destructors recurse, at most this deep.
+constexpr size_t kMaxJsonDepth = 128;
+static_assert(kMaxMetaDepth + 4 == phx::kMaxJsonDepth);
+static_assert(kMaxMetaDepth + 5 < kMaxJsonDepth);
 constexpr size_t kAnySize = std::numeric_limits<size_t>::max();
 
 // Calls f(field) for each fixed header field of m's type, in wire order. A
@@ -84,6 +89,8 @@ constexpr Shape kShapes[] = {
 static_assert(kShapes[static_cast<size_t>(Type::kPublish)].header == 13);
 static_assert(kShapes[static_cast<size_t>(Type::kCredit)].header == 8);
 static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header == 21);
+static_assert(std::ranges::all_of(kShapes,
+                                  [](const Shape& s) { return s.header <= kMaxHeaderBytes; }));
 
 const Shape* ShapeOf(Type type) {
   const auto i = static_cast<size_t>(type);
@@ -98,12 +105,6 @@ uint64_t GetLe(std::string_view in, size_t at, size_t bytes) {
   uint64_t v = 0;
   for (size_t i = 0; i < bytes; ++i) v |= uint64_t{static_cast<uint8_t>(in[at + i])} << (8 * i);
   return v;
-}
-
-std::string Header(const Message& msg) {
-  std::string h{'S', 'B', static_cast<char>(kVersion), static_cast<char>(msg.type)};
-  ForEachField(msg, [&h](const auto& field) { PutLe(h, field, sizeof field); });
-  return h;
 }
 
 bool BodyOnly(Type type) { return type == Type::kHello || type == Type::kBatch; }
@@ -172,38 +173,42 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
   // No body is empty: a Phoenix message never is, and neither is JSON text.
   const bool has_body = BodyOnly(m.type) || shape->frames == 3;
   if (has_body && m.body.empty()) return Refused(*shape, "empty body");
+  if (const size_t max = BodyOnly(m.type) ? kMaxFrameBytes : kMaxBodyBytes; m.body.size() > max) {
+    return Refused(
+        *shape, "body is " + std::to_string(m.body.size()) + " bytes, over " + std::to_string(max));
+  }
   *out = m;
   return Status::Ok();
 }
 
-std::vector<std::string> Encode(const Message& msg) {
+Frames::Frames(const Message& msg) {
   const Shape* shape = ShapeOf(msg.type);
-  if (!shape) return {};
-  std::string_view tail[2];
-  const size_t n = Tail(msg, *shape, tail);
-  std::vector<std::string> frames;
-  frames.reserve(1 + n);
-  frames.push_back(Header(msg));
-  for (size_t i = 0; i < n; ++i) frames.emplace_back(tail[i]);
-  return frames;
+  if (!shape) return;
+  header_[0] = 'S';
+  header_[1] = 'B';
+  header_[2] = static_cast<char>(kVersion);
+  header_[3] = static_cast<char>(msg.type);
+  size_t at = kBaseHeader;
+  ForEachField(msg, [&](const auto& field) {
+    for (size_t i = 0; i < sizeof field; ++i) {
+      header_[at++] = static_cast<char>(static_cast<uint64_t>(field) >> (8 * i));
+    }
+  });
+  views_[0] = std::string_view(header_, at);
+  count_ = 1 + Tail(msg, *shape, &views_[1]);
 }
 
 std::string Pack(const Message& msg) {
-  const Shape* shape = ShapeOf(msg.type);
-  if (!shape) return {};
-  std::string_view tail[2];
-  const size_t n = Tail(msg, *shape, tail);
+  const Frames frames(msg);
   std::string out;
-  size_t total = 4 + shape->header;
-  for (size_t i = 0; i < n; ++i) total += 4 + tail[i].size();
+  size_t total = 0;
+  for (std::string_view f : frames.views()) total += 4 + f.size();
   out.reserve(total);
   // Frames are far below 4 GiB: a topic is bounded, a Phoenix message by the
   // shard's WebSocket message limit, a JSON body by one shard's state.
-  PutLe(out, shape->header, 4);
-  out.append(Header(msg));
-  for (size_t i = 0; i < n; ++i) {
-    PutLe(out, tail[i].size(), 4);
-    out.append(tail[i]);
+  for (std::string_view f : frames.views()) {
+    PutLe(out, f.size(), 4);
+    out.append(f);
   }
   return out;
 }
@@ -278,6 +283,20 @@ namespace {
 
 namespace json = boost::json;
 
+// Levels of nesting of `v`: 0 for a scalar, 1 for an object or array of
+// scalars. Recursion is bounded by the parser's kMaxJsonDepth.
+size_t Depth(const json::value& v) {
+  size_t inner = 0;
+  if (const json::object* o = v.if_object()) {
+    for (const auto& field : *o) inner = std::max(inner, Depth(field.value()));
+  } else if (const json::array* a = v.if_array()) {
+    for (const json::value& e : *a) inner = std::max(inner, Depth(e));
+  } else {
+    return 0;
+  }
+  return inner + 1;
+}
+
 // Reads one JSON body. Each read that finds a problem returns false or
 // nullptr; the first problem is kept in status(), naming the field
 // ("mesh: hello: presence[0].metas[1].key is empty").
@@ -339,6 +358,20 @@ class Reader {
     return String(Member(o, path, key), path + key, out, min, max);
   }
 
+  // An integer member within min..max (`key` at the body's top level).
+  bool Unsigned(const json::object& o, const char* key, uint64_t min, uint64_t max, uint64_t* out) {
+    const json::value* v = Member(o, "", key);
+    if (!v) return false;
+    if (!v->is_int64() && !v->is_uint64()) return Fail(key, "is not an integer");
+    const bool negative = v->is_int64() && v->get_int64() < 0;
+    const uint64_t n = v->is_uint64() ? v->get_uint64() : static_cast<uint64_t>(v->get_int64());
+    if (negative || n < min || n > max) {
+      return Fail(key, "is not within " + std::to_string(min) + ".." + std::to_string(max));
+    }
+    *out = n;
+    return true;
+  }
+
   const json::array* Array(const json::object& o, const std::string& path, const char* key) {
     const json::value* v = Member(o, path, key);
     if (!v) return nullptr;
@@ -375,6 +408,9 @@ class Reader {
       if (!with_meta) continue;
       const json::object* meta = Object(Member(*entry, field + ".", "meta"), field + ".meta");
       if (!meta) return false;
+      if (Depth(*meta) > kMaxMetaDepth) {
+        return Fail(field + ".meta", "is nested deeper than " + std::to_string(kMaxMetaDepth));
+      }
       try {
         e.meta_json = json::serialize(*meta);
       } catch (const std::exception& ex) {
@@ -390,6 +426,36 @@ class Reader {
   json::value root_;
   Status status_;
 };
+
+bool ValidTopic(const json::string& s) { return !s.empty() && s.size() <= kMaxTopicBytes; }
+
+// A hello's meta entry, checked as Reader::Entries checks a join, without
+// naming the problem: the caller drops the entry and counts it.
+bool ReadMetaEntry(const json::value& v, PresenceEntry* out) {
+  const json::object* entry = v.if_object();
+  if (!entry) return false;
+  const json::value* key = entry->if_contains("key");
+  const json::value* ref = entry->if_contains("phx_ref");
+  const json::value* meta = entry->if_contains("meta");
+  if (!key || !key->is_string() || key->get_string().empty() || !ref || !ref->is_string() ||
+      ref->get_string().empty() || !meta || !meta->is_object() || Depth(*meta) > kMaxMetaDepth) {
+    return false;
+  }
+  out->key.assign(key->get_string().data(), key->get_string().size());
+  out->phx_ref.assign(ref->get_string().data(), ref->get_string().size());
+  try {
+    out->meta_json = json::serialize(meta->get_object());
+  } catch (const std::exception&) {
+    return false;  // std::bad_alloc: the entry is left out like a bad one
+  }
+  return true;
+}
+
+bool IsLowerHex(std::string_view s, size_t digits) {
+  return s.size() == digits && std::ranges::all_of(s, [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
 
 bool ParseInstance(std::string_view s, uint64_t* out) {
   if (s.size() != 16) return false;
@@ -417,7 +483,7 @@ void AppendMeta(std::string& out, std::string_view meta_json) {
     return;
   }
   json::parse_options options;
-  options.max_depth = kMaxJsonDepth;
+  options.max_depth = kMaxMetaDepth;
   json::error_code ec;
   bool object = false;
   try {
@@ -454,7 +520,17 @@ std::string EncodeHello(const Hello& hello) {
   phx::AppendJsonString(out, hello.shard);
   out.append(",\"instance\":\"");
   for (int shift = 60; shift >= 0; shift -= 4) out.push_back(kHex[(hello.instance >> shift) & 15]);
-  out.append("\",\"window\":").append(std::to_string(hello.window)).append(",\"topics\":[");
+  out.append("\",\"window\":").append(std::to_string(hello.window));
+  if (!hello.token.empty()) {
+    out.append(",\"token\":");
+    phx::AppendJsonString(out, hello.token);
+  }
+  if (hello.outbox != 0) out.append(",\"outbox\":").append(std::to_string(hello.outbox));
+  if (hello.acked) out.append(",\"acked\":").append(std::to_string(*hello.acked));
+  if (hello.heartbeat_ms != 0) {
+    out.append(",\"heartbeat_ms\":").append(std::to_string(hello.heartbeat_ms));
+  }
+  out.append(",\"topics\":[");
   for (size_t i = 0; i < hello.topics.size(); ++i) {
     if (i > 0) out.push_back(',');
     phx::AppendJsonString(out, hello.topics[i]);
@@ -484,38 +560,76 @@ Result<Hello> DecodeHello(std::string_view text) {
   if (!ParseInstance(instance, &h.instance)) r.Fail("instance", "is not 16 lowercase hex digits");
   if (h.instance == 0) r.Fail("instance", "is zero");
 
-  const json::value* window = r.Member(*o, "", "window");
-  if (!window) return r.status();
-  if (!window->is_int64() && !window->is_uint64()) {
-    r.Fail("window", "is not an integer");
-  } else if (!window->is_int64() || window->get_int64() <= 0 ||
-             window->get_int64() > std::numeric_limits<uint32_t>::max()) {
-    r.Fail("window", "is not within 1..4294967295");
-  } else {
-    h.window = static_cast<uint32_t>(window->get_int64());
+  uint64_t n = 0;
+  if (r.Unsigned(*o, "window", 1, std::numeric_limits<uint32_t>::max(), &n)) {
+    h.window = static_cast<uint32_t>(n);
+  }
+  if (o->contains("outbox") &&
+      r.Unsigned(*o, "outbox", 1, std::numeric_limits<uint32_t>::max(), &n)) {
+    h.outbox = static_cast<uint32_t>(n);
+  }
+  if (o->contains("heartbeat_ms") &&
+      r.Unsigned(*o, "heartbeat_ms", 1, std::numeric_limits<uint32_t>::max(), &n)) {
+    h.heartbeat_ms = static_cast<uint32_t>(n);
+  }
+  if (o->contains("acked") &&
+      r.Unsigned(*o, "acked", 0, std::numeric_limits<uint64_t>::max(), &n)) {
+    h.acked = n;
+  }
+  if (!r.status().ok()) return r.status();
+
+  if (o->contains("token") && r.String(*o, "", "token", &h.token, 0) &&
+      !IsLowerHex(h.token, kTokenHexDigits)) {
+    r.Fail("token", "is not " + std::to_string(kTokenHexDigits) + " lowercase hex digits");
   }
 
   const json::array* topics = r.Array(*o, "", "topics");
-  if (!topics) return r.status();
-  h.topics.resize(topics->size());
-  for (size_t i = 0; i < topics->size(); ++i) {
-    const std::string field = "topics[" + std::to_string(i) + "]";
-    if (!r.String(&(*topics)[i], field, &h.topics[i], 1, kMaxTopicBytes)) return r.status();
-  }
-
   const json::array* presence = r.Array(*o, "", "presence");
-  if (!presence) return r.status();
-  h.presence.resize(presence->size());
-  for (size_t i = 0; i < presence->size(); ++i) {
-    const std::string field = "presence[" + std::to_string(i) + "]";
-    const json::object* t = r.Object(&(*presence)[i], field);
-    TopicState& state = h.presence[i];
-    if (!t || !r.String(*t, field + ".", "topic", &state.topic, 1, kMaxTopicBytes) ||
-        !r.Entries(*t, field + ".", "metas", true, &state.metas)) {
-      return r.status();
+  if (!topics || !presence || !r.status().ok()) return r.status();
+
+  auto drop = [&h](HelloDrop why) { ++h.dropped[static_cast<size_t>(why)]; };
+  h.topics.reserve(std::min(topics->size(), kMaxHelloTopics));
+  for (const json::value& t : *topics) {
+    if (h.topics.size() == kMaxHelloTopics) {
+      drop(HelloDrop::kOverLimit);
+    } else if (const json::string* s = t.if_string(); s && ValidTopic(*s)) {
+      h.topics.emplace_back(s->data(), s->size());
+    } else {
+      drop(HelloDrop::kTopic);
     }
   }
-  if (!r.status().ok()) return r.status();
+
+  size_t metas = 0;
+  h.presence.reserve(std::min(presence->size(), kMaxHelloTopics));
+  for (const json::value& p : *presence) {
+    const json::object* t = p.if_object();
+    const json::value* topic = t ? t->if_contains("topic") : nullptr;
+    const json::value* entries = t ? t->if_contains("metas") : nullptr;
+    if (h.presence.size() == kMaxHelloTopics) {
+      drop(HelloDrop::kOverLimit);
+      continue;
+    }
+    if (!topic || !topic->is_string() || !ValidTopic(topic->get_string()) || !entries ||
+        !entries->is_array()) {
+      drop(HelloDrop::kTopic);
+      continue;
+    }
+    TopicState& state = h.presence.emplace_back();
+    state.topic.assign(topic->get_string().data(), topic->get_string().size());
+    for (const json::value& e : entries->get_array()) {
+      if (metas == kMaxHelloMetas) {
+        drop(HelloDrop::kOverLimit);
+        continue;
+      }
+      PresenceEntry entry;
+      if (!ReadMetaEntry(e, &entry)) {
+        drop(HelloDrop::kMeta);
+        continue;
+      }
+      state.metas.push_back(std::move(entry));
+      ++metas;
+    }
+  }
   return h;
 }
 

@@ -1,15 +1,18 @@
 // Mesh: the wire format between a node's broker and its shards (and, later,
 // between brokers), version 1. docs/PROTOCOL.md is the specification.
 //
-// Owns: encoding and decoding one mesh message — the ZeroMQ multipart frames
-// after the ROUTER's routing id — and the JSON bodies of the two control
-// messages that carry structure (kHello, kPresence). Also the "packed" form
-// of a message: its frames concatenated with length prefixes into one
-// string, which is how the broker keeps a message in a queue and shares it
-// between links. Does not: touch sockets, know links, credit or epochs'
-// meaning (broker/, worker/), or parse Phoenix messages: a publish carries
-// the Phoenix message bytes as the origin shard encoded them, so every shard
-// frames the same bytes for its sockets.
+// Owns: encoding (Frames: only the header is written, topic and body are
+// not copied) and decoding one mesh message — the ZeroMQ multipart frames
+// after the ROUTER's routing id — the bounds every message is held to on
+// both ends (sizes, hello lists, nesting), and the JSON bodies of the two
+// control messages that carry structure (kHello, kPresence). Also the
+// "packed" form of a message: its frames concatenated with length prefixes
+// into one string, which is how the broker keeps a message in a queue and
+// shares it between links, and what a kBatch carries.
+// Does not: touch sockets, know links, credit or epochs' meaning (broker/,
+// worker/), or parse Phoenix messages: a publish carries the Phoenix message
+// bytes as the origin shard encoded them, so every shard frames the same
+// bytes for its sockets.
 //
 // Every message's first frame is a header: the magic "SB", the version, the
 // type, then that type's fixed fields (little-endian integers). Variable
@@ -20,19 +23,21 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/status.h"
+#include "protocol/limits.h"
 
 namespace sb::mesh {
 
 inline constexpr uint8_t kVersion = 1;
-// Topics are what phoenix.js sends as a string; a bound keeps a hostile
-// shard (or a fuzzer) from making the broker hold megabyte keys.
-inline constexpr size_t kMaxTopicBytes = 1024;
+// Topics are what phoenix.js sends as a string; the bound (protocol/limits.h)
+// keeps a hostile shard (or a fuzzer) from making the broker hold megabyte keys.
+inline constexpr size_t kMaxTopicBytes = limits::kMaxTopicBytes;
 
 enum class Type : uint8_t {
   kHello = 1,      // shard → broker: who I am, my credit window, my whole state (JSON)
@@ -72,14 +77,39 @@ struct Message {
 // Decodes the frames of one message (routing id already removed). Refused,
 // naming what is wrong, for: a bad magic, an unknown version or type, a
 // header of the wrong length for its type, the wrong number of frames, an
-// empty or over-long topic. JSON bodies are not parsed here (DecodeHello,
-// DecodePresenceChange do it). `out`'s views point into `frames`.
+// empty or over-long topic, an empty body or one over its bound (a hello's
+// or batch's kMaxFrameBytes, any other kMaxBodyBytes). JSON bodies are not
+// parsed here (DecodeHello, DecodePresenceChange do it). `out`'s views point
+// into `frames`.
 Status Decode(std::span<const std::string_view> frames, Message* out);
 
-// The frames of `msg`: exactly the ones its type has, in order.
-std::vector<std::string> Encode(const Message& msg);
+// The longest header of any type (kDeliver's).
+inline constexpr size_t kMaxHeaderBytes = 21;
+
+// The frames of one message, exactly the ones its type has, in order, with
+// nothing copied but the header: the header is written into this object's
+// own buffer, the topic and body frames are `msg`'s views. How a message
+// goes to a socket as it is made (one ZeroMQ frame per view); the views are
+// valid while `msg`'s strings are and this object is, which is why it is
+// neither copied nor moved (views()[0] points into it).
+class Frames {
+ public:
+  explicit Frames(const Message& msg);
+  Frames(const Frames&) = delete;
+  Frames& operator=(const Frames&) = delete;
+
+  // Empty for a type that does not exist.
+  std::span<const std::string_view> views() const { return {views_, count_}; }
+
+ private:
+  char header_[kMaxHeaderBytes];
+  std::string_view views_[3];
+  size_t count_ = 0;
+};
 
 // Packed form: each frame as a 32-bit little-endian length then its bytes.
+// For a message that is kept (a broker queue shares one between links) or
+// put in a kBatch; one that goes straight to a socket needs Frames only.
 std::string Pack(const Message& msg);
 // The frames of a packed message (views into `packed`); Refused if the
 // lengths do not add up.
@@ -96,6 +126,32 @@ Status Unpack(std::string_view packed, std::vector<std::string_view>* frames);
 // mapping per batch costs page faults) and to let libzmq's I/O thread start
 // writing while the next batch is built.
 inline constexpr size_t kBatchBytes = 64 * 1024;
+
+// --- Sizes -----------------------------------------------------------------
+
+// The largest frame of any mesh message. Both ends set it as their socket's
+// ZMQ_MAXMSGSIZE (libzmq applies it to each frame and disconnects a peer
+// that sends a larger one), so nothing that reaches the endpoint can make
+// the other end buffer more than this per frame. The largest legitimate
+// frames are a hello (a shard's whole state in one JSON body) and a kBatch.
+inline constexpr size_t kMaxFrameBytes = size_t{64} << 20;
+// The largest packed message that may go in a kBatch: a batch is cut once
+// it holds kBatchBytes, so it is at most kBatchBytes, one such message and
+// the batch's own 12 bytes of header and length — within kMaxFrameBytes.
+inline constexpr size_t kMaxPackedBytes = kMaxFrameBytes - kBatchBytes - 64;
+// The largest body (Phoenix message, presence JSON) of any message but a
+// hello or a batch: with its topic and header it packs within
+// kMaxPackedBytes. A shard refuses to publish a larger broadcast, and a
+// broker sends no larger snapshot or diff.
+inline constexpr size_t kMaxBodyBytes = kMaxFrameBytes - 2 * kBatchBytes;
+static_assert(kMaxBodyBytes + kMaxTopicBytes + kMaxHeaderBytes + 12 <= kMaxPackedBytes);
+// Both ends' ZMQ_RCVHWM, in messages per connection: when one peer's are
+// not read yet, libzmq stops reading its connection (the peer's own socket
+// buffers, then its sends fail), so one peer holds at most this many
+// messages of the reader's memory. Far above what either end sends ahead:
+// a turn's publishes or deliveries go as a few batches, and the broker
+// reads up to 512 messages per wake-up.
+inline constexpr int kRecvHighWaterMark = 1000;
 
 // Builds packed kBatch messages in one buffer that is reused.
 class BatchWriter {
@@ -136,16 +192,55 @@ struct TopicState {
   std::vector<PresenceEntry> metas;
 };
 
+// How deep a presence meta may nest: the client-facing limit (protocol/limits.h).
+inline constexpr size_t kMaxMetaDepth = limits::kMaxPresenceMetaDepth;
+// How many topics, and presence topics, one hello may list; and how many
+// metas in all. A shard holds at most its connections × its joins per
+// connection of either; these bounds keep what one hello can make the
+// broker allocate (its strings, its table entries) in the hundreds of MiB.
+inline constexpr size_t kMaxHelloTopics = size_t{1} << 20;
+inline constexpr size_t kMaxHelloMetas = size_t{1} << 20;
+
+// Why DecodeHello left an entry of a hello out. One bad entry never costs a
+// shard its session: the rest of its state is taken, the entry is counted.
+enum class HelloDrop : uint8_t {
+  kTopic,      // a topic (of "topics" or "presence") not a string of 1..kMaxTopicBytes, or a
+               // presence topic that is not {"topic":..,"metas":[..]}
+  kMeta,       // a meta entry without key or phx_ref, or whose meta is not an object
+               // nested at most kMaxMetaDepth deep
+  kOverLimit,  // beyond kMaxHelloTopics or kMaxHelloMetas
+  kCount
+};
+
 // kHello's body:
 // {"shard":"2","instance":"<16 hex digits>","window":1000,
 //  "topics":["room:a",...],
 //  "presence":[{"topic":"room:a","metas":[{"key":"alice","phx_ref":"..","meta":{..}}]}]}
+// Added within version 1 (absent from an older shard's hello):
+//  "token":"<32 hex digits>","outbox":32768,"acked":0,"heartbeat_ms":1000
+inline constexpr size_t kTokenHexDigits = 32;
 struct Hello {
   std::string shard;      // the shard's name, for logs and metric labels
   uint64_t instance = 0;  // random per shard process start; nonzero
   uint32_t window = 0;    // initial credit; nonzero
+  // Random per shard process start, kTokenHexDigits lowercase hex digits, or
+  // empty (an older shard). Unlike the instance, which every delivery
+  // carries, only the shard and its broker know it: a hello for a known
+  // instance from another connection re-binds that instance's session only
+  // with the same token, so nobody who merely saw the instance can take it.
+  std::string token;
+  // The most publishes the shard keeps unacked (its outbox bound), 0 if
+  // absent: a publish's seq is never further than this past the last acked.
+  uint32_t outbox = 0;
+  // Every publish up to this seq was acked (the shard forgot it), if given.
+  std::optional<uint64_t> acked;
+  // The shard's heartbeat interval, 0 if absent: how long a new broker
+  // waits for its hello (the broker's settle window).
+  uint32_t heartbeat_ms = 0;
   std::vector<std::string> topics;
   std::vector<TopicState> presence;
+  // Decoding only: the entries left out, by reason (never encoded).
+  uint64_t dropped[static_cast<size_t>(HelloDrop::kCount)] = {};
 };
 
 // kPresence's body:
@@ -156,14 +251,18 @@ struct PresenceChange {
 };
 
 std::string EncodeHello(const Hello& hello);
-// Refused (naming the field) unless the body is exactly the shape above:
-// instance nonzero, window nonzero, topics non-empty strings within
-// kMaxTopicBytes, metas with non-empty key and phx_ref and an object meta.
+// Refused (naming the field) unless the body has the shape above: shard a
+// string, instance nonzero, window nonzero, topics and presence arrays, and
+// if present a token of kTokenHexDigits lowercase hex digits, an outbox and
+// a heartbeat_ms of 1..2^32-1 and an acked seq of 0..2^64-1.
+// Entries of those arrays that are not valid are left out and counted in
+// `dropped` (see HelloDrop), never a reason to refuse the whole hello.
 Result<Hello> DecodeHello(std::string_view json);
 
 std::string EncodePresenceChange(const PresenceChange& change);
-// Refused unless the shape above holds (same rules as Hello's metas; a
-// leave's "meta" is not required and is ignored).
+// Refused unless the shape above holds (a join is a meta entry as valid in
+// a hello; a leave's "meta" is not required and is ignored). One change is
+// one message: a bad entry refuses it whole.
 Result<PresenceChange> DecodePresenceChange(std::string_view json);
 
 }  // namespace sb::mesh

@@ -9,7 +9,10 @@ constexpr int kReadBatch = 512;
 
 Result<std::unique_ptr<BrokerLink>> BrokerLink::Create(EventLoop* loop, const std::string& endpoint,
                                                        OnMessage on_message) {
-  Result<std::unique_ptr<ZmqSocket>> socket = ZmqSocket::Create({.kind = ZmqSocket::Kind::kDealer});
+  Result<std::unique_ptr<ZmqSocket>> socket =
+      ZmqSocket::Create({.kind = ZmqSocket::Kind::kDealer,
+                         .recv_hwm = mesh::kRecvHighWaterMark,
+                         .max_frame_bytes = static_cast<int64_t>(mesh::kMaxFrameBytes)});
   if (!socket.ok()) return socket.status();
   if (Status s = socket.value()->Connect(endpoint); !s.ok()) return s;
   std::unique_ptr<BrokerLink> link(new BrokerLink(std::move(socket).value()));
@@ -17,7 +20,12 @@ Result<std::unique_ptr<BrokerLink>> BrokerLink::Create(EventLoop* loop, const st
   return link;
 }
 
-bool BrokerLink::Send(std::string_view packed) {
+bool BrokerLink::Send(const mesh::Message& msg) {
+  const mesh::Frames frames(msg);
+  return socket_->Send(frames.views());
+}
+
+bool BrokerLink::SendPacked(std::string_view packed) {
   if (!mesh::Unpack(packed, &frames_).ok()) return false;  // the session packed it
   return socket_->Send(frames_);
 }

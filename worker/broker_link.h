@@ -1,11 +1,13 @@
 // BrokerLink: the shard's connection to its node's broker.
 //
 // Owns: the DEALER socket (common/zmq_socket) on the shard's loop — sending
-// what the cluster session hands it (its Transport) and reading the
-// broker's messages in bounded batches, each handed to `on_message`. Does
-// not: decide anything about the protocol (worker/cluster_session) or keep
-// timers (the Shard drives the session's). Runs on the shard's loop thread;
-// the Shard owns it.
+// what the cluster session hands it (its Transport: a control message as
+// its frames, a queued or batched message in packed form) and reading the
+// broker's messages in bounded batches, each handed to `on_message`. Both
+// ends bound a frame (mesh::kMaxFrameBytes) and the receive queue
+// (mesh::kRecvHighWaterMark). Does not: decide anything about the protocol
+// (worker/cluster_session) or keep timers (the Shard drives the session's).
+// Runs on the shard's loop thread; the Shard owns it.
 #pragma once
 
 #include <functional>
@@ -30,7 +32,8 @@ class BrokerLink : public ClusterSession::Transport {
   static Result<std::unique_ptr<BrokerLink>> Create(EventLoop* loop, const std::string& endpoint,
                                                     OnMessage on_message);
 
-  bool Send(std::string_view packed) override;
+  bool Send(const mesh::Message& msg) override;
+  bool SendPacked(std::string_view packed) override;
   // End of the loop turn, after sending: input that arrived meanwhile is
   // picked up (ZMQ_FD is edge-triggered).
   void CheckReadable() { socket_->CheckReadable(); }

@@ -1,5 +1,7 @@
 #include "worker/cluster_session.h"
 
+#include <algorithm>
+#include <limits>
 #include <utility>
 
 namespace sb::worker {
@@ -20,7 +22,7 @@ ClusterSession::ClusterSession(ClusterOptions options, Transport* transport, Han
     : options_(std::move(options)), transport_(transport), handler_(handler) {}
 
 bool ClusterSession::Send(const mesh::Message& msg) {
-  if (transport_->Send(mesh::Pack(msg))) return true;
+  if (transport_->Send(msg)) return true;
   // Lost on the way (no connection): whatever it changed on the broker is
   // restated by the next hello, which carries the whole state.
   resync_ = true;
@@ -37,6 +39,12 @@ void ClusterSession::SendHello(int64_t now_ms) {
   hello.shard = options_.shard;
   hello.instance = options_.instance;
   hello.window = options_.window;
+  hello.token = options_.token;
+  hello.heartbeat_ms = static_cast<uint32_t>(options_.heartbeat_ms);
+  hello.outbox = static_cast<uint32_t>(
+      std::min<size_t>(options_.max_outbox_messages, std::numeric_limits<uint32_t>::max()));
+  // Everything before the oldest publish kept was acked and forgotten.
+  hello.acked = (outbox_.empty() ? next_seq_ : outbox_.front().seq) - 1;
   handler_->ClusterState(&hello.topics, &hello.presence);
   std::string body = mesh::EncodeHello(hello);
   ++counters_.hellos;
@@ -44,15 +52,16 @@ void ClusterSession::SendHello(int64_t now_ms) {
   // What was consumed and not yet credited is still credited (at the next
   // Flush): a broker that knows this connection is owed it, and a new one
   // only gets a little more credit than the window, once.
-  // Everything unacked goes again, in order, behind the hello: a broker
-  // that routed some of it already drops those (same seq), a new one routes
-  // them, and receivers drop what they delivered before.
+  // Everything unacked goes again, in order, once the broker has welcomed
+  // this hello (Flush): a broker that routed some of it already drops those
+  // (same seq), a new one routes them, and receivers drop what they
+  // delivered before. Not before the welcome: a broker that keeps answering
+  // with resets would otherwise get the whole outbox with every hello.
   sent_ = 0;
   // Not handed over (the connection is not up yet): the next tick tries
   // again rather than waiting a whole interval.
   if (!Send(Of(mesh::Type::kHello, {}, body))) return;
   last_hello_ms_ = now_ms;
-  SendPublishes();
 }
 
 void ClusterSession::SendPublishes() {
@@ -67,7 +76,7 @@ void ClusterSession::SendPublishes() {
       m.flags = o.flags;
       batch_.Add(mesh::Pack(m));
     }
-    if (!transport_->Send(batch_.Finish())) {
+    if (!transport_->SendPacked(batch_.Finish())) {
       resync_ = true;
       return;
     }
@@ -76,11 +85,19 @@ void ClusterSession::SendPublishes() {
 }
 
 bool ClusterSession::CanPublish(size_t bytes) const {
-  return outbox_.size() < options_.max_outbox_messages &&
+  return bytes <= mesh::kMaxBodyBytes && outbox_.size() < options_.max_outbox_messages &&
          outbox_bytes_ + bytes <= options_.max_outbox_bytes;
 }
 
 void ClusterSession::Publish(std::string_view topic, std::string_view message, bool binary) {
+  // A message over the mesh's bounds never enters the outbox: the broker
+  // would refuse it, or its socket would drop the connection of a batch too
+  // large for a frame, again after every reconnect.
+  if (topic.empty() || topic.size() > mesh::kMaxTopicBytes ||
+      message.size() > mesh::kMaxBodyBytes) {
+    ++counters_.too_large;
+    return;
+  }
   outbox_.push_back(Outgoing{next_seq_++, std::string(topic), std::string(message),
                              binary ? mesh::kFlagBinary : uint8_t{0}});
   outbox_bytes_ += topic.size() + message.size();
@@ -125,9 +142,17 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       epoch_ = msg.epoch;
       up_ = true;
       return;
-    case mesh::Type::kReset:
+    case mesh::Type::kReset: {
+      // News if we were welcomed since our last hello, or it is an interval
+      // old. Otherwise it crossed our hello (the broker answered what we
+      // sent before it) or the broker keeps refusing us: OnTick says hello
+      // again once per interval, never once per reset (a broker resets a
+      // connection up to ten times a second).
+      const bool news = up_ || now_ms - last_hello_ms_ >= options_.heartbeat_ms;
       up_ = false;
-      return SendHello(now_ms);
+      if (news) SendHello(now_ms);
+      return;
+    }
     case mesh::Type::kHeartbeat:
       // A broker we were not welcomed by: it restarted without our noticing.
       if (up_ && msg.epoch != epoch_) {
@@ -199,7 +224,8 @@ void ClusterSession::Flush() {
     credit.n = consumed_;
     if (Send(credit)) consumed_ = 0;
   }
-  if (sent_ < outbox_.size()) SendPublishes();
+  // Only to a broker that welcomed us (see SendHello).
+  if (up_ && sent_ < outbox_.size()) SendPublishes();
 }
 
 }  // namespace sb::worker

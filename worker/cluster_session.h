@@ -3,7 +3,7 @@
 // Owns: the session with the node's broker — hello with the shard's whole
 // state, welcome and epoch, reset, heartbeats both ways and the broker's
 // liveness; the outbox of publishes (numbered, kept until acked, re-sent in
-// order after every hello, bounded: when full, the hub refuses broadcasts);
+// order after every welcome, bounded: when full, the hub refuses broadcasts);
 // duplicate suppression of deliveries per origin instance; and the credit
 // the shard grants back, once per loop turn. Does not: touch ZeroMQ
 // (worker/broker_link does, through Transport), know sockets or channels
@@ -25,8 +25,11 @@
 namespace sb::worker {
 
 struct ClusterOptions {
-  std::string shard;       // name in the broker's logs and metrics
-  uint64_t instance = 0;   // random per process start, nonzero
+  std::string shard;      // name in the broker's logs and metrics
+  uint64_t instance = 0;  // random per process start, nonzero
+  // Random per process start (mesh::kTokenHexDigits hex digits), known only
+  // to this shard and its broker: proves a reconnect is this process.
+  std::string token;
   uint32_t window = 1000;  // messages the broker may send ahead of our credit
   size_t max_outbox_messages = 32768;
   size_t max_outbox_bytes = 64u << 20;
@@ -39,10 +42,12 @@ class ClusterSession {
   class Transport {
    public:
     virtual ~Transport() = default;
-    // One packed mesh message (mesh::Pack, or a mesh::BatchWriter's). False
-    // if it could not be handed over (no connection): the session re-sends
-    // what matters after its next hello.
-    virtual bool Send(std::string_view packed) = 0;
+    // A message made for this send: its frames go as they are (mesh::Frames).
+    // False if it could not be handed over (no connection): the session
+    // re-sends what matters after its next hello.
+    virtual bool Send(const mesh::Message& msg) = 0;
+    // A packed message (a finished mesh::BatchWriter's kBatch); as Send.
+    virtual bool SendPacked(std::string_view packed) = 0;
   };
   class Handler {
    public:
@@ -61,10 +66,13 @@ class ClusterSession {
 
   // Says hello; call once the transport is connecting.
   void Start(int64_t now_ms);
-  // Whether a broadcast of `bytes` fits in the outbox.
+  // Whether a broadcast of `bytes` fits in the outbox and in a mesh message
+  // (mesh::kMaxBodyBytes).
   bool CanPublish(size_t bytes) const;
   // Numbers the broadcast and keeps it until acked; Flush sends it (this
-  // turn's publishes in one batch, in order).
+  // turn's publishes in one batch, in order) once the broker has welcomed us.
+  // One whose topic or message is over the mesh's bounds is counted
+  // (too_large) and not published.
   void Publish(std::string_view topic, std::string_view message, bool binary);
   void Subscribe(std::string_view topic);
   void Unsubscribe(std::string_view topic);
@@ -87,6 +95,7 @@ class ClusterSession {
 
   struct Counters {
     uint64_t published = 0;   // broadcasts put in the outbox
+    uint64_t too_large = 0;   // broadcasts over the mesh's bounds, not published
     uint64_t acked = 0;       // ... and acked
     uint64_t delivered = 0;   // kDeliver handed to local subscribers
     uint64_t duplicates = 0;  // kDeliver already delivered (after a resync)

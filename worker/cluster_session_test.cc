@@ -9,39 +9,25 @@
 #include <string>
 #include <vector>
 
+#include "protocol/mesh_testing.h"
+
 namespace sb::worker {
 namespace {
 
-struct SentMessage {
-  mesh::Type type;
-  uint64_t seq;
-  uint32_t n;
-  std::string topic, body;
-};
+using mesh_testing::SentMessage;
 
 class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
  public:
-  // Records each message; a batch as the messages in it (and counts it).
-  bool Send(std::string_view packed) override {
+  // Records what the session sends, whichever way (protocol/mesh_testing).
+  bool Send(const mesh::Message& msg) override {
     if (!connected) return false;
-    std::vector<std::string_view> frames;
-    EXPECT_TRUE(mesh::Unpack(packed, &frames).ok());
-    mesh::Message m;
-    EXPECT_TRUE(mesh::Decode(frames, &m).ok());
-    if (m.type != mesh::Type::kBatch) {
-      Record(m);
-      return true;
-    }
-    ++batches;
-    EXPECT_TRUE(mesh::ForEachInBatch(m.body, [&](std::span<const std::string_view> inner) {
-                  mesh::Message one;
-                  EXPECT_TRUE(mesh::Decode(inner, &one).ok());
-                  Record(one);
-                }).ok());
+    log.Record(msg);
     return true;
   }
-  void Record(const mesh::Message& m) {
-    sent.push_back({m.type, m.seq, m.n, std::string(m.topic), std::string(m.body)});
+  bool SendPacked(std::string_view packed) override {
+    if (!connected) return false;
+    log.RecordPacked(packed);
+    return true;
   }
   void ClusterState(std::vector<std::string>* t, std::vector<mesh::TopicState>* p) override {
     *t = topics;
@@ -54,19 +40,12 @@ class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
     remote.push_back(std::string(snapshot ? "state " : "diff ") + std::string(topic) + " " +
                      std::string(json));
   }
-  std::vector<SentMessage> Of(mesh::Type type) const {
-    std::vector<SentMessage> out;
-    for (const auto& s : sent) {
-      if (s.type == type) out.push_back(s);
-    }
-    return out;
-  }
+  std::vector<SentMessage> Of(mesh::Type type) const { return log.Of(type); }
 
   bool connected = true;
-  int batches = 0;
+  mesh_testing::SentLog log;
   std::vector<std::string> topics;
   std::vector<mesh::TopicState> presence;
-  std::vector<SentMessage> sent;
   std::vector<std::string> delivered;
   std::vector<std::string> remote;
 };
@@ -78,6 +57,7 @@ class ClusterSessionTest : public ::testing::Test {
     ClusterOptions o;
     o.shard = "s1";
     o.instance = 0xabc;
+    o.token = "0123456789abcdef0123456789abcdef";
     o.window = 10;
     o.max_outbox_messages = 3;
     o.max_outbox_bytes = 1000;
@@ -86,7 +66,7 @@ class ClusterSessionTest : public ::testing::Test {
     return o;
   }
   void Receive(const mesh::Message& m) {
-    std::vector<std::string> frames = mesh::Encode(m);
+    std::vector<std::string> frames = mesh_testing::EncodeFrames(m);
     std::vector<std::string_view> views(frames.begin(), frames.end());
     session_.OnMessage(views, now_);
   }
@@ -112,6 +92,10 @@ TEST_F(ClusterSessionTest, HelloCarriesTheWholeStateAndTheWindow) {
   EXPECT_EQ(h->shard, "s1");
   EXPECT_EQ(h->instance, 0xabcu);
   EXPECT_EQ(h->window, 10u);
+  EXPECT_EQ(h->token, "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(h->outbox, 3u);
+  EXPECT_EQ(h->acked, 0u);
+  EXPECT_EQ(h->heartbeat_ms, 100u);
   EXPECT_EQ(h->topics, std::vector<std::string>{"room:1"});
   ASSERT_EQ(h->presence.size(), 1u);
   EXPECT_EQ(h->presence[0].metas[0].key, "alice");
@@ -131,7 +115,7 @@ TEST_F(ClusterSessionTest, PublishesAreNumberedKeptUntilAckedAndBounded) {
   session_.Flush();
   auto pubs = fake_.Of(mesh::Type::kPublish);
   ASSERT_EQ(pubs.size(), 2u);
-  EXPECT_EQ(fake_.batches, 1) << "a turn's publishes in one batch";
+  EXPECT_EQ(fake_.log.batches, 1) << "a turn's publishes in one batch";
   EXPECT_EQ(pubs[0].seq, 1u);
   EXPECT_EQ(pubs[1].seq, 2u);
   session_.Publish("t", "m3", false);
@@ -143,21 +127,70 @@ TEST_F(ClusterSessionTest, PublishesAreNumberedKeptUntilAckedAndBounded) {
   EXPECT_EQ(session_.counters().acked, 2u);
 }
 
-TEST_F(ClusterSessionTest, AResetResendsTheHelloAndEveryUnackedPublishInOrder) {
+TEST_F(ClusterSessionTest, ABroadcastOverTheMeshBoundsIsNeverPublished) {
+  ClusterOptions o = Options();
+  o.max_outbox_bytes = size_t{1} << 30;
+  ClusterSession session(o, &fake_, &fake_);
+  session.Start(now_);
+  EXPECT_TRUE(session.CanPublish(mesh::kMaxBodyBytes));
+  EXPECT_FALSE(session.CanPublish(mesh::kMaxBodyBytes + 1));
+  session.Publish("t", std::string(mesh::kMaxBodyBytes + 1, 'x'), false);
+  session.Publish(std::string(mesh::kMaxTopicBytes + 1, 't'), "x", false);
+  EXPECT_EQ(session.outbox_messages(), 0u);
+  EXPECT_EQ(session.counters().too_large, 2u);
+  EXPECT_EQ(session.counters().published, 0u);
+}
+
+TEST_F(ClusterSessionTest, AResetResendsTheHelloAndOnceWelcomedEveryUnackedPublishInOrder) {
   session_.Start(now_);
   Welcome(1);
   for (const char* m : {"a", "b", "c"}) session_.Publish("t", m, false);
   session_.Flush();
   Receive({.type = mesh::Type::kAck, .seq = 1});
-  fake_.sent.clear();
+  fake_.log.sent.clear();
   Receive({.type = mesh::Type::kReset});
-  ASSERT_GE(fake_.sent.size(), 3u);
-  EXPECT_EQ(fake_.sent[0].type, mesh::Type::kHello);
-  EXPECT_EQ(fake_.sent[1].seq, 2u);
-  EXPECT_EQ(fake_.sent[1].body, "b");
-  EXPECT_EQ(fake_.sent[2].seq, 3u);
+  session_.Flush();
+  ASSERT_EQ(fake_.log.sent.size(), 1u);
+  EXPECT_EQ(fake_.log.sent[0].type, mesh::Type::kHello);
+  EXPECT_EQ(mesh::DecodeHello(fake_.log.sent[0].body)->acked, 1u) << "1 was acked and forgotten";
   Welcome(2);
   EXPECT_EQ(session_.counters().epoch_changes, 1u);
+  session_.Flush();
+  ASSERT_EQ(fake_.log.sent.size(), 3u);
+  EXPECT_EQ(fake_.log.sent[1].seq, 2u);
+  EXPECT_EQ(fake_.log.sent[1].body, "b");
+  EXPECT_EQ(fake_.log.sent[2].seq, 3u);
+}
+
+TEST_F(ClusterSessionTest, AResetStormGetsOneHelloPerIntervalAndNeverTheOutbox) {
+  session_.Start(now_);
+  Welcome(1);
+  for (const char* m : {"a", "b", "c"}) session_.Publish("t", m, false);
+  session_.Flush();
+  fake_.log.sent.clear();
+  // A broker that never welcomes us (say it refuses our hello), answering
+  // everything with a reset, a hundred a second, for two seconds; the
+  // interval is 100 ms.
+  for (int i = 0; i < 200; ++i) {
+    now_ += 10;
+    Receive({.type = mesh::Type::kReset});
+    session_.OnTick(now_);
+    session_.Flush();
+  }
+  EXPECT_TRUE(fake_.Of(mesh::Type::kPublish).empty()) << "no outbox without a welcome";
+  EXPECT_LE(fake_.Of(mesh::Type::kHello).size(), 21u) << "one hello per interval";
+  EXPECT_GE(fake_.Of(mesh::Type::kHello).size(), 19u) << "and still one per interval";
+  Welcome(1);
+  session_.Flush();
+  EXPECT_EQ(fake_.Of(mesh::Type::kPublish).size(), 3u);
+}
+
+TEST_F(ClusterSessionTest, AResetAfterAWelcomeIsNewsAndHelloGoesAtOnce) {
+  session_.Start(now_);
+  Welcome(1);
+  now_ += 10;  // well within the interval of the first hello
+  Receive({.type = mesh::Type::kReset});
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), 2u);
 }
 
 TEST_F(ClusterSessionTest, PublishesThatCouldNotBeSentGoLaterInOrderNeverSkipped) {

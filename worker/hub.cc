@@ -67,14 +67,14 @@ struct PresenceRequest {
 };
 enum class PresenceParse { kNone, kTrack, kInvalid };
 
-// Nesting depth of `v` (a scalar is 0, `{}` is 1), counted up to `limit` + 1.
-int JsonDepth(const boost::json::value& v, int limit) {
-  if (limit < 0) return 1;
+// Nesting depth of `v` as the mesh counts it (a scalar is 0, `{}` is 1);
+// the decoder bounded the recursion (phx::kMaxJsonDepth).
+int JsonDepth(const boost::json::value& v) {
   int inner = 0;
   if (const boost::json::object* o = v.if_object()) {
-    for (const auto& kv : *o) inner = std::max(inner, JsonDepth(kv.value(), limit - 1));
+    for (const auto& kv : *o) inner = std::max(inner, JsonDepth(kv.value()));
   } else if (const boost::json::array* a = v.if_array()) {
-    for (const auto& e : *a) inner = std::max(inner, JsonDepth(e, limit - 1));
+    for (const auto& e : *a) inner = std::max(inner, JsonDepth(e));
   } else {
     return 0;
   }
@@ -104,8 +104,7 @@ PresenceParse ParseJoinPresence(std::string_view payload, PresenceRequest* reque
     if (meta != nullptr) {
       // Deeper than the mesh can carry in a hello: refused here, with a
       // reason, rather than making the shard's next hello unacceptable.
-      if (!meta->is_object() ||
-          JsonDepth(*meta, limits::kMaxPresenceMetaDepth) > limits::kMaxPresenceMetaDepth) {
+      if (!meta->is_object() || JsonDepth(*meta) > limits::kMaxPresenceMetaDepth) {
         return PresenceParse::kInvalid;
       }
       request->meta_json = boost::json::serialize(meta->get_object());

@@ -44,6 +44,22 @@ uint64_t InstanceId() {
   return r == 0 ? 1 : r;
 }
 
+// The secret that proves a reconnect of this process to the broker is
+// this process (mesh::Hello::token; other shards see only the instance id).
+// Without randomness the shard still works, but a reconnect then waits for
+// the old session to expire.
+std::string SessionToken() {
+  unsigned char bytes[sb::mesh::kTokenHexDigits / 2];
+  if (::getrandom(bytes, sizeof bytes, 0) != sizeof bytes) return {};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string token;
+  for (unsigned char b : bytes) {
+    token.push_back(kHex[b >> 4]);
+    token.push_back(kHex[b & 15]);
+  }
+  return token;
+}
+
 std::string RefPrefix(const std::string& shard, uint64_t instance) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "%08x", static_cast<uint32_t>(instance));
@@ -136,6 +152,7 @@ int main(int argc, char** argv) {
   opt.gateway.shutdown_timeout = std::chrono::milliseconds(static_cast<int64_t>(shutdown_s * 1000));
   cl.shard = shard;
   cl.instance = InstanceId();
+  cl.token = SessionToken();
   opt.ref_prefix = RefPrefix(shard, cl.instance);
   if (!secret_file.empty()) {
     std::ifstream in(secret_file);
