@@ -82,24 +82,7 @@ std::set<int> ChildrenOf(pid_t pid) {
   return out;
 }
 
-class DaemonFaultsTest : public ::testing::Test {
- protected:
-  DaemonHarness& Start(const std::string& yaml, std::vector<std::string> env = {}) {
-    daemon_.emplace(yaml, std::move(env));
-    return *daemon_;
-  }
-
-  void TearDown() override {
-    if (HasFailure() && daemon_) {
-      std::cerr << "---- events\n"
-                << ReadFile(daemon_->events_path()) << "---- daemon log\n"
-                << daemon_->log() << "----\n";
-    }
-  }
-
- private:
-  std::optional<DaemonHarness> daemon_;
-};
+using DaemonFaultsTest = DaemonTest;
 
 // ---- epoll registration failures -------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <exception>
+#include <iostream>
 #include <regex>
 #include <sstream>
 
@@ -132,6 +133,14 @@ int RunSwitchboard(const std::vector<std::string>& args, std::string* output,
   if (output) *output = ReadFile(dir.File("out"));
   if (!exited || !WIFEXITED(status)) return -1;
   return WEXITSTATUS(status);
+}
+
+void DaemonTest::TearDown() {
+  if (HasFailure() && daemon_) {
+    std::cerr << "---- events\n"
+              << ReadFile(daemon_->events_path()) << "---- daemon log\n"
+              << daemon_->log() << "----\n";
+  }
 }
 
 }  // namespace sb::testutil

@@ -8,6 +8,8 @@
 // directory holding the built programs (sb-testchild lives there).
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <map>
 #include <memory>
@@ -53,6 +55,20 @@ class DaemonHarness {
  private:
   TempDir dir_;
   std::optional<Process> proc_;
+};
+
+// A test that runs one daemon at a time (Start) and, when it fails, prints
+// that daemon's events file and log: what a reader of the failure needs.
+class DaemonTest : public ::testing::Test {
+ protected:
+  DaemonHarness& Start(const std::string& yaml, std::vector<std::string> env = {}) {
+    daemon_.emplace(yaml, std::move(env));
+    return *daemon_;
+  }
+  void TearDown() override;
+
+ private:
+  std::optional<DaemonHarness> daemon_;
 };
 
 // GET /metrics from 127.0.0.1:`port` over a plain socket; the body of a 200 reply, or "".

@@ -175,24 +175,7 @@ bool BlockedInAccept(pid_t pid) {
 }
 
 // Owns the daemon of one test; on failure prints its events and log.
-class DaemonSemanticsTest : public ::testing::Test {
- protected:
-  DaemonHarness& Start(const std::string& yaml) {
-    daemon_.emplace(yaml);
-    return *daemon_;
-  }
-
-  void TearDown() override {
-    if (HasFailure() && daemon_) {
-      std::cerr << "---- events\n"
-                << ReadFile(daemon_->events_path()) << "---- daemon log\n"
-                << daemon_->log() << "----\n";
-    }
-  }
-
- private:
-  std::optional<DaemonHarness> daemon_;
-};
+using DaemonSemanticsTest = DaemonTest;
 
 // ---- Strategies ----------------------------------------------------------------------------
 
