@@ -373,8 +373,8 @@ void Gateway::Close(ConnId conn, uint16_t code, CloseReason reason, std::string_
   }
 }
 
-bool Gateway::Enqueue(Conn* c, FrameRef frame, OutboundQueue::Kind kind) {
-  if (!c->out.Push(std::move(frame), kind, queue_limits_)) {
+bool Gateway::Enqueue(Conn* c, const FrameRef& frame, OutboundQueue::Kind kind) {
+  if (!c->out.Push(frame, kind, queue_limits_)) {
     SlowConsumer(c);
     return false;
   }

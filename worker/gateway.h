@@ -142,7 +142,8 @@ class Gateway {
 
   // Queues a frame; false (and the socket is closing) if the queue refused
   // it (OutboundQueue::Push): over --max-outbound.
-  bool Enqueue(Conn* c, FrameRef frame, OutboundQueue::Kind kind = OutboundQueue::Kind::kData);
+  bool Enqueue(Conn* c, const FrameRef& frame,
+               OutboundQueue::Kind kind = OutboundQueue::Kind::kData);
   void SlowConsumer(Conn* c);
   void MarkDirty(Conn* c);
   void Flush(Conn* c);

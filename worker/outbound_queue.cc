@@ -5,7 +5,7 @@
 
 namespace sb::worker {
 
-bool OutboundQueue::Push(FrameRef frame, Kind kind, const Limits& limits) {
+bool OutboundQueue::PushSlow(const FrameRef& frame, Kind kind, const Limits& limits) {
   const size_t cost = Cost(frame);
   if (kind == Kind::kPong && pong_ != kNone) {
     // The client is owed an answer to its latest ping only; the waiting
@@ -14,7 +14,7 @@ bool OutboundQueue::Push(FrameRef frame, Kind kind, const Limits& limits) {
     const size_t old = Cost(e.frame);
     if (cost > old && charged() + (cost - old) > limits.max_charge) return false;
     charged_ = charged_ - old + cost;
-    e.frame = std::move(frame);
+    e.frame = frame;
     return true;
   }
   if (kind == Kind::kOwed && owed_count_ >= limits.max_owed) kind = Kind::kData;
@@ -25,7 +25,7 @@ bool OutboundQueue::Push(FrameRef frame, Kind kind, const Limits& limits) {
   }
   if (slots != ring_.size()) Resize(slots);
   const auto index = static_cast<uint32_t>((head_ + count_) & (ring_.size() - 1));
-  ring_[index] = Entry{std::move(frame), kind};
+  ring_[index] = Entry{frame, kind};
   ++count_;
   if (kind == Kind::kOwed) {
     owed_ += cost;
@@ -37,36 +37,12 @@ bool OutboundQueue::Push(FrameRef frame, Kind kind, const Limits& limits) {
   return true;
 }
 
-size_t OutboundQueue::Gather(iovec* iov, size_t max_iov, size_t* bytes) const {
-  size_t n = 0, total = 0;
-  for (; n < count_ && n < max_iov; ++n) {
-    const FrameRef& f = At(n).frame;
-    const size_t off = n == 0 ? offset_ : 0;
-    iov[n].iov_base = const_cast<char*>(f.data() + off);
-    iov[n].iov_len = f.size() - off;
-    total += iov[n].iov_len;
-  }
-  *bytes = total;
-  return n;
-}
-
-size_t OutboundQueue::Consume(size_t n) {
-  size_t done = 0;
-  while (count_ > 0) {
-    const size_t rest = ring_[head_].frame.size() - offset_;
-    if (n < rest) {
-      offset_ += n;
-      break;
-    }
-    n -= rest;
-    offset_ = 0;
-    PopFront();
-    ++done;
-  }
+size_t OutboundQueue::ConsumePart(size_t n) {
+  offset_ += n;
   // A pong with a byte on the wire must be finished as it is.
   if (offset_ > 0 && pong_ == head_) pong_ = kNone;
   Trim();
-  return done;
+  return 0;
 }
 
 void OutboundQueue::DropUnstarted() {
@@ -82,15 +58,6 @@ void OutboundQueue::Clear() {
   std::vector<Entry>().swap(ring_);
 }
 
-void OutboundQueue::PopFront() {
-  Entry& e = ring_[head_];
-  Uncharge(e);
-  e = Entry{};
-  if (pong_ == head_) pong_ = kNone;
-  head_ = static_cast<uint32_t>((head_ + 1) & (ring_.size() - 1));
-  --count_;
-}
-
 void OutboundQueue::PopBack() {
   const auto index = static_cast<uint32_t>((head_ + count_ - 1) & (ring_.size() - 1));
   Entry& e = ring_[index];
@@ -100,27 +67,11 @@ void OutboundQueue::PopBack() {
   --count_;
 }
 
-void OutboundQueue::Uncharge(const Entry& e) {
-  const size_t cost = Cost(e.frame);
-  if (e.kind == Kind::kOwed) {
-    owed_ -= cost;
-    --owed_count_;
-  } else {
-    charged_ -= cost;
-  }
-}
-
-void OutboundQueue::Trim() {
-  if (count_ == 0) {
-    head_ = 0;
-    offset_ = 0;
-    if (ring_.size() > kKeptSlots) std::vector<Entry>().swap(ring_);
-  } else if (ring_.size() > kKeptSlots && count_ <= ring_.size() / 4) {
-    // To half full or less: far from the next shrink, a burst away from growing.
-    size_t slots = kKeptSlots;
-    while (slots < 2 * count_) slots *= 2;
-    Resize(slots);
-  }
+void OutboundQueue::Shrink() {
+  // To half full or less: far from the next shrink, a burst away from growing.
+  size_t slots = kKeptSlots;
+  while (slots < 2 * count_) slots *= 2;
+  Resize(slots);
 }
 
 void OutboundQueue::Resize(size_t slots) {

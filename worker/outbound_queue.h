@@ -49,15 +49,53 @@ class OutboundQueue {
   // or kPong (or kOwed with max_owed already waiting) and would take
   // charged() past limits.max_charge. A kPong replaces, in its place, a
   // pong queued earlier that has not started to be written.
-  bool Push(FrameRef frame, Kind kind, const Limits& limits);
+  bool Push(const FrameRef& frame, Kind kind, const Limits& limits) {
+    // The fan-out path, inline: a data frame into a ring with room.
+    if (kind == Kind::kData && count_ < ring_.size()) {
+      const size_t cost = Cost(frame);
+      if (charged_ + cost + ring_.size() * sizeof(Entry) > limits.max_charge) return false;
+      Entry& e = At(count_);
+      e.frame = frame;
+      e.kind = kind;
+      ++count_;
+      charged_ += cost;
+      return true;
+    }
+    return PushSlow(frame, kind, limits);
+  }
 
   // Fills up to `max_iov` iovecs with what is to be written next (the rest
   // of the first frame, then whole frames); returns how many, and their
   // total length in *bytes. Valid until the queue changes.
-  size_t Gather(iovec* iov, size_t max_iov, size_t* bytes) const;
+  size_t Gather(iovec* iov, size_t max_iov, size_t* bytes) const {
+    const size_t n = count_ < max_iov ? count_ : max_iov;
+    size_t total = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const FrameRef& f = At(i).frame;
+      const size_t off = i == 0 ? offset_ : 0;
+      iov[i].iov_base = const_cast<char*>(f.data() + off);
+      iov[i].iov_len = f.size() - off;
+      total += iov[i].iov_len;
+    }
+    *bytes = total;
+    return n;
+  }
   // The kernel took `n` bytes (at most what Gather offered). Returns how
   // many frames that finished.
-  size_t Consume(size_t n);
+  size_t Consume(size_t n) {
+    // The common case, inline: everything queued was written.
+    size_t done = 0;
+    while (count_ > 0) {
+      const size_t rest = At(0).frame.size() - offset_;
+      if (n < rest) return done + ConsumePart(n);
+      n -= rest;
+      offset_ = 0;
+      PopFront();
+      ++done;
+    }
+    Trim();
+    return done;
+  }
   // Drops every frame but one partly written (whose rest must go before
   // anything else can).
   void DropUnstarted();
@@ -91,13 +129,40 @@ class OutboundQueue {
   const Entry& At(size_t logical) const { return ring_[(head_ + logical) & (ring_.size() - 1)]; }
   // Moves the entries to a ring of `slots` (a power of two >= count_).
   void Resize(size_t slots);
+  bool PushSlow(const FrameRef& frame, Kind kind, const Limits& limits);
+  // The first frame was written in part (`n` bytes of it); returns 0.
+  size_t ConsumePart(size_t n);
   // Removes the first frame (written) or the last (dropped).
-  void PopFront();
+  void PopFront() {
+    Entry& e = ring_[head_];
+    Uncharge(e);
+    e.frame = FrameRef();
+    if (pong_ == head_) pong_ = kNone;
+    head_ = static_cast<uint32_t>((head_ + 1) & (ring_.size() - 1));
+    --count_;
+  }
   void PopBack();
-  void Uncharge(const Entry& e);
+  void Uncharge(const Entry& e) {
+    const size_t cost = Cost(e.frame);
+    if (e.kind == Kind::kOwed) {
+      owed_ -= cost;
+      --owed_count_;
+    } else {
+      charged_ -= cost;
+    }
+  }
   // After frames left: frees the ring of an empty queue, shrinks one a
   // quarter full, so the slots stay within 4 per frame waiting.
-  void Trim();
+  void Trim() {
+    if (count_ == 0) {
+      head_ = 0;
+      offset_ = 0;
+      if (ring_.size() > kKeptSlots) std::vector<Entry>().swap(ring_);
+    } else if (ring_.size() > kKeptSlots && count_ <= ring_.size() / 4) {
+      Shrink();
+    }
+  }
+  void Shrink();
 
   std::vector<Entry> ring_;  // size: a power of two, or 0
   uint32_t head_ = 0;        // ring index of the first frame
