@@ -142,8 +142,7 @@ bool PortIsFree(int port) {
 // the expected keys are missing.
 std::string DefaultTopology(int port) {
   const std::filesystem::path source =
-      std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "config" /
-      "cluster.yaml";
+      std::filesystem::path(SB_SOURCE_DIR) / "config" / "cluster.yaml";
   std::string yaml = ReadFile(source.string());
   if (!ReplaceFirst(&yaml, "/tmp/switchboard/node1.events", "{{dir}}/events") ||
       !ReplaceFirst(&yaml, "/tmp/switchboard/node1.sock", "{{dir}}/ctl.sock") ||
