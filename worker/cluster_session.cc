@@ -66,10 +66,13 @@ void ClusterSession::SendHello(int64_t now_ms) {
 
 void ClusterSession::SendPublishes() {
   // In batches of about mesh::kBatchBytes, in seq order; a batch that cannot
-  // be handed over stops the rest (they go after the next hello).
-  while (sent_ < outbox_.size()) {
+  // be handed over stops the rest (they go after the next hello). At most
+  // max_unacked in flight: the rest goes as acks come back (see
+  // ClusterOptions).
+  const size_t limit = std::min<size_t>(outbox_.size(), options_.max_unacked);
+  while (sent_ < limit) {
     size_t end = sent_;
-    while (end < outbox_.size() && !batch_.full()) {
+    while (end < limit && !batch_.full()) {
       const Outgoing& o = outbox_[end++];
       mesh::Message m = Of(mesh::Type::kPublish, o.topic, o.message);
       m.seq = o.seq;
@@ -173,12 +176,17 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
     }
     case mesh::Type::kDeliver: {
       ++consumed_;
-      uint64_t& last = last_delivered_[msg.origin];
-      if (msg.seq <= last) {
+      auto it = last_delivered_.find(msg.origin);
+      if (it == last_delivered_.end()) {
+        ForgetAnOriginIfFull();
+        it = last_delivered_.emplace(msg.origin, Origin{}).first;
+      }
+      it->second.last_ms = now_ms;
+      if (msg.seq <= it->second.seq) {
         ++counters_.duplicates;
         return;
       }
-      last = msg.seq;
+      it->second.seq = msg.seq;
       ++counters_.delivered;
       handler_->Deliver(msg.topic, msg.body, (msg.flags & mesh::kFlagBinary) != 0);
       return;
@@ -200,6 +208,20 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       ++counters_.bad_frames;
       return;
   }
+}
+
+void ClusterSession::ForgetAnOriginIfFull() {
+  if (last_delivered_.size() < options_.max_origins || last_delivered_.empty()) return;
+  // A scan, once per new origin past the bound: new origins are process
+  // starts, rare next to deliveries. The one forgotten delivered least
+  // recently (a shard process long gone, as a rule); were it alive and
+  // to re-send something already delivered, that would be delivered again.
+  auto oldest = last_delivered_.begin();
+  for (auto it = last_delivered_.begin(); it != last_delivered_.end(); ++it) {
+    if (it->second.last_ms < oldest->second.last_ms) oldest = it;
+  }
+  last_delivered_.erase(oldest);
+  ++counters_.origins_forgotten;
 }
 
 void ClusterSession::OnTick(int64_t now_ms) {
@@ -225,7 +247,7 @@ void ClusterSession::Flush() {
     if (Send(credit)) consumed_ = 0;
   }
   // Only to a broker that welcomed us (see SendHello).
-  if (up_ && sent_ < outbox_.size()) SendPublishes();
+  if (up_ && sent_ < outbox_.size() && sent_ < options_.max_unacked) SendPublishes();
 }
 
 }  // namespace sb::worker

@@ -2,7 +2,8 @@
 // Channels v2 protocol over WebSocket (docs/WORKER.md). main() parses flags,
 // takes the inherited listening socket (LISTEN_FDS) or binds --listen, wires
 // the loop, the shard and the metrics endpoint, reports READY=1 and on
-// SIGTERM drains (close 1012) and exits 0.
+// SIGTERM drains (close 1012, then the broker's acks of the outbox, both
+// within --shutdown-timeout) and exits 0.
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -130,7 +131,8 @@ int main(int argc, char** argv) {
                  "origins allowed (default: the Host's): scheme://host[:port], //*.host, ...")
       ->delimiter(',')
       ->allow_extra_args(false);
-  app.add_option("--shutdown-timeout", shutdown_s, "seconds to wait for clients on SIGTERM")
+  app.add_option("--shutdown-timeout", shutdown_s,
+                 "seconds to wait for clients and the broker's acks on SIGTERM")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   sb::worker::ClusterOptions& cl = opt.cluster;
@@ -144,6 +146,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-outbox", cl.max_outbox_messages, "unacked broadcasts kept for the broker")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--max-unacked", cl.max_unacked,
+                 "broadcasts sent to the broker and not yet acked, at most (the rest wait)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1u << 20));
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
   sb::InitLogging(kProgram);
 
