@@ -671,4 +671,44 @@ describe('a node: broker and shards under the supervisor', () => {
     assert.deepEqual(atC.order, [...atC.order].sort((a, b) => a - b), 'subC got numbers out of order');
     assert.deepEqual(subC.socket.closes.all, [], 'subC\'s socket was closed');
   });
+  it('SIGTERM of a shard while the broker is stopped: its drain waits for the acks, every ok broadcast arrives once', async (t) => {
+    const s = scopeFor(t);
+    // 50 misses of 200 ms: the stopped broker expires nobody when it resumes.
+    const cluster = await node(s, { brokerArgs: ['--misses', '50'] });
+    const [A, B] = cluster.shards;
+    const topic = 'room:drain';
+    const COUNT = 40;
+
+    const pub = await member(s, A, null, [topic], { events: ['warm'] });
+    const sub = await member(s, B, null, [topic], { events: ['warm'] });
+    const atB = numberCounter(sub.ch[topic].channel, 'num');
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_subscriptions', {}, (v) => v === 2);
+    assert.equal((await push(pub.ch[topic].channel, 'warm', {})).status, 'ok');
+    await next(sub.ch[topic].inbox, 'warm', () => true, { timeout: 5000 });
+
+    // Once A has noticed the broker is gone, what is published stays in its
+    // outbox: only a drain that waits for the broker's acks keeps it.
+    await cluster.pause('broker');
+    await cluster.waitForMetric(A, 'switchboard_worker_broker_up', {}, (v) => v === 0);
+    const outcomes = await steadyPublish(pub.ch[topic].channel, 'num', { first: 1, count: COUNT, rate: 200 });
+    for (const [n, p] of outcomes) assert.equal((await p).status, 'ok', `num ${n}`);
+    assert.equal(await cluster.metric(A, 'switchboard_queue_depth', { queue: 'broker_out' }), COUNT);
+
+    const aPid = await cluster.signal(A.id, 'SIGTERM');
+    await waitUntil(() => pub.socket.closes.all.length > 0, { timeout: 5000, what: 'the publisher\'s socket to close' });
+    assert.equal(pub.socket.closes.all[0].code, 1012, `close: ${JSON.stringify(pub.socket.closes.all)}`);
+    // Its clients are gone, yet it lives on: the outbox is not acked. (A
+    // while, not a condition: what is checked is that nothing happens; the
+    // drain used to end as soon as the last socket closed.)
+    await delay(300);
+    const during = await cluster.child(A.id);
+    assert.equal(during.pid, aPid, 'shard A exited before the broker acked its outbox');
+
+    await cluster.resume('broker');
+    await receivedBy(cluster, atB, COUNT, Date.now() + 5000, 'sub');
+    const restarted = await cluster.waitRestarted(A.id, aPid);
+    assert.equal(restarted.last_exit.status, 0, `A's exit: ${JSON.stringify(restarted.last_exit)}`);
+    // Exactly once: A re-sent after the broker's welcome, B dropped nothing twice.
+    assert.deepEqual(atB.order, Array.from({ length: COUNT }, (_, i) => i + 1), 'sub got every number once, in order');
+  });
 });
