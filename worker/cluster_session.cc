@@ -58,6 +58,7 @@ void ClusterSession::SendHello(int64_t now_ms) {
   // delivered before. Not before the welcome: a broker that keeps answering
   // with resets would otherwise get the whole outbox with every hello.
   sent_ = 0;
+  sent_bytes_ = 0;
   // Not handed over (the connection is not up yet): the next tick tries
   // again rather than waiting a whole interval.
   if (!Send(Of(mesh::Type::kHello, {}, body))) return;
@@ -69,22 +70,30 @@ void ClusterSession::SendPublishes() {
   // be handed over stops the rest (they go after the next hello). At most
   // max_unacked in flight: the rest goes as acks come back (see
   // ClusterOptions).
-  const size_t limit = std::min<size_t>(outbox_.size(), options_.max_unacked);
-  while (sent_ < limit) {
-    size_t end = sent_;
-    while (end < limit && !batch_.full()) {
-      const Outgoing& o = outbox_[end++];
+  while (MaySendNext()) {
+    const size_t start = sent_, start_bytes = sent_bytes_;
+    while (MaySendNext() && !batch_.full()) {
+      const Outgoing& o = outbox_[sent_++];
+      sent_bytes_ += o.topic.size() + o.message.size();
       mesh::Message m = Of(mesh::Type::kPublish, o.topic, o.message);
       m.seq = o.seq;
       m.flags = o.flags;
       batch_.Add(mesh::Pack(m));
     }
     if (!transport_->SendPacked(batch_.Finish())) {
+      sent_ = start;
+      sent_bytes_ = start_bytes;
       resync_ = true;
       return;
     }
-    sent_ = end;
   }
+}
+
+bool ClusterSession::MaySendNext() const {
+  if (sent_ >= outbox_.size() || sent_ >= options_.max_unacked) return false;
+  const Outgoing& o = outbox_[sent_];
+  return sent_ == 0 ||
+         sent_bytes_ + o.topic.size() + o.message.size() <= options_.max_unacked_bytes;
 }
 
 bool ClusterSession::CanPublish(size_t bytes) const {
@@ -166,11 +175,17 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
     case mesh::Type::kAck: {
       size_t done = 0;
       while (!outbox_.empty() && outbox_.front().seq <= msg.seq) {
-        outbox_bytes_ -= outbox_.front().topic.size() + outbox_.front().message.size();
+        const size_t bytes = outbox_.front().topic.size() + outbox_.front().message.size();
+        outbox_bytes_ -= bytes;
+        // An ack can cover publishes not sent since the last hello (the
+        // broker routed them before it).
+        if (sent_ > 0) {
+          --sent_;
+          sent_bytes_ -= bytes;
+        }
         outbox_.pop_front();
         ++done;
       }
-      sent_ = sent_ > done ? sent_ - done : 0;
       counters_.acked += done;
       return;
     }
@@ -247,7 +262,7 @@ void ClusterSession::Flush() {
     if (Send(credit)) consumed_ = 0;
   }
   // Only to a broker that welcomed us (see SendHello).
-  if (up_ && sent_ < outbox_.size() && sent_ < options_.max_unacked) SendPublishes();
+  if (up_ && MaySendNext()) SendPublishes();
 }
 
 }  // namespace sb::worker

@@ -33,12 +33,16 @@ struct ClusterOptions {
   uint32_t window = 1000;  // messages the broker may send ahead of our credit
   size_t max_outbox_messages = 32768;
   size_t max_outbox_bytes = 64u << 20;
-  // Publishes sent and not yet acked, at most: the rest of the outbox waits
-  // for acks. After a broker restart a shard re-sends its whole outbox; in
-  // windows of this many, N origins never put more than N × max_unacked
-  // deliveries in a receiving shard's broker queue, so a healthy receiver's
-  // queue (--queue-max-messages) is not overflowed by the re-sent backlog.
+  // Publishes sent and not yet acked, at most, in messages and in bytes
+  // (topic and message; one larger publish still goes, alone): the rest of
+  // the outbox waits for acks. After a broker restart a shard re-sends its
+  // whole outbox; in windows this large, N origins never put more than
+  // N × max_unacked deliveries (N × max_unacked_bytes) in a receiving
+  // shard's broker queue, so a healthy receiver's queue (the broker's
+  // --queue-max-messages / --queue-max-bytes) is not overflowed by the
+  // re-sent backlog.
   uint32_t max_unacked = 1000;
+  size_t max_unacked_bytes = 4u << 20;
   // Origin instances whose last delivered seq is remembered for duplicate
   // suppression; past it, the one that delivered least recently is
   // forgotten (every shard process start is a new instance, so the table
@@ -135,6 +139,8 @@ class ClusterSession {
   bool Send(const mesh::Message& msg);
   void SendPublishes();
   void OnOne(const mesh::Message& msg, int64_t now_ms);
+  // Whether one more publish (the sent_-th) may go now (max_unacked).
+  bool MaySendNext() const;
   // Makes room in last_delivered_ for one more origin (max_origins).
   void ForgetAnOriginIfFull();
 
@@ -149,6 +155,7 @@ class ClusterSession {
   int64_t next_heartbeat_ms_ = 0;
   std::deque<Outgoing> outbox_;  // seq order; the first `sent_` have been sent
   size_t sent_ = 0;
+  size_t sent_bytes_ = 0;  // of the first sent_
   size_t outbox_bytes_ = 0;
   uint64_t next_seq_ = 1;
   uint32_t consumed_ = 0;

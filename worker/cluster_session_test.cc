@@ -270,6 +270,43 @@ TEST_F(ClusterSessionTest, AtMostMaxUnackedPublishesAreSentAndTheRestGoAsAcksCom
   EXPECT_EQ(s.unacked_sent(), 0u);
 }
 
+TEST_F(ClusterSessionTest, UnackedPublishesAreBoundedInBytesTooButALargeOneStillGoesAlone) {
+  ClusterOptions o = Options();
+  o.max_outbox_messages = 100;
+  o.max_outbox_bytes = 10000;
+  o.max_unacked_bytes = 10;  // topic "t" + 4 bytes: two publishes
+  ClusterSession s(o, &fake_, &fake_);
+  std::vector<std::string> frames;
+  std::vector<std::string_view> views;
+  auto receive = [&](const mesh::Message& m) {
+    frames = mesh_testing::EncodeFrames(m);
+    views.assign(frames.begin(), frames.end());
+    s.OnMessage(views, now_);
+  };
+  auto seqs = [&] {
+    std::vector<uint64_t> out;
+    for (const SentMessage& m : fake_.Of(mesh::Type::kPublish)) out.push_back(m.seq);
+    fake_.log.sent.clear();
+    return out;
+  };
+  s.Start(now_);
+  receive({.type = mesh::Type::kWelcome, .epoch = 1});
+  for (int i = 0; i < 3; ++i) s.Publish("t", "mmmm", false);
+  s.Publish("t", std::string(50, 'x'), false);
+  s.Publish("t", "mmmm", false);
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{1, 2}));
+  receive({.type = mesh::Type::kAck, .seq = 2});
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{3}));
+  receive({.type = mesh::Type::kAck, .seq = 3});
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{4})) << "over the bound alone: goes alone";
+  receive({.type = mesh::Type::kAck, .seq = 4});
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{5}));
+}
+
 TEST_F(ClusterSessionTest, TheDedupeTableForgetsTheOriginThatDeliveredLeastRecently) {
   ClusterOptions o = Options();
   o.max_origins = 2;

@@ -157,8 +157,9 @@ void Shard::MaybeFinishDrain() {
   // broker acks it: leaving earlier would lose it with the process.
   if (session_ && session_->outbox_messages() > 0) {
     if (MonoNowMs() < drain_deadline_ms_) return;
-    spdlog::warn("shard {}: drain timed out: {} broadcast(s) answered ok and not acked by the broker",
-                 opt_.cluster.shard, session_->outbox_messages());
+    spdlog::warn(
+        "shard {}: drain timed out: {} broadcast(s) answered ok and not acked by the broker",
+        opt_.cluster.shard, session_->outbox_messages());
   }
   auto done = std::move(drained_);
   drained_ = nullptr;
@@ -247,6 +248,7 @@ void Shard::PublishMetrics() {
   set(counters_.cluster_epoch_changes, c.epoch_changes);
   set(counters_.cluster_broker_lost, c.broker_lost);
   set(counters_.cluster_bad_frames, c.bad_frames);
+  set(counters_.cluster_origins_forgotten, c.origins_forgotten);
   set(counters_.broadcasts_refused, h.broadcasts_refused);
 }
 

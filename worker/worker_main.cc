@@ -150,6 +150,10 @@ int main(int argc, char** argv) {
                  "broadcasts sent to the broker and not yet acked, at most (the rest wait)")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--max-unacked-bytes", cl.max_unacked_bytes,
+                 "... and their bytes, at most (a larger broadcast still goes, alone)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
   sb::InitLogging(kProgram);
 
