@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -595,6 +596,84 @@ TEST_F(RouterSettleTest, AShardWithALongerHeartbeatKeepsANewBrokerSettlingLonger
   now_us_ += 1'500'000;  // 2 × 1000 ms since the start
   Flush();
   EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+}
+
+}  // namespace
+}  // namespace sb::broker
+
+namespace sb::broker {
+namespace {
+
+// A new broker (settling 500 ms) and two shards a and b re-sending their
+// outboxes of kTotal publishes each, in windows of `window` unacked
+// (ClusterOptions::max_unacked), to shard c, which is healthy but takes 3 at
+// a time. c's queue holds 2 windows and a snapshot.
+class RouterPacedResendTest : public RouterTest {
+ protected:
+  static constexpr uint64_t kTotal = 20;
+  static constexpr uint64_t kWindow = 5;
+  RouterPacedResendTest()
+      : RouterTest(QueuePolicy{.max_messages = 2 * kWindow + 1,
+                               .max_bytes = 1 << 20,
+                               .overload = OverloadPolicy::kShedOldest},
+                   /*settle_ms=*/500) {}
+
+  // Runs until both outboxes are acked; returns what c delivered, per origin.
+  std::map<uint64_t, std::vector<uint64_t>> Run(uint64_t window) {
+    router_.OnTick(now_us_);  // the broker starts
+    Hello("a", 1, {"room:1"});
+    Hello("b", 2, {"room:1"});
+    Hello("c", 3, {"room:1"}, /*window=*/3);
+    std::map<std::string, uint64_t> next = {{"a", 1}, {"b", 1}}, acked = {{"a", 0}, {"b", 0}};
+    std::map<uint64_t, std::vector<uint64_t>> at_c;
+    for (int turn = 0; turn < 1000 && (acked["a"] < kTotal || acked["b"] < kTotal); ++turn) {
+      for (const std::string o : {"a", "b"}) {
+        while (next[o] <= kTotal && next[o] - 1 - acked[o] < window)
+          Publish(o, next[o]++, "room:1");
+      }
+      Flush();
+      // Everything sent this turn is consumed and credited before the next.
+      uint32_t consumed = 0;
+      for (const SentMessage& d : rec_.Take("c", mesh::Type::kDeliver)) {
+        at_c[d.origin].push_back(d.seq);
+        ++consumed;
+      }
+      consumed += rec_.Take("c", mesh::Type::kSnapshot).size();
+      consumed += rec_.Take("c", mesh::Type::kDiff).size();
+      std::map<std::string, uint32_t> credit = {{"c", consumed}};
+      for (const std::string o : {"a", "b"}) {
+        for (const SentMessage& ack : rec_.Take(o, mesh::Type::kAck)) acked[o] = ack.seq;
+        // a and b subscribe too: each consumes the other's deliveries.
+        credit[o] = rec_.Take(o, mesh::Type::kDeliver).size() +
+                    rec_.Take(o, mesh::Type::kSnapshot).size() +
+                    rec_.Take(o, mesh::Type::kDiff).size();
+      }
+      rec_.log.sent.clear();
+      for (const auto& [to, n] : credit) {
+        if (n > 0) Credit(to, n);
+      }
+      now_us_ += 50'000;
+    }
+    EXPECT_EQ(acked["a"], kTotal);
+    EXPECT_EQ(acked["b"], kTotal);
+    return at_c;
+  }
+};
+
+TEST_F(RouterPacedResendTest, AResendPacedByAcksNeverOverflowsAHealthyShardsQueue) {
+  std::map<uint64_t, std::vector<uint64_t>> at_c = Run(kWindow);
+  EXPECT_EQ(router_.counters().dropped[static_cast<size_t>(DropReason::kShed)], 0u);
+  std::vector<uint64_t> all;
+  for (uint64_t i = 1; i <= kTotal; ++i) all.push_back(i);
+  EXPECT_EQ(at_c[1], all);
+  EXPECT_EQ(at_c[2], all);
+}
+
+TEST_F(RouterPacedResendTest, AnUnpacedResendOfTheSameBacklogIsShed) {
+  // What a shard did before it paced: the whole outbox at once.
+  std::map<uint64_t, std::vector<uint64_t>> at_c = Run(kTotal);
+  EXPECT_GT(router_.counters().dropped[static_cast<size_t>(DropReason::kShed)], 0u);
+  EXPECT_LT(at_c[1].size() + at_c[2].size(), 2 * kTotal);
 }
 
 }  // namespace
