@@ -711,4 +711,69 @@ describe('a node: broker and shards under the supervisor', () => {
     // Exactly once: A re-sent after the broker's welcome, B dropped nothing twice.
     assert.deepEqual(atB.order, Array.from({ length: COUNT }, (_, i) => i + 1), 'sub got every number once, in order');
   });
+  it('a broker killed faster than it settles, under load, then left up: every ok broadcast arrives once, none shed', async (t) => {
+    const s = scopeFor(t);
+    // Small windows and queue so the backlog of a few seconds is enough: each
+    // shard has at most 100 publishes unacked, so the 2 other shards put at
+    // most 200 deliveries in a shard's queue of 250; sent at once, the
+    // backlogs (about 450 each) would overflow it.
+    const shardArgs = ['--max-unacked', '100', '--credit-window', '50'];
+    const cluster = await node(s, {
+      shards: [{ args: shardArgs }, { args: shardArgs }, { args: shardArgs }],
+      brokerArgs: ['--queue-max-messages', '250', '--overload', 'shed_oldest'],
+    });
+    const topic = 'room:storm';
+    const COUNT = 600;
+    const RATE = 150; // 4 s
+    const pubs = [];
+    const subs = [];
+    for (const sh of cluster.shards) {
+      pubs.push(await member(s, sh, null, [topic], { events: ['warm'] }));
+      subs.push(await member(s, sh, null, [topic], { events: ['warm'] }));
+    }
+    const got = subs.map((m) => numberCounter(m.ch[topic].channel, 'num'));
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_subscriptions', {}, (v) => v === 3);
+
+    // The broker is killed again 400 ms after each restart: its settle
+    // window (2 × 200 ms + 500 ms) never ends, so nothing is routed and the
+    // shards' outboxes grow.
+    let killing = true;
+    let kills = 0;
+    const killer = (async () => {
+      await delay(500);
+      while (killing) {
+        const pid = await cluster.pid('broker');
+        process.kill(pid, 'SIGKILL');
+        kills++;
+        await cluster.waitRestarted('broker', pid);
+        await delay(400);
+      }
+    })();
+    const outcomes = await Promise.all(pubs.map((p, i) =>
+      steadyPublish(p.ch[topic].channel, 'num', { first: 10000 * i + 1, count: COUNT, rate: RATE })));
+    killing = false;
+    await killer;
+    const ok = [];
+    for (const m of outcomes) {
+      for (const [n, p] of m) {
+        const r = await p;
+        assert.equal(r.status, 'ok', `num ${n}: ${JSON.stringify(r)}`);
+        ok.push(n);
+      }
+    }
+    assert.ok(kills >= 4, `the broker was killed ${kills} times`);
+
+    // The last broker stays up: every sub gets every ok broadcast once.
+    for (const [i, c] of got.entries()) {
+      try {
+        await waitUntil(() => c.counts.size === ok.length, { timeout: 20000, interval: 50,
+          what: `sub ${i} to receive all ${ok.length}` });
+      } catch (e) {
+        throw new Error(`${e.message}: got ${c.counts.size}\n${await meshDiag(cluster)}`);
+      }
+      assert.deepEqual([...c.counts.values()].filter((k) => k !== 1), [], `sub ${i} got a number twice`);
+    }
+    assert.equal(await cluster.metric(cluster.broker, 'switchboard_broker_dropped_total', { reason: 'shed' }), 0);
+    console.log(`broker killed ${kills} times under load: ${ok.length} ok broadcasts, each delivered once at every shard`);
+  });
 });
