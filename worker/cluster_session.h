@@ -2,10 +2,11 @@
 //
 // Owns: the session with the node's broker — hello with the shard's whole
 // state, welcome and epoch, reset, heartbeats both ways and the broker's
-// liveness; the outbox of publishes (numbered, kept until acked, re-sent in
-// order after every welcome, bounded: when full, the hub refuses broadcasts);
-// duplicate suppression of deliveries per origin instance; and the credit
-// the shard grants back, once per loop turn. Does not: touch ZeroMQ
+// liveness; the outbox of publishes (numbered, kept until acked, sent in
+// order in windows paced by acks and re-sent after every welcome, bounded:
+// when full, the hub refuses broadcasts); duplicate suppression of
+// deliveries per origin instance (a bounded table); and the credit the
+// shard grants back, once per loop turn. Does not: touch ZeroMQ
 // (worker/broker_link does, through Transport), know sockets or channels
 // (the shard and its hub, through Handler), or read clocks. Plain data on
 // the shard's loop thread; the Shard owns one.
