@@ -10,9 +10,10 @@
 // from the session and goes to the hub, which decides who receives it. It
 // also owns the loop's hooks: BeforeSleep (the end of a turn: the broker
 // first, then client sockets, then metrics) and Cron (housekeeping), the
-// session's timer, and the drain (clients closed, then the outbox acked). docs/ARCHITECTURE.md,
-// "Life of a broadcast", follows one message through it. Runs on the shard's loop thread; main owns
-// the Shard; the loop and metrics outlive it.
+// session's timer, and the drain (clients closed, then the outbox acked).
+// docs/ARCHITECTURE.md, "Life of a broadcast", follows one message through
+// it. Runs on the shard's loop thread; main owns the Shard; the loop and
+// metrics outlive it.
 #pragma once
 
 #include <cstdint>
