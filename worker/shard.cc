@@ -134,14 +134,14 @@ void Shard::EndOfTurn() {
 
 // --- Draining ------------------------------------------------------------------
 
-void Shard::Drain(std::function<void()> done) {
+void Shard::Drain(std::function<void(size_t)> done) {
   if (draining_) return;
   draining_ = true;
   drained_ = std::move(done);
   drain_deadline_ms_ = MonoNowMs() + opt_.gateway.shutdown_timeout.count();
+  // MaybeFinishDrain is called at every tick too, so a broker that never
+  // answers still ends the drain at the deadline.
   if (session_) {
-    // Checked at every tick too, so a broker that never answers still ends
-    // the drain at the deadline.
     spdlog::info("shard {}: draining: {} broadcast(s) wait for the broker's ack",
                  opt_.cluster.shard, session_->outbox_messages());
   }
@@ -155,15 +155,16 @@ void Shard::MaybeFinishDrain() {
   if (!drained_ || !clients_gone_) return;
   // Every broadcast a client was told ok about is in the outbox until the
   // broker acks it: leaving earlier would lose it with the process.
-  if (session_ && session_->outbox_messages() > 0) {
+  const size_t unacked = session_ ? session_->outbox_messages() : 0;
+  if (unacked > 0) {
     if (MonoNowMs() < drain_deadline_ms_) return;
     spdlog::warn(
         "shard {}: drain timed out: {} broadcast(s) answered ok and not acked by the broker",
-        opt_.cluster.shard, session_->outbox_messages());
+        opt_.cluster.shard, unacked);
   }
   auto done = std::move(drained_);
   drained_ = nullptr;
-  done();
+  done(unacked);
 }
 
 // --- From the broker ----------------------------------------------------------

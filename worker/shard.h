@@ -57,10 +57,10 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   // Closes every client socket with 1012 (Gateway::Drain), refuses new
   // broadcasts, and calls `done` once the sockets are gone and, in a
   // cluster, the broker has acked the whole outbox — or once
-  // gateway.shutdown_timeout has passed since the call, whatever is left
-  // (logged: those broadcasts were answered ok and are lost with the
-  // process).
-  void Drain(std::function<void()> done);
+  // gateway.shutdown_timeout has passed since the call, whatever is left.
+  // `done`'s argument: how many broadcasts answered ok were left unacked
+  // (logged; they are lost with the process).
+  void Drain(std::function<void(size_t unacked)> done);
   size_t connections() const { return gateway_->connections(); }
 
  private:
@@ -108,7 +108,7 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   bool draining_ = false;
   bool clients_gone_ = false;  // the gateway's drain is over
   int64_t drain_deadline_ms_ = 0;
-  std::function<void()> drained_;  // Drain's `done`, until called
+  std::function<void(size_t)> drained_;  // Drain's `done`, until called
 };
 
 }  // namespace sb::worker

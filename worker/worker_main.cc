@@ -3,7 +3,8 @@
 // takes the inherited listening socket (LISTEN_FDS) or binds --listen, wires
 // the loop, the shard and the metrics endpoint, reports READY=1 and on
 // SIGTERM drains (close 1012, then the broker's acks of the outbox, both
-// within --shutdown-timeout) and exits 0.
+// within --shutdown-timeout) and exits 0, or 1 if broadcasts answered ok
+// were left unacked.
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -238,7 +239,10 @@ int main(int argc, char** argv) {
     int sig = sb::ReadSignal(sfd->get());
     if (sig == 0) return;
     spdlog::info("shard {}: signal {}: draining {} connection(s)", shard, sig, g->connections());
-    g->Drain([l] { l->Stop(sb::kExitOk); });
+    // Broadcasts lost with the process (the broker never acked them) make
+    // the exit a failure, so the supervisor counts it
+    // (switchboard_child_exits_total{reason="abnormal"}).
+    g->Drain([l](size_t unacked) { l->Stop(unacked == 0 ? sb::kExitOk : sb::kExitFailure); });
   });
 
   spdlog::info("shard {}: listening on {}", shard, sb::BoundAddress(listen_fd));

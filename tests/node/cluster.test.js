@@ -776,4 +776,19 @@ describe('a node: broker and shards under the supervisor', () => {
     assert.equal(await cluster.metric(cluster.broker, 'switchboard_broker_dropped_total', { reason: 'shed' }), 0);
     console.log(`broker killed ${kills} times under load: ${ok.length} ok broadcasts, each delivered once at every shard`);
   });
+  it('a drain that outlasts --shutdown-timeout with broadcasts unacked exits 1', async (t) => {
+    const s = scopeFor(t);
+    const cluster = await node(s, { shards: [{ args: ['--shutdown-timeout', '1'] }, {}], brokerArgs: ['--misses', '50'] });
+    const [A] = cluster.shards;
+    const topic = 'room:lost';
+    const pub = await member(s, A, null, [topic]);
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_subscriptions', {}, (v) => v === 1);
+    await cluster.pause('broker');
+    s.add(() => cluster.resume('broker'));
+    await cluster.waitForMetric(A, 'switchboard_worker_broker_up', {}, (v) => v === 0);
+    assert.equal((await push(pub.ch[topic].channel, 'num', { n: 1 })).status, 'ok');
+    const aPid = await cluster.signal(A.id, 'SIGTERM');
+    const restarted = await cluster.waitRestarted(A.id, aPid);
+    assert.equal(restarted.last_exit.status, 1, `A's exit: ${JSON.stringify(restarted.last_exit)}`);
+  });
 });
