@@ -63,6 +63,10 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(policies))
       ->capture_default_str();
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
+  if (sb::Status s = sb::broker::ValidateRouterOptions(opt); !s.ok()) {
+    sb::PrintFatal(kProgram, "use --queue-max-bytes", s.message());
+    return sb::kExitUsage;
+  }
   // The broker interleaves many small per-message allocations with 64 KiB
   // batch buffers (its own and libzmq's). glibc consolidates its fastbins on
   // every such large request, which cost about a fifth of the broker's CPU

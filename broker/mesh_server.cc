@@ -27,7 +27,7 @@ namespace {
 constexpr int kReadBatch = 512;
 
 constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)> kDropNames = {
-    "shed", "disconnect", "too_large"};
+    "shed", "disconnect", "too_large", "expired"};
 constexpr std::array<std::string_view, static_cast<size_t>(Refused::kCount)> kRefusedNames = {
     "bad_frame", "stranger", "duplicate", "bad_presence", "bad_rebind", "bad_seq"};
 constexpr std::array<std::string_view, static_cast<size_t>(mesh::HelloDrop::kCount)>
@@ -92,6 +92,16 @@ class MeshServer::Collector : public prometheus::Collectable {
     out.CounterPerLabel(m::kBrokerDroppedTotal,
                         "Messages for a shard that were never sent, by reason", m::kLabelReason,
                         kDropNames, [&](size_t i) { return c.dropped[i]; });
+    {
+      MetricFamily& f = out.Family(
+          m::kBrokerRequeuedTotal,
+          "Deliveries put back at the head of a shard's queue (sent again after a rebind, or "
+          "not handed to a gone connection), by reason",
+          MetricType::Counter);
+      out.Add(f, {{std::string(m::kLabelReason), "rebind"}}, static_cast<double>(c.resent));
+      out.Add(f, {{std::string(m::kLabelReason), "send_failed"}},
+              static_cast<double>(c.send_failed));
+    }
     out.CounterPerLabel(m::kBrokerRefusedFramesTotal,
                         "Messages from shards not acted on, by reason", m::kLabelReason,
                         kRefusedNames, [&](size_t i) { return c.refused[i]; });
@@ -187,23 +197,23 @@ MeshServer::~MeshServer() {
   loop_->SetBeforeSleep(nullptr);
 }
 
-void MeshServer::Send(const std::string& routing_id, const mesh::Message& msg) {
+bool MeshServer::Send(const std::string& routing_id, const mesh::Message& msg) {
   const mesh::Frames frames(msg);
   out_frames_.assign(1, routing_id);
   out_frames_.insert(out_frames_.end(), frames.views().begin(), frames.views().end());
-  SendFrames();
+  return SendFrames();
 }
 
-void MeshServer::SendPacked(const std::string& routing_id, std::string_view packed) {
-  if (!mesh::Unpack(packed, &out_frames_).ok()) return;  // the router packed it: cannot happen
+bool MeshServer::SendPacked(const std::string& routing_id, std::string_view packed) {
+  if (!mesh::Unpack(packed, &out_frames_).ok()) return false;  // the router packed it
   out_frames_.insert(out_frames_.begin(), routing_id);
-  SendFrames();
+  return SendFrames();
 }
 
-void MeshServer::SendFrames() {
-  // False: the shard's connection is gone. Nothing to do here — its
-  // heartbeats stop and the router expires it.
-  (void)socket_->Send(out_frames_);
+bool MeshServer::SendFrames() {
+  // False: the shard's connection is gone (the router keeps what it could
+  // not send; the shard reconnects or expires).
+  return socket_->Send(out_frames_);
 }
 
 void MeshServer::OnMessage(std::span<const std::string_view> frames) {

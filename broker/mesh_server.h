@@ -40,10 +40,10 @@ class MeshServer : private LinkSender {
  private:
   class Collector;
   MeshServer(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, RouterOptions options);
-  void Send(const std::string& routing_id, const mesh::Message& msg) override;
-  void SendPacked(const std::string& routing_id, std::string_view packed) override;
-  // Sends out_frames_ (the routing id first).
-  void SendFrames();
+  bool Send(const std::string& routing_id, const mesh::Message& msg) override;
+  bool SendPacked(const std::string& routing_id, std::string_view packed) override;
+  // Sends out_frames_ (the routing id first); false if the peer is gone.
+  bool SendFrames();
   void OnMessage(std::span<const std::string_view> frames);
   void Tick();
   void Flush();

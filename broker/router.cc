@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <string>
 #include <utility>
 
 namespace sb::broker {
@@ -35,6 +36,16 @@ size_t Index(Refused r) { return static_cast<size_t>(r); }
 
 }  // namespace
 
+Status ValidateRouterOptions(const RouterOptions& options) {
+  if (Status s = ValidateQueuePolicy(options.queue); !s.ok()) return s;
+  if (options.queue.max_bytes < options.max_packed_bytes) {
+    return Status::InvalidConfig("queue max_bytes " + std::to_string(options.queue.max_bytes) +
+                                 " is below the largest mesh message (" +
+                                 std::to_string(options.max_packed_bytes) + " bytes)");
+  }
+  return Status::Ok();
+}
+
 Router::Router(RouterOptions options, LinkSender* sender)
     : options_(options), sender_(sender), liveness_(options.liveness), settle_(options.settle) {}
 
@@ -49,7 +60,10 @@ LinkId Router::FindInstance(uint64_t instance) const {
 }
 
 void Router::SendControl(const std::string& routing_id, const mesh::Message& msg) {
-  sender_->Send(routing_id, msg);
+  // Not handed over: the connection is gone. A lost welcome or ack is
+  // restated after the shard's next hello (it re-sends what is unacked, and
+  // a duplicate is acked); a lost reset, by the next message it sends.
+  (void)sender_->Send(routing_id, msg);
 }
 
 void Router::OnMessage(std::string_view routing_id, std::span<const std::string_view> frames,
@@ -156,12 +170,23 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   }
   if (link != nullptr && *links_.RoutingId(id) != routing_id) {
     // The same shard process reconnected: same link, new connection. What
-    // was in flight on the old connection will not be credited back; it
-    // counts as consumed (the connection closed under it).
+    // was in flight on the old connection will not be credited back, and
+    // may never have arrived: the deliveries go again, first, on the new
+    // one (the shard drops those it had, by origin and seq). Presence in
+    // flight is not resent: the hello's snapshots below replace it.
     ++counters_.rebinds;
     links_.Rebind(id, routing_id);
-    for (uint64_t tag : link->in_flight) Settle(tag);
+    std::vector<QueuedMessage> again;
+    for (QueuedMessage& m : link->in_flight) {
+      if (m.tag >= kFirstPublishTag) {
+        again.push_back(std::move(m));
+      } else {
+        Settle(m.tag);
+      }
+    }
     link->in_flight.clear();
+    counters_.resent += again.size();
+    link->queue.Requeue(std::move(again));
     link->queue.ResetCredit(hello->window);
   } else if (link != nullptr) {
     // A hello again on the same connection (the shard lost track of us for
@@ -293,7 +318,7 @@ void Router::OnCredit(Link& link, uint32_t n) {
   link.queue.Grant(n);
   size_t consumed = std::min<size_t>(n, link.in_flight.size());
   for (size_t i = 0; i < consumed; ++i) {
-    Settle(link.in_flight.front());
+    Settle(link.in_flight.front().tag);
     link.in_flight.pop_front();
   }
 }
@@ -398,7 +423,7 @@ void Router::Settle(uint64_t tag) {
   }
 }
 
-void Router::RemoveLink(LinkId id, int64_t now_us) {
+void Router::RemoveLink(LinkId id, int64_t now_us, DropReason reason) {
   auto it = state_.find(id);
   if (it == state_.end()) return;
   std::unique_ptr<Link> link = std::move(it->second);
@@ -409,8 +434,10 @@ void Router::RemoveLink(LinkId id, int64_t now_us) {
   interests_.RemoveShard(id);
 
   std::vector<QueuedMessage> queued = link->queue.Close();
-  Dropped(nullptr, queued, DropReason::kDisconnect);
-  for (uint64_t tag : link->in_flight) Settle(tag);
+  // In flight: sent, but never credited, so perhaps never delivered.
+  for (QueuedMessage& m : link->in_flight) queued.push_back(std::move(m));
+  link->in_flight.clear();
+  Dropped(nullptr, queued, reason);
   // Its own publishes have nobody left to ack.
   for (uint64_t tag : link->publishes) pending_.erase(tag);
 
@@ -425,13 +452,13 @@ void Router::OnTick(int64_t now_us) {
     mesh::Message hb = Control(mesh::Type::kHeartbeat);
     hb.epoch = options_.epoch;
     for (const auto& [id, link] : state_) {
-      if (const std::string* rid = links_.RoutingId(id)) sender_->Send(*rid, hb);
+      if (const std::string* rid = links_.RoutingId(id)) (void)sender_->Send(*rid, hb);
     }
     liveness_.OnHeartbeatSent(now_ms);
   }
   for (LinkId id : liveness_.Expired(now_ms)) {
     ++counters_.expired;
-    RemoveLink(id, now_us);
+    RemoveLink(id, now_us, DropReason::kExpired);
   }
 }
 
@@ -491,18 +518,41 @@ void Router::SendWhatCreditAllows(LinkId id, Link& link, int64_t now_us,
   link.queue.PopSendable(&scratch_);
   const std::string& rid = *links_.RoutingId(id);
   // One message goes as it is; more go in batches (one libzmq message each).
-  for (QueuedMessage& m : scratch_) {
+  // `handed` counts those handed over; a send that fails stops the rest.
+  size_t handed = 0;
+  bool failed = false;
+  for (size_t i = 0; i < scratch_.size() && !failed; ++i) {
     if (scratch_.size() == 1) {
-      sender_->SendPacked(rid, *m.payload);
+      failed = !sender_->SendPacked(rid, *scratch_[i].payload);
     } else {
-      batch_.Add(*m.payload);
-      if (batch_.full()) sender_->SendPacked(rid, batch_.Finish());
+      batch_.Add(*scratch_[i].payload);
+      if (!batch_.full()) continue;
+      failed = !sender_->SendPacked(rid, batch_.Finish());
     }
-    link.in_flight.push_back(m.tag);
+    if (!failed) handed = i + 1;
+  }
+  if (!failed && batch_.count() > 0) {
+    failed = !sender_->SendPacked(rid, batch_.Finish());
+    if (!failed) handed = scratch_.size();
+  }
+  for (size_t i = 0; i < handed; ++i) {
+    QueuedMessage& m = scratch_[i];
     if (m.tag >= kFirstPublishTag) ++counters_.delivered;
     if (delays_us != nullptr) delays_us->push_back(now_us - m.enqueued_us);
+    link.in_flight.push_back(std::move(m));
   }
-  if (batch_.count() > 0) sender_->SendPacked(rid, batch_.Finish());
+  if (handed < scratch_.size()) {
+    // The connection is gone (the ROUTER's send queue is unbounded, so a
+    // send fails for no other reason, and a reconnect gets a new routing
+    // id). The rest is not in flight: it waits, first in the queue, for the
+    // shard's reconnect (a rebind grants a new window) or the link's expiry;
+    // no credit is left, so nothing is tried on the dead connection again.
+    counters_.send_failed += scratch_.size() - handed;
+    link.queue.ResetCredit(0);
+    link.queue.Requeue(
+        std::vector<QueuedMessage>(std::make_move_iterator(scratch_.begin() + handed),
+                                   std::make_move_iterator(scratch_.end())));
+  }
   scratch_.clear();
 }
 

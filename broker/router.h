@@ -2,15 +2,13 @@
 //
 // Owns: the broker's tables (links, interests, per-link queues and credit,
 // cluster presence, liveness), the sessions of its shards (hello, rebind of
-// a reconnected instance that proves it is the same process, reset of
-// strangers), publish routing with seqs checked against the shard's outbox
-// window and duplicates suppressed, the pending-publish accounting behind
-// acks (a publish is done when each recipient consumed it, dropped it by
-// policy, or died), the shed-presence repair, heartbeats and expiry, and the
-// counters behind the broker's metrics. Input is decoded-or-not frames from
-// a routing id plus monotonic time; output goes through `LinkSender`:
-// control messages as they are made, queued data messages and batches
-// packed.
+// a reconnected instance that proves it is the same process — what was in
+// flight on its old connection is sent again — reset of strangers), publish routing with seqs
+// checked against the shard's outbox window and duplicates suppressed, the pending-publish
+// accounting behind acks (a publish is done when each recipient consumed it, dropped it by policy,
+// or died), the shed-presence repair, heartbeats and expiry, and the counters behind the broker's
+// metrics. Input is decoded-or-not frames from a routing id plus monotonic time; output goes
+// through `LinkSender`: control messages as they are made, queued data messages and batches packed.
 // Does not: touch ZeroMQ, read clocks or log (broker/mesh_server does). Plain
 // data on the broker's loop thread; the server owns one.
 //
@@ -40,16 +38,18 @@
 namespace sb::broker {
 
 // Where the router's messages go, each to one routing id; the server sends
-// every one as one multipart ZeroMQ message.
+// every one as one multipart ZeroMQ message. Both return false when the
+// message was not handed over (the routing id's connection is gone): the
+// router keeps a data message queued rather than count it as in flight.
 class LinkSender {
  public:
   virtual ~LinkSender() = default;
   // A message made for this send (a control message): its frames go as
   // they are (mesh::Frames), never packed first.
-  virtual void Send(const std::string& routing_id, const mesh::Message& msg) = 0;
+  virtual bool Send(const std::string& routing_id, const mesh::Message& msg) = 0;
   // A packed message: one that waited in a queue (mesh::Pack), or a
   // finished mesh::BatchWriter's kBatch.
-  virtual void SendPacked(const std::string& routing_id, std::string_view packed) = 0;
+  virtual bool SendPacked(const std::string& routing_id, std::string_view packed) = 0;
 };
 
 struct RouterOptions {
@@ -69,11 +69,20 @@ struct RouterOptions {
   SettlePolicy settle;
 };
 
-// Why a message a shard would have received was not delivered.
+// InvalidConfig unless the queue policy is valid and a queue can hold the
+// largest message the mesh carries (options.max_packed_bytes): otherwise a
+// broadcast the shard accepted and the broker acked could be dropped as too
+// large for every queue. A shard cannot see the broker's bound, so the
+// broker refuses to start with one it could not honour.
+Status ValidateRouterOptions(const RouterOptions& options);
+
+// Why a message a shard would have received was not delivered (or, for
+// one in flight when its link went, may not have been).
 enum class DropReason : uint8_t {
   kShed,        // shed from a full queue (shed_oldest)
-  kDisconnect,  // dropped with a full queue and its link (disconnect), or the link died
+  kDisconnect,  // dropped with a full queue and its link (disconnect), or the link was replaced
   kTooLarge,    // larger than a queue's byte bound alone
+  kExpired,     // queued or in flight for a link that went silent (liveness)
   kCount
 };
 
@@ -124,7 +133,9 @@ class Router {
     uint64_t snapshots = 0;  // kSnapshot messages queued
     uint64_t acks = 0;       // kAck messages sent
     uint64_t hellos = 0;
-    uint64_t rebinds = 0;       // hellos from an instance already linked
+    uint64_t rebinds = 0;  // hellos from an instance already linked
+    uint64_t resent = 0;   // deliveries in flight on a rebound link's old connection, queued again
+    uint64_t send_failed = 0;   // data sends not handed over (kept queued)
     uint64_t expired = 0;       // links dropped as silent
     uint64_t disconnected = 0;  // links dropped by the disconnect policy
     uint64_t dropped[static_cast<size_t>(DropReason::kCount)] = {};
@@ -151,9 +162,10 @@ class Router {
     uint64_t instance = 0;
     std::string token;  // the hello's secret: only a hello with it re-binds the link
     ShardQueue queue;
-    // Tags of the data messages sent and not yet credited back, oldest
-    // first: a credit of n consumes the first n (see Tag below).
-    std::deque<uint64_t> in_flight;
+    // The data messages sent and not yet credited back, oldest first: a
+    // credit of n consumes the first n. Kept whole (a reference to the
+    // payload) so that a rebind can send them again.
+    std::deque<QueuedMessage> in_flight;
     // As origin: the last seq routed (duplicates are at or below it), and
     // the pending ids of its publishes in seq order, for the cumulative ack.
     uint64_t last_seq = 0;
@@ -201,7 +213,9 @@ class Router {
   // Counts `dropped` under `reason` and settles them; a dropped presence
   // message marks `link` for repair.
   void Dropped(Link* link, std::vector<QueuedMessage>& dropped, DropReason reason);
-  void RemoveLink(LinkId id, int64_t now_us);
+  // Drops the link; what was queued or in flight for it is counted under
+  // `reason`.
+  void RemoveLink(LinkId id, int64_t now_us, DropReason reason = DropReason::kDisconnect);
   // Sends from `link`'s queue as many messages as its credit allows.
   void SendWhatCreditAllows(LinkId id, Link& link, int64_t now_us, std::vector<int64_t>* delays_us);
   Link* Find(LinkId id);

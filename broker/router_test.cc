@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -17,14 +19,20 @@ namespace {
 using mesh_testing::SentMessage;
 
 // Records what the router sends, whichever way (protocol/mesh_testing).
+// A routing id in `gone` is a closed connection: nothing reaches it.
 class Recorder : public LinkSender {
  public:
-  void Send(const std::string& routing_id, const mesh::Message& msg) override {
+  bool Send(const std::string& routing_id, const mesh::Message& msg) override {
+    if (gone.contains(routing_id)) return false;
     log.Record(msg, routing_id);
+    return true;
   }
-  void SendPacked(const std::string& routing_id, std::string_view packed) override {
+  bool SendPacked(const std::string& routing_id, std::string_view packed) override {
+    if (gone.contains(routing_id)) return false;
     log.RecordPacked(packed, routing_id);
+    return true;
   }
+  std::set<std::string> gone;
   // What `to` received of `type` since the log was last cleared.
   std::vector<SentMessage> Take(const std::string& to, mesh::Type type) const {
     return log.Of(type, to);
@@ -93,6 +101,17 @@ class RouterTest : public ::testing::Test {
   Router router_;
   int64_t now_us_ = 1'000'000;
 };
+
+TEST(RouterOptionsTest, AQueueThatCannotHoldTheLargestMeshMessageIsRefused) {
+  RouterOptions o;
+  EXPECT_TRUE(ValidateRouterOptions(o).ok()) << "the defaults hold one";
+  o.queue.max_bytes = mesh::kMaxPackedBytes - 1;
+  EXPECT_EQ(ValidateRouterOptions(o).code(), Status::Code::kInvalidConfig);
+  o.queue.max_bytes = mesh::kMaxPackedBytes;
+  EXPECT_TRUE(ValidateRouterOptions(o).ok());
+  o.queue.max_messages = 0;
+  EXPECT_EQ(ValidateRouterOptions(o).code(), Status::Code::kInvalidConfig);
+}
 
 TEST_F(RouterTest, HelloIsWelcomedWithTheEpochAndASnapshotPerTopic) {
   Hello("a", 1, {"room:1", "room:2"});
@@ -264,6 +283,87 @@ TEST_F(RouterTest, TheSameInstanceReconnectingKeepsItsLink) {
   EXPECT_EQ(router_.counters().rebinds, 1u);
   EXPECT_EQ(router_.interests().subscriptions(), 2u);
   EXPECT_EQ(rec_.Take("a2", mesh::Type::kWelcome).size(), 1u);
+}
+
+TEST_F(RouterTest, ARebindSendsWhatWasInFlightOnTheOldConnectionAgain) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Flush();
+  Credit("b", 1);  // its snapshot
+  Publish("a", 1, "room:1", "one");
+  Publish("a", 2, "room:1", "two");
+  Flush();
+  ASSERT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 2u);
+  // b's connection closes with both in flight; the same process reconnects.
+  rec_.log.sent.clear();
+  Hello("b2", 2, {"room:1"});
+  Flush();
+  auto again = rec_.Take("b2", mesh::Type::kDeliver);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].seq, 1u);
+  EXPECT_EQ(again[1].seq, 2u);
+  EXPECT_EQ(router_.counters().resent, 2u);
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty()) << "not consumed yet";
+  Credit("b2", 3);  // the two and the hello's snapshot
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 2u);
+}
+
+TEST_F(RouterTest, ADeliveryThatCouldNotBeSentStaysQueuedNotInFlight) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Flush();
+  Credit("b", 1);
+  rec_.gone.insert("b");
+  Publish("a", 1, "room:1", "one");
+  Publish("a", 2, "room:1", "two");
+  Flush();
+  EXPECT_EQ(router_.counters().send_failed, 2u);
+  EXPECT_EQ(router_.counters().delivered, 0u);
+  router_.ForEachLink([](const Router::LinkView& v) {
+    if (v.instance != 2) return;
+    EXPECT_EQ(v.in_flight, 0u);
+    EXPECT_EQ(v.queue.depth_messages(), 2u);
+  });
+  Flush();  // no credit left for them: not tried again
+  EXPECT_EQ(router_.counters().send_failed, 2u);
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty());
+  // The same process reconnects: they go, in order, on the new connection.
+  Hello("b2", 2, {"room:1"});
+  Flush();
+  auto sent = rec_.Take("b2", mesh::Type::kDeliver);
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].seq, 1u);
+  EXPECT_EQ(sent[1].seq, 2u);
+  Credit("b2", 3);
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 2u);
+}
+
+TEST_F(RouterTest, WhatAnExpiredLinkHeldIsCountedAsExpired) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"}, /*window=*/2);
+  Flush();
+  Credit("b", 1);
+  for (uint64_t seq = 1; seq <= 5; ++seq) Publish("a", seq, "room:1");
+  Flush();  // 2 in flight, 3 queued
+  rec_.log.sent.clear();
+  for (int i = 0; i < 5; ++i) {
+    now_us_ += 100'000;
+    Feed("a", {.type = mesh::Type::kHeartbeat});
+    router_.OnTick(now_us_);
+  }
+  Flush();
+  EXPECT_EQ(router_.counters().expired, 1u);
+  EXPECT_EQ(router_.counters().dropped[static_cast<size_t>(DropReason::kExpired)], 5u);
+  EXPECT_EQ(router_.counters().dropped[static_cast<size_t>(DropReason::kDisconnect)], 0u);
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 5u);
 }
 
 TEST_F(RouterTest, AnotherConnectionCannotTakeALiveInstanceWithoutItsToken) {
@@ -496,6 +596,84 @@ TEST_F(RouterSettleTest, AShardWithALongerHeartbeatKeepsANewBrokerSettlingLonger
   now_us_ += 1'500'000;  // 2 × 1000 ms since the start
   Flush();
   EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+}
+
+}  // namespace
+}  // namespace sb::broker
+
+namespace sb::broker {
+namespace {
+
+// A new broker (settling 500 ms) and two shards a and b re-sending their
+// outboxes of kTotal publishes each, in windows of `window` unacked
+// (ClusterOptions::max_unacked), to shard c, which is healthy but takes 3 at
+// a time. c's queue holds 2 windows and a snapshot.
+class RouterPacedResendTest : public RouterTest {
+ protected:
+  static constexpr uint64_t kTotal = 20;
+  static constexpr uint64_t kWindow = 5;
+  RouterPacedResendTest()
+      : RouterTest(QueuePolicy{.max_messages = 2 * kWindow + 1,
+                               .max_bytes = 1 << 20,
+                               .overload = OverloadPolicy::kShedOldest},
+                   /*settle_ms=*/500) {}
+
+  // Runs until both outboxes are acked; returns what c delivered, per origin.
+  std::map<uint64_t, std::vector<uint64_t>> Run(uint64_t window) {
+    router_.OnTick(now_us_);  // the broker starts
+    Hello("a", 1, {"room:1"});
+    Hello("b", 2, {"room:1"});
+    Hello("c", 3, {"room:1"}, /*window=*/3);
+    std::map<std::string, uint64_t> next = {{"a", 1}, {"b", 1}}, acked = {{"a", 0}, {"b", 0}};
+    std::map<uint64_t, std::vector<uint64_t>> at_c;
+    for (int turn = 0; turn < 1000 && (acked["a"] < kTotal || acked["b"] < kTotal); ++turn) {
+      for (const std::string o : {"a", "b"}) {
+        while (next[o] <= kTotal && next[o] - 1 - acked[o] < window)
+          Publish(o, next[o]++, "room:1");
+      }
+      Flush();
+      // Everything sent this turn is consumed and credited before the next.
+      uint32_t consumed = 0;
+      for (const SentMessage& d : rec_.Take("c", mesh::Type::kDeliver)) {
+        at_c[d.origin].push_back(d.seq);
+        ++consumed;
+      }
+      consumed += rec_.Take("c", mesh::Type::kSnapshot).size();
+      consumed += rec_.Take("c", mesh::Type::kDiff).size();
+      std::map<std::string, uint32_t> credit = {{"c", consumed}};
+      for (const std::string o : {"a", "b"}) {
+        for (const SentMessage& ack : rec_.Take(o, mesh::Type::kAck)) acked[o] = ack.seq;
+        // a and b subscribe too: each consumes the other's deliveries.
+        credit[o] = rec_.Take(o, mesh::Type::kDeliver).size() +
+                    rec_.Take(o, mesh::Type::kSnapshot).size() +
+                    rec_.Take(o, mesh::Type::kDiff).size();
+      }
+      rec_.log.sent.clear();
+      for (const auto& [to, n] : credit) {
+        if (n > 0) Credit(to, n);
+      }
+      now_us_ += 50'000;
+    }
+    EXPECT_EQ(acked["a"], kTotal);
+    EXPECT_EQ(acked["b"], kTotal);
+    return at_c;
+  }
+};
+
+TEST_F(RouterPacedResendTest, AResendPacedByAcksNeverOverflowsAHealthyShardsQueue) {
+  std::map<uint64_t, std::vector<uint64_t>> at_c = Run(kWindow);
+  EXPECT_EQ(router_.counters().dropped[static_cast<size_t>(DropReason::kShed)], 0u);
+  std::vector<uint64_t> all;
+  for (uint64_t i = 1; i <= kTotal; ++i) all.push_back(i);
+  EXPECT_EQ(at_c[1], all);
+  EXPECT_EQ(at_c[2], all);
+}
+
+TEST_F(RouterPacedResendTest, AnUnpacedResendOfTheSameBacklogIsShed) {
+  // What a shard did before it paced: the whole outbox at once.
+  std::map<uint64_t, std::vector<uint64_t>> at_c = Run(kTotal);
+  EXPECT_GT(router_.counters().dropped[static_cast<size_t>(DropReason::kShed)], 0u);
+  EXPECT_LT(at_c[1].size() + at_c[2].size(), 2 * kTotal);
 }
 
 }  // namespace

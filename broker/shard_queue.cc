@@ -78,6 +78,20 @@ void ShardQueue::ResetCredit(uint64_t n) {
   if (!closed_) credit_ = n;
 }
 
+void ShardQueue::Requeue(std::vector<QueuedMessage> msgs) {
+  for (auto it = msgs.rbegin(); it != msgs.rend(); ++it) {
+    --counters_.sent;
+    counters_.sent_bytes -= it->bytes;
+    if (closed_) {
+      ++counters_.dropped_disconnect;
+      counters_.dropped_bytes += it->bytes;
+      continue;
+    }
+    bytes_ += it->bytes;
+    queue_.push_front(std::move(*it));
+  }
+}
+
 std::vector<QueuedMessage> ShardQueue::Close() {
   counters_.dropped_disconnect += queue_.size();
   counters_.dropped_bytes += bytes_;

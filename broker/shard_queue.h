@@ -93,6 +93,13 @@ class ShardQueue {
   // The link started over (it said hello again): its credit becomes `n`,
   // whatever was granted before. Queued messages stay queued.
   void ResetCredit(uint64_t n);
+  // Puts `msgs` (oldest first) back at the head, ahead of everything queued:
+  // messages that were popped to be sent but never reached the link (the
+  // send failed, or the connection they went on closed before crediting
+  // them). The bounds do not apply — these are older than anything queued,
+  // and at most the link's credit window of them comes back — and they
+  // count as not sent. Dropped (as dropped_disconnect) if the queue is closed.
+  void Requeue(std::vector<QueuedMessage> msgs);
   // The link is gone: everything queued is dropped (counted as
   // dropped_disconnect) and returned, oldest first; the queue closes.
   std::vector<QueuedMessage> Close();

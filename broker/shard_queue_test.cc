@@ -84,6 +84,34 @@ TEST(ShardQueueTest, PopSendableHonoursItsBatchLimitAndAppends) {
   EXPECT_EQ(q.credit(), 8u);
 }
 
+TEST(ShardQueueTest, RequeuedMessagesGoBackToTheHeadInOrderAndCountAsNotSent) {
+  ShardQueue q(Policy(2, 1000));
+  ASSERT_EQ(q.Push(Msg("a")).outcome, PushOutcome::kQueued);
+  ASSERT_EQ(q.Push(Msg("b")).outcome, PushOutcome::kQueued);
+  q.Grant(2);
+  std::vector<QueuedMessage> out;
+  ASSERT_EQ(q.PopSendable(&out), 2u);
+  ASSERT_EQ(q.Push(Msg("c")).outcome, PushOutcome::kQueued);
+  ASSERT_EQ(q.Push(Msg("d")).outcome, PushOutcome::kQueued);
+  // Past the message bound: they were queued before, so nothing is shed.
+  q.Requeue(std::move(out));
+  EXPECT_EQ(q.depth_messages(), 4u);
+  EXPECT_EQ(q.depth_bytes(), 4u);
+  EXPECT_EQ(q.counters().sent, 0u);
+  EXPECT_EQ(q.counters().dropped_shed, 0u);
+  q.Grant(4);
+  out.clear();
+  ASSERT_EQ(q.PopSendable(&out), 4u);
+  EXPECT_EQ(Texts(out), (Strings{"a", "b", "c", "d"}));
+  // Into a closed queue: dropped and counted.
+  std::vector<QueuedMessage> back(out.begin(), out.begin() + 1);
+  (void)q.Close();
+  q.Requeue(std::move(back));
+  EXPECT_EQ(q.depth_messages(), 0u);
+  const auto& c = q.counters();
+  EXPECT_EQ(c.pushed, c.sent + c.dropped_shed + c.dropped_disconnect + c.dropped_too_large);
+}
+
 TEST(ShardQueueTest, GrantSaturates) {
   ShardQueue q(Policy(10, 10));
   q.Grant(std::numeric_limits<uint64_t>::max() - 1);

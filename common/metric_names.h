@@ -199,6 +199,7 @@ inline constexpr std::string_view kBrokerRefusedFramesTotal =
 inline constexpr std::string_view kBrokerPresenceMessagesTotal =
     "switchboard_broker_presence_messages_total";
 inline constexpr std::string_view kBrokerLinkEventsTotal = "switchboard_broker_link_events_total";
+inline constexpr std::string_view kBrokerRequeuedTotal = "switchboard_broker_requeued_total";
 inline constexpr std::string_view kBrokerHelloEntriesDroppedTotal =
     "switchboard_broker_hello_entries_dropped_total";
 inline constexpr std::string_view kLabelEvent = "event";

@@ -15,7 +15,7 @@ Result<std::unique_ptr<ZmqSocket>> ZmqSocket::Create(const Options& options) {
                                                                    ? zmq::socket_type::router
                                                                    : zmq::socket_type::dealer);
     zmq::socket_t& z = *s->socket_;
-    z.set(zmq::sockopt::linger, 0);
+    z.set(zmq::sockopt::linger, options.linger_ms);
     z.set(zmq::sockopt::sndhwm, options.send_hwm);
     z.set(zmq::sockopt::rcvhwm, options.recv_hwm);
     z.set(zmq::sockopt::maxmsgsize, options.max_frame_bytes);

@@ -54,6 +54,9 @@ class ZmqSocket {
     int64_t max_frame_bytes = -1;
     int reconnect_ivl_ms = 100;
     int reconnect_ivl_max_ms = 500;
+    // How long closing the socket may wait for what is still queued to go
+    // (ZMQ_LINGER); 0: dropped at once.
+    int linger_ms = 0;
   };
   static Result<std::unique_ptr<ZmqSocket>> Create(const Options& options);
   ~ZmqSocket();

@@ -58,6 +58,7 @@ void ClusterSession::SendHello(int64_t now_ms) {
   // delivered before. Not before the welcome: a broker that keeps answering
   // with resets would otherwise get the whole outbox with every hello.
   sent_ = 0;
+  sent_bytes_ = 0;
   // Not handed over (the connection is not up yet): the next tick tries
   // again rather than waiting a whole interval.
   if (!Send(Of(mesh::Type::kHello, {}, body))) return;
@@ -66,22 +67,33 @@ void ClusterSession::SendHello(int64_t now_ms) {
 
 void ClusterSession::SendPublishes() {
   // In batches of about mesh::kBatchBytes, in seq order; a batch that cannot
-  // be handed over stops the rest (they go after the next hello).
-  while (sent_ < outbox_.size()) {
-    size_t end = sent_;
-    while (end < outbox_.size() && !batch_.full()) {
-      const Outgoing& o = outbox_[end++];
+  // be handed over stops the rest (they go after the next hello). At most
+  // max_unacked in flight: the rest goes as acks come back (see
+  // ClusterOptions).
+  while (MaySendNext()) {
+    const size_t start = sent_, start_bytes = sent_bytes_;
+    while (MaySendNext() && !batch_.full()) {
+      const Outgoing& o = outbox_[sent_++];
+      sent_bytes_ += o.topic.size() + o.message.size();
       mesh::Message m = Of(mesh::Type::kPublish, o.topic, o.message);
       m.seq = o.seq;
       m.flags = o.flags;
       batch_.Add(mesh::Pack(m));
     }
     if (!transport_->SendPacked(batch_.Finish())) {
+      sent_ = start;
+      sent_bytes_ = start_bytes;
       resync_ = true;
       return;
     }
-    sent_ = end;
   }
+}
+
+bool ClusterSession::MaySendNext() const {
+  if (sent_ >= outbox_.size() || sent_ >= options_.max_unacked) return false;
+  const Outgoing& o = outbox_[sent_];
+  return sent_ == 0 ||
+         sent_bytes_ + o.topic.size() + o.message.size() <= options_.max_unacked_bytes;
 }
 
 bool ClusterSession::CanPublish(size_t bytes) const {
@@ -163,22 +175,33 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
     case mesh::Type::kAck: {
       size_t done = 0;
       while (!outbox_.empty() && outbox_.front().seq <= msg.seq) {
-        outbox_bytes_ -= outbox_.front().topic.size() + outbox_.front().message.size();
+        const size_t bytes = outbox_.front().topic.size() + outbox_.front().message.size();
+        outbox_bytes_ -= bytes;
+        // An ack can cover publishes not sent since the last hello (the
+        // broker routed them before it).
+        if (sent_ > 0) {
+          --sent_;
+          sent_bytes_ -= bytes;
+        }
         outbox_.pop_front();
         ++done;
       }
-      sent_ = sent_ > done ? sent_ - done : 0;
       counters_.acked += done;
       return;
     }
     case mesh::Type::kDeliver: {
       ++consumed_;
-      uint64_t& last = last_delivered_[msg.origin];
-      if (msg.seq <= last) {
+      auto it = last_delivered_.find(msg.origin);
+      if (it == last_delivered_.end()) {
+        ForgetAnOriginIfFull();
+        it = last_delivered_.emplace(msg.origin, Origin{}).first;
+      }
+      it->second.last_ms = now_ms;
+      if (msg.seq <= it->second.seq) {
         ++counters_.duplicates;
         return;
       }
-      last = msg.seq;
+      it->second.seq = msg.seq;
       ++counters_.delivered;
       handler_->Deliver(msg.topic, msg.body, (msg.flags & mesh::kFlagBinary) != 0);
       return;
@@ -200,6 +223,20 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       ++counters_.bad_frames;
       return;
   }
+}
+
+void ClusterSession::ForgetAnOriginIfFull() {
+  if (last_delivered_.size() < options_.max_origins || last_delivered_.empty()) return;
+  // A scan, once per new origin past the bound: new origins are process
+  // starts, rare next to deliveries. The one forgotten delivered least
+  // recently (a shard process long gone, as a rule); were it alive and
+  // to re-send something already delivered, that would be delivered again.
+  auto oldest = last_delivered_.begin();
+  for (auto it = last_delivered_.begin(); it != last_delivered_.end(); ++it) {
+    if (it->second.last_ms < oldest->second.last_ms) oldest = it;
+  }
+  last_delivered_.erase(oldest);
+  ++counters_.origins_forgotten;
 }
 
 void ClusterSession::OnTick(int64_t now_ms) {
@@ -225,7 +262,7 @@ void ClusterSession::Flush() {
     if (Send(credit)) consumed_ = 0;
   }
   // Only to a broker that welcomed us (see SendHello).
-  if (up_ && sent_ < outbox_.size()) SendPublishes();
+  if (up_ && MaySendNext()) SendPublishes();
 }
 
 }  // namespace sb::worker

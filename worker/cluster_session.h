@@ -2,10 +2,11 @@
 //
 // Owns: the session with the node's broker — hello with the shard's whole
 // state, welcome and epoch, reset, heartbeats both ways and the broker's
-// liveness; the outbox of publishes (numbered, kept until acked, re-sent in
-// order after every welcome, bounded: when full, the hub refuses broadcasts);
-// duplicate suppression of deliveries per origin instance; and the credit
-// the shard grants back, once per loop turn. Does not: touch ZeroMQ
+// liveness; the outbox of publishes (numbered, kept until acked, sent in
+// order in windows paced by acks and re-sent after every welcome, bounded:
+// when full, the hub refuses broadcasts); duplicate suppression of
+// deliveries per origin instance (a bounded table); and the credit the
+// shard grants back, once per loop turn. Does not: touch ZeroMQ
 // (worker/broker_link does, through Transport), know sockets or channels
 // (the shard and its hub, through Handler), or read clocks. Plain data on
 // the shard's loop thread; the Shard owns one.
@@ -33,6 +34,21 @@ struct ClusterOptions {
   uint32_t window = 1000;  // messages the broker may send ahead of our credit
   size_t max_outbox_messages = 32768;
   size_t max_outbox_bytes = 64u << 20;
+  // Publishes sent and not yet acked, at most, in messages and in bytes
+  // (topic and message; one larger publish still goes, alone): the rest of
+  // the outbox waits for acks. After a broker restart a shard re-sends its
+  // whole outbox; in windows this large, N origins never put more than
+  // N × max_unacked deliveries (N × max_unacked_bytes) in a receiving
+  // shard's broker queue, so a healthy receiver's queue (the broker's
+  // --queue-max-messages / --queue-max-bytes) is not overflowed by the
+  // re-sent backlog.
+  uint32_t max_unacked = 1000;
+  size_t max_unacked_bytes = 4u << 20;
+  // Origin instances whose last delivered seq is remembered for duplicate
+  // suppression; past it, the one that delivered least recently is
+  // forgotten (every shard process start is a new instance, so the table
+  // would otherwise grow for the process's whole life).
+  size_t max_origins = 4096;
   int64_t heartbeat_ms = 1000;
   int misses = 3;  // broker silent for heartbeat_ms × misses: it is gone
 };
@@ -89,17 +105,22 @@ class ClusterSession {
   bool up() const { return up_; }
   uint64_t epoch() const { return epoch_; }
   size_t outbox_messages() const { return outbox_.size(); }
+  // Publishes sent and not yet acked (at most options.max_unacked).
+  size_t unacked_sent() const { return sent_; }
+  // Origin instances remembered for duplicate suppression.
+  size_t origins() const { return last_delivered_.size(); }
   size_t outbox_bytes() const { return outbox_bytes_; }
   // Data messages consumed and not yet credited back.
   uint32_t uncredited() const { return consumed_; }
 
   struct Counters {
-    uint64_t published = 0;   // broadcasts put in the outbox
-    uint64_t too_large = 0;   // broadcasts over the mesh's bounds, not published
-    uint64_t acked = 0;       // ... and acked
-    uint64_t delivered = 0;   // kDeliver handed to local subscribers
-    uint64_t duplicates = 0;  // kDeliver already delivered (after a resync)
-    uint64_t presence = 0;    // kDiff and kSnapshot received
+    uint64_t published = 0;          // broadcasts put in the outbox
+    uint64_t too_large = 0;          // broadcasts over the mesh's bounds, not published
+    uint64_t acked = 0;              // ... and acked
+    uint64_t delivered = 0;          // kDeliver handed to local subscribers
+    uint64_t duplicates = 0;         // kDeliver already delivered (after a resync)
+    uint64_t origins_forgotten = 0;  // origin instances dropped from the dedupe table
+    uint64_t presence = 0;           // kDiff and kSnapshot received
     uint64_t hellos = 0;
     uint64_t welcomes = 0;
     uint64_t epoch_changes = 0;  // welcomes from a broker with a new epoch
@@ -119,6 +140,10 @@ class ClusterSession {
   bool Send(const mesh::Message& msg);
   void SendPublishes();
   void OnOne(const mesh::Message& msg, int64_t now_ms);
+  // Whether one more publish (the sent_-th) may go now (max_unacked).
+  bool MaySendNext() const;
+  // Makes room in last_delivered_ for one more origin (max_origins).
+  void ForgetAnOriginIfFull();
 
   ClusterOptions options_;
   Transport* transport_;
@@ -131,10 +156,15 @@ class ClusterSession {
   int64_t next_heartbeat_ms_ = 0;
   std::deque<Outgoing> outbox_;  // seq order; the first `sent_` have been sent
   size_t sent_ = 0;
+  size_t sent_bytes_ = 0;  // of the first sent_
   size_t outbox_bytes_ = 0;
   uint64_t next_seq_ = 1;
   uint32_t consumed_ = 0;
-  std::unordered_map<uint64_t, uint64_t> last_delivered_;  // origin instance → seq
+  struct Origin {
+    uint64_t seq = 0;     // the last delivered
+    int64_t last_ms = 0;  // when
+  };
+  std::unordered_map<uint64_t, Origin> last_delivered_;  // by origin instance
   mesh::BatchWriter batch_;
   Counters counters_;
 };

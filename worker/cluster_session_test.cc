@@ -229,6 +229,112 @@ TEST_F(ClusterSessionTest, DeliveriesAreDedupedPerOriginAndCreditedOncePerTurn) 
   EXPECT_EQ(fake_.remote.size(), 1u);
 }
 
+TEST_F(ClusterSessionTest, AtMostMaxUnackedPublishesAreSentAndTheRestGoAsAcksComeBack) {
+  ClusterOptions o = Options();
+  o.max_outbox_messages = 100;
+  o.max_unacked = 3;
+  ClusterSession s(o, &fake_, &fake_);
+  s.Start(now_);
+  std::vector<std::string> frames;
+  std::vector<std::string_view> views;
+  auto receive = [&](const mesh::Message& m) {
+    frames = mesh_testing::EncodeFrames(m);
+    views.assign(frames.begin(), frames.end());
+    s.OnMessage(views, now_);
+  };
+  receive({.type = mesh::Type::kWelcome, .epoch = 1});
+  for (int i = 0; i < 7; ++i) s.Publish("t", "m", false);
+  auto seqs = [&] {
+    std::vector<uint64_t> out;
+    for (const SentMessage& m : fake_.Of(mesh::Type::kPublish)) out.push_back(m.seq);
+    fake_.log.sent.clear();
+    return out;
+  };
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(s.unacked_sent(), 3u);
+  s.Flush();
+  EXPECT_TRUE(seqs().empty()) << "nothing more until an ack";
+  receive({.type = mesh::Type::kAck, .seq = 2});
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{4, 5}));
+  // A new broker: the outbox goes again from its oldest, in the same windows.
+  receive({.type = mesh::Type::kReset});
+  receive({.type = mesh::Type::kWelcome, .epoch = 2});
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{3, 4, 5}));
+  receive({.type = mesh::Type::kAck, .seq = 7});
+  s.Flush();
+  EXPECT_TRUE(seqs().empty());
+  EXPECT_EQ(s.outbox_messages(), 0u);
+  EXPECT_EQ(s.unacked_sent(), 0u);
+}
+
+TEST_F(ClusterSessionTest, UnackedPublishesAreBoundedInBytesTooButALargeOneStillGoesAlone) {
+  ClusterOptions o = Options();
+  o.max_outbox_messages = 100;
+  o.max_outbox_bytes = 10000;
+  o.max_unacked_bytes = 10;  // topic "t" + 4 bytes: two publishes
+  ClusterSession s(o, &fake_, &fake_);
+  std::vector<std::string> frames;
+  std::vector<std::string_view> views;
+  auto receive = [&](const mesh::Message& m) {
+    frames = mesh_testing::EncodeFrames(m);
+    views.assign(frames.begin(), frames.end());
+    s.OnMessage(views, now_);
+  };
+  auto seqs = [&] {
+    std::vector<uint64_t> out;
+    for (const SentMessage& m : fake_.Of(mesh::Type::kPublish)) out.push_back(m.seq);
+    fake_.log.sent.clear();
+    return out;
+  };
+  s.Start(now_);
+  receive({.type = mesh::Type::kWelcome, .epoch = 1});
+  for (int i = 0; i < 3; ++i) s.Publish("t", "mmmm", false);
+  s.Publish("t", std::string(50, 'x'), false);
+  s.Publish("t", "mmmm", false);
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{1, 2}));
+  receive({.type = mesh::Type::kAck, .seq = 2});
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{3}));
+  receive({.type = mesh::Type::kAck, .seq = 3});
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{4})) << "over the bound alone: goes alone";
+  receive({.type = mesh::Type::kAck, .seq = 4});
+  s.Flush();
+  EXPECT_EQ(seqs(), (std::vector<uint64_t>{5}));
+}
+
+TEST_F(ClusterSessionTest, TheDedupeTableForgetsTheOriginThatDeliveredLeastRecently) {
+  ClusterOptions o = Options();
+  o.max_origins = 2;
+  ClusterSession s(o, &fake_, &fake_);
+  s.Start(now_);
+  std::vector<std::string> frames;
+  std::vector<std::string_view> views;
+  auto deliver = [&](uint64_t origin, uint64_t seq, int64_t at_ms) {
+    frames = mesh_testing::EncodeFrames(
+        {.type = mesh::Type::kDeliver, .seq = seq, .origin = origin, .topic = "t", .body = "b"});
+    views.assign(frames.begin(), frames.end());
+    s.OnMessage(views, at_ms);
+  };
+  deliver(7, 1, 10);
+  deliver(8, 1, 20);
+  deliver(7, 2, 30);  // 7 delivered more recently than 8 now
+  deliver(9, 1, 40);
+  EXPECT_EQ(s.origins(), 2u);
+  EXPECT_EQ(s.counters().origins_forgotten, 1u);
+  deliver(7, 2, 50);
+  EXPECT_EQ(s.counters().duplicates, 1u) << "7 is remembered";
+  deliver(9, 1, 60);
+  EXPECT_EQ(s.counters().duplicates, 2u) << "9 is remembered";
+  for (uint64_t origin = 100; origin < 200; ++origin) deliver(origin, 1, 100 + origin);
+  EXPECT_EQ(s.origins(), 2u) << "bounded however many origins come and go";
+  EXPECT_EQ(s.counters().origins_forgotten, 101u);
+}
+
 TEST_F(ClusterSessionTest, ASilentBrokerIsLostAndHelloIsRetriedEachInterval) {
   session_.Start(now_);
   Welcome(1);

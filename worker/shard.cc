@@ -123,12 +123,48 @@ void Shard::EndOfTurn() {
     link_->CheckReadable();
   }
   gateway_->FlushAll();
+  if (draining_) MaybeFinishDrain();
   if (!turn_broadcasts_ns_.empty()) {
     const int64_t now = MonoNowNs();
     for (int64_t t : turn_broadcasts_ns_) metrics_->ObserveDeliverLatency(now - t);
     turn_broadcasts_ns_.clear();
   }
   PublishMetrics();
+}
+
+// --- Draining ------------------------------------------------------------------
+
+void Shard::Drain(std::function<void(size_t)> done) {
+  if (draining_) return;
+  draining_ = true;
+  drained_ = std::move(done);
+  drain_deadline_ms_ = MonoNowMs() + opt_.gateway.shutdown_timeout.count();
+  // MaybeFinishDrain is called at every tick too, so a broker that never
+  // answers still ends the drain at the deadline.
+  if (session_) {
+    spdlog::info("shard {}: draining: {} broadcast(s) wait for the broker's ack",
+                 opt_.cluster.shard, session_->outbox_messages());
+  }
+  gateway_->Drain([this] {
+    clients_gone_ = true;
+    MaybeFinishDrain();
+  });
+}
+
+void Shard::MaybeFinishDrain() {
+  if (!drained_ || !clients_gone_) return;
+  // Every broadcast a client was told ok about is in the outbox until the
+  // broker acks it: leaving earlier would lose it with the process.
+  const size_t unacked = session_ ? session_->outbox_messages() : 0;
+  if (unacked > 0) {
+    if (MonoNowMs() < drain_deadline_ms_) return;
+    spdlog::warn(
+        "shard {}: drain timed out: {} broadcast(s) answered ok and not acked by the broker",
+        opt_.cluster.shard, unacked);
+  }
+  auto done = std::move(drained_);
+  drained_ = nullptr;
+  done(unacked);
 }
 
 // --- From the broker ----------------------------------------------------------
@@ -160,6 +196,7 @@ void Shard::RemotePresence(std::string_view topic, std::string_view json, bool s
 
 void Shard::Tick() {
   session_->OnTick(MonoNowMs());
+  if (draining_) MaybeFinishDrain();
   // Liveness is judged at a quarter of the heartbeat's resolution.
   tick_timer_ = loop_->AddTimer(
       std::chrono::milliseconds(std::max<int64_t>(opt_.cluster.heartbeat_ms / 4, 1)),
@@ -213,6 +250,7 @@ void Shard::PublishMetrics() {
   set(counters_.cluster_broker_lost, c.broker_lost);
   set(counters_.cluster_bad_frames, c.bad_frames);
   set(counters_.cluster_too_large, c.too_large);
+  set(counters_.cluster_origins_forgotten, c.origins_forgotten);
   set(counters_.broadcasts_refused, h.broadcasts_refused);
 }
 

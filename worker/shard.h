@@ -9,10 +9,11 @@
 // broker through the session); another shard's broadcast or presence comes
 // from the session and goes to the hub, which decides who receives it. It
 // also owns the loop's hooks: BeforeSleep (the end of a turn: the broker
-// first, then client sockets, then metrics) and Cron (housekeeping), and the
-// session's timer. docs/ARCHITECTURE.md, "Life of a broadcast", follows one
-// message through it. Runs on the shard's loop thread; main owns the Shard;
-// the loop and metrics outlive it.
+// first, then client sockets, then metrics) and Cron (housekeeping), the
+// session's timer, and the drain (clients closed, then the outbox acked).
+// docs/ARCHITECTURE.md, "Life of a broadcast", follows one message through
+// it. Runs on the shard's loop thread; main owns the Shard; the loop and
+// metrics outlive it.
 #pragma once
 
 #include <cstdint>
@@ -53,9 +54,13 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
 
-  // Closes every client socket with 1012 and calls `done` once they are
-  // gone (Gateway::Drain).
-  void Drain(std::function<void()> done) { gateway_->Drain(std::move(done)); }
+  // Closes every client socket with 1012 (Gateway::Drain), refuses new
+  // broadcasts, and calls `done` once the sockets are gone and, in a
+  // cluster, the broker has acked the whole outbox — or once
+  // gateway.shutdown_timeout has passed since the call, whatever is left.
+  // `done`'s argument: how many broadcasts answered ok were left unacked
+  // (logged; they are lost with the process).
+  void Drain(std::function<void(size_t unacked)> done);
   size_t connections() const { return gateway_->connections(); }
 
  private:
@@ -74,7 +79,7 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
 
   // ClusterView: what the hub asks of the session.
   bool up() const override { return session_->up(); }
-  bool CanPublish(size_t bytes) const override { return session_->CanPublish(bytes); }
+  bool CanPublish(size_t bytes) const override { return !draining_ && session_->CanPublish(bytes); }
 
   // Performs the hub's actions. `read_ns`: when the client message that
   // caused them was read (0: not a client's message), for the latency clock.
@@ -86,6 +91,8 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   // The session's timer: heartbeats, the broker's liveness, hellos.
   void Tick();
   void PublishMetrics();
+  // Calls the drain's `done` if everything it waits for is over.
+  void MaybeFinishDrain();
 
   EventLoop* loop_;
   ShardOptions opt_;
@@ -98,6 +105,10 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   std::unique_ptr<Gateway> gateway_;         // last: its sockets close before the rest goes
   std::vector<int64_t> turn_broadcasts_ns_;  // read times of this turn's client broadcasts
   uint64_t cron_ticks_ = 0;
+  bool draining_ = false;
+  bool clients_gone_ = false;  // the gateway's drain is over
+  int64_t drain_deadline_ms_ = 0;
+  std::function<void(size_t)> drained_;  // Drain's `done`, until called
 };
 
 }  // namespace sb::worker

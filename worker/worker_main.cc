@@ -2,7 +2,9 @@
 // Channels v2 protocol over WebSocket (docs/WORKER.md). main() parses flags,
 // takes the inherited listening socket (LISTEN_FDS) or binds --listen, wires
 // the loop, the shard and the metrics endpoint, reports READY=1 and on
-// SIGTERM drains (close 1012) and exits 0.
+// SIGTERM drains (close 1012, then the broker's acks of the outbox, both
+// within --shutdown-timeout) and exits 0, or 1 if broadcasts answered ok
+// were left unacked.
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -130,7 +132,8 @@ int main(int argc, char** argv) {
                  "origins allowed (default: the Host's): scheme://host[:port], //*.host, ...")
       ->delimiter(',')
       ->allow_extra_args(false);
-  app.add_option("--shutdown-timeout", shutdown_s, "seconds to wait for clients on SIGTERM")
+  app.add_option("--shutdown-timeout", shutdown_s,
+                 "seconds to wait for clients and the broker's acks on SIGTERM")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   sb::worker::ClusterOptions& cl = opt.cluster;
@@ -142,6 +145,14 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1u, 1u << 20));
   app.add_option("--max-outbox", cl.max_outbox_messages, "unacked broadcasts kept for the broker")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-unacked", cl.max_unacked,
+                 "broadcasts sent to the broker and not yet acked, at most (the rest wait)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--max-unacked-bytes", cl.max_unacked_bytes,
+                 "... and their bytes, at most (a larger broadcast still goes, alone)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
@@ -228,7 +239,10 @@ int main(int argc, char** argv) {
     int sig = sb::ReadSignal(sfd->get());
     if (sig == 0) return;
     spdlog::info("shard {}: signal {}: draining {} connection(s)", shard, sig, g->connections());
-    g->Drain([l] { l->Stop(sb::kExitOk); });
+    // Broadcasts lost with the process (the broker never acked them) make
+    // the exit a failure, so the supervisor counts it
+    // (switchboard_child_exits_total{reason="abnormal"}).
+    g->Drain([l](size_t unacked) { l->Stop(unacked == 0 ? sb::kExitOk : sb::kExitFailure); });
   });
 
   spdlog::info("shard {}: listening on {}", shard, sb::BoundAddress(listen_fd));

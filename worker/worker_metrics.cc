@@ -136,6 +136,7 @@ class Collector : public prometheus::Collectable {
       kind("broker_lost", c.cluster_broker_lost);
       kind("bad_frame", c.cluster_bad_frames);
       kind("too_large", c.cluster_too_large);
+      kind("origin_forgotten", c.cluster_origins_forgotten);
     }
     out.Gauge(m::kEventLoopLagSeconds, "How late the event loop ran its last due timer",
               Load(c.loop_lag_ns) / 1e9);

@@ -671,4 +671,124 @@ describe('a node: broker and shards under the supervisor', () => {
     assert.deepEqual(atC.order, [...atC.order].sort((a, b) => a - b), 'subC got numbers out of order');
     assert.deepEqual(subC.socket.closes.all, [], 'subC\'s socket was closed');
   });
+  it('SIGTERM of a shard while the broker is stopped: its drain waits for the acks, every ok broadcast arrives once', async (t) => {
+    const s = scopeFor(t);
+    // 50 misses of 200 ms: the stopped broker expires nobody when it resumes.
+    const cluster = await node(s, { brokerArgs: ['--misses', '50'] });
+    const [A, B] = cluster.shards;
+    const topic = 'room:drain';
+    const COUNT = 40;
+
+    const pub = await member(s, A, null, [topic], { events: ['warm'] });
+    const sub = await member(s, B, null, [topic], { events: ['warm'] });
+    const atB = numberCounter(sub.ch[topic].channel, 'num');
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_subscriptions', {}, (v) => v === 2);
+    assert.equal((await push(pub.ch[topic].channel, 'warm', {})).status, 'ok');
+    await next(sub.ch[topic].inbox, 'warm', () => true, { timeout: 5000 });
+
+    // Once A has noticed the broker is gone, what is published stays in its
+    // outbox: only a drain that waits for the broker's acks keeps it.
+    await cluster.pause('broker');
+    await cluster.waitForMetric(A, 'switchboard_worker_broker_up', {}, (v) => v === 0);
+    const outcomes = await steadyPublish(pub.ch[topic].channel, 'num', { first: 1, count: COUNT, rate: 200 });
+    for (const [n, p] of outcomes) assert.equal((await p).status, 'ok', `num ${n}`);
+    assert.equal(await cluster.metric(A, 'switchboard_queue_depth', { queue: 'broker_out' }), COUNT);
+
+    const aPid = await cluster.signal(A.id, 'SIGTERM');
+    await waitUntil(() => pub.socket.closes.all.length > 0, { timeout: 5000, what: 'the publisher\'s socket to close' });
+    assert.equal(pub.socket.closes.all[0].code, 1012, `close: ${JSON.stringify(pub.socket.closes.all)}`);
+    // Its clients are gone, yet it lives on: the outbox is not acked. (A
+    // while, not a condition: what is checked is that nothing happens; the
+    // drain used to end as soon as the last socket closed.)
+    await delay(300);
+    const during = await cluster.child(A.id);
+    assert.equal(during.pid, aPid, 'shard A exited before the broker acked its outbox');
+
+    await cluster.resume('broker');
+    await receivedBy(cluster, atB, COUNT, Date.now() + 5000, 'sub');
+    const restarted = await cluster.waitRestarted(A.id, aPid);
+    assert.equal(restarted.last_exit.status, 0, `A's exit: ${JSON.stringify(restarted.last_exit)}`);
+    // Exactly once: A re-sent after the broker's welcome, B dropped nothing twice.
+    assert.deepEqual(atB.order, Array.from({ length: COUNT }, (_, i) => i + 1), 'sub got every number once, in order');
+  });
+  it('a broker killed faster than it settles, under load, then left up: every ok broadcast arrives once, none shed', async (t) => {
+    const s = scopeFor(t);
+    // Small windows and queue so the backlog of a few seconds is enough: each
+    // shard has at most 100 publishes unacked, so the 2 other shards put at
+    // most 200 deliveries in a shard's queue of 250; sent at once, the
+    // backlogs (about 450 each) would overflow it.
+    const shardArgs = ['--max-unacked', '100', '--credit-window', '50'];
+    const cluster = await node(s, {
+      shards: [{ args: shardArgs }, { args: shardArgs }, { args: shardArgs }],
+      brokerArgs: ['--queue-max-messages', '250', '--overload', 'shed_oldest'],
+    });
+    const topic = 'room:storm';
+    const COUNT = 600;
+    const RATE = 150; // 4 s
+    const pubs = [];
+    const subs = [];
+    for (const sh of cluster.shards) {
+      pubs.push(await member(s, sh, null, [topic], { events: ['warm'] }));
+      subs.push(await member(s, sh, null, [topic], { events: ['warm'] }));
+    }
+    const got = subs.map((m) => numberCounter(m.ch[topic].channel, 'num'));
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_subscriptions', {}, (v) => v === 3);
+
+    // The broker is killed again 400 ms after each restart: its settle
+    // window (2 × 200 ms + 500 ms) never ends, so nothing is routed and the
+    // shards' outboxes grow.
+    let killing = true;
+    let kills = 0;
+    const killer = (async () => {
+      await delay(500);
+      while (killing) {
+        const pid = await cluster.pid('broker');
+        process.kill(pid, 'SIGKILL');
+        kills++;
+        await cluster.waitRestarted('broker', pid);
+        await delay(400);
+      }
+    })();
+    const outcomes = await Promise.all(pubs.map((p, i) =>
+      steadyPublish(p.ch[topic].channel, 'num', { first: 10000 * i + 1, count: COUNT, rate: RATE })));
+    killing = false;
+    await killer;
+    const ok = [];
+    for (const m of outcomes) {
+      for (const [n, p] of m) {
+        const r = await p;
+        assert.equal(r.status, 'ok', `num ${n}: ${JSON.stringify(r)}`);
+        ok.push(n);
+      }
+    }
+    assert.ok(kills >= 4, `the broker was killed ${kills} times`);
+
+    // The last broker stays up: every sub gets every ok broadcast once.
+    for (const [i, c] of got.entries()) {
+      try {
+        await waitUntil(() => c.counts.size === ok.length, { timeout: 20000, interval: 50,
+          what: `sub ${i} to receive all ${ok.length}` });
+      } catch (e) {
+        throw new Error(`${e.message}: got ${c.counts.size}\n${await meshDiag(cluster)}`);
+      }
+      assert.deepEqual([...c.counts.values()].filter((k) => k !== 1), [], `sub ${i} got a number twice`);
+    }
+    assert.equal(await cluster.metric(cluster.broker, 'switchboard_broker_dropped_total', { reason: 'shed' }), 0);
+    console.log(`broker killed ${kills} times under load: ${ok.length} ok broadcasts, each delivered once at every shard`);
+  });
+  it('a drain that outlasts --shutdown-timeout with broadcasts unacked exits 1', async (t) => {
+    const s = scopeFor(t);
+    const cluster = await node(s, { shards: [{ args: ['--shutdown-timeout', '1'] }, {}], brokerArgs: ['--misses', '50'] });
+    const [A] = cluster.shards;
+    const topic = 'room:lost';
+    const pub = await member(s, A, null, [topic]);
+    await cluster.waitForMetric(cluster.broker, 'switchboard_broker_subscriptions', {}, (v) => v === 1);
+    await cluster.pause('broker');
+    s.add(() => cluster.resume('broker'));
+    await cluster.waitForMetric(A, 'switchboard_worker_broker_up', {}, (v) => v === 0);
+    assert.equal((await push(pub.ch[topic].channel, 'num', { n: 1 })).status, 'ok');
+    const aPid = await cluster.signal(A.id, 'SIGTERM');
+    const restarted = await cluster.waitRestarted(A.id, aPid);
+    assert.equal(restarted.last_exit.status, 1, `A's exit: ${JSON.stringify(restarted.last_exit)}`);
+  });
 });
