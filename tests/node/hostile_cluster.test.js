@@ -6,7 +6,8 @@
 // broker's own socket): an empty topic, metas nested past the limits, a
 // 1 MiB topic, a ping flood from a client that never reads, a 100 KiB
 // presence meta, a foreign Origin, a fake shard writing garbage to the
-// broker's ipc socket. After each restart the cluster must work for everyone
+// broker's ipc socket, a fake shard (a real ZeroMQ DEALER) saying hello as
+// shard 0. After each restart the cluster must work for everyone
 // else: broadcasts cross between the shards both ways, presence is the same
 // on both, a bystander joined since the start still gets and sends
 // broadcasts, neither shard restarted, the broker left no hello entry out,
@@ -22,6 +23,83 @@ const crypto = require('node:crypto');
 const { startCluster, it, metric, waitForMetric } = require('./lib/cluster');
 const { RawClient, httpExchange, upgradeRequest } = require('./lib/raw');
 const { waitUntil, withTimeout } = require('./lib/util');
+const zmq = require('zeromq');
+
+// --- A fake shard: the mesh protocol by hand (docs/PROTOCOL.md) over a
+// real ZeroMQ DEALER. A message is frames; the first is the header "SB",
+// version 1, the type, then the type's little-endian fields.
+const T = { hello: 1, welcome: 2, reset: 3, heartbeat: 4, subscribe: 5, deliver: 11, batch: 14 };
+
+function header(type, fields = Buffer.alloc(0)) {
+  return Buffer.concat([Buffer.from([0x53, 0x42, 1, type]), fields]);
+}
+
+// The messages in one multipart message: itself, or a kBatch's (each a u32
+// length, then its frames, each a u32 length and the bytes).
+function messagesOf(frames) {
+  const type = frames[0][3];
+  if (type !== T.batch) return [frames];
+  const out = [];
+  const body = frames[1];
+  for (let at = 0; at < body.length;) {
+    const n = body.readUInt32LE(at);
+    const packed = body.subarray(at + 4, at + 4 + n);
+    at += 4 + n;
+    const inner = [];
+    for (let p = 0; p < packed.length;) {
+      const m = packed.readUInt32LE(p);
+      inner.push(packed.subarray(p + 4, p + 4 + m));
+      p += 4 + m;
+    }
+    out.push(inner);
+  }
+  return out;
+}
+
+class FakeShard {
+  constructor(endpoint) {
+    this.dealer = new zmq.Dealer({ linger: 0 });
+    this.dealer.connect(endpoint);
+    this.received = []; // [{type, frames}]
+    this.waiters = [];
+    this.closed = false;
+    this.reader = (async () => {
+      try {
+        for await (const frames of this.dealer) {
+          for (const m of messagesOf(frames)) {
+            const msg = { type: m[0][3], frames: m };
+            this.received.push(msg);
+            this.waiters = this.waiters.filter((w) => (w.pred(msg) ? (w.resolve(msg), false) : true));
+          }
+        }
+      } catch (e) {
+        if (!this.closed) throw e;
+      }
+    })();
+    // A link silent for 3 heartbeats is expired: keep this one alive.
+    this.timer = setInterval(() => {
+      this.dealer.send([header(T.heartbeat, Buffer.alloc(8))]).catch(() => {});
+    }, 100);
+  }
+
+  hello({ shard, instance, token, topics = [] }) {
+    const body = { shard, instance, window: 1000, topics, presence: [] };
+    if (token) body.token = token;
+    return this.dealer.send([header(T.hello), Buffer.from(JSON.stringify(body))]);
+  }
+
+  next(pred, what) {
+    const seen = this.received.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return withTimeout(new Promise((resolve) => this.waiters.push({ pred, resolve })), 5000, what);
+  }
+
+  close() {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.dealer.close();
+  }
+}
 
 // Shard 0's flags: a small outbound bound (the ping flood), a stall of 3 s
 // closes a client that never reads, and a frame bound past 1 MiB so that a
@@ -304,6 +382,55 @@ describe('hostile clients against a cluster, each followed by a broker restart',
     await crossOnce(t, 'room:garbage');
     assert.equal(await cluster.pid('broker'), brokerPid, 'the broker restarted after garbage');
     await cluster.waitMeshUp({ timeout: 5000 });
+    await restartAndCheck(t);
+  });
+
+  // A fake shard learns shard 0's instance the way any peer of the broker
+  // can (every delivery carries its origin's instance), then says hello as
+  // that instance from its own connection, with a made-up token and with
+  // none. The broker must refuse both: shard 0 keeps its session, and the
+  // impostor gets none of shard 0's deliveries.
+  it('a fake shard on the broker endpoint cannot take over a shard\'s session', async (t) => {
+    const spy = new FakeShard(cluster.brokerEndpoint);
+    t.after(() => spy.close());
+    await spy.hello({ shard: 'spy', instance: 'f00df00df00df00d', token: 'ab'.repeat(16), topics: ['room:spy'] });
+    await spy.next((m) => m.type === T.welcome, 'a welcome for the fake shard');
+    // A broadcast from shard 0 on room:spy reaches the spy with shard 0's instance.
+    const a = await client(t, 0);
+    assert.equal((await a.join('room:spy', {}, { joinRef: 'a' }))[4].status, 'ok');
+    let deliver;
+    await waitUntil(async () => {
+      await a.push('room:spy', 'leak', {}, { joinRef: 'a' });
+      deliver = spy.received.find((m) => m.type === T.deliver);
+      return deliver !== undefined;
+    }, { timeout: 10000, interval: 200, what: 'a delivery from shard 0 at the fake shard' });
+    const instance = deliver.frames[0].readBigUInt64LE(4).toString(16).padStart(16, '0');
+
+    const refused = async () => (await metric(cluster.broker, 'switchboard_broker_refused_frames_total',
+      { reason: 'bad_rebind' })) || 0;
+    const rebinds = async () => (await metric(cluster.broker, 'switchboard_broker_link_events_total',
+      { event: 'rebind' })) || 0;
+    const refusedBefore = await refused();
+    const rebindsBefore = await rebinds();
+    const impostor = new FakeShard(cluster.brokerEndpoint);
+    t.after(() => impostor.close());
+    await impostor.hello({ shard: '0', instance, token: '00'.repeat(16), topics: ['room:spy'] });
+    await impostor.hello({ shard: '0', instance, topics: ['room:spy'] });
+    await waitUntil(async () => (await refused()) === refusedBefore + 2,
+      { timeout: 5000, what: 'the broker to refuse both rebinds' });
+    assert.equal(await rebinds(), rebindsBefore);
+    assert.ok(!impostor.received.some((m) => m.type === T.welcome), 'the impostor was welcomed');
+
+    // Shard 0 still has its session: shard 1's broadcast on its topic
+    // reaches its client, and not the impostor.
+    const b = await client(t, 1);
+    assert.equal((await b.join('room:spy', {}, { joinRef: 'b' }))[4].status, 'ok');
+    await crosses(b, 'b', a, 'room:spy', 99);
+    assert.ok(!impostor.received.some((m) => m.type === T.deliver), 'the impostor got a delivery');
+    spy.close();
+    impostor.close();
+    a.destroy();
+    b.destroy();
     await restartAndCheck(t);
   });
 });
