@@ -232,6 +232,33 @@ class Cluster {
     }
   }
 
+  // Kills the broker with SIGKILL and waits until the daemon has started a
+  // new one and every shard is welcomed by it again; returns the new pid.
+  async restartBroker({ timeout = 15000 } = {}) {
+    const old = await this.kill('broker');
+    const node = await this.waitRestarted('broker', old, { timeout });
+    await this.waitMeshUp({ timeout });
+    return node.pid;
+  }
+
+  // The broker's Unix socket, for an ipc:// endpoint.
+  get brokerSocketPath() {
+    return this.brokerEndpoint.replace(/^ipc:\/\//, '');
+  }
+
+  // Child `id`'s resident memory now and at its peak so far (VmRSS and
+  // VmHWM), in bytes, with its pid.
+  async memory(id) {
+    const pid = await this.pid(id);
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const bytes = (key) => {
+      const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status);
+      if (!m) throw new Error(`no ${key} in /proc/${pid}/status`);
+      return Number(m[1]) * 1024;
+    };
+    return { pid, rss: bytes('VmRSS'), peak: bytes('VmHWM') };
+  }
+
   // --- Control (`switchboard status --json` against the control socket)
 
   status() {
