@@ -178,6 +178,10 @@ void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector
   auto refuse = [&](std::string_view reason, uint64_t& counter) {
     ++counter;
     ReplyError(id, msg, msg.join_ref, reason, out);
+    // The reply echoes the topic (up to --max-frame): owed like a
+    // presence_state, so the client learns the reason even when that is
+    // more than --max-outbound.
+    out->back().owed = true;
   };
   // Checks that need nothing but the request come first, so a refused join
   // changes nothing (a refused rejoin keeps the channel it would replace).

@@ -77,7 +77,8 @@ struct Action {
   bool binary = false;
   bool publish = false;  // kBroadcast of a client's message: the rest of the cluster gets it too
   // kSend of what the socket is owed whatever it has not read yet (a
-  // joiner's presence_state): the transport must not refuse it for size.
+  // joiner's presence_state, a refused join's reason): the transport must
+  // not refuse it for size.
   bool owed = false;
 };
 

@@ -47,11 +47,13 @@ struct UpCluster : worker::ClusterView {
 
 class Recorder : public broker::LinkSender {
  public:
-  void Send(const std::string& routing_id, const mesh::Message& msg) override {
+  bool Send(const std::string& routing_id, const mesh::Message& msg) override {
     log.Record(msg, routing_id);
+    return true;
   }
-  void SendPacked(const std::string& routing_id, std::string_view packed) override {
+  bool SendPacked(const std::string& routing_id, std::string_view packed) override {
     log.RecordPacked(packed, routing_id);
+    return true;
   }
   mesh_testing::SentLog log;
 };
