@@ -22,7 +22,7 @@ const path = require('node:path');
 const crypto = require('node:crypto');
 const { startCluster, it, metric, waitForMetric } = require('./lib/cluster');
 const { RawClient, httpExchange, upgradeRequest } = require('./lib/raw');
-const { waitUntil, withTimeout } = require('./lib/util');
+const { waitUntil, withTimeout, BOUNDED_MEMORY_ENV } = require('./lib/util');
 const zmq = require('zeromq');
 
 // --- A fake shard: the mesh protocol by hand (docs/PROTOCOL.md) over a
@@ -142,7 +142,9 @@ describe('hostile clients against a cluster, each followed by a broker restart',
     const shard0 = ['--max-outbound', String(MAX_OUTBOUND), '--max-frame', String(MAX_FRAME),
       '--idle-timeout', String(IDLE_TIMEOUT_S)];
     const shard1 = ['--max-outbound', String(MAX_OUTBOUND)];
-    cluster = await startCluster({ shards: [{ args: shard0 }, { args: shard1 }], name: 'hostile' });
+    cluster = await startCluster({
+      shards: [{ args: shard0 }, { args: shard1 }], name: 'hostile', env: BOUNDED_MEMORY_ENV,
+    });
     pids = [await cluster.pid('shard-0'), await cluster.pid('shard-1')];
     bystander = await RawClient.connect(cluster.shards[1].port);
     const r = await bystander.join('room:all', { presence: { key: 'bystander', meta: { role: 'watch' } } },
