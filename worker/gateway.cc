@@ -425,7 +425,9 @@ void Gateway::Flush(Conn* c) {
       break;
     }
     bytes += static_cast<uint64_t>(w);
-    frames += c->out.Consume(static_cast<size_t>(w));
+    frames += static_cast<size_t>(w) == total && count == c->out.frames()
+                  ? c->out.ConsumeAll()
+                  : c->out.Consume(static_cast<size_t>(w));
     if (static_cast<size_t>(w) < total) break;  // the kernel buffer is full
   }
   counters_.bytes_sent.fetch_add(bytes, std::memory_order_relaxed);

@@ -45,6 +45,18 @@ size_t OutboundQueue::ConsumePart(size_t n) {
   return 0;
 }
 
+size_t OutboundQueue::ConsumeAll() {
+  const size_t done = count_;
+  for (uint32_t i = 0; i < count_; ++i) At(i).frame = FrameRef();
+  count_ = 0;
+  charged_ = 0;
+  owed_ = 0;
+  owed_count_ = 0;
+  pong_ = kNone;
+  Trim();
+  return done;
+}
+
 void OutboundQueue::DropUnstarted() {
   const uint32_t keep = offset_ > 0 ? 1 : 0;
   while (count_ > keep) PopBack();
@@ -75,6 +87,12 @@ void OutboundQueue::Shrink() {
 }
 
 void OutboundQueue::Resize(size_t slots) {
+  if (head_ == 0 && slots > ring_.size()) {
+    // Growing a ring that starts at slot 0 (every queue that was written
+    // out starts there again): the vector's own relocation keeps the order.
+    ring_.resize(slots);
+    return;
+  }
   std::vector<Entry> next(slots);
   uint32_t pong = kNone;
   for (uint32_t i = 0; i < count_; ++i) {

@@ -96,6 +96,9 @@ class OutboundQueue {
     Trim();
     return done;
   }
+  // The kernel took everything queued (what Gather offered was the whole
+  // queue): releases every frame at once. Returns how many.
+  size_t ConsumeAll();
   // Drops every frame but one partly written (whose rest must go before
   // anything else can).
   void DropUnstarted();
