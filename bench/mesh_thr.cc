@@ -72,8 +72,8 @@
 #include <zmq.hpp>
 
 #include "bench/children.h"
-#include "common/command_line.h"
 #include "bench/io_util.h"
+#include "common/command_line.h"
 #include "common/zmq_socket.h"
 #include "protocol/mesh.h"
 

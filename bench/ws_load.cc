@@ -56,8 +56,8 @@
 #include <vector>
 
 #include "bench/children.h"
-#include "common/command_line.h"
 #include "bench/client_process.h"
+#include "common/command_line.h"
 
 namespace fs = std::filesystem;
 using sb::bench::ClientConfig;
