@@ -7,13 +7,11 @@
 
 #include <algorithm>
 
+#include "common/mono_time.h"
+
 namespace sb::bench {
 
-uint64_t MonoNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * kSec + static_cast<uint64_t>(ts.tv_nsec);
-}
+uint64_t MonoNs() { return static_cast<uint64_t>(MonoNowNs()); }
 
 void SleepNs(uint64_t ns) {
   timespec ts{static_cast<time_t>(ns / kSec), static_cast<long>(ns % kSec)};

@@ -29,16 +29,14 @@
 #include <vector>
 
 #include "common/command_line.h"
+#include "common/mono_time.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-double MonoNow() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
+// The clock of the events file's "ts", in seconds.
+double MonoNow() { return sb::ToSeconds(sb::MonoNow()); }
 
 struct Ready {
   int pid;

@@ -10,6 +10,7 @@
 
 #include <optional>
 
+#include "common/mono_time.h"
 #include "common/unique_fd.h"
 #include "supervisor/control_server.h"
 
@@ -18,7 +19,7 @@ namespace sb::supervisor {
 namespace {
 
 namespace json = boost::json;
-using Clock = std::chrono::steady_clock;
+using Clock = MonoClock;
 
 // Replies carry a whole tree; events are short. Both caps only stop a
 // runaway peer from exhausting our memory.

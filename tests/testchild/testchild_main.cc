@@ -29,6 +29,8 @@
 #include <string>
 #include <vector>
 
+#include "common/mono_time.h"
+
 namespace {
 
 constexpr int64_t kNsPerMs = 1'000'000;
@@ -53,11 +55,7 @@ struct Options {
   bool spawn_grandchild = false;
 };
 
-int64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
+int64_t NowNs() { return sb::MonoNowNs(); }
 
 std::string FormatTs(int64_t ns) {
   char buf[48];

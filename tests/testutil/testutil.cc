@@ -28,12 +28,14 @@
 #include <thread>
 #include <utility>
 
+#include "common/mono_time.h"
+
 extern char** environ;
 
 namespace sb::testutil {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Clock = MonoClock;
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
@@ -73,11 +75,7 @@ bool WaitUntil(const std::function<bool()>& cond, std::chrono::milliseconds dead
   }
 }
 
-double MonotonicNow() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
+double MonotonicNow() { return ToSeconds(MonoNow()); }
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
