@@ -122,6 +122,9 @@ void Shard::EndOfTurn() {
     session_->Flush();
     link_->CheckReadable();
   }
+  // The counters before the bytes that report what they count: a client
+  // that has read a reply or a delivery scrapes numbers that include it.
+  PublishMetrics();
   gateway_->FlushAll();
   if (draining_) MaybeFinishDrain();
   if (!turn_broadcasts_ns_.empty()) {
@@ -129,7 +132,6 @@ void Shard::EndOfTurn() {
     for (int64_t t : turn_broadcasts_ns_) metrics_->ObserveDeliverLatency(now - t);
     turn_broadcasts_ns_.clear();
   }
-  PublishMetrics();
 }
 
 // --- Draining ------------------------------------------------------------------

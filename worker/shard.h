@@ -9,7 +9,7 @@
 // broker through the session); another shard's broadcast or presence comes
 // from the session and goes to the hub, which decides who receives it. It
 // also owns the loop's hooks: BeforeSleep (the end of a turn: the broker
-// first, then client sockets, then metrics) and Cron (housekeeping), the
+// first, then the counters, then client sockets) and Cron (housekeeping), the
 // session's timer, and the drain (clients closed, then the outbox acked).
 // docs/ARCHITECTURE.md, "Life of a broadcast", follows one message through
 // it. Runs on the shard's loop thread; main owns the Shard; the loop and
@@ -84,8 +84,8 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   // Performs the hub's actions. `read_ns`: when the client message that
   // caused them was read (0: not a client's message), for the latency clock.
   void Perform(const std::vector<Action>& actions, int64_t read_ns);
-  // BeforeSleep: credit and publishes to the broker, then every client
-  // socket's queue, then the turn's latencies and counters.
+  // BeforeSleep: credit and publishes to the broker, the counters, then
+  // every client socket's queue, then the turn's latencies.
   void EndOfTurn();
   void Cron();
   // The session's timer: heartbeats, the broker's liveness, hellos.
