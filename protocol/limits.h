@@ -24,6 +24,6 @@ inline constexpr size_t kMaxTopicBytes = 1024;
 // inside a presence_diff (`{"joins":{"<key>":{"metas":[<meta>]}}}` puts it
 // at level 5) under the bound its Phoenix decoder applies to every JSON
 // text (phx::kMaxJsonDepth, 64; protocol/mesh.cc asserts the sum).
-inline constexpr int kMaxPresenceMetaDepth = 60;
+inline constexpr size_t kMaxPresenceMetaDepth = 60;
 
 }  // namespace sb::limits

@@ -7,6 +7,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "protocol/json_depth.h"
 #include "protocol/phoenix.h"
 
 namespace sb::mesh {
@@ -283,20 +284,6 @@ namespace {
 
 namespace json = boost::json;
 
-// Levels of nesting of `v`: 0 for a scalar, 1 for an object or array of
-// scalars. Recursion is bounded by the parser's kMaxJsonDepth.
-size_t Depth(const json::value& v) {
-  size_t inner = 0;
-  if (const json::object* o = v.if_object()) {
-    for (const auto& field : *o) inner = std::max(inner, Depth(field.value()));
-  } else if (const json::array* a = v.if_array()) {
-    for (const json::value& e : *a) inner = std::max(inner, Depth(e));
-  } else {
-    return 0;
-  }
-  return inner + 1;
-}
-
 // Reads one JSON body. Each read that finds a problem returns false or
 // nullptr; the first problem is kept in status(), naming the field
 // ("mesh: hello: presence[0].metas[1].key is empty").
@@ -408,7 +395,7 @@ class Reader {
       if (!with_meta) continue;
       const json::object* meta = Object(Member(*entry, field + ".", "meta"), field + ".meta");
       if (!meta) return false;
-      if (Depth(*meta) > kMaxMetaDepth) {
+      if (JsonDepth(*meta) > kMaxMetaDepth) {
         return Fail(field + ".meta", "is nested deeper than " + std::to_string(kMaxMetaDepth));
       }
       try {
@@ -438,7 +425,8 @@ bool ReadMetaEntry(const json::value& v, PresenceEntry* out) {
   const json::value* ref = entry->if_contains("phx_ref");
   const json::value* meta = entry->if_contains("meta");
   if (!key || !key->is_string() || key->get_string().empty() || !ref || !ref->is_string() ||
-      ref->get_string().empty() || !meta || !meta->is_object() || Depth(*meta) > kMaxMetaDepth) {
+      ref->get_string().empty() || !meta || !meta->is_object() ||
+      JsonDepth(*meta) > kMaxMetaDepth) {
     return false;
   }
   out->key.assign(key->get_string().data(), key->get_string().size());

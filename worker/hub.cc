@@ -5,6 +5,7 @@
 #include <exception>
 #include <utility>
 
+#include "protocol/json_depth.h"
 #include "protocol/limits.h"
 #include "protocol/phoenix_events.h"
 #include "worker/auth.h"
@@ -66,20 +67,6 @@ struct PresenceRequest {
   std::string meta_json;  // "" when absent
 };
 enum class PresenceParse { kNone, kTrack, kInvalid };
-
-// Nesting depth of `v` as the mesh counts it (a scalar is 0, `{}` is 1);
-// the decoder bounded the recursion (phx::kMaxJsonDepth).
-int JsonDepth(const boost::json::value& v) {
-  int inner = 0;
-  if (const boost::json::object* o = v.if_object()) {
-    for (const auto& kv : *o) inner = std::max(inner, JsonDepth(kv.value()));
-  } else if (const boost::json::array* a = v.if_array()) {
-    for (const auto& e : *a) inner = std::max(inner, JsonDepth(e));
-  } else {
-    return 0;
-  }
-  return 1 + inner;
-}
 
 PresenceParse ParseJoinPresence(std::string_view payload, PresenceRequest* request) {
   // Boost.JSON throws only on allocation failure; a join that cannot be
