@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "common/testing/run_loop.h"
+
 namespace sb {
 namespace {
 
@@ -20,7 +22,6 @@ using std::chrono::nanoseconds;
 
 // Every wait below is on a condition, bounded by this; a correct loop meets
 // the condition in a few milliseconds.
-constexpr auto kDeadline = std::chrono::seconds(5);
 
 class EventLoopTest : public ::testing::Test {
  protected:
@@ -30,15 +31,7 @@ class EventLoopTest : public ::testing::Test {
     loop_ = std::move(loop).value();
   }
 
-  // Turns the loop until `cond` holds; false if the deadline passes first.
-  bool RunUntil(const std::function<bool()>& cond) {
-    const MonoTime until = MonoNow() + kDeadline;
-    while (!cond()) {
-      if (MonoNow() >= until) return false;
-      loop_->RunOnce(milliseconds(50));
-    }
-    return true;
-  }
+  bool RunUntil(const std::function<bool()>& cond) { return testing::RunLoopUntil(*loop_, cond); }
 
   std::unique_ptr<EventLoop> loop_;
 };

@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/testing/run_loop.h"
+
 namespace sb {
 namespace {
 
@@ -85,15 +87,7 @@ class ZmqSocketTest : public ::testing::Test {
     return WaitFor(*dealer_, [&] { return Send(*dealer_, frames); });
   }
 
-  // Turns the loop until `cond` holds; false if the deadline passes first.
-  bool RunUntil(const std::function<bool()>& cond) {
-    const MonoTime until = MonoNow() + kDeadline;
-    while (!cond()) {
-      if (MonoNow() >= until) return false;
-      loop_->RunOnce(milliseconds(50));
-    }
-    return true;
-  }
+  bool RunUntil(const std::function<bool()>& cond) { return testing::RunLoopUntil(*loop_, cond); }
 
   std::string dir_, endpoint_;
   std::unique_ptr<EventLoop> loop_;
