@@ -259,12 +259,13 @@ void Router::OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t 
   link.last_seq = msg.seq;
   if (Settling(now_us)) {
     // A new broker: shards that have not said hello yet would miss this.
-    held_.push_back(Held{id, msg.seq, msg.flags, std::string(msg.topic), std::string(msg.body)});
+    held_.push_back(
+        Held{id, msg.seq, msg.flags, msg.stamp, std::string(msg.topic), std::string(msg.body)});
     return;
   }
   // What was held goes first: receivers take each origin's seqs in order.
   ReleaseHeld(now_us);
-  Route(id, link, msg.seq, msg.flags, msg.topic, msg.body, now_us);
+  Route(id, link, msg.seq, msg.flags, msg.stamp, msg.topic, msg.body, now_us);
 }
 
 void Router::ReleaseHeld(int64_t now_us) {
@@ -275,15 +276,15 @@ void Router::ReleaseHeld(int64_t now_us) {
   held.swap(held_);
   for (const Held& h : held) {
     if (Link* origin = Find(h.origin)) {
-      Route(h.origin, *origin, h.seq, h.flags, h.topic, h.body, now_us);
+      Route(h.origin, *origin, h.seq, h.flags, h.stamp, h.topic, h.body, now_us);
     }
   }
 }
 
 bool Router::Settling(int64_t now_us) { return settle_.Settling(now_us); }
 
-void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, std::string_view topic,
-                   std::string_view body, int64_t now_us) {
+void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t stamp,
+                   std::string_view topic, std::string_view body, int64_t now_us) {
   ++counters_.publishes;
   uint64_t tag = next_tag_++;
   Pending& pending = pending_[tag];
@@ -295,6 +296,7 @@ void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, std::stri
   deliver.origin = link.instance;
   deliver.seq = seq;
   deliver.flags = flags;
+  deliver.stamp = stamp;
   deliver.topic = topic;
   deliver.body = body;
   Payload payload;

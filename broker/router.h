@@ -188,8 +188,8 @@ class Router {
   void OnHello(std::string_view routing_id, const mesh::Message& msg, int64_t now_us);
   void OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us);
   // Queues a publish for every other subscribed link.
-  void Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, std::string_view topic,
-             std::string_view body, int64_t now_us);
+  void Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t stamp,
+             std::string_view topic, std::string_view body, int64_t now_us);
   // Whether the broker is still settling at `now_us` (see RouterOptions).
   bool Settling(int64_t now_us);
   // Once settled: routes the publishes held meanwhile, in arrival order.
@@ -239,6 +239,7 @@ class Router {
     LinkId origin;
     uint64_t seq;
     uint8_t flags;
+    uint64_t stamp;
     std::string topic;
     std::string body;
   };

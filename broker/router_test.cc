@@ -184,6 +184,30 @@ TEST_F(RouterTest, ABroadcastReachesEachOtherSubscribedShardOnceAndIsAckedWhenCo
   EXPECT_EQ(acks[0].seq, 1u);
 }
 
+TEST_F(RouterTest, APublishStampIsCopiedToItsDeliveries) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Flush();
+  rec_.log.sent.clear();
+  // The origin's read time travels to the receiving shard's latency
+  // histogram; a publish without one is delivered without one.
+  const std::string body = "[null,null,\"room:1\",\"e\",{}]";
+  Feed("a", {.type = mesh::Type::kPublish,
+             .seq = 1,
+             .flags = mesh::kFlagStamped,
+             .stamp = 1'800'000'000'000'000'001,
+             .topic = "room:1",
+             .body = body});
+  Publish("a", 2, "room:1");
+  Flush();
+  auto to_b = rec_.Take("b", mesh::Type::kDeliver);
+  ASSERT_EQ(to_b.size(), 2u);
+  EXPECT_EQ(to_b[0].flags, mesh::kFlagStamped);
+  EXPECT_EQ(to_b[0].stamp, 1'800'000'000'000'000'001u);
+  EXPECT_EQ(to_b[1].flags, 0);
+  EXPECT_EQ(to_b[1].stamp, 0u);
+}
+
 TEST_F(RouterTest, APublishNobodyWantsIsAckedAtOnce) {
   Hello("a", 1, {"room:1"});
   Publish("a", 5, "room:1");

@@ -158,8 +158,9 @@ inline constexpr std::string_view kWorkerClientQueueMaxBytes =
 inline constexpr std::string_view kWorkerBlockedSockets = "switchboard_worker_blocked_sockets";
 // Histogram, seconds: from reading a client's message to handing its
 // broadcast frame to the kernel (or to the queue of a socket whose kernel
-// buffer is full) for every local recipient: the shard's share of
-// publish → deliver latency.
+// buffer is full) for every recipient on this shard. Label `source`:
+// "local" (read on this shard) or "cluster" (read on another shard, whose
+// stamp the delivery carried: the whole publish → deliver path).
 inline constexpr std::string_view kWorkerDeliverLatencySeconds =
     "switchboard_worker_deliver_latency_seconds";
 inline constexpr std::array<double, 14> kWorkerDeliverLatencyBuckets = {

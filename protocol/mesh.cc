@@ -15,7 +15,7 @@ namespace sb::mesh {
 namespace {
 
 constexpr size_t kBaseHeader = 4;  // "SB", version, type
-constexpr uint8_t kKnownFlags = kFlagBinary;
+constexpr uint8_t kKnownFlags = kFlagBinary | kFlagStamped;
 // The parser's bound for a JSON body: a hello's metas start at level 6, so
 // every meta within kMaxMetaDepth parses and one deeper is left out by name
 // rather than failing the whole body. Boost.JSON's parser keeps its stack on
@@ -27,7 +27,8 @@ static_assert(kMaxMetaDepth + 5 < kMaxJsonDepth);
 constexpr size_t kAnySize = std::numeric_limits<size_t>::max();
 
 // Calls f(field) for each fixed header field of m's type, in wire order. A
-// field is as wide on the wire as in Message.
+// field is as wide on the wire as in Message. The optional stamp is not one
+// of them (Stamped() says whether it follows).
 template <typename M, typename F>
 constexpr void ForEachField(M& m, F&& f) {
   switch (m.type) {
@@ -93,6 +94,13 @@ static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header == 21);
 static_assert(std::ranges::all_of(kShapes,
                                   [](const Shape& s) { return s.header <= kMaxHeaderBytes; }));
 
+// Whether m's header ends with the 8-byte stamp (read after the fixed fields).
+bool Stamped(const Message& m) {
+  return (m.type == Type::kPublish || m.type == Type::kDeliver) && (m.flags & kFlagStamped) != 0;
+}
+constexpr size_t kStampBytes = sizeof(Message::stamp);
+static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header + kStampBytes == kMaxHeaderBytes);
+
 const Shape* ShapeOf(Type type) {
   const auto i = static_cast<size_t>(type);
   return i > 0 && i < std::size(kShapes) ? &kShapes[i] : nullptr;
@@ -142,20 +150,27 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
   if (!shape) {
     return Status::Refused("mesh: unknown type " + std::to_string(static_cast<uint8_t>(h[3])));
   }
-  if (h.size() != shape->header) {
+  // The fixed fields first: the flags say whether a stamp follows them.
+  size_t want = shape->header;
+  if (h.size() >= shape->header) {
+    size_t at = kBaseHeader;
+    ForEachField(m, [&](auto& field) {
+      field = static_cast<std::remove_reference_t<decltype(field)>>(GetLe(h, at, sizeof field));
+      at += sizeof field;
+    });
+    if (Stamped(m)) {
+      want += kStampBytes;
+      if (h.size() == want) m.stamp = GetLe(h, at, kStampBytes);
+    }
+  }
+  if (h.size() != want) {
     return Status::Refused(std::string("mesh: header of ") + shape->name + " is " +
-                           std::to_string(h.size()) + " bytes, want " +
-                           std::to_string(shape->header));
+                           std::to_string(h.size()) + " bytes, want " + std::to_string(want));
   }
   if (frames.size() != shape->frames) {
     return Refused(
         *shape, std::to_string(frames.size()) + " frames, want " + std::to_string(shape->frames));
   }
-  size_t at = kBaseHeader;
-  ForEachField(m, [&](auto& field) {
-    field = static_cast<std::remove_reference_t<decltype(field)>>(GetLe(h, at, sizeof field));
-    at += sizeof field;
-  });
   if (m.type == Type::kCredit && m.n == 0) return Refused(*shape, "n is 0");
   if ((m.flags & ~kKnownFlags) != 0) {
     return Refused(*shape, "unknown flags " + std::to_string(m.flags));
@@ -190,11 +205,11 @@ Frames::Frames(const Message& msg) {
   header_[2] = static_cast<char>(kVersion);
   header_[3] = static_cast<char>(msg.type);
   size_t at = kBaseHeader;
-  ForEachField(msg, [&](const auto& field) {
-    for (size_t i = 0; i < sizeof field; ++i) {
-      header_[at++] = static_cast<char>(static_cast<uint64_t>(field) >> (8 * i));
-    }
-  });
+  auto put = [&](uint64_t v, size_t bytes) {
+    for (size_t i = 0; i < bytes; ++i) header_[at++] = static_cast<char>(v >> (8 * i));
+  };
+  ForEachField(msg, [&](const auto& field) { put(static_cast<uint64_t>(field), sizeof field); });
+  if (Stamped(msg)) put(msg.stamp, kStampBytes);
   views_[0] = std::string_view(header_, at);
   count_ = 1 + Tail(msg, *shape, &views_[1]);
 }

@@ -46,18 +46,22 @@ enum class Type : uint8_t {
   kHeartbeat = 4,  // both ways; fields: epoch (the broker's; 0 from a shard)
   kSubscribe = 5,  // shard → broker; frames: topic
   kUnsubscribe = 6,  // shard → broker; frames: topic
-  kPublish = 7,      // shard → broker; fields: seq, flags; frames: topic, Phoenix message
-  kAck = 8,          // broker → shard; fields: seq (every publish up to it is done)
-  kCredit = 9,       // shard → broker; fields: n (messages consumed; n more may come)
-  kPresence = 10,    // shard → broker; frames: topic, PresenceChange JSON
-  kDeliver = 11,     // broker → shard; fields: origin, seq, flags; frames: topic, Phoenix message
-  kDiff = 12,        // broker → shard; frames: topic, presence_diff JSON (Phoenix's shape)
-  kSnapshot = 13,    // broker → shard; frames: topic, presence_state JSON of the other shards
-  kBatch = 14,       // both ways; frames: messages, each as a u32 length then its packed form
+  kPublish = 7,    // shard → broker; fields: seq, flags[, stamp]; frames: topic, Phoenix message
+  kAck = 8,        // broker → shard; fields: seq (every publish up to it is done)
+  kCredit = 9,     // shard → broker; fields: n (messages consumed; n more may come)
+  kPresence = 10,  // shard → broker; frames: topic, PresenceChange JSON
+  kDeliver =
+      11,  // broker → shard; fields: origin, seq, flags[, stamp]; frames: topic, Phoenix message
+  kDiff = 12,      // broker → shard; frames: topic, presence_diff JSON (Phoenix's shape)
+  kSnapshot = 13,  // broker → shard; frames: topic, presence_state JSON of the other shards
+  kBatch = 14,     // both ways; frames: messages, each as a u32 length then its packed form
 };
 
 // Flag bits of kPublish / kDeliver.
 inline constexpr uint8_t kFlagBinary = 1;  // the Phoenix message is a v2 binary broadcast
+// The header carries one more field after the flags: `stamp`. Added within
+// version 1; a message without the flag has the shorter header it always had.
+inline constexpr uint8_t kFlagStamped = 2;
 
 // One decoded message. Fields a type does not have are zero / empty.
 struct Message {
@@ -67,6 +71,11 @@ struct Message {
   uint64_t origin = 0;  // kDeliver: the publishing shard's instance id
   uint32_t n = 0;       // kCredit
   uint8_t flags = 0;    // kPublish, kDeliver
+  // kPublish, kDeliver with kFlagStamped: when the origin shard read the
+  // client's message, in nanoseconds of the Unix epoch (CLOCK_REALTIME: the
+  // one clock shards on several machines share), for the receiving shard's
+  // publish → deliver latency. The broker copies it from publish to deliver.
+  uint64_t stamp = 0;
   std::string_view
       topic;  // kSubscribe, kUnsubscribe, kPublish, kPresence, kDeliver, kDiff, kSnapshot
   // kHello: Hello JSON; kBatch: the batched messages; kPresence: PresenceChange JSON; kPublish,
@@ -83,8 +92,8 @@ struct Message {
 // into `frames`.
 Status Decode(std::span<const std::string_view> frames, Message* out);
 
-// The longest header of any type (kDeliver's).
-inline constexpr size_t kMaxHeaderBytes = 21;
+// The longest header of any type (a stamped kDeliver's).
+inline constexpr size_t kMaxHeaderBytes = 29;
 
 // The frames of one message, exactly the ones its type has, in order, with
 // nothing copied but the header: the header is written into this object's

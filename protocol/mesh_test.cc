@@ -41,8 +41,9 @@ void ExpectRefused(const std::vector<std::string>& frames, const std::string& wh
 std::string Describe(const Message& m) {
   return "type=" + std::to_string(static_cast<int>(m.type)) + " epoch=" + std::to_string(m.epoch) +
          " seq=" + std::to_string(m.seq) + " origin=" + std::to_string(m.origin) +
-         " n=" + std::to_string(m.n) + " flags=" + std::to_string(m.flags) + " topic=[" +
-         std::string(m.topic) + "] body=[" + std::string(m.body) + "]";
+         " n=" + std::to_string(m.n) + " flags=" + std::to_string(m.flags) +
+         " stamp=" + std::to_string(m.stamp) + " topic=[" + std::string(m.topic) + "] body=[" +
+         std::string(m.body) + "]";
 }
 
 std::string Describe(const PresenceEntry& e) {
@@ -105,6 +106,21 @@ std::vector<Message> Samples() {
   Message& snapshot = add(Type::kSnapshot);
   snapshot.topic = "room:g";
   snapshot.body = R"({"alice":{"metas":[{"phx_ref":"x"}]}})";
+  // The stamped forms (kFlagStamped: 8 more header bytes), last so that the
+  // indexes above stay put.
+  Message& stamped_pub = add(Type::kPublish);
+  stamped_pub.seq = 43;
+  stamped_pub.flags = kFlagStamped;
+  stamped_pub.stamp = 0x1a2b3c4d5e6f7081;
+  stamped_pub.topic = "room:c";
+  stamped_pub.body = R"([null,null,"room:c","shout",{"m":2}])";
+  Message& stamped_deliver = add(Type::kDeliver);
+  stamped_deliver.origin = 9;
+  stamped_deliver.seq = 8;
+  stamped_deliver.flags = kFlagStamped | kFlagBinary;
+  stamped_deliver.stamp = 1'800'000'000'123'456'789;
+  stamped_deliver.topic = "room:e";
+  stamped_deliver.body = kBinary;
   return all;
 }
 
@@ -125,8 +141,13 @@ size_t FramesOf(Type type) {
   }
 }
 
-size_t HeaderOf(Type type) {
-  switch (type) {
+size_t HeaderOf(const Message& m) {
+  if ((m.type == Type::kPublish || m.type == Type::kDeliver) && (m.flags & kFlagStamped) != 0) {
+    Message plain = m;
+    plain.flags = 0;
+    return HeaderOf(plain) + 8;
+  }
+  switch (m.type) {
     case Type::kWelcome:
     case Type::kHeartbeat:
     case Type::kAck:
@@ -149,7 +170,7 @@ TEST(MeshCodec, EveryTypeRoundTrips) {
     SCOPED_TRACE(Describe(m));
     const std::vector<std::string> frames = EncodeFrames(m);
     ASSERT_EQ(frames.size(), FramesOf(m.type));
-    EXPECT_EQ(frames[0].size(), HeaderOf(m.type));
+    EXPECT_EQ(frames[0].size(), HeaderOf(m));
     EXPECT_EQ(frames[0].substr(0, 4), "SB\x01"s + static_cast<char>(m.type));
     const Message back = MustDecode(frames);
     EXPECT_EQ(Describe(back), Describe(m));
@@ -355,11 +376,42 @@ TEST(MeshCodec, UnknownFlagBitsAreRefused) {
     m.body = "[]";
     m.flags = 0;
     EXPECT_EQ(MustDecode(EncodeFrames(m)).flags, 0);
-    for (int bit = 1; bit < 8; ++bit) {
+    for (int bit = 2; bit < 8; ++bit) {
       m.flags = static_cast<uint8_t>(1 << bit | kFlagBinary);
       ExpectRefused(EncodeFrames(m), "unknown flags");
     }
   }
+}
+
+TEST(MeshCodec, AStampFollowsTheFlagsOnlyWhenTheFlagSaysSo) {
+  Message m;
+  m.type = Type::kPublish;
+  m.seq = 1;
+  m.flags = kFlagStamped;
+  m.stamp = 0x0102030405060708;
+  m.topic = "room:1";
+  m.body = "[]";
+  EXPECT_EQ(EncodeFrames(m)[0],
+            "SB\x01\x07\x01\0\0\0\0\0\0\0\x02\x08\x07\x06\x05\x04\x03\x02\x01"s);
+  EXPECT_EQ(MustDecode(EncodeFrames(m)).stamp, 0x0102030405060708u);
+  // The stamp is not written without the flag, and not read without it.
+  m.flags = 0;
+  EXPECT_EQ(EncodeFrames(m)[0].size(), 13u);
+  EXPECT_EQ(MustDecode(EncodeFrames(m)).stamp, 0u);
+  // The flag promises 8 more bytes: a header without them is refused, and a
+  // stamp without the flag is a header of the wrong length.
+  std::vector<std::string> frames = EncodeFrames(m);
+  frames[0][12] = kFlagStamped;
+  ExpectRefused(frames, "header of kPublish is 13 bytes, want 21");
+  m.flags = kFlagStamped;
+  frames = EncodeFrames(m);
+  frames[0][12] = 0;
+  ExpectRefused(frames, "header of kPublish is 21 bytes, want 13");
+  // Types without flags never have a stamp.
+  Message ack;
+  ack.type = Type::kAck;
+  ack.stamp = 5;
+  EXPECT_EQ(EncodeFrames(ack)[0].size(), 12u);
 }
 
 TEST(MeshCodec, CreditOfZeroIsRefused) {

@@ -35,13 +35,14 @@ struct SentMessage {
   uint64_t epoch = 0, seq = 0, origin = 0;
   uint32_t n = 0;
   uint8_t flags = 0;
+  uint64_t stamp = 0;
   std::string topic, body;
 };
 
 class SentLog {
  public:
   void Record(const mesh::Message& m, std::string_view to = {}) {
-    sent.push_back({std::string(to), m.type, m.epoch, m.seq, m.origin, m.n, m.flags,
+    sent.push_back({std::string(to), m.type, m.epoch, m.seq, m.origin, m.n, m.flags, m.stamp,
                     std::string(m.topic), std::string(m.body)});
   }
   // A packed message: recorded as it is, or a kBatch as the messages in it

@@ -78,6 +78,7 @@ void ClusterSession::SendPublishes() {
       mesh::Message m = Of(mesh::Type::kPublish, o.topic, o.message);
       m.seq = o.seq;
       m.flags = o.flags;
+      m.stamp = o.stamp;
       batch_.Add(mesh::Pack(m));
     }
     if (!transport_->SendPacked(batch_.Finish())) {
@@ -101,7 +102,8 @@ bool ClusterSession::CanPublish(size_t bytes) const {
          outbox_bytes_ + bytes <= options_.max_outbox_bytes;
 }
 
-void ClusterSession::Publish(std::string_view topic, std::string_view message, bool binary) {
+void ClusterSession::Publish(std::string_view topic, std::string_view message, bool binary,
+                             uint64_t stamp) {
   // A message over the mesh's bounds never enters the outbox: the broker
   // would refuse it, or its socket would drop the connection of a batch too
   // large for a frame, again after every reconnect.
@@ -110,8 +112,9 @@ void ClusterSession::Publish(std::string_view topic, std::string_view message, b
     ++counters_.too_large;
     return;
   }
-  outbox_.push_back(Outgoing{next_seq_++, std::string(topic), std::string(message),
-                             binary ? mesh::kFlagBinary : uint8_t{0}});
+  const uint8_t flags = static_cast<uint8_t>((binary ? mesh::kFlagBinary : 0) |
+                                             (stamp != 0 ? mesh::kFlagStamped : 0));
+  outbox_.push_back(Outgoing{next_seq_++, std::string(topic), std::string(message), flags, stamp});
   outbox_bytes_ += topic.size() + message.size();
   ++counters_.published;
 }
@@ -203,7 +206,8 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       }
       it->second.seq = msg.seq;
       ++counters_.delivered;
-      handler_->Deliver(msg.topic, msg.body, (msg.flags & mesh::kFlagBinary) != 0);
+      handler_->Deliver(msg.topic, msg.body, (msg.flags & mesh::kFlagBinary) != 0,
+                        (msg.flags & mesh::kFlagStamped) != 0 ? msg.stamp : 0);
       return;
     }
     case mesh::Type::kDiff:

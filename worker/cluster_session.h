@@ -71,8 +71,10 @@ class ClusterSession {
     // Everything the broker must know of this shard (for a hello).
     virtual void ClusterState(std::vector<std::string>* topics,
                               std::vector<mesh::TopicState>* presence) = 0;
-    // Another shard's broadcast for local subscribers of `topic`.
-    virtual void Deliver(std::string_view topic, std::string_view message, bool binary) = 0;
+    // Another shard's broadcast for local subscribers of `topic`; `stamp`
+    // as the publish carried it (0: none).
+    virtual void Deliver(std::string_view topic, std::string_view message, bool binary,
+                         uint64_t stamp) = 0;
     // Other shards' presence on `topic`: a presence_diff, or (snapshot) their
     // whole presence_state.
     virtual void RemotePresence(std::string_view topic, std::string_view json, bool snapshot) = 0;
@@ -88,8 +90,9 @@ class ClusterSession {
   // Numbers the broadcast and keeps it until acked; Flush sends it (this
   // turn's publishes in one batch, in order) once the broker has welcomed us.
   // One whose topic or message is over the mesh's bounds is counted
-  // (too_large) and not published.
-  void Publish(std::string_view topic, std::string_view message, bool binary);
+  // (too_large) and not published. `stamp`: when the client's message was
+  // read, Unix ns (mesh::Message::stamp); 0: not stamped (the shard made it).
+  void Publish(std::string_view topic, std::string_view message, bool binary, uint64_t stamp = 0);
   void Subscribe(std::string_view topic);
   void Unsubscribe(std::string_view topic);
   // `change_json`: a mesh PresenceChange.
@@ -135,6 +138,7 @@ class ClusterSession {
     std::string topic;
     std::string message;
     uint8_t flags;
+    uint64_t stamp;
   };
   void SendHello(int64_t now_ms);
   bool Send(const mesh::Message& msg);

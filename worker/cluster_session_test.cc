@@ -33,8 +33,10 @@ class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
     *t = topics;
     *p = presence;
   }
-  void Deliver(std::string_view topic, std::string_view message, bool binary) override {
+  void Deliver(std::string_view topic, std::string_view message, bool binary,
+               uint64_t stamp) override {
     delivered.push_back(std::string(topic) + "|" + std::string(message) + (binary ? "|b" : ""));
+    stamps.push_back(stamp);
   }
   void RemotePresence(std::string_view topic, std::string_view json, bool snapshot) override {
     remote.push_back(std::string(snapshot ? "state " : "diff ") + std::string(topic) + " " +
@@ -42,6 +44,7 @@ class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
   }
   std::vector<SentMessage> Of(mesh::Type type) const { return log.Of(type); }
 
+  std::vector<uint64_t> stamps;  // of each delivery, in order
   bool connected = true;
   mesh_testing::SentLog log;
   std::vector<std::string> topics;
@@ -207,6 +210,30 @@ TEST_F(ClusterSessionTest, PublishesThatCouldNotBeSentGoLaterInOrderNeverSkipped
   ASSERT_EQ(pubs.size(), 2u);
   EXPECT_EQ(pubs[0].body, "a");
   EXPECT_EQ(pubs[1].body, "b");
+}
+
+TEST_F(ClusterSessionTest, AStampTravelsWithItsPublishAndReachesTheHandlerWithItsDelivery) {
+  session_.Start(now_);
+  Welcome(1);
+  session_.Publish("t", "m1", false, 1'800'000'000'000'000'000);
+  session_.Publish("t", "m2", true);  // the shard's own (no client read): no stamp
+  session_.Flush();
+  auto pubs = fake_.Of(mesh::Type::kPublish);
+  ASSERT_EQ(pubs.size(), 2u);
+  EXPECT_EQ(pubs[0].flags, mesh::kFlagStamped);
+  EXPECT_EQ(pubs[0].stamp, 1'800'000'000'000'000'000u);
+  EXPECT_EQ(pubs[1].flags, mesh::kFlagBinary);
+  EXPECT_EQ(pubs[1].stamp, 0u);
+  Receive({.type = mesh::Type::kDeliver,
+           .seq = 1,
+           .origin = 7,
+           .flags = mesh::kFlagStamped,
+           .stamp = 5,
+           .topic = "t",
+           .body = "x"});
+  Receive({.type = mesh::Type::kDeliver, .seq = 2, .origin = 7, .topic = "t", .body = "y"});
+  EXPECT_EQ(fake_.delivered, (std::vector<std::string>{"t|x", "t|y"}));
+  EXPECT_EQ(fake_.stamps, (std::vector<uint64_t>{5, 0}));
 }
 
 TEST_F(ClusterSessionTest, DeliveriesAreDedupedPerOriginAndCreditedOncePerTurn) {

@@ -98,7 +98,11 @@ void Shard::Perform(const std::vector<Action>& actions, int64_t read_ns) {
         }
         // The rest of the cluster, after the local sockets: the sender's
         // neighbours never wait for the broker.
-        if (a.publish && session_) session_->Publish(a.topic, a.data, a.binary);
+        if (a.publish && session_) {
+          // The stamp is the read time on the clock every shard shares.
+          const uint64_t stamp = read_ns != 0 ? WallFromMonoNs(read_ns) : 0;
+          session_->Publish(a.topic, a.data, a.binary, stamp);
+        }
         break;
       case Action::Kind::kSubscribe:
         if (session_) session_->Subscribe(a.topic);
@@ -129,8 +133,19 @@ void Shard::EndOfTurn() {
   if (draining_) MaybeFinishDrain();
   if (!turn_broadcasts_ns_.empty()) {
     const int64_t now = MonoNowNs();
-    for (int64_t t : turn_broadcasts_ns_) metrics_->ObserveDeliverLatency(now - t);
+    for (int64_t t : turn_broadcasts_ns_) {
+      metrics_->ObserveDeliverLatency(DeliverSource::kLocal, now - t);
+    }
     turn_broadcasts_ns_.clear();
+  }
+  if (!turn_cluster_stamps_.empty()) {
+    // Another shard's clock, maybe another machine's: a stamp from the
+    // future (clocks apart) counts as zero rather than as nothing.
+    const int64_t now = WallNowNs();
+    for (uint64_t t : turn_cluster_stamps_) {
+      metrics_->ObserveDeliverLatency(DeliverSource::kCluster, now - static_cast<int64_t>(t));
+    }
+    turn_cluster_stamps_.clear();
   }
 }
 
@@ -176,10 +191,11 @@ void Shard::ClusterState(std::vector<std::string>* topics,
   hub_.ClusterState(topics, presence);
 }
 
-void Shard::Deliver(std::string_view topic, std::string_view message, bool binary) {
+void Shard::Deliver(std::string_view topic, std::string_view message, bool binary, uint64_t stamp) {
   const std::span<const ConnId> to = hub_.Deliver(topic);
   counters_.deliveries.fetch_add(gateway_->Deliver(to, 0, binary, message),
                                  std::memory_order_relaxed);
+  if (stamp != 0 && !to.empty()) turn_cluster_stamps_.push_back(stamp);
   gateway_->Settle();
 }
 

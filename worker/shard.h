@@ -74,7 +74,8 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   // ClusterSession::Handler: the broker side.
   void ClusterState(std::vector<std::string>* topics,
                     std::vector<mesh::TopicState>* presence) override;
-  void Deliver(std::string_view topic, std::string_view message, bool binary) override;
+  void Deliver(std::string_view topic, std::string_view message, bool binary,
+               uint64_t stamp) override;
   void RemotePresence(std::string_view topic, std::string_view json, bool snapshot) override;
 
   // ClusterView: what the hub asks of the session.
@@ -104,6 +105,8 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   EventLoop::TimerId tick_timer_ = 0;
   std::unique_ptr<Gateway> gateway_;         // last: its sockets close before the rest goes
   std::vector<int64_t> turn_broadcasts_ns_;  // read times of this turn's client broadcasts
+  // Publish stamps (Unix ns) of this turn's deliveries from other shards.
+  std::vector<uint64_t> turn_cluster_stamps_;
   uint64_t cron_ticks_ = 0;
   bool draining_ = false;
   bool clients_gone_ = false;  // the gateway's drain is over

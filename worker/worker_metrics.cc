@@ -13,10 +13,13 @@ namespace sb::worker {
 
 namespace m = ::sb::metrics;
 
-struct WorkerMetrics::Histogram {
+struct WorkerMetrics::Latencies {
   static constexpr size_t kBuckets = m::kWorkerDeliverLatencyBuckets.size();
-  std::array<std::atomic<uint64_t>, kBuckets + 1> counts{};  // last: +Inf
-  std::atomic<uint64_t> sum_ns{0};
+  struct Histogram {
+    std::array<std::atomic<uint64_t>, kBuckets + 1> counts{};  // last: +Inf
+    std::atomic<uint64_t> sum_ns{0};
+  };
+  std::array<Histogram, static_cast<size_t>(DeliverSource::kCount)> by_source;
 };
 
 namespace {
@@ -30,6 +33,8 @@ constexpr std::array<std::string_view, static_cast<size_t>(Refusal::kCount)> kRe
 constexpr std::array<std::string_view, static_cast<size_t>(TokenFailure::kCount)>
     kTokenFailureNames = {"missing", "malformed",     "algorithm", "signature", "claims",
                           "expired", "not_yet_valid", "audience",  "issuer",    "error"};
+constexpr std::array<std::string_view, static_cast<size_t>(DeliverSource::kCount)> kSourceNames = {
+    "local", "cluster"};
 constexpr std::array<std::string_view, static_cast<size_t>(Rejection::kCount)> kRejectionNames = {
     "rate_limited", "unmatched_topic", "reserved_event", "stale_join_ref"};
 
@@ -44,7 +49,7 @@ double Load(const std::atomic<T>& v) {
 class Collector : public prometheus::Collectable {
  public:
   Collector(std::string shard, std::shared_ptr<WorkerCounters> c,
-            std::shared_ptr<WorkerMetrics::Histogram> h)
+            std::shared_ptr<WorkerMetrics::Latencies> h)
       : shard_(std::move(shard)), c_(std::move(c)), h_(std::move(h)) {}
 
   std::vector<MetricFamily> Collect() const override {
@@ -140,23 +145,24 @@ class Collector : public prometheus::Collectable {
     }
     out.Gauge(m::kEventLoopLagSeconds, "How late the event loop ran its last due timer",
               Load(c.loop_lag_ns) / 1e9);
-    {
+    MetricFamily& f = out.Family(m::kWorkerDeliverLatencySeconds,
+                                 "Client message read (on this shard, or another: source) to "
+                                 "broadcast handed to every recipient on this shard",
+                                 MetricType::Histogram);
+    for (size_t s = 0; s < kSourceNames.size(); ++s) {
       // Each bucket is read once; the total is their sum, so a scrape
       // racing an observation still sees a consistent histogram.
-      constexpr size_t kBuckets = WorkerMetrics::Histogram::kBuckets;
+      const WorkerMetrics::Latencies::Histogram& h = h_->by_source[s];
+      constexpr size_t kBuckets = WorkerMetrics::Latencies::kBuckets;
       std::array<uint64_t, kBuckets> counts{};
       uint64_t total = 0;
       for (size_t i = 0; i < kBuckets; ++i) {
-        counts[i] = h_->counts[i].load(std::memory_order_relaxed);
+        counts[i] = h.counts[i].load(std::memory_order_relaxed);
         total += counts[i];
       }
-      total += h_->counts[kBuckets].load(std::memory_order_relaxed);
-      MetricFamily& f =
-          out.Family(m::kWorkerDeliverLatencySeconds,
-                     "Client message read to broadcast handed to every local recipient",
-                     MetricType::Histogram);
-      out.AddHistogram(f, {}, m::kWorkerDeliverLatencyBuckets, counts, total,
-                       Load(h_->sum_ns) / 1e9);
+      total += h.counts[kBuckets].load(std::memory_order_relaxed);
+      out.AddHistogram(f, {{"source", std::string(kSourceNames[s])}},
+                       m::kWorkerDeliverLatencyBuckets, counts, total, Load(h.sum_ns) / 1e9);
     }
     return std::move(out).Take();
   }
@@ -164,24 +170,25 @@ class Collector : public prometheus::Collectable {
  private:
   std::string shard_;
   std::shared_ptr<WorkerCounters> c_;
-  std::shared_ptr<WorkerMetrics::Histogram> h_;
+  std::shared_ptr<WorkerMetrics::Latencies> h_;
 };
 
 }  // namespace
 
 WorkerMetrics::WorkerMetrics(std::string shard)
-    : counters_(std::make_shared<WorkerCounters>()), latency_(std::make_shared<Histogram>()) {
+    : counters_(std::make_shared<WorkerCounters>()), latency_(std::make_shared<Latencies>()) {
   collectable_ = std::make_shared<Collector>(std::move(shard), counters_, latency_);
 }
 
 WorkerMetrics::~WorkerMetrics() = default;
 
-void WorkerMetrics::ObserveDeliverLatency(int64_t ns) {
+void WorkerMetrics::ObserveDeliverLatency(DeliverSource source, int64_t ns) {
   const double s = static_cast<double>(ns) / 1e9;
   size_t i = 0;
-  while (i < Histogram::kBuckets && s > m::kWorkerDeliverLatencyBuckets[i]) ++i;
-  latency_->counts[i].fetch_add(1, std::memory_order_relaxed);
-  latency_->sum_ns.fetch_add(static_cast<uint64_t>(ns > 0 ? ns : 0), std::memory_order_relaxed);
+  while (i < Latencies::kBuckets && s > m::kWorkerDeliverLatencyBuckets[i]) ++i;
+  Latencies::Histogram& h = latency_->by_source[static_cast<size_t>(source)];
+  h.counts[i].fetch_add(1, std::memory_order_relaxed);
+  h.sum_ns.fetch_add(static_cast<uint64_t>(ns > 0 ? ns : 0), std::memory_order_relaxed);
 }
 
 }  // namespace sb::worker

@@ -53,18 +53,24 @@ struct WorkerCounters {
   A<bool> clustered{false};
 };
 
+// Where a delivered broadcast was published: on this shard (from a client's
+// message read here to its frame handed to every local recipient), or on
+// another shard (from the read on that shard, through the broker, to the
+// frame handed to this shard's recipients: the whole publish → deliver path).
+enum class DeliverSource : uint8_t { kLocal, kCluster, kCount };
+
 class WorkerMetrics {
  public:
   explicit WorkerMetrics(std::string shard);
   ~WorkerMetrics();
 
   WorkerCounters& counters() { return *counters_; }
-  // Adds one observation to the deliver-latency histogram.
-  void ObserveDeliverLatency(int64_t nanoseconds);
+  // Adds one observation to the deliver-latency histogram of `source`.
+  void ObserveDeliverLatency(DeliverSource source, int64_t nanoseconds);
   // For MetricsEndpoint::Register.
   std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
 
-  struct Histogram;  // fixed buckets of atomics (worker_metrics.cc)
+  struct Latencies;  // per DeliverSource, fixed buckets of atomics (worker_metrics.cc)
 
   void AddClose(CloseReason r) { Add(counters_->closes, r); }
   void AddRefusal(Refusal r) { Add(counters_->refusals, r); }
@@ -77,7 +83,7 @@ class WorkerMetrics {
   }
   std::shared_ptr<WorkerCounters> counters_;
   std::shared_ptr<prometheus::Collectable> collectable_;
-  std::shared_ptr<Histogram> latency_;
+  std::shared_ptr<Latencies> latency_;
 };
 
 }  // namespace sb::worker

@@ -180,6 +180,16 @@ describe('a node: broker and shards under the supervisor', () => {
     assert.deepEqual(shoutsAt(alice), ['bob', 'bob'], 'alice got only bob\'s shouts');
     assert.deepEqual(shoutsAt(bob), ['alice'], 'bob got only alice\'s shout');
     assert.deepEqual(shoutsAt(carol), ['alice', 'bob', 'bob']);
+    // Publish → deliver latency of what came from the other shard: one
+    // observation per broadcast delivered on a shard (alice's on shard 1,
+    // bob's two on shard 0), from the read on the publishing shard.
+    const latency = 'switchboard_worker_deliver_latency_seconds';
+    const fromOther = { source: 'cluster' };
+    await cluster.waitForMetric(s1, `${latency}_count`, fromOther, (v) => v === 1);
+    await cluster.waitForMetric(s0, `${latency}_count`, fromOther, (v) => v === 2);
+    const sum0 = await cluster.metric(s0, `${latency}_sum`, fromOther);
+    assert.ok(sum0 > 0 && sum0 < 10, `shard 0's cross-shard latency sum ${sum0} s`);
+    assert.equal(await cluster.metric(s0, `${latency}_bucket`, { ...fromOther, le: '+Inf' }), 2);
 
     // Bob leaves: a presence_diff leave on shard 0.
     await new Promise((resolve) => bob.ch[topic].channel.leave().receive('ok', resolve));
