@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -226,6 +227,55 @@ double Sample(const std::string& body, const std::string& series) {
     if (sp < body.size() && body[sp] == ' ') return std::strtod(body.c_str() + sp + 1, nullptr);
   }
   return -1;
+}
+
+// One series of a Prometheus histogram in a scrape: cumulative bucket counts
+// by upper bound, for the lines of `name`_bucket whose labels include
+// `label` (e.g. source="cluster").
+struct ScrapedHistogram {
+  std::vector<std::pair<double, double>> buckets;  // (le, cumulative count), +Inf last
+  double count = 0, sum = 0;
+
+  // As PromQL's histogram_quantile: linear within the bucket that holds the
+  // q-th observation (the lowest bucket from 0); NaN without observations.
+  double Quantile(double q) const {
+    if (count <= 0 || buckets.empty()) return std::nan("");
+    const double rank = q * count;
+    double lo = 0, below = 0;
+    for (const auto& [le, cum] : buckets) {
+      if (cum >= rank) {
+        if (std::isinf(le)) return lo;  // beyond the last bound: the bound
+        return lo + (le - lo) * (cum > below ? (rank - below) / (cum - below) : 0);
+      }
+      lo = le;
+      below = cum;
+    }
+    return lo;
+  }
+};
+
+ScrapedHistogram ReadHistogram(const std::string& body, const std::string& name,
+                               const std::string& label) {
+  ScrapedHistogram h;
+  std::istringstream in(body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(label) == std::string::npos) continue;
+    const size_t sp = line.rfind(' ');
+    if (sp == std::string::npos) continue;
+    const double v = std::strtod(line.c_str() + sp + 1, nullptr);
+    if (line.rfind(name + "_bucket{", 0) == 0) {
+      const size_t le = line.find("le=\"");
+      if (le == std::string::npos) continue;
+      const std::string bound = line.substr(le + 4, line.find('"', le + 4) - le - 4);
+      h.buckets.emplace_back(bound == "+Inf" ? HUGE_VAL : std::strtod(bound.c_str(), nullptr), v);
+    } else if (line.rfind(name + "_count{", 0) == 0) {
+      h.count = v;
+    } else if (line.rfind(name + "_sum{", 0) == 0) {
+      h.sum = v;
+    }
+  }
+  std::sort(h.buckets.begin(), h.buckets.end());
+  return h;
 }
 
 // A new broker holds publishes for 2 x its heartbeat interval (1 s, the
@@ -520,6 +570,20 @@ bool RunFanout(Run& r, Child& pub) {
       }
       f.Num(p + "broadcasts_refused",
             Sample(wb, "switchboard_worker_broadcasts_refused_total" + shard + "}"));
+      // The shard's own publish → deliver histogram (read on the publishing
+      // shard to handed to the kernel here), beside the clients' figures
+      // (which add the client's read and parse): by where it was published.
+      for (const char* source : {"local", "cluster"}) {
+        const ScrapedHistogram h = ReadHistogram(wb, "switchboard_worker_deliver_latency_seconds",
+                                                 std::string("source=\"") + source + "\"");
+        const std::string q = p + "server_latency_" + source + "_";
+        f.Num(q + "count", h.count);
+        if (h.count > 0) {
+          f.Num(q + "mean_us", h.sum / h.count * 1e6, 1);
+          f.Num(q + "p50_us", h.Quantile(0.5) * 1e6, 1);
+          f.Num(q + "p99_us", h.Quantile(0.99) * 1e6, 1);
+        }
+      }
     }
   }
   if (cpu <= 0.05) std::printf("note: worker CPU below the clock tick resolution\n");
