@@ -73,6 +73,7 @@
 
 #include "bench/children.h"
 #include "bench/io_util.h"
+#include "bench/scrape.h"
 #include "common/command_line.h"
 #include "common/zmq_socket.h"
 #include "protocol/mesh.h"
@@ -86,6 +87,8 @@ using sb::bench::kSec;
 using sb::bench::MonoNs;
 using sb::bench::MsUntil;
 using sb::bench::ReadAll;
+using sb::bench::Sample;
+using sb::bench::Scrape;
 using sb::bench::SleepNs;
 using sb::bench::Untrack;
 using sb::bench::WriteAll;
@@ -645,43 +648,6 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-// The value of the first sample whose line starts with `series` in a
-// Prometheus text body (-1 if none).
-double Sample(const std::string& body, const std::string& series) {
-  for (size_t at = body.find(series); at != std::string::npos; at = body.find(series, at + 1)) {
-    if (at != 0 && body[at - 1] != '\n') continue;
-    size_t sp = at + series.size();
-    if (sp < body.size() && body[sp] == ' ') return std::strtod(body.c_str() + sp + 1, nullptr);
-  }
-  return -1;
-}
-
-// GET http://127.0.0.1:<port>/metrics with a bounded wait; "" on failure.
-std::string Scrape(int port, uint64_t deadline) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return {};
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      WriteAll(fd, req.data(), req.size())) {
-    char buf[16384];
-    for (;;) {
-      pollfd pfd{fd, POLLIN, 0};
-      if (::poll(&pfd, 1, MsUntil(deadline, 1000)) <= 0) break;
-      ssize_t n = ::read(fd, buf, sizeof buf);
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
-  size_t body = out.find("\r\n\r\n");
-  return body == std::string::npos ? std::string() : out.substr(body + 4);
 }
 
 // Starts switchboard-broker on an ephemeral loopback port; its endpoint from

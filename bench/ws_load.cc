@@ -58,6 +58,7 @@
 
 #include "bench/children.h"
 #include "bench/client_process.h"
+#include "bench/scrape.h"
 #include "common/command_line.h"
 
 namespace fs = std::filesystem;
@@ -69,7 +70,11 @@ using sb::bench::KillChildren;
 using sb::bench::kSec;
 using sb::bench::MonoNs;
 using sb::bench::ReadAll;
+using sb::bench::ReadHistogram;
 using sb::bench::Report;
+using sb::bench::Sample;
+using sb::bench::Scrape;
+using sb::bench::ScrapedHistogram;
 using sb::bench::SleepNs;
 using sb::bench::Untrack;
 using sb::bench::WriteAll;
@@ -190,92 +195,6 @@ double CpuSeconds(pid_t pid) {
     if (i == 15) stime = std::stoull(field);
   }
   return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
-// GET http://127.0.0.1:<port>/metrics with a bounded wait; "" on failure.
-std::string Scrape(uint16_t port, uint64_t deadline) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return {};
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      WriteAll(fd, req.data(), req.size())) {
-    char buf[16384];
-    for (;;) {
-      pollfd pfd{fd, POLLIN, 0};
-      if (::poll(&pfd, 1, sb::bench::MsUntil(deadline, 1000)) <= 0) break;
-      ssize_t n = ::read(fd, buf, sizeof buf);
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
-  size_t body = out.find("\r\n\r\n");
-  return body == std::string::npos ? std::string() : out.substr(body + 4);
-}
-
-// The value of the sample `series` (name and labels exactly) in a Prometheus
-// text body; -1 if absent.
-double Sample(const std::string& body, const std::string& series) {
-  for (size_t at = body.find(series); at != std::string::npos; at = body.find(series, at + 1)) {
-    if (at != 0 && body[at - 1] != '\n') continue;
-    size_t sp = at + series.size();
-    if (sp < body.size() && body[sp] == ' ') return std::strtod(body.c_str() + sp + 1, nullptr);
-  }
-  return -1;
-}
-
-// One series of a Prometheus histogram in a scrape: cumulative bucket counts
-// by upper bound, for the lines of `name`_bucket whose labels include
-// `label` (e.g. source="cluster").
-struct ScrapedHistogram {
-  std::vector<std::pair<double, double>> buckets;  // (le, cumulative count), +Inf last
-  double count = 0, sum = 0;
-
-  // As PromQL's histogram_quantile: linear within the bucket that holds the
-  // q-th observation (the lowest bucket from 0); NaN without observations.
-  double Quantile(double q) const {
-    if (count <= 0 || buckets.empty()) return std::nan("");
-    const double rank = q * count;
-    double lo = 0, below = 0;
-    for (const auto& [le, cum] : buckets) {
-      if (cum >= rank) {
-        if (std::isinf(le)) return lo;  // beyond the last bound: the bound
-        return lo + (le - lo) * (cum > below ? (rank - below) / (cum - below) : 0);
-      }
-      lo = le;
-      below = cum;
-    }
-    return lo;
-  }
-};
-
-ScrapedHistogram ReadHistogram(const std::string& body, const std::string& name,
-                               const std::string& label) {
-  ScrapedHistogram h;
-  std::istringstream in(body);
-  for (std::string line; std::getline(in, line);) {
-    if (line.find(label) == std::string::npos) continue;
-    const size_t sp = line.rfind(' ');
-    if (sp == std::string::npos) continue;
-    const double v = std::strtod(line.c_str() + sp + 1, nullptr);
-    if (line.rfind(name + "_bucket{", 0) == 0) {
-      const size_t le = line.find("le=\"");
-      if (le == std::string::npos) continue;
-      const std::string bound = line.substr(le + 4, line.find('"', le + 4) - le - 4);
-      h.buckets.emplace_back(bound == "+Inf" ? HUGE_VAL : std::strtod(bound.c_str(), nullptr), v);
-    } else if (line.rfind(name + "_count{", 0) == 0) {
-      h.count = v;
-    } else if (line.rfind(name + "_sum{", 0) == 0) {
-      h.sum = v;
-    }
-  }
-  std::sort(h.buckets.begin(), h.buckets.end());
-  return h;
 }
 
 // A new broker holds publishes for 2 x its heartbeat interval (1 s, the
