@@ -169,8 +169,10 @@ void Daemon::Reload(std::function<void(Status, std::vector<std::string>)> done) 
 
   // Effects outside the tree first: new sockets must exist before children
   // that name them start; the events file and metrics endpoint follow node.
+  const std::map<std::string, int> members = RoundRobinMembers(next.value());
   for (const SocketSpec& sock : p.sockets_added) {
-    Status st = sockets_.Add(sock);
+    auto n = members.find(sock.name);
+    Status st = sockets_.Add(sock, n == members.end() ? 1 : n->second);
     if (!st.ok()) return done(st, {});
   }
   if (p.node_changed) {
@@ -247,6 +249,9 @@ void Daemon::RefreshObservers() {
   for (const std::string& id : known_supervisors_) {
     if (!supervisors.contains(id) && metrics_) metrics_->ForgetSupervisor(id);
   }
+  // After the ghosts: a member's child leaves the tree only once stopped.
+  sockets_.ReleaseMembers(children);
+  if (metrics_) metrics_->SetSocketModes(sockets_.Modes());
   known_children_ = std::move(children);
   known_supervisors_ = std::move(supervisors);
   if (metrics_) {
