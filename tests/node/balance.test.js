@@ -6,11 +6,14 @@
 // of 1,000 at once, a shard killed with its clients held (their reconnect
 // storm) — must leave every shard within ±10 % of the mean, and no client
 // may be refused while a shard restarts: its share waits in the backlog of
-// its member, which the daemon holds. The hash fallback
-// (SWITCHBOARD_REUSEPORT_BPF=off) must still serve everyone and say so.
+// its member, which the daemon holds. A scale or reload closes removed
+// replicas' members and binds added ones, and the turn follows; a changed
+// balance is refused. The hash fallback (SWITCHBOARD_REUSEPORT_BPF=off) must
+// still serve everyone and say so.
 
 const { describe } = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const WebSocket = require('ws');
 const { startCluster, it } = require('./lib/cluster');
 const { scopeFor, waitUntil, withTimeout } = require('./lib/util');
@@ -41,18 +44,18 @@ function closeAll(clients) {
   for (const ws of clients) ws.terminate();
 }
 
-// Open WebSockets per shard, by index.
-async function held(cluster) {
+// Open WebSockets per shard (of `shards`, by default all), by index.
+async function held(cluster, shards = cluster.shards) {
   const out = [];
-  for (const s of cluster.shards) out.push((await cluster.metric(s, 'switchboard_worker_connections')) || 0);
+  for (const s of shards) out.push((await cluster.metric(s, 'switchboard_worker_connections')) || 0);
   return out;
 }
 
 // Waits until the shards together hold `total` open WebSockets; returns them per shard.
-async function waitHeld(cluster, total) {
+async function waitHeld(cluster, total, shards = cluster.shards) {
   let last = [];
   await waitUntil(async () => {
-    last = await held(cluster);
+    last = await held(cluster, shards);
     return last.reduce((a, b) => a + b, 0) === total;
   }, { timeout: 20000, interval: 50, what: `${total} WebSockets held (last ${last})` });
   return last;
@@ -65,6 +68,14 @@ function assertSpread(counts, what) {
     assert.ok(Math.abs(c - mean) <= 0.1 * mean,
       `${what}: shard ${i} took ${c} of ${total}, outside ±10 % of the mean ${mean} (${counts.join('/')})`);
   }
+}
+
+// Listening TCP sockets on 127.0.0.1:`port` (every member of the group), from /proc/net/tcp.
+function listeners(port) {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  return fs.readFileSync('/proc/net/tcp', 'utf8').split('\n')
+    .filter((l) => { const f = l.trim().split(/\s+/); return f[1] === `0100007F:${hex}` && f[3] === '0A'; })
+    .length;
 }
 
 async function balanceMode(cluster) {
@@ -135,6 +146,50 @@ describe('a round_robin socket spreads connections over its replicas', () => {
       assertSpread(total, 'every connection accepted');
     });
   }
+
+  it('a scaled set keeps the turn: removed replicas\' members close, added ones join', { timeout: 120000 }, async (t) => {
+    const s = scopeFor(t);
+    const cluster = await node(s, { shards: 4 });
+    const port = cluster.shards[0].port;
+    assert.equal(listeners(port), 4);
+    await cluster.scale('shard', 2);
+    // A member closes once its replica has stopped; the daemon notices on its next refresh.
+    await waitUntil(() => listeners(port) === 2, { what: `2 listeners on ${port} (now ${listeners(port)})` });
+    const clients = new Set();
+    s.add(() => closeAll(clients));
+    await Promise.all(Array.from({ length: CONNECTIONS }, () => open(cluster, clients)));
+    const before = await waitHeld(cluster, CONNECTIONS, cluster.shards.slice(0, 2));
+    assertSpread(before, 'after scaling to 2');
+
+    await cluster.scale('shard', 3);
+    assert.equal(listeners(port), 3);
+    await Promise.all(Array.from({ length: 900 }, () => open(cluster, clients)));
+    const after = await waitHeld(cluster, CONNECTIONS + 900, cluster.shards.slice(0, 3));
+    const added = after.map((c, i) => c - (before[i] || 0));
+    t.diagnostic(`scaled 4 -> 2: ${before.join('/')}; -> 3, the next 900: ${added.join('/')}`);
+    assertSpread(added, 'after scaling to 3');
+  });
+
+  it('a reload scales the members with the set and refuses a changed balance', { timeout: 120000 }, async (t) => {
+    const s = scopeFor(t);
+    const cluster = await node(s, { shards: 4 });
+    const port = cluster.shards[0].port;
+    const refused = await cluster.reload((y) => y.replace('balance: round_robin', 'balance: shared'));
+    assert.equal(refused.ok, false, refused.out);
+    assert.match(refused.out, /key 'sockets\[0\]\.balance'.*changed from round_robin to shared/);
+    assert.equal(listeners(port), 4);
+
+    const applied = await cluster.reload((y) => y.replace('balance: shared', 'balance: round_robin')
+      .replace('replicas: 4', 'replicas: 2'));
+    assert.equal(applied.ok, true, applied.out);
+    await waitUntil(() => listeners(port) === 2, { what: `2 listeners on ${port} (now ${listeners(port)})` });
+    const clients = new Set();
+    s.add(() => closeAll(clients));
+    await Promise.all(Array.from({ length: CONNECTIONS }, () => open(cluster, clients)));
+    const counts = await waitHeld(cluster, CONNECTIONS, cluster.shards.slice(0, 2));
+    t.diagnostic(`reloaded 4 -> 2: ${counts.join('/')}`);
+    assertSpread(counts, 'after a reload to 2');
+  });
 
   it('with the program off, the kernel hash still serves every client and the mode says so', { timeout: 120000 }, async (t) => {
     const s = scopeFor(t);

@@ -324,6 +324,28 @@ class Cluster {
     });
   }
 
+  // `switchboard scale ID N`: resolves with its output once the daemon has
+  // applied it (added children started, removed ones stopped).
+  scale(id, n) {
+    return new Promise((resolve, reject) => {
+      execFile(path.join(binDir(), 'switchboard'), ['scale', id, String(n), '--control', this.controlPath],
+        { timeout: STATUS_TIMEOUT_MS }, (err, stdout, stderr) => {
+          if (err) reject(new Error(`switchboard scale ${id} ${n}: ${err.message.trim()} ${stderr.trim()}`));
+          else resolve(stdout.trim());
+        });
+    });
+  }
+
+  // `switchboard reload` after `edit(yaml)` rewrote the config file:
+  // resolves with {ok, out} (ok false: the daemon refused or rejected it).
+  reload(edit) {
+    fs.writeFileSync(this.configPath, edit(fs.readFileSync(this.configPath, 'utf8')));
+    return new Promise((resolve) => {
+      execFile(path.join(binDir(), 'switchboard'), ['reload', '--control', this.controlPath],
+        { timeout: STATUS_TIMEOUT_MS }, (err, stdout, stderr) => resolve({ ok: !err, out: `${stdout}${stderr}`.trim() }));
+    });
+  }
+
   // The status node of child `id` (a worker or a supervisor).
   async child(id) {
     const st = await this.status();
