@@ -54,7 +54,14 @@ Status ListenSockets::Add(const SocketSpec& spec, int members) {
     Status st = BindMember(s, static_cast<size_t>(i));
     if (!st.ok()) return st;
   }
-  Resize(s);
+  if (Status st = Resize(s); !st.ok()) {
+    // Loaded but not attached: the group has no program, so say hash.
+    spdlog::warn(
+        "socket '{}': balance round_robin falls back to the kernel's hash of each "
+        "connection's addresses, not an exact turn: {}",
+        spec.name, st.message());
+    s.group.reset();
+  }
   sockets_[spec.name] = std::move(s);
   return Status::Ok();
 }
@@ -85,12 +92,12 @@ Status ListenSockets::BindMember(Socket& s, size_t index) {
   return Status::Ok();
 }
 
-void ListenSockets::Resize(Socket& s) {
+Status ListenSockets::Resize(Socket& s) {
   while (s.members.size() > 1 && !s.members.back().valid()) {
     s.members.pop_back();
     s.owners.pop_back();
   }
-  if (!s.group) return;
+  if (!s.group) return Status::Ok();
   Status st = s.group->Attach(static_cast<uint32_t>(s.members.size()), s.members[0].get());
   if (!st.ok()) {
     // The old program (if any) stays attached: it still selects members,
@@ -98,6 +105,7 @@ void ListenSockets::Resize(Socket& s) {
     spdlog::warn("socket '{}': unable to load the round_robin program for {} members: {}",
                  s.spec.name, s.members.size(), st.message());
   }
+  return st;
 }
 
 Result<int> ListenSockets::FdFor(const std::string& name, int replica,
@@ -110,7 +118,7 @@ Result<int> ListenSockets::FdFor(const std::string& name, int replica,
   if (index >= s.members.size() || !s.members[index].valid()) {
     Status st = BindMember(s, index);
     if (!st.ok()) return st;
-    Resize(s);
+    (void)Resize(s);  // on failure the old program keeps dealing (logged)
   }
   s.owners[index] = child_id;
   return s.members[index].get();
@@ -127,7 +135,7 @@ void ListenSockets::ReleaseMembers(const std::set<std::string>& children) {
       s.owners[i].clear();
       closed = true;
     }
-    if (closed) Resize(s);
+    if (closed) (void)Resize(s);  // on failure the old program keeps dealing (logged)
   }
 }
 

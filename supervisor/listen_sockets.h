@@ -75,7 +75,7 @@ class ListenSockets {
 
   Status BindMember(Socket& s, size_t index);
   // Trims closed trailing members and loads the program for the count left.
-  void Resize(Socket& s);
+  Status Resize(Socket& s);
 
   std::map<std::string, Socket> sockets_;
   bool use_bpf_ = true;
