@@ -249,8 +249,25 @@ void Daemon::RefreshObservers() {
   for (const std::string& id : known_supervisors_) {
     if (!supervisors.contains(id) && metrics_) metrics_->ForgetSupervisor(id);
   }
-  // After the ghosts: a member's child leaves the tree only once stopped.
-  sockets_.ReleaseMembers(children);
+  // A round_robin member goes when its replica has left both the view (its
+  // process stopped) and the running spec (scale or reload removed it). The
+  // view alone is not enough: a stopped sub-supervisor shows no children,
+  // yet they start again with it and their clients wait in those backlogs.
+  std::set<std::string> keep = children;
+  const SupervisorSpec running = engine_->RunningSpec();
+  std::vector<const SupervisorSpec*> specs{&running};
+  while (!specs.empty()) {
+    const SupervisorSpec* sp = specs.back();
+    specs.pop_back();
+    for (const ChildSpec& c : sp->children) {
+      if (c.is_supervisor) {
+        specs.push_back(&c.supervisor());
+      } else {
+        keep.insert(c.id);
+      }
+    }
+  }
+  sockets_.ReleaseMembers(keep);
   if (metrics_) metrics_->SetSocketModes(sockets_.Modes());
   known_children_ = std::move(children);
   known_supervisors_ = std::move(supervisors);

@@ -124,12 +124,12 @@ Result<int> ListenSockets::FdFor(const std::string& name, int replica,
   return s.members[index].get();
 }
 
-void ListenSockets::ReleaseMembers(const std::set<std::string>& children) {
+void ListenSockets::ReleaseMembers(const std::set<std::string>& keep) {
   for (auto& [name, s] : sockets_) {
     if (s.spec.balance == Balance::kShared) continue;
     bool closed = false;
     for (size_t i = 1; i < s.members.size(); ++i) {
-      if (!s.members[i].valid() || s.owners[i].empty() || children.contains(s.owners[i])) continue;
+      if (!s.members[i].valid() || s.owners[i].empty() || keep.contains(s.owners[i])) continue;
       spdlog::info("socket '{}': member {} closed ({} was removed)", name, i, s.owners[i]);
       s.members[i].Reset();
       s.owners[i].clear();

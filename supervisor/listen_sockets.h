@@ -50,11 +50,11 @@ class ListenSockets {
   // fails (the spawn fails and is retried like any failed start).
   Result<int> FdFor(const std::string& name, int replica, const std::string& child_id);
 
-  // Closes every round_robin member whose child is no longer in the tree
-  // (`children`: every worker id in it); scale and reload remove a child
-  // only after its process has stopped. Clients still queued in a closed
-  // member's backlog are reset. Member 0 stays, so the port stays held.
-  void ReleaseMembers(const std::set<std::string>& children);
+  // Closes every round_robin member whose child is not in `keep` (the
+  // daemon passes every worker id still running or still to be started).
+  // Clients still queued in a closed member's backlog are reset. Member 0
+  // stays, so the port stays held.
+  void ReleaseMembers(const std::set<std::string>& keep);
 
   // Member 0's (or the shared socket's) daemon-side fd, or -1.
   int fd(const std::string& name) const;

@@ -170,6 +170,25 @@ describe('a round_robin socket spreads connections over its replicas', () => {
     assertSpread(added, 'after scaling to 3');
   });
 
+  it('a stopped sub-supervisor keeps its replicas\' members: clients wait in them and are served when it starts', { timeout: 120000 }, async (t) => {
+    const s = scopeFor(t);
+    const cluster = await node(s, { shards: 4 });
+    const port = cluster.shards[0].port;
+    await cluster.control('stop', 'shards');
+    // The daemon's metrics forget a child once a refresh saw it leave the
+    // tree view: from then on a member closed for that would be closed.
+    await cluster.waitForMetric(cluster.daemon, 'switchboard_child_up', { child: 'shard.3' }, (v) => v === undefined);
+    assert.equal(listeners(port), 4);
+    const clients = new Set();
+    s.add(() => closeAll(clients));
+    const pending = Array.from({ length: 400 }, () => open(cluster, clients));
+    await cluster.control('start', 'shards');
+    await Promise.all(pending);
+    const counts = await waitHeld(cluster, 400);
+    t.diagnostic(`queued while the shards were stopped, then served: ${counts.join('/')}`);
+    assertSpread(counts, 'queued while stopped');
+  });
+
   it('a reload scales the members with the set and refuses a changed balance', { timeout: 120000 }, async (t) => {
     const s = scopeFor(t);
     const cluster = await node(s, { shards: 4 });

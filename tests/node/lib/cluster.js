@@ -336,6 +336,17 @@ class Cluster {
     });
   }
 
+  // `switchboard ARGS... --control <this node>`: resolves with its output.
+  control(...args) {
+    return new Promise((resolve, reject) => {
+      execFile(path.join(binDir(), 'switchboard'), [...args, '--control', this.controlPath],
+        { timeout: STATUS_TIMEOUT_MS }, (err, stdout, stderr) => {
+          if (err) reject(new Error(`switchboard ${args.join(' ')}: ${err.message.trim()} ${stderr.trim()}`));
+          else resolve(stdout.trim());
+        });
+    });
+  }
+
   // `switchboard reload` after `edit(yaml)` rewrote the config file:
   // resolves with {ok, out} (ok false: the daemon refused or rejected it).
   reload(edit) {
