@@ -89,6 +89,16 @@ inline constexpr std::string_view kEventLoopLagSeconds = "switchboard_event_loop
 // a partial one; followers of the control socket's event stream still got it.
 inline constexpr std::string_view kEventsWriteFailuresTotal =
     "switchboard_events_write_failures_total";
+// Gauge, always 1, labels socket and mode: what spreads the connections of
+// each socket declared under `sockets:`. mode is "shared" (one socket every
+// child naming it accepts from), "round_robin" (one SO_REUSEPORT member per
+// replica, picked in turn by the daemon's eBPF program) or "reuseport_hash"
+// (round_robin asked for, but the kernel refused the program: members are
+// picked by the kernel's hash of each connection's addresses; the daemon's
+// log says why). An alert on mode="reuseport_hash" finds a lost turn.
+inline constexpr std::string_view kSocketBalanceInfo = "switchboard_socket_balance_info";
+inline constexpr std::string_view kLabelSocket = "socket";
+inline constexpr std::string_view kLabelMode = "mode";
 
 // --- Gateway shard (switchboard-worker; label shard) -------------------------
 // Counters and gauges are read at scrape time from the shard's own atomics,

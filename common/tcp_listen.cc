@@ -11,7 +11,7 @@
 
 namespace sb {
 
-Result<UniqueFd> ListenTcp(const std::string& host, int port, int backlog) {
+Result<UniqueFd> ListenTcp(const std::string& host, int port, int backlog, bool reuseport) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -30,6 +30,11 @@ Result<UniqueFd> ListenTcp(const std::string& host, int port, int backlog) {
   }
   int one = 1;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuseport && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+    int err = errno;
+    ::freeaddrinfo(res);
+    return Status::IoError("unable to set SO_REUSEPORT for " + where + ": " + strerror(err));
+  }
   int rc = ::bind(fd.get(), res->ai_addr, res->ai_addrlen);
   int err = errno;
   ::freeaddrinfo(res);

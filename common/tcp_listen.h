@@ -15,9 +15,11 @@
 namespace sb {
 
 // `host` is an IPv4/IPv6 address or a name; port 0 binds any free port.
+// `reuseport` sets SO_REUSEPORT before bind, so further sockets of the same
+// user may join the port as one group (the daemon's round_robin sockets).
 // Errors: "unable to resolve HOST: why", "unable to bind to HOST:PORT: why",
 // "unable to listen on HOST:PORT: why".
-Result<UniqueFd> ListenTcp(const std::string& host, int port, int backlog);
+Result<UniqueFd> ListenTcp(const std::string& host, int port, int backlog, bool reuseport = false);
 
 // "host:port" or "port" (host 127.0.0.1), as a --listen flag gives it.
 // InvalidConfig naming `spec` if it is neither; else as ListenTcp.

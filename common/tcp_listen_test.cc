@@ -66,6 +66,18 @@ TEST(TcpListenTest, ABoundPortCanBeBoundAgainOnlyAfterItIsClosed) {
   EXPECT_EQ(BoundPort(third->get()), port);
 }
 
+TEST(TcpListenTest, ReuseportSocketsShareAPortOnlyWithEachOther) {
+  Result<UniqueFd> first = ListenTcp("127.0.0.1", 0, 16, /*reuseport=*/true);
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  const int port = BoundPort(first->get());
+  Result<UniqueFd> member = ListenTcp("127.0.0.1", port, 16, /*reuseport=*/true);
+  ASSERT_TRUE(member.ok()) << member.status().message();
+  EXPECT_EQ(BoundPort(member->get()), port);
+  // A socket without the option cannot join (nor steal) the group's port.
+  Result<UniqueFd> plain = ListenTcp("127.0.0.1", port, 16);
+  EXPECT_FALSE(plain.ok());
+}
+
 TEST(TcpListenTest, AnAddressNotOnThisHostIsABindError) {
   // 192.0.2.0/24 is TEST-NET-1: never assigned to a local interface.
   Result<UniqueFd> fd = ListenTcp("192.0.2.1", 0, 16);

@@ -11,7 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <string_view>
 
 #include "common/exit_codes.h"
 #include "common/mono_time.h"
@@ -68,9 +70,17 @@ Status Daemon::Init() {
   if (!loop.ok()) return loop.status();
   loop_ = std::move(loop.value());
 
-  auto sockets = ListenSockets::Bind(spec_.sockets);
+  // An operator's (and the tests') way to see the hash fallback without
+  // dropping CAP_BPF: SWITCHBOARD_REUSEPORT_BPF=off.
+  const char* bpf = ::getenv("SWITCHBOARD_REUSEPORT_BPF");
+  const bool use_bpf = bpf == nullptr || std::string_view(bpf) != "off";
+  auto sockets = ListenSockets::Bind(spec_.sockets, RoundRobinMembers(spec_), use_bpf);
   if (!sockets.ok()) return sockets.status();
   sockets_ = std::move(sockets.value());
+  for (const auto& [name, mode] : sockets_.Modes()) {
+    spdlog::info("socket '{}': port {}, {} ({} member{})", name, sockets_.port(name), mode,
+                 sockets_.members(name), sockets_.members(name) == 1 ? "" : "s");
+  }
 
   std::filesystem::path control = DefaultControl(spec_.node);
   std::filesystem::path run_dir = control.parent_path();
@@ -249,8 +259,14 @@ void Daemon::DoSpawn(const action::Spawn& s) {
   LaunchRequest req;
   req.argv = s.spec.command;
   req.env = s.spec.env;
-  for (const std::string& name : s.spec.sockets)
-    req.listen_fds.emplace_back(name, sockets_.fd(name));
+  for (const std::string& name : s.spec.sockets) {
+    Result<int> fd = sockets_.FdFor(name, s.spec.replica ? s.spec.replica->index : 0, s.spec.id);
+    if (!fd.ok()) {
+      engine_->OnSpawnFailed(s.token, fd.status().message(), Now());
+      return;
+    }
+    req.listen_fds.emplace_back(name, fd.value());
+  }
   req.notify_socket = notify_->path();
   req.path = child_path_;
   auto launched = Launch(req);

@@ -169,8 +169,10 @@ void Daemon::Reload(std::function<void(Status, std::vector<std::string>)> done) 
 
   // Effects outside the tree first: new sockets must exist before children
   // that name them start; the events file and metrics endpoint follow node.
+  const std::map<std::string, int> members = RoundRobinMembers(next.value());
   for (const SocketSpec& sock : p.sockets_added) {
-    Status st = sockets_.Add(sock);
+    auto n = members.find(sock.name);
+    Status st = sockets_.Add(sock, n == members.end() ? 1 : n->second);
     if (!st.ok()) return done(st, {});
   }
   if (p.node_changed) {
@@ -247,6 +249,26 @@ void Daemon::RefreshObservers() {
   for (const std::string& id : known_supervisors_) {
     if (!supervisors.contains(id) && metrics_) metrics_->ForgetSupervisor(id);
   }
+  // A round_robin member goes when its replica has left both the view (its
+  // process stopped) and the running spec (scale or reload removed it). The
+  // view alone is not enough: a stopped sub-supervisor shows no children,
+  // yet they start again with it and their clients wait in those backlogs.
+  std::set<std::string> keep = children;
+  const SupervisorSpec running = engine_->RunningSpec();
+  std::vector<const SupervisorSpec*> specs{&running};
+  while (!specs.empty()) {
+    const SupervisorSpec* sp = specs.back();
+    specs.pop_back();
+    for (const ChildSpec& c : sp->children) {
+      if (c.is_supervisor) {
+        specs.push_back(&c.supervisor());
+      } else {
+        keep.insert(c.id);
+      }
+    }
+  }
+  sockets_.ReleaseMembers(keep);
+  if (metrics_) metrics_->SetSocketModes(sockets_.Modes());
   known_children_ = std::move(children);
   known_supervisors_ = std::move(supervisors);
   if (metrics_) {

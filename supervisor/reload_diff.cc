@@ -274,6 +274,14 @@ sb::Status DiffSockets(const TreeSpec& running, const TreeSpec& next, ReloadPlan
                          " to " + std::to_string(s.backlog) +
                          "; the backlog is set when the socket is bound (restart the daemon)");
     }
+    if (old->balance != s.balance) {
+      // Switching would rebind the port (one socket vs one per replica) while
+      // clients wait in the old backlog, and those clients would be reset.
+      return Refused(next.file, key + ".balance",
+                     "socket " + Quote(s.name) + " changed from " + BalanceName(old->balance) +
+                         " to " + BalanceName(s.balance) +
+                         "; the balance is set when the socket is bound (restart the daemon)");
+    }
   }
   for (const SocketSpec& r : running.sockets) {
     auto kept = std::find_if(next.sockets.begin(), next.sockets.end(),
@@ -361,7 +369,8 @@ std::string ReloadPlan::Summary() const {
   }
   for (const SocketSpec& s : sockets_added) {
     lines.push_back("sockets: add " + s.name + " (" + Listen(s) + ", backlog " +
-                    std::to_string(s.backlog) + ")");
+                    std::to_string(s.backlog) +
+                    (s.balance == Balance::kRoundRobin ? ", round_robin" : "") + ")");
   }
   for (const SupervisorPlan& p : supervisors) PlanLines(p, &lines);
   for (const std::string& name : sockets_removed) lines.push_back("sockets: remove " + name);

@@ -85,7 +85,7 @@ struct ReloadPlan {
 // and success_exit_codes compare as sets, since their order means nothing.
 // Refused, naming the key ("<next.file>: key 'node.name': changed from ..."),
 // for what a running node cannot apply: node.name or node.control changed; an
-// existing socket's listen address or backlog changed; the root supervisor's
+// existing socket's listen address, backlog or balance changed; the root supervisor's
 // id changed, or its strategy switched to or from simple_one_for_one; the
 // template id of a simple_one_for_one supervisor changed (its instances are
 // named after it). Internal if a spec breaks a validation invariant.

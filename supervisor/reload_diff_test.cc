@@ -417,6 +417,18 @@ TEST(ReloadDiffTest, SocketListenAndBacklogChangesAreRefused) {
   EXPECT_NE(backlog.find("key 'sockets[1].backlog'"), std::string::npos) << backlog;
 }
 
+TEST(ReloadDiffTest, SocketBalanceChangeIsRefused) {
+  std::string balance =
+      Refusal(kBase, Edit(kBase, "backlog: 16}", "backlog: 16, balance: round_robin}"));
+  EXPECT_NE(balance.find("key 'sockets[1].balance': socket 'admin' changed from shared to "
+                         "round_robin; the balance is set when the socket is bound"),
+            std::string::npos)
+      << balance;
+  // Writing out the default is no change.
+  ReloadPlan same = Diff(kBase, Edit(kBase, "backlog: 16}", "backlog: 16, balance: shared}"));
+  EXPECT_TRUE(same.empty()) << same.Summary();
+}
+
 TEST(ReloadDiffTest, RootIdAndRootStrategyKindChangesAreRefused) {
   std::string id = Refusal(kBase, Edit(kBase, "supervisor:\n", "supervisor:\n  id: top\n"));
   EXPECT_NE(id.find("key 'supervisor.id': changed from 'root' to 'top'"), std::string::npos) << id;

@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <climits>
@@ -41,7 +42,7 @@ constexpr std::array<std::string_view, 3> kTopKeys = {"node", "sockets", "superv
 constexpr std::array<std::string_view, 5> kNodeKeys = {"name", "control", "events", "metrics",
                                                        "file_sd"};
 constexpr std::array<std::string_view, 3> kBackoffKeys = {"initial", "max", "factor"};
-constexpr std::array<std::string_view, 3> kSocketKeys = {"name", "listen", "backlog"};
+constexpr std::array<std::string_view, 4> kSocketKeys = {"name", "listen", "backlog", "balance"};
 constexpr std::array<std::string_view, 5> kRootKeys = {"id", "strategy", "intensity", "period",
                                                        "children"};
 constexpr std::array<std::string_view, 4> kChildCommonKeys = {"id", "type", "restart", "shutdown"};
@@ -79,6 +80,10 @@ constexpr std::array<EnumName<RestartType>, 3> kRestartTypes = {{
 constexpr std::array<EnumName<ReadyMode>, 2> kReadyModes = {{
     {"notify", ReadyMode::kNotify},
     {"exec", ReadyMode::kExec},
+}};
+constexpr std::array<EnumName<Balance>, 2> kBalances = {{
+    {"shared", Balance::kShared},
+    {"round_robin", Balance::kRoundRobin},
 }};
 constexpr std::array<EnumName<bool>, 2> kChildTypes = {{
     {"worker", false},
@@ -231,11 +236,17 @@ class Loader {
   sb::Status ParseWorker(const MapView& map, bool is_template, ChildSpec* child,
                          std::optional<int>* replicas);
   sb::Status ParseShutdown(const Field& f, ShutdownSpec* out) const;
+  // A round_robin socket hands member i to replica i, so exactly one replica
+  // set may name it; `names` are the child's socket names as written.
+  sb::Status ClaimRoundRobin(const std::vector<Field>& names, const ChildSpec& child,
+                             bool is_template, std::optional<int> replicas);
   sb::Status RegisterId(const std::string& id, const Field& where);
 
   TreeSpec spec_;
   std::map<std::string, YAML::Mark, std::less<>> ids_;
   std::set<std::string, std::less<>> socket_names_;
+  // round_robin sockets already named by a replica set: the set's id and where.
+  std::map<std::string, std::pair<std::string, YAML::Mark>, std::less<>> round_robin_owner_;
 };
 
 sb::Status Loader::ReadMap(const Field& f, std::string_view expected, MapView* out) const {
@@ -456,7 +467,7 @@ sb::Status Loader::ParseNode(const Field& f) {
 
 sb::Status Loader::ParseSockets(const Field& f) {
   std::vector<Field> items;
-  SB_RETURN_IF_ERROR(ReadList(f, "a list of sockets ({name, listen, backlog})", &items));
+  SB_RETURN_IF_ERROR(ReadList(f, "a list of sockets ({name, listen, backlog, balance})", &items));
   for (const Field& item : items) {
     if (!item.node.IsMap()) {
       return Error(item, "expected a socket map with keys " + JoinKeys(kSocketKeys));
@@ -477,6 +488,9 @@ sb::Status Loader::ParseSockets(const Field& f) {
     socket.backlog = kDefaultBacklog;
     if (const Field* backlog = map.FindValue("backlog")) {
       SB_RETURN_IF_ERROR(Integer(*backlog, 1, 65535, &socket.backlog));
+    }
+    if (const Field* balance = map.FindValue("balance")) {
+      SB_RETURN_IF_ERROR(Enum(*balance, "balance", kBalances, &socket.balance));
     }
     spec_.sockets.push_back(std::move(socket));
   }
@@ -697,6 +711,34 @@ sb::Status Loader::ParseChild(const Field& f, bool is_template, SupervisorSpec* 
   return sb::Status::Ok();
 }
 
+sb::Status Loader::ClaimRoundRobin(const std::vector<Field>& names, const ChildSpec& child,
+                                   bool is_template, std::optional<int> replicas) {
+  for (const Field& f : names) {
+    const std::string& name = f.node.Scalar();
+    auto socket = std::find_if(spec_.sockets.begin(), spec_.sockets.end(),
+                               [&](const SocketSpec& s) { return s.name == name; });
+    if (socket == spec_.sockets.end() || socket->balance != Balance::kRoundRobin) continue;
+    if (is_template) {
+      return Error(f, "socket '" + name +
+                          "' has balance: round_robin, which gives replica i its own member; the "
+                          "instances of a simple_one_for_one supervisor have no fixed index (use "
+                          "replicas, or balance: shared)");
+    }
+    if (!replicas) {
+      return Error(f, "socket '" + name +
+                          "' has balance: round_robin, which gives replica i its own member; "
+                          "give this child replicas: N, or use balance: shared");
+    }
+    auto [it, inserted] = round_robin_owner_.try_emplace(name, child.id, f.mark);
+    if (!inserted) {
+      return Error(f, "socket '" + name + "' has balance: round_robin and is already named by '" +
+                          it->second.first + "' (" + LineColumn(it->second.second) +
+                          "); one replica set owns a round_robin socket");
+    }
+  }
+  return sb::Status::Ok();
+}
+
 sb::Status Loader::ParseWorker(const MapView& map, bool is_template, ChildSpec* child,
                                std::optional<int>* replicas) {
   const Field* command = nullptr;
@@ -738,6 +780,7 @@ sb::Status Loader::ParseWorker(const MapView& map, bool is_template, ChildSpec* 
     SB_RETURN_IF_ERROR(Duration(*timeout, /*allow_zero=*/false, &child->start_timeout));
   }
 
+  std::vector<Field> round_robin_names;  // every socket name; filtered below
   if (const Field* sockets = map.FindValue("sockets")) {
     std::vector<Field> names;
     SB_RETURN_IF_ERROR(ReadList(*sockets, "a list of socket names", &names));
@@ -751,6 +794,7 @@ sb::Status Loader::ParseWorker(const MapView& map, bool is_template, ChildSpec* 
         if (seen == name) return Error(name_field, "socket '" + name + "' is listed twice");
       }
       child->sockets.push_back(std::move(name));
+      round_robin_names.push_back(name_field);
     }
   }
 
@@ -769,6 +813,8 @@ sb::Status Loader::ParseWorker(const MapView& map, bool is_template, ChildSpec* 
     SB_RETURN_IF_ERROR(Integer(*count, 0, kMaxReplicas, &n));
     *replicas = n;
   }
+
+  SB_RETURN_IF_ERROR(ClaimRoundRobin(round_robin_names, *child, is_template, *replicas));
 
   if (const Field* metrics = map.FindValue("metrics")) {
     SB_RETURN_IF_ERROR(Endpoint(*metrics, &child->metrics));

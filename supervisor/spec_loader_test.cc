@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "supervisor/tree_spec.h"
@@ -527,6 +528,80 @@ TEST(SpecLoaderErrorTest, SocketMissingListenAndBadBacklog) {
                       "supervisor: {}\n"),
             "test.yaml:2:48: key 'sockets[0].backlog': expected an integer from 1 to 65535, "
             "found '0'");
+}
+
+TEST(SpecLoaderTest, SocketBalanceDefaultsToSharedAndCountsRoundRobinMembers) {
+  const TreeSpec spec = LoadOk(R"(sockets:
+  - {name: old, listen: "127.0.0.1:1"}
+  - {name: same, listen: "127.0.0.1:2", balance: shared}
+  - {name: rr, listen: "127.0.0.1:3", balance: round_robin}
+  - {name: idle, listen: "127.0.0.1:4", balance: round_robin}
+supervisor:
+  children:
+    - id: group
+      type: supervisor
+      children:
+        - {id: shard, command: [w], replicas: 4, sockets: [rr, old]}
+    - {id: other, command: [w], sockets: [old, same]}
+)");
+  ASSERT_EQ(spec.sockets.size(), 4u);
+  EXPECT_EQ(spec.sockets[0].balance, Balance::kShared);
+  EXPECT_EQ(spec.sockets[1].balance, Balance::kShared);
+  EXPECT_EQ(spec.sockets[2].balance, Balance::kRoundRobin);
+  // A round_robin socket no child names still holds its port with one member.
+  EXPECT_EQ(RoundRobinMembers(spec), (std::map<std::string, int>{{"idle", 1}, {"rr", 4}}));
+}
+
+TEST(SpecLoaderTest, RoundRobinSetScaledToZeroKeepsOneMember) {
+  const TreeSpec spec = LoadOk(R"(sockets: [{name: rr, listen: "127.0.0.1:3", balance: round_robin}]
+supervisor:
+  children:
+    - {id: shard, command: [w], replicas: 0, sockets: [rr]}
+)");
+  EXPECT_EQ(RoundRobinMembers(spec), (std::map<std::string, int>{{"rr", 1}}));
+}
+
+TEST(SpecLoaderErrorTest, SocketBadBalance) {
+  EXPECT_EQ(LoadError("sockets:\n  - {name: gw, listen: \"127.0.0.1:1\", balance: random}\n"
+                      "supervisor: {}\n"),
+            "test.yaml:2:48: key 'sockets[0].balance': unknown balance 'random' (expected one "
+            "of shared, round_robin)");
+}
+
+TEST(SpecLoaderErrorTest, RoundRobinSocketNamedByTwoSets) {
+  EXPECT_EQ(LoadError(R"(sockets: [{name: g, listen: "127.0.0.1:1", balance: round_robin}]
+supervisor:
+  children:
+    - {id: a, command: [w], replicas: 2, sockets: [g]}
+    - {id: b, command: [w], replicas: 2, sockets: [g]}
+)"),
+            "test.yaml:5:52: key 'supervisor.children[1].sockets[0]': socket 'g' has balance: "
+            "round_robin and is already named by 'a' (4:52); one replica set owns a round_robin "
+            "socket");
+}
+
+TEST(SpecLoaderErrorTest, RoundRobinSocketNamedByAChildWithoutReplicas) {
+  EXPECT_EQ(LoadError(R"(sockets: [{name: g, listen: "127.0.0.1:1", balance: round_robin}]
+supervisor:
+  children:
+    - {id: a, command: [w], sockets: [g]}
+)"),
+            "test.yaml:4:39: key 'supervisor.children[0].sockets[0]': socket 'g' has balance: "
+            "round_robin, which gives replica i its own member; give this child replicas: N, or "
+            "use balance: shared");
+}
+
+TEST(SpecLoaderErrorTest, RoundRobinSocketNamedByATemplate) {
+  EXPECT_EQ(LoadError(R"(sockets: [{name: g, listen: "127.0.0.1:1", balance: round_robin}]
+supervisor:
+  strategy: simple_one_for_one
+  children:
+    - {id: a, command: [w], sockets: [g]}
+)"),
+            "test.yaml:5:39: key 'supervisor.children[0].sockets[0]': socket 'g' has balance: "
+            "round_robin, which gives replica i its own member; the instances of a "
+            "simple_one_for_one supervisor have no fixed index (use replicas, or balance: "
+            "shared)");
 }
 
 TEST(SpecLoaderErrorTest, UnknownKey) {

@@ -98,7 +98,10 @@ struct SupervisorMetrics::Impl {
                                        "Events missing from the events file: it could not take "
                                        "the whole line",
                                        node, *registry)
-                                  .Add({})) {}
+                                  .Add({})),
+        socket_balance(Register(prometheus::BuildGauge(), m::kSocketBalanceInfo,
+                                "1 per socket, labelled with what spreads its connections", node,
+                                *registry)) {}
 
   static Labels ChildLabels(const std::string& id, const std::string& path) {
     return {{S(m::kLabelChild), id}, {S(m::kLabelSupervisor), path}};
@@ -153,6 +156,8 @@ struct SupervisorMetrics::Impl {
   Gauge& resident_memory;
   Gauge& loop_lag;
   Counter& events_write_failures;
+  Family<Gauge>& socket_balance;
+  std::map<std::string, std::pair<std::string, Gauge*>> sockets;  // name -> mode, series
   std::map<std::string, ChildSeries> children;
   std::map<std::string, SupervisorSeries> supervisors;
   std::unique_ptr<MetricsEndpoint> endpoint;  // last: stopped before anything above goes
@@ -292,6 +297,24 @@ void SupervisorMetrics::CountEventsWriteFailure() { impl_->events_write_failures
 void SupervisorMetrics::SetRestartsInWindow(const std::string& supervisor_id, int n) {
   auto it = impl_->supervisors.find(supervisor_id);
   if (it != impl_->supervisors.end()) it->second.restarts_in_window->Set(n);
+}
+
+void SupervisorMetrics::SetSocketModes(const std::map<std::string, std::string>& modes) {
+  for (auto it = impl_->sockets.begin(); it != impl_->sockets.end();) {
+    auto next = modes.find(it->first);
+    if (next != modes.end() && next->second == it->second.first) {
+      ++it;
+      continue;
+    }
+    impl_->socket_balance.Remove(it->second.second);
+    it = impl_->sockets.erase(it);
+  }
+  for (const auto& [name, mode] : modes) {
+    if (impl_->sockets.contains(name)) continue;
+    Gauge& g = impl_->socket_balance.Add({{S(m::kLabelSocket), name}, {S(m::kLabelMode), mode}});
+    g.Set(1);
+    impl_->sockets[name] = {mode, &g};
+  }
 }
 
 void SupervisorMetrics::UpdateDaemonStats(double loop_lag_seconds) {

@@ -8,6 +8,7 @@
 // Does not: decide anything or read the clock; the daemon feeds it.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,6 +70,10 @@ class SupervisorMetrics {
 
   // Restarts in the supervisor's current intensity window (RestartIntensity).
   void SetRestartsInWindow(const std::string& supervisor_id, int n);
+
+  // The balance mode of every socket (name -> ListenSockets::kMode*), as
+  // kSocketBalanceInfo; sockets missing from `modes` lose their series.
+  void SetSocketModes(const std::map<std::string, std::string>& modes);
 
   // Samples /proc/self/fd (open fds) and /proc/self/statm (resident memory)
   // and records the loop lag. Call from Cron(); a failed read keeps the old value.

@@ -316,6 +316,21 @@ TEST_F(SupervisorMetricsTest, CountsEventsTheEventsFileLost) {
   EXPECT_EQ(Value(Scrape(), metrics::kEventsWriteFailuresTotal, node), 2);
 }
 
+TEST_F(SupervisorMetricsTest, ReportsEachSocketsBalanceMode) {
+  const LabelSet gateway = {{"node", "node1"}, {"socket", "gateway"}, {"mode", "round_robin"}};
+  const LabelSet admin = {{"node", "node1"}, {"socket", "admin"}, {"mode", "shared"}};
+  metrics_->SetSocketModes({{"gateway", "round_robin"}, {"admin", "shared"}});
+  std::string body = Scrape();
+  EXPECT_EQ(Value(body, metrics::kSocketBalanceInfo, gateway), 1);
+  EXPECT_EQ(Value(body, metrics::kSocketBalanceInfo, admin), 1);
+  // A reload removed admin and gateway fell back: no ghost series remain.
+  metrics_->SetSocketModes({{"gateway", "reuseport_hash"}});
+  body = Scrape();
+  EXPECT_EQ(Value(body, metrics::kSocketBalanceInfo, gateway), std::nullopt);
+  EXPECT_EQ(Value(body, metrics::kSocketBalanceInfo, admin), std::nullopt);
+  EXPECT_EQ(Value(body, metrics::kSocketBalanceInfo, With(gateway, "mode", "reuseport_hash")), 1);
+}
+
 TEST_F(SupervisorMetricsTest, PromtoolAcceptsTheExposition) {
   const std::string promtool = FindPromtool();
   ASSERT_FALSE(promtool.empty())

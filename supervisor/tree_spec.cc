@@ -1,5 +1,6 @@
 #include "supervisor/tree_spec.h"
 
+#include <algorithm>
 #include <string>
 #include <string_view>
 
@@ -76,6 +77,43 @@ const char* RestartTypeName(RestartType r) {
       return "temporary";
   }
   return "unknown";  // only reachable through a value cast from outside the enum
+}
+
+const char* BalanceName(Balance b) {
+  switch (b) {
+    case Balance::kShared:
+      return "shared";
+    case Balance::kRoundRobin:
+      return "round_robin";
+  }
+  return "?";
+}
+
+namespace {
+
+void CountMembers(const SupervisorSpec& sup, std::map<std::string, int>* members) {
+  for (const ChildSpec& c : sup.children) {
+    if (c.is_supervisor) {
+      CountMembers(c.supervisor(), members);
+      continue;
+    }
+    if (!c.replica) continue;
+    for (const std::string& name : c.sockets) {
+      auto it = members->find(name);
+      if (it != members->end()) it->second = std::max(it->second, c.replica->index + 1);
+    }
+  }
+}
+
+}  // namespace
+
+std::map<std::string, int> RoundRobinMembers(const TreeSpec& spec) {
+  std::map<std::string, int> members;
+  for (const SocketSpec& s : spec.sockets) {
+    if (s.balance == Balance::kRoundRobin) members[s.name] = 1;
+  }
+  CountMembers(spec.root, &members);
+  return members;
 }
 
 }  // namespace sb::supervisor

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -34,12 +35,21 @@ struct ShutdownSpec {
   bool operator==(const ShutdownSpec&) const = default;
 };
 
+// How the connections of one port are spread over the replicas naming it.
+//   kShared     one socket; every child naming it accepts from it (a wakeup
+//               goes to whichever shard's epoll the kernel picks).
+//   kRoundRobin one SO_REUSEPORT socket per replica of the one replica set
+//               naming it; replica i gets member i, and the kernel picks the
+//               member when the SYN arrives (docs/ARCHITECTURE.md).
+enum class Balance { kShared, kRoundRobin };
+
 // A listening socket the daemon binds once and hands to children.
 struct SocketSpec {
   std::string name;
   std::string host;  // numeric IPv4/IPv6 address or "localhost"
   uint16_t port = 0;
   int backlog = 4096;
+  Balance balance = Balance::kShared;
   bool operator==(const SocketSpec&) const = default;
 };
 
@@ -138,6 +148,14 @@ ChildSpec InstantiateReplica(const ChildSpec& tmpl, int index);
 
 // Replaces "{{metrics}}" in command and env values by spec.metrics.
 void SubstituteMetrics(ChildSpec& spec);
+
+// "shared" or "round_robin", as YAML writes it.
+const char* BalanceName(Balance b);
+
+// For every round_robin socket of `spec`, how many members the daemon binds
+// at start: the number of replicas of the set naming it, at least 1 (a set
+// scaled to 0, or no child naming the socket, still holds the port).
+std::map<std::string, int> RoundRobinMembers(const TreeSpec& spec);
 
 // Names used in YAML and in messages.
 const char* StrategyName(Strategy s);

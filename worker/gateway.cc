@@ -102,8 +102,10 @@ Result<std::unique_ptr<Gateway>> Gateway::Create(EventLoop* loop, int listen_fd,
                                                  WorkerMetrics* metrics) {
   std::unique_ptr<Gateway> g(new Gateway(loop, listen_fd, std::move(options), listener, metrics));
   Gateway* self = g.get();
-  // EPOLLEXCLUSIVE: every shard of a node waits on the same inherited
-  // socket; one connection should wake one of them, not all.
+  // EPOLLEXCLUSIVE: with a `balance: shared` socket every shard of a node
+  // waits on the same inherited socket; one connection should wake one of
+  // them, not all. With round_robin the socket is this shard's own member
+  // and this epoll its only waiter, which the flag always wakes.
   if (Status s = loop->Add(listen_fd, EPOLLIN | EPOLLEXCLUSIVE,
                            [self](uint32_t) { self->OnAcceptable(); });
       !s.ok()) {

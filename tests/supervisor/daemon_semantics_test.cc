@@ -5,8 +5,8 @@
 // intensity and escalation, the ordered synchronous start and its failures (start_timeout, exit
 // before ready, failed restarts), shutdown (reverse order, the timeout / brutal_kill / infinity
 // specs, a sub-supervisor's timeout bounding its subtree, SIGTERM, SIGINT and a second SIGTERM),
-// and the default two-command topology in config/cluster.yaml, whose shards share one listening
-// socket and must still stop on SIGTERM after serving connections.
+// and the default two-command topology in config/cluster.yaml, whose shards (made to share one
+// listening socket with balance: shared) must still stop on SIGTERM after serving connections.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -965,13 +965,15 @@ TEST_F(DaemonSemanticsTest, DefaultTopologyStartsBrokerAndShardsAndStopsCleanly)
 }
 
 TEST_F(DaemonSemanticsTest, DefaultTopologyShardsStillStopOnSigtermAfterServingConnections) {
-  // Both shards wait on the one listening socket the daemon passes them. A connection wakes
-  // both and only one gets it; the other must go back to waiting, where it sees SIGTERM, rather
-  // than block in accept() until the next client comes.
+  // With balance: shared, both shards wait on the one listening socket the daemon passes them.
+  // A connection wakes both and only one gets it; the other must go back to waiting, where it
+  // sees SIGTERM, rather than block in accept() until the next client comes. (The shipped
+  // round_robin gives each shard its own socket, so the race needs shared.)
   const int port = FreePort();
   ASSERT_GT(port, 0);
-  const std::string yaml = DefaultTopology(port);
+  std::string yaml = DefaultTopology(port);
   ASSERT_FALSE(yaml.empty());
+  ASSERT_TRUE(ReplaceFirst(&yaml, "balance: round_robin", "balance: shared"));
   DaemonHarness& h = Start(yaml);
   ASSERT_TRUE(h.started());
   ASSERT_TRUE(h.WaitReady(kWait));

@@ -3,12 +3,15 @@
 // topology written into a temporary directory — one broker and N gateway
 // shards, each shard with its own supervisor-bound socket (so a test puts a
 // client on the shard it chooses, and a restarted shard's port never closes)
-// and its own metrics port. The binaries come from $SWITCHBOARD_BIN_DIR
+// and its own metrics port. With `balance` the shards are instead one
+// replica set `shard` (shard.0, shard.1, ...) on one socket `gateway` with
+// that balance, and the daemon serves its own metrics (this.daemon). The binaries come from $SWITCHBOARD_BIN_DIR
 // (ctest sets it to the directory of the built targets); the supervisor
 // finds switchboard-broker and switchboard-worker next to itself.
 
 const { spawn, execFile } = require('node:child_process');
 const fs = require('node:fs');
+const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const nodeTest = require('node:test');
@@ -48,6 +51,25 @@ async function distinctFreePorts(n, taken = new Set()) {
   return out;
 }
 
+// `n` consecutive ports that were free a moment ago, none of them in `taken`.
+async function consecutiveFreePorts(n, taken) {
+  const free = (port) => new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.on('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const base = await freePort();
+    if (base + n > 65536) continue;
+    let ok = true;
+    for (let p = base; p < base + n && ok; p++) ok = !taken.has(p) && (p === base || await free(p));
+    if (!ok) continue;
+    for (let p = base; p < base + n; p++) taken.add(p);
+    return base;
+  }
+  throw new Error(`no ${n} consecutive free ports`);
+}
+
 class Cluster {
   constructor(opts) {
     this.opts = opts;
@@ -61,6 +83,7 @@ class Cluster {
     this.paused = new Set();
     this.brokerEndpoint = null;
     this.broker = null; // {id, metricsPort}
+    this.daemon = null; // {id, metricsPort} with `balance`
     this.shards = []; // {id, index, name, port, url, metricsPort}
   }
 
@@ -87,8 +110,13 @@ class Cluster {
     out.push(`  name: ${q(o.name)}`);
     out.push(`  control: ${q(this.controlPath)}`);
     out.push(`  events: ${q(path.join(this.dir, 'events'))}`);
+    if (this.daemon) out.push(`  metrics: ${q(`127.0.0.1:${this.daemon.metricsPort}`)}`);
     out.push('sockets:');
-    for (const s of this.shards) out.push(`  - {name: ${q(`gw-${s.index}`)}, listen: "127.0.0.1:0", backlog: 1024}`);
+    if (o.balance) {
+      out.push(`  - {name: gateway, listen: "127.0.0.1:0", backlog: 4096, balance: ${o.balance}}`);
+    } else {
+      for (const s of this.shards) out.push(`  - {name: ${q(`gw-${s.index}`)}, listen: "127.0.0.1:0", backlog: 1024}`);
+    }
     out.push('supervisor:');
     out.push('  strategy: one_for_one');
     out.push('  intensity: 20');
@@ -105,6 +133,16 @@ class Cluster {
     out.push('      intensity: 20');
     out.push('      period: 10s');
     out.push('      children:');
+    if (o.balance) {
+      out.push('        - id: shard');
+      out.push(`          replicas: ${this.shards.length}`);
+      out.push(`          command: ${list(['switchboard-worker', '--shard', '{{replica}}', '--broker', this.brokerEndpoint,
+        '--metrics', '{{metrics}}', '--heartbeat-ms', hb, '--rate', '0'])}`);
+      out.push(`          metrics: ${q(`127.0.0.1:${this.shards[0].metricsPort}`)}`);
+      out.push('          sockets: [gateway]');
+      out.push('          shutdown: 10s');
+      return `${out.join('\n')}\n`;
+    }
     for (const s of this.shards) {
       out.push(`        - id: ${q(s.id)}`);
       out.push(`          command: ${list(['switchboard-worker', '--shard', s.name, '--broker', this.brokerEndpoint,
@@ -124,7 +162,7 @@ class Cluster {
     }
     // A shard prints the port of the socket it was handed:
     // `[shard-1:stderr] ... shard 1: listening on 127.0.0.1:PORT`.
-    const m = /\[([A-Za-z0-9_-]+)(?::stderr)?\] .*: listening on 127\.0\.0\.1:(\d+)/.exec(line);
+    const m = /\[([A-Za-z0-9_.-]+)(?::stderr)?\] .*: listening on 127\.0\.0\.1:(\d+)/.exec(line);
     if (m) {
       const s = this.shards.find((x) => x.id === m[1]);
       if (s) s.port = Number(m[2]);
@@ -143,10 +181,16 @@ class Cluster {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-cluster-'));
     this.brokerEndpoint = `ipc://${path.join(this.dir, 'broker')}`;
     const taken = new Set();
-    const [brokerMetrics, ...shardMetrics] = await distinctFreePorts(1 + this.opts.shards.length, taken);
+    let [brokerMetrics, ...shardMetrics] = await distinctFreePorts(1 + this.opts.shards.length, taken);
+    if (this.opts.balance) {
+      // A replica set's metrics ports are base + index.
+      const base = await consecutiveFreePorts(this.opts.shards.length, taken);
+      shardMetrics = shardMetrics.map((_, i) => base + i);
+      this.daemon = { id: 'switchboard', metricsPort: (await distinctFreePorts(1, taken))[0] };
+    }
     this.broker = { id: 'broker', metricsPort: brokerMetrics };
     this.shards = this.opts.shards.map((spec, i) => ({
-      id: `shard-${i}`,
+      id: this.opts.balance ? `shard.${i}` : `shard-${i}`,
       index: i,
       name: String(i), // --shard: the `shard` label on its metrics, `peer` on the broker's
       args: spec.args || [],
@@ -280,6 +324,39 @@ class Cluster {
     });
   }
 
+  // `switchboard scale ID N`: resolves with its output once the daemon has
+  // applied it (added children started, removed ones stopped).
+  scale(id, n) {
+    return new Promise((resolve, reject) => {
+      execFile(path.join(binDir(), 'switchboard'), ['scale', id, String(n), '--control', this.controlPath],
+        { timeout: STATUS_TIMEOUT_MS }, (err, stdout, stderr) => {
+          if (err) reject(new Error(`switchboard scale ${id} ${n}: ${err.message.trim()} ${stderr.trim()}`));
+          else resolve(stdout.trim());
+        });
+    });
+  }
+
+  // `switchboard ARGS... --control <this node>`: resolves with its output.
+  control(...args) {
+    return new Promise((resolve, reject) => {
+      execFile(path.join(binDir(), 'switchboard'), [...args, '--control', this.controlPath],
+        { timeout: STATUS_TIMEOUT_MS }, (err, stdout, stderr) => {
+          if (err) reject(new Error(`switchboard ${args.join(' ')}: ${err.message.trim()} ${stderr.trim()}`));
+          else resolve(stdout.trim());
+        });
+    });
+  }
+
+  // `switchboard reload` after `edit(yaml)` rewrote the config file:
+  // resolves with {ok, out} (ok false: the daemon refused or rejected it).
+  reload(edit) {
+    fs.writeFileSync(this.configPath, edit(fs.readFileSync(this.configPath, 'utf8')));
+    return new Promise((resolve) => {
+      execFile(path.join(binDir(), 'switchboard'), ['reload', '--control', this.controlPath],
+        { timeout: STATUS_TIMEOUT_MS }, (err, stdout, stderr) => resolve({ ok: !err, out: `${stdout}${stderr}`.trim() }));
+    });
+  }
+
   // The status node of child `id` (a worker or a supervisor).
   async child(id) {
     const st = await this.status();
@@ -394,13 +471,14 @@ function workers(node) {
 // Starts a node and resolves once it is ready (see Cluster.waitReady).
 // opts: shards (a count, or a list of {args: [...]} with extra
 // switchboard-worker flags per shard), brokerArgs (extra switchboard-broker
-// flags), heartbeatMs (broker and shards; default 200), env.
-async function startCluster({ shards = 2, brokerArgs = [], heartbeatMs = 200, env = {}, name = 'cluster' } = {}) {
+// flags), heartbeatMs (broker and shards; default 200), env, balance (one
+// socket with this balance for a replica set of the shards; see the top).
+async function startCluster({ shards = 2, brokerArgs = [], heartbeatMs = 200, env = {}, name = 'cluster', balance = null } = {}) {
   binDir(); // fails early when the environment does not say where the binaries are
   const specs = typeof shards === 'number' ? Array.from({ length: shards }, () => ({})) : shards;
   let lastError;
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
-    const c = new Cluster({ shards: specs, brokerArgs, heartbeatMs, env, name });
+    const c = new Cluster({ shards: specs, brokerArgs, heartbeatMs, env, name, balance });
     startedClusters.push(c);
     try {
       await c.launch();
