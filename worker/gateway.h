@@ -33,6 +33,7 @@
 #include "worker/hub.h"
 #include "worker/outbound_queue.h"
 #include "worker/reasons.h"
+#include "worker/static_files.h"
 #include "worker/worker_metrics.h"
 
 namespace sb::worker {
@@ -62,6 +63,9 @@ struct GatewayOptions {
   std::chrono::milliseconds shutdown_timeout{5000};
   std::optional<TokenRules> token;  // token auth is on when set
   OriginPolicy origin;
+  // --static: GET and HEAD of other paths than the shard's own are
+  // answered from files under this root (worker/static_files.h).
+  std::optional<StaticRoot> static_root;
 };
 
 class Gateway {
