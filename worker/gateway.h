@@ -2,7 +2,8 @@
 //
 // Owns: accepting on the listening socket (inherited or bound by main), each
 // connection from HTTP request to WebSocket close (Beast parses the request,
-// worker/http_upgrade decides the answer, protocol/websocket frames), the
+// worker/http_upgrade decides the answer, or worker/static_files for the
+// files of --static; protocol/websocket frames), the
 // per-socket outbound queues of shared frames flushed once per loop turn
 // (FlushAll), transport limits (frame size, message time, outbound memory,
 // idle, stalled-write and handshake timeouts, sockets in all states and per
