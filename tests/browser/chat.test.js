@@ -176,6 +176,8 @@ it('two pages on two shards chat, and a page whose shard is killed reconnects by
         throw new Error(`page A's states since the kill: ${JSON.stringify(states)}: ${e.message}`);
       });
     await waitConnection(a, 'online');
+    // The new shard-0 process holds page A's socket.
+    await cluster.waitForMetric(s0, 'switchboard_worker_connections', {}, (v) => v === 1, { timeout: WAIT_MS });
     await waitMessage(a, 'reconnected (messages sent meanwhile were missed)');
     await waitOnline(a, ['alice (you)', 'bob']);
     await waitOnline(b, ['alice', 'bob (you)']);
