@@ -128,6 +128,13 @@ inline constexpr std::string_view kWorkerUpgradesRefusedTotal =
 // issuer, error (the shard could not check it). The client is not told.
 inline constexpr std::string_view kWorkerTokenRefusalsTotal =
     "switchboard_worker_token_refusals_total";
+// Counter, label status: requests answered from --static files, by the
+// HTTP status of the answer: 200, 304, 400, 403, 404, 405, 500 (every value
+// always present). Not in upgrades_refused_total: none of them asked for
+// a WebSocket.
+inline constexpr std::string_view kWorkerStaticRequestsTotal =
+    "switchboard_worker_static_requests_total";
+inline constexpr std::string_view kLabelStatus = "status";
 // Counter, label result: phx_join requests and their outcome: ok, or refused
 // as unauthorized, too_many_topics, invalid_topic, invalid_presence, rate_limited,
 // presence_too_large (over --max-presence-meta).

@@ -8,6 +8,8 @@ packages=(
   libzmq3-dev cppzmq-dev libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev
   libgtest-dev libgmock-dev libboost1.81-dev libboost-json1.81-dev libcli11-dev libssl-dev
   procps prometheus
+  # The browser test of the chat page (tests/browser) drives headless Chromium.
+  chromium
 )
 
 # Node.js and npm run the end-to-end tests in tests/node. A node already on

@@ -53,6 +53,30 @@ struct HttpState {
   std::string buf;
 };
 
+std::string_view TargetPath(const HttpRequest& req) {
+  std::string_view target(req.target().data(), req.target().size());
+  return target.substr(0, target.find('?'));
+}
+
+// A request static serving answers (--static): the answer is counted by
+// status and, like every answer that is not an upgrade, ends the connection.
+HttpDecision ServeStatic(const StaticRoot& root, const HttpRequest& req, WorkerMetrics* metrics) {
+  StaticMethod method = req.method() == http::verb::get    ? StaticMethod::kGet
+                        : req.method() == http::verb::head ? StaticMethod::kHead
+                                                           : StaticMethod::kOther;
+  std::optional<std::string_view> if_none_match;
+  if (auto it = req.find(http::field::if_none_match); it != req.end()) {
+    if_none_match = std::string_view(it->value().data(), it->value().size());
+  }
+  StaticAnswer a = root.Answer(method, {req.target().data(), req.target().size()}, if_none_match);
+  metrics->AddStaticRequest(a.status);
+  if (!a.why.empty()) spdlog::debug("static {}: {}: {}", a.status, TargetPath(req), a.why);
+  HttpDecision d;
+  d.response = std::move(a.head);
+  d.response += a.body;
+  return d;
+}
+
 struct Gateway::Conn {
   Conn(ConnId id, int fd, size_t max_frame)
       : id(id), fd(fd), parser(ws::Role::kServer, max_frame) {}
@@ -255,6 +279,8 @@ void Gateway::OnHttpBytes(Conn* c, const char* data, size_t n) {
     d.response = PlainResponse(400, "Bad Request", d.why + "\n");
   } else if (!h.parser.is_done()) {
     return;
+  } else if (opt_.static_root && IsStaticPath(TargetPath(h.parser.get()))) {
+    d = ServeStatic(*opt_.static_root, h.parser.get(), metrics_);
   } else {
     HttpPolicy policy;
     policy.draining = draining_;

@@ -2,7 +2,8 @@
 //
 // Owns: accepting on the listening socket (inherited or bound by main), each
 // connection from HTTP request to WebSocket close (Beast parses the request,
-// worker/http_upgrade decides the answer, protocol/websocket frames), the
+// worker/http_upgrade decides the answer, or worker/static_files for the
+// files of --static; protocol/websocket frames), the
 // per-socket outbound queues of shared frames flushed once per loop turn
 // (FlushAll), transport limits (frame size, message time, outbound memory,
 // idle, stalled-write and handshake timeouts, sockets in all states and per
@@ -33,6 +34,7 @@
 #include "worker/hub.h"
 #include "worker/outbound_queue.h"
 #include "worker/reasons.h"
+#include "worker/static_files.h"
 #include "worker/worker_metrics.h"
 
 namespace sb::worker {
@@ -62,6 +64,9 @@ struct GatewayOptions {
   std::chrono::milliseconds shutdown_timeout{5000};
   std::optional<TokenRules> token;  // token auth is on when set
   OriginPolicy origin;
+  // --static: GET and HEAD of other paths than the shard's own are
+  // answered from files under this root (worker/static_files.h).
+  std::optional<StaticRoot> static_root;
 };
 
 class Gateway {

@@ -73,7 +73,7 @@ std::string RefPrefix(const std::string& shard, uint64_t instance) {
 int main(int argc, char** argv) {
   CLI::App app{"switchboard-worker: a gateway shard (Phoenix Channels v2 over WebSocket)"};
   std::string shard = "0", listen, metrics_listen, secret_file, audience, issuer,
-              check_origin = "on";
+              check_origin = "on", static_dir;
   std::vector<std::string> allowed_origins;
   double idle_s = 60, shutdown_s = 5, message_s = 10;
   sb::worker::ShardOptions opt;
@@ -132,6 +132,8 @@ int main(int argc, char** argv) {
                  "origins allowed (default: the Host's): scheme://host[:port], //*.host, ...")
       ->delimiter(',')
       ->allow_extra_args(false);
+  app.add_option("--static", static_dir,
+                 "serve the files under DIR at / (GET, HEAD; /socket, /healthz, /api stay)");
   app.add_option("--shutdown-timeout", shutdown_s,
                  "seconds to wait for clients and the broker's acks on SIGTERM")
       ->capture_default_str()
@@ -187,6 +189,16 @@ int main(int argc, char** argv) {
     return sb::kExitUsage;
   }
   opt.gateway.origin = std::move(origin.value());
+  if (!static_dir.empty()) {
+    // Not fatal: the shard's job is its WebSockets, and a shard that
+    // refused to start would be restarted until its supervisor gave up.
+    // The root is resolved on every request, so one made later is served.
+    std::string why;
+    if (!opt.gateway.static_root.emplace(static_dir).Usable(&why)) {
+      spdlog::warn("shard {}: --static {}: {}: answering 404 until it exists", shard, static_dir,
+                   why);
+    }
+  }
 
   auto inherited = sb::TakeListenFds();
   sb::UniqueFd own;

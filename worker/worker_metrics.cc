@@ -37,6 +37,8 @@ constexpr std::array<std::string_view, static_cast<size_t>(DeliverSource::kCount
     "local", "cluster"};
 constexpr std::array<std::string_view, static_cast<size_t>(Rejection::kCount)> kRejectionNames = {
     "rate_limited", "unmatched_topic", "reserved_event", "stale_join_ref"};
+constexpr std::array<std::string_view, kStaticStatuses.size()> kStaticStatusNames = {
+    "200", "304", "400", "403", "404", "405", "500"};
 
 using prometheus::MetricFamily;
 using prometheus::MetricType;
@@ -62,6 +64,9 @@ class Collector : public prometheus::Collectable {
     out.CounterPerLabel(m::kWorkerUpgradesRefusedTotal, "HTTP requests answered without an upgrade",
                         m::kLabelReason, kRefusalNames,
                         [&](size_t i) { return Load(c.refusals[i]); });
+    out.CounterPerLabel(m::kWorkerStaticRequestsTotal, "Requests answered from --static files",
+                        m::kLabelStatus, kStaticStatusNames,
+                        [&](size_t i) { return Load(c.static_requests[i]); });
     out.CounterPerLabel(
         m::kWorkerTokenRefusalsTotal, "Upgrades refused for their token, by the check that failed",
         m::kLabelReason, kTokenFailureNames, [&](size_t i) { return Load(c.token_refusals[i]); });

@@ -18,6 +18,7 @@
 
 #include "worker/auth.h"
 #include "worker/reasons.h"
+#include "worker/static_files.h"
 
 namespace prometheus {
 class Collectable;
@@ -50,6 +51,7 @@ struct WorkerCounters {
       cluster_presence{0}, cluster_hellos{0}, cluster_epoch_changes{0}, cluster_broker_lost{0},
       cluster_bad_frames{0}, cluster_too_large{0}, cluster_origins_forgotten{0};
   A<uint64_t> broadcasts_refused{0};
+  std::array<A<uint64_t>, kStaticStatuses.size()> static_requests{};  // by StaticStatusIndex
   A<bool> clustered{false};
 };
 
@@ -75,6 +77,9 @@ class WorkerMetrics {
   void AddClose(CloseReason r) { Add(counters_->closes, r); }
   void AddRefusal(Refusal r) { Add(counters_->refusals, r); }
   void AddTokenRefusal(TokenFailure f) { Add(counters_->token_refusals, f); }
+  void AddStaticRequest(int status) {
+    counters_->static_requests[StaticStatusIndex(status)].fetch_add(1, std::memory_order_relaxed);
+  }
 
  private:
   template <typename Arr, typename E>
