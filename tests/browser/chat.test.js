@@ -19,6 +19,10 @@ const puppeteer = require('puppeteer-core');
 const { startCluster, it } = require('../node/lib/cluster');
 
 const WAIT_MS = 15000;
+// waitForFunction re-checks on an interval, not on animation frames
+// (puppeteer's default): a page that is not in front gets no frames, so a
+// condition met on the other page would never be seen.
+const POLL_MS = 50;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 function env(name) {
@@ -64,7 +68,7 @@ function connection({ page }) {
 
 async function waitConnection(p, state) {
   await p.page
-    .waitForFunction((s) => document.querySelector('#connection').dataset.state === s, { timeout: WAIT_MS }, state)
+    .waitForFunction((s) => document.querySelector('#connection').dataset.state === s, { timeout: WAIT_MS, polling: POLL_MS }, state)
     .catch(async (e) => {
       throw new Error(`${p.label}: connection state "${await connection(p)}", waited for "${state}": ${e.message}`);
     });
@@ -81,7 +85,7 @@ async function waitOnline(p, names) {
         const have = [...document.querySelectorAll('#online li')].map((li) => li.textContent);
         return JSON.stringify(have) === JSON.stringify(want);
       },
-      { timeout: WAIT_MS },
+      { timeout: WAIT_MS, polling: POLL_MS },
       names,
     )
     .catch(async (e) => {
@@ -103,7 +107,7 @@ async function waitMessage(p, line) {
   await p.page
     .waitForFunction(
       (want) => [...document.querySelectorAll('#messages li')].some((li) => li.textContent === want),
-      { timeout: WAIT_MS },
+      { timeout: WAIT_MS, polling: POLL_MS },
       line,
     )
     .catch(async (e) => {
@@ -165,19 +169,19 @@ it('two pages on two shards chat, and a page whose shard is killed reconnects by
     await a.page.bringToFront();
     await recordStates(a);
     const oldPid = await cluster.kill('shard-0');
-    await cluster.waitRestarted('shard-0', oldPid, { timeout: WAIT_MS });
+    await cluster.waitRestarted('shard-0', oldPid, { timeout: WAIT_MS, polling: POLL_MS });
     await a.page
       .waitForFunction(() => {
         const s = window.connectionStates;
         return s.includes('reconnecting') && s.indexOf('online', s.indexOf('reconnecting')) > 0;
-      }, { timeout: WAIT_MS })
+      }, { timeout: WAIT_MS, polling: POLL_MS })
       .catch(async (e) => {
         const states = await a.page.evaluate(() => window.connectionStates);
         throw new Error(`page A's states since the kill: ${JSON.stringify(states)}: ${e.message}`);
       });
     await waitConnection(a, 'online');
     // The new shard-0 process holds page A's socket.
-    await cluster.waitForMetric(s0, 'switchboard_worker_connections', {}, (v) => v === 1, { timeout: WAIT_MS });
+    await cluster.waitForMetric(s0, 'switchboard_worker_connections', {}, (v) => v === 1, { timeout: WAIT_MS, polling: POLL_MS });
     await waitMessage(a, 'reconnected (messages sent meanwhile were missed)');
     await waitOnline(a, ['alice (you)', 'bob']);
     await waitOnline(b, ['alice', 'bob (you)']);
