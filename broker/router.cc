@@ -125,6 +125,7 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     case mesh::Type::kHello:
     case mesh::Type::kBatch:
     case mesh::Type::kWelcome:
+    case mesh::Type::kMembers:
     case mesh::Type::kReset:
     case mesh::Type::kAck:
     case mesh::Type::kDeliver:

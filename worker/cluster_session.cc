@@ -206,6 +206,8 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       handler_->Deliver(msg.topic, msg.body, (msg.flags & mesh::kFlagBinary) != 0);
       return;
     }
+    case mesh::Type::kMembers:
+      return;
     case mesh::Type::kDiff:
     case mesh::Type::kSnapshot:
       ++consumed_;
