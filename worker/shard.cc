@@ -37,8 +37,14 @@ Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, Sha
   self->gateway_ = std::move(gateway).value();
   if (!self->opt_.broker_endpoint.empty()) {
     Result<std::unique_ptr<BrokerLink>> link = BrokerLink::Create(
-        loop, self->opt_.broker_endpoint, [self](std::span<const std::string_view> frames) {
+        loop, self->opt_.broker_endpoint,
+        [self](std::span<const std::string_view> frames) {
           self->session_->OnMessage(frames, MonoNowMs());
+        },
+        [self] {
+          // Reported from the loop (the monitor's fd, or before a message):
+          // the session exists by then.
+          if (self->session_) self->session_->OnConnected(MonoNowMs());
         });
     if (!link.ok()) return link.status();
     self->link_ = std::move(link).value();
