@@ -210,7 +210,19 @@ void ZmqSocket::DrainMonitor() {
     if (event.size() < 2) continue;
     uint16_t id;
     std::memcpy(&id, event.data(), sizeof id);
-    if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) on_connection_();
+    if (id != ZMQ_EVENT_HANDSHAKE_SUCCEEDED) continue;
+    // The connection's pipe reaches the socket as a command, which a send
+    // processes only if the socket has not processed any in the last ~1 ms
+    // (libzmq throttles them by the TSC): a busy socket would refuse the
+    // first send on the new connection. Reading ZMQ_EVENTS processes them
+    // unthrottled (and may take the fd's notification of an arrival, so a
+    // watched socket schedules a read if one is waiting).
+    if (loop_ != nullptr) {
+      CheckReadable();
+    } else {
+      (void)Readable();
+    }
+    on_connection_();
   }
 }
 
