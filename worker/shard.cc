@@ -254,6 +254,7 @@ void Shard::PublishMetrics() {
   set(counters_.cluster_duplicates, c.duplicates);
   set(counters_.cluster_presence, c.presence);
   set(counters_.cluster_hellos, c.hellos);
+  set(counters_.cluster_connects, c.connects);
   set(counters_.cluster_epoch_changes, c.epoch_changes);
   set(counters_.cluster_broker_lost, c.broker_lost);
   set(counters_.cluster_bad_frames, c.bad_frames);

@@ -856,6 +856,12 @@ describe('a node: broker and shards under the supervisor', () => {
       }
     }
     assert.deepEqual(ends, Array(KILLS).fill('all_hello'), 'how each new broker\'s settle window ended');
+    // Each shard noticed each new broker by its connection (the socket
+    // monitor), not by a heartbeat answered with a reset.
+    for (const sh of cluster.shards) {
+      const connects = await cluster.metric(sh, 'switchboard_worker_cluster_messages_total', { kind: 'connect' });
+      assert.ok(connects >= KILLS + 1, `shard ${sh.id}: ${connects} connections to the broker for ${KILLS} kills`);
+    }
     for (const [i, m] of [...pubs, ...subs].entries()) {
       assert.deepEqual(m.socket.closes.all, [], `socket ${i} closed`);
       assert.deepEqual(m.socket.errors.all.map(String), [], `socket ${i} errors`);
