@@ -4,12 +4,13 @@
 // cluster presence, liveness), the sessions of its shards (hello, rebind of
 // a reconnected instance that proves it is the same process — what was in
 // flight on its old connection is sent again — reset of strangers), publish routing with seqs
-// checked against the shard's outbox window and duplicates suppressed, the pending-publish
-// accounting behind acks (a publish is done when each recipient consumed it, dropped it by policy,
-// or died), the shed-presence repair, heartbeats and expiry, and the counters behind the broker's
-// metrics. Input is decoded-or-not frames from a routing id plus monotonic time; output goes
-// through `LinkSender`: control messages as they are made, queued data messages and batches packed.
-// Does not: touch ZeroMQ, read clocks or log (broker/mesh_server does). Plain
+// checked against the shard's outbox window and duplicates suppressed, the member list
+// it tells its shards (kMembers) and the settle window it waits out after a start, the
+// pending-publish accounting behind acks (a publish is done when each recipient consumed it,
+// dropped it by policy, or died), the shed-presence repair, heartbeats and expiry, and the counters
+// behind the broker's metrics. Input is decoded-or-not frames from a routing id plus monotonic
+// time; output goes through `LinkSender`: control messages as they are made, queued data messages
+// and batches packed. Does not: touch ZeroMQ, read clocks or log (broker/mesh_server does). Plain
 // data on the broker's loop thread; the server owns one.
 //
 // docs/PROTOCOL.md states the protocol this implements; the comments here
