@@ -16,8 +16,9 @@
 //
 // Monitor() watches the socket's own connections through a libzmq socket
 // monitor (an inproc PAIR in the socket's context, its fd on the same loop)
-// and reports each connection whose handshake succeeded, before any message
-// read from it.
+// and reports each connection whose handshake succeeded; a wake-up's
+// messages are handed over after the reports that were queued when its
+// first message was read.
 //
 // libzmq's fd is edge-like: it signals that the socket's state changed, not
 // that a message is waiting. Watch() deals with that; a caller that reads
@@ -90,8 +91,12 @@ class ZmqSocket {
 
   using OnConnection = std::function<void()>;
   // Calls `on_connection` on `loop` for each connection whose handshake
-  // succeeded: sends go over it from then on (call once). With Watch, a
-  // connection is reported before any message read from it is handed over.
+  // succeeded: sends go over it from then on (call once). With Watch, the
+  // reports queued by the time a wake-up's first message is read are made
+  // before that message is handed over: the first message of a new
+  // connection, a reply to what was sent on it, comes a round trip after
+  // its report, so it follows the report unless that whole round trip fits
+  // within one wake-up's batch of reads.
   Status Monitor(EventLoop* loop, OnConnection on_connection);
   // Call after sending, at the end of a loop turn.
   void CheckReadable();

@@ -4,12 +4,12 @@
 // what the cluster session hands it (its Transport: a control message as
 // its frames, a queued or batched message in packed form), reading the
 // broker's messages in bounded batches, each handed to `on_message`, and
-// reporting each new connection to the broker's endpoint (`on_connected`,
-// before any message read from it) — a broker restarted under the shard is
-// noticed the moment libzmq reconnects, which it retries every few ms. Both
-// ends bound a frame (mesh::kMaxFrameBytes) and the receive queue
-// (mesh::kRecvHighWaterMark). Does not: decide anything about the protocol
-// (worker/cluster_session) or keep timers (the Shard drives the session's).
+// reporting each new connection to the broker's endpoint (`on_connected`):
+// a broker restarted under the shard is noticed the moment libzmq
+// reconnects, which it retries every few ms. Both ends bound a frame
+// (mesh::kMaxFrameBytes) and the receive queue (mesh::kRecvHighWaterMark).
+// Does not: decide anything about the protocol (worker/cluster_session) or
+// keep timers (the Shard drives the session's).
 // Runs on the shard's loop thread; the Shard owns it.
 #pragma once
 

@@ -41,7 +41,11 @@ void ClusterSession::OnConnected(int64_t now_ms) {
   // queues only to a connection: ZMQ_IMMEDIATE), so the hello is the first
   // thing the broker reads from it, bar what this shard sent between the
   // handshake and now (a heartbeat, a credit): those the broker answers
-  // with a reset, which crosses this hello and is not news (OnOne).
+  // with a reset, which crosses this hello and is not news (OnOne). Were
+  // the reset handed over before this report (the link reports first
+  // unless the whole round trip fits in one batch of reads), it would be
+  // news and this a second hello on the connection: idempotent, and at
+  // most one per connection.
   up_ = false;
   last_heard_ms_ = now_ms;
   SendHello(now_ms);
