@@ -75,10 +75,12 @@ int main(int argc, char** argv) {
   ::mallopt(M_MXFAST, 0);
   sb::InitLogging(kProgram);
   opt.epoch = NewEpoch();
-  // Every live shard heartbeats within its interval (its hello says which;
-  // ours until one says more) and reconnects within libzmq's reconnect
-  // back-off (at most 500 ms, common/zmq_socket): two intervals and that
-  // back-off cover the reset round trip too.
+  // The bound of the settle window (it ends sooner once every shard the
+  // hellos' member lists name has said hello): every live shard heartbeats
+  // within its interval (its hello says which; ours until one says more)
+  // and reconnects within libzmq's back-off (4 ms for this release's shards,
+  // 500 ms for older ones, common/zmq_socket's default): two intervals and
+  // that back-off cover the reset round trip too.
   opt.settle = {.heartbeat_ms = opt.liveness.interval_ms,
                 .margin_ms = 500,
                 .max_ms = sb::broker::kMaxSettleMs};

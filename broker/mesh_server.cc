@@ -31,7 +31,7 @@ constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)> 
 constexpr std::array<std::string_view, static_cast<size_t>(Refused::kCount)> kRefusedNames = {
     "bad_frame", "stranger", "duplicate", "bad_presence", "bad_rebind", "bad_seq"};
 constexpr std::array<std::string_view, static_cast<size_t>(mesh::HelloDrop::kCount)>
-    kHelloDropNames = {"topic", "meta", "over_limit"};
+    kHelloDropNames = {"topic", "meta", "over_limit", "member"};
 }  // namespace
 
 // Reads the router at scrape time, under the loop's mutex.
@@ -128,6 +128,17 @@ class MeshServer::Collector : public prometheus::Collectable {
       event("expired", c.expired);
       event("disconnected", c.disconnected);
       event("ack", c.acks);
+    }
+    {
+      MetricFamily& f = out.Family(
+          m::kBrokerSettlesTotal,
+          "Settle windows ended (one per broker start): every expected shard said hello, or "
+          "the bound",
+          MetricType::Counter);
+      const SettleEnd end = r.settle_end();
+      out.Add(f, {{std::string(m::kLabelEnd), "all_hello"}},
+              end == SettleEnd::kAllHello ? 1.0 : 0.0);
+      out.Add(f, {{std::string(m::kLabelEnd), "timeout"}}, end == SettleEnd::kTimeout ? 1.0 : 0.0);
     }
     out.Gauge(m::kBrokerTopics, "Topics at least one shard subscribes",
               static_cast<double>(r.interests().topics()));

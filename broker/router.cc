@@ -125,6 +125,7 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     case mesh::Type::kHello:
     case mesh::Type::kBatch:
     case mesh::Type::kWelcome:
+    case mesh::Type::kMembers:
     case mesh::Type::kReset:
     case mesh::Type::kAck:
     case mesh::Type::kDeliver:
@@ -159,7 +160,7 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   }
   ++counters_.hellos;
   // Before anything below asks whether the broker is settling.
-  settle_.OnHello(hello->heartbeat_ms, now_us);
+  settle_.OnHello(hello->shard, hello->heartbeat_ms, hello->members, now_us);
   for (size_t i = 0; i < std::size(hello->dropped); ++i) {
     counters_.hello_dropped[i] += hello->dropped[i];
   }
@@ -206,6 +207,8 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
     link->queue.Grant(hello->window);
   }
   link->shard = hello->shard;
+  link->members_due = true;
+  members_dirty_ = true;
   link->outbox = hello->outbox != 0 ? hello->outbox : kOutboxOfAnOlderShard;
   liveness_.OnHeard(id, now_us / 1000);
 
@@ -431,6 +434,7 @@ void Router::RemoveLink(LinkId id, int64_t now_us, DropReason reason) {
   std::unique_ptr<Link> link = std::move(it->second);
   state_.erase(it);
   by_instance_.erase(link->instance);
+  members_dirty_ = true;
   links_.Detach(id);
   liveness_.Remove(id);
   interests_.RemoveShard(id);
@@ -450,6 +454,9 @@ void Router::RemoveLink(LinkId id, int64_t now_us, DropReason reason) {
 
 void Router::OnTick(int64_t now_us) {
   int64_t now_ms = now_us / 1000;
+  // A window that reaches its bound ends here, even with nothing arriving
+  // (Flush then releases what it held and announces the members).
+  if (settle_.end() == SettleEnd::kNotYet && !Settling(now_us)) members_dirty_ = true;
   if (liveness_.NextHeartbeatDue(now_ms) <= now_ms) {
     mesh::Message hb = Control(mesh::Type::kHeartbeat);
     hb.epoch = options_.epoch;
@@ -472,8 +479,11 @@ int64_t Router::NextTickUs(int64_t now_us) const {
 }
 
 void Router::Flush(int64_t now_us, std::vector<int64_t>* delays_us) {
+  const bool was_settling = settle_.end() == SettleEnd::kNotYet;
   ReleaseHeld(now_us);
   const bool settling = Settling(now_us);
+  if (was_settling && !settling) members_dirty_ = true;
+  if (members_dirty_) AnnounceMembers();
   std::vector<LinkId> ids;
   ids.reserve(state_.size());
   for (const auto& [id, link] : state_) ids.push_back(id);
@@ -510,6 +520,37 @@ void Router::Flush(int64_t now_us, std::vector<int64_t>* delays_us) {
     ack.seq = link->done_seq;
     SendControl(*links_.RoutingId(id), ack);
     ++counters_.acks;
+  }
+}
+
+void Router::AnnounceMembers() {
+  members_dirty_ = false;
+  std::vector<std::string> now;
+  now.reserve(state_.size() + settle_.missing().size());
+  for (const auto& [id, link] : state_) {
+    // A name no member list may carry (a hello's is not bounded) is left out.
+    if (!link->shard.empty() && link->shard.size() <= mesh::kMaxShardNameBytes) {
+      now.push_back(link->shard);
+    }
+  }
+  // While settling, the shards still expected are members too: a broker
+  // killed before they said hello leaves their names with the shards, and
+  // the next broker waits for them as well.
+  now.insert(now.end(), settle_.missing().begin(), settle_.missing().end());
+  std::sort(now.begin(), now.end());
+  now.erase(std::unique(now.begin(), now.end()), now.end());
+  if (now.size() > mesh::kMaxMembers) now.resize(mesh::kMaxMembers);
+  const bool changed = now != members_;
+  members_ = std::move(now);
+  std::string body;
+  mesh::Message m = Control(mesh::Type::kMembers);
+  for (const auto& [id, link] : state_) {
+    if (!changed && !link->members_due) continue;
+    link->members_due = false;
+    if (body.empty()) body = mesh::EncodeMembers(members_);
+    m.body = body;
+    SendControl(*links_.RoutingId(id), m);
+    ++counters_.members_sent;
   }
 }
 

@@ -4,12 +4,13 @@
 // cluster presence, liveness), the sessions of its shards (hello, rebind of
 // a reconnected instance that proves it is the same process — what was in
 // flight on its old connection is sent again — reset of strangers), publish routing with seqs
-// checked against the shard's outbox window and duplicates suppressed, the pending-publish
-// accounting behind acks (a publish is done when each recipient consumed it, dropped it by policy,
-// or died), the shed-presence repair, heartbeats and expiry, and the counters behind the broker's
-// metrics. Input is decoded-or-not frames from a routing id plus monotonic time; output goes
-// through `LinkSender`: control messages as they are made, queued data messages and batches packed.
-// Does not: touch ZeroMQ, read clocks or log (broker/mesh_server does). Plain
+// checked against the shard's outbox window and duplicates suppressed, the member list
+// it tells its shards (kMembers) and the settle window it waits out after a start, the
+// pending-publish accounting behind acks (a publish is done when each recipient consumed it,
+// dropped it by policy, or died), the shed-presence repair, heartbeats and expiry, and the counters
+// behind the broker's metrics. Input is decoded-or-not frames from a routing id plus monotonic
+// time; output goes through `LinkSender`: control messages as they are made, queued data messages
+// and batches packed. Does not: touch ZeroMQ, read clocks or log (broker/mesh_server does). Plain
 // data on the broker's loop thread; the server owns one.
 //
 // docs/PROTOCOL.md states the protocol this implements; the comments here
@@ -61,11 +62,12 @@ struct RouterOptions {
   // shard's frame bound, so they are dropped as too large instead.
   size_t max_packed_bytes = mesh::kMaxPackedBytes;
   // A new broker holds publishes and presence snapshots for a while after
-  // its first tick (its start), so that every live shard (which heartbeats
-  // every interval and is answered with a reset) has said hello first:
-  // otherwise a shard re-sending its unacked publishes right after a broker
-  // restart would have them routed before the others re-subscribed. How
-  // long: broker/settle_window. The default never settles.
+  // its first event (its start), so that every live shard has said hello
+  // first: otherwise a shard re-sending its unacked publishes right after a
+  // broker restart would have them routed before the others re-subscribed.
+  // How long (until every shard the hellos' member lists name has said
+  // hello, within a bound): broker/settle_window. The default never
+  // settles.
   SettlePolicy settle;
 };
 
@@ -142,9 +144,15 @@ class Router {
     // Entries of hellos left out (the rest of each hello was taken).
     uint64_t hello_dropped[static_cast<size_t>(mesh::HelloDrop::kCount)] = {};
     uint64_t refused[static_cast<size_t>(Refused::kCount)] = {};
+    uint64_t members_sent = 0;  // kMembers messages sent
   };
   const Counters& counters() const { return counters_; }
   uint64_t epoch() const { return options_.epoch; }
+  // How the settle window ended (kNotYet while it lasts).
+  SettleEnd settle_end() const { return settle_.end(); }
+  // What the last kMembers said: the shards linked, and while settling the
+  // ones still expected; sorted.
+  const std::vector<std::string>& members() const { return members_; }
   size_t links() const { return links_.size(); }
   const InterestTable& interests() const { return interests_; }
   const PresenceRegistry& presence() const { return presence_; }
@@ -179,6 +187,8 @@ class Router {
     // A kDiff or kSnapshot for this link was dropped: once its queue has
     // drained, a snapshot of each of its topics puts its presence right.
     bool presence_dirty = false;
+    // Said hello since the last AnnounceMembers: owed a kMembers.
+    bool members_due = false;
   };
   // A queued message's tag: a pending publish id (>= kFirstPublishTag), or
   // kPresenceTag for a kDiff / kSnapshot.
@@ -206,6 +216,10 @@ class Router {
   void SendDiff(LinkId origin, std::string_view topic, std::string_view json, int64_t now_us);
   void SendSnapshot(LinkId to, Link& link, std::string_view topic, int64_t now_us);
   void SendControl(const std::string& routing_id, const mesh::Message& msg);
+  // Tells every shard the members when they changed, and a shard that said
+  // hello since the last turn in any case (it may be new, or have restarted
+  // under the same name and know nothing).
+  void AnnounceMembers();
   // A message tagged `tag` is finished with for one recipient (consumed,
   // dropped, or the recipient died): the publish it carries, if any, is one
   // recipient nearer done.
@@ -245,7 +259,9 @@ class Router {
   };
   std::vector<Held> held_;
   SettleWindow settle_;
-  std::string last_reset_;  // the stranger last answered with kReset, and when
+  std::vector<std::string> members_;  // as last announced
+  bool members_dirty_ = false;        // a hello, a link gone or the window ended since
+  std::string last_reset_;            // the stranger last answered with kReset, and when
   int64_t last_reset_us_ = 0;
   Counters counters_;
 };

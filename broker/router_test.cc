@@ -579,6 +579,28 @@ TEST_F(RouterDisconnectTest, AnOverflowingShardIsDroppedAndTheOthersAreAcked) {
 class RouterSettleTest : public RouterTest {
  protected:
   RouterSettleTest() : RouterTest(QueuePolicy{}, /*settle_ms=*/500) {}
+
+  // A hello from shard `name` (its routing id too) that lists `members`.
+  static mesh::Hello ListingHello(const std::string& name, uint64_t instance,
+                                  std::vector<std::string> members) {
+    return {.shard = name,
+            .instance = instance,
+            .window = 100,
+            .token = TokenOf(instance),
+            .members = std::move(members),
+            .topics = {"room:1"}};
+  }
+  // Moves the clock on by `us` in ticks of 50 ms, `alive` heartbeating
+  // (liveness expires a link after 300 ms of silence).
+  void Advance(int64_t us, const std::vector<std::string>& alive) {
+    while (us > 0) {
+      const int64_t step = std::min<int64_t>(us, 50'000);
+      now_us_ += step;
+      us -= step;
+      for (const std::string& from : alive) Feed(from, {.type = mesh::Type::kHeartbeat});
+      router_.OnTick(now_us_);
+    }
+  }
 };
 
 TEST_F(RouterSettleTest, ANewBrokerHoldsPublishesAndSnapshotsUntilShardsHadTimeToSayHello) {
@@ -620,6 +642,91 @@ TEST_F(RouterSettleTest, AShardWithALongerHeartbeatKeepsANewBrokerSettlingLonger
   now_us_ += 1'500'000;  // 2 × 1000 ms since the start
   Flush();
   EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+}
+
+std::vector<std::string> MembersIn(const SentMessage& m) {
+  Result<std::vector<std::string>> r = mesh::DecodeMembers(m.body);
+  return r.ok() ? *r : std::vector<std::string>{"<refused>"};
+}
+
+TEST_F(RouterSettleTest, ANewBrokerSettlesOnceEveryListedShardHasSaidHello) {
+  const std::vector<std::string> abc = {"a", "b", "c"};
+  router_.OnTick(now_us_);
+  SayHello("a", ListingHello("a", 1, abc));
+  Publish("a", 7, "room:1");
+  SayHello("b", ListingHello("b", 2, abc));
+  Flush();
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kDeliver).empty()) << "c has not said hello";
+  EXPECT_EQ(router_.settle_end(), SettleEnd::kNotYet);
+  now_us_ += 1000;  // far within the bound
+  SayHello("c", ListingHello("c", 3, abc));
+  EXPECT_EQ(router_.settle_end(), SettleEnd::kAllHello);
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_EQ(rec_.Take("c", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kSnapshot).size(), 1u) << "snapshots once settled";
+}
+
+TEST_F(RouterSettleTest, AColdStartSettlesByTheBound) {
+  router_.OnTick(now_us_);
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Publish("a", 1, "room:1");
+  Advance(499'000, {"a", "b"});
+  Flush();
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kDeliver).empty());
+  Advance(1000, {"a", "b"});
+  EXPECT_EQ(router_.settle_end(), SettleEnd::kTimeout);
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+}
+
+TEST_F(RouterSettleTest, ShardsAreToldTheMembersAndTheOnesStillExpected) {
+  router_.OnTick(now_us_);
+  SayHello("b", ListingHello("b", 2, {"a", "b", "c"}));
+  Flush();
+  auto to_b = rec_.Take("b", mesh::Type::kMembers);
+  ASSERT_EQ(to_b.size(), 1u);
+  // a and c are expected: a broker killed now leaves their names with b.
+  EXPECT_EQ(MembersIn(to_b[0]), (std::vector<std::string>{"a", "b", "c"}));
+  rec_.log.sent.clear();
+  SayHello("a", ListingHello("a", 1, {"a", "b", "c"}));
+  Flush();
+  // Nothing changed: only the shard that said hello is told.
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kMembers).empty());
+  ASSERT_EQ(rec_.Take("a", mesh::Type::kMembers).size(), 1u);
+  // c never comes: once the bound ends the window, the rest are told.
+  rec_.log.sent.clear();
+  Advance(500'000, {"a", "b"});
+  Flush();
+  EXPECT_EQ(router_.settle_end(), SettleEnd::kTimeout);
+  to_b = rec_.Take("b", mesh::Type::kMembers);
+  ASSERT_EQ(to_b.size(), 1u);
+  EXPECT_EQ(MembersIn(to_b[0]), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(router_.members(), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST_F(RouterSettleTest, ALinkGoneOrJoinedTellsEveryShard) {
+  router_.OnTick(now_us_);
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Advance(500'000, {"a", "b"});
+  Flush();
+  rec_.log.sent.clear();
+  Hello("c", 3, {"room:1"});
+  Flush();
+  for (const std::string to : {"a", "b", "c"}) {
+    auto m = rec_.Take(to, mesh::Type::kMembers);
+    ASSERT_EQ(m.size(), 1u) << to;
+    EXPECT_EQ(MembersIn(m[0]), (std::vector<std::string>{"a", "b", "c"}));
+  }
+  rec_.log.sent.clear();
+  // b goes silent and expires (liveness 100 ms × 3).
+  Advance(500'000, {"a", "c"});
+  Flush();
+  auto to_a = rec_.Take("a", mesh::Type::kMembers);
+  ASSERT_EQ(to_a.size(), 1u);
+  EXPECT_EQ(MembersIn(to_a[0]), (std::vector<std::string>{"a", "c"}));
 }
 
 }  // namespace

@@ -220,6 +220,10 @@ inline constexpr std::string_view kBrokerLinkEventsTotal = "switchboard_broker_l
 inline constexpr std::string_view kBrokerRequeuedTotal = "switchboard_broker_requeued_total";
 inline constexpr std::string_view kBrokerHelloEntriesDroppedTotal =
     "switchboard_broker_hello_entries_dropped_total";
+// How the broker's settle window ended (end: all_hello, timeout): one
+// window per broker process, so each new broker counts 0 or 1.
+inline constexpr std::string_view kBrokerSettlesTotal = "switchboard_broker_settles_total";
+inline constexpr std::string_view kLabelEnd = "end";
 inline constexpr std::string_view kLabelEvent = "event";
 inline constexpr std::string_view kLabelKind = "kind";
 inline constexpr std::string_view kBrokerTopics = "switchboard_broker_topics";

@@ -14,6 +14,12 @@
 // loop's other work), and CheckReadable() after sending picks up arrivals
 // whose notification a send consumed.
 //
+// Monitor() watches the socket's own connections through a libzmq socket
+// monitor (an inproc PAIR in the socket's context, its fd on the same loop)
+// and reports each connection whose handshake succeeded; a wake-up's
+// messages are handed over after the reports that were queued when its
+// first message was read.
+//
 // libzmq's fd is edge-like: it signals that the socket's state changed, not
 // that a message is waiting. Watch() deals with that; a caller that reads
 // with Recv itself must drain until kWouldBlock after each wake-up, and
@@ -82,6 +88,16 @@ class ZmqSocket {
   using OnMessage = std::function<void(std::span<const std::string_view> frames)>;
   // Calls `on_message` for every message, at most `batch` per wake-up.
   Status Watch(EventLoop* loop, int batch, OnMessage on_message);
+
+  using OnConnection = std::function<void()>;
+  // Calls `on_connection` on `loop` for each connection whose handshake
+  // succeeded: sends go over it from then on (call once). With Watch, the
+  // reports queued by the time a wake-up's first message is read are made
+  // before that message is handed over: the first message of a new
+  // connection, a reply to what was sent on it, comes a round trip after
+  // its report, so it follows the report unless that whole round trip fits
+  // within one wake-up's batch of reads.
+  Status Monitor(EventLoop* loop, OnConnection on_connection);
   // Call after sending, at the end of a loop turn.
   void CheckReadable();
 
@@ -91,6 +107,8 @@ class ZmqSocket {
   std::unique_ptr<zmq::socket_t> socket_;
   void ReadBatch();
   void ScheduleRead();
+  // Hands over the monitor's events that have arrived.
+  void DrainMonitor();
   std::vector<zmq::message_t> parts_;
   std::vector<std::string_view> frames_;
   int fd_ = -1;
@@ -98,6 +116,10 @@ class ZmqSocket {
   int batch_ = 0;
   OnMessage on_message_;
   EventLoop::TimerId read_timer_ = 0;
+  std::unique_ptr<zmq::socket_t> monitor_;  // the PAIR the monitor's events arrive on
+  int monitor_fd_ = -1;
+  EventLoop* monitor_loop_ = nullptr;
+  OnConnection on_connection_;
 };
 
 }  // namespace sb

@@ -272,5 +272,54 @@ TEST_F(ZmqSocketTest, DestroyingAWatchedSocketLeavesTheLoopClean) {
   EXPECT_EQ(calls, before);
 }
 
+TEST_F(ZmqSocketTest, MonitorReportsEachConnectionAndASendFromTheReportGoesOverIt) {
+  // A dealer of its own, monitored before it connects; the router restarts
+  // under it (a new socket on the same endpoint), as a broker does.
+  auto made = ZmqSocket::Create(
+      {.kind = ZmqSocket::Kind::kDealer, .reconnect_ivl_ms = 2, .reconnect_ivl_max_ms = 2});
+  ASSERT_TRUE(made.ok()) << made.status().message();
+  std::unique_ptr<ZmqSocket> dealer = std::move(made).value();
+  std::vector<std::string> seen;
+  int ups = 0;
+  ASSERT_TRUE(dealer
+                  ->Watch(loop_.get(), 16,
+                          [&](std::span<const std::string_view> f) {
+                            seen.push_back("message " + std::string(f.back()));
+                          })
+                  .ok());
+  ASSERT_TRUE(dealer
+                  ->Monitor(loop_.get(),
+                            [&] {
+                              seen.push_back("up");
+                              // An immediate DEALER refuses to queue without a
+                              // connection: this send goes only if it has one.
+                              const std::string n = std::to_string(++ups);
+                              if (!Send(*dealer, {"hi " + n})) seen.push_back("send failed");
+                            })
+                  .ok());
+  ASSERT_TRUE(dealer->Connect(endpoint_).ok());
+  for (int round = 1; round <= 2; ++round) {
+    SCOPED_TRACE(round);
+    ASSERT_TRUE(RunUntil([&] { return ups == round; }));
+    Frames hi = RecvOne(*router_);
+    ASSERT_EQ(hi.size(), 2u);
+    EXPECT_EQ(hi[1], "hi " + std::to_string(round));
+    ASSERT_TRUE(Send(*router_, {hi[0], "welcome " + std::to_string(round)}));
+    ASSERT_TRUE(
+        RunUntil([&] { return seen.back() == "message welcome " + std::to_string(round); }));
+    if (round == 1) {
+      router_.reset();
+      auto again = ZmqSocket::Create({.kind = ZmqSocket::Kind::kRouter});
+      ASSERT_TRUE(again.ok());
+      router_ = std::move(again).value();
+      ASSERT_TRUE(router_->Bind(endpoint_).ok());
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"up", "message welcome 1", "up", "message welcome 2"}));
+  // Destroyed with the monitor still registered: the loop is left clean.
+  dealer.reset();
+  for (int i = 0; i < 3; ++i) loop_->RunOnce(milliseconds(0));
+}
+
 }  // namespace
 }  // namespace sb

@@ -87,6 +87,7 @@ constexpr Shape kShapes[] = {
     MakeShape("kDiff", Type::kDiff, 3),
     MakeShape("kSnapshot", Type::kSnapshot, 3),
     MakeShape("kBatch", Type::kBatch, 2),
+    MakeShape("kMembers", Type::kMembers, 2),
 };
 static_assert(kShapes[static_cast<size_t>(Type::kPublish)].header == 13);
 static_assert(kShapes[static_cast<size_t>(Type::kCredit)].header == 8);
@@ -116,9 +117,13 @@ uint64_t GetLe(std::string_view in, size_t at, size_t bytes) {
   return v;
 }
 
-bool BodyOnly(Type type) { return type == Type::kHello || type == Type::kBatch; }
+bool BodyOnly(Type type) {
+  return type == Type::kHello || type == Type::kBatch || type == Type::kMembers;
+}
+// A hello or a batch may fill a frame; any other body is held to kMaxBodyBytes.
+bool LargeBody(Type type) { return type == Type::kHello || type == Type::kBatch; }
 
-// The frames after the header: kHello and kBatch have only their body, every
+// The frames after the header: kHello, kBatch and kMembers have only their body, every
 // other type with variable frames the topic first. Returns how many `msg` has.
 size_t Tail(const Message& msg, const Shape& shape, std::string_view tail[2]) {
   tail[0] = BodyOnly(msg.type) ? msg.body : msg.topic;
@@ -189,7 +194,7 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
   // No body is empty: a Phoenix message never is, and neither is JSON text.
   const bool has_body = BodyOnly(m.type) || shape->frames == 3;
   if (has_body && m.body.empty()) return Refused(*shape, "empty body");
-  if (const size_t max = BodyOnly(m.type) ? kMaxFrameBytes : kMaxBodyBytes; m.body.size() > max) {
+  if (const size_t max = LargeBody(m.type) ? kMaxFrameBytes : kMaxBodyBytes; m.body.size() > max) {
     return Refused(
         *shape, "body is " + std::to_string(m.body.size()) + " bytes, over " + std::to_string(max));
   }
@@ -430,6 +435,16 @@ class Reader {
 };
 
 bool ValidTopic(const json::string& s) { return !s.empty() && s.size() <= kMaxTopicBytes; }
+bool ValidName(const json::string& s) { return !s.empty() && s.size() <= kMaxShardNameBytes; }
+
+void AppendNames(std::string& out, const std::vector<std::string>& names) {
+  out.push_back('[');
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    phx::AppendJsonString(out, names[i]);
+  }
+  out.push_back(']');
+}
 
 // A hello's meta entry, checked as Reader::Entries checks a join, without
 // naming the problem: the caller drops the entry and counts it.
@@ -533,6 +548,10 @@ std::string EncodeHello(const Hello& hello) {
   if (hello.heartbeat_ms != 0) {
     out.append(",\"heartbeat_ms\":").append(std::to_string(hello.heartbeat_ms));
   }
+  if (!hello.members.empty()) {
+    out.append(",\"members\":");
+    AppendNames(out, hello.members);
+  }
   out.append(",\"topics\":[");
   for (size_t i = 0; i < hello.topics.size(); ++i) {
     if (i > 0) out.push_back(',');
@@ -591,6 +610,19 @@ Result<Hello> DecodeHello(std::string_view text) {
   if (!topics || !presence || !r.status().ok()) return r.status();
 
   auto drop = [&h](HelloDrop why) { ++h.dropped[static_cast<size_t>(why)]; };
+  if (const json::value* members = o->if_contains("members")) {
+    if (!members->is_array()) return Status::Refused("mesh: hello: members is not an array");
+    h.members.reserve(std::min(members->get_array().size(), kMaxMembers));
+    for (const json::value& m : members->get_array()) {
+      if (h.members.size() == kMaxMembers) {
+        drop(HelloDrop::kOverLimit);
+      } else if (const json::string* s = m.if_string(); s && ValidName(*s)) {
+        h.members.emplace_back(s->data(), s->size());
+      } else {
+        drop(HelloDrop::kMember);
+      }
+    }
+  }
   h.topics.reserve(std::min(topics->size(), kMaxHelloTopics));
   for (const json::value& t : *topics) {
     if (h.topics.size() == kMaxHelloTopics) {
@@ -634,6 +666,36 @@ Result<Hello> DecodeHello(std::string_view text) {
     }
   }
   return h;
+}
+
+std::string EncodeMembers(const std::vector<std::string>& members) {
+  std::string out = "{\"members\":";
+  AppendNames(out, members);
+  out.push_back('}');
+  return out;
+}
+
+Result<std::vector<std::string>> DecodeMembers(std::string_view text) {
+  Reader r("members");
+  const json::object* o = r.Parse(text);
+  if (!o) return r.status();
+  const json::array* a = r.Array(*o, "", "members");
+  if (!a) return r.status();
+  if (a->size() > kMaxMembers) {
+    return Status::Refused("mesh: members: more than " + std::to_string(kMaxMembers) + " names");
+  }
+  std::vector<std::string> out;
+  out.reserve(a->size());
+  for (size_t i = 0; i < a->size(); ++i) {
+    const json::string* s = (*a)[i].if_string();
+    if (!s || !ValidName(*s)) {
+      return Status::Refused("mesh: members: members[" + std::to_string(i) +
+                             "] is not a name of 1.." + std::to_string(kMaxShardNameBytes) +
+                             " bytes");
+    }
+    out.emplace_back(s->data(), s->size());
+  }
+  return out;
 }
 
 std::string EncodePresenceChange(const PresenceChange& change) {

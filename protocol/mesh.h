@@ -55,6 +55,9 @@ enum class Type : uint8_t {
   kDiff = 12,      // broker → shard; frames: topic, presence_diff JSON (Phoenix's shape)
   kSnapshot = 13,  // broker → shard; frames: topic, presence_state JSON of the other shards
   kBatch = 14,     // both ways; frames: messages, each as a u32 length then its packed form
+  // broker → shard; frames: Members JSON (the shards the broker expects). Added
+  // within version 1: an older shard counts it as a bad frame and goes on.
+  kMembers = 15,
 };
 
 // Flag bits of kPublish / kDeliver.
@@ -78,8 +81,9 @@ struct Message {
   uint64_t stamp = 0;
   std::string_view
       topic;  // kSubscribe, kUnsubscribe, kPublish, kPresence, kDeliver, kDiff, kSnapshot
-  // kHello: Hello JSON; kBatch: the batched messages; kPresence: PresenceChange JSON; kPublish,
-  // kDeliver: the Phoenix message; kDiff, kSnapshot: Phoenix presence JSON.
+  // kHello: Hello JSON; kMembers: Members JSON; kBatch: the batched messages; kPresence:
+  // PresenceChange JSON; kPublish, kDeliver: the Phoenix message; kDiff, kSnapshot: Phoenix
+  // presence JSON.
   std::string_view body;
 };
 
@@ -217,7 +221,8 @@ enum class HelloDrop : uint8_t {
                // presence topic that is not {"topic":..,"metas":[..]}
   kMeta,       // a meta entry without key or phx_ref, or whose meta is not an object
                // nested at most kMaxMetaDepth deep
-  kOverLimit,  // beyond kMaxHelloTopics or kMaxHelloMetas
+  kOverLimit,  // beyond kMaxHelloTopics or kMaxHelloMetas, or members beyond kMaxMembers
+  kMember,     // a member name not a string of 1..kMaxShardNameBytes
   kCount
 };
 
@@ -226,8 +231,14 @@ enum class HelloDrop : uint8_t {
 //  "topics":["room:a",...],
 //  "presence":[{"topic":"room:a","metas":[{"key":"alice","phx_ref":"..","meta":{..}}]}]}
 // Added within version 1 (absent from an older shard's hello):
-//  "token":"<32 hex digits>","outbox":32768,"acked":0,"heartbeat_ms":1000
+//  "token":"<32 hex digits>","outbox":32768,"acked":0,"heartbeat_ms":1000,
+//  "members":["0","1","2"]
 inline constexpr size_t kTokenHexDigits = 32;
+// A member list (kMembers, a hello's "members") names at most this many
+// shards, each name 1..kMaxShardNameBytes: a node runs a handful of shards,
+// and the bound keeps what one message makes a broker hold small.
+inline constexpr size_t kMaxMembers = 1024;
+inline constexpr size_t kMaxShardNameBytes = 256;
 struct Hello {
   std::string shard;      // the shard's name, for logs and metric labels
   uint64_t instance = 0;  // random per shard process start; nonzero
@@ -246,6 +257,10 @@ struct Hello {
   // The shard's heartbeat interval, 0 if absent: how long a new broker
   // waits for its hello (the broker's settle window).
   uint32_t heartbeat_ms = 0;
+  // The shards the last broker said it expected (its last kMembers), empty
+  // if none did (a fresh shard, a cold start): a new broker ends its settle
+  // window once each of them has said hello (docs/PROTOCOL.md, Publish).
+  std::vector<std::string> members;
   std::vector<std::string> topics;
   std::vector<TopicState> presence;
   // Decoding only: the entries left out, by reason (never encoded).
@@ -267,6 +282,14 @@ std::string EncodeHello(const Hello& hello);
 // Entries of those arrays that are not valid are left out and counted in
 // `dropped` (see HelloDrop), never a reason to refuse the whole hello.
 Result<Hello> DecodeHello(std::string_view json);
+
+// kMembers' body: {"members":["0","1","2"]}, the names of the shards the
+// broker has, or (while it settles) expects, sorted and without repeats.
+std::string EncodeMembers(const std::vector<std::string>& members);
+// Refused unless "members" is an array of at most kMaxMembers strings of
+// 1..kMaxShardNameBytes (a broker sends nothing else; a shard keeps the
+// list it had).
+Result<std::vector<std::string>> DecodeMembers(std::string_view json);
 
 std::string EncodePresenceChange(const PresenceChange& change);
 // Refused unless the shape above holds (a join is a meta entry as valid in

@@ -61,6 +61,7 @@ std::string Describe(const Hello& h) {
                     " token:" + h.token + " outbox:" + std::to_string(h.outbox) +
                     " acked:" + (h.acked ? std::to_string(*h.acked) : "-") +
                     " heartbeat:" + std::to_string(h.heartbeat_ms);
+  for (const std::string& m : h.members) out += " m:" + m;
   for (const std::string& t : h.topics) out += " t:" + t;
   for (const TopicState& s : h.presence) out += " p:" + s.topic + Describe(s.metas);
   return out;
@@ -106,6 +107,7 @@ std::vector<Message> Samples() {
   Message& snapshot = add(Type::kSnapshot);
   snapshot.topic = "room:g";
   snapshot.body = R"({"alice":{"metas":[{"phx_ref":"x"}]}})";
+  add(Type::kMembers).body = R"({"members":["0","1"]})";
   // The stamped forms (kFlagStamped: 8 more header bytes), last so that the
   // indexes above stay put.
   Message& stamped_pub = add(Type::kPublish);
@@ -135,6 +137,7 @@ size_t FramesOf(Type type) {
     case Type::kHello:
     case Type::kSubscribe:
     case Type::kUnsubscribe:
+    case Type::kMembers:
       return 2;
     default:
       return 3;
@@ -183,7 +186,7 @@ TEST(MeshCodec, FramesCopyNothingButTheHeader) {
     const Frames frames(m);
     const std::span<const std::string_view> v = frames.views();
     ASSERT_EQ(v.size(), FramesOf(m.type));
-    if (m.type == Type::kHello) {
+    if (m.type == Type::kHello || m.type == Type::kMembers) {
       EXPECT_EQ(v[1].data(), m.body.data());
     } else if (v.size() > 1) {
       EXPECT_EQ(v[1].data(), m.topic.data());
@@ -248,7 +251,7 @@ TEST(MeshCodec, UnknownTypeEncodesToNothing) {
   m.type = static_cast<Type>(0);
   EXPECT_TRUE(Frames(m).views().empty());
   EXPECT_TRUE(Pack(m).empty());
-  m.type = static_cast<Type>(15);
+  m.type = static_cast<Type>(16);
   EXPECT_TRUE(Frames(m).views().empty());
 }
 
@@ -261,7 +264,7 @@ TEST(MeshCodec, HeaderMalformations) {
   ExpectRefused({"SB\x02\x03"}, "version 2, want 1");
   ExpectRefused({"SB\x00\x03"s}, "version 0, want 1");
   ExpectRefused({"SB\x01\x00"s}, "unknown type 0");
-  ExpectRefused({"SB\x01\x0f"}, "unknown type 15");
+  ExpectRefused({"SB\x01\x10"}, "unknown type 16");
   ExpectRefused({"SB\x01\xff"}, "unknown type 255");
 }
 
@@ -320,7 +323,7 @@ TEST(MeshCodec, TopicBounds) {
 
 TEST(MeshCodec, EmptyBodiesAreRefused) {
   for (Type type : {Type::kHello, Type::kPublish, Type::kPresence, Type::kDeliver, Type::kDiff,
-                    Type::kSnapshot}) {
+                    Type::kSnapshot, Type::kMembers}) {
     SCOPED_TRACE(static_cast<int>(type));
     Message m;
     m.type = type;
@@ -332,10 +335,10 @@ TEST(MeshCodec, EmptyBodiesAreRefused) {
 TEST(MeshCodec, BodyBounds) {
   const std::string largest(kMaxBodyBytes, 'b');
   const std::string too_large(kMaxBodyBytes + 1, 'b');
-  for (Type type :
-       {Type::kPublish, Type::kPresence, Type::kDeliver, Type::kDiff, Type::kSnapshot}) {
+  for (Type type : {Type::kPublish, Type::kPresence, Type::kDeliver, Type::kDiff, Type::kSnapshot,
+                    Type::kMembers}) {
     SCOPED_TRACE(static_cast<int>(type));
-    Message m{.type = type, .topic = "room:1", .body = largest};
+    Message m{.type = type, .topic = type == Type::kMembers ? "" : "room:1", .body = largest};
     EXPECT_EQ(MustDecode(EncodeFrames(m)).body.size(), kMaxBodyBytes);
     m.body = too_large;
     ExpectRefused(EncodeFrames(m), "body is " + std::to_string(kMaxBodyBytes + 1) + " bytes, over");
@@ -502,6 +505,7 @@ Hello SampleHello() {
   h.outbox = 32768;
   h.acked = 0xfffffffffffffffe;
   h.heartbeat_ms = 1000;
+  h.members = {"0", "1", "2", "sh\"ard"};
   h.topics = {"room:a", "room:\"quoted\"", "caf\xc3\xa9"};
   h.presence = {
       {"room:a",
@@ -757,6 +761,70 @@ TEST(MeshHello, DepthIsBounded) {
   // bounds what clients send at phx::kMaxJsonDepth).
   ExpectHelloRefused(with_meta_depth(200), "invalid JSON");
   ExpectHelloRefused(std::string(100000, '['), "invalid JSON");
+}
+
+TEST(MeshHello, MembersAreOptionalAndBadEntriesAreLeftOut) {
+  Result<Hello> h = DecodeHello(HelloWith("members", R"(["0","1"])"));
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->members, (std::vector<std::string>{"0", "1"}));
+  EXPECT_TRUE(DecodeHello(HelloWith("", nullptr))->members.empty());
+  // An empty list is not written: absent and empty mean the same.
+  Hello none = SampleHello();
+  none.members.clear();
+  EXPECT_EQ(EncodeHello(none).find("members"), std::string::npos);
+  const std::string long_name(kMaxShardNameBytes + 1, 'n');
+  for (const std::string& members :
+       {std::string(R"(["0",1])"), std::string(R"(["0",""])"), "[\"0\",\"" + long_name + "\"]",
+        std::string(R"(["0",null])")}) {
+    ExpectDropped("members", members, HelloDrop::kMember);
+    EXPECT_EQ(DecodeHello(HelloWith("members", members.c_str()))->members,
+              std::vector<std::string>{"0"});
+  }
+  std::string many = "[";
+  for (size_t i = 0; i < kMaxMembers + 2; ++i)
+    many += (i ? ",\"" : "\"") + std::to_string(i) + "\"";
+  many += "]";
+  ExpectDropped("members", many, HelloDrop::kOverLimit, 2);
+  ExpectHelloRefused(HelloWith("members", R"({"0":1})"), "members is not an array");
+}
+
+// --- Members -----------------------------------------------------------------
+
+TEST(MeshMembers, Encoding) {
+  EXPECT_EQ(EncodeMembers({"0", "1", "a\"b"}), R"({"members":["0","1","a\"b"]})");
+  EXPECT_EQ(EncodeMembers({}), R"({"members":[]})");
+}
+
+TEST(MeshMembers, RoundTrips) {
+  const std::vector<std::string> names = {"0", "1", "caf\xc3\xa9",
+                                          std::string(kMaxShardNameBytes, 'x')};
+  Result<std::vector<std::string>> back = DecodeMembers(EncodeMembers(names));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, names);
+  std::vector<std::string> most;
+  for (size_t i = 0; i < kMaxMembers; ++i) most.push_back(std::to_string(i));
+  back = DecodeMembers(EncodeMembers(most));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->size(), kMaxMembers);
+}
+
+TEST(MeshMembers, Refusals) {
+  auto refused = [](const std::string& json, const std::string& what) {
+    Result<std::vector<std::string>> r = DecodeMembers(json);
+    ASSERT_FALSE(r.ok()) << json;
+    EXPECT_NE(r.status().message().find(what), std::string::npos) << r.status().message();
+  };
+  refused("", "invalid JSON");
+  refused("[]", "not an object");
+  refused("{}", "members is missing");
+  refused(R"({"members":{}})", "members is not an array");
+  refused(R"({"members":["0",1]})", "members[1] is not a name");
+  refused(R"({"members":[""]})", "members[0] is not a name");
+  refused("{\"members\":[\"" + std::string(kMaxShardNameBytes + 1, 'x') + "\"]}",
+          "members[0] is not a name");
+  std::vector<std::string> too_many;
+  for (size_t i = 0; i <= kMaxMembers; ++i) too_many.push_back("s");
+  refused(EncodeMembers(too_many), "more than 1024 names");
 }
 
 // --- PresenceChange ----------------------------------------------------------

@@ -34,6 +34,23 @@ void ClusterSession::Start(int64_t now_ms) {
   SendHello(now_ms);
 }
 
+void ClusterSession::OnConnected(int64_t now_ms) {
+  ++counters_.connects;
+  // Whatever the last connection was welcomed by, this one has not been.
+  // Nothing sent before the connection is waiting in it (the transport
+  // queues only to a connection: ZMQ_IMMEDIATE), so the hello is the first
+  // thing the broker reads from it, bar what this shard sent between the
+  // handshake and now (a heartbeat, a credit): those the broker answers
+  // with a reset, which crosses this hello and is not news (OnOne). Were
+  // the reset handed over before this report (the link reports first
+  // unless the whole round trip fits in one batch of reads), it would be
+  // news and this a second hello on the connection: idempotent, and at
+  // most one per connection.
+  up_ = false;
+  last_heard_ms_ = now_ms;
+  SendHello(now_ms);
+}
+
 void ClusterSession::SendHello(int64_t now_ms) {
   mesh::Hello hello;
   hello.shard = options_.shard;
@@ -45,6 +62,8 @@ void ClusterSession::SendHello(int64_t now_ms) {
       std::min<size_t>(options_.max_outbox_messages, std::numeric_limits<uint32_t>::max()));
   // Everything before the oldest publish kept was acked and forgotten.
   hello.acked = (outbox_.empty() ? next_seq_ : outbox_.front().seq) - 1;
+  // Whom a new broker should wait for before it routes anything.
+  hello.members = members_;
   handler_->ClusterState(&hello.topics, &hello.presence);
   std::string body = mesh::EncodeHello(hello);
   ++counters_.hellos;
@@ -208,6 +227,16 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       ++counters_.delivered;
       handler_->Deliver(msg.topic, msg.body, (msg.flags & mesh::kFlagBinary) != 0,
                         (msg.flags & mesh::kFlagStamped) != 0 ? msg.stamp : 0);
+      return;
+    }
+    case mesh::Type::kMembers: {
+      // Only a whole list replaces the one kept: a broker sends no other.
+      Result<std::vector<std::string>> members = mesh::DecodeMembers(msg.body);
+      if (!members.ok()) {
+        ++counters_.bad_frames;
+        return;
+      }
+      members_ = std::move(members).value();
       return;
     }
     case mesh::Type::kDiff:

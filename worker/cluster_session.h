@@ -1,15 +1,15 @@
 // ClusterSession: this shard's side of the mesh protocol (docs/PROTOCOL.md).
 //
 // Owns: the session with the node's broker — hello with the shard's whole
-// state, welcome and epoch, reset, heartbeats both ways and the broker's
-// liveness; the outbox of publishes (numbered, kept until acked, sent in
-// order in windows paced by acks and re-sent after every welcome, bounded:
-// when full, the hub refuses broadcasts); duplicate suppression of
-// deliveries per origin instance (a bounded table); and the credit the
-// shard grants back, once per loop turn. Does not: touch ZeroMQ
-// (worker/broker_link does, through Transport), know sockets or channels
-// (the shard and its hub, through Handler), or read clocks. Plain data on
-// the shard's loop thread; the Shard owns one.
+// state (on each new connection, at once), welcome and epoch, reset,
+// heartbeats both ways and the broker's liveness, the broker's last member
+// list (sent back in every hello, so a new broker knows whom to expect); the outbox of publishes
+// (numbered, kept until acked, sent in order in windows paced by acks and re-sent after every
+// welcome, bounded: when full, the hub refuses broadcasts); duplicate suppression of deliveries per
+// origin instance (a bounded table); and the credit the shard grants back, once per loop turn. Does
+// not: touch ZeroMQ (worker/broker_link does, through Transport), know sockets or channels (the
+// shard and its hub, through Handler), or read clocks. Plain data on the shard's loop thread; the
+// Shard owns one.
 #pragma once
 
 #include <cstddef>
@@ -84,6 +84,11 @@ class ClusterSession {
 
   // Says hello; call once the transport is connecting.
   void Start(int64_t now_ms);
+  // The transport has a new connection to the broker's endpoint (its
+  // handshake done): whoever is there has not heard from us on it — a new
+  // broker, as a rule — so hello at once, rather than when a heartbeat is
+  // answered with a reset.
+  void OnConnected(int64_t now_ms);
   // Whether a broadcast of `bytes` fits in the outbox and in a mesh message
   // (mesh::kMaxBodyBytes).
   bool CanPublish(size_t bytes) const;
@@ -106,6 +111,8 @@ class ClusterSession {
   void Flush();
 
   bool up() const { return up_; }
+  // The shards the broker last said it has (kMembers), sorted.
+  const std::vector<std::string>& members() const { return members_; }
   uint64_t epoch() const { return epoch_; }
   size_t outbox_messages() const { return outbox_.size(); }
   // Publishes sent and not yet acked (at most options.max_unacked).
@@ -125,6 +132,7 @@ class ClusterSession {
     uint64_t origins_forgotten = 0;  // origin instances dropped from the dedupe table
     uint64_t presence = 0;           // kDiff and kSnapshot received
     uint64_t hellos = 0;
+    uint64_t connects = 0;  // new connections to the broker's endpoint
     uint64_t welcomes = 0;
     uint64_t epoch_changes = 0;  // welcomes from a broker with a new epoch
     uint64_t broker_lost = 0;    // the broker went silent
@@ -155,6 +163,7 @@ class ClusterSession {
   bool up_ = false;
   bool resync_ = false;  // a send failed: say hello again at the next tick
   uint64_t epoch_ = 0;
+  std::vector<std::string> members_;
   int64_t last_heard_ms_ = 0;
   int64_t last_hello_ms_ = 0;
   int64_t next_heartbeat_ms_ = 0;

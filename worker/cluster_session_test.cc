@@ -395,6 +395,52 @@ TEST_F(ClusterSessionTest, AHeartbeatFromAnotherEpochMeansANewBroker) {
   EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), 2u);
 }
 
+TEST_F(ClusterSessionTest, ANewConnectionIsHelloAtOnceAndTheCrossingResetCostsNoOther) {
+  session_.Start(now_);
+  Welcome(1);
+  for (const char* m : {"a", "b"}) session_.Publish("t", m, false);
+  session_.Flush();
+  fake_.log.sent.clear();
+  // The broker is killed and a new one is up: the transport reconnects,
+  // well within a heartbeat interval.
+  now_ += 7;
+  session_.OnConnected(now_);
+  EXPECT_EQ(session_.counters().connects, 1u);
+  EXPECT_FALSE(session_.up());
+  ASSERT_EQ(fake_.Of(mesh::Type::kHello).size(), 1u);
+  // A heartbeat the shard sent before it read the news is answered with a
+  // reset, which crosses the hello: no second hello for it.
+  now_ += 1;
+  Receive({.type = mesh::Type::kReset});
+  session_.OnTick(now_);
+  session_.Flush();
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), 1u);
+  EXPECT_TRUE(fake_.Of(mesh::Type::kPublish).empty()) << "not before the new broker's welcome";
+  Welcome(2);
+  session_.Flush();
+  EXPECT_EQ(fake_.Of(mesh::Type::kPublish).size(), 2u) << "the unacked outbox, once welcomed";
+}
+
+TEST_F(ClusterSessionTest, TheLastMemberListIsKeptAndSentInEveryHello) {
+  session_.Start(now_);
+  EXPECT_TRUE(mesh::DecodeHello(fake_.Of(mesh::Type::kHello)[0].body)->members.empty())
+      << "a fresh shard knows nobody";
+  Welcome(1);
+  std::string body = mesh::EncodeMembers({"s0", "s1", "s2"});
+  Receive({.type = mesh::Type::kMembers, .body = body});
+  EXPECT_EQ(session_.members(), (std::vector<std::string>{"s0", "s1", "s2"}));
+  // A list that does not decode changes nothing.
+  std::string bad = R"({"members":[1]})";
+  Receive({.type = mesh::Type::kMembers, .body = bad});
+  EXPECT_EQ(session_.counters().bad_frames, 1u);
+  EXPECT_EQ(session_.members().size(), 3u);
+  session_.OnConnected(now_);
+  auto hellos = fake_.Of(mesh::Type::kHello);
+  ASSERT_EQ(hellos.size(), 2u);
+  EXPECT_EQ(mesh::DecodeHello(hellos[1].body)->members,
+            (std::vector<std::string>{"s0", "s1", "s2"}));
+}
+
 TEST_F(ClusterSessionTest, GarbageFromTheBrokerIsCountedAndIgnored) {
   session_.Start(now_);
   std::vector<std::string_view> frames = {"nope"};

@@ -37,8 +37,14 @@ Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, Sha
   self->gateway_ = std::move(gateway).value();
   if (!self->opt_.broker_endpoint.empty()) {
     Result<std::unique_ptr<BrokerLink>> link = BrokerLink::Create(
-        loop, self->opt_.broker_endpoint, [self](std::span<const std::string_view> frames) {
+        loop, self->opt_.broker_endpoint,
+        [self](std::span<const std::string_view> frames) {
           self->session_->OnMessage(frames, MonoNowMs());
+        },
+        [self] {
+          // Reported from the loop (the monitor's fd, or before a message):
+          // the session exists by then.
+          if (self->session_) self->session_->OnConnected(MonoNowMs());
         });
     if (!link.ok()) return link.status();
     self->link_ = std::move(link).value();
@@ -264,6 +270,7 @@ void Shard::PublishMetrics() {
   set(counters_.cluster_duplicates, c.duplicates);
   set(counters_.cluster_presence, c.presence);
   set(counters_.cluster_hellos, c.hellos);
+  set(counters_.cluster_connects, c.connects);
   set(counters_.cluster_epoch_changes, c.epoch_changes);
   set(counters_.cluster_broker_lost, c.broker_lost);
   set(counters_.cluster_bad_frames, c.bad_frames);

@@ -142,6 +142,7 @@ class Collector : public prometheus::Collectable {
       kind("duplicate", c.cluster_duplicates);
       kind("presence", c.cluster_presence);
       kind("hello", c.cluster_hellos);
+      kind("connect", c.cluster_connects);
       kind("epoch_change", c.cluster_epoch_changes);
       kind("broker_lost", c.cluster_broker_lost);
       kind("bad_frame", c.cluster_bad_frames);

@@ -93,6 +93,10 @@ MESH_SEEDS = {
     "hello": mesh(1, b"", HELLO),
     "hello_empty": mesh(1, b"", b'{"shard":"","instance":"0000000000000001","window":1,'
                                 b'"topics":[],"presence":[]}'),
+    "hello_members": mesh(1, b"", b'{"shard":"1","instance":"0000000000000002","window":1,'
+                                  b'"heartbeat_ms":1000,"members":["0","1","2"],'
+                                  b'"topics":[],"presence":[]}'),
+    "members": mesh(15, b"", b'{"members":["0","1","2"]}'),
     "welcome": mesh(2, u64(0x5EED5EED12345678)),
     "reset": mesh(3),
     "heartbeat_shard": mesh(4, u64(0)),

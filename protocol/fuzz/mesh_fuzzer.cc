@@ -55,7 +55,7 @@ bool Same(const std::vector<mesh::PresenceEntry>& a, const std::vector<mesh::Pre
 bool Same(const mesh::Hello& a, const mesh::Hello& b) {
   if (a.shard != b.shard || a.instance != b.instance || a.window != b.window ||
       a.token != b.token || a.outbox != b.outbox || a.acked != b.acked ||
-      a.heartbeat_ms != b.heartbeat_ms || a.topics != b.topics ||
+      a.heartbeat_ms != b.heartbeat_ms || a.members != b.members || a.topics != b.topics ||
       a.presence.size() != b.presence.size()) {
     return false;
   }
@@ -82,6 +82,10 @@ void CheckHello(std::string_view body) {
     return;
   }
   FUZZ_CHECK(hello->instance != 0 && hello->window != 0);
+  FUZZ_CHECK(hello->members.size() <= mesh::kMaxMembers);
+  for (const std::string& name : hello->members) {
+    FUZZ_CHECK(!name.empty() && name.size() <= mesh::kMaxShardNameBytes);
+  }
   for (const std::string& t : hello->topics) {
     FUZZ_CHECK(!t.empty() && t.size() <= mesh::kMaxTopicBytes);
   }
@@ -111,6 +115,21 @@ void CheckPresence(std::string_view body) {
   FUZZ_CHECK(mesh::EncodePresenceChange(*again) == text);
 }
 
+void CheckMembers(std::string_view body) {
+  sb::Result<std::vector<std::string>> members = mesh::DecodeMembers(body);
+  if (!members.ok()) {
+    CheckRefusal(members.status(), "mesh: members: ");
+    return;
+  }
+  FUZZ_CHECK(members->size() <= mesh::kMaxMembers);
+  for (const std::string& name : *members) {
+    FUZZ_CHECK(!name.empty() && name.size() <= mesh::kMaxShardNameBytes);
+  }
+  const std::string text = mesh::EncodeMembers(*members);
+  sb::Result<std::vector<std::string>> again = mesh::DecodeMembers(text);
+  FUZZ_CHECK(again.ok() && *again == *members);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -134,7 +153,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(m.topic.size() <= mesh::kMaxTopicBytes);
   FUZZ_CHECK((m.flags & ~mesh::kFlagBinary) == 0);
   // The views point into the frames.
-  if (m.type == mesh::Type::kHello || m.type == mesh::Type::kBatch) {
+  if (m.type == mesh::Type::kHello || m.type == mesh::Type::kBatch ||
+      m.type == mesh::Type::kMembers) {
     FUZZ_CHECK(m.body.data() == frames[1].data());
   } else if (frames.size() > 1) {
     FUZZ_CHECK(m.topic.data() == frames[1].data());
@@ -148,6 +168,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   if (m.type == mesh::Type::kHello) CheckHello(m.body);
   if (m.type == mesh::Type::kPresence) CheckPresence(m.body);
+  if (m.type == mesh::Type::kMembers) CheckMembers(m.body);
   if (m.type == mesh::Type::kBatch) {
     // Every inner message either decodes and packs back to its bytes or is
     // refused with a reason; the walk stops at a malformed entry.
