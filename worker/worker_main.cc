@@ -73,7 +73,7 @@ std::string RefPrefix(const std::string& shard, uint64_t instance) {
 int main(int argc, char** argv) {
   CLI::App app{"switchboard-worker: a gateway shard (Phoenix Channels v2 over WebSocket)"};
   std::string shard = "0", listen, metrics_listen, secret_file, audience, issuer,
-              check_origin = "on";
+              check_origin = "on", api_key_file;
   std::vector<std::string> allowed_origins;
   double idle_s = 60, shutdown_s = 5, message_s = 10;
   sb::worker::ShardOptions opt;
@@ -132,6 +132,9 @@ int main(int argc, char** argv) {
                  "origins allowed (default: the Host's): scheme://host[:port], //*.host, ...")
       ->delimiter(',')
       ->allow_extra_args(false);
+  app.add_option("--api-key-file", api_key_file,
+                 "bearer key of the HTTP API (/api/*): turns the API on; mode 0600")
+      ->check(CLI::ExistingFile);
   app.add_option("--shutdown-timeout", shutdown_s,
                  "seconds to wait for clients and the broker's acks on SIGTERM")
       ->capture_default_str()
@@ -181,6 +184,14 @@ int main(int argc, char** argv) {
     }
     opt.gateway.token = sb::worker::TokenRules{std::move(secret), audience, issuer};
   }
+  if (!api_key_file.empty()) {
+    sb::Result<std::string> key = sb::worker::LoadApiKey(api_key_file);
+    if (!key.ok()) {
+      sb::PrintFatal(kProgram, "use the API key", key.status().message());
+      return sb::kExitUsage;
+    }
+    opt.gateway.api_key = std::move(key).value();
+  }
   auto origin = sb::worker::MakeOriginPolicy(check_origin == "on", allowed_origins);
   if (!origin.ok()) {
     sb::PrintFatal(kProgram, "check origins", origin.status().message());
@@ -218,6 +229,7 @@ int main(int argc, char** argv) {
     return sb::kExitFailure;
   }
   sb::worker::WorkerMetrics metrics(shard);
+  metrics.counters().api_on.store(opt.gateway.api_key.has_value(), std::memory_order_relaxed);
   std::unique_ptr<sb::MetricsEndpoint> endpoint;
   if (!metrics_listen.empty()) {
     auto ep = sb::MetricsEndpoint::Create(metrics_listen);

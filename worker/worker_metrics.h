@@ -17,6 +17,7 @@
 #include <string>
 
 #include "worker/auth.h"
+#include "worker/http_api.h"
 #include "worker/reasons.h"
 
 namespace prometheus {
@@ -51,6 +52,10 @@ struct WorkerCounters {
       cluster_bad_frames{0}, cluster_too_large{0}, cluster_origins_forgotten{0};
   A<uint64_t> broadcasts_refused{0};
   A<bool> clustered{false};
+  // HTTP API requests answered, by endpoint and status (kApiStatuses).
+  std::array<std::array<A<uint64_t>, kApiStatuses.size()>, static_cast<size_t>(ApiEndpoint::kCount)>
+      api_requests{};
+  A<bool> api_on{false};
 };
 
 class WorkerMetrics {
@@ -69,6 +74,10 @@ class WorkerMetrics {
   void AddClose(CloseReason r) { Add(counters_->closes, r); }
   void AddRefusal(Refusal r) { Add(counters_->refusals, r); }
   void AddTokenRefusal(TokenFailure f) { Add(counters_->token_refusals, f); }
+  void AddApiRequest(ApiEndpoint e, int status) {
+    counters_->api_requests[static_cast<size_t>(e)][ApiStatusIndex(status)].fetch_add(
+        1, std::memory_order_relaxed);
+  }
 
  private:
   template <typename Arr, typename E>
