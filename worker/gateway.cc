@@ -318,22 +318,25 @@ void Gateway::ParseHttp(Conn* c) {
       FinishHttp(c, std::move(d));
       return;
     }
-    const size_t used = h.api->put(boost::asio::buffer(h.buf), ec);
-    h.buf.erase(0, used);
-    if (ec == http::error::need_more) return;
-    if (ec) {
-      h.keep_alive = false;
-      h.waiting = true;
-      const bool too_large = ec == http::error::body_limit;
-      RespondApi(c->id, ApiEndpoint::kOther, too_large ? 413 : 400,
-                 too_large
-                     ? ApiErrorBody("too_large", "body over --max-frame")
-                     : ApiErrorBody("bad_request", "malformed HTTP request: " + ec.message()));
-      return;
-    }
+    // A request without a body is done with its header.
     if (!h.api->is_done()) {
-      if (used == 0) return;
-      continue;
+      const size_t used = h.api->put(boost::asio::buffer(h.buf), ec);
+      h.buf.erase(0, used);
+      if (ec == http::error::need_more) return;
+      if (ec) {
+        h.keep_alive = false;
+        h.waiting = true;
+        const bool too_large = ec == http::error::body_limit;
+        RespondApi(c->id, ApiEndpoint::kOther, too_large ? 413 : 400,
+                   too_large
+                       ? ApiErrorBody("too_large", "body over --max-frame")
+                       : ApiErrorBody("bad_request", "malformed HTTP request: " + ec.message()));
+        return;
+      }
+      if (!h.api->is_done()) {
+        if (used == 0) return;
+        continue;
+      }
     }
     HandleApi(c);
   }
