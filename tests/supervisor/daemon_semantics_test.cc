@@ -149,6 +149,9 @@ std::string DefaultTopology(int port) {
       !ReplaceFirst(&yaml, "127.0.0.1:4000", "127.0.0.1:" + std::to_string(port))) {
     return "";
   }
+  // The gateway's address and node.api.url, which names it.
+  while (ReplaceFirst(&yaml, "127.0.0.1:4000", "127.0.0.1:" + std::to_string(port))) {
+  }
   // The shards' base port: both it and the next one must be free.
   int shard_metrics = FreePort();
   while (shard_metrics > 0 && shard_metrics < 65535 && !PortIsFree(shard_metrics + 1)) {
