@@ -251,6 +251,13 @@ describe('the HTTP API of a node', () => {
     assert.ok(refused, 'a publish refused once the outbox is full');
     assert.equal(code(refused), 'unavailable');
     assert.equal(refused.headers['retry-after'], '1');
+    // Presence of a topic without local subscribers needs the broker's
+    // snapshot: a stopped broker is a 503 within the wait's bound.
+    const t0 = Date.now();
+    const p = await c2.request('GET', '/api/presence?topic=room:nobody', { key });
+    assert.equal(p.status, 503, p.body);
+    assert.ok(['presence_timeout', 'unavailable'].includes(code(p)), p.body);
+    assert.ok(Date.now() - t0 < 3000, 'answered within the bound');
     await cluster.resume('broker');
     await waitUntil(async () => (await c2.request('POST', '/api/publish', { key, body: good })).status === 200,
       { what: 'publishes accepted again once the broker acks' });
