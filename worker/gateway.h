@@ -69,9 +69,11 @@ struct GatewayOptions {
   // The HTTP API (/api/*) is on when set; its bearer key.
   std::optional<std::string> api_key;
   // Requests one keep-alive API connection may make; the last is answered
-  // "Connection: close". Between requests a connection may stay idle for
-  // handshake_timeout. Bodies are bounded by max_frame_bytes.
-  uint32_t max_api_requests_per_connection = 1000;
+  // "Connection: close" (requests pipelined behind it are not read), so a
+  // backend's connections spread over the shards again now and then.
+  // Between requests a connection may stay idle for handshake_timeout.
+  // Bodies are bounded by max_frame_bytes.
+  uint32_t max_api_requests_per_connection = 10000;
 };
 
 class Gateway {
