@@ -4,9 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <string>
 
 namespace sb::worker {
@@ -230,6 +232,65 @@ TEST_F(ApiKeyFileTest, RefusesSharedShortOrEmptyFiles) {
   EXPECT_FALSE(LoadApiKey(path_).ok());
   Result<std::string> r = LoadApiKey(path_ + ".missing");
   EXPECT_FALSE(r.ok());
+}
+
+}  // namespace
+}  // namespace sb::worker
+
+namespace sb::worker {
+namespace {
+
+// Random JSON texts with the spellings a relay must keep: whitespace,
+// escapes (quotes and brackets inside strings), number forms, nesting.
+std::string RandomJson(std::mt19937& rng, int depth) {
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  auto space = [&] { return std::string(static_cast<size_t>(pick(3)), " \n\t"[pick(3)]); };
+  switch (depth <= 0 ? pick(4) : pick(6)) {
+    case 0:
+      return std::vector<std::string>{"0", "-1.50", "1e3", "2E-2",
+                                      "123456789012345678901"}[pick(5)];
+    case 1:
+      return std::vector<std::string>{R"("a\"]}")", R"("\u00e9\n")", R"("[{,:")", R"("")",
+                                      "\"\xc3\xa9\""}[pick(5)];
+    case 2:
+      return std::vector<std::string>{"true", "false", "null"}[pick(3)];
+    case 3:
+      return "\"s" + std::to_string(pick(100)) + "\"";
+    case 4: {
+      std::string out = "[" + space();
+      for (int i = 0, n = pick(4); i < n; ++i) {
+        if (i) out += "," + space();
+        out += RandomJson(rng, depth - 1) + space();
+      }
+      return out + "]";
+    }
+    default: {
+      std::string out = "{" + space();
+      for (int i = 0, n = pick(4); i < n; ++i) {
+        if (i) out += "," + space();
+        out +=
+            "\"k" + std::to_string(i) + "\"" + space() + ":" + space() + RandomJson(rng, depth - 1);
+      }
+      return out + space() + "}";
+    }
+  }
+}
+
+TEST(HttpApiPropertyTest, ThePayloadIsAlwaysTheExactTextGivenWhereverItSits) {
+  std::mt19937 rng(20261207);
+  for (int i = 0; i < 2000; ++i) {
+    const std::string payload = RandomJson(rng, 4);
+    // The payload first, between or last: the scanner skips what precedes it.
+    std::vector<std::string> members = {R"("topic" : "t")", R"("event":"e")",
+                                        "\"payload\" :  " + payload};
+    std::rotate(members.begin(), members.begin() + i % 3, members.end());
+    std::string body = "{ ";
+    for (size_t m = 0; m < members.size(); ++m) body += (m ? " ,\n" : "") + members[m];
+    body += "}";
+    ApiDecision d = Post("/api/publish", body);
+    ASSERT_TRUE(d.request) << body << " -> " << d.body;
+    ASSERT_EQ(d.request->payload, payload) << body;
+  }
 }
 
 }  // namespace
