@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <boost/asio/buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -295,6 +296,14 @@ void Gateway::ParseHttp(Conn* c) {
         }
         h.api.emplace(std::move(h.header));
         h.api->body_limit(opt_.max_frame_bytes);
+        // curl and most HTTP clients hold back a body over 1 KiB for a
+        // second unless told to go on (RFC 9110 §10.1.1).
+        const auto& req = h.api->get();
+        if (auto expect = req.find(http::field::expect);
+            expect != req.end() && !h.api->is_done() &&
+            boost::beast::iequals(expect->value(), "100-continue")) {
+          Enqueue(c, FrameRef::Copy("HTTP/1.1 100 Continue\r\n\r\n"), OutboundQueue::Kind::kForced);
+        }
         continue;
       }
       if (!ec && !h.header.is_done()) {

@@ -194,13 +194,34 @@ describe('the HTTP API of a node', () => {
     assert.equal(raw0.all.filter((f) => f.includes('"once"')).length, 1, 'delivered once on shard 0');
     assert.equal(conn.closed, false, 'every answer so far on one connection');
 
+    // Pipelined: three requests in one write, three answers in order.
+    const one = (n) => {
+      const b = `{"topic":"room:a","event":"pipe","payload":${n}}`;
+      return `POST /api/publish HTTP/1.1\r\nHost: shard\r\nAuthorization: Bearer ${key}\r\n` +
+        `Content-Length: ${b.length}\r\n\r\n${b}`;
+    };
+    conn.sock.write(one(1) + one(2) + one(3));
+    for (let n = 1; n <= 3; n++) {
+      assert.equal((await conn.answers.take(() => true, { what: `pipelined answer ${n}` })).status, 200);
+      assert.equal(await raw1.take((f) => f.includes('"pipe"')), `[null,null,"room:a","pipe",${n}]`);
+    }
+
+    // Expect: 100-continue (curl sends it for bodies over 1 KiB): the shard
+    // says go on before the body is sent.
+    const big = `{"topic":"room:a","event":"big","payload":"${'y'.repeat(2000)}"}`;
+    conn.sock.write(`POST /api/publish HTTP/1.1\r\nHost: shard\r\nAuthorization: Bearer ${key}\r\n` +
+      `Content-Length: ${big.length}\r\nExpect: 100-continue\r\n\r\n`);
+    assert.equal((await conn.answers.take(() => true, { what: '100 Continue' })).status, 100);
+    conn.sock.write(big);
+    assert.equal((await conn.answers.take(() => true, { what: 'the answer after the body' })).status, 200);
+
     // "Connection: close" is honoured.
     const last = await conn.request('GET', '/api/presence?topic=room:a', { key, headers: { Connection: 'close' } });
     assert.equal(last.status, 200);
     assert.equal(last.headers.connection, 'close');
     await conn.answers.take((a) => a.closed, { what: 'the shard to close the connection' });
 
-    assert.equal(await metric(s0, 'switchboard_worker_api_requests_total', { endpoint: 'publish', status: '200' }), 4);
+    assert.equal(await metric(s0, 'switchboard_worker_api_requests_total', { endpoint: 'publish', status: '200' }), 8);
     assert.equal(await metric(s0, 'switchboard_worker_api_requests_total', { endpoint: 'broadcast', status: '200' }), 1);
   });
 
