@@ -15,6 +15,7 @@
 #include <fstream>
 
 #include "common/exit_codes.h"
+#include "common/key_file.h"
 #include "common/unique_fd.h"
 
 namespace sb::supervisor {
@@ -91,22 +92,9 @@ Result<ApiUrl> ParseApiUrl(std::string_view url) {
 }
 
 Result<std::string> ReadApiKeyFile(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status::InvalidConfig("API key file " + path + ": " + strerror(errno));
-  }
-  if ((st.st_mode & 077) != 0) {
-    return Status::InvalidConfig("API key file " + path +
-                                 ": group or others have access (chmod 600 it)");
-  }
-  std::ifstream in(path);
-  std::string key;
-  if (!in || !std::getline(in, key)) {
-    return Status::InvalidConfig("API key file " + path + ": unreadable or empty");
-  }
-  while (!key.empty() && (key.back() == '\r' || key.back() == ' ')) key.pop_back();
-  if (key.empty()) return Status::InvalidConfig("API key file " + path + ": empty");
-  return key;
+  // The shards' rule (worker/http_api.h, kMinApiKeyBytes): a key they
+  // would refuse is refused here first.
+  return ReadPrivateKeyFile(path, 16);
 }
 
 Status EnsureApiKeyFile(const std::string& path) {

@@ -31,8 +31,9 @@ struct ApiUrl {
 // addresses take it (numeric, [v6] or localhost). InvalidConfig otherwise.
 Result<ApiUrl> ParseApiUrl(std::string_view url);
 
-// The key file's first line. InvalidConfig if it cannot be read, is empty,
-// or group or others have any access to it.
+// The key file's first line (common/key_file, 16 bytes or more, as the
+// shards require). InvalidConfig if it cannot be read, is too short, or
+// group or others have any access to it.
 Result<std::string> ReadApiKeyFile(const std::string& path);
 
 // The daemon's part: makes the node's key file if there is none — 32

@@ -285,7 +285,7 @@ void Gateway::ParseHttp(Conn* c) {
         if (length && *length > opt_.max_frame_bytes) {
           h.keep_alive = false;
           h.waiting = true;
-          h.endpoint = DecideApi("", target, std::nullopt, "", ApiPolicy{}).endpoint;
+          h.endpoint = ApiEndpointOf(target);
           RespondApi(
               c->id, h.endpoint, opt_.api_key ? 413 : 404,
               opt_.api_key
@@ -336,10 +336,16 @@ void Gateway::ParseHttp(Conn* c) {
         h.keep_alive = false;
         h.waiting = true;
         const bool too_large = ec == http::error::body_limit;
-        RespondApi(c->id, ApiEndpoint::kOther, too_large ? 413 : 400,
-                   too_large
-                       ? ApiErrorBody("too_large", "body over --max-frame")
-                       : ApiErrorBody("bad_request", "malformed HTTP request: " + ec.message()));
+        const ApiEndpoint endpoint =
+            ApiEndpointOf({h.api->get().target().data(), h.api->get().target().size()});
+        if (!opt_.api_key) {
+          RespondApi(c->id, endpoint, 404, ApiErrorBody("not_found", "the API is off"));
+        } else {
+          RespondApi(c->id, endpoint, too_large ? 413 : 400,
+                     too_large
+                         ? ApiErrorBody("too_large", "body over --max-frame")
+                         : ApiErrorBody("bad_request", "malformed HTTP request: " + ec.message()));
+        }
         return;
       }
       if (!h.api->is_done()) {

@@ -1,14 +1,13 @@
 #include "worker/http_api.h"
 
 #include <openssl/crypto.h>
-#include <sys/stat.h>
 
 #include <boost/json.hpp>
 #include <exception>
-#include <fstream>
 #include <unordered_set>
 #include <utility>
 
+#include "common/key_file.h"
 #include "protocol/limits.h"
 #include "protocol/phoenix.h"
 #include "protocol/phoenix_events.h"
@@ -236,7 +235,52 @@ ApiDecision ParsePublish(ApiEndpoint endpoint, std::string_view body) {
   return d;
 }
 
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The percent-decoded value of query parameter `name` ('+' is a space);
+// nullopt if absent. worker/http_upgrade has the same for the upgrade; the
+// API keeps its own to stay free of Beast.
+std::optional<std::string> QueryValue(std::string_view target, std::string_view name) {
+  const size_t q = target.find('?');
+  std::string_view query = q == std::string_view::npos ? "" : target.substr(q + 1);
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    const size_t eq = pair.find('=');
+    if (pair.substr(0, eq) != name) continue;
+    std::string_view v = eq == std::string_view::npos ? "" : pair.substr(eq + 1);
+    std::string out;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == '+') {
+        out += ' ';
+      } else if (v[i] == '%' && i + 2 < v.size() && HexValue(v[i + 1]) >= 0 &&
+                 HexValue(v[i + 2]) >= 0) {
+        out += static_cast<char>(HexValue(v[i + 1]) * 16 + HexValue(v[i + 2]));
+        i += 2;
+      } else {
+        out += v[i];
+      }
+    }
+    return out;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
+
+ApiEndpoint ApiEndpointOf(std::string_view target) {
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (path == kPublishPath) return ApiEndpoint::kPublish;
+  if (path == kBroadcastPath) return ApiEndpoint::kBroadcast;
+  if (path == kPresencePath) return ApiEndpoint::kPresence;
+  return ApiEndpoint::kOther;
+}
 
 size_t ApiStatusIndex(int status) {
   for (size_t i = 0; i < kApiStatuses.size(); ++i) {
@@ -275,15 +319,7 @@ std::string ApiResponse(int status, std::string_view body, bool keep_alive) {
 ApiDecision DecideApi(std::string_view method, std::string_view target,
                       std::optional<std::string_view> authorization, std::string_view body,
                       const ApiPolicy& policy) {
-  const std::string_view path = target.substr(0, target.find('?'));
-  ApiEndpoint endpoint = ApiEndpoint::kOther;
-  if (path == kPublishPath) {
-    endpoint = ApiEndpoint::kPublish;
-  } else if (path == kBroadcastPath) {
-    endpoint = ApiEndpoint::kBroadcast;
-  } else if (path == kPresencePath) {
-    endpoint = ApiEndpoint::kPresence;
-  }
+  const ApiEndpoint endpoint = ApiEndpointOf(target);
   // Off: the API does not exist, whatever the request.
   if (policy.key == nullptr) return Answer(endpoint, 404, "not_found", "the API is off");
   // Before routing: without the key nobody learns which paths exist.
@@ -299,53 +335,20 @@ ApiDecision DecideApi(std::string_view method, std::string_view target,
   switch (endpoint) {
     case ApiEndpoint::kPublish:
     case ApiEndpoint::kBroadcast: {
-      if (method != "POST") {
-        ApiDecision d = Answer(endpoint, 405, "method_not_allowed", "use POST");
-        return d;
-      }
+      if (method != "POST") return Answer(endpoint, 405, "method_not_allowed", "use POST");
       return ParsePublish(endpoint, body);
     }
     case ApiEndpoint::kPresence: {
       if (method != "GET") return Answer(endpoint, 405, "method_not_allowed", "use GET");
-      // QueryParam lives with the upgrade decision; the API has its own
-      // copy of the one parameter it reads to stay free of Beast.
-      std::string topic;
-      bool found = false;
-      const size_t q = target.find('?');
-      std::string_view query = q == std::string_view::npos ? "" : target.substr(q + 1);
-      while (!query.empty() && !found) {
-        const size_t amp = query.find('&');
-        std::string_view pair = query.substr(0, amp);
-        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-        const size_t eq = pair.find('=');
-        if (pair.substr(0, eq) != "topic") continue;
-        found = true;
-        std::string_view v = eq == std::string_view::npos ? "" : pair.substr(eq + 1);
-        for (size_t i = 0; i < v.size(); ++i) {
-          auto hex = [](char c) {
-            if (c >= '0' && c <= '9') return c - '0';
-            if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-            if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-            return -1;
-          };
-          if (v[i] == '+') {
-            topic += ' ';
-          } else if (v[i] == '%' && i + 2 < v.size() && hex(v[i + 1]) >= 0 && hex(v[i + 2]) >= 0) {
-            topic += static_cast<char>(hex(v[i + 1]) * 16 + hex(v[i + 2]));
-            i += 2;
-          } else {
-            topic += v[i];
-          }
-        }
-      }
-      if (!found) return Answer(endpoint, 400, "bad_request", "missing ?topic=");
-      if (!ValidTopic(topic)) {
+      std::optional<std::string> topic = QueryValue(target, "topic");
+      if (!topic) return Answer(endpoint, 400, "bad_request", "missing ?topic=");
+      if (!ValidTopic(*topic)) {
         return Answer(endpoint, 400, "invalid_topic",
                       "a topic is 1 to " + std::to_string(limits::kMaxTopicBytes) + " bytes");
       }
       ApiDecision d;
       d.endpoint = endpoint;
-      d.request = ApiRequest{.endpoint = endpoint, .topics = {std::move(topic)}};
+      d.request = ApiRequest{.endpoint = endpoint, .topics = {std::move(*topic)}};
       return d;
     }
     case ApiEndpoint::kOther:
@@ -356,24 +359,7 @@ ApiDecision DecideApi(std::string_view method, std::string_view target,
 }
 
 Result<std::string> LoadApiKey(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status::InvalidConfig("API key file " + path + ": cannot stat it");
-  }
-  if ((st.st_mode & 077) != 0) {
-    return Status::InvalidConfig("API key file " + path +
-                                 ": group or others have access (chmod 600 it)");
-  }
-  std::ifstream in(path);
-  std::string key;
-  if (!in || !std::getline(in, key)) {
-    return Status::InvalidConfig("API key file " + path + ": unreadable or empty");
-  }
-  while (!key.empty() && (key.back() == '\r' || key.back() == ' ')) key.pop_back();
-  if (key.size() < 16) {
-    return Status::InvalidConfig("API key file " + path + ": the key is under 16 bytes");
-  }
-  return key;
+  return ReadPrivateKeyFile(path, kMinApiKeyBytes);
 }
 
 const std::string* IdempotencyTable::Find(std::string_view key, int64_t now_ms) {

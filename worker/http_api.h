@@ -39,6 +39,8 @@ size_t ApiStatusIndex(int status);
 
 // True for a request target the API answers ("/api/..." with any query).
 bool IsApiTarget(std::string_view target);
+// The endpoint `target` names (kOther for any other path).
+ApiEndpoint ApiEndpointOf(std::string_view target);
 
 // Bounds of one request. The body is bounded by the gateway's parser
 // (max_body, from --max-frame): a larger one is answered 413.
@@ -85,10 +87,11 @@ inline constexpr std::string_view kApiOkBody = R"({"ok":true})";
 // Retry-After.
 std::string ApiResponse(int status, std::string_view body, bool keep_alive);
 
-// Reads the API key from `path`: the first line, without its line end. A
-// file that group or others may read or write, an unreadable or empty file,
-// or a key under 16 bytes is an InvalidConfig error (the shard refuses to
-// start). The key is never put in a message.
+// Reads the API key from `path` (common/key_file: the first line, from a
+// file only its owner may access, kMinApiKeyBytes or longer); an
+// InvalidConfig error otherwise, and the shard refuses to start. The key is
+// never put in a message.
+inline constexpr size_t kMinApiKeyBytes = 16;
 Result<std::string> LoadApiKey(const std::string& path);
 
 // Idempotency keys of publishes answered 200, each kept kTtlMs: a repeat in

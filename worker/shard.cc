@@ -110,7 +110,8 @@ void Shard::ApiPublish(ConnId conn, const ApiRequest& r) {
   if (session_) {
     size_t bytes = 0;
     for (const std::string& topic : r.topics) {
-      const size_t one = topic.size() + r.event.size() + r.payload.size() + 16;
+      // The Phoenix message the outbox will hold, escapes included.
+      const size_t one = phx::EncodeBroadcast(topic, r.event, {}).size() + r.payload.size();
       if (!session_->CanPublish(one)) {
         const bool too_large = one > mesh::kMaxBodyBytes;
         gateway_->RespondApi(
