@@ -75,7 +75,11 @@ struct Gateway::Conn {
   bool writable = false;           // EPOLLOUT registered: the kernel buffer was full
   bool dirty = false;              // in dirty_
   bool close_after_flush = false;  // drop the connection once the queue is written
-  bool input_done = false;         // stop parsing input (after a parse error or a refusal)
+  // With close_after_flush: half-close and wait for the client's EOF (or
+  // close_timeout) instead, so an unread request body does not make the
+  // kernel reset the connection before the client has read the answer.
+  bool linger = false;
+  bool input_done = false;  // stop parsing input (after a parse error or a refusal)
   bool dead = false;
   bool parsing = false;  // ParseHttp is on the stack for this connection
   int64_t last_rx_ms = 0;
@@ -281,17 +285,32 @@ void Gateway::ParseHttp(Conn* c) {
       std::string_view target;
       if (!ec) target = {h.header.get().target().data(), h.header.get().target().size()};
       if (!ec && IsApiTarget(target)) {
+        // Answered from the header, before any body is read or buffered:
+        // the API off, a wrong key, a body too large. The connection then
+        // closes (its body is never read).
+        const auto& head = h.header.get();
+        std::optional<std::string_view> authorization;
+        if (auto it = head.find(http::field::authorization); it != head.end()) {
+          authorization = std::string_view(it->value().data(), it->value().size());
+        }
         const auto length = h.header.content_length();
-        if (length && *length > opt_.max_frame_bytes) {
+        int status = 0;
+        std::string body;
+        if (!opt_.api_key) {
+          status = 404;
+          body = ApiErrorBody("not_found", "the API is off");
+        } else if (!ApiKeyAccepted(authorization, *opt_.api_key)) {
+          status = 401;
+          body = ApiErrorBody("unauthorized", "missing or wrong API key");
+        } else if (length && *length > opt_.max_frame_bytes) {
+          status = 413;
+          body = ApiErrorBody("too_large", "body over --max-frame (" +
+                                               std::to_string(opt_.max_frame_bytes) + " bytes)");
+        }
+        if (status != 0 && !h.header.is_done()) {
           h.keep_alive = false;
           h.waiting = true;
-          h.endpoint = ApiEndpointOf(target);
-          RespondApi(
-              c->id, h.endpoint, opt_.api_key ? 413 : 404,
-              opt_.api_key
-                  ? ApiErrorBody("too_large", "body over --max-frame (" +
-                                                  std::to_string(opt_.max_frame_bytes) + " bytes)")
-                  : ApiErrorBody("not_found", "the API is off"));
+          RespondApi(c->id, ApiEndpointOf(target), status, body);
           return;
         }
         h.api.emplace(std::move(h.header));
@@ -392,6 +411,7 @@ void Gateway::RespondApi(ConnId conn, ApiEndpoint endpoint, int status, std::str
     c->http.reset();
     c->input_done = true;
     c->close_after_flush = true;
+    c->linger = true;
     c->state = State::kClosing;
     c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
     return;
@@ -591,7 +611,15 @@ void Gateway::Flush(Conn* c) {
     return;
   }
   SetWritable(c, false);
-  if (c->close_after_flush) Destroy(c);
+  if (!c->close_after_flush) return;
+  if (c->linger) {
+    // Input is discarded until EOF (OnReadable) or the deadline (Sweep).
+    ::shutdown(c->fd, SHUT_WR);
+    c->close_after_flush = false;
+    c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
+    return;
+  }
+  Destroy(c);
 }
 
 void Gateway::FlushAll() {

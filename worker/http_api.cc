@@ -316,6 +316,18 @@ std::string ApiResponse(int status, std::string_view body, bool keep_alive) {
   return r;
 }
 
+bool ApiKeyAccepted(std::optional<std::string_view> authorization, const std::string& key) {
+  constexpr std::string_view kBearer = "Bearer ";
+  std::string_view given = authorization.value_or("");
+  while (!given.empty() && (given.back() == ' ' || given.back() == '\t')) given.remove_suffix(1);
+  // The scheme is case-insensitive (RFC 9110 §11.1); the two spellings
+  // clients use are enough.
+  const bool bearer =
+      given.size() > kBearer.size() &&
+      (given.substr(0, kBearer.size()) == kBearer || given.substr(0, kBearer.size()) == "bearer ");
+  return bearer && KeyMatches(given.substr(kBearer.size()), key);
+}
+
 ApiDecision DecideApi(std::string_view method, std::string_view target,
                       std::optional<std::string_view> authorization, std::string_view body,
                       const ApiPolicy& policy) {
@@ -323,13 +335,7 @@ ApiDecision DecideApi(std::string_view method, std::string_view target,
   // Off: the API does not exist, whatever the request.
   if (policy.key == nullptr) return Answer(endpoint, 404, "not_found", "the API is off");
   // Before routing: without the key nobody learns which paths exist.
-  constexpr std::string_view kBearer = "Bearer ";
-  std::string_view given = authorization.value_or("");
-  while (!given.empty() && (given.back() == ' ' || given.back() == '\t')) given.remove_suffix(1);
-  const bool bearer =
-      given.size() > kBearer.size() &&
-      (given.substr(0, kBearer.size()) == kBearer || given.substr(0, kBearer.size()) == "bearer ");
-  if (!bearer || !KeyMatches(given.substr(kBearer.size()), *policy.key)) {
+  if (!ApiKeyAccepted(authorization, *policy.key)) {
     return Answer(endpoint, 401, "unauthorized", "missing or wrong API key");
   }
   switch (endpoint) {

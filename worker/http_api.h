@@ -72,6 +72,10 @@ struct ApiDecision {
   std::string body;
 };
 
+// True if `authorization` (the Authorization header's value, nullopt when
+// absent) is "Bearer <key>", compared in constant time.
+bool ApiKeyAccepted(std::optional<std::string_view> authorization, const std::string& key);
+
 // Decides one complete request whose target IsApiTarget. `authorization`:
 // the Authorization header's value (nullopt when absent).
 ApiDecision DecideApi(std::string_view method, std::string_view target,

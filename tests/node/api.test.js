@@ -236,11 +236,19 @@ describe('the HTTP API of a node', () => {
     const good = '{"topic":"t","event":"e","payload":1}';
     const code = (a) => a.json && a.json.error && a.json.error.code;
 
-    let a = await conn.request('POST', '/api/publish', { body: good });
-    assert.equal(a.status, 401);
-    assert.equal(code(a), 'unauthorized');
-    assert.equal(a.headers['www-authenticate'], 'Bearer');
-    a = await conn.request('POST', '/api/publish', { key: `${key}x`, body: good });
+    // Without the key a body is never read: answered from the header, and
+    // the connection closes.
+    for (const k of [undefined, `${key}x`, key.slice(1)]) {
+      const c = await api(s, s0.port);
+      const r = await c.request('POST', '/api/publish', { key: k, body: good });
+      assert.equal(r.status, 401);
+      assert.equal(code(r), 'unauthorized');
+      assert.equal(r.headers['www-authenticate'], 'Bearer');
+      assert.equal(r.headers.connection, 'close');
+      await c.answers.take((x) => x.closed, { what: 'the shard to close after a 401' });
+    }
+    // A request without a body is answered 401 and the connection stays.
+    let a = await conn.request('GET', '/api/presence?topic=t', { key: 'nope' });
     assert.equal(a.status, 401);
     a = await conn.request('POST', '/api/publish', { key, body: '{"topic":"t","event":"e"' });
     assert.equal(a.status, 400);
@@ -254,11 +262,15 @@ describe('the HTTP API of a node', () => {
     assert.equal(a.status, 405);
     assert.equal(conn.closed, false, 'refusals keep the connection');
 
+    // Over --max-frame: refused from Content-Length, the body never read.
+    // Megabytes of it already on the way must not reset the connection
+    // before the answer is read (the shard half-closes and drains).
     a = await conn.request('POST', '/api/publish', {
-      key, body: `{"topic":"t","event":"e","payload":"${'x'.repeat(MAX_FRAME)}"}`,
+      key, body: `{"topic":"t","event":"e","payload":"${'x'.repeat(4 << 20)}"}`,
     });
     assert.equal(a.status, 413);
     assert.equal(code(a), 'too_large');
+    await conn.answers.take((x) => x.closed, { what: 'the shard to close after a 413' });
 
     // The broker stopped: the outbox (--max-outbox 3) fills, then 503.
     await cluster.pause('broker');
@@ -283,7 +295,8 @@ describe('the HTTP API of a node', () => {
     await waitUntil(async () => (await c2.request('POST', '/api/publish', { key, body: good })).status === 200,
       { what: 'publishes accepted again once the broker acks' });
     assert.ok(await metric(s0, 'switchboard_worker_api_requests_total', { endpoint: 'publish', status: '503' }) >= 1);
-    assert.equal(await metric(s0, 'switchboard_worker_api_requests_total', { endpoint: 'publish', status: '401' }), 2);
+    assert.equal(await metric(s0, 'switchboard_worker_api_requests_total', { endpoint: 'publish', status: '401' }), 3);
+    assert.equal(await metric(s0, 'switchboard_worker_api_requests_total', { endpoint: 'presence', status: '401' }), 1);
     assert.equal(await metric(s0, 'switchboard_worker_api_requests_total', { endpoint: 'publish', status: '413' }), 1);
   });
 
