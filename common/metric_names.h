@@ -241,5 +241,10 @@ inline constexpr std::string_view kWorkerClusterMessagesTotal =
     "switchboard_worker_cluster_messages_total";
 inline constexpr std::string_view kWorkerBroadcastsRefusedTotal =
     "switchboard_worker_broadcasts_refused_total";
+// Counter, labels endpoint (publish, broadcast, presence, other) and status
+// (200, 400, 401, 404, 405, 413, 503): HTTP API requests answered. Shown
+// only while the API is on (--api-key-file).
+inline constexpr std::string_view kWorkerApiRequestsTotal = "switchboard_worker_api_requests_total";
+inline constexpr std::string_view kLabelEndpoint = "endpoint";  // status: as above
 
 }  // namespace sb::metrics

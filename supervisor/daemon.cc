@@ -19,6 +19,7 @@
 #include "common/mono_time.h"
 #include "common/sd_notify.h"
 #include "common/signal_fd.h"
+#include "supervisor/api_client.h"
 #include "supervisor/process_launcher.h"
 #include "supervisor/runtime_dir.h"
 
@@ -97,6 +98,11 @@ Status Daemon::Init() {
   if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) < 0) {
     return Status::Refused("node '" + spec_.node.name + "' is already running (lock " + lock_path +
                            " is held)");
+  }
+  // Before any shard starts: the shards read the key file at start.
+  if (!spec_.node.api.key_file.empty()) {
+    s = EnsureApiKeyFile(spec_.node.api.key_file);
+    if (!s.ok()) return s;
   }
   auto notify = NotifyServer::Create((run_dir / (spec_.node.name + ".notify")).string());
   if (!notify.ok()) return notify.status();

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "supervisor/api_client.h"
 #include "supervisor/duration.h"
 #include "yaml-cpp/yaml.h"
 
@@ -39,8 +40,9 @@ namespace {
 using Keys = std::span<const std::string_view>;
 
 constexpr std::array<std::string_view, 3> kTopKeys = {"node", "sockets", "supervisor"};
-constexpr std::array<std::string_view, 5> kNodeKeys = {"name", "control", "events", "metrics",
-                                                       "file_sd"};
+constexpr std::array<std::string_view, 6> kNodeKeys = {"name",    "control", "events",
+                                                       "metrics", "file_sd", "api"};
+constexpr std::array<std::string_view, 2> kApiKeys = {"url", "key_file"};
 constexpr std::array<std::string_view, 3> kBackoffKeys = {"initial", "max", "factor"};
 constexpr std::array<std::string_view, 4> kSocketKeys = {"name", "listen", "backlog", "balance"};
 constexpr std::array<std::string_view, 5> kRootKeys = {"id", "strategy", "intensity", "period",
@@ -461,6 +463,22 @@ sb::Status Loader::ParseNode(const Field& f) {
     std::string control = spec_.node.control;
     spec_.node.file_sd =
         control.substr(0, control.rfind('/') + 1) + spec_.node.name + ".targets.json";
+  }
+  if (const Field* api = map.FindValue("api")) {
+    MapView api_map;
+    SB_RETURN_IF_ERROR(ReadMap(*api, "a map with keys " + JoinKeys(kApiKeys), &api_map));
+    SB_RETURN_IF_ERROR(CheckKeys(api_map, kApiKeys, nullptr));
+    const Field* url = nullptr;
+    SB_RETURN_IF_ERROR(
+        Required(api_map, "url", "switchboard publish sends to it (http://HOST:PORT)", &url));
+    SB_RETURN_IF_ERROR(Text(*url, "a URL", &spec_.node.api.url));
+    if (Result<ApiUrl> parsed = ParseApiUrl(spec_.node.api.url); !parsed.ok()) {
+      return Error(*url, parsed.status().message());
+    }
+    const Field* key_file = nullptr;
+    SB_RETURN_IF_ERROR(Required(api_map, "key_file", "the API needs its bearer key", &key_file));
+    SB_RETURN_IF_ERROR(Text(*key_file, "a path", &spec_.node.api.key_file));
+    if (spec_.node.api.key_file.empty()) return Error(*key_file, "API key file path is empty");
   }
   return sb::Status::Ok();
 }

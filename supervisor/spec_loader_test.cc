@@ -206,6 +206,14 @@ TEST(SpecLoaderTest, ControlDefaultFollowsNodeName) {
   EXPECT_EQ(spec.node.control, "/tmp/switchboard/edge-2.eu.sock");
 }
 
+TEST(SpecLoaderTest, NodeApiGivesPublishItsUrlAndKey) {
+  const TreeSpec spec =
+      LoadOk("node: {api: {url: \"http://127.0.0.1:4000/\", key_file: /run/k}}\nsupervisor: {}\n");
+  EXPECT_EQ(spec.node.api.url, "http://127.0.0.1:4000/");
+  EXPECT_EQ(spec.node.api.key_file, "/run/k");
+  EXPECT_TRUE(LoadOk("supervisor: {}\n").node.api.url.empty());
+}
+
 TEST(SpecLoaderTest, EmptyListsAndSectionsMayBeLeftWithoutAValue) {
   const TreeSpec spec = LoadOk(R"(node:
 sockets:
@@ -621,7 +629,7 @@ TEST(SpecLoaderErrorTest, UnknownTopLevelAndNodeKeys) {
             "sockets, supervisor)");
   EXPECT_EQ(LoadError("node:\n  metric: 127.0.0.1:9100\nsupervisor: {}\n"),
             "test.yaml:2:3: key 'node.metric': unknown key 'metric' (allowed here: name, "
-            "control, events, metrics, file_sd)");
+            "control, events, metrics, file_sd, api)");
   EXPECT_EQ(LoadError("supervisor: {restart: permanent}\n"),
             "test.yaml:1:14: key 'supervisor.restart': unknown key 'restart' (allowed here: id, "
             "strategy, intensity, period, children)");
@@ -824,6 +832,18 @@ TEST(SpecLoaderErrorTest, BadNode) {
   EXPECT_EQ(LoadError("node: {control: /" + std::string(107, 'x') + "}\nsupervisor: {}\n"),
             "test.yaml:1:17: key 'node.control': control socket path is 108 bytes; Unix sockets "
             "allow at most 107");
+}
+
+TEST(SpecLoaderErrorTest, BadNodeApi) {
+  EXPECT_EQ(
+      LoadError("node:\n  api: {url: \"https://127.0.0.1:4000\", key_file: k}\nsupervisor: {}\n"),
+      "test.yaml:2:14: key 'node.api.url': expected http://HOST:PORT, e.g. "
+      "\"http://127.0.0.1:4000\" (only http:// is spoken), found 'https://127.0.0.1:4000'");
+  EXPECT_EQ(LoadError("node:\n  api: {url: \"http://127.0.0.1:4000\"}\nsupervisor: {}\n"),
+            "test.yaml:2:8: key 'node.api.key_file': required key is missing (the API needs its "
+            "bearer key)");
+  EXPECT_EQ(LoadError("node:\n  api: {url: \"http://127.0.0.1:4000\", key: k}\nsupervisor: {}\n"),
+            "test.yaml:2:39: key 'node.api.key': unknown key 'key' (allowed here: url, key_file)");
 }
 
 // ---- Files ----

@@ -1,7 +1,7 @@
 // switchboard: the supervisor daemon (`run`), its offline check (`check`),
-// and the control client (status, restart, stop, start, scale, reload,
-// events). Exit codes: common/exit_codes.h (0 ok, 1 root gave up / failed or
-// request refused, 2 usage or configuration error, 3 daemon not running).
+// the control client (status, restart, stop, start, scale, reload,
+// events), and `publish` to the shards' HTTP API. Exit codes: common/exit_codes.h (0 ok, 1 root
+// gave up / failed or request refused, 2 usage or configuration error, 3 daemon not running).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
@@ -10,6 +10,7 @@
 #include "common/command_line.h"
 #include "common/exit_codes.h"
 #include "common/log.h"
+#include "supervisor/api_client.h"
 #include "supervisor/control_cli.h"
 #include "supervisor/control_server.h"
 #include "supervisor/daemon.h"
@@ -94,10 +95,33 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, sb::supervisor::kMaxScaleCount));
   auto* reload = client("reload", "re-read the YAML and apply the difference");
   auto* events = client("events", "follow the event stream live");
+  sb::supervisor::PublishArgs publish_args;
+  std::string idempotency_key;
+  auto* publish =
+      app.add_subcommand("publish", "broadcast EVENT with payload JSON to TOPIC through the API");
+  publish->add_option("--config", config, "YAML topology with node.api (url, key_file)")
+      ->required();
+  publish->add_option("TOPIC", publish_args.topic, "topic")->required();
+  publish->add_option("EVENT", publish_args.event, "event")->required();
+  publish->add_option("JSON", publish_args.payload_json, "payload, any JSON")->required();
+  auto* idem = publish->add_option("--idempotency-key", idempotency_key,
+                                   "a repeat with this key within 5 minutes is delivered once");
 
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
   if (*check) return Check(config);
   if (*run) return Run(config);
+  if (*publish) {
+    auto spec = Load(config);
+    if (!spec.ok()) return sb::kExitUsage;
+    if (spec->node.api.url.empty()) {
+      std::fprintf(stderr, "%s: %s has no node.api (url, key_file)\n", kProgram, config.c_str());
+      return sb::kExitUsage;
+    }
+    publish_args.url = spec->node.api.url;
+    publish_args.key_file = spec->node.api.key_file;
+    if (*idem) publish_args.idempotency_key = idempotency_key;
+    return sb::supervisor::RunPublish(publish_args, std::cout, std::cerr);
+  }
 
   if (control.empty() && !config.empty()) {
     auto spec = Load(config);

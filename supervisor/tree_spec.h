@@ -124,12 +124,20 @@ inline bool ChildSpec::operator==(const ChildSpec& o) const {
          metrics == o.metrics && sub == o.sub;
 }
 
+// node.api: where `switchboard publish` finds the shards' HTTP API.
+struct ApiSpec {
+  std::string url;       // "http://HOST:PORT" of any shard's port; empty: no API configured
+  std::string key_file;  // the bearer key; the shards take the same file (--api-key-file)
+  bool operator==(const ApiSpec&) const = default;
+};
+
 struct NodeSpec {
   std::string name = "node1";
   std::string control;  // path of the control socket; default /tmp/switchboard/<name>.sock
   std::string events;   // JSON-lines event log; empty = none
   std::string metrics;  // "host:port" of the daemon's Prometheus endpoint; empty = none
   std::string file_sd;  // Prometheus file_sd JSON path; default <control dir>/<name>.targets.json
+  ApiSpec api;
   bool operator==(const NodeSpec&) const = default;
 };
 

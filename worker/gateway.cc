@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <boost/asio/buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <cstdio>
 #include <ctime>
 #include <utility>
@@ -44,13 +46,24 @@ FrameRef MakeClose(uint16_t code, std::string_view text) {
 
 }  // namespace
 
+// One HTTP request being read. The header is parsed with an empty body;
+// an /api/* request's parser then takes the header over with a string body
+// bounded by --max-frame (Beast's converting constructor), so upgrade
+// requests never buffer a body.
 struct HttpState {
   HttpState() {
-    parser.header_limit(kHeaderLimit);
-    parser.body_limit(0);
+    header.header_limit(kHeaderLimit);
+    // Bounded below: an upgrade has no body (empty_body refuses one), an
+    // API body is bounded once its path is known.
+    header.body_limit(boost::none);
   }
-  http::request_parser<http::empty_body> parser;
+  http::request_parser<http::empty_body> header;
+  std::optional<http::request_parser<http::string_body>> api;
   std::string buf;
+  uint32_t requests = 0;  // API requests answered on this connection
+  bool waiting = false;   // an API request is with the listener
+  bool keep_alive = false;
+  ApiEndpoint endpoint = ApiEndpoint::kOther;
 };
 
 std::string_view TargetPath(const HttpRequest& req) {
@@ -86,8 +99,13 @@ struct Gateway::Conn {
   bool writable = false;           // EPOLLOUT registered: the kernel buffer was full
   bool dirty = false;              // in dirty_
   bool close_after_flush = false;  // drop the connection once the queue is written
-  bool input_done = false;         // stop parsing input (after a parse error or a refusal)
+  // With close_after_flush: half-close and wait for the client's EOF (or
+  // close_timeout) instead, so an unread request body does not make the
+  // kernel reset the connection before the client has read the answer.
+  bool linger = false;
+  bool input_done = false;  // stop parsing input (after a parse error or a refusal)
   bool dead = false;
+  bool parsing = false;  // ParseHttp is on the stack for this connection
   int64_t last_rx_ms = 0;
   // While writable: when the kernel last took bytes (or the buffer filled).
   int64_t last_tx_ms = 0;
@@ -268,29 +286,181 @@ void Gateway::OnReadable(Conn* c) {
 void Gateway::OnHttpBytes(Conn* c, const char* data, size_t n) {
   HttpState& h = *c->http;
   h.buf.append(data, n);
-  boost::system::error_code ec;
-  size_t used = h.parser.put(boost::asio::buffer(h.buf), ec);
-  h.buf.erase(0, used);
-  if (ec == http::error::need_more) return;
-  HttpDecision d;
-  if (ec) {
-    d.refusal = Refusal::kBadRequest;
-    d.why = "malformed HTTP request: " + ec.message();
-    d.response = PlainResponse(400, "Bad Request", d.why + "\n");
-  } else if (!h.parser.is_done()) {
+  // A client that pipelines while its request is with the listener: what
+  // it may send ahead is bounded by one request.
+  if (h.waiting && h.buf.size() > kHeaderLimit + opt_.max_frame_bytes) {
+    c->input_done = true;
+    h.keep_alive = false;
+    h.buf.clear();
     return;
-  } else if (opt_.static_root && IsStaticPath(TargetPath(h.parser.get()))) {
-    d = ServeStatic(*opt_.static_root, h.parser.get(), metrics_);
-  } else {
-    HttpPolicy policy;
-    policy.draining = draining_;
-    policy.at_capacity = websockets_ >= opt_.max_connections;
-    policy.token = opt_.token ? &*opt_.token : nullptr;
-    policy.origin = &opt_.origin;
-    policy.now_unix_s = static_cast<int64_t>(std::time(nullptr));
-    d = DecideRequest(h.parser.get(), policy);
   }
-  std::string leftover = std::move(h.buf);
+  c->parsing = true;
+  ParseHttp(c);
+  c->parsing = false;
+}
+
+void Gateway::ParseHttp(Conn* c) {
+  while (!c->dead && !c->input_done && c->http && !c->http->waiting) {
+    HttpState& h = *c->http;
+    boost::system::error_code ec;
+    if (!h.api) {
+      const size_t used = h.header.put(boost::asio::buffer(h.buf), ec);
+      h.buf.erase(0, used);
+      if (ec == http::error::need_more) return;
+      if (!ec && !h.header.is_header_done()) return;
+      std::string_view target;
+      if (!ec) target = {h.header.get().target().data(), h.header.get().target().size()};
+      if (!ec && IsApiTarget(target)) {
+        // Answered from the header, before any body is read or buffered:
+        // the API off, a wrong key, a body too large. The connection then
+        // closes (its body is never read).
+        const auto& head = h.header.get();
+        std::optional<std::string_view> authorization;
+        if (auto it = head.find(http::field::authorization); it != head.end()) {
+          authorization = std::string_view(it->value().data(), it->value().size());
+        }
+        const auto length = h.header.content_length();
+        int status = 0;
+        std::string body;
+        if (!opt_.api_key) {
+          status = 404;
+          body = ApiErrorBody("not_found", "the API is off");
+        } else if (!ApiKeyAccepted(authorization, *opt_.api_key)) {
+          status = 401;
+          body = ApiErrorBody("unauthorized", "missing or wrong API key");
+        } else if (length && *length > opt_.max_frame_bytes) {
+          status = 413;
+          body = ApiErrorBody("too_large", "body over --max-frame (" +
+                                               std::to_string(opt_.max_frame_bytes) + " bytes)");
+        }
+        if (status != 0 && !h.header.is_done()) {
+          h.keep_alive = false;
+          h.waiting = true;
+          RespondApi(c->id, ApiEndpointOf(target), status, body);
+          return;
+        }
+        h.api.emplace(std::move(h.header));
+        h.api->body_limit(opt_.max_frame_bytes);
+        // curl and most HTTP clients hold back a body over 1 KiB for a
+        // second unless told to go on (RFC 9110 §10.1.1).
+        const auto& req = h.api->get();
+        if (auto expect = req.find(http::field::expect);
+            expect != req.end() && !h.api->is_done() &&
+            boost::beast::iequals(expect->value(), "100-continue")) {
+          Enqueue(c, FrameRef::Copy("HTTP/1.1 100 Continue\r\n\r\n"), OutboundQueue::Kind::kForced);
+        }
+        continue;
+      }
+      if (!ec && !h.header.is_done()) {
+        if (used == 0) return;
+        continue;
+      }
+      HttpDecision d;
+      if (ec) {
+        d.refusal = Refusal::kBadRequest;
+        d.why = "malformed HTTP request: " + ec.message();
+        d.response = PlainResponse(400, "Bad Request", d.why + "\n");
+      } else if (opt_.static_root && IsStaticPath(TargetPath(h.header.get()))) {
+        d = ServeStatic(*opt_.static_root, h.header.get(), metrics_);
+      } else {
+        HttpPolicy policy;
+        policy.draining = draining_;
+        policy.at_capacity = websockets_ >= opt_.max_connections;
+        policy.token = opt_.token ? &*opt_.token : nullptr;
+        policy.origin = &opt_.origin;
+        policy.now_unix_s = static_cast<int64_t>(std::time(nullptr));
+        d = DecideRequest(h.header.get(), policy);
+      }
+      FinishHttp(c, std::move(d));
+      return;
+    }
+    // A request without a body is done with its header.
+    if (!h.api->is_done()) {
+      const size_t used = h.api->put(boost::asio::buffer(h.buf), ec);
+      h.buf.erase(0, used);
+      if (ec == http::error::need_more) return;
+      if (ec) {
+        h.keep_alive = false;
+        h.waiting = true;
+        const bool too_large = ec == http::error::body_limit;
+        const ApiEndpoint endpoint =
+            ApiEndpointOf({h.api->get().target().data(), h.api->get().target().size()});
+        if (!opt_.api_key) {
+          RespondApi(c->id, endpoint, 404, ApiErrorBody("not_found", "the API is off"));
+        } else {
+          RespondApi(c->id, endpoint, too_large ? 413 : 400,
+                     too_large
+                         ? ApiErrorBody("too_large", "body over --max-frame")
+                         : ApiErrorBody("bad_request", "malformed HTTP request: " + ec.message()));
+        }
+        return;
+      }
+      if (!h.api->is_done()) {
+        if (used == 0) return;
+        continue;
+      }
+    }
+    HandleApi(c);
+  }
+}
+
+void Gateway::HandleApi(Conn* c) {
+  HttpState& h = *c->http;
+  const auto& req = h.api->get();
+  std::string_view target(req.target().data(), req.target().size());
+  std::string_view method(req.method_string().data(), req.method_string().size());
+  std::optional<std::string_view> authorization;
+  if (auto it = req.find(http::field::authorization); it != req.end()) {
+    authorization = std::string_view(it->value().data(), it->value().size());
+  }
+  ApiPolicy policy;
+  policy.key = opt_.api_key ? &*opt_.api_key : nullptr;
+  policy.max_body = opt_.max_frame_bytes;
+  ApiDecision d = DecideApi(method, target, authorization, req.body(), policy);
+  ++h.requests;
+  h.keep_alive =
+      req.keep_alive() && h.requests < opt_.max_api_requests_per_connection && !draining_;
+  h.endpoint = d.endpoint;
+  h.waiting = true;
+  if (d.request) {
+    listener_->OnApiRequest(c->id, std::move(*d.request));
+  } else {
+    RespondApi(c->id, d.endpoint, d.status, d.body);
+  }
+}
+
+void Gateway::RespondApi(ConnId conn, ApiEndpoint endpoint, int status, std::string_view body) {
+  Conn* c = Find(conn);
+  if (!c || c->state != State::kHttp || !c->http || !c->http->waiting) return;
+  metrics_->AddApiRequest(endpoint, status);
+  const bool keep_alive = c->http->keep_alive && !draining_;
+  Enqueue(c, FrameRef::Copy(ApiResponse(status, body, keep_alive)), OutboundQueue::Kind::kForced);
+  if (!keep_alive) {
+    c->http.reset();
+    c->input_done = true;
+    c->close_after_flush = true;
+    c->linger = true;
+    c->state = State::kClosing;
+    c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
+    return;
+  }
+  // The next request: a fresh parser over what the client sent ahead.
+  auto next = std::make_unique<HttpState>();
+  next->buf = std::move(c->http->buf);
+  next->requests = c->http->requests;
+  c->http = std::move(next);
+  c->deadline_ms = MonoNowMs() + opt_.handshake_timeout.count();
+  // Answered during the listener's call: the parse loop that made it goes
+  // on. Answered later: parse what waited meanwhile.
+  if (!c->parsing) {
+    c->parsing = true;
+    ParseHttp(c);
+    c->parsing = false;
+  }
+}
+
+void Gateway::FinishHttp(Conn* c, HttpDecision d) {
+  std::string leftover = std::move(c->http->buf);
   c->http.reset();
   Enqueue(c, FrameRef::Copy(d.response), OutboundQueue::Kind::kForced);
   if (!d.upgrade) {
@@ -469,7 +639,15 @@ void Gateway::Flush(Conn* c) {
     return;
   }
   SetWritable(c, false);
-  if (c->close_after_flush) Destroy(c);
+  if (!c->close_after_flush) return;
+  if (c->linger) {
+    // Input is discarded until EOF (OnReadable) or the deadline (Sweep).
+    ::shutdown(c->fd, SHUT_WR);
+    c->close_after_flush = false;
+    c->deadline_ms = MonoNowMs() + opt_.close_timeout.count();
+    return;
+  }
+  Destroy(c);
 }
 
 void Gateway::FlushAll() {
@@ -554,7 +732,8 @@ void Gateway::Sweep() {
     switch (c->state) {
       case State::kHttp:
         if (now >= c->deadline_ms) {
-          metrics_->AddRefusal(Refusal::kTimeout);
+          // A keep-alive API connection idle between requests is not refused.
+          if (!c->http || c->http->requests == 0) metrics_->AddRefusal(Refusal::kTimeout);
           Destroy(c);
         }
         break;

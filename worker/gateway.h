@@ -4,6 +4,9 @@
 // connection from HTTP request to WebSocket close (Beast parses the request,
 // worker/http_upgrade decides the answer, or worker/static_files for the
 // files of --static; protocol/websocket frames), the
+// HTTP API's connections (worker/http_api decides; requests the listener
+// must perform go up to it, answered through RespondApi; HTTP/1.1
+// keep-alive, one request at a time), the
 // per-socket outbound queues of shared frames flushed once per loop turn
 // (FlushAll), transport limits (frame size, message time, outbound memory,
 // idle, stalled-write and handshake timeouts, sockets in all states and per
@@ -30,6 +33,7 @@
 #include "worker/address_counts.h"
 #include "worker/auth.h"
 #include "worker/frame_ref.h"
+#include "worker/http_api.h"
 #include "worker/http_upgrade.h"
 #include "worker/hub.h"
 #include "worker/outbound_queue.h"
@@ -67,6 +71,14 @@ struct GatewayOptions {
   // --static: GET and HEAD of other paths than the shard's own are
   // answered from files under this root (worker/static_files.h).
   std::optional<StaticRoot> static_root;
+  // The HTTP API (/api/*) is on when set; its bearer key.
+  std::optional<std::string> api_key;
+  // Requests one keep-alive API connection may make; the last is answered
+  // "Connection: close" (requests pipelined behind it are not read), so a
+  // backend's connections spread over the shards again now and then.
+  // Between requests a connection may stay idle for handshake_timeout.
+  // Bodies are bounded by max_frame_bytes.
+  uint32_t max_api_requests_per_connection = 10000;
 };
 
 class Gateway {
@@ -82,6 +94,10 @@ class Gateway {
     // The WebSocket stopped being open (closed, failed, timed out). Called
     // from Settle, never in the middle of a Deliver.
     virtual void OnClosed(ConnId conn) = 0;
+    // An authorized, well-formed API request on HTTP connection `conn`. The
+    // listener answers it with RespondApi, during the call or later; the
+    // connection reads no further request until then.
+    virtual void OnApiRequest(ConnId conn, ApiRequest request) = 0;
   };
 
   // Serves `listen_fd` (non-blocking, listening; not owned) on `loop`.
@@ -110,6 +126,10 @@ class Gateway {
   // Closes an open socket for what it sent: close frame `code`, its input
   // no longer read, the connection dropped once the frame is written.
   void Close(ConnId conn, uint16_t code, CloseReason reason, std::string_view text);
+
+  // Answers the API request waiting on `conn` (counted by endpoint and
+  // status). Nothing if the connection is gone or has no request waiting.
+  void RespondApi(ConnId conn, ApiEndpoint endpoint, int status, std::string_view body);
 
   // Runs what closes have put off (Listener::OnClosed), then drain
   // completion. The gateway calls it at the end of each of its own entry
@@ -143,6 +163,13 @@ class Gateway {
   void OnEvent(ConnId id, uint32_t events);
   void OnReadable(Conn* c);
   void OnHttpBytes(Conn* c, const char* data, size_t n);
+  // Parses what the connection's HTTP state holds, request after request
+  // (keep-alive), until more bytes are needed or an answer is awaited.
+  void ParseHttp(Conn* c);
+  // An upgrade or a refusal (not an API request): answers and, unless
+  // upgraded, closes.
+  void FinishHttp(Conn* c, HttpDecision d);
+  void HandleApi(Conn* c);
   void OnWsBytes(Conn* c, char* data, size_t n);
 
   // Queues a frame; false (and the socket is closing) if the queue refused

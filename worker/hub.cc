@@ -310,6 +310,26 @@ void Hub::HandlePush(ConnId id, Conn& conn, const phx::Message& msg, std::vector
   out->push_back(Send(id, phx::EncodeReply(joined.join_ref, msg.ref, msg.topic, kOk, kEmpty)));
 }
 
+void Hub::Publish(std::string_view topic, std::string_view event, std::string_view payload_json,
+                  std::vector<Action>* out) {
+  ++stats_.broadcasts;
+  const size_t first = out->size();
+  out->push_back(Broadcast(topic, 0, phx::EncodeBroadcast(topic, event, payload_json)));
+  out->back().publish = cluster_ != nullptr;
+  Resolve(out, first);
+}
+
+std::optional<std::string> Hub::PresenceState(std::string_view topic) const {
+  auto it = topics_.find(topic);
+  if (!cluster_) {
+    return it != topics_.end() && it->second.presence ? it->second.presence->StateJson()
+                                                      : std::string(kEmpty);
+  }
+  if (it == topics_.end() || !it->second.remote_known) return std::nullopt;
+  const Topic& t = it->second;
+  return remote_.MergedStateJson(topic, t.presence ? t.presence->StateJson() : std::string(kEmpty));
+}
+
 void Hub::Disconnect(ConnId id, std::vector<Action>* out) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;

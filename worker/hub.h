@@ -123,6 +123,19 @@ class Hub {
   // joiners get their presence_state at once, with what is known of the
   // other shards.
   //
+  // A broadcast from the HTTP API (worker/http_api): `event` with the JSON
+  // text `payload_json` to every subscriber of `topic` here and, in a
+  // cluster, to the rest of the cluster (`publish`), as a client's broadcast
+  // goes. The caller has checked the topic, the event and that the outbox
+  // has room (ClusterView::CanPublish).
+  void Publish(std::string_view topic, std::string_view event, std::string_view payload_json,
+               std::vector<Action>* out);
+  // `topic`'s presence_state as a joiner would get it: local metas and, in a
+  // cluster, the other shards'. Nullopt in a cluster when the other shards'
+  // presence on `topic` is not known here (no local subscriber, or the
+  // broker's snapshot has not come yet).
+  std::optional<std::string> PresenceState(std::string_view topic) const;
+
   // Cluster: another shard's broadcast on `topic`. Returns who receives it
   // here: the topic's subscribers (empty if the last one left after the
   // broker routed it); valid until the next call into the hub.

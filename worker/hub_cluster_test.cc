@@ -242,3 +242,61 @@ TEST(RemotePresenceTest, DiffsReplaceByRefAndLeavesEmptyKeysOut) {
 
 }  // namespace
 }  // namespace sb::worker
+
+namespace sb::worker {
+namespace {
+
+class HubApiTest : public HubClusterTest {};
+
+TEST_F(HubApiTest, AnApiPublishGoesToLocalSubscribersAndTheBrokerWithThePayloadAsGiven) {
+  Handle(1, Msg("1", "1", "room:1", "phx_join"));
+  std::vector<Action> out;
+  hub_.Publish("room:1", "msg", R"({ "a" : 1.50 })", &out);
+  ASSERT_EQ(out.size(), 1u);
+  const Action& a = out[0];
+  EXPECT_EQ(a.kind, Kind::kBroadcast);
+  EXPECT_EQ(a.data, R"([null,null,"room:1","msg",{ "a" : 1.50 }])");
+  EXPECT_EQ(a.conn, 0u) << "nobody excepted";
+  EXPECT_TRUE(a.publish);
+  ASSERT_EQ(a.recipients.size(), 1u);
+  EXPECT_EQ(a.recipients[0], 1u);
+  EXPECT_EQ(hub_.stats().broadcasts, 1u);
+  // A topic nobody here joined still goes to the rest of the cluster.
+  out.clear();
+  hub_.Publish("room:none", "msg", "1", &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].recipients.empty());
+  EXPECT_TRUE(out[0].publish);
+}
+
+TEST_F(HubApiTest, PresenceStateIsKnownOnlyOnceTheBrokerHasSaidWhoElseIsThere) {
+  cluster_.is_up = true;
+  EXPECT_FALSE(hub_.PresenceState("room:1")) << "no local subscriber";
+  Handle(1, Msg("1", "1", "room:1", "phx_join", R"({"presence":{"key":"alice","meta":{}}})"));
+  EXPECT_FALSE(hub_.PresenceState("room:1")) << "the snapshot has not come";
+  std::vector<Action> out;
+  hub_.RemoteSnapshot("room:1", R"({"bob":{"metas":[{"phx_ref":"s2.y.1"}]}})", &out);
+  std::optional<std::string> state = hub_.PresenceState("room:1");
+  ASSERT_TRUE(state);
+  EXPECT_EQ(Json(*state), Json(R"({"alice":{"metas":[{"phx_ref":"s1.x.1"}]},
+                                   "bob":{"metas":[{"phx_ref":"s2.y.1"}]}})"));
+}
+
+TEST(HubApiStandaloneTest, WithoutAClusterTheLocalStateIsTheWholeState) {
+  Hub hub({.messages_per_second = 0}, "s1.x.");
+  EXPECT_EQ(hub.PresenceState("room:1"), "{}");
+  hub.Connect(1, std::nullopt);
+  std::vector<Action> out;
+  hub.Handle(1, test::Msg("1", "1", "room:1", "phx_join", R"({"presence":{"key":"a","meta":{}}})"),
+             0, &out);
+  std::optional<std::string> state = hub.PresenceState("room:1");
+  ASSERT_TRUE(state);
+  EXPECT_EQ(test::Json(*state), test::Json(R"({"a":{"metas":[{"phx_ref":"s1.x.1"}]}})"));
+  out.clear();
+  hub.Publish("room:1", "e", "[]", &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(out[0].publish);
+}
+
+}  // namespace
+}  // namespace sb::worker

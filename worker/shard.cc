@@ -88,6 +88,115 @@ void Shard::OnClosed(ConnId conn) {
   Perform(actions, 0);
 }
 
+// --- The HTTP API --------------------------------------------------------------
+
+void Shard::OnApiRequest(ConnId conn, ApiRequest request) {
+  if (request.endpoint == ApiEndpoint::kPresence) {
+    ApiPresence(conn, request);
+  } else {
+    ApiPublish(conn, request);
+  }
+  gateway_->Settle();
+}
+
+void Shard::ApiPublish(ConnId conn, const ApiRequest& r) {
+  const int64_t now = MonoNowMs();
+  if (r.idempotency_key) {
+    if (const std::string* body = idempotency_.Find(*r.idempotency_key, now)) {
+      gateway_->RespondApi(conn, r.endpoint, 200, *body);
+      return;
+    }
+  }
+  if (draining_) {
+    gateway_->RespondApi(conn, r.endpoint, 503, ApiErrorBody("draining", "the shard is draining"));
+    return;
+  }
+  // All the topics or none: a backend retrying a refused broadcast must not
+  // deliver twice to the topics that had room.
+  if (session_) {
+    size_t bytes = 0;
+    for (const std::string& topic : r.topics) {
+      // The Phoenix message the outbox will hold, escapes included.
+      const size_t one = phx::EncodeBroadcast(topic, r.event, {}).size() + r.payload.size();
+      if (!session_->CanPublish(one)) {
+        const bool too_large = one > mesh::kMaxBodyBytes;
+        gateway_->RespondApi(
+            conn, r.endpoint, too_large ? 413 : 503,
+            too_large ? ApiErrorBody("too_large", "the broadcast is over the mesh's bound")
+                      : ApiErrorBody("unavailable", "the outbox to the broker is full"));
+        return;
+      }
+      bytes += one;
+    }
+    if (session_->outbox_messages() + r.topics.size() > opt_.cluster.max_outbox_messages ||
+        session_->outbox_bytes() + bytes > opt_.cluster.max_outbox_bytes) {
+      gateway_->RespondApi(conn, r.endpoint, 503,
+                           ApiErrorBody("unavailable", "the outbox to the broker is full"));
+      return;
+    }
+  }
+  std::vector<Action> actions;
+  for (const std::string& topic : r.topics) hub_.Publish(topic, r.event, r.payload, &actions);
+  Perform(actions, gateway_->read_time_ns());
+  // History will add "offset" and "epoch" here for a history topic.
+  const std::string body(kApiOkBody);
+  if (r.idempotency_key) idempotency_.Insert(*r.idempotency_key, body, now);
+  gateway_->RespondApi(conn, r.endpoint, 200, body);
+}
+
+void Shard::ApiPresence(ConnId conn, const ApiRequest& r) {
+  const std::string& topic = r.topics.front();
+  if (std::optional<std::string> state = hub_.PresenceState(topic)) {
+    gateway_->RespondApi(conn, r.endpoint, 200, *state);
+    return;
+  }
+  // Clustered, and the other shards' presence on the topic is not known here.
+  if (!session_->up() || draining_) {
+    gateway_->RespondApi(conn, r.endpoint, 503,
+                         ApiErrorBody("unavailable", "the broker is not connected"));
+    return;
+  }
+  PresenceWait& wait = presence_waits_[topic];
+  wait.queries.push_back({conn, MonoNowMs() + kApiPresenceWaitMs});
+  // With local subscribers the hub's own subscribe brings the snapshot.
+  if (!wait.subscribed && hub_.Subscribers(topic) == nullptr) {
+    session_->Subscribe(topic);
+    wait.subscribed = true;
+  }
+}
+
+void Shard::AnswerPresence(const std::string& topic, const std::string* state) {
+  auto it = presence_waits_.find(topic);
+  if (it == presence_waits_.end()) return;
+  PresenceWait wait = std::move(it->second);
+  presence_waits_.erase(it);
+  for (const PresenceQuery& q : wait.queries) {
+    if (state) {
+      gateway_->RespondApi(q.conn, ApiEndpoint::kPresence, 200, *state);
+    } else {
+      gateway_->RespondApi(
+          q.conn, ApiEndpoint::kPresence, 503,
+          ApiErrorBody("presence_timeout", "the broker's presence snapshot did not come in time"));
+    }
+  }
+  // A client may have joined meanwhile: the broker then keeps the topic.
+  const std::vector<ConnId>* subs = hub_.Subscribers(topic);
+  if (wait.subscribed && session_ && (subs == nullptr || subs->empty())) {
+    session_->Unsubscribe(topic);
+  }
+}
+
+void Shard::ExpirePresenceQueries(int64_t now_ms) {
+  std::vector<std::string> overdue;
+  for (const auto& [topic, wait] : presence_waits_) {
+    // Queries of a topic are in arrival order: the first is the oldest.
+    if (!wait.queries.empty() && wait.queries.front().deadline_ms <= now_ms) {
+      overdue.push_back(topic);
+    }
+  }
+  for (const std::string& topic : overdue) AnswerPresence(topic, nullptr);
+}
+
 // --- To clients and the broker ---------------------------------------------
 
 void Shard::Perform(const std::vector<Action>& actions, int64_t read_ns) {
@@ -213,6 +322,13 @@ void Shard::RemotePresence(std::string_view topic, std::string_view json, bool s
     hub_.RemoteDiff(topic, json, &actions);
   }
   Perform(actions, 0);
+  if (snapshot && presence_waits_.contains(std::string(topic))) {
+    // The hub took the snapshot if the topic has local subscribers; if not,
+    // the snapshot (the other shards' presence) is the whole answer.
+    std::optional<std::string> state = hub_.PresenceState(topic);
+    const std::string whole = state ? std::move(*state) : std::string(json);
+    AnswerPresence(std::string(topic), &whole);
+  }
   gateway_->Settle();
 }
 
@@ -232,6 +348,7 @@ void Shard::Cron() {
     std::vector<Action> actions;
     hub_.SendOverdueStates(MonoNowMs(), &actions);
     Perform(actions, 0);
+    ExpirePresenceQueries(MonoNowMs());
   }
   gateway_->Sweep();
   counters_.loop_lag_ns.store(loop_->last_timer_lag().count(), std::memory_order_relaxed);

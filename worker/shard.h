@@ -12,8 +12,11 @@
 // first, then the counters, then client sockets) and Cron (housekeeping), the
 // session's timer, and the drain (clients closed, then the outbox acked).
 // docs/ARCHITECTURE.md, "Life of a broadcast", follows one message through
-// it. Runs on the shard's loop thread; main owns the Shard; the loop and
-// metrics outlive it.
+// it. The HTTP API's requests (worker/http_api) are performed here too: a
+// publish goes the way a client's broadcast goes, and a presence query for a
+// topic without local subscribers subscribes on the broker until its
+// snapshot answers (at most kApiPresenceWaitMs). Runs on the shard's loop thread; main owns the
+// Shard; the loop and metrics outlive it.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +26,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/event_loop.h"
@@ -30,6 +34,7 @@
 #include "worker/broker_link.h"
 #include "worker/cluster_session.h"
 #include "worker/gateway.h"
+#include "worker/http_api.h"
 #include "worker/hub.h"
 #include "worker/worker_metrics.h"
 
@@ -70,6 +75,16 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   void OnOpen(ConnId conn, std::optional<Identity> identity) override;
   void OnMessage(ConnId conn, bool binary, std::string_view payload) override;
   void OnClosed(ConnId conn) override;
+  void OnApiRequest(ConnId conn, ApiRequest request) override;
+
+  // The API's side.
+  void ApiPublish(ConnId conn, const ApiRequest& r);
+  void ApiPresence(ConnId conn, const ApiRequest& r);
+  // Answers the presence queries waiting for `topic` with `state` (a
+  // presence_state JSON), or 503 when `state` is null; then drops the
+  // broker subscription made for them if no local subscriber needs it.
+  void AnswerPresence(const std::string& topic, const std::string* state);
+  void ExpirePresenceQueries(int64_t now_ms);
 
   // ClusterSession::Handler: the broker side.
   void ClusterState(std::vector<std::string>* topics,
@@ -112,6 +127,25 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   bool clients_gone_ = false;  // the gateway's drain is over
   int64_t drain_deadline_ms_ = 0;
   std::function<void(size_t)> drained_;  // Drain's `done`, until called
+
+ public:
+  // How long a presence query waits for the broker's snapshot: as long as
+  // a joiner waits for its presence_state (Hub::kStateWaitMs).
+  static constexpr int64_t kApiPresenceWaitMs = Hub::kStateWaitMs;
+
+ private:
+  IdempotencyTable idempotency_;
+  struct PresenceQuery {
+    ConnId conn;
+    int64_t deadline_ms;
+  };
+  // Queries waiting for a topic's snapshot, and whether the shard
+  // subscribed on the broker for them (the topic had no local subscriber).
+  struct PresenceWait {
+    std::vector<PresenceQuery> queries;
+    bool subscribed = false;
+  };
+  std::unordered_map<std::string, PresenceWait> presence_waits_;
 };
 
 }  // namespace sb::worker

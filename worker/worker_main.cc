@@ -73,7 +73,7 @@ std::string RefPrefix(const std::string& shard, uint64_t instance) {
 int main(int argc, char** argv) {
   CLI::App app{"switchboard-worker: a gateway shard (Phoenix Channels v2 over WebSocket)"};
   std::string shard = "0", listen, metrics_listen, secret_file, audience, issuer,
-              check_origin = "on", static_dir;
+              check_origin = "on", static_dir, api_key_file;
   std::vector<std::string> allowed_origins;
   double idle_s = 60, shutdown_s = 5, message_s = 10;
   sb::worker::ShardOptions opt;
@@ -134,6 +134,9 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   app.add_option("--static", static_dir,
                  "serve the files under DIR at / (GET, HEAD; /socket, /healthz, /api stay)");
+  app.add_option("--api-key-file", api_key_file,
+                 "bearer key of the HTTP API (/api/*): turns the API on; mode 0600")
+      ->check(CLI::ExistingFile);
   app.add_option("--shutdown-timeout", shutdown_s,
                  "seconds to wait for clients and the broker's acks on SIGTERM")
       ->capture_default_str()
@@ -183,6 +186,14 @@ int main(int argc, char** argv) {
     }
     opt.gateway.token = sb::worker::TokenRules{std::move(secret), audience, issuer};
   }
+  if (!api_key_file.empty()) {
+    sb::Result<std::string> key = sb::worker::LoadApiKey(api_key_file);
+    if (!key.ok()) {
+      sb::PrintFatal(kProgram, "use the API key", key.status().message());
+      return sb::kExitUsage;
+    }
+    opt.gateway.api_key = std::move(key).value();
+  }
   auto origin = sb::worker::MakeOriginPolicy(check_origin == "on", allowed_origins);
   if (!origin.ok()) {
     sb::PrintFatal(kProgram, "check origins", origin.status().message());
@@ -230,6 +241,7 @@ int main(int argc, char** argv) {
     return sb::kExitFailure;
   }
   sb::worker::WorkerMetrics metrics(shard);
+  metrics.counters().api_on.store(opt.gateway.api_key.has_value(), std::memory_order_relaxed);
   std::unique_ptr<sb::MetricsEndpoint> endpoint;
   if (!metrics_listen.empty()) {
     auto ep = sb::MetricsEndpoint::Create(metrics_listen);

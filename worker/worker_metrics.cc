@@ -149,6 +149,19 @@ class Collector : public prometheus::Collectable {
       kind("too_large", c.cluster_too_large);
       kind("origin_forgotten", c.cluster_origins_forgotten);
     }
+    if (c.api_on.load(std::memory_order_relaxed)) {
+      MetricFamily& f =
+          out.Family(m::kWorkerApiRequestsTotal,
+                     "HTTP API requests answered, by endpoint and status", MetricType::Counter);
+      for (size_t e = 0; e < kApiEndpointNames.size(); ++e) {
+        for (size_t s = 0; s < kApiStatuses.size(); ++s) {
+          out.Add(f,
+                  {{std::string(m::kLabelEndpoint), std::string(kApiEndpointNames[e])},
+                   {std::string(m::kLabelStatus), std::to_string(kApiStatuses[s])}},
+                  Load(c.api_requests[e][s]));
+        }
+      }
+    }
     out.Gauge(m::kEventLoopLagSeconds, "How late the event loop ran its last due timer",
               Load(c.loop_lag_ns) / 1e9);
     MetricFamily& f = out.Family(m::kWorkerDeliverLatencySeconds,

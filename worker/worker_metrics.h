@@ -17,6 +17,7 @@
 #include <string>
 
 #include "worker/auth.h"
+#include "worker/http_api.h"
 #include "worker/reasons.h"
 #include "worker/static_files.h"
 
@@ -54,6 +55,10 @@ struct WorkerCounters {
   A<uint64_t> broadcasts_refused{0};
   std::array<A<uint64_t>, kStaticStatuses.size()> static_requests{};  // by StaticStatusIndex
   A<bool> clustered{false};
+  // HTTP API requests answered, by endpoint and status (kApiStatuses).
+  std::array<std::array<A<uint64_t>, kApiStatuses.size()>, static_cast<size_t>(ApiEndpoint::kCount)>
+      api_requests{};
+  A<bool> api_on{false};
 };
 
 // Where a delivered broadcast was published: on this shard (from a client's
@@ -80,6 +85,10 @@ class WorkerMetrics {
   void AddTokenRefusal(TokenFailure f) { Add(counters_->token_refusals, f); }
   void AddStaticRequest(int status) {
     counters_->static_requests[StaticStatusIndex(status)].fetch_add(1, std::memory_order_relaxed);
+  }
+  void AddApiRequest(ApiEndpoint e, int status) {
+    counters_->api_requests[static_cast<size_t>(e)][ApiStatusIndex(status)].fetch_add(
+        1, std::memory_order_relaxed);
   }
 
  private:

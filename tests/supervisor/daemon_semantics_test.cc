@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -148,6 +149,9 @@ std::string DefaultTopology(int port) {
       !ReplaceFirst(&yaml, "/tmp/switchboard/node1.sock", "{{dir}}/ctl.sock") ||
       !ReplaceFirst(&yaml, "127.0.0.1:4000", "127.0.0.1:" + std::to_string(port))) {
     return "";
+  }
+  // The gateway's address and node.api.url, which names it.
+  while (ReplaceFirst(&yaml, "127.0.0.1:4000", "127.0.0.1:" + std::to_string(port))) {
   }
   // The shards' base port: both it and the next one must be free.
   int shard_metrics = FreePort();
@@ -942,6 +946,12 @@ TEST_F(DaemonSemanticsTest, DefaultTopologyStartsBrokerAndShardsAndStopsCleanly)
   DaemonHarness& h = Start(yaml);
   ASSERT_TRUE(h.started());
   ASSERT_TRUE(h.WaitReady(kWait));
+  // node.api.key_file did not exist: the daemon made it, for the shards'
+  // --api-key-file, readable by its owner only.
+  struct stat key_stat {};
+  ASSERT_EQ(::stat(h.dir().File("node1.api-key").c_str(), &key_stat), 0);
+  EXPECT_EQ(key_stat.st_mode & 0777, 0600u);
+  EXPECT_EQ(ReadFile(h.dir().File("node1.api-key")).size(), 65u) << "64 hex digits and a newline";
   for (const std::string id : {"broker", "shard.0", "shard.1"}) {
     EXPECT_EQ(Count(h.Events(), id, "ready"), 1u) << id;
     EXPECT_TRUE(Alive(h.PidOf(id))) << id;
