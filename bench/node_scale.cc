@@ -17,15 +17,19 @@
 // client whose socket closed reconnects and rejoins with phoenix.js's
 // back-off; figures: kill -> join reply p50/p99/max, and per client that
 // stayed, the presence_diffs with leaves it saw (one per topic expected) and
-// kill -> that diff.
+// kill -> that diff; and a ticker (one more client process: a socket
+// publishing a stamped broadcast on "tick" every 20 ms to two sockets per
+// shard) shows whether delivery stalled: publish -> receive latency and the
+// longest gap between ticks on a socket that stayed open.
 //
 // Usage: bench-node-scale [--connections N] [--shards S] [--topics T]
 //          [--procs P] [--balance round_robin|shared] [--victim K]
 //          [--inflight H] [--max-seconds S] [--rejoin-seconds R]
-//          [--assert] [--bin-dir DIR] [--keep]
+//          [--broker-queue Q] [--assert] [--bin-dir DIR] [--keep]
 // Defaults: 250000 connections, 13 shards, 1000 topics, ceil(N / 15000)
 // client processes (at least 2), round_robin, victim shard 0, 100 handshakes
 // in flight per client process, --max-seconds 900, --rejoin-seconds 60,
+// --broker-queue 0 (the broker's own --queue-max-messages),
 // --bin-dir the directory of this program. Prints a summary, then one JSON
 // line with every figure. Exits 0 when every connection joined, every client
 // of the killed shard rejoined and the broker's presence count was whole
@@ -82,6 +86,7 @@ struct Options {
   int inflight = 100;
   double max_seconds = 900;
   double rejoin_seconds = 60;
+  int broker_queue = 0;  // the broker's --queue-max-messages; 0: its default
   bool assert_mode = false;
   bool keep = false;
   std::string bin_dir;
@@ -211,6 +216,16 @@ double Sample(const std::string& body, std::string_view name) {
   return -1;
 }
 
+// The value of the sample `series` (name and labels exactly); -1 if absent.
+double SampleOf(const std::string& body, const std::string& series) {
+  for (size_t at = body.find(series); at != std::string::npos; at = body.find(series, at + 1)) {
+    if (at != 0 && body[at - 1] != '\n') continue;
+    size_t sp = at + series.size();
+    if (sp < body.size() && body[sp] == ' ') return std::strtod(body.c_str() + sp + 1, nullptr);
+  }
+  return -1;
+}
+
 // ---- the node -----------------------------------------------------------------
 
 // Ports [base, base + count) all free on 127.0.0.1 just now, below the
@@ -252,7 +267,11 @@ std::string NodeYaml(const Options& o, const Node& n) {
   y += "}\n";
   y += "supervisor:\n  strategy: one_for_one\n  intensity: 3\n  period: 5s\n  children:\n";
   y += "    - id: broker\n      command: [\"switchboard-broker\", \"--bind\", \"" + broker +
-       "\", \"--metrics\", \"{{metrics}}\"]\n";
+       "\", \"--metrics\", \"{{metrics}}\"";
+  if (o.broker_queue > 0) {
+    y += ", \"--queue-max-messages\", \"" + std::to_string(o.broker_queue) + "\"";
+  }
+  y += "]\n";
   y += "      metrics: \"127.0.0.1:" + std::to_string(n.broker_metrics) + "\"\n";
   y += "      env: {LOG_LEVEL: warn}\n      restart: permanent\n      shutdown: 5s\n";
   y += "      ready: notify\n      start_timeout: 10s\n";
@@ -314,11 +333,14 @@ bool WaitForNode(const Options& o, Node& n, uint64_t deadline) {
   return false;
 }
 
-// Waits until the broker holds `want` presences; the last count seen.
+// Waits until the broker holds `want` presences; the last count seen (-1:
+// none answered).
 double WaitForPresences(const Node& n, double want, uint64_t deadline) {
   double have = -1;
   while (MonoNs() < deadline) {
-    have = Sample(Scrape(n.broker_metrics, deadline), "switchboard_broker_presences");
+    // A broker too busy to answer within the scrape's bound keeps the last count.
+    const double now = Sample(Scrape(n.broker_metrics, deadline), "switchboard_broker_presences");
+    if (now >= 0) have = now;
     if (have == want) break;
     SleepNs(100'000'000);
   }
@@ -494,6 +516,17 @@ void CpuFigures(Figures& f, const std::string& phase, const Cpu& a, const Cpu& b
   f.Num(phase + "_cpu_clients_s", b.clients - a.clients, 2);
 }
 
+// What the broker shed or repaired so far: its queues to slow shards.
+void BrokerQueueFigures(Figures& f, const std::string& when, const std::string& body) {
+  f.Num("broker_shed_" + when, SampleOf(body, "switchboard_broker_dropped_total{reason=\"shed\"}"));
+  f.Num("broker_expired_" + when,
+        SampleOf(body, "switchboard_broker_dropped_total{reason=\"expired\"}"));
+  f.Num("broker_snapshots_" + when,
+        SampleOf(body, "switchboard_broker_presence_messages_total{kind=\"snapshot\"}"));
+  f.Num("broker_hellos_" + when,
+        SampleOf(body, "switchboard_broker_link_events_total{event=\"hello\"}"));
+}
+
 std::string Join(const std::vector<double>& v) {
   std::string s;
   for (double x : v) s += (s.empty() ? "" : " ") + std::to_string(static_cast<long>(x));
@@ -504,8 +537,8 @@ int Usage(const char* why) {
   std::fprintf(stderr,
                "%s: %s\nusage: %s [--connections N] [--shards S] [--topics T] [--procs P]\n"
                "         [--balance round_robin|shared] [--victim K] [--inflight H]\n"
-               "         [--max-seconds S] [--rejoin-seconds R] [--assert] [--bin-dir DIR] "
-               "[--keep]\n",
+               "         [--max-seconds S] [--rejoin-seconds R] [--broker-queue Q] [--assert]\n"
+               "         [--bin-dir DIR] [--keep]\n",
                kProgram, why, kProgram);
   return 2;
 }
@@ -531,6 +564,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-seconds", o.max_seconds, "bound on the whole bench")->capture_default_str();
   app.add_option("--rejoin-seconds", o.rejoin_seconds, "bound on the rejoin after the kill")
       ->capture_default_str();
+  app.add_option("--broker-queue", o.broker_queue,
+                 "the broker's --queue-max-messages per shard (0: its default)")
+      ->capture_default_str();
   app.add_flag("--assert", o.assert_mode,
                "also fail unless every shard holds within 10 % of the mean and the kill "
                "disconnected only the victim's clients");
@@ -539,7 +575,8 @@ int main(int argc, char** argv) {
   app.add_flag("--keep", o.keep, "keep the runtime directory (logs, YAML)");
   if (std::optional<int> exit = sb::ParseCommandLine(app, argc, argv)) return *exit;
   if (o.connections < 1 || o.shards < 2 || o.shards > 64 || o.topics < 1 || o.victim < 0 ||
-      o.victim >= o.shards || o.inflight < 1 || o.max_seconds <= 0 || o.rejoin_seconds <= 0) {
+      o.victim >= o.shards || o.inflight < 1 || o.broker_queue < 0 || o.max_seconds <= 0 ||
+      o.rejoin_seconds <= 0) {
     return Usage("out-of-range value");
   }
   if (o.procs <= 0) o.procs = std::max(2, (o.connections + kFdsPerProcess - 1) / kFdsPerProcess);
@@ -687,6 +724,7 @@ int main(int argc, char** argv) {
   f.Num("broker_presences", presences);
   f.Num("broker_topics", Sample(broker_body, "switchboard_broker_topics"));
   f.Num("broker_subscriptions", Sample(broker_body, "switchboard_broker_subscriptions"));
+  BrokerQueueFigures(f, "joined", broker_body);
   f.Num("presence_states_received", joined.states);
   f.Num("presence_state_mean_bytes",
         joined.states ? static_cast<double>(joined.state_bytes) / static_cast<double>(joined.states)
@@ -768,6 +806,7 @@ int main(int argc, char** argv) {
   f.Num("leave_diff_p99_ms", fin.leave.Percentile(99) / 1e6, 1);
   f.Num("leave_diff_max_ms", static_cast<double>(fin.leave_max_ns) / 1e6, 1);
   f.Num("broker_presences_after", after);
+  BrokerQueueFigures(f, "end", Scrape(node.broker_metrics, MonoNs() + 10 * kSec));
   f.Num("ticks_sent", fin.ticks_sent);
   f.Num("ticks_received", fin.ticks_received);
   f.Num("tick_publisher_on_victim", fin.tick_publisher_closed);
