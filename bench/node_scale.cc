@@ -17,19 +17,21 @@
 // client whose socket closed reconnects and rejoins with phoenix.js's
 // back-off; figures: kill -> join reply p50/p99/max, and per client that
 // stayed, the presence_diffs with leaves it saw (one per topic expected) and
-// kill -> that diff; and a ticker (one more client process: a socket
-// publishing a stamped broadcast on "tick" every 20 ms to two sockets per
-// shard) shows whether delivery stalled: publish -> receive latency and the
-// longest gap between ticks on a socket that stayed open.
+// kill -> that diff; and a ticker (one more client process: two sockets
+// each publishing a stamped broadcast on "tick" every 20 ms to the others,
+// two per shard) shows whether delivery stalled: publish -> receive latency
+// and the longest gap between ticks on a socket that stayed open.
 //
 // Usage: bench-node-scale [--connections N] [--shards S] [--topics T]
 //          [--procs P] [--balance round_robin|shared] [--victim K]
 //          [--inflight H] [--max-seconds S] [--rejoin-seconds R]
-//          [--broker-queue Q] [--assert] [--bin-dir DIR] [--keep]
+//          [--broker-queue Q] [--presence on|off] [--assert] [--bin-dir DIR]
+//          [--keep]
 // Defaults: 250000 connections, 13 shards, 1000 topics, ceil(N / 15000)
 // client processes (at least 2), round_robin, victim shard 0, 100 handshakes
 // in flight per client process, --max-seconds 900, --rejoin-seconds 60,
-// --broker-queue 0 (the broker's own --queue-max-messages),
+// --broker-queue 0 (the broker's own --queue-max-messages), --presence on
+// (off: the same joins without a presence, to tell the two costs apart),
 // --bin-dir the directory of this program. Prints a summary, then one JSON
 // line with every figure. Exits 0 when every connection joined, every client
 // of the killed shard rejoined and the broker's presence count was whole
@@ -87,6 +89,7 @@ struct Options {
   double max_seconds = 900;
   double rejoin_seconds = 60;
   int broker_queue = 0;  // the broker's --queue-max-messages; 0: its default
+  std::string presence = "on";
   bool assert_mode = false;
   bool keep = false;
   std::string bin_dir;
@@ -537,8 +540,8 @@ int Usage(const char* why) {
   std::fprintf(stderr,
                "%s: %s\nusage: %s [--connections N] [--shards S] [--topics T] [--procs P]\n"
                "         [--balance round_robin|shared] [--victim K] [--inflight H]\n"
-               "         [--max-seconds S] [--rejoin-seconds R] [--broker-queue Q] [--assert]\n"
-               "         [--bin-dir DIR] [--keep]\n",
+               "         [--max-seconds S] [--rejoin-seconds R] [--broker-queue Q]\n"
+               "         [--presence on|off] [--assert] [--bin-dir DIR] [--keep]\n",
                kProgram, why, kProgram);
   return 2;
 }
@@ -563,6 +566,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-seconds", o.max_seconds, "bound on the whole bench")->capture_default_str();
   app.add_option("--rejoin-seconds", o.rejoin_seconds, "bound on the rejoin after the kill")
+      ->capture_default_str();
+  app.add_option("--presence", o.presence, "on: every join tracks a presence; off: none")
+      ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
   app.add_option("--broker-queue", o.broker_queue,
                  "the broker's --queue-max-messages per shard (0: its default)")
@@ -595,6 +601,8 @@ int main(int argc, char** argv) {
   f.Num("topics", o.topics);
   f.Num("client_procs", o.procs);
   f.Str("balance", o.balance);
+  f.Str("presence", o.presence);
+  const double want_presences = o.presence == "on" ? o.connections : 0;
   f.Num("somaxconn", SysctlValue("/proc/sys/net/core/somaxconn"));
   f.Num("tcp_max_syn_backlog", SysctlValue("/proc/sys/net/ipv4/tcp_max_syn_backlog"));
 
@@ -639,6 +647,7 @@ int main(int argc, char** argv) {
     cfg.first = static_cast<int>(static_cast<long>(o.connections) * p / o.procs);
     cfg.count = static_cast<int>(static_cast<long>(o.connections) * (p + 1) / o.procs) - cfg.first;
     cfg.topics = o.topics;
+    cfg.presence = o.presence == "on";
     cfg.source = htonl(INADDR_LOOPBACK + 2 + static_cast<uint32_t>(p));
     cfg.port = node.port;
     cfg.inflight = o.inflight;
@@ -667,11 +676,11 @@ int main(int argc, char** argv) {
   f.Num("last_http_status", joined.last_http_status);
   CpuFigures(f, "connect", cpu_fork, cpu_joined);
 
-  // The ticker: two sockets per shard (more with an uneven spread) on
-  // "tick", one publishing to the others every 20 ms.
+  // The ticker: two sockets per shard on "tick" (evenly spread or not), two
+  // of them publishing to the others every 20 ms each.
   {
     NodeClientConfig cfg;
-    cfg.count = 1 + 2 * o.shards;
+    cfg.count = 2 + 2 * o.shards;
     cfg.ticker = true;
     cfg.source = htonl(INADDR_LOOPBACK + 2 + static_cast<uint32_t>(o.procs));
     cfg.port = node.port;
@@ -688,7 +697,7 @@ int main(int argc, char** argv) {
   // Presence settles when the broker holds one meta per connection.
   const uint64_t t_joined = MonoNs();
   const double presences =
-      WaitForPresences(node, o.connections, std::min(deadline, t_joined + 120 * kSec));
+      WaitForPresences(node, want_presences, std::min(deadline, t_joined + 120 * kSec));
   f.Num("presence_settle_s", static_cast<double>(MonoNs() - t_joined) / 1e9, 3);
   const long slab1 = SlabKib(), tcp1 = TcpMemPages();
   std::vector<double> spread = ShardConnections(o, node, MonoNs() + 10 * kSec);
@@ -734,7 +743,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s: uneven spread: shard connections %s, mean %.0f (allowed +-10 %%)\n",
                  kProgram, Join(spread).c_str(), mean);
   }
-  ok = ok && presences == n;
+  ok = ok && presences == want_presences;
 
   // ---- kill one shard ----
   const size_t victim = static_cast<size_t>(o.victim);
@@ -758,7 +767,8 @@ int main(int argc, char** argv) {
   const double rejoin_wait_s = static_cast<double>(MonoNs() - t_kill) / 1e9;
   // The restarted victim counts whole: it started after the kill.
   const Cpu cpu_rejoined = CpuNow(ReadNodePids(node.daemon, o.shards), kids);
-  const double after = WaitForPresences(node, n, std::min(deadline, MonoNs() + 30 * kSec));
+  const double after =
+      WaitForPresences(node, want_presences, std::min(deadline, MonoNs() + 30 * kSec));
   // The shards hand the broker's leaves to their clients after it counted
   // them: wait until the survivors' leave diffs stop coming.
   const uint64_t settle_by = std::min(deadline, MonoNs() + 10 * kSec);
@@ -809,7 +819,7 @@ int main(int argc, char** argv) {
   BrokerQueueFigures(f, "end", Scrape(node.broker_metrics, MonoNs() + 10 * kSec));
   f.Num("ticks_sent", fin.ticks_sent);
   f.Num("ticks_received", fin.ticks_received);
-  f.Num("tick_publisher_on_victim", fin.tick_publisher_closed);
+  f.Num("tick_publishers_on_victim", fin.tick_publisher_closed);
   f.Num("tick_receivers_not_on_victim", fin.tick_receivers_open);
   f.Num("tick_latency_p50_ms", fin.tick_latency.Percentile(50) / 1e6, 2);
   f.Num("tick_latency_p99_ms", fin.tick_latency.Percentile(99) / 1e6, 2);
@@ -817,13 +827,13 @@ int main(int argc, char** argv) {
   f.Num("tick_gap_max_ms", static_cast<double>(fin.tick_gap_max_ns) / 1e6, 1);
   f.Str("shard_connections_after", Join(spread2));
   const bool rejoin_ok = fin.closed_after_kill > 0 && fin.rejoined == fin.closed_after_kill &&
-                         after == n && fin.closed_before_kill == 0;
+                         after == want_presences && fin.closed_before_kill == 0;
   if (!rejoin_ok) {
     std::fprintf(stderr,
                  "%s: after the kill %llu of %llu closed clients rejoined, broker presences %.0f "
                  "of %.0f, %llu closed before the kill\n",
                  kProgram, static_cast<unsigned long long>(fin.rejoined),
-                 static_cast<unsigned long long>(fin.closed_after_kill), after, n,
+                 static_cast<unsigned long long>(fin.closed_after_kill), after, want_presences,
                  static_cast<unsigned long long>(fin.closed_before_kill));
   }
   const bool others_ok = fin.closed_after_kill == static_cast<uint64_t>(victim_conns);

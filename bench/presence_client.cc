@@ -109,8 +109,12 @@ void PresenceClients::Dispatch(int timeout_ms) {
       const std::string ref = std::to_string(s.join_ref);
       const size_t g = static_cast<size_t>(config_.first) + i;
       const std::string key = std::to_string(g);
-      if (config_.ticker) {
-        c.SendText(epfd_, "[\"" + ref + "\",\"" + ref + "\",\"tick\",\"phx_join\",{}]", rng_);
+      if (config_.ticker || !config_.presence) {
+        const std::string topic =
+            config_.ticker ? "tick"
+                           : "room:" + std::to_string(g % static_cast<size_t>(config_.topics));
+        c.SendText(epfd_, "[\"" + ref + "\",\"" + ref + "\",\"" + topic + "\",\"phx_join\",{}]",
+                   rng_);
       } else {
         c.SendText(epfd_,
                    "[\"" + ref + "\",\"" + ref +
@@ -202,7 +206,7 @@ void PresenceClients::Lost(size_t i) {
   if (c.close_code() != 0) report_.last_close_code = c.close_code();
   if (s.phase == Phase::kJoined) {
     --report_.held;
-    if (config_.ticker && i == 0 && armed_) ++report_.tick_publisher_closed;
+    if (config_.ticker && i < kTickPublishers && armed_) ++report_.tick_publisher_closed;
     // Armed, every close is the kill's: nothing else closes sockets then.
     if (!armed_) {
       ++report_.closed_before_kill;
@@ -248,7 +252,7 @@ void PresenceClients::SendReport(uint32_t kind) {
       if (s.closed_after_kill || !s.joined_once) continue;
       if (config_.ticker) {
         // A receiver that stopped hearing ticks: its gap runs until now.
-        if (i != 0 && s.last_tick_ns != 0) {
+        if (s.last_tick_ns != 0) {
           ++report_.tick_receivers_open;
           report_.tick_gap_max_ns = std::max(report_.tick_gap_max_ns, now - s.last_tick_ns);
         }
@@ -268,17 +272,21 @@ void PresenceClients::SendReport(uint32_t kind) {
   if (!WriteAll(ctl_, &report_, sizeof report_)) parent_gone_ = true;
 }
 
-// Publishes one stamped tick when due, from connection 0 once it has joined.
+// Publishes one stamped tick when due from each of connections 0 and 1 once
+// joined: two publishers, so that the ticks go on, every `tick_ms` from the
+// one left, when a kill closes the other.
 void PresenceClients::Tick() {
   const uint64_t now = MonoNs();
-  if (slots_.empty() || slots_[0].phase != Phase::kJoined || now < next_tick_ns_) return;
-  next_tick_ns_ = now + static_cast<uint64_t>(config_.tick_ms) * kMs;
-  if (armed_) ++report_.ticks_sent;
-  conns_[0].SendText(epfd_,
-                     "[\"" + std::to_string(slots_[0].join_ref) + "\",\"" +
-                         std::to_string(++tick_ref_) +
-                         "\",\"tick\",\"t\",{\"t\":" + std::to_string(now) + "}]",
-                     rng_);
+  for (size_t i = 0; i < std::min<size_t>(kTickPublishers, slots_.size()); ++i) {
+    if (slots_[i].phase != Phase::kJoined || now < next_tick_ns_[i]) continue;
+    next_tick_ns_[i] = now + static_cast<uint64_t>(config_.tick_ms) * kMs;
+    if (armed_) ++report_.ticks_sent;
+    conns_[i].SendText(epfd_,
+                       "[\"" + std::to_string(slots_[i].join_ref) + "\",\"" +
+                           std::to_string(++tick_ref_) +
+                           "\",\"tick\",\"t\",{\"t\":" + std::to_string(now) + "}]",
+                       rng_);
+  }
 }
 
 void PresenceClients::OnTick(Slot& s, std::string_view msg) {

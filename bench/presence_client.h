@@ -57,7 +57,8 @@ struct NodeReport {
   // ticks on a socket that stayed open (the stall a client would see), and
   // how many receivers stayed open.
   uint64_t ticks_sent = 0, ticks_received = 0, tick_gap_max_ns = 0, tick_latency_max_ns = 0;
-  uint64_t tick_publisher_closed = 0, tick_receivers_open = 0;
+  uint64_t tick_publisher_closed = 0;  // publishers closed by the kill (of 2)
+  uint64_t tick_receivers_open = 0;
   Histogram tick_latency;
 };
 
@@ -74,11 +75,12 @@ struct NodeClientConfig {
   int first = 0;  // global index of the first connection: topic and presence key follow it
   int count = 0;
   int topics = 1000;     // connection g joins room:<g % topics> as presence u<g>
+  bool presence = true;  // false: joins without a presence
   in_addr_t source = 0;  // network byte order
   uint16_t port = 0;     // the node's, on 127.0.0.1
   int inflight = 200;    // handshakes (connect -> join reply) in flight in the connect phase
-  // A ticker joins "tick" without presence; its connection 0 publishes a
-  // stamped broadcast every `tick_ms` that the others receive.
+  // A ticker joins "tick" without presence; its connections 0 and 1 each
+  // publish a stamped broadcast every `tick_ms` that the others receive.
   bool ticker = false;
   int tick_ms = 20;
   uint64_t deadline_ns = 0;
@@ -138,7 +140,8 @@ class PresenceClients {
       timers_;
   size_t started_ = 0;
   uint64_t kill_ns_ = 0;
-  uint64_t next_tick_ns_ = 0, tick_ref_ = 1;
+  static constexpr size_t kTickPublishers = 2;
+  uint64_t next_tick_ns_[kTickPublishers] = {}, tick_ref_ = 1;
   bool armed_ = false, stop_ = false, parent_gone_ = false;
   NodeReport report_;
   char buf_[65536];
