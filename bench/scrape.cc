@@ -49,6 +49,18 @@ double Sample(const std::string& body, const std::string& series) {
   return -1;
 }
 
+double FirstSample(const std::string& body, const std::string& name) {
+  for (size_t at = body.find(name); at != std::string::npos; at = body.find(name, at + 1)) {
+    if (at != 0 && body[at - 1] != '\n') continue;
+    size_t after = at + name.size();
+    if (after >= body.size() || (body[after] != ' ' && body[after] != '{')) continue;
+    size_t eol = body.find('\n', after);
+    size_t sp = body.rfind(' ', eol == std::string::npos ? body.size() : eol);
+    return std::strtod(body.c_str() + sp + 1, nullptr);
+  }
+  return -1;
+}
+
 double ScrapedHistogram::Quantile(double q) const {
   if (count <= 0 || buckets.empty()) return std::nan("");
   const double rank = q * count;

@@ -20,6 +20,9 @@ std::string Scrape(int port, uint64_t deadline_ns);
 // The value of the sample `series` (name and labels exactly as the process
 // writes them) in a Prometheus text body; -1 if absent.
 double Sample(const std::string& body, const std::string& series);
+// The value of the first sample of metric `name`, whatever its labels; -1
+// if absent.
+double FirstSample(const std::string& body, const std::string& name);
 
 // One series of a histogram: cumulative bucket counts by upper bound.
 struct ScrapedHistogram {

@@ -246,4 +246,16 @@ void WsClient::Close(End why) {
   out_off_ = 0;
 }
 
+void WsClient::Reset() {
+  Close();
+  state_ = State::kNew;
+  end_ = End::kNone;
+  want_out_ = false;
+  http_status_ = 0;
+  close_code_ = 0;
+  std::string().swap(in_);
+  std::string().swap(accept_);
+  parser_ = ws::MessageParser(ws::Role::kClient, 1 << 24);
+}
+
 }  // namespace sb::bench

@@ -78,6 +78,9 @@ class WsClient {
 
   // Closes the socket (no close handshake: the benchmark tears down fast).
   void Close(End why = End::kLocalClose);
+  // Closes the socket and forgets the connection (state kNew, End kNone), so
+  // that Connect may be called again: a reconnect in the same slot.
+  void Reset();
 
   State state() const { return state_; }
   End end() const { return end_; }
