@@ -54,6 +54,12 @@ struct ApiReply {
 Result<ApiReply> ApiPost(const ApiUrl& url, std::string_view path, const std::string& key,
                          std::string_view body, std::chrono::milliseconds timeout);
 
+// Where `switchboard publish` posts without --config: the default
+// topology's node.api (config/cluster.yaml), as the control commands fall
+// back to its control socket.
+inline constexpr std::string_view kDefaultApiUrl = "http://127.0.0.1:4000";
+inline constexpr std::string_view kDefaultApiKeyFile = "/tmp/switchboard/node1.api-key";
+
 struct PublishArgs {
   std::string url;       // node.api.url
   std::string key_file;  // node.api.key_file

@@ -9,6 +9,8 @@
 #include <sstream>
 #include <string>
 
+#include "supervisor/spec_loader.h"
+
 namespace sb::supervisor {
 namespace {
 
@@ -67,6 +69,15 @@ TEST_F(ApiKeyFileTest, AKeyFileOthersCanReadIsRefused) {
   EXPECT_EQ(s.code(), Status::Code::kInvalidConfig);
   ::chmod(path_.c_str(), 0600);
   EXPECT_TRUE(EnsureApiKeyFile(path_).ok());
+}
+
+TEST(ApiClientTest, WithoutAConfigPublishUsesTheDefaultTopologysApi) {
+  // `switchboard publish` without --config posts where config/cluster.yaml's
+  // node.api says: the defaults must not drift from the file.
+  Result<TreeSpec> spec = LoadTreeSpecFile(std::string(SB_SOURCE_DIR) + "/config/cluster.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(spec->node.api.url, kDefaultApiUrl);
+  EXPECT_EQ(spec->node.api.key_file, kDefaultApiKeyFile);
 }
 
 TEST(ApiClientTest, PublishWithBadArgumentsIsAUsageError) {

@@ -99,8 +99,11 @@ int main(int argc, char** argv) {
   std::string idempotency_key;
   auto* publish =
       app.add_subcommand("publish", "broadcast EVENT with payload JSON to TOPIC through the API");
-  publish->add_option("--config", config, "YAML topology with node.api (url, key_file)")
-      ->required();
+  publish->add_option("--config", config,
+                      "YAML topology with node.api (url, key_file); default: the default "
+                      "topology's, " +
+                          std::string(sb::supervisor::kDefaultApiUrl) + " and " +
+                          std::string(sb::supervisor::kDefaultApiKeyFile));
   publish->add_option("TOPIC", publish_args.topic, "topic")->required();
   publish->add_option("EVENT", publish_args.event, "event")->required();
   publish->add_option("JSON", publish_args.payload_json, "payload, any JSON")->required();
@@ -111,14 +114,18 @@ int main(int argc, char** argv) {
   if (*check) return Check(config);
   if (*run) return Run(config);
   if (*publish) {
-    auto spec = Load(config);
-    if (!spec.ok()) return sb::kExitUsage;
-    if (spec->node.api.url.empty()) {
-      std::fprintf(stderr, "%s: %s has no node.api (url, key_file)\n", kProgram, config.c_str());
-      return sb::kExitUsage;
+    publish_args.url = sb::supervisor::kDefaultApiUrl;
+    publish_args.key_file = sb::supervisor::kDefaultApiKeyFile;
+    if (!config.empty()) {
+      auto spec = Load(config);
+      if (!spec.ok()) return sb::kExitUsage;
+      if (spec->node.api.url.empty()) {
+        std::fprintf(stderr, "%s: %s has no node.api (url, key_file)\n", kProgram, config.c_str());
+        return sb::kExitUsage;
+      }
+      publish_args.url = spec->node.api.url;
+      publish_args.key_file = spec->node.api.key_file;
     }
-    publish_args.url = spec->node.api.url;
-    publish_args.key_file = spec->node.api.key_file;
     if (*idem) publish_args.idempotency_key = idempotency_key;
     return sb::supervisor::RunPublish(publish_args, std::cout, std::cerr);
   }
