@@ -59,6 +59,7 @@
 #include <vector>
 
 #include "bench/children.h"
+#include "bench/figures.h"
 #include "bench/presence_client.h"
 #include "bench/scrape.h"
 #include "common/command_line.h"
@@ -452,30 +453,7 @@ bool StartClients(const NodeClientConfig& cfg, std::vector<Child>* kids) {
   return true;
 }
 
-// Named figures in order: printed as a table for people, then as one JSON line.
-class Figures {
- public:
-  void Num(const std::string& key, double v, int decimals = 0) {
-    char b[64];
-    std::snprintf(b, sizeof b, "%.*f", decimals, v);
-    items_.emplace_back(key, b);
-  }
-  void Str(const std::string& key, const std::string& v) {
-    items_.emplace_back(key, '"' + v + '"');
-  }
-  void Print() const {
-    std::string json = "{";
-    for (const auto& [k, v] : items_) {
-      std::printf("  %-32s %s\n", k.c_str(), v.c_str());
-      json += (json.size() > 1 ? ",\"" : "\"") + k + "\":" + v;
-    }
-    std::printf("%s}\n", json.c_str());
-    std::fflush(stdout);
-  }
-
- private:
-  std::vector<std::pair<std::string, std::string>> items_;
-};
+using sb::bench::Figures;
 
 void CpuFigures(Figures& f, const std::string& phase, const Cpu& a, const Cpu& b) {
   f.Num(phase + "_cpu_shards_s", b.shards - a.shards, 2);

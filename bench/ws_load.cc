@@ -58,6 +58,7 @@
 
 #include "bench/children.h"
 #include "bench/client_process.h"
+#include "bench/figures.h"
 #include "bench/scrape.h"
 #include "common/command_line.h"
 
@@ -66,6 +67,7 @@ using sb::bench::ClientConfig;
 using sb::bench::ClientProcess;
 using sb::bench::ClientRole;
 using sb::bench::Command;
+using sb::bench::Figures;
 using sb::bench::KillChildren;
 using sb::bench::kSec;
 using sb::bench::MonoNs;
@@ -322,40 +324,18 @@ Report Sum(const std::vector<Child>& cs, bool final) {
   return s;
 }
 
-// Named figures in order: printed as a table for people, then as one JSON line.
-class Figures {
- public:
-  void Num(const std::string& key, double v, int decimals = 0) {
-    char b[64];
-    std::snprintf(b, sizeof b, "%.*f", decimals, v);
-    items_.emplace_back(key, b);
-  }
-  void Str(const std::string& key, const std::string& v) {
-    items_.emplace_back(key, '"' + v + '"');
-  }
-  void Failures(const Report& r) {
-    Num("failed_connect", r.failed_connect);
-    Num("failed_upgrade", r.failed_upgrade);
-    Num("failed_accept", r.failed_accept);
-    Num("failed_join", r.failed_join);
-    Num("failed_other", r.failed_other);
-    Num("unfinished", r.unfinished);
-    Num("closed_after_join", r.closed_after_join);
-    Num("last_http_status", r.last_http_status);
-    Num("last_close_code", r.last_close_code);
-  }
-  void Print() const {
-    std::string json = "{";
-    for (const auto& [k, v] : items_) {
-      std::printf("  %-28s %s\n", k.c_str(), v.c_str());
-      json += (json.size() > 1 ? ",\"" : "\"") + k + "\":" + v;
-    }
-    std::printf("%s}\n", json.c_str());
-  }
-
- private:
-  std::vector<std::pair<std::string, std::string>> items_;
-};
+// Why clients failed, by kind (bench/client_process.h's Report).
+void FailureFigures(Figures& f, const Report& r) {
+  f.Num("failed_connect", r.failed_connect);
+  f.Num("failed_upgrade", r.failed_upgrade);
+  f.Num("failed_accept", r.failed_accept);
+  f.Num("failed_join", r.failed_join);
+  f.Num("failed_other", r.failed_other);
+  f.Num("unfinished", r.unfinished);
+  f.Num("closed_after_join", r.closed_after_join);
+  f.Num("last_http_status", r.last_http_status);
+  f.Num("last_close_code", r.last_close_code);
+}
 
 struct Run {
   const Options& o;
@@ -381,7 +361,7 @@ bool RunIdle(Run& r) {
   // Divided by the connections actually held (== N when the run is clean).
   r.f.Num("bytes_per_connection",
           fin.held ? static_cast<double>(rss_after - r.rss_before) * 1024.0 / fin.held : 0);
-  r.f.Failures(fin);
+  FailureFigures(r.f, fin);
   return fin.held == static_cast<uint64_t>(r.n);
 }
 
@@ -467,7 +447,7 @@ bool RunFanout(Run& r, Child& pub) {
   f.Num("unparsed", fin.unparsed);
   f.Num("worker_rss_before_kib", r.rss_before);
   f.Num("worker_rss_after_kib", rss_after);
-  f.Failures(fin);
+  FailureFigures(f, fin);
   bool broker_ok = true;
   if (r.broker) {
     std::string body = Scrape(r.broker->metrics_port, MonoNs() + 5 * kSec);
@@ -685,6 +665,6 @@ int main(int argc, char** argv) {
                    Tail(broker->proc.log, 20).c_str());
     }
   }
-  f.Print();
+  f.Print(28);
   return ok ? 0 : 1;
 }

@@ -3,6 +3,7 @@
 #include <boost/json/basic_parser_impl.hpp>
 #include <exception>
 
+#include "protocol/json_scan.h"
 #include "protocol/websocket.h"
 
 namespace sb::phx {
@@ -106,52 +107,9 @@ class ShapeHandler {
   int depth_ = 0;
 };
 
-// The scanners below run only over text the parser has accepted, so they can
-// rely on its shape: strings are closed, brackets balance, no comments.
-size_t SkipSpace(std::string_view t, size_t i) {
-  while (i < t.size() && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r')) ++i;
-  return i;
-}
-
-// `i` is at an opening quote; returns the index after the closing one.
-size_t SkipString(std::string_view t, size_t i) {
-  for (++i; i < t.size(); ++i) {
-    if (t[i] == '\\') {
-      ++i;  // the escaped character can never close the string
-    } else if (t[i] == '"') {
-      return i + 1;
-    }
-  }
-  return t.size();
-}
-
-// `i` is at the first byte of a value; returns the index after its last.
-size_t SkipValue(std::string_view t, size_t i) {
-  const char c = t[i];
-  if (c == '"') return SkipString(t, i);
-  if (c == '[' || c == '{') {
-    int depth = 0;
-    while (i < t.size()) {
-      const char d = t[i];
-      if (d == '"') {
-        i = SkipString(t, i);
-        continue;
-      }
-      if (d == '[' || d == '{') {
-        ++depth;
-      } else if ((d == ']' || d == '}') && --depth == 0) {
-        return i + 1;
-      }
-      ++i;
-    }
-    return t.size();
-  }
-  while (i < t.size() && t[i] != ',' && t[i] != ']' && t[i] != '}' && t[i] != ' ' && t[i] != '\t' &&
-         t[i] != '\n' && t[i] != '\r') {
-    ++i;
-  }
-  return i;
-}
+// The scanners run only over text the parser has accepted (json_scan.h).
+using json_scan::SkipSpace;
+using json_scan::SkipValue;
 
 // The exact source bytes of element `index` of the root array of `t`.
 std::string_view FindElement(std::string_view t, size_t index) {

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "common/key_file.h"
+#include "protocol/json_scan.h"
 #include "protocol/limits.h"
 #include "protocol/phoenix.h"
 #include "protocol/phoenix_events.h"
@@ -58,50 +59,10 @@ bool KeyMatches(std::string_view candidate, const std::string& key) {
          CRYPTO_memcmp(candidate.data(), key.data(), key.size()) == 0;
 }
 
-// The exact bytes of each top-level member of the JSON object `t`, which
-// boost::json has accepted (so strings are closed and brackets balance).
-size_t SkipSpace(std::string_view t, size_t i) {
-  while (i < t.size() && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r')) ++i;
-  return i;
-}
-
-size_t SkipString(std::string_view t, size_t i) {
-  for (++i; i < t.size(); ++i) {
-    if (t[i] == '\\') {
-      ++i;
-    } else if (t[i] == '"') {
-      return i + 1;
-    }
-  }
-  return t.size();
-}
-
-size_t SkipValue(std::string_view t, size_t i) {
-  const char c = t[i];
-  if (c == '"') return SkipString(t, i);
-  if (c == '[' || c == '{') {
-    int depth = 0;
-    while (i < t.size()) {
-      const char d = t[i];
-      if (d == '"') {
-        i = SkipString(t, i);
-        continue;
-      }
-      if (d == '[' || d == '{') {
-        ++depth;
-      } else if ((d == ']' || d == '}') && --depth == 0) {
-        return i + 1;
-      }
-      ++i;
-    }
-    return t.size();
-  }
-  while (i < t.size() && t[i] != ',' && t[i] != '}' && t[i] != ']' && t[i] != ' ' && t[i] != '\t' &&
-         t[i] != '\n' && t[i] != '\r') {
-    ++i;
-  }
-  return i;
-}
+// Over text boost::json has accepted (protocol/json_scan.h).
+using json_scan::SkipSpace;
+using json_scan::SkipString;
+using json_scan::SkipValue;
 
 // The members of the root object `t` (already parsed) with the source
 // text of each value, in order, duplicates included (boost::json keeps
