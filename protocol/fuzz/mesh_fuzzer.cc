@@ -56,7 +56,7 @@ bool Same(const mesh::Hello& a, const mesh::Hello& b) {
   if (a.shard != b.shard || a.instance != b.instance || a.window != b.window ||
       a.token != b.token || a.outbox != b.outbox || a.acked != b.acked ||
       a.heartbeat_ms != b.heartbeat_ms || a.members != b.members || a.topics != b.topics ||
-      a.presence.size() != b.presence.size()) {
+      a.idempotency != b.idempotency || a.presence.size() != b.presence.size()) {
     return false;
   }
   for (size_t i = 0; i < a.presence.size(); ++i) {
