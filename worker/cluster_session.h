@@ -97,7 +97,12 @@ class ClusterSession {
   // One whose topic or message is over the mesh's bounds is counted
   // (too_large) and not published. `stamp`: when the client's message was
   // read, Unix ns (mesh::Message::stamp); 0: not stamped (the shard made it).
-  void Publish(std::string_view topic, std::string_view message, bool binary, uint64_t stamp = 0);
+  // `key`: an HTTP API publish's idempotency key (mesh::kFlagKeyed), 1..
+  // mesh::kMaxKeyBytes, or empty; a keyed publish is remembered with
+  // `now_ms` for kKeyTtlMs and restated in every hello, so that a new
+  // broker knows the keys this shard accepted.
+  void Publish(std::string_view topic, std::string_view message, bool binary, uint64_t stamp = 0,
+               std::string_view key = {}, int64_t now_ms = 0);
   void Subscribe(std::string_view topic);
   void Unsubscribe(std::string_view topic);
   // `change_json`: a mesh PresenceChange.
@@ -122,6 +127,8 @@ class ClusterSession {
   size_t outbox_bytes() const { return outbox_bytes_; }
   // Data messages consumed and not yet credited back.
   uint32_t uncredited() const { return consumed_; }
+  // Keyed publishes remembered for the hello.
+  size_t keys() const { return claims_.size(); }
 
   struct Counters {
     uint64_t published = 0;          // broadcasts put in the outbox
@@ -147,8 +154,17 @@ class ClusterSession {
     std::string message;
     uint8_t flags;
     uint64_t stamp;
+    std::string key;
+  };
+  struct Claim {
+    std::string key;
+    std::string topic;
+    uint64_t seq;
+    int64_t at_ms;
   };
   void SendHello(int64_t now_ms);
+  // Forgets the keyed publishes older than mesh::kKeyTtlMs at `now_ms`.
+  void ExpireClaims(int64_t now_ms);
   bool Send(const mesh::Message& msg);
   void SendPublishes();
   void OnOne(const mesh::Message& msg, int64_t now_ms);
@@ -178,6 +194,9 @@ class ClusterSession {
     int64_t last_ms = 0;  // when
   };
   std::unordered_map<uint64_t, Origin> last_delivered_;  // by origin instance
+  // Keyed publishes of the last kKeyTtlMs, oldest first, at most
+  // mesh::kMaxHelloKeys (the oldest forgotten first).
+  std::deque<Claim> claims_;
   mesh::BatchWriter batch_;
   Counters counters_;
 };
