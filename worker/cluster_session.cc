@@ -68,8 +68,16 @@ void ClusterSession::SendHello(int64_t now_ms) {
   // The keys this shard accepted: a new broker has not seen them, and a
   // repeat sent to another shard must not be routed by it.
   ExpireClaims(now_ms);
-  hello.idempotency.reserve(claims_.size());
-  for (const Claim& c : claims_) {
+  size_t first = claims_.size(), bytes = 0;
+  while (first > 0 && bytes + claims_[first - 1].key.size() + claims_[first - 1].topic.size() <=
+                          options_.max_hello_key_bytes) {
+    --first;
+    bytes += claims_[first].key.size() + claims_[first].topic.size();
+  }
+  counters_.keys_left_out += first;
+  hello.idempotency.reserve(claims_.size() - first);
+  for (size_t i = first; i < claims_.size(); ++i) {
+    const Claim& c = claims_[i];
     hello.idempotency.push_back(
         {c.key, c.topic, c.seq, static_cast<uint32_t>(std::max<int64_t>(now_ms - c.at_ms, 0))});
   }

@@ -49,6 +49,11 @@ struct ClusterOptions {
   // forgotten (every shard process start is a new instance, so the table
   // would otherwise grow for the process's whole life).
   size_t max_origins = 4096;
+  // The keyed publishes a hello restates, at most this many bytes of keys
+  // and topics, the newest first: a hello is one frame (mesh::kMaxFrameBytes)
+  // and 100,000 keys on long topics would not fit. Older ones are left out
+  // (counted): a new broker does not know them.
+  size_t max_hello_key_bytes = 16u << 20;
   int64_t heartbeat_ms = 1000;
   int misses = 3;  // broker silent for heartbeat_ms × misses: it is gone
 };
@@ -144,6 +149,7 @@ class ClusterSession {
     uint64_t epoch_changes = 0;  // welcomes from a broker with a new epoch
     uint64_t broker_lost = 0;    // the broker went silent
     uint64_t bad_frames = 0;
+    uint64_t keys_left_out = 0;  // keyed publishes a hello had no room for
   };
   const Counters& counters() const { return counters_; }
 

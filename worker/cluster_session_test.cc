@@ -269,6 +269,23 @@ TEST_F(ClusterSessionTest, AKeyedPublishCarriesItsKeyAndEveryHelloRestatesIt) {
   EXPECT_EQ(session_.keys(), 0u);
 }
 
+TEST(ClusterSessionKeysTest, AHelloRestatesTheNewestKeysWithinItsBound) {
+  Fake fake;
+  ClusterOptions o;
+  o.instance = 1;
+  o.max_hello_key_bytes = 17;  // two of "k1" + "room", not three
+  ClusterSession session(o, &fake, &fake);
+  for (const char* k : {"k0", "k1", "k2"}) session.Publish("room", "m", false, 0, k, 5);
+  session.Start(5);
+  Result<mesh::Hello> h = mesh::DecodeHello(fake.Of(mesh::Type::kHello).back().body);
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  ASSERT_EQ(h->idempotency.size(), 2u);
+  EXPECT_EQ(h->idempotency[0].key, "k1");
+  EXPECT_EQ(h->idempotency[1].key, "k2");
+  EXPECT_EQ(session.counters().keys_left_out, 1u);
+  EXPECT_EQ(session.keys(), 3u) << "kept for the next hello all the same";
+}
+
 TEST_F(ClusterSessionTest, ItsOwnKeyedPublishComesBackAsADeliveryOnce) {
   session_.Start(now_);
   Welcome(1);

@@ -396,6 +396,7 @@ void Shard::PublishMetrics() {
   set(counters_.cluster_bad_frames, c.bad_frames);
   set(counters_.cluster_too_large, c.too_large);
   set(counters_.cluster_origins_forgotten, c.origins_forgotten);
+  set(counters_.cluster_keys_left_out, c.keys_left_out);
   set(counters_.broadcasts_refused, h.broadcasts_refused);
 }
 

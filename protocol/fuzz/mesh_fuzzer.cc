@@ -151,7 +151,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   FUZZ_CHECK(m.topic.size() <= mesh::kMaxTopicBytes);
-  FUZZ_CHECK((m.flags & ~mesh::kFlagBinary) == 0);
+  FUZZ_CHECK((m.flags & ~(mesh::kFlagBinary | mesh::kFlagStamped | mesh::kFlagKeyed)) == 0);
+  // Only a publish is keyed, and its key is within bounds and the fourth frame.
+  if ((m.flags & mesh::kFlagKeyed) != 0) {
+    FUZZ_CHECK(m.type == mesh::Type::kPublish);
+    FUZZ_CHECK(frames.size() == 4 && m.key.data() == frames[3].data());
+    FUZZ_CHECK(!m.key.empty() && m.key.size() <= mesh::kMaxKeyBytes);
+  } else {
+    FUZZ_CHECK(m.key.empty());
+  }
   // The views point into the frames.
   if (m.type == mesh::Type::kHello || m.type == mesh::Type::kBatch ||
       m.type == mesh::Type::kMembers) {
