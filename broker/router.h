@@ -6,6 +6,8 @@
 // flight on its old connection is sent again — reset of strangers), publish routing with seqs
 // checked against the shard's outbox window and duplicates suppressed, the member list
 // it tells its shards (kMembers) and the settle window it waits out after a start, the
+// node's idempotency keys (broker/key_table: a keyed publish's first claim is routed to every
+// subscribed shard, its origin included, a repeat to nobody), the
 // pending-publish accounting behind acks (a publish is done when each recipient consumed it,
 // dropped it by policy, or died), the shed-presence repair, heartbeats and expiry, and the counters
 // behind the broker's metrics. Input is decoded-or-not frames from a routing id plus monotonic

@@ -3,7 +3,9 @@
 // Owns: the session with the node's broker — hello with the shard's whole
 // state (on each new connection, at once), welcome and epoch, reset,
 // heartbeats both ways and the broker's liveness, the broker's last member
-// list (sent back in every hello, so a new broker knows whom to expect); the outbox of publishes
+// list (sent back in every hello, so a new broker knows whom to expect), the keyed publishes of
+// the last five minutes (restated in every hello, so a new broker knows the node's idempotency
+// keys); the outbox of publishes
 // (numbered, kept until acked, sent in order in windows paced by acks and re-sent after every
 // welcome, bounded: when full, the hub refuses broadcasts); duplicate suppression of deliveries per
 // origin instance (a bounded table); and the credit the shard grants back, once per loop turn. Does
