@@ -31,7 +31,7 @@ constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)> 
 constexpr std::array<std::string_view, static_cast<size_t>(Refused::kCount)> kRefusedNames = {
     "bad_frame", "stranger", "duplicate", "bad_presence", "bad_rebind", "bad_seq"};
 constexpr std::array<std::string_view, static_cast<size_t>(mesh::HelloDrop::kCount)>
-    kHelloDropNames = {"topic", "meta", "over_limit", "member"};
+    kHelloDropNames = {"topic", "meta", "over_limit", "member", "key"};
 }  // namespace
 
 // Reads the router at scrape time, under the loop's mutex.
@@ -85,6 +85,9 @@ class MeshServer::Collector : public prometheus::Collectable {
         s_->delays_.buckets, s_->delays_.count, s_->delays_.sum_seconds);
     out.Counter(m::kBrokerPublishesTotal, "Publishes routed (duplicates excluded)",
                 static_cast<double>(c.publishes));
+    out.Counter(m::kBrokerIdempotentRepeatsTotal,
+                "Keyed publishes not routed: their key and topic were claimed within 5 minutes",
+                static_cast<double>(c.idempotent_repeats));
     out.Counter(m::kBrokerRoutedTotal, "Deliveries queued, one per recipient shard",
                 static_cast<double>(c.routed));
     out.Counter(m::kBrokerDeliveredTotal, "Deliveries sent to shards",

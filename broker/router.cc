@@ -161,6 +161,11 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   ++counters_.hellos;
   // Before anything below asks whether the broker is settling.
   settle_.OnHello(hello->shard, hello->heartbeat_ms, hello->members, now_us);
+  // The keys the shard accepted, maybe under a broker that is gone: this
+  // broker learns the node's keys from every shard's hello.
+  for (const mesh::KeyClaim& c : hello->idempotency) {
+    keys_.Restore(c.key, c.topic, hello->instance, c.seq, c.age_ms, now_us / 1000);
+  }
   for (size_t i = 0; i < std::size(hello->dropped); ++i) {
     counters_.hello_dropped[i] += hello->dropped[i];
   }
@@ -260,15 +265,29 @@ void Router::OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t 
     link.seq_known = true;
   }
   link.last_seq = msg.seq;
+  To to = To::kOthers;
+  if ((msg.flags & mesh::kFlagKeyed) != 0) {
+    // Claimed as it arrives, held or not: the broker sees every publish of
+    // the node, in one order, so the first to arrive is the one routed. A
+    // keyed publish goes to its origin's subscribers too: the origin
+    // delivered nothing itself (docs/PROTOCOL.md, Idempotency).
+    to = keys_.Claim(msg.key, msg.topic, link.instance, msg.seq, now_us / 1000) ==
+                 KeyTable::Verdict::kRepeat
+             ? To::kNobody
+             : To::kAll;
+    if (to == To::kNobody) ++counters_.idempotent_repeats;
+  }
   if (Settling(now_us)) {
     // A new broker: shards that have not said hello yet would miss this.
+    // A repeat waits too, so that its ack comes after those of the seqs
+    // before it.
     held_.push_back(
-        Held{id, msg.seq, msg.flags, msg.stamp, std::string(msg.topic), std::string(msg.body)});
+        Held{id, msg.seq, msg.flags, msg.stamp, std::string(msg.topic), std::string(msg.body), to});
     return;
   }
   // What was held goes first: receivers take each origin's seqs in order.
   ReleaseHeld(now_us);
-  Route(id, link, msg.seq, msg.flags, msg.stamp, msg.topic, msg.body, now_us);
+  Route(id, link, msg.seq, msg.flags, msg.stamp, msg.topic, msg.body, to, now_us);
 }
 
 void Router::ReleaseHeld(int64_t now_us) {
@@ -279,7 +298,7 @@ void Router::ReleaseHeld(int64_t now_us) {
   held.swap(held_);
   for (const Held& h : held) {
     if (Link* origin = Find(h.origin)) {
-      Route(h.origin, *origin, h.seq, h.flags, h.stamp, h.topic, h.body, now_us);
+      Route(h.origin, *origin, h.seq, h.flags, h.stamp, h.topic, h.body, h.to, now_us);
     }
   }
 }
@@ -287,8 +306,8 @@ void Router::ReleaseHeld(int64_t now_us) {
 bool Router::Settling(int64_t now_us) { return settle_.Settling(now_us); }
 
 void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t stamp,
-                   std::string_view topic, std::string_view body, int64_t now_us) {
-  ++counters_.publishes;
+                   std::string_view topic, std::string_view body, To who, int64_t now_us) {
+  if (who != To::kNobody) ++counters_.publishes;
   uint64_t tag = next_tag_++;
   Pending& pending = pending_[tag];
   pending = {id, seq, 0};
@@ -298,13 +317,15 @@ void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t 
   deliver.type = mesh::Type::kDeliver;
   deliver.origin = link.instance;
   deliver.seq = seq;
-  deliver.flags = flags;
+  // The key stays here: receivers dedupe by origin and seq.
+  deliver.flags = flags & ~mesh::kFlagKeyed;
   deliver.stamp = stamp;
   deliver.topic = topic;
   deliver.body = body;
   Payload payload;
   std::vector<LinkId>& to = recipients_;
-  interests_.Route(id, topic, &to);
+  to.clear();
+  if (who != To::kNobody) interests_.Route(who == To::kAll ? kNoLink : id, topic, &to);
   pending.remaining = static_cast<uint32_t>(to.size());
   if (to.empty()) {
     link.ack_due = true;
@@ -312,8 +333,8 @@ void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t 
   }
   payload = std::make_shared<const std::string>(mesh::Pack(deliver));
   counters_.routed += to.size();
-  // `link` may be removed below only if it is a recipient, which it is not
-  // (Route excludes the origin); recipients may be (disconnect policy).
+  // Recipients may be removed below (disconnect policy), the origin too
+  // when it is one: `link` is not used after this.
   for (LinkId r : to) {
     if (Link* rl = Find(r)) Enqueue(r, *rl, payload, tag, now_us);
   }

@@ -6,6 +6,8 @@
 // flight on its old connection is sent again — reset of strangers), publish routing with seqs
 // checked against the shard's outbox window and duplicates suppressed, the member list
 // it tells its shards (kMembers) and the settle window it waits out after a start, the
+// node's idempotency keys (broker/key_table: a keyed publish's first claim is routed to every
+// subscribed shard, its origin included, a repeat to nobody), the
 // pending-publish accounting behind acks (a publish is done when each recipient consumed it,
 // dropped it by policy, or died), the shed-presence repair, heartbeats and expiry, and the counters
 // behind the broker's metrics. Input is decoded-or-not frames from a routing id plus monotonic
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "broker/interest_table.h"
+#include "broker/key_table.h"
 #include "broker/link_table.h"
 #include "broker/liveness.h"
 #include "broker/presence_registry.h"
@@ -145,6 +148,9 @@ class Router {
     uint64_t hello_dropped[static_cast<size_t>(mesh::HelloDrop::kCount)] = {};
     uint64_t refused[static_cast<size_t>(Refused::kCount)] = {};
     uint64_t members_sent = 0;  // kMembers messages sent
+    // Keyed publishes whose key and topic an earlier publish had claimed
+    // within mesh::kKeyTtlMs: acked, not routed.
+    uint64_t idempotent_repeats = 0;
   };
   const Counters& counters() const { return counters_; }
   uint64_t epoch() const { return options_.epoch; }
@@ -156,6 +162,7 @@ class Router {
   size_t links() const { return links_.size(); }
   const InterestTable& interests() const { return interests_; }
   const PresenceRegistry& presence() const { return presence_; }
+  const KeyTable& keys() const { return keys_; }
 
  private:
   // A publish waiting for its recipients.
@@ -197,9 +204,13 @@ class Router {
 
   void OnHello(std::string_view routing_id, const mesh::Message& msg, int64_t now_us);
   void OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us);
-  // Queues a publish for every other subscribed link.
+  // Who gets a publish: every other subscribed link (a client's broadcast:
+  // the origin delivered it itself), every subscribed link (a keyed one:
+  // the origin waits for the broker's verdict), or nobody (a keyed repeat).
+  enum class To : uint8_t { kOthers, kAll, kNobody };
+  // Queues a publish for its recipients; acked when they are done.
   void Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t stamp,
-             std::string_view topic, std::string_view body, int64_t now_us);
+             std::string_view topic, std::string_view body, To to, int64_t now_us);
   // Whether the broker is still settling at `now_us` (see RouterOptions).
   bool Settling(int64_t now_us);
   // Once settled: routes the publishes held meanwhile, in arrival order.
@@ -256,8 +267,10 @@ class Router {
     uint64_t stamp;
     std::string topic;
     std::string body;
+    To to;
   };
   std::vector<Held> held_;
+  KeyTable keys_;
   SettleWindow settle_;
   std::vector<std::string> members_;  // as last announced
   bool members_dirty_ = false;        // a hello, a link gone or the window ended since

@@ -84,6 +84,16 @@ class RouterTest : public ::testing::Test {
                const std::string& body = "[null,null,\"t\",\"e\",{}]") {
     Feed(from, {.type = mesh::Type::kPublish, .seq = seq, .topic = topic, .body = body});
   }
+  void KeyedPublish(const std::string& from, uint64_t seq, const std::string& topic,
+                    const std::string& key,
+                    const std::string& body = "[null,null,\"t\",\"e\",{}]") {
+    Feed(from, {.type = mesh::Type::kPublish,
+                .seq = seq,
+                .flags = mesh::kFlagKeyed,
+                .topic = topic,
+                .body = body,
+                .key = key});
+  }
   void Credit(const std::string& from, uint32_t n) {
     Feed(from, {.type = mesh::Type::kCredit, .n = n});
   }
@@ -247,6 +257,111 @@ TEST_F(RouterTest, AResentPublishIsNotRoutedTwice) {
   Flush();
   EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
   EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kDuplicate)], 1u);
+}
+
+// --- Idempotency keys ---------------------------------------------------------
+
+TEST_F(RouterTest, AKeyedPublishGoesToItsOriginTooAndItsRepeatsToNobody) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Flush();
+  rec_.log.sent.clear();
+  KeyedPublish("a", 1, "room:1", "k", "first");
+  Flush();
+  // Every subscribed shard, the origin included, without the key.
+  for (const char* to : {"a", "b"}) {
+    auto d = rec_.Take(to, mesh::Type::kDeliver);
+    ASSERT_EQ(d.size(), 1u) << to;
+    EXPECT_EQ(d[0].origin, 1u);
+    EXPECT_EQ(d[0].seq, 1u);
+    EXPECT_EQ(d[0].body, "first");
+    EXPECT_EQ(d[0].flags, 0) << "the key flag is not passed on";
+  }
+  Credit("a", 2);  // the snapshot and the delivery
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty()) << "b has not consumed it";
+  Credit("b", 2);
+  Flush();
+  ASSERT_EQ(rec_.Take("a", mesh::Type::kAck).size(), 1u);
+  rec_.log.sent.clear();
+  // The same key and topic from the other shard, and again from the first:
+  // routed to nobody, acked at once, counted.
+  KeyedPublish("b", 1, "room:1", "k", "again");
+  KeyedPublish("a", 2, "room:1", "k", "again");
+  Flush();
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kDeliver).empty());
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kDeliver).empty());
+  auto ack_a = rec_.Take("a", mesh::Type::kAck);
+  auto ack_b = rec_.Take("b", mesh::Type::kAck);
+  ASSERT_EQ(ack_a.size(), 1u);
+  EXPECT_EQ(ack_a[0].seq, 2u);
+  ASSERT_EQ(ack_b.size(), 1u);
+  EXPECT_EQ(ack_b[0].seq, 1u);
+  EXPECT_EQ(router_.counters().idempotent_repeats, 2u);
+  EXPECT_EQ(router_.counters().publishes, 1u);
+  // Another key, or the same key on another topic, is routed.
+  KeyedPublish("b", 2, "room:1", "k2");
+  KeyedPublish("b", 3, "room:2", "k");
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 1u) << "a is not on room:2";
+  EXPECT_EQ(router_.counters().publishes, 3u);
+}
+
+TEST_F(RouterTest, AKeyIsClaimedForFiveMinutes) {
+  Hello("a", 1, {});
+  Hello("b", 2, {"room:1"});
+  KeyedPublish("a", 1, "room:1", "k");
+  now_us_ += (mesh::kKeyTtlMs - 1) * 1000;
+  Feed("a", {.type = mesh::Type::kHeartbeat});
+  KeyedPublish("a", 2, "room:1", "k");
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+  now_us_ += 1000;
+  KeyedPublish("a", 3, "room:1", "k");
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 2u) << "expired: a new publish";
+  EXPECT_EQ(router_.counters().idempotent_repeats, 1u);
+}
+
+TEST_F(RouterTest, AResentKeyedPublishIsNotARepeat) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  KeyedPublish("a", 1, "room:1", "k");
+  KeyedPublish("a", 1, "room:1", "k");  // re-sent on the same broker: a duplicate seq
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kDuplicate)], 1u);
+  EXPECT_EQ(router_.counters().idempotent_repeats, 0u);
+}
+
+TEST_F(RouterTest, ANewBrokerLearnsTheKeysFromTheHellos) {
+  // A new broker: shard a accepted "k" on room:1 as its seq 4 a second ago
+  // (the old broker routed it, or not: a's publish is unacked).
+  SayHello("a", {.shard = "a",
+                 .instance = 1,
+                 .window = 100,
+                 .token = TokenOf(1),
+                 .topics = {"room:1"},
+                 .idempotency = {{"k", "room:1", 4, 1000}, {"acked", "room:1", 2, 2000}}});
+  Hello("b", 2, {"room:1"});
+  EXPECT_EQ(router_.keys().size(), 2u);
+  // b's repeat of either key is not routed...
+  KeyedPublish("b", 1, "room:1", "k");
+  KeyedPublish("b", 2, "room:1", "acked");
+  Flush();
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kDeliver).empty());
+  EXPECT_EQ(router_.counters().idempotent_repeats, 2u);
+  // ...but a's re-sent publish 4 itself is: the old broker may never have
+  // routed it, and receivers drop it by origin and seq if it had.
+  KeyedPublish("a", 4, "room:1", "k");
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_EQ(router_.counters().idempotent_repeats, 2u);
+  // The claims age from when the shard accepted them, not from the hello.
+  now_us_ += (mesh::kKeyTtlMs - 2000) * 1000;
+  KeyedPublish("b", 3, "room:1", "acked");
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 2u);
 }
 
 TEST_F(RouterTest, PresenceIsDiffedToOthersAndSnapshottedForNewSubscribers) {
@@ -623,6 +738,34 @@ TEST_F(RouterSettleTest, ANewBrokerHoldsPublishesAndSnapshotsUntilShardsHadTimeT
   EXPECT_EQ(to_b[1].seq, 8u);
   EXPECT_EQ(rec_.Take("a", mesh::Type::kSnapshot).size(), 1u) << "snapshots once settled";
   EXPECT_EQ(rec_.Take("b", mesh::Type::kSnapshot).size(), 1u);
+}
+
+TEST_F(RouterSettleTest, AKeyedRepeatWhileSettlingIsAckedInItsOrder) {
+  router_.OnTick(now_us_);  // the broker starts
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  KeyedPublish("a", 7, "room:1", "k");
+  KeyedPublish("b", 3, "room:1", "k");  // claimed by a's, while held
+  Publish("b", 4, "room:1");
+  Flush();
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kAck).empty()) << "held: acked after the seqs before it";
+  Advance(600'000, {"a", "b"});
+  Publish("a", 8, "room:9");
+  Flush();
+  auto to_a = rec_.Take("a", mesh::Type::kDeliver);
+  ASSERT_EQ(to_a.size(), 2u);  // a's own keyed publish, then b's 4
+  EXPECT_EQ(to_a[0].origin, 1u);
+  EXPECT_EQ(to_a[0].seq, 7u);
+  EXPECT_EQ(to_a[1].seq, 4u);
+  auto to_b = rec_.Take("b", mesh::Type::kDeliver);
+  ASSERT_EQ(to_b.size(), 1u);
+  EXPECT_EQ(to_b[0].seq, 7u);
+  EXPECT_EQ(router_.counters().idempotent_repeats, 1u);
+  Credit("a", 2);
+  Flush();
+  auto ack_b = rec_.Take("b", mesh::Type::kAck);
+  ASSERT_FALSE(ack_b.empty());
+  EXPECT_EQ(ack_b.back().seq, 4u);
 }
 
 TEST_F(RouterSettleTest, AShardWithALongerHeartbeatKeepsANewBrokerSettlingLonger) {

@@ -210,6 +210,8 @@ inline constexpr std::array<double, 14> kQueueDelayBuckets = {
 // --- Broker ---
 inline constexpr std::string_view kBrokerRoutedTotal = "switchboard_broker_routed_total";
 inline constexpr std::string_view kBrokerPublishesTotal = "switchboard_broker_publishes_total";
+inline constexpr std::string_view kBrokerIdempotentRepeatsTotal =
+    "switchboard_broker_idempotent_repeats_total";
 inline constexpr std::string_view kBrokerDeliveredTotal = "switchboard_broker_delivered_total";
 inline constexpr std::string_view kBrokerDroppedTotal = "switchboard_broker_dropped_total";
 inline constexpr std::string_view kBrokerRefusedFramesTotal =

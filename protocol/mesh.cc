@@ -15,7 +15,7 @@ namespace sb::mesh {
 namespace {
 
 constexpr size_t kBaseHeader = 4;  // "SB", version, type
-constexpr uint8_t kKnownFlags = kFlagBinary | kFlagStamped;
+constexpr uint8_t kKnownFlags = kFlagBinary | kFlagStamped | kFlagKeyed;
 // The parser's bound for a JSON body: a hello's metas start at level 6, so
 // every meta within kMaxMetaDepth parses and one deeper is left out by name
 // rather than failing the whole body. Boost.JSON's parser keeps its stack on
@@ -100,6 +100,8 @@ bool Stamped(const Message& m) {
   return (m.type == Type::kPublish || m.type == Type::kDeliver) && (m.flags & kFlagStamped) != 0;
 }
 constexpr size_t kStampBytes = sizeof(Message::stamp);
+// Whether m has the key frame after its body.
+bool Keyed(const Message& m) { return m.type == Type::kPublish && (m.flags & kFlagKeyed) != 0; }
 static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header + kStampBytes == kMaxHeaderBytes);
 
 const Shape* ShapeOf(Type type) {
@@ -172,13 +174,24 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
     return Status::Refused(std::string("mesh: header of ") + shape->name + " is " +
                            std::to_string(h.size()) + " bytes, want " + std::to_string(want));
   }
-  if (frames.size() != shape->frames) {
-    return Refused(
-        *shape, std::to_string(frames.size()) + " frames, want " + std::to_string(shape->frames));
-  }
-  if (m.type == Type::kCredit && m.n == 0) return Refused(*shape, "n is 0");
   if ((m.flags & ~kKnownFlags) != 0) {
     return Refused(*shape, "unknown flags " + std::to_string(m.flags));
+  }
+  if ((m.flags & kFlagKeyed) != 0 && m.type != Type::kPublish) {
+    return Refused(*shape, "keyed, and not a publish");
+  }
+  const size_t want_frames = shape->frames + (Keyed(m) ? 1 : 0);
+  if (frames.size() != want_frames) {
+    return Refused(*shape,
+                   std::to_string(frames.size()) + " frames, want " + std::to_string(want_frames));
+  }
+  if (m.type == Type::kCredit && m.n == 0) return Refused(*shape, "n is 0");
+  if (Keyed(m)) {
+    m.key = frames[3];
+    if (m.key.empty() || m.key.size() > kMaxKeyBytes) {
+      return Refused(*shape, "key is " + std::to_string(m.key.size()) + " bytes, want 1 to " +
+                                 std::to_string(kMaxKeyBytes));
+    }
   }
   if (BodyOnly(m.type)) {
     m.body = frames[1];
@@ -217,6 +230,7 @@ Frames::Frames(const Message& msg) {
   if (Stamped(msg)) put(msg.stamp, kStampBytes);
   views_[0] = std::string_view(header_, at);
   count_ = 1 + Tail(msg, *shape, &views_[1]);
+  if (Keyed(msg)) views_[count_++] = msg.key;
 }
 
 std::string Pack(const Message& msg) {
@@ -532,6 +546,48 @@ void AppendEntries(std::string& out, const std::vector<PresenceEntry>& entries, 
 
 }  // namespace
 
+namespace {
+
+// One entry of a hello's "idempotency": false unless it has every field,
+// each within its bound.
+bool ReadKeyClaim(const json::value& v, KeyClaim* out) {
+  const json::object* o = v.if_object();
+  if (!o) return false;
+  const json::value* key = o->if_contains("key");
+  const json::value* topic = o->if_contains("topic");
+  const json::value* seq = o->if_contains("seq");
+  const json::value* age = o->if_contains("age_ms");
+  if (!key || !key->is_string() || key->get_string().empty() ||
+      key->get_string().size() > kMaxKeyBytes || !topic || !topic->is_string() ||
+      !ValidTopic(topic->get_string()) || !seq || !age) {
+    return false;
+  }
+  uint64_t s = 0;
+  if (const auto* u = seq->if_uint64()) {
+    s = *u;
+  } else if (const auto* i = seq->if_int64(); i && *i > 0) {
+    s = static_cast<uint64_t>(*i);
+  }
+  const int64_t* a = age->if_int64();
+  const uint64_t* au = age->if_uint64();
+  uint64_t age_ms = 0;
+  if (a && *a >= 0) {
+    age_ms = static_cast<uint64_t>(*a);
+  } else if (au) {
+    age_ms = *au;
+  } else {
+    return false;
+  }
+  if (s == 0 || age_ms > std::numeric_limits<uint32_t>::max()) return false;
+  out->key.assign(key->get_string().data(), key->get_string().size());
+  out->topic.assign(topic->get_string().data(), topic->get_string().size());
+  out->seq = s;
+  out->age_ms = static_cast<uint32_t>(age_ms);
+  return true;
+}
+
+}  // namespace
+
 std::string EncodeHello(const Hello& hello) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "{\"shard\":";
@@ -551,6 +607,20 @@ std::string EncodeHello(const Hello& hello) {
   if (!hello.members.empty()) {
     out.append(",\"members\":");
     AppendNames(out, hello.members);
+  }
+  if (!hello.idempotency.empty()) {
+    out.append(",\"idempotency\":[");
+    for (size_t i = 0; i < hello.idempotency.size(); ++i) {
+      const KeyClaim& c = hello.idempotency[i];
+      if (i > 0) out.push_back(',');
+      out.append("{\"key\":");
+      phx::AppendJsonString(out, c.key);
+      out.append(",\"topic\":");
+      phx::AppendJsonString(out, c.topic);
+      out.append(",\"seq\":").append(std::to_string(c.seq));
+      out.append(",\"age_ms\":").append(std::to_string(c.age_ms)).push_back('}');
+    }
+    out.push_back(']');
   }
   out.append(",\"topics\":[");
   for (size_t i = 0; i < hello.topics.size(); ++i) {
@@ -621,6 +691,22 @@ Result<Hello> DecodeHello(std::string_view text) {
       } else {
         drop(HelloDrop::kMember);
       }
+    }
+  }
+  if (const json::value* keys = o->if_contains("idempotency")) {
+    if (!keys->is_array()) return Status::Refused("mesh: hello: idempotency is not an array");
+    h.idempotency.reserve(std::min(keys->get_array().size(), kMaxHelloKeys));
+    for (const json::value& k : keys->get_array()) {
+      if (h.idempotency.size() == kMaxHelloKeys) {
+        drop(HelloDrop::kOverLimit);
+        continue;
+      }
+      KeyClaim c;
+      if (!ReadKeyClaim(k, &c)) {
+        drop(HelloDrop::kKey);
+        continue;
+      }
+      h.idempotency.push_back(std::move(c));
     }
   }
   h.topics.reserve(std::min(topics->size(), kMaxHelloTopics));

@@ -46,8 +46,9 @@ enum class Type : uint8_t {
   kHeartbeat = 4,  // both ways; fields: epoch (the broker's; 0 from a shard)
   kSubscribe = 5,  // shard → broker; frames: topic
   kUnsubscribe = 6,  // shard → broker; frames: topic
-  kPublish = 7,    // shard → broker; fields: seq, flags[, stamp]; frames: topic, Phoenix message
-  kAck = 8,        // broker → shard; fields: seq (every publish up to it is done)
+  kPublish =
+      7,     // shard → broker; fields: seq, flags[, stamp]; frames: topic, Phoenix message[, key]
+  kAck = 8,  // broker → shard; fields: seq (every publish up to it is done)
   kCredit = 9,     // shard → broker; fields: n (messages consumed; n more may come)
   kPresence = 10,  // shard → broker; frames: topic, PresenceChange JSON
   kDeliver =
@@ -65,6 +66,14 @@ inline constexpr uint8_t kFlagBinary = 1;  // the Phoenix message is a v2 binary
 // The header carries one more field after the flags: `stamp`. Added within
 // version 1; a message without the flag has the shorter header it always had.
 inline constexpr uint8_t kFlagStamped = 2;
+// kPublish only: an idempotency key follows the Phoenix message as a fourth
+// frame of 1..kMaxKeyBytes (an HTTP API publish's "idempotency_key"). The
+// broker routes the first publish of a key on a topic within
+// kKeyTtlMs and drops the repeats (docs/PROTOCOL.md, Idempotency). Added within
+// version 1; a broker never sets it on a kDeliver.
+inline constexpr uint8_t kFlagKeyed = 4;
+inline constexpr size_t kMaxKeyBytes = 200;
+inline constexpr int64_t kKeyTtlMs = 5 * 60 * 1000;
 
 // One decoded message. Fields a type does not have are zero / empty.
 struct Message {
@@ -85,13 +94,16 @@ struct Message {
   // PresenceChange JSON; kPublish, kDeliver: the Phoenix message; kDiff, kSnapshot: Phoenix
   // presence JSON.
   std::string_view body;
+  // kPublish with kFlagKeyed: the idempotency key.
+  std::string_view key;
 };
 
 // Decodes the frames of one message (routing id already removed). Refused,
 // naming what is wrong, for: a bad magic, an unknown version or type, a
 // header of the wrong length for its type, the wrong number of frames, an
 // empty or over-long topic, an empty body or one over its bound (a hello's
-// or batch's kMaxFrameBytes, any other kMaxBodyBytes). JSON bodies are not
+// or batch's kMaxFrameBytes, any other kMaxBodyBytes), kFlagKeyed on any
+// type but kPublish, or a key that is empty or over kMaxKeyBytes. JSON bodies are not
 // parsed here (DecodeHello, DecodePresenceChange do it). `out`'s views point
 // into `frames`.
 Status Decode(std::span<const std::string_view> frames, Message* out);
@@ -116,7 +128,7 @@ class Frames {
 
  private:
   char header_[kMaxHeaderBytes];
-  std::string_view views_[3];
+  std::string_view views_[4];
   size_t count_ = 0;
 };
 
@@ -223,6 +235,8 @@ enum class HelloDrop : uint8_t {
                // nested at most kMaxMetaDepth deep
   kOverLimit,  // beyond kMaxHelloTopics or kMaxHelloMetas, or members beyond kMaxMembers
   kMember,     // a member name not a string of 1..kMaxShardNameBytes
+  kKey,        // an idempotency entry without a key of 1..kMaxKeyBytes, a valid topic, a seq
+               // of 1..2^64-1 or an age_ms of 0..2^32-1
   kCount
 };
 
@@ -232,13 +246,25 @@ enum class HelloDrop : uint8_t {
 //  "presence":[{"topic":"room:a","metas":[{"key":"alice","phx_ref":"..","meta":{..}}]}]}
 // Added within version 1 (absent from an older shard's hello):
 //  "token":"<32 hex digits>","outbox":32768,"acked":0,"heartbeat_ms":1000,
-//  "members":["0","1","2"]
+//  "members":["0","1","2"],
+//  "idempotency":[{"key":"k1","topic":"room:a","seq":17,"age_ms":1200}]
 inline constexpr size_t kTokenHexDigits = 32;
+// How many idempotency keys one hello may list: a shard remembers at most
+// this many (worker/shard), the broker as many (broker/key_table).
+inline constexpr size_t kMaxHelloKeys = 100000;
 // A member list (kMembers, a hello's "members") names at most this many
 // shards, each name 1..kMaxShardNameBytes: a node runs a handful of shards,
 // and the bound keeps what one message makes a broker hold small.
 inline constexpr size_t kMaxMembers = 1024;
 inline constexpr size_t kMaxShardNameBytes = 256;
+// A keyed publish a shard accepted: its key, topic and seq, and how long ago.
+struct KeyClaim {
+  std::string key;
+  std::string topic;
+  uint64_t seq = 0;
+  uint32_t age_ms = 0;
+  bool operator==(const KeyClaim&) const = default;
+};
 struct Hello {
   std::string shard;      // the shard's name, for logs and metric labels
   uint64_t instance = 0;  // random per shard process start; nonzero
@@ -263,6 +289,10 @@ struct Hello {
   std::vector<std::string> members;
   std::vector<std::string> topics;
   std::vector<TopicState> presence;
+  // The keyed publishes the shard accepted within kKeyTtlMs, at most
+  // kMaxHelloKeys (beyond: kOverLimit), so that a new broker knows the keys
+  // the last one had seen (docs/PROTOCOL.md, Idempotency).
+  std::vector<KeyClaim> idempotency;
   // Decoding only: the entries left out, by reason (never encoded).
   uint64_t dropped[static_cast<size_t>(HelloDrop::kCount)] = {};
 };

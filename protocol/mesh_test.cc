@@ -43,7 +43,7 @@ std::string Describe(const Message& m) {
          " seq=" + std::to_string(m.seq) + " origin=" + std::to_string(m.origin) +
          " n=" + std::to_string(m.n) + " flags=" + std::to_string(m.flags) +
          " stamp=" + std::to_string(m.stamp) + " topic=[" + std::string(m.topic) + "] body=[" +
-         std::string(m.body) + "]";
+         std::string(m.body) + "] key=[" + std::string(m.key) + "]";
 }
 
 std::string Describe(const PresenceEntry& e) {
@@ -379,7 +379,7 @@ TEST(MeshCodec, UnknownFlagBitsAreRefused) {
     m.body = "[]";
     m.flags = 0;
     EXPECT_EQ(MustDecode(EncodeFrames(m)).flags, 0);
-    for (int bit = 2; bit < 8; ++bit) {
+    for (int bit = 3; bit < 8; ++bit) {
       m.flags = static_cast<uint8_t>(1 << bit | kFlagBinary);
       ExpectRefused(EncodeFrames(m), "unknown flags");
     }
@@ -415,6 +415,60 @@ TEST(MeshCodec, AStampFollowsTheFlagsOnlyWhenTheFlagSaysSo) {
   ack.type = Type::kAck;
   ack.stamp = 5;
   EXPECT_EQ(EncodeFrames(ack)[0].size(), 12u);
+}
+
+TEST(MeshCodec, AKeyedPublishCarriesItsKeyAsAFourthFrame) {
+  Message m;
+  m.type = Type::kPublish;
+  m.seq = 3;
+  m.flags = kFlagKeyed | kFlagStamped;
+  m.stamp = 9;
+  m.topic = "room:1";
+  m.body = "[]";
+  m.key = "order-17";
+  std::vector<std::string> frames = EncodeFrames(m);
+  ASSERT_EQ(frames.size(), 4u);
+  EXPECT_EQ(frames[0].size(), 21u);  // the key is a frame, not a header field
+  EXPECT_EQ(frames[3], "order-17");
+  Message back = MustDecode(frames);
+  EXPECT_EQ(back.key, "order-17");
+  EXPECT_EQ(back.stamp, 9u);
+  EXPECT_EQ(back.flags, kFlagKeyed | kFlagStamped);
+  // Packed and unpacked, the same.
+  std::vector<std::string_view> unpacked;
+  const std::string packed = Pack(m);
+  ASSERT_TRUE(Unpack(packed, &unpacked).ok());
+  EXPECT_EQ(MustDecode(std::vector<std::string>(unpacked.begin(), unpacked.end())).key, "order-17");
+  // Without the flag no key is written, nor read.
+  m.flags = 0;
+  EXPECT_EQ(EncodeFrames(m).size(), 3u);
+  EXPECT_TRUE(MustDecode(EncodeFrames(m)).key.empty());
+  // The flag promises the frame: 3 frames are refused, and so are 4 without it.
+  frames = EncodeFrames(m);
+  frames[0][12] = kFlagKeyed;
+  ExpectRefused(frames, "3 frames, want 4");
+  m.flags = kFlagKeyed;
+  frames = EncodeFrames(m);
+  frames[0][12] = 0;
+  ExpectRefused(frames, "4 frames, want 3");
+  // The key's bounds: 1..kMaxKeyBytes.
+  m.key = std::string(kMaxKeyBytes, 'k');
+  EXPECT_EQ(MustDecode(EncodeFrames(m)).key.size(), kMaxKeyBytes);
+  m.key = std::string(kMaxKeyBytes + 1, 'k');
+  ExpectRefused(EncodeFrames(m), "key is 201 bytes, want 1 to 200");
+  m.key = "";
+  ExpectRefused(EncodeFrames(m), "key is 0 bytes, want 1 to 200");
+  // Only a publish is keyed: a broker never sends a key on.
+  Message deliver;
+  deliver.type = Type::kDeliver;
+  deliver.flags = kFlagKeyed;
+  deliver.topic = "room:1";
+  deliver.body = "[]";
+  frames = EncodeFrames(deliver);
+  EXPECT_EQ(frames.size(), 3u);
+  ExpectRefused(frames, "keyed, and not a publish");
+  frames.push_back("k");
+  ExpectRefused(frames, "keyed, and not a publish");
 }
 
 TEST(MeshCodec, CreditOfZeroIsRefused) {
@@ -676,6 +730,54 @@ TEST(MeshHello, TheFieldsAddedWithinVersion1AreOptional) {
   h = DecodeHello(HelloWith("token", R"("00000000000000000000000000000abc")"));
   ASSERT_TRUE(h.ok()) << h.status().message();
   EXPECT_EQ(h->token, "00000000000000000000000000000abc");
+}
+
+TEST(MeshHello, IdempotencyKeysRoundTripAndBadOnesAreLeftOut) {
+  Hello hello;
+  hello.shard = "1";
+  hello.instance = 5;
+  hello.window = 10;
+  hello.idempotency = {{"k1", "room:a", 17, 1200}, {"k\"2", "room:b", 18, 0}};
+  const std::string json = EncodeHello(hello);
+  EXPECT_NE(json.find(R"("idempotency":[{"key":"k1","topic":"room:a","seq":17,"age_ms":1200},)"),
+            std::string::npos)
+      << json;
+  Result<Hello> back = DecodeHello(json);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->idempotency, hello.idempotency);
+  // Absent: none (an older shard).
+  hello.idempotency.clear();
+  EXPECT_EQ(EncodeHello(hello).find("idempotency"), std::string::npos);
+  EXPECT_TRUE(DecodeHello(EncodeHello(hello))->idempotency.empty());
+
+  const std::string good = R"({"key":"ok","topic":"t","seq":1,"age_ms":0})";
+  const std::string long_key(kMaxKeyBytes + 1, 'k');
+  for (const std::string& bad : std::vector<std::string>{
+           "1", R"({"topic":"t","seq":1,"age_ms":0})",
+           R"({"key":"","topic":"t","seq":1,"age_ms":0})",
+           "{\"key\":\"" + long_key + R"(","topic":"t","seq":1,"age_ms":0})",
+           R"({"key":"k","topic":"","seq":1,"age_ms":0})", R"({"key":"k","seq":1,"age_ms":0})",
+           R"({"key":"k","topic":"t","seq":0,"age_ms":0})", R"({"key":"k","topic":"t","age_ms":0})",
+           R"({"key":"k","topic":"t","seq":1,"age_ms":-1})",
+           R"({"key":"k","topic":"t","seq":1,"age_ms":4294967296})",
+           R"({"key":"k","topic":"t","seq":1})"}) {
+    SCOPED_TRACE(bad.substr(0, 100));
+    Result<Hello> h = DecodeHello(HelloWith("idempotency", ("[" + bad + "," + good + "]").c_str()));
+    ASSERT_TRUE(h.ok()) << h.status().message();
+    EXPECT_EQ(h->dropped[static_cast<size_t>(HelloDrop::kKey)], 1u);
+    ASSERT_EQ(h->idempotency.size(), 1u);
+    EXPECT_EQ(h->idempotency[0].key, "ok");
+  }
+  // Not an array: the hello is refused, as for members.
+  EXPECT_FALSE(DecodeHello(HelloWith("idempotency", "{}")).ok());
+  // Bounded.
+  std::string many = "[";
+  for (size_t i = 0; i < kMaxHelloKeys + 1; ++i) many += (i ? "," : "") + good;
+  many += "]";
+  Result<Hello> h = DecodeHello(HelloWith("idempotency", many.c_str()));
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->idempotency.size(), kMaxHelloKeys);
+  EXPECT_EQ(h->dropped[static_cast<size_t>(HelloDrop::kOverLimit)], 1u);
 }
 
 // A hello whose `name` is `value` decodes, leaving out `dropped` entries for `why`.

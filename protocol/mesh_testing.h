@@ -37,13 +37,14 @@ struct SentMessage {
   uint8_t flags = 0;
   uint64_t stamp = 0;
   std::string topic, body;
+  std::string key;  // a keyed kPublish's
 };
 
 class SentLog {
  public:
   void Record(const mesh::Message& m, std::string_view to = {}) {
     sent.push_back({std::string(to), m.type, m.epoch, m.seq, m.origin, m.n, m.flags, m.stamp,
-                    std::string(m.topic), std::string(m.body)});
+                    std::string(m.topic), std::string(m.body), std::string(m.key)});
   }
   // A packed message: recorded as it is, or a kBatch as the messages in it
   // (counted in `batches`). Anything that does not decode fails the test.

@@ -65,6 +65,22 @@ void ClusterSession::SendHello(int64_t now_ms) {
   // Whom a new broker should wait for before it routes anything.
   hello.members = members_;
   handler_->ClusterState(&hello.topics, &hello.presence);
+  // The keys this shard accepted: a new broker has not seen them, and a
+  // repeat sent to another shard must not be routed by it.
+  ExpireClaims(now_ms);
+  size_t first = claims_.size(), bytes = 0;
+  while (first > 0 && bytes + claims_[first - 1].key.size() + claims_[first - 1].topic.size() <=
+                          options_.max_hello_key_bytes) {
+    --first;
+    bytes += claims_[first].key.size() + claims_[first].topic.size();
+  }
+  counters_.keys_left_out += first;
+  hello.idempotency.reserve(claims_.size() - first);
+  for (size_t i = first; i < claims_.size(); ++i) {
+    const Claim& c = claims_[i];
+    hello.idempotency.push_back(
+        {c.key, c.topic, c.seq, static_cast<uint32_t>(std::max<int64_t>(now_ms - c.at_ms, 0))});
+  }
   std::string body = mesh::EncodeHello(hello);
   ++counters_.hellos;
   resync_ = false;
@@ -98,6 +114,7 @@ void ClusterSession::SendPublishes() {
       m.seq = o.seq;
       m.flags = o.flags;
       m.stamp = o.stamp;
+      m.key = o.key;
       batch_.Add(mesh::Pack(m));
     }
     if (!transport_->SendPacked(batch_.Finish())) {
@@ -122,20 +139,33 @@ bool ClusterSession::CanPublish(size_t bytes) const {
 }
 
 void ClusterSession::Publish(std::string_view topic, std::string_view message, bool binary,
-                             uint64_t stamp) {
+                             uint64_t stamp, std::string_view key, int64_t now_ms) {
   // A message over the mesh's bounds never enters the outbox: the broker
   // would refuse it, or its socket would drop the connection of a batch too
   // large for a frame, again after every reconnect.
   if (topic.empty() || topic.size() > mesh::kMaxTopicBytes ||
-      message.size() > mesh::kMaxBodyBytes) {
+      message.size() > mesh::kMaxBodyBytes || key.size() > mesh::kMaxKeyBytes) {
     ++counters_.too_large;
     return;
   }
   const uint8_t flags = static_cast<uint8_t>((binary ? mesh::kFlagBinary : 0) |
-                                             (stamp != 0 ? mesh::kFlagStamped : 0));
-  outbox_.push_back(Outgoing{next_seq_++, std::string(topic), std::string(message), flags, stamp});
+                                             (stamp != 0 ? mesh::kFlagStamped : 0) |
+                                             (!key.empty() ? mesh::kFlagKeyed : 0));
+  if (!key.empty()) {
+    ExpireClaims(now_ms);
+    if (claims_.size() >= mesh::kMaxHelloKeys) claims_.pop_front();
+    claims_.push_back(Claim{std::string(key), std::string(topic), next_seq_, now_ms});
+  }
+  outbox_.push_back(Outgoing{next_seq_++, std::string(topic), std::string(message), flags, stamp,
+                             std::string(key)});
   outbox_bytes_ += topic.size() + message.size();
   ++counters_.published;
+}
+
+void ClusterSession::ExpireClaims(int64_t now_ms) {
+  while (!claims_.empty() && now_ms - claims_.front().at_ms >= mesh::kKeyTtlMs) {
+    claims_.pop_front();
+  }
 }
 
 void ClusterSession::Subscribe(std::string_view topic) { Send(Of(mesh::Type::kSubscribe, topic)); }

@@ -3,7 +3,9 @@
 // Owns: the session with the node's broker — hello with the shard's whole
 // state (on each new connection, at once), welcome and epoch, reset,
 // heartbeats both ways and the broker's liveness, the broker's last member
-// list (sent back in every hello, so a new broker knows whom to expect); the outbox of publishes
+// list (sent back in every hello, so a new broker knows whom to expect), the keyed publishes of
+// the last five minutes (restated in every hello, so a new broker knows the node's idempotency
+// keys); the outbox of publishes
 // (numbered, kept until acked, sent in order in windows paced by acks and re-sent after every
 // welcome, bounded: when full, the hub refuses broadcasts); duplicate suppression of deliveries per
 // origin instance (a bounded table); and the credit the shard grants back, once per loop turn. Does
@@ -49,6 +51,11 @@ struct ClusterOptions {
   // forgotten (every shard process start is a new instance, so the table
   // would otherwise grow for the process's whole life).
   size_t max_origins = 4096;
+  // The keyed publishes a hello restates, at most this many bytes of keys
+  // and topics, the newest first: a hello is one frame (mesh::kMaxFrameBytes)
+  // and 100,000 keys on long topics would not fit. Older ones are left out
+  // (counted): a new broker does not know them.
+  size_t max_hello_key_bytes = 16u << 20;
   int64_t heartbeat_ms = 1000;
   int misses = 3;  // broker silent for heartbeat_ms × misses: it is gone
 };
@@ -97,7 +104,12 @@ class ClusterSession {
   // One whose topic or message is over the mesh's bounds is counted
   // (too_large) and not published. `stamp`: when the client's message was
   // read, Unix ns (mesh::Message::stamp); 0: not stamped (the shard made it).
-  void Publish(std::string_view topic, std::string_view message, bool binary, uint64_t stamp = 0);
+  // `key`: an HTTP API publish's idempotency key (mesh::kFlagKeyed), 1..
+  // mesh::kMaxKeyBytes, or empty; a keyed publish is remembered with
+  // `now_ms` for kKeyTtlMs and restated in every hello, so that a new
+  // broker knows the keys this shard accepted.
+  void Publish(std::string_view topic, std::string_view message, bool binary, uint64_t stamp = 0,
+               std::string_view key = {}, int64_t now_ms = 0);
   void Subscribe(std::string_view topic);
   void Unsubscribe(std::string_view topic);
   // `change_json`: a mesh PresenceChange.
@@ -122,6 +134,8 @@ class ClusterSession {
   size_t outbox_bytes() const { return outbox_bytes_; }
   // Data messages consumed and not yet credited back.
   uint32_t uncredited() const { return consumed_; }
+  // Keyed publishes remembered for the hello.
+  size_t keys() const { return claims_.size(); }
 
   struct Counters {
     uint64_t published = 0;          // broadcasts put in the outbox
@@ -137,6 +151,7 @@ class ClusterSession {
     uint64_t epoch_changes = 0;  // welcomes from a broker with a new epoch
     uint64_t broker_lost = 0;    // the broker went silent
     uint64_t bad_frames = 0;
+    uint64_t keys_left_out = 0;  // keyed publishes a hello had no room for
   };
   const Counters& counters() const { return counters_; }
 
@@ -147,8 +162,17 @@ class ClusterSession {
     std::string message;
     uint8_t flags;
     uint64_t stamp;
+    std::string key;
+  };
+  struct Claim {
+    std::string key;
+    std::string topic;
+    uint64_t seq;
+    int64_t at_ms;
   };
   void SendHello(int64_t now_ms);
+  // Forgets the keyed publishes older than mesh::kKeyTtlMs at `now_ms`.
+  void ExpireClaims(int64_t now_ms);
   bool Send(const mesh::Message& msg);
   void SendPublishes();
   void OnOne(const mesh::Message& msg, int64_t now_ms);
@@ -178,6 +202,9 @@ class ClusterSession {
     int64_t last_ms = 0;  // when
   };
   std::unordered_map<uint64_t, Origin> last_delivered_;  // by origin instance
+  // Keyed publishes of the last kKeyTtlMs, oldest first, at most
+  // mesh::kMaxHelloKeys (the oldest forgotten first).
+  std::deque<Claim> claims_;
   mesh::BatchWriter batch_;
   Counters counters_;
 };

@@ -100,8 +100,9 @@ Result<std::string> LoadApiKey(const std::string& path);
 
 // Idempotency keys of publishes answered 200, each kept kTtlMs: a repeat in
 // that time gets the first answer again and is not delivered again. One
-// table per shard (docs/WORKER.md, "HTTP API"): a repeat sent to another
-// shard is delivered again. At most `max_entries`; when full, the oldest
+// table per shard, the fast path: with a broker, a repeat sent to another
+// shard is caught by the broker's node-wide table (docs/WORKER.md,
+// Idempotency). At most `max_entries`; when full, the oldest
 // entry is forgotten early (counted in `evicted`). Since every entry lives
 // kTtlMs, insertion order is expiry order: a deque is the index.
 class IdempotencyTable {

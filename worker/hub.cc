@@ -311,12 +311,18 @@ void Hub::HandlePush(ConnId id, Conn& conn, const phx::Message& msg, std::vector
 }
 
 void Hub::Publish(std::string_view topic, std::string_view event, std::string_view payload_json,
-                  std::vector<Action>* out) {
+                  std::vector<Action>* out, std::string_view key) {
   ++stats_.broadcasts;
   const size_t first = out->size();
   out->push_back(Broadcast(topic, 0, phx::EncodeBroadcast(topic, event, payload_json)));
   out->back().publish = cluster_ != nullptr;
   Resolve(out, first);
+  if (cluster_ != nullptr && !key.empty()) {
+    // The node's one ordering point decides whether this is the key's first
+    // publish; a local delivery now could be a second one.
+    out->back().recipients = {};
+    out->back().key = std::string(key);
+  }
 }
 
 std::optional<std::string> Hub::PresenceState(std::string_view topic) const {

@@ -76,6 +76,10 @@ struct Action {
   std::span<const ConnId> recipients;
   bool binary = false;
   bool publish = false;  // kBroadcast of a client's message: the rest of the cluster gets it too
+  // kBroadcast with `publish` of an HTTP API publish with an idempotency
+  // key: no local recipients; the broker decides, and delivers it here too
+  // if it is the key's first publish (docs/WORKER.md, Idempotency).
+  std::string key;
   // kSend of what the socket is owed whatever it has not read yet (a
   // joiner's presence_state, a refused join's reason): the transport must
   // not refuse it for size.
@@ -127,9 +131,13 @@ class Hub {
   // text `payload_json` to every subscriber of `topic` here and, in a
   // cluster, to the rest of the cluster (`publish`), as a client's broadcast
   // goes. The caller has checked the topic, the event and that the outbox
-  // has room (ClusterView::CanPublish).
+  // has room (ClusterView::CanPublish). With an idempotency `key` in a
+  // cluster, nobody here is a recipient: the publish goes to the broker
+  // with its key, and comes back to this shard's subscribers as a delivery
+  // if the key is new to the node. Without a cluster the key changes
+  // nothing here (the shard's table answers repeats).
   void Publish(std::string_view topic, std::string_view event, std::string_view payload_json,
-               std::vector<Action>* out);
+               std::vector<Action>* out, std::string_view key = {});
   // `topic`'s presence_state as a joiner would get it: local metas and, in a
   // cluster, the other shards'. Nullopt in a cluster when the other shards'
   // presence on `topic` is not known here (no local subscriber, or the

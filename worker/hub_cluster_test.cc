@@ -269,6 +269,20 @@ TEST_F(HubApiTest, AnApiPublishGoesToLocalSubscribersAndTheBrokerWithThePayloadA
   EXPECT_TRUE(out[0].publish);
 }
 
+TEST_F(HubApiTest, AKeyedApiPublishIsDeliveredByTheBrokerNotHere) {
+  Handle(1, Msg("1", "1", "room:1", "phx_join"));
+  std::vector<Action> out;
+  hub_.Publish("room:1", "msg", "1", &out, "order-17");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].kind, Kind::kBroadcast);
+  EXPECT_TRUE(out[0].recipients.empty()) << "no local delivery: the broker decides";
+  EXPECT_TRUE(out[0].publish);
+  EXPECT_EQ(out[0].key, "order-17");
+  EXPECT_EQ(out[0].data, R"([null,null,"room:1","msg",1])");
+  // When the broker routes it back, the local subscriber gets it.
+  EXPECT_EQ(hub_.Deliver("room:1").size(), 1u);
+}
+
 TEST_F(HubApiTest, PresenceStateIsKnownOnlyOnceTheBrokerHasSaidWhoElseIsThere) {
   cluster_.is_up = true;
   EXPECT_FALSE(hub_.PresenceState("room:1")) << "no local subscriber";
@@ -296,6 +310,13 @@ TEST(HubApiStandaloneTest, WithoutAClusterTheLocalStateIsTheWholeState) {
   hub.Publish("room:1", "e", "[]", &out);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_FALSE(out[0].publish);
+  // A key changes nothing without a broker: delivered here at once.
+  out.clear();
+  hub.Publish("room:1", "e", "[]", &out, "k");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].recipients.size(), 1u);
+  EXPECT_FALSE(out[0].publish);
+  EXPECT_TRUE(out[0].key.empty());
 }
 
 }  // namespace

@@ -136,7 +136,10 @@ void Shard::ApiPublish(ConnId conn, const ApiRequest& r) {
     }
   }
   std::vector<Action> actions;
-  for (const std::string& topic : r.topics) hub_.Publish(topic, r.event, r.payload, &actions);
+  // With a key and a broker, the broker claims it for the node: nothing is
+  // delivered here until it says the key is new (docs/WORKER.md, Idempotency).
+  const std::string_view key = r.idempotency_key ? std::string_view(*r.idempotency_key) : "";
+  for (const std::string& topic : r.topics) hub_.Publish(topic, r.event, r.payload, &actions, key);
   Perform(actions, gateway_->read_time_ns());
   // History will add "offset" and "epoch" here for a history topic.
   const std::string body(kApiOkBody);
@@ -216,7 +219,7 @@ void Shard::Perform(const std::vector<Action>& actions, int64_t read_ns) {
         if (a.publish && session_) {
           // The stamp is the read time on the clock every shard shares.
           const uint64_t stamp = read_ns != 0 ? WallFromMonoNs(read_ns) : 0;
-          session_->Publish(a.topic, a.data, a.binary, stamp);
+          session_->Publish(a.topic, a.data, a.binary, stamp, a.key, MonoNowMs());
         }
         break;
       case Action::Kind::kSubscribe:
@@ -393,6 +396,7 @@ void Shard::PublishMetrics() {
   set(counters_.cluster_bad_frames, c.bad_frames);
   set(counters_.cluster_too_large, c.too_large);
   set(counters_.cluster_origins_forgotten, c.origins_forgotten);
+  set(counters_.cluster_keys_left_out, c.keys_left_out);
   set(counters_.broadcasts_refused, h.broadcasts_refused);
 }
 

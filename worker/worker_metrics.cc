@@ -148,6 +148,7 @@ class Collector : public prometheus::Collectable {
       kind("bad_frame", c.cluster_bad_frames);
       kind("too_large", c.cluster_too_large);
       kind("origin_forgotten", c.cluster_origins_forgotten);
+      kind("key_left_out", c.cluster_keys_left_out);
     }
     if (c.api_on.load(std::memory_order_relaxed)) {
       MetricFamily& f =

@@ -51,7 +51,7 @@ struct WorkerCounters {
   A<uint64_t> cluster_published{0}, cluster_acked{0}, cluster_delivered{0}, cluster_duplicates{0},
       cluster_presence{0}, cluster_hellos{0}, cluster_connects{0}, cluster_epoch_changes{0},
       cluster_broker_lost{0}, cluster_bad_frames{0}, cluster_too_large{0},
-      cluster_origins_forgotten{0};
+      cluster_origins_forgotten{0}, cluster_keys_left_out{0};
   A<uint64_t> broadcasts_refused{0};
   std::array<A<uint64_t>, kStaticStatuses.size()> static_requests{};  // by StaticStatusIndex
   A<bool> clustered{false};

@@ -96,6 +96,9 @@ MESH_SEEDS = {
     "hello_members": mesh(1, b"", b'{"shard":"1","instance":"0000000000000002","window":1,'
                                   b'"heartbeat_ms":1000,"members":["0","1","2"],'
                                   b'"topics":[],"presence":[]}'),
+    "hello_idempotency": mesh(1, b"", b'{"shard":"1","instance":"0000000000000003","window":1,'
+                                      b'"idempotency":[{"key":"order-17","topic":"room:1",'
+                                      b'"seq":3,"age_ms":1200}],"topics":[],"presence":[]}'),
     "members": mesh(15, b"", b'{"members":["0","1","2"]}'),
     "welcome": mesh(2, u64(0x5EED5EED12345678)),
     "reset": mesh(3),
@@ -105,6 +108,7 @@ MESH_SEEDS = {
     "unsubscribe": mesh(6, b"", b"room:1"),
     "publish": mesh(7, u64(1) + b"\x00", b"room:1", BROADCAST),
     "publish_binary": mesh(7, u64(2) + b"\x01", b"room:1", BIN_BROADCAST),
+    "publish_keyed": mesh(7, u64(3) + b"\x04", b"room:1", BROADCAST, b"order-17"),
     "ack": mesh(8, u64(41)),
     "credit": mesh(9, struct.pack("<I", 64)),
     "presence_join": mesh(10, b"", b"room:1", b'{"joins":[' + JOIN_META + b'],"leaves":[]}'),

@@ -56,7 +56,7 @@ bool Same(const mesh::Hello& a, const mesh::Hello& b) {
   if (a.shard != b.shard || a.instance != b.instance || a.window != b.window ||
       a.token != b.token || a.outbox != b.outbox || a.acked != b.acked ||
       a.heartbeat_ms != b.heartbeat_ms || a.members != b.members || a.topics != b.topics ||
-      a.presence.size() != b.presence.size()) {
+      a.idempotency != b.idempotency || a.presence.size() != b.presence.size()) {
     return false;
   }
   for (size_t i = 0; i < a.presence.size(); ++i) {
@@ -151,7 +151,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   FUZZ_CHECK(m.topic.size() <= mesh::kMaxTopicBytes);
-  FUZZ_CHECK((m.flags & ~mesh::kFlagBinary) == 0);
+  FUZZ_CHECK((m.flags & ~(mesh::kFlagBinary | mesh::kFlagStamped | mesh::kFlagKeyed)) == 0);
+  // Only a publish is keyed, and its key is within bounds and the fourth frame.
+  if ((m.flags & mesh::kFlagKeyed) != 0) {
+    FUZZ_CHECK(m.type == mesh::Type::kPublish);
+    FUZZ_CHECK(frames.size() == 4 && m.key.data() == frames[3].data());
+    FUZZ_CHECK(!m.key.empty() && m.key.size() <= mesh::kMaxKeyBytes);
+  } else {
+    FUZZ_CHECK(m.key.empty());
+  }
   // The views point into the frames.
   if (m.type == mesh::Type::kHello || m.type == mesh::Type::kBatch ||
       m.type == mesh::Type::kMembers) {

@@ -225,6 +225,73 @@ describe('the HTTP API of a node', () => {
     assert.equal(await metric(s0, 'switchboard_worker_api_requests_total', { endpoint: 'broadcast', status: '200' }), 1);
   });
 
+  it('delivers a key once per node, whichever shard gets it, and across a broker kill -9', async (t) => {
+    const s = scopeFor(t);
+    const { file, key } = keyFile(s);
+    const args = ['--api-key-file', file, '--max-frame', String(MAX_FRAME)];
+    const cluster = await startCluster({ shards: [{ args }, { args }] });
+    s.add(() => cluster.stop());
+    const [s0, s1] = cluster.shards;
+    const raw0 = await rawSubscriber(s, s0.port, ['room:a', 'room:b']);
+    const raw1 = await rawSubscriber(s, s1.port, ['room:a', 'room:b']);
+    const count = (raw, event) => raw.all.filter((f) => f.includes(`"${event}"`)).length;
+    // Each request on a connection of its own, as separate curls would be.
+    const post = async (port, path, body) => {
+      const c = await api(s, port);
+      const r = await c.request('POST', path, { key, body });
+      assert.equal(r.status, 200, r.body);
+      assert.deepEqual(r.json, { ok: true });
+      return r;
+    };
+    // A publish after the others, from `port`: keyed, so it goes through the
+    // broker to every shard, its own included, after any second copy of the
+    // ones before it would have.
+    let marks = 0;
+    const settle = async (port) => {
+      const event = `mark${++marks}`;
+      await post(port, '/api/publish',
+        `{"topic":"room:a","event":"${event}","payload":0,"idempotency_key":"${event}"}`);
+      await raw0.take((f) => f.includes(`"${event}"`), { what: `${event} on shard 0` });
+      await raw1.take((f) => f.includes(`"${event}"`), { what: `${event} on shard 1` });
+    };
+
+    const once = '{"topic":"room:a","event":"once","payload":1,"idempotency_key":"order-1"}';
+    const first = await post(s0.port, '/api/publish', once);
+    const second = await post(s1.port, '/api/publish', once);
+    assert.equal(second.body, first.body, 'the repeat is answered alike');
+    await settle(s0.port);
+    await settle(s1.port);
+    assert.equal(count(raw0, 'once'), 1, 'delivered once on shard 0');
+    assert.equal(count(raw1, 'once'), 1, 'delivered once on shard 1');
+
+    // Another key is another publish.
+    await post(s1.port, '/api/publish', '{"topic":"room:a","event":"other","payload":2,"idempotency_key":"order-2"}');
+    await raw0.take((f) => f.includes('"other"'), { what: 'the other key on shard 0' });
+    await raw1.take((f) => f.includes('"other"'), { what: 'the other key on shard 1' });
+
+    // A broadcast's key covers each of its topics; a publish of the same key
+    // on one of them is a repeat.
+    await post(s0.port, '/api/broadcast', '{"topics":["room:a","room:b"],"event":"multi","payload":3,"idempotency_key":"order-3"}');
+    await post(s1.port, '/api/publish', '{"topic":"room:b","event":"multi","payload":3,"idempotency_key":"order-3"}');
+    await settle(s1.port);
+    assert.equal(count(raw0, 'multi'), 2, 'one per topic on shard 0');
+    assert.equal(count(raw1, 'multi'), 2, 'one per topic on shard 1');
+    assert.equal(await metric(cluster.broker, 'switchboard_broker_idempotent_repeats_total'), 2);
+
+    // A key published on shard 0 only; the broker dies; the new one learns
+    // the key from shard 0's hello, and shard 1, which never saw it, sends
+    // the repeat to it.
+    const late = '{"topic":"room:a","event":"late","payload":4,"idempotency_key":"order-4"}';
+    await post(s0.port, '/api/publish', late);
+    await settle(s0.port);
+    await cluster.restartBroker();
+    await post(s1.port, '/api/publish', late);
+    await settle(s1.port);
+    assert.equal(count(raw0, 'late'), 1, 'once on shard 0 after the broker restart');
+    assert.equal(count(raw1, 'late'), 1, 'once on shard 1 after the broker restart');
+    assert.equal(await metric(cluster.broker, 'switchboard_broker_idempotent_repeats_total'), 1);
+  });
+
   it('refuses: 401, 400, 404, 405, 413, and 503 with the outbox full', async (t) => {
     const s = scopeFor(t);
     const { file, key } = keyFile(s);
