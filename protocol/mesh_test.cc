@@ -452,9 +452,12 @@ TEST(MeshCodec, AKeyedPublishCarriesItsKeyAsAFourthFrame) {
   frames[0][12] = 0;
   ExpectRefused(frames, "4 frames, want 3");
   // The key's bounds: 1..kMaxKeyBytes.
-  m.key = std::string(kMaxKeyBytes, 'k');
+  // Message::key is a view: the strings it sees must outlive it.
+  const std::string longest(kMaxKeyBytes, 'k');
+  const std::string too_long(kMaxKeyBytes + 1, 'k');
+  m.key = longest;
   EXPECT_EQ(MustDecode(EncodeFrames(m)).key.size(), kMaxKeyBytes);
-  m.key = std::string(kMaxKeyBytes + 1, 'k');
+  m.key = too_long;
   ExpectRefused(EncodeFrames(m), "key is 201 bytes, want 1 to 200");
   m.key = "";
   ExpectRefused(EncodeFrames(m), "key is 0 bytes, want 1 to 200");
