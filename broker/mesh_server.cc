@@ -31,7 +31,7 @@ constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)> 
 constexpr std::array<std::string_view, static_cast<size_t>(Refused::kCount)> kRefusedNames = {
     "bad_frame", "stranger", "duplicate", "bad_presence", "bad_rebind", "bad_seq"};
 constexpr std::array<std::string_view, static_cast<size_t>(mesh::HelloDrop::kCount)>
-    kHelloDropNames = {"topic", "meta", "over_limit", "member", "key"};
+    kHelloDropNames = {"topic", "meta", "over_limit", "member", "stream", "key"};
 }  // namespace
 
 // Reads the router at scrape time, under the loop's mutex.

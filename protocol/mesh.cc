@@ -15,7 +15,7 @@ namespace sb::mesh {
 namespace {
 
 constexpr size_t kBaseHeader = 4;  // "SB", version, type
-constexpr uint8_t kKnownFlags = kFlagBinary | kFlagStamped | kFlagKeyed;
+constexpr uint8_t kKnownFlags = kFlagBinary | kFlagStamped | kFlagKeyed | kFlagSequenced;
 // The parser's bound for a JSON body: a hello's metas start at level 6, so
 // every meta within kMaxMetaDepth parses and one deeper is left out by name
 // rather than failing the whole body. Boost.JSON's parser keeps its stack on
@@ -47,9 +47,21 @@ constexpr void ForEachField(M& m, F&& f) {
       f(m.n);
       break;
     case Type::kDeliver:
+    case Type::kRestate:
       f(m.origin);
       f(m.seq);
       f(m.flags);
+      break;
+    case Type::kFetch:
+      f(m.id);
+      f(m.offset);
+      f(m.n);
+      break;
+    case Type::kHistory:
+      f(m.id);
+      f(m.stream);
+      f(m.top);
+      f(m.first);
       break;
     default:
       break;
@@ -88,6 +100,9 @@ constexpr Shape kShapes[] = {
     MakeShape("kSnapshot", Type::kSnapshot, 3),
     MakeShape("kBatch", Type::kBatch, 2),
     MakeShape("kMembers", Type::kMembers, 2),
+    MakeShape("kFetch", Type::kFetch, 2),
+    MakeShape("kHistory", Type::kHistory, 3),
+    MakeShape("kRestate", Type::kRestate, 3),
 };
 static_assert(kShapes[static_cast<size_t>(Type::kPublish)].header == 13);
 static_assert(kShapes[static_cast<size_t>(Type::kCredit)].header == 8);
@@ -95,14 +110,22 @@ static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header == 21);
 static_assert(std::ranges::all_of(kShapes,
                                   [](const Shape& s) { return s.header <= kMaxHeaderBytes; }));
 
-// Whether m's header ends with the 8-byte stamp (read after the fixed fields).
-bool Stamped(const Message& m) {
-  return (m.type == Type::kPublish || m.type == Type::kDeliver) && (m.flags & kFlagStamped) != 0;
+bool Carried(const Message& m) {
+  return m.type == Type::kPublish || m.type == Type::kDeliver || m.type == Type::kRestate;
 }
+// Whether m's header has the 8-byte stamp after the fixed fields.
+bool Stamped(const Message& m) { return Carried(m) && (m.flags & kFlagStamped) != 0; }
 constexpr size_t kStampBytes = sizeof(Message::stamp);
+// Whether m's header ends with offset and stream (after the stamp, if any).
+bool Positioned(const Message& m) {
+  return (m.type == Type::kDeliver || m.type == Type::kRestate) && (m.flags & kFlagSequenced) != 0;
+}
+constexpr size_t kPositionBytes = sizeof(Message::offset) + sizeof(Message::stream);
 // Whether m has the key frame after its body.
 bool Keyed(const Message& m) { return m.type == Type::kPublish && (m.flags & kFlagKeyed) != 0; }
-static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header + kStampBytes == kMaxHeaderBytes);
+static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header + kStampBytes +
+                  kPositionBytes ==
+              kMaxHeaderBytes);
 
 const Shape* ShapeOf(Type type) {
   const auto i = static_cast<size_t>(type);
@@ -167,7 +190,15 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
     });
     if (Stamped(m)) {
       want += kStampBytes;
-      if (h.size() == want) m.stamp = GetLe(h, at, kStampBytes);
+      if (h.size() >= want) m.stamp = GetLe(h, at, kStampBytes);
+      at += kStampBytes;
+    }
+    if (Positioned(m)) {
+      want += kPositionBytes;
+      if (h.size() >= want) {
+        m.offset = GetLe(h, at, sizeof m.offset);
+        m.stream = GetLe(h, at + sizeof m.offset, sizeof m.stream);
+      }
     }
   }
   if (h.size() != want) {
@@ -180,6 +211,13 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
   if ((m.flags & kFlagKeyed) != 0 && m.type != Type::kPublish) {
     return Refused(*shape, "keyed, and not a publish");
   }
+  if (m.type == Type::kRestate && (m.flags & kFlagSequenced) == 0) {
+    return Refused(*shape, "not sequenced");
+  }
+  if (Positioned(m) && (m.offset == 0 || m.stream == 0)) {
+    return Refused(*shape, "offset and stream must be nonzero");
+  }
+  if (m.type == Type::kHistory && m.stream == 0) return Refused(*shape, "stream is 0");
   const size_t want_frames = shape->frames + (Keyed(m) ? 1 : 0);
   if (frames.size() != want_frames) {
     return Refused(*shape,
@@ -205,7 +243,8 @@ Status Decode(std::span<const std::string_view> frames, Message* out) {
     if (shape->frames == 3) m.body = frames[2];
   }
   // No body is empty: a Phoenix message never is, and neither is JSON text.
-  const bool has_body = BodyOnly(m.type) || shape->frames == 3;
+  // A kHistory may hold no message.
+  const bool has_body = (BodyOnly(m.type) || shape->frames == 3) && m.type != Type::kHistory;
   if (has_body && m.body.empty()) return Refused(*shape, "empty body");
   if (const size_t max = LargeBody(m.type) ? kMaxFrameBytes : kMaxBodyBytes; m.body.size() > max) {
     return Refused(
@@ -228,6 +267,10 @@ Frames::Frames(const Message& msg) {
   };
   ForEachField(msg, [&](const auto& field) { put(static_cast<uint64_t>(field), sizeof field); });
   if (Stamped(msg)) put(msg.stamp, kStampBytes);
+  if (Positioned(msg)) {
+    put(msg.offset, sizeof msg.offset);
+    put(msg.stream, sizeof msg.stream);
+  }
   views_[0] = std::string_view(header_, at);
   count_ = 1 + Tail(msg, *shape, &views_[1]);
   if (Keyed(msg)) views_[count_++] = msg.key;
@@ -586,6 +629,32 @@ bool ReadKeyClaim(const json::value& v, KeyClaim* out) {
   return true;
 }
 
+// An unsigned JSON integer (Boost.JSON keeps one that fits int64 as int64).
+bool ReadUnsigned(const json::value* v, uint64_t* out) {
+  if (!v) return false;
+  if (const auto* u = v->if_uint64()) {
+    *out = *u;
+    return true;
+  }
+  if (const auto* i = v->if_int64(); i && *i >= 0) {
+    *out = static_cast<uint64_t>(*i);
+    return true;
+  }
+  return false;
+}
+
+// One entry of a hello's "history": a valid topic, a nonzero stream, a top.
+bool ReadStreamPosition(const json::value& v, StreamPosition* out) {
+  const json::object* o = v.if_object();
+  if (!o) return false;
+  const json::value* topic = o->if_contains("topic");
+  if (!topic || !topic->is_string() || !ValidTopic(topic->get_string())) return false;
+  if (!ReadUnsigned(o->if_contains("stream"), &out->stream) || out->stream == 0) return false;
+  if (!ReadUnsigned(o->if_contains("top"), &out->top)) return false;
+  out->topic.assign(topic->get_string().data(), topic->get_string().size());
+  return true;
+}
+
 }  // namespace
 
 std::string EncodeHello(const Hello& hello) {
@@ -622,6 +691,19 @@ std::string EncodeHello(const Hello& hello) {
     }
     out.push_back(']');
   }
+  if (!hello.history.empty()) {
+    out.append(",\"history\":[");
+    for (size_t i = 0; i < hello.history.size(); ++i) {
+      const StreamPosition& p = hello.history[i];
+      if (i > 0) out.push_back(',');
+      out.append("{\"topic\":");
+      phx::AppendJsonString(out, p.topic);
+      out.append(",\"stream\":").append(std::to_string(p.stream));
+      out.append(",\"top\":").append(std::to_string(p.top)).push_back('}');
+    }
+    out.push_back(']');
+  }
+  if (hello.restate != 0) out.append(",\"restate\":").append(std::to_string(hello.restate));
   out.append(",\"topics\":[");
   for (size_t i = 0; i < hello.topics.size(); ++i) {
     if (i > 0) out.push_back(',');
@@ -668,6 +750,10 @@ Result<Hello> DecodeHello(std::string_view text) {
       r.Unsigned(*o, "acked", 0, std::numeric_limits<uint64_t>::max(), &n)) {
     h.acked = n;
   }
+  if (o->contains("restate") &&
+      r.Unsigned(*o, "restate", 0, std::numeric_limits<uint64_t>::max(), &n)) {
+    h.restate = n;
+  }
   if (!r.status().ok()) return r.status();
 
   if (o->contains("token") && r.String(*o, "", "token", &h.token, 0) &&
@@ -707,6 +793,22 @@ Result<Hello> DecodeHello(std::string_view text) {
         continue;
       }
       h.idempotency.push_back(std::move(c));
+    }
+  }
+  if (const json::value* streams = o->if_contains("history")) {
+    if (!streams->is_array()) return Status::Refused("mesh: hello: history is not an array");
+    h.history.reserve(std::min(streams->get_array().size(), kMaxHelloStreams));
+    for (const json::value& e : streams->get_array()) {
+      if (h.history.size() == kMaxHelloStreams) {
+        drop(HelloDrop::kOverLimit);
+        continue;
+      }
+      StreamPosition p;
+      if (!ReadStreamPosition(e, &p)) {
+        drop(HelloDrop::kStream);
+        continue;
+      }
+      h.history.push_back(std::move(p));
     }
   }
   h.topics.reserve(std::min(topics->size(), kMaxHelloTopics));

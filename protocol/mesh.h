@@ -59,6 +59,17 @@ enum class Type : uint8_t {
   // broker → shard; frames: Members JSON (the shards the broker expects). Added
   // within version 1: an older shard counts it as a bad frame and goes on.
   kMembers = 15,
+  // History (docs/PROTOCOL.md, History), added within version 1:
+  // shard → broker; fields: id, offset (after), n (limit); frames: topic. "Send me
+  // `topic`'s history after `offset`, at most `n` messages" (n = 0: only its position).
+  kFetch = 16,
+  // broker → shard, the answer to kFetch `id`; fields: id, stream, top, first; frames:
+  // topic, the messages (each a u32 length then a packed sequenced kDeliver, in offset
+  // order; may be empty). `first` is the oldest offset the broker holds (top + 1 if none).
+  kHistory = 17,
+  // shard → broker, after its hello: one history message the shard holds, so that a new
+  // broker rebuilds the topic's history; fields and frames as a sequenced kDeliver.
+  kRestate = 18,
 };
 
 // Flag bits of kPublish / kDeliver.
@@ -73,6 +84,11 @@ inline constexpr uint8_t kFlagStamped = 2;
 // version 1; a broker never sets it on a kDeliver.
 inline constexpr uint8_t kFlagKeyed = 4;
 inline constexpr size_t kMaxKeyBytes = 200;
+// kPublish: the topic keeps history; the broker sequences it (gives it the
+// topic's next offset) and delivers it to every subscribed shard, its origin
+// included. kDeliver, kRestate: the header carries two more fields after the
+// stamp (if any): `offset` and `stream`. Added within version 1.
+inline constexpr uint8_t kFlagSequenced = 8;
 inline constexpr int64_t kKeyTtlMs = 5 * 60 * 1000;
 
 // One decoded message. Fields a type does not have are zero / empty.
@@ -96,6 +112,15 @@ struct Message {
   std::string_view body;
   // kPublish with kFlagKeyed: the idempotency key.
   std::string_view key;
+  // History. kDeliver / kRestate with kFlagSequenced: the message's offset in its
+  // topic's stream, and the stream's epoch (nonzero; clients see it as 16 hex
+  // digits). kFetch: `offset` is "after", `n` the limit. kHistory: id, stream,
+  // top (the last offset given), first (the oldest held).
+  uint64_t offset = 0;
+  uint64_t stream = 0;
+  uint64_t id = 0;  // kFetch, kHistory: the request
+  uint64_t top = 0;
+  uint64_t first = 0;
 };
 
 // Decodes the frames of one message (routing id already removed). Refused,
@@ -108,8 +133,8 @@ struct Message {
 // into `frames`.
 Status Decode(std::span<const std::string_view> frames, Message* out);
 
-// The longest header of any type (a stamped kDeliver's).
-inline constexpr size_t kMaxHeaderBytes = 29;
+// The longest header of any type (a stamped, sequenced kDeliver's).
+inline constexpr size_t kMaxHeaderBytes = 45;
 
 // The frames of one message, exactly the ones its type has, in order, with
 // nothing copied but the header: the header is written into this object's
@@ -235,6 +260,7 @@ enum class HelloDrop : uint8_t {
                // nested at most kMaxMetaDepth deep
   kOverLimit,  // beyond kMaxHelloTopics or kMaxHelloMetas, or members beyond kMaxMembers
   kMember,     // a member name not a string of 1..kMaxShardNameBytes
+  kStream,     // a history entry without a valid topic, a stream of 1..2^64-1 and a top
   kKey,        // an idempotency entry without a key of 1..kMaxKeyBytes, a valid topic, a seq
                // of 1..2^64-1 or an age_ms of 0..2^32-1
   kCount
@@ -247,7 +273,8 @@ enum class HelloDrop : uint8_t {
 // Added within version 1 (absent from an older shard's hello):
 //  "token":"<32 hex digits>","outbox":32768,"acked":0,"heartbeat_ms":1000,
 //  "members":["0","1","2"],
-//  "idempotency":[{"key":"k1","topic":"room:a","seq":17,"age_ms":1200}]
+//  "idempotency":[{"key":"k1","topic":"room:a","seq":17,"age_ms":1200}],
+//  "history":[{"topic":"room:a","stream":1234,"top":17}],"restate":17
 inline constexpr size_t kTokenHexDigits = 32;
 // How many idempotency keys one hello may list: a shard remembers at most
 // this many (worker/shard), the broker as many (broker/key_table).
@@ -265,6 +292,17 @@ struct KeyClaim {
   uint32_t age_ms = 0;
   bool operator==(const KeyClaim&) const = default;
 };
+// A history stream a shard holds messages of: where it is (the last offset
+// the shard has), for a new broker to continue from.
+struct StreamPosition {
+  std::string topic;
+  uint64_t stream = 0;  // nonzero
+  uint64_t top = 0;
+  bool operator==(const StreamPosition&) const = default;
+};
+// How many streams one hello may name.
+inline constexpr size_t kMaxHelloStreams = size_t{1} << 20;
+
 struct Hello {
   std::string shard;      // the shard's name, for logs and metric labels
   uint64_t instance = 0;  // random per shard process start; nonzero
@@ -293,6 +331,11 @@ struct Hello {
   // kMaxHelloKeys (beyond: kOverLimit), so that a new broker knows the keys
   // the last one had seen (docs/PROTOCOL.md, Idempotency).
   std::vector<KeyClaim> idempotency;
+  // The history streams the shard holds messages of, and how many kRestate
+  // messages follow the hello on the same connection (a new broker waits for
+  // them before it settles; docs/PROTOCOL.md, History).
+  std::vector<StreamPosition> history;
+  uint64_t restate = 0;
   // Decoding only: the entries left out, by reason (never encoded).
   uint64_t dropped[static_cast<size_t>(HelloDrop::kCount)] = {};
 };

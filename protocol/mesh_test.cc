@@ -11,6 +11,7 @@ namespace sb::mesh {
 namespace {
 
 using namespace std::string_literals;
+using namespace std::string_view_literals;
 using mesh_testing::EncodeFrames;
 
 std::vector<std::string_view> Views(const std::vector<std::string>& frames) {
@@ -43,7 +44,10 @@ std::string Describe(const Message& m) {
          " seq=" + std::to_string(m.seq) + " origin=" + std::to_string(m.origin) +
          " n=" + std::to_string(m.n) + " flags=" + std::to_string(m.flags) +
          " stamp=" + std::to_string(m.stamp) + " topic=[" + std::string(m.topic) + "] body=[" +
-         std::string(m.body) + "] key=[" + std::string(m.key) + "]";
+         std::string(m.body) + "] key=[" + std::string(m.key) + "] offset=" +
+         std::to_string(m.offset) + " stream=" + std::to_string(m.stream) +
+         " id=" + std::to_string(m.id) + " top=" + std::to_string(m.top) +
+         " first=" + std::to_string(m.first);
 }
 
 std::string Describe(const PresenceEntry& e) {
@@ -64,6 +68,10 @@ std::string Describe(const Hello& h) {
   for (const std::string& m : h.members) out += " m:" + m;
   for (const std::string& t : h.topics) out += " t:" + t;
   for (const TopicState& s : h.presence) out += " p:" + s.topic + Describe(s.metas);
+  for (const StreamPosition& p : h.history) {
+    out += " h:" + p.topic + "@" + std::to_string(p.stream) + ":" + std::to_string(p.top);
+  }
+  out += " restate:" + std::to_string(h.restate);
   return out;
 }
 
@@ -123,6 +131,51 @@ std::vector<Message> Samples() {
   stamped_deliver.stamp = 1'800'000'000'123'456'789;
   stamped_deliver.topic = "room:e";
   stamped_deliver.body = kBinary;
+  // History (kFlagSequenced: offset and stream after the stamp, if any).
+  Message& sequenced_pub = add(Type::kPublish);
+  sequenced_pub.seq = 44;
+  sequenced_pub.flags = kFlagSequenced | kFlagStamped;
+  sequenced_pub.stamp = 5;
+  sequenced_pub.topic = "room:h";
+  sequenced_pub.body = R"([null,null,"room:h","shout",{}])";
+  Message& sequenced = add(Type::kDeliver);
+  sequenced.origin = 3;
+  sequenced.seq = 44;
+  sequenced.flags = kFlagSequenced | kFlagStamped;
+  sequenced.stamp = 5;
+  sequenced.offset = 0x0102030405060708;
+  sequenced.stream = 0xf1f2f3f4f5f6f7f8;
+  sequenced.topic = "room:h";
+  sequenced.body = R"([null,null,"room:h","shout",{}])";
+  Message& unstamped = add(Type::kDeliver);
+  unstamped.origin = 3;
+  unstamped.seq = 45;
+  unstamped.flags = kFlagSequenced;
+  unstamped.offset = 2;
+  unstamped.stream = 9;
+  unstamped.topic = "room:h";
+  unstamped.body = R"([null,null,"room:h","shout",{}])";
+  Message& restate = add(Type::kRestate);
+  restate = sequenced;
+  restate.type = Type::kRestate;
+  Message& fetch = add(Type::kFetch);
+  fetch.id = 77;
+  fetch.offset = 12;
+  fetch.n = 300;
+  fetch.topic = "room:h";
+  Message& history = add(Type::kHistory);
+  history.id = 77;
+  history.stream = 9;
+  history.top = 15;
+  history.first = 1;
+  history.topic = "room:h";
+  history.body = "\x05\x00\x00\x00hello"sv;
+  Message& empty_history = add(Type::kHistory);
+  empty_history.id = 78;
+  empty_history.stream = 9;
+  empty_history.top = 0;
+  empty_history.first = 1;
+  empty_history.topic = "room:h";
   return all;
 }
 
@@ -138,6 +191,7 @@ size_t FramesOf(Type type) {
     case Type::kSubscribe:
     case Type::kUnsubscribe:
     case Type::kMembers:
+    case Type::kFetch:
       return 2;
     default:
       return 3;
@@ -145,9 +199,15 @@ size_t FramesOf(Type type) {
 }
 
 size_t HeaderOf(const Message& m) {
-  if ((m.type == Type::kPublish || m.type == Type::kDeliver) && (m.flags & kFlagStamped) != 0) {
+  if ((m.type == Type::kDeliver || m.type == Type::kRestate) && (m.flags & kFlagSequenced) != 0) {
     Message plain = m;
-    plain.flags = 0;
+    plain.flags &= ~kFlagSequenced;
+    return HeaderOf(plain) + 16;
+  }
+  if ((m.type == Type::kPublish || m.type == Type::kDeliver || m.type == Type::kRestate) &&
+      (m.flags & kFlagStamped) != 0) {
+    Message plain = m;
+    plain.flags &= ~kFlagStamped;
     return HeaderOf(plain) + 8;
   }
   switch (m.type) {
@@ -160,7 +220,12 @@ size_t HeaderOf(const Message& m) {
     case Type::kCredit:
       return 8;
     case Type::kDeliver:
+    case Type::kRestate:
       return 21;
+    case Type::kFetch:
+      return 24;
+    case Type::kHistory:
+      return 36;
     default:
       return 4;
   }
@@ -251,7 +316,7 @@ TEST(MeshCodec, UnknownTypeEncodesToNothing) {
   m.type = static_cast<Type>(0);
   EXPECT_TRUE(Frames(m).views().empty());
   EXPECT_TRUE(Pack(m).empty());
-  m.type = static_cast<Type>(16);
+  m.type = static_cast<Type>(19);
   EXPECT_TRUE(Frames(m).views().empty());
 }
 
@@ -264,7 +329,7 @@ TEST(MeshCodec, HeaderMalformations) {
   ExpectRefused({"SB\x02\x03"}, "version 2, want 1");
   ExpectRefused({"SB\x00\x03"s}, "version 0, want 1");
   ExpectRefused({"SB\x01\x00"s}, "unknown type 0");
-  ExpectRefused({"SB\x01\x10"}, "unknown type 16");
+  ExpectRefused({"SB\x01\x13"}, "unknown type 19");
   ExpectRefused({"SB\x01\xff"}, "unknown type 255");
 }
 
@@ -379,7 +444,7 @@ TEST(MeshCodec, UnknownFlagBitsAreRefused) {
     m.body = "[]";
     m.flags = 0;
     EXPECT_EQ(MustDecode(EncodeFrames(m)).flags, 0);
-    for (int bit = 3; bit < 8; ++bit) {
+    for (int bit = 4; bit < 8; ++bit) {
       m.flags = static_cast<uint8_t>(1 << bit | kFlagBinary);
       ExpectRefused(EncodeFrames(m), "unknown flags");
     }
@@ -472,6 +537,47 @@ TEST(MeshCodec, AKeyedPublishCarriesItsKeyAsAFourthFrame) {
   ExpectRefused(frames, "keyed, and not a publish");
   frames.push_back("k");
   ExpectRefused(frames, "keyed, and not a publish");
+}
+
+TEST(MeshCodec, HistoryFieldsAreCheckedAndOnlyASequencedDeliverHasAPosition) {
+  Message m;
+  m.type = Type::kDeliver;
+  m.origin = 1;
+  m.seq = 2;
+  m.flags = kFlagSequenced;
+  m.offset = 3;
+  m.stream = 4;
+  m.topic = "room:1";
+  m.body = "[]";
+  std::vector<std::string> frames = EncodeFrames(m);
+  EXPECT_EQ(frames[0].size(), 37u);
+  // Without the flag the header is 16 bytes too long; with it and a short header, too short.
+  frames[0][20] = 0;
+  ExpectRefused(frames, "want 21");
+  m.offset = 0;
+  ExpectRefused(EncodeFrames(m), "offset and stream must be nonzero");
+  m.offset = 3;
+  m.stream = 0;
+  ExpectRefused(EncodeFrames(m), "offset and stream must be nonzero");
+  // A restate is always sequenced.
+  m.stream = 4;
+  m.type = Type::kRestate;
+  EXPECT_EQ(MustDecode(EncodeFrames(m)).offset, 3u);
+  m.flags = 0;
+  ExpectRefused(EncodeFrames(m), "not sequenced");
+  // A sequenced publish has no position: the broker gives it one.
+  m.type = Type::kPublish;
+  m.flags = kFlagSequenced;
+  EXPECT_EQ(EncodeFrames(m)[0].size(), 13u);
+  EXPECT_EQ(MustDecode(EncodeFrames(m)).offset, 0u);
+  // A history answer names its stream.
+  Message h;
+  h.type = Type::kHistory;
+  h.id = 1;
+  h.topic = "room:1";
+  ExpectRefused(EncodeFrames(h), "stream is 0");
+  h.stream = 1;
+  EXPECT_TRUE(MustDecode(EncodeFrames(h)).body.empty());
 }
 
 TEST(MeshCodec, CreditOfZeroIsRefused) {
@@ -570,6 +676,8 @@ Hello SampleHello() {
         {"bob", "F2", R"({})"}}},
       {"room:b", {}},
   };
+  h.history = {{"room:a", 0xfffffffffffffff0, 17}, {"room:h", 1, 0}};
+  h.restate = 17;
   return h;
 }
 
@@ -623,6 +731,23 @@ TEST(MeshHello, AMetaThatIsNotAnObjectIsLeftOutByTheReceiver) {
     EXPECT_EQ(Dropped(*back, HelloDrop::kMeta), 1u);
     ASSERT_EQ(back->presence[0].metas.size(), 1u);
     EXPECT_EQ(back->presence[0].metas[0].key, "bob");
+  }
+}
+
+TEST(MeshHello, AHistoryEntryThatIsNotValidIsLeftOut) {
+  for (const char* entry :
+       {R"({"topic":"room:a","stream":0,"top":1})", R"({"topic":"","stream":1,"top":1})",
+        R"({"topic":"room:a","stream":-1,"top":1})", R"({"topic":"room:a","stream":1})",
+        R"({"stream":1,"top":1})", R"([])", R"({"topic":"room:a","stream":"1","top":1})"}) {
+    SCOPED_TRACE(entry);
+    const std::string json = R"({"shard":"2","instance":"0000000000000001","window":7,)"
+                             R"("topics":[],"presence":[],"history":[)" +
+                             std::string(entry) + R"(,{"topic":"room:b","stream":5,"top":9}]})";
+    Result<Hello> back = DecodeHello(json);
+    ASSERT_TRUE(back.ok()) << back.status().message();
+    EXPECT_EQ(Dropped(*back, HelloDrop::kStream), 1u);
+    ASSERT_EQ(back->history.size(), 1u);
+    EXPECT_EQ(back->history[0], (StreamPosition{"room:b", 5, 9}));
   }
 }
 

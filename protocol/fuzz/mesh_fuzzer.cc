@@ -151,7 +151,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   FUZZ_CHECK(m.topic.size() <= mesh::kMaxTopicBytes);
-  FUZZ_CHECK((m.flags & ~(mesh::kFlagBinary | mesh::kFlagStamped | mesh::kFlagKeyed)) == 0);
+  FUZZ_CHECK((m.flags & ~(mesh::kFlagBinary | mesh::kFlagStamped | mesh::kFlagKeyed |
+                          mesh::kFlagSequenced)) == 0);
+  // A position is whole (both nonzero) where the flag gives one, absent elsewhere.
+  if ((m.type == mesh::Type::kDeliver || m.type == mesh::Type::kRestate) &&
+      (m.flags & mesh::kFlagSequenced) != 0) {
+    FUZZ_CHECK(m.offset != 0 && m.stream != 0);
+  } else if (m.type != mesh::Type::kFetch && m.type != mesh::Type::kHistory) {
+    FUZZ_CHECK(m.offset == 0 && m.stream == 0);
+  }
+  if (m.type == mesh::Type::kRestate) FUZZ_CHECK((m.flags & mesh::kFlagSequenced) != 0);
   // Only a publish is keyed, and its key is within bounds and the fourth frame.
   if ((m.flags & mesh::kFlagKeyed) != 0) {
     FUZZ_CHECK(m.type == mesh::Type::kPublish);
