@@ -131,7 +131,10 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     case mesh::Type::kDeliver:
     case mesh::Type::kDiff:
     case mesh::Type::kSnapshot:
-      // What only a broker sends.
+    case mesh::Type::kHistory:
+    case mesh::Type::kFetch:
+    case mesh::Type::kRestate:
+      // What only a broker sends (kFetch, kRestate: not handled yet).
       ++counters_.refused[Index(Refused::kBadFrame)];
       return;
   }

@@ -282,7 +282,10 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
     case mesh::Type::kPublish:
     case mesh::Type::kCredit:
     case mesh::Type::kPresence:
-      // What only a shard sends.
+    case mesh::Type::kFetch:
+    case mesh::Type::kRestate:
+    case mesh::Type::kHistory:
+      // What only a shard sends (kHistory: not handled yet).
       ++counters_.bad_frames;
       return;
   }
