@@ -247,6 +247,21 @@ inline constexpr std::string_view kWorkerBroadcastsRefusedTotal =
 // (200, 400, 401, 404, 405, 413, 503): HTTP API requests answered. Shown
 // only while the API is on (--api-key-file).
 inline constexpr std::string_view kWorkerApiRequestsTotal = "switchboard_worker_api_requests_total";
+// History (docs/WORKER.md, History).
+inline constexpr std::string_view kWorkerHistoryMessages = "switchboard_worker_history_messages";
+inline constexpr std::string_view kWorkerHistoryBytes = "switchboard_worker_history_bytes";
+inline constexpr std::string_view kWorkerHistoryTopics = "switchboard_worker_history_topics";
+inline constexpr std::string_view kWorkerHistoryRecoveriesTotal =
+    "switchboard_worker_history_recoveries_total";
+inline constexpr std::string_view kWorkerHistoryRecoveredMessagesTotal =
+    "switchboard_worker_history_recovered_messages_total";
+inline constexpr std::string_view kWorkerHistoryGapsTotal = "switchboard_worker_history_gaps_total";
+inline constexpr std::string_view kWorkerHistoryResetsTotal =
+    "switchboard_worker_history_resets_total";
+inline constexpr std::string_view kWorkerHistoryDuplicatesTotal =
+    "switchboard_worker_history_duplicates_total";
+inline constexpr std::string_view kWorkerHistoryFetchesTotal =
+    "switchboard_worker_history_fetches_total";
 inline constexpr std::string_view kLabelEndpoint = "endpoint";  // status: as above
 
 }  // namespace sb::metrics

@@ -53,6 +53,14 @@ class Rules {
   std::vector<Rule> rules_;
 };
 
+// Where a client says it is in a topic's stream: a join's
+// {"recover": {"epoch": "<16 hex digits>", "offset": N}}.
+struct Position {
+  uint64_t stream = 0;
+  uint64_t offset = 0;
+  bool operator==(const Position&) const = default;
+};
+
 // A stream's epoch as clients see it: 16 lowercase hex digits.
 std::string FormatEpoch(uint64_t stream);
 // The inverse: nullopt unless `text` is 16 hex digits naming a nonzero stream.

@@ -290,6 +290,17 @@ std::string EncodeBroadcast(std::string_view topic, std::string_view event,
   return out;
 }
 
+std::string WithOffsetRef(std::string_view broadcast, uint64_t offset) {
+  constexpr std::string_view kPrefix = "[null,null,";
+  if (!broadcast.starts_with(kPrefix)) return std::string(broadcast);
+  const std::string number = std::to_string(offset);
+  std::string out;
+  out.reserve(broadcast.size() + number.size() - 2);
+  out.append("[null,\"").append(number).append("\",");
+  out.append(broadcast.substr(kPrefix.size()));
+  return out;
+}
+
 std::string EncodeBinaryPush(const std::optional<std::string>& join_ref, std::string_view topic,
                              std::string_view event, std::string_view payload) {
   const std::string_view jr = join_ref ? std::string_view(*join_ref) : std::string_view();

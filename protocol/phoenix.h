@@ -75,6 +75,13 @@ std::string EncodeChannelEvent(const std::string& join_ref, std::string_view top
 std::string EncodeBroadcast(std::string_view topic, std::string_view event,
                             std::string_view payload_json);
 
+// A history topic's delivery: `broadcast` (EncodeBroadcast's bytes) with
+// "<offset>" in its ref slot, [null, "17", topic, event, payload] — what
+// phoenix.js hands to channel.on(event, (payload, ref) => ...). Anything
+// that does not start as EncodeBroadcast's output (a binary broadcast has
+// no ref slot) comes back unchanged.
+std::string WithOffsetRef(std::string_view broadcast, uint64_t offset);
+
 // Binary kinds (u8 lengths; every name must be <= 255 bytes, which holds for
 // names taken from a decoded binary message). Return "" if a name is longer.
 std::string EncodeBinaryPush(const std::optional<std::string>& join_ref, std::string_view topic,

@@ -374,3 +374,24 @@ TEST(PhoenixEncode, EveryAsciiCharacterRoundTrips) {
 
 }  // namespace
 }  // namespace sb::phx
+
+namespace sb::phx {
+namespace {
+
+TEST(PhoenixHistory, TheOffsetGoesInTheRefSlotAndNothingElseChanges) {
+  const std::string b = EncodeBroadcast("room:1", "shout", R"({"a":[1,2]})");
+  EXPECT_EQ(WithOffsetRef(b, 17), R"([null,"17","room:1","shout",{"a":[1,2]}])");
+  EXPECT_EQ(WithOffsetRef(b, 18446744073709551615u),
+            R"([null,"18446744073709551615","room:1","shout",{"a":[1,2]}])");
+  Message m;
+  DecodeError err;
+  ASSERT_TRUE(DecodeText(WithOffsetRef(b, 5), &m, &err)) << err.what;
+  EXPECT_EQ(m.ref, "5");
+  EXPECT_EQ(m.payload, R"({"a":[1,2]})");
+  // A binary broadcast has no ref slot.
+  const std::string bin = EncodeBinaryBroadcast("room:1", "shout", "\x01\x02");
+  EXPECT_EQ(WithOffsetRef(bin, 5), bin);
+}
+
+}  // namespace
+}  // namespace sb::phx

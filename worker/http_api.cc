@@ -20,6 +20,7 @@ namespace {
 constexpr std::string_view kPublishPath = "/api/publish";
 constexpr std::string_view kBroadcastPath = "/api/broadcast";
 constexpr std::string_view kPresencePath = "/api/presence";
+constexpr std::string_view kHistoryPath = "/api/history";
 
 std::string_view ReasonPhrase(int status) {
   switch (status) {
@@ -233,6 +234,20 @@ std::optional<std::string> QueryValue(std::string_view target, std::string_view 
   return std::nullopt;
 }
 
+// A decimal u64, digits only.
+bool ParseDecimal(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 20) return false;
+  uint64_t n = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (n > (UINT64_MAX - d) / 10) return false;
+    n = n * 10 + d;
+  }
+  *out = n;
+  return true;
+}
+
 }  // namespace
 
 ApiEndpoint ApiEndpointOf(std::string_view target) {
@@ -240,6 +255,7 @@ ApiEndpoint ApiEndpointOf(std::string_view target) {
   if (path == kPublishPath) return ApiEndpoint::kPublish;
   if (path == kBroadcastPath) return ApiEndpoint::kBroadcast;
   if (path == kPresencePath) return ApiEndpoint::kPresence;
+  if (path == kHistoryPath) return ApiEndpoint::kHistory;
   return ApiEndpoint::kOther;
 }
 
@@ -305,7 +321,8 @@ ApiDecision DecideApi(std::string_view method, std::string_view target,
       if (method != "POST") return Answer(endpoint, 405, "method_not_allowed", "use POST");
       return ParsePublish(endpoint, body);
     }
-    case ApiEndpoint::kPresence: {
+    case ApiEndpoint::kPresence:
+    case ApiEndpoint::kHistory: {
       if (method != "GET") return Answer(endpoint, 405, "method_not_allowed", "use GET");
       std::optional<std::string> topic = QueryValue(target, "topic");
       if (!topic) return Answer(endpoint, 400, "bad_request", "missing ?topic=");
@@ -316,6 +333,23 @@ ApiDecision DecideApi(std::string_view method, std::string_view target,
       ApiDecision d;
       d.endpoint = endpoint;
       d.request = ApiRequest{.endpoint = endpoint, .topics = {std::move(*topic)}};
+      if (endpoint == ApiEndpoint::kHistory) {
+        d.request->limit = kMaxApiHistoryLimit;
+        uint64_t n = 0;
+        if (std::optional<std::string> since = QueryValue(target, "since")) {
+          if (!ParseDecimal(*since, &n)) {
+            return Answer(endpoint, 400, "bad_request", "since is not an offset");
+          }
+          d.request->since = n;
+        }
+        if (std::optional<std::string> limit = QueryValue(target, "limit")) {
+          if (!ParseDecimal(*limit, &n) || n == 0 || n > kMaxApiHistoryLimit) {
+            return Answer(endpoint, 400, "bad_request",
+                          "limit must be 1 to " + std::to_string(kMaxApiHistoryLimit));
+          }
+          d.request->limit = static_cast<uint32_t>(n);
+        }
+      }
       return d;
     }
     case ApiEndpoint::kOther:

@@ -9,8 +9,6 @@
 // file here but LoadApiKey's one read at startup. The gateway parses the
 // request and writes the answer; the shard performs what a decision asks
 // (worker/shard.cc, "API"). Runs on the shard's loop thread.
-// /api/history is deliberately not routed (404 like any unknown path) until
-// topics keep history; ApiRequest and the publish answer leave room for it.
 #pragma once
 
 #include <array>
@@ -29,9 +27,9 @@ namespace sb::worker {
 inline constexpr std::string_view kApiPrefix = "/api/";
 
 // What requests are counted under (label `endpoint`).
-enum class ApiEndpoint : uint8_t { kPublish, kBroadcast, kPresence, kOther, kCount };
+enum class ApiEndpoint : uint8_t { kPublish, kBroadcast, kPresence, kHistory, kOther, kCount };
 inline constexpr std::array<std::string_view, static_cast<size_t>(ApiEndpoint::kCount)>
-    kApiEndpointNames = {"publish", "broadcast", "presence", "other"};
+    kApiEndpointNames = {"publish", "broadcast", "presence", "history", "other"};
 // Every status an API answer can have (label `status`), in this order.
 inline constexpr std::array<int, 7> kApiStatuses = {200, 400, 401, 404, 405, 413, 503};
 // Index of `status` in kApiStatuses (the last, 503, for anything else).
@@ -61,7 +59,14 @@ struct ApiRequest {
   std::string event;    // publish / broadcast
   std::string payload;  // publish / broadcast: the payload's JSON text, byte for byte
   std::optional<std::string> idempotency_key;
+  // kHistory: ?since=OFFSET (the messages after it; 0: from the oldest held)
+  // and ?limit=N (1..kMaxApiHistoryLimit, default kMaxApiHistoryLimit).
+  uint64_t since = 0;
+  uint32_t limit = 0;
 };
+// The most messages one /api/history answer holds (a backend pages on with
+// ?since= the last offset it got).
+inline constexpr uint32_t kMaxApiHistoryLimit = 1000;
 
 struct ApiDecision {
   ApiEndpoint endpoint = ApiEndpoint::kOther;

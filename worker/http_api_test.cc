@@ -54,11 +54,30 @@ TEST(HttpApiTest, MissingOrWrongKeyIs401BeforeRouting) {
   EXPECT_EQ(d.body.find(kKey), std::string::npos);
 }
 
-TEST(HttpApiTest, UnknownPathsAnd_HistoryAre404) {
-  EXPECT_EQ(Post("/api/nope", "{}").status, 404);
-  EXPECT_EQ(Post("/api/history?topic=a", "{}").status, 404);
-  EXPECT_EQ(Post("/api/history?topic=a", "{}").endpoint, ApiEndpoint::kOther);
+TEST(HttpApiTest, HistoryTakesATopicASinceAndALimit) {
+  ApiPolicy policy;
+  policy.key = &kKey;
+  ApiDecision d =
+      DecideApi("GET", "/api/history?topic=room%3A1&since=17&limit=5", kAuth, "", policy);
+  ASSERT_TRUE(d.request);
+  EXPECT_EQ(d.endpoint, ApiEndpoint::kHistory);
+  EXPECT_EQ(d.request->topics, std::vector<std::string>{"room:1"});
+  EXPECT_EQ(d.request->since, 17u);
+  EXPECT_EQ(d.request->limit, 5u);
+  d = DecideApi("GET", "/api/history?topic=a", kAuth, "", policy);
+  ASSERT_TRUE(d.request);
+  EXPECT_EQ(d.request->since, 0u);
+  EXPECT_EQ(d.request->limit, kMaxApiHistoryLimit);
+  for (const char* bad : {"/api/history?topic=a&since=-1", "/api/history?topic=a&since=x",
+                          "/api/history?topic=a&limit=0", "/api/history?topic=a&limit=1001",
+                          "/api/history?topic=a&since=99999999999999999999", "/api/history"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(DecideApi("GET", bad, kAuth, "", policy).status, 400);
+  }
+  EXPECT_EQ(Post("/api/history?topic=a", "{}").status, 405);
 }
+
+TEST(HttpApiTest, UnknownPathsAre404) { EXPECT_EQ(Post("/api/nope", "{}").status, 404); }
 
 TEST(HttpApiTest, WrongMethodIs405) {
   ApiPolicy policy;

@@ -102,6 +102,51 @@ PresenceParse ParseJoinPresence(std::string_view payload, PresenceRequest* reque
   }
 }
 
+// A join's {"recover": {"epoch": "<16 hex digits>", "offset": N}}: N a
+// non-negative integer or its decimal string (what a delivery's ref slot
+// held). Anything else asks for nothing: the join is answered with the
+// current position and recovered:false, and the app reloads its state.
+std::optional<history::Position> ParseRecover(std::string_view payload) {
+  try {
+    boost::json::parse_options options;
+    options.max_depth = phx::kMaxJsonDepth;
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(
+        boost::json::string_view(payload.data(), payload.size()), ec, {}, options);
+    if (ec || !v.is_object()) return std::nullopt;
+    const boost::json::object* r = nullptr;
+    if (const boost::json::value* rv = v.get_object().if_contains("recover")) r = rv->if_object();
+    if (r == nullptr) return std::nullopt;
+    const boost::json::value* epoch = r->if_contains("epoch");
+    const boost::json::value* offset = r->if_contains("offset");
+    if (!epoch || !epoch->is_string() || !offset) return std::nullopt;
+    std::optional<uint64_t> stream = history::ParseEpoch(epoch->get_string());
+    if (!stream) return std::nullopt;
+    history::Position p{.stream = *stream};
+    if (const auto* u = offset->if_uint64()) {
+      p.offset = *u;
+    } else if (const auto* i = offset->if_int64(); i && *i >= 0) {
+      p.offset = static_cast<uint64_t>(*i);
+    } else if (const auto* d = offset->if_double();
+               d && *d >= 0 && *d <= 9007199254740992.0 &&
+               *d == static_cast<double>(static_cast<uint64_t>(*d))) {
+      p.offset = static_cast<uint64_t>(*d);
+    } else if (const auto* str = offset->if_string(); str && !str->empty() && str->size() <= 20) {
+      uint64_t n = 0;
+      for (char c : *str) {
+        if (c < '0' || c > '9' || n > (UINT64_MAX - 9) / 10) return std::nullopt;
+        n = n * 10 + static_cast<uint64_t>(c - '0');
+      }
+      p.offset = n;
+    } else {
+      return std::nullopt;
+    }
+    return p;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
 }  // namespace
 
 Hub::Hub(HubLimits limits, std::string ref_prefix, const ClusterView* cluster)
@@ -113,7 +158,7 @@ Hub::Hub(HubLimits limits, std::string ref_prefix, const ClusterView* cluster)
 void Hub::Resolve(std::vector<Action>* out, size_t first) const {
   for (size_t i = first; i < out->size(); ++i) {
     Action& a = (*out)[i];
-    if (a.kind != Action::Kind::kBroadcast) continue;
+    if (a.kind != Action::Kind::kBroadcast || a.sequenced) continue;
     const std::vector<ConnId>* subs = Subscribers(a.topic);
     a.recipients = subs ? std::span<const ConnId>(*subs) : std::span<const ConnId>();
   }
@@ -210,7 +255,18 @@ void Hub::HandleJoin(ConnId id, Conn& conn, const phx::Message& msg, std::vector
   topic.subscribers.push_back(id);
   Joined& joined = conn.joined.emplace_back(Joined{.topic = &*topic_it, .join_ref = msg.join_ref});
   ++stats_.joins_ok;
-  out->push_back(Send(id, phx::EncodeReply(msg.join_ref, msg.ref, msg.topic, kOk, kEmpty)));
+  if (KeepsHistory(msg.topic)) {
+    // The reply carries the stream's position, which the shard learns from
+    // the broker; everything else about the join is as for any topic.
+    out->push_back(Action{.kind = Action::Kind::kJoinHistory,
+                          .conn = id,
+                          .topic = msg.topic,
+                          .join_ref = msg.join_ref,
+                          .ref = msg.ref,
+                          .recover = msg.binary ? std::nullopt : ParseRecover(msg.payload)});
+  } else {
+    out->push_back(Send(id, phx::EncodeReply(msg.join_ref, msg.ref, msg.topic, kOk, kEmpty)));
+  }
 
   std::optional<std::string> diff;
   if (parse == PresenceParse::kTrack) {
@@ -291,6 +347,7 @@ void Hub::HandlePush(ConnId id, Conn& conn, const phx::Message& msg, std::vector
     return;
   }
   ++stats_.broadcasts;
+  const size_t first = out->size();
   if (msg.binary) {
     // Names from a decoded binary message fit the u8 lengths; an encoding
     // failure ("") would mean the message was built elsewhere, and an empty
@@ -305,6 +362,15 @@ void Hub::HandlePush(ConnId id, Conn& conn, const phx::Message& msg, std::vector
         Broadcast(msg.topic, id, phx::EncodeBroadcast(msg.topic, msg.event, msg.payload)));
     out->back().publish = cluster_ != nullptr;
   }
+  if (KeepsHistory(msg.topic) && out->size() > first) {
+    // Delivered here once the broker has sequenced it, the sender answered
+    // then, with its offset (docs/WORKER.md, History).
+    Action& a = out->back();
+    a.sequenced = true;
+    a.join_ref = joined.join_ref;
+    a.ref = msg.ref;
+    return;
+  }
   // The channel's join_ref, as Phoenix replies; it differs from the
   // message's only when the client sent null.
   out->push_back(Send(id, phx::EncodeReply(joined.join_ref, msg.ref, msg.topic, kOk, kEmpty)));
@@ -316,6 +382,11 @@ void Hub::Publish(std::string_view topic, std::string_view event, std::string_vi
   const size_t first = out->size();
   out->push_back(Broadcast(topic, 0, phx::EncodeBroadcast(topic, event, payload_json)));
   out->back().publish = cluster_ != nullptr;
+  if (KeepsHistory(topic)) {
+    out->back().sequenced = true;
+    out->back().key = std::string(key);
+    return;
+  }
   Resolve(out, first);
   if (cluster_ != nullptr && !key.empty()) {
     // The node's one ordering point decides whether this is the key's first
@@ -334,6 +405,35 @@ std::optional<std::string> Hub::PresenceState(std::string_view topic) const {
   if (it == topics_.end() || !it->second.remote_known) return std::nullopt;
   const Topic& t = it->second;
   return remote_.MergedStateJson(topic, t.presence ? t.presence->StateJson() : std::string(kEmpty));
+}
+
+bool Hub::JoinedAs(ConnId conn, std::string_view topic,
+                   const std::optional<std::string>& join_ref) const {
+  auto it = conns_.find(conn);
+  if (it == conns_.end()) return false;
+  const int index = FindJoined(it->second, topic);
+  return index >= 0 && it->second.joined[static_cast<size_t>(index)].join_ref == join_ref;
+}
+
+void Hub::ErrorTopic(std::string_view topic, std::vector<Action>* out) {
+  const std::vector<ConnId>* subs = Subscribers(topic);
+  if (subs == nullptr) return;
+  const size_t first = out->size();
+  // Unsubscribe changes the list (and erases the topic with its last one).
+  const std::vector<ConnId> channels = *subs;
+  for (ConnId id : channels) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    const int index = FindJoined(it->second, topic);
+    if (index < 0) continue;
+    const std::optional<std::string>& join_ref = it->second.joined[index].join_ref;
+    // Phoenix's [join_ref, join_ref, topic, "phx_error", {}].
+    out->push_back(Send(id, join_ref ? phx::EncodeChannelEvent(*join_ref, topic, phx::kError)
+                                     : phx::EncodePush(std::nullopt, topic, phx::kError, kEmpty)));
+    ++stats_.channels_errored;
+    Unsubscribe(id, it->second, static_cast<size_t>(index), 0, out);
+  }
+  Resolve(out, first);
 }
 
 void Hub::Disconnect(ConnId id, std::vector<Action>* out) {

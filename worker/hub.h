@@ -37,6 +37,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "protocol/history_spec.h"
 #include "protocol/mesh.h"
 #include "protocol/phoenix.h"
 #include "worker/presence.h"
@@ -66,6 +67,11 @@ struct Action {
     kSubscribe,    // `topic` got its first local subscriber
     kUnsubscribe,  // `topic` lost its last local subscriber
     kPresence,     // local presence on `topic` changed: `data` is a mesh PresenceChange JSON
+    // History (docs/WORKER.md, History): `conn` joined `topic`, which keeps
+    // history, as `join_ref` with push `ref` (and `recover`, if it asked):
+    // the shard answers once it knows the stream's position. The actions
+    // after this one for `conn` (its presence_state) wait for that answer.
+    kJoinHistory,
   };
   Kind kind;
   ConnId conn = 0;
@@ -84,6 +90,16 @@ struct Action {
   // joiner's presence_state, a refused join's reason): the transport must
   // not refuse it for size.
   bool owed = false;
+  // kBroadcast with `publish` on a topic that keeps history: nobody here is
+  // a recipient now; the broker sequences it and delivers it back, and only
+  // then do the local subscribers get it and the sender (`conn`, 0 for the
+  // HTTP API) its ok — with `join_ref` and `ref`, as Phoenix replies.
+  bool sequenced = false;
+  // kBroadcast (sequenced), kJoinHistory: the client's channel and push.
+  std::optional<std::string> join_ref;
+  std::optional<std::string> ref;
+  // kJoinHistory: where the client says it is, if it asked to recover.
+  std::optional<history::Position> recover;
 };
 
 // What the hub asks of the shard's link to the broker.
@@ -163,6 +179,22 @@ class Hub {
   // local subscribers, and every local presence meta per topic.
   void ClusterState(std::vector<std::string>* topics,
                     std::vector<mesh::TopicState>* presence) const;
+  // History: the topics matching `rules` (not owned, outlive the hub; null:
+  // none) keep history. Cluster only: the broker sequences them.
+  void KeepHistory(const history::Rules* rules) { history_ = rules; }
+  bool KeepsHistory(std::string_view topic) const {
+    return history_ != nullptr && cluster_ != nullptr && history_->Find(topic) != nullptr;
+  }
+  // Whether `conn` is joined to `topic` as `join_ref` (a history join's
+  // answer goes only to the channel that asked).
+  bool JoinedAs(ConnId conn, std::string_view topic,
+                const std::optional<std::string>& join_ref) const;
+  // History: `topic`'s stream broke here (another epoch, or a gap nobody can
+  // fill). Every channel on it gets phx_error and is closed, as Phoenix does
+  // when a channel crashes — its presence leaves — so that phoenix.js
+  // rejoins it and recovers what it can.
+  void ErrorTopic(std::string_view topic, std::vector<Action>* out);
+
   // Sockets joined to `topic` (nullptr if none), in join order.
   const std::vector<ConnId>* Subscribers(std::string_view topic) const;
 
@@ -191,6 +223,7 @@ class Hub {
     uint64_t broadcasts_refused = 0;       // refused while the cluster outbox was full
     uint64_t remote_invalid = 0;           // remote presence that did not parse
     uint64_t deliveries_from_cluster = 0;  // other shards' broadcasts with local recipients
+    uint64_t channels_errored = 0;         // channels closed with phx_error (ErrorTopic)
   };
   const Stats& stats() const { return stats_; }
 
@@ -265,6 +298,7 @@ class Hub {
   HubLimits limits_;
   std::string ref_prefix_;
   const ClusterView* cluster_ = nullptr;
+  const history::Rules* history_ = nullptr;
   int64_t now_ms_ = 0;  // of the message being handled
   RemotePresence remote_;
   uint64_t next_presence_seq_ = 1;

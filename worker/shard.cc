@@ -52,6 +52,10 @@ Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, Sha
     self->session_ =
         std::make_unique<ClusterSession>(self->opt_.cluster, self->link_.get(), handler);
     metrics->counters().clustered.store(true, std::memory_order_relaxed);
+    if (!self->opt_.history.rules.empty()) {
+      self->history_ = std::make_unique<HistoryStreams>(self->opt_.history);
+      self->hub_.KeepHistory(&self->history_->rules());
+    }
     self->session_->Start(MonoNowMs());
     self->Tick();
   }
@@ -93,6 +97,13 @@ void Shard::OnClosed(ConnId conn) {
 void Shard::OnApiRequest(ConnId conn, ApiRequest request) {
   if (request.endpoint == ApiEndpoint::kPresence) {
     ApiPresence(conn, request);
+  } else if (request.endpoint == ApiEndpoint::kHistory) {
+    if (session_) {
+      ApiHistory(conn, request);
+    } else {
+      gateway_->RespondApi(conn, request.endpoint, 404,
+                           ApiErrorBody("no_history", "the topic keeps no history"));
+    }
   } else {
     ApiPublish(conn, request);
   }
@@ -140,8 +151,20 @@ void Shard::ApiPublish(ConnId conn, const ApiRequest& r) {
   // delivered here until it says the key is new (docs/WORKER.md, Idempotency).
   const std::string_view key = r.idempotency_key ? std::string_view(*r.idempotency_key) : "";
   for (const std::string& topic : r.topics) hub_.Publish(topic, r.event, r.payload, &actions, key);
+  // A history topic's publish is answered once the broker has sequenced it,
+  // with its offset (Shard::SequencedForApi).
+  const uint64_t api = next_api_++;
+  api_context_ = api;
+  api_publishes_[api] =
+      ApiPublishWait{.conn = conn, .endpoint = r.endpoint, .key = r.idempotency_key};
   Perform(actions, gateway_->read_time_ns());
-  // History will add "offset" and "epoch" here for a history topic.
+  api_context_ = 0;
+  if (auto it = api_publishes_.find(api); it != api_publishes_.end()) {
+    if (it->second.remaining > 0) return;
+    api_publishes_.erase(it);
+  } else {
+    return;  // refused (FailApiPublish answered)
+  }
   const std::string body(kApiOkBody);
   if (r.idempotency_key) idempotency_.Insert(*r.idempotency_key, body, now);
   gateway_->RespondApi(conn, r.endpoint, 200, body);
@@ -203,12 +226,35 @@ void Shard::ExpirePresenceQueries(int64_t now_ms) {
 // --- To clients and the broker ---------------------------------------------
 
 void Shard::Perform(const std::vector<Action>& actions, int64_t read_ns) {
+  // A history join waiting for its answer: what else this call has for the
+  // joiner (its presence_state) waits with it.
+  uint64_t parking = 0;  // its id in parked_ (0: none)
   for (const Action& a : actions) {
     switch (a.kind) {
       case Action::Kind::kSend:
+        if (auto it = parking != 0 ? parked_.find(parking) : parked_.end();
+            it != parked_.end() && it->second.conn == a.conn) {
+          it->second.deferred.push_back(Action{
+              .kind = a.kind, .conn = a.conn, .data = a.data, .binary = a.binary, .owed = a.owed});
+          break;
+        }
         gateway_->Send(a.conn, a.binary, a.data, a.owed);
         break;
+      case Action::Kind::kJoinHistory: {
+        // Answered at once (the stream's position is known here) or parked.
+        parking = next_join_;
+        JoinHistory(a);
+        break;
+      }
       case Action::Kind::kBroadcast:
+        if (a.sequenced) {
+          if (!session_) break;
+          const uint64_t stamp = read_ns != 0 ? WallFromMonoNs(read_ns) : 0;
+          AwaitSequenced(session_->Publish(a.topic, a.data, a.binary, stamp, a.key, MonoNowMs(),
+                                           /*sequenced=*/true),
+                         a);
+          break;
+        }
         if (!a.recipients.empty()) {
           counters_.deliveries.fetch_add(gateway_->Deliver(a.recipients, a.conn, a.binary, a.data),
                                          std::memory_order_relaxed);
@@ -224,9 +270,17 @@ void Shard::Perform(const std::vector<Action>& actions, int64_t read_ns) {
         break;
       case Action::Kind::kSubscribe:
         if (session_) session_->Subscribe(a.topic);
+        // After the subscribe, on the same connection: every offset past the
+        // position the broker answers comes as a delivery.
+        if (history_ && history_->Keeps(a.topic)) {
+          std::vector<HistoryAction> out;
+          history_->OnSubscribed(a.topic, &out);
+          PerformHistory(out);
+        }
         break;
       case Action::Kind::kUnsubscribe:
         if (session_) session_->Unsubscribe(a.topic);
+        if (history_ && history_->Keeps(a.topic)) history_->OnUnsubscribed(a.topic);
         break;
       case Action::Kind::kPresence:
         if (session_) session_->Presence(a.topic, a.data);
@@ -255,6 +309,13 @@ void Shard::EndOfTurn() {
       metrics_->ObserveDeliverLatency(DeliverSource::kLocal, now - t);
     }
     turn_broadcasts_ns_.clear();
+  }
+  if (!turn_sequenced_stamps_.empty()) {
+    const int64_t now = WallNowNs();
+    for (uint64_t t : turn_sequenced_stamps_) {
+      metrics_->ObserveDeliverLatency(DeliverSource::kSequenced, now - static_cast<int64_t>(t));
+    }
+    turn_sequenced_stamps_.clear();
   }
   if (!turn_cluster_stamps_.empty()) {
     // Another shard's clock, maybe another machine's: a stamp from the
@@ -352,6 +413,8 @@ void Shard::Cron() {
     hub_.SendOverdueStates(MonoNowMs(), &actions);
     Perform(actions, 0);
     ExpirePresenceQueries(MonoNowMs());
+    ExpireApiHistory(MonoNowMs());
+    if (history_) history_->Expire(MonoNowMs());
   }
   gateway_->Sweep();
   counters_.loop_lag_ns.store(loop_->last_timer_lag().count(), std::memory_order_relaxed);

@@ -34,6 +34,7 @@
 #include "worker/broker_link.h"
 #include "worker/cluster_session.h"
 #include "worker/gateway.h"
+#include "worker/history.h"
 #include "worker/http_api.h"
 #include "worker/hub.h"
 #include "worker/worker_metrics.h"
@@ -47,6 +48,8 @@ struct ShardOptions {
   // The node's broker (tcp:// or ipc://); empty: a shard on its own.
   std::string broker_endpoint;
   ClusterOptions cluster;
+  // Topics that keep history (cluster only: the broker sequences them).
+  HistoryOptions history;
 };
 
 class Shard : private Gateway::Listener, private ClusterSession::Handler, private ClusterView {
@@ -92,6 +95,23 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   void Deliver(std::string_view topic, std::string_view message, bool binary,
                uint64_t stamp) override;
   void RemotePresence(std::string_view topic, std::string_view json, bool snapshot) override;
+  void DeliverSequenced(std::string_view topic, const mesh::Message& msg) override;
+  void History(const mesh::Message& msg) override;
+  void Welcomed() override;
+  void HistoryState(std::vector<mesh::StreamPosition>* positions,
+                    std::vector<std::string>* restates) override;
+
+  // History (worker/shard_history.cc).
+  void AwaitSequenced(uint64_t seq, const Action& a);
+  void JoinHistory(const Action& a);
+  void PerformHistory(std::vector<HistoryAction>& actions);
+  void DeliverInOrder(const std::string& topic, const Sequenced& entry);
+  void AnswerJoin(const HistoryAction& h);
+  void SequencedForApi(uint64_t api, const std::string& topic, const Sequenced& entry);
+  void FailApiPublish(uint64_t api);
+  void ApiHistory(ConnId conn, const ApiRequest& r);
+  void AnswerApiHistory(const mesh::Message& msg, const std::vector<Sequenced>& entries);
+  void ExpireApiHistory(int64_t now_ms);
 
   // ClusterView: what the hub asks of the session.
   bool up() const override { return session_->up(); }
@@ -120,8 +140,10 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   EventLoop::TimerId tick_timer_ = 0;
   std::unique_ptr<Gateway> gateway_;         // last: its sockets close before the rest goes
   std::vector<int64_t> turn_broadcasts_ns_;  // read times of this turn's client broadcasts
-  // Publish stamps (Unix ns) of this turn's deliveries from other shards.
+  // Publish stamps (Unix ns) of this turn's deliveries from other shards,
+  // and of this shard's own sequenced broadcasts (history topics).
   std::vector<uint64_t> turn_cluster_stamps_;
+  std::vector<uint64_t> turn_sequenced_stamps_;
   uint64_t cron_ticks_ = 0;
   bool draining_ = false;
   bool clients_gone_ = false;  // the gateway's drain is over
@@ -146,6 +168,52 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
     bool subscribed = false;
   };
   std::unordered_map<std::string, PresenceWait> presence_waits_;
+
+  // --- History ---
+  std::unique_ptr<HistoryStreams> history_;  // null unless topics keep history
+  // This shard's broadcasts on history topics, by seq, until the broker
+  // delivers them back sequenced: whom to answer then.
+  struct OwnPublish {
+    ConnId conn = 0;  // 0: an API publish
+    std::string topic;
+    std::optional<std::string> join_ref;
+    std::optional<std::string> ref;
+    uint64_t api = 0;  // the API publish it belongs to, if any
+  };
+  std::unordered_map<uint64_t, OwnPublish> own_;
+  // Joins of history topics waiting for HistoryStreams' answer, and the
+  // joiner's actions (its presence_state) that must come after it.
+  struct ParkedJoin {
+    ConnId conn;
+    std::string topic;
+    std::optional<std::string> join_ref;
+    std::optional<std::string> ref;
+    std::vector<Action> deferred;
+  };
+  std::unordered_map<uint64_t, ParkedJoin> parked_;
+  uint64_t next_join_ = 1;
+  // API publishes waiting for their history topics' offsets.
+  struct ApiPublishWait {
+    ConnId conn = 0;
+    ApiEndpoint endpoint = ApiEndpoint::kPublish;
+    size_t remaining = 0;
+    std::string positions;  // the answer's offsets so far
+    std::optional<std::string> key;
+  };
+  std::unordered_map<uint64_t, ApiPublishWait> api_publishes_;
+  uint64_t next_api_ = 1;
+  uint64_t api_context_ = 0;  // the API publish being performed, 0 otherwise
+  // /api/history requests waiting for the broker's answer, by fetch id.
+  struct ApiHistoryWait {
+    ConnId conn;
+    int64_t deadline_ms;
+  };
+  std::unordered_map<uint64_t, ApiHistoryWait> api_history_;
+  uint64_t next_api_fetch_ = 1;
+
+ public:
+  // How long /api/history waits for the broker.
+  static constexpr int64_t kApiHistoryWaitMs = 5000;
 };
 
 }  // namespace sb::worker

@@ -28,6 +28,7 @@
 #include "common/signal_fd.h"
 #include "common/tcp_listen.h"
 #include "common/unique_fd.h"
+#include "protocol/history_spec.h"
 #include "worker/auth.h"
 #include "worker/http_upgrade.h"
 #include "worker/shard.h"
@@ -160,8 +161,34 @@ int main(int argc, char** argv) {
                  "... and their bytes, at most (a larger broadcast still goes, alone)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  std::vector<std::string> history_rules;
+  app.add_option("--history", history_rules,
+                 "PATTERN=SIZE/TTL: topics matching PATTERN keep their last SIZE broadcasts for "
+                 "TTL (e.g. 'room:*=1000/10m'); repeatable, the first match wins; needs --broker");
+  app.add_option("--recovery-max", opt.history.recovery_max,
+                 "most messages a rejoin may recover (more: recovered:false)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1000000u));
+  app.add_option("--history-max-bytes", opt.history.max_bytes,
+                 "history copies this shard keeps, bytes at most (the oldest go first)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
   sb::InitLogging(kProgram);
+  if (!history_rules.empty()) {
+    sb::Result<sb::history::Rules> rules = sb::history::Rules::Parse(history_rules);
+    if (!rules.ok()) {
+      sb::PrintFatal(kProgram, "keep history", rules.status().message());
+      return sb::kExitUsage;
+    }
+    // The broker gives each message its offset: a shard alone has nobody
+    // to sequence its topics.
+    if (opt.broker_endpoint.empty()) {
+      sb::PrintFatal(kProgram, "keep history", "--history needs --broker (the broker sequences)");
+      return sb::kExitUsage;
+    }
+    opt.history.rules = std::move(rules).value();
+  }
 
   opt.gateway.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(idle_s * 1000));
   opt.gateway.message_timeout = std::chrono::milliseconds(static_cast<int64_t>(message_s * 1000));

@@ -34,7 +34,10 @@ constexpr std::array<std::string_view, static_cast<size_t>(TokenFailure::kCount)
     kTokenFailureNames = {"missing", "malformed",     "algorithm", "signature", "claims",
                           "expired", "not_yet_valid", "audience",  "issuer",    "error"};
 constexpr std::array<std::string_view, static_cast<size_t>(DeliverSource::kCount)> kSourceNames = {
-    "local", "cluster"};
+    "local", "cluster", "sequenced"};
+// By Recovery (worker/history.h), in its order.
+constexpr std::array<std::string_view, 6> kRecoveryNames = {"not_asked", "recovered", "other_epoch",
+                                                            "too_old",   "too_many",  "ahead"};
 constexpr std::array<std::string_view, static_cast<size_t>(Rejection::kCount)> kRejectionNames = {
     "rate_limited", "unmatched_topic", "reserved_event", "stale_join_ref"};
 constexpr std::array<std::string_view, kStaticStatuses.size()> kStaticStatusNames = {
@@ -162,6 +165,36 @@ class Collector : public prometheus::Collectable {
                   Load(c.api_requests[e][s]));
         }
       }
+    }
+    if (c.history_on.load(std::memory_order_relaxed)) {
+      out.Gauge(m::kWorkerHistoryMessages, "History messages this shard holds copies of",
+                Load(c.history_messages));
+      out.Gauge(m::kWorkerHistoryBytes, "Bytes of the history copies this shard holds",
+                Load(c.history_bytes));
+      out.Gauge(m::kWorkerHistoryTopics, "Topics this shard holds history copies of",
+                Load(c.history_topics));
+      out.CounterPerLabel(m::kWorkerHistoryRecoveriesTotal,
+                          "Joins of history topics answered, by result (recovered: true, or why "
+                          "not)",
+                          m::kLabelResult, kRecoveryNames,
+                          [&](size_t i) { return Load(c.history_recoveries[i]); });
+      out.Counter(m::kWorkerHistoryRecoveredMessagesTotal,
+                  "Messages pushed to rejoining clients from history",
+                  Load(c.history_recovered_messages));
+      MetricFamily& gaps =
+          out.Family(m::kWorkerHistoryGapsTotal,
+                     "Holes in a topic's offsets this shard saw, by outcome", MetricType::Counter);
+      out.Add(gaps, {{std::string(m::kLabelResult), "filled"}}, Load(c.history_gaps_filled));
+      out.Add(gaps, {{std::string(m::kLabelResult), "unfillable"}},
+              Load(c.history_gaps_unfillable));
+      out.Counter(m::kWorkerHistoryResetsTotal,
+                  "Topics whose channels got phx_error (another epoch, or a gap nobody could fill)",
+                  Load(c.history_resets));
+      out.Counter(m::kWorkerHistoryDuplicatesTotal,
+                  "Sequenced deliveries dropped as already delivered (by offset)",
+                  Load(c.history_duplicates));
+      out.Counter(m::kWorkerHistoryFetchesTotal, "History fetches sent to the broker",
+                  Load(c.history_fetches));
     }
     out.Gauge(m::kEventLoopLagSeconds, "How late the event loop ran its last due timer",
               Load(c.loop_lag_ns) / 1e9);

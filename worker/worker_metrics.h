@@ -59,13 +59,23 @@ struct WorkerCounters {
   std::array<std::array<A<uint64_t>, kApiStatuses.size()>, static_cast<size_t>(ApiEndpoint::kCount)>
       api_requests{};
   A<bool> api_on{false};
+  // History (docs/WORKER.md, History).
+  A<bool> history_on{false};
+  A<uint64_t> history_messages{0}, history_bytes{0}, history_topics{0};
+  std::array<A<uint64_t>, 6> history_recoveries{};  // by Recovery (worker/history.h)
+  A<uint64_t> history_recovered_messages{0}, history_resets{0};
+  A<uint64_t> history_gaps_filled{0}, history_gaps_unfillable{0}, history_duplicates{0},
+      history_fetches{0};
 };
 
 // Where a delivered broadcast was published: on this shard (from a client's
 // message read here to its frame handed to every local recipient), or on
 // another shard (from the read on that shard, through the broker, to the
-// frame handed to this shard's recipients: the whole publish → deliver path).
-enum class DeliverSource : uint8_t { kLocal, kCluster, kCount };
+// frame handed to this shard's recipients: the whole publish → deliver path),
+// or on this shard on a topic that keeps history (the read, the broker's
+// sequencing and the way back, to the frames handed to the local
+// recipients and the sender's ok: the price of sequencing).
+enum class DeliverSource : uint8_t { kLocal, kCluster, kSequenced, kCount };
 
 class WorkerMetrics {
  public:
