@@ -24,7 +24,18 @@ if (!name) {
 const socket = new Socket(url, { transport: WebSocket });
 socket.onError(() => console.error(`(cannot reach ${url}; retrying)`));
 socket.connect();
-const channel = socket.channel(topic, { presence: { key: name, meta: { since: Date.now() } } });
+// Where we are in the room's history ({epoch, offset}): every rejoin asks
+// for what was said meanwhile (the params closure is re-evaluated each time).
+let position = null;
+let recovering = 0;
+const channel = socket.channel(topic, () => ({
+  presence: { key: name, meta: { since: Date.now() } },
+  ...(position ? { recover: position } : {}),
+}));
+const seen = (ref) => {
+  const offset = Number(ref);
+  if (position && Number.isInteger(offset) && offset > position.offset) position.offset = offset;
+};
 const presence = new Presence(channel);
 let online = "";
 presence.onSync(() => {
@@ -32,10 +43,29 @@ presence.onSync(() => {
   if (names !== online) console.log(`(online: ${names})`);
   online = names;
 });
-channel.on("say", (msg) => console.log(`${msg.from}: ${msg.text}`));
+channel.on("say", (msg, ref) => {
+  seen(ref);
+  console.log(`${msg.from}: ${msg.text}`);
+  if (recovering > 0 && --recovering === 0) console.log("(caught up)");
+});
+let joined = false;
 channel
   .join()
-  .receive("ok", () => console.log(`(joined ${topic} as ${name}; type and press Enter)`))
+  // Runs on every rejoin (phoenix.js resends the same join).
+  .receive("ok", (r = {}) => {
+    if (joined && r.epoch !== undefined) {
+      if (r.recovered && position) {
+        recovering = r.offset - position.offset;
+        console.log(`(reconnected: recovered ${recovering} messages)`);
+      } else {
+        console.log("(reconnected: what was said meanwhile is not in the room's history)");
+      }
+    } else {
+      console.log(`(joined ${topic} as ${name}; type and press Enter)`);
+    }
+    if (r.epoch !== undefined && !(r.recovered && position)) position = { epoch: r.epoch, offset: r.offset };
+    joined = true;
+  })
   .receive("error", (e) => console.error("(join refused)", e));
 
 process.stdin.setEncoding("utf8");
@@ -46,7 +76,7 @@ process.stdin.on("data", (chunk) => {
   while ((nl = pending.indexOf("\n")) >= 0) {
     const text = pending.slice(0, nl).trim();
     pending = pending.slice(nl + 1);
-    if (text) channel.push("say", { from: name, text });
+    if (text) channel.push("say", { from: name, text }).receive("ok", (r = {}) => seen(String(r.offset)));
   }
 });
 process.stdin.on("end", () => socket.disconnect(() => process.exit(0)));

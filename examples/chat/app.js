@@ -55,18 +55,22 @@ function renderOnline(presence, me) {
   );
 }
 
-// Message history does not exist on the server yet. When it does, a rejoin
-// asks the room for what was said while this page was away and adds it
-// here, before the "reconnected" notice; until then a reconnect only says
-// that messages sent meanwhile were missed.
-function recoverHistory(_channel) {}
-
 function join(name, room) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new Socket(`${scheme}://${location.host}/socket`);
-  const channel = socket.channel(`room:${room}`, {
+  // Where this page is in the room's history ({epoch, offset}): every
+  // rejoin asks for what was said meanwhile (phoenix.js re-evaluates the
+  // params closure each time) and the server pushes it before anything new.
+  let position = null;
+  let recovering = 0;
+  const seen = (ref) => {
+    const offset = Number(ref);
+    if (position && Number.isInteger(offset) && offset > position.offset) position.offset = offset;
+  };
+  const channel = socket.channel(`room:${room}`, () => ({
     presence: { key: name, meta: { since: Date.now() } },
-  });
+    ...(position ? { recover: position } : {}),
+  }));
   const presence = new Presence(channel);
   let joinedOnce = false;
   const lost = () => setConnection(joinedOnce ? "reconnecting" : "connecting");
@@ -76,15 +80,26 @@ function join(name, room) {
   socket.onClose(lost);
   channel.onError(lost);
   presence.onSync(() => renderOnline(presence, name));
-  channel.on("say", ({ from, text }) => addMessage({ from: String(from), text: String(text) }));
+  channel.on("say", ({ from, text }, ref) => {
+    seen(ref);
+    addMessage({ from: String(from), text: String(text), kind: recovering > 0 ? "recovered" : "" });
+    if (recovering > 0) recovering -= 1;
+  });
   channel
     .join()
     // Runs again on every rejoin: phoenix.js resends the same join.
-    .receive("ok", () => {
+    .receive("ok", (r = {}) => {
+      const recovered = Boolean(r.recovered && position);
       if (joinedOnce) {
-        recoverHistory(channel);
-        addMessage({ text: "reconnected (messages sent meanwhile were missed)", kind: "notice" });
+        recovering = recovered ? r.offset - position.offset : 0;
+        addMessage({
+          text: recovered
+            ? `reconnected: recovered ${recovering} messages`
+            : "reconnected (messages sent meanwhile were missed)",
+          kind: "notice",
+        });
       }
+      if (r.epoch !== undefined && !recovered) position = { epoch: r.epoch, offset: r.offset };
       joinedOnce = true;
       setConnection("online");
     })
@@ -107,6 +122,7 @@ function join(name, room) {
     const line = addMessage({ from: name, text, kind: "mine" });
     channel
       .push("say", { from: name, text })
+      .receive("ok", (r = {}) => seen(String(r.offset)))
       .receive("error", ({ reason } = {}) => {
         line.classList.add("failed");
         line.title = `not sent: ${reason || "refused"}`;

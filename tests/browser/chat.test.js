@@ -130,8 +130,11 @@ it('two pages on two shards chat, and a page whose shard is killed reconnects by
   const chatDir = env('SWITCHBOARD_CHAT_DIR');
   const outDir = env('SWITCHBOARD_TEST_OUTPUT_DIR');
   assert.ok(fs.existsSync(path.join(chatDir, 'phoenix.mjs')), `${chatDir}/phoenix.mjs: build the chat_page target`);
-  const args = ['--static', chatDir];
-  const cluster = await startCluster({ shards: [{ args }, { args }], name: 'browser' });
+  // The rooms keep history, as in config/cluster.yaml: a page that
+  // reconnects recovers what was said meanwhile.
+  const history = ['--history', 'room:*=1000/10m'];
+  const args = ['--static', chatDir, ...history];
+  const cluster = await startCluster({ shards: [{ args }, { args }], brokerArgs: history, name: 'browser' });
   let browser = null;
   try {
     browser = await puppeteer.launch({
@@ -169,6 +172,10 @@ it('two pages on two shards chat, and a page whose shard is killed reconnects by
     await a.page.bringToFront();
     await recordStates(a);
     const oldPid = await cluster.kill('shard-0');
+    // Said while page A's shard is down (or just back): page A gets it once,
+    // recovered on its rejoin or live after it.
+    await say(b, 'said while you were away');
+    await a.page.bringToFront();
     await cluster.waitRestarted('shard-0', oldPid, { timeout: WAIT_MS, polling: POLL_MS });
     await a.page
       .waitForFunction(() => {
@@ -182,7 +189,10 @@ it('two pages on two shards chat, and a page whose shard is killed reconnects by
     await waitConnection(a, 'online');
     // The new shard-0 process holds page A's socket.
     await cluster.waitForMetric(s0, 'switchboard_worker_connections', {}, (v) => v === 1, { timeout: WAIT_MS, polling: POLL_MS });
-    await waitMessage(a, 'reconnected (messages sent meanwhile were missed)');
+    await waitMessage(a, 'bobsaid while you were away');
+    const lines = await messages(a);
+    assert.equal(lines.filter((l) => l === 'bobsaid while you were away').length, 1, JSON.stringify(lines));
+    assert.ok(lines.some((l) => /^reconnected: recovered [01] messages$/.test(l)), JSON.stringify(lines));
     await waitOnline(a, ['alice (you)', 'bob']);
     await waitOnline(b, ['alice', 'bob (you)']);
     assert.equal(await connection(b), 'online', 'page B never lost its shard');
