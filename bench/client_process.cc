@@ -133,8 +133,32 @@ void ClientProcess::ReadCommand() {
   }
 }
 
+namespace {
+
+// Where a fan-out delivery's payload starts: after [null,null,"fan","pub",
+// or, on a topic that keeps history, [null,"<offset>","fan","pub",; 0 for
+// anything else.
+size_t BroadcastPrefix(std::string_view msg) {
+  static constexpr std::string_view kHead = "[null,";
+  static constexpr std::string_view kTail = ",\"fan\",\"pub\",";
+  if (!msg.starts_with(kHead)) return 0;
+  size_t at = kHead.size();
+  if (msg.substr(at).starts_with("null")) {
+    at += 4;
+  } else if (at < msg.size() && msg[at] == '"') {
+    size_t end = at + 1;
+    while (end < msg.size() && msg[end] >= '0' && msg[end] <= '9') ++end;
+    if (end == at + 1 || end >= msg.size() || msg[end] != '"') return 0;
+    at = end + 1;
+  } else {
+    return 0;
+  }
+  return msg.substr(at).starts_with(kTail) ? at + kTail.size() : 0;
+}
+
+}  // namespace
+
 void ClientProcess::OnMessage(size_t i, std::string_view msg) {
-  static constexpr std::string_view kBroadcast = "[null,null,\"fan\",\"pub\",";
   if (phase_[i] == Phase::kHandshake) {
     phx::Message m;
     phx::DecodeError err;
@@ -149,12 +173,13 @@ void ClientProcess::OnMessage(size_t i, std::string_view msg) {
       conns_[i].Close();
       Ended(i);
     }
-  } else if (config_.role == ClientRole::kSubscriber && msg.starts_with(kBroadcast)) {
+  } else if (const size_t body = config_.role == ClientRole::kSubscriber ? BroadcastPrefix(msg) : 0;
+             body != 0) {
     uint64_t now = MonoNs();
     ++delivered_[i];
     ++report_.deliveries;
     report_.last_delivery_ns = now;
-    size_t k = msg.find("\"t\":", kBroadcast.size());
+    size_t k = msg.find("\"t\":", body);
     uint64_t t = 0;
     for (k = k == std::string_view::npos ? msg.size() : k + 4; k < msg.size(); ++k) {
       if (msg[k] < '0' || msg[k] > '9') break;

@@ -100,6 +100,7 @@ struct Options {
   int shards = 1;
   int broker_queue = 0;
   std::string broker;
+  std::string history;  // SIZE/TTL for "fan", or empty
 };
 
 struct Worker {
@@ -472,7 +473,7 @@ bool RunFanout(Run& r, Child& pub) {
       // The shard's own publish → deliver histogram (read on the publishing
       // shard to handed to the kernel here), beside the clients' figures
       // (which add the client's read and parse): by where it was published.
-      for (const char* source : {"local", "cluster"}) {
+      for (const char* source : {"local", "cluster", "sequenced"}) {
         const ScrapedHistogram h = ReadHistogram(wb, "switchboard_worker_deliver_latency_seconds",
                                                  std::string("source=\"") + source + "\"");
         const std::string q = p + "server_latency_" + source + "_";
@@ -531,6 +532,9 @@ int main(int argc, char** argv) {
   app.add_option("--broker-queue", o.broker_queue,
                  "the broker's --queue-max-messages (0: its own default)")
       ->capture_default_str();
+  app.add_option("--history", o.history,
+                 "fanout: the topic keeps history (SIZE/TTL given to the broker and the shards "
+                 "as --history fan=SIZE/TTL; --shards 2 or more)");
   app.add_option("--broker", o.broker, "switchboard-broker to run (--shards 2 or more)")
       ->capture_default_str();
   if (std::optional<int> exit = sb::ParseCommandLine(app, argc, argv)) return *exit;
@@ -543,6 +547,9 @@ int main(int argc, char** argv) {
   }
   if (o.shards < 1 || o.shards > 16 || o.broker_queue < 0) return Usage("out-of-range value");
   if (o.shards > 1 && idle) return Usage("--shards applies to the fanout scenario");
+  if (!o.history.empty() && (idle || o.shards < 2)) {
+    return Usage("--history needs the fanout scenario and --shards 2 or more (a broker)");
+  }
   if (o.procs <= 0) o.procs = (n + kFdsPerProcess - 1) / kFdsPerProcess;
   // Each client process talks to one shard: as many per shard.
   o.procs = (o.procs + o.shards - 1) / o.shards * o.shards;
@@ -572,6 +579,7 @@ int main(int argc, char** argv) {
     if (o.broker_queue > 0) {
       bargs.insert(bargs.end(), {"--queue-max-messages", std::to_string(o.broker_queue)});
     }
+    if (!o.history.empty()) bargs.insert(bargs.end(), {"--history", "fan=" + o.history});
     if (!StartWorker(o.broker, bargs, dir + "/broker.log", start_by, &broker->proc,
                      "bound tcp://127.0.0.1:") ||
         !WaitForPort(&broker->proc, "metrics on 127.0.0.1:", start_by, &broker->metrics_port)) {
@@ -589,6 +597,7 @@ int main(int argc, char** argv) {
       wargs.insert(wargs.end(), {"--shard", std::to_string(k), "--broker",
                                  "tcp://127.0.0.1:" + std::to_string(broker->proc.port),
                                  "--metrics", "127.0.0.1:0"});
+      if (!o.history.empty()) wargs.insert(wargs.end(), {"--history", "fan=" + o.history});
       log = dir + "/worker" + std::to_string(k) + ".log";
     }
     Worker& w = ws[static_cast<size_t>(k)];
