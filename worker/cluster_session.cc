@@ -282,6 +282,9 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
     case mesh::Type::kPublish:
     case mesh::Type::kCredit:
     case mesh::Type::kPresence:
+    case mesh::Type::kFetch:
+    case mesh::Type::kRestate:
+    case mesh::Type::kHistory:
       // What only a shard sends.
       ++counters_.bad_frames;
       return;
