@@ -199,14 +199,15 @@ void HistoryStreams::OnHistory(std::string_view topic, uint64_t id, uint64_t str
   s.fetch = Fetch{};
   const bool changed = stream != 0 && s.stream != 0 && stream != s.stream;
   if (changed) {
-    // Not the stream this shard had: its channels' clients saw messages of
-    // a stream that is gone. Everything before the answer's top is the new
-    // stream's past.
+    // Not the stream this shard had: everything before the answer's top is
+    // the new stream's past. Channels answered since the topic was synced
+    // saw the old stream and are reset; while syncing, none was answered
+    // (a join naming the old epoch is answered kOtherEpoch).
     DropCopies(s);
     for (auto it = s.held.begin(); it != s.held.end();) {
       it = it->second->stream != stream ? s.held.erase(it) : std::next(it);
     }
-    Reset(s, out);
+    if (s.state == Phase::kSynced) Reset(s, out);
     s.last = top;
   } else if (f.kind == FetchKind::kPosition) {
     s.last = top;

@@ -200,6 +200,24 @@ TEST_F(HistoryTest, AnAnswerOfAnotherStreamResets) {
   EXPECT_EQ(Deliver(9, kOther), Lines{"deliver 9"}) << "going on from the new stream's top";
 }
 
+TEST_F(HistoryTest, AnotherStreamFoundWhenSyncingResetsNothing) {
+  EXPECT_EQ(Deliver(4), Lines{"deliver 4"});  // its own, unsubscribed
+  EXPECT_EQ(Subscribe(), Lines{"fetch 1 after 0 limit 0"});
+  EXPECT_EQ(Join(1, Recover{kStream, 4}), Lines{});
+  EXPECT_EQ(History(1, 2, 1, {}, kOther), Lines{"answer 1 top 2 other_epoch"})
+      << "no channel was answered on the old stream";
+  EXPECT_EQ(h_.messages(), 0u);
+  EXPECT_EQ(h_.stats().resets, 0u);
+}
+
+TEST_F(HistoryTest, AJoinDuringAGapFetchIsAnsweredBeforeTheGapsMessages) {
+  Synced(3);
+  EXPECT_EQ(Deliver(6), Lines{"fetch 2 after 3 limit 2"});
+  EXPECT_EQ(Join(9, Recover{kStream, 3}), Lines{}) << "waits for the gap";
+  EXPECT_EQ(History(2, 6, 1, Range(4, 5)),
+            (Lines{"answer 9 top 3 recovered", "deliver 4", "deliver 5", "deliver 6"}));
+}
+
 TEST_F(HistoryTest, AJoinWithoutRecoverIsAnsweredAtTheLastOffset) {
   Synced(3);
   EXPECT_EQ(Join(9, std::nullopt), Lines{"answer 9 top 3 not_asked"});
