@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <span>
 
 namespace sb::worker {
 
@@ -12,6 +13,51 @@ uint32_t Limit(uint64_t n) {
 }
 
 }  // namespace
+
+Sequenced SequencedOf(const mesh::Message& msg) {
+  Sequenced s;
+  s.offset = msg.offset;
+  s.stream = msg.stream;
+  s.origin = msg.origin;
+  s.seq = msg.seq;
+  s.flags = msg.flags;
+  s.stamp = msg.stamp;
+  s.message = std::string(msg.body);
+  return s;
+}
+
+std::string PackRestate(std::string_view topic, const Sequenced& m) {
+  mesh::Message r;
+  r.type = mesh::Type::kRestate;
+  r.origin = m.origin;
+  r.seq = m.seq;
+  r.flags = static_cast<uint8_t>(m.flags | mesh::kFlagSequenced);
+  r.stamp = m.stamp;
+  r.topic = topic;
+  r.body = m.message;
+  r.offset = m.offset;
+  r.stream = m.stream;
+  return mesh::Pack(r);
+}
+
+Status DecodeHistory(const mesh::Message& answer, std::vector<Sequenced>* out) {
+  if (answer.body.empty()) return Status::Ok();
+  Status bad = Status::Ok();
+  Status s = mesh::ForEachInBatch(answer.body, [&](std::span<const std::string_view> frames) {
+    if (!bad.ok()) return;
+    mesh::Message m;
+    if (Status d = mesh::Decode(frames, &m); !d.ok()) {
+      bad = d;
+    } else if (m.type != mesh::Type::kDeliver || (m.flags & mesh::kFlagSequenced) == 0) {
+      bad = Status::Refused("a history entry that is not a sequenced delivery");
+    } else if (m.topic != answer.topic || m.stream != answer.stream) {
+      bad = Status::Refused("a history entry of another topic or stream");
+    } else {
+      out->push_back(SequencedOf(m));
+    }
+  });
+  return s.ok() ? bad : s;
+}
 
 HistoryStreams::HistoryStreams(HistoryOptions options) : options_(std::move(options)) {}
 

@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/status.h"
 #include "protocol/history_spec.h"
 #include "protocol/mesh.h"
 
@@ -53,6 +54,18 @@ struct Sequenced {
   std::string message;  // the Phoenix message bytes as published
   int64_t at_ms = 0;    // when this shard got it (for the rule's TTL)
 };
+
+// A sequenced kDeliver (or kRestate) as kept; its at_ms is 0 (OnDeliver and
+// OnHistory set it).
+Sequenced SequencedOf(const mesh::Message& msg);
+// `m` as a packed kRestate on `topic`: what a hello's restates are
+// (ClusterSession::Handler::HistoryState).
+std::string PackRestate(std::string_view topic, const Sequenced& m);
+// The messages a kHistory answer carries, in its order, appended to `out`.
+// Refused, naming what is wrong, at the first that is not a sequenced
+// kDeliver on the answer's topic and stream (those before it are kept: a
+// broker sends no such thing, and the next fetch asks again).
+Status DecodeHistory(const mesh::Message& answer, std::vector<Sequenced>* out);
 
 // What a join asks to recover: its {"recover":{"epoch","offset"}}.
 struct Recover {

@@ -365,5 +365,71 @@ TEST_F(HistoryTest, StateNamesEveryStreamAndRestatesNewestFirstWithinTheBound) {
   EXPECT_EQ(h_.stats().restate_left_out, 1u);
 }
 
+TEST(HistoryWireTest, ARestateAndAHistoryAnswerCarryEveryField) {
+  Sequenced m = Msg(5);
+  m.flags = mesh::kFlagStamped;
+  m.stamp = 99;
+  m.seq = 12;
+  const std::string packed = PackRestate("room:a", m);
+  std::vector<std::string_view> frames;
+  ASSERT_TRUE(mesh::Unpack(packed, &frames).ok());
+  mesh::Message r;
+  ASSERT_TRUE(mesh::Decode(frames, &r).ok());
+  EXPECT_EQ(r.type, mesh::Type::kRestate);
+  EXPECT_EQ(r.topic, "room:a");
+  Sequenced back = SequencedOf(r);
+  EXPECT_EQ(back.offset, 5u);
+  EXPECT_EQ(back.stream, kStream);
+  EXPECT_EQ(back.origin, 7u);
+  EXPECT_EQ(back.seq, 12u);
+  EXPECT_EQ(back.flags, mesh::kFlagStamped | mesh::kFlagSequenced);
+  EXPECT_EQ(back.stamp, 99u);
+  EXPECT_EQ(back.message, "m5");
+
+  // A kHistory body: each entry a u32 length then a packed sequenced kDeliver.
+  auto entry = [](uint64_t offset, std::string_view topic, uint64_t stream, uint8_t flags) {
+    mesh::Message d;
+    d.type = mesh::Type::kDeliver;
+    d.origin = 7;
+    d.seq = offset;
+    d.flags = flags;
+    d.topic = topic;
+    d.body = "x";
+    d.offset = offset;
+    d.stream = stream;
+    std::string p = mesh::Pack(d);
+    const uint32_t n = static_cast<uint32_t>(p.size());
+    std::string out(reinterpret_cast<const char*>(&n), 4);  // little-endian, as the hosts we run
+    return out + p;
+  };
+  mesh::Message answer;
+  answer.type = mesh::Type::kHistory;
+  answer.topic = "room:a";
+  answer.stream = kStream;
+  std::string body = entry(1, "room:a", kStream, mesh::kFlagSequenced) +
+                     entry(2, "room:a", kStream, mesh::kFlagSequenced);
+  answer.body = body;
+  std::vector<Sequenced> got;
+  ASSERT_TRUE(DecodeHistory(answer, &got).ok());
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].offset, 2u);
+  got.clear();
+  body = entry(1, "room:a", kStream, mesh::kFlagSequenced) +
+         entry(2, "room:b", kStream, mesh::kFlagSequenced);
+  answer.body = body;
+  EXPECT_FALSE(DecodeHistory(answer, &got).ok());
+  EXPECT_EQ(got.size(), 1u) << "the ones before are kept";
+  got.clear();
+  body = entry(1, "room:a", kOther, mesh::kFlagSequenced);
+  answer.body = body;
+  EXPECT_FALSE(DecodeHistory(answer, &got).ok());
+  body = entry(1, "room:a", kStream, 0);
+  answer.body = body;
+  EXPECT_FALSE(DecodeHistory(answer, &got).ok()) << "not sequenced";
+  answer.body = "";
+  EXPECT_TRUE(DecodeHistory(answer, &got).ok());
+  EXPECT_TRUE(got.empty());
+}
+
 }  // namespace
 }  // namespace sb::worker
