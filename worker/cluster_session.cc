@@ -81,6 +81,11 @@ void ClusterSession::SendHello(int64_t now_ms) {
     hello.idempotency.push_back(
         {c.key, c.topic, c.seq, static_cast<uint32_t>(std::max<int64_t>(now_ms - c.at_ms, 0))});
   }
+  // The history this shard holds: a new broker takes each stream's epoch
+  // and top from the hellos and rebuilds its messages from the restates.
+  std::vector<std::string> restates;
+  handler_->HistoryState(&hello.history, &restates, options_.max_restate_bytes);
+  hello.restate = restates.size();
   std::string body = mesh::EncodeHello(hello);
   ++counters_.hellos;
   resync_ = false;
@@ -98,6 +103,40 @@ void ClusterSession::SendHello(int64_t now_ms) {
   // again rather than waiting a whole interval.
   if (!Send(Of(mesh::Type::kHello, {}, body))) return;
   last_hello_ms_ = now_ms;
+  // Right after the hello, on the same connection: the broker counts them
+  // against the hello's `restate`. The link's send queue is not bounded
+  // (ZMQ_SNDHWM 0), so a send fails only when the connection is gone; then
+  // the broker has not got all it was promised, and the next tick says hello
+  // again (with every restate) on the next connection. The broker reads at
+  // most mesh::kRecvHighWaterMark messages ahead: max_restate_bytes of
+  // batches of mesh::kBatchBytes is far fewer.
+  if (!SendRestates(restates)) {
+    resync_ = true;
+    return;
+  }
+  counters_.restated += restates.size();
+}
+
+bool ClusterSession::SendRestates(const std::vector<std::string>& restates) {
+  size_t i = 0;
+  while (i < restates.size()) {
+    while (i < restates.size() && !batch_.full()) batch_.Add(restates[i++]);
+    if (!transport_->SendPacked(batch_.Finish())) return false;
+  }
+  return true;
+}
+
+bool ClusterSession::Fetch(uint64_t id, std::string_view topic, uint64_t after, uint32_t limit) {
+  // Not before a welcome: a broker that has not welcomed this hello does not
+  // answer it, and the welcome makes the caller send it again.
+  if (!up_) return false;
+  mesh::Message m = Of(mesh::Type::kFetch, topic);
+  m.id = id;
+  m.offset = after;
+  m.n = limit;
+  if (!Send(m)) return false;
+  ++counters_.fetches;
+  return true;
 }
 
 void ClusterSession::SendPublishes() {
@@ -139,7 +178,7 @@ bool ClusterSession::CanPublish(size_t bytes) const {
 }
 
 void ClusterSession::Publish(std::string_view topic, std::string_view message, bool binary,
-                             uint64_t stamp, std::string_view key, int64_t now_ms) {
+                             uint64_t stamp, std::string_view key, int64_t now_ms, bool sequenced) {
   // A message over the mesh's bounds never enters the outbox: the broker
   // would refuse it, or its socket would drop the connection of a batch too
   // large for a frame, again after every reconnect.
@@ -148,9 +187,9 @@ void ClusterSession::Publish(std::string_view topic, std::string_view message, b
     ++counters_.too_large;
     return;
   }
-  const uint8_t flags = static_cast<uint8_t>((binary ? mesh::kFlagBinary : 0) |
-                                             (stamp != 0 ? mesh::kFlagStamped : 0) |
-                                             (!key.empty() ? mesh::kFlagKeyed : 0));
+  const uint8_t flags = static_cast<uint8_t>(
+      (binary ? mesh::kFlagBinary : 0) | (stamp != 0 ? mesh::kFlagStamped : 0) |
+      (!key.empty() ? mesh::kFlagKeyed : 0) | (sequenced ? mesh::kFlagSequenced : 0));
   if (!key.empty()) {
     ExpireClaims(now_ms);
     if (claims_.size() >= mesh::kMaxHelloKeys) claims_.pop_front();
@@ -205,6 +244,7 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       if (epoch_ != 0 && msg.epoch != epoch_) ++counters_.epoch_changes;
       epoch_ = msg.epoch;
       up_ = true;
+      handler_->Welcomed();
       return;
     case mesh::Type::kReset: {
       // News if we were welcomed since our last hello, or it is an interval
@@ -243,6 +283,16 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
     }
     case mesh::Type::kDeliver: {
       ++consumed_;
+      if ((msg.flags & mesh::kFlagSequenced) != 0) {
+        // Not through the per-origin table: the topic's stream drops a repeat
+        // (a re-send after a broker restart keeps its offset) by its offset,
+        // exactly and per topic, even one from an origin the table has
+        // forgotten (max_origins), and the origin's own publishes come back
+        // this way, which the table was not made for.
+        ++counters_.sequenced;
+        handler_->DeliverSequenced(msg.topic, msg);
+        return;
+      }
       auto it = last_delivered_.find(msg.origin);
       if (it == last_delivered_.end()) {
         ForgetAnOriginIfFull();
@@ -275,6 +325,12 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       ++counters_.presence;
       handler_->RemotePresence(msg.topic, msg.body, msg.type == mesh::Type::kSnapshot);
       return;
+    case mesh::Type::kHistory:
+      // An answer to a fetch, not a data message: no credit (docs/PROTOCOL.md,
+      // Credit); the shard has at most one fetch outstanding per topic.
+      ++counters_.histories;
+      handler_->History(msg);
+      return;
     case mesh::Type::kHello:
     case mesh::Type::kBatch:
     case mesh::Type::kSubscribe:
@@ -284,8 +340,7 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
     case mesh::Type::kPresence:
     case mesh::Type::kFetch:
     case mesh::Type::kRestate:
-    case mesh::Type::kHistory:
-      // What only a shard sends (kHistory: not handled yet).
+      // What only a shard sends.
       ++counters_.bad_frames;
       return;
   }

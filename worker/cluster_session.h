@@ -5,7 +5,9 @@
 // heartbeats both ways and the broker's liveness, the broker's last member
 // list (sent back in every hello, so a new broker knows whom to expect), the keyed publishes of
 // the last five minutes (restated in every hello, so a new broker knows the node's idempotency
-// keys); the outbox of publishes
+// keys); the history streams this shard holds (named in every hello, their copies restated
+// right after it, so a new broker rebuilds history from them), fetches of history and their
+// answers; the outbox of publishes
 // (numbered, kept until acked, sent in order in windows paced by acks and re-sent after every
 // welcome, bounded: when full, the hub refuses broadcasts); duplicate suppression of deliveries per
 // origin instance (a bounded table); and the credit the shard grants back, once per loop turn. Does
@@ -56,6 +58,13 @@ struct ClusterOptions {
   // and 100,000 keys on long topics would not fit. Older ones are left out
   // (counted): a new broker does not know them.
   size_t max_hello_key_bytes = 16u << 20;
+  // The history copies restated after a hello (kRestate), at most this many
+  // bytes of topics and messages: they are queued at once, in the shard's
+  // memory until the broker reads them (the link's send queue is not
+  // bounded), and a new broker settles only once they have come. Copies
+  // beyond it are left out (the handler counts them): a new broker does not
+  // hold them.
+  size_t max_restate_bytes = 16u << 20;
   int64_t heartbeat_ms = 1000;
   int misses = 3;  // broker silent for heartbeat_ms × misses: it is gone
 };
@@ -85,6 +94,19 @@ class ClusterSession {
     // Other shards' presence on `topic`: a presence_diff, or (snapshot) their
     // whole presence_state.
     virtual void RemotePresence(std::string_view topic, std::string_view json, bool snapshot) = 0;
+    // A broadcast on a history topic (kFlagSequenced: offset and stream set),
+    // this shard's own included: in offset order or not, repeated or not —
+    // the topic's stream (worker/history) decides.
+    virtual void DeliverSequenced(std::string_view /*topic*/, const mesh::Message& /*msg*/) {}
+    // The answer to a Fetch (kHistory).
+    virtual void History(const mesh::Message& /*msg*/) {}
+    // The broker welcomed this shard: fetches it has not answered go again.
+    virtual void Welcomed() {}
+    // For a hello: the history streams this shard holds, and the copies it
+    // restates (each a packed kRestate, mesh::Pack), at most `max_bytes` of
+    // topics and messages in all.
+    virtual void HistoryState(std::vector<mesh::StreamPosition>* /*positions*/,
+                              std::vector<std::string>* /*restates*/, size_t /*max_bytes*/) {}
   };
 
   ClusterSession(ClusterOptions options, Transport* transport, Handler* handler);
@@ -107,9 +129,14 @@ class ClusterSession {
   // `key`: an HTTP API publish's idempotency key (mesh::kFlagKeyed), 1..
   // mesh::kMaxKeyBytes, or empty; a keyed publish is remembered with
   // `now_ms` for kKeyTtlMs and restated in every hello, so that a new
-  // broker knows the keys this shard accepted.
+  // broker knows the keys this shard accepted. `sequenced`: the topic keeps
+  // history (mesh::kFlagSequenced): the broker delivers it to this shard too.
   void Publish(std::string_view topic, std::string_view message, bool binary, uint64_t stamp = 0,
-               std::string_view key = {}, int64_t now_ms = 0);
+               std::string_view key = {}, int64_t now_ms = 0, bool sequenced = false);
+  // Asks the broker for `topic`'s history after `after`, at most `limit`
+  // messages (kFetch), now if it has welcomed this shard; false if not sent
+  // (the caller sends it again after the next welcome: Handler::Welcomed).
+  bool Fetch(uint64_t id, std::string_view topic, uint64_t after, uint32_t limit);
   void Subscribe(std::string_view topic);
   void Unsubscribe(std::string_view topic);
   // `change_json`: a mesh PresenceChange.
@@ -142,6 +169,10 @@ class ClusterSession {
     uint64_t too_large = 0;          // broadcasts over the mesh's bounds, not published
     uint64_t acked = 0;              // ... and acked
     uint64_t delivered = 0;          // kDeliver handed to local subscribers
+    uint64_t sequenced = 0;          // sequenced kDeliver handed to the history streams
+    uint64_t histories = 0;          // kHistory answers handed over
+    uint64_t fetches = 0;            // kFetch sent
+    uint64_t restated = 0;           // kRestate sent after a hello
     uint64_t duplicates = 0;         // kDeliver already delivered (after a resync)
     uint64_t origins_forgotten = 0;  // origin instances dropped from the dedupe table
     uint64_t presence = 0;           // kDiff and kSnapshot received
@@ -171,6 +202,9 @@ class ClusterSession {
     int64_t at_ms;
   };
   void SendHello(int64_t now_ms);
+  // Sends `restates` (packed kRestate) in batches; false if one could not be
+  // handed over.
+  bool SendRestates(const std::vector<std::string>& restates);
   // Forgets the keyed publishes older than mesh::kKeyTtlMs at `now_ms`.
   void ExpireClaims(int64_t now_ms);
   bool Send(const mesh::Message& msg);

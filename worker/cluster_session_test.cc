@@ -21,13 +21,34 @@ class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
   // Records what the session sends, whichever way (protocol/mesh_testing).
   bool Send(const mesh::Message& msg) override {
     if (!connected) return false;
+    if (msg.type == mesh::Type::kFetch) {
+      fetches.push_back(std::to_string(msg.id) + " " + std::string(msg.topic) + " after " +
+                        std::to_string(msg.offset) + " limit " + std::to_string(msg.n));
+    }
     log.Record(msg);
     return true;
   }
   bool SendPacked(std::string_view packed) override {
-    if (!connected) return false;
+    if (!connected || packed_budget == 0) return false;
+    if (packed_budget > 0) --packed_budget;
+    RecordRestates(packed);
     log.RecordPacked(packed);
     return true;
+  }
+  // The offsets of the kRestate messages in a packed kBatch (the log keeps
+  // no offset).
+  void RecordRestates(std::string_view packed) {
+    std::vector<std::string_view> frames;
+    mesh::Message m;
+    if (!mesh::Unpack(packed, &frames).ok() || !mesh::Decode(frames, &m).ok()) return;
+    if (m.type != mesh::Type::kBatch) return;
+    Status s = mesh::ForEachInBatch(m.body, [&](std::span<const std::string_view> inner) {
+      mesh::Message one;
+      if (mesh::Decode(inner, &one).ok() && one.type == mesh::Type::kRestate) {
+        restated.push_back(std::string(one.topic) + "#" + std::to_string(one.offset));
+      }
+    });
+    EXPECT_TRUE(s.ok());
   }
   void ClusterState(std::vector<std::string>* t, std::vector<mesh::TopicState>* p) override {
     *t = topics;
@@ -42,7 +63,33 @@ class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
     remote.push_back(std::string(snapshot ? "state " : "diff ") + std::string(topic) + " " +
                      std::string(json));
   }
+  void DeliverSequenced(std::string_view topic, const mesh::Message& m) override {
+    sequenced.push_back(std::string(topic) + "|" + std::string(m.body) + "|" +
+                        std::to_string(m.offset) + "/" + std::to_string(m.stream));
+  }
+  void History(const mesh::Message& m) override {
+    histories.push_back(std::string(m.topic) + " " + std::to_string(m.id) + " " +
+                        std::to_string(m.stream) + " " + std::to_string(m.top) + " " +
+                        std::to_string(m.first) + " " + std::to_string(m.body.size()));
+  }
+  void Welcomed() override { ++welcomed; }
+  void HistoryState(std::vector<mesh::StreamPosition>* p, std::vector<std::string>* r,
+                    size_t max_bytes) override {
+    *p = positions;
+    *r = restates;
+    restate_bound = max_bytes;
+  }
   std::vector<SentMessage> Of(mesh::Type type) const { return log.Of(type); }
+
+  std::vector<std::string> fetches;    // kFetch sent: "id topic after N limit N"
+  int packed_budget = -1;              // packed sends that succeed (-1: all)
+  std::vector<std::string> restated;   // "topic#offset" of each kRestate sent
+  std::vector<std::string> sequenced;  // DeliverSequenced: "topic|body|offset/stream"
+  std::vector<std::string> histories;  // History: "topic id stream top first body-bytes"
+  int welcomed = 0;
+  std::vector<mesh::StreamPosition> positions;  // HistoryState's
+  std::vector<std::string> restates;            // ... packed kRestate
+  size_t restate_bound = 0;                     // the bound it was given
 
   std::vector<uint64_t> stamps;  // of each delivery, in order
   bool connected = true;
@@ -74,6 +121,16 @@ class ClusterSessionTest : public ::testing::Test {
     session_.OnMessage(views, now_);
   }
   void Welcome(uint64_t epoch) { Receive({.type = mesh::Type::kWelcome, .epoch = epoch}); }
+  void DeliverSequenced(uint64_t origin, uint64_t seq, const std::string& body, uint64_t offset) {
+    Receive({.type = mesh::Type::kDeliver,
+             .seq = seq,
+             .origin = origin,
+             .flags = mesh::kFlagSequenced,
+             .topic = "h",
+             .body = body,
+             .offset = offset,
+             .stream = 77});
+  }
   void Deliver(uint64_t origin, uint64_t seq, const std::string& body) {
     Receive(
         {.type = mesh::Type::kDeliver, .seq = seq, .origin = origin, .topic = "t", .body = body});
@@ -530,6 +587,152 @@ TEST_F(ClusterSessionTest, ABatchFromTheBrokerIsHandledMessageByMessage) {
   session_.Flush();
   ASSERT_EQ(fake_.Of(mesh::Type::kCredit).size(), 1u);
   EXPECT_EQ(fake_.Of(mesh::Type::kCredit)[0].n, 2u);
+}
+
+}  // namespace
+}  // namespace sb::worker
+
+namespace sb::worker {
+namespace {
+
+std::string Restate(uint64_t offset, size_t bytes = 2) {
+  return mesh::Pack({.type = mesh::Type::kRestate,
+                     .seq = offset,
+                     .origin = 5,
+                     .flags = mesh::kFlagSequenced,
+                     .topic = "h",
+                     .body = std::string(bytes, 'x'),
+                     .offset = offset,
+                     .stream = 77});
+}
+
+TEST_F(ClusterSessionTest, APublishOnAHistoryTopicIsSequenced) {
+  session_.Start(now_);
+  Welcome(1);
+  session_.Publish("h", "m1", false, 0, {}, now_, /*sequenced=*/true);
+  session_.Publish("t", "m2", false);
+  session_.Flush();
+  auto pubs = fake_.Of(mesh::Type::kPublish);
+  ASSERT_EQ(pubs.size(), 2u);
+  EXPECT_EQ(pubs[0].flags, mesh::kFlagSequenced);
+  EXPECT_EQ(pubs[1].flags, 0u);
+}
+
+TEST_F(ClusterSessionTest, SequencedDeliveriesGoToTheStreamsRepeatsAndOwnIncluded) {
+  session_.Start(now_);
+  Welcome(1);
+  session_.Publish("h", "mine", false, 0, {}, now_, true);
+  session_.Flush();
+  // Its own comes back (the origin answers its client's push with the offset);
+  // a re-send after a broker restart comes again with the same offset: the
+  // stream, not the origin table, drops it.
+  DeliverSequenced(0xabc, 1, "mine", 4);
+  DeliverSequenced(0xabc, 1, "mine", 4);
+  DeliverSequenced(7, 9, "x", 5);
+  EXPECT_EQ(fake_.sequenced, (std::vector<std::string>{"h|mine|4/77", "h|mine|4/77", "h|x|5/77"}));
+  EXPECT_TRUE(fake_.delivered.empty());
+  EXPECT_EQ(session_.counters().sequenced, 3u);
+  EXPECT_EQ(session_.counters().duplicates, 0u);
+  // The origin table is left alone: origin 7's plain deliveries are judged by
+  // its plain seqs.
+  EXPECT_EQ(session_.origins(), 0u);
+  Deliver(7, 3, "y");
+  EXPECT_EQ(fake_.delivered, std::vector<std::string>{"t|y"});
+  session_.Flush();
+  auto credits = fake_.Of(mesh::Type::kCredit);
+  ASSERT_EQ(credits.size(), 1u);
+  EXPECT_EQ(credits[0].n, 4u) << "sequenced deliveries are data messages";
+}
+
+TEST_F(ClusterSessionTest, AHistoryAnswerGoesToTheHandlerAndIsNotCredited) {
+  session_.Start(now_);
+  Welcome(1);
+  Receive(
+      {.type = mesh::Type::kHistory, .topic = "h", .stream = 77, .id = 3, .top = 9, .first = 2});
+  Receive({.type = mesh::Type::kHistory,
+           .topic = "h",
+           .body = "abcd",
+           .stream = 77,
+           .id = 4,
+           .top = 9,
+           .first = 2});
+  EXPECT_EQ(fake_.histories, (std::vector<std::string>{"h 3 77 9 2 0", "h 4 77 9 2 4"}));
+  EXPECT_EQ(session_.counters().histories, 2u);
+  session_.Flush();
+  EXPECT_TRUE(fake_.Of(mesh::Type::kCredit).empty());
+}
+
+TEST_F(ClusterSessionTest, AFetchGoesOnlyToABrokerThatWelcomedUsAndAWelcomeIsReported) {
+  session_.Start(now_);
+  EXPECT_FALSE(session_.Fetch(1, "h", 0, 0)) << "not welcomed";
+  EXPECT_EQ(fake_.welcomed, 0);
+  Welcome(1);
+  EXPECT_EQ(fake_.welcomed, 1);
+  EXPECT_TRUE(session_.Fetch(1, "h", 3, 5));
+  EXPECT_EQ(fake_.fetches, std::vector<std::string>{"1 h after 3 limit 5"});
+  fake_.connected = false;
+  EXPECT_FALSE(session_.Fetch(2, "h", 0, 0)) << "no connection";
+  EXPECT_EQ(session_.counters().fetches, 1u);
+  fake_.connected = true;
+  Receive({.type = mesh::Type::kReset});
+  Welcome(2);
+  EXPECT_EQ(fake_.welcomed, 2) << "every welcome: the shard re-sends what is unanswered";
+}
+
+TEST_F(ClusterSessionTest, TheHelloNamesTheStreamsAndTheRestatesFollowItInBatches) {
+  fake_.positions = {{"h", 77, 3}};
+  // Three of 40 KiB: two batches (one is cut at mesh::kBatchBytes).
+  fake_.restates = {Restate(3, 40 << 10), Restate(2, 40 << 10), Restate(1, 40 << 10)};
+  session_.Start(now_);
+  EXPECT_EQ(fake_.restate_bound, size_t{16} << 20) << "the default bound";
+  auto hellos = fake_.Of(mesh::Type::kHello);
+  ASSERT_EQ(hellos.size(), 1u);
+  Result<mesh::Hello> h = mesh::DecodeHello(hellos[0].body);
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->history, fake_.positions);
+  EXPECT_EQ(h->restate, 3u);
+  EXPECT_EQ(fake_.restated, (std::vector<std::string>{"h#3", "h#2", "h#1"}));
+  EXPECT_EQ(fake_.log.batches, 2);
+  ASSERT_EQ(fake_.log.sent.size(), 4u);
+  EXPECT_EQ(fake_.log.sent[0].type, mesh::Type::kHello) << "the hello first";
+  EXPECT_EQ(session_.counters().restated, 3u);
+}
+
+TEST_F(ClusterSessionTest, RestatesThatCouldNotAllBeSentMakeTheNextTickSayHelloAgain) {
+  fake_.positions = {{"h", 77, 3}};
+  fake_.restates = {Restate(3, 40 << 10), Restate(2, 40 << 10), Restate(1, 40 << 10)};
+  fake_.packed_budget = 1;  // the connection goes after the first batch
+  session_.Start(now_);
+  EXPECT_EQ(fake_.restated.size(), 2u);
+  EXPECT_EQ(session_.counters().restated, 0u);
+  fake_.packed_budget = -1;
+  now_ += 100;
+  session_.OnTick(now_);
+  ASSERT_EQ(fake_.Of(mesh::Type::kHello).size(), 2u);
+  EXPECT_EQ(fake_.restated.size(), 5u) << "all of them again after the second hello";
+  EXPECT_EQ(session_.counters().restated, 3u);
+}
+
+TEST_F(ClusterSessionTest, AHelloThatCouldNotBeSentSendsNoRestate) {
+  fake_.positions = {{"h", 77, 1}};
+  fake_.restates = {Restate(1)};
+  fake_.connected = false;
+  session_.Start(now_);
+  EXPECT_TRUE(fake_.restated.empty());
+  fake_.connected = true;
+  now_ += 100;
+  session_.OnTick(now_);
+  EXPECT_EQ(fake_.restated, std::vector<std::string>{"h#1"});
+}
+
+TEST(ClusterSessionRestateTest, TheBoundIsTheOptions) {
+  Fake fake;
+  ClusterOptions o;
+  o.instance = 1;
+  o.max_restate_bytes = 1234;
+  ClusterSession session(o, &fake, &fake);
+  session.Start(0);
+  EXPECT_EQ(fake.restate_bound, 1234u);
 }
 
 }  // namespace
