@@ -177,15 +177,16 @@ bool ClusterSession::CanPublish(size_t bytes) const {
          outbox_bytes_ + bytes <= options_.max_outbox_bytes;
 }
 
-void ClusterSession::Publish(std::string_view topic, std::string_view message, bool binary,
-                             uint64_t stamp, std::string_view key, int64_t now_ms, bool sequenced) {
+uint64_t ClusterSession::Publish(std::string_view topic, std::string_view message, bool binary,
+                                 uint64_t stamp, std::string_view key, int64_t now_ms,
+                                 bool sequenced) {
   // A message over the mesh's bounds never enters the outbox: the broker
   // would refuse it, or its socket would drop the connection of a batch too
   // large for a frame, again after every reconnect.
   if (topic.empty() || topic.size() > mesh::kMaxTopicBytes ||
       message.size() > mesh::kMaxBodyBytes || key.size() > mesh::kMaxKeyBytes) {
     ++counters_.too_large;
-    return;
+    return 0;
   }
   const uint8_t flags = static_cast<uint8_t>(
       (binary ? mesh::kFlagBinary : 0) | (stamp != 0 ? mesh::kFlagStamped : 0) |
@@ -199,6 +200,7 @@ void ClusterSession::Publish(std::string_view topic, std::string_view message, b
                              std::string(key)});
   outbox_bytes_ += topic.size() + message.size();
   ++counters_.published;
+  return next_seq_ - 1;
 }
 
 void ClusterSession::ExpireClaims(int64_t now_ms) {

@@ -131,7 +131,9 @@ class ClusterSession {
   // `now_ms` for kKeyTtlMs and restated in every hello, so that a new
   // broker knows the keys this shard accepted. `sequenced`: the topic keeps
   // history (mesh::kFlagSequenced): the broker delivers it to this shard too.
-  void Publish(std::string_view topic, std::string_view message, bool binary, uint64_t stamp = 0,
+  // Returns its seq (what the broker's delivery of it carries), 0 if it
+  // was not published.
+  uint64_t Publish(std::string_view topic, std::string_view message, bool binary, uint64_t stamp = 0,
                std::string_view key = {}, int64_t now_ms = 0, bool sequenced = false);
   // Asks the broker for `topic`'s history after `after`, at most `limit`
   // messages (kFetch), now if it has welcomed this shard; false if not sent

@@ -317,6 +317,12 @@ void HistoryStreams::Join(uint64_t join_id, std::string_view topic, std::optiona
   Settle(s, out);
 }
 
+bool HistoryStreams::Holds(std::string_view topic, uint64_t offset) const {
+  auto it = streams_.find(std::string(topic));
+  return it != streams_.end() && it->second.state != Phase::kUnsubscribed &&
+         it->second.held.contains(offset);
+}
+
 void HistoryStreams::ForgetJoin(uint64_t join_id) {
   auto it = join_topics_.find(join_id);
   if (it == join_topics_.end()) return;

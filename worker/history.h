@@ -130,6 +130,11 @@ class HistoryStreams {
   // topic after its kAnswer is beyond the answer's top, and the answer's
   // messages are exactly its offset + 1 .. top.
   void Join(uint64_t join_id, std::string_view topic, std::optional<Recover> recover, Actions* out);
+  // Whether `topic`'s stream holds `offset` back for a later kDeliver (a gap
+  // or a sync in progress). The shard answers its own broadcast's sender in
+  // the stream's order when it is delivered, and at once when the stream
+  // will not deliver it (it had it already, or dropped what it held).
+  bool Holds(std::string_view topic, uint64_t offset) const;
   // The join's socket is gone, or it left before its answer: never answered.
   void ForgetJoin(uint64_t join_id);
   // A welcome: the fetches not answered are sent again (same ids).

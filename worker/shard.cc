@@ -54,7 +54,7 @@ Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, Sha
     metrics->counters().clustered.store(true, std::memory_order_relaxed);
     if (!self->opt_.history.rules.empty()) {
       self->history_ = std::make_unique<HistoryStreams>(self->opt_.history);
-      self->hub_.KeepHistory(&self->history_->rules());
+      self->hub_.KeepHistory(&self->opt_.history.rules);
     }
     self->session_->Start(MonoNowMs());
     self->Tick();
@@ -414,7 +414,10 @@ void Shard::Cron() {
     Perform(actions, 0);
     ExpirePresenceQueries(MonoNowMs());
     ExpireApiHistory(MonoNowMs());
-    if (history_) history_->Expire(MonoNowMs());
+    if (history_) {
+      history_->Expire(MonoNowMs());
+      AnswerDroppedOwn();
+    }
   }
   gateway_->Sweep();
   counters_.loop_lag_ns.store(loop_->last_timer_lag().count(), std::memory_order_relaxed);

@@ -99,7 +99,7 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   void History(const mesh::Message& msg) override;
   void Welcomed() override;
   void HistoryState(std::vector<mesh::StreamPosition>* positions,
-                    std::vector<std::string>* restates) override;
+                    std::vector<std::string>* restates, size_t max_bytes) override;
 
   // History (worker/shard_history.cc).
   void AwaitSequenced(uint64_t seq, const Action& a);
@@ -107,6 +107,10 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   void PerformHistory(std::vector<HistoryAction>& actions);
   void DeliverInOrder(const std::string& topic, const Sequenced& entry);
   void AnswerJoin(const HistoryAction& h);
+  // Answers the sender of this shard's own `entry` (its push's ok, or its
+  // API publish); returns the sender's socket (0: none, or an API publish).
+  ConnId AnswerOwn(const std::string& topic, const Sequenced& entry);
+  void AnswerDroppedOwn();
   void SequencedForApi(uint64_t api, const std::string& topic, const Sequenced& entry);
   void FailApiPublish(uint64_t api);
   void ApiHistory(ConnId conn, const ApiRequest& r);
@@ -179,6 +183,9 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
     std::optional<std::string> join_ref;
     std::optional<std::string> ref;
     uint64_t api = 0;  // the API publish it belongs to, if any
+    // As the broker delivered it back, while the stream holds it for its
+    // turn (a gap before it is being fetched).
+    std::shared_ptr<const Sequenced> sequenced;
   };
   std::unordered_map<uint64_t, OwnPublish> own_;
   // Joins of history topics waiting for HistoryStreams' answer, and the

@@ -51,12 +51,26 @@ void Shard::AwaitSequenced(uint64_t seq, const Action& a) {
   if (api_context_ != 0) ++api_publishes_[api_context_].remaining;
 }
 
+void Shard::AnswerDroppedOwn() {
+  // What the stream held and then dropped (its last subscriber left, a new
+  // epoch) is never delivered in order: its sender is answered here.
+  std::vector<std::pair<std::string, std::shared_ptr<const Sequenced>>> due;
+  for (const auto& [seq, own] : own_) {
+    if (own.sequenced && !history_->Holds(own.topic, own.sequenced->offset)) {
+      due.emplace_back(own.topic, own.sequenced);
+    }
+  }
+  for (const auto& [topic, entry] : due) AnswerOwn(topic, *entry);
+}
+
 void Shard::JoinHistory(const Action& a) {
   const uint64_t join = next_join_++;
   parked_.emplace(
       join, ParkedJoin{.conn = a.conn, .topic = a.topic, .join_ref = a.join_ref, .ref = a.ref});
   std::vector<HistoryAction> out;
-  history_->Join(join, a.topic, a.recover, &out);
+  std::optional<Recover> recover;
+  if (a.recover) recover = Recover{.stream = a.recover->stream, .offset = a.recover->offset};
+  history_->Join(join, a.topic, recover, &out);
   PerformHistory(out);
 }
 
@@ -88,22 +102,9 @@ void Shard::PerformHistory(std::vector<HistoryAction>& actions) {
 void Shard::DeliverInOrder(const std::string& topic, const Sequenced& entry) {
   const bool binary = (entry.flags & mesh::kFlagBinary) != 0;
   const bool mine = entry.origin == opt_.cluster.instance;
-  ConnId sender = 0;
-  if (mine) {
-    if (auto it = own_.find(entry.seq); it != own_.end()) {
-      OwnPublish own = std::move(it->second);
-      own_.erase(it);
-      sender = own.conn;
-      // The sender's ok, in the stream's order: after every delivery before
-      // its offset, before every one after it.
-      if (own.conn != 0) {
-        gateway_->Send(own.conn, false,
-                       phx::EncodeReply(own.join_ref, own.ref, topic, phx::kStatusOk,
-                                        "{" + PositionJson(entry.stream, entry.offset) + "}"));
-      }
-      if (own.api != 0) SequencedForApi(own.api, topic, entry);
-    }
-  }
+  // The sender's ok, in the stream's order: after every delivery before its
+  // offset, before every one after it.
+  const ConnId sender = mine ? AnswerOwn(topic, entry) : 0;
   const std::span<const ConnId> to = hub_.Deliver(topic);
   if (!to.empty()) {
     const std::string framed =
@@ -114,6 +115,20 @@ void Shard::DeliverInOrder(const std::string& topic, const Sequenced& entry) {
       (mine ? turn_sequenced_stamps_ : turn_cluster_stamps_).push_back(entry.stamp);
     }
   }
+}
+
+ConnId Shard::AnswerOwn(const std::string& topic, const Sequenced& entry) {
+  auto it = own_.find(entry.seq);
+  if (it == own_.end()) return 0;
+  OwnPublish own = std::move(it->second);
+  own_.erase(it);
+  if (own.conn != 0) {
+    gateway_->Send(own.conn, false,
+                   phx::EncodeReply(own.join_ref, own.ref, topic, phx::kStatusOk,
+                                    "{" + PositionJson(entry.stream, entry.offset) + "}"));
+  }
+  if (own.api != 0) SequencedForApi(own.api, topic, entry);
+  return own.conn;
 }
 
 void Shard::AnswerJoin(const HistoryAction& h) {
@@ -144,52 +159,43 @@ void Shard::AnswerJoin(const HistoryAction& h) {
 
 void Shard::DeliverSequenced(std::string_view topic, const mesh::Message& msg) {
   const int64_t now = MonoNowMs();
-  Sequenced entry{.offset = msg.offset,
-                  .stream = msg.stream,
-                  .origin = msg.origin,
-                  .seq = msg.seq,
-                  .flags = msg.flags,
-                  .stamp = (msg.flags & mesh::kFlagStamped) != 0 ? msg.stamp : 0,
-                  .message = std::string(msg.body),
-                  .at_ms = now};
+  Sequenced entry = SequencedOf(msg);
   if (!history_) {
     // Sequenced for a shard that keeps no history (its --history differs
     // from its sender's): delivered as it is, without order or copies.
     Deliver(topic, msg.body, (msg.flags & mesh::kFlagBinary) != 0, entry.stamp);
     return;
   }
+  const bool mine = entry.origin == opt_.cluster.instance;
+  const uint64_t seq = entry.seq;
   std::vector<HistoryAction> out;
-  history_->OnDeliver(std::string(topic), std::move(entry), now, &out);
+  history_->OnDeliver(topic, std::move(entry), now, &out);
   PerformHistory(out);
+  // The stream delivers this shard's own broadcast in order, and its
+  // sender's ok with it (DeliverInOrder) — unless the stream already had it
+  // (a position fetched after it was sequenced): the sender is answered now.
+  if (mine) {
+    if (auto it = own_.find(seq); it != own_.end()) {
+      it->second.sequenced = std::make_shared<const Sequenced>(SequencedOf(msg));
+      if (!history_->Holds(topic, msg.offset)) AnswerOwn(std::string(topic), *it->second.sequenced);
+    }
+  }
   gateway_->Settle();
 }
 
 void Shard::History(const mesh::Message& msg) {
   std::vector<Sequenced> entries;
   const int64_t now = MonoNowMs();
-  Status s = mesh::ForEachInBatch(msg.body, [&](std::span<const std::string_view> frames) {
-    mesh::Message m;
-    if (!mesh::Decode(frames, &m).ok() || m.type != mesh::Type::kDeliver ||
-        (m.flags & mesh::kFlagSequenced) == 0) {
-      return;
-    }
-    entries.push_back(Sequenced{.offset = m.offset,
-                                .stream = m.stream,
-                                .origin = m.origin,
-                                .seq = m.seq,
-                                .flags = m.flags,
-                                .stamp = (m.flags & mesh::kFlagStamped) != 0 ? m.stamp : 0,
-                                .message = std::string(m.body),
-                                .at_ms = now});
-  });
-  if (!s.ok())
+  if (Status s = DecodeHistory(msg, &entries); !s.ok()) {
     spdlog::warn("shard {}: a history answer is malformed: {}", opt_.cluster.shard, s.message());
+  }
+  for (Sequenced& e : entries) e.at_ms = now;
   if ((msg.id & kApiFetchBit) != 0) {
     AnswerApiHistory(msg, entries);
   } else if (history_) {
     std::vector<HistoryAction> out;
-    history_->OnHistory(std::string(msg.topic), msg.id, msg.stream, msg.top, msg.first,
-                        std::move(entries), now, &out);
+    history_->OnHistory(msg.topic, msg.id, msg.stream, msg.top, msg.first, std::move(entries), now,
+                        &out);
     PerformHistory(out);
   }
   gateway_->Settle();
@@ -203,25 +209,14 @@ void Shard::Welcomed() {
 }
 
 void Shard::HistoryState(std::vector<mesh::StreamPosition>* positions,
-                         std::vector<std::string>* restates) {
+                         std::vector<std::string>* restates, size_t max_bytes) {
   if (!history_) return;
   history_->State(
       positions,
       [restates](std::string_view topic, const Sequenced& e) {
-        mesh::Message m;
-        m.type = mesh::Type::kRestate;
-        m.origin = e.origin;
-        m.seq = e.seq;
-        m.flags = static_cast<uint8_t>((e.flags & (mesh::kFlagBinary | mesh::kFlagStamped)) |
-                                       mesh::kFlagSequenced);
-        m.stamp = e.stamp;
-        m.offset = e.offset;
-        m.stream = e.stream;
-        m.topic = topic;
-        m.body = e.message;
-        restates->push_back(mesh::Pack(m));
+        restates->push_back(PackRestate(topic, e));
       },
-      opt_.cluster.max_restate_bytes);
+      max_bytes);
 }
 
 // --- The HTTP API ----------------------------------------------------------------
