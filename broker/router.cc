@@ -131,6 +131,9 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     case mesh::Type::kDeliver:
     case mesh::Type::kDiff:
     case mesh::Type::kSnapshot:
+    case mesh::Type::kHistory:
+    case mesh::Type::kFetch:
+    case mesh::Type::kRestate:
       // What only a broker sends.
       ++counters_.refused[Index(Refused::kBadFrame)];
       return;
