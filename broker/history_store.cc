@@ -43,8 +43,7 @@ HistoryStore::Topic& HistoryStore::Create(std::string_view topic, uint64_t strea
   return topics_.emplace(std::string(topic), std::move(t)).first->second;
 }
 
-HistoryStore::Topic& HistoryStore::Get(std::string_view topic, int64_t now_us) {
-  (void)now_us;
+HistoryStore::Topic& HistoryStore::Get(std::string_view topic) {
   if (auto it = topics_.find(topic); it != topics_.end()) return it->second;
   return Create(topic, NewStream(), 0);
 }
@@ -101,7 +100,7 @@ void HistoryStore::Hold(Topic& t, Entry entry) {
 HistoryStore::Position HistoryStore::Sequence(std::string_view topic, uint64_t origin, uint64_t seq,
                                               uint8_t flags, uint64_t stamp, std::string_view body,
                                               int64_t now_us) {
-  Topic& t = Get(topic, now_us);
+  Topic& t = Get(topic);
   if (auto it = t.by_publish.find({origin, seq}); it != t.by_publish.end()) {
     // Sequenced before (by this broker, or the last one: a shard restated
     // it): the origin's client learns the offset it already has.
@@ -124,7 +123,7 @@ HistoryStore::Answer HistoryStore::Fetch(std::string_view topic, uint64_t after,
                                          size_t max_bytes, size_t overhead, int64_t now_us) {
   ++counters_.fetches;
   Expire(now_us);
-  const Topic& t = Get(topic, now_us);
+  const Topic& t = Get(topic);
   Answer a;
   a.stream = t.stream;
   a.top = t.top;
@@ -140,9 +139,7 @@ HistoryStore::Answer HistoryStore::Fetch(std::string_view topic, uint64_t after,
   return a;
 }
 
-void HistoryStore::RestatePosition(std::string_view topic, uint64_t stream, uint64_t top,
-                                   int64_t now_us) {
-  (void)now_us;
+void HistoryStore::RestatePosition(std::string_view topic, uint64_t stream, uint64_t top) {
   auto it = topics_.find(topic);
   if (it == topics_.end()) {
     Create(topic, stream, top);

@@ -98,7 +98,7 @@ class HistoryStore {
   // A hello names `topic` at `stream`, its top `top`: an unknown topic
   // takes them; the same stream takes the higher top; another stream keeps
   // the store's (the first hello's, counted as a conflict).
-  void RestatePosition(std::string_view topic, uint64_t stream, uint64_t top, int64_t now_us);
+  void RestatePosition(std::string_view topic, uint64_t stream, uint64_t top);
   // A message a shard holds, restated after its hello: merged by offset
   // when its stream is the topic's (one already held is a duplicate,
   // counted), within retention (not older than the topic's SIZE newest);
@@ -164,7 +164,7 @@ class HistoryStore {
   };
 
   // The topic, created (a new stream, top 0, its rule's retention) if unknown.
-  Topic& Get(std::string_view topic, int64_t now_us);
+  Topic& Get(std::string_view topic);
   Topic& Create(std::string_view topic, uint64_t stream, uint64_t top);
   // Holds `entry` in `t` (offset not held yet), then applies SIZE and the byte bound.
   void Hold(Topic& t, Entry entry);

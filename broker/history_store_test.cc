@@ -175,10 +175,10 @@ TEST(HistoryStore, FetchDoesNotGiveWhatExpired) {
 
 TEST(HistoryStore, HellosRestatePositionsTheFirstStreamAndTheHighestTop) {
   HistoryStore s(Options());
-  s.RestatePosition("room:a", 555, 7, 0);
-  s.RestatePosition("room:a", 555, 9, 0);
-  s.RestatePosition("room:a", 555, 8, 0);
-  s.RestatePosition("room:a", 666, 20, 0);  // a lost stream: the first stays
+  s.RestatePosition("room:a", 555, 7);
+  s.RestatePosition("room:a", 555, 9);
+  s.RestatePosition("room:a", 555, 8);
+  s.RestatePosition("room:a", 666, 20);  // a lost stream: the first stays
   auto v = s.Find("room:a");
   ASSERT_TRUE(v);
   EXPECT_EQ(v->stream, 555u);
@@ -192,7 +192,7 @@ TEST(HistoryStore, HellosRestatePositionsTheFirstStreamAndTheHighestTop) {
 
 TEST(HistoryStore, RestatesRebuildTheHistoryByOffset) {
   HistoryStore s(Options({"room:*=3/10s"}));
-  s.RestatePosition("room:a", 555, 4, 0);
+  s.RestatePosition("room:a", 555, 4);
   // Two shards restate what each holds, in any order.
   s.Restate("room:a", 555, Held(3, 1, 13, "c"), 0);
   s.Restate("room:a", 555, Held(4, 2, 14, "d"), 0);

@@ -178,7 +178,7 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   // The streams the shard holds: a new broker continues each from the
   // highest top any shard names (the messages follow as kRestate).
   for (const mesh::StreamPosition& p : hello->history) {
-    history_.RestatePosition(p.topic, p.stream, p.top, now_us);
+    history_.RestatePosition(p.topic, p.stream, p.top);
   }
   for (size_t i = 0; i < std::size(hello->dropped); ++i) {
     counters_.hello_dropped[i] += hello->dropped[i];
