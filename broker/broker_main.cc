@@ -1,7 +1,8 @@
 // switchboard-broker: the node's message broker. Shards connect to it over
 // ZeroMQ (docs/PROTOCOL.md); it routes each broadcast once to every other
 // interested shard, holds per-shard queues under explicit credit, and keeps
-// the cluster's presence. All of it is soft state: a restarted broker gets
+// the cluster's presence, and sequences and keeps the history of the topics
+// that have it (--history). All of it is soft state: a restarted broker gets
 // everything back from the shards' hellos. main() parses flags, binds, wires
 // the loop and the metrics endpoint, reports READY=1, exits 0 on SIGTERM.
 #include <malloc.h>
@@ -13,6 +14,8 @@
 
 #include <CLI/CLI.hpp>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "broker/mesh_server.h"
 #include "common/command_line.h"
@@ -22,6 +25,7 @@
 #include "common/metrics_endpoint.h"
 #include "common/sd_notify.h"
 #include "common/signal_fd.h"
+#include "protocol/history_spec.h"
 
 namespace {
 constexpr char kProgram[] = "switchboard-broker";
@@ -62,7 +66,25 @@ int main(int argc, char** argv) {
   app.add_option("--overload", opt.queue.overload, "a full queue: shed_oldest or disconnect")
       ->transform(CLI::CheckedTransformer(policies))
       ->capture_default_str();
+  std::vector<std::string> history_rules;
+  app.add_option("--history", history_rules,
+                 "PATTERN=SIZE/TTL: topics matching PATTERN (exact, or a prefix and '*') keep "
+                 "history, SIZE messages for TTL (ms, s, m or h) each; repeatable, the first "
+                 "match wins; the same rules as the shards'")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  opt.history.max_bytes = sb::history::kDefaultMaxBytes;
+  app.add_option("--history-max-bytes", opt.history.max_bytes,
+                 "bound on all history held, bytes; the oldest messages of any topic go first")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
+  if (sb::Result<sb::history::Rules> rules = sb::history::Rules::Parse(history_rules);
+      !rules.ok()) {
+    sb::PrintFatal(kProgram, "use --history", rules.status().message());
+    return sb::kExitUsage;
+  } else {
+    opt.history.rules = std::move(rules).value();
+  }
   if (sb::Status s = sb::broker::ValidateRouterOptions(opt); !s.ok()) {
     sb::PrintFatal(kProgram, "use --queue-max-bytes", s.message());
     return sb::kExitUsage;
@@ -75,6 +97,13 @@ int main(int argc, char** argv) {
   ::mallopt(M_MXFAST, 0);
   sb::InitLogging(kProgram);
   opt.epoch = NewEpoch();
+  // A stream's epoch outlives the broker (the shards keep it): random, so
+  // a stream that is lost and started again never takes an old one's.
+  opt.history.new_stream = [] {
+    uint64_t s = 0;
+    if (::getrandom(&s, sizeof s, 0) != sizeof s) s = (uint64_t{1} << 63) | NewEpoch();
+    return s;
+  };
   // The bound of the settle window (it ends sooner once every shard the
   // hellos' member lists name has said hello): every live shard heartbeats
   // within its interval (its hello says which; ours until one says more)

@@ -32,6 +32,8 @@ constexpr std::array<std::string_view, static_cast<size_t>(Refused::kCount)> kRe
     "bad_frame", "stranger", "duplicate", "bad_presence", "bad_rebind", "bad_seq"};
 constexpr std::array<std::string_view, static_cast<size_t>(mesh::HelloDrop::kCount)>
     kHelloDropNames = {"topic", "meta", "over_limit", "member", "stream", "key"};
+constexpr std::array<std::string_view, static_cast<size_t>(HistoryEviction::kCount)>
+    kEvictionNames = {"ttl", "size", "bytes"};
 }  // namespace
 
 // Reads the router at scrape time, under the loop's mutex.
@@ -157,6 +159,37 @@ class MeshServer::Collector : public prometheus::Collectable {
     // plenty to see it change.
     out.Gauge(m::kBrokerEpoch, "This broker's epoch (random per start)",
               static_cast<double>(r.epoch()));
+    {
+      const HistoryStore& h = r.history();
+      const HistoryStore::Counters& hc = h.counters();
+      out.Gauge(m::kBrokerHistoryTopics, "Topics with a history stream",
+                static_cast<double>(h.topics()));
+      out.Gauge(m::kBrokerHistoryMessages, "History messages held, all topics",
+                static_cast<double>(h.messages()));
+      out.Gauge(m::kBrokerHistoryBytes,
+                "Bytes of the history messages held (their bodies; --history-max-bytes bounds it)",
+                static_cast<double>(h.bytes()));
+      out.Counter(m::kBrokerHistorySequencedTotal, "Publishes given a history offset",
+                  static_cast<double>(hc.sequenced));
+      out.Counter(m::kBrokerHistoryResequencedTotal,
+                  "Re-sent publishes the history held already: they kept their offset",
+                  static_cast<double>(hc.resequenced));
+      out.Counter(m::kBrokerHistoryFetchesTotal, "History fetches answered",
+                  static_cast<double>(hc.fetches));
+      out.CounterPerLabel(m::kBrokerHistoryEvictedTotal,
+                          "History messages dropped, by reason: older than their topic's TTL, "
+                          "beyond its SIZE, or the oldest beyond --history-max-bytes",
+                          m::kLabelReason, kEvictionNames, [&](size_t i) { return hc.evicted[i]; });
+      out.Counter(m::kBrokerHistoryRestatedTotal,
+                  "History messages rebuilt from shards' restates (duplicates not included)",
+                  static_cast<double>(hc.restated));
+      out.Counter(m::kBrokerHistoryStreamConflictsTotal,
+                  "Restated positions or messages of another stream than the one kept",
+                  static_cast<double>(hc.stream_conflicts));
+      out.Counter(m::kBrokerHistoryUnconfiguredTopicsTotal,
+                  "History topics no --history rule of the broker names (kept by the default)",
+                  static_cast<double>(hc.unconfigured_topics));
+    }
     out.Gauge(m::kEventLoopLagSeconds, "How late the event loop ran its last due timer",
               static_cast<double>(s_->loop_lag_ns_) / 1e9);
     return std::move(out).Take();

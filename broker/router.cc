@@ -47,7 +47,11 @@ Status ValidateRouterOptions(const RouterOptions& options) {
 }
 
 Router::Router(RouterOptions options, LinkSender* sender)
-    : options_(options), sender_(sender), liveness_(options.liveness), settle_(options.settle) {}
+    : options_(options),
+      sender_(sender),
+      liveness_(options.liveness),
+      history_(options.history),
+      settle_(options.settle) {}
 
 Router::Link* Router::Find(LinkId id) {
   auto it = state_.find(id);
@@ -122,6 +126,10 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
       return OnCredit(*link, msg.n);
     case mesh::Type::kPresence:
       return OnPresence(id, msg, now_us);
+    case mesh::Type::kFetch:
+      return OnFetch(id, *link, msg, now_us);
+    case mesh::Type::kRestate:
+      return OnRestate(*link, msg, now_us);
     case mesh::Type::kHello:
     case mesh::Type::kBatch:
     case mesh::Type::kWelcome:
@@ -132,9 +140,7 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     case mesh::Type::kDiff:
     case mesh::Type::kSnapshot:
     case mesh::Type::kHistory:
-    case mesh::Type::kFetch:
-    case mesh::Type::kRestate:
-      // What only a broker sends (kFetch, kRestate: not handled yet).
+      // What only a broker sends.
       ++counters_.refused[Index(Refused::kBadFrame)];
       return;
   }
@@ -163,11 +169,16 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   }
   ++counters_.hellos;
   // Before anything below asks whether the broker is settling.
-  settle_.OnHello(hello->shard, hello->heartbeat_ms, hello->members, now_us);
+  settle_.OnHello(hello->shard, hello->heartbeat_ms, hello->members, now_us, hello->restate > 0);
   // The keys the shard accepted, maybe under a broker that is gone: this
   // broker learns the node's keys from every shard's hello.
   for (const mesh::KeyClaim& c : hello->idempotency) {
     keys_.Restore(c.key, c.topic, hello->instance, c.seq, c.age_ms, now_us / 1000);
+  }
+  // The streams the shard holds: a new broker continues each from the
+  // highest top any shard names (the messages follow as kRestate).
+  for (const mesh::StreamPosition& p : hello->history) {
+    history_.RestatePosition(p.topic, p.stream, p.top);
   }
   for (size_t i = 0; i < std::size(hello->dropped); ++i) {
     counters_.hello_dropped[i] += hello->dropped[i];
@@ -215,6 +226,7 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
     link->queue.Grant(hello->window);
   }
   link->shard = hello->shard;
+  link->restates_due = hello->restate;
   link->members_due = true;
   members_dirty_ = true;
   link->outbox = hello->outbox != 0 ? hello->outbox : kOutboxOfAnOlderShard;
@@ -268,7 +280,9 @@ void Router::OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t 
     link.seq_known = true;
   }
   link.last_seq = msg.seq;
-  To to = To::kOthers;
+  // A sequenced publish: the origin delivered nothing itself; it learns
+  // the offset from its own copy (docs/PROTOCOL.md, History).
+  To to = (msg.flags & mesh::kFlagSequenced) != 0 ? To::kAll : To::kOthers;
   if ((msg.flags & mesh::kFlagKeyed) != 0) {
     // Claimed as it arrives, held or not: the broker sees every publish of
     // the node, in one order, so the first to arrive is the one routed. A
@@ -294,7 +308,7 @@ void Router::OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t 
 }
 
 void Router::ReleaseHeld(int64_t now_us) {
-  if (held_.empty() || Settling(now_us)) return;
+  if ((held_.empty() && held_fetches_.empty()) || Settling(now_us)) return;
   // Settled: every live shard has said hello. Route what waited, in the
   // order it came; a shard that died meanwhile has nobody to ack.
   std::vector<Held> held;
@@ -302,6 +316,15 @@ void Router::ReleaseHeld(int64_t now_us) {
   for (const Held& h : held) {
     if (Link* origin = Find(h.origin)) {
       Route(h.origin, *origin, h.seq, h.flags, h.stamp, h.topic, h.body, h.to, now_us);
+    }
+  }
+  // Then the fetches: the positions they answer include what was just
+  // sequenced, whose deliveries are queued ahead of the answers.
+  std::vector<HeldFetch> fetches;
+  fetches.swap(held_fetches_);
+  for (const HeldFetch& f : fetches) {
+    if (Link* from = Find(f.from)) {
+      AnswerFetch(f.from, *from, f.request, f.topic, f.after, f.limit, now_us);
     }
   }
 }
@@ -325,10 +348,18 @@ void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t 
   deliver.stamp = stamp;
   deliver.topic = topic;
   deliver.body = body;
+  const bool sequenced = (flags & mesh::kFlagSequenced) != 0 && who != To::kNobody;
+  if (sequenced) {
+    HistoryStore::Position p =
+        history_.Sequence(topic, link.instance, seq, deliver.flags, stamp, body, now_us);
+    deliver.offset = p.offset;
+    deliver.stream = p.stream;
+  }
   Payload payload;
   std::vector<LinkId>& to = recipients_;
   to.clear();
   if (who != To::kNobody) interests_.Route(who == To::kAll ? kNoLink : id, topic, &to);
+  if (sequenced && std::find(to.begin(), to.end(), id) == to.end()) to.push_back(id);
   pending.remaining = static_cast<uint32_t>(to.size());
   if (to.empty()) {
     link.ack_due = true;
@@ -365,6 +396,68 @@ void Router::OnPresence(LinkId id, const mesh::Message& msg, int64_t now_us) {
     return;
   }
   if (diff.value()) SendDiff(id, msg.topic, *diff.value(), now_us);
+}
+
+void Router::OnFetch(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us) {
+  if (Settling(now_us)) {
+    // The restates have not all come: the position is not known yet.
+    held_fetches_.push_back(HeldFetch{id, msg.id, std::string(msg.topic), msg.offset, msg.n});
+    return;
+  }
+  ReleaseHeld(now_us);
+  AnswerFetch(id, link, msg.id, msg.topic, msg.offset, msg.n, now_us);
+}
+
+void Router::AnswerFetch(LinkId to, Link& link, uint64_t request, std::string_view topic,
+                         uint64_t after, uint32_t limit, int64_t now_us) {
+  // Each message is a u32 length and a packed kDeliver (three frames: a
+  // header of at most kMaxHeaderBytes, the topic, the body), as in a kBatch.
+  const size_t overhead = 4 + 3 * 4 + mesh::kMaxHeaderBytes + topic.size();
+  HistoryStore::Answer a =
+      history_.Fetch(topic, after, limit, mesh::kMaxBodyBytes, overhead, now_us);
+  std::string body;
+  mesh::Message d;
+  d.type = mesh::Type::kDeliver;
+  d.topic = topic;
+  d.stream = a.stream;
+  for (const HistoryStore::Entry* e : a.messages) {
+    d.origin = e->origin;
+    d.seq = e->seq;
+    d.flags = e->flags | mesh::kFlagSequenced;
+    d.stamp = e->stamp;
+    d.offset = e->offset;
+    d.body = e->body;
+    const std::string packed = mesh::Pack(d);
+    // Only a message of nearly kMaxBodyBytes alone can overflow: it is not
+    // sent, and the shard counts what it cannot fetch as a gap.
+    if (body.size() + 4 + packed.size() > mesh::kMaxBodyBytes) break;
+    const uint32_t n = static_cast<uint32_t>(packed.size());
+    for (int i = 0; i < 4; ++i) body.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    body.append(packed);
+  }
+  mesh::Message h;
+  h.type = mesh::Type::kHistory;
+  h.id = request;
+  h.stream = a.stream;
+  h.top = a.top;
+  h.first = a.first;
+  h.topic = topic;
+  h.body = body;
+  // Queued like a delivery, under the shard's credit, behind the deliveries
+  // already queued for it: data, not control.
+  Enqueue(to, link, std::make_shared<const std::string>(mesh::Pack(h)), kHistoryTag, now_us);
+}
+
+void Router::OnRestate(Link& link, const mesh::Message& msg, int64_t now_us) {
+  history_.Restate(msg.topic, msg.stream,
+                   HistoryStore::Entry{.offset = msg.offset,
+                                       .origin = msg.origin,
+                                       .seq = msg.seq,
+                                       .flags = static_cast<uint8_t>(msg.flags & ~mesh::kFlagKeyed),
+                                       .stamp = msg.stamp,
+                                       .body = std::string(msg.body)},
+                   now_us);
+  if (link.restates_due > 0 && --link.restates_due == 0) settle_.OnRestated(link.shard, now_us);
 }
 
 void Router::ForEachRecipient(LinkId origin, std::string_view topic,
@@ -478,6 +571,7 @@ void Router::RemoveLink(LinkId id, int64_t now_us, DropReason reason) {
 
 void Router::OnTick(int64_t now_us) {
   int64_t now_ms = now_us / 1000;
+  history_.Expire(now_us);
   // A window that reaches its bound ends here, even with nothing arriving
   // (Flush then releases what it held and announces the members).
   if (settle_.end() == SettleEnd::kNotYet && !Settling(now_us)) members_dirty_ = true;

@@ -7,7 +7,10 @@
 // checked against the shard's outbox window and duplicates suppressed, the member list
 // it tells its shards (kMembers) and the settle window it waits out after a start, the
 // node's idempotency keys (broker/key_table: a keyed publish's first claim is routed to every
-// subscribed shard, its origin included, a repeat to nobody), the
+// subscribed shard, its origin included, a repeat to nobody), the node's history (the
+// sequencer: broker/history_store gives a sequenced publish its offset, and the router routes
+// it to every subscribed shard and its origin; fetches are answered from it, and a new broker
+// rebuilds it from the hellos' positions and the restates that follow them), the
 // pending-publish accounting behind acks (a publish is done when each recipient consumed it,
 // dropped it by policy, or died), the shed-presence repair, heartbeats and expiry, and the counters
 // behind the broker's metrics. Input is decoded-or-not frames from a routing id plus monotonic
@@ -30,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/history_store.h"
 #include "broker/interest_table.h"
 #include "broker/key_table.h"
 #include "broker/link_table.h"
@@ -72,6 +76,9 @@ struct RouterOptions {
   // hello, within a bound): broker/settle_window. The default never
   // settles.
   SettlePolicy settle;
+  // History (docs/PROTOCOL.md, History): the --history rules, the byte
+  // bound and where new streams' epochs come from.
+  HistoryOptions history;
 };
 
 // InvalidConfig unless the queue policy is valid and a queue can hold the
@@ -163,6 +170,7 @@ class Router {
   const InterestTable& interests() const { return interests_; }
   const PresenceRegistry& presence() const { return presence_; }
   const KeyTable& keys() const { return keys_; }
+  const HistoryStore& history() const { return history_; }
 
  private:
   // A publish waiting for its recipients.
@@ -196,19 +204,27 @@ class Router {
     bool presence_dirty = false;
     // Said hello since the last AnnounceMembers: owed a kMembers.
     bool members_due = false;
+    // The kRestate messages its hello announced that have not come yet.
+    uint64_t restates_due = 0;
   };
-  // A queued message's tag: a pending publish id (>= kFirstPublishTag), or
-  // kPresenceTag for a kDiff / kSnapshot.
+  // A queued message's tag: a pending publish id (>= kFirstPublishTag),
+  // kPresenceTag for a kDiff / kSnapshot, kHistoryTag for a kHistory (it
+  // settles no publish and, dropped, needs no repair: the shard fetches
+  // again when its connection changes).
   static constexpr uint64_t kPresenceTag = 1;
-  static constexpr uint64_t kFirstPublishTag = 2;
+  static constexpr uint64_t kHistoryTag = 2;
+  static constexpr uint64_t kFirstPublishTag = 3;
 
   void OnHello(std::string_view routing_id, const mesh::Message& msg, int64_t now_us);
   void OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us);
   // Who gets a publish: every other subscribed link (a client's broadcast:
   // the origin delivered it itself), every subscribed link (a keyed one:
-  // the origin waits for the broker's verdict), or nobody (a keyed repeat).
+  // the origin waits for the broker's verdict; a sequenced one also goes to
+  // its origin, subscribed or not), or nobody (a keyed repeat).
   enum class To : uint8_t { kOthers, kAll, kNobody };
-  // Queues a publish for its recipients; acked when they are done.
+  // Queues a publish for its recipients; acked when they are done. A
+  // sequenced one is given its offset here (once settled: the restates
+  // have raised every topic's top).
   void Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t stamp,
              std::string_view topic, std::string_view body, To to, int64_t now_us);
   // Whether the broker is still settling at `now_us` (see RouterOptions).
@@ -216,6 +232,11 @@ class Router {
   // Once settled: routes the publishes held meanwhile, in arrival order.
   void ReleaseHeld(int64_t now_us);
   void OnPresence(LinkId id, const mesh::Message& msg, int64_t now_us);
+  void OnFetch(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us);
+  // Queues the kHistory answering fetch `request` for `to`.
+  void AnswerFetch(LinkId to, Link& link, uint64_t request, std::string_view topic, uint64_t after,
+                   uint32_t limit, int64_t now_us);
+  void OnRestate(Link& link, const mesh::Message& msg, int64_t now_us);
   void OnCredit(Link& link, uint32_t n);
   // Queues a data message for `to`; accounts for whatever the push drops.
   void Enqueue(LinkId to, Link& link, const Payload& payload, uint64_t tag, int64_t now_us);
@@ -270,7 +291,17 @@ class Router {
     To to;
   };
   std::vector<Held> held_;
+  // Fetches held while settling, answered after the held publishes.
+  struct HeldFetch {
+    LinkId from;
+    uint64_t request;
+    std::string topic;
+    uint64_t after;
+    uint32_t limit;
+  };
+  std::vector<HeldFetch> held_fetches_;
   KeyTable keys_;
+  HistoryStore history_;
   SettleWindow settle_;
   std::vector<std::string> members_;  // as last announced
   bool members_dirty_ = false;        // a hello, a link gone or the window ended since

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <set>
 #include <string>
@@ -30,7 +31,32 @@ class Recorder : public LinkSender {
   bool SendPacked(const std::string& routing_id, std::string_view packed) override {
     if (gone.contains(routing_id)) return false;
     log.RecordPacked(packed, routing_id);
+    packed_.emplace_back(routing_id, std::string(packed));
     return true;
+  }
+  // Every field of what `to` was sent packed of `type` (a kBatch's messages
+  // one by one), oldest first; views into this recorder.
+  std::vector<mesh::Message> Packed(const std::string& to, mesh::Type type) const {
+    std::vector<mesh::Message> out;
+    auto keep = [&](std::span<const std::string_view> frames) {
+      mesh::Message m;
+      if (!mesh::Decode(frames, &m).ok()) {
+        ADD_FAILURE() << "a message that does not decode was sent";
+      } else if (m.type == mesh::Type::kBatch) {
+        (void)mesh::ForEachInBatch(m.body, [&](std::span<const std::string_view> inner) {
+          mesh::Message one;
+          if (mesh::Decode(inner, &one).ok() && one.type == type) out.push_back(one);
+        });
+      } else if (m.type == type) {
+        out.push_back(m);
+      }
+    };
+    for (const auto& [rid, packed] : packed_) {
+      if (rid != to) continue;
+      std::vector<std::string_view> frames;
+      if (mesh::Unpack(packed, &frames).ok()) keep(frames);
+    }
+    return out;
   }
   std::set<std::string> gone;
   // What `to` received of `type` since the log was last cleared.
@@ -38,6 +64,9 @@ class Recorder : public LinkSender {
     return log.Of(type, to);
   }
   mesh_testing::SentLog log;
+
+ private:
+  std::deque<std::pair<std::string, std::string>> packed_;  // a deque: views stay valid
 };
 
 class RouterTest : public ::testing::Test {
@@ -52,6 +81,8 @@ class RouterTest : public ::testing::Test {
     if (settle_ms > 0) o.settle = {.heartbeat_ms = settle_ms / 2, .max_ms = kMaxSettleMs};
     o.liveness = {.interval_ms = 100, .misses = 3};
     o.epoch = 77;
+    o.history.rules = history::Rules::Parse({"room:*=100/1h", "short:*=100/1s"}).value();
+    o.history.new_stream = [n = uint64_t{499}]() mutable { return ++n; };
     return o;
   }
 
@@ -93,6 +124,29 @@ class RouterTest : public ::testing::Test {
                 .topic = topic,
                 .body = body,
                 .key = key});
+  }
+  void SequencedPublish(const std::string& from, uint64_t seq, const std::string& topic,
+                        const std::string& body = "[null,null,\"t\",\"e\",{}]") {
+    Feed(from, {.type = mesh::Type::kPublish,
+                .seq = seq,
+                .flags = mesh::kFlagSequenced,
+                .topic = topic,
+                .body = body});
+  }
+  void Fetch(const std::string& from, uint64_t id, const std::string& topic, uint64_t after,
+             uint32_t limit) {
+    Feed(from, {.type = mesh::Type::kFetch, .n = limit, .topic = topic, .offset = after, .id = id});
+  }
+  void Restate(const std::string& from, const std::string& topic, uint64_t stream, uint64_t offset,
+               uint64_t origin, uint64_t seq, const std::string& body = "old") {
+    Feed(from, {.type = mesh::Type::kRestate,
+                .seq = seq,
+                .origin = origin,
+                .flags = mesh::kFlagSequenced,
+                .topic = topic,
+                .body = body,
+                .offset = offset,
+                .stream = stream});
   }
   void Credit(const std::string& from, uint32_t n) {
     Feed(from, {.type = mesh::Type::kCredit, .n = n});
@@ -606,6 +660,165 @@ TEST_F(RouterTest, FramesThatAreNotMeshV1AreCountedAndIgnored) {
   EXPECT_TRUE(rec_.log.sent.empty());
 }
 
+// The messages a kHistory carries (views into its body), each a kDeliver.
+std::vector<mesh::Message> MessagesIn(const mesh::Message& history) {
+  std::vector<mesh::Message> out;
+  Status s = mesh::ForEachInBatch(history.body, [&](std::span<const std::string_view> frames) {
+    mesh::Message m;
+    EXPECT_TRUE(mesh::Decode(frames, &m).ok());
+    EXPECT_EQ(m.type, mesh::Type::kDeliver);
+    out.push_back(m);
+  });
+  EXPECT_TRUE(s.ok()) << s.message();
+  return out;
+}
+
+std::vector<uint64_t> OffsetsOf(const std::vector<mesh::Message>& messages) {
+  std::vector<uint64_t> out;
+  for (const mesh::Message& m : messages) out.push_back(m.offset);
+  return out;
+}
+
+TEST_F(RouterTest, ASequencedPublishGetsTheNextOffsetAndGoesToItsOriginToo) {
+  Hello("a", 1, {});  // the origin: no client of it is subscribed
+  Hello("b", 2, {"room:1"});
+  Hello("c", 3, {"room:1"});
+  Hello("d", 4, {"room:2"});
+  Flush();
+  SequencedPublish("a", 1, "room:1", "one");
+  SequencedPublish("a", 2, "room:1", "two");
+  Flush();
+  for (const std::string to : {"a", "b", "c"}) {
+    auto d = rec_.Packed(to, mesh::Type::kDeliver);
+    ASSERT_EQ(d.size(), 2u) << to;
+    EXPECT_EQ(d[0].flags, mesh::kFlagSequenced);
+    EXPECT_EQ(d[0].origin, 1u);
+    EXPECT_EQ(d[0].seq, 1u);
+    EXPECT_EQ(d[0].offset, 1u);
+    EXPECT_EQ(d[0].stream, 500u);
+    EXPECT_EQ(d[0].body, "one");
+    EXPECT_EQ(d[1].offset, 2u);
+    EXPECT_EQ(d[1].stream, 500u);
+  }
+  EXPECT_TRUE(rec_.Packed("d", mesh::Type::kDeliver).empty());
+  EXPECT_EQ(router_.history().messages(), 2u);
+  EXPECT_EQ(router_.history().counters().sequenced, 2u);
+  EXPECT_EQ(router_.counters().routed, 6u);
+  // Done once every recipient consumed it, the origin's own copy included.
+  Credit("b", 10);
+  Credit("c", 10);
+  Flush();
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty());
+  Credit("a", 2);
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_FALSE(acks.empty());
+  EXPECT_EQ(acks.back().seq, 2u);
+}
+
+TEST_F(RouterTest, ASubscribedOriginGetsOneCopyWithItsFlagsAndStamp) {
+  Hello("a", 1, {"room:1"});
+  Flush();
+  const uint8_t flags = mesh::kFlagSequenced | mesh::kFlagStamped | mesh::kFlagBinary;
+  Feed("a", {.type = mesh::Type::kPublish,
+             .seq = 1,
+             .flags = flags,
+             .stamp = 123,
+             .topic = "room:1",
+             .body = "bin"});
+  Flush();
+  auto d = rec_.Packed("a", mesh::Type::kDeliver);
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].flags, flags);
+  EXPECT_EQ(d[0].stamp, 123u);
+  EXPECT_EQ(d[0].offset, 1u);
+  // A publish without the flag skips its origin, as always, and is not kept.
+  Publish("a", 2, "room:1");
+  Flush();
+  EXPECT_EQ(rec_.Packed("a", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_EQ(router_.history().messages(), 1u);
+  // A duplicate (a resend on the same session) is not sequenced again.
+  Feed("a", {.type = mesh::Type::kPublish,
+             .seq = 1,
+             .flags = flags,
+             .stamp = 123,
+             .topic = "room:1",
+             .body = "bin"});
+  Flush();
+  EXPECT_EQ(rec_.Packed("a", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_EQ(router_.history().counters().sequenced, 1u);
+}
+
+TEST_F(RouterTest, AFetchIsAnsweredWithTheMessagesAfterItsOffsetUnderCredit) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {}, /*window=*/1);
+  Flush();
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    SequencedPublish("a", seq, "room:1", "m" + std::to_string(seq));
+  }
+  Flush();
+  Fetch("b", 42, "room:1", 1, 10);
+  Flush();
+  auto h = rec_.Packed("b", mesh::Type::kHistory);
+  ASSERT_EQ(h.size(), 1u);
+  EXPECT_EQ(h[0].id, 42u);
+  EXPECT_EQ(h[0].topic, "room:1");
+  EXPECT_EQ(h[0].stream, 500u);
+  EXPECT_EQ(h[0].top, 3u);
+  EXPECT_EQ(h[0].first, 1u);
+  auto in = MessagesIn(h[0]);
+  ASSERT_EQ(OffsetsOf(in), (std::vector<uint64_t>{2, 3}));
+  EXPECT_EQ(in[0].origin, 1u);
+  EXPECT_EQ(in[0].seq, 2u);
+  EXPECT_EQ(in[0].stream, 500u);
+  EXPECT_EQ(in[0].flags, mesh::kFlagSequenced);
+  EXPECT_EQ(in[0].topic, "room:1");
+  EXPECT_EQ(in[1].body, "m3");
+  // The position only, of a topic nothing was sequenced on yet: it waits
+  // for credit like any data.
+  Fetch("b", 43, "room:2", 0, 0);
+  Flush();
+  EXPECT_EQ(rec_.Packed("b", mesh::Type::kHistory).size(), 1u);
+  Credit("b", 1);
+  Flush();
+  h = rec_.Packed("b", mesh::Type::kHistory);
+  ASSERT_EQ(h.size(), 2u);
+  EXPECT_EQ(h[1].id, 43u);
+  EXPECT_EQ(h[1].stream, 501u);
+  EXPECT_EQ(h[1].top, 0u);
+  EXPECT_EQ(h[1].first, 1u);
+  EXPECT_TRUE(h[1].body.empty());
+  EXPECT_EQ(router_.history().counters().fetches, 2u);
+  // An answer settles no publish: a's ack waited for its deliveries only.
+  EXPECT_EQ(router_.counters().delivered, 3u);
+}
+
+TEST_F(RouterTest, HistoryFromAStrangerIsAnsweredWithAResetAndFromAShardIsRefused) {
+  Restate("x", "room:1", 900, 1, 1, 1);
+  Fetch("x", 1, "room:1", 0, 10);
+  EXPECT_EQ(rec_.Take("x", mesh::Type::kReset).size(), 1u);
+  EXPECT_EQ(router_.history().topics(), 0u);
+  Hello("a", 1, {});
+  std::string empty;
+  Feed("a", {.type = mesh::Type::kHistory, .topic = "room:1", .body = empty, .stream = 1});
+  EXPECT_EQ(router_.counters().refused[static_cast<size_t>(Refused::kBadFrame)], 1u);
+}
+
+TEST_F(RouterTest, HistoryExpiresByItsTopicsTtlOnTick) {
+  Hello("a", 1, {});
+  SequencedPublish("a", 1, "short:1");
+  SequencedPublish("a", 2, "room:1");
+  Flush();
+  EXPECT_EQ(router_.history().messages(), 2u);
+  now_us_ += 999'999;
+  router_.OnTick(now_us_);
+  EXPECT_EQ(router_.history().messages(), 2u);
+  now_us_ += 1;
+  router_.OnTick(now_us_);
+  EXPECT_EQ(router_.history().messages(), 1u);
+  EXPECT_EQ(router_.history().counters().evicted[static_cast<size_t>(HistoryEviction::kTtl)], 1u);
+}
+
 TEST_F(RouterTest, AMessageTooLargeForAFrameIsDroppedNotQueued) {
   RouterOptions o = Options({}, 0);
   o.max_packed_bytes = 200;
@@ -948,6 +1161,55 @@ TEST_F(RouterPacedResendTest, AnUnpacedResendOfTheSameBacklogIsShed) {
   std::map<uint64_t, std::vector<uint64_t>> at_c = Run(kTotal);
   EXPECT_GT(router_.counters().dropped[static_cast<size_t>(DropReason::kShed)], 0u);
   EXPECT_LT(at_c[1].size() + at_c[2].size(), 2 * kTotal);
+}
+
+TEST_F(RouterSettleTest, ANewBrokerRebuildsHistoryFromTheRestatesAndSequencesOnceSettled) {
+  const std::vector<std::string> abc = {"a", "b", "c"};
+  router_.OnTick(now_us_);
+  mesh::Hello ha = ListingHello("a", 1, abc);
+  ha.history = {{"room:1", 900, 5}};
+  ha.restate = 2;
+  SayHello("a", ha);
+  Restate("a", "room:1", 900, 4, 1, 10, "four");
+  Restate("a", "room:1", 900, 5, 1, 11, "five");
+  SayHello("b", ListingHello("b", 2, abc));
+  SequencedPublish("b", 1, "room:1", "b1");  // held: c may hold more of room:1
+  Fetch("b", 7, "room:1", 0, 10);            // held too
+  mesh::Hello hc = ListingHello("c", 3, abc);
+  hc.history = {{"room:1", 900, 7}};
+  hc.restate = 1;
+  SayHello("c", hc);
+  Flush();
+  EXPECT_EQ(router_.settle_end(), SettleEnd::kNotYet) << "c's restate has not come";
+  EXPECT_TRUE(rec_.Packed("b", mesh::Type::kDeliver).empty());
+  EXPECT_TRUE(rec_.Packed("b", mesh::Type::kHistory).empty());
+  Restate("c", "room:1", 900, 7, 2, 99, "seven");
+  EXPECT_EQ(router_.settle_end(), SettleEnd::kAllHello);
+  Flush();
+  auto to_b = rec_.Packed("b", mesh::Type::kDeliver);
+  ASSERT_EQ(to_b.size(), 1u);
+  EXPECT_EQ(to_b[0].offset, 8u) << "after the highest top any shard held";
+  EXPECT_EQ(to_b[0].stream, 900u) << "the stream goes on";
+  auto h = rec_.Packed("b", mesh::Type::kHistory);
+  ASSERT_EQ(h.size(), 1u);
+  EXPECT_EQ(h[0].id, 7u);
+  EXPECT_EQ(h[0].stream, 900u);
+  EXPECT_EQ(h[0].top, 8u);
+  EXPECT_EQ(h[0].first, 4u);
+  auto in = MessagesIn(h[0]);
+  ASSERT_EQ(OffsetsOf(in), (std::vector<uint64_t>{4, 5, 7, 8}));
+  EXPECT_EQ(in[2].body, "seven");
+  // a re-sends the publish the last broker sequenced as 5 and never acked.
+  SequencedPublish("a", 11, "room:1", "five");
+  Flush();
+  auto to_a = rec_.Packed("a", mesh::Type::kDeliver);
+  ASSERT_EQ(to_a.size(), 2u);  // b's, then its own again
+  EXPECT_EQ(to_a[1].offset, 5u);
+  EXPECT_EQ(to_a[1].origin, 1u);
+  EXPECT_EQ(to_a[1].seq, 11u);
+  EXPECT_EQ(router_.history().counters().resequenced, 1u);
+  EXPECT_EQ(router_.history().counters().restated, 3u);
+  EXPECT_EQ(router_.history().messages(), 4u);
 }
 
 }  // namespace

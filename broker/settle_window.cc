@@ -24,7 +24,7 @@ bool SettleWindow::Settling(int64_t now_us) {
 }
 
 void SettleWindow::OnHello(std::string_view name, int64_t heartbeat_ms,
-                           std::span<const std::string> members, int64_t now_us) {
+                           std::span<const std::string> members, int64_t now_us, bool restating) {
   // Checked first: a window that has ended stays ended, whatever the hello
   // says (what was held has been released).
   if (!Settling(now_us)) return;
@@ -34,8 +34,14 @@ void SettleWindow::OnHello(std::string_view name, int64_t heartbeat_ms,
   // (its subscriptions).
   if (heard_.size() + missing_.size() >= kMaxSettleNames) overflow_ = true;
   if (overflow_) return;
-  if (auto it = missing_.find(name); it != missing_.end()) missing_.erase(it);
-  heard_.emplace(name);
+  if (restating) {
+    // Expected until its restates have come (OnRestated).
+    if (auto it = heard_.find(name); it != heard_.end()) heard_.erase(it);
+    missing_.emplace(name);
+  } else {
+    if (auto it = missing_.find(name); it != missing_.end()) missing_.erase(it);
+    heard_.emplace(name);
+  }
   for (const std::string& m : members) {
     if (heard_.size() + missing_.size() >= kMaxSettleNames) {
       overflow_ = true;
@@ -44,6 +50,19 @@ void SettleWindow::OnHello(std::string_view name, int64_t heartbeat_ms,
     if (!heard_.contains(m)) missing_.insert(m);
   }
   if (!members.empty()) expected_any_ = true;
+  EndIfAllHeard();
+}
+
+void SettleWindow::OnRestated(std::string_view name, int64_t now_us) {
+  if (!Settling(now_us) || overflow_) return;
+  auto it = missing_.find(name);
+  if (it == missing_.end()) return;
+  missing_.erase(it);
+  heard_.emplace(name);
+  EndIfAllHeard();
+}
+
+void SettleWindow::EndIfAllHeard() {
   // Only once some hello has named the shards to expect: at a cold start
   // none does, and the bound holds the window for shards nobody knows of.
   if (expected_any_ && missing_.empty()) {

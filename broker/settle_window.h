@@ -56,9 +56,13 @@ class SettleWindow {
   // hello did not say) and the shards it was told of (`members`, empty for
   // none) at `now_us`. Extends the bound while the window lasts, and ends
   // the window if every expected shard has now said hello; once over, a
-  // window never opens again.
+  // window never opens again. A shard whose hello announces restates
+  // (`restating`: history messages follow it) has said hello only once
+  // OnRestated says they came: the history it holds is part of its state.
   void OnHello(std::string_view name, int64_t heartbeat_ms, std::span<const std::string> members,
-               int64_t now_us);
+               int64_t now_us, bool restating = false);
+  // Every restate shard `name`'s hello announced has come.
+  void OnRestated(std::string_view name, int64_t now_us);
   // Whether the broker is still settling at `now_us` (monotonic). The first
   // call, or OnHello, starts the window.
   bool Settling(int64_t now_us);
@@ -71,6 +75,8 @@ class SettleWindow {
   const std::set<std::string, std::less<>>& missing() const { return missing_; }
 
  private:
+  void EndIfAllHeard();
+
   SettlePolicy policy_;
   int64_t longest_heartbeat_ms_;
   int64_t start_us_ = -1;

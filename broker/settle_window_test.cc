@@ -140,5 +140,27 @@ TEST(SettleWindowTest, TooManyNamesLeaveItToTheBound) {
   EXPECT_EQ(w.end(), SettleEnd::kTimeout);
 }
 
+TEST(SettleWindowTest, AShardThatRestatesHistoryHasSaidHelloOnceItsRestatesCame) {
+  SettleWindow w({.heartbeat_ms = 100, .margin_ms = 500, .max_ms = kMaxSettleMs});
+  const std::vector<std::string> members = {"0", "1"};
+  w.OnHello("0", 100, members, kStartUs, /*restating=*/true);
+  w.OnHello("1", 100, members, kStartUs + 10);
+  EXPECT_TRUE(w.Settling(kStartUs + 20));
+  EXPECT_EQ(w.missing(), (std::set<std::string, std::less<>>{"0"}));
+  w.OnRestated("1", kStartUs + 30);  // not waited for: changes nothing
+  EXPECT_TRUE(w.Settling(kStartUs + 30));
+  w.OnRestated("0", kStartUs + 40);
+  EXPECT_FALSE(w.Settling(kStartUs + 40));
+  EXPECT_EQ(w.end(), SettleEnd::kAllHello);
+}
+
+TEST(SettleWindowTest, RestatesThatNeverComeAreWaitedForWithinTheBound) {
+  SettleWindow w({.heartbeat_ms = 100, .margin_ms = 500, .max_ms = kMaxSettleMs});
+  w.OnHello("0", 100, std::vector<std::string>{"0"}, kStartUs, /*restating=*/true);
+  EXPECT_TRUE(w.Settling(kStartUs + 699'999));
+  EXPECT_FALSE(w.Settling(kStartUs + 700'000));
+  EXPECT_EQ(w.end(), SettleEnd::kTimeout);
+}
+
 }  // namespace
 }  // namespace sb::broker

@@ -235,6 +235,24 @@ inline constexpr std::string_view kBrokerConnectedShards = "switchboard_broker_c
 inline constexpr std::string_view kBrokerEpoch = "switchboard_broker_epoch";
 inline constexpr std::string_view kBrokerCredit = "switchboard_broker_credit";
 inline constexpr std::string_view kBrokerInFlight = "switchboard_broker_in_flight";
+// History (docs/PROTOCOL.md, History): what the broker holds, and what it did.
+inline constexpr std::string_view kBrokerHistoryTopics = "switchboard_broker_history_topics";
+inline constexpr std::string_view kBrokerHistoryMessages = "switchboard_broker_history_messages";
+inline constexpr std::string_view kBrokerHistoryBytes = "switchboard_broker_history_bytes";
+inline constexpr std::string_view kBrokerHistorySequencedTotal =
+    "switchboard_broker_history_sequenced_total";
+inline constexpr std::string_view kBrokerHistoryResequencedTotal =
+    "switchboard_broker_history_resequenced_total";
+inline constexpr std::string_view kBrokerHistoryFetchesTotal =
+    "switchboard_broker_history_fetches_total";
+inline constexpr std::string_view kBrokerHistoryEvictedTotal =
+    "switchboard_broker_history_evicted_total";
+inline constexpr std::string_view kBrokerHistoryRestatedTotal =
+    "switchboard_broker_history_restated_total";
+inline constexpr std::string_view kBrokerHistoryStreamConflictsTotal =
+    "switchboard_broker_history_stream_conflicts_total";
+inline constexpr std::string_view kBrokerHistoryUnconfiguredTopicsTotal =
+    "switchboard_broker_history_unconfigured_topics_total";
 
 // --- A shard's link to its broker ---
 inline constexpr std::string_view kWorkerBrokerUp = "switchboard_worker_broker_up";
