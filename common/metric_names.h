@@ -235,6 +235,20 @@ inline constexpr std::string_view kBrokerConnectedShards = "switchboard_broker_c
 inline constexpr std::string_view kBrokerEpoch = "switchboard_broker_epoch";
 inline constexpr std::string_view kBrokerCredit = "switchboard_broker_credit";
 inline constexpr std::string_view kBrokerInFlight = "switchboard_broker_in_flight";
+// History (docs/PROTOCOL.md, History): gauges of what the broker holds, and
+// counters of publishes given an offset, fetches answered, messages restated
+// by hellos after a restart, and messages evicted (reason: ttl, size, bytes).
+inline constexpr std::string_view kBrokerHistoryMessages = "switchboard_broker_history_messages";
+inline constexpr std::string_view kBrokerHistoryBytes = "switchboard_broker_history_bytes";
+inline constexpr std::string_view kBrokerHistoryTopics = "switchboard_broker_history_topics";
+inline constexpr std::string_view kBrokerHistorySequencedTotal =
+    "switchboard_broker_history_sequenced_total";
+inline constexpr std::string_view kBrokerHistoryFetchesTotal =
+    "switchboard_broker_history_fetches_total";
+inline constexpr std::string_view kBrokerHistoryRestatedTotal =
+    "switchboard_broker_history_restated_total";
+inline constexpr std::string_view kBrokerHistoryEvictedTotal =
+    "switchboard_broker_history_evicted_total";
 
 // --- A shard's link to its broker ---
 inline constexpr std::string_view kWorkerBrokerUp = "switchboard_worker_broker_up";
