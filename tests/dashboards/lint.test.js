@@ -91,7 +91,8 @@ describe('prometheus', () => {
   it('alerts.yml: the alerts of the issue, each with a severity, summary and description', () => {
     const names = rules.map((r) => r.name);
     for (const n of ['SwitchboardRestartStorm', 'SwitchboardSupervisorNearIntensity', 'SwitchboardQueueGrowing',
-      'SwitchboardSlowConsumerSpike', 'SwitchboardShardDown', 'SwitchboardBrokerEpochChanged']) {
+      'SwitchboardSlowConsumerSpike', 'SwitchboardShardDown', 'SwitchboardBrokerEpochChanged',
+      'SwitchboardHistoryRecoveryFailures']) {
       assert.ok(names.includes(n), `no alert ${n}`);
     }
     const doc = g.loadYaml(path.join(g.PROMETHEUS_DIR, 'alerts.yml'));
