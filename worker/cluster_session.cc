@@ -328,8 +328,9 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       handler_->RemotePresence(msg.topic, msg.body, msg.type == mesh::Type::kSnapshot);
       return;
     case mesh::Type::kHistory:
-      // An answer to a fetch, not a data message: no credit (docs/PROTOCOL.md,
-      // Credit); the shard has at most one fetch outstanding per topic.
+      // Queued by the broker like a delivery, under credit (docs/PROTOCOL.md,
+      // Credit): credited back once consumed.
+      ++consumed_;
       ++counters_.histories;
       handler_->History(msg);
       return;

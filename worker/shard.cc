@@ -464,6 +464,17 @@ void Shard::PublishMetrics() {
   set(counters_.cluster_origins_forgotten, c.origins_forgotten);
   set(counters_.cluster_keys_left_out, c.keys_left_out);
   set(counters_.broadcasts_refused, h.broadcasts_refused);
+  if (!history_) return;
+  const HistoryStreams::Stats& hs = history_->stats();
+  set(counters_.history_on, true);
+  set(counters_.history_messages, history_->messages());
+  set(counters_.history_bytes, history_->bytes());
+  set(counters_.history_topics, history_->topics());
+  set(counters_.history_gaps_filled, hs.gaps_filled);
+  set(counters_.history_gaps_unfillable, hs.gaps_unfillable);
+  set(counters_.history_duplicates, hs.duplicates);
+  set(counters_.history_fetches, hs.fetches);
+  set(counters_.history_resets, hs.resets);
 }
 
 }  // namespace sb::worker

@@ -6,6 +6,7 @@
 // broadcast, and the HTTP API's publish and history answers.
 #include <spdlog/spdlog.h>
 
+#include <tuple>
 #include <utility>
 
 #include "common/mono_time.h"
@@ -17,6 +18,9 @@
 namespace sb::worker {
 
 namespace {
+
+static_assert(std::tuple_size_v<decltype(WorkerCounters::history_recoveries)> ==
+              static_cast<size_t>(Recovery::kCount));
 
 // Fetches the shard makes for the HTTP API, apart from HistoryStreams' own.
 constexpr uint64_t kApiFetchBit = uint64_t{1} << 63;
@@ -89,7 +93,6 @@ void Shard::PerformHistory(std::vector<HistoryAction>& actions) {
         AnswerJoin(h);
         break;
       case HistoryAction::Kind::kReset: {
-        ++counters_.history_resets;
         std::vector<Action> errored;
         hub_.ErrorTopic(h.topic, &errored);
         Perform(errored, 0);

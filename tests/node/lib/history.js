@@ -70,12 +70,13 @@ class HistoryClient {
   // Pushes {n}; its ok's offset is learnt like a delivery, in order.
   async push(payload, { timeout = 10000 } = {}) {
     const p = this.channel.push(this.event, payload, timeout);
-    const r = await outcome(p, { timeout: timeout + 2000, what: `the reply to a push by ${this.name}` });
-    if (r.status === 'ok') {
-      this.learn(String(r.response.offset), payload, 'ok');
-      this.acked.push({ epoch: r.response.epoch, offset: r.response.offset, payload });
-    }
-    return r;
+    // Learnt as the reply is handled, not after an await: `ws` emits every
+    // message of one read at once, so a later delivery would come first.
+    p.receive('ok', (response) => {
+      this.learn(String(response.offset), payload, 'ok');
+      this.acked.push({ epoch: response.epoch, offset: response.offset, payload });
+    });
+    return outcome(p, { timeout: timeout + 2000, what: `the reply to a push by ${this.name}` });
   }
 
   // Waits until `pred(this)` holds.
