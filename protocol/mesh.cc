@@ -123,8 +123,7 @@ bool Positioned(const Message& m) {
 constexpr size_t kPositionBytes = sizeof(Message::offset) + sizeof(Message::stream);
 // Whether m has the key frame after its body.
 bool Keyed(const Message& m) { return m.type == Type::kPublish && (m.flags & kFlagKeyed) != 0; }
-static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header + kStampBytes +
-                  kPositionBytes ==
+static_assert(kShapes[static_cast<size_t>(Type::kDeliver)].header + kStampBytes + kPositionBytes ==
               kMaxHeaderBytes);
 
 const Shape* ShapeOf(Type type) {

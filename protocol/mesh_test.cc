@@ -44,8 +44,8 @@ std::string Describe(const Message& m) {
          " seq=" + std::to_string(m.seq) + " origin=" + std::to_string(m.origin) +
          " n=" + std::to_string(m.n) + " flags=" + std::to_string(m.flags) +
          " stamp=" + std::to_string(m.stamp) + " topic=[" + std::string(m.topic) + "] body=[" +
-         std::string(m.body) + "] key=[" + std::string(m.key) + "] offset=" +
-         std::to_string(m.offset) + " stream=" + std::to_string(m.stream) +
+         std::string(m.body) + "] key=[" + std::string(m.key) +
+         "] offset=" + std::to_string(m.offset) + " stream=" + std::to_string(m.stream) +
          " id=" + std::to_string(m.id) + " top=" + std::to_string(m.top) +
          " first=" + std::to_string(m.first);
 }

@@ -277,8 +277,11 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
           --sent_;
           sent_bytes_ -= bytes;
         }
+        const bool sequenced = (outbox_.front().flags & mesh::kFlagSequenced) != 0;
+        const uint64_t seq = outbox_.front().seq;
         outbox_.pop_front();
         ++done;
+        if (sequenced) handler_->SequencedAcked(seq);
       }
       counters_.acked += done;
       return;

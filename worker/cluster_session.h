@@ -98,6 +98,10 @@ class ClusterSession {
     // this shard's own included: in offset order or not, repeated or not —
     // the topic's stream (worker/history) decides.
     virtual void DeliverSequenced(std::string_view /*topic*/, const mesh::Message& /*msg*/) {}
+    // A sequenced publish of this shard is done (acked). As a rule its
+    // delivery back came first (the origin is one of its recipients); a
+    // keyed repeat the broker routed to nobody gets only this.
+    virtual void SequencedAcked(uint64_t /*seq*/) {}
     // The answer to a Fetch (kHistory).
     virtual void History(const mesh::Message& /*msg*/) {}
     // The broker welcomed this shard: fetches it has not answered go again.
@@ -133,8 +137,9 @@ class ClusterSession {
   // history (mesh::kFlagSequenced): the broker delivers it to this shard too.
   // Returns its seq (what the broker's delivery of it carries), 0 if it
   // was not published.
-  uint64_t Publish(std::string_view topic, std::string_view message, bool binary, uint64_t stamp = 0,
-               std::string_view key = {}, int64_t now_ms = 0, bool sequenced = false);
+  uint64_t Publish(std::string_view topic, std::string_view message, bool binary,
+                   uint64_t stamp = 0, std::string_view key = {}, int64_t now_ms = 0,
+                   bool sequenced = false);
   // Asks the broker for `topic`'s history after `after`, at most `limit`
   // messages (kFetch), now if it has welcomed this shard; false if not sent
   // (the caller sends it again after the next welcome: Handler::Welcomed).

@@ -73,6 +73,7 @@ class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
                         std::to_string(m.first) + " " + std::to_string(m.body.size()));
   }
   void Welcomed() override { ++welcomed; }
+  void SequencedAcked(uint64_t seq) override { sequenced_acked.push_back(seq); }
   void HistoryState(std::vector<mesh::StreamPosition>* p, std::vector<std::string>* r,
                     size_t max_bytes) override {
     *p = positions;
@@ -87,6 +88,7 @@ class Fake : public ClusterSession::Transport, public ClusterSession::Handler {
   std::vector<std::string> sequenced;  // DeliverSequenced: "topic|body|offset/stream"
   std::vector<std::string> histories;  // History: "topic id stream top first body-bytes"
   int welcomed = 0;
+  std::vector<uint64_t> sequenced_acked;        // SequencedAcked's seqs
   std::vector<mesh::StreamPosition> positions;  // HistoryState's
   std::vector<std::string> restates;            // ... packed kRestate
   size_t restate_bound = 0;                     // the bound it was given
@@ -616,6 +618,24 @@ TEST_F(ClusterSessionTest, APublishOnAHistoryTopicIsSequenced) {
   ASSERT_EQ(pubs.size(), 2u);
   EXPECT_EQ(pubs[0].flags, mesh::kFlagSequenced);
   EXPECT_EQ(pubs[1].flags, 0u);
+}
+
+TEST_F(ClusterSessionTest, TheAckOfASequencedPublishIsReportedByItsSeq) {
+  session_.Start(now_);
+  Welcome(1);
+  const uint64_t first = session_.Publish("h", "m1", false, 0, {}, now_, /*sequenced=*/true);
+  const uint64_t second = session_.Publish("t", "m2", false);
+  const uint64_t third = session_.Publish("h", "m3", false, 0, {}, now_, /*sequenced=*/true);
+  EXPECT_EQ(first, 1u);
+  EXPECT_EQ(second, 2u);
+  EXPECT_EQ(third, 3u);
+  EXPECT_EQ(session_.Publish(std::string(mesh::kMaxTopicBytes + 1, 't'), "x", false), 0u)
+      << "not published: no seq";
+  session_.Flush();
+  Receive({.type = mesh::Type::kAck, .seq = 2});
+  EXPECT_EQ(fake_.sequenced_acked, std::vector<uint64_t>{1});
+  Receive({.type = mesh::Type::kAck, .seq = 3});
+  EXPECT_EQ(fake_.sequenced_acked, (std::vector<uint64_t>{1, 3}));
 }
 
 TEST_F(ClusterSessionTest, SequencedDeliveriesGoToTheStreamsRepeatsAndOwnIncluded) {

@@ -280,7 +280,11 @@ void Shard::Perform(const std::vector<Action>& actions, int64_t read_ns) {
         break;
       case Action::Kind::kUnsubscribe:
         if (session_) session_->Unsubscribe(a.topic);
-        if (history_ && history_->Keeps(a.topic)) history_->OnUnsubscribed(a.topic);
+        if (history_ && history_->Keeps(a.topic)) {
+          // Its waiting joins are dropped with it (their sockets left).
+          history_->OnUnsubscribed(a.topic);
+          std::erase_if(parked_, [&](const auto& p) { return p.second.topic == a.topic; });
+        }
         break;
       case Action::Kind::kPresence:
         if (session_) session_->Presence(a.topic, a.data);

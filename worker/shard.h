@@ -98,6 +98,7 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   void DeliverSequenced(std::string_view topic, const mesh::Message& msg) override;
   void History(const mesh::Message& msg) override;
   void Welcomed() override;
+  void SequencedAcked(uint64_t seq) override;
   void HistoryState(std::vector<mesh::StreamPosition>* positions,
                     std::vector<std::string>* restates, size_t max_bytes) override;
 
@@ -111,7 +112,9 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   // API publish); returns the sender's socket (0: none, or an API publish).
   ConnId AnswerOwn(const std::string& topic, const Sequenced& entry);
   void AnswerDroppedOwn();
-  void SequencedForApi(uint64_t api, const std::string& topic, const Sequenced& entry);
+  // One of API publish `api`'s topics is sequenced (`entry`; null: acked
+  // without a position, a keyed repeat): answered once all are.
+  void SequencedForApi(uint64_t api, const std::string& topic, const Sequenced* entry);
   void FailApiPublish(uint64_t api);
   void ApiHistory(ConnId conn, const ApiRequest& r);
   void AnswerApiHistory(const mesh::Message& msg, const std::vector<Sequenced>& entries);

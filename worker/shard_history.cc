@@ -130,7 +130,7 @@ ConnId Shard::AnswerOwn(const std::string& topic, const Sequenced& entry) {
                    phx::EncodeReply(own.join_ref, own.ref, topic, phx::kStatusOk,
                                     "{" + PositionJson(entry.stream, entry.offset) + "}"));
   }
-  if (own.api != 0) SequencedForApi(own.api, topic, entry);
+  if (own.api != 0) SequencedForApi(own.api, topic, &entry);
   return own.conn;
 }
 
@@ -204,6 +204,21 @@ void Shard::History(const mesh::Message& msg) {
   gateway_->Settle();
 }
 
+void Shard::SequencedAcked(uint64_t seq) {
+  auto it = own_.find(seq);
+  if (it == own_.end()) return;
+  // Acked and never delivered back: an HTTP API publish whose idempotency
+  // key another shard's publish had claimed (the broker routed it to
+  // nobody). Its request is answered ok, as a repeat is, without a position.
+  OwnPublish own = std::move(it->second);
+  own_.erase(it);
+  if (own.conn != 0) {
+    gateway_->Send(own.conn, false,
+                   phx::EncodeReply(own.join_ref, own.ref, own.topic, phx::kStatusOk, "{}"));
+  }
+  if (own.api != 0) SequencedForApi(own.api, own.topic, nullptr);
+}
+
 void Shard::Welcomed() {
   if (!history_) return;
   std::vector<HistoryAction> out;
@@ -224,22 +239,25 @@ void Shard::HistoryState(std::vector<mesh::StreamPosition>* positions,
 
 // --- The HTTP API ----------------------------------------------------------------
 
-void Shard::SequencedForApi(uint64_t api, const std::string& topic, const Sequenced& entry) {
+void Shard::SequencedForApi(uint64_t api, const std::string& topic, const Sequenced* entry) {
   auto it = api_publishes_.find(api);
   if (it == api_publishes_.end()) return;
   ApiPublishWait& w = it->second;
-  if (!w.positions.empty()) w.positions.push_back(',');
-  if (w.endpoint == ApiEndpoint::kPublish) {
-    w.positions += PositionJson(entry.stream, entry.offset);
-  } else {
-    std::string name;
-    phx::AppendJsonString(name, topic);
-    w.positions += name + ":{" + PositionJson(entry.stream, entry.offset) + "}";
+  if (entry != nullptr) {
+    if (!w.positions.empty()) w.positions.push_back(',');
+    if (w.endpoint == ApiEndpoint::kPublish) {
+      w.positions += PositionJson(entry->stream, entry->offset);
+    } else {
+      std::string name;
+      phx::AppendJsonString(name, topic);
+      w.positions += name + ":{" + PositionJson(entry->stream, entry->offset) + "}";
+    }
   }
   if (--w.remaining == 0) {
-    std::string body = w.endpoint == ApiEndpoint::kPublish
-                           ? "{\"ok\":true," + w.positions + "}"
-                           : "{\"ok\":true,\"offsets\":{" + w.positions + "}}";
+    std::string body =
+        w.endpoint == ApiEndpoint::kPublish
+            ? (w.positions.empty() ? std::string(kApiOkBody) : "{\"ok\":true," + w.positions + "}")
+            : "{\"ok\":true,\"offsets\":{" + w.positions + "}}";
     if (w.key) idempotency_.Insert(*w.key, body, MonoNowMs());
     gateway_->RespondApi(w.conn, w.endpoint, 200, body);
     api_publishes_.erase(it);
