@@ -152,9 +152,9 @@ describe('history', () => {
     assert.equal(sender.pos.offset, 20);
     await victim.until((x) => x.pos.offset === 20, 'twenty');
     // The victim's shard dies; it reconnects (to the restarted shard) and recovers.
-    const killed = cluster.kill(b.id);
+    const old = await cluster.kill(b.id);
     for (let n = 20; n < 40; n++) assert.equal((await sender.push({ n })).status, 'ok');
-    await killed;
+    await cluster.waitRestarted(b.id, old);
     await victim.until((x) => x.pos.offset === 40, 'forty', 15000);
     assert.ok(victim.joinReplies.length >= 2);
     assert.ok(victim.joinReplies.slice(1).every((r) => r.recovered && r.epoch === epoch), JSON.stringify(victim.joinReplies));
