@@ -43,11 +43,12 @@ const quantile = (xs, q) => {
 (async () => {
   const rounds = arg('--rounds', 30);
   const missed = arg('--missed', 300);
-  const history = ['--history', 'room:*=1000/10m', '--recovery-max', String(Math.max(300, missed))];
+  const history = ['--history', 'room:*=1000/10m'];
+  const shardArgs = [...history, '--recovery-max', String(Math.max(300, missed))];
   const scope = new Scope();
   let failed = false;
   try {
-    const cluster = await startCluster({ shards: [{ args: history }, { args: history }], brokerArgs: history });
+    const cluster = await startCluster({ shards: [{ args: shardArgs }, { args: shardArgs }], brokerArgs: history });
     scope.add(() => cluster.stop());
     const [a, b] = cluster.shards;
     const opts = { reconnectAfterMs: () => 10, rejoinAfterMs: () => 10 };
