@@ -14,22 +14,12 @@ const path = require('node:path');
 
 const nodeDir = path.join(__dirname, '..', 'tests', 'node');
 const { runChaos } = require(path.join(nodeDir, 'lib', 'history_chaos'));
-const { Scope } = require(path.join(nodeDir, 'lib', 'util'));
+const { Scope, positiveArg } = require(path.join(nodeDir, 'lib', 'util'));
 
-function arg(name, dflt) {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return dflt;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isFinite(v) || v <= 0) {
-    console.error(`${name} needs a positive number`);
-    process.exit(2);
-  }
-  return v;
-}
 
 (async () => {
-  const seconds = arg('--seconds', 600);
-  const seed = arg('--seed', Date.now() % 4294967296);
+  const seconds = positiveArg('--seconds', 600);
+  const seed = positiveArg('--seed', Date.now() % 4294967296, { integer: true });
   const scope = new Scope();
   let r;
   try {

@@ -22,18 +22,8 @@ const nodeDir = path.join(__dirname, '..', 'tests', 'node');
 const { startCluster } = require(path.join(nodeDir, 'lib', 'cluster'));
 const { connect, disconnect } = require(path.join(nodeDir, 'lib', 'phoenix'));
 const { HistoryClient } = require(path.join(nodeDir, 'lib', 'history'));
-const { Scope, delay } = require(path.join(nodeDir, 'lib', 'util'));
+const { Scope, delay, positiveArg } = require(path.join(nodeDir, 'lib', 'util'));
 
-function arg(name, dflt) {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return dflt;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v <= 0) {
-    console.error(`${name} needs a positive integer`);
-    process.exit(2);
-  }
-  return v;
-}
 
 const quantile = (xs, q) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -41,8 +31,8 @@ const quantile = (xs, q) => {
 };
 
 (async () => {
-  const rounds = arg('--rounds', 30);
-  const missed = arg('--missed', 300);
+  const rounds = positiveArg('--rounds', 30, { integer: true });
+  const missed = positiveArg('--missed', 300, { integer: true });
   const history = ['--history', 'room:*=1000/10m'];
   const shardArgs = [...history, '--recovery-max', String(Math.max(300, missed))];
   const scope = new Scope();

@@ -130,6 +130,20 @@ const BOUNDED_MEMORY_ENV = {
   ASAN_OPTIONS: [process.env.ASAN_OPTIONS, 'quarantine_size_mb=0'].filter(Boolean).join(':'),
 };
 
+// A bench program's `--name N` from process.argv: a positive number (an
+// integer if `integer`), `dflt` when absent; exits 2 naming the flag if not.
+function positiveArg(name, dflt, { integer = false } = {}) {
+  const i = process.argv.indexOf(name);
+  if (i < 0) return dflt;
+  const v = Number(process.argv[i + 1]);
+  if (!(integer ? Number.isInteger(v) : Number.isFinite(v)) || v <= 0) {
+    console.error(`${name} needs a positive ${integer ? 'integer' : 'number'}`);
+    process.exit(2);
+  }
+  return v;
+}
+
 module.exports = {
+  positiveArg,
   DEFAULT_TIMEOUT_MS, withTimeout, waitUntil, delay, Inbox, Scope, scopeFor, BOUNDED_MEMORY_ENV, HEAP_FACTOR,
 };
