@@ -53,6 +53,10 @@ class MetricFamilies {
   void Counter(std::string_view name, std::string_view help, double value);
   void Gauge(std::string_view name, std::string_view help, double value);
 
+  // switchboard_build_info{version, commit} 1 (metric_names.h kBuildInfo):
+  // this binary's common/build_info.h values.
+  void BuildInfo();
+
   // A counter family with one series per entry of `values`, labelled
   // `label`=`values[i]` and valued `value_at(i)`.
   template <typename ValueAt>
