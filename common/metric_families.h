@@ -3,9 +3,10 @@
 //
 // Owns: the families of one Collect() call while they are built, and each
 // series' label set: the builder's constant label first (a shard's `shard`),
-// then the series' own. Does not: read counters (callers pass the values they
-// loaded), serve or register anything (common/metrics_endpoint), or define
-// names (common/metric_names.h). One object per Collect() call, used on the
+// then the series' own; the build info series every exporter adds alike.
+// Does not: read counters (callers pass the values they loaded), serve or
+// register anything (common/metrics_endpoint), or define names
+// (common/metric_names.h). One object per Collect() call, used on the
 // scraping thread and dropped when Take() hands the families over.
 #pragma once
 

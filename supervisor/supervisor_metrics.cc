@@ -103,7 +103,7 @@ struct SupervisorMetrics::Impl {
         socket_balance(Register(prometheus::BuildGauge(), m::kSocketBalanceInfo,
                                 "1 per socket, labelled with what spreads its connections", node,
                                 *registry)) {
-    Register(prometheus::BuildGauge(), m::kBuildInfo, m::kBuildInfoHelp.data(), node, *registry)
+    Register(prometheus::BuildGauge(), m::kBuildInfo, S(m::kBuildInfoHelp).c_str(), node, *registry)
         .Add({{S(m::kLabelVersion), S(BuildVersion())}, {S(m::kLabelCommit), S(BuildCommit())}})
         .Set(1);
   }
