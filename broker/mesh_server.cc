@@ -47,6 +47,7 @@ class MeshServer::Collector : public prometheus::Collectable {
     const Router::Counters& c = r.counters();
     using Labels = MetricFamilies::Labels;
     MetricFamilies out;
+    out.BuildInfo();
     MetricFamily& depth =
         out.Family(m::kQueueDepth, "Messages waiting in a queue", MetricType::Gauge);
     MetricFamily& bytes =

@@ -4,6 +4,9 @@
 #include <limits>
 #include <utility>
 
+#include "common/build_info.h"
+#include "common/metric_names.h"
+
 namespace sb {
 
 using prometheus::ClientMetric;
@@ -54,6 +57,13 @@ void MetricFamilies::Counter(std::string_view name, std::string_view help, doubl
 
 void MetricFamilies::Gauge(std::string_view name, std::string_view help, double value) {
   Add(Family(name, help, MetricType::Gauge), {}, value);
+}
+
+void MetricFamilies::BuildInfo() {
+  Add(Family(metrics::kBuildInfo, metrics::kBuildInfoHelp, MetricType::Gauge),
+      {{std::string(metrics::kLabelVersion), std::string(BuildVersion())},
+       {std::string(metrics::kLabelCommit), std::string(BuildCommit())}},
+      1);
 }
 
 std::vector<MetricFamily> MetricFamilies::Take() && {

@@ -3,9 +3,10 @@
 //
 // Owns: the families of one Collect() call while they are built, and each
 // series' label set: the builder's constant label first (a shard's `shard`),
-// then the series' own. Does not: read counters (callers pass the values they
-// loaded), serve or register anything (common/metrics_endpoint), or define
-// names (common/metric_names.h). One object per Collect() call, used on the
+// then the series' own; the build info series every exporter adds alike.
+// Does not: read counters (callers pass the values they loaded), serve or
+// register anything (common/metrics_endpoint), or define names
+// (common/metric_names.h). One object per Collect() call, used on the
 // scraping thread and dropped when Take() hands the families over.
 #pragma once
 
@@ -52,6 +53,10 @@ class MetricFamilies {
   // A family with one series that has only the constant labels.
   void Counter(std::string_view name, std::string_view help, double value);
   void Gauge(std::string_view name, std::string_view help, double value);
+
+  // switchboard_build_info{version, commit} 1 (metric_names.h kBuildInfo):
+  // this binary's common/build_info.h values.
+  void BuildInfo();
 
   // A counter family with one series per entry of `values`, labelled
   // `label`=`values[i]` and valued `value_at(i)`.

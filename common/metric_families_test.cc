@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/build_info.h"
 #include "prometheus/text_serializer.h"
 
 namespace sb {
@@ -39,6 +40,18 @@ TEST(MetricFamiliesTest, TheConstantLabelComesFirstOnEverySeries) {
   const std::string text = Text(fs);
   EXPECT_NE(text.find("a_total{shard=\"3\"} 5"), std::string::npos) << text;
   EXPECT_NE(text.find("b{shard=\"3\",queue=\"client_out\"} 7"), std::string::npos) << text;
+}
+
+TEST(MetricFamiliesTest, BuildInfoIsOneGaugeAtOneWithVersionAndCommit) {
+  MetricFamilies out("shard", "3");
+  out.BuildInfo();
+  const std::string text = Text(std::move(out).Take());
+  EXPECT_NE(text.find("# TYPE switchboard_build_info gauge\n"), std::string::npos) << text;
+  EXPECT_NE(
+      text.find("switchboard_build_info{shard=\"3\",version=\"" + std::string(BuildVersion()) +
+                "\",commit=\"" + std::string(BuildCommit()) + "\"} 1\n"),
+      std::string::npos)
+      << text;
 }
 
 TEST(MetricFamiliesTest, ValuesGoWhereTheFamilysTypeSays) {

@@ -29,6 +29,19 @@ inline constexpr std::string_view kLabelReason = "reason";
 inline constexpr std::string_view kReasonNormal = "normal";      // status 0 / success_exit_codes
 inline constexpr std::string_view kReasonAbnormal = "abnormal";  // any other status, any signal
 
+// --- Every process that serves metrics -------------------------------------
+
+// Gauge, always 1, labels version and commit (common/build_info.h): what the
+// process was built from, the Prometheus `_build_info` convention. Exported
+// by the daemon (with node), each shard (with shard) and the broker; the
+// `child` label comes from the daemon's file_sd targets. During a rolling
+// upgrade two versions show side by side.
+inline constexpr std::string_view kBuildInfo = "switchboard_build_info";
+inline constexpr std::string_view kLabelVersion = "version";
+inline constexpr std::string_view kLabelCommit = "commit";
+inline constexpr std::string_view kBuildInfoHelp =
+    "Always 1: the version and build commit of this process";
+
 // --- Per child (labels node, child, supervisor) ----------------------------
 
 // Gauge, 0 or 1: 1 from the child's `ready` event until it exits or is

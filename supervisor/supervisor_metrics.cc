@@ -7,6 +7,7 @@
 #include <optional>
 #include <utility>
 
+#include "common/build_info.h"
 #include "common/metric_names.h"
 #include "common/metrics_endpoint.h"
 #include "common/process_stats.h"
@@ -101,7 +102,11 @@ struct SupervisorMetrics::Impl {
                                   .Add({})),
         socket_balance(Register(prometheus::BuildGauge(), m::kSocketBalanceInfo,
                                 "1 per socket, labelled with what spreads its connections", node,
-                                *registry)) {}
+                                *registry)) {
+    Register(prometheus::BuildGauge(), m::kBuildInfo, S(m::kBuildInfoHelp).c_str(), node, *registry)
+        .Add({{S(m::kLabelVersion), S(BuildVersion())}, {S(m::kLabelCommit), S(BuildCommit())}})
+        .Set(1);
+  }
 
   static Labels ChildLabels(const std::string& id, const std::string& path) {
     return {{S(m::kLabelChild), id}, {S(m::kLabelSupervisor), path}};

@@ -18,6 +18,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/build_info.h"
 #include "common/metric_names.h"
 
 namespace sb::supervisor {
@@ -306,6 +307,12 @@ TEST_F(SupervisorMetricsTest, ReportsDaemonStats) {
   EXPECT_GT(Value(body, metrics::kDaemonOpenFds, node).value_or(0), 3);
   EXPECT_GT(Value(body, metrics::kDaemonResidentMemoryBytes, node).value_or(0), 1 << 20);
   EXPECT_DOUBLE_EQ(Value(body, metrics::kEventLoopLagSeconds, node).value_or(-1), 0.004);
+}
+
+TEST_F(SupervisorMetricsTest, ReportsItsBuildInfo) {
+  const LabelSet build = {
+      {"node", "node1"}, {"version", S(BuildVersion())}, {"commit", S(BuildCommit())}};
+  EXPECT_EQ(Value(Scrape(), metrics::kBuildInfo, build), 1);
 }
 
 TEST_F(SupervisorMetricsTest, CountsEventsTheEventsFileLost) {

@@ -1,12 +1,14 @@
 // switchboard: the supervisor daemon (`run`), its offline check (`check`),
 // the control client (status, restart, stop, start, scale, reload,
-// events), and `publish` to the shards' HTTP API. Exit codes: common/exit_codes.h (0 ok, 1 root
-// gave up / failed or request refused, 2 usage or configuration error, 3 daemon not running).
+// events), `publish` to the shards' HTTP API, and `version` (as --version). Exit codes:
+// common/exit_codes.h (0 ok, 1 root gave up / failed or request refused, 2 usage or configuration
+// error, 3 daemon not running).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
 #include <string>
 
+#include "common/build_info.h"
 #include "common/command_line.h"
 #include "common/exit_codes.h"
 #include "common/log.h"
@@ -66,6 +68,7 @@ int main(int argc, char** argv) {
   run->add_option("CONFIG", config, "YAML topology")->required();
   auto* check = app.add_subcommand("check", "validate CONFIG without running anything");
   check->add_option("CONFIG", config, "YAML topology")->required();
+  auto* version = app.add_subcommand("version", "print the version and the build commit");
 
   // Client commands find the daemon through --control, or the control path in --config.
   auto client = [&](const char* name, const char* help) {
@@ -111,6 +114,10 @@ int main(int argc, char** argv) {
                                    "a repeat with this key within 5 minutes is delivered once");
 
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
+  if (*version) {
+    std::printf("%s\n", sb::VersionLine(kProgram).c_str());
+    return sb::kExitOk;
+  }
   if (*check) return Check(config);
   if (*run) return Run(config);
   if (*publish) {

@@ -17,6 +17,7 @@
 #include <ctime>
 #include <utility>
 
+#include "common/build_info.h"
 #include "common/mono_time.h"
 #include "protocol/websocket.h"
 #include "worker/http_upgrade.h"
@@ -369,6 +370,8 @@ void Gateway::ParseHttp(Conn* c) {
         policy.token = opt_.token ? &*opt_.token : nullptr;
         policy.origin = &opt_.origin;
         policy.now_unix_s = static_cast<int64_t>(std::time(nullptr));
+        policy.version = BuildVersion();
+        policy.commit = BuildCommit();
         d = DecideRequest(h.header.get(), policy);
       }
       FinishHttp(c, std::move(d));

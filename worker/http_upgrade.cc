@@ -267,8 +267,15 @@ HttpDecision DecideRequest(const HttpRequest& req, const HttpPolicy& policy) {
   std::string_view path = target.substr(0, target.find('?'));
 
   if (path == kHealthPath) {
-    d.response = policy.draining ? PlainResponse(503, "Service Unavailable", "draining\n")
-                                 : PlainResponse(200, "OK", "ok\n");
+    // The version goes in headers: the body stays the plain "ok" that load
+    // balancers' health checks match.
+    std::string build;
+    if (!policy.version.empty())
+      build += "Switchboard-Version: " + std::string(policy.version) + "\r\n";
+    if (!policy.commit.empty())
+      build += "Switchboard-Commit: " + std::string(policy.commit) + "\r\n";
+    d.response = policy.draining ? PlainResponse(503, "Service Unavailable", "draining\n", build)
+                                 : PlainResponse(200, "OK", "ok\n", build);
     return d;
   }
   if (path != kSocketPath) {

@@ -80,6 +80,10 @@ struct HttpPolicy {
   const TokenRules* token = nullptr;     // token auth is on when set
   const OriginPolicy* origin = nullptr;  // nullptr: the default (checked against Host)
   int64_t now_unix_s = 0;
+  // Reported by /healthz (headers Switchboard-Version, Switchboard-Commit)
+  // so that a rolling upgrade can be watched; empty: not reported.
+  std::string_view version;
+  std::string_view commit;
 };
 
 struct HttpDecision {

@@ -70,6 +70,21 @@ TEST(HttpUpgradeTest, HealthzAnswersWhileServingAndRefusesWhileDraining) {
   EXPECT_FALSE(Decide(req).refusal.has_value());
 }
 
+TEST(HttpUpgradeTest, HealthzReportsVersionAndCommitInHeadersAndKeepsItsBody) {
+  const std::string req = "GET /healthz HTTP/1.1\r\nHost: shard\r\n\r\n";
+  HttpPolicy policy;
+  policy.version = "0.1.0-b";
+  policy.commit = "28ee336abcde";
+  for (bool draining : {false, true}) {
+    policy.draining = draining;
+    const std::string r = Decide(req, policy).response;
+    EXPECT_NE(r.find("\r\nSwitchboard-Version: 0.1.0-b\r\n"), std::string::npos) << r;
+    EXPECT_NE(r.find("\r\nSwitchboard-Commit: 28ee336abcde\r\n"), std::string::npos) << r;
+    EXPECT_TRUE(r.ends_with(draining ? "\r\n\r\ndraining\n" : "\r\n\r\nok\n")) << r;
+  }
+  EXPECT_EQ(Decide(req).response.find("Switchboard-"), std::string::npos);
+}
+
 TEST(HttpUpgradeTest, RefusalsCarryTheirStatusAndReason) {
   struct Case {
     std::string raw;

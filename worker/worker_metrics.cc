@@ -59,6 +59,7 @@ class Collector : public prometheus::Collectable {
 
   std::vector<MetricFamily> Collect() const override {
     MetricFamilies out(m::kLabelShard, shard_);
+    out.BuildInfo();
     const WorkerCounters& c = *c_;
     out.Gauge(m::kWorkerConnections, "Open WebSocket connections", Load(c.connections));
     out.Counter(m::kWorkerConnectionsAcceptedTotal, "TCP connections accepted",
