@@ -18,20 +18,13 @@
 #include <string_view>
 #include <vector>
 
+#include "common/testing/fuzz_check.h"
 #include "worker/handoff_state.h"
 
 namespace {
 
 namespace handoff = sb::worker::handoff;
 using sb::Status;
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
 
 void CheckRefusal(const Status& s) {
   constexpr std::string_view kPrefix = "handoff state: ";
