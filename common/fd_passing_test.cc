@@ -121,6 +121,24 @@ TEST(FdPassingTest, TruncatedMessageIsRefusedAndItsFdsClosed) {
   EXPECT_EQ(OpenFds(), before);
 }
 
+TEST(FdPassingTest, FdsCutByTheKernelAreRefusedAndClosed) {
+  // SO_PASSCRED makes the kernel put the sender's credentials first in the
+  // control buffer, leaving room for fewer than 253 fds: it installs those
+  // that fit, drops the rest and says MSG_CTRUNC.
+  Pair s = SeqPacketPair();
+  const int on = 1;
+  ASSERT_EQ(::setsockopt(s.b.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)), 0);
+  std::vector<UniqueFd> readers;
+  std::vector<UniqueFd> writers = Pipes(kMaxFdsPerMessage, &readers);
+  const size_t before = OpenFds();
+  ASSERT_TRUE(SendFds(s.a.get(), "chunk", Raw(writers)).ok());
+  Result<FdMessage> got = ReceiveFds(s.b.get());
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.status().message().find("MSG_CTRUNC"), std::string::npos)
+      << got.status().message();
+  EXPECT_EQ(OpenFds(), before);
+}
+
 TEST(FdPassingTest, NonBlockingSendWouldBlockWhenTheBufferIsFull) {
   Pair s = SeqPacketPair(SOCK_NONBLOCK);
   const std::string chunk(16 * 1024, 'z');
