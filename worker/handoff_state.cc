@@ -184,10 +184,35 @@ Result<std::pair<Header, std::string_view>> Open(std::string_view record, Record
 
 // --- Connections.
 
+// What is wrong with `c` beyond the bounds on lengths and counts, or "": the
+// invariants the new process relies on. The encoder refuses to write what
+// the decoder would refuse, so what decodes always encodes again.
+std::string Problem(const Connection& c) {
+  if (c.id == 0) return "a connection with id 0";
+  if (!c.address.empty() && c.address.size() != 16) return "an address not of 16 bytes";
+  if (c.message_opcode != 1 && c.message_opcode != 2) {
+    return "a message opcode " + std::to_string(c.message_opcode) + ", not 1 or 2";
+  }
+  for (const OutboundFrame& f : c.outbound) {
+    if (f.kind > 3) return "an outbound frame of kind " + std::to_string(f.kind);
+    if (f.bytes.empty()) return "an empty outbound frame";
+  }
+  if (c.outbound.empty() ? c.written != 0 : c.written >= c.outbound.front().bytes.size()) {
+    return "written bytes not within the first frame";
+  }
+  if (!std::isfinite(c.rate.tokens) || c.rate.tokens < 0) return "rate tokens not finite, >= 0";
+  for (const Channel& ch : c.channels) {
+    if (ch.topic.empty()) return "a channel with an empty topic";
+    if (ch.presence_seq == 0 && (!ch.presence_key.empty() || !ch.presence_meta.empty())) {
+      return "a presence key or meta without a presence";
+    }
+  }
+  return {};
+}
+
 void WriteConnection(Writer& w, const Connection& c) {
-  if (c.id == 0) w.Fail("a connection with id 0");
+  if (std::string problem = Problem(c); !problem.empty()) w.Fail(std::move(problem));
   w.Int<uint64_t>(c.id);
-  if (!c.address.empty() && c.address.size() != 16) w.Fail("an address not of 16 bytes");
   w.Str(c.address, 16, "an address");
   w.Int<int64_t>(c.last_rx_ms);
   w.Int<int64_t>(c.last_tx_ms);
@@ -195,17 +220,11 @@ void WriteConnection(Writer& w, const Connection& c) {
   w.Str(c.parser_tail, kMaxBlobBytes, "a parser tail");
   w.Str(c.parser_message, kMaxBlobBytes, "a parser message");
   w.Bool(c.in_message);
-  if (c.message_opcode != 1 && c.message_opcode != 2) w.Fail("a message opcode not 1 or 2");
   w.Int<uint8_t>(c.message_opcode);
-  if (c.outbound.empty() ? c.written != 0 : c.written >= c.outbound.front().bytes.size()) {
-    w.Fail("written bytes not within the first frame");
-  }
   w.Int<uint64_t>(c.written);
   w.Count(c.outbound.size(), kMaxFrames, "outbound frames");
   for (const OutboundFrame& f : c.outbound) {
-    if (f.kind > 3) w.Fail("an outbound frame of kind " + std::to_string(f.kind));
     w.Int<uint8_t>(f.kind);
-    if (f.bytes.empty()) w.Fail("an empty outbound frame");
     w.Str(f.bytes, kMaxBlobBytes, "an outbound frame");
   }
   w.Bool(c.identity.has_value());
@@ -216,33 +235,30 @@ void WriteConnection(Writer& w, const Connection& c) {
       w.Str(p, kMaxNameBytes, "a topic pattern");
     }
   }
-  if (!std::isfinite(c.rate.tokens) || c.rate.tokens < 0) w.Fail("rate tokens not finite, >= 0");
   w.Double(c.rate.tokens);
   w.Int<int64_t>(c.rate.last_ms);
   w.Count(c.channels.size(), kMaxChannels, "channels");
   for (const Channel& ch : c.channels) {
-    if (ch.topic.empty()) w.Fail("a channel with an empty topic");
     w.Str(ch.topic, kMaxNameBytes, "a channel topic");
     w.Bool(ch.join_ref.has_value());
     if (ch.join_ref) w.Str(*ch.join_ref, kMaxNameBytes, "a join_ref");
     w.Int<uint64_t>(ch.presence_seq);
-    if (ch.presence_seq == 0 && (!ch.presence_key.empty() || !ch.presence_meta.empty())) {
-      w.Fail("a presence key or meta without a presence");
-    }
     w.Str(ch.presence_key, kMaxNameBytes, "a presence key");
     w.Str(ch.presence_meta, kMaxJsonBytes, "a presence meta");
   }
 }
 
-// The smallest channel: topic, join_ref flag, seq, key, meta.
+// The smallest entries, for Reader::Count: a frame (kind, bytes); a channel
+// (topic, join_ref flag, seq, key, meta).
+constexpr size_t kMinFrame = 1 + kMinStr;
 constexpr size_t kMinChannel = kMinStr + 1 + 8 + 2 * kMinStr;
 
+// Reads what WriteConnection writes. A field added in a later version is
+// read under `if (r.version() >= N)`, its default left otherwise.
 Connection ReadConnection(Reader& r) {
   Connection c;
   c.id = r.Int<uint64_t>("a connection id");
-  if (r.ok() && c.id == 0) r.Fail("a connection with id 0");
   c.address = r.Str(16, "an address");
-  if (r.ok() && !c.address.empty() && c.address.size() != 16) r.Fail("an address not of 16 bytes");
   c.last_rx_ms = r.Int<int64_t>("last_rx_ms");
   c.last_tx_ms = r.Int<int64_t>("last_tx_ms");
   c.message_since_ms = r.Int<int64_t>("message_since_ms");
@@ -250,22 +266,13 @@ Connection ReadConnection(Reader& r) {
   c.parser_message = r.Str(kMaxBlobBytes, "a parser message");
   c.in_message = r.Bool("in_message");
   c.message_opcode = r.Int<uint8_t>("a message opcode");
-  if (r.ok() && c.message_opcode != 1 && c.message_opcode != 2) {
-    r.Fail("a message opcode " + std::to_string(c.message_opcode) + ", not 1 or 2");
-  }
   c.written = r.Int<uint64_t>("written bytes");
-  const size_t frames = r.Count(kMaxFrames, 1 + kMinStr, "outbound frames");
+  const size_t frames = r.Count(kMaxFrames, kMinFrame, "outbound frames");
   for (size_t i = 0; i < frames && r.ok(); ++i) {
     OutboundFrame f;
     f.kind = r.Int<uint8_t>("an outbound frame's kind");
-    if (r.ok() && f.kind > 3) r.Fail("an outbound frame of kind " + std::to_string(f.kind));
     f.bytes = r.Str(kMaxBlobBytes, "an outbound frame");
-    if (r.ok() && f.bytes.empty()) r.Fail("an empty outbound frame");
     c.outbound.push_back(std::move(f));
-  }
-  if (r.ok() &&
-      (c.outbound.empty() ? c.written != 0 : c.written >= c.outbound.front().bytes.size())) {
-    r.Fail("written bytes not within the first frame");
   }
   if (r.Bool("the identity flag")) {
     TokenIdentity id;
@@ -277,23 +284,19 @@ Connection ReadConnection(Reader& r) {
     c.identity = std::move(id);
   }
   c.rate.tokens = r.Double("rate tokens");
-  if (r.ok() && (!std::isfinite(c.rate.tokens) || c.rate.tokens < 0)) {
-    r.Fail("rate tokens not finite, >= 0");
-  }
   c.rate.last_ms = r.Int<int64_t>("the rate's last_ms");
   const size_t channels = r.Count(kMaxChannels, kMinChannel, "channels");
   for (size_t i = 0; i < channels && r.ok(); ++i) {
     Channel ch;
     ch.topic = r.Str(kMaxNameBytes, "a channel topic");
-    if (r.ok() && ch.topic.empty()) r.Fail("a channel with an empty topic");
     if (r.Bool("the join_ref flag")) ch.join_ref = r.Str(kMaxNameBytes, "a join_ref");
     ch.presence_seq = r.Int<uint64_t>("a presence seq");
     ch.presence_key = r.Str(kMaxNameBytes, "a presence key");
     ch.presence_meta = r.Str(kMaxJsonBytes, "a presence meta");
-    if (r.ok() && ch.presence_seq == 0 && (!ch.presence_key.empty() || !ch.presence_meta.empty())) {
-      r.Fail("a presence key or meta without a presence");
-    }
     c.channels.push_back(std::move(ch));
+  }
+  if (r.ok()) {
+    if (std::string problem = Problem(c); !problem.empty()) r.Fail(std::move(problem));
   }
   return c;
 }
@@ -307,7 +310,18 @@ std::string EncodedConnection(const Connection& c, Status* status) {
 
 // --- Session.
 
+std::string Problem(const Session& s) {
+  uint64_t last_seq = 0;
+  for (const Publish& p : s.outbox) {
+    if (p.seq <= last_seq || p.seq >= s.next_seq)
+      return "outbox seqs not increasing below next_seq";
+    last_seq = p.seq;
+  }
+  return {};
+}
+
 void WriteSession(Writer& w, const Session& s) {
+  if (std::string problem = Problem(s); !problem.empty()) w.Fail(std::move(problem));
   w.Str(s.shard, kMaxNameBytes, "a shard name");
   w.Int<uint64_t>(s.instance);
   w.Str(s.token, kMaxNameBytes, "a session token");
@@ -316,11 +330,7 @@ void WriteSession(Writer& w, const Session& s) {
   w.Count(s.members.size(), kMaxListEntries, "members");
   for (const std::string& m : s.members) w.Str(m, kMaxNameBytes, "a member");
   w.Count(s.outbox.size(), kMaxListEntries, "outbox publishes");
-  uint64_t last_seq = 0;
   for (const Publish& p : s.outbox) {
-    if (p.seq <= last_seq || p.seq >= s.next_seq)
-      w.Fail("outbox seqs not increasing below next_seq");
-    last_seq = p.seq;
     w.Int<uint64_t>(p.seq);
     w.Str(p.topic, kMaxNameBytes, "a publish topic");
     w.Str(p.message, kMaxBlobBytes, "a publish message");
@@ -358,6 +368,7 @@ void WriteSession(Writer& w, const Session& s) {
   w.Int<uint64_t>(s.chunks);
 }
 
+// Reads what WriteSession writes; new fields as in ReadConnection.
 Session ReadSession(Reader& r) {
   Session s;
   s.shard = r.Str(kMaxNameBytes, "a shard name");
@@ -370,14 +381,9 @@ Session ReadSession(Reader& r) {
     s.members.push_back(r.Str(kMaxNameBytes, "a member"));
   }
   const size_t outbox = r.Count(kMaxListEntries, 8 + 3 * kMinStr + 1 + 8, "outbox publishes");
-  uint64_t last_seq = 0;
   for (size_t i = 0; i < outbox && r.ok(); ++i) {
     Publish p;
     p.seq = r.Int<uint64_t>("a publish seq");
-    if (r.ok() && (p.seq <= last_seq || p.seq >= s.next_seq)) {
-      r.Fail("outbox seqs not increasing below next_seq");
-    }
-    last_seq = p.seq;
     p.topic = r.Str(kMaxNameBytes, "a publish topic");
     p.message = r.Str(kMaxBlobBytes, "a publish message");
     p.flags = r.Int<uint8_t>("a publish's flags");
@@ -421,6 +427,9 @@ Session ReadSession(Reader& r) {
   }
   s.connections = r.Int<uint64_t>("the connection count");
   s.chunks = r.Int<uint64_t>("the chunk count");
+  if (r.ok()) {
+    if (std::string problem = Problem(s); !problem.empty()) r.Fail(std::move(problem));
+  }
   return s;
 }
 
