@@ -134,8 +134,7 @@ TEST(FdPassingTest, FdsCutByTheKernelAreRefusedAndClosed) {
   ASSERT_TRUE(SendFds(s.a.get(), "chunk", Raw(writers)).ok());
   Result<FdMessage> got = ReceiveFds(s.b.get());
   ASSERT_FALSE(got.ok());
-  EXPECT_NE(got.status().message().find("MSG_CTRUNC"), std::string::npos)
-      << got.status().message();
+  EXPECT_NE(got.status().message().find("MSG_CTRUNC"), std::string::npos) << got.status().message();
   EXPECT_EQ(OpenFds(), before);
 }
 
