@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/testing/fuzz_check.h"
 #include "protocol/phoenix.h"
 #include "protocol/websocket.h"
 
@@ -28,14 +29,6 @@ using sb::ws::Event;
 using sb::ws::MessageParser;
 using sb::ws::Opcode;
 using sb::ws::Role;
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
 
 struct Ev {
   Event::Kind kind;

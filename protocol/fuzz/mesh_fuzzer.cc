@@ -16,20 +16,13 @@
 #include <string_view>
 #include <vector>
 
+#include "common/testing/fuzz_check.h"
 #include "protocol/mesh.h"
 
 namespace {
 
 namespace mesh = sb::mesh;
 using sb::Status;
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
 
 // A refusal of untrusted input: Refused (or Internal, for an allocation
 // failure), with a message that says where it comes from.

@@ -16,18 +16,11 @@
 #include <string>
 #include <string_view>
 
+#include "common/testing/fuzz_check.h"
 #include "protocol/limits.h"
 #include "worker/http_api.h"
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
 
 const std::string kKey = "fuzz-key-0123456789abcdef";
 

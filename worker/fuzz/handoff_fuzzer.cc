@@ -1,0 +1,100 @@
+// libFuzzer target for the hand-off state's decoder (worker/handoff_state):
+// what a new shard process reads from the one it replaces — a process of
+// another build, or one that died halfway through writing.
+//
+// Input: one record, a session or a chunk of connections
+// (worker/fuzz/corpus_handoff/ holds valid ones of both kinds). A chunk is
+// decoded as if it came with as many fds as its count says.
+//
+// Besides "no crash, no sanitizer report" it checks properties: a refusal is
+// Refused (or NotFound for an unknown version) with a message that says
+// where it comes from; a record that decodes encodes back to exactly its
+// bytes; the connections of a chunk, chunked again, come back the same; a
+// record split into messages is put back together to the same bytes.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/testing/fuzz_check.h"
+#include "worker/handoff_state.h"
+
+namespace {
+
+namespace handoff = sb::worker::handoff;
+using sb::Status;
+
+void CheckRefusal(const Status& s) {
+  constexpr std::string_view kPrefix = "handoff state: ";
+  FUZZ_CHECK(!s.ok());
+  FUZZ_CHECK(s.code() == Status::Code::kRefused || s.code() == Status::Code::kNotFound);
+  FUZZ_CHECK(s.message().size() > kPrefix.size());
+  FUZZ_CHECK(std::string_view(s.message()).substr(0, kPrefix.size()) == kPrefix);
+  if (s.code() == Status::Code::kNotFound) {
+    FUZZ_CHECK(s.message().find("unknown state version") != std::string::npos);
+  }
+}
+
+void CheckSession(std::string_view record) {
+  sb::Result<handoff::Session> s = handoff::DecodeSession(record);
+  if (!s.ok()) return CheckRefusal(s.status());
+  sb::Result<std::string> again = handoff::EncodeSession(*s);
+  FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(again.value() == record);
+}
+
+void CheckChunk(std::string_view record) {
+  // The count, as the chunk states it (u16 after the header).
+  size_t fds = 0;
+  if (record.size() >= handoff::kHeaderBytes + 2) {
+    fds = static_cast<uint8_t>(record[handoff::kHeaderBytes]) |
+          static_cast<size_t>(static_cast<uint8_t>(record[handoff::kHeaderBytes + 1])) << 8;
+  }
+  sb::Result<std::vector<handoff::Connection>> conns = handoff::DecodeChunk(record, fds);
+  if (!conns.ok()) return CheckRefusal(conns.status());
+  FUZZ_CHECK(!conns->empty() && conns->size() <= handoff::kMaxConnectionsPerChunk);
+  sb::Result<std::string> again = handoff::EncodeChunk(*conns);
+  FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(again.value() == record);
+
+  sb::Result<std::vector<handoff::Chunk>> chunks = handoff::EncodeChunks(*conns);
+  FUZZ_CHECK(chunks.ok());
+  size_t next = 0;
+  for (const handoff::Chunk& chunk : *chunks) {
+    FUZZ_CHECK(chunk.first == next && chunk.count > 0);
+    sb::Result<std::vector<handoff::Connection>> back =
+        handoff::DecodeChunk(chunk.record, chunk.count);
+    FUZZ_CHECK(back.ok());
+    for (size_t i = 0; i < chunk.count; ++i) FUZZ_CHECK((*back)[i] == (*conns)[next + i]);
+    next += chunk.count;
+  }
+  FUZZ_CHECK(next == conns->size());
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view record(reinterpret_cast<const char*>(data), size);
+  sb::Result<handoff::Header> h = handoff::DecodeHeader(record);
+  if (!h.ok()) {
+    CheckRefusal(h.status());
+    return 0;
+  }
+  if (h->record_bytes() == record.size()) {
+    handoff::RecordAssembler assembler;
+    for (std::string_view part : handoff::SplitRecord(record)) {
+      FUZZ_CHECK(!assembler.complete());
+      FUZZ_CHECK(assembler.Add(part).ok());
+    }
+    FUZZ_CHECK(assembler.complete());
+    FUZZ_CHECK(assembler.Take() == record);
+  }
+  if (h->kind == handoff::RecordKind::kSession) {
+    CheckSession(record);
+  } else {
+    CheckChunk(record);
+  }
+  return 0;
+}
