@@ -69,6 +69,13 @@ inline constexpr std::string_view kChildLastExitStatus = "switchboard_child_last
 // after its supervisor began stopping it (OTP's `shutdown`), and a
 // sub-supervisor that gave up; abnormal = everything else.
 inline constexpr std::string_view kChildExitsTotal = "switchboard_child_exits_total";
+// Counter with label `result`: hand-offs of this child to a new process
+// (`switchboard upgrade`, docs/UPGRADE.md) that ended with `upgraded`
+// (kResultOk) or `upgrade_failed` (kResultFailed).
+inline constexpr std::string_view kChildUpgradesTotal = "switchboard_child_upgrades_total";
+// Its label is kLabelResult (declared with the worker's joins below).
+inline constexpr std::string_view kResultOk = "ok";
+inline constexpr std::string_view kResultFailed = "failed";
 
 // --- Per supervisor (labels node, supervisor) ------------------------------
 

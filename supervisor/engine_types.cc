@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <charconv>
 
 namespace sb::supervisor {
 
@@ -40,8 +41,35 @@ const char* ChildStateName(ChildState s) {
       return "stopping";
     case ChildState::kRestarting:
       return "restarting";
+    case ChildState::kUpgrading:
+      return "upgrading";
   }
   return "unknown";
+}
+
+std::optional<UpgradeOutcome> ParseUpgradedStatus(std::string_view status) {
+  auto next_word = [&]() {
+    size_t start = status.find_first_not_of(' ');
+    if (start == std::string_view::npos) return std::string_view();
+    status.remove_prefix(start);
+    size_t end = std::min(status.find(' '), status.size());
+    std::string_view word = status.substr(0, end);
+    status.remove_prefix(end);
+    return word;
+  };
+  if (next_word() != "upgraded") return std::nullopt;
+  UpgradeOutcome out;
+  for (std::string_view w = next_word(); !w.empty(); w = next_word()) {
+    size_t eq = w.find('=');
+    if (eq == std::string_view::npos) continue;
+    std::string_view key = w.substr(0, eq), value = w.substr(eq + 1);
+    int64_t n = 0;
+    auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (ec != std::errc() || ptr != value.data() + value.size() || n < 0) continue;
+    if (key == "connections") out.connections = n;
+    if (key == "ms") out.ms = n;
+  }
+  return out;
 }
 
 }  // namespace sb::supervisor

@@ -51,6 +51,9 @@ enum class EventKind : uint8_t {
   kStopping,
   kStopped,
   kGaveUp,
+  kUpgrading,
+  kUpgraded,
+  kUpgradeFailed,
   kDaemonExit,  // stays last (the table's size check below)
 };
 
@@ -69,6 +72,9 @@ inline constexpr std::array kEventKindNames = {
     EventKindName{EventKind::kStopping, "stopping"},
     EventKindName{EventKind::kStopped, "stopped"},
     EventKindName{EventKind::kGaveUp, "gave_up"},
+    EventKindName{EventKind::kUpgrading, "upgrading"},
+    EventKindName{EventKind::kUpgraded, "upgraded"},
+    EventKindName{EventKind::kUpgradeFailed, "upgrade_failed"},
     EventKindName{EventKind::kDaemonExit, "daemon_exit"},
 };
 
@@ -100,7 +106,24 @@ struct TreeEvent {
   std::optional<int> status;  // exit status (exited) or the daemon's exit code (daemon_exit)
   std::optional<int> signal;  // terminating signal (exited)
   std::string reason;         // free text, omitted when empty
+  // upgraded: what the new process reported (STATUS=upgraded connections=N
+  // ms=T), when it did.
+  std::optional<int64_t> connections;
+  std::optional<int64_t> ms;
 };
+
+// What a hand-off moved, as the new process reports it on NOTIFY_SOCKET:
+// "STATUS=upgraded connections=N ms=T". Unknown fields stay empty.
+struct UpgradeOutcome {
+  std::string id;
+  int pid = 0;  // the new process, now the child
+  std::optional<int64_t> connections;
+  std::optional<int64_t> ms;
+  bool operator==(const UpgradeOutcome&) const = default;
+};
+// Parses a STATUS= value; nullopt unless it is an "upgraded ..." report.
+// Fields other than connections and ms are ignored (room to add some).
+std::optional<UpgradeOutcome> ParseUpgradedStatus(std::string_view status);
 
 // std::visit over several lambdas: std::visit(Overloaded{[](const A&) {...},
 // [](const B&) {...}}, v).
@@ -139,8 +162,9 @@ struct Exit {  // the root is gone: end the daemon with `code`
 struct Reply {  // an operator request is done (or refused)
   RequestId request;
   Status status;
-  std::vector<std::string> added;    // scale: ids started
-  std::vector<std::string> removed;  // scale: ids stopped and forgotten
+  std::vector<std::string> added;        // scale: ids started
+  std::vector<std::string> removed;      // scale: ids stopped and forgotten
+  std::vector<UpgradeOutcome> upgraded;  // upgrade: each child handed over, in order
 };
 }  // namespace action
 
@@ -148,7 +172,8 @@ using Action = std::variant<action::Spawn, action::Signal, action::StartTimer, a
                             action::Emit, action::Log, action::Exit, action::Reply>;
 
 // Runtime state of a child, as shown to operators.
-enum class ChildState { kStopped, kStarting, kRunning, kStopping, kRestarting };
+// kUpgrading: running, with a new incarnation beside it taking over.
+enum class ChildState { kStopped, kStarting, kRunning, kStopping, kRestarting, kUpgrading };
 const char* ChildStateName(ChildState s);
 
 // A read-only picture of the running tree, for `switchboard status`.
@@ -157,6 +182,7 @@ struct TreeView {
   bool is_supervisor = false;
   ChildState state = ChildState::kStopped;
   int pid = 0;                        // workers with a process
+  int upgrade_pid = 0;                // kUpgrading: the new incarnation, once spawned
   std::optional<Time> since;          // when it became running
   int restarts = 0;                   // automatic restarts of this child
   std::optional<ExitInfo> last_exit;  // workers

@@ -28,6 +28,11 @@ std::string EncodeEventLine(double ts, const TreeEvent& ev) {
   o["signal"] =
       ev.signal ? boost::json::value(SignalName(*ev.signal)) : boost::json::value(nullptr);
   if (!ev.reason.empty()) o["reason"] = ev.reason;
+  // upgraded: null when the new process did not say (docs/UPGRADE.md).
+  if (ev.kind == EventKind::kUpgraded) {
+    o["connections"] = ev.connections ? boost::json::value(*ev.connections) : nullptr;
+    o["ms"] = ev.ms ? boost::json::value(*ev.ms) : nullptr;
+  }
   // `ts` first, as a plain decimal with microseconds ("12.345678"): Boost.JSON
   // would print a double in exponent form, valid but unkind to people.
   char tsbuf[48];

@@ -125,10 +125,12 @@ TEST(EventLog, OpensNoSymlinkAndNothingInADirectoryOthersCanWrite) {
 // Users and tests read these spellings: they never change.
 TEST(EventLog, EveryKindHasTheSpellingTheEventsFileAlwaysHad) {
   const std::vector<std::pair<EventKind, std::string>> expected = {
-      {EventKind::kStarted, "started"},   {EventKind::kReady, "ready"},
-      {EventKind::kExited, "exited"},     {EventKind::kRestarting, "restarting"},
-      {EventKind::kStopping, "stopping"}, {EventKind::kStopped, "stopped"},
-      {EventKind::kGaveUp, "gave_up"},    {EventKind::kDaemonExit, "daemon_exit"},
+      {EventKind::kStarted, "started"},        {EventKind::kReady, "ready"},
+      {EventKind::kExited, "exited"},          {EventKind::kRestarting, "restarting"},
+      {EventKind::kStopping, "stopping"},      {EventKind::kStopped, "stopped"},
+      {EventKind::kGaveUp, "gave_up"},         {EventKind::kUpgrading, "upgrading"},
+      {EventKind::kUpgraded, "upgraded"},      {EventKind::kUpgradeFailed, "upgrade_failed"},
+      {EventKind::kDaemonExit, "daemon_exit"},
   };
   ASSERT_EQ(expected.size(), kEventKindNames.size());
   for (const auto& [kind, name] : expected) {
@@ -137,6 +139,19 @@ TEST(EventLog, EveryKindHasTheSpellingTheEventsFileAlwaysHad) {
   }
   EXPECT_EQ(ParseEventKind("gave up"), std::nullopt);
   EXPECT_EQ(ParseEventKind(""), std::nullopt);
+}
+
+TEST(EventLog, UpgradedLineCarriesWhatTheNewProcessReported) {
+  EXPECT_EQ(
+      EncodeEventLine(
+          1.0,
+          TreeEvent{
+              .kind = EventKind::kUpgraded, .id = "shard.0", .pid = 7, .connections = 12, .ms = 3}),
+      "{\"ts\":1.000000,\"event\":\"upgraded\",\"id\":\"shard.0\",\"pid\":7,"
+      "\"status\":null,\"signal\":null,\"connections\":12,\"ms\":3}\n");
+  EXPECT_EQ(EncodeEventLine(1.0, TreeEvent{.kind = EventKind::kUpgraded, .id = "s", .pid = 7}),
+            "{\"ts\":1.000000,\"event\":\"upgraded\",\"id\":\"s\",\"pid\":7,"
+            "\"status\":null,\"signal\":null,\"connections\":null,\"ms\":null}\n");
 }
 
 TEST(EventLog, LineIsExactlyTheDocumentedForm) {

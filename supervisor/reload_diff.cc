@@ -54,11 +54,22 @@ std::vector<std::string> WorkerDiff(const ChildSpec& a, const ChildSpec& b) {
   if (a.start_timeout != b.start_timeout) keys.push_back("start_timeout");
   if (SortedCodes(a) != SortedCodes(b)) keys.push_back("success_exit_codes");
   if (a.backoff != b.backoff) keys.push_back("backoff");
+  if (a.upgrade != b.upgrade) keys.push_back("upgrade");
   if (a.metrics != b.metrics) keys.push_back("metrics");
   if (a.restart != b.restart) keys.push_back("restart");
   if (a.shutdown != b.shutdown) keys.push_back("shutdown");
   if (a.replica != b.replica) keys.push_back("replica");
   return keys;
+}
+
+// A worker marked upgrade: handoff (before and after) whose new spec differs
+// only in what a new process picks up, its command and environment, is
+// handed over to one (docs/UPGRADE.md) instead of restarted. Anything else
+// (sockets, readiness, restart policy, ...) still costs a restart.
+bool HandsOver(const ChildSpec& a, const ChildSpec& b, const std::vector<std::string>& diff) {
+  if (a.upgrade != UpgradeMode::kHandoff || b.upgrade != UpgradeMode::kHandoff) return false;
+  return std::all_of(diff.begin(), diff.end(),
+                     [](const std::string& k) { return k == "command" || k == "env"; });
 }
 
 std::string Reason(const std::vector<std::string>& keys) { return Join(keys, ", ") + " changed"; }
@@ -125,8 +136,9 @@ class SupervisorDiff {
       plan->removed.push_back(instance(i));
     }
     if (!diff.empty()) {
+      const bool hand_over = HandsOver(old_tmpl, new_tmpl, diff);
       for (int i = 0; i < std::min(run.instances, next.instances); ++i) {
-        plan->changed.push_back(instance(i));
+        (hand_over ? plan->upgraded : plan->changed).push_back(instance(i));
         plan->reasons[instance(i)] = Reason(diff);
       }
     }
@@ -176,7 +188,7 @@ class SupervisorDiff {
       if (!c.is_supervisor) {
         const std::vector<std::string> diff = WorkerDiff(*old, c);
         if (!diff.empty()) {
-          plan->changed.push_back(c.id);
+          (HandsOver(*old, c, diff) ? plan->upgraded : plan->changed).push_back(c.id);
           plan->reasons[c.id] = Reason(diff);
         }
         continue;
@@ -331,6 +343,8 @@ void PlanLines(const SupervisorPlan& p, std::vector<std::string>* lines) {
   }
   for (const std::string& id : p.removed) lines->push_back(prefix + "stop " + id);
   for (const std::string& id : p.changed) lines->push_back(prefix + "restart " + WithReason(p, id));
+  for (const std::string& id : p.upgraded)
+    lines->push_back(prefix + "upgrade " + WithReason(p, id));
   for (const std::string& id : p.updated) {
     lines->push_back(prefix + "update " + WithReason(p, id) + " in place");
   }
@@ -351,7 +365,7 @@ void PlanLines(const SupervisorPlan& p, std::vector<std::string>* lines) {
 
 bool SupervisorPlan::empty() const {
   return !flags_changed && !order_changed && removed.empty() && changed.empty() &&
-         updated.empty() && added.empty() && replica_sets_updated.empty();
+         upgraded.empty() && updated.empty() && added.empty() && replica_sets_updated.empty();
 }
 
 bool ReloadPlan::empty() const {

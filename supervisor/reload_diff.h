@@ -42,6 +42,10 @@ struct SupervisorPlan {
   // every running instance of a changed simple_one_for_one template, and
   // sub-supervisors switching to or from simple_one_for_one (restarted whole).
   std::vector<std::string> changed;
+  // Workers with upgrade: handoff, before and after, whose command or env
+  // (and nothing else) differs: handed over to a process with the new spec
+  // one at a time, in new order, instead of restarted.
+  std::vector<std::string> upgraded;
   // Sub-supervisors whose own restart or shutdown differs: applied in place
   // from `next`, no restart. What changed inside them is in their own plan.
   std::vector<std::string> updated;
@@ -49,7 +53,7 @@ struct SupervisorPlan {
   // Replica sets whose template (SupervisorSpec::replica_sets) was added,
   // changed or dropped; `scale` uses the template from `next`.
   std::vector<std::string> replica_sets_updated;
-  // For ids in `changed` and `updated` and for a changed template: what
+  // For ids in `changed`, `upgraded` and `updated` and for a changed template: what
   // differs, e.g. "command, env changed".
   std::map<std::string, std::string> reasons;
 

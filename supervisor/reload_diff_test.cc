@@ -312,6 +312,36 @@ TEST(ReloadDiffTest, ReorderedChildrenAreAdoptedWithoutRestart) {
   EXPECT_EQ(plan.Summary(), "root: start order -> web, broker, shards, pools");
 }
 
+// docs/UPGRADE.md: a child with upgrade: handoff takes a new command or env by
+// handing over to a process with it, not by a restart.
+TEST(ReloadDiffTest, HandoffChildWithNewCommandOrEnvIsUpgradedNotRestarted) {
+  const std::string base = Edit(kBase, "          sockets: [gateway]\n",
+                                "          sockets: [gateway]\n          upgrade: handoff\n");
+  ReloadPlan plan = Diff(base, Edit(base, "[worker, --shard,", "[worker2, --shard,"));
+  ASSERT_EQ(PlanIds(plan), (Ids{"shards"}));
+  const SupervisorPlan& shards = plan.supervisors[0];
+  EXPECT_EQ(shards.upgraded, (Ids{"shard.0", "shard.1"}));
+  EXPECT_TRUE(shards.changed.empty());
+  EXPECT_EQ(shards.reasons.at("shard.0"), "command changed");
+  EXPECT_NE(plan.Summary().find("shards: upgrade shard.0 (command changed)"), std::string::npos)
+      << plan.Summary();
+}
+
+TEST(ReloadDiffTest, HandoffChildWithOtherChangesOrTurningHandoffIsRestarted) {
+  const std::string base = Edit(kBase, "          sockets: [gateway]\n",
+                                "          sockets: [gateway]\n          upgrade: handoff\n");
+  // A change a new process cannot pick up by a hand-off alone.
+  ReloadPlan plan = Diff(base, Edit(Edit(base, "[worker, --shard,", "[worker2, --shard,"),
+                                    "          upgrade: handoff\n",
+                                    "          upgrade: handoff\n          start_timeout: 3s\n"));
+  EXPECT_EQ(PlanFor(plan, "shards").changed, (Ids{"shard.0", "shard.1"}));
+  EXPECT_TRUE(PlanFor(plan, "shards").upgraded.empty());
+  // The running processes were not started to hand over.
+  plan = Diff(kBase, Edit(base, "[worker, --shard,", "[worker2, --shard,"));
+  EXPECT_EQ(PlanFor(plan, "shards").changed, (Ids{"shard.0", "shard.1"}));
+  EXPECT_EQ(PlanFor(plan, "shards").reasons.at("shard.0"), "command, upgrade changed");
+}
+
 TEST(ReloadDiffTest, SimpleOneForOneTemplateChangeRestartsEveryInstance) {
   ReloadPlan plan = Diff(kBase, Edit(kBase, "[conn, \"{{replica}}\"]", "[conn2, \"{{replica}}\"]"));
   ASSERT_EQ(PlanIds(plan), (Ids{"pools"}));

@@ -48,9 +48,9 @@ constexpr std::array<std::string_view, 4> kSocketKeys = {"name", "listen", "back
 constexpr std::array<std::string_view, 5> kRootKeys = {"id", "strategy", "intensity", "period",
                                                        "children"};
 constexpr std::array<std::string_view, 4> kChildCommonKeys = {"id", "type", "restart", "shutdown"};
-constexpr std::array<std::string_view, 9> kWorkerKeys = {
-    "command",  "env",     "ready",  "start_timeout", "sockets", "success_exit_codes",
-    "replicas", "metrics", "backoff"};
+constexpr std::array<std::string_view, 10> kWorkerKeys = {
+    "command",  "env",     "ready",   "start_timeout", "sockets", "success_exit_codes",
+    "replicas", "metrics", "backoff", "upgrade"};
 constexpr std::array<std::string_view, 4> kSupervisorKeys = {"strategy", "intensity", "period",
                                                              "children"};
 
@@ -82,6 +82,10 @@ constexpr std::array<EnumName<RestartType>, 3> kRestartTypes = {{
 constexpr std::array<EnumName<ReadyMode>, 2> kReadyModes = {{
     {"notify", ReadyMode::kNotify},
     {"exec", ReadyMode::kExec},
+}};
+constexpr std::array<EnumName<UpgradeMode>, 2> kUpgradeModes = {{
+    {"restart", UpgradeMode::kRestart},
+    {"handoff", UpgradeMode::kHandoff},
 }};
 constexpr std::array<EnumName<Balance>, 2> kBalances = {{
     {"shared", Balance::kShared},
@@ -796,6 +800,16 @@ sb::Status Loader::ParseWorker(const MapView& map, bool is_template, ChildSpec* 
   }
   if (const Field* timeout = map.FindValue("start_timeout")) {
     SB_RETURN_IF_ERROR(Duration(*timeout, /*allow_zero=*/false, &child->start_timeout));
+  }
+  if (const Field* upgrade = map.FindValue("upgrade")) {
+    SB_RETURN_IF_ERROR(Enum(*upgrade, "upgrade mode", kUpgradeModes, &child->upgrade));
+    // The old process hands over when the new one says READY=1: a child
+    // ready at exec would be told to hand over to a socket nobody listens on.
+    if (child->upgrade == UpgradeMode::kHandoff && child->ready != ReadyMode::kNotify) {
+      return Error(*upgrade,
+                   "upgrade: handoff needs ready: notify (the hand-off starts when the "
+                   "new process is ready)");
+    }
   }
 
   std::vector<Field> round_robin_names;  // every socket name; filtered below

@@ -620,7 +620,36 @@ TEST(SpecLoaderErrorTest, UnknownKey) {
 )"),
             "test.yaml:4:7: key 'supervisor.children[0].comand': unknown key 'comand' (allowed "
             "here: id, type, restart, shutdown, command, env, ready, start_timeout, sockets, "
-            "success_exit_codes, replicas, metrics, backoff)");
+            "success_exit_codes, replicas, metrics, backoff, upgrade)");
+}
+
+TEST(SpecLoaderTest, UpgradeModeDefaultsToRestartAndTakesHandoff) {
+  auto spec = LoadTreeSpecString(R"(supervisor:
+  children:
+    - {id: a, command: [a]}
+    - {id: b, command: [b], upgrade: handoff}
+    - {id: c, command: [c], upgrade: restart}
+)",
+                                 "test.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(spec->root.children[0].upgrade, UpgradeMode::kRestart);
+  EXPECT_EQ(spec->root.children[1].upgrade, UpgradeMode::kHandoff);
+  EXPECT_EQ(spec->root.children[2].upgrade, UpgradeMode::kRestart);
+  EXPECT_STREQ(UpgradeModeName(UpgradeMode::kHandoff), "handoff");
+}
+
+TEST(SpecLoaderErrorTest, BadUpgradeValues) {
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [w], upgrade: hot}\n"),
+            "test.yaml:3:38: key 'supervisor.children[0].upgrade': unknown upgrade mode 'hot' "
+            "(expected one of restart, handoff)");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [w], ready: exec, "
+                      "upgrade: handoff}\n"),
+            "test.yaml:3:51: key 'supervisor.children[0].upgrade': upgrade: handoff needs ready: "
+            "notify (the hand-off starts when the new process is ready)");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: s, type: supervisor, upgrade: "
+                      "handoff, children: []}\n"),
+            "test.yaml:3:33: key 'supervisor.children[0].upgrade': 'upgrade' is a worker key and "
+            "this child has type: supervisor");
 }
 
 TEST(SpecLoaderErrorTest, UnknownTopLevelAndNodeKeys) {

@@ -49,6 +49,8 @@ struct SupervisorMetrics::Impl {
     Gauge* last_exit_status = nullptr;
     Counter* exits_normal = nullptr;
     Counter* exits_abnormal = nullptr;
+    Counter* upgrades_ok = nullptr;
+    Counter* upgrades_failed = nullptr;
     std::optional<double> started_ts;  // the start being timed, until ready or exit
     bool stopping = false;             // its supervisor asked it to stop
   };
@@ -75,6 +77,9 @@ struct SupervisorMetrics::Impl {
         child_exits(Register(prometheus::BuildCounter(), m::kChildExitsTotal,
                              "Processes of the child that ended, by OTP exit reason", node,
                              *registry)),
+        child_upgrades(Register(prometheus::BuildCounter(), m::kChildUpgradesTotal,
+                                "Hand-offs of the child to a new process, by result", node,
+                                *registry)),
         supervisor_restarts_in_window(Register(
             prometheus::BuildGauge(), m::kSupervisorRestartsInWindow,
             "Restarts counted in the supervisor's current intensity window", node, *registry)),
@@ -119,6 +124,8 @@ struct SupervisorMetrics::Impl {
     child_last_exit_status.Remove(c.last_exit_status);
     child_exits.Remove(c.exits_normal);
     child_exits.Remove(c.exits_abnormal);
+    child_upgrades.Remove(c.upgrades_ok);
+    child_upgrades.Remove(c.upgrades_failed);
   }
 
   void RemoveSupervisorSeries(SupervisorSeries& s) {
@@ -154,6 +161,7 @@ struct SupervisorMetrics::Impl {
   Family<Histogram>& child_start_duration;
   Family<Gauge>& child_last_exit_status;
   Family<Counter>& child_exits;
+  Family<Counter>& child_upgrades;
   Family<Gauge>& supervisor_restarts_in_window;
   Family<Gauge>& supervisor_intensity;
   Family<Counter>& supervisor_gave_up;
@@ -220,6 +228,12 @@ void SupervisorMetrics::DeclareChild(const std::string& id, const std::string& s
   Labels abnormal = labels;
   abnormal.emplace(S(m::kLabelReason), S(m::kReasonAbnormal));
   c.exits_abnormal = &impl_->child_exits.Add(abnormal);
+  Labels ok = labels;
+  ok.emplace(S(m::kLabelResult), S(m::kResultOk));
+  c.upgrades_ok = &impl_->child_upgrades.Add(ok);
+  Labels failed = labels;
+  failed.emplace(S(m::kLabelResult), S(m::kResultFailed));
+  c.upgrades_failed = &impl_->child_upgrades.Add(failed);
   impl_->children.emplace(id, std::move(c));
 }
 
@@ -291,6 +305,15 @@ void SupervisorMetrics::OnEvent(const TreeEvent& ev, double ts) {
     case EventKind::kRestarting:
       c.restarts->Increment();
       return;
+    case EventKind::kUpgraded:
+      // The old process's `exited` came first; the child is up in the new one.
+      c.up->Set(1);
+      c.upgrades_ok->Increment();
+      return;
+    case EventKind::kUpgradeFailed:
+      c.upgrades_failed->Increment();
+      return;
+    case EventKind::kUpgrading:
     case EventKind::kGaveUp:      // a supervisor's, above
     case EventKind::kDaemonExit:  // nothing per child
       return;

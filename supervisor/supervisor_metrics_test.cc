@@ -209,6 +209,24 @@ TEST_F(SupervisorMetricsTest, FollowsTheChildLifecycle) {
   EXPECT_EQ(Value(body, hist + "_bucket", With(kShard, "le", "0.0025")), 1);
 }
 
+TEST_F(SupervisorMetricsTest, CountsUpgradesByResultAndStaysUpThroughAHandOff) {
+  Feed(Ev(EventKind::kStarted, "shard.0", 100), 10.0);
+  Feed(Ev(EventKind::kReady, "shard.0", 100), 10.1);
+  std::string body = Scrape();
+  EXPECT_EQ(Value(body, metrics::kChildUpgradesTotal, With(kShard, "result", "ok")), 0);
+  EXPECT_EQ(Value(body, metrics::kChildUpgradesTotal, With(kShard, "result", "failed")), 0);
+  Feed(Ev(EventKind::kUpgrading, "shard.0", 100), 11.0);
+  Feed(Ev(EventKind::kUpgradeFailed, "shard.0", 100), 11.5);
+  Feed(Ev(EventKind::kUpgrading, "shard.0", 100), 12.0);
+  Feed(Ev(EventKind::kExited, "shard.0", 100, 0), 12.5);  // the old process, handed over
+  Feed(Ev(EventKind::kUpgraded, "shard.0", 102), 12.5);
+  body = Scrape();
+  EXPECT_EQ(Value(body, metrics::kChildUpgradesTotal, With(kShard, "result", "ok")), 1);
+  EXPECT_EQ(Value(body, metrics::kChildUpgradesTotal, With(kShard, "result", "failed")), 1);
+  EXPECT_EQ(Value(body, metrics::kChildUp, kShard), 1);
+  EXPECT_EQ(Value(body, metrics::kChildRestartsTotal, kShard), 0);
+}
+
 TEST_F(SupervisorMetricsTest, ClassifiesExitsLikeOtp) {
   metrics_->DeclareChild("job", "root", {3});
   const LabelSet job = {{"node", "node1"}, {"child", "job"}, {"supervisor", "root"}};

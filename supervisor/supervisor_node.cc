@@ -177,7 +177,9 @@ void SupervisorNode::Handle(NodeMsg m, Time now) {
                  [&](const msg::OpRestart& op) { HandleOpRestart(op); },
                  [&](const msg::OpScale& op) { HandleScale(op); },
                  [&](const msg::OpReload& op) { HandleReload(op); },
+                 [&](const msg::OpUpgrade& op) { HandleOpUpgrade(op); },
                  // Stale: the step that waited for these is over.
+                 [](const msg::StatusLine&) {},
                  [](const msg::Spawned&) {},
                  [](const msg::SpawnFailed&) {},
                  [](const msg::Ready&) {},
@@ -381,10 +383,34 @@ void SupervisorNode::HandleReload(const msg::OpReload& m) {
     plan_.push_back(Step{Step::Kind::kStop, id});
     plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, m.request});
   }
+  for (const std::string& id : r.upgraded) {  // one at a time, as `changed`
+    Step upgrade{Step::Kind::kUpgrade, id};
+    upgrade.request = m.request;
+    upgrade.from_reload = true;
+    plan_.push_back(std::move(upgrade));
+  }
   for (const std::string& id : r.added) {
     plan_.push_back(Step{Step::Kind::kStart, id, StartMode::kOperator, m.request});
   }
   PlanReply(m.request);
+}
+
+void SupervisorNode::HandleOpUpgrade(const msg::OpUpgrade& m) {
+  Child* c = OperatorTarget(m.request, m.id);
+  if (!c) return;
+  if (c->spec.is_supervisor || c->spec.upgrade != UpgradeMode::kHandoff) {
+    ReplyNow(m.request, Status::Refused("'" + m.id + "' is not a worker with upgrade: handoff " +
+                                        "(restart it instead)"));
+    return;
+  }
+  if (c->token == 0 || c->state != ChildState::kRunning) {
+    ReplyNow(m.request,
+             Status::Refused("'" + m.id + "' is not running (" + ChildStateName(c->state) + ")"));
+    return;
+  }
+  Step upgrade{Step::Kind::kUpgrade, m.id};
+  upgrade.request = m.request;
+  plan_.push_back(std::move(upgrade));
 }
 
 void SupervisorNode::Adopt(const ReloadPart& r) {
@@ -568,6 +594,29 @@ void SupervisorNode::Begin(Step& s, Time now) {
       }
       return;
     }
+    case Step::Kind::kUpgrade: {
+      Child* c = Find(s.id);
+      const bool running = c && c->token != 0 && c->state == ChildState::kRunning;
+      if (!running || brutal_) {
+        // A reload upgrades what runs; a stopped child starts with the new
+        // spec anyway. An operator hears that there was nothing to hand over.
+        RequestId request = s.request;
+        bool quiet = s.from_reload;
+        std::string id = s.id;
+        step_.reset();
+        if (!quiet) ReplyNow(request, Status::Refused("'" + id + "' is not running"));
+        return;
+      }
+      ChildSpec next = c->spec;
+      next.env.emplace_back("SWITCHBOARD_HANDOFF", "receive");
+      c->state = ChildState::kUpgrading;
+      host_.Emit(TreeEvent{.kind = EventKind::kUpgrading,
+                           .id = c->spec.id,
+                           .pid = c->pid,
+                           .reason = "starting a new process to hand over to"});
+      c->next_token = host_.Spawn(self_, c->spec.id, next);
+      return;
+    }
     case Step::Kind::kStopAllParallel: {
       const ShutdownSpec& sd = spec_.children.front().shutdown;
       for (Child& c : children_) {
@@ -624,6 +673,17 @@ bool SupervisorNode::Wants(const Step& s, const NodeMsg& m) const {
       const auto* e = std::get_if<msg::Exit>(&m);
       return e != nullptr && s.waiting.contains(e->token);
     }
+    case Step::Kind::kUpgrade: {
+      const Child* c = const_cast<SupervisorNode*>(this)->Find(s.id);
+      if (!c) return false;
+      if (s.taken_over) return IsAbout(m, &msg::StatusLine::token, c->token);
+      return IsAbout(m, &msg::Spawned::token, c->next_token) ||
+             IsAbout(m, &msg::SpawnFailed::token, c->next_token) ||
+             IsAbout(m, &msg::Ready::token, c->next_token) ||
+             IsAbout(m, &msg::StatusLine::token, c->next_token) ||
+             IsAbout(m, &msg::Exit::token, c->next_token) ||
+             IsAbout(m, &msg::Exit::token, c->token);
+    }
     case Step::Kind::kForget:
     case Step::Kind::kAdopt:
     case Step::Kind::kReply:
@@ -659,6 +719,11 @@ void SupervisorNode::OnStepMsg(Step& s, NodeMsg m, Time now) {
   Child* c = Find(s.id);
   if (!c) {
     step_.reset();
+    return;
+  }
+
+  if (s.kind == Step::Kind::kUpgrade) {
+    OnUpgradeMsg(s, *c, std::move(m), now);
     return;
   }
 
@@ -782,6 +847,140 @@ void SupervisorNode::StopDone(Step& s, Child& c) {
   c.state = ChildState::kStopped;
   if (c.spec.restart == RestartType::kTemporary) Erase(c.spec.id);
   step_.reset();
+}
+
+// ---- upgrade (docs/UPGRADE.md, "The daemon ↔ shard contract") ---------------
+
+void SupervisorNode::OnUpgradeMsg(Step& s, Child& c, NodeMsg m, Time now) {
+  if (const auto* line = std::get_if<msg::StatusLine>(&m)) {
+    if (std::optional<UpgradeOutcome> report = ParseUpgradedStatus(line->text)) s.report = report;
+    if (s.taken_over && s.report) UpgradeDone(s, c);
+    return;
+  }
+  if (s.taken_over) {  // only the report's wait timer is left
+    s.timer = 0;
+    UpgradeDone(s, c);
+    return;
+  }
+  std::visit(
+      Overloaded{
+          [&](const msg::Spawned& sp) {
+            c.next_pid = sp.pid;
+            host_.Log(Level::kInfo, "child '" + c.spec.id + "': new process " +
+                                        std::to_string(sp.pid) + " started to take over from " +
+                                        std::to_string(c.pid));
+            s.timer = host_.StartTimer(self_, c.spec.start_timeout);
+          },
+          [&](const msg::SpawnFailed& f) {
+            c.next_token = 0;
+            UpgradeFailed(s, c, "the new process did not start: " + f.error);
+          },
+          [&](const msg::Ready&) {
+            // Too late when it is being killed for its timeout, or the old
+            // process is gone and there is nobody to hand over.
+            if (s.killing || s.old_exit) return;
+            if (s.timer) host_.CancelTimer(s.timer);
+            s.timer = 0;
+            s.signalled = true;
+            host_.Signal(c.token, SIGUSR2);
+          },
+          [&](const msg::Timer&) {  // the new process's start_timeout
+            s.timer = 0;
+            s.killing = true;
+            s.failure = "the new process was not ready within " +
+                        std::to_string(c.spec.start_timeout.count()) + "ms";
+            host_.Signal(c.next_token, SIGKILL);
+          },
+          [&](const msg::Exit& e) {
+            if (e.token == c.next_token) {
+              c.next_token = 0;
+              c.next_pid = 0;
+              if (s.old_exit) {
+                // Killed because the old process ended before it was told to
+                // hand over: nothing moved; that exit is the child's own.
+                ExitInfo old = *s.old_exit;
+                UpgradeFailed(s, c,
+                              "the old process ended before the hand-off (" + old.Describe() + ")");
+                c.token = 0;
+                c.pid = 0;
+                c.state = ChildState::kStopped;
+                c.last_exit = old;
+                OnChildExit(c, IsNormalExit(old, c.spec), old.Describe(), now);
+                return;
+              }
+              UpgradeFailed(s, c,
+                            s.killing ? s.failure
+                                      : "the new process exited before the hand-off (" +
+                                            e.exit.Describe() + ")");
+              return;
+            }
+            // The old process.
+            if (!s.signalled) {
+              s.old_exit = e.exit;
+              if (s.timer) host_.CancelTimer(s.timer);
+              s.timer = 0;
+              host_.Signal(c.next_token, SIGKILL);
+              return;
+            }
+            // After SIGUSR2: exit 0 is a hand-off done; any other end leaves
+            // the new process with what it received (contract, point 8).
+            if (e.exit.signal != 0 || e.exit.status != 0) {
+              s.note = "the old process ended mid-hand-off (" + e.exit.Describe() + ")";
+              host_.Log(Level::kWarn, "child '" + c.spec.id + "': " + s.note +
+                                          "; the new process keeps what it received");
+            }
+            c.token = c.next_token;
+            c.pid = c.next_pid;
+            c.next_token = 0;
+            c.next_pid = 0;
+            c.since = now;
+            s.taken_over = true;
+            if (s.report) {
+              UpgradeDone(s, c);
+            } else {
+              s.timer = host_.StartTimer(self_, kUpgradeReportWait);
+            }
+          },
+          [](const auto&) {},  // Wants() lets nothing else in during an upgrade
+      },
+      m);
+}
+
+void SupervisorNode::UpgradeDone(Step& s, Child& c) {
+  if (s.timer) host_.CancelTimer(s.timer);
+  c.state = ChildState::kRunning;
+  UpgradeOutcome out = s.report.value_or(UpgradeOutcome{});
+  out.id = c.spec.id;
+  out.pid = c.pid;
+  host_.Emit(TreeEvent{.kind = EventKind::kUpgraded,
+                       .id = c.spec.id,
+                       .pid = c.pid,
+                       .reason = s.note,
+                       .connections = out.connections,
+                       .ms = out.ms});
+  const bool from_reload = s.from_reload;
+  const RequestId request = s.request;
+  step_.reset();
+  if (!from_reload)
+    host_.Reply(
+        action::Reply{.request = request, .status = Status::Ok(), .upgraded = {std::move(out)}});
+}
+
+void SupervisorNode::UpgradeFailed(Step& s, Child& c, const std::string& reason) {
+  if (s.timer) host_.CancelTimer(s.timer);
+  c.state = ChildState::kRunning;
+  host_.Emit(TreeEvent{.kind = EventKind::kUpgradeFailed,
+                       .id = c.spec.id,
+                       .pid = c.pid ? std::optional<int>(c.pid) : std::nullopt,
+                       .reason = reason});
+  host_.Log(Level::kError, "child '" + c.spec.id + "': upgrade failed: " + reason);
+  const bool from_reload = s.from_reload;
+  const RequestId request = s.request;
+  Status failed = Status::Refused("upgrade of '" + c.spec.id + "' failed: " + reason);
+  step_.reset();
+  // A reload stops at it, as at a failed start: what follows is not applied.
+  if (from_reload) ClearPlan(failed, request);
+  ReplyNow(request, failed);
 }
 
 }  // namespace sb::supervisor

@@ -35,6 +35,9 @@ struct ReloadPart {
   std::vector<std::string> removed;  // reverse start order
   std::vector<std::string> changed;  // new order
   std::vector<std::string> added;    // new order
+  // Workers with upgrade: handoff whose command or env changed: handed over
+  // to a process with the new spec instead of restarted (new order).
+  std::vector<std::string> upgraded;
 };
 
 // Messages in a supervisor's mailbox, one struct each, carrying exactly
@@ -53,6 +56,11 @@ struct SpawnFailed {
 };
 struct Ready {
   Token token;
+};
+// A STATUS= line an incarnation sent on NOTIFY_SOCKET (its value).
+struct StatusLine {
+  Token token;
+  std::string text;
 };
 struct Exit {
   Token token;
@@ -100,16 +108,21 @@ struct OpScale {
   std::string id;
   int count;
 };
+// Hand worker `id` (upgrade: handoff) over to a new incarnation.
+struct OpUpgrade {
+  RequestId request;
+  std::string id;
+};
 struct OpReload {
   RequestId request;
   std::shared_ptr<const ReloadPart> part;  // this supervisor's share
 };
 }  // namespace msg
 
-using NodeMsg =
-    std::variant<msg::Init, msg::Spawned, msg::SpawnFailed, msg::Ready, msg::Exit, msg::Timer,
-                 msg::SubReady, msg::SubStartFailed, msg::SubExited, msg::Stop, msg::Retry,
-                 msg::OpStop, msg::OpStart, msg::OpRestart, msg::OpScale, msg::OpReload>;
+using NodeMsg = std::variant<msg::Init, msg::Spawned, msg::SpawnFailed, msg::Ready, msg::StatusLine,
+                             msg::Exit, msg::Timer, msg::SubReady, msg::SubStartFailed,
+                             msg::SubExited, msg::Stop, msg::Retry, msg::OpStop, msg::OpStart,
+                             msg::OpRestart, msg::OpScale, msg::OpUpgrade, msg::OpReload>;
 
 // The operator request `m` carries, if it is one (the Op* messages).
 std::optional<RequestId> OperatorRequest(const NodeMsg& m);
@@ -149,7 +162,16 @@ class SupervisorNode {
     int restarts = 0;  // automatic restarts of this child
     std::optional<ExitInfo> last_exit;
     int backoff_streak = 0;  // consecutive delayed restarts
+    // kUpgrading: the new incarnation beside the current one, until it
+    // becomes the child or is gone.
+    Token next_token = 0;
+    int next_pid = 0;
   };
+
+  // How long an upgrade waits, once the old process has exited, for the new
+  // one's "STATUS=upgraded ..." (both are sent at the end of a hand-off, and
+  // either may be seen first).
+  static constexpr Millis kUpgradeReportWait{1000};
 
   SupervisorNode(Instance self, Instance parent, SupervisorSpec spec, NodeHost& host);
 
@@ -176,9 +198,10 @@ class SupervisorNode {
       kStart,
       kStop,
       kStopAllParallel,
-      kForget,  // drop the child's spec (scale down, reload removal)
-      kAdopt,   // take a reload's new spec and child order
-      kReply,   // answer the operator request
+      kForget,   // drop the child's spec (scale down, reload removal)
+      kAdopt,    // take a reload's new spec and child order
+      kReply,    // answer the operator request
+      kUpgrade,  // hand the child over to a new incarnation (docs/UPGRADE.md)
     } kind;
     std::string id;  // kStart / kStop / kForget
     StartMode mode = StartMode::kInitial;
@@ -191,6 +214,13 @@ class SupervisorNode {
     TimerToken timer = 0;
     std::string failure;      // why a start failed
     std::set<Token> waiting;  // kStopAllParallel: incarnations not yet gone
+    // kUpgrade.
+    bool from_reload = false;          // part of a reload: the reload's reply says how it went
+    bool signalled = false;            // the old process was told to hand over (SIGUSR2)
+    bool taken_over = false;           // the new process is the child; waiting for its report
+    std::optional<ExitInfo> old_exit;  // the old process ended before it was told to
+    std::optional<UpgradeOutcome> report;
+    std::string note;  // why the hand-off ended the way it did, when not plainly
   };
   enum class After { kNothing, kReportReady, kReportStartFailed, kReportTerminated };
 
@@ -216,6 +246,11 @@ class SupervisorNode {
   void HandleOpRestart(const msg::OpRestart& m);
   void HandleScale(const msg::OpScale& m);
   void HandleReload(const msg::OpReload& m);
+  void HandleOpUpgrade(const msg::OpUpgrade& m);
+  // The upgrade step: one message about either incarnation, and its ends.
+  void OnUpgradeMsg(Step& s, Child& c, NodeMsg m, Time now);
+  void UpgradeDone(Step& s, Child& c);
+  void UpgradeFailed(Step& s, Child& c, const std::string& reason);
   void PlanReply(RequestId request);
   void Adopt(const ReloadPart& r);
   void ReplyNow(RequestId request, Status status);

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <functional>
 
 #include "common/exit_codes.h"
 
@@ -57,6 +58,13 @@ void TreeEngine::OnReady(Token token, Time now) {
   auto it = live_.find(token);
   if (it == live_.end()) return;
   Send(it->second.owner, msg::Ready{.token = token});
+  PumpAll(now);
+}
+
+void TreeEngine::OnStatus(Token token, std::string text, Time now) {
+  auto it = live_.find(token);
+  if (it == live_.end()) return;
+  Send(it->second.owner, msg::StatusLine{.token = token, .text = std::move(text)});
   PumpAll(now);
 }
 
@@ -150,6 +158,7 @@ void TreeEngine::KillSubtree(Instance sub) {
   n.SetBrutal();
   for (const auto& c : n.children()) {
     if (c.token != 0) Signal(c.token, SIGKILL);
+    if (c.next_token != 0) Signal(c.next_token, SIGKILL);
     if (c.sub != 0) KillSubtree(c.sub);
   }
 }
@@ -294,7 +303,77 @@ void TreeEngine::NextReloadPart(Time now) {
   }
 }
 
+void TreeEngine::Upgrade(RequestId request, const std::string& id, Time now) {
+  if (finished_ || shutdown_requested_) {
+    Reply(action::Reply{request, Status::Refused("the node is stopping")});
+    return;
+  }
+  if (SupervisorNode* owner = Owner(id)) {
+    const auto& children = owner->children();
+    auto c = std::find_if(children.begin(), children.end(),
+                          [&](const SupervisorNode::Child& x) { return x.spec.id == id; });
+    if (!c->spec.is_supervisor) {
+      Send(owner->self(), msg::OpUpgrade{.request = request, .id = id});
+      PumpAll(now);
+      return;
+    }
+  }
+  SupervisorNode* sup = ById(id);
+  if (!sup) {
+    Reply(action::Reply{request, Status::NotFound("no child '" + id + "'")});
+    return;
+  }
+  UpgradeRun run{.client = request};
+  // Pre-order: a supervisor's workers in start order, each sub-supervisor's
+  // where it stands among them.
+  std::function<void(const SupervisorNode&)> walk = [&](const SupervisorNode& n) {
+    for (const auto& c : n.children()) {
+      if (c.sub != 0) {
+        if (const SupervisorNode* s = node(c.sub)) walk(*s);
+      } else if (!c.spec.is_supervisor && c.spec.upgrade == UpgradeMode::kHandoff) {
+        run.ids.push_back(c.spec.id);
+      }
+    }
+  };
+  walk(*sup);
+  if (run.ids.empty()) {
+    Reply(action::Reply{
+        request, Status::Refused("supervisor '" + id + "' has no child with upgrade: handoff")});
+    return;
+  }
+  NextUpgrade(std::move(run));
+  PumpAll(now);
+}
+
+void TreeEngine::NextUpgrade(UpgradeRun run) {
+  while (!run.ids.empty()) {
+    std::string id = std::move(run.ids.front());
+    run.ids.pop_front();
+    SupervisorNode* owner = Owner(id);
+    if (!owner) continue;  // gone meanwhile (scaled down, reloaded away)
+    RequestId internal = next_internal_++;
+    upgrades_.emplace(internal, std::move(run));
+    Send(owner->self(), msg::OpUpgrade{.request = internal, .id = id});
+    return;
+  }
+  actions_.push_back(action::Reply{
+      .request = run.client, .status = Status::Ok(), .upgraded = std::move(run.done)});
+}
+
 void TreeEngine::Reply(action::Reply reply) {
+  if (auto it = upgrades_.find(reply.request); it != upgrades_.end()) {
+    UpgradeRun run = std::move(it->second);
+    upgrades_.erase(it);
+    for (UpgradeOutcome& o : reply.upgraded) run.done.push_back(std::move(o));
+    if (!reply.status.ok()) {
+      // The ones already handed over stay so; the reply says which.
+      actions_.push_back(action::Reply{
+          .request = run.client, .status = reply.status, .upgraded = std::move(run.done)});
+      return;
+    }
+    NextUpgrade(std::move(run));
+    return;
+  }
   if (reload_ && reply.request == reload_->current) {
     if (!reply.status.ok()) {
       actions_.push_back(action::Reply{reload_->client, reply.status});
@@ -340,9 +419,10 @@ TreeView TreeEngine::ViewOf(const SupervisorNode& n, Time now) const {
     }
     cv.state = c.state;
     cv.pid = c.pid;
+    cv.upgrade_pid = c.next_pid;
     cv.metrics = c.spec.metrics;
     cv.success_exit_codes = c.spec.success_exit_codes;
-    if (c.state == ChildState::kRunning) cv.since = c.since;
+    if (c.state == ChildState::kRunning || c.state == ChildState::kUpgrading) cv.since = c.since;
     cv.restarts = c.restarts;
     cv.last_exit = c.last_exit;
     v.children.push_back(std::move(cv));

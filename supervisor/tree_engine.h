@@ -37,6 +37,8 @@ class TreeEngine : private NodeHost {
   void OnSpawned(Token token, int pid, Time now);
   void OnSpawnFailed(Token token, const std::string& error, Time now);
   void OnReady(Token token, Time now);
+  // A STATUS= line from an incarnation (its value): an upgrade's report.
+  void OnStatus(Token token, std::string text, Time now);
   void OnExited(Token token, ExitInfo exit, Time now);
   void OnTimer(TimerToken timer, Time now);
 
@@ -47,6 +49,10 @@ class TreeEngine : private NodeHost {
   // Grows or shrinks a replica set, or a simple_one_for_one supervisor's
   // instances, to `n`.
   void Scale(RequestId request, const std::string& id, int n, Time now);
+  // Hands a worker with upgrade: handoff over to a new incarnation, or, for
+  // a supervisor, each such worker below it in start order (pre-order), one
+  // at a time, stopping at the first failure. The reply lists what moved.
+  void Upgrade(RequestId request, const std::string& id, Time now);
   // Applies a reload, one supervisor after another (parents first).
   void Reload(RequestId request, std::vector<std::pair<std::string, ReloadPart>> parts, Time now);
 
@@ -82,6 +88,8 @@ class TreeEngine : private NodeHost {
   TreeView ViewOf(const SupervisorNode& n, Time now) const;
   SupervisorSpec RunningSpecOf(const SupervisorNode& n) const;
   void NextReloadPart(Time now);
+  struct UpgradeRun;
+  void NextUpgrade(UpgradeRun run);
 
   void PumpAll(Time now);
   void Reap(Instance i);
@@ -110,6 +118,14 @@ class TreeEngine : private NodeHost {
     std::deque<std::pair<std::string, ReloadPart>> parts;
   };
   std::optional<PendingReload> reload_;
+  // Upgrades of a supervisor's workers in progress, by the internal id of
+  // the one being handed over.
+  struct UpgradeRun {
+    RequestId client = 0;
+    std::deque<std::string> ids;  // still to do
+    std::vector<UpgradeOutcome> done;
+  };
+  std::map<RequestId, UpgradeRun> upgrades_;
   RequestId next_internal_ = 1ull << 62;  // never collides with the daemon's ids
   bool shutdown_requested_ = false;
   bool finished_ = false;

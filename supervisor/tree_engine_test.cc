@@ -142,6 +142,38 @@ class World {
     Settle();
     return r;
   }
+  RequestId Upgrade(const std::string& id) {
+    RequestId r = next_request_++;
+    engine_.Upgrade(r, id, now_);
+    Settle();
+    return r;
+  }
+  // The new incarnation of an upgrade (spawned with SWITCHBOARD_HANDOFF=receive)
+  // until the old one is gone.
+  void NewReady(const std::string& id) {
+    ASSERT_TRUE(next_.contains(id)) << id << " has no new incarnation";
+    engine_.OnReady(next_[id], now_);
+    Settle();
+  }
+  void NewExit(const std::string& id, ExitInfo exit) {
+    ASSERT_TRUE(next_.contains(id)) << id << " has no new incarnation";
+    Exit(next_[id], exit);
+    Settle();
+  }
+  // A STATUS= line from the newest incarnation of `id`.
+  void Status(const std::string& id, const std::string& text) {
+    Token t = next_.contains(id) ? next_[id] : current_.at(id);
+    engine_.OnStatus(t, text, now_);
+    Settle();
+  }
+  int NewPid(const std::string& id) const {
+    auto it = next_.find(id);
+    return it == next_.end() ? 0 : procs_.at(it->second).pid;
+  }
+  // On SIGUSR2 the old process of `id` hands over as a shard does: the new
+  // one reports `connections`, then the old one exits 0.
+  void HandOverOnUsr2(const std::string& id, int connections) { hand_over_[id] = connections; }
+
   RequestId Reload(std::vector<std::pair<std::string, ReloadPart>> parts) {
     RequestId r = next_request_++;
     engine_.Reload(r, std::move(parts), now_);
@@ -221,8 +253,17 @@ class World {
   void Record(std::string s) { trace_.push_back(std::move(s)); }
 
   void Exit(Token token, ExitInfo exit) {
-    auto it = current_.find(procs_.at(token).id);
-    if (it != current_.end() && it->second == token) current_.erase(it);
+    const std::string id = procs_.at(token).id;
+    auto it = current_.find(id);
+    if (it != current_.end() && it->second == token) {
+      current_.erase(it);
+      // The new incarnation of an upgrade, if any, is what runs now.
+      if (auto n = next_.find(id); n != next_.end()) {
+        current_[id] = n->second;
+        next_.erase(n);
+      }
+    }
+    if (auto n = next_.find(id); n != next_.end() && n->second == token) next_.erase(n);
     procs_.erase(token);
     engine_.OnExited(token, exit, now_);
   }
@@ -249,7 +290,10 @@ class World {
       return;
     }
     procs_[a.token] = Proc{id, next_pid_++};
-    current_[id] = a.token;
+    const bool receiver = std::find(a.spec.env.begin(), a.spec.env.end(),
+                                    std::pair<std::string, std::string>{
+                                        "SWITCHBOARD_HANDOFF", "receive"}) != a.spec.env.end();
+    (receiver ? next_ : current_)[id] = a.token;
     engine_.OnSpawned(a.token, procs_[a.token].pid, now_);
     if (boot == Boot::kReady) engine_.OnReady(a.token, now_);
     if (boot == Boot::kExitEarly) Exit(a.token, ExitInfo::Code(kEarlyStatus));
@@ -258,6 +302,15 @@ class World {
     auto it = procs_.find(a.token);
     if (it == procs_.end()) return;  // already reaped: a no-op, as for the daemon
     const std::string id = it->second.id;
+    if (a.signal == SIGUSR2) {  // hand over: only a process that does so reacts
+      Record("USR2:" + id);
+      auto h = hand_over_.find(id);
+      if (h == hand_over_.end() || !next_.contains(id)) return;
+      engine_.OnStatus(next_[id], "upgraded connections=" + std::to_string(h->second) + " ms=1",
+                       now_);
+      Exit(a.token, ExitInfo::Code(0));
+      return;
+    }
     Record((a.signal == SIGKILL ? "KILL:" : a.signal == SIGTERM ? "TERM:" : "SIG?:") + id);
     if (a.signal == SIGKILL || !ignore_term_.contains(id))
       Exit(a.token, ExitInfo::Signal(a.signal));
@@ -297,6 +350,8 @@ class World {
   std::set<std::string> ignore_term_;
   std::map<Token, Proc> procs_;           // live processes
   std::map<std::string, Token> current_;  // id -> its live incarnation
+  std::map<std::string, Token> next_;     // id -> the new incarnation of an upgrade
+  std::map<std::string, int> hand_over_;  // ids that hand over on SIGUSR2, with their count
   std::map<std::string, int> spawns_;
   std::map<std::string, ChildSpec> specs_;             // last Spawn spec per id
   std::vector<std::pair<TimerToken, Millis>> timers_;  // armed, oldest first
@@ -1301,6 +1356,314 @@ TEST(ReloadTest, PartsApplyParentFirstAndAFailedStartIsReported) {
   EXPECT_EQ(w.Pid("a"), a);
   EXPECT_TRUE(w.Running("x"));
   EXPECT_FALSE(w.exit_code().has_value());
+}
+
+// ---- upgrade: hand-off to a new incarnation (docs/UPGRADE.md) -----------------
+
+ChildSpec Handoff(const std::string& id) {
+  ChildSpec c = Worker(id);
+  c.upgrade = UpgradeMode::kHandoff;
+  return c;
+}
+
+bool HasEnv(const ChildSpec& c, const std::string& k, const std::string& v) {
+  return std::find(c.env.begin(), c.env.end(), std::pair<std::string, std::string>{k, v}) !=
+         c.env.end();
+}
+
+const SupervisorNode::Child& ChildOf(const SupervisorNode& n, const std::string& id) {
+  const SupervisorNode::Child* c = World::FindChild(n, id);
+  EXPECT_NE(c, nullptr) << id;
+  return *c;
+}
+
+TEST(UpgradeTest, NewIncarnationTakesOverAsTheSameChildWithoutARestart) {
+  World w(Sup("root", kOneForOne, {Handoff("s"), Worker("b")}));
+  w.Start();
+  const int old_pid = w.Pid("s");
+  w.Clear();
+  w.QueueBoot("s", Boot::kNeverReady);
+  RequestId r = w.Upgrade("s");
+  EXPECT_EQ(w.Trace(), (Strings{"upgrading:s", "spawn:s", "arm:10000ms"}));
+  EXPECT_TRUE(HasEnv(w.LastSpawnSpec("s"), "SWITCHBOARD_HANDOFF", "receive"));
+  EXPECT_EQ(w.Pid("s"), old_pid);  // still the child
+  const int new_pid = w.NewPid("s");
+  ASSERT_NE(new_pid, 0);
+  EXPECT_EQ(ChildOf(w.root(), "s").state, ChildState::kUpgrading);
+  TreeView v = w.engine().View(Time{0});
+  EXPECT_EQ(v.children[0].pid, old_pid);
+  EXPECT_EQ(v.children[0].upgrade_pid, new_pid);
+  EXPECT_FALSE(w.ReplyTo(r).has_value());
+
+  w.Clear();
+  w.NewReady("s");
+  EXPECT_EQ(w.Trace(), (Strings{"cancel", "USR2:s"}));
+  w.Status("s", "upgraded connections=12 ms=7");
+  w.Clear();
+  w.Crash("s", ExitInfo::Code(0));  // the old one handed over and exits 0
+  EXPECT_EQ(w.Trace(), (Strings{"exited:s", "upgraded:s", "reply:ok"}));
+  ASSERT_TRUE(w.ReplyTo(r).has_value());
+  ASSERT_EQ(w.ReplyTo(r)->upgraded.size(), 1u);
+  EXPECT_EQ(w.ReplyTo(r)->upgraded[0], (UpgradeOutcome{"s", new_pid, 12, 7}));
+  const TreeEvent& up = w.Emitted().back();
+  EXPECT_EQ(up.pid, new_pid);
+  EXPECT_EQ(up.connections, 12);
+  EXPECT_EQ(up.ms, 7);
+  EXPECT_EQ(w.Pid("s"), new_pid);
+  EXPECT_EQ(ChildOf(w.root(), "s").state, ChildState::kRunning);
+  EXPECT_EQ(ChildOf(w.root(), "s").restarts, 0);
+  EXPECT_EQ(w.RootRestarts(), 0);
+  EXPECT_EQ(w.armed_timers(), 0u);
+
+  // It is the child now: its crash is handled as any other.
+  w.Clear();
+  w.Crash("s");
+  EXPECT_EQ(w.Events(), (Strings{"exited:s", "restarting:s", "started:s", "ready:s"}));
+}
+
+TEST(UpgradeTest, ReportArrivingAfterTheOldExitIsWaitedForBriefly) {
+  World w(Sup("root", kOneForOne, {Handoff("s")}));
+  w.Start();
+  RequestId r = w.Upgrade("s");  // ready at once: SIGUSR2 at once
+  const int new_pid = w.NewPid("s");
+  w.Clear();
+  w.Crash("s", ExitInfo::Code(0));
+  EXPECT_EQ(w.Trace(), (Strings{"exited:s", "arm:1000ms"}));
+  EXPECT_FALSE(w.ReplyTo(r).has_value());
+  EXPECT_EQ(w.Pid("s"), new_pid);
+  w.Clear();
+  w.Status("s", "upgraded connections=3 ms=2 extra=1");
+  EXPECT_EQ(w.Trace(), (Strings{"cancel", "upgraded:s", "reply:ok"}));
+  EXPECT_EQ(w.ReplyTo(r)->upgraded[0], (UpgradeOutcome{"s", new_pid, 3, 2}));
+}
+
+TEST(UpgradeTest, WithoutAReportTheCountsAreUnknown) {
+  World w(Sup("root", kOneForOne, {Handoff("s")}));
+  w.Start();
+  RequestId r = w.Upgrade("s");
+  const int new_pid = w.NewPid("s");
+  w.Status("s", "serving");  // not a report: ignored
+  w.Crash("s", ExitInfo::Code(0));
+  w.Clear();
+  w.Fire(SupervisorNode::kUpgradeReportWait);
+  EXPECT_EQ(w.Trace(), (Strings{"fire:1000ms", "upgraded:s", "reply:ok"}));
+  EXPECT_EQ(w.ReplyTo(r)->upgraded[0], (UpgradeOutcome{"s", new_pid, std::nullopt, std::nullopt}));
+  EXPECT_EQ(w.Emitted().back().connections, std::nullopt);
+}
+
+TEST(UpgradeTest, NewIncarnationNotReadyInTimeIsKilledAndTheOldOneStays) {
+  World w(Sup("root", kOneForOne, {Handoff("s")}));
+  w.Start();
+  const int old_pid = w.Pid("s");
+  w.QueueBoot("s", Boot::kNeverReady);
+  RequestId r = w.Upgrade("s");
+  w.Clear();
+  w.Fire(10000ms);
+  EXPECT_EQ(w.Trace(),
+            (Strings{"fire:10000ms", "KILL:s", "exited:s", "upgrade_failed:s", "reply:error"}));
+  EXPECT_EQ(w.Count("USR2:s"), 0);  // the old one was never told
+  EXPECT_EQ(w.Pid("s"), old_pid);
+  EXPECT_EQ(w.Emitted().back().pid, old_pid);
+  EXPECT_EQ(ChildOf(w.root(), "s").state, ChildState::kRunning);
+  EXPECT_EQ(ChildOf(w.root(), "s").restarts, 0);
+  EXPECT_EQ(w.ReplyTo(r)->status.message(),
+            "upgrade of 's' failed: the new process was not ready within 10000ms");
+  EXPECT_EQ(w.Emitted().back().reason, "the new process was not ready within 10000ms");
+}
+
+TEST(UpgradeTest, NewIncarnationExitingBeforeReadyFailsTheUpgrade) {
+  World w(Sup("root", kOneForOne, {Handoff("s")}));
+  w.Start();
+  const int old_pid = w.Pid("s");
+  w.QueueBoot("s", Boot::kExitEarly);
+  w.Clear();
+  RequestId r = w.Upgrade("s");
+  EXPECT_EQ(w.Trace(), (Strings{"upgrading:s", "spawn:s", "arm:10000ms", "exited:s", "cancel",
+                                "upgrade_failed:s", "reply:error"}));
+  EXPECT_EQ(w.ReplyTo(r)->status.message(),
+            "upgrade of 's' failed: the new process exited before the hand-off (exit status 3)");
+  EXPECT_EQ(w.Pid("s"), old_pid);
+  EXPECT_EQ(w.RootRestarts(), 0);
+}
+
+TEST(UpgradeTest, NewIncarnationExitingMidHandOffLeavesTheOldOneTheChild) {
+  World w(Sup("root", kOneForOne, {Handoff("s")}));
+  w.Start();
+  const int old_pid = w.Pid("s");
+  RequestId r = w.Upgrade("s");
+  EXPECT_EQ(w.Count("USR2:s"), 1);
+  w.Clear();
+  w.NewExit("s", ExitInfo::Signal(SIGKILL));
+  EXPECT_EQ(w.Trace(), (Strings{"exited:s", "upgrade_failed:s", "reply:error"}));
+  EXPECT_EQ(w.ReplyTo(r)->status.message(),
+            "upgrade of 's' failed: the new process exited before the hand-off (killed by "
+            "SIGKILL)");
+  EXPECT_EQ(w.Pid("s"), old_pid);
+  EXPECT_EQ(ChildOf(w.root(), "s").state, ChildState::kRunning);
+  // The old one is still supervised as before.
+  w.Clear();
+  w.Crash("s");
+  EXPECT_EQ(w.Events(), (Strings{"exited:s", "restarting:s", "started:s", "ready:s"}));
+}
+
+TEST(UpgradeTest, OldIncarnationDyingMidHandOffLeavesTheNewOneTheChild) {
+  World w(Sup("root", kOneForOne, {Handoff("s")}));
+  w.Start();
+  RequestId r = w.Upgrade("s");
+  const int new_pid = w.NewPid("s");
+  w.Status("s", "upgraded connections=4 ms=9");
+  w.Clear();
+  w.Crash("s", ExitInfo::Signal(SIGKILL));
+  EXPECT_EQ(w.Trace(), (Strings{"exited:s", "upgraded:s", "reply:ok"}));
+  EXPECT_EQ(w.Pid("s"), new_pid);
+  EXPECT_EQ(w.Emitted().back().reason, "the old process ended mid-hand-off (killed by SIGKILL)");
+  EXPECT_EQ(ChildOf(w.root(), "s").restarts, 0);
+  EXPECT_EQ(w.RootRestarts(), 0);
+  EXPECT_TRUE(w.ReplyTo(r)->status.ok());
+}
+
+TEST(UpgradeTest, OldIncarnationDyingBeforeTheHandOffIsAnOrdinaryCrash) {
+  World w(Sup("root", kOneForOne, {Handoff("s")}));
+  w.Start();
+  w.QueueBoot("s", Boot::kNeverReady);
+  RequestId r = w.Upgrade("s");
+  w.Clear();
+  w.Crash("s");
+  // The new one, waiting for a hand-off that cannot come, is killed; then
+  // the child's own exit is handled: a restart, counted.
+  EXPECT_EQ(w.Trace(),
+            (Strings{"exited:s", "cancel", "KILL:s", "exited:s", "upgrade_failed:s", "reply:error",
+                     "restarting:s", "spawn:s", "started:s", "arm:10000ms", "cancel", "ready:s"}));
+  EXPECT_EQ(w.ReplyTo(r)->status.message(),
+            "upgrade of 's' failed: the old process ended before the hand-off (exit status 1)");
+  EXPECT_EQ(ChildOf(w.root(), "s").restarts, 1);
+  EXPECT_EQ(w.Count("USR2:s"), 0);
+}
+
+TEST(UpgradeTest, SiblingsCrashDuringAnUpgradeIsHandledAfterIt) {
+  World w(Sup("root", kOneForOne, {Handoff("s"), Worker("b")}, 5));
+  w.Start();
+  w.QueueBoot("s", Boot::kNeverReady);
+  w.Upgrade("s");
+  w.Clear();
+  w.Crash("b");
+  EXPECT_EQ(w.Events(), (Strings{"exited:b"}));  // queued: the supervisor is busy
+  w.HandOverOnUsr2("s", 0);
+  w.NewReady("s");
+  EXPECT_EQ(w.Events(), (Strings{"exited:b", "exited:s", "upgraded:s", "restarting:b", "started:b",
+                                 "ready:b"}));
+}
+
+TEST(UpgradeTest, RefusesWhatCannotBeHandedOver) {
+  World w(Sup("root", kOneForOne,
+              {Worker("plain"), SubSup(Sup("none", kOneForOne, {Worker("x")})), Handoff("s")}));
+  w.Start();
+  w.Clear();
+  RequestId plain = w.Upgrade("plain");
+  RequestId missing = w.Upgrade("nope");
+  RequestId none = w.Upgrade("none");
+  EXPECT_EQ(w.spawns("plain"), 1);
+  EXPECT_EQ(w.ReplyTo(plain)->status.message(),
+            "'plain' is not a worker with upgrade: handoff (restart it instead)");
+  EXPECT_EQ(w.ReplyTo(missing)->status.code(), Status::Code::kNotFound);
+  EXPECT_EQ(w.ReplyTo(none)->status.message(),
+            "supervisor 'none' has no child with upgrade: handoff");
+  w.Op(TreeEngine::Op::kStop, "s");
+  RequestId stopped = w.Upgrade("s");
+  EXPECT_EQ(w.ReplyTo(stopped)->status.message(), "'s' is not running (stopped)");
+  EXPECT_EQ(w.spawns("s"), 1);
+}
+
+TEST(UpgradeTest, SupervisorUpgradesItsHandoffChildrenOneAtATimeInOrder) {
+  World w(Sup("root", kOneForOne,
+              {SubSup(Sup("shards", kOneForOne, {Handoff("s0"), Worker("x"), Handoff("s1")}))}));
+  w.Start();
+  w.HandOverOnUsr2("s0", 5);
+  w.HandOverOnUsr2("s1", 6);
+  const int x = w.Pid("x");
+  w.Clear();
+  RequestId r = w.Upgrade("shards");
+  EXPECT_EQ(w.Events(), (Strings{"upgrading:s0", "exited:s0", "upgraded:s0", "upgrading:s1",
+                                 "exited:s1", "upgraded:s1"}));
+  ASSERT_TRUE(w.ReplyTo(r).has_value());
+  EXPECT_TRUE(w.ReplyTo(r)->status.ok());
+  ASSERT_EQ(w.ReplyTo(r)->upgraded.size(), 2u);
+  EXPECT_EQ(w.ReplyTo(r)->upgraded[0].id, "s0");
+  EXPECT_EQ(w.ReplyTo(r)->upgraded[0].connections, 5);
+  EXPECT_EQ(w.ReplyTo(r)->upgraded[1].id, "s1");
+  EXPECT_EQ(w.ReplyTo(r)->upgraded[1].connections, 6);
+  EXPECT_EQ(w.Pid("x"), x);
+  EXPECT_EQ(w.Count("reply:ok"), 1);
+}
+
+TEST(UpgradeTest, SupervisorUpgradeStopsAtTheFirstFailure) {
+  World w(Sup("root", kOneForOne, {Handoff("s0"), Handoff("s1"), Handoff("s2")}));
+  w.Start();
+  w.HandOverOnUsr2("s0", 1);
+  w.QueueBoot("s1", Boot::kExitEarly);
+  const int s2 = w.Pid("s2");
+  RequestId r = w.Upgrade("root");
+  ASSERT_TRUE(w.ReplyTo(r).has_value());
+  EXPECT_EQ(w.ReplyTo(r)->status.message(),
+            "upgrade of 's1' failed: the new process exited before the hand-off (exit status 3)");
+  ASSERT_EQ(w.ReplyTo(r)->upgraded.size(), 1u);  // what was done before it stays done
+  EXPECT_EQ(w.ReplyTo(r)->upgraded[0].id, "s0");
+  EXPECT_EQ(w.spawns("s2"), 1);
+  EXPECT_EQ(w.Pid("s2"), s2);
+}
+
+TEST(UpgradeTest, ReloadHandsAChangedCommandOverInsteadOfRestarting) {
+  World w(Sup("root", kOneForOne, {Handoff("s"), Worker("b")}));
+  w.Start();
+  w.HandOverOnUsr2("s", 2);
+  ChildSpec s2 = Handoff("s");
+  s2.command = {"/usr/bin/s", "--v2"};
+  ReloadPart part;
+  part.next = Sup("root", kOneForOne, {s2, Worker("b")});
+  part.upgraded = {"s"};
+  w.Clear();
+  RequestId r = w.Reload({{"root", part}});
+  EXPECT_EQ(w.Events(), (Strings{"upgrading:s", "exited:s", "upgraded:s"}));
+  EXPECT_TRUE(w.ReplyTo(r)->status.ok());
+  EXPECT_EQ(w.LastSpawnSpec("s").command, (Strings{"/usr/bin/s", "--v2"}));
+  EXPECT_EQ(ChildOf(w.root(), "s").restarts, 0);
+  EXPECT_EQ(w.Count("TERM:s"), 0);
+}
+
+TEST(UpgradeTest, FailedHandOffFailsTheReload) {
+  World w(Sup("root", kOneForOne, {Handoff("s")}));
+  w.Start();
+  const int old_pid = w.Pid("s");
+  w.QueueBoot("s", Boot::kExitEarly);
+  ReloadPart part;
+  part.next = Sup("root", kOneForOne, {Handoff("s")});
+  part.upgraded = {"s"};
+  RequestId r = w.Reload({{"root", part}});
+  ASSERT_TRUE(w.ReplyTo(r).has_value());
+  EXPECT_FALSE(w.ReplyTo(r)->status.ok());
+  EXPECT_EQ(w.Pid("s"), old_pid);
+}
+
+TEST(UpgradeTest, SecondStopRequestKillsBothIncarnations) {
+  World w(Sup("root", kOneForOne, {Handoff("s")}));
+  w.Start();
+  w.QueueBoot("s", Boot::kNeverReady);
+  w.IgnoreTerm("s");
+  w.Upgrade("s");
+  w.Shutdown();  // queued behind the upgrade
+  w.Clear();
+  w.Shutdown();
+  EXPECT_EQ(w.Count("KILL:s"), 2);
+  EXPECT_FALSE(w.Running("s"));
+  EXPECT_EQ(w.exit_code(), 0);
+}
+
+TEST(UpgradeStatusTest, ParsesTheReportAndNothingElse) {
+  EXPECT_EQ(ParseUpgradedStatus("upgraded connections=10 ms=3"), (UpgradeOutcome{"", 0, 10, 3}));
+  EXPECT_EQ(ParseUpgradedStatus("upgraded"), (UpgradeOutcome{}));
+  EXPECT_EQ(ParseUpgradedStatus("upgraded connections=x ms=-1 version=2"), (UpgradeOutcome{}));
+  EXPECT_EQ(ParseUpgradedStatus("serving 10 connections"), std::nullopt);
+  EXPECT_EQ(ParseUpgradedStatus(""), std::nullopt);
 }
 
 }  // namespace

@@ -79,6 +79,16 @@ const char* RestartTypeName(RestartType r) {
   return "unknown";  // only reachable through a value cast from outside the enum
 }
 
+const char* UpgradeModeName(UpgradeMode u) {
+  switch (u) {
+    case UpgradeMode::kRestart:
+      return "restart";
+    case UpgradeMode::kHandoff:
+      return "handoff";
+  }
+  return "unknown";  // only reachable through a value cast from outside the enum
+}
+
 const char* BalanceName(Balance b) {
   switch (b) {
     case Balance::kShared:

@@ -23,6 +23,10 @@ using Millis = std::chrono::milliseconds;
 enum class Strategy { kOneForOne, kOneForAll, kRestForOne, kSimpleOneForOne };
 enum class RestartType { kPermanent, kTransient, kTemporary };
 enum class ReadyMode { kNotify, kExec };
+// How `switchboard upgrade` (and a reload changing only command or env)
+// replaces a worker: restart it, or start the new process beside the old one
+// and let the old hand its connections over (docs/UPGRADE.md).
+enum class UpgradeMode { kRestart, kHandoff };
 
 // How a child is stopped: brutal_kill (SIGKILL at once), a timeout (SIGTERM,
 // then SIGKILL after `timeout`), or infinity (SIGTERM, wait forever).
@@ -88,6 +92,7 @@ struct ChildSpec {
   Millis start_timeout{10000};
   std::vector<int> success_exit_codes;  // exit statuses counted as normal besides 0
   std::optional<BackoffSpec> backoff;
+  UpgradeMode upgrade = UpgradeMode::kRestart;
   // Prometheus endpoint the child serves, "host:port"; in a replica set the
   // port is the base plus the index. Substituted for {{metrics}}.
   std::string metrics;
@@ -121,7 +126,7 @@ inline bool ChildSpec::operator==(const ChildSpec& o) const {
          shutdown == o.shutdown && replica == o.replica && command == o.command && env == o.env &&
          sockets == o.sockets && ready == o.ready && start_timeout == o.start_timeout &&
          success_exit_codes == o.success_exit_codes && backoff == o.backoff &&
-         metrics == o.metrics && sub == o.sub;
+         upgrade == o.upgrade && metrics == o.metrics && sub == o.sub;
 }
 
 // node.api: where `switchboard publish` finds the shards' HTTP API.
@@ -168,5 +173,6 @@ std::map<std::string, int> RoundRobinMembers(const TreeSpec& spec);
 // Names used in YAML and in messages.
 const char* StrategyName(Strategy s);
 const char* RestartTypeName(RestartType r);
+const char* UpgradeModeName(UpgradeMode u);
 
 }  // namespace sb::supervisor
