@@ -146,6 +146,7 @@ void RenderNode(const json::object& n, size_t depth, size_t id_width, std::strin
       std::string why = DescribeExit(last->get_object());
       if (!why.empty()) line += "  last exit: " + why;
     }
+    if (n.if_contains("upgrade_pid")) line += "  new pid " + Int(n, "upgrade_pid") + " taking over";
   }
   while (!line.empty() && line.back() == ' ') line.pop_back();
   out += line;
@@ -227,6 +228,29 @@ int RunScale(const std::string& control, const std::string& id, int n, std::ostr
   if (added.empty() && removed.empty()) out << id << ": already " << n << "\n";
   out << std::flush;
   return kExitOk;
+}
+
+int RunUpgrade(const std::string& control, const std::string& id, std::ostream& out,
+               std::ostream& err, std::chrono::milliseconds timeout) {
+  json::object request;
+  request["cmd"] = "upgrade";
+  request["id"] = id;
+  auto r = ControlCall(control, request, timeout);
+  if (!r.ok()) return FailStatus(r.status(), err);
+  const json::object& reply = r.value();
+  // Printed on failure too: a supervisor's upgrade stops at the first
+  // failure, and the children before it stay handed over.
+  const json::value* done = reply.if_contains("upgraded");
+  if (done && done->is_array()) {
+    for (const json::value& v : done->get_array()) {
+      if (!v.is_object()) continue;
+      const json::object& o = v.get_object();
+      out << Str(o, "id", "?") << ": upgraded, pid " << Int(o, "pid") << ", "
+          << Int(o, "connections") << " connections moved in " << Int(o, "ms") << " ms\n";
+    }
+  }
+  out << std::flush;
+  return CheckReply(reply, err);
 }
 
 int RunReload(const std::string& control, std::ostream& out, std::ostream& err,

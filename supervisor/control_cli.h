@@ -1,5 +1,5 @@
-// The client subcommands of `switchboard`: status/tree, stop, start, restart, scale, reload and
-// events, each one control call (control_client.h) turned into output and an exit code.
+// The client subcommands of `switchboard`: status/tree, stop, start, restart, scale, upgrade,
+// reload and events, each one control call (control_client.h) turned into output and an exit code.
 //
 // Owns: the wording of client output, the human rendering of a status reply, and the mapping of
 // failures to exit codes (common/exit_codes.h): 0 ok; 1 refused, busy or a transport failure;
@@ -29,6 +29,12 @@ int RunSimple(const std::string& control, const std::string& cmd, const std::str
 // Prints "<id>: added a, b" and/or "<id>: removed c", or "<id>: already <n>".
 int RunScale(const std::string& control, const std::string& id, int n, std::ostream& out,
              std::ostream& err, std::chrono::milliseconds timeout = kControlLongTimeout);
+
+// `upgrade ID`: prints one line per child handed over, "<id>: upgraded, pid 1234, 12
+// connections moved in 8 ms" ("?" for what the new process did not report). On failure, the
+// children already handed over, then the reason on `err`; exit 1.
+int RunUpgrade(const std::string& control, const std::string& id, std::ostream& out,
+               std::ostream& err, std::chrono::milliseconds timeout = kControlLongTimeout);
 
 // Prints one line per change ("root: start shard.2"), or "no changes".
 int RunReload(const std::string& control, std::ostream& out, std::ostream& err,

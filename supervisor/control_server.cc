@@ -19,8 +19,8 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr std::array<std::string_view, 7> kCommands = {"status", "stop",   "start", "restart",
-                                                       "scale",  "reload", "events"};
+constexpr std::array<std::string_view, 8> kCommands = {"status", "stop",    "start",  "restart",
+                                                       "scale",  "upgrade", "reload", "events"};
 
 void AppendJson(const json::value& v, std::string& out);
 
@@ -155,9 +155,10 @@ std::string ValidateControlRequest(const json::object& request) {
   for (std::string_view c : kCommands) known = known || c == name;
   if (!known) {
     return "unknown cmd " + Quote(name) +
-           " (expected status, stop, start, restart, scale, reload or events)";
+           " (expected status, stop, start, restart, scale, upgrade, reload or events)";
   }
-  if (name == "stop" || name == "start" || name == "restart" || name == "scale") {
+  if (name == "stop" || name == "start" || name == "restart" || name == "scale" ||
+      name == "upgrade") {
     if (!NonEmptyString(request, "id")) return "'" + std::string(name) + "' needs a string \"id\"";
   }
   if (name == "scale") {

@@ -104,6 +104,11 @@ Status Daemon::Init() {
     s = EnsureApiKeyFile(spec_.node.api.key_file);
     if (!s.ok()) return s;
   }
+  // Hand-off sockets of children with upgrade: handoff: only their owner
+  // may connect to a process taking connections over.
+  handoff_dir_ = (run_dir / "handoff").string();
+  s = EnsureRuntimeDir(handoff_dir_);
+  if (!s.ok()) return s;
   auto notify = NotifyServer::Create((run_dir / (spec_.node.name + ".notify")).string());
   if (!notify.ok()) return notify.status();
   notify_ = std::move(notify.value());
@@ -273,6 +278,11 @@ void Daemon::DoSpawn(const action::Spawn& s) {
     }
     req.listen_fds.emplace_back(name, fd.value());
   }
+  if (s.spec.upgrade == UpgradeMode::kHandoff) {
+    // The same path for every incarnation: the old process connects where
+    // the new one listens (docs/UPGRADE.md, the daemon ↔ shard contract).
+    req.env.emplace_back("SWITCHBOARD_HANDOFF_SOCKET", handoff_dir_ + "/" + s.spec.id + ".sock");
+  }
   req.notify_socket = notify_->path();
   req.path = child_path_;
   auto launched = Launch(req);
@@ -378,18 +388,28 @@ void Daemon::CloseOutput(Proc& p, bool is_err) {
   fd.Reset();
 }
 
+std::optional<Token> Daemon::TokenOf(pid_t pid) const {
+  auto it = by_pid_.find(pid);
+  if (it == by_pid_.end()) {
+    // A helper in the child's process group may speak for it (a shell
+    // script calling systemd-notify, say).
+    pid_t pgid = ::getpgid(pid);
+    it = pgid > 0 ? by_pid_.find(pgid) : by_pid_.end();
+  }
+  if (it == by_pid_.end()) return std::nullopt;
+  return it->second;
+}
+
 void Daemon::OnNotify() {
-  notify_->Drain([this](pid_t pid) {
-    auto it = by_pid_.find(pid);
-    if (it == by_pid_.end()) {
-      // A helper in the child's process group may speak for it (a shell
-      // script calling systemd-notify, say).
-      pid_t pgid = ::getpgid(pid);
-      it = pgid > 0 ? by_pid_.find(pgid) : by_pid_.end();
-    }
-    if (it == by_pid_.end()) return;
-    engine_->OnReady(it->second, Now());
-  });
+  notify_->Drain(
+      [this](pid_t pid) {
+        if (std::optional<Token> token = TokenOf(pid)) engine_->OnReady(*token, Now());
+      },
+      [this](pid_t pid, std::string_view status) {
+        if (std::optional<Token> token = TokenOf(pid)) {
+          engine_->OnStatus(*token, std::string(status), Now());
+        }
+      });
   Drive();
 }
 

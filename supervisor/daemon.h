@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -69,6 +70,7 @@ class Daemon {
   void OnOutput(Token token, bool is_err);
   void CloseOutput(Proc& p, bool is_err);
   void OnNotify();
+  std::optional<Token> TokenOf(pid_t pid) const;  // the incarnation a notify sender speaks for
   void OnSignal();
   void Emit(const TreeEvent& ev);
   static Time Now();
@@ -93,8 +95,9 @@ class Daemon {
   std::unique_ptr<EventLog> events_;
   ListenSockets sockets_;
   UniqueFd signal_fd_;
-  UniqueFd lock_fd_;        // flock held for the daemon's life: one daemon per node
-  std::string child_path_;  // PATH for children: our own bin dir first
+  UniqueFd lock_fd_;         // flock held for the daemon's life: one daemon per node
+  std::string child_path_;   // PATH for children: our own bin dir first
+  std::string handoff_dir_;  // <runtime dir>/handoff: SWITCHBOARD_HANDOFF_SOCKET paths
   std::deque<Action> pending_;
   std::unordered_map<Token, Proc> procs_;    // live incarnations
   std::unordered_map<pid_t, Token> by_pid_;  // for READY=1 datagrams

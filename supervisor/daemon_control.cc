@@ -53,6 +53,8 @@ json::value ViewJson(const TreeView& v, Time now) {
     o["children"] = std::move(children);
   } else {
     o["pid"] = v.pid ? json::value(v.pid) : json::value(nullptr);
+    // While upgrading: the new process taking over from `pid`.
+    if (v.upgrade_pid) o["upgrade_pid"] = v.upgrade_pid;
     if (v.last_exit) {
       o["last_exit"] = json::object{
           {"status", v.last_exit->status >= 0 ? json::value(v.last_exit->status) : nullptr},
@@ -103,9 +105,22 @@ void Daemon::OnControl(const json::object& req, ControlServer::Reply reply) {
     return;
   }
   RequestId r = next_request_++;
-  requests_[r] = Pending{[reply](const action::Reply& rep) {
-    if (!rep.status.ok()) return reply(Error(rep.status));
+  requests_[r] = Pending{[reply, cmd](const action::Reply& rep) {
+    json::array upgraded;
+    for (const UpgradeOutcome& u : rep.upgraded) {
+      upgraded.push_back(json::object{
+          {"id", u.id},
+          {"pid", u.pid},
+          {"connections", u.connections ? json::value(*u.connections) : json::value(nullptr)},
+          {"ms", u.ms ? json::value(*u.ms) : json::value(nullptr)}});
+    }
+    if (!rep.status.ok()) {
+      json::object o = Error(rep.status);
+      if (!upgraded.empty()) o["upgraded"] = std::move(upgraded);  // before the failure
+      return reply(std::move(o));
+    }
     json::object o{{"ok", true}};
+    if (cmd == "upgrade") o["upgraded"] = std::move(upgraded);
     json::array added, removed;
     for (auto& a : rep.added) added.push_back(json::value(a));
     for (auto& a : rep.removed) removed.push_back(json::value(a));
@@ -130,6 +145,8 @@ void Daemon::OnControl(const json::object& req, ControlServer::Reply reply) {
       return;
     }
     engine_->Scale(r, id, static_cast<int>(n->as_int64()), Now());
+  } else if (cmd == "upgrade") {
+    engine_->Upgrade(r, id, Now());
   } else {
     requests_.erase(r);
     reply(Error(Status::InvalidConfig("unknown command '" + cmd + "'")));
@@ -191,7 +208,7 @@ void Daemon::Reload(std::function<void(Status, std::vector<std::string>)> done) 
   }
   std::vector<std::pair<std::string, ReloadPart>> parts;
   for (const SupervisorPlan& sp : p.supervisors) {
-    parts.push_back({sp.id, ReloadPart{sp.next, sp.removed, sp.changed, sp.added}});
+    parts.push_back({sp.id, ReloadPart{sp.next, sp.removed, sp.changed, sp.added, sp.upgraded}});
   }
   std::vector<std::string> closing = p.sockets_removed;
   TreeSpec adopted = std::move(next.value());

@@ -20,6 +20,19 @@ bool NotifyHasReady(std::string_view d) {
   return false;
 }
 
+std::optional<std::string_view> NotifyStatus(std::string_view d) {
+  std::optional<std::string_view> status;
+  size_t start = 0;
+  while (start <= d.size()) {
+    size_t end = d.find('\n', start);
+    if (end == std::string_view::npos) end = d.size();
+    std::string_view line = d.substr(start, end - start);
+    if (line.starts_with("STATUS=")) status = line.substr(7);
+    start = end + 1;
+  }
+  return status;
+}
+
 Result<std::unique_ptr<NotifyServer>> NotifyServer::Create(const std::string& path) {
   sockaddr_un addr{};
   if (path.size() >= sizeof(addr.sun_path)) {
@@ -46,7 +59,8 @@ Result<std::unique_ptr<NotifyServer>> NotifyServer::Create(const std::string& pa
 
 NotifyServer::~NotifyServer() { ::unlink(path_.c_str()); }
 
-void NotifyServer::Drain(const std::function<void(pid_t)>& on_ready) {
+void NotifyServer::Drain(const std::function<void(pid_t)>& on_ready,
+                         const std::function<void(pid_t, std::string_view)>& on_status) {
   for (;;) {
     char buf[4096];
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
@@ -69,9 +83,13 @@ void NotifyServer::Drain(const std::function<void(pid_t)>& on_ready) {
         sender = cred.pid;
       }
     }
-    if (sender > 0 && NotifyHasReady(std::string_view(buf, static_cast<size_t>(n)))) {
-      on_ready(sender);
+    if (sender <= 0) continue;
+    std::string_view datagram(buf, static_cast<size_t>(n));
+    if (on_status) {
+      if (std::optional<std::string_view> status = NotifyStatus(datagram))
+        on_status(sender, *status);
     }
+    if (NotifyHasReady(datagram)) on_ready(sender);
   }
 }
 

@@ -11,7 +11,9 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 #include "common/unique_fd.h"
@@ -27,9 +29,11 @@ class NotifyServer {
   int fd() const { return fd_.get(); }
   const std::string& path() const { return path_; }
 
-  // Reads every queued datagram; calls `on_ready(pid)` for each one that
-  // contains the assignment READY=1 on a line of its own.
-  void Drain(const std::function<void(pid_t)>& on_ready);
+  // Reads every queued datagram; calls `on_status(pid, value)` for each
+  // STATUS= line in it (an upgrade's report, docs/UPGRADE.md), then
+  // `on_ready(pid)` if it contains the assignment READY=1 on a line of its own.
+  void Drain(const std::function<void(pid_t)>& on_ready,
+             const std::function<void(pid_t, std::string_view)>& on_status = {});
 
  private:
   NotifyServer(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
@@ -39,5 +43,7 @@ class NotifyServer {
 
 // True if a notify datagram contains the line "READY=1".
 bool NotifyHasReady(std::string_view datagram);
+// The value of the datagram's last STATUS= line, if it has one.
+std::optional<std::string_view> NotifyStatus(std::string_view datagram);
 
 }  // namespace sb::supervisor

@@ -1,5 +1,5 @@
 // switchboard: the supervisor daemon (`run`), its offline check (`check`),
-// the control client (status, restart, stop, start, scale, reload,
+// the control client (status, restart, stop, start, scale, upgrade, reload,
 // events), `publish` to the shards' HTTP API, and `version` (as --version). Exit codes:
 // common/exit_codes.h (0 ok, 1 root gave up / failed or request refused, 2 usage or configuration
 // error, 3 daemon not running).
@@ -96,6 +96,10 @@ int main(int argc, char** argv) {
   scale->add_option("N", count, "number of instances")
       ->required()
       ->check(CLI::Range(0, sb::supervisor::kMaxScaleCount));
+  auto* upgrade = client("upgrade",
+                         "hand a child with upgrade: handoff (or each one of a supervisor's) "
+                         "over to a new process, keeping its connections");
+  upgrade->add_option("ID", id, "child or supervisor id")->required();
   auto* reload = client("reload", "re-read the YAML and apply the difference");
   auto* events = client("events", "follow the event stream live");
   sb::supervisor::PublishArgs publish_args;
@@ -149,6 +153,7 @@ int main(int argc, char** argv) {
     if (*simple[i]) return RunSimple(control, simple_names[i], id, std::cout, std::cerr);
   }
   if (*scale) return RunScale(control, id, count, std::cout, std::cerr);
+  if (*upgrade) return RunUpgrade(control, id, std::cout, std::cerr);
   if (*reload) return RunReload(control, std::cout, std::cerr);
   if (*events) return RunEvents(control, std::cout, std::cerr);
   return sb::kExitUsage;
