@@ -2,7 +2,10 @@
 //
 // Owns: one process that behaves as its flags say: it becomes ready over the systemd notify
 // protocol (or never does), exits, crashes, ignores or delays SIGTERM, floods its output, serves
-// the sockets it inherits through LISTEN_FDS and appends its lifecycle to a shared record file.
+// the sockets it inherits through LISTEN_FDS, plays either side of a token hand-off
+// (docs/UPGRADE.md: a new process in SWITCHBOARD_HANDOFF=receive mode listens on
+// SWITCHBOARD_HANDOFF_SOCKET, the old one sends a byte there on SIGUSR2) and appends its lifecycle
+// to a shared record file.
 // Single-threaded: one poll() loop over a signalfd, the inherited listening sockets and any
 // pending output, so signal handling needs no async-signal-safe tricks. Depends on libc, the C++
 // standard library and CLI11 only. The record format is parsed by tests/testutil (ReadRecords).
@@ -53,6 +56,9 @@ struct Options {
   bool serve = false;
   std::string record;
   bool spawn_grandchild = false;
+  bool handoff = false;
+  bool receive_no_ready = false;  // in receive mode only
+  int receive_exit = -1;          // in receive mode only: exit with it instead of becoming ready
 };
 
 int64_t NowNs() { return sb::MonoNowNs(); }
@@ -251,12 +257,48 @@ std::vector<int> ListenFds() {
   return out;
 }
 
+// The receiving side of a hand-off: a SOCK_SEQPACKET socket at `path`, as the contract says.
+int ListenHandoff(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    Warn("SWITCHBOARD_HANDOFF_SOCKET path too long");
+    return -1;
+  }
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  unlink(path.c_str());
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
+      chmod(path.c_str(), 0600) < 0 || listen(fd, 1) < 0) {
+    Warn("hand-off socket " + path + ": " + strerror(errno));
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The sending side, on SIGUSR2: one byte, then wait for the receiver's one-byte acknowledgement.
+bool SendHandoff(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.empty() || path.size() >= sizeof addr.sun_path) return false;
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  char byte = 'h';
+  bool ok = fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+            send(fd, &byte, 1, MSG_NOSIGNAL) == 1 && recv(fd, &byte, 1, 0) == 1;
+  if (!ok) Warn("hand-off to " + path + " failed: " + strerror(errno) + "; still serving");
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
 int Run(const Options& o) {
   const int64_t start = NowNs();
   signal(SIGPIPE, SIG_IGN);
   sigset_t mask, original_mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGCHLD);
+  if (o.handoff) sigaddset(&mask, SIGUSR2);
   if (o.ignore_term) {
     signal(SIGTERM, SIG_IGN);
   } else {
@@ -278,10 +320,27 @@ int Run(const Options& o) {
   if (o.spawn_grandchild) SpawnGrandchild(rec, original_mask, o.ignore_term);
   if (o.exit_before_ready >= 0) Exit(rec, o.exit_before_ready);
 
+  const char* handoff_env = getenv("SWITCHBOARD_HANDOFF");
+  const bool receiving =
+      o.handoff && handoff_env != nullptr && std::string(handoff_env) == "receive";
+  const char* handoff_path_env = getenv("SWITCHBOARD_HANDOFF_SOCKET");
+  const std::string handoff_path = handoff_path_env ? handoff_path_env : "";
+  int handoff_fd = -1;
+  if (receiving) {
+    handoff_fd = ListenHandoff(handoff_path);
+    if (handoff_fd < 0) Exit(rec, 1);
+    rec.Record("handoff-listen");
+    if (o.receive_exit >= 0) Exit(rec, o.receive_exit);
+  }
+  const bool no_ready = o.no_ready || (receiving && o.receive_no_ready);
+
+  // A receiver serves only once it has taken over, as a shard does.
+  std::vector<int> inherited;
   std::vector<int> serve_fds;
   if (o.serve) {
-    serve_fds = ListenFds();
-    if (serve_fds.empty()) Warn("--serve: no LISTEN_FDS for this process");
+    inherited = ListenFds();
+    if (inherited.empty()) Warn("--serve: no LISTEN_FDS for this process");
+    if (!receiving) serve_fds = inherited;
   }
   const char* tag = getenv("TESTCHILD_TAG");
   const std::string reply =
@@ -299,13 +358,13 @@ int Run(const Options& o) {
   int64_t term_deadline = -1;
   for (;;) {
     int64_t now = NowNs();
-    if (base < 0 && (o.no_ready || now >= ready_at)) {
-      if (!o.no_ready) {
+    if (base < 0 && (no_ready || now >= ready_at)) {
+      if (!no_ready) {
         // Recorded first: whoever sees READY=1 may read the record file at once.
         rec.Record("ready", "", now);
         Notify("READY=1");
       }
-      base = o.no_ready ? start : now;
+      base = no_ready ? start : now;
       std::string lines;
       for (const std::string& l : o.print) lines += l + "\n";
       WriteAll(STDOUT_FILENO, lines.data(), lines.size());
@@ -328,6 +387,7 @@ int Run(const Options& o) {
     int timeout_ms = wake < 0 ? -1 : static_cast<int>((wake - now + kNsPerMs - 1) / kNsPerMs);
 
     std::vector<pollfd> pfds{{sfd, POLLIN, 0}};
+    if (handoff_fd >= 0) pfds.push_back({handoff_fd, POLLIN, 0});
     for (int fd : serve_fds) pfds.push_back({fd, POLLIN, 0});
     for (const Flood& f : floods) {
       if (f.left > 0) pfds.push_back({f.fd, POLLOUT, 0});
@@ -342,6 +402,9 @@ int Run(const Options& o) {
       if (si.ssi_signo == SIGCHLD) {
         while (waitpid(-1, nullptr, WNOHANG) > 0) {
         }
+      } else if (si.ssi_signo == SIGUSR2 && o.handoff) {
+        rec.Record("handoff-send");
+        if (SendHandoff(handoff_path)) Exit(rec, 0);
       } else if (si.ssi_signo == SIGTERM && term_deadline < 0) {
         const int64_t received = NowNs();
         rec.Record("term", "", received);
@@ -351,6 +414,22 @@ int Run(const Options& o) {
     }
     for (size_t i = 1; i < pfds.size(); ++i) {
       if (pfds[i].revents == 0) continue;
+      if (pfds[i].fd == handoff_fd) {
+        int c = accept4(handoff_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) continue;
+        char byte = 0;
+        // The one byte is the whole state; acknowledged, it is ours: serve and report.
+        if (recv(c, &byte, 1, 0) == 1 && send(c, &byte, 1, MSG_NOSIGNAL) == 1) {
+          rec.Record("handoff-received");
+          close(handoff_fd);
+          handoff_fd = -1;
+          unlink(handoff_path.c_str());
+          serve_fds = inherited;
+          Notify("STATUS=upgraded connections=0 ms=1");
+        }
+        close(c);
+        break;  // pfds refers to fds that may have changed
+      }
       if (pfds[i].events == POLLIN) Answer(pfds[i].fd, reply, serve_fds);
       for (Flood& f : floods) {
         if (pfds[i].events == POLLOUT && f.fd == pfds[i].fd && f.left > 0) {
@@ -409,6 +488,16 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
   app.add_flag("--spawn-grandchild", o.spawn_grandchild,
                "Fork a sleeper in this process group and record its pid");
+  app.add_flag("--handoff", o.handoff,
+               "Take part in hand-offs: with SWITCHBOARD_HANDOFF=receive listen on "
+               "SWITCHBOARD_HANDOFF_SOCKET before READY=1, take a byte, ack it, serve and report "
+               "STATUS=upgraded; otherwise on SIGUSR2 send a byte there and exit 0 once acked");
+  app.add_flag("--receive-no-ready", o.receive_no_ready,
+               "With --handoff, in receive mode: never send READY=1");
+  app.add_option("--receive-exit", o.receive_exit,
+                 "With --handoff, in receive mode: exit with CODE once listening, before ready")
+      ->type_name("CODE")
+      ->check(CLI::Range(0, 255));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
