@@ -848,6 +848,31 @@ sb::Status Loader::ParseWorker(const MapView& map, bool is_template, ChildSpec* 
 
   SB_RETURN_IF_ERROR(ClaimRoundRobin(round_robin_names, *child, is_template, *replicas));
 
+  if (child->upgrade == UpgradeMode::kHandoff) {
+    // The daemon sets these two for the hand-off; a value from the file
+    // would make every process a receiver, or send it elsewhere.
+    for (const auto& [name, value] : child->env) {
+      if (name == "SWITCHBOARD_HANDOFF" || name == "SWITCHBOARD_HANDOFF_SOCKET") {
+        return Error(*map.FindValue("env"),
+                     "environment variable " + name + " is set by the daemon for upgrade: handoff");
+      }
+    }
+    // SWITCHBOARD_HANDOFF_SOCKET must fit a Unix socket address, for the
+    // longest id this entry can have (a replica scaled up to the limit).
+    const std::string& control = spec_.node.control;
+    const size_t slash = control.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : control.substr(0, slash);
+    const bool numbered = is_template || replicas->has_value();
+    const std::string path = dir + "/handoff/" + child->id +
+                             (numbered ? "." + std::to_string(kMaxReplicas - 1) : "") + ".sock";
+    if (path.size() > kMaxSocketPath) {
+      return Error(*map.FindValue("upgrade"),
+                   "the hand-off socket path " + path + " would be " + std::to_string(path.size()) +
+                       " bytes; Unix sockets allow at most " + std::to_string(kMaxSocketPath) +
+                       " (shorten the id or node.control)");
+    }
+  }
+
   if (const Field* metrics = map.FindValue("metrics")) {
     SB_RETURN_IF_ERROR(Endpoint(*metrics, &child->metrics));
     int port = std::stoi(child->metrics.substr(child->metrics.rfind(':') + 1));

@@ -646,6 +646,18 @@ TEST(SpecLoaderErrorTest, BadUpgradeValues) {
                       "upgrade: handoff}\n"),
             "test.yaml:3:51: key 'supervisor.children[0].upgrade': upgrade: handoff needs ready: "
             "notify (the hand-off starts when the new process is ready)");
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: w, command: [w], upgrade: handoff, "
+                      "env: {SWITCHBOARD_HANDOFF: receive}}\n"),
+            "test.yaml:3:52: key 'supervisor.children[0].env': environment variable "
+            "SWITCHBOARD_HANDOFF is set by the daemon for upgrade: handoff");
+  const std::string long_id(90, 'w');
+  EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: " + long_id +
+                      ", command: [w], upgrade: handoff}\n"),
+            "test.yaml:3:127: key 'supervisor.children[0].upgrade': the hand-off socket path "
+            "/tmp/switchboard/handoff/" +
+                long_id +
+                ".sock would be 120 bytes; Unix sockets allow at most 107 (shorten the id or "
+                "node.control)");
   EXPECT_EQ(LoadError("supervisor:\n  children:\n    - {id: s, type: supervisor, upgrade: "
                       "handoff, children: []}\n"),
             "test.yaml:3:33: key 'supervisor.children[0].upgrade': 'upgrade' is a worker key and "

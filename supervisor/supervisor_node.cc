@@ -608,6 +608,7 @@ void SupervisorNode::Begin(Step& s, Time now) {
         return;
       }
       ChildSpec next = c->spec;
+      // The loader refuses this name in a handoff child's env: it is ours alone.
       next.env.emplace_back("SWITCHBOARD_HANDOFF", "receive");
       c->state = ChildState::kUpgrading;
       host_.Emit(TreeEvent{.kind = EventKind::kUpgrading,
