@@ -205,6 +205,8 @@ TEST(ControlCodecTest, ValidatesCommandsAndArguments) {
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":"explode"})")), "");
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":"stop"})")), "");
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":"restart","id":""})")), "");
+  EXPECT_EQ(ValidateControlRequest(Obj(R"({"cmd":"upgrade","id":"shard.0"})")), "");
+  EXPECT_EQ(ValidateControlRequest(Obj(R"({"cmd":"upgrade"})")), "'upgrade' needs a string \"id\"");
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":"scale","id":"shard"})")), "");
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":"scale","id":"shard","n":-1})")), "");
   EXPECT_NE(ValidateControlRequest(Obj(R"({"cmd":"scale","id":"shard","n":2.5})")), "");
@@ -737,6 +739,37 @@ TEST_F(ControlTest, CliReloadPrintsChanges) {
   std::ostringstream out, err;
   EXPECT_EQ(WithLoop([&] { return RunReload(path_, out, err); }), kExitOk);
   EXPECT_EQ(out.str(), "root: start shard.2\nroot: stop shard.3\n");
+}
+
+TEST_F(ControlTest, CliUpgradePrintsEachChildHandedOverAndTheFailure) {
+  Start([](const json::object& req, ControlServer::Reply reply) {
+    if (req.at("id").as_string() == "shards") {
+      return reply(Obj(R"({"ok":false,"code":"refused","error":"upgrade of 'shard.1' failed: )"
+                       R"(the new process was not ready within 10000ms","upgraded":[)"
+                       R"({"id":"shard.0","pid":41,"connections":3,"ms":9}]})"));
+    }
+    reply(
+        Obj(R"({"ok":true,"upgraded":[{"id":"shard.0","pid":42,"connections":null,"ms":null}]})"));
+  });
+  std::ostringstream out, err;
+  EXPECT_EQ(WithLoop([&] { return RunUpgrade(path_, "shard.0", out, err); }), kExitOk);
+  EXPECT_EQ(out.str(), "shard.0: upgraded, pid 42, ? connections moved in ? ms\n");
+  EXPECT_EQ(err.str(), "");
+  out.str("");
+  EXPECT_EQ(WithLoop([&] { return RunUpgrade(path_, "shards", out, err); }), kExitFailure);
+  EXPECT_EQ(out.str(), "shard.0: upgraded, pid 41, 3 connections moved in 9 ms\n");
+  EXPECT_EQ(err.str(),
+            "switchboard: upgrade of 'shard.1' failed: the new process was not ready within "
+            "10000ms\n");
+}
+
+TEST(RenderStatusTest, UpgradingWorkerShowsTheProcessTakingOver) {
+  EXPECT_EQ(RenderStatus(Obj(R"({"tree":{"id":"root","type":"supervisor","strategy":"one_for_one",
+      "intensity":1,"period_ms":5000,"restarts_in_window":0,"state":"running","children":[
+      {"id":"s","type":"worker","pid":7,"upgrade_pid":9,"state":"upgrading","uptime_s":3,
+      "restarts":0,"last_exit":null}]}})")),
+            "root            supervisor one_for_one  running   restarts 0/1 in 5s\n"
+            "  s             pid 7     upgrading up 3.0s   restarts 0  new pid 9 taking over\n");
 }
 
 TEST_F(ControlTest, CliEventsEndsCleanlyAfterDaemonExit) {
