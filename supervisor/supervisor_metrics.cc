@@ -222,18 +222,16 @@ void SupervisorMetrics::DeclareChild(const std::string& id, const std::string& s
                                           m::kChildStartDurationBuckets.end()));
   c.last_exit_status = &impl_->child_last_exit_status.Add(labels);
   c.last_exit_status->Set(-1);
-  Labels normal = labels;
-  normal.emplace(S(m::kLabelReason), S(m::kReasonNormal));
-  c.exits_normal = &impl_->child_exits.Add(normal);
-  Labels abnormal = labels;
-  abnormal.emplace(S(m::kLabelReason), S(m::kReasonAbnormal));
-  c.exits_abnormal = &impl_->child_exits.Add(abnormal);
-  Labels ok = labels;
-  ok.emplace(S(m::kLabelResult), S(m::kResultOk));
-  c.upgrades_ok = &impl_->child_upgrades.Add(ok);
-  Labels failed = labels;
-  failed.emplace(S(m::kLabelResult), S(m::kResultFailed));
-  c.upgrades_failed = &impl_->child_upgrades.Add(failed);
+  // The child's series of `family` with one more label.
+  auto split = [&](Family<Counter>& family, std::string_view key, std::string_view value) {
+    Labels more = labels;
+    more.emplace(S(key), S(value));
+    return &family.Add(more);
+  };
+  c.exits_normal = split(impl_->child_exits, m::kLabelReason, m::kReasonNormal);
+  c.exits_abnormal = split(impl_->child_exits, m::kLabelReason, m::kReasonAbnormal);
+  c.upgrades_ok = split(impl_->child_upgrades, m::kLabelResult, m::kResultOk);
+  c.upgrades_failed = split(impl_->child_upgrades, m::kLabelResult, m::kResultFailed);
   impl_->children.emplace(id, std::move(c));
 }
 

@@ -92,7 +92,27 @@ std::string OneShard(int port, const std::string& extra = "") {
   return Replace(Replace(kOneShard, "PORT", std::to_string(port)), " EXTRA", extra);
 }
 
-class DaemonUpgradeTest : public DaemonTest {};
+class DaemonUpgradeTest : public DaemonTest {
+ protected:
+  // A shard whose new process behaves as `extra` says: `switchboard upgrade` exits 1 with
+  // `reason`, and the old process is still the child and still serving.
+  void ExpectRollback(const std::string& extra, const std::string& reason) {
+    const int port = FreePort();
+    ASSERT_GT(port, 0);
+    DaemonHarness& d = Start(OneShard(port, extra));
+    ASSERT_TRUE(d.WaitReady());
+    const Seen before = Status(d, "s");
+    std::string out;
+    EXPECT_EQ(Sb(d, {"upgrade", "s"}, &out), 1);
+    EXPECT_NE(out.find("upgrade of 's' failed: " + reason), std::string::npos) << out;
+    const Seen after = Status(d, "s");
+    EXPECT_EQ(after.pid, before.pid);
+    EXPECT_EQ(after.restarts, 0);
+    EXPECT_EQ(after.state, "running");
+    EXPECT_EQ(WhoServes(port), "child " + std::to_string(before.pid) + "\n");
+    EXPECT_TRUE(d.WaitFor("s", "upgrade_failed"));
+  }
+};
 
 TEST_F(DaemonUpgradeTest, HandOffKeepsTheChildAndMovesItToTheNewProcess) {
   const int port = FreePort();
@@ -139,37 +159,12 @@ TEST_F(DaemonUpgradeTest, HandOffKeepsTheChildAndMovesItToTheNewProcess) {
 }
 
 TEST_F(DaemonUpgradeTest, NewProcessNeverReadyRollsBack) {
-  const int port = FreePort();
-  ASSERT_GT(port, 0);
-  DaemonHarness& d = Start(OneShard(port, ", --receive-no-ready"));
-  ASSERT_TRUE(d.WaitReady());
-  const Seen before = Status(d, "s");
-  std::string out;
-  EXPECT_EQ(Sb(d, {"upgrade", "s"}, &out), 1);
-  EXPECT_NE(out.find("upgrade of 's' failed: the new process was not ready within 500ms"),
-            std::string::npos)
-      << out;
-  const Seen after = Status(d, "s");
-  EXPECT_EQ(after.pid, before.pid);
-  EXPECT_EQ(after.restarts, 0);
-  EXPECT_EQ(WhoServes(port), "child " + std::to_string(before.pid) + "\n");
-  EXPECT_TRUE(d.WaitFor("s", "upgrade_failed"));
+  ExpectRollback(", --receive-no-ready", "the new process was not ready within 500ms");
 }
 
 TEST_F(DaemonUpgradeTest, NewProcessExitingFirstRollsBack) {
-  const int port = FreePort();
-  ASSERT_GT(port, 0);
-  DaemonHarness& d = Start(OneShard(port, ", --receive-exit, \"1\""));
-  ASSERT_TRUE(d.WaitReady());
-  const Seen before = Status(d, "s");
-  std::string out;
-  EXPECT_EQ(Sb(d, {"upgrade", "s"}, &out), 1);
-  EXPECT_NE(out.find("the new process exited before the hand-off (exit status 1)"),
-            std::string::npos)
-      << out;
-  EXPECT_EQ(Status(d, "s").pid, before.pid);
-  EXPECT_EQ(Status(d, "s").restarts, 0);
-  EXPECT_EQ(WhoServes(port), "child " + std::to_string(before.pid) + "\n");
+  ExpectRollback(", --receive-exit, \"1\"",
+                 "the new process exited before the hand-off (exit status 1)");
 }
 
 TEST_F(DaemonUpgradeTest, SupervisorUpgradesItsChildrenOneAtATime) {
