@@ -251,7 +251,9 @@ void Daemon::RefreshObservers() {
     if (metrics_) metrics_->DeclareChild(v->id, parent_path, v->success_exit_codes);
     if (file_sd_ && !v->metrics.empty()) {
       std::optional<SdTarget> t;
-      if (v->state == ChildState::kRunning) {
+      // An upgrading child serves on from its old process until the new one
+      // takes over: its endpoint stays listed.
+      if (v->state == ChildState::kRunning || v->state == ChildState::kUpgrading) {
         t = ChildSdTarget(spec_.node.name, v->id, parent_path, v->metrics);
       }
       file_sd_->Set(v->id, t);

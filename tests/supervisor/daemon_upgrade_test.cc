@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -44,6 +45,7 @@ struct Seen {
   int pid = 0;
   int restarts = -1;
   std::string state;
+  int upgrade_pid = 0;
 };
 Seen Status(const DaemonHarness& h, const std::string& id) {
   std::string out;
@@ -60,6 +62,9 @@ Seen Status(const DaemonHarness& h, const std::string& id) {
       if (n->at("pid").is_int64()) s.pid = static_cast<int>(n->at("pid").as_int64());
       s.restarts = static_cast<int>(n->at("restarts").as_int64());
       s.state = std::string(n->at("state").as_string());
+      if (const json::value* u = n->if_contains("upgrade_pid")) {
+        s.upgrade_pid = static_cast<int>(u->as_int64());
+      }
       return s;
     }
     if (const json::value* kids = n->if_contains("children")) {
@@ -165,6 +170,47 @@ TEST_F(DaemonUpgradeTest, NewProcessNeverReadyRollsBack) {
 TEST_F(DaemonUpgradeTest, NewProcessExitingFirstRollsBack) {
   ExpectRollback(", --receive-exit, \"1\"",
                  "the new process exited before the hand-off (exit status 1)");
+}
+
+TEST_F(DaemonUpgradeTest, UpgradingChildShowsBothProcessesAndStaysAPrometheusTarget) {
+  const int port = FreePort();
+  const int metrics = FreePort();
+  ASSERT_GT(port, 0);
+  ASSERT_GT(metrics, 0);
+  const std::string endpoint = "127.0.0.1:" + std::to_string(metrics);
+  DaemonHarness& d = Start(Replace(OneShard(port, ", --receive-no-ready"), "start_timeout: 500ms",
+                                   "start_timeout: 3s\n      metrics: \"" + endpoint + "\""));
+  ASSERT_TRUE(d.WaitReady());
+  const std::string targets = d.dir().File("test.targets.json");
+  ASSERT_TRUE(
+      WaitUntil([&] { return ReadFile(targets).find(endpoint) != std::string::npos; }, kWait));
+  const Seen before = Status(d, "s");
+  int rc = -1;
+  std::string out;
+  std::thread upgrade([&] { rc = Sb(d, {"upgrade", "s"}, &out); });
+  Seen during;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        during = Status(d, "s");
+        return during.state == "upgrading" && during.upgrade_pid > 0;
+      },
+      kWait));
+  // The file follows every event: `upgrading` was written out before status could show it.
+  const bool listed_during = ReadFile(targets).find(endpoint) != std::string::npos;
+  std::string text;
+  EXPECT_EQ(Sb(d, {"status"}, &text), 0);
+  upgrade.join();
+  EXPECT_TRUE(listed_during) << "an upgrading child serves on: it stays a target";
+  EXPECT_EQ(during.pid, before.pid);
+  EXPECT_NE(during.upgrade_pid, before.pid);
+  EXPECT_NE(text.find("upgrading"), std::string::npos) << text;
+  EXPECT_NE(text.find("new pid " + std::to_string(during.upgrade_pid) + " taking over"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(rc, 1) << out;  // the new one never got ready
+  EXPECT_NE(ReadFile(targets).find(endpoint), std::string::npos);
+  EXPECT_EQ(Status(d, "s").pid, before.pid);
+  EXPECT_EQ(Status(d, "s").upgrade_pid, 0);
 }
 
 TEST_F(DaemonUpgradeTest, SupervisorUpgradesItsChildrenOneAtATime) {
