@@ -1486,6 +1486,21 @@ TEST(UpgradeTest, NewIncarnationExitingBeforeReadyFailsTheUpgrade) {
   EXPECT_EQ(w.RootRestarts(), 0);
 }
 
+TEST(UpgradeTest, NewIncarnationThatCannotBeExecutedFailsTheUpgrade) {
+  World w(Sup("root", kOneForOne, {Handoff("s")}));
+  w.Start();
+  const int old_pid = w.Pid("s");
+  w.QueueBoot("s", Boot::kExecFails);
+  w.Clear();
+  RequestId r = w.Upgrade("s");
+  EXPECT_EQ(w.Trace(), (Strings{"upgrading:s", "spawn:s", "upgrade_failed:s", "reply:error"}));
+  EXPECT_EQ(w.ReplyTo(r)->status.message(),
+            "upgrade of 's' failed: the new process did not start: exec failed");
+  EXPECT_EQ(w.Pid("s"), old_pid);
+  EXPECT_EQ(ChildOf(w.root(), "s").state, ChildState::kRunning);
+  EXPECT_EQ(ChildOf(w.root(), "s").next_token, 0u);
+}
+
 TEST(UpgradeTest, NewIncarnationExitingMidHandOffLeavesTheOldOneTheChild) {
   World w(Sup("root", kOneForOne, {Handoff("s")}));
   w.Start();
