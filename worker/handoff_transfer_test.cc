@@ -1,0 +1,121 @@
+// HandoffTransfer: the state and its fds cross a SOCK_SEQPACKET socket whole,
+// in chunks, a large connection split over several messages; a peer that
+// goes away or answers out of turn is an error, not a hang.
+
+#include "worker/handoff_transfer.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/mono_time.h"
+
+namespace sb::worker::handoff {
+namespace {
+
+struct Pair {
+  Pair() {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    old_end.Reset(sv[0]);
+    new_end.Reset(sv[1]);
+  }
+  UniqueFd old_end, new_end;
+};
+
+std::vector<Connection> Connections(size_t n) {
+  std::vector<Connection> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    out[i].id = i + 1;
+    out[i].channels.push_back({.topic = "room:" + std::to_string(i), .join_ref = "1"});
+  }
+  // One over a message on its own: a chunk of one, in several messages.
+  out[7].outbound.push_back({.kind = 0, .bytes = std::string(300 * 1024, 'x')});
+  return out;
+}
+
+TEST(HandoffTransferTest, TheWholeStateAndEveryFdArrive) {
+  Pair p;
+  const std::vector<Connection> conns = Connections(300);
+  std::vector<UniqueFd> owned;
+  std::vector<int> fds;
+  for (size_t i = 0; i < conns.size(); ++i) {
+    owned.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    fds.push_back(owned.back().get());
+  }
+  Session session;
+  session.shard = "s1";
+  session.instance = 42;
+  session.presence_ref_prefix = "s1.";
+  Status sent_status;
+  size_t sent = 0;
+  std::thread sender([&] {
+    sent_status = SendState(p.old_end.get(), session, conns, fds, MonoNowMs() + 5000, &sent);
+  });
+  Result<Received> got = ReceiveState(p.new_end.get(), MonoNowMs() + 5000);
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  EXPECT_TRUE(SendAck(p.new_end.get()).ok());
+  sender.join();
+  EXPECT_TRUE(sent_status.ok()) << sent_status.message();
+  EXPECT_EQ(sent, conns.size());
+  EXPECT_EQ(got->session.instance, 42u);
+  EXPECT_EQ(got->session.connections, 300u);
+  EXPECT_GE(got->session.chunks, 3u) << "253 at most, and the large one alone";
+  EXPECT_EQ(got->connections, conns);
+  ASSERT_EQ(got->fds.size(), conns.size());
+  for (const UniqueFd& fd : got->fds) {
+    struct stat st;
+    ASSERT_EQ(::fstat(fd.get(), &st), 0);
+    EXPECT_TRUE(S_ISCHR(st.st_mode));
+  }
+}
+
+TEST(HandoffTransferTest, ANewProcessThatGoesAwayIsAnErrorWithWhatWasSent) {
+  Pair p;
+  const std::vector<Connection> conns = Connections(10);
+  std::vector<UniqueFd> owned;
+  std::vector<int> fds;
+  for (size_t i = 0; i < conns.size(); ++i) {
+    owned.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    fds.push_back(owned.back().get());
+  }
+  std::thread receiver([&] {
+    Result<Received> got = ReceiveState(p.new_end.get(), MonoNowMs() + 5000);
+    EXPECT_TRUE(got.ok());
+    p.new_end.Reset();  // gone without an acknowledgement
+  });
+  size_t sent = 0;
+  Status s = SendState(p.old_end.get(), Session{}, conns, fds, MonoNowMs() + 5000, &sent);
+  receiver.join();
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(sent, conns.size()) << "every chunk went: they are the new process's";
+}
+
+TEST(HandoffTransferTest, NoAcknowledgementInTimeIsAnError) {
+  Pair p;
+  size_t sent = 1;
+  Status s = SendState(p.old_end.get(), Session{}, {}, {}, MonoNowMs() + 50, &sent);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("timed out"), std::string::npos) << s.message();
+  EXPECT_EQ(sent, 0u);
+}
+
+TEST(HandoffTransferTest, TheReceiverRefusesWhatIsNotTheState) {
+  Pair p;
+  ASSERT_TRUE(SendAck(p.old_end.get()).ok());  // not a session record
+  Result<Received> got = ReceiveState(p.new_end.get(), MonoNowMs() + 1000);
+  EXPECT_FALSE(got.ok());
+  Pair q;
+  q.old_end.Reset();
+  got = ReceiveState(q.new_end.get(), MonoNowMs() + 1000);
+  EXPECT_FALSE(got.ok()) << "the old process went away";
+}
+
+}  // namespace
+}  // namespace sb::worker::handoff
