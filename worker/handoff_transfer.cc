@@ -3,6 +3,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <string>
@@ -59,6 +63,67 @@ Status NonBlocking(int sock) {
 }
 
 }  // namespace
+
+namespace {
+
+Result<sockaddr_un> AddressOf(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path) {
+    return Status::InvalidConfig("hand-off socket path empty or too long: " + path);
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  return addr;
+}
+
+}  // namespace
+
+Result<UniqueFd> ListenHandoff(const std::string& path) {
+  Result<sockaddr_un> addr = AddressOf(path);
+  if (!addr.ok()) return addr.status();
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return Status::IoError(std::string("hand-off: socket: ") + strerror(errno));
+  // The file of a process that did not clean up (killed mid-upgrade).
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Status::IoError("hand-off: remove " + path + ": " + strerror(errno));
+  }
+  // Made 0600 from the start: no moment when another user could connect.
+  const mode_t old_mask = ::umask(0177);
+  const int bound =
+      ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.value()), sizeof(sockaddr_un));
+  const int bind_errno = errno;
+  ::umask(old_mask);
+  if (bound != 0) return Status::IoError("hand-off: bind " + path + ": " + strerror(bind_errno));
+  if (::listen(fd.get(), 1) != 0) {
+    return Status::IoError("hand-off: listen " + path + ": " + strerror(errno));
+  }
+  return fd;
+}
+
+Result<UniqueFd> ConnectHandoff(const std::string& path) {
+  Result<sockaddr_un> addr = AddressOf(path);
+  if (!addr.ok()) return addr.status();
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return Status::IoError(std::string("hand-off: socket: ") + strerror(errno));
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr.value()), sizeof(sockaddr_un)) !=
+      0) {
+    return Status::IoError("hand-off: connect " + path + ": " + strerror(errno));
+  }
+  return fd;
+}
+
+Result<UniqueFd> AcceptHandoff(int listener, int64_t deadline_ms) {
+  if (Status s = NonBlocking(listener); !s.ok()) return s;
+  for (;;) {
+    UniqueFd fd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+    if (fd.get() >= 0) return fd;
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      return Status::IoError(std::string("hand-off: accept: ") + strerror(errno));
+    }
+    if (Status s = Wait(listener, POLLIN, deadline_ms, "the old process"); !s.ok()) return s;
+  }
+}
 
 Status SendState(int sock, Session session, std::span<const Connection> connections,
                  std::span<const int> fds, int64_t deadline_ms, size_t* sent) {

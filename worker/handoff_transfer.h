@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -29,6 +30,16 @@ namespace sb::worker::handoff {
 // a record (they do not begin with kMagic).
 inline constexpr std::string_view kEndMessage = "handoff end";
 inline constexpr std::string_view kAckMessage = "handoff ack";
+
+// The new process's socket at `path`: a stale file there removed, bound
+// (SOCK_SEQPACKET, mode 0600: only this user may hand a process its
+// connections), listening for the one old process.
+Result<UniqueFd> ListenHandoff(const std::string& path);
+// The old process's connection to it.
+Result<UniqueFd> ConnectHandoff(const std::string& path);
+// Accepts the old process on `listener`, waiting at most until
+// `deadline_ms`.
+Result<UniqueFd> AcceptHandoff(int listener, int64_t deadline_ms);
 
 // The old process's side. Sends `session` (its connections and chunks
 // counts are filled here), then `connections` in chunks, connection i with

@@ -117,5 +117,31 @@ TEST(HandoffTransferTest, TheReceiverRefusesWhatIsNotTheState) {
   EXPECT_FALSE(got.ok()) << "the old process went away";
 }
 
+TEST(HandoffTransferTest, TheSocketIsTheUsersAloneAndAStaleFileIsReplaced) {
+  char dir[] = "/tmp/handoff_test_XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/shard.sock";
+  {
+    UniqueFd stale(::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+    ASSERT_GE(stale.get(), 0);
+  }
+  Result<UniqueFd> listener = ListenHandoff(path);
+  ASSERT_TRUE(listener.ok()) << listener.status().message();
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_FALSE(AcceptHandoff(listener->get(), MonoNowMs() + 20).ok()) << "nobody came";
+  Result<UniqueFd> old_end = ConnectHandoff(path);
+  ASSERT_TRUE(old_end.ok()) << old_end.status().message();
+  Result<UniqueFd> new_end = AcceptHandoff(listener->get(), MonoNowMs() + 1000);
+  ASSERT_TRUE(new_end.ok()) << new_end.status().message();
+  ASSERT_TRUE(SendAck(old_end->get()).ok());
+  char buf[32];
+  EXPECT_EQ(::recv(new_end->get(), buf, sizeof buf, 0), static_cast<ssize_t>(kAckMessage.size()));
+  ::unlink(path.c_str());
+  ::rmdir(dir);
+}
+
 }  // namespace
 }  // namespace sb::worker::handoff
