@@ -1,0 +1,309 @@
+// A shard hands its connections to a new process (docs/UPGRADE.md, "The
+// daemon ↔ shard contract"), with this test playing the daemon: both
+// processes on the same inherited listening socket, the new one started
+// with SWITCHBOARD_HANDOFF=receive, SIGUSR2 to the old once the new one is
+// READY. No client may see a close or a phx_error; a message cut between
+// reads completes in the new process; pushes keep their replies; presence
+// is the same, phx_refs included; /healthz is answered once the old process
+// has exited 0.
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "protocol/websocket.h"
+#include "tests/testutil/testutil.h"
+
+namespace sb {
+namespace {
+
+namespace tu = testutil;
+namespace json = boost::json;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kWait{10000};
+
+bool WriteAll(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// A blocking WebSocket client speaking Phoenix v2 JSON by hand.
+class Client {
+ public:
+  bool Connect(int port) {
+    fd_.Reset(tu::ConnectTcp("127.0.0.1", port, milliseconds(2000)));
+    if (!fd_.valid()) return false;
+    const std::string request =
+        "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n";
+    if (!WriteAll(fd_.get(), request)) return false;
+    std::string head;
+    while (head.find("\r\n\r\n") == std::string::npos) {
+      if (!ReadSome(&head)) return false;
+    }
+    const size_t end = head.find("\r\n\r\n") + 4;
+    if (head.rfind("HTTP/1.1 101", 0) != 0) return false;
+    std::string rest = head.substr(end);
+    Feed(rest);
+    return true;
+  }
+
+  void SendRaw(std::string_view bytes) { ASSERT_TRUE(WriteAll(fd_.get(), bytes)); }
+  static std::string Frame(const json::value& message) {
+    std::string out;
+    ws::AppendClientFrame(out, ws::Opcode::kText, json::serialize(message), 0x0badf00d);
+    return out;
+  }
+  void Send(const json::value& message) { SendRaw(Frame(message)); }
+
+  // The next message matching `pred`, waiting up to kWait; the messages
+  // before it stay in the inbox.
+  std::optional<json::array> Next(const std::function<bool(const json::array&)>& pred) {
+    const auto deadline = std::chrono::steady_clock::now() + kWait;
+    for (;;) {
+      for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
+        if (pred(*it)) {
+          json::array m = std::move(*it);
+          inbox_.erase(it);
+          return m;
+        }
+      }
+      if (closed_ || std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+      pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      std::string bytes;
+      if (!ReadSome(&bytes)) {
+        closed_ = true;
+        continue;
+      }
+      Feed(bytes);
+    }
+  }
+  std::optional<json::array> Reply(std::string_view ref) {
+    return Next([&](const json::array& m) {
+      return m.size() == 5 && m[3] == "phx_reply" && m[1].is_string() && m[1].as_string() == ref;
+    });
+  }
+  std::optional<json::array> Event(std::string_view topic, std::string_view event) {
+    return Next([&](const json::array& m) {
+      return m.size() == 5 && m[2] == json::string(topic) && m[3] == json::string(event);
+    });
+  }
+  // Reads what has come, without waiting for more.
+  void Drain() {
+    for (;;) {
+      pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
+      if (closed_ || ::poll(&p, 1, 0) <= 0) return;
+      std::string bytes;
+      if (!ReadSome(&bytes)) {
+        closed_ = true;
+        return;
+      }
+      Feed(bytes);
+    }
+  }
+
+  bool closed() const { return closed_; }
+  bool saw_close_frame() const { return close_frame_; }
+  bool saw_error() const {
+    for (const json::array& m : seen_) {
+      if (m.size() == 5 && m[3] == "phx_error") return true;
+    }
+    return false;
+  }
+
+ private:
+  bool ReadSome(std::string* out) {
+    char buf[65536];
+    pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
+    if (::poll(&p, 1, static_cast<int>(kWait.count())) <= 0) return false;
+    const ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    out->append(buf, static_cast<size_t>(n));
+    return true;
+  }
+  void Feed(std::string& bytes) {
+    if (bytes.empty()) return;
+    parser_.Feed(bytes.data(), bytes.size(), [this](const ws::Event& ev) {
+      if (ev.kind == ws::Event::Kind::kClose) close_frame_ = true;
+      if (ev.kind != ws::Event::Kind::kText) return;
+      boost::system::error_code ec;
+      json::value v = json::parse(ev.payload, ec);
+      if (ec || !v.is_array()) return;
+      inbox_.push_back(v.as_array());
+      seen_.push_back(v.as_array());
+    });
+  }
+
+  UniqueFd fd_;
+  ws::MessageParser parser_{ws::Role::kClient, 16 << 20};
+  std::deque<json::array> inbox_;
+  std::vector<json::array> seen_;
+  bool closed_ = false;
+  bool close_frame_ = false;
+};
+
+json::array Msg(std::string_view join_ref, std::string_view ref, std::string_view topic,
+                std::string_view event, json::value payload) {
+  return json::array{json::string(join_ref), json::string(ref), json::string(topic),
+                     json::string(event), std::move(payload)};
+}
+
+bool Ok(const std::optional<json::array>& reply) {
+  return reply && reply->at(4).as_object().at("status") == "ok";
+}
+
+class WorkerHandoffTest : public ::testing::Test {
+ protected:
+  // A worker on the shared listening socket; READY=1 awaited.
+  std::optional<tu::Process> Start(const std::string& name, bool receive) {
+    auto notify = tu::NotifyReceiver::Bind(dir_.File(name + ".notify"));
+    EXPECT_TRUE(notify.ok());
+    if (!notify.ok()) return std::nullopt;
+    std::vector<std::string> env = {"SWITCHBOARD_HANDOFF_SOCKET=" + dir_.File("handoff.sock"),
+                                    "NOTIFY_SOCKET=" + notify->path()};
+    if (receive) env.push_back("SWITCHBOARD_HANDOFF=receive");
+    auto p = tu::Process::Start(
+        tu::BinPath("switchboard-worker"),
+        {.args = {"--shard", "s1", "--idle-timeout", "60", "--shutdown-timeout", "1"},
+         .env = env,
+         .output = dir_.File(name + ".log"),
+         .pass_fds = {listener_.get()},
+         .listen_env = true});
+    EXPECT_TRUE(p.ok()) << p.status().message();
+    if (!p.ok()) return std::nullopt;
+    std::optional<std::string> ready;
+    while ((ready = notify->Receive(kWait)) && *ready != "READY=1") {
+    }
+    EXPECT_EQ(ready, "READY=1") << tu::ReadFile(dir_.File(name + ".log"));
+    notify_.push_back(std::make_unique<tu::NotifyReceiver>(std::move(notify).value()));
+    return std::move(p).value();
+  }
+
+  tu::TempDir dir_;
+  int port_ = 0;
+  UniqueFd listener_ = tu::ListenTcp(&port_);
+  std::vector<std::unique_ptr<tu::NotifyReceiver>> notify_;
+};
+
+TEST_F(WorkerHandoffTest, EveryConnectionMovesWithoutAClose) {
+  std::optional<tu::Process> old_worker = Start("old", false);
+  ASSERT_TRUE(old_worker);
+
+  constexpr int kClients = 20;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    auto c = std::make_unique<Client>();
+    ASSERT_TRUE(c->Connect(port_)) << i;
+    const std::string key = "u" + std::to_string(i);
+    c->Send(Msg("1", "1", "room:lobby", "phx_join",
+                json::object{{"presence", {{"key", key}, {"meta", {{"n", i}}}}}}));
+    ASSERT_TRUE(Ok(c->Reply("1"))) << i;
+    c->Send(Msg("2", "2", "room:" + std::to_string(i), "phx_join", json::object{}));
+    ASSERT_TRUE(Ok(c->Reply("2"))) << i;
+    clients.push_back(std::move(c));
+  }
+  // The whole presence as a joiner sees it before the hand-off.
+  Client watcher;
+  ASSERT_TRUE(watcher.Connect(port_));
+  watcher.Send(Msg("1", "1", "room:lobby", "phx_join", json::object{}));
+  ASSERT_TRUE(Ok(watcher.Reply("1")));
+  std::optional<json::array> before = watcher.Event("room:lobby", "presence_state");
+  ASSERT_TRUE(before);
+  ASSERT_EQ(before->at(4).as_object().size(), static_cast<size_t>(kClients));
+  for (auto& c : clients) c->Drain();
+
+  // A push cut inside its frame: the old process keeps the first half.
+  const std::string cut =
+      Client::Frame(Msg("1", "cut", "room:lobby", "shout", json::object{{"half", "way"}}));
+  clients[0]->SendRaw(cut.substr(0, cut.size() / 2));
+
+  std::optional<tu::Process> new_worker = Start("new", true);
+  ASSERT_TRUE(new_worker);
+  ASSERT_TRUE(old_worker->Signal(SIGUSR2));
+  int status = 0;
+  ASSERT_TRUE(old_worker->WaitExit(kWait, &status)) << tu::ReadFile(dir_.File("old.log"));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << tu::DescribeWaitStatus(status) << tu::ReadFile(dir_.File("old.log"));
+  std::optional<std::string> upgraded = notify_.back()->Receive(kWait);
+  ASSERT_TRUE(upgraded) << tu::ReadFile(dir_.File("new.log"));
+  EXPECT_EQ(
+      upgraded->rfind("STATUS=upgraded connections=" + std::to_string(kClients + 1) + " ms=", 0),
+      0u)
+      << *upgraded;
+  EXPECT_TRUE(new_worker->Running());
+
+  // The cut push completes in the new process, and is answered.
+  clients[0]->SendRaw(cut.substr(cut.size() / 2));
+  EXPECT_TRUE(Ok(clients[0]->Reply("cut"))) << tu::ReadFile(dir_.File("new.log"));
+  for (int i = 1; i < kClients; ++i) {
+    EXPECT_TRUE(clients[i]->Event("room:lobby", "shout")) << i;
+  }
+  // Every client's pushes, on both of its channels, get their replies.
+  for (int i = 0; i < kClients; ++i) {
+    clients[i]->Send(Msg("2", "p", "room:" + std::to_string(i), "ping", json::object{}));
+    EXPECT_TRUE(Ok(clients[i]->Reply("p"))) << i;
+    clients[i]->Send(Msg("1", "q", "room:lobby", "shout", json::object{{"from", i}}));
+    EXPECT_TRUE(Ok(clients[i]->Reply("q"))) << i;
+  }
+  EXPECT_TRUE(watcher.Event("room:lobby", "shout"));
+  // Presence unchanged: the same metas under the same phx_refs.
+  Client late;
+  ASSERT_TRUE(late.Connect(port_));
+  late.Send(Msg("1", "1", "room:lobby", "phx_join", json::object{}));
+  ASSERT_TRUE(Ok(late.Reply("1")));
+  std::optional<json::array> after = late.Event("room:lobby", "presence_state");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->at(4), before->at(4));
+  // A leave is seen by the others with the phx_ref of the join.
+  clients[1]->Send(Msg("1", "l", "room:lobby", "phx_leave", json::object{}));
+  EXPECT_TRUE(Ok(clients[1]->Reply("l")));
+  std::optional<json::array> diff = watcher.Event("room:lobby", "presence_diff");
+  ASSERT_TRUE(diff);
+  EXPECT_EQ(diff->at(4).at("leaves").at("u1"), before->at(4).at("u1"));
+
+  // /healthz: only the new process is left to answer it.
+  UniqueFd health(tu::ConnectTcp("127.0.0.1", port_, milliseconds(2000)));
+  ASSERT_TRUE(health.valid());
+  ASSERT_TRUE(WriteAll(health.get(), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  char buf[512];
+  const ssize_t n = ::recv(health.get(), buf, sizeof buf, 0);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(n)).rfind("HTTP/1.1 200", 0), 0u);
+
+  for (int i = 0; i < kClients; ++i) {
+    clients[i]->Drain();
+    EXPECT_FALSE(clients[i]->closed()) << i;
+    EXPECT_FALSE(clients[i]->saw_close_frame()) << i;
+    EXPECT_FALSE(clients[i]->saw_error()) << i;
+  }
+  watcher.Drain();
+  EXPECT_FALSE(watcher.closed());
+  EXPECT_FALSE(watcher.saw_error());
+
+  ASSERT_TRUE(new_worker->Signal(SIGTERM));
+  ASSERT_TRUE(new_worker->WaitExit(kWait, &status));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
+}
+
+}  // namespace
+}  // namespace sb
