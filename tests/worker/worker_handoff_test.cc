@@ -108,8 +108,15 @@ class Client {
       return m.size() == 5 && m[2] == json::string(topic) && m[3] == json::string(event);
     });
   }
-  // Reads what has come, without waiting for more.
+  // Reads what has come, without waiting for more, and forgets it (what
+  // closed() and saw_error() look at stays).
   void Drain() {
+    DrainInto();
+    inbox_.clear();
+  }
+
+ private:
+  void DrainInto() {
     for (;;) {
       pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
       if (closed_ || ::poll(&p, 1, 0) <= 0) return;
@@ -122,6 +129,16 @@ class Client {
     }
   }
 
+ public:
+  // How many messages have come so far, and whether one of `event` came
+  // after the first `since`.
+  size_t seen() const { return seen_.size(); }
+  bool SawSince(size_t since, std::string_view event) const {
+    for (size_t i = since; i < seen_.size(); ++i) {
+      if (seen_[i].size() == 5 && seen_[i][3] == json::string(event)) return true;
+    }
+    return false;
+  }
   bool closed() const { return closed_; }
   bool saw_close_frame() const { return close_frame_; }
   bool saw_error() const {
@@ -174,21 +191,25 @@ bool Ok(const std::optional<json::array>& reply) {
 
 class WorkerHandoffTest : public ::testing::Test {
  protected:
-  // A worker on the shared listening socket; READY=1 awaited.
-  std::optional<tu::Process> Start(const std::string& name, bool receive) {
+  // A worker on `listener` (the shared listening socket by default);
+  // READY=1 awaited.
+  std::optional<tu::Process> Start(const std::string& name, bool receive,
+                                   std::vector<std::string> extra = {}, int listener = -1) {
     auto notify = tu::NotifyReceiver::Bind(dir_.File(name + ".notify"));
     EXPECT_TRUE(notify.ok());
     if (!notify.ok()) return std::nullopt;
     std::vector<std::string> env = {"SWITCHBOARD_HANDOFF_SOCKET=" + dir_.File("handoff.sock"),
                                     "NOTIFY_SOCKET=" + notify->path()};
     if (receive) env.push_back("SWITCHBOARD_HANDOFF=receive");
-    auto p = tu::Process::Start(
-        tu::BinPath("switchboard-worker"),
-        {.args = {"--shard", "s1", "--idle-timeout", "60", "--shutdown-timeout", "1"},
-         .env = env,
-         .output = dir_.File(name + ".log"),
-         .pass_fds = {listener_.get()},
-         .listen_env = true});
+    std::vector<std::string> args = {"--idle-timeout", "60", "--shutdown-timeout", "1"};
+    if (extra.empty()) extra = {"--shard", "s1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto p = tu::Process::Start(tu::BinPath("switchboard-worker"),
+                                {.args = args,
+                                 .env = env,
+                                 .output = dir_.File(name + ".log"),
+                                 .pass_fds = {listener < 0 ? listener_.get() : listener},
+                                 .listen_env = true});
     EXPECT_TRUE(p.ok()) << p.status().message();
     if (!p.ok()) return std::nullopt;
     std::optional<std::string> ready;
@@ -303,6 +324,88 @@ TEST_F(WorkerHandoffTest, EveryConnectionMovesWithoutAClose) {
   ASSERT_TRUE(new_worker->Signal(SIGTERM));
   ASSERT_TRUE(new_worker->WaitExit(kWait, &status));
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
+}
+
+// In a cluster the broker session moves too: the new process says hello as
+// the old one, so the broker re-binds the shard, nobody on another shard sees
+// a presence change, and broadcasts cross both ways.
+TEST_F(WorkerHandoffTest, TheBrokerSessionMovesWithTheConnections) {
+  const std::string broker_endpoint = "ipc://" + dir_.File("broker");
+  auto broker =
+      tu::Process::Start(tu::BinPath("switchboard-broker"),
+                         {.args = {"--bind", broker_endpoint}, .output = dir_.File("broker.log")});
+  ASSERT_TRUE(broker.ok()) << broker.status().message();
+  int other_port = 0;
+  UniqueFd other_listener = tu::ListenTcp(&other_port);
+  std::optional<tu::Process> other =
+      Start("other", false, {"--shard", "s2", "--broker", broker_endpoint}, other_listener.get());
+  ASSERT_TRUE(other);
+  std::optional<tu::Process> old_worker =
+      Start("old", false, {"--shard", "s1", "--broker", broker_endpoint});
+  ASSERT_TRUE(old_worker);
+
+  Client a, b;
+  ASSERT_TRUE(a.Connect(port_));
+  a.Send(Msg("1", "1", "room:x", "phx_join", json::object{{"presence", {{"key", "a"}}}}));
+  ASSERT_TRUE(Ok(a.Reply("1")));
+  ASSERT_TRUE(b.Connect(other_port));
+  b.Send(Msg("1", "1", "room:x", "phx_join", json::object{{"presence", {{"key", "b"}}}}));
+  ASSERT_TRUE(Ok(b.Reply("1")));
+  // Each sees the other: the broker has both shards' presence.
+  ASSERT_TRUE(a.Next([](const json::array& m) {
+    return m[3] == "presence_diff" && m[4].at("joins").as_object().contains("b");
+  })) << tu::ReadFile(dir_.File("old.log"));
+  ASSERT_TRUE(b.Next([](const json::array& m) {
+    return (m[3] == "presence_state" && m[4].as_object().contains("a")) ||
+           (m[3] == "presence_diff" && m[4].at("joins").as_object().contains("a"));
+  }));
+  // b's own join, broadcast to the channel after its state.
+  ASSERT_TRUE(b.Next([](const json::array& m) {
+    return m[3] == "presence_diff" && m[4].at("joins").as_object().contains("b");
+  }));
+  a.Drain();
+  b.Drain();
+  const size_t b_seen = b.seen();
+
+  std::optional<tu::Process> new_worker =
+      Start("new", true, {"--shard", "s1", "--broker", broker_endpoint});
+  ASSERT_TRUE(new_worker);
+  ASSERT_TRUE(old_worker->Signal(SIGUSR2));
+  int status = 0;
+  ASSERT_TRUE(old_worker->WaitExit(kWait, &status)) << tu::ReadFile(dir_.File("old.log"));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
+  ASSERT_TRUE(notify_.back()->Receive(kWait)) << tu::ReadFile(dir_.File("new.log"));
+
+  // Broadcasts cross both ways, and pushes are answered.
+  b.Send(Msg("1", "2", "room:x", "shout", json::object{{"from", "b"}}));
+  EXPECT_TRUE(Ok(b.Reply("2")));
+  EXPECT_TRUE(a.Event("room:x", "shout")) << tu::ReadFile(dir_.File("new.log"));
+  a.Send(Msg("1", "2", "room:x", "shout", json::object{{"from", "a"}}));
+  EXPECT_TRUE(Ok(a.Reply("2")));
+  EXPECT_TRUE(b.Event("room:x", "shout")) << tu::ReadFile(dir_.File("new.log"));
+  // A joiner on the other shard sees both, a under its old phx_ref; b saw
+  // no presence change at all.
+  Client late;
+  ASSERT_TRUE(late.Connect(other_port));
+  late.Send(Msg("1", "1", "room:x", "phx_join", json::object{}));
+  ASSERT_TRUE(Ok(late.Reply("1")));
+  std::optional<json::array> state = late.Event("room:x", "presence_state");
+  ASSERT_TRUE(state);
+  EXPECT_TRUE(state->at(4).as_object().contains("a")) << json::serialize(*state);
+  EXPECT_TRUE(state->at(4).as_object().contains("b")) << json::serialize(*state);
+  b.Drain();
+  a.Drain();
+  EXPECT_FALSE(b.SawSince(b_seen, "presence_diff"));
+  for (Client* c : {&a, &b}) {
+    EXPECT_FALSE(c->closed());
+    EXPECT_FALSE(c->saw_close_frame());
+    EXPECT_FALSE(c->saw_error());
+  }
+  for (tu::Process* p : {&*new_worker, &*other}) {
+    ASSERT_TRUE(p->Signal(SIGTERM));
+    ASSERT_TRUE(p->WaitExit(kWait, &status));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
+  }
 }
 
 }  // namespace
