@@ -408,5 +408,31 @@ TEST_F(WorkerHandoffTest, TheBrokerSessionMovesWithTheConnections) {
   }
 }
 
+// Nobody to hand over to (the new process is not there): the old process
+// says why and serves on, every connection as it was.
+TEST_F(WorkerHandoffTest, WithNobodyToTakeThemTheConnectionsStay) {
+  std::optional<tu::Process> old_worker = Start("old", false);
+  ASSERT_TRUE(old_worker);
+  Client c;
+  ASSERT_TRUE(c.Connect(port_));
+  c.Send(Msg("1", "1", "room:lobby", "phx_join", json::object{}));
+  ASSERT_TRUE(Ok(c.Reply("1")));
+  ASSERT_TRUE(old_worker->Signal(SIGUSR2));
+  ASSERT_TRUE(tu::WaitUntil(
+      [&] { return tu::ReadFile(dir_.File("old.log")).find("serving on") != std::string::npos; },
+      kWait))
+      << tu::ReadFile(dir_.File("old.log"));
+  EXPECT_TRUE(old_worker->Running());
+  c.Send(Msg("1", "2", "room:lobby", "shout", json::object{}));
+  EXPECT_TRUE(Ok(c.Reply("2")));
+  c.Drain();
+  EXPECT_FALSE(c.closed());
+  EXPECT_FALSE(c.saw_close_frame());
+  int status = 0;
+  ASSERT_TRUE(old_worker->Signal(SIGTERM));
+  ASSERT_TRUE(old_worker->WaitExit(kWait, &status));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
+}
+
 }  // namespace
 }  // namespace sb
