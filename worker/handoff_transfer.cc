@@ -157,6 +157,11 @@ Status SendState(int sock, Session session, std::span<const Connection> connecti
   if (Status s = Send(sock, kEndMessage, {}, deadline_ms); !s.ok()) return s;
   Result<FdMessage> ack = Receive(sock, deadline_ms, "the acknowledgement");
   if (!ack.ok()) return ack.status();
+  if (ack.value().bytes.starts_with(kRefusalPrefix)) {
+    *sent = 0;
+    return Status::Refused("hand-off: the new process refused the state: " +
+                           ack.value().bytes.substr(kRefusalPrefix.size()));
+  }
   if (ack.value().bytes != kAckMessage || !ack.value().fds.empty()) {
     return Status::Refused("hand-off: the answer is not an acknowledgement");
   }
@@ -210,6 +215,15 @@ Result<Received> ReceiveState(int sock, int64_t deadline_ms) {
     return Status::Refused("hand-off: the state does not end where the session said");
   }
   return got;
+}
+
+Status SendRefusal(int sock, std::string_view why) {
+  std::string message(kRefusalPrefix);
+  message.append(why.substr(0, 4096));
+  Result<SendResult> r = SendFds(sock, message, {});
+  if (!r.ok()) return r.status();
+  if (r.value() != SendResult::kSent) return Status::IoError("hand-off: refusal not sent");
+  return Status::Ok();
 }
 
 Status SendAck(int sock) {

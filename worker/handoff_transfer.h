@@ -30,6 +30,9 @@ namespace sb::worker::handoff {
 // a record (they do not begin with kMagic).
 inline constexpr std::string_view kEndMessage = "handoff end";
 inline constexpr std::string_view kAckMessage = "handoff ack";
+// The new process cannot take the state (it says why after this prefix): it
+// has touched none of the sockets, and the old one keeps them all.
+inline constexpr std::string_view kRefusalPrefix = "handoff refused: ";
 
 // The new process's socket at `path`: a stale file there removed, bound
 // (SOCK_SEQPACKET, mode 0600: only this user may hand a process its
@@ -46,7 +49,8 @@ Result<UniqueFd> AcceptHandoff(int listener, int64_t deadline_ms);
 // fds[i] (not closed: they stay the caller's until the acknowledgement),
 // then the end, and waits for the acknowledgement, all before `deadline_ms`
 // (monotonic). `*sent` is how many connections went (with their chunks,
-// whole): those belong to the new process even if the rest failed.
+// whole): those belong to the new process even if the rest failed — unless
+// it refused the state (kRefused, `*sent` 0: it touched none of them).
 Status SendState(int sock, Session session, std::span<const Connection> connections,
                  std::span<const int> fds, int64_t deadline_ms, size_t* sent);
 
@@ -64,5 +68,7 @@ struct Received {
 // acknowledges with SendAck.
 Result<Received> ReceiveState(int sock, int64_t deadline_ms);
 Status SendAck(int sock);
+// Instead of the acknowledgement: the state is not taken, and why.
+Status SendRefusal(int sock, std::string_view why);
 
 }  // namespace sb::worker::handoff

@@ -143,5 +143,27 @@ TEST(HandoffTransferTest, TheSocketIsTheUsersAloneAndAStaleFileIsReplaced) {
   ::rmdir(dir);
 }
 
+TEST(HandoffTransferTest, ARefusalLeavesEveryConnectionWithTheOldProcess) {
+  Pair p;
+  const std::vector<Connection> conns = Connections(10);
+  std::vector<UniqueFd> owned;
+  std::vector<int> fds;
+  for (size_t i = 0; i < conns.size(); ++i) {
+    owned.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    fds.push_back(owned.back().get());
+  }
+  std::thread receiver([&] {
+    Result<Received> got = ReceiveState(p.new_end.get(), MonoNowMs() + 5000);
+    EXPECT_TRUE(got.ok());
+    EXPECT_TRUE(SendRefusal(p.new_end.get(), "no --broker here").ok());
+  });
+  size_t sent = 0;
+  Status s = SendState(p.old_end.get(), Session{}, conns, fds, MonoNowMs() + 5000, &sent);
+  receiver.join();
+  EXPECT_EQ(s.code(), Status::Code::kRefused);
+  EXPECT_NE(s.message().find("no --broker here"), std::string::npos) << s.message();
+  EXPECT_EQ(sent, 0u);
+}
+
 }  // namespace
 }  // namespace sb::worker::handoff

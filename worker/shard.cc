@@ -73,6 +73,11 @@ Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, Sha
 // --- Hand-off ------------------------------------------------------------------
 
 Status Shard::Adopt(handoff::Received& in) {
+  // A broker session that cannot go on here would lose its outbox and its
+  // place on the broker: not taken, the old process keeps it.
+  if (!session_ && (in.session.epoch != 0 || !in.session.outbox.empty())) {
+    return Status::Refused("the state has a broker session and this process has no --broker");
+  }
   if (Status s = hub_.ImportSession(in.session); !s.ok()) return s;
   if (session_) {
     if (Status s = session_->Import(in.session); !s.ok()) return s;

@@ -328,7 +328,8 @@ int main(int argc, char** argv) {
     handoff_start_ms = sb::MonoNowMs();
     auto state = sb::worker::handoff::ReceiveState(handoff_conn.get(), handoff_start_ms + 10000);
     if (!state.ok()) {
-      // No acknowledgement: the old process keeps serving what it has.
+      // Refused: the old process keeps serving everything.
+      (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), state.status().message());
       sb::PrintFatal(kProgram, "receive the hand-off", state.status().message());
       return sb::kExitFailure;
     }
@@ -341,6 +342,10 @@ int main(int argc, char** argv) {
   auto created = sb::worker::Shard::Create(loop->get(), listen_fd, opt, &metrics,
                                            received ? &*received : nullptr);
   if (!created.ok()) {
+    // Nothing was written to an adopted socket yet: the old process keeps
+    // them all, as they were.
+    if (received)
+      (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), created.status().message());
     sb::PrintFatal(kProgram, "serve", created.status().message());
     return sb::kExitFailure;
   }
