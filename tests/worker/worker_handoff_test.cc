@@ -434,5 +434,50 @@ TEST_F(WorkerHandoffTest, WithNobodyToTakeThemTheConnectionsStay) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
 }
 
+// A new process that cannot take the state (here: the old one has a broker
+// session, the new one no --broker) refuses it and exits 1; the old one keeps
+// every connection, untouched, and serves on.
+TEST_F(WorkerHandoffTest, AStateRefusedStaysWithTheOldProcess) {
+  const std::string broker_endpoint = "ipc://" + dir_.File("broker");
+  auto broker =
+      tu::Process::Start(tu::BinPath("switchboard-broker"),
+                         {.args = {"--bind", broker_endpoint}, .output = dir_.File("broker.log")});
+  ASSERT_TRUE(broker.ok()) << broker.status().message();
+  std::optional<tu::Process> old_worker =
+      Start("old", false, {"--shard", "s1", "--broker", broker_endpoint});
+  ASSERT_TRUE(old_worker);
+  Client c;
+  ASSERT_TRUE(c.Connect(port_));
+  c.Send(Msg("1", "1", "room:lobby", "phx_join", json::object{{"presence", {{"key", "c"}}}}));
+  ASSERT_TRUE(Ok(c.Reply("1")));
+  // Welcomed: the state now carries the broker's epoch.
+  ASSERT_TRUE(c.Event("room:lobby", "presence_state"));
+
+  std::optional<tu::Process> new_worker = Start("new", true, {"--shard", "s1"});
+  ASSERT_TRUE(new_worker);
+  ASSERT_TRUE(old_worker->Signal(SIGUSR2));
+  int status = 0;
+  ASSERT_TRUE(new_worker->WaitExit(kWait, &status));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << tu::DescribeWaitStatus(status);
+  ASSERT_TRUE(tu::WaitUntil(
+      [&] { return tu::ReadFile(dir_.File("old.log")).find("serving on") != std::string::npos; },
+      kWait))
+      << tu::ReadFile(dir_.File("old.log"));
+  EXPECT_NE(tu::ReadFile(dir_.File("old.log")).find("no --broker"), std::string::npos)
+      << tu::ReadFile(dir_.File("old.log"));
+  EXPECT_TRUE(old_worker->Running());
+  // Served on (a join: no broadcast for the drain below to wait on while
+  // the young broker settles).
+  c.Send(Msg("2", "2", "room:other", "phx_join", json::object{}));
+  EXPECT_TRUE(Ok(c.Reply("2")));
+  c.Drain();
+  EXPECT_FALSE(c.closed());
+  EXPECT_FALSE(c.saw_close_frame());
+  EXPECT_FALSE(c.saw_error());
+  ASSERT_TRUE(old_worker->Signal(SIGTERM));
+  ASSERT_TRUE(old_worker->WaitExit(kWait, &status));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
+}
+
 }  // namespace
 }  // namespace sb
