@@ -29,6 +29,35 @@ struct Pair {
   UniqueFd old_end, new_end;
 };
 
+// `n` open fds (of /dev/null) to send with as many connections.
+struct Fds {
+  explicit Fds(size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      owned.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+      fds.push_back(owned.back().get());
+    }
+  }
+  operator std::span<const int>() const { return fds; }  // NOLINT: passed as the fds
+  std::vector<UniqueFd> owned;
+  std::vector<int> fds;
+};
+
+// Sends `conns` from the old end while the new end receives them on a
+// thread and then does `answer` (acknowledge, refuse, go away); returns what
+// SendState says.
+template <typename F>
+Status SendAndAnswer(Pair& p, const std::vector<Connection>& conns, F answer, size_t* sent) {
+  const Fds fds(conns.size());
+  std::thread receiver([&] {
+    Result<Received> got = ReceiveState(p.new_end.get(), MonoNowMs() + 5000);
+    EXPECT_TRUE(got.ok()) << got.status().message();
+    answer();
+  });
+  Status s = SendState(p.old_end.get(), Session{}, conns, fds, MonoNowMs() + 5000, sent);
+  receiver.join();
+  return s;
+}
+
 std::vector<Connection> Connections(size_t n) {
   std::vector<Connection> out(n);
   for (size_t i = 0; i < n; ++i) {
@@ -43,12 +72,7 @@ std::vector<Connection> Connections(size_t n) {
 TEST(HandoffTransferTest, TheWholeStateAndEveryFdArrive) {
   Pair p;
   const std::vector<Connection> conns = Connections(300);
-  std::vector<UniqueFd> owned;
-  std::vector<int> fds;
-  for (size_t i = 0; i < conns.size(); ++i) {
-    owned.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    fds.push_back(owned.back().get());
-  }
+  const Fds fds(conns.size());
   Session session;
   session.shard = "s1";
   session.instance = 42;
@@ -79,20 +103,10 @@ TEST(HandoffTransferTest, TheWholeStateAndEveryFdArrive) {
 TEST(HandoffTransferTest, ANewProcessThatGoesAwayIsAnErrorWithWhatWasSent) {
   Pair p;
   const std::vector<Connection> conns = Connections(10);
-  std::vector<UniqueFd> owned;
-  std::vector<int> fds;
-  for (size_t i = 0; i < conns.size(); ++i) {
-    owned.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    fds.push_back(owned.back().get());
-  }
-  std::thread receiver([&] {
-    Result<Received> got = ReceiveState(p.new_end.get(), MonoNowMs() + 5000);
-    EXPECT_TRUE(got.ok());
-    p.new_end.Reset();  // gone without an acknowledgement
-  });
   size_t sent = 0;
-  Status s = SendState(p.old_end.get(), Session{}, conns, fds, MonoNowMs() + 5000, &sent);
-  receiver.join();
+  // Gone without an acknowledgement.
+  Status s = SendAndAnswer(
+      p, conns, [&] { p.new_end.Reset(); }, &sent);
   EXPECT_FALSE(s.ok());
   EXPECT_EQ(sent, conns.size()) << "every chunk went: they are the new process's";
 }
@@ -146,20 +160,9 @@ TEST(HandoffTransferTest, TheSocketIsTheUsersAloneAndAStaleFileIsReplaced) {
 TEST(HandoffTransferTest, ARefusalLeavesEveryConnectionWithTheOldProcess) {
   Pair p;
   const std::vector<Connection> conns = Connections(10);
-  std::vector<UniqueFd> owned;
-  std::vector<int> fds;
-  for (size_t i = 0; i < conns.size(); ++i) {
-    owned.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    fds.push_back(owned.back().get());
-  }
-  std::thread receiver([&] {
-    Result<Received> got = ReceiveState(p.new_end.get(), MonoNowMs() + 5000);
-    EXPECT_TRUE(got.ok());
-    EXPECT_TRUE(SendRefusal(p.new_end.get(), "no --broker here").ok());
-  });
   size_t sent = 0;
-  Status s = SendState(p.old_end.get(), Session{}, conns, fds, MonoNowMs() + 5000, &sent);
-  receiver.join();
+  Status s = SendAndAnswer(
+      p, conns, [&] { EXPECT_TRUE(SendRefusal(p.new_end.get(), "no --broker here").ok()); }, &sent);
   EXPECT_EQ(s.code(), Status::Code::kRefused);
   EXPECT_NE(s.message().find("no --broker here"), std::string::npos) << s.message();
   EXPECT_EQ(sent, 0u);

@@ -189,6 +189,15 @@ bool Ok(const std::optional<json::array>& reply) {
   return reply && reply->at(4).as_object().at("status") == "ok";
 }
 
+// `c`, connected to `port`, joins `topic` without presence: the
+// presence_state it gets (nullopt if the join failed).
+std::optional<json::array> JoinForState(Client& c, int port, std::string_view topic) {
+  if (!c.Connect(port)) return std::nullopt;
+  c.Send(Msg("1", "1", topic, "phx_join", json::object{}));
+  if (!Ok(c.Reply("1"))) return std::nullopt;
+  return c.Event(topic, "presence_state");
+}
+
 class WorkerHandoffTest : public ::testing::Test {
  protected:
   // A worker on `listener` (the shared listening socket by default);
@@ -220,7 +229,53 @@ class WorkerHandoffTest : public ::testing::Test {
     return std::move(p).value();
   }
 
+  // The node's broker on ipc://<dir>/broker.
+  std::string StartBroker() {
+    const std::string endpoint = "ipc://" + dir_.File("broker");
+    auto p = tu::Process::Start(tu::BinPath("switchboard-broker"),
+                                {.args = {"--bind", endpoint}, .output = dir_.File("broker.log")});
+    EXPECT_TRUE(p.ok()) << p.status().message();
+    if (p.ok()) broker_.emplace(std::move(p).value());
+    return endpoint;
+  }
+  // `p` exits with `code` within kWait (after SIGTERM if `term`).
+  static void ExpectExit(tu::Process& p, int code, bool term = false) {
+    if (term) {
+      ASSERT_TRUE(p.Signal(SIGTERM));
+    }
+    int status = 0;
+    ASSERT_TRUE(p.WaitExit(kWait, &status));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == code) << tu::DescribeWaitStatus(status);
+  }
+  // Waits until the log of worker `name` says `text`.
+  bool LogSays(const std::string& name, std::string_view text) {
+    return tu::WaitUntil(
+        [&] { return tu::ReadFile(dir_.File(name + ".log")).find(text) != std::string::npos; },
+        kWait);
+  }
+  // Starts the new process beside `old`, signals `old` and waits for it to
+  // exit 0 and for the new one's STATUS line, which it returns.
+  std::optional<tu::Process> HandOver(tu::Process& old, std::vector<std::string> args,
+                                      std::string* status_line) {
+    std::optional<tu::Process> fresh = Start("new", true, std::move(args));
+    if (!fresh) return std::nullopt;
+    EXPECT_TRUE(old.Signal(SIGUSR2));
+    ExpectExit(old, 0);
+    std::optional<std::string> line = notify_.back()->Receive(kWait);
+    EXPECT_TRUE(line) << tu::ReadFile(dir_.File("old.log")) << tu::ReadFile(dir_.File("new.log"));
+    if (line) *status_line = *line;
+    return fresh;
+  }
+  // What has come to `c` holds no close and no phx_error, and it is open.
+  static void ExpectUntouched(Client& c) {
+    c.Drain();
+    EXPECT_FALSE(c.closed());
+    EXPECT_FALSE(c.saw_close_frame());
+    EXPECT_FALSE(c.saw_error());
+  }
+
   tu::TempDir dir_;
+  std::optional<tu::Process> broker_;
   int port_ = 0;
   UniqueFd listener_ = tu::ListenTcp(&port_);
   std::vector<std::unique_ptr<tu::NotifyReceiver>> notify_;
@@ -245,10 +300,7 @@ TEST_F(WorkerHandoffTest, EveryConnectionMovesWithoutAClose) {
   }
   // The whole presence as a joiner sees it before the hand-off.
   Client watcher;
-  ASSERT_TRUE(watcher.Connect(port_));
-  watcher.Send(Msg("1", "1", "room:lobby", "phx_join", json::object{}));
-  ASSERT_TRUE(Ok(watcher.Reply("1")));
-  std::optional<json::array> before = watcher.Event("room:lobby", "presence_state");
+  std::optional<json::array> before = JoinForState(watcher, port_, "room:lobby");
   ASSERT_TRUE(before);
   ASSERT_EQ(before->at(4).as_object().size(), static_cast<size_t>(kClients));
   for (auto& c : clients) c->Drain();
@@ -258,19 +310,12 @@ TEST_F(WorkerHandoffTest, EveryConnectionMovesWithoutAClose) {
       Client::Frame(Msg("1", "cut", "room:lobby", "shout", json::object{{"half", "way"}}));
   clients[0]->SendRaw(cut.substr(0, cut.size() / 2));
 
-  std::optional<tu::Process> new_worker = Start("new", true);
+  std::string upgraded;
+  std::optional<tu::Process> new_worker = HandOver(*old_worker, {}, &upgraded);
   ASSERT_TRUE(new_worker);
-  ASSERT_TRUE(old_worker->Signal(SIGUSR2));
-  int status = 0;
-  ASSERT_TRUE(old_worker->WaitExit(kWait, &status)) << tu::ReadFile(dir_.File("old.log"));
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << tu::DescribeWaitStatus(status) << tu::ReadFile(dir_.File("old.log"));
-  std::optional<std::string> upgraded = notify_.back()->Receive(kWait);
-  ASSERT_TRUE(upgraded) << tu::ReadFile(dir_.File("new.log"));
   EXPECT_EQ(
-      upgraded->rfind("STATUS=upgraded connections=" + std::to_string(kClients + 1) + " ms=", 0),
-      0u)
-      << *upgraded;
+      upgraded.rfind("STATUS=upgraded connections=" + std::to_string(kClients + 1) + " ms=", 0), 0u)
+      << upgraded;
   EXPECT_TRUE(new_worker->Running());
 
   // The cut push completes in the new process, and is answered.
@@ -289,10 +334,7 @@ TEST_F(WorkerHandoffTest, EveryConnectionMovesWithoutAClose) {
   EXPECT_TRUE(watcher.Event("room:lobby", "shout"));
   // Presence unchanged: the same metas under the same phx_refs.
   Client late;
-  ASSERT_TRUE(late.Connect(port_));
-  late.Send(Msg("1", "1", "room:lobby", "phx_join", json::object{}));
-  ASSERT_TRUE(Ok(late.Reply("1")));
-  std::optional<json::array> after = late.Event("room:lobby", "presence_state");
+  std::optional<json::array> after = JoinForState(late, port_, "room:lobby");
   ASSERT_TRUE(after);
   EXPECT_EQ(after->at(4), before->at(4));
   // A leave is seen by the others with the phx_ref of the join.
@@ -311,30 +353,17 @@ TEST_F(WorkerHandoffTest, EveryConnectionMovesWithoutAClose) {
   ASSERT_GT(n, 0);
   EXPECT_EQ(std::string(buf, static_cast<size_t>(n)).rfind("HTTP/1.1 200", 0), 0u);
 
-  for (int i = 0; i < kClients; ++i) {
-    clients[i]->Drain();
-    EXPECT_FALSE(clients[i]->closed()) << i;
-    EXPECT_FALSE(clients[i]->saw_close_frame()) << i;
-    EXPECT_FALSE(clients[i]->saw_error()) << i;
-  }
-  watcher.Drain();
-  EXPECT_FALSE(watcher.closed());
-  EXPECT_FALSE(watcher.saw_error());
-
-  ASSERT_TRUE(new_worker->Signal(SIGTERM));
-  ASSERT_TRUE(new_worker->WaitExit(kWait, &status));
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
+  for (auto& c : clients) ExpectUntouched(*c);
+  ExpectUntouched(watcher);
+  ExpectExit(*new_worker, 0, /*term=*/true);
 }
 
 // In a cluster the broker session moves too: the new process says hello as
 // the old one, so the broker re-binds the shard, nobody on another shard sees
 // a presence change, and broadcasts cross both ways.
 TEST_F(WorkerHandoffTest, TheBrokerSessionMovesWithTheConnections) {
-  const std::string broker_endpoint = "ipc://" + dir_.File("broker");
-  auto broker =
-      tu::Process::Start(tu::BinPath("switchboard-broker"),
-                         {.args = {"--bind", broker_endpoint}, .output = dir_.File("broker.log")});
-  ASSERT_TRUE(broker.ok()) << broker.status().message();
+  const std::string broker_endpoint = StartBroker();
+  ASSERT_TRUE(broker_);
   int other_port = 0;
   UniqueFd other_listener = tu::ListenTcp(&other_port);
   std::optional<tu::Process> other =
@@ -367,14 +396,11 @@ TEST_F(WorkerHandoffTest, TheBrokerSessionMovesWithTheConnections) {
   b.Drain();
   const size_t b_seen = b.seen();
 
+  std::string upgraded;
   std::optional<tu::Process> new_worker =
-      Start("new", true, {"--shard", "s1", "--broker", broker_endpoint});
+      HandOver(*old_worker, {"--shard", "s1", "--broker", broker_endpoint}, &upgraded);
   ASSERT_TRUE(new_worker);
-  ASSERT_TRUE(old_worker->Signal(SIGUSR2));
-  int status = 0;
-  ASSERT_TRUE(old_worker->WaitExit(kWait, &status)) << tu::ReadFile(dir_.File("old.log"));
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
-  ASSERT_TRUE(notify_.back()->Receive(kWait)) << tu::ReadFile(dir_.File("new.log"));
+  EXPECT_EQ(upgraded.rfind("STATUS=upgraded connections=1 ", 0), 0u) << upgraded;
 
   // Broadcasts cross both ways, and pushes are answered.
   b.Send(Msg("1", "2", "room:x", "shout", json::object{{"from", "b"}}));
@@ -386,26 +412,15 @@ TEST_F(WorkerHandoffTest, TheBrokerSessionMovesWithTheConnections) {
   // A joiner on the other shard sees both, a under its old phx_ref; b saw
   // no presence change at all.
   Client late;
-  ASSERT_TRUE(late.Connect(other_port));
-  late.Send(Msg("1", "1", "room:x", "phx_join", json::object{}));
-  ASSERT_TRUE(Ok(late.Reply("1")));
-  std::optional<json::array> state = late.Event("room:x", "presence_state");
+  std::optional<json::array> state = JoinForState(late, other_port, "room:x");
   ASSERT_TRUE(state);
   EXPECT_TRUE(state->at(4).as_object().contains("a")) << json::serialize(*state);
   EXPECT_TRUE(state->at(4).as_object().contains("b")) << json::serialize(*state);
-  b.Drain();
-  a.Drain();
+  ExpectUntouched(a);
+  ExpectUntouched(b);
   EXPECT_FALSE(b.SawSince(b_seen, "presence_diff"));
-  for (Client* c : {&a, &b}) {
-    EXPECT_FALSE(c->closed());
-    EXPECT_FALSE(c->saw_close_frame());
-    EXPECT_FALSE(c->saw_error());
-  }
-  for (tu::Process* p : {&*new_worker, &*other}) {
-    ASSERT_TRUE(p->Signal(SIGTERM));
-    ASSERT_TRUE(p->WaitExit(kWait, &status));
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
-  }
+  ExpectExit(*new_worker, 0, /*term=*/true);
+  ExpectExit(*other, 0, /*term=*/true);
 }
 
 // Nobody to hand over to (the new process is not there): the old process
@@ -418,31 +433,20 @@ TEST_F(WorkerHandoffTest, WithNobodyToTakeThemTheConnectionsStay) {
   c.Send(Msg("1", "1", "room:lobby", "phx_join", json::object{}));
   ASSERT_TRUE(Ok(c.Reply("1")));
   ASSERT_TRUE(old_worker->Signal(SIGUSR2));
-  ASSERT_TRUE(tu::WaitUntil(
-      [&] { return tu::ReadFile(dir_.File("old.log")).find("serving on") != std::string::npos; },
-      kWait))
-      << tu::ReadFile(dir_.File("old.log"));
+  ASSERT_TRUE(LogSays("old", "serving on")) << tu::ReadFile(dir_.File("old.log"));
   EXPECT_TRUE(old_worker->Running());
   c.Send(Msg("1", "2", "room:lobby", "shout", json::object{}));
   EXPECT_TRUE(Ok(c.Reply("2")));
-  c.Drain();
-  EXPECT_FALSE(c.closed());
-  EXPECT_FALSE(c.saw_close_frame());
-  int status = 0;
-  ASSERT_TRUE(old_worker->Signal(SIGTERM));
-  ASSERT_TRUE(old_worker->WaitExit(kWait, &status));
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
+  ExpectUntouched(c);
+  ExpectExit(*old_worker, 0, /*term=*/true);
 }
 
 // A new process that cannot take the state (here: the old one has a broker
 // session, the new one no --broker) refuses it and exits 1; the old one keeps
 // every connection, untouched, and serves on.
 TEST_F(WorkerHandoffTest, AStateRefusedStaysWithTheOldProcess) {
-  const std::string broker_endpoint = "ipc://" + dir_.File("broker");
-  auto broker =
-      tu::Process::Start(tu::BinPath("switchboard-broker"),
-                         {.args = {"--bind", broker_endpoint}, .output = dir_.File("broker.log")});
-  ASSERT_TRUE(broker.ok()) << broker.status().message();
+  const std::string broker_endpoint = StartBroker();
+  ASSERT_TRUE(broker_);
   std::optional<tu::Process> old_worker =
       Start("old", false, {"--shard", "s1", "--broker", broker_endpoint});
   ASSERT_TRUE(old_worker);
@@ -456,27 +460,16 @@ TEST_F(WorkerHandoffTest, AStateRefusedStaysWithTheOldProcess) {
   std::optional<tu::Process> new_worker = Start("new", true, {"--shard", "s1"});
   ASSERT_TRUE(new_worker);
   ASSERT_TRUE(old_worker->Signal(SIGUSR2));
-  int status = 0;
-  ASSERT_TRUE(new_worker->WaitExit(kWait, &status));
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << tu::DescribeWaitStatus(status);
-  ASSERT_TRUE(tu::WaitUntil(
-      [&] { return tu::ReadFile(dir_.File("old.log")).find("serving on") != std::string::npos; },
-      kWait))
-      << tu::ReadFile(dir_.File("old.log"));
-  EXPECT_NE(tu::ReadFile(dir_.File("old.log")).find("no --broker"), std::string::npos)
-      << tu::ReadFile(dir_.File("old.log"));
+  ExpectExit(*new_worker, 1);
+  ASSERT_TRUE(LogSays("old", "serving on")) << tu::ReadFile(dir_.File("old.log"));
+  EXPECT_TRUE(LogSays("old", "no --broker")) << tu::ReadFile(dir_.File("old.log"));
   EXPECT_TRUE(old_worker->Running());
   // Served on (a join: no broadcast for the drain below to wait on while
   // the young broker settles).
   c.Send(Msg("2", "2", "room:other", "phx_join", json::object{}));
   EXPECT_TRUE(Ok(c.Reply("2")));
-  c.Drain();
-  EXPECT_FALSE(c.closed());
-  EXPECT_FALSE(c.saw_close_frame());
-  EXPECT_FALSE(c.saw_error());
-  ASSERT_TRUE(old_worker->Signal(SIGTERM));
-  ASSERT_TRUE(old_worker->WaitExit(kWait, &status));
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tu::DescribeWaitStatus(status);
+  ExpectUntouched(c);
+  ExpectExit(*old_worker, 0, /*term=*/true);
 }
 
 }  // namespace
