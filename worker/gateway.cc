@@ -236,8 +236,8 @@ void Gateway::PauseAccept() {
 }
 
 void Gateway::UpdateAccepting() {
-  const bool want =
-      !draining_ && !accept_paused_ && live_ < opt_.max_connections + kSocketAllowance;
+  const bool want = !draining_ && !accept_paused_ && !accept_stopped_ &&
+                    live_ < opt_.max_connections + kSocketAllowance;
   if (want == accepting_) return;
   if (!want) {
     loop_->Remove(listen_fd_);
@@ -832,6 +832,11 @@ int Gateway::ExportConnection(ConnId conn, handoff::Connection* out) const {
   });
   out->written = c->out.written();
   return c->fd;
+}
+
+void Gateway::StopAccepting() {
+  accept_stopped_ = true;
+  UpdateAccepting();
 }
 
 void Gateway::Release(ConnId conn) {

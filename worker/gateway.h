@@ -175,6 +175,10 @@ class Gateway {
   // is its own), if the parser leftovers are not ones this gateway's
   // --max-frame could have left, or the fd is not usable.
   Result<ConnId> Adopt(UniqueFd fd, const handoff::Connection& state);
+  // Accepts no more (the old process once its sockets are handed over: a
+  // connection accepted now would be closed by its exit; the new process
+  // takes it from the backlog).
+  void StopAccepting();
 
   // Sockets held, in any state.
   size_t connections() const { return live_; }
@@ -244,8 +248,9 @@ class Gateway {
   size_t blocked_ = 0;  // sockets waiting for EPOLLOUT
   AddressCounts per_address_;
   OutboundQueue::Limits queue_limits_;
-  bool accepting_ = true;       // the listening socket is on the loop
-  bool accept_paused_ = false;  // out of fds a moment ago
+  bool accepting_ = true;        // the listening socket is on the loop
+  bool accept_paused_ = false;   // out of fds a moment ago
+  bool accept_stopped_ = false;  // StopAccepting
   bool draining_ = false;
   std::function<void()> drained_;
   bool settling_ = false;

@@ -166,5 +166,20 @@ TEST(GatewayHandoffTest, LeftoversThisGatewayCouldNotHaveLeftAreRefused) {
   EXPECT_EQ(::read(client.get(), &c, 1), 0);
 }
 
+TEST(GatewayHandoffTest, AGatewayThatStoppedAcceptingLeavesConnectionsInTheBacklog) {
+  Side side;
+  side.gateway->StopAccepting();
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(side.listen.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  UniqueFd client(::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_EQ(::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), len), 0);
+  // Completed by the kernel, and still there for whoever accepts next.
+  for (int i = 0; i < 5; ++i) side.loop->RunOnce(std::chrono::milliseconds(10));
+  EXPECT_EQ(side.gateway->connections(), 0u);
+  UniqueFd accepted(::accept4(side.listen.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  EXPECT_TRUE(accepted.valid());
+}
+
 }  // namespace
 }  // namespace sb::worker

@@ -151,6 +151,7 @@ Shard::HandoffState Shard::ExportHandoff() {
 
 void Shard::HandedOff() {
   handed_off_ = true;
+  gateway_->StopAccepting();
   for (ConnId id : gateway_->OpenConnections()) gateway_->Release(id);
 }
 
