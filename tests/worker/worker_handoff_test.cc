@@ -229,11 +229,13 @@ class WorkerHandoffTest : public ::testing::Test {
     return std::move(p).value();
   }
 
-  // The node's broker on ipc://<dir>/broker.
-  std::string StartBroker() {
+  // The node's broker on ipc://<dir>/broker, with `extra` flags.
+  std::string StartBroker(std::vector<std::string> extra = {}) {
     const std::string endpoint = "ipc://" + dir_.File("broker");
+    std::vector<std::string> args = {"--bind", endpoint};
+    args.insert(args.end(), extra.begin(), extra.end());
     auto p = tu::Process::Start(tu::BinPath("switchboard-broker"),
-                                {.args = {"--bind", endpoint}, .output = dir_.File("broker.log")});
+                                {.args = args, .output = dir_.File("broker.log")});
     EXPECT_TRUE(p.ok()) << p.status().message();
     if (p.ok()) broker_.emplace(std::move(p).value());
     return endpoint;
@@ -470,6 +472,62 @@ TEST_F(WorkerHandoffTest, AStateRefusedStaysWithTheOldProcess) {
   EXPECT_TRUE(Ok(c.Reply("2")));
   ExpectUntouched(c);
   ExpectExit(*old_worker, 0, /*term=*/true);
+}
+
+// A topic that keeps history: the stream's position moves, so offsets go on
+// where they were, a subscriber gets the next broadcast in order, and a
+// rejoin recovers what was sent since the hand-off.
+TEST_F(WorkerHandoffTest, HistoryGoesOnFromItsPosition) {
+  // The broker has the rule too: it sequences the topic.
+  const std::string broker_endpoint = StartBroker({"--history", "h:*=100/10m"});
+  ASSERT_TRUE(broker_);
+  const std::vector<std::string> args = {"--shard",       "s1",        "--broker",
+                                         broker_endpoint, "--history", "h:*=100/10m"};
+  std::optional<tu::Process> old_worker = Start("old", false, args);
+  ASSERT_TRUE(old_worker);
+  Client a, b;
+  for (Client* c : {&a, &b}) {
+    ASSERT_TRUE(c->Connect(port_));
+    c->Send(Msg("1", "1", "h:room", "phx_join", json::object{}));
+    ASSERT_TRUE(Ok(c->Reply("1"))) << tu::ReadFile(dir_.File("old.log"));
+  }
+  a.Send(Msg("1", "2", "h:room", "msg", json::object{{"n", 1}}));
+  std::optional<json::array> first = a.Reply("2");
+  ASSERT_TRUE(Ok(first)) << tu::ReadFile(dir_.File("old.log"));
+  const json::object& r1 = first->at(4).at("response").as_object();
+  const int64_t offset = r1.at("offset").to_number<int64_t>();
+  const json::string epoch = r1.at("epoch").as_string();
+  ASSERT_TRUE(b.Event("h:room", "msg"));
+  a.Drain();
+  b.Drain();
+
+  std::string upgraded;
+  std::optional<tu::Process> new_worker = HandOver(*old_worker, args, &upgraded);
+  ASSERT_TRUE(new_worker);
+
+  a.Send(Msg("1", "3", "h:room", "msg", json::object{{"n", 2}}));
+  std::optional<json::array> second = a.Reply("3");
+  ASSERT_TRUE(Ok(second)) << tu::ReadFile(dir_.File("new.log"));
+  EXPECT_EQ(second->at(4).at("response").at("offset").to_number<int64_t>(), offset + 1);
+  EXPECT_EQ(second->at(4).at("response").at("epoch").as_string(), epoch);
+  std::optional<json::array> got = b.Event("h:room", "msg");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->at(1), json::string(std::to_string(offset + 1)));
+
+  // A rejoin from the first offset recovers the second broadcast.
+  Client c;
+  ASSERT_TRUE(c.Connect(port_));
+  c.Send(Msg("1", "1", "h:room", "phx_join",
+             json::object{{"recover", {{"epoch", epoch}, {"offset", offset}}}}));
+  std::optional<json::array> joined = c.Reply("1");
+  ASSERT_TRUE(Ok(joined));
+  EXPECT_EQ(joined->at(4).at("response").at("recovered"), true) << json::serialize(*joined);
+  std::optional<json::array> recovered = c.Event("h:room", "msg");
+  ASSERT_TRUE(recovered);
+  EXPECT_EQ(recovered->at(4).at("n"), 2);
+  ExpectUntouched(a);
+  ExpectUntouched(b);
+  ExpectExit(*new_worker, 0, /*term=*/true);
 }
 
 }  // namespace
