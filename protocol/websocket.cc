@@ -104,6 +104,25 @@ size_t MessageParser::ReadHeader(const char* p, size_t avail, FrameHeader* h) {
   return n;
 }
 
+Status MessageParser::Restore(Leftovers l) {
+  if (l.opcode != Opcode::kText && l.opcode != Opcode::kBinary) {
+    return Status::Refused("parser leftovers: a message opcode other than text or binary");
+  }
+  if (l.message.size() > max_message_bytes_ || (!l.in_message && !l.message.empty())) {
+    return Status::Refused("parser leftovers: fragments over the limit or without a message");
+  }
+  // A tail is one frame cut short: its header (at most 14 bytes) and less
+  // than what is left of the limit. A control frame's payload is at most 125.
+  if (l.tail.size() > 14 + std::max<size_t>(max_message_bytes_ - l.message.size(), 125)) {
+    return Status::Refused("parser leftovers: a tail longer than a frame");
+  }
+  tail_ = std::move(l.tail);
+  message_ = std::move(l.message);
+  in_message_ = l.in_message;
+  message_opcode_ = l.opcode;
+  return Status::Ok();
+}
+
 bool MessageParser::message_in_progress() const {
   return in_message_ || (!tail_.empty() && !IsControl(static_cast<uint8_t>(tail_[0]) & 0x0F));
 }

@@ -21,6 +21,8 @@
 #include <string_view>
 #include <type_traits>
 
+#include "common/status.h"
+
 namespace sb::ws {
 
 enum class Opcode : uint8_t {
@@ -91,6 +93,22 @@ class MessageParser {
   // between two reads is not a message.) The gateway bounds how long this
   // may last.
   bool message_in_progress() const;
+
+  // What the parser keeps between calls, for a hand-off of the connection to
+  // a new process (docs/UPGRADE.md): the next Feed of a parser that restored
+  // them goes on as this one's would.
+  struct Leftovers {
+    std::string tail;     // bytes of an incomplete frame
+    std::string message;  // fragments of an unfinished data message
+    bool in_message = false;
+    Opcode opcode = Opcode::kText;  // of the unfinished message
+  };
+  Leftovers leftovers() const { return {tail_, message_, in_message_, message_opcode_}; }
+  // Refused, changing nothing, when they could not have been left by a
+  // parser of this one's limit: fragments over it, or without a message
+  // begun; a tail longer than a frame cut within the limit; an opcode other
+  // than text or binary.
+  Status Restore(Leftovers leftovers);
 
  private:
   struct FrameHeader;

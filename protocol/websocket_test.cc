@@ -211,6 +211,44 @@ TEST(WebsocketParser, FragmentedMessageWithInterleavedControlFrames) {
             (std::vector<Ev>{Ping("p1"), Pong("p2"), Text("Hello, world"), Binary("next")}));
 }
 
+// A hand-off (docs/UPGRADE.md): cut anywhere, the leftovers restored in a
+// new parser make it go on as the old one would have.
+TEST(WebsocketParser, RestoredLeftoversGoOnWhereTheOldParserStopped) {
+  const std::string bytes = Masked(Opcode::kBinary, "He", false) + Masked(Opcode::kPing, "p1") +
+                            Masked(Opcode::kContinuation, std::string(300, 'l'), false) +
+                            Masked(Opcode::kContinuation, "o") + Masked(Opcode::kText, "next");
+  const Parsed whole = ParseAll(bytes);
+  ASSERT_EQ(whole.code, 0);
+  for (size_t cut = 0; cut <= bytes.size(); ++cut) {
+    MessageParser old(Role::kServer, kMax);
+    std::vector<Ev> events;
+    ASSERT_EQ(FeedCopy(old, bytes.substr(0, cut), &events), 0) << cut;
+    MessageParser::Leftovers left = old.leftovers();
+    MessageParser fresh(Role::kServer, kMax);
+    ASSERT_TRUE(fresh.Restore(left).ok()) << cut;
+    EXPECT_EQ(fresh.message_in_progress(), old.message_in_progress()) << cut;
+    const MessageParser::Leftovers again = fresh.leftovers();
+    EXPECT_EQ(again.tail, left.tail);
+    EXPECT_EQ(again.message, left.message);
+    EXPECT_EQ(again.in_message, left.in_message);
+    EXPECT_EQ(again.opcode, left.opcode);
+    ASSERT_EQ(FeedCopy(fresh, bytes.substr(cut), &events), 0) << cut;
+    EXPECT_EQ(events, whole.events) << cut;
+  }
+}
+
+TEST(WebsocketParser, LeftoversNoParserCouldHaveLeftAreRefused) {
+  MessageParser p(Role::kServer, 100);
+  using L = MessageParser::Leftovers;
+  EXPECT_FALSE(p.Restore(L{.in_message = true, .opcode = Opcode::kPing}).ok());
+  EXPECT_FALSE(p.Restore(L{.message = "ab"}).ok()) << "fragments without a message";
+  EXPECT_FALSE(p.Restore(L{.message = std::string(101, 'x'), .in_message = true}).ok());
+  EXPECT_FALSE(p.Restore(L{.tail = std::string(14 + 126, 'x')}).ok());
+  EXPECT_FALSE(p.message_in_progress()) << "a refusal changes nothing";
+  EXPECT_TRUE(p.Restore(L{.message = "ab", .in_message = true, .opcode = Opcode::kBinary}).ok());
+  EXPECT_TRUE(p.message_in_progress());
+}
+
 TEST(WebsocketParser, CloseInTheMiddleOfAFragmentedMessageIsDelivered) {
   Parsed r = ParseAll(Masked(Opcode::kBinary, "a", false) + Close(1001, "going"));
   EXPECT_EQ(r.code, 0);

@@ -38,6 +38,10 @@ bool AddressCounts::Add(const Key& key) {
   return true;
 }
 
+void AddressCounts::Adopt(const Key& key) {
+  if (max_ != 0) ++counts_[key];
+}
+
 void AddressCounts::Remove(const Key& key) {
   if (max_ == 0) return;
   auto it = counts_.find(key);

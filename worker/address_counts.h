@@ -32,7 +32,10 @@ class AddressCounts {
   // Counts one more socket of `key`. False, and nothing counted, if `key`
   // already holds the maximum.
   bool Add(const Key& key);
-  // A socket counted by Add is gone.
+  // Counts one more socket of `key` even past the maximum: a socket handed
+  // over by the process this one replaces (docs/UPGRADE.md) is not refused.
+  void Adopt(const Key& key);
+  // A socket counted by Add or Adopt is gone.
   void Remove(const Key& key);
 
   size_t count(const Key& key) const;

@@ -87,5 +87,18 @@ TEST(AddressCounts, ZeroIsUnlimitedAndKeepsNothing) {
   counts.Remove(a);
 }
 
+TEST(AddressCounts, AnAdoptedSocketCountsEvenPastTheLimit) {
+  AddressCounts counts(1);
+  const auto a = V4("10.0.0.9");
+  ASSERT_TRUE(counts.Add(a));
+  counts.Adopt(a);
+  EXPECT_EQ(counts.count(a), 2u);
+  EXPECT_FALSE(counts.Add(a));
+  counts.Remove(a);
+  EXPECT_FALSE(counts.Add(a)) << "one is still there";
+  counts.Remove(a);
+  EXPECT_TRUE(counts.Add(a));
+}
+
 }  // namespace
 }  // namespace sb::worker

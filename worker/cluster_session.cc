@@ -29,6 +29,61 @@ bool ClusterSession::Send(const mesh::Message& msg) {
   return false;
 }
 
+void ClusterSession::Export(handoff::Session* session) const {
+  session->shard = options_.shard;
+  session->instance = options_.instance;
+  session->token = options_.token;
+  session->epoch = epoch_;
+  session->members = members_;
+  session->next_seq = next_seq_;
+  session->outbox.clear();
+  for (const Outgoing& o : outbox_) {
+    session->outbox.push_back({o.seq, o.topic, o.message, o.flags, o.stamp, o.key});
+  }
+  session->origins.clear();
+  for (const auto& [instance, origin] : last_delivered_) {
+    session->origins.push_back({instance, origin.seq, origin.last_ms});
+  }
+  // By instance: the same table gives the same record.
+  std::sort(
+      session->origins.begin(), session->origins.end(),
+      [](const handoff::Origin& a, const handoff::Origin& b) { return a.instance < b.instance; });
+  session->claims.clear();
+  for (const Claim& c : claims_) session->claims.push_back({c.key, c.topic, c.seq, c.at_ms});
+}
+
+Status ClusterSession::Import(const handoff::Session& session) {
+  if (counters_.hellos != 0 || !outbox_.empty()) {
+    return Status::Refused("hand-off: the broker session has started");
+  }
+  if (session.shard != options_.shard || session.instance != options_.instance ||
+      session.token != options_.token) {
+    return Status::Refused("hand-off: the broker session's identity differs");
+  }
+  uint64_t last = 0;
+  for (const handoff::Publish& p : session.outbox) {
+    if (p.seq <= last || p.seq >= session.next_seq) {
+      return Status::Refused("hand-off: outbox seqs out of order or not below the next seq");
+    }
+    last = p.seq;
+  }
+  epoch_ = session.epoch;
+  members_ = session.members;
+  next_seq_ = session.next_seq;
+  for (const handoff::Publish& p : session.outbox) {
+    outbox_.push_back(Outgoing{p.seq, p.topic, p.message, p.flags, p.stamp, p.key});
+    outbox_bytes_ += p.topic.size() + p.message.size();
+  }
+  last_delivered_.clear();
+  for (const handoff::Origin& o : session.origins) {
+    last_delivered_[o.instance] = Origin{o.seq, o.last_ms};
+  }
+  claims_.clear();
+  for (const handoff::Claim& c : session.claims)
+    claims_.push_back({c.key, c.topic, c.seq, c.at_ms});
+  return Status::Ok();
+}
+
 void ClusterSession::Start(int64_t now_ms) {
   last_heard_ms_ = now_ms;
   SendHello(now_ms);

@@ -25,7 +25,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/status.h"
 #include "protocol/mesh.h"
+#include "worker/handoff_state.h"
 
 namespace sb::worker {
 
@@ -155,6 +157,20 @@ class ClusterSession {
   void OnTick(int64_t now_ms);
   // End of a loop turn: credit for what was consumed, publishes not yet sent.
   void Flush();
+
+  // Hand-off to a new process (docs/UPGRADE.md). Export writes the
+  // session's identity (shard, instance, token), epoch, members, next seq,
+  // outbox, dedupe table (by instance) and keyed publishes. The new process
+  // makes its session with the old one's shard, instance and token, and
+  // imports the rest before Start: its hello is the old process's, so the
+  // broker re-binds the instance; the whole outbox goes again after the
+  // welcome, as after any hello (the broker knows the seqs it routed), and a
+  // delivery the old process handed to clients is dropped as a duplicate.
+  // Refused, changing nothing, after Start, when the identity differs from
+  // this session's options, or when an outbox seq is out of order or not
+  // below next_seq.
+  void Export(handoff::Session* session) const;
+  Status Import(const handoff::Session& session);
 
   bool up() const { return up_; }
   // The shards the broker last said it has (kMembers), sorted.

@@ -758,5 +758,103 @@ TEST(ClusterSessionRestateTest, TheBoundIsTheOptions) {
   EXPECT_EQ(fake.restate_bound, 1234u);
 }
 
+// A hand-off (docs/UPGRADE.md): the old session's state, through its
+// encoding, makes a new session that says hello as the old one did, re-sends
+// the same outbox and drops what the old one delivered.
+TEST_F(ClusterSessionTest, AnImportedSessionGoesOnWhereTheOldOneWas) {
+  session_.Start(now_);
+  Welcome(9);
+  std::string members = mesh::EncodeMembers({"s0", "s1"});
+  Receive({.type = mesh::Type::kMembers, .body = members});
+  session_.Publish("t", "m1", false, 111);
+  session_.Publish("u", "m2", true, 0, "key-1", now_);
+  session_.Flush();
+  Receive({.type = mesh::Type::kAck, .seq = 1});
+  session_.Publish("t", "m3", false);
+  Deliver(7, 5, "d5");
+  ASSERT_EQ(fake_.delivered.size(), 1u);
+
+  handoff::Session state;
+  session_.Export(&state);
+  EXPECT_EQ(state.instance, 0xabcu);
+  EXPECT_EQ(state.next_seq, 4u);
+  ASSERT_EQ(state.outbox.size(), 2u);
+  Result<std::string> record = handoff::EncodeSession(state);
+  ASSERT_TRUE(record.ok()) << record.status().message();
+  Result<handoff::Session> decoded = handoff::DecodeSession(record.value());
+  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+
+  Fake fake;
+  ClusterOptions options = Options();
+  options.shard = decoded->shard;
+  options.instance = decoded->instance;
+  options.token = decoded->token;
+  ClusterSession next(options, &fake, &fake);
+  ASSERT_TRUE(next.Import(decoded.value()).ok());
+  handoff::Session again;
+  next.Export(&again);
+  EXPECT_EQ(again, state);
+  EXPECT_EQ(next.outbox_messages(), 2u);
+  EXPECT_EQ(next.outbox_bytes(), session_.outbox_bytes());
+  EXPECT_EQ(next.keys(), 1u);
+
+  next.Start(now_);
+  auto hellos = fake.Of(mesh::Type::kHello);
+  ASSERT_EQ(hellos.size(), 1u);
+  Result<mesh::Hello> h = mesh::DecodeHello(hellos[0].body);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->instance, 0xabcu);
+  EXPECT_EQ(h->token, Options().token);
+  EXPECT_EQ(h->acked, 1u);
+  EXPECT_EQ(h->members, (std::vector<std::string>{"s0", "s1"}));
+  ASSERT_EQ(h->idempotency.size(), 1u);
+  EXPECT_EQ(h->idempotency[0].key, "key-1");
+  EXPECT_EQ(h->idempotency[0].seq, 2u);
+
+  std::vector<std::string> frames =
+      mesh_testing::EncodeFrames({.type = mesh::Type::kWelcome, .epoch = 9});
+  std::vector<std::string_view> views(frames.begin(), frames.end());
+  next.OnMessage(views, now_);
+  next.Flush();
+  auto pubs = fake.Of(mesh::Type::kPublish);
+  ASSERT_EQ(pubs.size(), 2u);
+  EXPECT_EQ(pubs[0].seq, 2u);
+  EXPECT_EQ(pubs[0].topic, "u");
+  EXPECT_EQ(pubs[0].body, "m2");
+  EXPECT_EQ(pubs[0].key, "key-1");
+  EXPECT_EQ(pubs[0].flags, mesh::kFlagBinary | mesh::kFlagKeyed);
+  EXPECT_EQ(pubs[1].seq, 3u);
+  EXPECT_EQ(pubs[1].body, "m3");
+  EXPECT_EQ(next.Publish("t", "m4", false), 4u);
+
+  // The delivery the old process handed over is a duplicate here.
+  for (uint64_t seq : {5, 6}) {
+    frames = mesh_testing::EncodeFrames(
+        {.type = mesh::Type::kDeliver, .seq = seq, .origin = 7, .topic = "t", .body = "d"});
+    views.assign(frames.begin(), frames.end());
+    next.OnMessage(views, now_);
+  }
+  EXPECT_EQ(fake.delivered.size(), 1u);
+  EXPECT_EQ(next.counters().duplicates, 1u);
+}
+
+TEST_F(ClusterSessionTest, AnImportThatDoesNotFitChangesNothing) {
+  handoff::Session state;
+  state.shard = "s1";
+  state.instance = 0xabc;
+  state.token = Options().token;
+  state.next_seq = 3;
+  state.outbox.push_back({.seq = 3, .topic = "t", .message = "m"});
+  EXPECT_FALSE(session_.Import(state).ok()) << "a seq not below the next";
+  state.outbox[0].seq = 2;
+  state.instance = 0xabd;
+  EXPECT_FALSE(session_.Import(state).ok()) << "another identity";
+  EXPECT_EQ(session_.outbox_messages(), 0u);
+  state.instance = 0xabc;
+  session_.Start(now_);
+  EXPECT_FALSE(session_.Import(state).ok()) << "after Start";
+  EXPECT_EQ(session_.outbox_messages(), 0u);
+}
+
 }  // namespace
 }  // namespace sb::worker

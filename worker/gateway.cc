@@ -1,6 +1,7 @@
 #include "worker/gateway.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
@@ -14,6 +15,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <utility>
 
@@ -234,8 +236,8 @@ void Gateway::PauseAccept() {
 }
 
 void Gateway::UpdateAccepting() {
-  const bool want =
-      !draining_ && !accept_paused_ && live_ < opt_.max_connections + kSocketAllowance;
+  const bool want = !draining_ && !accept_paused_ && !accept_stopped_ &&
+                    live_ < opt_.max_connections + kSocketAllowance;
   if (want == accepting_) return;
   if (!want) {
     loop_->Remove(listen_fd_);
@@ -798,6 +800,101 @@ void Gateway::Drain(std::function<void()> done) {
     Settle();
   });
   Settle();
+}
+
+// --- Hand-off ---------------------------------------------------------------
+
+std::vector<ConnId> Gateway::OpenConnections() const {
+  std::vector<ConnId> ids;
+  for (const auto& slot : by_fd_) {
+    if (slot && !slot->dead && slot->state == State::kOpen) ids.push_back(slot->id);
+  }
+  return ids;
+}
+
+int Gateway::ExportConnection(ConnId conn, handoff::Connection* out) const {
+  const Conn* c = FindOpen(conn);
+  if (c == nullptr) return -1;
+  out->id = c->id;
+  out->address.clear();
+  if (c->address) out->address.assign(reinterpret_cast<const char*>(c->address->data()), 16);
+  out->last_rx_ms = c->last_rx_ms;
+  out->last_tx_ms = c->last_tx_ms;
+  out->message_since_ms = c->message_since_ms;
+  ws::MessageParser::Leftovers left = c->parser.leftovers();
+  out->parser_tail = std::move(left.tail);
+  out->parser_message = std::move(left.message);
+  out->in_message = left.in_message;
+  out->message_opcode = static_cast<uint8_t>(left.opcode);
+  out->outbound.clear();
+  c->out.ForEachFrame([out](const FrameRef& f, OutboundQueue::Kind kind) {
+    out->outbound.push_back({static_cast<uint8_t>(kind), std::string(f.data(), f.size())});
+  });
+  out->written = c->out.written();
+  return c->fd;
+}
+
+void Gateway::StopAccepting() {
+  accept_stopped_ = true;
+  UpdateAccepting();
+}
+
+void Gateway::Release(ConnId conn) {
+  Conn* c = FindOpen(conn);
+  if (c == nullptr) return;
+  // Not a close: the socket goes on in the new process.
+  c->state = State::kClosing;
+  --websockets_;
+  counters_.connections.store(static_cast<int64_t>(websockets_), std::memory_order_relaxed);
+  Destroy(c);
+}
+
+Result<ConnId> Gateway::Adopt(UniqueFd fd, const handoff::Connection& state) {
+  if (fd.get() < 0 || static_cast<uint64_t>(fd.get()) >= (uint64_t{1} << kFdBits)) {
+    return Status::Refused("hand-off: fd out of range");
+  }
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
+    return Status::IoError(std::string("hand-off: fcntl: ") + strerror(errno));
+  }
+  const size_t index = static_cast<size_t>(fd.get());
+  const ConnId id = (next_seq_++ << kFdBits) | static_cast<uint64_t>(fd.get());
+  auto c = std::make_unique<Conn>(id, fd.get(), opt_.max_frame_bytes);
+  ws::MessageParser::Leftovers left;
+  left.tail = state.parser_tail;
+  left.message = state.parser_message;
+  left.in_message = state.in_message;
+  left.opcode = static_cast<ws::Opcode>(state.message_opcode);
+  if (Status s = c->parser.Restore(std::move(left)); !s.ok()) return s;
+  for (const handoff::OutboundFrame& f : state.outbound) {
+    c->out.Adopt(FrameRef::Copy(f.bytes), static_cast<OutboundQueue::Kind>(f.kind));
+  }
+  c->out.Consume(state.written);
+  c->last_rx_ms = state.last_rx_ms;
+  c->last_tx_ms = state.last_tx_ms;
+  c->message_since_ms = state.message_since_ms;
+  c->state = State::kOpen;
+  if (Status s = loop_->Add(fd.get(), EPOLLIN, [this, id](uint32_t ev) { OnEvent(id, ev); });
+      !s.ok()) {
+    return s;
+  }
+  if (state.address.size() == 16) {
+    AddressCounts::Key key;
+    std::memcpy(key.data(), state.address.data(), key.size());
+    per_address_.Adopt(key);
+    c->address = key;
+  }
+  if (index >= by_fd_.size()) by_fd_.resize(index + 1);
+  Conn* raw = c.get();
+  by_fd_[index] = std::move(c);
+  fd.Release();
+  ++live_;
+  ++websockets_;
+  counters_.sockets.store(static_cast<int64_t>(live_), std::memory_order_relaxed);
+  counters_.connections.store(static_cast<int64_t>(websockets_), std::memory_order_relaxed);
+  if (!raw->out.empty()) MarkDirty(raw);
+  UpdateAccepting();
+  return id;
 }
 
 }  // namespace sb::worker

@@ -30,9 +30,11 @@
 
 #include "common/event_loop.h"
 #include "common/status.h"
+#include "common/unique_fd.h"
 #include "worker/address_counts.h"
 #include "worker/auth.h"
 #include "worker/frame_ref.h"
+#include "worker/handoff_state.h"
 #include "worker/http_api.h"
 #include "worker/http_upgrade.h"
 #include "worker/hub.h"
@@ -147,6 +149,37 @@ class Gateway {
   // every socket is gone or options.shutdown_timeout has passed.
   void Drain(std::function<void()> done);
 
+  // --- Hand-off to a new process (docs/UPGRADE.md). Only open WebSockets
+  // move; the old process finishes the others. Reading stops at a frame
+  // boundary by itself: the gateway reads only in its own callbacks, and
+  // what a read brought is parsed whole before the callback returns (whole
+  // messages went up, the rest is the parser's leftovers), so a hand-off
+  // made from anywhere else on the loop sees every socket between reads.
+
+  // The open WebSockets.
+  std::vector<ConnId> OpenConnections() const;
+  // The transport state of open socket `conn` (peer address, deadlines'
+  // starts, parser leftovers, outbound frames and what is written of the
+  // first) into `out`, `out->id` included; returns its fd (still owned
+  // here), or -1 if `conn` is not open.
+  int ExportConnection(ConnId conn, handoff::Connection* out) const;
+  // `conn` now belongs to the new process: its fd is closed here without a
+  // close frame, not counted as a close, and the listener is not told (its
+  // state moved too).
+  void Release(ConnId conn);
+  // Takes an open WebSocket handed over by the old process, with its
+  // transport state: on the loop at once, its queue written at the end of
+  // the turn, its deadlines running from where they were. Returns its id
+  // here (ids are per process). The listener is not told (it imports the
+  // socket's channels itself). Refused, closing `fd` (the old process's copy
+  // is its own), if the parser leftovers are not ones this gateway's
+  // --max-frame could have left, or the fd is not usable.
+  Result<ConnId> Adopt(UniqueFd fd, const handoff::Connection& state);
+  // Accepts no more (the old process once its sockets are handed over: a
+  // connection accepted now would be closed by its exit; the new process
+  // takes it from the backlog).
+  void StopAccepting();
+
   // Sockets held, in any state.
   size_t connections() const { return live_; }
   // Monotonic ns when the input being handled was read (0 outside input).
@@ -215,8 +248,9 @@ class Gateway {
   size_t blocked_ = 0;  // sockets waiting for EPOLLOUT
   AddressCounts per_address_;
   OutboundQueue::Limits queue_limits_;
-  bool accepting_ = true;       // the listening socket is on the loop
-  bool accept_paused_ = false;  // out of fds a moment ago
+  bool accepting_ = true;        // the listening socket is on the loop
+  bool accept_paused_ = false;   // out of fds a moment ago
+  bool accept_stopped_ = false;  // StopAccepting
   bool draining_ = false;
   std::function<void()> drained_;
   bool settling_ = false;

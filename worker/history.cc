@@ -471,4 +471,25 @@ void HistoryStreams::State(
   }
 }
 
+void HistoryStreams::ExportPositions(std::vector<handoff::StreamPosition>* out) const {
+  const size_t first = out->size();
+  for (const auto& [topic, s] : streams_) {
+    if (s.state == Phase::kSynced && s.stream != 0) out->push_back({topic, s.stream, s.last});
+  }
+  std::sort(out->begin() + static_cast<std::ptrdiff_t>(first), out->end(),
+            [](const handoff::StreamPosition& a, const handoff::StreamPosition& b) {
+              return a.topic < b.topic;
+            });
+}
+
+void HistoryStreams::ImportPositions(std::span<const handoff::StreamPosition> positions) {
+  for (const handoff::StreamPosition& p : positions) {
+    if (!Keeps(p.topic) || p.stream == 0) continue;
+    Stream& s = Get(p.topic);
+    s.state = Phase::kSynced;
+    s.stream = p.stream;
+    s.last = p.offset;
+  }
+}
+
 }  // namespace sb::worker

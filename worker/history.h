@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -31,6 +32,7 @@
 #include "common/status.h"
 #include "protocol/history_spec.h"
 #include "protocol/mesh.h"
+#include "worker/handoff_state.h"
 
 namespace sb::worker {
 
@@ -148,6 +150,18 @@ class HistoryStreams {
   void State(std::vector<mesh::StreamPosition>* positions,
              const std::function<void(std::string_view topic, const Sequenced&)>& restate,
              size_t max_restate_bytes);
+
+  // Hand-off to a new process (docs/UPGRADE.md): every subscribed stream
+  // whose position is known, its epoch and the last offset delivered in
+  // order, by topic. Copies do not move (the broker holds the stream), nor
+  // do parked joins and fetches: the old process finishes those first.
+  void ExportPositions(std::vector<handoff::StreamPosition>* out) const;
+  // The new process, before any subscribe: each stream its rules keep is
+  // synced at its position — the next delivery goes on in order, one beyond
+  // it is a gap, fetched. Others are skipped. The shard then calls
+  // OnSubscribed for every subscribed history topic: nothing for these, a
+  // position fetch for the rest.
+  void ImportPositions(std::span<const handoff::StreamPosition> positions);
 
   enum class Evicted : uint8_t { kSize, kTtl, kBytes, kStream, kCount };
   struct Stats {

@@ -318,6 +318,39 @@ TEST_F(HistoryTest, UnsubscribingKeepsCopiesAndDropsJoinsAndHeld) {
   EXPECT_EQ(History(2, 3, 1, {}), Lines{}) << "join 1 was dropped";
 }
 
+// A hand-off (docs/UPGRADE.md): a new process's stream goes on from the
+// old one's position, without a position fetch.
+TEST_F(HistoryTest, AnImportedPositionGoesOnInOrderAndFetchesAGap) {
+  Synced(3);
+  EXPECT_EQ(Deliver(4), Lines{"deliver 4"});
+  EXPECT_EQ(Run([&](auto* out) { h_.OnSubscribed("room:b", out); }),
+            Lines{"fetch 2 after 0 limit 0"});
+  std::vector<handoff::StreamPosition> positions;
+  h_.ExportPositions(&positions);
+  ASSERT_EQ(positions.size(), 1u) << "room:b is not synced yet";
+  EXPECT_EQ(positions[0], (handoff::StreamPosition{"room:a", kStream, 4}));
+  positions.push_back({"lobby", kStream, 9});  // not kept here: skipped
+
+  HistoryStreams fresh(Options());
+  fresh.ImportPositions(positions);
+  std::vector<handoff::StreamPosition> again;
+  fresh.ExportPositions(&again);
+  EXPECT_EQ(again, std::vector<handoff::StreamPosition>{positions[0]});
+  auto run = [&](auto f) {
+    std::vector<HistoryAction> out;
+    f(&out);
+    return Describe(out);
+  };
+  EXPECT_EQ(run([&](auto* out) { fresh.OnSubscribed("room:a", out); }), Lines{})
+      << "already synced";
+  EXPECT_EQ(run([&](auto* out) { fresh.OnDeliver("room:a", Msg(4), now_, out); }), Lines{})
+      << "delivered by the old process";
+  EXPECT_EQ(run([&](auto* out) { fresh.OnDeliver("room:a", Msg(5), now_, out); }),
+            Lines{"deliver 5"});
+  EXPECT_EQ(run([&](auto* out) { fresh.OnDeliver("room:a", Msg(7), now_, out); }),
+            Lines{"fetch 1 after 5 limit 1"});
+}
+
 TEST(HistoryEvictionTest, BySizeTtlAndBytes) {
   HistoryStreams h(Options(/*size=*/3, /*ttl_ms=*/1000, /*max_bytes=*/1 << 20));
   std::vector<HistoryAction> out;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <exception>
+#include <unordered_set>
 #include <utility>
 
 #include "protocol/json_depth.h"
@@ -583,6 +584,109 @@ void Hub::ClusterState(std::vector<std::string>* topics,
       state.metas.push_back({std::string(key), std::string(ref), std::string(json)});
     });
   }
+}
+
+void Hub::ExportSession(handoff::Session* session) const {
+  session->presence_ref_prefix = ref_prefix_;
+  session->next_presence_seq = next_presence_seq_;
+  session->remote_presence.clear();
+  if (!cluster_) return;
+  for (const auto& [name, topic] : topics_) {
+    // A topic whose snapshot has not come is asked again by the new
+    // process's hello, as it would be after a reconnect.
+    if (topic.remote_known) session->remote_presence.push_back({name, remote_.StateJson(name)});
+  }
+}
+
+bool Hub::ExportConnection(ConnId id, handoff::Connection* out) const {
+  auto it = conns_.find(id);
+  if (it == conns_.end()) return false;
+  const Conn& conn = it->second;
+  out->identity.reset();
+  if (conn.topic_patterns) {
+    out->identity = handoff::TokenIdentity{.sub = {}, .topic_patterns = *conn.topic_patterns};
+  }
+  const RateLimiter::State rate = conn.rate.state();
+  out->rate = {.tokens = rate.tokens, .last_ms = rate.last_ms};
+  out->channels.clear();
+  for (const Joined& joined : conn.joined) {
+    handoff::Channel& channel = out->channels.emplace_back();
+    channel.topic = joined.topic->first;
+    channel.join_ref = joined.join_ref;
+    if (joined.presence_seq == 0) continue;
+    const Presence* presence = joined.topic->second.presence.get();
+    const std::string* meta =
+        presence ? presence->MetaJson(joined.presence_key, PresenceRef(joined.presence_seq))
+                 : nullptr;
+    // Tracked with the channel and untracked only with it, so always there.
+    if (meta == nullptr) continue;
+    channel.presence_seq = joined.presence_seq;
+    channel.presence_key = joined.presence_key;
+    channel.presence_meta = *meta;
+  }
+  return true;
+}
+
+Status Hub::ImportSession(const handoff::Session& session) {
+  if (!conns_.empty()) return Status::Refused("hand-off: the hub already has sockets");
+  RemotePresence remote;
+  for (const handoff::RemoteTopic& t : session.remote_presence) {
+    Result<std::optional<std::string>> replaced = remote.Replace(t.topic, t.state_json);
+    if (!replaced.ok()) {
+      return Status::Refused("hand-off: remote presence of " + t.topic + ": " +
+                             replaced.status().message());
+    }
+  }
+  ref_prefix_ = session.presence_ref_prefix;
+  next_presence_seq_ = std::max<uint64_t>(session.next_presence_seq, 1);
+  remote_ = std::move(remote);
+  return Status::Ok();
+}
+
+Status Hub::ImportConnection(const handoff::Connection& in) {
+  if (in.id == 0 || conns_.contains(in.id)) {
+    return Status::Refused("hand-off: connection id 0 or twice");
+  }
+  std::unordered_set<std::string_view> seen;
+  for (const handoff::Channel& c : in.channels) {
+    if (c.topic.empty() || !seen.insert(c.topic).second) {
+      return Status::Refused("hand-off: a topic empty or twice in one connection");
+    }
+    if (c.presence_seq == 0) continue;
+    if (c.presence_seq >= next_presence_seq_) {
+      return Status::Refused("hand-off: a presence ref the session never issued");
+    }
+    boost::system::error_code ec;
+    boost::json::value meta = boost::json::parse(
+        boost::json::string_view(c.presence_meta.data(), c.presence_meta.size()), ec);
+    if (ec || !meta.is_object()) return Status::Refused("hand-off: a presence meta not an object");
+  }
+
+  std::optional<Identity> identity;
+  if (in.identity) identity = Identity{in.identity->sub, in.identity->topic_patterns};
+  Connect(in.id, std::move(identity));
+  Conn& conn = conns_.at(in.id);
+  conn.rate.Restore({.tokens = in.rate.tokens, .last_ms = in.rate.last_ms});
+  for (const handoff::Channel& c : in.channels) {
+    auto topic_it = topics_.find(c.topic);
+    if (topic_it == topics_.end()) {
+      topic_it = topics_.emplace(c.topic, Topic{}).first;
+      // What the old process knew of the other shards came with the session.
+      topic_it->second.remote_known = remote_.Has(c.topic);
+    }
+    Topic& topic = topic_it->second;
+    topic.subscribers.push_back(in.id);
+    Joined& joined = conn.joined.emplace_back(Joined{.topic = &*topic_it, .join_ref = c.join_ref});
+    if (c.presence_seq == 0) continue;
+    if (!topic.presence) topic.presence = std::make_unique<Presence>();
+    // The stored meta holds its phx_ref, which Track puts back first, as it
+    // was: the meta is the same bytes in the new process.
+    if (topic.presence->Track(c.presence_key, PresenceRef(c.presence_seq), c.presence_meta).ok()) {
+      joined.presence_key = c.presence_key;
+      joined.presence_seq = c.presence_seq;
+    }
+  }
+  return Status::Ok();
 }
 
 std::string Hub::PresenceRef(uint64_t seq) const {

@@ -40,6 +40,7 @@
 #include "protocol/history_spec.h"
 #include "protocol/mesh.h"
 #include "protocol/phoenix.h"
+#include "worker/handoff_state.h"
 #include "worker/presence.h"
 #include "worker/rate_limiter.h"
 #include "worker/remote_presence.h"
@@ -194,6 +195,25 @@ class Hub {
   // when a channel crashes — its presence leaves — so that phoenix.js
   // rejoins it and recovers what it can.
   void ErrorTopic(std::string_view topic, std::vector<Action>* out);
+
+  // Hand-off to a new process (docs/UPGRADE.md). The old process exports
+  // the shard-wide part (presence refs; the other shards' presence on every
+  // topic whose snapshot came) and each socket (its token's patterns, rate
+  // bucket and channels with their presence). The new one, on a hub made
+  // with the same limits and no sockets yet, imports the session first,
+  // then each socket: nothing is emitted — the broker hears the whole state
+  // in the new process's hello, and no client hears a presence change.
+  void ExportSession(handoff::Session* session) const;
+  // False if `conn` is not connected.
+  bool ExportConnection(ConnId conn, handoff::Connection* out) const;
+  // Refused, changing nothing, once a socket is connected or if a remote
+  // presence is not a presence_state.
+  Status ImportSession(const handoff::Session& session);
+  // Refused, changing nothing, if the id is 0 or connected, a topic comes
+  // twice, a presence ref was never issued by the session imported
+  // (presence_seq at or past its next one) or a meta is not a JSON object.
+  // The identity's subject is not kept (the hub needs only the patterns).
+  Status ImportConnection(const handoff::Connection& conn);
 
   // Sockets joined to `topic` (nullptr if none), in join order.
   const std::vector<ConnId>* Subscribers(std::string_view topic) const;

@@ -37,6 +37,14 @@ bool OutboundQueue::PushSlow(const FrameRef& frame, Kind kind, const Limits& lim
   return true;
 }
 
+void OutboundQueue::Adopt(const FrameRef& frame, Kind kind) {
+  // Only the newest pong can be waiting unstarted: an older one queued
+  // before it had started (ConsumePart let it go).
+  if (kind == Kind::kPong) pong_ = kNone;
+  const Limits unbounded{.max_charge = SIZE_MAX, .max_owed = SIZE_MAX};
+  PushSlow(frame, kind, unbounded);
+}
+
 size_t OutboundQueue::ConsumePart(size_t n) {
   offset_ += n;
   // A pong with a byte on the wire must be finished as it is.

@@ -105,6 +105,19 @@ class OutboundQueue {
   // Drops everything and frees the ring.
   void Clear();
 
+  // A hand-off of the connection to a new process (docs/UPGRADE.md): the
+  // frames waiting, oldest first, with their kinds; `written` bytes of the
+  // first are on the wire. The new process Adopts each, in order, then
+  // Consume(written): the same frames, charged the same way, whatever its
+  // limits (the old process accepted them), and a pong waiting with no byte
+  // written is still the one a newer pong replaces.
+  template <typename Fn>
+  void ForEachFrame(Fn&& fn) const {
+    for (size_t i = 0; i < count_; ++i) fn(At(i).frame, At(i).kind);
+  }
+  size_t written() const { return offset_; }
+  void Adopt(const FrameRef& frame, Kind kind);
+
   bool empty() const { return count_ == 0; }
   size_t frames() const { return count_; }
   // What counts against the limit: kData, kPong and kForced frames with

@@ -142,6 +142,57 @@ TEST(OutboundQueue, APongWrittenIsNotReplaced) {
   EXPECT_EQ(Drain(q), "p2");
 }
 
+// A hand-off (docs/UPGRADE.md): the frames and what is written of the
+// first, adopted by a new queue, are the same queue whatever its limits.
+OutboundQueue Adopted(const OutboundQueue& old) {
+  OutboundQueue q;
+  old.ForEachFrame([&](const FrameRef& f, Kind kind) { q.Adopt(f, kind); });
+  q.Consume(old.written());
+  return q;
+}
+
+TEST(OutboundQueue, AnAdoptedQueueWritesAndChargesAsTheOldOne) {
+  OutboundQueue old;
+  const auto limit = Limit(1 << 20, 4);
+  ASSERT_TRUE(old.Push(Frame("pong-a"), Kind::kPong, limit));
+  EXPECT_EQ(old.Consume(2), 0u);
+  ASSERT_TRUE(old.Push(Frame("d1"), Kind::kData, limit));
+  ASSERT_TRUE(old.Push(Frame("pong-b"), Kind::kPong, limit));
+  ASSERT_TRUE(old.Push(Frame("owed"), Kind::kOwed, limit));
+  ASSERT_TRUE(old.Push(Frame("close"), Kind::kForced, limit));
+  std::vector<Kind> kinds;
+  old.ForEachFrame([&](const FrameRef&, Kind kind) { kinds.push_back(kind); });
+  EXPECT_EQ(kinds,
+            (std::vector<Kind>{Kind::kPong, Kind::kData, Kind::kPong, Kind::kOwed, Kind::kForced}));
+  EXPECT_EQ(old.written(), 2u);
+
+  OutboundQueue fresh = Adopted(old);
+  EXPECT_EQ(fresh.frames(), old.frames());
+  EXPECT_EQ(fresh.written(), 2u);
+  EXPECT_EQ(fresh.charged(), old.charged());
+  EXPECT_EQ(fresh.owed(), old.owed());
+  EXPECT_EQ(fresh.owed_frames(), old.owed_frames());
+  // Over a limit it could not have queued them under: still refused there.
+  EXPECT_FALSE(fresh.Push(Frame("d2"), Kind::kData, Limit(1)));
+  // The waiting pong is still the one a newer one replaces.
+  ASSERT_TRUE(old.Push(Frame("pong-c"), Kind::kPong, limit));
+  ASSERT_TRUE(fresh.Push(Frame("pong-c"), Kind::kPong, limit));
+  EXPECT_EQ(fresh.frames(), old.frames());
+  EXPECT_EQ(Drain(fresh, 3), Drain(old, 5));
+  OutboundQueue drained = Adopted(old);
+  EXPECT_TRUE(drained.empty());
+}
+
+TEST(OutboundQueue, AnAdoptedQueueWithItsFirstFrameUnstartedKeepsItsPong) {
+  OutboundQueue old;
+  const auto limit = Limit(1 << 20);
+  ASSERT_TRUE(old.Push(Frame("p1"), Kind::kPong, limit));
+  OutboundQueue fresh = Adopted(old);
+  ASSERT_TRUE(fresh.Push(Frame("p2"), Kind::kPong, limit));
+  EXPECT_EQ(fresh.frames(), 1u);
+  EXPECT_EQ(Drain(fresh), "p2");
+}
+
 TEST(OutboundQueue, OwedFramesPassTheLimitUpToTheirCountAndAreCountedApart) {
   OutboundQueue q;
   const std::string state(100000, 's');

@@ -1,6 +1,7 @@
 #include "worker/rate_limiter.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace sb::worker {
 
@@ -20,6 +21,11 @@ bool RateLimiter::Allow(int64_t now_ms) {
   if (tokens_ < 1.0 - 1e-9) return false;
   tokens_ -= 1.0;
   return true;
+}
+
+void RateLimiter::Restore(State state) {
+  tokens_ = std::isfinite(state.tokens) ? std::clamp(state.tokens, 0.0, burst_) : 0.0;
+  last_ms_ = state.last_ms;
 }
 
 }  // namespace sb::worker

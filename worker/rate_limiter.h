@@ -21,6 +21,17 @@ class RateLimiter {
   // nothing (and is not remembered), so a clock step cannot mint tokens.
   bool Allow(int64_t now_ms);
 
+  // The bucket as it is, for a hand-off to a new process (docs/UPGRADE.md);
+  // Restore puts it back. The rate and burst stay this limiter's own (the new
+  // process's options); tokens beyond its burst are capped, negative or
+  // non-finite ones read as an empty bucket.
+  struct State {
+    double tokens = 0;
+    int64_t last_ms = 0;
+  };
+  State state() const { return {tokens_, last_ms_}; }
+  void Restore(State state);
+
  private:
   double rate_per_ms_;
   double burst_;

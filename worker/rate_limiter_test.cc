@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace sb::worker {
 namespace {
 
@@ -81,6 +83,27 @@ TEST(RateLimiterTest, TimeGoingBackwardsRefillsNothing) {
   // Had 0 been remembered, 10,000 would look like 10 s later.
   EXPECT_FALSE(r.Allow(10'000));
   EXPECT_TRUE(r.Allow(10'100));
+}
+
+TEST(RateLimiterTest, RestoredStateAllowsWhatTheOriginalWould) {
+  RateLimiter old(1, 3);
+  EXPECT_TRUE(old.Allow(1000));
+  EXPECT_TRUE(old.Allow(1000));
+  RateLimiter fresh(1, 3);
+  fresh.Restore(old.state());
+  for (int64_t now : {1000, 1000, 1500, 2000, 2000})
+    EXPECT_EQ(fresh.Allow(now), old.Allow(now)) << now;
+}
+
+TEST(RateLimiterTest, RestoreCapsAtTheBurstAndRefusesNonsense) {
+  RateLimiter r(1, 2);
+  r.Restore({.tokens = 50, .last_ms = 0});
+  EXPECT_EQ(r.state().tokens, 2);
+  r.Restore({.tokens = -1, .last_ms = 100});
+  EXPECT_EQ(r.state().tokens, 0);
+  EXPECT_FALSE(r.Allow(100));
+  r.Restore({.tokens = std::numeric_limits<double>::quiet_NaN(), .last_ms = 100});
+  EXPECT_FALSE(r.Allow(100));
 }
 
 }  // namespace

@@ -42,6 +42,8 @@ class RemotePresence {
   // `local_state` (this shard's presence_state of `topic`) with the other
   // shards' metas added under the same keys: what a joiner gets.
   std::string MergedStateJson(std::string_view topic, std::string_view local_state) const;
+  // Whether anything is known of `topic` (a snapshot or a diff came).
+  bool Has(std::string_view topic) const { return topics_.contains(std::string(topic)); }
   size_t topics() const { return topics_.size(); }
 
  private:

@@ -8,6 +8,7 @@
 #include "common/mono_time.h"
 #include "common/process_stats.h"
 #include "protocol/phoenix.h"
+#include "protocol/websocket.h"
 
 namespace sb::worker {
 
@@ -27,7 +28,7 @@ Shard::~Shard() {
 }
 
 Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, ShardOptions options,
-                                             WorkerMetrics* metrics) {
+                                             WorkerMetrics* metrics, handoff::Received* adopted) {
   std::unique_ptr<Shard> shard(new Shard(loop, std::move(options), metrics));
   Shard* self = shard.get();
   Gateway::Listener* listener = self;
@@ -56,12 +57,112 @@ Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, Sha
       self->history_ = std::make_unique<HistoryStreams>(self->opt_.history);
       self->hub_.KeepHistory(&self->opt_.history.rules);
     }
+  }
+  if (adopted != nullptr) {
+    if (Status s = self->Adopt(*adopted); !s.ok()) return s;
+  }
+  if (self->session_) {
     self->session_->Start(MonoNowMs());
     self->Tick();
   }
   loop->SetBeforeSleep([self] { self->EndOfTurn(); });
   loop->SetCron(std::chrono::milliseconds(250), [self] { self->Cron(); });
   return shard;
+}
+
+// --- Hand-off ------------------------------------------------------------------
+
+Status Shard::Adopt(handoff::Received& in) {
+  // A broker session that cannot go on here would lose its outbox and its
+  // place on the broker: not taken, the old process keeps it.
+  if (!session_ && (in.session.epoch != 0 || !in.session.outbox.empty())) {
+    return Status::Refused("the state has a broker session and this process has no --broker");
+  }
+  if (Status s = hub_.ImportSession(in.session); !s.ok()) return s;
+  if (session_) {
+    if (Status s = session_->Import(in.session); !s.ok()) return s;
+  }
+  if (history_) history_->ImportPositions(in.session.streams);
+  for (size_t i = 0; i < in.connections.size(); ++i) {
+    handoff::Connection& c = in.connections[i];
+    const uint64_t old_id = c.id;
+    Result<ConnId> id = gateway_->Adopt(std::move(in.fds[i]), c);
+    if (!id.ok()) {
+      ++adoption_failures_;
+      spdlog::warn("hand-off: connection {:x} not adopted: {}", old_id, id.status().message());
+      continue;
+    }
+    // Ids are per process: the channels follow the socket to its new one.
+    c.id = *id;
+    if (Status s = hub_.ImportConnection(c); !s.ok()) {
+      ++adoption_failures_;
+      spdlog::warn("hand-off: connection {:x}'s channels not taken: {}", old_id, s.message());
+      gateway_->Close(*id, ws::close_code::kInternalError, CloseReason::kIoError,
+                      "state not taken");
+    }
+  }
+  if (history_) {
+    // Streams whose position did not move (it was not known yet) are
+    // synced as after a subscribe; the others go on from theirs.
+    std::vector<std::string> topics;
+    std::vector<mesh::TopicState> presence;
+    hub_.ClusterState(&topics, &presence);
+    std::vector<HistoryAction> actions;
+    for (const std::string& topic : topics) history_->OnSubscribed(topic, &actions);
+    PerformHistory(actions);
+  }
+  gateway_->Settle();
+  return Status::Ok();
+}
+
+bool Shard::ReadyToHandOff() const {
+  return !draining_ && !handed_off_ && parked_.empty() && own_.empty() && api_publishes_.empty() &&
+         api_history_.empty() && presence_waits_.empty();
+}
+
+Shard::HandoffState Shard::ExportHandoff() {
+  HandoffState out;
+  std::vector<Action> actions;
+  hub_.SendOverdueStates(INT64_MAX, &actions);
+  Perform(actions, 0);
+  gateway_->Settle();
+  if (session_) session_->Flush();
+  gateway_->FlushAll();
+
+  handoff::Session& s = out.session;
+  if (session_) {
+    session_->Export(&s);
+  } else {
+    s.shard = opt_.cluster.shard;
+    s.instance = opt_.cluster.instance;
+    s.token = opt_.cluster.token;
+  }
+  hub_.ExportSession(&s);
+  if (history_) history_->ExportPositions(&s.streams);
+  for (ConnId id : gateway_->OpenConnections()) {
+    handoff::Connection c;
+    const int fd = gateway_->ExportConnection(id, &c);
+    if (fd < 0 || !hub_.ExportConnection(id, &c)) continue;
+    out.connections.push_back(std::move(c));
+    out.fds.push_back(fd);
+  }
+  return out;
+}
+
+void Shard::HandedOff() {
+  handed_off_ = true;
+  gateway_->StopAccepting();
+  for (ConnId id : gateway_->OpenConnections()) gateway_->Release(id);
+}
+
+void Shard::ReleaseHandedOff(std::span<const ConnId> ids) {
+  std::vector<Action> actions;
+  for (ConnId id : ids) {
+    gateway_->Release(id);
+    hub_.Disconnect(id, &actions);
+  }
+  Perform(actions, 0);
+  gateway_->Settle();
 }
 
 // --- From clients -------------------------------------------------------------
@@ -296,6 +397,8 @@ void Shard::Perform(const std::vector<Action>& actions, int64_t read_ns) {
 // --- End of the loop turn ---------------------------------------------------
 
 void Shard::EndOfTurn() {
+  // Handed off: the broker session and every socket are the new process's.
+  if (handed_off_) return;
   // The broker first: its next messages are on their way while the client
   // sockets are written.
   if (session_) {
@@ -403,6 +506,7 @@ void Shard::RemotePresence(std::string_view topic, std::string_view json, bool s
 // --- Timers ------------------------------------------------------------------
 
 void Shard::Tick() {
+  if (handed_off_) return;
   session_->OnTick(MonoNowMs());
   if (draining_) MaybeFinishDrain();
   // Liveness is judged at a quarter of the heartbeat's resolution.
@@ -412,6 +516,7 @@ void Shard::Tick() {
 }
 
 void Shard::Cron() {
+  if (handed_off_) return;
   if (session_) {
     std::vector<Action> actions;
     hub_.SendOverdueStates(MonoNowMs(), &actions);

@@ -34,6 +34,7 @@
 #include "worker/broker_link.h"
 #include "worker/cluster_session.h"
 #include "worker/gateway.h"
+#include "worker/handoff_transfer.h"
 #include "worker/history.h"
 #include "worker/http_api.h"
 #include "worker/hub.h"
@@ -55,9 +56,16 @@ struct ShardOptions {
 class Shard : private Gateway::Listener, private ClusterSession::Handler, private ClusterView {
  public:
   // Serves `listen_fd` (non-blocking, listening; not owned) on `loop`, and
-  // connects to options.broker_endpoint when set.
+  // connects to options.broker_endpoint when set. `adopted`: the state the
+  // process this one replaces handed over (docs/UPGRADE.md), taken before
+  // anything else happens — its sockets adopted, its hub, history and broker
+  // session restored (options.cluster must then carry the state's shard,
+  // instance and token) — so the first hello is the old process's. Refused
+  // if the shard-wide state cannot be taken; a connection that cannot be
+  // adopted is closed (counted in adoption_failures()).
   static Result<std::unique_ptr<Shard>> Create(EventLoop* loop, int listen_fd, ShardOptions options,
-                                               WorkerMetrics* metrics);
+                                               WorkerMetrics* metrics,
+                                               handoff::Received* adopted = nullptr);
   ~Shard() override;
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
@@ -70,6 +78,32 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   // (logged; they are lost with the process).
   void Drain(std::function<void(size_t unacked)> done);
   size_t connections() const { return gateway_->connections(); }
+
+  // --- Hand-off to a new process (docs/UPGRADE.md), the old process's side.
+  // Whether it can go now: nothing waits on the broker that only this
+  // process could answer (history joins parked for their stream's position,
+  // own sequenced broadcasts not yet delivered back, API requests waiting)
+  // and no drain has begun. If not, the caller tries again shortly.
+  bool ReadyToHandOff() const;
+  struct HandoffState {
+    handoff::Session session;
+    std::vector<handoff::Connection> connections;
+    std::vector<int> fds;  // connection i's, still owned here
+  };
+  // Finishes what must be finished first (joiners waiting for the other
+  // shards' presence get it now, the broker's credit and this turn's
+  // publishes go, every queue is written as far as the kernel takes it),
+  // then reads the whole state out. Changes nothing else: if the hand-off
+  // fails, serving goes on as before.
+  HandoffState ExportHandoff();
+  // After the new process acknowledged: every socket is its own. Nothing
+  // more is written to clients or sent to the broker; the caller exits.
+  void HandedOff();
+  // A hand-off failed after `ids` were sent: those are the new process's
+  // (or gone with it). Released here, their presence leaving as for any
+  // socket that went away; the rest is served on.
+  void ReleaseHandedOff(std::span<const ConnId> ids);
+  size_t adoption_failures() const { return adoption_failures_; }
 
  private:
   Shard(EventLoop* loop, ShardOptions options, WorkerMetrics* metrics);
@@ -153,6 +187,10 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   std::vector<uint64_t> turn_sequenced_stamps_;
   uint64_t cron_ticks_ = 0;
   bool draining_ = false;
+  bool handed_off_ = false;  // HandedOff: the process is about to exit
+  size_t adoption_failures_ = 0;
+  // Create's part for a hand-off's state.
+  Status Adopt(handoff::Received& adopted);
   bool clients_gone_ = false;  // the gateway's drain is over
   int64_t drain_deadline_ms_ = 0;
   std::function<void(size_t)> drained_;  // Drain's `done`, until called

@@ -4,7 +4,10 @@
 // the loop, the shard and the metrics endpoint, reports READY=1 and on
 // SIGTERM drains (close 1012, then the broker's acks of the outbox, both
 // within --shutdown-timeout) and exits 0, or 1 if broadcasts answered ok
-// were left unacked.
+// were left unacked. With SWITCHBOARD_HANDOFF_SOCKET set it also takes part
+// in an upgrade in place (docs/UPGRADE.md, "The daemon ↔ shard contract"):
+// on SIGUSR2 it hands its connections to the process listening there and
+// exits 0; started with SWITCHBOARD_HANDOFF=receive it is that process.
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -14,7 +17,10 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -24,12 +30,14 @@
 #include "common/listen_fds.h"
 #include "common/log.h"
 #include "common/metrics_endpoint.h"
+#include "common/mono_time.h"
 #include "common/sd_notify.h"
 #include "common/signal_fd.h"
 #include "common/tcp_listen.h"
 #include "common/unique_fd.h"
 #include "protocol/history_spec.h"
 #include "worker/auth.h"
+#include "worker/handoff_transfer.h"
 #include "worker/http_upgrade.h"
 #include "worker/shard.h"
 #include "worker/worker_metrics.h"
@@ -259,8 +267,17 @@ int main(int argc, char** argv) {
   // that lost the race for a connection.
   ::fcntl(listen_fd, F_SETFL, ::fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
 
+  const char* handoff_env = std::getenv("SWITCHBOARD_HANDOFF_SOCKET");
+  const std::string handoff_path = handoff_env != nullptr ? handoff_env : "";
+  const char* mode_env = std::getenv("SWITCHBOARD_HANDOFF");
+  const bool receive = mode_env != nullptr && std::string_view(mode_env) == "receive";
+  if (receive && handoff_path.empty()) {
+    sb::PrintFatal(kProgram, "receive a hand-off", "SWITCHBOARD_HANDOFF_SOCKET is not set");
+    return sb::kExitUsage;
+  }
+
   // Signals first: the metrics threads inherit the blocked mask.
-  auto sfd = sb::BlockSignalsToFd({SIGTERM, SIGINT});
+  auto sfd = sb::BlockSignalsToFd({SIGTERM, SIGINT, SIGUSR2});
   auto loop = sb::EventLoop::Create();
   if (!sfd.ok() || !loop.ok()) {
     sb::PrintFatal(kProgram, "set up the event loop",
@@ -279,16 +296,125 @@ int main(int argc, char** argv) {
     endpoint = std::move(ep.value());
     endpoint->Register(metrics.collectable());
   }
-  auto created = sb::worker::Shard::Create(loop->get(), listen_fd, opt, &metrics);
+  // Receiving: set up, but neither accept nor connect to the broker until
+  // the old process's state is here; its instance and token are then the
+  // broker session's, so the broker sees the same shard.
+  std::optional<sb::worker::handoff::Received> received;
+  sb::UniqueFd handoff_conn;
+  int64_t handoff_start_ms = 0;
+  if (receive) {
+    auto listener = sb::worker::handoff::ListenHandoff(handoff_path);
+    if (!listener.ok()) {
+      sb::PrintFatal(kProgram, "receive a hand-off", listener.status().message());
+      return sb::kExitFailure;
+    }
+    sb::SdNotify("READY=1");
+    spdlog::info("shard {}: waiting for the hand-off on {}", shard, handoff_path);
+    // The daemon signals the old process on READY; it kills this one if the
+    // hand-off never comes (rollback). SIGTERM meanwhile: nothing to drain.
+    for (;;) {
+      auto conn = sb::worker::handoff::AcceptHandoff(listener->get(), sb::MonoNowMs() + 200);
+      if (conn.ok()) {
+        handoff_conn = std::move(conn.value());
+        break;
+      }
+      if (int sig = sb::ReadSignal(sfd->get()); sig == SIGTERM || sig == SIGINT) {
+        spdlog::info("shard {}: signal {} before the hand-off: exiting", shard, sig);
+        ::unlink(handoff_path.c_str());
+        return sb::kExitOk;
+      }
+    }
+    ::unlink(handoff_path.c_str());
+    handoff_start_ms = sb::MonoNowMs();
+    auto state = sb::worker::handoff::ReceiveState(handoff_conn.get(), handoff_start_ms + 10000);
+    if (!state.ok()) {
+      // Refused: the old process keeps serving everything.
+      (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), state.status().message());
+      sb::PrintFatal(kProgram, "receive the hand-off", state.status().message());
+      return sb::kExitFailure;
+    }
+    received = std::move(state).value();
+    opt.cluster.shard = received->session.shard;
+    opt.cluster.instance = received->session.instance;
+    opt.cluster.token = received->session.token;
+  }
+
+  auto created = sb::worker::Shard::Create(loop->get(), listen_fd, opt, &metrics,
+                                           received ? &*received : nullptr);
   if (!created.ok()) {
+    // Nothing was written to an adopted socket yet: the old process keeps
+    // them all, as they were.
+    if (received)
+      (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), created.status().message());
     sb::PrintFatal(kProgram, "serve", created.status().message());
     return sb::kExitFailure;
   }
+  if (received) {
+    if (sb::Status s = sb::worker::handoff::SendAck(handoff_conn.get()); !s.ok()) {
+      // The old process may still hold the sockets: two processes must not
+      // serve them.
+      sb::PrintFatal(kProgram, "acknowledge the hand-off", s.message());
+      return sb::kExitFailure;
+    }
+    const int64_t ms = sb::MonoNowMs() - handoff_start_ms;
+    const size_t moved = received->connections.size() - (*created)->adoption_failures();
+    spdlog::info("shard {}: upgraded: {} connection(s) taken over in {} ms", shard, moved, ms);
+    sb::SdNotify("STATUS=upgraded connections=" + std::to_string(moved) +
+                 " ms=" + std::to_string(ms));
+    received.reset();
+  }
   sb::EventLoop* l = loop->get();
   sb::worker::Shard* g = created->get();
+  // SIGUSR2: hand everything to the process on the hand-off socket. Tried
+  // again every 10 ms while something waits on the broker that only this
+  // process could answer, for at most a second.
+  bool handing_off = false;
+  std::function<void(int64_t)> hand_off = [&](int64_t give_up_ms) {
+    if (!g->ReadyToHandOff()) {
+      if (sb::MonoNowMs() >= give_up_ms) {
+        spdlog::warn("shard {}: hand-off: still waiting on the broker; serving on", shard);
+        handing_off = false;
+        return;
+      }
+      l->AddTimer(std::chrono::milliseconds(10), [&, give_up_ms] { hand_off(give_up_ms); });
+      return;
+    }
+    handing_off = false;
+    const int64_t start = sb::MonoNowMs();
+    auto conn = sb::worker::handoff::ConnectHandoff(handoff_path);
+    if (!conn.ok()) {
+      spdlog::warn("shard {}: hand-off: {}; serving on", shard, conn.status().message());
+      return;
+    }
+    sb::worker::Shard::HandoffState state = g->ExportHandoff();
+    size_t sent = 0;
+    sb::Status s = sb::worker::handoff::SendState(conn->get(), state.session, state.connections,
+                                                  state.fds, start + 10000, &sent);
+    if (s.ok()) {
+      spdlog::info("shard {}: handed {} connection(s) over in {} ms; exiting", shard,
+                   state.connections.size(), sb::MonoNowMs() - start);
+      g->HandedOff();
+      l->Stop(sb::kExitOk);
+      return;
+    }
+    std::vector<sb::worker::ConnId> gone;
+    for (size_t i = 0; i < sent; ++i) gone.push_back(state.connections[i].id);
+    g->ReleaseHandedOff(gone);
+    spdlog::warn("shard {}: hand-off failed after {} of {} connection(s): {}; serving on", shard,
+                 sent, state.connections.size(), s.message());
+  };
   (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
     int sig = sb::ReadSignal(sfd->get());
     if (sig == 0) return;
+    if (sig == SIGUSR2) {
+      if (handoff_path.empty()) {
+        spdlog::warn("shard {}: SIGUSR2 without SWITCHBOARD_HANDOFF_SOCKET: ignored", shard);
+      } else if (!handing_off) {
+        handing_off = true;
+        hand_off(sb::MonoNowMs() + 1000);
+      }
+      return;
+    }
     spdlog::info("shard {}: signal {}: draining {} connection(s)", shard, sig, g->connections());
     // Broadcasts lost with the process (the broker never acked them) make
     // the exit a failure, so the supervisor counts it
@@ -298,7 +424,7 @@ int main(int argc, char** argv) {
 
   spdlog::info("shard {}: listening on {}", shard, sb::BoundAddress(listen_fd));
   if (endpoint) spdlog::info("shard {}: metrics on 127.0.0.1:{}", shard, endpoint->port());
-  sb::SdNotify("READY=1");
+  if (!receive) sb::SdNotify("READY=1");
   int rc = l->Run();
   spdlog::info("shard {}: stopped", shard);
   return rc;

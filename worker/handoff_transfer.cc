@@ -1,0 +1,237 @@
+#include "worker/handoff_transfer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "common/fd_passing.h"
+#include "common/mono_time.h"
+
+namespace sb::worker::handoff {
+namespace {
+
+// Waits for `events` on `sock` until `deadline_ms`.
+Status Wait(int sock, short events, int64_t deadline_ms, std::string_view what) {
+  for (;;) {
+    const int64_t left = deadline_ms - MonoNowMs();
+    if (left <= 0)
+      return Status::IoError(std::string("hand-off: timed out waiting for ") + std::string(what));
+    pollfd p{.fd = sock, .events = events, .revents = 0};
+    const int n = ::poll(&p, 1, static_cast<int>(left));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::IoError(std::string("hand-off: poll: ") + strerror(errno));
+    if (n > 0) return Status::Ok();
+  }
+}
+
+Status Send(int sock, std::string_view bytes, std::span<const int> fds, int64_t deadline_ms) {
+  for (;;) {
+    Result<SendResult> r = SendFds(sock, bytes, fds);
+    if (!r.ok()) return r.status();
+    if (r.value() == SendResult::kSent) return Status::Ok();
+    if (Status s = Wait(sock, POLLOUT, deadline_ms, "room to send"); !s.ok()) return s;
+  }
+}
+
+Result<FdMessage> Receive(int sock, int64_t deadline_ms, std::string_view what) {
+  for (;;) {
+    Result<FdMessage> m = ReceiveFds(sock);
+    if (!m.ok()) return m.status();
+    if (m.value().kind == FdMessage::Kind::kClosed) {
+      return Status::IoError(std::string("hand-off: the peer closed before ") + std::string(what));
+    }
+    if (m.value().kind == FdMessage::Kind::kMessage) return m;
+    if (Status s = Wait(sock, POLLIN, deadline_ms, what); !s.ok()) return s;
+  }
+}
+
+// Every wait is bounded by poll, so the socket's own calls must not block.
+Status NonBlocking(int sock) {
+  const int flags = ::fcntl(sock, F_GETFL);
+  if (flags < 0 || ::fcntl(sock, F_SETFL, flags | O_NONBLOCK) < 0) {
+    return Status::IoError(std::string("hand-off: fcntl: ") + strerror(errno));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+namespace {
+
+Result<sockaddr_un> AddressOf(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path) {
+    return Status::InvalidConfig("hand-off socket path empty or too long: " + path);
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  return addr;
+}
+
+}  // namespace
+
+Result<UniqueFd> ListenHandoff(const std::string& path) {
+  Result<sockaddr_un> addr = AddressOf(path);
+  if (!addr.ok()) return addr.status();
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return Status::IoError(std::string("hand-off: socket: ") + strerror(errno));
+  // The file of a process that did not clean up (killed mid-upgrade).
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Status::IoError("hand-off: remove " + path + ": " + strerror(errno));
+  }
+  // Made 0600 from the start: no moment when another user could connect.
+  const mode_t old_mask = ::umask(0177);
+  const int bound =
+      ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.value()), sizeof(sockaddr_un));
+  const int bind_errno = errno;
+  ::umask(old_mask);
+  if (bound != 0) return Status::IoError("hand-off: bind " + path + ": " + strerror(bind_errno));
+  if (::listen(fd.get(), 1) != 0) {
+    return Status::IoError("hand-off: listen " + path + ": " + strerror(errno));
+  }
+  return fd;
+}
+
+Result<UniqueFd> ConnectHandoff(const std::string& path) {
+  Result<sockaddr_un> addr = AddressOf(path);
+  if (!addr.ok()) return addr.status();
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return Status::IoError(std::string("hand-off: socket: ") + strerror(errno));
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr.value()), sizeof(sockaddr_un)) !=
+      0) {
+    return Status::IoError("hand-off: connect " + path + ": " + strerror(errno));
+  }
+  return fd;
+}
+
+Result<UniqueFd> AcceptHandoff(int listener, int64_t deadline_ms) {
+  if (Status s = NonBlocking(listener); !s.ok()) return s;
+  for (;;) {
+    UniqueFd fd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+    if (fd.get() >= 0) return fd;
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      return Status::IoError(std::string("hand-off: accept: ") + strerror(errno));
+    }
+    if (Status s = Wait(listener, POLLIN, deadline_ms, "the old process"); !s.ok()) return s;
+  }
+}
+
+Status SendState(int sock, Session session, std::span<const Connection> connections,
+                 std::span<const int> fds, int64_t deadline_ms, size_t* sent) {
+  *sent = 0;
+  if (Status s = NonBlocking(sock); !s.ok()) return s;
+  if (fds.size() != connections.size()) return Status::Internal("hand-off: an fd per connection");
+  Result<std::vector<Chunk>> chunks = EncodeChunks(connections);
+  if (!chunks.ok()) return chunks.status();
+  session.connections = connections.size();
+  session.chunks = chunks.value().size();
+  Result<std::string> record = EncodeSession(session);
+  if (!record.ok()) return record.status();
+  for (std::string_view part : SplitRecord(record.value())) {
+    if (Status s = Send(sock, part, {}, deadline_ms); !s.ok()) return s;
+  }
+  for (const Chunk& chunk : chunks.value()) {
+    const std::vector<std::string_view> parts = SplitRecord(chunk.record);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      // The fds ride with the record's first message.
+      std::span<const int> with =
+          i == 0 ? fds.subspan(chunk.first, chunk.count) : std::span<const int>();
+      if (Status s = Send(sock, parts[i], with, deadline_ms); !s.ok()) {
+        // A first message refused whole sent no fd; one sent, the chunk is
+        // the peer's even if its continuation was not.
+        if (i > 0) *sent = chunk.first + chunk.count;
+        return s;
+      }
+    }
+    *sent = chunk.first + chunk.count;
+  }
+  if (Status s = Send(sock, kEndMessage, {}, deadline_ms); !s.ok()) return s;
+  Result<FdMessage> ack = Receive(sock, deadline_ms, "the acknowledgement");
+  if (!ack.ok()) return ack.status();
+  if (ack.value().bytes.starts_with(kRefusalPrefix)) {
+    *sent = 0;
+    return Status::Refused("hand-off: the new process refused the state: " +
+                           ack.value().bytes.substr(kRefusalPrefix.size()));
+  }
+  if (ack.value().bytes != kAckMessage || !ack.value().fds.empty()) {
+    return Status::Refused("hand-off: the answer is not an acknowledgement");
+  }
+  return Status::Ok();
+}
+
+Result<Received> ReceiveState(int sock, int64_t deadline_ms) {
+  if (Status s = NonBlocking(sock); !s.ok()) return s;
+  Received got;
+  // Reads one whole record, from as many messages as it takes; the fds come
+  // with its first.
+  auto next = [&](std::string_view what, std::vector<UniqueFd>* fds) -> Result<std::string> {
+    RecordAssembler assembler;
+    bool first = true;
+    while (!assembler.complete()) {
+      Result<FdMessage> m = Receive(sock, deadline_ms, what);
+      if (!m.ok()) return m.status();
+      if (!first && !m.value().fds.empty()) {
+        return Status::Refused("hand-off: fds with a record's continuation");
+      }
+      if (first) *fds = std::move(m.value().fds);
+      first = false;
+      if (Status s = assembler.Add(m.value().bytes); !s.ok()) return s;
+    }
+    return assembler.Take();
+  };
+  std::vector<UniqueFd> none;
+  Result<std::string> record = next("the session record", &none);
+  if (!record.ok()) return record.status();
+  if (!none.empty()) return Status::Refused("hand-off: fds with the session record");
+  Result<Session> session = DecodeSession(record.value());
+  if (!session.ok()) return session.status();
+  got.session = std::move(session).value();
+  for (uint64_t i = 0; i < got.session.chunks; ++i) {
+    std::vector<UniqueFd> fds;
+    Result<std::string> chunk = next("a chunk of connections", &fds);
+    if (!chunk.ok()) return chunk.status();
+    Result<std::vector<Connection>> conns = DecodeChunk(chunk.value(), fds.size());
+    if (!conns.ok()) return conns.status();
+    for (Connection& c : conns.value()) got.connections.push_back(std::move(c));
+    for (UniqueFd& fd : fds) got.fds.push_back(std::move(fd));
+  }
+  if (got.connections.size() != got.session.connections) {
+    return Status::Refused("hand-off: " + std::to_string(got.connections.size()) +
+                           " connections came, the session announced " +
+                           std::to_string(got.session.connections));
+  }
+  Result<FdMessage> end = Receive(sock, deadline_ms, "the end");
+  if (!end.ok()) return end.status();
+  if (end.value().bytes != kEndMessage || !end.value().fds.empty()) {
+    return Status::Refused("hand-off: the state does not end where the session said");
+  }
+  return got;
+}
+
+Status SendRefusal(int sock, std::string_view why) {
+  std::string message(kRefusalPrefix);
+  message.append(why.substr(0, 4096));
+  Result<SendResult> r = SendFds(sock, message, {});
+  if (!r.ok()) return r.status();
+  if (r.value() != SendResult::kSent) return Status::IoError("hand-off: refusal not sent");
+  return Status::Ok();
+}
+
+Status SendAck(int sock) {
+  Result<SendResult> r = SendFds(sock, kAckMessage, {});
+  if (!r.ok()) return r.status();
+  // An ack is a few bytes on a socket nobody else writes to.
+  if (r.value() != SendResult::kSent) return Status::IoError("hand-off: acknowledgement not sent");
+  return Status::Ok();
+}
+
+}  // namespace sb::worker::handoff
