@@ -287,7 +287,9 @@ int main(int argc, char** argv) {
   sb::worker::WorkerMetrics metrics(shard);
   metrics.counters().api_on.store(opt.gateway.api_key.has_value(), std::memory_order_relaxed);
   std::unique_ptr<sb::MetricsEndpoint> endpoint;
-  if (!metrics_listen.empty()) {
+  // Receiving: the old process holds the metrics port until it exits, just
+  // after the hand-off; this one binds it then (StartMetricsAfterHandOff).
+  if (!metrics_listen.empty() && !receive) {
     auto ep = sb::MetricsEndpoint::Create(metrics_listen);
     if (!ep.ok()) {
       sb::PrintFatal(kProgram, "serve metrics", ep.status().message());
@@ -422,6 +424,27 @@ int main(int argc, char** argv) {
     g->Drain([l](size_t unacked) { l->Stop(unacked == 0 ? sb::kExitOk : sb::kExitFailure); });
   });
 
+  // The old process frees the port as it exits, right after our ack: tried
+  // every 20 ms for 5 s. The connections taken are served whatever happens
+  // here; without the port the shard logs it and serves on. (Both live as
+  // long as the loop: its timer calls back into them.)
+  const int64_t give_up_ms = sb::MonoNowMs() + 5000;
+  std::function<void()> bind_metrics;
+  if (receive && !metrics_listen.empty()) {
+    bind_metrics = [&] {
+      auto ep = sb::MetricsEndpoint::Create(metrics_listen);
+      if (ep.ok()) {
+        endpoint = std::move(ep.value());
+        endpoint->Register(metrics.collectable());
+        spdlog::info("shard {}: metrics on 127.0.0.1:{}", shard, endpoint->port());
+      } else if (sb::MonoNowMs() < give_up_ms) {
+        l->AddTimer(std::chrono::milliseconds(20), [&] { bind_metrics(); });
+      } else {
+        spdlog::error("shard {}: serving without metrics: {}", shard, ep.status().message());
+      }
+    };
+    bind_metrics();
+  }
   spdlog::info("shard {}: listening on {}", shard, sb::BoundAddress(listen_fd));
   if (endpoint) spdlog::info("shard {}: metrics on 127.0.0.1:{}", shard, endpoint->port());
   if (!receive) sb::SdNotify("READY=1");

@@ -150,6 +150,7 @@ class Cluster {
       out.push(`          metrics: ${q(`127.0.0.1:${s.metricsPort}`)}`);
       out.push(`          sockets: [${q(`gw-${s.index}`)}]`);
       out.push('          shutdown: 10s');
+      if (o.upgrade) out.push(`          upgrade: ${o.upgrade}`);
     }
     return `${out.join('\n')}\n`;
   }
@@ -473,12 +474,12 @@ function workers(node) {
 // switchboard-worker flags per shard), brokerArgs (extra switchboard-broker
 // flags), heartbeatMs (broker and shards; default 200), env, balance (one
 // socket with this balance for a replica set of the shards; see the top).
-async function startCluster({ shards = 2, brokerArgs = [], heartbeatMs = 200, env = {}, name = 'cluster', balance = null } = {}) {
+async function startCluster({ shards = 2, brokerArgs = [], heartbeatMs = 200, env = {}, name = 'cluster', balance = null, upgrade = null } = {}) {
   binDir(); // fails early when the environment does not say where the binaries are
   const specs = typeof shards === 'number' ? Array.from({ length: shards }, () => ({})) : shards;
   let lastError;
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
-    const c = new Cluster({ shards: specs, brokerArgs, heartbeatMs, env, name, balance });
+    const c = new Cluster({ shards: specs, brokerArgs, heartbeatMs, env, name, balance, upgrade });
     startedClusters.push(c);
     try {
       await c.launch();

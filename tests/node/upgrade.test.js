@@ -1,0 +1,62 @@
+'use strict';
+// `switchboard upgrade` of a shard under the real daemon, with phoenix.js
+// clients (docs/UPGRADE.md): the shard's connections and broker session move
+// to a new process; no client sees a close or a phx_error, pushes keep their
+// replies, history goes on in order, and the daemon counts no restart,
+// over 20 upgrades in a row.
+
+const assert = require('node:assert/strict');
+const { describe } = require('node:test');
+const { startCluster, it } = require('./lib/cluster');
+const { connect } = require('./lib/phoenix');
+const { HistoryClient } = require('./lib/history');
+const { scopeFor, waitUntil } = require('./lib/util');
+
+describe('upgrade', () => {
+  it('switchboard upgrade moves a shard\'s clients to a new process: no close, no phx_error, nothing lost', { timeout: 120000 }, async (t) => {
+    const s = scopeFor(t);
+    const history = ['--history', 'room:*=1000/10m'];
+    const cluster = await startCluster({
+      shards: [{ args: history }, { args: history }], brokerArgs: history, upgrade: 'handoff',
+    });
+    s.add(() => cluster.stop());
+    const [a, b] = cluster.shards;
+    const clients = [];
+    const errors = [];
+    for (let i = 0; i < 20; i++) {
+      const socket = await connect(s, a.url, { reconnectAfterMs: () => 10, rejoinAfterMs: () => 10 });
+      const c = new HistoryClient(socket, 'room:up', { name: `a${i}` });
+      c.channel.onError(() => errors.push(c.name));
+      assert.equal((await c.join()).status, 'ok');
+      clients.push(c);
+    }
+    const other = new HistoryClient(await connect(s, b.url), 'room:up', { name: 'b' });
+    assert.equal((await other.join()).status, 'ok');
+    const pids = [await cluster.pid(a.id)];
+    let n = 0;
+    for (let round = 0; round < 20; round++) {
+      // Traffic before, during and after each upgrade.
+      const during = Promise.all(clients.slice(0, 5).map((c) => c.push({ n: n++ })));
+      const out = await cluster.control('upgrade', a.id);
+      assert.match(out, /upgraded/, out);
+      for (const r of await during) assert.equal(r.status, 'ok');
+      for (const c of clients.slice(5, 10)) assert.equal((await c.push({ n: n++ })).status, 'ok');
+      assert.equal((await other.push({ n: n++ })).status, 'ok');
+      pids.push(await cluster.pid(a.id));
+    }
+    assert.equal(new Set(pids).size, pids.length, `a new process each time: ${pids}`);
+    const top = other.pos.offset;
+    for (const c of [...clients, other]) await c.until((x) => x.pos.offset === top, `offset ${top}`);
+    t.diagnostic(JSON.stringify(clients.map((c) => [c.name, c.socket.openCount, c.joinReplies.length])));
+    t.diagnostic(`channel errors: ${errors.join(' ')}`);
+    for (const c of [...clients, other]) {
+      assert.deepEqual(c.problems, [], c.name);
+      assert.equal(c.joinReplies.length, 1, `${c.name} never rejoined`);
+      assert.equal(c.socket.openCount, 1, `${c.name} never reconnected`);
+    }
+    assert.deepEqual(errors, []);
+    const st = JSON.stringify(await cluster.status());
+    assert.deepEqual([...new Set(st.match(/"restarts":\d+/g))], ['"restarts":0'], 'no restart counted');
+    t.diagnostic(`pids ${pids.join(' ')}`);
+  });
+});
