@@ -6,6 +6,8 @@
 // over 20 upgrades in a row.
 
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
 const { describe } = require('node:test');
 const { startCluster, it } = require('./lib/cluster');
 const { connect } = require('./lib/phoenix');
@@ -58,5 +60,43 @@ describe('upgrade', () => {
     const st = JSON.stringify(await cluster.status());
     assert.deepEqual([...new Set(st.match(/"restarts":\d+/g))], ['"restarts":0'], 'no restart counted');
     t.diagnostic(`pids ${pids.join(' ')}`);
+  });
+
+  it('an upgrade to a process that cannot start rolls back: every client stays with the old one', { timeout: 60000 }, async (t) => {
+    const s = scopeFor(t);
+    const history = ['--history', 'room:*=1000/10m'];
+    const cluster = await startCluster({
+      shards: [{ args: history }, { args: history }], brokerArgs: history, upgrade: 'handoff',
+    });
+    s.add(() => cluster.stop());
+    const [a, b] = cluster.shards;
+    const clients = [];
+    for (let i = 0; i < 10; i++) {
+      const socket = await connect(s, a.url, { reconnectAfterMs: () => 10, rejoinAfterMs: () => 10 });
+      const c = new HistoryClient(socket, 'room:rb', { name: `a${i}` });
+      assert.equal((await c.join()).status, 'ok');
+      clients.push(c);
+    }
+    const other = new HistoryClient(await connect(s, b.url), 'room:rb', { name: 'b' });
+    assert.equal((await other.join()).status, 'ok');
+    const pid = await cluster.pid(a.id);
+    // The new command fails its start (an unknown flag: exit 2 before READY);
+    // a reload whose only change is the command hands over — and rolls back.
+    const r = await cluster.reload((yaml) => yaml.replace(
+      /(- id: "?shard-0"?\n\s+command: \[)/, '$1"switchboard-worker", "--no-such-flag", '));
+    t.diagnostic(r.out);
+    assert.match(r.out, /upgrade/i, r.out);
+    assert.equal(await cluster.pid(a.id), pid, 'the old process still serves');
+    for (const c of clients) assert.equal((await c.push({ from: c.name })).status, 'ok');
+    assert.equal((await other.push({ from: 'b' })).status, 'ok');
+    const top = other.pos.offset;
+    for (const c of [...clients, other]) await c.until((x) => x.pos.offset === top, `offset ${top}`);
+    for (const c of [...clients, other]) {
+      assert.deepEqual(c.problems, [], c.name);
+      assert.equal(c.socket.openCount, 1, `${c.name} never reconnected`);
+      assert.equal(c.joinReplies.length, 1, `${c.name} never rejoined`);
+    }
+    const events = fs.readFileSync(path.join(cluster.dir, 'events'), 'utf8');
+    assert.match(events, /upgrade_failed/, 'the daemon says the upgrade failed');
   });
 });
