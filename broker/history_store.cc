@@ -18,6 +18,8 @@ HistoryStore::HistoryStore(HistoryOptions options) : options_(std::move(options)
     options_.new_stream = [n = uint64_t{0}]() mutable { return ++n; };
   }
   next_expiry_us_ = kNever;
+  for (const history::Rule& r : options_.rules.rules()) families_.push_back({r.pattern});
+  families_.push_back({""});
 }
 
 uint64_t HistoryStore::NewStream() {
@@ -33,7 +35,9 @@ HistoryStore::Topic& HistoryStore::Create(std::string_view topic, uint64_t strea
   if (const history::Rule* rule = options_.rules.Find(topic)) {
     t.size = rule->size;
     t.ttl_us = rule->ttl_ms * 1000;
+    t.family = static_cast<size_t>(rule - options_.rules.rules().data());
   } else {
+    t.family = families_.size() - 1;
     // A shard sequences it, so a shard's rule names it: the broker's rules
     // differ from the shards'. Kept all the same, by the default.
     ++counters_.unconfigured_topics;
@@ -56,6 +60,8 @@ void HistoryStore::Erase(Topic& t, std::map<uint64_t, Entry>::iterator it, Histo
   }
   --messages_;
   bytes_ -= e.body.size();
+  --families_[t.family].messages;
+  families_[t.family].bytes -= e.body.size();
   ++counters_.evicted[Index(reason)];
   t.held.erase(it);
 }
@@ -80,6 +86,8 @@ void HistoryStore::Hold(Topic& t, Entry entry) {
   next_expiry_us_ = std::min(next_expiry_us_, entry.arrival_us + t.ttl_us);
   ++messages_;
   bytes_ += entry.body.size();
+  ++families_[t.family].messages;
+  families_[t.family].bytes += entry.body.size();
   t.by_publish.emplace(Publish{entry.origin, entry.seq}, offset);
   t.held.emplace(offset, std::move(entry));
   // The topic's SIZE newest stay (a restated one older than all of them

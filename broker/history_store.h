@@ -122,6 +122,15 @@ class HistoryStore {
   };
   const Counters& counters() const { return counters_; }
   size_t topics() const { return topics_.size(); }
+  // What is held per topic family: one per --history rule, in their
+  // order, then the default's (topics no rule names). Bounded by the rules,
+  // so a metric label per family stays a handful of series.
+  struct Family {
+    std::string pattern;  // the rule's, or "" for the default
+    size_t messages = 0;
+    uint64_t bytes = 0;
+  };
+  const std::vector<Family>& families() const { return families_; }
   size_t messages() const { return messages_; }
   // The held messages' bodies, the figure max_bytes bounds.
   uint64_t bytes() const { return bytes_; }
@@ -150,6 +159,7 @@ class HistoryStore {
     uint64_t top = 0;
     uint32_t size = 0;
     int64_t ttl_us = 0;
+    size_t family = 0;  // index in families_
     // Restates arrive in any order: a map, not a ring buffer.
     std::map<uint64_t, Entry> held;
     std::unordered_map<Publish, uint64_t, PublishHash> by_publish;
@@ -175,6 +185,7 @@ class HistoryStore {
   HistoryOptions options_;
   StringMap<Topic> topics_;  // never erased: a stream and its top outlive the messages
   std::deque<Arrival> arrivals_;
+  std::vector<Family> families_;
   size_t messages_ = 0;
   uint64_t bytes_ = 0;
   uint64_t next_serial_ = 1;

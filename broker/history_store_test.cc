@@ -76,6 +76,28 @@ TEST(HistoryStore, ATopicNoRuleNamesIsKeptByTheDefaultAndCounted) {
   EXPECT_EQ(s.messages(), 0u);
 }
 
+TEST(HistoryStore, WhatIsHeldIsCountedPerTopicFamily) {
+  HistoryStore s(Options({"room:*=3/10s", "chat:*=10/10s"}));
+  ASSERT_EQ(s.families().size(), 3u) << "one per rule, then the default";
+  s.Sequence("room:a", 1, 1, 0, 0, "xx", 0);
+  s.Sequence("room:b", 1, 2, 0, 0, "xxx", 0);
+  s.Sequence("chat:1", 1, 3, 0, 0, "y", 0);
+  s.Sequence("other", 1, 4, 0, 0, "zzzz", 0);
+  for (uint64_t i = 5; i <= 8; ++i) s.Sequence("room:a", 1, i, 0, 0, "xx", 0);  // SIZE 3 evicts
+  const auto& f = s.families();
+  EXPECT_EQ(f[0].pattern, "room:*");
+  EXPECT_EQ(f[0].messages, 4u);  // room:a's 3 newest, room:b's 1
+  EXPECT_EQ(f[0].bytes, 9u);
+  EXPECT_EQ(f[1].pattern, "chat:*");
+  EXPECT_EQ(f[1].messages, 1u);
+  EXPECT_EQ(f[1].bytes, 1u);
+  EXPECT_EQ(f[2].pattern, "");
+  EXPECT_EQ(f[2].messages, 1u);
+  EXPECT_EQ(f[2].bytes, 4u);
+  EXPECT_EQ(f[0].messages + f[1].messages + f[2].messages, s.messages());
+  EXPECT_EQ(f[0].bytes + f[1].bytes + f[2].bytes, s.bytes());
+}
+
 TEST(HistoryStore, ATopicKeepsItsSizeNewest) {
   HistoryStore s(Options({"room:*=3/10s"}));
   for (uint64_t i = 1; i <= 5; ++i) s.Sequence("room:a", 1, i, 0, 0, "x", 0);

@@ -165,11 +165,24 @@ class MeshServer::Collector : public prometheus::Collectable {
       const HistoryStore::Counters& hc = h.counters();
       out.Gauge(m::kBrokerHistoryTopics, "Topics with a history stream",
                 static_cast<double>(h.topics()));
-      out.Gauge(m::kBrokerHistoryMessages, "History messages held, all topics",
-                static_cast<double>(h.messages()));
-      out.Gauge(m::kBrokerHistoryBytes,
-                "Bytes of the history messages held (their bodies; --history-max-bytes bounds it)",
-                static_cast<double>(h.bytes()));
+      // Per topic family (label `family`: the --history rule's pattern,
+      // "default" for topics no rule names, shown once one is held).
+      MetricFamily& held = out.Family(m::kBrokerHistoryMessages,
+                                      "History messages held, by topic family", MetricType::Gauge);
+      MetricFamily& bytes =
+          out.Family(m::kBrokerHistoryBytes,
+                     "Bytes of the history messages held, by topic family (their bodies; "
+                     "--history-max-bytes bounds the sum)",
+                     MetricType::Gauge);
+      const std::vector<HistoryStore::Family>& fams = h.families();
+      for (size_t i = 0; i < fams.size(); ++i) {
+        const bool fallback = i + 1 == fams.size();
+        if (fallback && fams[i].messages == 0) continue;
+        const MetricFamilies::Labels family = {
+            {std::string(m::kLabelFamily), fallback ? "default" : fams[i].pattern}};
+        out.Add(held, family, static_cast<double>(fams[i].messages));
+        out.Add(bytes, family, static_cast<double>(fams[i].bytes));
+      }
       out.Counter(m::kBrokerHistorySequencedTotal, "Publishes given a history offset",
                   static_cast<double>(hc.sequenced));
       out.Counter(m::kBrokerHistoryResequencedTotal,

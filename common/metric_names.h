@@ -248,6 +248,8 @@ inline constexpr std::string_view kBrokerSettlesTotal = "switchboard_broker_sett
 inline constexpr std::string_view kLabelEnd = "end";
 inline constexpr std::string_view kLabelEvent = "event";
 inline constexpr std::string_view kLabelKind = "kind";
+// History: a --history rule's pattern ("default" for topics no rule names).
+inline constexpr std::string_view kLabelFamily = "family";
 inline constexpr std::string_view kBrokerTopics = "switchboard_broker_topics";
 inline constexpr std::string_view kBrokerSubscriptions = "switchboard_broker_subscriptions";
 inline constexpr std::string_view kBrokerPresences = "switchboard_broker_presences";

@@ -59,7 +59,9 @@ Status DecodeHistory(const mesh::Message& answer, std::vector<Sequenced>* out) {
   return s.ok() ? bad : s;
 }
 
-HistoryStreams::HistoryStreams(HistoryOptions options) : options_(std::move(options)) {}
+HistoryStreams::HistoryStreams(HistoryOptions options) : options_(std::move(options)) {
+  families_.resize(options_.rules.rules().size());
+}
 
 bool HistoryStreams::Keeps(std::string_view topic) const {
   return options_.rules.Find(topic) != nullptr;
@@ -118,9 +120,16 @@ void HistoryStreams::Reindex(Stream& s) {
   }
 }
 
+size_t HistoryStreams::FamilyOf(const Stream& s) const {
+  return static_cast<size_t>(s.rule - options_.rules.rules().data());
+}
+
 void HistoryStreams::EraseCopy(Stream& s, std::map<uint64_t, Entry>::iterator it, Evicted why) {
   bytes_ -= it->second->message.size();
   --messages_;
+  Family& f = families_[FamilyOf(s)];
+  --f.messages;
+  f.bytes -= it->second->message.size();
   ++stats_.evicted[static_cast<size_t>(why)];
   s.copies.erase(it);
 }
@@ -134,6 +143,9 @@ void HistoryStreams::AddCopy(Stream& s, const Entry& e) {
   if (s.rule == nullptr || !s.copies.emplace(e->offset, e).second) return;
   ++messages_;
   bytes_ += e->message.size();
+  Family& f = families_[FamilyOf(s)];
+  ++f.messages;
+  f.bytes += e->message.size();
   while (s.copies.size() > s.rule->size) EraseCopy(s, s.copies.begin(), Evicted::kSize);
   Reindex(s);
   EvictForBytes();

@@ -179,6 +179,13 @@ class HistoryStreams {
   size_t topics() const { return streams_.size(); }
   size_t messages() const { return messages_; }
   uint64_t bytes() const { return bytes_; }
+  // The copies held per topic family: one per --history rule, in the rules'
+  // order (a copy's topic always matches one).
+  struct Family {
+    size_t messages = 0;
+    uint64_t bytes = 0;
+  };
+  const std::vector<Family>& families() const { return families_; }
 
  private:
   enum class Phase : uint8_t { kUnsubscribed, kSyncing, kSynced };
@@ -218,6 +225,8 @@ class HistoryStreams {
   // Drops every copy (a new stream), counted as kStream.
   void DropCopies(Stream& s);
   void AddCopy(Stream& s, const Entry& e);
+  // Index in families_ of a stream with a rule.
+  size_t FamilyOf(const Stream& s) const;
   void EraseCopy(Stream& s, std::map<uint64_t, Entry>::iterator it, Evicted why);
   void Reindex(Stream& s);
   void EvictForBytes();
@@ -239,6 +248,7 @@ class HistoryStreams {
   uint64_t next_fetch_id_ = 1;
   size_t messages_ = 0;
   uint64_t bytes_ = 0;
+  std::vector<Family> families_;
   Stats stats_;
 };
 

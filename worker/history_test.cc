@@ -128,6 +128,25 @@ TEST_F(HistoryTest, KeepsOnlyTopicsARuleMatches) {
   EXPECT_EQ(h_.messages(), 0u);
 }
 
+TEST(HistoryFamilies, CopiesAreCountedPerRule) {
+  HistoryOptions o;
+  o.rules = history::Rules({{"room:*", 2, 60000}, {"chat:*", 10, 60000}});
+  HistoryStreams h(std::move(o));
+  ASSERT_EQ(h.families().size(), 2u);
+  std::vector<HistoryAction> out;
+  // Unsubscribed topics: the shard's own broadcasts coming back, kept.
+  for (uint64_t i = 1; i <= 3; ++i) h.OnDeliver("room:a", Msg(i, kStream, "xx"), 0, &out);
+  h.OnDeliver("chat:1", Msg(1, kStream, "yyy"), 0, &out);
+  EXPECT_EQ(h.families()[0].messages, 2u) << "room:* keeps its 2 newest";
+  EXPECT_EQ(h.families()[0].bytes, 4u);
+  EXPECT_EQ(h.families()[1].messages, 1u);
+  EXPECT_EQ(h.families()[1].bytes, 3u);
+  EXPECT_EQ(h.families()[0].messages + h.families()[1].messages, h.messages());
+  h.Expire(60000);
+  EXPECT_EQ(h.families()[0].messages, 0u);
+  EXPECT_EQ(h.families()[1].bytes, 0u);
+}
+
 TEST_F(HistoryTest, DeliveriesAreHeldUntilThePositionAndThoseAtOrBelowItAreNotDelivered) {
   EXPECT_EQ(Subscribe(), Lines{"fetch 1 after 0 limit 0"});
   EXPECT_EQ(Deliver(5), Lines{});

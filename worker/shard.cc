@@ -578,6 +578,19 @@ void Shard::PublishMetrics() {
   set(counters_.history_on, true);
   set(counters_.history_messages, history_->messages());
   set(counters_.history_bytes, history_->bytes());
+  {
+    const auto& fams = history_->families();
+    constexpr size_t kSlots = WorkerCounters::kMaxHistoryFamilies;
+    std::array<uint64_t, kSlots> msgs{}, bytes{};
+    for (size_t i = 0; i < fams.size(); ++i) {
+      msgs[std::min(i, kSlots - 1)] += fams[i].messages;
+      bytes[std::min(i, kSlots - 1)] += fams[i].bytes;
+    }
+    for (size_t i = 0; i < kSlots; ++i) {
+      set(counters_.history_family_messages[i], msgs[i]);
+      set(counters_.history_family_bytes[i], bytes[i]);
+    }
+  }
   set(counters_.history_topics, history_->topics());
   set(counters_.history_gaps_filled, hs.gaps_filled);
   set(counters_.history_gaps_unfillable, hs.gaps_unfillable);

@@ -286,6 +286,17 @@ int main(int argc, char** argv) {
   }
   sb::worker::WorkerMetrics metrics(shard);
   metrics.counters().api_on.store(opt.gateway.api_key.has_value(), std::memory_order_relaxed);
+  {
+    // The history families' names, before any scrape can read them.
+    sb::worker::WorkerCounters& c = metrics.counters();
+    const auto& rules = opt.history.rules.rules();
+    constexpr size_t kSlots = sb::worker::WorkerCounters::kMaxHistoryFamilies;
+    c.history_families = std::min(rules.size(), kSlots);
+    for (size_t i = 0; i < c.history_families; ++i) {
+      c.history_family_names[i] =
+          i + 1 == kSlots && rules.size() > kSlots ? "other" : rules[i].pattern;
+    }
+  }
   std::unique_ptr<sb::MetricsEndpoint> endpoint;
   // Receiving: the old process holds the metrics port until it exits, just
   // after the hand-off; this one binds it then (StartMetricsAfterHandOff).

@@ -168,10 +168,19 @@ class Collector : public prometheus::Collectable {
       }
     }
     if (c.history_on.load(std::memory_order_relaxed)) {
-      out.Gauge(m::kWorkerHistoryMessages, "History messages this shard holds copies of",
-                Load(c.history_messages));
-      out.Gauge(m::kWorkerHistoryBytes, "Bytes of the history copies this shard holds",
-                Load(c.history_bytes));
+      MetricFamily& held = out.Family(m::kWorkerHistoryMessages,
+                                      "History messages this shard holds copies of, by topic "
+                                      "family (--history rule)",
+                                      MetricType::Gauge);
+      MetricFamily& bytes = out.Family(
+          m::kWorkerHistoryBytes, "Bytes of the history copies this shard holds, by topic family",
+          MetricType::Gauge);
+      for (size_t i = 0; i < c.history_families; ++i) {
+        const MetricFamilies::Labels family = {
+            {std::string(m::kLabelFamily), c.history_family_names[i]}};
+        out.Add(held, family, Load(c.history_family_messages[i]));
+        out.Add(bytes, family, Load(c.history_family_bytes[i]));
+      }
       out.Gauge(m::kWorkerHistoryTopics, "Topics this shard holds history copies of",
                 Load(c.history_topics));
       out.CounterPerLabel(m::kWorkerHistoryRecoveriesTotal,

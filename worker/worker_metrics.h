@@ -62,6 +62,12 @@ struct WorkerCounters {
   // History (docs/WORKER.md, History).
   A<bool> history_on{false};
   A<uint64_t> history_messages{0}, history_bytes{0}, history_topics{0};
+  // Per topic family (a --history rule; the last slot adds up any beyond
+  // it). The names are set before the metrics endpoint starts.
+  static constexpr size_t kMaxHistoryFamilies = 16;
+  std::array<std::string, kMaxHistoryFamilies> history_family_names{};
+  size_t history_families = 0;
+  std::array<A<uint64_t>, kMaxHistoryFamilies> history_family_messages{}, history_family_bytes{};
   std::array<A<uint64_t>, 6> history_recoveries{};  // by Recovery (worker/history.h)
   A<uint64_t> history_recovered_messages{0}, history_resets{0};
   A<uint64_t> history_gaps_filled{0}, history_gaps_unfillable{0}, history_duplicates{0},
