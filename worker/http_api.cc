@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 
 #include <boost/json.hpp>
+#include <charconv>
 #include <exception>
 #include <unordered_set>
 #include <utility>
@@ -234,16 +235,13 @@ std::optional<std::string> QueryValue(std::string_view target, std::string_view 
   return std::nullopt;
 }
 
-// A decimal u64, digits only.
+// A decimal u64, digits only (from_chars takes no sign or space for an
+// unsigned type), all of `s`; one past 2^64 - 1 is an error. `out` is
+// left alone unless it parses.
 bool ParseDecimal(std::string_view s, uint64_t* out) {
-  if (s.empty() || s.size() > 20) return false;
   uint64_t n = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    const uint64_t d = static_cast<uint64_t>(c - '0');
-    if (n > (UINT64_MAX - d) / 10) return false;
-    n = n * 10 + d;
-  }
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (ec != std::errc() || end != s.data() + s.size()) return false;
   *out = n;
   return true;
 }

@@ -77,6 +77,30 @@ TEST(HttpApiTest, HistoryTakesATopicASinceAndALimit) {
   EXPECT_EQ(Post("/api/history?topic=a", "{}").status, 405);
 }
 
+TEST(HttpApiTest, HistorySinceIsAnyU64InDecimalDigits) {
+  ApiPolicy policy;
+  policy.key = &kKey;
+  auto since = [&](const std::string& text) -> std::optional<uint64_t> {
+    ApiDecision d = DecideApi("GET", "/api/history?topic=a&since=" + text, kAuth, "", policy);
+    if (!d.request) return std::nullopt;
+    return d.request->since;
+  };
+  EXPECT_EQ(since("18446744073709551615"), UINT64_MAX);
+  EXPECT_EQ(since("0"), 0u);
+  // The value decides, not the number of digits.
+  EXPECT_EQ(since("000000000000000000017"), 17u);
+  for (const char* bad : {"18446744073709551616", "", "+1", "%2B1", "%201", "1%20", "0x1", "1.0"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(since(bad), std::nullopt);
+  }
+  for (const char* bad : {"+5", "%2B5", "", "18446744073709551617"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(DecideApi("GET", std::string("/api/history?topic=a&limit=") + bad, kAuth, "", policy)
+                  .status,
+              400);
+  }
+}
+
 TEST(HttpApiTest, UnknownPathsAre404) { EXPECT_EQ(Post("/api/nope", "{}").status, 404); }
 
 TEST(HttpApiTest, WrongMethodIs405) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <charconv>
 #include <exception>
 #include <unordered_set>
 #include <utility>
@@ -132,13 +133,14 @@ std::optional<history::Position> ParseRecover(std::string_view payload) {
                d && *d >= 0 && *d <= 9007199254740992.0 &&
                *d == static_cast<double>(static_cast<uint64_t>(*d))) {
       p.offset = static_cast<uint64_t>(*d);
-    } else if (const auto* str = offset->if_string(); str && !str->empty() && str->size() <= 20) {
-      uint64_t n = 0;
-      for (char c : *str) {
-        if (c < '0' || c > '9' || n > (UINT64_MAX - 9) / 10) return std::nullopt;
-        n = n * 10 + static_cast<uint64_t>(c - '0');
+    } else if (const auto* str = offset->if_string()) {
+      // Digits only (from_chars takes no sign or space for an unsigned
+      // type), all of them, at most 2^64 - 1.
+      const char* end = str->data() + str->size();
+      if (const auto [last, ec] = std::from_chars(str->data(), end, p.offset);
+          ec != std::errc() || last != end) {
+        return std::nullopt;
       }
-      p.offset = n;
     } else {
       return std::nullopt;
     }

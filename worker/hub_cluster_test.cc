@@ -296,6 +296,39 @@ TEST_F(HubApiTest, PresenceStateIsKnownOnlyOnceTheBrokerHasSaidWhoElseIsThere) {
                                    "bob":{"metas":[{"phx_ref":"s2.y.1"}]}})"));
 }
 
+// A join to a topic that keeps history hands the shard where the client says
+// it is; the hub only reads the position, and any it cannot read counts as
+// not asked.
+class HubHistoryTest : public HubClusterTest {
+ protected:
+  HubHistoryTest() { hub_.KeepHistory(&rules_); }
+  std::optional<history::Position> RecoverFrom(const std::string& offset_json) {
+    const std::string payload = R"({"recover":{"epoch":")" + history::FormatEpoch(kStream) +
+                                R"(","offset":)" + offset_json + "}}";
+    std::vector<const Action*> joins =
+        OfKind(Handle(1, Msg("1", "1", "room:1", "phx_join", payload)), Kind::kJoinHistory);
+    EXPECT_EQ(joins.size(), 1u) << payload;
+    return joins.empty() ? std::nullopt : joins[0]->recover;
+  }
+  static constexpr uint64_t kStream = 0x5eed;
+  history::Rules rules_{{{"room:*", 10, 60000}}};
+};
+
+TEST_F(HubHistoryTest, ARecoverOffsetIsAnyU64AsANumberOrAsDecimalDigits) {
+  using Position = history::Position;
+  EXPECT_EQ(RecoverFrom("7"), (Position{kStream, 7}));
+  EXPECT_EQ(RecoverFrom(R"("7")"), (Position{kStream, 7}));
+  EXPECT_EQ(RecoverFrom(R"("18446744073709551615")"), (Position{kStream, UINT64_MAX}));
+  EXPECT_EQ(RecoverFrom(R"("18446744073709551610")"), (Position{kStream, UINT64_MAX - 5}));
+  // The value decides, not the number of digits.
+  EXPECT_EQ(RecoverFrom(R"("000000000000000000042")"), (Position{kStream, 42}));
+  for (const char* bad : {R"("18446744073709551616")", R"("99999999999999999999")", R"("")",
+                          R"("+1")", R"("-1")", R"(" 1")", R"("1 ")", R"("0x1")", "-1", "1.5"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(RecoverFrom(bad), std::nullopt);
+  }
+}
+
 TEST(HubApiStandaloneTest, WithoutAClusterTheLocalStateIsTheWholeState) {
   Hub hub({.messages_per_second = 0}, "s1.x.");
   EXPECT_EQ(hub.PresenceState("room:1"), "{}");
