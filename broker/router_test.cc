@@ -160,6 +160,17 @@ class RouterTest : public ::testing::Test {
     Feed(from, {.type = mesh::Type::kPresence, .topic = topic, .body = body});
   }
   void Flush() { router_.Flush(now_us_); }
+  // Moves the clock on by `us` in ticks of 50 ms, `alive` heartbeating
+  // (liveness expires a link after 300 ms of silence).
+  void Advance(int64_t us, const std::vector<std::string>& alive) {
+    while (us > 0) {
+      const int64_t step = std::min<int64_t>(us, 50'000);
+      now_us_ += step;
+      us -= step;
+      for (const std::string& from : alive) Feed(from, {.type = mesh::Type::kHeartbeat});
+      router_.OnTick(now_us_);
+    }
+  }
 
   Recorder rec_;
   Router router_;
@@ -446,11 +457,7 @@ TEST_F(RouterTest, ASilentShardIsDroppedWithOneLeaveDiffPerTopic) {
          {"room:2", {{"u1", "b3", "{\"phx_ref\":\"b3\"}"}}}});
   Flush();
   rec_.log.sent.clear();
-  for (int i = 0; i < 5; ++i) {
-    now_us_ += 100'000;
-    Feed("a", {.type = mesh::Type::kHeartbeat});
-    router_.OnTick(now_us_);
-  }
+  Advance(500'000, {"a"});
   Flush();
   EXPECT_EQ(router_.links(), 1u);
   EXPECT_EQ(router_.counters().expired, 1u);
@@ -478,41 +485,54 @@ TEST_F(RouterTest, TheSameInstanceReconnectingKeepsItsLink) {
   EXPECT_EQ(rec_.Take("a2", mesh::Type::kWelcome).size(), 1u);
 }
 
-TEST_F(RouterTest, ARebindSendsWhatWasInFlightOnTheOldConnectionAgain) {
-  Hello("a", 1, {"room:1"});
-  Hello("b", 2, {"room:1"});
-  Flush();
-  Credit("b", 1);  // its snapshot
-  Publish("a", 1, "room:1", "one");
-  Publish("a", 2, "room:1", "two");
-  Flush();
+// Shards a and b on room:1, b's snapshot consumed, and b's process coming
+// back on a new connection (b2) with a's publishes 1 and 2 still undone.
+class RouterReconnectTest : public RouterTest {
+ protected:
+  RouterReconnectTest() {
+    Hello("a", 1, {"room:1"});
+    Hello("b", 2, {"room:1"});
+    Flush();
+    Credit("b", 1);  // its snapshot
+  }
+  void PublishTwo() {
+    Publish("a", 1, "room:1", "one");
+    Publish("a", 2, "room:1", "two");
+    Flush();
+  }
+  // b's process says hello again as b2: the seqs delivered on b2.
+  std::vector<uint64_t> ReconnectB() {
+    rec_.log.sent.clear();
+    Hello("b2", 2, {"room:1"});
+    Flush();
+    return SeqsOf(rec_.Take("b2", mesh::Type::kDeliver));
+  }
+  // b2 consumes the two and its hello's snapshot: the seqs a is acked.
+  std::vector<uint64_t> ConsumeOnB2() {
+    Credit("b2", 3);
+    Flush();
+    return SeqsOf(rec_.Take("a", mesh::Type::kAck));
+  }
+  static std::vector<uint64_t> SeqsOf(const std::vector<SentMessage>& sent) {
+    std::vector<uint64_t> seqs;
+    for (const SentMessage& m : sent) seqs.push_back(m.seq);
+    return seqs;
+  }
+};
+
+TEST_F(RouterReconnectTest, ARebindSendsWhatWasInFlightOnTheOldConnectionAgain) {
+  PublishTwo();
   ASSERT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 2u);
   // b's connection closes with both in flight; the same process reconnects.
-  rec_.log.sent.clear();
-  Hello("b2", 2, {"room:1"});
-  Flush();
-  auto again = rec_.Take("b2", mesh::Type::kDeliver);
-  ASSERT_EQ(again.size(), 2u);
-  EXPECT_EQ(again[0].seq, 1u);
-  EXPECT_EQ(again[1].seq, 2u);
+  EXPECT_EQ(ReconnectB(), (std::vector<uint64_t>{1, 2}));
   EXPECT_EQ(router_.counters().resent, 2u);
   EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty()) << "not consumed yet";
-  Credit("b2", 3);  // the two and the hello's snapshot
-  Flush();
-  auto acks = rec_.Take("a", mesh::Type::kAck);
-  ASSERT_EQ(acks.size(), 1u);
-  EXPECT_EQ(acks[0].seq, 2u);
+  EXPECT_EQ(ConsumeOnB2(), std::vector<uint64_t>{2});
 }
 
-TEST_F(RouterTest, ADeliveryThatCouldNotBeSentStaysQueuedNotInFlight) {
-  Hello("a", 1, {"room:1"});
-  Hello("b", 2, {"room:1"});
-  Flush();
-  Credit("b", 1);
+TEST_F(RouterReconnectTest, ADeliveryThatCouldNotBeSentStaysQueuedNotInFlight) {
   rec_.gone.insert("b");
-  Publish("a", 1, "room:1", "one");
-  Publish("a", 2, "room:1", "two");
-  Flush();
+  PublishTwo();
   EXPECT_EQ(router_.counters().send_failed, 2u);
   EXPECT_EQ(router_.counters().delivered, 0u);
   router_.ForEachLink([](const Router::LinkView& v) {
@@ -524,17 +544,8 @@ TEST_F(RouterTest, ADeliveryThatCouldNotBeSentStaysQueuedNotInFlight) {
   EXPECT_EQ(router_.counters().send_failed, 2u);
   EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty());
   // The same process reconnects: they go, in order, on the new connection.
-  Hello("b2", 2, {"room:1"});
-  Flush();
-  auto sent = rec_.Take("b2", mesh::Type::kDeliver);
-  ASSERT_EQ(sent.size(), 2u);
-  EXPECT_EQ(sent[0].seq, 1u);
-  EXPECT_EQ(sent[1].seq, 2u);
-  Credit("b2", 3);
-  Flush();
-  auto acks = rec_.Take("a", mesh::Type::kAck);
-  ASSERT_EQ(acks.size(), 1u);
-  EXPECT_EQ(acks[0].seq, 2u);
+  EXPECT_EQ(ReconnectB(), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(ConsumeOnB2(), std::vector<uint64_t>{2});
 }
 
 TEST_F(RouterTest, WhatAnExpiredLinkHeldIsCountedAsExpired) {
@@ -545,11 +556,7 @@ TEST_F(RouterTest, WhatAnExpiredLinkHeldIsCountedAsExpired) {
   for (uint64_t seq = 1; seq <= 5; ++seq) Publish("a", seq, "room:1");
   Flush();  // 2 in flight, 3 queued
   rec_.log.sent.clear();
-  for (int i = 0; i < 5; ++i) {
-    now_us_ += 100'000;
-    Feed("a", {.type = mesh::Type::kHeartbeat});
-    router_.OnTick(now_us_);
-  }
+  Advance(500'000, {"a"});
   Flush();
   EXPECT_EQ(router_.counters().expired, 1u);
   EXPECT_EQ(router_.counters().dropped[static_cast<size_t>(DropReason::kExpired)], 5u);
@@ -619,10 +626,7 @@ TEST_F(RouterTest, AnInstanceWithoutATokenGetsANewSessionOnceTheOldOneExpired) {
   SayHello("a2", old);  // reconnected: cannot prove it is the same process
   EXPECT_EQ(router_.FindInstance(1), first);
   EXPECT_TRUE(rec_.Take("a2", mesh::Type::kWelcome).empty());
-  for (int i = 0; i < 4; ++i) {
-    now_us_ += 100'000;
-    router_.OnTick(now_us_);
-  }
+  Advance(400'000, {});
   EXPECT_EQ(router_.FindInstance(1), kNoLink) << "the old connection went silent";
   SayHello("a2", old);
   EXPECT_NE(router_.FindInstance(1), kNoLink);
@@ -917,17 +921,6 @@ class RouterSettleTest : public RouterTest {
             .token = TokenOf(instance),
             .members = std::move(members),
             .topics = {"room:1"}};
-  }
-  // Moves the clock on by `us` in ticks of 50 ms, `alive` heartbeating
-  // (liveness expires a link after 300 ms of silence).
-  void Advance(int64_t us, const std::vector<std::string>& alive) {
-    while (us > 0) {
-      const int64_t step = std::min<int64_t>(us, 50'000);
-      now_us_ += step;
-      us -= step;
-      for (const std::string& from : alive) Feed(from, {.type = mesh::Type::kHeartbeat});
-      router_.OnTick(now_us_);
-    }
   }
 };
 
