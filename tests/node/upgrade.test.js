@@ -14,26 +14,35 @@ const { connect } = require('./lib/phoenix');
 const { HistoryClient } = require('./lib/history');
 const { scopeFor, waitUntil } = require('./lib/util');
 
+// A cluster whose shards keep history and hand their clients over on an
+// upgrade, with `count` phoenix.js clients joined to `topic` on shard a (they
+// would reconnect and rejoin within 10 ms, so a test sees any that had to)
+// and one, `other`, on shard b. `errors` names each client whose channel saw
+// a phx_error.
+async function clusterWithClients(s, topic, count) {
+  const history = ['--history', 'room:*=1000/10m'];
+  const cluster = await startCluster({
+    shards: [{ args: history }, { args: history }], brokerArgs: history, upgrade: 'handoff',
+  });
+  s.add(() => cluster.stop());
+  const [a, b] = cluster.shards;
+  const clients = [];
+  const errors = [];
+  for (let i = 0; i < count; i++) {
+    const socket = await connect(s, a.url, { reconnectAfterMs: () => 10, rejoinAfterMs: () => 10 });
+    const c = new HistoryClient(socket, topic, { name: `a${i}` });
+    c.channel.onError(() => errors.push(c.name));
+    assert.equal((await c.join()).status, 'ok');
+    clients.push(c);
+  }
+  const other = new HistoryClient(await connect(s, b.url), topic, { name: 'b' });
+  assert.equal((await other.join()).status, 'ok');
+  return { cluster, a, clients, other, errors };
+}
+
 describe('upgrade', () => {
   it('switchboard upgrade moves a shard\'s clients to a new process: no close, no phx_error, nothing lost', { timeout: 120000 }, async (t) => {
-    const s = scopeFor(t);
-    const history = ['--history', 'room:*=1000/10m'];
-    const cluster = await startCluster({
-      shards: [{ args: history }, { args: history }], brokerArgs: history, upgrade: 'handoff',
-    });
-    s.add(() => cluster.stop());
-    const [a, b] = cluster.shards;
-    const clients = [];
-    const errors = [];
-    for (let i = 0; i < 20; i++) {
-      const socket = await connect(s, a.url, { reconnectAfterMs: () => 10, rejoinAfterMs: () => 10 });
-      const c = new HistoryClient(socket, 'room:up', { name: `a${i}` });
-      c.channel.onError(() => errors.push(c.name));
-      assert.equal((await c.join()).status, 'ok');
-      clients.push(c);
-    }
-    const other = new HistoryClient(await connect(s, b.url), 'room:up', { name: 'b' });
-    assert.equal((await other.join()).status, 'ok');
+    const { cluster, a, clients, other, errors } = await clusterWithClients(scopeFor(t), 'room:up', 20);
     const pids = [await cluster.pid(a.id)];
     let n = 0;
     for (let round = 0; round < 20; round++) {
@@ -63,22 +72,7 @@ describe('upgrade', () => {
   });
 
   it('an upgrade to a process that cannot start rolls back: every client stays with the old one', { timeout: 60000 }, async (t) => {
-    const s = scopeFor(t);
-    const history = ['--history', 'room:*=1000/10m'];
-    const cluster = await startCluster({
-      shards: [{ args: history }, { args: history }], brokerArgs: history, upgrade: 'handoff',
-    });
-    s.add(() => cluster.stop());
-    const [a, b] = cluster.shards;
-    const clients = [];
-    for (let i = 0; i < 10; i++) {
-      const socket = await connect(s, a.url, { reconnectAfterMs: () => 10, rejoinAfterMs: () => 10 });
-      const c = new HistoryClient(socket, 'room:rb', { name: `a${i}` });
-      assert.equal((await c.join()).status, 'ok');
-      clients.push(c);
-    }
-    const other = new HistoryClient(await connect(s, b.url), 'room:rb', { name: 'b' });
-    assert.equal((await other.join()).status, 'ok');
+    const { cluster, a, clients, other } = await clusterWithClients(scopeFor(t), 'room:rb', 10);
     const pid = await cluster.pid(a.id);
     // The new command fails its start (an unknown flag: exit 2 before READY);
     // a reload whose only change is the command hands over — and rolls back.
