@@ -21,13 +21,9 @@ const path = require('node:path');
 const nodeDir = path.join(__dirname, '..', 'tests', 'node');
 const WebSocket = require(path.join(nodeDir, 'node_modules', 'ws'));
 const { startCluster } = require(path.join(nodeDir, 'lib', 'cluster'));
-const { Scope, delay, positiveArg, waitUntil } = require(path.join(nodeDir, 'lib', 'util'));
+const { Scope, delay, positiveArg, quantile, waitUntil } = require(path.join(nodeDir, 'lib', 'util'));
 
 const PERIOD_MS = 5;
-const quantile = (xs, q) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
-};
 
 function client(url, topic, onMessage) {
   return new Promise((resolve, reject) => {

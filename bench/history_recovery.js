@@ -22,13 +22,7 @@ const nodeDir = path.join(__dirname, '..', 'tests', 'node');
 const { startCluster } = require(path.join(nodeDir, 'lib', 'cluster'));
 const { connect, disconnect } = require(path.join(nodeDir, 'lib', 'phoenix'));
 const { HistoryClient } = require(path.join(nodeDir, 'lib', 'history'));
-const { Scope, delay, positiveArg } = require(path.join(nodeDir, 'lib', 'util'));
-
-
-const quantile = (xs, q) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
-};
+const { Scope, delay, positiveArg, quantile } = require(path.join(nodeDir, 'lib', 'util'));
 
 (async () => {
   const rounds = positiveArg('--rounds', 30, { integer: true });

@@ -143,7 +143,14 @@ function positiveArg(name, dflt, { integer = false } = {}) {
   return v;
 }
 
+// The nearest-rank `q` quantile (0 < q <= 1) of the numbers `xs`: the
+// smallest of them with at least a fraction `q` of them at or below it.
+function quantile(xs, q) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
+}
+
 module.exports = {
-  positiveArg,
+  positiveArg, quantile,
   DEFAULT_TIMEOUT_MS, withTimeout, waitUntil, delay, Inbox, Scope, scopeFor, BOUNDED_MEMORY_ENV, HEAP_FACTOR,
 };
