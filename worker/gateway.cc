@@ -853,8 +853,11 @@ Result<ConnId> Gateway::Adopt(UniqueFd fd, const handoff::Connection& state) {
   if (fd.get() < 0 || static_cast<uint64_t>(fd.get()) >= (uint64_t{1} << kFdBits)) {
     return Status::Refused("hand-off: fd out of range");
   }
+  // The flag belongs to the open file, which the old process shares: set
+  // already as a rule, one call saved per socket.
   const int flags = ::fcntl(fd.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
+  if (flags < 0 ||
+      ((flags & O_NONBLOCK) == 0 && ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0)) {
     return Status::IoError(std::string("hand-off: fcntl: ") + strerror(errno));
   }
   const size_t index = static_cast<size_t>(fd.get());

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -32,7 +33,8 @@ Status Wait(int sock, short events, int64_t deadline_ms, std::string_view what) 
   }
 }
 
-Status Send(int sock, std::string_view bytes, std::span<const int> fds, int64_t deadline_ms) {
+Status SendMessage(int sock, std::string_view bytes, std::span<const int> fds,
+                   int64_t deadline_ms) {
   for (;;) {
     Result<SendResult> r = SendFds(sock, bytes, fds);
     if (!r.ok()) return r.status();
@@ -125,40 +127,39 @@ Result<UniqueFd> AcceptHandoff(int listener, int64_t deadline_ms) {
   }
 }
 
-Status SendState(int sock, Session session, std::span<const Connection> connections,
-                 std::span<const int> fds, int64_t deadline_ms, size_t* sent) {
-  *sent = 0;
-  if (Status s = NonBlocking(sock); !s.ok()) return s;
-  if (fds.size() != connections.size()) return Status::Internal("hand-off: an fd per connection");
-  Result<std::vector<Chunk>> chunks = EncodeChunks(connections);
-  if (!chunks.ok()) return chunks.status();
-  session.connections = connections.size();
-  session.chunks = chunks.value().size();
+Status StateSender::Begin(Session session, size_t connections) {
+  if (Status s = NonBlocking(sock_); !s.ok()) return s;
+  session.connections = connections;
+  session.chunks = 0;
   Result<std::string> record = EncodeSession(session);
   if (!record.ok()) return record.status();
   for (std::string_view part : SplitRecord(record.value())) {
-    if (Status s = Send(sock, part, {}, deadline_ms); !s.ok()) return s;
+    if (Status s = SendMessage(sock_, part, {}, deadline_ms_); !s.ok()) return Failed(s);
   }
+  return Status::Ok();
+}
+
+Status StateSender::Send(std::span<const Connection> connections, std::span<const int> fds) {
+  if (fds.size() != connections.size()) return Status::Internal("hand-off: an fd per connection");
+  Result<std::vector<Chunk>> chunks = EncodeChunks(connections);
+  if (!chunks.ok()) return chunks.status();
   for (const Chunk& chunk : chunks.value()) {
     const std::vector<std::string_view> parts = SplitRecord(chunk.record);
     for (size_t i = 0; i < parts.size(); ++i) {
       // The fds ride with the record's first message.
       std::span<const int> with =
           i == 0 ? fds.subspan(chunk.first, chunk.count) : std::span<const int>();
-      if (Status s = Send(sock, parts[i], with, deadline_ms); !s.ok()) {
-        // A first message refused whole sent no fd; one sent, the chunk is
-        // the peer's even if its continuation was not.
-        if (i > 0) *sent = chunk.first + chunk.count;
-        return s;
-      }
+      if (Status s = SendMessage(sock_, parts[i], with, deadline_ms_); !s.ok()) return Failed(s);
     }
-    *sent = chunk.first + chunk.count;
   }
-  if (Status s = Send(sock, kEndMessage, {}, deadline_ms); !s.ok()) return s;
-  Result<FdMessage> ack = Receive(sock, deadline_ms, "the acknowledgement");
+  return Status::Ok();
+}
+
+Status StateSender::Finish() {
+  if (Status s = SendMessage(sock_, kEndMessage, {}, deadline_ms_); !s.ok()) return Failed(s);
+  Result<FdMessage> ack = Receive(sock_, ack_deadline_ms_, "the acknowledgement");
   if (!ack.ok()) return ack.status();
   if (ack.value().bytes.starts_with(kRefusalPrefix)) {
-    *sent = 0;
     return Status::Refused("hand-off: the new process refused the state: " +
                            ack.value().bytes.substr(kRefusalPrefix.size()));
   }
@@ -168,51 +169,132 @@ Status SendState(int sock, Session session, std::span<const Connection> connecti
   return Status::Ok();
 }
 
-Result<Received> ReceiveState(int sock, int64_t deadline_ms) {
-  if (Status s = NonBlocking(sock); !s.ok()) return s;
-  Received got;
+void StateSender::Abort() {
+  // Best effort: a new process that cannot hear it never got the end, so it
+  // serves nothing and closes its copies when it gives up or is killed.
+  (void)SendFds(sock_, kAbortMessage, {});
+}
+
+Status StateSender::Failed(Status s) {
+  // Still queued for us even if the peer has closed since.
+  Result<FdMessage> m = ReceiveFds(sock_);
+  if (m.ok() && m.value().kind == FdMessage::Kind::kMessage &&
+      m.value().bytes.starts_with(kRefusalPrefix)) {
+    return Status::Refused("hand-off: the new process refused the state: " +
+                           m.value().bytes.substr(kRefusalPrefix.size()));
+  }
+  return s;
+}
+
+Status SendState(int sock, Session session, std::span<const Connection> connections,
+                 std::span<const int> fds, int64_t deadline_ms) {
+  StateSender sender(sock, deadline_ms, deadline_ms);
+  Status s = sender.Begin(std::move(session), connections.size());
+  if (s.ok()) s = sender.Send(connections, fds);
+  if (s.ok()) s = sender.Finish();
+  return s;
+}
+
+StateReceiver::StateReceiver(int sock, int64_t deadline_ms)
+    : sock_(sock), deadline_ms_(deadline_ms) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0) {
+    old_pidfd_ = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, cred.pid, 0)));
+  }
+}
+
+Result<std::string> StateReceiver::NextRecord(std::string_view what, std::vector<UniqueFd>* fds,
+                                              std::optional<std::string>* message) {
   // Reads one whole record, from as many messages as it takes; the fds come
-  // with its first.
-  auto next = [&](std::string_view what, std::vector<UniqueFd>* fds) -> Result<std::string> {
-    RecordAssembler assembler;
-    bool first = true;
-    while (!assembler.complete()) {
-      Result<FdMessage> m = Receive(sock, deadline_ms, what);
-      if (!m.ok()) return m.status();
-      if (!first && !m.value().fds.empty()) {
-        return Status::Refused("hand-off: fds with a record's continuation");
-      }
-      if (first) *fds = std::move(m.value().fds);
-      first = false;
-      if (Status s = assembler.Add(m.value().bytes); !s.ok()) return s;
+  // with its first. A message that is not a record (the end, an abort) is
+  // returned in `*message` instead.
+  RecordAssembler assembler;
+  bool first = true;
+  while (!assembler.complete()) {
+    Result<FdMessage> m = Receive(sock_, deadline_ms_, what);
+    if (!m.ok()) return m.status();
+    if (first && message != nullptr && !m.value().bytes.starts_with(std::string_view(kMagic, 4))) {
+      if (!m.value().fds.empty()) return Status::Refused("hand-off: fds with a message");
+      *message = std::move(m.value().bytes);
+      return std::string();
     }
-    return assembler.Take();
-  };
+    if (!first && !m.value().fds.empty()) {
+      return Status::Refused("hand-off: fds with a record's continuation");
+    }
+    if (first) *fds = std::move(m.value().fds);
+    first = false;
+    if (Status s = assembler.Add(m.value().bytes); !s.ok()) return s;
+  }
+  return assembler.Take();
+}
+
+Result<Session> StateReceiver::Begin() {
+  if (Status s = NonBlocking(sock_); !s.ok()) return s;
   std::vector<UniqueFd> none;
-  Result<std::string> record = next("the session record", &none);
+  Result<std::string> record = NextRecord("the session record", &none, nullptr);
   if (!record.ok()) return record.status();
   if (!none.empty()) return Status::Refused("hand-off: fds with the session record");
   Result<Session> session = DecodeSession(record.value());
   if (!session.ok()) return session.status();
+  announced_ = session->connections;
+  chunks_announced_ = session->chunks;
+  return session;
+}
+
+Result<bool> StateReceiver::Next(std::vector<Connection>* connections, std::vector<UniqueFd>* fds) {
+  connections->clear();
+  fds->clear();
+  std::optional<std::string> message;
+  Result<std::string> chunk = NextRecord("a chunk of connections or the end", fds, &message);
+  if (!chunk.ok()) return chunk.status();
+  if (message) {
+    if (*message == kAbortMessage) {
+      return Status::Refused("hand-off: the old process called it off");
+    }
+    if (*message != kEndMessage || connections_ != announced_ ||
+        (chunks_announced_ != 0 && chunks_ != chunks_announced_)) {
+      return Status::Refused("hand-off: the state does not end where the session said (" +
+                             std::to_string(connections_) + " connections came, " +
+                             std::to_string(announced_) + " announced)");
+    }
+    return false;
+  }
+  Result<std::vector<Connection>> conns = DecodeChunk(chunk.value(), fds->size());
+  if (!conns.ok()) return conns.status();
+  connections_ += conns->size();
+  ++chunks_;
+  if (connections_ > announced_) {
+    return Status::Refused("hand-off: more connections came than the session announced");
+  }
+  *connections = std::move(conns).value();
+  return true;
+}
+
+bool StateReceiver::OldProcessEnded(int64_t wait_ms) const {
+  if (old_pidfd_.get() < 0) return false;
+  pollfd p{.fd = old_pidfd_.get(), .events = POLLIN, .revents = 0};
+  int n;
+  do {
+    n = ::poll(&p, 1, static_cast<int>(wait_ms));
+  } while (n < 0 && errno == EINTR);
+  return n > 0;
+}
+
+Result<Received> ReceiveState(int sock, int64_t deadline_ms) {
+  StateReceiver receiver(sock, deadline_ms);
+  Received got;
+  Result<Session> session = receiver.Begin();
+  if (!session.ok()) return session.status();
   got.session = std::move(session).value();
-  for (uint64_t i = 0; i < got.session.chunks; ++i) {
-    std::vector<UniqueFd> fds;
-    Result<std::string> chunk = next("a chunk of connections", &fds);
-    if (!chunk.ok()) return chunk.status();
-    Result<std::vector<Connection>> conns = DecodeChunk(chunk.value(), fds.size());
-    if (!conns.ok()) return conns.status();
-    for (Connection& c : conns.value()) got.connections.push_back(std::move(c));
+  std::vector<Connection> conns;
+  std::vector<UniqueFd> fds;
+  for (;;) {
+    Result<bool> more = receiver.Next(&conns, &fds);
+    if (!more.ok()) return more.status();
+    if (!*more) break;
+    for (Connection& c : conns) got.connections.push_back(std::move(c));
     for (UniqueFd& fd : fds) got.fds.push_back(std::move(fd));
-  }
-  if (got.connections.size() != got.session.connections) {
-    return Status::Refused("hand-off: " + std::to_string(got.connections.size()) +
-                           " connections came, the session announced " +
-                           std::to_string(got.session.connections));
-  }
-  Result<FdMessage> end = Receive(sock, deadline_ms, "the end");
-  if (!end.ok()) return end.status();
-  if (end.value().bytes != kEndMessage || !end.value().fds.empty()) {
-    return Status::Refused("hand-off: the state does not end where the session said");
   }
   return got;
 }

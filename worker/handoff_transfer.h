@@ -4,17 +4,20 @@
 //
 // Owns: the order of the messages — the session record, the chunks of
 // connections each with its fds (a chunk larger than one message continued
-// in the next ones), the end, then the receiver's acknowledgement — and
-// waiting for each within the time given. Does not: read the state out of
+// in the next ones), the end (or an abort), then the receiver's
+// acknowledgement (or refusal) — and waiting for each within the time
+// given; and, for the new process, telling the old one's crash (what came
+// is kept) from its giving up (nothing is kept). Does not: read the state out of
 // the shard or put it back (worker/shard does), encode it (worker/
 // handoff_state), or decide what to do on a failure (worker_main: the old
 // process serves on, the new one exits). Used on the shard's loop thread
-// while the loop is not running anything else: a hand-off is a few
+// while the loop is not running anything else: a hand-off is a few tens of
 // milliseconds, and nothing else may change the state meanwhile.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -33,6 +36,9 @@ inline constexpr std::string_view kAckMessage = "handoff ack";
 // The new process cannot take the state (it says why after this prefix): it
 // has touched none of the sockets, and the old one keeps them all.
 inline constexpr std::string_view kRefusalPrefix = "handoff refused: ";
+// The old process calls the hand-off off before its end: the new one closes
+// its copies untouched, and the old keeps every connection.
+inline constexpr std::string_view kAbortMessage = "handoff abort";
 
 // The new process's socket at `path`: a stale file there removed, bound
 // (SOCK_SEQPACKET, mode 0600: only this user may hand a process its
@@ -44,15 +50,90 @@ Result<UniqueFd> ConnectHandoff(const std::string& path);
 // `deadline_ms`.
 Result<UniqueFd> AcceptHandoff(int listener, int64_t deadline_ms);
 
-// The old process's side. Sends `session` (its connections and chunks
-// counts are filled here), then `connections` in chunks, connection i with
-// fds[i] (not closed: they stay the caller's until the acknowledgement),
-// then the end, and waits for the acknowledgement, all before `deadline_ms`
-// (monotonic). `*sent` is how many connections went (with their chunks,
-// whole): those belong to the new process even if the rest failed — unless
-// it refused the state (kRefused, `*sent` 0: it touched none of them).
+// The old process's side, a step at a time: the shard exports and sends a
+// batch of connections while the new process adopts the one before, so the
+// hand-off takes about as long as the slower side alone. Each step waits at
+// most until `deadline_ms` (monotonic) for room on the socket.
+//
+// Whatever fails, the old process keeps every connection: the new one
+// writes nothing to a socket, nor reads one, before it has acknowledged
+// the end, and the old process's copies of the fds keep the connections
+// open whatever becomes of the new one's.
+class StateSender {
+ public:
+  // The acknowledgement is awaited until `ack_deadline_ms`: later than the
+  // new process's own deadline (it refuses rather than acknowledge past
+  // it), so that an acknowledgement is never sent to a process that has
+  // given up and serves on.
+  StateSender(int sock, int64_t deadline_ms, int64_t ack_deadline_ms)
+      : sock_(sock), deadline_ms_(deadline_ms), ack_deadline_ms_(ack_deadline_ms) {}
+
+  // The session record, announcing `connections` connections. Its chunk
+  // count is left 0: the chunks go as they are made, up to the end message.
+  Status Begin(Session session, size_t connections);
+  // The next batch, connection i with fds[i] (not closed: they stay the
+  // caller's until the acknowledgement), in chunks of at most
+  // kMaxConnectionsPerChunk.
+  Status Send(std::span<const Connection> connections, std::span<const int> fds);
+  // The end, then the acknowledgement. kRefused if the new process refused
+  // the state (also when a step failed because it refused and went away).
+  Status Finish();
+  // After a failed step, or to give up: tells the new process, if it can
+  // still hear it, to close its copies untouched. Best effort: without the
+  // end it takes nothing anyway.
+  void Abort();
+
+ private:
+  // A refusal the new process left before it went away says why a step
+  // failed.
+  Status Failed(Status s);
+
+  int sock_;
+  int64_t deadline_ms_;
+  int64_t ack_deadline_ms_;
+};
+
+// All of it at once (StateSender's steps): the session, `connections` with
+// `fds`, the end and the acknowledgement.
 Status SendState(int sock, Session session, std::span<const Connection> connections,
-                 std::span<const int> fds, int64_t deadline_ms, size_t* sent);
+                 std::span<const int> fds, int64_t deadline_ms);
+
+// The new process's side, a step at a time: the session, then each chunk as
+// it comes (the caller adopts it before asking for the next), then the end;
+// then SendAck, before `deadline_ms` only (see StateSender).
+// Refused if a record does not decode, a chunk's fds do not match it, or
+// anything comes out of order; kNotFound for a version this binary cannot
+// read (roll back).
+class StateReceiver {
+ public:
+  // The old process's pid and a pidfd on it, taken from the socket now
+  // while it surely runs: if the socket closes before the end, whether it
+  // has ended tells a crash (keep what came) from giving up (take nothing).
+  StateReceiver(int sock, int64_t deadline_ms);
+
+  Result<Session> Begin();
+  // The next chunk into `*connections` and `*fds` (replaced); false once
+  // the end came, checked against the session's counts. Refused, saying
+  // so, if the old process called the hand-off off (kAbortMessage).
+  Result<bool> Next(std::vector<Connection>* connections, std::vector<UniqueFd>* fds);
+  // After a failed step: true if the old process has ended (within
+  // `wait_ms`), so the connections already taken are this process's alone.
+  bool OldProcessEnded(int64_t wait_ms) const;
+
+ private:
+  // One record (its fds into `*fds`); with `message`, a first message that
+  // is not a record (the end, an abort) is put there instead.
+  Result<std::string> NextRecord(std::string_view what, std::vector<UniqueFd>* fds,
+                                 std::optional<std::string>* message);
+
+  int sock_;
+  int64_t deadline_ms_;
+  UniqueFd old_pidfd_;
+  uint64_t announced_ = 0;         // connections, from the session
+  uint64_t chunks_announced_ = 0;  // 0: up to the end message
+  uint64_t connections_ = 0;
+  uint64_t chunks_ = 0;
+};
 
 // What the new process received: the session and every connection with its
 // fd.
@@ -61,10 +142,7 @@ struct Received {
   std::vector<Connection> connections;
   std::vector<UniqueFd> fds;
 };
-// The new process's side: reads the session, the chunks it announced and the
-// end before `deadline_ms`. Refused if a record does not decode, a chunk's
-// fds do not match it, or anything comes out of order; kNotFound for a
-// version this binary cannot read (roll back). The caller imports, then
+// All of it at once (StateReceiver's steps). The caller imports, then
 // acknowledges with SendAck.
 Result<Received> ReceiveState(int sock, int64_t deadline_ms);
 Status SendAck(int sock);

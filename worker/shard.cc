@@ -28,7 +28,8 @@ Shard::~Shard() {
 }
 
 Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, ShardOptions options,
-                                             WorkerMetrics* metrics, handoff::Received* adopted) {
+                                             WorkerMetrics* metrics,
+                                             const handoff::Session* adopted) {
   std::unique_ptr<Shard> shard(new Shard(loop, std::move(options), metrics));
   Shard* self = shard.get();
   Gateway::Listener* listener = self;
@@ -59,9 +60,8 @@ Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, Sha
     }
   }
   if (adopted != nullptr) {
-    if (Status s = self->Adopt(*adopted); !s.ok()) return s;
-  }
-  if (self->session_) {
+    if (Status s = self->AdoptSession(*adopted); !s.ok()) return s;
+  } else if (self->session_) {
     self->session_->Start(MonoNowMs());
     self->Tick();
   }
@@ -72,21 +72,25 @@ Result<std::unique_ptr<Shard>> Shard::Create(EventLoop* loop, int listen_fd, Sha
 
 // --- Hand-off ------------------------------------------------------------------
 
-Status Shard::Adopt(handoff::Received& in) {
+Status Shard::AdoptSession(const handoff::Session& in) {
   // A broker session that cannot go on here would lose its outbox and its
   // place on the broker: not taken, the old process keeps it.
-  if (!session_ && (in.session.epoch != 0 || !in.session.outbox.empty())) {
+  if (!session_ && (in.epoch != 0 || !in.outbox.empty())) {
     return Status::Refused("the state has a broker session and this process has no --broker");
   }
-  if (Status s = hub_.ImportSession(in.session); !s.ok()) return s;
+  if (Status s = hub_.ImportSession(in); !s.ok()) return s;
   if (session_) {
-    if (Status s = session_->Import(in.session); !s.ok()) return s;
+    if (Status s = session_->Import(in); !s.ok()) return s;
   }
-  if (history_) history_->ImportPositions(in.session.streams);
-  for (size_t i = 0; i < in.connections.size(); ++i) {
-    handoff::Connection& c = in.connections[i];
+  if (history_) history_->ImportPositions(in.streams);
+  return Status::Ok();
+}
+
+void Shard::Adopt(std::span<handoff::Connection> connections, std::span<UniqueFd> fds) {
+  for (size_t i = 0; i < connections.size() && i < fds.size(); ++i) {
+    handoff::Connection& c = connections[i];
     const uint64_t old_id = c.id;
-    Result<ConnId> id = gateway_->Adopt(std::move(in.fds[i]), c);
+    Result<ConnId> id = gateway_->Adopt(std::move(fds[i]), c);
     if (!id.ok()) {
       ++adoption_failures_;
       spdlog::warn("hand-off: connection {:x} not adopted: {}", old_id, id.status().message());
@@ -99,8 +103,13 @@ Status Shard::Adopt(handoff::Received& in) {
       spdlog::warn("hand-off: connection {:x}'s channels not taken: {}", old_id, s.message());
       gateway_->Close(*id, ws::close_code::kInternalError, CloseReason::kIoError,
                       "state not taken");
+      continue;
     }
+    ++adopted_;
   }
+}
+
+void Shard::FinishAdoption() {
   if (history_) {
     // Streams whose position did not move (it was not known yet) are
     // synced as after a subscribe; the others go on from theirs.
@@ -112,7 +121,10 @@ Status Shard::Adopt(handoff::Received& in) {
     PerformHistory(actions);
   }
   gateway_->Settle();
-  return Status::Ok();
+  if (session_) {
+    session_->Start(MonoNowMs());
+    Tick();
+  }
 }
 
 bool Shard::ReadyToHandOff() const {
@@ -120,8 +132,8 @@ bool Shard::ReadyToHandOff() const {
          api_history_.empty() && presence_waits_.empty();
 }
 
-Shard::HandoffState Shard::ExportHandoff() {
-  HandoffState out;
+Shard::HandoffPlan Shard::BeginHandOff() {
+  HandoffPlan out;
   std::vector<Action> actions;
   hub_.SendOverdueStates(INT64_MAX, &actions);
   Perform(actions, 0);
@@ -139,30 +151,28 @@ Shard::HandoffState Shard::ExportHandoff() {
   }
   hub_.ExportSession(&s);
   if (history_) history_->ExportPositions(&s.streams);
+  // The hub knows every open socket after Settle: each listed one exports.
   for (ConnId id : gateway_->OpenConnections()) {
+    if (hub_.Connected(id)) out.connections.push_back(id);
+  }
+  return out;
+}
+
+void Shard::ExportConnections(std::span<const ConnId> ids, std::vector<handoff::Connection>* out,
+                              std::vector<int>* fds) const {
+  for (ConnId id : ids) {
     handoff::Connection c;
     const int fd = gateway_->ExportConnection(id, &c);
     if (fd < 0 || !hub_.ExportConnection(id, &c)) continue;
-    out.connections.push_back(std::move(c));
-    out.fds.push_back(fd);
+    out->push_back(std::move(c));
+    fds->push_back(fd);
   }
-  return out;
 }
 
 void Shard::HandedOff() {
   handed_off_ = true;
   gateway_->StopAccepting();
   for (ConnId id : gateway_->OpenConnections()) gateway_->Release(id);
-}
-
-void Shard::ReleaseHandedOff(std::span<const ConnId> ids) {
-  std::vector<Action> actions;
-  for (ConnId id : ids) {
-    gateway_->Release(id);
-    hub_.Disconnect(id, &actions);
-  }
-  Perform(actions, 0);
-  gateway_->Settle();
 }
 
 // --- From clients -------------------------------------------------------------

@@ -56,16 +56,16 @@ struct ShardOptions {
 class Shard : private Gateway::Listener, private ClusterSession::Handler, private ClusterView {
  public:
   // Serves `listen_fd` (non-blocking, listening; not owned) on `loop`, and
-  // connects to options.broker_endpoint when set. `adopted`: the state the
-  // process this one replaces handed over (docs/UPGRADE.md), taken before
-  // anything else happens — its sockets adopted, its hub, history and broker
-  // session restored (options.cluster must then carry the state's shard,
-  // instance and token) — so the first hello is the old process's. Refused
-  // if the shard-wide state cannot be taken; a connection that cannot be
-  // adopted is closed (counted in adoption_failures()).
+  // connects to options.broker_endpoint when set. `adopted`: the shard-wide
+  // state the process this one replaces handed over (docs/UPGRADE.md) —
+  // its hub, history positions and broker session restored
+  // (options.cluster must then carry the state's shard, instance and
+  // token); its connections then come through Adopt, chunk by chunk, and
+  // FinishAdoption starts the broker session, so the first hello is the old
+  // process's. Refused if the shard-wide state cannot be taken.
   static Result<std::unique_ptr<Shard>> Create(EventLoop* loop, int listen_fd, ShardOptions options,
                                                WorkerMetrics* metrics,
-                                               handoff::Received* adopted = nullptr);
+                                               const handoff::Session* adopted = nullptr);
   ~Shard() override;
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
@@ -85,24 +85,34 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   // own sequenced broadcasts not yet delivered back, API requests waiting)
   // and no drain has begun. If not, the caller tries again shortly.
   bool ReadyToHandOff() const;
-  struct HandoffState {
+  struct HandoffPlan {
     handoff::Session session;
-    std::vector<handoff::Connection> connections;
-    std::vector<int> fds;  // connection i's, still owned here
+    std::vector<ConnId> connections;  // the ones that move, in the order to send
   };
   // Finishes what must be finished first (joiners waiting for the other
   // shards' presence get it now, the broker's credit and this turn's
   // publishes go, every queue is written as far as the kernel takes it),
-  // then reads the whole state out. Changes nothing else: if the hand-off
-  // fails, serving goes on as before.
-  HandoffState ExportHandoff();
+  // then reads the shard-wide state out and lists the connections that
+  // move. Changes nothing else: if the hand-off fails, serving goes on as
+  // before.
+  HandoffPlan BeginHandOff();
+  // The state of `ids` (from the plan, in the same loop turn), connection
+  // i's fd in (*fds)[i], still owned here. Appends to both.
+  void ExportConnections(std::span<const ConnId> ids, std::vector<handoff::Connection>* out,
+                         std::vector<int>* fds) const;
   // After the new process acknowledged: every socket is its own. Nothing
   // more is written to clients or sent to the broker; the caller exits.
   void HandedOff();
-  // A hand-off failed after `ids` were sent: those are the new process's
-  // (or gone with it). Released here, their presence leaving as for any
-  // socket that went away; the rest is served on.
-  void ReleaseHandedOff(std::span<const ConnId> ids);
+
+  // --- The new process's side (Create with the session first): a chunk's
+  // connections, each with its fd, adopted as they come (nothing is written
+  // to them before the loop runs, so a refused hand-off touched none); a
+  // connection that cannot be adopted is closed (adoption_failures()).
+  void Adopt(std::span<handoff::Connection> connections, std::span<UniqueFd> fds);
+  // Every chunk is in: streams whose position did not move are synced, and
+  // the broker session starts.
+  void FinishAdoption();
+  size_t adopted() const { return adopted_; }
   size_t adoption_failures() const { return adoption_failures_; }
 
  private:
@@ -188,9 +198,10 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   uint64_t cron_ticks_ = 0;
   bool draining_ = false;
   bool handed_off_ = false;  // HandedOff: the process is about to exit
+  size_t adopted_ = 0;
   size_t adoption_failures_ = 0;
-  // Create's part for a hand-off's state.
-  Status Adopt(handoff::Received& adopted);
+  // Create's part for a hand-off's shard-wide state.
+  Status AdoptSession(const handoff::Session& session);
   bool clients_gone_ = false;  // the gateway's drain is over
   int64_t drain_deadline_ms_ = 0;
   std::function<void(size_t)> drained_;  // Drain's `done`, until called

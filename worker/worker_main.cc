@@ -45,6 +45,49 @@
 namespace {
 
 constexpr char kProgram[] = "switchboard-worker";
+// Makes room in the fd table for `more` fds now, while this process has one
+// thread: growing it later, with the broker link's threads running, waits
+// for an RCU grace period at each doubling (tens of ms for 10,000 fds).
+void GrowFdTable(uint64_t more) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  const uint64_t want = std::min<uint64_t>(more + 256, lim.rlim_cur - 1);
+  const int fd = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, static_cast<int>(want));
+  if (fd >= 0) ::close(fd);
+}
+
+// A test's hook into a hand-off (docs/UPGRADE.md, "Testing"):
+// SWITCHBOARD_HANDOFF_PAUSE=chunks:N makes the new process stop for a
+// minute once it has adopted N chunks, =acked once it has acknowledged the
+// end, so that a test can kill it there. Unset, nothing pauses.
+struct HandoffPause {
+  uint64_t after_chunks = 0;  // 0: not
+  bool after_ack = false;
+
+  static HandoffPause FromEnv() {
+    HandoffPause p;
+    const char* v = std::getenv("SWITCHBOARD_HANDOFF_PAUSE");
+    if (v == nullptr) return p;
+    const std::string_view s(v);
+    if (s == "acked") p.after_ack = true;
+    if (s.starts_with("chunks:")) p.after_chunks = std::strtoull(v + 7, nullptr, 10);
+    return p;
+  }
+  static void Pause(std::string_view where) {
+    spdlog::warn("hand-off paused {} (SWITCHBOARD_HANDOFF_PAUSE)", where);
+    ::sleep(60);
+  }
+};
+
+// A hand-off's bound on each side (docs/UPGRADE.md); the old process sends
+// its connections in batches of this many, each adopted by the new one
+// while the next is exported.
+constexpr int64_t kHandoffTimeoutMs = 10000;
+// The old process waits this much longer for the acknowledgement than the
+// new one may take to send it (counted from its accept, which follows the
+// old one's start by far less).
+constexpr int64_t kAckGraceMs = 5000;
+constexpr size_t kHandoffBatch = sb::worker::handoff::kMaxConnectionsPerChunk;
 
 // This process's instance id: the broker tells shard restarts apart by it,
 // and presence phx_refs (prefixed with it) stay unique across shards and
@@ -312,7 +355,8 @@ int main(int argc, char** argv) {
   // Receiving: set up, but neither accept nor connect to the broker until
   // the old process's state is here; its instance and token are then the
   // broker session's, so the broker sees the same shard.
-  std::optional<sb::worker::handoff::Received> received;
+  std::optional<sb::worker::handoff::StateReceiver> receiver;
+  std::optional<sb::worker::handoff::Session> session;
   sb::UniqueFd handoff_conn;
   int64_t handoff_start_ms = 0;
   if (receive) {
@@ -339,42 +383,91 @@ int main(int argc, char** argv) {
     }
     ::unlink(handoff_path.c_str());
     handoff_start_ms = sb::MonoNowMs();
-    auto state = sb::worker::handoff::ReceiveState(handoff_conn.get(), handoff_start_ms + 10000);
-    if (!state.ok()) {
+    receiver.emplace(handoff_conn.get(), handoff_start_ms + kHandoffTimeoutMs);
+    auto begun = receiver->Begin();
+    if (!begun.ok()) {
       // Refused: the old process keeps serving everything.
-      (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), state.status().message());
-      sb::PrintFatal(kProgram, "receive the hand-off", state.status().message());
+      (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), begun.status().message());
+      sb::PrintFatal(kProgram, "receive the hand-off", begun.status().message());
       return sb::kExitFailure;
     }
-    received = std::move(state).value();
-    opt.cluster.shard = received->session.shard;
-    opt.cluster.instance = received->session.instance;
-    opt.cluster.token = received->session.token;
+    session = std::move(begun).value();
+    GrowFdTable(session->connections);
+    opt.cluster.shard = session->shard;
+    opt.cluster.instance = session->instance;
+    opt.cluster.token = session->token;
   }
 
   auto created = sb::worker::Shard::Create(loop->get(), listen_fd, opt, &metrics,
-                                           received ? &*received : nullptr);
+                                           session ? &*session : nullptr);
   if (!created.ok()) {
     // Nothing was written to an adopted socket yet: the old process keeps
     // them all, as they were.
-    if (received)
+    if (session)
       (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), created.status().message());
     sb::PrintFatal(kProgram, "serve", created.status().message());
     return sb::kExitFailure;
   }
-  if (received) {
-    if (sb::Status s = sb::worker::handoff::SendAck(handoff_conn.get()); !s.ok()) {
-      // The old process may still hold the sockets: two processes must not
-      // serve them.
-      sb::PrintFatal(kProgram, "acknowledge the hand-off", s.message());
+  if (session) {
+    // Each chunk is adopted as it comes, while the old process exports the
+    // next. Nothing is written to a socket until the loop runs, after the
+    // end: until then a refusal leaves every socket as the old one left it.
+    std::vector<sb::worker::handoff::Connection> conns;
+    std::vector<sb::UniqueFd> fds;
+    sb::Status failed;
+    const HandoffPause pause = HandoffPause::FromEnv();
+    for (uint64_t chunks = 0;;) {
+      auto more = receiver->Next(&conns, &fds);
+      if (!more.ok()) {
+        failed = more.status();
+        break;
+      }
+      if (!*more) break;
+      (*created)->Adopt(conns, fds);
+      if (++chunks == pause.after_chunks) HandoffPause::Pause("after a chunk");
+    }
+    const size_t moved = (*created)->adopted();
+    if (!failed.ok()) {
+      // The socket closed before the end: if the old process has ended
+      // (a crash), what came is this process's alone and is served; if it
+      // lives on, it kept everything, and this process takes nothing.
+      const bool old_ended = failed.code() == sb::Status::Code::kIoError &&
+                             receiver->OldProcessEnded(/*wait_ms=*/1000);
+      if (!old_ended) {
+        (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), failed.message());
+        sb::PrintFatal(kProgram, "receive the hand-off", failed.message());
+        return sb::kExitFailure;
+      }
+      spdlog::warn(
+          "shard {}: the old process ended mid-hand-off ({}): serving the {} connection(s) "
+          "that came",
+          shard, failed.message(), moved);
+    }
+    (*created)->FinishAdoption();
+    if (failed.ok() && sb::MonoNowMs() > handoff_start_ms + kHandoffTimeoutMs) {
+      // The old process may have given up and served on: too late to take.
+      failed = sb::Status::IoError("hand-off: taken too late");
+      (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), failed.message());
+      sb::PrintFatal(kProgram, "receive the hand-off", failed.message());
       return sb::kExitFailure;
     }
+    if (failed.ok()) {
+      if (sb::Status s = sb::worker::handoff::SendAck(handoff_conn.get()); !s.ok()) {
+        // The old process may still hold the sockets: two processes must
+        // not serve them, unless it has ended.
+        if (!receiver->OldProcessEnded(/*wait_ms=*/1000)) {
+          sb::PrintFatal(kProgram, "acknowledge the hand-off", s.message());
+          return sb::kExitFailure;
+        }
+      }
+    }
+    if (pause.after_ack) HandoffPause::Pause("after the acknowledgement");
     const int64_t ms = sb::MonoNowMs() - handoff_start_ms;
-    const size_t moved = received->connections.size() - (*created)->adoption_failures();
     spdlog::info("shard {}: upgraded: {} connection(s) taken over in {} ms", shard, moved, ms);
     sb::SdNotify("STATUS=upgraded connections=" + std::to_string(moved) +
                  " ms=" + std::to_string(ms));
-    received.reset();
+    receiver.reset();
+    session.reset();
   }
   sb::EventLoop* l = loop->get();
   sb::worker::Shard* g = created->get();
@@ -399,22 +492,37 @@ int main(int argc, char** argv) {
       spdlog::warn("shard {}: hand-off: {}; serving on", shard, conn.status().message());
       return;
     }
-    sb::worker::Shard::HandoffState state = g->ExportHandoff();
-    size_t sent = 0;
-    sb::Status s = sb::worker::handoff::SendState(conn->get(), state.session, state.connections,
-                                                  state.fds, start + 10000, &sent);
+    // The session first, then the connections a batch at a time: the new
+    // process adopts each batch while this one exports the next.
+    sb::worker::Shard::HandoffPlan plan = g->BeginHandOff();
+    sb::worker::handoff::StateSender sender(conn->get(), start + kHandoffTimeoutMs,
+                                            start + kHandoffTimeoutMs + kAckGraceMs);
+    sb::Status s = sender.Begin(std::move(plan.session), plan.connections.size());
+    std::vector<sb::worker::handoff::Connection> batch;
+    std::vector<int> fds;
+    const std::span<const sb::worker::ConnId> ids(plan.connections);
+    for (size_t at = 0; s.ok() && at < ids.size(); at += kHandoffBatch) {
+      batch.clear();
+      fds.clear();
+      g->ExportConnections(ids.subspan(at, std::min(kHandoffBatch, ids.size() - at)), &batch, &fds);
+      s = sender.Send(batch, fds);
+    }
+    if (s.ok()) s = sender.Finish();
     if (s.ok()) {
-      spdlog::info("shard {}: handed {} connection(s) over in {} ms; exiting", shard,
-                   state.connections.size(), sb::MonoNowMs() - start);
+      spdlog::info("shard {}: handed {} connection(s) over in {} ms; exiting", shard, ids.size(),
+                   sb::MonoNowMs() - start);
+      // What is left (letting go of every socket, the exit) yields the CPU
+      // to the new process, which serves them from now on.
+      ::setpriority(PRIO_PROCESS, 0, 19);
       g->HandedOff();
       l->Stop(sb::kExitOk);
       return;
     }
-    std::vector<sb::worker::ConnId> gone;
-    for (size_t i = 0; i < sent; ++i) gone.push_back(state.connections[i].id);
-    g->ReleaseHandedOff(gone);
-    spdlog::warn("shard {}: hand-off failed after {} of {} connection(s): {}; serving on", shard,
-                 sent, state.connections.size(), s.message());
+    // The new process acknowledged nothing, so it touched nothing: every
+    // connection is still this process's, as it was.
+    sender.Abort();
+    spdlog::warn("shard {}: hand-off of {} connection(s) failed: {}; serving on all of them", shard,
+                 ids.size(), s.message());
   };
   (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
     int sig = sb::ReadSignal(sfd->get());
