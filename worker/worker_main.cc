@@ -45,6 +45,7 @@
 namespace {
 
 constexpr char kProgram[] = "switchboard-worker";
+
 // Makes room in the fd table for `more` fds now, while this process has one
 // thread: growing it later, with the broker link's threads running, waits
 // for an RCU grace period at each doubling (tens of ms for 10,000 fds).
@@ -88,6 +89,107 @@ constexpr int64_t kHandoffTimeoutMs = 10000;
 // old one's start by far less).
 constexpr int64_t kAckGraceMs = 5000;
 constexpr size_t kHandoffBatch = sb::worker::handoff::kMaxConnectionsPerChunk;
+
+// The new process's side of a hand-off, once `shard` exists with the old
+// one's session: adopts each chunk as it comes (while the old process
+// exports the next), then acknowledges the end. Nothing is written to a
+// socket until the loop runs, after that: a refusal before it leaves every
+// socket as the old process left it. False (logged) if this process must
+// exit instead of serving.
+bool TakeOver(sb::worker::handoff::StateReceiver& receiver, int conn, sb::worker::Shard& shard,
+              const std::string& name, int64_t start_ms) {
+  namespace handoff = sb::worker::handoff;
+  std::vector<handoff::Connection> conns;
+  std::vector<sb::UniqueFd> fds;
+  sb::Status failed;
+  const HandoffPause pause = HandoffPause::FromEnv();
+  for (uint64_t chunks = 0;;) {
+    auto more = receiver.Next(&conns, &fds);
+    if (!more.ok()) {
+      failed = more.status();
+      break;
+    }
+    if (!*more) break;
+    shard.Adopt(conns, fds);
+    if (++chunks == pause.after_chunks) HandoffPause::Pause("after a chunk");
+  }
+  if (!failed.ok()) {
+    // The socket closed before the end: if the old process has ended (a
+    // crash), what came is this process's alone and is served; if it lives
+    // on, it kept everything, and this process takes nothing.
+    const bool old_ended =
+        failed.code() == sb::Status::Code::kIoError && receiver.OldProcessEnded(/*wait_ms=*/1000);
+    if (!old_ended) {
+      (void)handoff::SendRefusal(conn, failed.message());
+      sb::PrintFatal(kProgram, "receive the hand-off", failed.message());
+      return false;
+    }
+    spdlog::warn(
+        "shard {}: the old process ended mid-hand-off ({}): serving the {} connection(s) "
+        "that came",
+        name, failed.message(), shard.adopted());
+  } else if (sb::MonoNowMs() > start_ms + kHandoffTimeoutMs) {
+    // The old process may have given up and served on: too late to take.
+    (void)handoff::SendRefusal(conn, "taken too late");
+    sb::PrintFatal(kProgram, "receive the hand-off", "taken too late");
+    return false;
+  } else if (sb::Status s = handoff::SendAck(conn); !s.ok() && !receiver.OldProcessEnded(1000)) {
+    // The old process may still hold the sockets: two processes must not
+    // serve them, unless it has ended.
+    sb::PrintFatal(kProgram, "acknowledge the hand-off", s.message());
+    return false;
+  }
+  shard.FinishAdoption();
+  if (pause.after_ack) HandoffPause::Pause("after the acknowledgement");
+  const int64_t ms = sb::MonoNowMs() - start_ms;
+  spdlog::info("shard {}: upgraded: {} connection(s) taken over in {} ms", name, shard.adopted(),
+               ms);
+  sb::SdNotify("STATUS=upgraded connections=" + std::to_string(shard.adopted()) +
+               " ms=" + std::to_string(ms));
+  return true;
+}
+
+// The old process's side (SIGUSR2, once shard.ReadyToHandOff()): the
+// session first, then the connections a batch at a time, each exported
+// while the new process adopts the one before. True once the new process
+// has acknowledged (every socket is its own: the caller exits); false, with
+// every connection still served here, if anything failed before.
+bool HandOver(sb::worker::Shard& shard, const std::string& path, const std::string& name) {
+  namespace handoff = sb::worker::handoff;
+  const int64_t start = sb::MonoNowMs();
+  auto conn = handoff::ConnectHandoff(path);
+  if (!conn.ok()) {
+    spdlog::warn("shard {}: hand-off: {}; serving on", name, conn.status().message());
+    return false;
+  }
+  sb::worker::Shard::HandoffPlan plan = shard.BeginHandOff();
+  handoff::StateSender sender(conn->get(), start + kHandoffTimeoutMs,
+                              start + kHandoffTimeoutMs + kAckGraceMs);
+  sb::Status s = sender.Begin(std::move(plan.session), plan.connections.size());
+  std::vector<handoff::Connection> batch;
+  std::vector<int> fds;
+  const std::span<const sb::worker::ConnId> ids(plan.connections);
+  for (size_t at = 0; s.ok() && at < ids.size(); at += kHandoffBatch) {
+    batch.clear();
+    fds.clear();
+    shard.ExportConnections(ids.subspan(at, std::min(kHandoffBatch, ids.size() - at)), &batch,
+                            &fds);
+    s = sender.Send(batch, fds);
+  }
+  if (s.ok()) s = sender.Finish();
+  if (!s.ok()) {
+    // The new process acknowledged nothing, so it touched nothing: every
+    // connection is still this process's, as it was.
+    sender.Abort();
+    spdlog::warn("shard {}: hand-off of {} connection(s) failed: {}; serving on all of them", name,
+                 ids.size(), s.message());
+    return false;
+  }
+  spdlog::info("shard {}: handed {} connection(s) over in {} ms; exiting", name, ids.size(),
+               sb::MonoNowMs() - start);
+  shard.HandedOff();
+  return true;
+}
 
 // This process's instance id: the broker tells shard restarts apart by it,
 // and presence phx_refs (prefixed with it) stay unique across shards and
@@ -409,63 +511,9 @@ int main(int argc, char** argv) {
     return sb::kExitFailure;
   }
   if (session) {
-    // Each chunk is adopted as it comes, while the old process exports the
-    // next. Nothing is written to a socket until the loop runs, after the
-    // end: until then a refusal leaves every socket as the old one left it.
-    std::vector<sb::worker::handoff::Connection> conns;
-    std::vector<sb::UniqueFd> fds;
-    sb::Status failed;
-    const HandoffPause pause = HandoffPause::FromEnv();
-    for (uint64_t chunks = 0;;) {
-      auto more = receiver->Next(&conns, &fds);
-      if (!more.ok()) {
-        failed = more.status();
-        break;
-      }
-      if (!*more) break;
-      (*created)->Adopt(conns, fds);
-      if (++chunks == pause.after_chunks) HandoffPause::Pause("after a chunk");
-    }
-    const size_t moved = (*created)->adopted();
-    if (!failed.ok()) {
-      // The socket closed before the end: if the old process has ended
-      // (a crash), what came is this process's alone and is served; if it
-      // lives on, it kept everything, and this process takes nothing.
-      const bool old_ended = failed.code() == sb::Status::Code::kIoError &&
-                             receiver->OldProcessEnded(/*wait_ms=*/1000);
-      if (!old_ended) {
-        (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), failed.message());
-        sb::PrintFatal(kProgram, "receive the hand-off", failed.message());
-        return sb::kExitFailure;
-      }
-      spdlog::warn(
-          "shard {}: the old process ended mid-hand-off ({}): serving the {} connection(s) "
-          "that came",
-          shard, failed.message(), moved);
-    }
-    (*created)->FinishAdoption();
-    if (failed.ok() && sb::MonoNowMs() > handoff_start_ms + kHandoffTimeoutMs) {
-      // The old process may have given up and served on: too late to take.
-      failed = sb::Status::IoError("hand-off: taken too late");
-      (void)sb::worker::handoff::SendRefusal(handoff_conn.get(), failed.message());
-      sb::PrintFatal(kProgram, "receive the hand-off", failed.message());
+    if (!TakeOver(*receiver, handoff_conn.get(), **created, shard, handoff_start_ms)) {
       return sb::kExitFailure;
     }
-    if (failed.ok()) {
-      if (sb::Status s = sb::worker::handoff::SendAck(handoff_conn.get()); !s.ok()) {
-        // The old process may still hold the sockets: two processes must
-        // not serve them, unless it has ended.
-        if (!receiver->OldProcessEnded(/*wait_ms=*/1000)) {
-          sb::PrintFatal(kProgram, "acknowledge the hand-off", s.message());
-          return sb::kExitFailure;
-        }
-      }
-    }
-    if (pause.after_ack) HandoffPause::Pause("after the acknowledgement");
-    const int64_t ms = sb::MonoNowMs() - handoff_start_ms;
-    spdlog::info("shard {}: upgraded: {} connection(s) taken over in {} ms", shard, moved, ms);
-    sb::SdNotify("STATUS=upgraded connections=" + std::to_string(moved) +
-                 " ms=" + std::to_string(ms));
     receiver.reset();
     session.reset();
   }
@@ -486,43 +534,7 @@ int main(int argc, char** argv) {
       return;
     }
     handing_off = false;
-    const int64_t start = sb::MonoNowMs();
-    auto conn = sb::worker::handoff::ConnectHandoff(handoff_path);
-    if (!conn.ok()) {
-      spdlog::warn("shard {}: hand-off: {}; serving on", shard, conn.status().message());
-      return;
-    }
-    // The session first, then the connections a batch at a time: the new
-    // process adopts each batch while this one exports the next.
-    sb::worker::Shard::HandoffPlan plan = g->BeginHandOff();
-    sb::worker::handoff::StateSender sender(conn->get(), start + kHandoffTimeoutMs,
-                                            start + kHandoffTimeoutMs + kAckGraceMs);
-    sb::Status s = sender.Begin(std::move(plan.session), plan.connections.size());
-    std::vector<sb::worker::handoff::Connection> batch;
-    std::vector<int> fds;
-    const std::span<const sb::worker::ConnId> ids(plan.connections);
-    for (size_t at = 0; s.ok() && at < ids.size(); at += kHandoffBatch) {
-      batch.clear();
-      fds.clear();
-      g->ExportConnections(ids.subspan(at, std::min(kHandoffBatch, ids.size() - at)), &batch, &fds);
-      s = sender.Send(batch, fds);
-    }
-    if (s.ok()) s = sender.Finish();
-    if (s.ok()) {
-      spdlog::info("shard {}: handed {} connection(s) over in {} ms; exiting", shard, ids.size(),
-                   sb::MonoNowMs() - start);
-      // What is left (letting go of every socket, the exit) yields the CPU
-      // to the new process, which serves them from now on.
-      ::setpriority(PRIO_PROCESS, 0, 19);
-      g->HandedOff();
-      l->Stop(sb::kExitOk);
-      return;
-    }
-    // The new process acknowledged nothing, so it touched nothing: every
-    // connection is still this process's, as it was.
-    sender.Abort();
-    spdlog::warn("shard {}: hand-off of {} connection(s) failed: {}; serving on all of them", shard,
-                 ids.size(), s.message());
+    if (HandOver(*g, handoff_path, shard)) l->Stop(sb::kExitOk);
   };
   (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
     int sig = sb::ReadSignal(sfd->get());
