@@ -85,8 +85,11 @@ Result<FdMessage> ReceiveFds(int sock, size_t max_bytes) {
                            " bytes, 1 to " + std::to_string(kMaxFdMessageBytes));
   }
   FdMessage out;
-  out.bytes.resize(max_bytes);
-  iovec iov{.iov_base = out.bytes.data(), .iov_len = max_bytes};
+  // Read into a buffer kept for the thread, then copied to its size: a
+  // string sized to the bound would be zero-filled (128 KiB) on every call,
+  // also the ones that find nothing.
+  thread_local const std::unique_ptr<char[]> buffer(new char[kMaxFdMessageBytes]);
+  iovec iov{.iov_base = buffer.get(), .iov_len = max_bytes};
   alignas(cmsghdr) unsigned char control[kControlBytes];
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -99,7 +102,6 @@ Result<FdMessage> ReceiveFds(int sock, size_t max_bytes) {
     if (n >= 0) break;
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      out.bytes.clear();
       out.kind = FdMessage::Kind::kWouldBlock;
       return out;
     }
@@ -114,7 +116,7 @@ Result<FdMessage> ReceiveFds(int sock, size_t max_bytes) {
     return Status::Refused("fd passing: a message longer than " + std::to_string(max_bytes) +
                            " bytes (MSG_TRUNC)");
   }
-  out.bytes.resize(static_cast<size_t>(n));
+  out.bytes.assign(buffer.get(), static_cast<size_t>(n));
   // SendFds never sends an empty message: nothing read is the peer's close.
   if (n == 0) {
     if (!out.fds.empty()) return Status::Refused("fd passing: fds with an empty message");
