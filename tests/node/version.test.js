@@ -11,15 +11,18 @@ const path = require('node:path');
 const { execFile } = require('node:child_process');
 const { promisify } = require('node:util');
 const { startCluster, it, scrape, sampleValue } = require('./lib/cluster');
-const { httpRequest } = require('./lib/worker');
+const { httpRequest, startWorker } = require('./lib/worker');
 const { scopeFor } = require('./lib/util');
 
 const PROGRAMS = ['switchboard', 'switchboard-broker', 'switchboard-worker'];
 
 // {version, commit} from `bin --version`, which must be exactly
 // "<program> <version> (commit <commit>)".
-async function versionOf(program) {
-  const bin = path.join(process.env.SWITCHBOARD_BIN_DIR, program);
+function versionOf(program) {
+  return versionOfBinary(program, path.join(process.env.SWITCHBOARD_BIN_DIR, program));
+}
+
+async function versionOfBinary(program, bin) {
   const { stdout } = await promisify(execFile)(bin, ['--version'], { timeout: 10000 });
   const m = /^(\S+) (\S+) \(commit (\S+)\)\n$/.exec(stdout);
   assert.ok(m, `${program} --version printed ${JSON.stringify(stdout)}`);
@@ -55,5 +58,26 @@ describe('versions', () => {
         `${what}: switchboard_build_info{version="${version}",commit="${commit}"}\n` +
         text.split('\n').filter((l) => l.includes('build_info')).join('\n'));
     }
+  });
+
+  // The second build of the worker that the upgrade test alternates with the
+  // first (tests/node/upgrade.test.js): the same commit, its own version.
+  it('switchboard-worker-next reports <version>+next on --version, /healthz and switchboard_build_info', async (t) => {
+    const s = scopeFor(t);
+    const bin = process.env.SWITCHBOARD_WORKER_NEXT;
+    assert.ok(bin, 'SWITCHBOARD_WORKER_NEXT is set (path to switchboard-worker-next)');
+    const base = await versionOf('switchboard-worker');
+    const next = await versionOfBinary('switchboard-worker-next', bin);
+    assert.deepEqual(next, { version: `${base.version}+next`, commit: base.commit });
+
+    const worker = await startWorker([], { bin });
+    s.add(() => worker.stop());
+    const health = await httpRequest(worker.port, { path: '/healthz' });
+    assert.equal(health.status, 200);
+    assert.equal(health.headers['switchboard-version'], next.version);
+    assert.equal(health.headers['switchboard-commit'], next.commit);
+    const text = await scrape(worker);
+    assert.equal(sampleValue(text, 'switchboard_build_info', { ...next }), 1,
+      text.split('\n').filter((l) => l.includes('build_info')).join('\n'));
   });
 });

@@ -10,7 +10,8 @@ const { join, outcome } = require('./phoenix');
 const { withTimeout, delay } = require('./util');
 
 class HistoryClient {
-  constructor(socket, topic, { event = 'msg', name = '' } = {}) {
+  // `params`: more join params (a presence to track), sent on every join.
+  constructor(socket, topic, { event = 'msg', name = '', params = {} } = {}) {
     this.socket = socket;
     this.topic = topic;
     this.event = event;
@@ -20,7 +21,7 @@ class HistoryClient {
     this.problems = []; // gaps, duplicates, bad refs
     this.joinReplies = [];
     this.acked = []; // {epoch, offset, payload}: own pushes answered ok
-    this.channel = socket.channel(topic, () => (this.pos ? { recover: this.pos } : {}));
+    this.channel = socket.channel(topic, () => (this.pos ? { ...params, recover: this.pos } : params));
     this.channel.on(event, (payload, ref) => this.learn(ref, payload, 'delivery'));
   }
 

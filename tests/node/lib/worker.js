@@ -105,9 +105,10 @@ class Worker {
 
 // Starts the worker on 127.0.0.1 (port 0 unless `listen` says otherwise) with
 // a metrics endpoint, and resolves once it prints both listening lines.
-async function startWorker(args = [], { listen = '127.0.0.1:0', env = {} } = {}) {
+// `bin`: another worker binary than $SWITCHBOARD_WORKER.
+async function startWorker(args = [], { listen = '127.0.0.1:0', env = {}, bin = null } = {}) {
   const fullArgs = ['--listen', listen, '--metrics', '127.0.0.1:0', ...args];
-  const proc = spawn(workerBinary(), fullArgs, {
+  const proc = spawn(bin || workerBinary(), fullArgs, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
