@@ -158,7 +158,7 @@ Status StateSender::Send(std::span<const Connection> connections, std::span<cons
 Status StateSender::Finish() {
   if (Status s = SendMessage(sock_, kEndMessage, {}, deadline_ms_); !s.ok()) return Failed(s);
   Result<FdMessage> ack = Receive(sock_, ack_deadline_ms_, "the acknowledgement");
-  if (!ack.ok()) return ack.status();
+  if (!ack.ok()) return Failed(ack.status());
   if (ack.value().bytes.starts_with(kRefusalPrefix)) {
     return Status::Refused("hand-off: the new process refused the state: " +
                            ack.value().bytes.substr(kRefusalPrefix.size()));
@@ -176,12 +176,18 @@ void StateSender::Abort() {
 }
 
 Status StateSender::Failed(Status s) {
-  // Still queued for us even if the peer has closed since.
-  Result<FdMessage> m = ReceiveFds(sock_);
-  if (m.ok() && m.value().kind == FdMessage::Kind::kMessage &&
-      m.value().bytes.starts_with(kRefusalPrefix)) {
-    return Status::Refused("hand-off: the new process refused the state: " +
-                           m.value().bytes.substr(kRefusalPrefix.size()));
+  // A refusal stays queued for us after the peer has closed. A peer that
+  // closed with our chunks unread makes the next read fail first
+  // (ECONNRESET, reported once), so a second read may still find it.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    Result<FdMessage> m = ReceiveFds(sock_);
+    if (!m.ok()) continue;
+    if (m.value().kind == FdMessage::Kind::kMessage &&
+        m.value().bytes.starts_with(kRefusalPrefix)) {
+      return Status::Refused("hand-off: the new process refused the state: " +
+                             m.value().bytes.substr(kRefusalPrefix.size()));
+    }
+    break;
   }
   return s;
 }

@@ -6,6 +6,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -157,6 +159,32 @@ TEST(HandoffTransferTest, ARefusalLeavesEveryConnectionWithTheOldProcess) {
   Status s = SendAndAnswer(
       p, conns, [&] { EXPECT_TRUE(SendRefusal(p.new_end.get(), "no --broker here").ok()); });
   EXPECT_EQ(s.code(), Status::Code::kRefused);
+  EXPECT_NE(s.message().find("no --broker here"), std::string::npos) << s.message();
+}
+
+// The new process refuses after the session record, without reading the
+// chunks and the end already sent, and exits: its close with data unread
+// makes the old end's next read fail (ECONNRESET) before the refusal
+// queued there, which is still the answer.
+TEST(HandoffTransferTest, ARefusalWithChunksUnreadIsStillARefusal) {
+  Pair p;
+  const std::vector<Connection> conns = Connections(3);
+  const Fds fds(conns.size());
+  StateSender sender(p.old_end.get(), MonoNowMs() + 5000, MonoNowMs() + 5000);
+  StateReceiver receiver(p.new_end.get(), MonoNowMs() + 5000);
+  ASSERT_TRUE(sender.Begin(Session{}, conns.size()).ok());
+  ASSERT_TRUE(receiver.Begin().ok());
+  ASSERT_TRUE(sender.Send(conns, fds).ok());
+  int queued = 0;
+  ASSERT_EQ(::ioctl(p.old_end.get(), SIOCOUTQ, &queued), 0);
+  Status s;
+  std::thread old_process([&] { s = sender.Finish(); });
+  // Until the end is queued too (the bytes the peer has not read grow).
+  for (int now = queued; now == queued;) ASSERT_EQ(::ioctl(p.old_end.get(), SIOCOUTQ, &now), 0);
+  ASSERT_TRUE(SendRefusal(p.new_end.get(), "no --broker here").ok());
+  p.new_end.Reset();
+  old_process.join();
+  EXPECT_EQ(s.code(), Status::Code::kRefused) << s.message();
   EXPECT_NE(s.message().find("no --broker here"), std::string::npos) << s.message();
 }
 
