@@ -62,25 +62,32 @@ void GrowFdTable(uint64_t more) {
 }
 
 // A test's hook into a hand-off (docs/UPGRADE.md, "Testing"):
-// SWITCHBOARD_HANDOFF_PAUSE=chunks:N makes the new process stop for a
-// minute once it has adopted N chunks, =acked once it has acknowledged the
-// end, so that a test can kill it there. Unset, nothing pauses.
+// SWITCHBOARD_HANDOFF_PAUSE=chunks:N[:S] makes the new process stop
+// receiving for S seconds (60 by default) once N chunks have come,
+// =acked[:S] stop once it has acknowledged the end, so that a test can kill
+// one process or the other there. Unset, nothing pauses.
 struct HandoffPause {
   uint64_t after_chunks = 0;  // 0: not
   bool after_ack = false;
+  unsigned seconds = 60;
 
   static HandoffPause FromEnv() {
     HandoffPause p;
     const char* v = std::getenv("SWITCHBOARD_HANDOFF_PAUSE");
     if (v == nullptr) return p;
-    const std::string_view s(v);
+    std::string_view s(v);
+    if (const size_t colon = s.find(':', s.starts_with("chunks:") ? 7 : 0);
+        colon != std::string_view::npos) {
+      p.seconds = static_cast<unsigned>(std::strtoul(v + colon + 1, nullptr, 10));
+      s = s.substr(0, colon);
+    }
     if (s == "acked") p.after_ack = true;
     if (s.starts_with("chunks:")) p.after_chunks = std::strtoull(v + 7, nullptr, 10);
     return p;
   }
-  static void Pause(std::string_view where) {
-    spdlog::warn("hand-off paused {} (SWITCHBOARD_HANDOFF_PAUSE)", where);
-    ::sleep(60);
+  void Pause(std::string_view where) const {
+    spdlog::warn("hand-off paused {} for {} s (SWITCHBOARD_HANDOFF_PAUSE)", where, seconds);
+    ::sleep(seconds);
   }
 };
 
@@ -116,8 +123,10 @@ bool TakeOver(sb::worker::handoff::StateReceiver& receiver, int conn, sb::worker
   std::deque<Chunk> ready;
   bool done = false;
   sb::Status failed;
+  const HandoffPause pause = HandoffPause::FromEnv();
   std::thread reader([&] {
-    for (;;) {
+    for (uint64_t chunks = 0;; ++chunks) {
+      if (chunks > 0 && chunks == pause.after_chunks) pause.Pause("after a chunk");
       Chunk c;
       auto more = receiver.Next(&c.conns, &c.fds);
       std::lock_guard lock(mu);
@@ -131,8 +140,7 @@ bool TakeOver(sb::worker::handoff::StateReceiver& receiver, int conn, sb::worker
       arrived.notify_one();
     }
   });
-  const HandoffPause pause = HandoffPause::FromEnv();
-  for (uint64_t chunks = 0;;) {
+  for (;;) {
     std::unique_lock lock(mu);
     arrived.wait(lock, [&] { return !ready.empty() || done; });
     if (ready.empty()) break;
@@ -140,7 +148,6 @@ bool TakeOver(sb::worker::handoff::StateReceiver& receiver, int conn, sb::worker
     ready.pop_front();
     lock.unlock();
     shard.Adopt(c.conns, c.fds);
-    if (++chunks == pause.after_chunks) HandoffPause::Pause("after a chunk");
   }
   reader.join();
   if (!failed.ok()) {
@@ -170,7 +177,7 @@ bool TakeOver(sb::worker::handoff::StateReceiver& receiver, int conn, sb::worker
     return false;
   }
   shard.FinishAdoption();
-  if (pause.after_ack) HandoffPause::Pause("after the acknowledgement");
+  if (pause.after_ack) pause.Pause("after the acknowledgement");
   const int64_t ms = sb::MonoNowMs() - start_ms;
   spdlog::info("shard {}: upgraded: {} connection(s) taken over in {} ms", name, shard.adopted(),
                ms);

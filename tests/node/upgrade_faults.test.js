@@ -111,6 +111,36 @@ describe('upgrade faults', () => {
     assert.deepEqual([...new Set(st.match(/"restarts":\d+/g))], ['"restarts":0'], 'no restart counted');
   });
 
+  it('kill -9 of the old process mid-hand-off: the new one serves what it received and becomes the child', { timeout: 120000 }, async (t) => {
+    const { cluster, a, clients, raws, other } = await setUp(t, 'room:k3');
+    const oldPid = await cluster.pid(a.id);
+    // The new process stops reading for 2 s after the first chunk; the old
+    // one has sent the rest by then and waits for the acknowledgement.
+    const { reload, node } = await upgradePausing(cluster, a.id, 'chunks:1:2');
+    const newPid = node.upgrade_pid;
+    assert.ok(newPid && newPid !== oldPid, JSON.stringify(node));
+    process.kill(oldPid, 'SIGKILL');
+    const r = await reload;
+    t.diagnostic(r.out);
+    await waitUntil(async () => (await cluster.pid(a.id)) === newPid,
+      { timeout: 10000, what: 'the new process is the child' });
+    await waitUntil(() => cluster.lines.some((l) => /the old process ended mid-hand-off/.test(l)),
+      { timeout: 10000, what: 'the new process took what came' });
+    for (const c of clients) assert.equal((await c.push({ n: c.name })).status, 'ok');
+    for (let n = 0; n < 20; n++) assert.equal((await other.push({ n })).status, 'ok');
+    const top = other.pos.offset;
+    for (const c of [...clients, other]) await c.until((x) => x.pos.offset === top, `offset ${top}`);
+    await waitUntil(() => raws.every((c) => c.got.filter((n) => typeof n === 'number').length === 20),
+      { timeout: 10000, what: 'every raw client got the 20 broadcasts' });
+    for (const c of [...clients, other]) {
+      assert.deepEqual(c.problems, [], c.name);
+      assert.equal(c.socket.openCount, 1, `${c.name} never reconnected`);
+    }
+    for (const c of raws) assert.equal(c.closes, 0);
+    const events = fs.readFileSync(path.join(cluster.dir, 'events'), 'utf8');
+    assert.match(events, /mid-hand-off/);
+  });
+
   it('kill -9 of the new process after its acknowledgement: its clients reconnect and recover what they missed', { timeout: 120000 }, async (t) => {
     const { cluster, a, clients, raws, other } = await setUp(t, 'room:k2');
     const oldPid = await cluster.pid(a.id);
