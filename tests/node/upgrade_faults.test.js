@@ -76,6 +76,28 @@ async function upgradePausing(cluster, id, where) {
   return { reload, node };
 }
 
+// Traffic both ways after: every phoenix.js client pushes, the other
+// shard's client broadcasts 20 messages; every client gets all of them in
+// order without having reconnected or rejoined, every raw client without a
+// close.
+async function assertNobodyNoticed({ clients, raws, other }) {
+  for (const c of clients) assert.equal((await c.push({ n: c.name })).status, 'ok');
+  for (let n = 0; n < 20; n++) assert.equal((await other.push({ n })).status, 'ok');
+  const top = other.pos.offset;
+  for (const c of [...clients, other]) await c.until((x) => x.pos.offset === top, `offset ${top}`);
+  await waitUntil(() => raws.every((c) => c.got.filter((n) => typeof n === 'number').length === 20),
+    { timeout: 10000, what: 'every raw client got the 20 broadcasts' });
+  for (const c of [...clients, other]) {
+    assert.deepEqual(c.problems, [], c.name);
+    assert.equal(c.socket.openCount, 1, `${c.name} never reconnected`);
+    assert.equal(c.joinReplies.length, 1, `${c.name} never rejoined`);
+  }
+  for (const c of raws) {
+    assert.equal(c.closes, 0);
+    assert.deepEqual(c.got.filter((n) => typeof n === 'number'), [...Array(20).keys()]);
+  }
+}
+
 describe('upgrade faults', () => {
   it('kill -9 of the new process before its acknowledgement: every client stays with the old one, none notices', { timeout: 120000 }, async (t) => {
     const { cluster, a, clients, raws, other } = await setUp(t, 'room:k1');
@@ -88,23 +110,7 @@ describe('upgrade faults', () => {
     t.diagnostic(r.out);
     assert.match(r.out, /upgrade/i);
     assert.equal(await cluster.pid(a.id), oldPid, 'the old process is still the child');
-    // Traffic both ways after: pushes answered, broadcasts from the other
-    // shard delivered to every client of the old process.
-    for (const c of clients) assert.equal((await c.push({ n: c.name })).status, 'ok');
-    for (let n = 0; n < 20; n++) assert.equal((await other.push({ n })).status, 'ok');
-    const top = other.pos.offset;
-    for (const c of [...clients, other]) await c.until((x) => x.pos.offset === top, `offset ${top}`);
-    await waitUntil(() => raws.every((c) => c.got.filter((n) => typeof n === 'number').length === 20),
-      { timeout: 10000, what: 'every raw client got the 20 broadcasts' });
-    for (const c of [...clients, other]) {
-      assert.deepEqual(c.problems, [], c.name);
-      assert.equal(c.socket.openCount, 1, `${c.name} never reconnected`);
-      assert.equal(c.joinReplies.length, 1, `${c.name} never rejoined`);
-    }
-    for (const c of raws) {
-      assert.equal(c.closes, 0);
-      assert.deepEqual(c.got.filter((n) => typeof n === 'number'), [...Array(20).keys()]);
-    }
+    await assertNobodyNoticed({ clients, raws, other });
     const events = fs.readFileSync(path.join(cluster.dir, 'events'), 'utf8');
     assert.match(events, /upgrade_failed/);
     const st = JSON.stringify(await cluster.status());
@@ -126,17 +132,7 @@ describe('upgrade faults', () => {
       { timeout: 10000, what: 'the new process is the child' });
     await waitUntil(() => cluster.lines.some((l) => /the old process ended mid-hand-off/.test(l)),
       { timeout: 10000, what: 'the new process took what came' });
-    for (const c of clients) assert.equal((await c.push({ n: c.name })).status, 'ok');
-    for (let n = 0; n < 20; n++) assert.equal((await other.push({ n })).status, 'ok');
-    const top = other.pos.offset;
-    for (const c of [...clients, other]) await c.until((x) => x.pos.offset === top, `offset ${top}`);
-    await waitUntil(() => raws.every((c) => c.got.filter((n) => typeof n === 'number').length === 20),
-      { timeout: 10000, what: 'every raw client got the 20 broadcasts' });
-    for (const c of [...clients, other]) {
-      assert.deepEqual(c.problems, [], c.name);
-      assert.equal(c.socket.openCount, 1, `${c.name} never reconnected`);
-    }
-    for (const c of raws) assert.equal(c.closes, 0);
+    await assertNobodyNoticed({ clients, raws, other });
     const events = fs.readFileSync(path.join(cluster.dir, 'events'), 'utf8');
     assert.match(events, /mid-hand-off/);
   });
