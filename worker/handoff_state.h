@@ -46,7 +46,7 @@
 namespace sb::worker::handoff {
 
 inline constexpr char kMagic[4] = {'S', 'B', 'H', 'O'};
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr uint16_t kOldestVersion = 1;
 // Magic, version, kind, body length.
 inline constexpr size_t kHeaderBytes = 4 + 2 + 1 + 4;
@@ -69,9 +69,10 @@ enum class RecordKind : uint8_t {
   kConnections = 2,
 };
 
-// --- One client connection (an open WebSocket). Sockets still in their HTTP
-// handshake, API connections and sockets already closing do not move: the
-// old process finishes them.
+// --- One client connection: an open WebSocket or (version 2 on) an HTTP
+// connection. WebSockets already in their close handshake and HTTP requests
+// whose answer is with the listener do not move: the old process finishes
+// or cuts them.
 
 // A frame waiting in the outbound queue, whole WebSocket frame bytes.
 struct OutboundFrame {
@@ -108,6 +109,30 @@ struct Channel {
   bool operator==(const Channel&) const = default;
 };
 
+// How an HTTP connection ends, as worker::Gateway would end it.
+enum class HttpEnd : uint8_t {
+  kKeepAlive = 0,    // reading requests, one after the other
+  kClose = 1,        // answered for the last time: closed once its queue is written
+  kCloseLinger = 2,  // as kClose, then half-closed and the client's EOF awaited
+  kLingering = 3,    // written and half-closed: waiting for the client's EOF
+};
+
+// An HTTP connection (the gateway's HttpState): requests before any
+// upgrade, keep-alive API requests, static files, answers being written.
+struct HttpPhase {
+  // The bytes received and not yet answered, from the first byte of the
+  // request in progress (the new process parses them again as if just
+  // read). Empty unless end is kKeepAlive.
+  std::string received;
+  uint32_t requests = 0;   // API requests answered on the connection
+  bool continued = false;  // "100 Continue" already sent for the request in progress
+  HttpEnd end = HttpEnd::kKeepAlive;
+  // Monotonic ms: kKeepAlive, when the request (or the idle wait for the
+  // next one) times out; otherwise when the close gives up on the client.
+  int64_t deadline_ms = 0;
+  bool operator==(const HttpPhase&) const = default;
+};
+
 struct Connection {
   uint64_t id = 0;  // the old process's ConnId, nonzero, unique in the hand-off
   // worker::AddressCounts::Key (16 bytes) of the peer, empty if not counted.
@@ -132,6 +157,11 @@ struct Connection {
   std::optional<TokenIdentity> identity;
   RateBucket rate;
   std::vector<Channel> channels;  // join order
+  // Set: an HTTP connection, not a WebSocket (version 2 on). Its queue is
+  // `outbound` (HTTP answers, kind 3) and `written`; the WebSocket fields
+  // (parser, message_since_ms, identity, rate, channels) keep their
+  // defaults.
+  std::optional<HttpPhase> http;
   bool operator==(const Connection&) const = default;
 };
 
