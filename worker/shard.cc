@@ -93,8 +93,9 @@ Status Shard::Adopt(handoff::Received& in) {
       continue;
     }
     // Ids are per process: the channels follow the socket to its new one.
+    // HTTP connections are not in the hub.
     c.id = *id;
-    if (Status s = hub_.ImportConnection(c); !s.ok()) {
+    if (Status s = c.http ? Status::Ok() : hub_.ImportConnection(c); !s.ok()) {
       ++adoption_failures_;
       spdlog::warn("hand-off: connection {:x}'s channels not taken: {}", old_id, s.message());
       gateway_->Close(*id, ws::close_code::kInternalError, CloseReason::kIoError,
@@ -117,7 +118,7 @@ Status Shard::Adopt(handoff::Received& in) {
 
 bool Shard::ReadyToHandOff() const {
   return !draining_ && !handed_off_ && parked_.empty() && own_.empty() && api_publishes_.empty() &&
-         api_history_.empty() && presence_waits_.empty();
+         api_history_.empty() && presence_waits_.empty() && !gateway_->AnswersPending();
 }
 
 Shard::HandoffState Shard::ExportHandoff() {
@@ -139,10 +140,10 @@ Shard::HandoffState Shard::ExportHandoff() {
   }
   hub_.ExportSession(&s);
   if (history_) history_->ExportPositions(&s.streams);
-  for (ConnId id : gateway_->OpenConnections()) {
+  for (ConnId id : gateway_->HandoffConnections()) {
     handoff::Connection c;
     const int fd = gateway_->ExportConnection(id, &c);
-    if (fd < 0 || !hub_.ExportConnection(id, &c)) continue;
+    if (fd < 0 || (!c.http && !hub_.ExportConnection(id, &c))) continue;
     out.connections.push_back(std::move(c));
     out.fds.push_back(fd);
   }
@@ -152,7 +153,7 @@ Shard::HandoffState Shard::ExportHandoff() {
 void Shard::HandedOff() {
   handed_off_ = true;
   gateway_->StopAccepting();
-  for (ConnId id : gateway_->OpenConnections()) gateway_->Release(id);
+  for (ConnId id : gateway_->HandoffConnections()) gateway_->Release(id);
 }
 
 void Shard::ReleaseHandedOff(std::span<const ConnId> ids) {
