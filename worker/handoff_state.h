@@ -2,17 +2,19 @@
 // upgraded in place (docs/UPGRADE.md), as plain structs and their versioned
 // binary encoding.
 //
-// Owns: what moves — per client connection its transport state (the
-// WebSocket parser's leftovers, the outbound queue, the peer address,
-// deadlines), its token identity, rate bucket and channels (join_refs,
-// presence); the shard-wide session with the broker (identity, outbox,
-// dedupe table, keyed claims, members), the hub's presence refs and the
-// other shards' presence, and the history streams' positions — and the
-// records that carry it: a chunk of at most kMaxConnectionsPerChunk
-// connections (their fds ride with it, connection i's fd is fd i) or the
-// session. Does not: read that state out of the Gateway, Hub or
-// ClusterSession or put it back (the shard's wiring does), or send anything
-// (common/fd_passing does). Pure functions of plain data; any thread.
+// Owns: what moves — per WebSocket its transport state (the parser's
+// leftovers, the outbound queue, the peer address, deadlines), its token
+// identity, rate bucket and channels (join_refs, presence); per HTTP
+// connection (version 2 on) the bytes received and not yet answered, its
+// queue of answers, the requests it has had and how it ends; the shard-wide
+// session with the broker (identity, outbox, dedupe table, keyed claims,
+// members), the hub's presence refs and the other shards' presence, and the
+// history streams' positions — and the records that carry it: a chunk of at
+// most kMaxConnectionsPerChunk connections (their fds ride with it,
+// connection i's fd is fd i) or the session. Does not: read that state out
+// of the Gateway, Hub or ClusterSession or put it back (the shard's wiring
+// does), or send anything (common/fd_passing does). Pure functions of plain
+// data; any thread.
 //
 // A record is: "SBHO", the format version (u16), its kind (u8), the body's
 // length (u32), the body. Integers are little-endian and fixed-size; strings
