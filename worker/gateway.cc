@@ -146,6 +146,7 @@ Gateway::~Gateway() {
     }
   }
   if (accepting_) loop_->Remove(listen_fd_);
+  if (parse_timer_ != 0) loop_->Cancel(parse_timer_);
 }
 
 Result<std::unique_ptr<Gateway>> Gateway::Create(EventLoop* loop, int listen_fd,
@@ -977,17 +978,29 @@ Result<ConnId> Gateway::Adopt(UniqueFd fd, const handoff::Connection& state) {
     // Parsed as if just read, once the loop runs: a request that is whole
     // goes to the listener after the whole hand-off is taken, not halfway
     // through it.
-    loop_->AddTimer(std::chrono::nanoseconds(0), [this, id] {
-      Conn* c = Find(id);
-      if (c == nullptr || c->state != State::kHttp || c->parsing) return;
-      c->parsing = true;
-      ParseHttp(c);
-      c->parsing = false;
-      Settle();
-    });
+    adopted_bytes_.push_back(id);
+    if (parse_timer_ == 0) {
+      parse_timer_ = loop_->AddTimer(std::chrono::nanoseconds(0), [this] {
+        parse_timer_ = 0;
+        ParseAdopted();
+      });
+    }
   }
   UpdateAccepting();
   return id;
+}
+
+void Gateway::ParseAdopted() {
+  std::vector<ConnId> ids;
+  ids.swap(adopted_bytes_);
+  for (ConnId id : ids) {
+    Conn* c = Find(id);
+    if (c == nullptr || c->state != State::kHttp || c->parsing) continue;
+    c->parsing = true;
+    ParseHttp(c);
+    c->parsing = false;
+  }
+  Settle();
 }
 
 Status Gateway::AdoptHttp(Conn* c, const handoff::HttpPhase& h) {

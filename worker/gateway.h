@@ -243,6 +243,8 @@ class Gateway {
   // Whether `c` goes to the new process at a hand-off.
   static bool Moves(const Conn& c);
   Status AdoptHttp(Conn* c, const handoff::HttpPhase& h);
+  // Parses the bytes adopted HTTP connections came with (adopted_bytes_).
+  void ParseAdopted();
 
   Conn* Find(ConnId id) const;
   Conn* FindOpen(ConnId id) const;
@@ -271,7 +273,9 @@ class Gateway {
   bool draining_ = false;
   std::function<void()> drained_;
   bool settling_ = false;
-  std::unique_ptr<char[]> read_buf_;  // one per loop: sockets keep no read buffer of their own
+  std::vector<ConnId> adopted_bytes_;   // adopted with bytes to parse on the next turn
+  EventLoop::TimerId parse_timer_ = 0;  // pending ParseAdopted
+  std::unique_ptr<char[]> read_buf_;    // one per loop: sockets keep no read buffer of their own
 };
 
 }  // namespace sb::worker
