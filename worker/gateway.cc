@@ -62,9 +62,14 @@ struct HttpState {
   }
   http::request_parser<http::empty_body> header;
   std::optional<http::request_parser<http::string_body>> api;
+  // The bytes received and not yet answered, from the first byte of the
+  // request in progress: kept whole (the parser copies what it takes) so
+  // that a hand-off can give them to a new process, which parses them again.
   std::string buf;
-  uint32_t requests = 0;  // API requests answered on this connection
-  bool waiting = false;   // an API request is with the listener
+  size_t parsed = 0;       // bytes of buf the parser has taken
+  uint32_t requests = 0;   // API requests answered on this connection
+  bool waiting = false;    // an API request is with the listener
+  bool continued = false;  // "100 Continue" sent for the request in progress
   bool keep_alive = false;
   ApiEndpoint endpoint = ApiEndpoint::kOther;
 };
@@ -108,7 +113,8 @@ struct Gateway::Conn {
   bool linger = false;
   bool input_done = false;  // stop parsing input (after a parse error or a refusal)
   bool dead = false;
-  bool parsing = false;  // ParseHttp is on the stack for this connection
+  bool parsing = false;   // ParseHttp is on the stack for this connection
+  bool upgraded = false;  // a WebSocket (open or closing), not an HTTP connection
   int64_t last_rx_ms = 0;
   // While writable: when the kernel last took bytes (or the buffer filled).
   int64_t last_tx_ms = 0;
@@ -140,6 +146,7 @@ Gateway::~Gateway() {
     }
   }
   if (accepting_) loop_->Remove(listen_fd_);
+  if (parse_timer_ != 0) loop_->Cancel(parse_timer_);
 }
 
 Result<std::unique_ptr<Gateway>> Gateway::Create(EventLoop* loop, int listen_fd,
@@ -307,8 +314,9 @@ void Gateway::ParseHttp(Conn* c) {
     HttpState& h = *c->http;
     boost::system::error_code ec;
     if (!h.api) {
-      const size_t used = h.header.put(boost::asio::buffer(h.buf), ec);
-      h.buf.erase(0, used);
+      const size_t used =
+          h.header.put(boost::asio::buffer(h.buf.data() + h.parsed, h.buf.size() - h.parsed), ec);
+      h.parsed += used;
       if (ec == http::error::need_more) return;
       if (!ec && !h.header.is_header_done()) return;
       std::string_view target;
@@ -348,8 +356,10 @@ void Gateway::ParseHttp(Conn* c) {
         // second unless told to go on (RFC 9110 §10.1.1).
         const auto& req = h.api->get();
         if (auto expect = req.find(http::field::expect);
-            expect != req.end() && !h.api->is_done() &&
+            expect != req.end() && !h.api->is_done() && !h.continued &&
             boost::beast::iequals(expect->value(), "100-continue")) {
+          // Not again when a new process parses the request once more.
+          h.continued = true;
           Enqueue(c, FrameRef::Copy("HTTP/1.1 100 Continue\r\n\r\n"), OutboundQueue::Kind::kForced);
         }
         continue;
@@ -381,8 +391,9 @@ void Gateway::ParseHttp(Conn* c) {
     }
     // A request without a body is done with its header.
     if (!h.api->is_done()) {
-      const size_t used = h.api->put(boost::asio::buffer(h.buf), ec);
-      h.buf.erase(0, used);
+      const size_t used =
+          h.api->put(boost::asio::buffer(h.buf.data() + h.parsed, h.buf.size() - h.parsed), ec);
+      h.parsed += used;
       if (ec == http::error::need_more) return;
       if (ec) {
         h.keep_alive = false;
@@ -411,6 +422,9 @@ void Gateway::ParseHttp(Conn* c) {
 
 void Gateway::HandleApi(Conn* c) {
   HttpState& h = *c->http;
+  // The request is whole in the parser: its bytes are done with.
+  h.buf.erase(0, h.parsed);
+  h.parsed = 0;
   const auto& req = h.api->get();
   std::string_view target(req.target().data(), req.target().size());
   std::string_view method(req.method_string().data(), req.method_string().size());
@@ -452,6 +466,7 @@ void Gateway::RespondApi(ConnId conn, ApiEndpoint endpoint, int status, std::str
   // The next request: a fresh parser over what the client sent ahead.
   auto next = std::make_unique<HttpState>();
   next->buf = std::move(c->http->buf);
+  next->buf.erase(0, c->http->parsed);
   next->requests = c->http->requests;
   c->http = std::move(next);
   c->deadline_ms = MonoNowMs() + opt_.handshake_timeout.count();
@@ -465,7 +480,7 @@ void Gateway::RespondApi(ConnId conn, ApiEndpoint endpoint, int status, std::str
 }
 
 void Gateway::FinishHttp(Conn* c, HttpDecision d) {
-  std::string leftover = std::move(c->http->buf);
+  std::string leftover = c->http->buf.substr(c->http->parsed);
   c->http.reset();
   Enqueue(c, FrameRef::Copy(d.response), OutboundQueue::Kind::kForced);
   if (!d.upgrade) {
@@ -481,6 +496,7 @@ void Gateway::FinishHttp(Conn* c, HttpDecision d) {
     return;
   }
   c->state = State::kOpen;
+  c->upgraded = true;
   ++websockets_;
   counters_.connections.store(static_cast<int64_t>(websockets_), std::memory_order_relaxed);
   listener_->OnOpen(c->id, std::move(d.identity));
@@ -812,25 +828,79 @@ std::vector<ConnId> Gateway::OpenConnections() const {
   return ids;
 }
 
+bool Gateway::Moves(const Conn& c) {
+  if (c.dead) return false;
+  switch (c.state) {
+    case State::kOpen:
+      return true;
+    case State::kHttp:
+      // Its answer is with the listener, which stays behind.
+      return c.http != nullptr && !c.http->waiting;
+    case State::kClosing:
+      // An HTTP answer being written (or lingering); not a WebSocket's close
+      // handshake, which the old process's exit ends as well as it would.
+      return !c.upgraded && (c.close_after_flush || c.linger);
+  }
+  return false;
+}
+
+std::vector<ConnId> Gateway::HandoffConnections() const {
+  std::vector<ConnId> ids;
+  for (const auto& slot : by_fd_) {
+    if (slot && Moves(*slot)) ids.push_back(slot->id);
+  }
+  return ids;
+}
+
+bool Gateway::AnswersPending() const {
+  for (const auto& slot : by_fd_) {
+    if (slot && !slot->dead && slot->state == State::kHttp && slot->http && slot->http->waiting) {
+      return true;
+    }
+  }
+  return false;
+}
+
 int Gateway::ExportConnection(ConnId conn, handoff::Connection* out) const {
-  const Conn* c = FindOpen(conn);
-  if (c == nullptr) return -1;
+  const Conn* c = Find(conn);
+  if (c == nullptr || !Moves(*c)) return -1;
   out->id = c->id;
   out->address.clear();
   if (c->address) out->address.assign(reinterpret_cast<const char*>(c->address->data()), 16);
   out->last_rx_ms = c->last_rx_ms;
   out->last_tx_ms = c->last_tx_ms;
-  out->message_since_ms = c->message_since_ms;
-  ws::MessageParser::Leftovers left = c->parser.leftovers();
-  out->parser_tail = std::move(left.tail);
-  out->parser_message = std::move(left.message);
-  out->in_message = left.in_message;
-  out->message_opcode = static_cast<uint8_t>(left.opcode);
   out->outbound.clear();
   c->out.ForEachFrame([out](const FrameRef& f, OutboundQueue::Kind kind) {
     out->outbound.push_back({static_cast<uint8_t>(kind), std::string(f.data(), f.size())});
   });
   out->written = c->out.written();
+  if (c->state == State::kOpen) {
+    out->message_since_ms = c->message_since_ms;
+    ws::MessageParser::Leftovers left = c->parser.leftovers();
+    out->parser_tail = std::move(left.tail);
+    out->parser_message = std::move(left.message);
+    out->in_message = left.in_message;
+    out->message_opcode = static_cast<uint8_t>(left.opcode);
+    out->http.reset();
+    return c->fd;
+  }
+  out->message_since_ms = 0;
+  out->parser_tail.clear();
+  out->parser_message.clear();
+  out->in_message = false;
+  out->message_opcode = 1;
+  handoff::HttpPhase& h = out->http.emplace();
+  h.deadline_ms = c->deadline_ms;
+  if (c->state == State::kHttp) {
+    h.received = c->http->buf;
+    h.requests = c->http->requests;
+    h.continued = c->http->continued;
+    h.end = handoff::HttpEnd::kKeepAlive;
+  } else if (c->close_after_flush) {
+    h.end = c->linger ? handoff::HttpEnd::kCloseLinger : handoff::HttpEnd::kClose;
+  } else {
+    h.end = handoff::HttpEnd::kLingering;
+  }
   return c->fd;
 }
 
@@ -840,12 +910,14 @@ void Gateway::StopAccepting() {
 }
 
 void Gateway::Release(ConnId conn) {
-  Conn* c = FindOpen(conn);
-  if (c == nullptr) return;
+  Conn* c = Find(conn);
+  if (c == nullptr || !Moves(*c)) return;
   // Not a close: the socket goes on in the new process.
-  c->state = State::kClosing;
-  --websockets_;
-  counters_.connections.store(static_cast<int64_t>(websockets_), std::memory_order_relaxed);
+  if (c->state == State::kOpen) {
+    c->state = State::kClosing;
+    --websockets_;
+    counters_.connections.store(static_cast<int64_t>(websockets_), std::memory_order_relaxed);
+  }
   Destroy(c);
 }
 
@@ -863,20 +935,25 @@ Result<ConnId> Gateway::Adopt(UniqueFd fd, const handoff::Connection& state) {
   const size_t index = static_cast<size_t>(fd.get());
   const ConnId id = (next_seq_++ << kFdBits) | static_cast<uint64_t>(fd.get());
   auto c = std::make_unique<Conn>(id, fd.get(), opt_.max_frame_bytes);
-  ws::MessageParser::Leftovers left;
-  left.tail = state.parser_tail;
-  left.message = state.parser_message;
-  left.in_message = state.in_message;
-  left.opcode = static_cast<ws::Opcode>(state.message_opcode);
-  if (Status s = c->parser.Restore(std::move(left)); !s.ok()) return s;
+  if (state.http) {
+    if (Status s = AdoptHttp(c.get(), *state.http); !s.ok()) return s;
+  } else {
+    ws::MessageParser::Leftovers left;
+    left.tail = state.parser_tail;
+    left.message = state.parser_message;
+    left.in_message = state.in_message;
+    left.opcode = static_cast<ws::Opcode>(state.message_opcode);
+    if (Status s = c->parser.Restore(std::move(left)); !s.ok()) return s;
+    c->message_since_ms = state.message_since_ms;
+    c->state = State::kOpen;
+    c->upgraded = true;
+  }
   for (const handoff::OutboundFrame& f : state.outbound) {
     c->out.Adopt(FrameRef::Copy(f.bytes), static_cast<OutboundQueue::Kind>(f.kind));
   }
   c->out.Consume(state.written);
   c->last_rx_ms = state.last_rx_ms;
   c->last_tx_ms = state.last_tx_ms;
-  c->message_since_ms = state.message_since_ms;
-  c->state = State::kOpen;
   if (Status s = loop_->Add(fd.get(), EPOLLIN, [this, id](uint32_t ev) { OnEvent(id, ev); });
       !s.ok()) {
     return s;
@@ -892,12 +969,63 @@ Result<ConnId> Gateway::Adopt(UniqueFd fd, const handoff::Connection& state) {
   by_fd_[index] = std::move(c);
   fd.Release();
   ++live_;
-  ++websockets_;
   counters_.sockets.store(static_cast<int64_t>(live_), std::memory_order_relaxed);
-  counters_.connections.store(static_cast<int64_t>(websockets_), std::memory_order_relaxed);
-  if (!raw->out.empty()) MarkDirty(raw);
+  if (raw->state == State::kOpen) {
+    ++websockets_;
+    counters_.connections.store(static_cast<int64_t>(websockets_), std::memory_order_relaxed);
+  }
+  // A closing connection whose queue is already written still has its
+  // close to make: the flush makes it.
+  if (!raw->out.empty() || raw->close_after_flush) MarkDirty(raw);
+  if (raw->http && !raw->http->buf.empty()) {
+    // Parsed as if just read, once the loop runs: a request that is whole
+    // goes to the listener after the whole hand-off is taken, not halfway
+    // through it.
+    adopted_bytes_.push_back(id);
+    if (parse_timer_ == 0) {
+      parse_timer_ = loop_->AddTimer(std::chrono::nanoseconds(0), [this] {
+        parse_timer_ = 0;
+        ParseAdopted();
+      });
+    }
+  }
   UpdateAccepting();
   return id;
+}
+
+void Gateway::ParseAdopted() {
+  std::vector<ConnId> ids;
+  ids.swap(adopted_bytes_);
+  for (ConnId id : ids) {
+    Conn* c = Find(id);
+    if (c == nullptr || c->state != State::kHttp || c->parsing) continue;
+    c->parsing = true;
+    ParseHttp(c);
+    c->parsing = false;
+  }
+  Settle();
+}
+
+Status Gateway::AdoptHttp(Conn* c, const handoff::HttpPhase& h) {
+  c->deadline_ms = h.deadline_ms;
+  switch (h.end) {
+    case handoff::HttpEnd::kKeepAlive:
+      c->state = State::kHttp;
+      c->http = std::make_unique<HttpState>();
+      c->http->buf = h.received;
+      c->http->requests = h.requests;
+      c->http->continued = h.continued;
+      return Status::Ok();
+    case handoff::HttpEnd::kClose:
+    case handoff::HttpEnd::kCloseLinger:
+    case handoff::HttpEnd::kLingering:
+      c->state = State::kClosing;
+      c->input_done = true;
+      c->close_after_flush = h.end != handoff::HttpEnd::kLingering;
+      c->linger = h.end != handoff::HttpEnd::kClose;
+      return Status::Ok();
+  }
+  return Status::Refused("hand-off: an unknown HTTP end");
 }
 
 }  // namespace sb::worker

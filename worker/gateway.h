@@ -149,31 +149,44 @@ class Gateway {
   // every socket is gone or options.shutdown_timeout has passed.
   void Drain(std::function<void()> done);
 
-  // --- Hand-off to a new process (docs/UPGRADE.md). Only open WebSockets
-  // move; the old process finishes the others. Reading stops at a frame
-  // boundary by itself: the gateway reads only in its own callbacks, and
-  // what a read brought is parsed whole before the callback returns (whole
-  // messages went up, the rest is the parser's leftovers), so a hand-off
-  // made from anywhere else on the loop sees every socket between reads.
+  // --- Hand-off to a new process (docs/UPGRADE.md). Open WebSockets and
+  // HTTP connections move (keep-alive API connections between or inside
+  // requests, answers being written); WebSockets in their close handshake
+  // and HTTP requests whose answer is with the listener stay, and the old
+  // process's exit ends them. Reading stops at a frame boundary by itself:
+  // the gateway reads only in its own callbacks, and what a read brought is
+  // parsed whole before the callback returns (whole messages went up, the
+  // rest is the parser's leftovers; an HTTP request's bytes are kept from
+  // its first), so a hand-off made from anywhere else on the loop sees every
+  // socket between reads.
 
   // The open WebSockets.
   std::vector<ConnId> OpenConnections() const;
-  // The transport state of open socket `conn` (peer address, deadlines'
-  // starts, parser leftovers, outbound frames and what is written of the
-  // first) into `out`, `out->id` included; returns its fd (still owned
-  // here), or -1 if `conn` is not open.
+  // The sockets that move: the open WebSockets and the HTTP connections.
+  std::vector<ConnId> HandoffConnections() const;
+  // Whether an HTTP request's answer is with the listener (RespondApi not
+  // called yet): such a connection does not move, so the old process waits.
+  bool AnswersPending() const;
+  // The transport state of `conn`, one of HandoffConnections() (peer
+  // address, deadlines, outbound frames and what is written of the first;
+  // a WebSocket's parser leftovers, an HTTP connection's unanswered bytes,
+  // request count and how it ends) into `out`, `out->id` included; returns
+  // its fd (still owned here), or -1 if `conn` does not move.
   int ExportConnection(ConnId conn, handoff::Connection* out) const;
   // `conn` now belongs to the new process: its fd is closed here without a
   // close frame, not counted as a close, and the listener is not told (its
   // state moved too).
   void Release(ConnId conn);
-  // Takes an open WebSocket handed over by the old process, with its
-  // transport state: on the loop at once, its queue written at the end of
-  // the turn, its deadlines running from where they were. Returns its id
-  // here (ids are per process). The listener is not told (it imports the
-  // socket's channels itself). Refused, closing `fd` (the old process's copy
-  // is its own), if the parser leftovers are not ones this gateway's
-  // --max-frame could have left, or the fd is not usable.
+  // Takes a socket handed over by the old process, with its transport
+  // state: on the loop at once, its queue written at the end of the turn,
+  // its deadlines running from where they were. An HTTP connection's bytes
+  // are parsed as if just read, on the loop's next turn (a whole request
+  // among them is answered then); one that was closing closes as the old
+  // process would have. Returns its id here (ids are per process). The
+  // listener is not told (it imports a WebSocket's channels itself).
+  // Refused, closing `fd` (the old process's copy is its own), if the parser
+  // leftovers are not ones this gateway's --max-frame could have left, or
+  // the fd is not usable.
   Result<ConnId> Adopt(UniqueFd fd, const handoff::Connection& state);
   // Accepts no more (the old process once its sockets are handed over: a
   // connection accepted now would be closed by its exit; the new process
@@ -227,6 +240,12 @@ class Gateway {
   // draining, not paused, and under max_connections + kSocketAllowance.
   void UpdateAccepting();
 
+  // Whether `c` goes to the new process at a hand-off.
+  static bool Moves(const Conn& c);
+  Status AdoptHttp(Conn* c, const handoff::HttpPhase& h);
+  // Parses the bytes adopted HTTP connections came with (adopted_bytes_).
+  void ParseAdopted();
+
   Conn* Find(ConnId id) const;
   Conn* FindOpen(ConnId id) const;
 
@@ -254,7 +273,9 @@ class Gateway {
   bool draining_ = false;
   std::function<void()> drained_;
   bool settling_ = false;
-  std::unique_ptr<char[]> read_buf_;  // one per loop: sockets keep no read buffer of their own
+  std::vector<ConnId> adopted_bytes_;   // adopted with bytes to parse on the next turn
+  EventLoop::TimerId parse_timer_ = 0;  // pending ParseAdopted
+  std::unique_ptr<char[]> read_buf_;    // one per loop: sockets keep no read buffer of their own
 };
 
 }  // namespace sb::worker

@@ -207,6 +207,21 @@ std::string Problem(const Connection& c) {
       return "a presence key or meta without a presence";
     }
   }
+  if (c.http) {
+    // An HTTP connection has no WebSocket state: a record that says
+    // otherwise was not written by a gateway.
+    if (!c.parser_tail.empty() || !c.parser_message.empty() || c.in_message ||
+        c.message_opcode != 1 || c.message_since_ms != 0 || c.identity || !c.channels.empty() ||
+        c.rate != RateBucket{}) {
+      return "an HTTP connection with WebSocket state";
+    }
+    if (static_cast<uint8_t>(c.http->end) > 3) {
+      return "an HTTP end " + std::to_string(static_cast<int>(c.http->end));
+    }
+    if (c.http->end != HttpEnd::kKeepAlive && (!c.http->received.empty() || c.http->continued)) {
+      return "a closing HTTP connection with a request in progress";
+    }
+  }
   return {};
 }
 
@@ -245,6 +260,15 @@ void WriteConnection(Writer& w, const Connection& c) {
     w.Int<uint64_t>(ch.presence_seq);
     w.Str(ch.presence_key, kMaxNameBytes, "a presence key");
     w.Str(ch.presence_meta, kMaxJsonBytes, "a presence meta");
+  }
+  // Version 2.
+  w.Bool(c.http.has_value());
+  if (c.http) {
+    w.Str(c.http->received, kMaxBlobBytes, "HTTP bytes received");
+    w.Int<uint32_t>(c.http->requests);
+    w.Bool(c.http->continued);
+    w.Int<uint8_t>(static_cast<uint8_t>(c.http->end));
+    w.Int<int64_t>(c.http->deadline_ms);
   }
 }
 
@@ -294,6 +318,15 @@ Connection ReadConnection(Reader& r) {
     ch.presence_key = r.Str(kMaxNameBytes, "a presence key");
     ch.presence_meta = r.Str(kMaxJsonBytes, "a presence meta");
     c.channels.push_back(std::move(ch));
+  }
+  if (r.version() >= 2 && r.Bool("the HTTP flag")) {
+    HttpPhase h;
+    h.received = r.Str(kMaxBlobBytes, "HTTP bytes received");
+    h.requests = r.Int<uint32_t>("the HTTP request count");
+    h.continued = r.Bool("the HTTP continue flag");
+    h.end = static_cast<HttpEnd>(r.Int<uint8_t>("the HTTP end"));
+    h.deadline_ms = r.Int<int64_t>("the HTTP deadline");
+    c.http = std::move(h);
   }
   if (r.ok()) {
     if (std::string problem = Problem(c); !problem.empty()) r.Fail(std::move(problem));

@@ -2,17 +2,19 @@
 // upgraded in place (docs/UPGRADE.md), as plain structs and their versioned
 // binary encoding.
 //
-// Owns: what moves — per client connection its transport state (the
-// WebSocket parser's leftovers, the outbound queue, the peer address,
-// deadlines), its token identity, rate bucket and channels (join_refs,
-// presence); the shard-wide session with the broker (identity, outbox,
-// dedupe table, keyed claims, members), the hub's presence refs and the
-// other shards' presence, and the history streams' positions — and the
-// records that carry it: a chunk of at most kMaxConnectionsPerChunk
-// connections (their fds ride with it, connection i's fd is fd i) or the
-// session. Does not: read that state out of the Gateway, Hub or
-// ClusterSession or put it back (the shard's wiring does), or send anything
-// (common/fd_passing does). Pure functions of plain data; any thread.
+// Owns: what moves — per WebSocket its transport state (the parser's
+// leftovers, the outbound queue, the peer address, deadlines), its token
+// identity, rate bucket and channels (join_refs, presence); per HTTP
+// connection (version 2 on) the bytes received and not yet answered, its
+// queue of answers, the requests it has had and how it ends; the shard-wide
+// session with the broker (identity, outbox, dedupe table, keyed claims,
+// members), the hub's presence refs and the other shards' presence, and the
+// history streams' positions — and the records that carry it: a chunk of at
+// most kMaxConnectionsPerChunk connections (their fds ride with it,
+// connection i's fd is fd i) or the session. Does not: read that state out
+// of the Gateway, Hub or ClusterSession or put it back (the shard's wiring
+// does), or send anything (common/fd_passing does). Pure functions of plain
+// data; any thread.
 //
 // A record is: "SBHO", the format version (u16), its kind (u8), the body's
 // length (u32), the body. Integers are little-endian and fixed-size; strings
@@ -46,7 +48,7 @@
 namespace sb::worker::handoff {
 
 inline constexpr char kMagic[4] = {'S', 'B', 'H', 'O'};
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr uint16_t kOldestVersion = 1;
 // Magic, version, kind, body length.
 inline constexpr size_t kHeaderBytes = 4 + 2 + 1 + 4;
@@ -69,9 +71,10 @@ enum class RecordKind : uint8_t {
   kConnections = 2,
 };
 
-// --- One client connection (an open WebSocket). Sockets still in their HTTP
-// handshake, API connections and sockets already closing do not move: the
-// old process finishes them.
+// --- One client connection: an open WebSocket or (version 2 on) an HTTP
+// connection. WebSockets already in their close handshake and HTTP requests
+// whose answer is with the listener do not move: the old process finishes
+// or cuts them.
 
 // A frame waiting in the outbound queue, whole WebSocket frame bytes.
 struct OutboundFrame {
@@ -108,6 +111,30 @@ struct Channel {
   bool operator==(const Channel&) const = default;
 };
 
+// How an HTTP connection ends, as worker::Gateway would end it.
+enum class HttpEnd : uint8_t {
+  kKeepAlive = 0,    // reading requests, one after the other
+  kClose = 1,        // answered for the last time: closed once its queue is written
+  kCloseLinger = 2,  // as kClose, then half-closed and the client's EOF awaited
+  kLingering = 3,    // written and half-closed: waiting for the client's EOF
+};
+
+// An HTTP connection (the gateway's HttpState): requests before any
+// upgrade, keep-alive API requests, static files, answers being written.
+struct HttpPhase {
+  // The bytes received and not yet answered, from the first byte of the
+  // request in progress (the new process parses them again as if just
+  // read). Empty unless end is kKeepAlive.
+  std::string received;
+  uint32_t requests = 0;   // API requests answered on the connection
+  bool continued = false;  // "100 Continue" already sent for the request in progress
+  HttpEnd end = HttpEnd::kKeepAlive;
+  // Monotonic ms: kKeepAlive, when the request (or the idle wait for the
+  // next one) times out; otherwise when the close gives up on the client.
+  int64_t deadline_ms = 0;
+  bool operator==(const HttpPhase&) const = default;
+};
+
 struct Connection {
   uint64_t id = 0;  // the old process's ConnId, nonzero, unique in the hand-off
   // worker::AddressCounts::Key (16 bytes) of the peer, empty if not counted.
@@ -132,6 +159,11 @@ struct Connection {
   std::optional<TokenIdentity> identity;
   RateBucket rate;
   std::vector<Channel> channels;  // join order
+  // Set: an HTTP connection, not a WebSocket (version 2 on). Its queue is
+  // `outbound` (HTTP answers, kind 3) and `written`; the WebSocket fields
+  // (parser, message_since_ms, identity, rate, channels) keep their
+  // defaults.
+  std::optional<HttpPhase> http;
   bool operator==(const Connection&) const = default;
 };
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -43,6 +44,36 @@ Connection FullConnection(uint64_t id) {
                  .presence_meta = R"({"phx_ref":"s1-16","online_at":1})"},
                 {.topic = "room:2", .join_ref = std::nullopt}};
   return c;
+}
+
+// An HTTP connection mid-request: every field it has set.
+Connection FullHttpConnection(uint64_t id) {
+  Connection c;
+  c.id = id;
+  c.address = std::string(16, '\x0a');
+  c.last_rx_ms = 2000;
+  c.last_tx_ms = 1999;
+  c.written = 4;
+  c.outbound = {{.kind = 3, .bytes = "HTTP/1.1 100 Continue\r\n\r\n"}};
+  c.http = HttpPhase{.received = "POST /api/publish HTTP/1.1\r\nContent-Length: 9\r\n\r\n{\"to",
+                     .requests = 7,
+                     .continued = true,
+                     .end = HttpEnd::kKeepAlive,
+                     .deadline_ms = 12000};
+  return c;
+}
+
+// A version 1 chunk of one connection, as a version 1 binary wrote it: the
+// connection with id 1 and every other field at its default.
+std::string VersionOneMinimalChunk() {
+  std::string r("SBHO\x01\x00\x02\x51\x00\x00\x00", kHeaderBytes);
+  r += std::string("\x01\x00", 2);                          // one connection
+  r += std::string("\x01\x00\x00\x00\x00\x00\x00\x00", 8);  // id 1
+  r += std::string(4 + 3 * 8 + 4 + 4 + 1,
+                   '\0');  // address, times, parser tail and message, in_message
+  r += '\x01';             // message opcode
+  r += std::string(8 + 4 + 1 + 8 + 8 + 4, '\0');  // written, frames, identity, rate, channels
+  return r;
 }
 
 Session FullSession() {
@@ -95,6 +126,56 @@ TEST(HandoffStateTest, ConnectionsRoundTripEveryField) {
             EncodeChunk(std::vector<Connection>{FullConnection(1)}).value());
 }
 
+TEST(HandoffStateTest, HttpConnectionsRoundTripEveryField) {
+  Connection closing{.id = 4, .written = 1, .outbound = {{.kind = 3, .bytes = "HTTP/1.1 200"}}};
+  closing.http = HttpPhase{.end = HttpEnd::kCloseLinger, .deadline_ms = 5};
+  Connection lingering{.id = 5};
+  lingering.http = HttpPhase{.end = HttpEnd::kLingering, .deadline_ms = 6};
+  const std::vector<Connection> in = {FullHttpConnection(1), FullConnection(2),
+                                      Connection{.id = 3, .http = HttpPhase{}}, closing, lingering};
+  Result<std::string> record = EncodeChunk(in);
+  ASSERT_TRUE(record.ok()) << record.status().message();
+  Result<std::vector<Connection>> out = DecodeChunk(*record, in.size());
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_EQ(*out, in);
+  for (auto change : std::vector<std::function<void(HttpPhase&)>>{
+           [](HttpPhase& h) { h.received += "x"; }, [](HttpPhase& h) { ++h.requests; },
+           [](HttpPhase& h) { h.continued = false; }, [](HttpPhase& h) { ++h.deadline_ms; }}) {
+    Connection other = FullHttpConnection(1);
+    change(*other.http);
+    EXPECT_NE(EncodeChunk(std::vector<Connection>{other}).value(),
+              EncodeChunk(std::vector<Connection>{FullHttpConnection(1)}).value());
+  }
+}
+
+// A new binary takes the state of the one it replaces: records of version
+// 1 (WebSockets only) decode, every connection a WebSocket.
+TEST(HandoffStateTest, VersionOneRecordsStillDecode) {
+  Result<std::vector<Connection>> minimal = DecodeChunk(VersionOneMinimalChunk(), 1);
+  ASSERT_TRUE(minimal.ok()) << minimal.status().message();
+  EXPECT_EQ(*minimal, std::vector<Connection>{Connection{.id = 1}});
+
+  // Version 2 wrote one more byte per connection, its HTTP flag (0 for a
+  // WebSocket), last: without it and with version 1 in the header, the
+  // record is what version 1 wrote.
+  Result<std::string> now = EncodeChunk(std::vector<Connection>{FullConnection(1)});
+  ASSERT_TRUE(now.ok());
+  ASSERT_EQ(now->back(), '\0');
+  const std::string v1 = Rehead(now->substr(0, now->size() - 1), 1, now->size() - 1 - kHeaderBytes);
+  Result<std::vector<Connection>> full = DecodeChunk(v1, 1);
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  EXPECT_EQ(*full, std::vector<Connection>{FullConnection(1)});
+  // Read as version 2, the same bytes lack the flag.
+  ExpectRefused(DecodeChunk(Rehead(v1, 2, v1.size() - kHeaderBytes), 1).status(),
+                "cut in the HTTP flag");
+
+  Result<std::string> session = EncodeSession(FullSession());
+  ASSERT_TRUE(session.ok());
+  Result<Session> old_session = DecodeSession(Rehead(*session, 1, session->size() - kHeaderBytes));
+  ASSERT_TRUE(old_session.ok()) << old_session.status().message();
+  EXPECT_EQ(*old_session, FullSession());
+}
+
 TEST(HandoffStateTest, SessionRoundTripsEveryField) {
   const Session in = FullSession();
   Result<std::string> record = EncodeSession(in);
@@ -145,10 +226,11 @@ TEST(HandoffStateTest, UnknownVersionIsRefusedAsARollback) {
 
 TEST(HandoffStateTest, EveryTruncationIsRefused) {
   Result<std::string> chunk = EncodeChunk(std::vector<Connection>{FullConnection(1)});
+  Result<std::string> http = EncodeChunk(std::vector<Connection>{FullHttpConnection(1)});
   Result<std::string> session = EncodeSession(FullSession());
-  ASSERT_TRUE(chunk.ok() && session.ok());
-  for (const std::string* record : {&chunk.value(), &session.value()}) {
-    const bool is_chunk = record == &chunk.value();
+  ASSERT_TRUE(chunk.ok() && http.ok() && session.ok());
+  for (const std::string* record : {&chunk.value(), &http.value(), &session.value()}) {
+    const bool is_chunk = record != &session.value();
     const size_t body = record->size() - kHeaderBytes;
     for (size_t cut = 0; cut < record->size(); ++cut) {
       // The record cut as it is, and cut with a header that agrees: the
@@ -218,6 +300,25 @@ TEST(HandoffStateTest, BoundsAreRefusedNamingWhatIsWrong) {
   hostile[frame_at - 12] = 100;  // `written`, past the first frame's 7 bytes
   ExpectRefused(DecodeChunk(hostile, 1).status(), "written bytes not within the first frame");
 
+  // An HTTP connection's own bounds and invariants.
+  Result<std::string> http = EncodeChunk(std::vector<Connection>{FullHttpConnection(1)});
+  ASSERT_TRUE(http.ok());
+  const size_t received_len_at = At(*http, "POST /api/") - 4;
+  hostile = *http;
+  hostile[received_len_at - 1] = 2;  // the HTTP flag
+  ExpectRefused(DecodeChunk(hostile, 1).status(), "the HTTP flag is not 0 or 1");
+  hostile = *http;
+  PutU32(&hostile, received_len_at, 0xffffffff);
+  ExpectRefused(DecodeChunk(hostile, 1).status(),
+                "HTTP bytes received of 4294967295 bytes, at most 67108864");
+  const size_t end_at = http->size() - 9;  // the end, then the deadline
+  hostile = *http;
+  hostile[end_at] = 4;
+  ExpectRefused(DecodeChunk(hostile, 1).status(), "an HTTP end 4");
+  hostile = *http;
+  hostile[end_at] = static_cast<char>(HttpEnd::kClose);
+  ExpectRefused(DecodeChunk(hostile, 1).status(), "a closing HTTP connection with a request");
+
   // Two connections with one id.
   Result<std::string> twice =
       EncodeChunk(std::vector<Connection>{FullConnection(5), FullConnection(5)});
@@ -244,6 +345,18 @@ TEST(HandoffStateTest, EncoderRefusesWhatTheDecoderWould) {
   ExpectRefused(
       EncodeChunk(std::vector<Connection>(kMaxConnectionsPerChunk + 1, FullConnection(1))).status(),
       "a chunk of 254 connections");
+  c = FullHttpConnection(1);
+  c.channels.push_back({.topic = "room:1"});
+  ExpectRefused(EncodeChunk(std::vector<Connection>{c}).status(),
+                "an HTTP connection with WebSocket state");
+  c = FullHttpConnection(1);
+  c.parser_tail = "x";
+  ExpectRefused(EncodeChunk(std::vector<Connection>{c}).status(),
+                "an HTTP connection with WebSocket state");
+  c = FullHttpConnection(1);
+  c.http->end = HttpEnd::kLingering;
+  ExpectRefused(EncodeChunk(std::vector<Connection>{c}).status(),
+                "a closing HTTP connection with a request");
   Session s = FullSession();
   s.outbox[1].seq = 8;
   ExpectRefused(EncodeSession(s).status(), "outbox seqs");

@@ -204,7 +204,6 @@ class Hub {
   // then each socket: nothing is emitted — the broker hears the whole state
   // in the new process's hello, and no client hears a presence change.
   void ExportSession(handoff::Session* session) const;
-  bool Connected(ConnId conn) const { return conns_.contains(conn); }
   // False if `conn` is not connected.
   bool ExportConnection(ConnId conn, handoff::Connection* out) const;
   // Refused, changing nothing, once a socket is connected or if a remote

@@ -97,8 +97,9 @@ void Shard::Adopt(std::span<handoff::Connection> connections, std::span<UniqueFd
       continue;
     }
     // Ids are per process: the channels follow the socket to its new one.
+    // HTTP connections are not in the hub.
     c.id = *id;
-    if (Status s = hub_.ImportConnection(c); !s.ok()) {
+    if (Status s = c.http ? Status::Ok() : hub_.ImportConnection(c); !s.ok()) {
       ++adoption_failures_;
       spdlog::warn("hand-off: connection {:x}'s channels not taken: {}", old_id, s.message());
       gateway_->Close(*id, ws::close_code::kInternalError, CloseReason::kIoError,
@@ -129,7 +130,7 @@ void Shard::FinishAdoption() {
 
 bool Shard::ReadyToHandOff() const {
   return !draining_ && !handed_off_ && parked_.empty() && own_.empty() && api_publishes_.empty() &&
-         api_history_.empty() && presence_waits_.empty();
+         api_history_.empty() && presence_waits_.empty() && !gateway_->AnswersPending();
 }
 
 Shard::HandoffPlan Shard::BeginHandOff() {
@@ -151,10 +152,9 @@ Shard::HandoffPlan Shard::BeginHandOff() {
   }
   hub_.ExportSession(&s);
   if (history_) history_->ExportPositions(&s.streams);
-  // The hub knows every open socket after Settle: each listed one exports.
-  for (ConnId id : gateway_->OpenConnections()) {
-    if (hub_.Connected(id)) out.connections.push_back(id);
-  }
+  // Every socket that moves: open WebSockets (the hub knows each after
+  // Settle) and HTTP connections (never in the hub).
+  out.connections = gateway_->HandoffConnections();
   return out;
 }
 
@@ -163,7 +163,7 @@ void Shard::ExportConnections(std::span<const ConnId> ids, std::vector<handoff::
   for (ConnId id : ids) {
     handoff::Connection c;
     const int fd = gateway_->ExportConnection(id, &c);
-    if (fd < 0 || !hub_.ExportConnection(id, &c)) continue;
+    if (fd < 0 || (!c.http && !hub_.ExportConnection(id, &c))) continue;
     out->push_back(std::move(c));
     fds->push_back(fd);
   }
@@ -172,7 +172,7 @@ void Shard::ExportConnections(std::span<const ConnId> ids, std::vector<handoff::
 void Shard::HandedOff() {
   handed_off_ = true;
   gateway_->StopAccepting();
-  for (ConnId id : gateway_->OpenConnections()) gateway_->Release(id);
+  for (ConnId id : gateway_->HandoffConnections()) gateway_->Release(id);
 }
 
 // --- From clients -------------------------------------------------------------

@@ -8,6 +8,7 @@
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const http = require('node:http');
 const path = require('node:path');
 const { describe } = require('node:test');
 const { execFile } = require('node:child_process');
@@ -385,5 +386,111 @@ describe('upgrade', () => {
     for (const e of upgraded) assert.equal(e.connections, PHOENIX + RAW + TOPICS.length, JSON.stringify(e));
     const st = JSON.stringify(await cluster.status());
     assert.deepEqual([...new Set(st.match(/"restarts":\d+/g))], ['"restarts":0'], 'no restart counted');
+  });
+
+  it('a keep-alive API client sees no upgrade: its socket moves to the new process, no request fails', { timeout: 120000 }, async (t) => {
+    const s = scopeFor(t);
+    const KEY = 'upgrade-test-api-key-0123456789';
+    const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'sb-upgrade-api-'));
+    s.add(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const keyFile = path.join(dir, 'api-key');
+    fs.writeFileSync(keyFile, `${KEY}\n`, { mode: 0o600 });
+    const cluster = await startCluster({
+      shards: [{ args: ['--api-key-file', keyFile] }], upgrade: 'handoff',
+    });
+    s.add(() => cluster.stop());
+    const [a] = cluster.shards;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    s.add(() => agent.destroy());
+    // One request on the agent's one socket: its answer and the client port it went out on.
+    const request = (method, p, body) => new Promise((resolve, reject) => {
+      const req = http.request({
+        host: '127.0.0.1', port: a.port, method, path: p, agent,
+        headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      }, (res) => {
+        const port = res.socket.localPort;
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => { text += d; });
+        res.on('end', () => resolve({ status: res.statusCode, body: text, port }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(body === undefined ? undefined : JSON.stringify(body));
+    });
+    // /healthz ends its connection: asked apart, on a connection of its own each time.
+    const healthz = () => new Promise((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: a.port, path: '/healthz', agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode, version: res.headers['switchboard-version'] }));
+      }).on('error', reject);
+    });
+    // The pid holding the server's end of the client's connection from `port`
+    // (/proc/net/tcp names the socket's inode, /proc/PID/fd the sockets a process holds).
+    const holds = (pid, port) => {
+      const hex = (n) => n.toString(16).toUpperCase().padStart(4, '0');
+      const lines = fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1);
+      const mine = lines.map((l) => l.trim().split(/\s+/))
+        .find((f) => f[1] === `0100007F:${hex(a.port)}` && f[2] === `0100007F:${hex(port)}`);
+      assert.ok(mine, `the server's end of port ${port}`);
+      return fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
+        try { return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === `socket:[${mine[9]}]`; } catch { return false; }
+      });
+    };
+
+    const first = await request('POST', '/api/publish', { topic: 'room:api', event: 'e', payload: {} });
+    assert.equal(first.status, 200, first.body);
+    const port = first.port;
+    const pids = [await cluster.pid(a.id)];
+    assert.ok(holds(pids[0], port), 'the first process holds the socket');
+    const failures = [];
+    const ports = new Set([port]);
+    let requests = 1;
+    let checks = 0;
+    for (let round = 0; round < 10; round++) {
+      // Requests back to back on the one socket while the upgrade runs, and
+      // /healthz on fresh connections.
+      let upgrading = true;
+      const api = (async () => {
+        for (let i = 0; upgrading; i++) {
+          // A keyed publish is answered once the broker has claimed its key:
+          // the old process waits for its answer before it hands over.
+          const publish = { topic: 'room:api', event: 'e', payload: { round, i } };
+          if (i % 2 === 1) publish.idempotency_key = `k-${round}-${i}`;
+          const r = await request('POST', '/api/publish', publish);
+          requests++;
+          ports.add(r.port);
+          if (r.status !== 200) failures.push(`${r.status} ${r.body}`);
+        }
+      })().catch((e) => failures.push(`api: ${e.message}`));
+      const health = (async () => {
+        while (upgrading) {
+          const r = await healthz();
+          checks++;
+          if (r.status !== 200) failures.push(`healthz ${r.status}`);
+        }
+      })().catch((e) => failures.push(`healthz: ${e.message}`));
+      const out = await cluster.control('upgrade', a.id);
+      upgrading = false;
+      await Promise.all([api, health]);
+      assert.match(out, /upgraded/, out);
+      const pid = await cluster.pid(a.id);
+      const after = await request('POST', '/api/publish', { topic: 'room:api', event: 'e', payload: { round } });
+      requests++;
+      assert.equal(after.status, 200, after.body);
+      assert.equal(after.port, port, `round ${round}: the same client socket`);
+      assert.ok(holds(pid, port), `round ${round}: the new process ${pid} holds the socket`);
+      assert.throws(() => process.kill(pids[pids.length - 1], 0), /ESRCH/, 'the old process is gone');
+      pids.push(pid);
+    }
+    t.diagnostic(`${requests} API requests, ${checks} /healthz, pids ${pids.join(' ')}`);
+    assert.deepEqual(failures, []);
+    assert.deepEqual([...ports], [port], 'every API request on one socket');
+    // The shard answers "Connection: close" after 10,000 requests on one connection.
+    assert.ok(requests < 10000, `${requests} requests stay under the per-connection limit`);
+    assert.equal(new Set(pids).size, pids.length, `a new process each time: ${pids}`);
+    const version = await healthz();
+    assert.equal(version.status, 200);
+    assert.ok(version.version, 'the new process says its version');
   });
 });
