@@ -287,8 +287,11 @@ void Shard::ApiPresence(ConnId conn, const ApiRequest& r) {
     gateway_->RespondApi(conn, r.endpoint, 200, *state);
     return;
   }
-  // Clustered, and the other shards' presence on the topic is not known here.
-  if (!session_->up() || draining_) {
+  // Clustered, and the other shards' presence on the topic is not known
+  // here. A broker that went away is an answer now; one this process has
+  // not met yet (it has just started, or just taken over from the process
+  // it replaces) is waited for, within the query's bound, like the answer.
+  if (draining_ || (!session_->up() && welcomed_)) {
     gateway_->RespondApi(conn, r.endpoint, 503,
                          ApiErrorBody("unavailable", "the broker is not connected"));
     return;
@@ -297,8 +300,9 @@ void Shard::ApiPresence(ConnId conn, const ApiRequest& r) {
   wait.queries.push_back({conn, MonoNowMs() + kApiPresenceWaitMs});
   // With local subscribers the hub's own subscribe brings the snapshot.
   if (!wait.subscribed && hub_.Subscribers(topic) == nullptr) {
-    session_->Subscribe(topic);
     wait.subscribed = true;
+    // Sent at the welcome if the session is not up yet.
+    if (session_->up()) session_->Subscribe(topic);
   }
 }
 

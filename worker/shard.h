@@ -197,6 +197,7 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   std::vector<uint64_t> turn_sequenced_stamps_;
   uint64_t cron_ticks_ = 0;
   bool draining_ = false;
+  bool welcomed_ = false;    // the broker session has been up in this process
   bool handed_off_ = false;  // HandedOff: the process is about to exit
   size_t adopted_ = 0;
   size_t adoption_failures_ = 0;

@@ -220,6 +220,12 @@ void Shard::SequencedAcked(uint64_t seq) {
 }
 
 void Shard::Welcomed() {
+  welcomed_ = true;
+  // Presence queries that came before the broker did: their subscribes
+  // were not part of the hello (the hub's topics are).
+  for (const auto& [topic, wait] : presence_waits_) {
+    if (wait.subscribed) session_->Subscribe(topic);
+  }
   if (!history_) return;
   std::vector<HistoryAction> out;
   history_->OnBrokerUp(&out);

@@ -455,9 +455,14 @@ describe('upgrade', () => {
         for (let i = 0; upgrading; i++) {
           // A keyed publish is answered once the broker has claimed its key:
           // the old process waits for its answer before it hands over.
+          // Every third request is a presence query of a topic nobody on
+          // this shard joined: it needs the broker's snapshot, also right
+          // after the hand-off, before the new process has met the broker.
           const publish = { topic: 'room:api', event: 'e', payload: { round, i } };
-          if (i % 2 === 1) publish.idempotency_key = `k-${round}-${i}`;
-          const r = await request('POST', '/api/publish', publish);
+          if (i % 3 === 1) publish.idempotency_key = `k-${round}-${i}`;
+          const r = i % 3 === 2
+            ? await request('GET', '/api/presence?topic=room:nobody')
+            : await request('POST', '/api/publish', publish);
           requests++;
           ports.add(r.port);
           if (r.status !== 200) failures.push(`${r.status} ${r.body}`);
