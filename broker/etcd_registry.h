@@ -14,9 +14,10 @@
 // Client: etcd's JSON gateway (/v3/...) over HTTP with libcurl's multi
 // interface, whose sockets and timer are registered on the broker's
 // EventLoop (CURLMOPT_SOCKETFUNCTION / TIMERFUNCTION, curl_multi_socket_action):
-// no thread, and libcurl is a Debian package. Beast would need asio's own
-// loop beside ours; gRPC brings its own threads. Runs on the loop's thread;
-// the broker owns it.
+// no thread of ours (libcurl's resolver runs a short-lived one per host name
+// looked up; addresses need none), and libcurl is a Debian package. Beast
+// would need asio's own loop beside ours; gRPC brings its own threads. Runs
+// on the loop's thread; the broker owns it and destroys it before the loop.
 #pragma once
 
 #include <chrono>
