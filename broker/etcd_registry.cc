@@ -19,15 +19,6 @@ namespace json = boost::json;
 
 namespace {
 
-std::string Base64(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3), '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  out.resize(n < 0 ? 0 : static_cast<size_t>(n));
-  return out;
-}
-
 std::optional<std::string> Unbase64(std::string_view in) {
   if (in.size() % 4 != 0) return std::nullopt;
   std::string out(in.size() / 4 * 3, '\0');
@@ -52,6 +43,13 @@ int64_t Int(const json::value* v) {
   }
   if (const int64_t* i = v->if_int64()) return *i;
   return 0;
+}
+
+// `body` parsed, null if it is not JSON.
+json::value Parse(std::string_view body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  return ec ? json::value() : v;
 }
 
 const json::object* Object(const json::value* v) { return v == nullptr ? nullptr : v->if_object(); }
@@ -87,6 +85,15 @@ void GlobalInit() {
 }
 
 }  // namespace
+
+std::string GatewayBase64(std::string_view in) {
+  std::string out(4 * ((in.size() + 2) / 3), '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()),
+                          static_cast<int>(in.size()));
+  out.resize(n < 0 ? 0 : static_cast<size_t>(n));
+  return out;
+}
 
 Status ValidateEtcdOptions(const EtcdOptions& o) {
   if (o.endpoints.empty()) return Status::InvalidConfig("no etcd endpoint (--etcd)");
@@ -347,9 +354,8 @@ class EtcdRegistry::Impl {
         &control_, "/v3/lease/grant", json::serialize(req),
         [this](Status st, std::string body) {
           if (!st.ok()) return Fail("lease grant: " + st.message());
-          boost::system::error_code ec;
-          json::value v = json::parse(body, ec);
-          const json::object* o = ec ? nullptr : v.if_object();
+          json::value v = Parse(body);
+          const json::object* o = v.if_object();
           int64_t id = o == nullptr ? 0 : Int(o->if_contains("ID"));
           if (id == 0) return Fail("lease grant: no lease in " + body);
           lease_id_ = id;
@@ -367,11 +373,12 @@ class EtcdRegistry::Impl {
   void Register(std::function<void()> then) {
     Member self = o_.self;
     self.incarnation = incarnation_;
-    const std::string key = Base64(own_key_);
+    const std::string key = GatewayBase64(own_key_);
     const std::string lease = std::to_string(lease_id_);
     json::object cmp{
         {"key", key}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}};
-    json::object put{{"key", key}, {"value", Base64(FormatMemberRecord(self))}, {"lease", lease}};
+    json::object put{
+        {"key", key}, {"value", GatewayBase64(FormatMemberRecord(self))}, {"lease", lease}};
     json::object get{{"key", key}};
     json::object txn{{"compare", json::array{cmp}},
                      {"success", json::array{json::object{{"request_put", put}}}},
@@ -380,9 +387,8 @@ class EtcdRegistry::Impl {
         &control_, "/v3/kv/txn", json::serialize(txn),
         [this, then = std::move(then)](Status st, std::string body) {
           if (!st.ok()) return Fail("register: " + st.message());
-          boost::system::error_code ec;
-          json::value v = json::parse(body, ec);
-          const json::object* o = ec ? nullptr : v.if_object();
+          json::value v = Parse(body);
+          const json::object* o = v.if_object();
           if (o == nullptr) return Fail("register: bad answer " + body);
           const json::value* ok = o->if_contains("succeeded");
           bool held_by_us = ok != nullptr && ok->is_bool() && ok->get_bool();
@@ -419,14 +425,14 @@ class EtcdRegistry::Impl {
   }
 
   void List() {
-    json::object req{{"key", Base64(prefix_)}, {"range_end", Base64(PrefixEnd(prefix_))}};
+    json::object req{{"key", GatewayBase64(prefix_)},
+                     {"range_end", GatewayBase64(PrefixEnd(prefix_))}};
     Post(
         &control_, "/v3/kv/range", json::serialize(req),
         [this](Status st, std::string body) {
           if (!st.ok()) return Fail("list: " + st.message());
-          boost::system::error_code ec;
-          json::value v = json::parse(body, ec);
-          const json::object* o = ec ? nullptr : v.if_object();
+          json::value v = Parse(body);
+          const json::object* o = v.if_object();
           const json::object* header = o == nullptr ? nullptr : Object(o->if_contains("header"));
           int64_t revision = header == nullptr ? 0 : Int(header->if_contains("revision"));
           if (revision == 0) return Fail("list: bad answer " + body);
@@ -456,8 +462,8 @@ class EtcdRegistry::Impl {
   }
 
   void Watch(int64_t from) {
-    json::object create{{"key", Base64(prefix_)},
-                        {"range_end", Base64(PrefixEnd(prefix_))},
+    json::object create{{"key", GatewayBase64(prefix_)},
+                        {"range_end", GatewayBase64(PrefixEnd(prefix_))},
                         {"start_revision", std::to_string(from)}};
     parser_.reset();
     ++watch_gen_;
@@ -555,9 +561,8 @@ class EtcdRegistry::Impl {
 
   // A keepalive's TTL: 0 when etcd does not know the lease (or the answer is bad).
   static int64_t KeepAliveTtl(const std::string& body) {
-    boost::system::error_code ec;
-    json::value v = json::parse(body, ec);
-    const json::object* o = ec ? nullptr : v.if_object();
+    json::value v = Parse(body);
+    const json::object* o = v.if_object();
     const json::object* r = o == nullptr ? nullptr : Object(o->if_contains("result"));
     return r == nullptr ? 0 : Int(r->if_contains("TTL"));
   }

@@ -26,6 +26,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "broker/membership.h"
@@ -55,6 +56,9 @@ Status ValidateEtcdOptions(const EtcdOptions& options);
 
 // The key prefix of `cluster`'s member records, /switchboard/v1/<cluster>/nodes/.
 std::string MemberKeyPrefix(const std::string& cluster);
+
+// Standard base64 with padding: how etcd's JSON gateway carries keys and values.
+std::string GatewayBase64(std::string_view in);
 
 class EtcdRegistry {
  public:

@@ -204,8 +204,8 @@ TEST_F(EtcdRegistryTest, ARestartedNodeWaitsForItsOldRecordThenRegisters) {
 TEST_F(EtcdRegistryTest, ABadRecordIsSkippedAndCounted) {
   Node& a = AddNode("a");
   ASSERT_TRUE(Pump([&] { return a.registry->up(); }, 10s));
-  ASSERT_TRUE(etcd_->Post("/v3/kv/put", {{"key", tu::Base64(MemberKeyPrefix(kCluster) + "x")},
-                                         {"value", tu::Base64("{\"broker\":")}}));
+  ASSERT_TRUE(etcd_->Post("/v3/kv/put", {{"key", GatewayBase64(MemberKeyPrefix(kCluster) + "x")},
+                                         {"value", GatewayBase64("{\"broker\":")}}));
   ASSERT_TRUE(Pump([&] { return a.membership.bad_records() == 1; }, 5s));
   EXPECT_TRUE(a.membership.members().empty());
   EXPECT_TRUE(a.registry->up());

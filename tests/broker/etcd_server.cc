@@ -1,11 +1,12 @@
 #include "tests/broker/etcd_server.h"
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
+
+#include "broker/etcd_registry.h"
 
 namespace sb::testutil {
 
@@ -48,15 +49,6 @@ std::string FindEtcd() {
   return "";
 }
 
-std::string Base64(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3), '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  out.resize(n < 0 ? 0 : static_cast<size_t>(n));
-  return out;
-}
-
 EtcdServer::EtcdServer(std::string binary)
     : binary_(std::move(binary)), client_port_(FreePort()), peer_port_(FreePort()) {}
 
@@ -94,7 +86,7 @@ std::optional<json::object> EtcdServer::Post(const std::string& path, const json
 }
 
 int64_t EtcdServer::LeaseOf(const std::string& key) {
-  auto r = Post("/v3/kv/range", {{"key", Base64(key)}});
+  auto r = Post("/v3/kv/range", {{"key", broker::GatewayBase64(key)}});
   if (!r || !r->contains("kvs")) return 0;
   const json::array& kvs = r->at("kvs").as_array();
   if (kvs.empty()) return 0;

@@ -21,9 +21,6 @@ namespace sb::testutil {
 // The etcd binary, "" if it is not installed.
 std::string FindEtcd();
 
-// Standard base64, as the gateway wants keys and values.
-std::string Base64(std::string_view in);
-
 class EtcdServer {
  public:
   explicit EtcdServer(std::string binary);
