@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/cluster_membership.h"
 #include "broker/mesh_server.h"
 #include "common/command_line.h"
 #include "common/event_loop.h"
@@ -77,6 +78,8 @@ int main(int argc, char** argv) {
                  "bound on all history held, bytes; the oldest messages of any topic go first")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  sb::broker::MembershipFlags membership_flags;
+  sb::broker::AddMembershipFlags(app, &membership_flags);
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
   if (sb::Result<sb::history::Rules> rules = sb::history::Rules::Parse(history_rules);
       !rules.ok()) {
@@ -127,6 +130,12 @@ int main(int argc, char** argv) {
     sb::PrintFatal(kProgram, "serve", server.status().message());
     return sb::kExitFailure;
   }
+  auto membership = sb::broker::ClusterMembership::Create(loop->get(), membership_flags);
+  if (!membership.ok()) {
+    const sb::Status& s = membership.status();
+    sb::PrintFatal(kProgram, "set up membership", s.message());
+    return s.code() == sb::Status::Code::kInvalidConfig ? sb::kExitUsage : sb::kExitFailure;
+  }
   std::unique_ptr<sb::MetricsEndpoint> endpoint;
   if (!metrics_listen.empty()) {
     auto ep = sb::MetricsEndpoint::Create(metrics_listen);
@@ -136,6 +145,7 @@ int main(int argc, char** argv) {
     }
     endpoint = std::move(ep.value());
     endpoint->Register(server.value()->collectable());
+    endpoint->Register(membership.value()->collectable());
   }
   sb::EventLoop* l = loop->get();
   (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
@@ -146,5 +156,6 @@ int main(int argc, char** argv) {
   sb::SdNotify("READY=1");
   int rc = l->Run();
   spdlog::info("broker: stopping");
+  membership.value()->Leave(std::chrono::milliseconds(500));
   return rc;
 }

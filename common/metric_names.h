@@ -275,6 +275,15 @@ inline constexpr std::string_view kBrokerHistoryStreamConflictsTotal =
     "switchboard_broker_history_stream_conflicts_total";
 inline constexpr std::string_view kBrokerHistoryUnconfiguredTopicsTotal =
     "switchboard_broker_history_unconfigured_topics_total";
+// Membership (docs/CLUSTER.md): the other nodes this broker knows, what
+// changed (event: joined, left, changed), records skipped as malformed, and
+// with --membership etcd whether etcd is reachable and watched (0/1).
+inline constexpr std::string_view kBrokerMembers = "switchboard_broker_members";
+inline constexpr std::string_view kBrokerMembershipChangesTotal =
+    "switchboard_broker_membership_changes_total";
+inline constexpr std::string_view kBrokerMembershipBadRecordsTotal =
+    "switchboard_broker_membership_bad_records_total";
+inline constexpr std::string_view kBrokerEtcdUp = "switchboard_broker_etcd_up";
 
 // --- A shard's link to its broker ---
 inline constexpr std::string_view kWorkerBrokerUp = "switchboard_worker_broker_up";

@@ -7,6 +7,8 @@ packages=(
   build-essential cmake ninja-build pkg-config clang-format clang libclang-rt-14-dev
   libzmq3-dev cppzmq-dev libyaml-cpp-dev prometheus-cpp-dev libspdlog-dev
   libgtest-dev libgmock-dev libboost1.81-dev libboost-json1.81-dev libcli11-dev libssl-dev
+  # Membership from etcd: libcurl speaks to its JSON gateway; the tests start a real etcd.
+  libcurl4-openssl-dev etcd-server
   procps prometheus
   # The browser test of the chat page (tests/browser) drives headless Chromium.
   chromium
