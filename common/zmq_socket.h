@@ -14,6 +14,13 @@
 // loop's other work), and CheckReadable() after sending picks up arrivals
 // whose notification a send consumed.
 //
+// Options' CURVE fields make the socket encrypt (ZeroMQ RFC 26) as a
+// server or a client. ServeZap() hosts the ZAP handler (RFC 27) of the
+// socket's own context — libzmq asks the handler bound at
+// inproc://zeromq.zap.01 of the context the server socket lives in, and
+// each ZmqSocket owns its context — as a REP socket on the owner's loop,
+// answering through a decision function (common/zap_policy).
+//
 // Monitor() watches the socket's own connections through a libzmq socket
 // monitor (an inproc PAIR in the socket's context, its fd on the same loop)
 // and reports each connection whose handshake succeeded; a wake-up's
@@ -37,6 +44,7 @@
 
 #include "common/event_loop.h"
 #include "common/status.h"
+#include "common/zap_policy.h"
 
 namespace zmq {
 class context_t;
@@ -63,6 +71,15 @@ class ZmqSocket {
     // How long closing the socket may wait for what is still queued to go
     // (ZMQ_LINGER); 0: dropped at once.
     int linger_ms = 0;
+    // CURVE, Z85 keys (common/curve); all empty: no encryption (NULL). A
+    // server gives its secret key; a client its own pair and the server's
+    // public key. An invalid key fails Create.
+    bool curve_server = false;
+    std::string curve_secret_key;
+    std::string curve_public_key;  // a client's own
+    std::string curve_server_key;  // a client's: the server it may talk to
+    // ZMQ_ZAP_DOMAIN: the domain named in a server's ZAP requests.
+    std::string zap_domain;
   };
   static Result<std::unique_ptr<ZmqSocket>> Create(const Options& options);
   ~ZmqSocket();
@@ -101,6 +118,13 @@ class ZmqSocket {
   // Call after sending, at the end of a loop turn.
   void CheckReadable();
 
+  using ZapHandler = std::function<ZapReply(std::span<const std::string_view> request)>;
+  // Binds this context's ZAP handler and serves it on `loop`: `handler`
+  // answers every handshake's request (a reply always goes, whatever came).
+  // Call once, before Bind: libzmq admits a handshake that finds no handler
+  // bound without asking anyone.
+  Status ServeZap(EventLoop* loop, ZapHandler handler);
+
  private:
   ZmqSocket() = default;
   std::unique_ptr<zmq::context_t> context_;
@@ -120,6 +144,12 @@ class ZmqSocket {
   int monitor_fd_ = -1;
   EventLoop* monitor_loop_ = nullptr;
   OnConnection on_connection_;
+  // Answers the ZAP requests that have arrived.
+  void DrainZap();
+  std::unique_ptr<zmq::socket_t> zap_;  // the REP bound at inproc://zeromq.zap.01
+  int zap_fd_ = -1;
+  EventLoop* zap_loop_ = nullptr;
+  ZapHandler zap_handler_;
 };
 
 }  // namespace sb
