@@ -3,7 +3,9 @@
 // interested shard, holds per-shard queues under explicit credit, and keeps
 // the cluster's presence, and sequences and keeps the history of the topics
 // that have it (--history). All of it is soft state: a restarted broker gets
-// everything back from the shards' hellos. main() parses flags, binds, wires
+// everything back from the shards' hellos. With --peer-bind it also binds the
+// peer socket other nodes' brokers will link to (CURVE-secured; links come
+// later, docs/CLUSTER.md). main() parses flags, binds, wires
 // the loop and the metrics endpoint, reports READY=1, exits 0 on SIGTERM.
 #include <malloc.h>
 #include <signal.h>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "broker/mesh_server.h"
+#include "broker/peer_server.h"
 #include "common/command_line.h"
 #include "common/event_loop.h"
 #include "common/exit_codes.h"
@@ -77,7 +80,23 @@ int main(int argc, char** argv) {
                  "bound on all history held, bytes; the oldest messages of any topic go first")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  sb::broker::PeerFlags peer;
+  app.add_option("--peer-bind", peer.bind,
+                 "tcp://HOST:PORT of the peer socket, for other nodes' brokers (port 0: any)");
+  app.add_option("--curve-secret-file", peer.secret_file,
+                 "the node's CURVE secret key (switchboard keygen): the peer socket encrypts and "
+                 "admits only --peer-key members");
+  app.add_option("--peer-key", peer.keys,
+                 "NAME=PUBKEY: a member admitted on the peer socket; repeatable")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_flag("--insecure", peer.insecure,
+               "allow a --peer-bind on a non-loopback address without --curve-secret-file");
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
+  auto peer_options = sb::broker::PeerOptionsFromFlags(peer);
+  if (!peer_options.ok()) {
+    sb::PrintFatal(kProgram, "use the peer flags", peer_options.status().message());
+    return sb::kExitUsage;
+  }
   if (sb::Result<sb::history::Rules> rules = sb::history::Rules::Parse(history_rules);
       !rules.ok()) {
     sb::PrintFatal(kProgram, "use --history", rules.status().message());
@@ -127,6 +146,15 @@ int main(int argc, char** argv) {
     sb::PrintFatal(kProgram, "serve", server.status().message());
     return sb::kExitFailure;
   }
+  std::unique_ptr<sb::broker::PeerServer> peer_server;
+  if (peer_options->has_value()) {
+    auto ps = sb::broker::PeerServer::Create(loop->get(), std::move(**peer_options));
+    if (!ps.ok()) {
+      sb::PrintFatal(kProgram, "serve peers", ps.status().message());
+      return sb::kExitFailure;
+    }
+    peer_server = std::move(ps).value();
+  }
   std::unique_ptr<sb::MetricsEndpoint> endpoint;
   if (!metrics_listen.empty()) {
     auto ep = sb::MetricsEndpoint::Create(metrics_listen);
@@ -136,12 +164,17 @@ int main(int argc, char** argv) {
     }
     endpoint = std::move(ep.value());
     endpoint->Register(server.value()->collectable());
+    if (peer_server) endpoint->Register(peer_server->collectable());
   }
   sb::EventLoop* l = loop->get();
   (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
     if (sb::ReadSignal(sfd->get()) != 0) l->Stop(sb::kExitOk);
   });
   spdlog::info("broker: epoch {} bound {}", opt.epoch, server.value()->endpoint());
+  if (peer_server) {
+    spdlog::info("broker: peer socket on {} ({})", peer_server->endpoint(),
+                 peer_server->curve() ? "CURVE, members only" : "plain text, anyone");
+  }
   if (endpoint) spdlog::info("broker: metrics on 127.0.0.1:{}", endpoint->port());
   sb::SdNotify("READY=1");
   int rc = l->Run();

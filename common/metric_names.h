@@ -276,6 +276,18 @@ inline constexpr std::string_view kBrokerHistoryStreamConflictsTotal =
 inline constexpr std::string_view kBrokerHistoryUnconfiguredTopicsTotal =
     "switchboard_broker_history_unconfigured_topics_total";
 
+// --- The broker's peer socket (--peer-bind: other nodes' brokers) ---
+// Counter with label `reason`: CURVE handshakes on the peer socket its ZAP
+// handler refused — unknown_key (not a member's), mechanism (not CURVE),
+// malformed (a request it could not read). Every series from the start.
+inline constexpr std::string_view kBrokerPeerAuthFailuresTotal =
+    "switchboard_broker_peer_auth_failures_total";
+// Counter with label `result`: messages read on the peer socket. Today
+// every one is `unhandled` (read and dropped: peer links come later).
+inline constexpr std::string_view kBrokerPeerMessagesTotal =
+    "switchboard_broker_peer_messages_total";
+inline constexpr std::string_view kResultUnhandled = "unhandled";
+
 // --- A shard's link to its broker ---
 inline constexpr std::string_view kWorkerBrokerUp = "switchboard_worker_broker_up";
 inline constexpr std::string_view kWorkerBrokerEpoch = "switchboard_worker_broker_epoch";
