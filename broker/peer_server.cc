@@ -3,6 +3,8 @@
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
 
+#include <algorithm>
+
 #include "common/metric_families.h"
 #include "common/metric_names.h"
 #include "protocol/mesh.h"
@@ -36,6 +38,9 @@ class PeerServer::Collector : public prometheus::Collectable {
         prometheus::MetricType::Counter);
     out.Add(f, {{std::string(m::kLabelResult), std::string(m::kResultUnhandled)}},
             static_cast<double>(s_->unhandled_));
+    out.Gauge(m::kBrokerPeerConnections,
+              "Connections on the peer socket whose handshake succeeded and that are open",
+              static_cast<double>(std::max<int64_t>(0, s_->handshakes_ - s_->disconnects_)));
     return std::move(out).Take();
   }
 
@@ -101,6 +106,22 @@ Result<std::unique_ptr<PeerServer>> PeerServer::Create(EventLoop* loop, PeerServ
         !s.ok()) {
       return s;
     }
+  }
+  // Before the bind too: every connection's events are seen.
+  if (Status s =
+          self->socket_->MonitorConnections(loop,
+                                            [self](ZmqSocket::ConnectionEvent e) {
+                                              std::lock_guard<std::mutex> lock(self->mu_);
+                                              // A connection refused or lost in its
+                                              // handshake is reported closed too.
+                                              if (e == ZmqSocket::ConnectionEvent::kDisconnected) {
+                                                ++self->disconnects_;
+                                              } else {
+                                                ++self->handshakes_;
+                                              }
+                                            });
+      !s.ok()) {
+    return s;
   }
   if (Status s = self->socket_->Bind(options.endpoint); !s.ok()) return s;
   if (Status s = self->socket_->Watch(loop, kReadBatch,

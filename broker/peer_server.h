@@ -5,7 +5,8 @@
 // encryption and its ZAP handler, which admits only the members' public
 // keys (common/zap_policy; the --peer-key flags today, membership later);
 // reading what arrives (for now every message is dropped and counted:
-// peer links come later); and its metrics, a Prometheus collectable read at
+// peer links come later); the connections open (a socket monitor); and its
+// metrics, a Prometheus collectable read at
 // scrape time under a mutex the loop holds while it works. Does not:
 // decide whether the endpoint may be bound without CURVE
 // (broker/peer_endpoint), or route anything (broker/mesh_server). Runs on
@@ -77,6 +78,8 @@ class PeerServer {
   mutable std::mutex mu_;
   ZapPolicy policy_;
   uint64_t unhandled_ = 0;
+  // The socket monitor's counts: open = succeeded + failed - disconnected.
+  int64_t handshakes_ = 0, disconnects_ = 0;
   std::shared_ptr<prometheus::Collectable> collectable_;
 };
 

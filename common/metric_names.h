@@ -287,6 +287,9 @@ inline constexpr std::string_view kBrokerPeerAuthFailuresTotal =
 inline constexpr std::string_view kBrokerPeerMessagesTotal =
     "switchboard_broker_peer_messages_total";
 inline constexpr std::string_view kResultUnhandled = "unhandled";
+// Gauge: connections on the peer socket whose handshake succeeded and that
+// have not closed (with CURVE: admitted members' connections).
+inline constexpr std::string_view kBrokerPeerConnections = "switchboard_broker_peer_connections";
 
 // --- A shard's link to its broker ---
 inline constexpr std::string_view kWorkerBrokerUp = "switchboard_worker_broker_up";

@@ -184,10 +184,24 @@ void ZmqSocket::ScheduleRead() {
 }
 
 Status ZmqSocket::Monitor(EventLoop* loop, OnConnection on_connection) {
+  return StartMonitor(
+      loop, ZMQ_EVENT_HANDSHAKE_SUCCEEDED,
+      [on_connection = std::move(on_connection)](ConnectionEvent) { on_connection(); });
+}
+
+Status ZmqSocket::MonitorConnections(EventLoop* loop, OnConnectionEvent on_event) {
+  return StartMonitor(loop,
+                      ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                          ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                          ZMQ_EVENT_DISCONNECTED,
+                      std::move(on_event));
+}
+
+Status ZmqSocket::StartMonitor(EventLoop* loop, int events, OnConnectionEvent on_event) {
   // One monitor per context, which this object owns alone: the name is free.
   static constexpr char kEndpoint[] = "inproc://monitor";
   try {
-    if (zmq_socket_monitor(socket_->handle(), kEndpoint, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0) {
+    if (zmq_socket_monitor(socket_->handle(), kEndpoint, events) != 0) {
       throw zmq::error_t();
     }
     monitor_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::pair);
@@ -199,7 +213,7 @@ Status ZmqSocket::Monitor(EventLoop* loop, OnConnection on_connection) {
     return Status::IoError(std::string("zmq monitor: ") + e.what());
   }
   monitor_loop_ = loop;
-  on_connection_ = std::move(on_connection);
+  on_connection_event_ = std::move(on_event);
   if (Status s = loop->Add(monitor_fd_, EPOLLIN, [this](uint32_t) { DrainMonitor(); }); !s.ok()) {
     return s;
   }
@@ -225,7 +239,20 @@ void ZmqSocket::DrainMonitor() {
     if (event.size() < 2) continue;
     uint16_t id;
     std::memcpy(&id, event.data(), sizeof id);
-    if (id != ZMQ_EVENT_HANDSHAKE_SUCCEEDED) continue;
+    switch (id) {
+      case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+      case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        on_connection_event_(ConnectionEvent::kHandshakeFailed);
+        continue;
+      case ZMQ_EVENT_DISCONNECTED:
+        on_connection_event_(ConnectionEvent::kDisconnected);
+        continue;
+      default:
+        continue;
+    }
     // The connection's pipe reaches the socket as a command, which a send
     // processes only if the socket has not processed any in the last ~1 ms
     // (libzmq throttles them by the TSC): a busy socket would refuse the
@@ -237,7 +264,7 @@ void ZmqSocket::DrainMonitor() {
     } else {
       (void)Readable();
     }
-    on_connection_();
+    on_connection_event_(ConnectionEvent::kHandshakeSucceeded);
   }
 }
 

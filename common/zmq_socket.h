@@ -115,6 +115,15 @@ class ZmqSocket {
   // its report, so it follows the report unless that whole round trip fits
   // within one wake-up's batch of reads.
   Status Monitor(EventLoop* loop, OnConnection on_connection);
+
+  enum class ConnectionEvent { kHandshakeSucceeded, kHandshakeFailed, kDisconnected };
+  using OnConnectionEvent = std::function<void(ConnectionEvent)>;
+  // As Monitor, reporting also each connection whose handshake failed (a
+  // ZAP refusal, a protocol error, a timeout) and each connection that
+  // closed. libzmq reports a closing connection as failed first unless its
+  // handshake succeeded, so the connections open are succeeded + failed -
+  // disconnected. Use Monitor or this, once.
+  Status MonitorConnections(EventLoop* loop, OnConnectionEvent on_event);
   // Call after sending, at the end of a loop turn.
   void CheckReadable();
 
@@ -143,7 +152,8 @@ class ZmqSocket {
   std::unique_ptr<zmq::socket_t> monitor_;  // the PAIR the monitor's events arrive on
   int monitor_fd_ = -1;
   EventLoop* monitor_loop_ = nullptr;
-  OnConnection on_connection_;
+  Status StartMonitor(EventLoop* loop, int events, OnConnectionEvent on_event);
+  OnConnectionEvent on_connection_event_;
   // Answers the ZAP requests that have arrived.
   void DrainZap();
   std::unique_ptr<zmq::socket_t> zap_;  // the REP bound at inproc://zeromq.zap.01

@@ -5,9 +5,12 @@
 
 #include "common/zmq_socket.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +22,7 @@
 
 #include "common/curve.h"
 #include "common/testing/run_loop.h"
+#include "common/unique_fd.h"
 #include "common/zap_policy.h"
 
 namespace sb {
@@ -408,6 +412,62 @@ TEST_F(ZmqCurveTest, WithoutAZapHandlerAnyKeyThatKnowsTheServerGetsIn) {
   ASSERT_TRUE(SendWhenConnected(*anyone, "from anyone"));
   ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return !received_.empty(); }));
   EXPECT_EQ(received_, std::vector<std::string>{"from anyone"});
+}
+
+TEST_F(ZmqCurveTest, MonitorConnectionsCountsWhatIsOpenRefusalsIncluded) {
+  ZapPolicy policy;
+  auto member = curve::Generate().value();
+  ASSERT_TRUE(policy.Admit("node2", member.public_key).ok());
+  ASSERT_TRUE(server_
+                  ->ServeZap(loop_.get(),
+                             [&](std::span<const std::string_view> r) { return policy.Decide(r); })
+                  .ok());
+  int succeeded = 0, failed = 0, disconnected = 0;
+  ASSERT_TRUE(server_
+                  ->MonitorConnections(loop_.get(),
+                                       [&](ZmqSocket::ConnectionEvent e) {
+                                         switch (e) {
+                                           case ZmqSocket::ConnectionEvent::kHandshakeSucceeded:
+                                             ++succeeded;
+                                             break;
+                                           case ZmqSocket::ConnectionEvent::kHandshakeFailed:
+                                             ++failed;
+                                             break;
+                                           case ZmqSocket::ConnectionEvent::kDisconnected:
+                                             ++disconnected;
+                                             break;
+                                         }
+                                       })
+                  .ok());
+  Serve();
+  auto open = [&] { return succeeded + failed - disconnected; };
+  std::unique_ptr<ZmqSocket> good = Client(member);
+  ASSERT_TRUE(SendWhenConnected(*good, "from the member"));
+  ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return succeeded == 1 && open() == 1; }));
+  {
+    std::unique_ptr<ZmqSocket> bad = Client(curve::Generate().value());
+    ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return failed >= 1; }));
+  }
+  ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return open() == 1 && disconnected >= 1; }))
+      << "the refused connection is reported closed as well";
+  // A connection that closes before it speaks ZMTP: failed in its
+  // handshake, and closed.
+  const std::string ep = server_->LastEndpoint();
+  const int port = std::stoi(ep.substr(ep.rfind(':') + 1));
+  const int before = disconnected;
+  {
+    UniqueFd raw(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(raw.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  }
+  ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return disconnected > before; }));
+  EXPECT_EQ(open(), 1);
+  EXPECT_EQ(succeeded, 1);
+  good.reset();
+  ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return open() == 0; }));
 }
 
 TEST_F(ZmqCurveTest, AnInvalidKeyFailsCreate) {

@@ -65,8 +65,9 @@ class PeerSocketTest : public ::testing::Test {
   }
 
   // A DEALER with `keys`, monitored, connected to the peer socket; the
-  // first handshake event it sees (succeeded, or failed and why).
-  int Handshake(const curve::Keypair& keys) {
+  // first handshake event it sees (succeeded, or failed and why). Closed
+  // on return unless `keep`.
+  int Handshake(const curve::Keypair& keys, bool keep = false) {
     zmq::socket_t dealer(ctx_, zmq::socket_type::dealer);
     dealer.set(zmq::sockopt::linger, 0);
     dealer.set(zmq::sockopt::curve_publickey, keys.public_key);
@@ -92,6 +93,7 @@ class PeerSocketTest : public ::testing::Test {
       EXPECT_TRUE(dealer.send(zmq::str_buffer("hello, peer"), zmq::send_flags::none));
     }
     (void)zmq_socket_monitor(dealer.handle(), nullptr, 0);
+    if (keep) kept_.push_back(std::move(dealer));
     return got;
   }
 
@@ -111,6 +113,7 @@ class PeerSocketTest : public ::testing::Test {
   curve::Keypair node_, member_;
   std::optional<tu::Process> broker_;
   zmq::context_t ctx_;
+  std::vector<zmq::socket_t> kept_;  // after ctx_: closed before it
 };
 
 TEST_F(PeerSocketTest, AMemberKeyGetsInAnUnknownKeyIsRefusedAndCounted) {
@@ -121,17 +124,30 @@ TEST_F(PeerSocketTest, AMemberKeyGetsInAnUnknownKeyIsRefusedAndCounted) {
   const std::map<std::string, std::string> unknown = {{"reason", "unknown_key"}};
   EXPECT_EQ(Metric("switchboard_broker_peer_auth_failures_total", unknown), 0);
 
-  EXPECT_EQ(Handshake(member_), ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+  EXPECT_EQ(Metric("switchboard_broker_peer_connections", {}), 0);
+
+  EXPECT_EQ(Handshake(member_, /*keep=*/true), ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
   // What a member sends is read and dropped for now, and counted.
   EXPECT_TRUE(tu::WaitUntil(
       [&] {
         return Metric("switchboard_broker_peer_messages_total", {{"result", "unhandled"}}) == 1;
       },
       kDeadline));
+  EXPECT_EQ(Metric("switchboard_broker_peer_connections", {}), 1);
 
   EXPECT_EQ(Handshake(curve::Generate().value()), ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
   EXPECT_EQ(Metric("switchboard_broker_peer_auth_failures_total", unknown), 1);
   EXPECT_EQ(Handshake(member_), ZMQ_EVENT_HANDSHAKE_SUCCEEDED) << "and it goes on admitting";
+  // The refused and the closed connections are gone; the kept one is open.
+  EXPECT_TRUE(tu::WaitUntil(
+      [&] {
+        return Metric("switchboard_broker_peer_connections", {}) == 1 &&
+               Metric("switchboard_broker_peer_messages_total", {{"result", "unhandled"}}) == 2;
+      },
+      kDeadline));
+  kept_.clear();
+  EXPECT_TRUE(tu::WaitUntil([&] { return Metric("switchboard_broker_peer_connections", {}) == 0; },
+                            kDeadline));
   EXPECT_TRUE(broker_->Running());
 }
 
