@@ -23,7 +23,8 @@
 //
 // Monitor() watches the socket's own connections through a libzmq socket
 // monitor (an inproc PAIR in the socket's context, its fd on the same loop)
-// and reports each connection whose handshake succeeded; a wake-up's
+// and reports each connection whose handshake succeeded
+// (MonitorConnections: also each that failed or closed); a wake-up's
 // messages are handed over after the reports that were queued when its
 // first message was read.
 //
