@@ -3,7 +3,9 @@
 // interested shard, holds per-shard queues under explicit credit, and keeps
 // the cluster's presence, and sequences and keeps the history of the topics
 // that have it (--history). All of it is soft state: a restarted broker gets
-// everything back from the shards' hellos. main() parses flags, binds, wires
+// everything back from the shards' hellos. With --peer-bind it also binds the
+// peer socket other nodes' brokers will link to (CURVE-secured; links come
+// later, docs/CLUSTER.md). main() parses flags, binds, wires
 // the loop and the metrics endpoint, reports READY=1, exits 0 on SIGTERM.
 #include <malloc.h>
 #include <signal.h>
@@ -19,6 +21,7 @@
 
 #include "broker/cluster_membership.h"
 #include "broker/mesh_server.h"
+#include "broker/peer_server.h"
 #include "common/command_line.h"
 #include "common/event_loop.h"
 #include "common/exit_codes.h"
@@ -80,7 +83,14 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   sb::broker::MembershipFlags membership_flags;
   sb::broker::AddMembershipFlags(app, &membership_flags);
+  sb::broker::PeerFlags peer;
+  sb::broker::AddPeerFlags(app, &peer);
   if (std::optional<int> rc = sb::ParseCommandLine(app, argc, argv)) return *rc;
+  auto peer_options = sb::broker::PeerOptionsFromFlags(peer);
+  if (!peer_options.ok()) {
+    sb::PrintFatal(kProgram, "use the peer flags", peer_options.status().message());
+    return sb::kExitUsage;
+  }
   if (sb::Result<sb::history::Rules> rules = sb::history::Rules::Parse(history_rules);
       !rules.ok()) {
     sb::PrintFatal(kProgram, "use --history", rules.status().message());
@@ -136,6 +146,15 @@ int main(int argc, char** argv) {
     sb::PrintFatal(kProgram, "set up membership", s.message());
     return s.code() == sb::Status::Code::kInvalidConfig ? sb::kExitUsage : sb::kExitFailure;
   }
+  std::unique_ptr<sb::broker::PeerServer> peer_server;
+  if (peer_options->has_value()) {
+    auto ps = sb::broker::PeerServer::Create(loop->get(), std::move(**peer_options));
+    if (!ps.ok()) {
+      sb::PrintFatal(kProgram, "serve peers", ps.status().message());
+      return sb::kExitFailure;
+    }
+    peer_server = std::move(ps).value();
+  }
   std::unique_ptr<sb::MetricsEndpoint> endpoint;
   if (!metrics_listen.empty()) {
     auto ep = sb::MetricsEndpoint::Create(metrics_listen);
@@ -146,12 +165,17 @@ int main(int argc, char** argv) {
     endpoint = std::move(ep.value());
     endpoint->Register(server.value()->collectable());
     endpoint->Register(membership.value()->collectable());
+    if (peer_server) endpoint->Register(peer_server->collectable());
   }
   sb::EventLoop* l = loop->get();
   (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
     if (sb::ReadSignal(sfd->get()) != 0) l->Stop(sb::kExitOk);
   });
   spdlog::info("broker: epoch {} bound {}", opt.epoch, server.value()->endpoint());
+  if (peer_server) {
+    spdlog::info("broker: peer socket on {} ({})", peer_server->endpoint(),
+                 peer_server->curve() ? "CURVE, members only" : "plain text, anyone");
+  }
   if (endpoint) spdlog::info("broker: metrics on 127.0.0.1:{}", endpoint->port());
   sb::SdNotify("READY=1");
   int rc = l->Run();

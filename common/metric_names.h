@@ -285,6 +285,21 @@ inline constexpr std::string_view kBrokerMembershipBadRecordsTotal =
     "switchboard_broker_membership_bad_records_total";
 inline constexpr std::string_view kBrokerEtcdUp = "switchboard_broker_etcd_up";
 
+// --- The broker's peer socket (--peer-bind: other nodes' brokers) ---
+// Counter with label `reason`: CURVE handshakes on the peer socket its ZAP
+// handler refused — unknown_key (not a member's), mechanism (not CURVE),
+// malformed (a request it could not read). Every series from the start.
+inline constexpr std::string_view kBrokerPeerAuthFailuresTotal =
+    "switchboard_broker_peer_auth_failures_total";
+// Counter with label `result`: messages read on the peer socket. Today
+// every one is `unhandled` (read and dropped: peer links come later).
+inline constexpr std::string_view kBrokerPeerMessagesTotal =
+    "switchboard_broker_peer_messages_total";
+inline constexpr std::string_view kResultUnhandled = "unhandled";
+// Gauge: connections on the peer socket whose handshake succeeded and that
+// have not closed (with CURVE: admitted members' connections).
+inline constexpr std::string_view kBrokerPeerConnections = "switchboard_broker_peer_connections";
+
 // --- A shard's link to its broker ---
 inline constexpr std::string_view kWorkerBrokerUp = "switchboard_worker_broker_up";
 inline constexpr std::string_view kWorkerBrokerEpoch = "switchboard_worker_broker_epoch";

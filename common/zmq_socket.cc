@@ -27,6 +27,15 @@ Result<std::unique_ptr<ZmqSocket>> ZmqSocket::Create(const Options& options) {
     } else {
       z.set(zmq::sockopt::immediate, 1);
     }
+    if (options.curve_server) {
+      z.set(zmq::sockopt::curve_server, 1);
+      z.set(zmq::sockopt::curve_secretkey, options.curve_secret_key);
+    } else if (!options.curve_server_key.empty()) {
+      z.set(zmq::sockopt::curve_publickey, options.curve_public_key);
+      z.set(zmq::sockopt::curve_secretkey, options.curve_secret_key);
+      z.set(zmq::sockopt::curve_serverkey, options.curve_server_key);
+    }
+    if (!options.zap_domain.empty()) z.set(zmq::sockopt::zap_domain, options.zap_domain);
     s->fd_ = z.get(zmq::sockopt::fd);
   } catch (const zmq::error_t& e) {
     return Status::IoError(std::string("zmq socket: ") + e.what());
@@ -44,6 +53,10 @@ ZmqSocket::~ZmqSocket() {
     // Stopped before either socket closes: the context waits for both.
     (void)zmq_socket_monitor(socket_->handle(), nullptr, 0);
     monitor_.reset();
+  }
+  if (zap_) {
+    zap_loop_->Remove(zap_fd_);
+    zap_.reset();
   }
   parts_.clear();
   socket_.reset();
@@ -171,10 +184,24 @@ void ZmqSocket::ScheduleRead() {
 }
 
 Status ZmqSocket::Monitor(EventLoop* loop, OnConnection on_connection) {
+  return StartMonitor(
+      loop, ZMQ_EVENT_HANDSHAKE_SUCCEEDED,
+      [on_connection = std::move(on_connection)](ConnectionEvent) { on_connection(); });
+}
+
+Status ZmqSocket::MonitorConnections(EventLoop* loop, OnConnectionEvent on_event) {
+  return StartMonitor(loop,
+                      ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                          ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                          ZMQ_EVENT_DISCONNECTED,
+                      std::move(on_event));
+}
+
+Status ZmqSocket::StartMonitor(EventLoop* loop, int events, OnConnectionEvent on_event) {
   // One monitor per context, which this object owns alone: the name is free.
   static constexpr char kEndpoint[] = "inproc://monitor";
   try {
-    if (zmq_socket_monitor(socket_->handle(), kEndpoint, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0) {
+    if (zmq_socket_monitor(socket_->handle(), kEndpoint, events) != 0) {
       throw zmq::error_t();
     }
     monitor_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::pair);
@@ -186,7 +213,7 @@ Status ZmqSocket::Monitor(EventLoop* loop, OnConnection on_connection) {
     return Status::IoError(std::string("zmq monitor: ") + e.what());
   }
   monitor_loop_ = loop;
-  on_connection_ = std::move(on_connection);
+  on_connection_event_ = std::move(on_event);
   if (Status s = loop->Add(monitor_fd_, EPOLLIN, [this](uint32_t) { DrainMonitor(); }); !s.ok()) {
     return s;
   }
@@ -212,7 +239,20 @@ void ZmqSocket::DrainMonitor() {
     if (event.size() < 2) continue;
     uint16_t id;
     std::memcpy(&id, event.data(), sizeof id);
-    if (id != ZMQ_EVENT_HANDSHAKE_SUCCEEDED) continue;
+    switch (id) {
+      case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+      case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        on_connection_event_(ConnectionEvent::kHandshakeFailed);
+        continue;
+      case ZMQ_EVENT_DISCONNECTED:
+        on_connection_event_(ConnectionEvent::kDisconnected);
+        continue;
+      default:
+        continue;
+    }
     // The connection's pipe reaches the socket as a command, which a send
     // processes only if the socket has not processed any in the last ~1 ms
     // (libzmq throttles them by the TSC): a busy socket would refuse the
@@ -224,12 +264,73 @@ void ZmqSocket::DrainMonitor() {
     } else {
       (void)Readable();
     }
-    on_connection_();
+    on_connection_event_(ConnectionEvent::kHandshakeSucceeded);
   }
 }
 
 void ZmqSocket::CheckReadable() {
   if (loop_ != nullptr && Readable()) ScheduleRead();
+}
+
+}  // namespace sb
+
+namespace sb {
+
+Status ZmqSocket::ServeZap(EventLoop* loop, ZapHandler handler) {
+  try {
+    zap_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::rep);
+    zap_->set(zmq::sockopt::linger, 0);
+    zap_->bind("inproc://zeromq.zap.01");
+    zap_fd_ = zap_->get(zmq::sockopt::fd);
+  } catch (const zmq::error_t& e) {
+    zap_.reset();
+    return Status::IoError(std::string("zap handler: ") + e.what());
+  }
+  zap_loop_ = loop;
+  zap_handler_ = std::move(handler);
+  if (Status s = loop->Add(zap_fd_, EPOLLIN, [this](uint32_t) { DrainZap(); }); !s.ok()) {
+    return s;
+  }
+  DrainZap();
+  return Status::Ok();
+}
+
+void ZmqSocket::DrainZap() {
+  // A REP takes its next request only once it has replied to the last, and
+  // its fd is edge-triggered: answer until none is left.
+  std::vector<zmq::message_t> parts;
+  std::vector<std::string_view> request;
+  for (;;) {
+    parts.clear();
+    request.clear();
+    try {
+      zmq::message_t& first = parts.emplace_back();
+      if (!zap_->recv(first, zmq::recv_flags::dontwait)) return;
+      while (parts.back().more()) {
+        zmq::message_t& next = parts.emplace_back();
+        (void)zap_->recv(next, zmq::recv_flags::none);
+      }
+    } catch (const zmq::error_t&) {
+      return;  // a closed context; nothing more will come
+    }
+    for (const zmq::message_t& p : parts) {
+      request.emplace_back(static_cast<const char*>(p.data()), p.size());
+    }
+    const ZapReply reply = zap_handler_(request);
+    const auto frames = reply.Frames();
+    try {
+      for (size_t i = 0; i < frames.size(); ++i) {
+        const zmq::send_flags more =
+            i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
+        // inproc to libzmq's own session: never refused for a high-water mark
+        // it does not set; if it ever were, that one handshake times out.
+        (void)zap_->send(zmq::const_buffer(frames[i].data(), frames[i].size()),
+                         more | zmq::send_flags::dontwait);
+      }
+    } catch (const zmq::error_t&) {
+      return;
+    }
+  }
 }
 
 }  // namespace sb

@@ -14,9 +14,17 @@
 // loop's other work), and CheckReadable() after sending picks up arrivals
 // whose notification a send consumed.
 //
+// Options' CURVE fields make the socket encrypt (ZeroMQ RFC 26) as a
+// server or a client. ServeZap() hosts the ZAP handler (RFC 27) of the
+// socket's own context — libzmq asks the handler bound at
+// inproc://zeromq.zap.01 of the context the server socket lives in, and
+// each ZmqSocket owns its context — as a REP socket on the owner's loop,
+// answering through a decision function (common/zap_policy).
+//
 // Monitor() watches the socket's own connections through a libzmq socket
 // monitor (an inproc PAIR in the socket's context, its fd on the same loop)
-// and reports each connection whose handshake succeeded; a wake-up's
+// and reports each connection whose handshake succeeded
+// (MonitorConnections: also each that failed or closed); a wake-up's
 // messages are handed over after the reports that were queued when its
 // first message was read.
 //
@@ -37,6 +45,7 @@
 
 #include "common/event_loop.h"
 #include "common/status.h"
+#include "common/zap_policy.h"
 
 namespace zmq {
 class context_t;
@@ -63,6 +72,15 @@ class ZmqSocket {
     // How long closing the socket may wait for what is still queued to go
     // (ZMQ_LINGER); 0: dropped at once.
     int linger_ms = 0;
+    // CURVE, Z85 keys (common/curve); all empty: no encryption (NULL). A
+    // server gives its secret key; a client its own pair and the server's
+    // public key. An invalid key fails Create.
+    bool curve_server = false;
+    std::string curve_secret_key;
+    std::string curve_public_key;  // a client's own
+    std::string curve_server_key;  // a client's: the server it may talk to
+    // ZMQ_ZAP_DOMAIN: the domain named in a server's ZAP requests.
+    std::string zap_domain;
   };
   static Result<std::unique_ptr<ZmqSocket>> Create(const Options& options);
   ~ZmqSocket();
@@ -98,8 +116,24 @@ class ZmqSocket {
   // its report, so it follows the report unless that whole round trip fits
   // within one wake-up's batch of reads.
   Status Monitor(EventLoop* loop, OnConnection on_connection);
+
+  enum class ConnectionEvent { kHandshakeSucceeded, kHandshakeFailed, kDisconnected };
+  using OnConnectionEvent = std::function<void(ConnectionEvent)>;
+  // As Monitor, reporting also each connection whose handshake failed (a
+  // ZAP refusal, a protocol error, a timeout) and each connection that
+  // closed. libzmq reports a closing connection as failed first unless its
+  // handshake succeeded, so the connections open are succeeded + failed -
+  // disconnected. Use Monitor or this, once.
+  Status MonitorConnections(EventLoop* loop, OnConnectionEvent on_event);
   // Call after sending, at the end of a loop turn.
   void CheckReadable();
+
+  using ZapHandler = std::function<ZapReply(std::span<const std::string_view> request)>;
+  // Binds this context's ZAP handler and serves it on `loop`: `handler`
+  // answers every handshake's request (a reply always goes, whatever came).
+  // Call once, before Bind: libzmq admits a handshake that finds no handler
+  // bound without asking anyone.
+  Status ServeZap(EventLoop* loop, ZapHandler handler);
 
  private:
   ZmqSocket() = default;
@@ -119,7 +153,14 @@ class ZmqSocket {
   std::unique_ptr<zmq::socket_t> monitor_;  // the PAIR the monitor's events arrive on
   int monitor_fd_ = -1;
   EventLoop* monitor_loop_ = nullptr;
-  OnConnection on_connection_;
+  Status StartMonitor(EventLoop* loop, int events, OnConnectionEvent on_event);
+  OnConnectionEvent on_connection_event_;
+  // Answers the ZAP requests that have arrived.
+  void DrainZap();
+  std::unique_ptr<zmq::socket_t> zap_;  // the REP bound at inproc://zeromq.zap.01
+  int zap_fd_ = -1;
+  EventLoop* zap_loop_ = nullptr;
+  ZapHandler zap_handler_;
 };
 
 }  // namespace sb

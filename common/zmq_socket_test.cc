@@ -1,12 +1,16 @@
 // ZmqSocket: a real DEALER/ROUTER pair over ipc in a temporary directory:
 // multipart messages both ways, "would block" and "no such peer" as values,
-// and the loop-driven reader (Watch, CheckReadable).
+// the loop-driven reader (Watch, CheckReadable), and CURVE with the ZAP
+// handler (ServeZap).
 
 #include "common/zmq_socket.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -16,7 +20,10 @@
 #include <string_view>
 #include <vector>
 
+#include "common/curve.h"
 #include "common/testing/run_loop.h"
+#include "common/unique_fd.h"
+#include "common/zap_policy.h"
 
 namespace sb {
 namespace {
@@ -319,6 +326,155 @@ TEST_F(ZmqSocketTest, MonitorReportsEachConnectionAndASendFromTheReportGoesOverI
   // Destroyed with the monitor still registered: the loop is left clean.
   dealer.reset();
   for (int i = 0; i < 3; ++i) loop_->RunOnce(milliseconds(0));
+}
+
+// A CURVE server on its own loop and clients with keys of their own: who
+// completes the handshake, with the ZAP handler and without one.
+class ZmqCurveTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto loop = EventLoop::Create();
+    ASSERT_TRUE(loop.ok());
+    loop_ = std::move(loop).value();
+    auto server_keys = curve::Generate();
+    ASSERT_TRUE(server_keys.ok()) << server_keys.status().message();
+    server_keys_ = server_keys.value();
+    auto server = ZmqSocket::Create({.kind = ZmqSocket::Kind::kRouter,
+                                     .curve_server = true,
+                                     .curve_secret_key = server_keys_.secret_key,
+                                     .zap_domain = "peer"});
+    ASSERT_TRUE(server.ok()) << server.status().message();
+    server_ = std::move(server).value();
+  }
+  void Serve() {
+    ASSERT_TRUE(server_->Bind("tcp://127.0.0.1:0").ok());
+    ASSERT_TRUE(server_
+                    ->Watch(loop_.get(), 16,
+                            [&](std::span<const std::string_view> f) {
+                              received_.push_back(std::string(f.back()));
+                            })
+                    .ok());
+  }
+  std::unique_ptr<ZmqSocket> Client(const curve::Keypair& keys) {
+    auto c = ZmqSocket::Create({.kind = ZmqSocket::Kind::kDealer,
+                                .curve_secret_key = keys.secret_key,
+                                .curve_public_key = keys.public_key,
+                                .curve_server_key = server_keys_.public_key});
+    EXPECT_TRUE(c.ok()) << c.status().message();
+    if (!c.ok()) return nullptr;
+    EXPECT_TRUE(c.value()->Connect(server_->LastEndpoint()).ok());
+    return std::move(c).value();
+  }
+  // Sends `text` from `client` once its handshake is done (an immediate
+  // DEALER refuses to queue before), turning the loop meanwhile.
+  bool SendWhenConnected(ZmqSocket& client, const std::string& text) {
+    return testing::RunLoopUntil(*loop_, [&] { return Send(client, {text}); });
+  }
+  std::unique_ptr<EventLoop> loop_;
+  curve::Keypair server_keys_;
+  std::unique_ptr<ZmqSocket> server_;
+  std::vector<std::string> received_;
+};
+
+TEST_F(ZmqCurveTest, TheZapHandlerAdmitsMembersAndRefusesAnUnknownKey) {
+  ZapPolicy policy;
+  auto member = curve::Generate().value(), stranger = curve::Generate().value();
+  ASSERT_TRUE(policy.Admit("node2", member.public_key).ok());
+  std::vector<std::string> domains;
+  ASSERT_TRUE(server_
+                  ->ServeZap(loop_.get(),
+                             [&](std::span<const std::string_view> request) {
+                               if (request.size() > 2) domains.emplace_back(request[2]);
+                               return policy.Decide(request);
+                             })
+                  .ok());
+  Serve();
+  std::unique_ptr<ZmqSocket> bad = Client(stranger);
+  ASSERT_TRUE(testing::RunLoopUntil(
+      *loop_, [&] { return policy.refused(ZapPolicy::Refusal::kUnknownKey) >= 1; }));
+  std::unique_ptr<ZmqSocket> good = Client(member);
+  ASSERT_TRUE(SendWhenConnected(*good, "from the member"));
+  ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return !received_.empty(); }));
+  EXPECT_EQ(received_, std::vector<std::string>{"from the member"});
+  EXPECT_FALSE(Send(*bad, {"from the stranger"})) << "its handshake never completed";
+  EXPECT_EQ(policy.admitted(), 1u);
+  ASSERT_FALSE(domains.empty());
+  EXPECT_EQ(domains.front(), "peer");
+  // Destroyed with the handler registered: the loop is left clean.
+  server_.reset();
+  for (int i = 0; i < 3; ++i) loop_->RunOnce(milliseconds(0));
+}
+
+TEST_F(ZmqCurveTest, WithoutAZapHandlerAnyKeyThatKnowsTheServerGetsIn) {
+  // Why the broker serves ZAP: libzmq encrypts, but admits any client.
+  Serve();
+  std::unique_ptr<ZmqSocket> anyone = Client(curve::Generate().value());
+  ASSERT_TRUE(SendWhenConnected(*anyone, "from anyone"));
+  ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return !received_.empty(); }));
+  EXPECT_EQ(received_, std::vector<std::string>{"from anyone"});
+}
+
+TEST_F(ZmqCurveTest, MonitorConnectionsCountsWhatIsOpenRefusalsIncluded) {
+  ZapPolicy policy;
+  auto member = curve::Generate().value();
+  ASSERT_TRUE(policy.Admit("node2", member.public_key).ok());
+  ASSERT_TRUE(server_
+                  ->ServeZap(loop_.get(),
+                             [&](std::span<const std::string_view> r) { return policy.Decide(r); })
+                  .ok());
+  int succeeded = 0, failed = 0, disconnected = 0;
+  ASSERT_TRUE(server_
+                  ->MonitorConnections(loop_.get(),
+                                       [&](ZmqSocket::ConnectionEvent e) {
+                                         switch (e) {
+                                           case ZmqSocket::ConnectionEvent::kHandshakeSucceeded:
+                                             ++succeeded;
+                                             break;
+                                           case ZmqSocket::ConnectionEvent::kHandshakeFailed:
+                                             ++failed;
+                                             break;
+                                           case ZmqSocket::ConnectionEvent::kDisconnected:
+                                             ++disconnected;
+                                             break;
+                                         }
+                                       })
+                  .ok());
+  Serve();
+  auto open = [&] { return succeeded + failed - disconnected; };
+  std::unique_ptr<ZmqSocket> good = Client(member);
+  ASSERT_TRUE(SendWhenConnected(*good, "from the member"));
+  ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return succeeded == 1 && open() == 1; }));
+  {
+    std::unique_ptr<ZmqSocket> bad = Client(curve::Generate().value());
+    ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return failed >= 1; }));
+  }
+  ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return open() == 1 && disconnected >= 1; }))
+      << "the refused connection is reported closed as well";
+  // A connection that closes before it speaks ZMTP: failed in its
+  // handshake, and closed.
+  const std::string ep = server_->LastEndpoint();
+  const int port = std::stoi(ep.substr(ep.rfind(':') + 1));
+  const int before = disconnected;
+  {
+    UniqueFd raw(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(raw.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  }
+  ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return disconnected > before; }));
+  EXPECT_EQ(open(), 1);
+  EXPECT_EQ(succeeded, 1);
+  good.reset();
+  ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return open() == 0; }));
+}
+
+TEST_F(ZmqCurveTest, AnInvalidKeyFailsCreate) {
+  EXPECT_FALSE(
+      ZmqSocket::Create(
+          {.kind = ZmqSocket::Kind::kRouter, .curve_server = true, .curve_secret_key = "short"})
+          .ok());
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // switchboard: the supervisor daemon (`run`), its offline check (`check`),
 // the control client (status, restart, stop, start, scale, upgrade, reload,
-// events), `publish` to the shards' HTTP API, and `version` (as --version). Exit codes:
+// events), `publish` to the shards' HTTP API, `keygen` (the node's CURVE keypair) and
+// `version` (as --version). Exit codes:
 // common/exit_codes.h (0 ok, 1 root gave up / failed or request refused, 2 usage or configuration
 // error, 3 daemon not running).
 #include <CLI/CLI.hpp>
@@ -16,6 +17,7 @@
 #include "supervisor/control_cli.h"
 #include "supervisor/control_server.h"
 #include "supervisor/daemon.h"
+#include "supervisor/keygen.h"
 #include "supervisor/spec_loader.h"
 
 namespace {
@@ -69,6 +71,12 @@ int main(int argc, char** argv) {
   auto* check = app.add_subcommand("check", "validate CONFIG without running anything");
   check->add_option("CONFIG", config, "YAML topology")->required();
   auto* version = app.add_subcommand("version", "print the version and the build commit");
+  std::string secret_file;
+  bool force = false;
+  auto* keygen = app.add_subcommand(
+      "keygen", "write a new CURVE secret key (0600) and print its public key, for peer links");
+  keygen->add_option("--secret-file", secret_file, "where the secret key goes")->required();
+  keygen->add_flag("--force", force, "replace an existing file");
 
   // Client commands find the daemon through --control, or the control path in --config.
   auto client = [&](const char* name, const char* help) {
@@ -122,6 +130,7 @@ int main(int argc, char** argv) {
     std::printf("%s\n", sb::VersionLine(kProgram).c_str());
     return sb::kExitOk;
   }
+  if (*keygen) return sb::supervisor::RunKeygen(secret_file, force, std::cout, std::cerr);
   if (*check) return Check(config);
   if (*run) return Run(config);
   if (*publish) {

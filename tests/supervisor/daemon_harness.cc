@@ -99,11 +99,18 @@ std::optional<double> Sample(const std::string& body, std::string_view name,
     if (line.empty() || line[0] == '#') continue;
     size_t open = line.find('{');
     size_t close = line.rfind('}');
-    if (open == std::string::npos || close == std::string::npos || close < open) continue;
+    if (open == std::string::npos) {
+      // A series without labels: "name value".
+      open = line.find(' ');
+      if (open == std::string::npos) continue;
+      close = open;
+    } else if (close == std::string::npos || close < open) {
+      continue;
+    }
     if (std::string_view(line).substr(0, open) != name) continue;
     std::map<std::string, std::string> labels;
     static const std::regex kLabel(R"re(([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)")re");
-    std::string inside = line.substr(open + 1, close - open - 1);
+    std::string inside = close > open ? line.substr(open + 1, close - open - 1) : "";
     for (auto it = std::sregex_iterator(inside.begin(), inside.end(), kLabel);
          it != std::sregex_iterator(); ++it) {
       labels[(*it)[1]] = (*it)[2];

@@ -73,8 +73,8 @@ class DaemonTest : public ::testing::Test {
 
 // GET /metrics from 127.0.0.1:`port` over a plain socket; the body of a 200 reply, or "".
 std::string Scrape(int port);
-// The value of the sample `name{...}` in a scraped `body` whose labels include every one of
-// `want`; nullopt if none.
+// The value of the sample `name{...}` (or `name` without labels) in a scraped `body` whose
+// labels include every one of `want`; nullopt if none.
 std::optional<double> Sample(const std::string& body, std::string_view name,
                              const std::map<std::string, std::string>& want);
 
