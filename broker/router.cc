@@ -140,7 +140,10 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     case mesh::Type::kDiff:
     case mesh::Type::kSnapshot:
     case mesh::Type::kHistory:
-      // What only a broker sends.
+    case mesh::Type::kPeerHello:
+    case mesh::Type::kPeerWelcome:
+    case mesh::Type::kPeerHeartbeat:
+      // What only a broker sends (the peer types only to another broker).
       ++counters_.refused[Index(Refused::kBadFrame)];
       return;
   }

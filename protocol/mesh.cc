@@ -57,6 +57,10 @@ constexpr void ForEachField(M& m, F&& f) {
       f(m.offset);
       f(m.n);
       break;
+    case Type::kPeerHeartbeat:
+      f(m.stamp);
+      f(m.echo);
+      break;
     case Type::kHistory:
       f(m.id);
       f(m.stream);
@@ -103,6 +107,9 @@ constexpr Shape kShapes[] = {
     MakeShape("kFetch", Type::kFetch, 2),
     MakeShape("kHistory", Type::kHistory, 3),
     MakeShape("kRestate", Type::kRestate, 3),
+    MakeShape("kPeerHello", Type::kPeerHello, 2),
+    MakeShape("kPeerWelcome", Type::kPeerWelcome, 2),
+    MakeShape("kPeerHeartbeat", Type::kPeerHeartbeat, 1),
 };
 static_assert(kShapes[static_cast<size_t>(Type::kPublish)].header == 13);
 static_assert(kShapes[static_cast<size_t>(Type::kCredit)].header == 8);
@@ -142,12 +149,14 @@ uint64_t GetLe(std::string_view in, size_t at, size_t bytes) {
 }
 
 bool BodyOnly(Type type) {
-  return type == Type::kHello || type == Type::kBatch || type == Type::kMembers;
+  return type == Type::kHello || type == Type::kBatch || type == Type::kMembers ||
+         type == Type::kPeerHello || type == Type::kPeerWelcome;
 }
 // A hello or a batch may fill a frame; any other body is held to kMaxBodyBytes.
 bool LargeBody(Type type) { return type == Type::kHello || type == Type::kBatch; }
 
-// The frames after the header: kHello, kBatch and kMembers have only their body, every
+// The frames after the header: kHello, kBatch, kMembers, kPeerHello and kPeerWelcome have
+// only their body, every
 // other type with variable frames the topic first. Returns how many `msg` has.
 size_t Tail(const Message& msg, const Shape& shape, std::string_view tail[2]) {
   tail[0] = BodyOnly(msg.type) ? msg.body : msg.topic;
@@ -903,6 +912,37 @@ Result<PresenceChange> DecodePresenceChange(std::string_view text) {
     return r.status();
   }
   return c;
+}
+
+namespace {
+constexpr size_t kMaxIntroField = 64;
+}  // namespace
+
+std::string EncodePeerIntro(const PeerIntro& intro) {
+  std::string out = "{\"node\":";
+  phx::AppendJsonString(out, intro.node);
+  if (!intro.cluster.empty()) {
+    out.append(",\"cluster\":");
+    phx::AppendJsonString(out, intro.cluster);
+  }
+  out.append(",\"incarnation\":");
+  phx::AppendJsonString(out, intro.incarnation);
+  out.push_back('}');
+  return out;
+}
+
+Result<PeerIntro> DecodePeerIntro(std::string_view text) {
+  Reader r("peer intro");
+  const json::object* o = r.Parse(text);
+  PeerIntro p;
+  if (!o || !r.String(*o, "", "node", &p.node, 1, kMaxIntroField) ||
+      !r.String(*o, "", "incarnation", &p.incarnation, 1, kMaxIntroField)) {
+    return r.status();
+  }
+  if (o->contains("cluster") && !r.String(*o, "", "cluster", &p.cluster, 1, kMaxIntroField)) {
+    return r.status();
+  }
+  return p;
 }
 
 }  // namespace sb::mesh

@@ -70,6 +70,17 @@ enum class Type : uint8_t {
   // shard → broker, after its hello: one history message the shard holds, so that a new
   // broker rebuilds the topic's history; fields and frames as a sequenced kDeliver.
   kRestate = 18,
+  // Peer links between two nodes' brokers (docs/PROTOCOL.md, Peer links), added within
+  // version 1; they travel only between brokers, on the peer socket and its uplinks.
+  // uplink → peer socket, once the connection's handshake is done; frames: PeerIntro JSON
+  // {"node","cluster","incarnation"}.
+  kPeerHello = 19,
+  // peer socket → uplink, the hello accepted; frames: PeerIntro JSON {"node","incarnation"}.
+  kPeerWelcome = 20,
+  // Both ways on a welcomed link; fields: stamp, echo. The uplink sends its clock's
+  // nanoseconds as `stamp` (echo 0); the peer socket answers at once with `echo` = that
+  // stamp (stamp 0): the uplink's round-trip time, and each side's proof of life.
+  kPeerHeartbeat = 21,
 };
 
 // Flag bits of kPublish / kDeliver.
@@ -121,6 +132,7 @@ struct Message {
   uint64_t id = 0;  // kFetch, kHistory: the request
   uint64_t top = 0;
   uint64_t first = 0;
+  uint64_t echo = 0;  // kPeerHeartbeat: the stamp answered
 };
 
 // Decodes the frames of one message (routing id already removed). Refused,
@@ -369,5 +381,19 @@ std::string EncodePresenceChange(const PresenceChange& change);
 // a hello; a leave's "meta" is not required and is ignored). One change is
 // one message: a bad entry refuses it whole.
 Result<PresenceChange> DecodePresenceChange(std::string_view json);
+
+// kPeerHello's and kPeerWelcome's body: {"node":"b","cluster":"prod","incarnation":"3f9c…"}
+// (a welcome leaves "cluster" out). The node is a member name, the incarnation
+// the sender's current one (docs/CLUSTER.md, Membership).
+struct PeerIntro {
+  std::string node;
+  std::string cluster;  // a hello's; empty in a welcome
+  std::string incarnation;
+  bool operator==(const PeerIntro&) const = default;
+};
+std::string EncodePeerIntro(const PeerIntro& intro);
+// Refused unless "node" and "incarnation" are strings of 1..64 bytes and
+// "cluster", if present, one too. Unknown fields are ignored.
+Result<PeerIntro> DecodePeerIntro(std::string_view json);
 
 }  // namespace sb::mesh

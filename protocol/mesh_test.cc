@@ -47,7 +47,7 @@ std::string Describe(const Message& m) {
          std::string(m.body) + "] key=[" + std::string(m.key) +
          "] offset=" + std::to_string(m.offset) + " stream=" + std::to_string(m.stream) +
          " id=" + std::to_string(m.id) + " top=" + std::to_string(m.top) +
-         " first=" + std::to_string(m.first);
+         " first=" + std::to_string(m.first) + " echo=" + std::to_string(m.echo);
 }
 
 std::string Describe(const PresenceEntry& e) {
@@ -176,6 +176,11 @@ std::vector<Message> Samples() {
   empty_history.top = 0;
   empty_history.first = 1;
   empty_history.topic = "room:h";
+  add(Type::kPeerHello).body = R"({"node":"b","cluster":"prod","incarnation":"static"})";
+  add(Type::kPeerWelcome).body = R"({"node":"a","incarnation":"3f9c"})";
+  Message& beat = add(Type::kPeerHeartbeat);
+  beat.stamp = 0x0102030405060708;
+  beat.echo = 0xf1f2f3f4f5f6f7f8;
   return all;
 }
 
@@ -186,12 +191,15 @@ size_t FramesOf(Type type) {
     case Type::kHeartbeat:
     case Type::kAck:
     case Type::kCredit:
+    case Type::kPeerHeartbeat:
       return 1;
     case Type::kHello:
     case Type::kSubscribe:
     case Type::kUnsubscribe:
     case Type::kMembers:
     case Type::kFetch:
+    case Type::kPeerHello:
+    case Type::kPeerWelcome:
       return 2;
     default:
       return 3;
@@ -226,6 +234,8 @@ size_t HeaderOf(const Message& m) {
       return 24;
     case Type::kHistory:
       return 36;
+    case Type::kPeerHeartbeat:
+      return 20;
     default:
       return 4;
   }
@@ -251,7 +261,8 @@ TEST(MeshCodec, FramesCopyNothingButTheHeader) {
     const Frames frames(m);
     const std::span<const std::string_view> v = frames.views();
     ASSERT_EQ(v.size(), FramesOf(m.type));
-    if (m.type == Type::kHello || m.type == Type::kMembers) {
+    if (m.type == Type::kHello || m.type == Type::kMembers || m.type == Type::kPeerHello ||
+        m.type == Type::kPeerWelcome) {
       EXPECT_EQ(v[1].data(), m.body.data());
     } else if (v.size() > 1) {
       EXPECT_EQ(v[1].data(), m.topic.data());
@@ -316,7 +327,7 @@ TEST(MeshCodec, UnknownTypeEncodesToNothing) {
   m.type = static_cast<Type>(0);
   EXPECT_TRUE(Frames(m).views().empty());
   EXPECT_TRUE(Pack(m).empty());
-  m.type = static_cast<Type>(19);
+  m.type = static_cast<Type>(22);
   EXPECT_TRUE(Frames(m).views().empty());
 }
 
@@ -329,7 +340,7 @@ TEST(MeshCodec, HeaderMalformations) {
   ExpectRefused({"SB\x02\x03"}, "version 2, want 1");
   ExpectRefused({"SB\x00\x03"s}, "version 0, want 1");
   ExpectRefused({"SB\x01\x00"s}, "unknown type 0");
-  ExpectRefused({"SB\x01\x13"}, "unknown type 19");
+  ExpectRefused({"SB\x01\x16"}, "unknown type 22");
   ExpectRefused({"SB\x01\xff"}, "unknown type 255");
 }
 
@@ -388,7 +399,7 @@ TEST(MeshCodec, TopicBounds) {
 
 TEST(MeshCodec, EmptyBodiesAreRefused) {
   for (Type type : {Type::kHello, Type::kPublish, Type::kPresence, Type::kDeliver, Type::kDiff,
-                    Type::kSnapshot, Type::kMembers}) {
+                    Type::kSnapshot, Type::kMembers, Type::kPeerHello, Type::kPeerWelcome}) {
     SCOPED_TRACE(static_cast<int>(type));
     Message m;
     m.type = type;
@@ -1055,6 +1066,40 @@ TEST(MeshMembers, Refusals) {
   std::vector<std::string> too_many;
   for (size_t i = 0; i <= kMaxMembers; ++i) too_many.push_back("s");
   refused(EncodeMembers(too_many), "more than 1024 names");
+}
+
+// --- PeerIntro ---------------------------------------------------------------
+
+TEST(MeshPeerIntro, EncodingAndRoundTrip) {
+  const PeerIntro hello{.node = "b", .cluster = "prod", .incarnation = "3f9c"};
+  EXPECT_EQ(EncodePeerIntro(hello), R"({"node":"b","cluster":"prod","incarnation":"3f9c"})");
+  Result<PeerIntro> back = DecodePeerIntro(EncodePeerIntro(hello));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, hello);
+  // A welcome has no cluster.
+  const PeerIntro welcome{.node = "a", .cluster = "", .incarnation = "static"};
+  EXPECT_EQ(EncodePeerIntro(welcome), R"({"node":"a","incarnation":"static"})");
+  back = DecodePeerIntro(EncodePeerIntro(welcome));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, welcome);
+  back = DecodePeerIntro(R"({"node":"a","incarnation":"1","later":[1]})");
+  ASSERT_TRUE(back.ok()) << "unknown fields are ignored";
+}
+
+TEST(MeshPeerIntro, Refusals) {
+  auto refused = [](const std::string& json, const std::string& what) {
+    Result<PeerIntro> r = DecodePeerIntro(json);
+    ASSERT_FALSE(r.ok()) << json;
+    EXPECT_NE(r.status().message().find(what), std::string::npos) << r.status().message();
+  };
+  refused("", "invalid JSON");
+  refused("[]", "not an object");
+  refused(R"({"incarnation":"1"})", "node is missing");
+  refused(R"({"node":"a"})", "incarnation is missing");
+  refused(R"({"node":"","incarnation":"1"})", "node is empty");
+  refused(R"({"node":1,"incarnation":"1"})", "node is not a string");
+  refused(R"({"node":"a","incarnation":"1","cluster":""})", "cluster is empty");
+  refused("{\"node\":\"" + std::string(65, 'x') + "\",\"incarnation\":\"1\"}", "node is too long");
 }
 
 // --- PresenceChange ----------------------------------------------------------

@@ -401,7 +401,10 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
     case mesh::Type::kPresence:
     case mesh::Type::kFetch:
     case mesh::Type::kRestate:
-      // What only a shard sends.
+    case mesh::Type::kPeerHello:
+    case mesh::Type::kPeerWelcome:
+    case mesh::Type::kPeerHeartbeat:
+      // What only a shard sends, or one broker to another.
       ++counters_.bad_frames;
       return;
   }

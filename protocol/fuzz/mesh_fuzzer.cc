@@ -123,6 +123,17 @@ void CheckMembers(std::string_view body) {
   FUZZ_CHECK(again.ok() && *again == *members);
 }
 
+void CheckPeerIntro(std::string_view body) {
+  sb::Result<mesh::PeerIntro> intro = mesh::DecodePeerIntro(body);
+  if (!intro.ok()) {
+    CheckRefusal(intro.status(), "mesh: peer intro: ");
+    return;
+  }
+  FUZZ_CHECK(!intro->node.empty() && !intro->incarnation.empty());
+  sb::Result<mesh::PeerIntro> again = mesh::DecodePeerIntro(mesh::EncodePeerIntro(*intro));
+  FUZZ_CHECK(again.ok() && *again == *intro);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -164,7 +175,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // The views point into the frames.
   if (m.type == mesh::Type::kHello || m.type == mesh::Type::kBatch ||
-      m.type == mesh::Type::kMembers) {
+      m.type == mesh::Type::kMembers || m.type == mesh::Type::kPeerHello ||
+      m.type == mesh::Type::kPeerWelcome) {
     FUZZ_CHECK(m.body.data() == frames[1].data());
   } else if (frames.size() > 1) {
     FUZZ_CHECK(m.topic.data() == frames[1].data());
@@ -179,6 +191,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (m.type == mesh::Type::kHello) CheckHello(m.body);
   if (m.type == mesh::Type::kPresence) CheckPresence(m.body);
   if (m.type == mesh::Type::kMembers) CheckMembers(m.body);
+  if (m.type == mesh::Type::kPeerHello || m.type == mesh::Type::kPeerWelcome) {
+    CheckPeerIntro(m.body);
+  }
   if (m.type == mesh::Type::kBatch) {
     // Every inner message either decodes and packs back to its bytes or is
     // refused with a reason; the walk stops at a malformed entry.
