@@ -126,6 +126,14 @@ ZmqSocket::RecvResult ZmqSocket::Recv(std::vector<std::string_view>* frames) {
   return RecvResult::kMessage;
 }
 
+std::string ZmqSocket::Property(const char* name) const {
+  if (parts_.empty()) return {};
+  // Every frame of a message carries its connection's metadata; the last is
+  // one the peer sent (a ROUTER's first is the routing id it prepends).
+  const char* v = zmq_msg_gets(parts_.back().handle(), name);
+  return v != nullptr ? std::string(v) : std::string();
+}
+
 bool ZmqSocket::Send(std::span<const std::string_view> frames) {
   try {
     for (size_t i = 0; i < frames.size(); ++i) {

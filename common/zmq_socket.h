@@ -102,6 +102,11 @@ class ZmqSocket {
   // id). False if it would block, the peer is unknown or gone, or there is
   // no connection — never partially sent.
   bool Send(std::span<const std::string_view> frames);
+  // A metadata property of the message last received (Recv, or the one a
+  // Watch callback is handed), as libzmq's zmq_msg_gets reads it: "User-Id"
+  // is the user id the ZAP handler gave the sender's connection. Empty if
+  // the message has none (no ZAP handler, no message).
+  std::string Property(const char* name) const;
 
   using OnMessage = std::function<void(std::span<const std::string_view> frames)>;
   // Calls `on_message` for every message, at most `batch` per wake-up.

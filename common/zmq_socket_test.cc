@@ -352,6 +352,7 @@ class ZmqCurveTest : public ::testing::Test {
                     ->Watch(loop_.get(), 16,
                             [&](std::span<const std::string_view> f) {
                               received_.push_back(std::string(f.back()));
+                              user_ids_.push_back(server_->Property("User-Id"));
                             })
                     .ok());
   }
@@ -374,6 +375,7 @@ class ZmqCurveTest : public ::testing::Test {
   curve::Keypair server_keys_;
   std::unique_ptr<ZmqSocket> server_;
   std::vector<std::string> received_;
+  std::vector<std::string> user_ids_;  // each received message's "User-Id"
 };
 
 TEST_F(ZmqCurveTest, TheZapHandlerAdmitsMembersAndRefusesAnUnknownKey) {
@@ -396,6 +398,7 @@ TEST_F(ZmqCurveTest, TheZapHandlerAdmitsMembersAndRefusesAnUnknownKey) {
   ASSERT_TRUE(SendWhenConnected(*good, "from the member"));
   ASSERT_TRUE(testing::RunLoopUntil(*loop_, [&] { return !received_.empty(); }));
   EXPECT_EQ(received_, std::vector<std::string>{"from the member"});
+  EXPECT_EQ(user_ids_, std::vector<std::string>{"node2"}) << "the name the handler admitted";
   EXPECT_FALSE(Send(*bad, {"from the stranger"})) << "its handshake never completed";
   EXPECT_EQ(policy.admitted(), 1u);
   ASSERT_FALSE(domains.empty());
