@@ -4,9 +4,11 @@
 // the cluster's presence, and sequences and keeps the history of the topics
 // that have it (--history). All of it is soft state: a restarted broker gets
 // everything back from the shards' hellos. With --peer-bind it also binds the
-// peer socket other nodes' brokers will link to (CURVE-secured; links come
-// later, docs/CLUSTER.md). main() parses flags, binds, wires
-// the loop and the metrics endpoint, reports READY=1, exits 0 on SIGTERM.
+// peer socket other nodes' brokers link to (CURVE-secured), and with members
+// it links to each of theirs (docs/CLUSTER.md). main() parses flags, binds,
+// wires the loop, the membership's changes and the metrics endpoint, reports
+// READY=1, exits 0 on SIGTERM.
+#include <fmt/format.h>
 #include <malloc.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -22,6 +24,7 @@
 #include "broker/cluster_membership.h"
 #include "broker/mesh_server.h"
 #include "broker/peer_server.h"
+#include "broker/peer_uplinks.h"
 #include "common/command_line.h"
 #include "common/event_loop.h"
 #include "common/exit_codes.h"
@@ -91,6 +94,18 @@ int main(int argc, char** argv) {
     sb::PrintFatal(kProgram, "use the peer flags", peer_options.status().message());
     return sb::kExitUsage;
   }
+  // This node's public key is its secret key's: given, it must be that one.
+  if (peer_options->has_value() && (**peer_options).keys) {
+    const std::string& derived = (**peer_options).keys->public_key;
+    if (membership_flags.curve_public.empty()) {
+      membership_flags.curve_public = derived;
+    } else if (membership_flags.curve_public != derived) {
+      sb::PrintFatal(
+          kProgram, "use --curve-public",
+          "it is not the public key of --curve-secret-file's secret key (" + derived + ")");
+      return sb::kExitUsage;
+    }
+  }
   if (sb::Result<sb::history::Rules> rules = sb::history::Rules::Parse(history_rules);
       !rules.ok()) {
     sb::PrintFatal(kProgram, "use --history", rules.status().message());
@@ -146,15 +161,62 @@ int main(int argc, char** argv) {
     sb::PrintFatal(kProgram, "set up membership", s.message());
     return s.code() == sb::Status::Code::kInvalidConfig ? sb::kExitUsage : sb::kExitFailure;
   }
+  sb::broker::ClusterMembership* cluster = membership.value().get();
+  // With etcd, the registration's incarnation; before the first (and with
+  // static members) one of this process's own, so that a restart shows.
+  const std::string own_incarnation = fmt::format("{:016x}", NewEpoch());
+  auto incarnation = [cluster, own_incarnation] {
+    if (cluster->registry() != nullptr && !cluster->registry()->incarnation().empty()) {
+      return cluster->registry()->incarnation();
+    }
+    return own_incarnation;
+  };
+  const sb::broker::PeerLinkOptions link_options{.heartbeat_ms = opt.liveness.interval_ms,
+                                                 .misses = 3};
+  std::optional<sb::curve::Keypair> keys;
+  if (peer_options->has_value()) keys = (**peer_options).keys;
+  for (const auto& [name, member] : cluster->membership().members()) {
+    if (sb::Status s =
+            sb::broker::PeerUplinks::CheckMember(member, keys.has_value(), peer.insecure);
+        !s.ok()) {
+      sb::PrintFatal(kProgram, "link to the members", s.message());
+      return sb::kExitUsage;
+    }
+  }
   std::unique_ptr<sb::broker::PeerServer> peer_server;
   if (peer_options->has_value()) {
-    auto ps = sb::broker::PeerServer::Create(loop->get(), std::move(**peer_options));
+    sb::broker::PeerServerOptions& po = **peer_options;
+    po.node = membership_flags.node;
+    po.cluster = membership_flags.cluster;
+    po.incarnation = incarnation;
+    po.links = link_options;
+    auto ps = sb::broker::PeerServer::Create(loop->get(), std::move(po));
     if (!ps.ok()) {
       sb::PrintFatal(kProgram, "serve peers", ps.status().message());
       return sb::kExitFailure;
     }
     peer_server = std::move(ps).value();
   }
+  std::unique_ptr<sb::broker::PeerUplinks> uplinks;
+  if (!membership_flags.node.empty()) {
+    uplinks = sb::broker::PeerUplinks::Create(loop->get(), {.node = membership_flags.node,
+                                                            .cluster = membership_flags.cluster,
+                                                            .incarnation = incarnation,
+                                                            .keys = keys,
+                                                            .insecure = peer.insecure,
+                                                            .links = link_options});
+  }
+  // The members known now, then every change: admission and links follow them.
+  auto apply = [&peer_server, &uplinks](std::span<const sb::broker::MemberEvent> events) {
+    if (peer_server) peer_server->ApplyMembers(events);
+    if (uplinks) uplinks->ApplyMembers(events);
+  };
+  std::vector<sb::broker::MemberEvent> known;
+  for (const auto& [name, member] : cluster->membership().members()) {
+    known.push_back({.kind = sb::broker::MemberEventKind::kJoined, .member = member});
+  }
+  apply(known);
+  cluster->OnChanges(apply);
   std::unique_ptr<sb::MetricsEndpoint> endpoint;
   if (!metrics_listen.empty()) {
     auto ep = sb::MetricsEndpoint::Create(metrics_listen);
@@ -166,6 +228,7 @@ int main(int argc, char** argv) {
     endpoint->Register(server.value()->collectable());
     endpoint->Register(membership.value()->collectable());
     if (peer_server) endpoint->Register(peer_server->collectable());
+    if (uplinks) endpoint->Register(uplinks->collectable());
   }
   sb::EventLoop* l = loop->get();
   (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
@@ -181,5 +244,7 @@ int main(int argc, char** argv) {
   int rc = l->Run();
   spdlog::info("broker: stopping");
   membership.value()->Leave(std::chrono::milliseconds(500));
+  // The links go before the membership: no change may reach them after.
+  cluster->OnChanges(nullptr);
   return rc;
 }

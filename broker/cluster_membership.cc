@@ -136,6 +136,7 @@ void ClusterMembership::OnEvents(std::span<const MemberEvent> events) {
   }
   members_ = membership_.members().size();
   bad_records_ = membership_.bad_records();
+  if (on_changes_ && !events.empty()) on_changes_(events);
 }
 
 void ClusterMembership::Leave(std::chrono::milliseconds timeout) {

@@ -6,14 +6,17 @@
 // static --peer list or continuously by an EtcdRegistry, the log line of
 // each member joining, leaving or changing, and the membership metrics
 // (a Prometheus collectable of atomics, read on the scraping thread).
-// Does not: open or close links to members (that acts on the events later).
+// Does not: open or close links to members (broker/peer_uplinks and
+// broker/peer_server act on the events it hands on).
 // Runs on the broker's loop thread; main() owns it.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -55,6 +58,12 @@ class ClusterMembership {
   ~ClusterMembership();
 
   const Membership& membership() const { return membership_; }
+  // Calls `fn` with each batch of changes from now on, once applied and
+  // logged. The members known already (the static ones, applied by Create)
+  // are in membership().
+  void OnChanges(std::function<void(std::span<const MemberEvent>)> fn) {
+    on_changes_ = std::move(fn);
+  }
   // Null with static membership.
   EtcdRegistry* registry() { return registry_.get(); }
   std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
@@ -71,6 +80,7 @@ class ClusterMembership {
   Membership membership_;
   std::unique_ptr<EtcdRegistry> registry_;
   const bool etcd_;
+  std::function<void(std::span<const MemberEvent>)> on_changes_;
   // Written on the loop, read by scrapes.
   std::atomic<uint64_t> members_{0};
   std::array<std::atomic<uint64_t>, 3> changes_{};  // by MemberEventKind

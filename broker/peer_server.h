@@ -1,26 +1,35 @@
 // PeerServer: the broker's peer socket — a second ZeroMQ ROUTER, bound on
-// TCP (--peer-bind), where the other nodes' brokers will connect.
+// TCP (--peer-bind), where the other members' uplinks (broker/peer_uplinks)
+// connect.
 //
 // Owns: that socket on the broker's loop; with the node's CURVE key, its
-// encryption and its ZAP handler, which admits only the members' public
-// keys (common/zap_policy; the --peer-key flags today, membership later);
-// reading what arrives (for now every message is dropped and counted:
-// peer links come later); the connections open (a socket monitor); and its
-// metrics, a Prometheus collectable read at
-// scrape time under a mutex the loop holds while it works. Does not:
-// decide whether the endpoint may be bound without CURVE
-// (broker/peer_endpoint), or route anything (broker/mesh_server). Runs on
-// the broker's loop thread (scrapes on civetweb's).
+// encryption and its ZAP handler, which admits exactly the current
+// members' public keys (common/zap_policy, fed by the membership's events)
+// and any --peer-key besides; the inbound side of the link protocol
+// (docs/PROTOCOL.md, Peer links): a hello is welcomed only if it names the
+// member the connection's key was admitted for (libzmq's "User-Id"),
+// heartbeats are answered at once, each inbound link's liveness is tracked
+// (broker/peer_links decides); what else arrives is dropped and counted
+// (routing between nodes comes later); the connections open (a socket
+// monitor); and its metrics, a Prometheus collectable read at scrape time
+// under a mutex the loop holds while it works. Does not: decide whether
+// the endpoint may be bound without CURVE (broker/peer_endpoint), dial
+// out (broker/peer_uplinks), or route anything (broker/mesh_server). Runs
+// on the broker's loop thread (scrapes on civetweb's).
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "broker/membership.h"
 #include "broker/peer_endpoint.h"
+#include "broker/peer_links.h"
 #include "common/curve.h"
 #include "common/event_loop.h"
 #include "common/status.h"
@@ -42,7 +51,15 @@ struct PeerServerOptions {
   // The node's keypair: CURVE and the ZAP handler. Without it the socket
   // is plain text and admits anyone (CheckPeerBind said that was allowed).
   std::optional<curve::Keypair> keys;
-  std::vector<PeerKey> members;  // the keys admitted, with the member's name
+  // Keys admitted besides the members' (--peer-key), with a name each.
+  std::vector<PeerKey> members;
+  // The link protocol: this node's name and cluster (a hello from another
+  // cluster is refused), its current incarnation (in welcomes), and the
+  // heartbeat interval inbound links are held to.
+  std::string node;
+  std::string cluster = "default";
+  std::function<std::string()> incarnation = [] { return std::string("static"); };
+  PeerLinkOptions links;
 };
 
 // The peer flags as given on the command line.
@@ -72,18 +89,34 @@ class PeerServer {
   // The endpoint bound (a port 0 resolved).
   std::string endpoint() const { return socket_->LastEndpoint(); }
   bool curve() const { return curve_; }
+
+  // The membership changed: a joined member's key is admitted, a changed
+  // one's replaced, a left one's no longer (unless a --peer-key names it)
+  // and its inbound link forgotten.
+  void ApplyMembers(std::span<const MemberEvent> events);
   std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
 
  private:
   class Collector;
-  PeerServer() = default;
+  explicit PeerServer(EventLoop* loop, PeerServerOptions options);
+  void OnMessage(std::span<const std::string_view> frames);
+  bool Reply(std::string_view routing_id, const mesh::Message& msg);
+  void Tick();
+  // Admits `key` for `name`; logged, not fatal, if the key is not valid.
+  void AdmitKey(const std::string& name, const std::string& key);
+  void RemoveKey(const std::string& key);
 
+  EventLoop* loop_;
+  PeerServerOptions options_;
   std::unique_ptr<ZmqSocket> socket_;
   bool curve_ = false;
   // Held by the loop while it works and by scrapes while they read.
   mutable std::mutex mu_;
   ZapPolicy policy_;
-  uint64_t unhandled_ = 0;
+  std::map<std::string, std::string, std::less<>> member_keys_;  // member → Z85 key
+  InboundLinks inbound_;
+  uint64_t hellos_ = 0, heartbeats_ = 0, refused_ = 0, unhandled_ = 0;
+  EventLoop::TimerId tick_timer_ = 0;
   // The socket monitor's counts: open = succeeded + failed - disconnected.
   int64_t handshakes_ = 0, disconnects_ = 0;
   std::shared_ptr<prometheus::Collectable> collectable_;

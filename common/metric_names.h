@@ -291,11 +291,28 @@ inline constexpr std::string_view kBrokerEtcdUp = "switchboard_broker_etcd_up";
 // malformed (a request it could not read). Every series from the start.
 inline constexpr std::string_view kBrokerPeerAuthFailuresTotal =
     "switchboard_broker_peer_auth_failures_total";
-// Counter with label `result`: messages read on the peer socket. Today
-// every one is `unhandled` (read and dropped: peer links come later).
+// Counter with label `result`: messages read on the peer socket — hello (a
+// link's hello accepted), heartbeat (answered), refused (a hello whose node
+// is not the member its key was admitted for, or from another cluster),
+// unhandled (anything else: read and dropped).
 inline constexpr std::string_view kBrokerPeerMessagesTotal =
     "switchboard_broker_peer_messages_total";
+inline constexpr std::string_view kResultHello = "hello";
+inline constexpr std::string_view kResultHeartbeat = "heartbeat";
+inline constexpr std::string_view kResultRefused = "refused";
 inline constexpr std::string_view kResultUnhandled = "unhandled";
+// Gauge with label `peer`: 1 while the inbound link from that member (its
+// uplink to this peer socket) is welcomed and heard from within 3 heartbeats.
+inline constexpr std::string_view kBrokerPeerInboundUp = "switchboard_broker_peer_inbound_up";
+// The uplinks, one per member (label `peer`, the member's name). Gauge: 1
+// while the uplink is welcomed and heard from within 3 heartbeats.
+inline constexpr std::string_view kBrokerPeerUp = "switchboard_broker_peer_up";
+// Gauge, seconds: the uplink's last heartbeat round trip (absent before the first).
+inline constexpr std::string_view kBrokerPeerRttSeconds = "switchboard_broker_peer_rtt_seconds";
+// Counter: times the uplink went down (silent for 3 heartbeats, its
+// connection closed, or the member changed).
+inline constexpr std::string_view kBrokerPeerLinkDownsTotal =
+    "switchboard_broker_peer_link_downs_total";
 // Gauge: connections on the peer socket whose handshake succeeded and that
 // have not closed (with CURVE: admitted members' connections).
 inline constexpr std::string_view kBrokerPeerConnections = "switchboard_broker_peer_connections";
