@@ -38,6 +38,7 @@ std::vector<PeerLinks::Action> PeerLinks::OnConnected(std::string_view peer, int
     out.push_back({.kind = Action::Kind::kDown, .peer = l.member.name, .reason = "reconnected"});
   }
   l.state = State::kGreeting;
+  l.retry_at_ns = 0;
   l.hello_sent_ns = now_ns;
   l.last_heard_ns = now_ns;
   out.push_back({.kind = Action::Kind::kSendHello, .peer = l.member.name});
@@ -55,6 +56,20 @@ std::vector<PeerLinks::Action> PeerLinks::OnDisconnected(std::string_view peer) 
   }
   // libzmq reconnects by itself: the next handshake says hello again.
   l.state = State::kConnecting;
+  return out;
+}
+
+std::vector<PeerLinks::Action> PeerLinks::OnHandshakeFailed(std::string_view peer, int64_t now_ns) {
+  std::vector<Action> out;
+  auto it = links_.find(peer);
+  if (it == links_.end()) return out;
+  Link& l = it->second;
+  if (l.state == State::kUp) {
+    out.push_back(
+        {.kind = Action::Kind::kDown, .peer = l.member.name, .reason = "handshake failed"});
+  }
+  l.state = State::kConnecting;
+  l.retry_at_ns = now_ns + options_.misses * interval_ns();
   return out;
 }
 
@@ -94,7 +109,13 @@ std::vector<PeerLinks::Action> PeerLinks::Tick(int64_t now_ns) {
   std::vector<Action> out;
   const int64_t silence = options_.misses * interval_ns();
   for (auto& [name, l] : links_) {
-    if (l.state == State::kConnecting) continue;
+    if (l.state == State::kConnecting) {
+      if (l.retry_at_ns != 0 && now_ns >= l.retry_at_ns) {
+        l.retry_at_ns = 0;
+        out.push_back({.kind = Action::Kind::kConnect, .peer = name, .member = l.member});
+      }
+      continue;
+    }
     if (now_ns - l.last_heard_ns >= silence) {
       if (l.state == State::kUp) {
         out.push_back(

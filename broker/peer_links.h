@@ -8,7 +8,9 @@
 // send the hello or a heartbeat, report the link up (with the hello's round
 // trip) or down (and why); it keeps each link's last heartbeat round trip.
 // A link silent for `misses` intervals is made anew (a new connection, a
-// new hello): libzmq would keep a stalled TCP connection open.
+// new hello): libzmq would keep a stalled TCP connection open. So is one
+// whose handshake failed, `misses` intervals later: libzmq gives up on a
+// connection the server refused (a key it does not admit yet) for good.
 //
 // InboundLinks owns what the peer socket knows of the links that came in:
 // for each routing id, the member that said hello on it and when it was
@@ -51,6 +53,7 @@ class PeerLinks {
     int64_t hello_sent_ns = 0;
     int64_t last_heard_ns = 0;
     int64_t next_beat_ns = 0;
+    int64_t retry_at_ns = 0;  // connecting after a failed handshake: remade then
     int64_t rtt_ns = -1;      // the last round trip; -1 before the first
     std::string incarnation;  // the member's, from its welcome
   };
@@ -79,8 +82,10 @@ class PeerLinks {
   std::vector<Action> OnMember(const MemberEvent& event);
   // The member's socket completed a handshake: say hello on it.
   std::vector<Action> OnConnected(std::string_view peer, int64_t now_ns);
-  // The member's connection closed (or a handshake failed).
+  // The member's connection closed.
   std::vector<Action> OnDisconnected(std::string_view peer);
+  // A handshake with the member failed (refused, or broken off).
+  std::vector<Action> OnHandshakeFailed(std::string_view peer, int64_t now_ns);
   // A welcome from the member: up, if it names the member and a hello waits for it.
   std::vector<Action> OnWelcome(std::string_view peer, const mesh::PeerIntro& welcome,
                                 int64_t now_ns);

@@ -113,6 +113,21 @@ TEST(PeerLinksTest, AClosedConnectionIsDownAndTheReconnectGreetsAgain) {
   EXPECT_EQ(Kinds(links.OnConnected("b", 10'000 * kMs)), std::vector<Kind>{Kind::kSendHello});
 }
 
+TEST(PeerLinksTest, AFailedHandshakeIsRetriedOnANewSocketThreeIntervalsLater) {
+  PeerLinks links({.heartbeat_ms = 100, .misses = 3});
+  links.OnMember({.kind = MemberEventKind::kJoined, .member = B()});
+  EXPECT_TRUE(links.OnHandshakeFailed("b", 1000 * kMs).empty());
+  EXPECT_TRUE(links.Tick(1299 * kMs).empty());
+  EXPECT_EQ(Kinds(links.Tick(1300 * kMs)), std::vector<Kind>{Kind::kConnect});
+  EXPECT_TRUE(links.Tick(5000 * kMs).empty()) << "once per failure";
+  // Up, then a failed handshake: down.
+  links.OnConnected("b", 6000 * kMs);
+  links.OnWelcome("b", {.node = "b", .cluster = "", .incarnation = "i"}, 6000 * kMs);
+  auto a = links.OnHandshakeFailed("b", 6001 * kMs);
+  ASSERT_EQ(Kinds(a), std::vector<Kind>{Kind::kDown});
+  EXPECT_EQ(a[0].reason, "handshake failed");
+}
+
 TEST(PeerLinksTest, AHandshakeWhileUpIsADownAndANewHello) {
   PeerLinks links = UpLink(0, 0);
   EXPECT_EQ(Kinds(links.OnConnected("b", 5 * kMs)),

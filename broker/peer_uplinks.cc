@@ -181,8 +181,10 @@ void PeerUplinks::OnConnectionEvent(const std::string& peer, ZmqSocket::Connecti
       Do(links_.OnDisconnected(peer));
       break;
     case ZmqSocket::ConnectionEvent::kHandshakeFailed:
-      // Refused (the member does not admit this node's key) or broken: the
-      // member's peer socket counts it; libzmq tries again.
+      // Refused (the member does not admit this node's key; its peer socket
+      // counts it) or broken off: libzmq does not try a refused one again,
+      // so the link makes a new socket a while later.
+      Do(links_.OnHandshakeFailed(peer, now));
       break;
   }
 }

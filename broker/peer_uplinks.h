@@ -4,13 +4,14 @@
 // Owns: each member's socket — a CURVE client with this node's keypair and
 // the member's public key as the server's (plain text without a secret key,
 // only to a loopback endpoint unless --insecure) — made when the member
-// joins, made anew when it changes or its link falls silent, closed when it
-// leaves; carrying out what broker/peer_links decides (hello on each new
-// connection, a heartbeat every interval, up on the welcome, down after 3
-// silent intervals or a closed connection) with the loop's clock and a
-// timer; the log line of each link going up or down; and the uplink
-// metrics (up, round trip, downs, by member), a Prometheus collectable read
-// at scrape time under a mutex the loop holds while it works.
+// joins, made anew when it changes, its link falls silent or a handshake
+// fails (libzmq gives a refused one up), closed when it leaves; carrying out
+// what broker/peer_links decides (hello on each new connection, a heartbeat
+// every interval, up on the welcome, down after 3 silent intervals or a
+// closed connection) with the loop's clock and a timer; the log line of
+// each link going up or down; and the uplink metrics (up, round trip,
+// downs, by member), a Prometheus collectable read at scrape time under a
+// mutex the loop holds while it works.
 //
 // Apart from broker/peer_server because the two share nothing but the
 // membership feed: each member's DEALER lives in a ZeroMQ context of its
