@@ -6,22 +6,31 @@ std::string SilenceReason(int misses) {
   return "no heartbeat for " + std::to_string(misses) + " intervals";
 }
 
+PeerLinks::Link* PeerLinks::Find(std::string_view peer) {
+  auto it = links_.find(peer);
+  return it == links_.end() ? nullptr : &it->second;
+}
+
+void PeerLinks::Drop(Link& l, std::string reason, std::vector<Action>* out) {
+  if (l.state == State::kUp) {
+    out->push_back(
+        {.kind = Action::Kind::kDown, .peer = l.member.name, .reason = std::move(reason)});
+  }
+  l.state = State::kConnecting;
+}
+
 std::vector<PeerLinks::Action> PeerLinks::OnMember(const MemberEvent& event) {
   const std::string& name = event.member.name;
   std::vector<Action> out;
-  auto it = links_.find(name);
-  if (it != links_.end() && it->second.state == State::kUp) {
-    out.push_back({.kind = Action::Kind::kDown,
-                   .peer = name,
-                   .reason = event.kind == MemberEventKind::kLeft ? "left" : "member changed"});
-  }
-  if (event.kind == MemberEventKind::kLeft) {
-    if (it != links_.end()) {
-      links_.erase(it);
+  if (Link* l = Find(name)) {
+    Drop(*l, event.kind == MemberEventKind::kLeft ? "left" : "member changed", &out);
+    if (event.kind == MemberEventKind::kLeft) {
+      links_.erase(name);
       out.push_back({.kind = Action::Kind::kClose, .peer = name});
+      return out;
     }
-    return out;
   }
+  if (event.kind == MemberEventKind::kLeft) return out;
   links_[name] = Link{.member = event.member};
   out.push_back({.kind = Action::Kind::kConnect, .peer = name, .member = event.member});
   return out;
@@ -29,47 +38,32 @@ std::vector<PeerLinks::Action> PeerLinks::OnMember(const MemberEvent& event) {
 
 std::vector<PeerLinks::Action> PeerLinks::OnConnected(std::string_view peer, int64_t now_ns) {
   std::vector<Action> out;
-  auto it = links_.find(peer);
-  if (it == links_.end()) return out;
-  Link& l = it->second;
+  Link* l = Find(peer);
+  if (l == nullptr) return out;
   // A handshake while up: libzmq replaced a connection whose close we have
   // not been told of; what the old one carried is gone.
-  if (l.state == State::kUp) {
-    out.push_back({.kind = Action::Kind::kDown, .peer = l.member.name, .reason = "reconnected"});
-  }
-  l.state = State::kGreeting;
-  l.retry_at_ns = 0;
-  l.hello_sent_ns = now_ns;
-  l.last_heard_ns = now_ns;
-  out.push_back({.kind = Action::Kind::kSendHello, .peer = l.member.name});
+  Drop(*l, "reconnected", &out);
+  l->state = State::kGreeting;
+  l->retry_at_ns = 0;
+  l->hello_sent_ns = now_ns;
+  l->last_heard_ns = now_ns;
+  out.push_back({.kind = Action::Kind::kSendHello, .peer = l->member.name});
   return out;
 }
 
 std::vector<PeerLinks::Action> PeerLinks::OnDisconnected(std::string_view peer) {
   std::vector<Action> out;
-  auto it = links_.find(peer);
-  if (it == links_.end()) return out;
-  Link& l = it->second;
-  if (l.state == State::kUp) {
-    out.push_back(
-        {.kind = Action::Kind::kDown, .peer = l.member.name, .reason = "connection closed"});
-  }
   // libzmq reconnects by itself: the next handshake says hello again.
-  l.state = State::kConnecting;
+  if (Link* l = Find(peer)) Drop(*l, "connection closed", &out);
   return out;
 }
 
 std::vector<PeerLinks::Action> PeerLinks::OnHandshakeFailed(std::string_view peer, int64_t now_ns) {
   std::vector<Action> out;
-  auto it = links_.find(peer);
-  if (it == links_.end()) return out;
-  Link& l = it->second;
-  if (l.state == State::kUp) {
-    out.push_back(
-        {.kind = Action::Kind::kDown, .peer = l.member.name, .reason = "handshake failed"});
+  if (Link* l = Find(peer)) {
+    Drop(*l, "handshake failed", &out);
+    l->retry_at_ns = now_ns + options_.misses * interval_ns();
   }
-  l.state = State::kConnecting;
-  l.retry_at_ns = now_ns + options_.misses * interval_ns();
   return out;
 }
 
@@ -77,18 +71,16 @@ std::vector<PeerLinks::Action> PeerLinks::OnWelcome(std::string_view peer,
                                                     const mesh::PeerIntro& welcome,
                                                     int64_t now_ns) {
   std::vector<Action> out;
-  auto it = links_.find(peer);
-  if (it == links_.end()) return out;
-  Link& l = it->second;
+  Link* l = Find(peer);
   // The server's key is the member's, so the welcome is the member's; a
   // name that disagrees is a misconfigured member, never up.
-  if (l.state != State::kGreeting || welcome.node != l.member.name) return out;
-  l.state = State::kUp;
-  l.incarnation = welcome.incarnation;
-  l.last_heard_ns = now_ns;
-  l.rtt_ns = now_ns - l.hello_sent_ns;
-  l.next_beat_ns = now_ns + interval_ns();
-  out.push_back({.kind = Action::Kind::kUp, .peer = l.member.name, .rtt_ns = l.rtt_ns});
+  if (l == nullptr || l->state != State::kGreeting || welcome.node != l->member.name) return out;
+  l->state = State::kUp;
+  l->incarnation = welcome.incarnation;
+  l->last_heard_ns = now_ns;
+  l->rtt_ns = now_ns - l->hello_sent_ns;
+  l->next_beat_ns = now_ns + interval_ns();
+  out.push_back({.kind = Action::Kind::kUp, .peer = l->member.name, .rtt_ns = l->rtt_ns});
   return out;
 }
 
@@ -117,13 +109,9 @@ std::vector<PeerLinks::Action> PeerLinks::Tick(int64_t now_ns) {
       continue;
     }
     if (now_ns - l.last_heard_ns >= silence) {
-      if (l.state == State::kUp) {
-        out.push_back(
-            {.kind = Action::Kind::kDown, .peer = name, .reason = SilenceReason(options_.misses)});
-      }
       // A greeting unanswered that long (a refused hello, a stalled peer)
       // is retried on a new connection too.
-      l.state = State::kConnecting;
+      Drop(l, SilenceReason(options_.misses), &out);
       out.push_back({.kind = Action::Kind::kConnect, .peer = name, .member = l.member});
       continue;
     }

@@ -98,6 +98,9 @@ class PeerLinks {
 
  private:
   int64_t interval_ns() const { return options_.heartbeat_ms * 1'000'000; }
+  Link* Find(std::string_view peer);
+  // `l` is connecting from now on; if it was up, a down with `reason` is said.
+  void Drop(Link& l, std::string reason, std::vector<Action>* out);
   PeerLinkOptions options_;
   std::map<std::string, Link, std::less<>> links_;
 };
