@@ -95,7 +95,7 @@ class Broker {
   int port_ = 0;
 };
 
-class PeerLinksTest : public ::testing::Test {
+class BrokerPeerLinksTest : public ::testing::Test {
  protected:
   Node MakeNode(const std::string& name) {
     Node n{.name = name, .keys = curve::Generate().value(), .key_file = tmp_.File(name + ".key")};
@@ -107,7 +107,7 @@ class PeerLinksTest : public ::testing::Test {
   tu::TempDir tmp_;
 };
 
-TEST_F(PeerLinksTest, ThreeBrokersLinkAndAStoppedOrKilledOneIsDownWithinThreeHeartbeats) {
+TEST_F(BrokerPeerLinksTest, ThreeBrokersLinkAndAStoppedOrKilledOneIsDownWithinThreeHeartbeats) {
   const Node a = MakeNode("a"), b = MakeNode("b"), c = MakeNode("c");
   Broker ba(tmp_, a, {&b, &c});
   Broker bb(tmp_, b, {&a, &c});
@@ -192,7 +192,7 @@ TEST_F(PeerLinksTest, ThreeBrokersLinkAndAStoppedOrKilledOneIsDownWithinThreeHea
   }
 }
 
-TEST_F(PeerLinksTest, AKeyNoMemberHasOrAHelloUnderAnotherMembersKeyNeverLinks) {
+TEST_F(BrokerPeerLinksTest, AKeyNoMemberHasOrAHelloUnderAnotherMembersKeyNeverLinks) {
   const Node a = MakeNode("a"), b = MakeNode("b"), d = MakeNode("d");
   Broker ba(tmp_, a, {&b});
   Broker bb(tmp_, b, {&a});
@@ -232,7 +232,7 @@ TEST_F(PeerLinksTest, AKeyNoMemberHasOrAHelloUnderAnotherMembersKeyNeverLinks) {
   EXPECT_TRUE(ba.Up("b")) << "b's own link stays";
 }
 
-TEST_F(PeerLinksTest, BadKeyAndEndpointFlagsAreUsageErrors) {
+TEST_F(BrokerPeerLinksTest, BadKeyAndEndpointFlagsAreUsageErrors) {
   const Node a = MakeNode("a"), b = MakeNode("b");
   auto exit_code = [](Broker& broker) {
     int status = 0;
@@ -264,7 +264,7 @@ TEST_F(PeerLinksTest, BadKeyAndEndpointFlagsAreUsageErrors) {
       << tu::ReadFile(log);
 }
 
-TEST_F(PeerLinksTest, WithEtcdThePeerSocketsAdmitTheMembersAsTheyComeAndGo) {
+TEST_F(BrokerPeerLinksTest, WithEtcdThePeerSocketsAdmitTheMembersAsTheyComeAndGo) {
   const std::string binary = tu::FindEtcd();
   ASSERT_FALSE(binary.empty()) << "etcd is not installed (Debian: apt-get install etcd-server; "
                                   "tools/install-deps.sh installs it)";
