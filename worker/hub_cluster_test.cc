@@ -305,8 +305,9 @@ class HubHistoryTest : public HubClusterTest {
   std::optional<history::Position> RecoverFrom(const std::string& offset_json) {
     const std::string payload = R"({"recover":{"epoch":")" + history::FormatEpoch(kStream) +
                                 R"(","offset":)" + offset_json + "}}";
-    std::vector<const Action*> joins =
-        OfKind(Handle(1, Msg("1", "1", "room:1", "phx_join", payload)), Kind::kJoinHistory);
+    // Kept while `joins` points into it.
+    const std::vector<Action> actions = Handle(1, Msg("1", "1", "room:1", "phx_join", payload));
+    std::vector<const Action*> joins = OfKind(actions, Kind::kJoinHistory);
     EXPECT_EQ(joins.size(), 1u) << payload;
     return joins.empty() ? std::nullopt : joins[0]->recover;
   }
