@@ -192,15 +192,6 @@ Status StateSender::Failed(Status s) {
   return s;
 }
 
-Status SendState(int sock, Session session, std::span<const Connection> connections,
-                 std::span<const int> fds, int64_t deadline_ms) {
-  StateSender sender(sock, deadline_ms, deadline_ms);
-  Status s = sender.Begin(std::move(session), connections.size());
-  if (s.ok()) s = sender.Send(connections, fds);
-  if (s.ok()) s = sender.Finish();
-  return s;
-}
-
 StateReceiver::StateReceiver(int sock, int64_t deadline_ms)
     : sock_(sock), deadline_ms_(deadline_ms) {
   ucred cred{};
@@ -285,24 +276,6 @@ bool StateReceiver::OldProcessEnded(int64_t wait_ms) const {
     n = ::poll(&p, 1, static_cast<int>(wait_ms));
   } while (n < 0 && errno == EINTR);
   return n > 0;
-}
-
-Result<Received> ReceiveState(int sock, int64_t deadline_ms) {
-  StateReceiver receiver(sock, deadline_ms);
-  Received got;
-  Result<Session> session = receiver.Begin();
-  if (!session.ok()) return session.status();
-  got.session = std::move(session).value();
-  std::vector<Connection> conns;
-  std::vector<UniqueFd> fds;
-  for (;;) {
-    Result<bool> more = receiver.Next(&conns, &fds);
-    if (!more.ok()) return more.status();
-    if (!*more) break;
-    for (Connection& c : conns) got.connections.push_back(std::move(c));
-    for (UniqueFd& fd : fds) got.fds.push_back(std::move(fd));
-  }
-  return got;
 }
 
 Status SendRefusal(int sock, std::string_view why) {

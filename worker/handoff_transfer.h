@@ -93,11 +93,6 @@ class StateSender {
   int64_t ack_deadline_ms_;
 };
 
-// All of it at once (StateSender's steps): the session, `connections` with
-// `fds`, the end and the acknowledgement.
-Status SendState(int sock, Session session, std::span<const Connection> connections,
-                 std::span<const int> fds, int64_t deadline_ms);
-
 // The new process's side, a step at a time: the session, then each chunk as
 // it comes (the caller adopts it before asking for the next), then the end;
 // then SendAck, before `deadline_ms` only (see StateSender).
@@ -135,16 +130,7 @@ class StateReceiver {
   uint64_t chunks_ = 0;
 };
 
-// What the new process received: the session and every connection with its
-// fd.
-struct Received {
-  Session session;
-  std::vector<Connection> connections;
-  std::vector<UniqueFd> fds;
-};
-// All of it at once (StateReceiver's steps). The caller imports, then
-// acknowledges with SendAck.
-Result<Received> ReceiveState(int sock, int64_t deadline_ms);
+// After the end: the state is taken.
 Status SendAck(int sock);
 // Instead of the acknowledgement: the state is not taken, and why.
 Status SendRefusal(int sock, std::string_view why);

@@ -22,6 +22,41 @@
 namespace sb::worker::handoff {
 namespace {
 
+// The whole conversation at once, each side through its steps: the
+// session, the connections with their fds, the end and the
+// acknowledgement.
+Status SendState(int sock, Session session, std::span<const Connection> connections,
+                 std::span<const int> fds, int64_t deadline_ms) {
+  StateSender sender(sock, deadline_ms, deadline_ms);
+  Status s = sender.Begin(std::move(session), connections.size());
+  if (s.ok()) s = sender.Send(connections, fds);
+  if (s.ok()) s = sender.Finish();
+  return s;
+}
+
+struct Received {
+  Session session;
+  std::vector<Connection> connections;
+  std::vector<UniqueFd> fds;
+};
+Result<Received> ReceiveState(int sock, int64_t deadline_ms) {
+  StateReceiver receiver(sock, deadline_ms);
+  Received got;
+  Result<Session> session = receiver.Begin();
+  if (!session.ok()) return session.status();
+  got.session = std::move(session).value();
+  std::vector<Connection> conns;
+  std::vector<UniqueFd> fds;
+  for (;;) {
+    Result<bool> more = receiver.Next(&conns, &fds);
+    if (!more.ok()) return more.status();
+    if (!*more) break;
+    for (Connection& c : conns) got.connections.push_back(std::move(c));
+    for (UniqueFd& fd : fds) got.fds.push_back(std::move(fd));
+  }
+  return got;
+}
+
 struct Pair {
   Pair() {
     int sv[2];
@@ -180,7 +215,11 @@ TEST(HandoffTransferTest, ARefusalWithChunksUnreadIsStillARefusal) {
   Status s;
   std::thread old_process([&] { s = sender.Finish(); });
   // Until the end is queued too (the bytes the peer has not read grow).
-  for (int now = queued; now == queued;) ASSERT_EQ(::ioctl(p.old_end.get(), SIOCOUTQ, &now), 0);
+  const int64_t give_up = MonoNowMs() + 5000;
+  for (int now = queued; now == queued;) {
+    ASSERT_LT(MonoNowMs(), give_up) << "the end was never queued";
+    ASSERT_EQ(::ioctl(p.old_end.get(), SIOCOUTQ, &now), 0);
+  }
   ASSERT_TRUE(SendRefusal(p.new_end.get(), "no --broker here").ok());
   p.new_end.Reset();
   old_process.join();

@@ -92,7 +92,6 @@ void Shard::Adopt(std::span<handoff::Connection> connections, std::span<UniqueFd
     const uint64_t old_id = c.id;
     Result<ConnId> id = gateway_->Adopt(std::move(fds[i]), c);
     if (!id.ok()) {
-      ++adoption_failures_;
       spdlog::warn("hand-off: connection {:x} not adopted: {}", old_id, id.status().message());
       continue;
     }
@@ -100,7 +99,6 @@ void Shard::Adopt(std::span<handoff::Connection> connections, std::span<UniqueFd
     // HTTP connections are not in the hub.
     c.id = *id;
     if (Status s = c.http ? Status::Ok() : hub_.ImportConnection(c); !s.ok()) {
-      ++adoption_failures_;
       spdlog::warn("hand-off: connection {:x}'s channels not taken: {}", old_id, s.message());
       gateway_->Close(*id, ws::close_code::kInternalError, CloseReason::kIoError,
                       "state not taken");

@@ -107,13 +107,13 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   // --- The new process's side (Create with the session first): a chunk's
   // connections, each with its fd, adopted as they come (nothing is written
   // to them before the loop runs, so a refused hand-off touched none); a
-  // connection that cannot be adopted is closed (adoption_failures()).
+  // connection that cannot be adopted is closed and logged, not counted in
+  // adopted().
   void Adopt(std::span<handoff::Connection> connections, std::span<UniqueFd> fds);
   // Every chunk is in: streams whose position did not move are synced, and
   // the broker session starts.
   void FinishAdoption();
   size_t adopted() const { return adopted_; }
-  size_t adoption_failures() const { return adoption_failures_; }
 
  private:
   Shard(EventLoop* loop, ShardOptions options, WorkerMetrics* metrics);
@@ -200,7 +200,6 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   bool welcomed_ = false;    // the broker session has been up in this process
   bool handed_off_ = false;  // HandedOff: the process is about to exit
   size_t adopted_ = 0;
-  size_t adoption_failures_ = 0;
   // Create's part for a hand-off's shard-wide state.
   Status AdoptSession(const handoff::Session& session);
   bool clients_gone_ = false;  // the gateway's drain is over
