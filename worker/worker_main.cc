@@ -111,9 +111,10 @@ bool TakeOver(sb::worker::handoff::StateReceiver& receiver, int conn, sb::worker
               const std::string& name, int64_t start_ms) {
   namespace handoff = sb::worker::handoff;
   // Receiving (the kernel installing each chunk's fds, decoding it) runs on
-  // a thread of its own while this one adopts the chunk before: on two
-  // cores that takes a 10,000-connection hand-off from ~35 ms to ~20. The
-  // thread touches only the hand-off socket and hands whole chunks over.
+  // a thread of its own while this one adopts the chunk before (10,000
+  // connections, alternated with and without it: moved in 43 against 49 ms,
+  // bench/RESULTS.md). The thread touches only the hand-off socket and
+  // hands whole chunks over.
   struct Chunk {
     std::vector<handoff::Connection> conns;
     std::vector<sb::UniqueFd> fds;
