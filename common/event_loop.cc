@@ -16,15 +16,26 @@ Result<std::unique_ptr<EventLoop>> EventLoop::Create() {
 }
 
 Status EventLoop::Add(int fd, uint32_t events, FdCallback cb) {
+  if (Status s = Prewatch(fd, events); !s.ok()) return s;
+  Attach(fd, std::move(cb));
+  return Status::Ok();
+}
+
+Status EventLoop::Prewatch(int fd, uint32_t events) const {
   epoll_event ev{};
   ev.events = events;
   ev.data.fd = fd;
   if (::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) < 0) {
     return Status::IoError(std::string("epoll_ctl add: ") + strerror(errno));
   }
-  fds_[fd] = std::make_shared<FdCallback>(std::move(cb));
   return Status::Ok();
 }
+
+void EventLoop::Attach(int fd, FdCallback cb) {
+  fds_[fd] = std::make_shared<FdCallback>(std::move(cb));
+}
+
+void EventLoop::Unwatch(int fd) const { ::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, fd, nullptr); }
 
 Status EventLoop::Modify(int fd, uint32_t events) {
   epoll_event ev{};

@@ -38,6 +38,19 @@ class EventLoop {
   Status Modify(int fd, uint32_t events);
   void Remove(int fd);
 
+  // Add in two halves, for a thread that receives fds while this one takes
+  // them (a shard's hand-off: registering 10,000 sockets with epoll is the
+  // largest single cost of taking them over). Prewatch is the one call any
+  // thread may make (it is an epoll_ctl, which the kernel serializes); the
+  // loop dispatches nothing for the fd until Attach gives it a callback, so
+  // the loop must not run while a prewatched fd waits (level-triggered
+  // readiness would be reported on every turn). Unwatch undoes a Prewatch
+  // that will not be attached: epoll forgets an fd only when its open file
+  // is closed everywhere, and a hand-off's old process still holds it.
+  Status Prewatch(int fd, uint32_t events) const;
+  void Attach(int fd, FdCallback cb);
+  void Unwatch(int fd) const;
+
   // Runs `cb` once at or after `delay` from now. Returns an id for Cancel.
   TimerId AddTimer(std::chrono::nanoseconds delay, std::function<void()> cb);
   void Cancel(TimerId id);

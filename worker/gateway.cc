@@ -921,17 +921,38 @@ void Gateway::Release(ConnId conn) {
   Destroy(c);
 }
 
-Result<ConnId> Gateway::Adopt(UniqueFd fd, const handoff::Connection& state) {
-  if (fd.get() < 0 || static_cast<uint64_t>(fd.get()) >= (uint64_t{1} << kFdBits)) {
+int Gateway::HandoffFd(ConnId conn) const {
+  const Conn* c = Find(conn);
+  return c != nullptr && Moves(*c) ? c->fd : -1;
+}
+
+Status Gateway::PrepareAdoption(const EventLoop& loop, int fd) {
+  if (fd < 0 || static_cast<uint64_t>(fd) >= (uint64_t{1} << kFdBits)) {
     return Status::Refused("hand-off: fd out of range");
   }
   // The flag belongs to the open file, which the old process shares: set
   // already as a rule, one call saved per socket.
-  const int flags = ::fcntl(fd.get(), F_GETFL);
-  if (flags < 0 ||
-      ((flags & O_NONBLOCK) == 0 && ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0)) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)) {
     return Status::IoError(std::string("hand-off: fcntl: ") + strerror(errno));
   }
+  return loop.Prewatch(fd, EPOLLIN);
+}
+
+Result<ConnId> Gateway::Adopt(UniqueFd fd, const handoff::Connection& state) {
+  if (fd.get() < 0 || static_cast<uint64_t>(fd.get()) >= (uint64_t{1} << kFdBits)) {
+    return Status::Refused("hand-off: fd out of range");
+  }
+  // Prepared, so registered: a refusal below must unregister it before the
+  // fd closes, or epoll would keep it (the old process's copy holds the
+  // open file) and report it under a number the process reuses.
+  struct Unwatch {
+    const EventLoop* loop;
+    int fd;
+    ~Unwatch() {
+      if (loop) loop->Unwatch(fd);
+    }
+  } unwatch{loop_, fd.get()};
   const size_t index = static_cast<size_t>(fd.get());
   const ConnId id = (next_seq_++ << kFdBits) | static_cast<uint64_t>(fd.get());
   auto c = std::make_unique<Conn>(id, fd.get(), opt_.max_frame_bytes);
@@ -954,10 +975,8 @@ Result<ConnId> Gateway::Adopt(UniqueFd fd, const handoff::Connection& state) {
   c->out.Consume(state.written);
   c->last_rx_ms = state.last_rx_ms;
   c->last_tx_ms = state.last_tx_ms;
-  if (Status s = loop_->Add(fd.get(), EPOLLIN, [this, id](uint32_t ev) { OnEvent(id, ev); });
-      !s.ok()) {
-    return s;
-  }
+  loop_->Attach(fd.get(), [this, id](uint32_t ev) { OnEvent(id, ev); });
+  unwatch.loop = nullptr;
   if (state.address.size() == 16) {
     AddressCounts::Key key;
     std::memcpy(key.data(), state.address.data(), key.size());

@@ -177,16 +177,24 @@ class Gateway {
   // close frame, not counted as a close, and the listener is not told (its
   // state moved too).
   void Release(ConnId conn);
-  // Takes a socket handed over by the old process, with its transport
-  // state: on the loop at once, its queue written at the end of the turn,
-  // its deadlines running from where they were. An HTTP connection's bytes
-  // are parsed as if just read, on the loop's next turn (a whole request
-  // among them is answered then); one that was closing closes as the old
-  // process would have. Returns its id here (ids are per process). The
-  // listener is not told (it imports a WebSocket's channels itself).
-  // Refused, closing `fd` (the old process's copy is its own), if the parser
-  // leftovers are not ones this gateway's --max-frame could have left, or
-  // the fd is not usable.
+  // A socket handed over by the old process, made ready for Adopt by the
+  // gateway to be on `loop`: set non-blocking and registered with the loop
+  // (EventLoop::Prewatch). Any thread, before the gateway exists or while
+  // it adopts (it touches only the fd and the epoll instance). An fd whose
+  // preparation failed must not be adopted (close it: the old process's copy
+  // is its own).
+  static Status PrepareAdoption(const EventLoop& loop, int fd);
+  // The old process's fd of a connection that would move now, else -1.
+  int HandoffFd(ConnId conn) const;
+  // Takes a socket handed over by the old process and prepared by
+  // PrepareAdoption, with its transport state: on the loop at once, its queue written at the end of
+  // the turn, its deadlines running from where they were. An HTTP connection's bytes are parsed as
+  // if just read, on the loop's next turn (a whole request among them is answered then); one that
+  // was closing closes as the old process would have. Returns its id here (ids are per process).
+  // The listener is not told (it imports a WebSocket's channels itself). Refused, closing `fd` (the
+  // old process's copy is its own) and unregistering it, if the parser leftovers are not ones this
+  // gateway's
+  // --max-frame could have left, or the fd is not usable.
   Result<ConnId> Adopt(UniqueFd fd, const handoff::Connection& state);
   // Accepts no more (the old process once its sockets are handed over: a
   // connection accepted now would be closed by its exit; the new process

@@ -14,8 +14,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/event_loop.h"
@@ -75,6 +77,11 @@ struct Side {
       loop->RunOnce(std::chrono::milliseconds(10));
     }
     return done();
+  }
+  // As the new process takes a socket: prepared, then adopted.
+  Result<ConnId> Adopt(UniqueFd fd, const handoff::Connection& state) {
+    if (Status s = Gateway::PrepareAdoption(*loop, fd.get()); !s.ok()) return s;
+    return gateway->Adopt(std::move(fd), state);
   }
   std::unique_ptr<EventLoop> loop;
   UniqueFd listen;
@@ -146,7 +153,7 @@ TEST(GatewayHandoffTest, AnAdoptedSocketGoesOnWhereTheOldGatewayStopped) {
   handoff::Connection first;
   first.address = std::string(16, '\x01');
   first.last_rx_ms = 1;
-  Result<ConnId> old_id = old_side.gateway->Adopt(UniqueFd(pair[1]), first);
+  Result<ConnId> old_id = old_side.Adopt(UniqueFd(pair[1]), first);
   ASSERT_TRUE(old_id.ok()) << old_id.status().message();
   EXPECT_EQ(old_side.gateway->connections(), 1u);
   EXPECT_EQ(old_side.gateway->OpenConnections(), std::vector<ConnId>{*old_id});
@@ -172,7 +179,7 @@ TEST(GatewayHandoffTest, AnAdoptedSocketGoesOnWhereTheOldGatewayStopped) {
   Result<std::vector<handoff::Connection>> decoded = handoff::DecodeChunk(record.value(), 1);
   ASSERT_TRUE(decoded.ok());
 
-  Result<ConnId> new_id = new_side.gateway->Adopt(UniqueFd(::dup(fd)), decoded.value()[0]);
+  Result<ConnId> new_id = new_side.Adopt(UniqueFd(::dup(fd)), decoded.value()[0]);
   ASSERT_TRUE(new_id.ok()) << new_id.status().message();
   old_side.gateway->Release(*old_id);
   EXPECT_EQ(old_side.gateway->connections(), 0u);
@@ -253,7 +260,7 @@ TEST(GatewayHandoffTest, AnHttpRequestCutBetweenReadsCompletesInTheNewProcess) {
   EXPECT_TRUE(state.outbound.empty());
   EXPECT_TRUE(state.channels.empty());
 
-  Result<ConnId> id = new_side.gateway->Adopt(UniqueFd(::dup(fd)), state);
+  Result<ConnId> id = new_side.Adopt(UniqueFd(::dup(fd)), state);
   ASSERT_TRUE(id.ok()) << id.status().message();
   old_side.gateway->Release(old_side.gateway->HandoffConnections().at(0));
   EXPECT_EQ(old_side.gateway->connections(), 0u);
@@ -299,7 +306,7 @@ TEST(GatewayHandoffTest, AnIdleKeepAliveConnectionTakesItsNextRequestInTheNewPro
   EXPECT_EQ(state.http->received, "");
   EXPECT_EQ(state.http->requests, 1u);
   EXPECT_EQ(state.http->end, handoff::HttpEnd::kKeepAlive);
-  Result<ConnId> id = new_side.gateway->Adopt(UniqueFd(::dup(fd)), state);
+  Result<ConnId> id = new_side.Adopt(UniqueFd(::dup(fd)), state);
   ASSERT_TRUE(id.ok()) << id.status().message();
   old_side.gateway->Release(old_side.listener.api[0].first);
   EXPECT_EQ(old_side.gateway->connections(), 0u);
@@ -326,7 +333,7 @@ TEST(GatewayHandoffTest, AWholeRequestAmongTheBytesIsAnsweredOnTheFirstTurn) {
                                               "\r\nGET /api/presence?topic=b HTTP/1.1\r\n",
                                   .requests = 3,
                                   .deadline_ms = INT64_MAX};
-  Result<ConnId> id = side.gateway->Adopt(UniqueFd(pair[1]), state);
+  Result<ConnId> id = side.Adopt(UniqueFd(pair[1]), state);
   ASSERT_TRUE(id.ok()) << id.status().message();
   EXPECT_TRUE(side.listener.api.empty()) << "not during the adoption";
   side.loop->RunOnce(std::chrono::milliseconds(0));
@@ -355,7 +362,7 @@ TEST(GatewayHandoffTest, AnAnswerBeingWrittenEndsAsTheOldProcessWouldHaveEndedIt
   ASSERT_GE(fd, 0);
   ASSERT_TRUE(state.http.has_value());
   EXPECT_EQ(state.http->end, handoff::HttpEnd::kLingering);
-  Result<ConnId> id = new_side.gateway->Adopt(UniqueFd(::dup(fd)), state);
+  Result<ConnId> id = new_side.Adopt(UniqueFd(::dup(fd)), state);
   ASSERT_TRUE(id.ok()) << id.status().message();
   old_side.gateway->Release(old_side.gateway->HandoffConnections().at(0));
   EXPECT_EQ(new_side.gateway->connections(), 1u);
@@ -370,7 +377,7 @@ TEST(GatewayHandoffTest, AnAnswerBeingWrittenEndsAsTheOldProcessWouldHaveEndedIt
   handoff::Connection closing{
       .id = 3, .last_rx_ms = 1, .written = 9, .outbound = {{.kind = 3, .bytes = answer}}};
   closing.http = handoff::HttpPhase{.end = handoff::HttpEnd::kClose, .deadline_ms = INT64_MAX};
-  ASSERT_TRUE(new_side.gateway->Adopt(UniqueFd(pair[1]), closing).ok());
+  ASSERT_TRUE(new_side.Adopt(UniqueFd(pair[1]), closing).ok());
   new_side.gateway->FlushAll();
   EXPECT_EQ(ReadAtLeast(other.get(), answer.size() - 9), answer.substr(9));
   EXPECT_TRUE(SeesEof(other.get()));
@@ -385,12 +392,48 @@ TEST(GatewayHandoffTest, LeftoversThisGatewayCouldNotHaveLeftAreRefused) {
   handoff::Connection bad;
   bad.parser_message = std::string((1 << 20) + 1, 'x');  // over --max-frame
   bad.in_message = true;
-  EXPECT_FALSE(side.gateway->Adopt(UniqueFd(pair[1]), bad).ok());
+  EXPECT_FALSE(side.Adopt(UniqueFd(pair[1]), bad).ok());
   EXPECT_EQ(side.gateway->connections(), 0u);
   EXPECT_TRUE(side.gateway->OpenConnections().empty());
   // Its fd was closed: the client sees the end.
   char c;
   EXPECT_EQ(::read(client.get(), &c, 1), 0);
+}
+
+// The fds an epoll instance of this process watches ("tfd:" lines in its
+// /proc fdinfo): the process has one loop here, so one eventpoll fd.
+int WatchedFds() {
+  int watched = -1;
+  for (int fd = 0; fd < 1024; ++fd) {
+    char link[64] = {};
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    if (::readlink(path.c_str(), link, sizeof link - 1) <= 0) continue;
+    if (std::string_view(link) != "anon_inode:[eventpoll]") continue;
+    std::ifstream info("/proc/self/fdinfo/" + std::to_string(fd));
+    watched = 0;
+    for (std::string line; std::getline(info, line);) watched += line.starts_with("tfd:");
+  }
+  return watched;
+}
+
+TEST(GatewayHandoffTest, ARefusedSocketIsNoLongerWatchedWhileTheOldProcessHoldsIt) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  UniqueFd client(pair[0]);
+  UniqueFd old_copy(pair[1]);  // as the old process holds it until it exits
+  Side side;
+  const int before = WatchedFds();
+  ASSERT_GE(before, 0);
+  const int fd = ::dup(old_copy.get());
+  ASSERT_TRUE(Gateway::PrepareAdoption(*side.loop, fd).ok());
+  EXPECT_EQ(WatchedFds(), before + 1);
+  handoff::Connection bad;
+  bad.parser_message = std::string((1 << 20) + 1, 'x');  // over --max-frame
+  bad.in_message = true;
+  EXPECT_FALSE(side.gateway->Adopt(UniqueFd(fd), bad).ok());
+  // Closing the fd alone would not have dropped it: the open file lives on
+  // in old_copy, and epoll would report it under a number reused later.
+  EXPECT_EQ(WatchedFds(), before);
 }
 
 TEST(GatewayHandoffTest, AGatewayThatStoppedAcceptingLeavesConnectionsInTheBacklog) {

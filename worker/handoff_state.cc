@@ -480,7 +480,8 @@ Result<Header> DecodeHeader(std::string_view bytes) {
   h.body_bytes = r.Int<uint32_t>("the body length");
   if (h.version < kOldestVersion || h.version > kVersion) return UnknownVersion(h.version);
   if (kind != static_cast<uint8_t>(RecordKind::kSession) &&
-      kind != static_cast<uint8_t>(RecordKind::kConnections)) {
+      kind != static_cast<uint8_t>(RecordKind::kConnections) &&
+      (kind != static_cast<uint8_t>(RecordKind::kSockets) || h.version < 3)) {
     return Bad("unknown record kind " + std::to_string(kind));
   }
   h.kind = static_cast<RecordKind>(kind);
@@ -559,12 +560,16 @@ Result<std::vector<Connection>> DecodeChunk(std::string_view record, size_t fds)
     r.Fail("a chunk of " + std::to_string(count) + " connections, 1 to " +
            std::to_string(kMaxConnectionsPerChunk));
   }
-  if (r.ok() && count != fds) {
+  if (r.ok() && fds != kFdsSentBefore && count != fds) {
     r.Fail("a chunk of " + std::to_string(count) + " connections came with " + std::to_string(fds) +
            " fds");
   }
   std::vector<Connection> out;
   std::unordered_set<uint64_t> ids;
+  if (r.ok()) {
+    out.reserve(count);
+    ids.reserve(count);
+  }
   for (size_t i = 0; i < count && r.ok(); ++i) {
     out.push_back(ReadConnection(r));
     if (r.ok() && !ids.insert(out.back().id).second) {
@@ -573,6 +578,42 @@ Result<std::vector<Connection>> DecodeChunk(std::string_view record, size_t fds)
   }
   if (Status s = r.Finish(); !s.ok()) return s;
   return out;
+}
+
+Result<std::string> EncodeSockets(std::span<const uint64_t> ids) {
+  Writer w;
+  if (ids.empty() || ids.size() > kMaxConnectionsPerChunk) {
+    w.Fail("a sockets record of " + std::to_string(ids.size()) + " ids, 1 to " +
+           std::to_string(kMaxConnectionsPerChunk));
+  }
+  w.Int<uint16_t>(static_cast<uint16_t>(ids.size()));
+  for (uint64_t id : ids) {
+    if (id == 0) w.Fail("a connection with id 0");
+    w.Int<uint64_t>(id);
+  }
+  return Seal(RecordKind::kSockets, w);
+}
+
+Result<std::vector<uint64_t>> DecodeSockets(std::string_view record, size_t fds) {
+  auto opened = Open(record, RecordKind::kSockets);
+  if (!opened.ok()) return opened.status();
+  Reader r(opened->second, opened->first.version);
+  const uint16_t count = r.Int<uint16_t>("the id count");
+  if (r.ok() && (count == 0 || count > kMaxConnectionsPerChunk || count != fds)) {
+    r.Fail("a sockets record of " + std::to_string(count) + " ids came with " +
+           std::to_string(fds) + " fds");
+  }
+  std::vector<uint64_t> ids;
+  std::unordered_set<uint64_t> seen;
+  for (size_t i = 0; i < count && r.ok(); ++i) {
+    const uint64_t id = r.Int<uint64_t>("a connection id");
+    if (r.ok() && (id == 0 || !seen.insert(id).second)) {
+      r.Fail("connection id " + std::to_string(id) + (id == 0 ? "" : " twice"));
+    }
+    ids.push_back(id);
+  }
+  if (Status s = r.Finish(); !s.ok()) return s;
+  return ids;
 }
 
 std::vector<std::string_view> SplitRecord(std::string_view record) {

@@ -11,7 +11,9 @@
 // members), the hub's presence refs and the other shards' presence, and the
 // history streams' positions — and the records that carry it: a chunk of at
 // most kMaxConnectionsPerChunk connections (their fds ride with it,
-// connection i's fd is fd i) or the session. Does not: read that state out
+// connection i's fd is fd i, or came before it in sockets records), the
+// session, or (version 3 on) a sockets record: the fds of connections whose
+// state follows later, sent while the old process still serves. Does not: read that state out
 // of the Gateway, Hub or ClusterSession or put it back (the shard's wiring
 // does), or send anything (common/fd_passing does). Pure functions of plain
 // data; any thread.
@@ -48,7 +50,9 @@
 namespace sb::worker::handoff {
 
 inline constexpr char kMagic[4] = {'S', 'B', 'H', 'O'};
-inline constexpr uint16_t kVersion = 2;
+// Version 3 adds the sockets record; its session and connection records
+// are version 2's.
+inline constexpr uint16_t kVersion = 3;
 inline constexpr uint16_t kOldestVersion = 1;
 // Magic, version, kind, body length.
 inline constexpr size_t kHeaderBytes = 4 + 2 + 1 + 4;
@@ -69,6 +73,7 @@ inline constexpr size_t kMaxListEntries = size_t{1} << 22;  // session lists (ou
 enum class RecordKind : uint8_t {
   kSession = 1,
   kConnections = 2,
+  kSockets = 3,  // version 3 on
 };
 
 // --- One client connection: an open WebSocket or (version 2 on) an HTTP
@@ -270,8 +275,18 @@ struct Chunk {
 Result<std::vector<Chunk>> EncodeChunks(std::span<const Connection> connections);
 Result<std::string> EncodeChunk(std::span<const Connection> connections);
 // Decodes a chunk that came with `fds` fds: refused unless it names exactly
-// that many connections.
+// that many connections, or `fds` is kFdsSentBefore (a chunk of
+// connections whose fds came in sockets records: the caller matches them by
+// id).
+inline constexpr size_t kFdsSentBefore = SIZE_MAX;
 Result<std::vector<Connection>> DecodeChunk(std::string_view record, size_t fds);
+
+// A sockets record: the old process's ids of the connections whose fds ride
+// with it (in that order), 1 to kMaxConnectionsPerChunk of them, each
+// non-zero and once. Their state comes later, in chunks that carry no fds.
+Result<std::string> EncodeSockets(std::span<const uint64_t> ids);
+// Refused unless the record names exactly `fds` distinct non-zero ids.
+Result<std::vector<uint64_t>> DecodeSockets(std::string_view record, size_t fds);
 
 // A record as the messages that carry it: the first holds the header (and
 // the fds), the rest, if any, continue it; each at most kMaxFdMessageBytes.

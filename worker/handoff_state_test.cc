@@ -207,6 +207,48 @@ TEST(HandoffStateTest, HeaderSaysWhatTheRecordIs) {
   ExpectRefused(DecodeSession(*chunk).status(), "kind 2");
 }
 
+TEST(HandoffStateTest, ASocketsRecordNamesItsFdsConnections) {
+  const std::vector<uint64_t> ids = {(uint64_t{1} << 20) | 7, (uint64_t{2} << 20) | 9, 3};
+  Result<std::string> record = EncodeSockets(ids);
+  ASSERT_TRUE(record.ok()) << record.status().message();
+  Result<Header> h = DecodeHeader(*record);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->version, 3);
+  EXPECT_EQ(h->kind, RecordKind::kSockets);
+  Result<std::vector<uint64_t>> back = DecodeSockets(*record, ids.size());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, ids);
+  // With another number of fds, it is not the record they came with.
+  ExpectRefused(DecodeSockets(*record, 2).status(), "3 ids came with 2 fds");
+  // Not a session, nor a chunk.
+  ExpectRefused(DecodeSession(*record).status(), "kind 3");
+  ExpectRefused(DecodeChunk(*record, 3).status(), "kind 3");
+  // Version 2 had no such record.
+  ExpectRefused(DecodeHeader(Rehead(*record, 2, record->size() - kHeaderBytes)).status(),
+                "unknown record kind 3");
+}
+
+TEST(HandoffStateTest, ASocketsRecordRefusesZeroRepeatedOrTooManyIds) {
+  ExpectRefused(EncodeSockets(std::vector<uint64_t>{}).status(), "0 ids");
+  ExpectRefused(EncodeSockets(std::vector<uint64_t>{1, 0}).status(), "id 0");
+  ExpectRefused(EncodeSockets(std::vector<uint64_t>(kMaxConnectionsPerChunk + 1, 1)).status(),
+                "254 ids");
+  // The encoder does not check for repeats: the decoder does.
+  Result<std::string> twice = EncodeSockets(std::vector<uint64_t>{5, 6, 5});
+  ASSERT_TRUE(twice.ok());
+  ExpectRefused(DecodeSockets(*twice, 3).status(), "connection id 5 twice");
+}
+
+TEST(HandoffStateTest, AChunkWhoseFdsCameBeforeDecodesWithoutThem) {
+  const std::vector<Connection> conns = {FullConnection(1), FullConnection(2)};
+  Result<std::string> record = EncodeChunk(conns);
+  ASSERT_TRUE(record.ok());
+  Result<std::vector<Connection>> back = DecodeChunk(*record, kFdsSentBefore);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, conns);
+  ExpectRefused(DecodeChunk(*record, 1).status(), "came with 1 fds");
+}
+
 TEST(HandoffStateTest, UnknownVersionIsRefusedAsARollback) {
   Result<std::string> record = EncodeSession(FullSession());
   ASSERT_TRUE(record.ok());

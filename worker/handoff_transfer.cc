@@ -127,8 +127,50 @@ Result<UniqueFd> AcceptHandoff(int listener, int64_t deadline_ms) {
   }
 }
 
+Status StateSender::NonBlocking() {
+  if (nonblocking_) return Status::Ok();
+  if (Status s = handoff::NonBlocking(sock_); !s.ok()) return s;
+  nonblocking_ = true;
+  return Status::Ok();
+}
+
+Result<bool> StateSender::TrySendSockets(std::span<const uint64_t> ids, std::span<const int> fds) {
+  if (fds.size() != ids.size()) return Status::Internal("hand-off: an fd per connection");
+  if (Status s = NonBlocking(); !s.ok()) return s;
+  Result<std::string> record = EncodeSockets(ids);
+  if (!record.ok()) return record.status();
+  // 253 ids are 2 KiB: one message, never continued.
+  Result<SendResult> r = SendFds(sock_, record.value(), fds);
+  if (!r.ok()) return Failed(r.status());
+  return r.value() == SendResult::kSent;
+}
+
+Result<bool> StateSender::TryEndSockets() {
+  if (Status s = NonBlocking(); !s.ok()) return s;
+  Result<SendResult> r = SendFds(sock_, kSocketsEndMessage, {});
+  if (!r.ok()) return Failed(r.status());
+  return r.value() == SendResult::kSent;
+}
+
+Result<bool> StateSender::SocketsTaken() {
+  Result<FdMessage> m = ReceiveFds(sock_);
+  if (!m.ok()) return Failed(m.status());
+  if (m.value().kind == FdMessage::Kind::kClosed) {
+    return Failed(Status::IoError("hand-off: the peer closed before taking the sockets"));
+  }
+  if (m.value().kind != FdMessage::Kind::kMessage) return false;
+  if (m.value().bytes.starts_with(kRefusalPrefix)) {
+    return Status::Refused("hand-off: the new process refused the state: " +
+                           m.value().bytes.substr(kRefusalPrefix.size()));
+  }
+  if (m.value().bytes != kSocketsTakenMessage || !m.value().fds.empty()) {
+    return Status::Refused("hand-off: the answer is not that the sockets are taken");
+  }
+  return true;
+}
+
 Status StateSender::Begin(Session session, size_t connections) {
-  if (Status s = NonBlocking(sock_); !s.ok()) return s;
+  if (Status s = NonBlocking(); !s.ok()) return s;
   session.connections = connections;
   session.chunks = 0;
   Result<std::string> record = EncodeSession(session);
@@ -140,7 +182,9 @@ Status StateSender::Begin(Session session, size_t connections) {
 }
 
 Status StateSender::Send(std::span<const Connection> connections, std::span<const int> fds) {
-  if (fds.size() != connections.size()) return Status::Internal("hand-off: an fd per connection");
+  if (!fds.empty() && fds.size() != connections.size()) {
+    return Status::Internal("hand-off: an fd per connection, or none");
+  }
   Result<std::vector<Chunk>> chunks = EncodeChunks(connections);
   if (!chunks.ok()) return chunks.status();
   for (const Chunk& chunk : chunks.value()) {
@@ -148,7 +192,7 @@ Status StateSender::Send(std::span<const Connection> connections, std::span<cons
     for (size_t i = 0; i < parts.size(); ++i) {
       // The fds ride with the record's first message.
       std::span<const int> with =
-          i == 0 ? fds.subspan(chunk.first, chunk.count) : std::span<const int>();
+          i == 0 && !fds.empty() ? fds.subspan(chunk.first, chunk.count) : std::span<const int>();
       if (Status s = SendMessage(sock_, parts[i], with, deadline_ms_); !s.ok()) return Failed(s);
     }
   }
@@ -201,6 +245,28 @@ StateReceiver::StateReceiver(int sock, int64_t deadline_ms)
   }
 }
 
+StateReceiver::~StateReceiver() { DiscardUnclaimed(); }
+
+void StateReceiver::SetSocketHooks(std::function<void(UniqueFd&)> prepare,
+                                   std::function<void(int)> discard) {
+  prepare_ = std::move(prepare);
+  discard_ = std::move(discard);
+}
+
+void StateReceiver::Prepare(std::span<UniqueFd> fds) const {
+  if (!prepare_) return;
+  for (UniqueFd& fd : fds) prepare_(fd);
+}
+
+void StateReceiver::DiscardUnclaimed() {
+  // Connections the old process closed (or could not export) after their
+  // fds came: its exit closes them, once this copy is gone too.
+  for (auto& [id, fd] : sent_before_) {
+    if (discard_ && fd.get() >= 0) discard_(fd.get());
+  }
+  sent_before_.clear();
+}
+
 Result<std::string> StateReceiver::NextRecord(std::string_view what, std::vector<UniqueFd>* fds,
                                               std::optional<std::string>* message) {
   // Reads one whole record, from as many messages as it takes; the fds come
@@ -228,10 +294,39 @@ Result<std::string> StateReceiver::NextRecord(std::string_view what, std::vector
 
 Result<Session> StateReceiver::Begin() {
   if (Status s = NonBlocking(sock_); !s.ok()) return s;
-  std::vector<UniqueFd> none;
-  Result<std::string> record = NextRecord("the session record", &none, nullptr);
-  if (!record.ok()) return record.status();
-  if (!none.empty()) return Status::Refused("hand-off: fds with the session record");
+  std::vector<UniqueFd> fds;
+  Result<std::string> record = Status::Ok();
+  for (;;) {
+    std::optional<std::string> message;
+    record = NextRecord("the session record", &fds, &message);
+    if (!record.ok()) return record.status();
+    if (message) {
+      if (*message == kAbortMessage) {
+        return Status::Refused("hand-off: the old process called it off");
+      }
+      if (*message != kSocketsEndMessage) {
+        return Status::Refused("hand-off: a message where the session record belongs");
+      }
+      Result<SendResult> r = SendFds(sock_, kSocketsTakenMessage, {});
+      if (!r.ok()) return r.status();
+      // A few bytes on a socket the old process reads at once.
+      if (r.value() != SendResult::kSent) return Status::IoError("hand-off: answer not sent");
+      continue;
+    }
+    Result<Header> h = DecodeHeader(record.value());
+    if (!h.ok()) return h.status();
+    if (h->kind != RecordKind::kSockets) break;
+    Result<std::vector<uint64_t>> ids = DecodeSockets(record.value(), fds.size());
+    if (!ids.ok()) return ids.status();
+    Prepare(fds);
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (!sent_before_.emplace(ids.value()[i], std::move(fds[i])).second) {
+        return Status::Refused("hand-off: the socket of connection " +
+                               std::to_string(ids.value()[i]) + " came twice");
+      }
+    }
+  }
+  if (!fds.empty()) return Status::Refused("hand-off: fds with the session record");
   Result<Session> session = DecodeSession(record.value());
   if (!session.ok()) return session.status();
   announced_ = session->connections;
@@ -255,10 +350,26 @@ Result<bool> StateReceiver::Next(std::vector<Connection>* connections, std::vect
                              std::to_string(connections_) + " connections came, " +
                              std::to_string(announced_) + " announced)");
     }
+    DiscardUnclaimed();
     return false;
   }
-  Result<std::vector<Connection>> conns = DecodeChunk(chunk.value(), fds->size());
+  const bool sent_before = fds->empty();
+  Result<std::vector<Connection>> conns =
+      DecodeChunk(chunk.value(), sent_before ? kFdsSentBefore : fds->size());
   if (!conns.ok()) return conns.status();
+  if (sent_before) {
+    for (const Connection& c : conns.value()) {
+      auto it = sent_before_.find(c.id);
+      if (it == sent_before_.end()) {
+        return Status::Refused("hand-off: connection " + std::to_string(c.id) +
+                               " came without its socket");
+      }
+      fds->push_back(std::move(it->second));
+      sent_before_.erase(it);
+    }
+  } else {
+    Prepare(*fds);
+  }
   connections_ += conns->size();
   ++chunks_;
   if (connections_ > announced_) {

@@ -2,12 +2,15 @@
 // (docs/UPGRADE.md, "The daemon ↔ shard contract"), on blocking calls
 // bounded by a deadline.
 //
-// Owns: the order of the messages — the session record, the chunks of
-// connections each with its fds (a chunk larger than one message continued
-// in the next ones), the end (or an abort), then the receiver's
-// acknowledgement (or refusal) — and waiting for each within the time
-// given; and, for the new process, telling the old one's crash (what came
-// is kept) from its giving up (nothing is kept). Does not: read the state out of
+// Owns: the order of the messages — sockets records (the fds of
+// connections whose state follows, sent while the old process still
+// serves), the session record, the chunks of connections each with its fds
+// or naming connections whose fds came before (a chunk larger than one
+// message continued in the next ones), the end (or an abort), then the
+// receiver's acknowledgement (or refusal) — and waiting for each within the
+// time given; for the new process, matching the fds that came before to
+// their state, and telling the old one's crash (what came is kept) from its
+// giving up (nothing is kept). Does not: read the state out of
 // the shard or put it back (worker/shard does), encode it (worker/
 // handoff_state), or decide what to do on a failure (worker_main: the old
 // process serves on, the new one exits). Used on the shard's loop thread
@@ -17,10 +20,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -32,6 +37,11 @@ namespace sb::worker::handoff {
 // The end of the state and its acknowledgement: messages of their own, never
 // a record (they do not begin with kMagic).
 inline constexpr std::string_view kEndMessage = "handoff end";
+// After the last sockets record, and its answer once the new process has
+// taken every fd that came: the old one pauses only then, so that nobody
+// waits while the new process is still installing sockets.
+inline constexpr std::string_view kSocketsEndMessage = "handoff sockets end";
+inline constexpr std::string_view kSocketsTakenMessage = "handoff sockets taken";
 inline constexpr std::string_view kAckMessage = "handoff ack";
 // The new process cannot take the state (it says why after this prefix): it
 // has touched none of the sockets, and the old one keeps them all.
@@ -68,12 +78,23 @@ class StateSender {
   StateSender(int sock, int64_t deadline_ms, int64_t ack_deadline_ms)
       : sock_(sock), deadline_ms_(deadline_ms), ack_deadline_ms_(ack_deadline_ms) {}
 
+  // Before the session, while the old process serves on: the fds of up to
+  // kMaxConnectionsPerChunk connections, fds[i] that of ids[i], in one
+  // message; their state follows in Send (without fds). Never waits: false
+  // if the socket has no room yet (try again later).
+  Result<bool> TrySendSockets(std::span<const uint64_t> ids, std::span<const int> fds);
+  // After the last TrySendSockets: kSocketsEndMessage (false: no room yet),
+  // then whether the new process has taken them all (false: not yet).
+  // Neither waits.
+  Result<bool> TryEndSockets();
+  Result<bool> SocketsTaken();
   // The session record, announcing `connections` connections. Its chunk
   // count is left 0: the chunks go as they are made, up to the end message.
   Status Begin(Session session, size_t connections);
   // The next batch, connection i with fds[i] (not closed: they stay the
   // caller's until the acknowledgement), in chunks of at most
-  // kMaxConnectionsPerChunk.
+  // kMaxConnectionsPerChunk; or, with no fds, connections whose fds went in
+  // TrySendSockets.
   Status Send(std::span<const Connection> connections, std::span<const int> fds);
   // The end, then the acknowledgement. kRefused if the new process refused
   // the state (also when a step failed because it refused and went away).
@@ -87,8 +108,10 @@ class StateSender {
   // A refusal the new process left before it went away says why a step
   // failed.
   Status Failed(Status s);
+  Status NonBlocking();
 
   int sock_;
+  bool nonblocking_ = false;
   int64_t deadline_ms_;
   int64_t ack_deadline_ms_;
 };
@@ -105,11 +128,24 @@ class StateReceiver {
   // while it surely runs: if the socket closes before the end, whether it
   // has ended tells a crash (keep what came) from giving up (take nothing).
   StateReceiver(int sock, int64_t deadline_ms);
+  // Closes the fds that came before their state and were never claimed.
+  ~StateReceiver();
+  StateReceiver(const StateReceiver&) = delete;
+  StateReceiver& operator=(const StateReceiver&) = delete;
 
+  // What is done with every fd as it arrives (`prepare`: made ready to
+  // adopt, or closed if it cannot be) and with one that came before its
+  // state and is then never claimed, before it is closed (`discard`); both
+  // may run on the thread that calls Next. Unset, nothing is done.
+  void SetSocketHooks(std::function<void(UniqueFd&)> prepare, std::function<void(int)> discard);
+
+  // The sockets records, then the session record.
   Result<Session> Begin();
-  // The next chunk into `*connections` and `*fds` (replaced); false once
-  // the end came, checked against the session's counts. Refused, saying
-  // so, if the old process called the hand-off off (kAbortMessage).
+  // The next chunk into `*connections` and `*fds` (replaced; prepared);
+  // false once the end came, checked against the session's counts (the
+  // fds that came before and were not claimed are then discarded). Refused,
+  // saying so, if the old process called the hand-off off (kAbortMessage),
+  // or a chunk without fds names a connection whose fd did not come before.
   Result<bool> Next(std::vector<Connection>* connections, std::vector<UniqueFd>* fds);
   // After a failed step: true if the old process has ended (within
   // `wait_ms`), so the connections already taken are this process's alone.
@@ -121,9 +157,17 @@ class StateReceiver {
   Result<std::string> NextRecord(std::string_view what, std::vector<UniqueFd>* fds,
                                  std::optional<std::string>* message);
 
+  void Prepare(std::span<UniqueFd> fds) const;
+  void DiscardUnclaimed();
+
   int sock_;
   int64_t deadline_ms_;
   UniqueFd old_pidfd_;
+  std::function<void(UniqueFd&)> prepare_;
+  std::function<void(int)> discard_;
+  // The fds that came in sockets records, by the old process's connection
+  // id, until a chunk claims them.
+  std::unordered_map<uint64_t, UniqueFd> sent_before_;
   uint64_t announced_ = 0;         // connections, from the session
   uint64_t chunks_announced_ = 0;  // 0: up to the end message
   uint64_t connections_ = 0;

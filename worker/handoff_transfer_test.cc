@@ -13,6 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -133,6 +136,141 @@ TEST(HandoffTransferTest, TheWholeStateAndEveryFdArrive) {
     ASSERT_EQ(::fstat(fd.get(), &st), 0);
     EXPECT_TRUE(S_ISCHR(st.st_mode));
   }
+}
+
+// Fds told apart by their inode: the read ends of pipes.
+struct Pipes {
+  explicit Pipes(size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      int p[2];
+      EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
+      reads.emplace_back(p[0]);
+      writes.emplace_back(p[1]);
+      fds.push_back(p[0]);
+    }
+  }
+  static ino_t Inode(int fd) {
+    struct stat st {};
+    EXPECT_EQ(::fstat(fd, &st), 0);
+    return st.st_ino;
+  }
+  std::vector<UniqueFd> reads, writes;
+  std::vector<int> fds;
+};
+
+// The old process's first step as its loop takes it: the sockets, their
+// end, then waiting for them to be taken (none of it blocks).
+Status SendAhead(StateSender& sender, std::span<const uint64_t> ids, std::span<const int> fds) {
+  const int64_t deadline = MonoNowMs() + 5000;
+  for (size_t at = 0; at < ids.size();) {
+    const size_t n = std::min(kMaxConnectionsPerChunk, ids.size() - at);
+    Result<bool> sent = sender.TrySendSockets(ids.subspan(at, n), fds.subspan(at, n));
+    if (!sent.ok()) return sent.status();
+    if (*sent) at += n;
+    if (MonoNowMs() > deadline) return Status::IoError("no room in 5 s");
+  }
+  Result<bool> step = false;
+  while (step.ok() && !*step && MonoNowMs() < deadline) step = sender.TryEndSockets();
+  if (step.ok()) step = false;
+  while (step.ok() && !*step && MonoNowMs() < deadline) step = sender.SocketsTaken();
+  if (!step.ok()) return step.status();
+  return *step ? Status::Ok() : Status::IoError("not taken in 5 s");
+}
+
+TEST(HandoffTransferTest, SocketsSentAheadAreMatchedToTheirStateAndTheUnclaimedDiscarded) {
+  Pair p;
+  // 300 connections' fds go ahead (two sockets records); then connection 5
+  // closes, and 301 opens: the state names 1..300 but 5, and 301 with its fd.
+  std::vector<Connection> all = Connections(301);
+  all[7].outbound.clear();
+  const Pipes pipes(301);
+  std::vector<uint64_t> ahead_ids;
+  for (size_t i = 0; i < 300; ++i) ahead_ids.push_back(all[i].id);
+  std::vector<Connection> ahead, fresh = {all[300]};
+  for (size_t i = 0; i < 300; ++i) {
+    if (all[i].id != 5) ahead.push_back(all[i]);
+  }
+  std::vector<ino_t> prepared, discarded;
+  std::mutex mu;
+  Status sent_status;
+  std::thread old_side([&] {
+    StateSender sender(p.old_end.get(), MonoNowMs() + 5000, MonoNowMs() + 5000);
+    sent_status = SendAhead(sender, ahead_ids, std::span<const int>(pipes.fds).first(300));
+    if (sent_status.ok()) sent_status = sender.Begin(Session{}, ahead.size() + fresh.size());
+    if (sent_status.ok()) sent_status = sender.Send(ahead, {});
+    if (sent_status.ok()) {
+      sent_status = sender.Send(fresh, std::span<const int>(pipes.fds).subspan(300));
+    }
+    if (sent_status.ok()) sent_status = sender.Finish();
+  });
+  Received got;
+  {
+    StateReceiver receiver(p.new_end.get(), MonoNowMs() + 5000);
+    receiver.SetSocketHooks(
+        [&](UniqueFd& fd) {
+          std::lock_guard lock(mu);
+          prepared.push_back(Pipes::Inode(fd.get()));
+        },
+        [&](int fd) {
+          std::lock_guard lock(mu);
+          discarded.push_back(Pipes::Inode(fd));
+        });
+    Result<Session> session = receiver.Begin();
+    ASSERT_TRUE(session.ok()) << session.status().message();
+    EXPECT_EQ(prepared.size(), 300u) << "every fd sent ahead is prepared as it comes";
+    std::vector<Connection> conns;
+    std::vector<UniqueFd> fds;
+    for (;;) {
+      Result<bool> more = receiver.Next(&conns, &fds);
+      ASSERT_TRUE(more.ok()) << more.status().message();
+      if (!*more) break;
+      ASSERT_EQ(conns.size(), fds.size());
+      for (size_t i = 0; i < conns.size(); ++i) {
+        got.connections.push_back(std::move(conns[i]));
+        got.fds.push_back(std::move(fds[i]));
+      }
+    }
+    EXPECT_TRUE(SendAck(p.new_end.get()).ok());
+  }
+  old_side.join();
+  EXPECT_TRUE(sent_status.ok()) << sent_status.message();
+  ASSERT_EQ(got.connections.size(), 300u);
+  for (size_t i = 0; i < got.connections.size(); ++i) {
+    const uint64_t id = got.connections[i].id;
+    ASSERT_GE(id, 1u);
+    ASSERT_LE(id, 301u);
+    EXPECT_NE(id, 5u);
+    EXPECT_EQ(got.connections[i], all[id - 1]);
+    EXPECT_EQ(Pipes::Inode(got.fds[i].get()), Pipes::Inode(pipes.fds[id - 1]))
+        << "connection " << id << " came with another's socket";
+  }
+  EXPECT_EQ(prepared.size(), 301u) << "the fd that came with its state is prepared too";
+  EXPECT_EQ(discarded, std::vector<ino_t>{Pipes::Inode(pipes.fds[4])});
+}
+
+TEST(HandoffTransferTest, AChunkNamingAConnectionWhoseSocketDidNotComeIsRefused) {
+  Pair p;
+  const std::vector<Connection> conns = Connections(3);
+  const Fds fds(2);
+  Status sent_status;
+  std::thread old_side([&] {
+    StateSender sender(p.old_end.get(), MonoNowMs() + 5000, MonoNowMs() + 5000);
+    const std::vector<uint64_t> ids = {1, 2};
+    sent_status = SendAhead(sender, ids, fds);
+    if (sent_status.ok()) sent_status = sender.Begin(Session{}, 3);
+    if (sent_status.ok()) sent_status = sender.Send(conns, {});
+  });
+  StateReceiver receiver(p.new_end.get(), MonoNowMs() + 5000);
+  ASSERT_TRUE(receiver.Begin().ok());
+  std::vector<Connection> got;
+  std::vector<UniqueFd> got_fds;
+  Result<bool> more = receiver.Next(&got, &got_fds);
+  ASSERT_FALSE(more.ok());
+  EXPECT_EQ(more.status().code(), Status::Code::kRefused);
+  EXPECT_NE(more.status().message().find("connection 3 came without its socket"), std::string::npos)
+      << more.status().message();
+  old_side.join();
+  EXPECT_TRUE(sent_status.ok()) << sent_status.message();
 }
 
 TEST(HandoffTransferTest, ANewProcessThatGoesAwayIsAnError) {

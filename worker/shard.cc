@@ -88,6 +88,7 @@ Status Shard::AdoptSession(const handoff::Session& in) {
 
 void Shard::Adopt(std::span<handoff::Connection> connections, std::span<UniqueFd> fds) {
   for (size_t i = 0; i < connections.size() && i < fds.size(); ++i) {
+    if (fds[i].get() < 0) continue;  // its preparation failed, and said why
     handoff::Connection& c = connections[i];
     const uint64_t old_id = c.id;
     Result<ConnId> id = gateway_->Adopt(std::move(fds[i]), c);
@@ -130,6 +131,10 @@ bool Shard::ReadyToHandOff() const {
   return !draining_ && !handed_off_ && parked_.empty() && own_.empty() && api_publishes_.empty() &&
          api_history_.empty() && presence_waits_.empty() && !gateway_->AnswersPending();
 }
+
+std::vector<ConnId> Shard::MovingConnections() const { return gateway_->HandoffConnections(); }
+
+int Shard::MovingFd(ConnId conn) const { return gateway_->HandoffFd(conn); }
 
 Shard::HandoffPlan Shard::BeginHandOff() {
   HandoffPlan out;

@@ -89,6 +89,11 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
     handoff::Session session;
     std::vector<ConnId> connections;  // the ones that move, in the order to send
   };
+  // Before BeginHandOff, while serving on: the connections that would move
+  // now, and the fd of one while it still would (-1 once it would not), so
+  // their fds can go ahead of their state.
+  std::vector<ConnId> MovingConnections() const;
+  int MovingFd(ConnId conn) const;
   // Finishes what must be finished first (joiners waiting for the other
   // shards' presence get it now, the broker's credit and this turn's
   // publishes go, every queue is written as far as the kernel takes it),
@@ -108,7 +113,8 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   // connections, each with its fd, adopted as they come (nothing is written
   // to them before the loop runs, so a refused hand-off touched none); a
   // connection that cannot be adopted is closed and logged, not counted in
-  // adopted().
+  // adopted(). Each fd was prepared (Gateway::PrepareAdoption); one that
+  // could not be (closed, -1) is passed by.
   void Adopt(std::span<handoff::Connection> connections, std::span<UniqueFd> fds);
   // Every chunk is in: streams whose position did not move are synced, and
   // the broker session starts.

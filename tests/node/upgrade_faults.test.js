@@ -117,6 +117,27 @@ describe('upgrade faults', () => {
     assert.deepEqual([...new Set(st.match(/"restarts":\d+/g))], ['"restarts":0'], 'no restart counted');
   });
 
+  it('kill -9 of the new process while the sockets go ahead: the old one serves on, none notices', { timeout: 120000 }, async (t) => {
+    const { cluster, a, clients, raws, other } = await setUp(t, 'room:k4');
+    const oldPid = await cluster.pid(a.id);
+    // The first 253 fds have come ahead of their state; the old process
+    // serves on meanwhile, with the rest still to send.
+    const { reload, node } = await upgradePausing(cluster, a.id, 'sockets:253');
+    assert.ok(node.upgrade_pid && node.upgrade_pid !== oldPid, JSON.stringify(node));
+    // Still serving: a broadcast from the other shard reaches every client
+    // while the new process holds copies of their sockets.
+    assert.equal((await other.push({ n: 'during' })).status, 'ok');
+    await waitUntil(() => raws.every((c) => c.got.includes('during')),
+      { timeout: 10000, what: 'the old process serving while the sockets go ahead' });
+    process.kill(node.upgrade_pid, 'SIGKILL');
+    const r = await reload;
+    t.diagnostic(r.out);
+    assert.equal(await cluster.pid(a.id), oldPid, 'the old process is still the child');
+    await assertNobodyNoticed({ clients, raws, other });
+    const events = fs.readFileSync(path.join(cluster.dir, 'events'), 'utf8');
+    assert.match(events, /upgrade_failed/);
+  });
+
   it('kill -9 of the old process mid-hand-off: the new one serves what it received and becomes the child', { timeout: 120000 }, async (t) => {
     const { cluster, a, clients, raws, other } = await setUp(t, 'room:k3');
     const oldPid = await cluster.pid(a.id);

@@ -2,10 +2,11 @@
 // what a new shard process reads from the one it replaces — a process of
 // another build, or one that died halfway through writing.
 //
-// Input: one record, a session or a chunk of connections
-// (worker/fuzz/corpus_handoff/ holds valid ones of both kinds, of every
-// version: WebSockets in version 1 and 2, HTTP connections in 2). A chunk is
-// decoded as if it came with as many fds as its count says.
+// Input: one record, a session, a chunk of connections or (version 3 on) a
+// sockets record (worker/fuzz/corpus_handoff/ holds valid ones of every
+// kind, of every version: WebSockets in version 1 and 2, HTTP connections in
+// 2, sockets in 3). A chunk or a sockets record is decoded as if it came with
+// as many fds as its count says; a chunk also as if its fds came before.
 //
 // Besides "no crash, no sanitizer report" it checks properties: a refusal is
 // Refused (or NotFound for an unknown version) with a message that says
@@ -56,14 +57,30 @@ void CheckSession(std::string_view record) {
   }
 }
 
+// The count, as a chunk or a sockets record states it (u16 after the header).
+size_t StatedCount(std::string_view record) {
+  if (record.size() < handoff::kHeaderBytes + 2) return 0;
+  return static_cast<uint8_t>(record[handoff::kHeaderBytes]) |
+         static_cast<size_t>(static_cast<uint8_t>(record[handoff::kHeaderBytes + 1])) << 8;
+}
+
+void CheckSockets(std::string_view record) {
+  sb::Result<std::vector<uint64_t>> ids = handoff::DecodeSockets(record, StatedCount(record));
+  if (!ids.ok()) return CheckRefusal(ids.status());
+  FUZZ_CHECK(!ids->empty() && ids->size() <= handoff::kMaxConnectionsPerChunk);
+  sb::Result<std::string> again = handoff::EncodeSockets(*ids);
+  FUZZ_CHECK(again.ok() && again.value() == record);  // version 3 is its first
+  FUZZ_CHECK(!handoff::DecodeSockets(record, ids->size() + 1).ok());
+}
+
 void CheckChunk(std::string_view record) {
-  // The count, as the chunk states it (u16 after the header).
-  size_t fds = 0;
-  if (record.size() >= handoff::kHeaderBytes + 2) {
-    fds = static_cast<uint8_t>(record[handoff::kHeaderBytes]) |
-          static_cast<size_t>(static_cast<uint8_t>(record[handoff::kHeaderBytes + 1])) << 8;
-  }
+  const size_t fds = StatedCount(record);
+  // Whether or not the fds came before, a chunk decodes the same.
+  sb::Result<std::vector<handoff::Connection>> before =
+      handoff::DecodeChunk(record, handoff::kFdsSentBefore);
   sb::Result<std::vector<handoff::Connection>> conns = handoff::DecodeChunk(record, fds);
+  FUZZ_CHECK(before.ok() == conns.ok());
+  if (conns.ok()) FUZZ_CHECK(before.value() == conns.value());
   if (!conns.ok()) return CheckRefusal(conns.status());
   FUZZ_CHECK(!conns->empty() && conns->size() <= handoff::kMaxConnectionsPerChunk);
   sb::Result<std::string> again = handoff::EncodeChunk(*conns);
@@ -110,6 +127,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (h->kind == handoff::RecordKind::kSession) {
     CheckSession(record);
+  } else if (h->kind == handoff::RecordKind::kSockets) {
+    CheckSockets(record);
   } else {
     CheckChunk(record);
   }
