@@ -17,18 +17,12 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <condition_variable>
 #include <cstdlib>
-#include <deque>
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <span>
 #include <sstream>
-#include <thread>
-#include <unordered_set>
 #include <vector>
 
 #include "common/command_line.h"
@@ -47,6 +41,7 @@
 #include "worker/handoff_transfer.h"
 #include "worker/http_upgrade.h"
 #include "worker/shard.h"
+#include "worker/upgrade.h"
 #include "worker/worker_metrics.h"
 
 namespace {
@@ -62,229 +57,6 @@ void GrowFdTable(uint64_t more) {
   const uint64_t want = std::min<uint64_t>(more + 256, lim.rlim_cur - 1);
   const int fd = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, static_cast<int>(want));
   if (fd >= 0) ::close(fd);
-}
-
-// A test's hook into a hand-off (docs/UPGRADE.md, "Testing"):
-// SWITCHBOARD_HANDOFF_PAUSE=sockets:N[:S] makes the new process stop
-// receiving for S seconds (60 by default) once N fds have come (ahead of
-// their state, as a rule), =chunks:N[:S] once N chunks of state have come,
-// =acked[:S] once it has acknowledged the end, so that a test can kill one
-// process or the other there. Unset, nothing pauses.
-struct HandoffPause {
-  uint64_t after_sockets = 0;  // 0: not
-  uint64_t after_chunks = 0;   // 0: not
-  bool after_ack = false;
-  unsigned seconds = 60;
-
-  static HandoffPause FromEnv() {
-    HandoffPause p;
-    const char* v = std::getenv("SWITCHBOARD_HANDOFF_PAUSE");
-    if (v == nullptr) return p;
-    std::string_view s(v);
-    const size_t counted = s.starts_with("chunks:") ? 7 : s.starts_with("sockets:") ? 8 : 0;
-    if (const size_t colon = s.find(':', counted); colon != std::string_view::npos) {
-      p.seconds = static_cast<unsigned>(std::strtoul(v + colon + 1, nullptr, 10));
-      s = s.substr(0, colon);
-    }
-    if (s == "acked") p.after_ack = true;
-    if (s.starts_with("chunks:")) p.after_chunks = std::strtoull(v + 7, nullptr, 10);
-    if (s.starts_with("sockets:")) p.after_sockets = std::strtoull(v + 8, nullptr, 10);
-    return p;
-  }
-  void Pause(std::string_view where) const {
-    spdlog::warn("hand-off paused {} for {} s (SWITCHBOARD_HANDOFF_PAUSE)", where, seconds);
-    ::sleep(seconds);
-  }
-};
-
-// A hand-off's bound on each side (docs/UPGRADE.md); the old process sends
-// its connections in batches of this many, each adopted by the new one
-// while the next is exported.
-constexpr int64_t kHandoffTimeoutMs = 10000;
-// The old process waits this much longer for the acknowledgement than the
-// new one may take to send it (counted from its accept, which follows the
-// old one's start by far less).
-constexpr int64_t kAckGraceMs = 5000;
-constexpr size_t kHandoffBatch = sb::worker::handoff::kMaxConnectionsPerChunk;
-
-// The new process's side of a hand-off, once `shard` exists with the old
-// one's session: adopts each chunk as it comes (while the old process
-// exports the next), then acknowledges the end. Nothing is written to a
-// socket until the loop runs, after that: a refusal before it leaves every
-// socket as the old process left it. False (logged) if this process must
-// exit instead of serving.
-bool TakeOver(sb::worker::handoff::StateReceiver& receiver, int conn, sb::worker::Shard& shard,
-              const std::string& name, int64_t start_ms) {
-  namespace handoff = sb::worker::handoff;
-  // Receiving (decoding each chunk; for fds that came with it, the kernel
-  // installing them and their registration with epoll) runs on a thread of
-  // its own while this one adopts the chunk before (bench/RESULTS.md,
-  // "Hand-off, streamed"). The thread touches only the hand-off socket, the
-  // chunk's fds and the epoll instance, and hands whole chunks over.
-  struct Chunk {
-    std::vector<handoff::Connection> conns;
-    std::vector<sb::UniqueFd> fds;
-  };
-  std::mutex mu;
-  std::condition_variable arrived;
-  std::deque<Chunk> ready;
-  bool done = false;
-  sb::Status failed;
-  const HandoffPause pause = HandoffPause::FromEnv();
-  std::thread reader([&] {
-    for (uint64_t chunks = 0;; ++chunks) {
-      if (chunks > 0 && chunks == pause.after_chunks) pause.Pause("after a chunk");
-      Chunk c;
-      auto more = receiver.Next(&c.conns, &c.fds);
-      std::lock_guard lock(mu);
-      if (!more.ok() || !*more) {
-        if (!more.ok()) failed = more.status();
-        done = true;
-        arrived.notify_one();
-        return;
-      }
-      ready.push_back(std::move(c));
-      arrived.notify_one();
-    }
-  });
-  for (;;) {
-    std::unique_lock lock(mu);
-    arrived.wait(lock, [&] { return !ready.empty() || done; });
-    if (ready.empty()) break;
-    Chunk c = std::move(ready.front());
-    ready.pop_front();
-    lock.unlock();
-    shard.Adopt(c.conns, c.fds);
-  }
-  reader.join();
-  if (!failed.ok()) {
-    // The socket closed before the end: if the old process has ended (a
-    // crash), what came is this process's alone and is served; if it lives
-    // on, it kept everything, and this process takes nothing.
-    const bool old_ended =
-        failed.code() == sb::Status::Code::kIoError && receiver.OldProcessEnded(/*wait_ms=*/1000);
-    if (!old_ended) {
-      (void)handoff::SendRefusal(conn, failed.message());
-      sb::PrintFatal(kProgram, "receive the hand-off", failed.message());
-      return false;
-    }
-    spdlog::warn(
-        "shard {}: the old process ended mid-hand-off ({}): serving the {} connection(s) "
-        "that came",
-        name, failed.message(), shard.adopted());
-  } else if (sb::MonoNowMs() > start_ms + kHandoffTimeoutMs) {
-    // The old process may have given up and served on: too late to take.
-    (void)handoff::SendRefusal(conn, "taken too late");
-    sb::PrintFatal(kProgram, "receive the hand-off", "taken too late");
-    return false;
-  } else if (sb::Status s = handoff::SendAck(conn); !s.ok() && !receiver.OldProcessEnded(1000)) {
-    // The old process may still hold the sockets: two processes must not
-    // serve them, unless it has ended.
-    sb::PrintFatal(kProgram, "acknowledge the hand-off", s.message());
-    return false;
-  }
-  shard.FinishAdoption();
-  if (pause.after_ack) pause.Pause("after the acknowledgement");
-  const int64_t ms = sb::MonoNowMs() - start_ms;
-  spdlog::info("shard {}: upgraded: {} connection(s) taken over in {} ms", name, shard.adopted(),
-               ms);
-  sb::SdNotify("STATUS=upgraded connections=" + std::to_string(shard.adopted()) +
-               " ms=" + std::to_string(ms));
-  return true;
-}
-
-// The old process's hand-off in progress (SIGUSR2 to the end).
-struct Outgoing {
-  Outgoing(sb::UniqueFd c, int64_t start)
-      : conn(std::move(c)),
-        start_ms(start),
-        sender(conn.get(), start + kHandoffTimeoutMs, start + kHandoffTimeoutMs + kAckGraceMs) {}
-  sb::UniqueFd conn;
-  int64_t start_ms;
-  sb::worker::handoff::StateSender sender;
-  std::vector<sb::worker::ConnId> ids;  // to send ahead: from `at` on
-  size_t at = 0;
-  std::unordered_set<uint64_t> sent;  // the connections whose fds went ahead
-  bool ended_ahead = false;           // kSocketsEndMessage sent
-};
-
-// The old process's first step, while it serves on: the fds of every
-// connection that will move, kSocketBatchesPerTurn messages of up to 253 a
-// loop turn, so that the new process installs them and registers them with
-// epoll (the larger part of taking 10,000 sockets over) before anyone
-// waits. Connections opened meanwhile go with their state; ones closed
-// meanwhile are dropped by the new process. An error if the new process is
-// gone.
-constexpr int kSocketBatchesPerTurn = 4;
-enum class Ahead { kAllSent, kMore, kNoRoom };
-sb::Result<Ahead> SendSocketsAhead(const sb::worker::Shard& shard, Outgoing& out) {
-  std::vector<uint64_t> ids;
-  std::vector<int> fds;
-  for (int batch = 0; batch < kSocketBatchesPerTurn && out.at < out.ids.size(); ++batch) {
-    ids.clear();
-    fds.clear();
-    size_t end = out.at;
-    for (; end < out.ids.size() && ids.size() < kHandoffBatch; ++end) {
-      const int fd = shard.MovingFd(out.ids[end]);
-      if (fd < 0) continue;  // closed since
-      ids.push_back(out.ids[end]);
-      fds.push_back(fd);
-    }
-    if (!ids.empty()) {
-      sb::Result<bool> sent = out.sender.TrySendSockets(ids, fds);
-      if (!sent.ok()) return sent.status();
-      if (!*sent) return Ahead::kNoRoom;
-      out.sent.insert(ids.begin(), ids.end());
-    }
-    out.at = end;
-  }
-  return out.at == out.ids.size() ? Ahead::kAllSent : Ahead::kMore;
-}
-
-// The old process's last step (once shard.ReadyToHandOff()), everything
-// paused: the session, then the connections a batch at a time, each
-// exported while the new process adopts the one before — those whose fds
-// went ahead first, without them. True once the new process has
-// acknowledged (every socket is its own: the caller exits); false, with
-// every connection still served here, if anything failed before.
-bool HandOver(sb::worker::Shard& shard, Outgoing& out, const std::string& name) {
-  namespace handoff = sb::worker::handoff;
-  const int64_t paused = sb::MonoNowMs();
-  sb::worker::Shard::HandoffPlan plan = shard.BeginHandOff();
-  handoff::StateSender& sender = out.sender;
-  sb::Status s = sender.Begin(std::move(plan.session), plan.connections.size());
-  std::vector<sb::worker::ConnId> ahead, with_fds;
-  for (sb::worker::ConnId id : plan.connections) {
-    (out.sent.contains(id) ? ahead : with_fds).push_back(id);
-  }
-  std::vector<handoff::Connection> batch;
-  std::vector<int> fds;
-  for (const bool sent_ahead : {true, false}) {
-    const std::span<const sb::worker::ConnId> ids(sent_ahead ? ahead : with_fds);
-    for (size_t at = 0; s.ok() && at < ids.size(); at += kHandoffBatch) {
-      batch.clear();
-      fds.clear();
-      shard.ExportConnections(ids.subspan(at, std::min(kHandoffBatch, ids.size() - at)), &batch,
-                              &fds);
-      s = sender.Send(batch, sent_ahead ? std::span<const int>() : std::span<const int>(fds));
-    }
-  }
-  if (s.ok()) s = sender.Finish();
-  if (!s.ok()) {
-    // The new process acknowledged nothing, so it touched nothing: every
-    // connection is still this process's, as it was.
-    sender.Abort();
-    spdlog::warn("shard {}: hand-off of {} connection(s) failed: {}; serving on all of them", name,
-                 plan.connections.size(), s.message());
-    return false;
-  }
-  const int64_t now = sb::MonoNowMs();
-  spdlog::info(
-      "shard {}: handed {} connection(s) over in {} ms ({} sent ahead; paused for the last {} "
-      "ms); exiting",
-      name, plan.connections.size(), now - out.start_ms, ahead.size(), now - paused);
-  shard.HandedOff();
-  return true;
 }
 
 // This process's instance id: the broker tells shard restarts apart by it,
@@ -581,17 +353,8 @@ int main(int argc, char** argv) {
     }
     ::unlink(handoff_path.c_str());
     handoff_start_ms = sb::MonoNowMs();
-    receiver.emplace(handoff_conn.get(), handoff_start_ms + kHandoffTimeoutMs);
-    sb::EventLoop* ev = loop->get();
-    receiver->SetSocketHooks(
-        [ev, pause = HandoffPause::FromEnv(), sockets = uint64_t{0}](sb::UniqueFd& fd) mutable {
-          if (sb::Status s = sb::worker::Gateway::PrepareAdoption(*ev, fd.get()); !s.ok()) {
-            spdlog::warn("hand-off: socket {} not adopted: {}", fd.get(), s.message());
-            fd.Reset();
-          }
-          if (++sockets == pause.after_sockets) pause.Pause("after its sockets");
-        },
-        [ev](int fd) { ev->Unwatch(fd); });
+    receiver.emplace(handoff_conn.get(), handoff_start_ms + sb::worker::kHandoffTimeoutMs);
+    sb::worker::SetSocketHooks(*receiver, loop->get());
     auto begun = receiver->Begin();
     if (!begun.ok()) {
       // Refused: the old process keeps serving everything.
@@ -617,7 +380,10 @@ int main(int argc, char** argv) {
     return sb::kExitFailure;
   }
   if (session) {
-    if (!TakeOver(*receiver, handoff_conn.get(), **created, shard, handoff_start_ms)) {
+    if (sb::Status s =
+            sb::worker::TakeOver(*receiver, handoff_conn.get(), **created, shard, handoff_start_ms);
+        !s.ok()) {
+      sb::PrintFatal(kProgram, "take the hand-off over", s.message());
       return sb::kExitFailure;
     }
     receiver.reset();
@@ -625,85 +391,17 @@ int main(int argc, char** argv) {
   }
   sb::EventLoop* l = loop->get();
   sb::worker::Shard* g = created->get();
-  // SIGUSR2: hand everything to the process on the hand-off socket: the
-  // fds first, while serving on (SendSocketsAhead, between turns); then the
-  // state, paused (HandOver), once nothing waits on the broker that only
-  // this process could answer — tried again every 10 ms, for at most a
-  // second. Whatever fails, this process serves on.
-  std::unique_ptr<Outgoing> outgoing;
-  std::function<void(int64_t)> hand_off = [&](int64_t give_up_ms) {
-    if (!g->ReadyToHandOff()) {
-      if (sb::MonoNowMs() >= give_up_ms) {
-        spdlog::warn("shard {}: hand-off: still waiting on the broker; serving on", shard);
-        outgoing.reset();
-        return;
-      }
-      l->AddTimer(std::chrono::milliseconds(10), [&, give_up_ms] { hand_off(give_up_ms); });
-      return;
-    }
-    if (HandOver(*g, *outgoing, shard)) {
-      l->Stop(sb::kExitOk);
-      return;
-    }
-    outgoing.reset();
-  };
-  // Every fd went: the end of them, then the state once the new process
-  // has taken them all (checked every millisecond, within the hand-off's
-  // deadline).
-  std::function<void()> end_ahead = [&] {
-    sb::Result<bool> step =
-        outgoing->ended_ahead ? outgoing->sender.SocketsTaken() : outgoing->sender.TryEndSockets();
-    if (step.ok() && !outgoing->ended_ahead && *step) {
-      outgoing->ended_ahead = true;
-      step = outgoing->sender.SocketsTaken();
-    }
-    if (step.ok() && !*step && sb::MonoNowMs() >= outgoing->start_ms + kHandoffTimeoutMs) {
-      step = sb::Status::IoError("hand-off: timed out waiting for the sockets to be taken");
-    }
-    if (!step.ok()) {
-      spdlog::warn("shard {}: hand-off: {}; serving on", shard, step.status().message());
-      outgoing->sender.Abort();
-      outgoing.reset();
-    } else if (*step && outgoing->ended_ahead) {
-      hand_off(sb::MonoNowMs() + 1000);
-    } else {
-      l->AddTimer(std::chrono::milliseconds(1), [&] { end_ahead(); });
-    }
-  };
-  std::function<void()> send_ahead = [&] {
-    sb::Result<Ahead> ahead = SendSocketsAhead(*g, *outgoing);
-    if (ahead.ok() && *ahead == Ahead::kNoRoom &&
-        sb::MonoNowMs() >= outgoing->start_ms + kHandoffTimeoutMs) {
-      ahead = sb::Status::IoError("hand-off: timed out sending the sockets ahead");
-    }
-    if (!ahead.ok()) {
-      spdlog::warn("shard {}: hand-off: {}; serving on", shard, ahead.status().message());
-      outgoing->sender.Abort();
-      outgoing.reset();
-    } else if (*ahead == Ahead::kAllSent) {
-      end_ahead();
-    } else {
-      // The next ones after a turn of serving; a millisecond later if the
-      // new process is still taking the last ones.
-      l->AddTimer(std::chrono::milliseconds(*ahead == Ahead::kMore ? 0 : 1), [&] { send_ahead(); });
-    }
-  };
+  // SIGUSR2: hand everything to the process on the hand-off socket
+  // (worker/upgrade); whatever fails, this process serves on.
+  sb::worker::HandOff hand_off(l, g, handoff_path, shard, [l] { l->Stop(sb::kExitOk); });
   (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
     int sig = sb::ReadSignal(sfd->get());
     if (sig == 0) return;
     if (sig == SIGUSR2) {
       if (handoff_path.empty()) {
         spdlog::warn("shard {}: SIGUSR2 without SWITCHBOARD_HANDOFF_SOCKET: ignored", shard);
-      } else if (!outgoing) {
-        const int64_t start = sb::MonoNowMs();
-        auto conn = sb::worker::handoff::ConnectHandoff(handoff_path);
-        if (!conn.ok()) {
-          spdlog::warn("shard {}: hand-off: {}; serving on", shard, conn.status().message());
-          return;
-        }
-        outgoing = std::make_unique<Outgoing>(std::move(conn.value()), start);
-        outgoing->ids = g->MovingConnections();
-        send_ahead();
+      } else {
+        hand_off.Start();
       }
       return;
     }
