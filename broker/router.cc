@@ -143,6 +143,10 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     case mesh::Type::kPeerHello:
     case mesh::Type::kPeerWelcome:
     case mesh::Type::kPeerHeartbeat:
+    case mesh::Type::kPeerData:
+    case mesh::Type::kPeerAck:
+    case mesh::Type::kPeerInterest:
+    case mesh::Type::kPeerPresence:
       // What only a broker sends (the peer types only to another broker).
       ++counters_.refused[Index(Refused::kBadFrame)];
       return;

@@ -41,6 +41,8 @@ constexpr void ForEachField(M& m, F&& f) {
       f(m.flags);
       break;
     case Type::kAck:
+    case Type::kPeerData:
+    case Type::kPeerAck:
       f(m.seq);
       break;
     case Type::kCredit:
@@ -110,6 +112,10 @@ constexpr Shape kShapes[] = {
     MakeShape("kPeerHello", Type::kPeerHello, 2),
     MakeShape("kPeerWelcome", Type::kPeerWelcome, 2),
     MakeShape("kPeerHeartbeat", Type::kPeerHeartbeat, 1),
+    MakeShape("kPeerData", Type::kPeerData, 2),
+    MakeShape("kPeerAck", Type::kPeerAck, 1),
+    MakeShape("kPeerInterest", Type::kPeerInterest, 2),
+    MakeShape("kPeerPresence", Type::kPeerPresence, 3),
 };
 static_assert(kShapes[static_cast<size_t>(Type::kPublish)].header == 13);
 static_assert(kShapes[static_cast<size_t>(Type::kCredit)].header == 8);
@@ -150,10 +156,16 @@ uint64_t GetLe(std::string_view in, size_t at, size_t bytes) {
 
 bool BodyOnly(Type type) {
   return type == Type::kHello || type == Type::kBatch || type == Type::kMembers ||
-         type == Type::kPeerHello || type == Type::kPeerWelcome;
+         type == Type::kPeerHello || type == Type::kPeerWelcome || type == Type::kPeerData ||
+         type == Type::kPeerInterest;
 }
 // A hello or a batch may fill a frame; any other body is held to kMaxBodyBytes.
-bool LargeBody(Type type) { return type == Type::kHello || type == Type::kBatch; }
+// So may a kPeerData (it carries a packed message, up to kMaxPackedBytes) and a
+// kPeerInterest (a node's whole interest, as large as a hello's topics).
+bool LargeBody(Type type) {
+  return type == Type::kHello || type == Type::kBatch || type == Type::kPeerData ||
+         type == Type::kPeerInterest;
+}
 
 // The frames after the header: kHello, kBatch, kMembers, kPeerHello and kPeerWelcome have
 // only their body, every
@@ -927,6 +939,8 @@ std::string EncodePeerIntro(const PeerIntro& intro) {
   }
   out.append(",\"incarnation\":");
   phx::AppendJsonString(out, intro.incarnation);
+  if (intro.stream != 0) out.append(",\"stream\":").append(std::to_string(intro.stream));
+  if (intro.expected != 0) out.append(",\"expected\":").append(std::to_string(intro.expected));
   out.push_back('}');
   return out;
 }
@@ -942,7 +956,42 @@ Result<PeerIntro> DecodePeerIntro(std::string_view text) {
   if (o->contains("cluster") && !r.String(*o, "", "cluster", &p.cluster, 1, kMaxIntroField)) {
     return r.status();
   }
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  if (o->contains("stream") && !r.Unsigned(*o, "stream", 1, kMax, &p.stream)) return r.status();
+  if (o->contains("expected") && !r.Unsigned(*o, "expected", 0, kMax, &p.expected)) {
+    return r.status();
+  }
   return p;
+}
+
+std::string EncodePeerInterest(const std::vector<std::string>& topics) {
+  std::string out = "{\"topics\":";
+  AppendNames(out, topics);
+  out.push_back('}');
+  return out;
+}
+
+Result<std::vector<std::string>> DecodePeerInterest(std::string_view text) {
+  Reader r("peer interest");
+  const json::object* o = r.Parse(text);
+  if (!o) return r.status();
+  const json::array* a = r.Array(*o, "", "topics");
+  if (!a) return r.status();
+  if (a->size() > kMaxHelloTopics) {
+    return Status::Refused("mesh: peer interest: more than " + std::to_string(kMaxHelloTopics) +
+                           " topics");
+  }
+  std::vector<std::string> out;
+  out.reserve(a->size());
+  for (size_t i = 0; i < a->size(); ++i) {
+    const json::string* s = (*a)[i].if_string();
+    if (!s || !ValidTopic(*s)) {
+      return Status::Refused("mesh: peer interest: topics[" + std::to_string(i) +
+                             "] is not a topic of 1.." + std::to_string(kMaxTopicBytes) + " bytes");
+    }
+    out.emplace_back(s->data(), s->size());
+  }
+  return out;
 }
 
 }  // namespace sb::mesh
