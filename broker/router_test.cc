@@ -1207,3 +1207,304 @@ TEST_F(RouterSettleTest, ANewBrokerRebuildsHistoryFromTheRestatesAndSequencesOnc
 
 }  // namespace
 }  // namespace sb::broker
+
+namespace sb::broker {
+namespace {
+
+// --- Peer nodes --------------------------------------------------------------
+
+// Records what the router sends to other nodes: each kPeerData's message
+// (decoded) and seq, and the acks.
+class PeerRecorder : public PeerSender {
+ public:
+  bool SendPeerData(const std::string& peer, uint64_t seq, std::string_view packed) override {
+    if (full.contains(peer)) return false;
+    seqs[peer].push_back(seq);
+    log.RecordPacked(packed, peer);
+    return true;
+  }
+  void SendPeerAck(const std::string& peer, uint64_t seq) override { acks[peer].push_back(seq); }
+  std::vector<SentMessage> Take(const std::string& peer, mesh::Type type) const {
+    return log.Of(type, peer);
+  }
+  mesh_testing::SentLog log;
+  std::map<std::string, std::vector<uint64_t>> seqs, acks;
+  std::set<std::string> full;  // peers whose uplink takes nothing (its high-water mark)
+};
+
+class RouterPeerTest : public RouterTest {
+ protected:
+  RouterPeerTest() {
+    router_.SetPeerSender(&peers_);
+    for (const char* p : {"n2", "n3"}) {
+      router_.AddPeer(p);
+      (void)router_.OnPeerHello(p, 1000, now_us_);
+      router_.OnPeerUp(p, 0);
+    }
+  }
+  // A message from `peer`'s stream with the next seq it would send.
+  void FromPeer(const std::string& peer, const mesh::Message& m) {
+    FromPeer(peer, ++next_seq_[peer], m);
+  }
+  void FromPeer(const std::string& peer, uint64_t seq, const mesh::Message& m) {
+    router_.OnPeerData(peer, seq, mesh::Pack(m), now_us_);
+  }
+  void PeerWants(const std::string& peer, const std::vector<std::string>& topics) {
+    const std::string body = mesh::EncodePeerInterest(topics);
+    FromPeer(peer, {.type = mesh::Type::kPeerInterest, .body = body});
+  }
+  void PeerTracks(const std::string& peer, const std::string& topic,
+                  const std::vector<std::pair<std::string, std::string>>& metas) {
+    mesh::PresenceChange c;
+    for (const auto& [key, ref] : metas)
+      c.joins.push_back({key, ref, R"({"phx_ref":")" + ref + "\"}"});
+    const std::string body = mesh::EncodePresenceChange(c);
+    FromPeer(peer, {.type = mesh::Type::kPeerPresence, .topic = topic, .body = body});
+  }
+  void PeerDelivers(const std::string& peer, uint64_t origin, uint64_t seq,
+                    const std::string& topic, const std::string& body) {
+    FromPeer(
+        peer,
+        {.type = mesh::Type::kDeliver, .seq = seq, .origin = origin, .topic = topic, .body = body});
+  }
+  std::vector<std::string> Topics(const std::vector<SentMessage>& msgs) {
+    std::vector<std::string> out;
+    for (const SentMessage& m : msgs) out.push_back(m.topic);
+    return out;
+  }
+  void ClearLogs() {
+    rec_.log.sent.clear();
+    peers_.log.sent.clear();
+  }
+
+  PeerRecorder peers_;
+  std::map<std::string, uint64_t> next_seq_;
+};
+
+TEST_F(RouterPeerTest, InterestGoesAsASnapshotWhenTheLinkComesUpThenAsChanges) {
+  Hello("a", 1, {"room:1", "room:2"});
+  Flush();
+  // Each first local subscriber is a +topic; the snapshot the link's coming
+  // up asked for goes at the end of the turn, with what is local by then.
+  EXPECT_EQ(Topics(peers_.Take("n2", mesh::Type::kSubscribe)),
+            (std::vector<std::string>{"room:1", "room:2"}));
+  auto interest = peers_.Take("n2", mesh::Type::kPeerInterest);
+  ASSERT_EQ(interest.size(), 1u);
+  EXPECT_EQ(interest[0].body, R"({"topics":["room:1","room:2"]})");
+  EXPECT_EQ(peers_.seqs["n2"], (std::vector<uint64_t>{1, 2, 3}));
+  ClearLogs();
+  // A second local subscriber changes nothing the peers see; the last one
+  // leaving is a -topic.
+  Hello("b", 2, {"room:1"});
+  Feed("a", {.type = mesh::Type::kUnsubscribe, .topic = "room:1"});
+  Feed("a", {.type = mesh::Type::kUnsubscribe, .topic = "room:2"});
+  Flush();
+  EXPECT_TRUE(peers_.Take("n2", mesh::Type::kSubscribe).empty());
+  EXPECT_EQ(Topics(peers_.Take("n2", mesh::Type::kUnsubscribe)),
+            (std::vector<std::string>{"room:2"}));
+  ClearLogs();
+  // The link comes up again: the whole local interest, after what was unacked.
+  router_.OnPeerDown("n2");
+  router_.OnPeerUp("n2", 4);
+  Flush();
+  interest = peers_.Take("n2", mesh::Type::kPeerInterest);
+  ASSERT_EQ(interest.size(), 1u);
+  EXPECT_EQ(interest[0].body, R"({"topics":["room:1"]})");
+  EXPECT_EQ(peers_.seqs["n2"], (std::vector<uint64_t>{1, 2, 3, 4, 4, 5}))
+      << "the peer took 1..3: 4 (the -topic) is sent again, then the snapshot";
+}
+
+TEST_F(RouterPeerTest, ALocalBroadcastReachesLocalShardsAndEachInterestedPeerOnce) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  PeerWants("n2", {"room:1", "room:9"});
+  PeerWants("n3", {"room:2"});
+  Flush();
+  ClearLogs();
+  Publish("a", 1, "room:1", "payload");
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+  auto to_n2 = peers_.Take("n2", mesh::Type::kDeliver);
+  ASSERT_EQ(to_n2.size(), 1u);
+  EXPECT_EQ(to_n2[0].origin, 1u);
+  EXPECT_EQ(to_n2[0].seq, 1u);
+  EXPECT_EQ(to_n2[0].body, "payload");
+  EXPECT_TRUE(peers_.Take("n3", mesh::Type::kDeliver).empty());
+  // The ack waits for b, not for the other node: n2 has it in its outbox.
+  Credit("b", 10);
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 1u);
+  // Until n2 acks, its outbox keeps it.
+  size_t kept = 0;
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") kept = v.out.messages();
+  });
+  EXPECT_GE(kept, 1u);
+  router_.OnPeerAck("n2", peers_.seqs["n2"].back());
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") kept = v.out.messages();
+  });
+  EXPECT_EQ(kept, 0u);
+}
+
+TEST_F(RouterPeerTest, KeyedRepeatsAndHistoryTopicsAreNotForwarded) {
+  Hello("a", 1, {"room:1"});
+  PeerWants("n2", {"room:1", "other"});
+  Flush();
+  ClearLogs();
+  KeyedPublish("a", 1, "other", "k1");
+  KeyedPublish("a", 2, "other", "k1");
+  SequencedPublish("a", 3, "room:1");
+  Flush();
+  auto to_n2 = peers_.Take("n2", mesh::Type::kDeliver);
+  ASSERT_EQ(to_n2.size(), 1u) << "the first claim only, and no sequenced publish";
+  EXPECT_EQ(to_n2[0].seq, 1u);
+  EXPECT_EQ(to_n2[0].flags & mesh::kFlagKeyed, 0);
+}
+
+TEST_F(RouterPeerTest, WhatComesFromAPeerGoesToLocalShardsOnlyOnceInOrder) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  PeerWants("n3", {"room:1"});
+  Flush();
+  ClearLogs();
+  PeerDelivers("n2", 99, 1, "room:1", "m1");
+  PeerDelivers("n2", 99, 2, "room:1", "m2");
+  FromPeer("n2", 3,
+           {.type = mesh::Type::kDeliver,
+            .seq = 2,
+            .origin = 99,
+            .topic = "room:1",
+            .body = "m2"});  // seq 3 already taken: a resend
+  next_seq_["n2"] = 2;
+  PeerDelivers("n2", 99, 2, "room:1", "m2");  // stream seq 3 again: a duplicate
+  Flush();
+  for (const char* shard : {"a", "b"}) {
+    auto got = rec_.Take(shard, mesh::Type::kDeliver);
+    ASSERT_EQ(got.size(), 3u) << shard;
+    EXPECT_EQ(got[0].body, "m1");
+    EXPECT_EQ(got[1].body, "m2");
+  }
+  EXPECT_TRUE(peers_.Take("n3", mesh::Type::kDeliver).empty()) << "one hop: never to a peer";
+  ASSERT_FALSE(peers_.acks["n2"].empty());
+  EXPECT_EQ(peers_.acks["n2"].back(), 3u);
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") {
+      EXPECT_EQ(v.in.duplicates(), 1u);
+    }
+  });
+}
+
+TEST_F(RouterPeerTest, PeerPresenceIsDiffedToLocalShardsAndLeavesWhenItsLinkGoesDown) {
+  Hello("a", 1, {"room:1", "room:2"});
+  Flush();
+  ClearLogs();
+  PeerTracks("n2", "room:1", {{"alice", "r1"}, {"bob", "r2"}});
+  PeerTracks("n2", "room:2", {{"carol", "r3"}});
+  Flush();
+  auto diffs = rec_.Take("a", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 2u);
+  EXPECT_NE(diffs[0].body.find("alice"), std::string::npos);
+  // A new local subscriber's snapshot holds the peer's metas.
+  Hello("c", 3, {"room:1"});
+  Flush();
+  auto snap = rec_.Take("c", mesh::Type::kSnapshot);
+  ASSERT_EQ(snap.size(), 1u);
+  EXPECT_NE(snap[0].body.find("bob"), std::string::npos);
+  ClearLogs();
+  // The same snapshot again (a new broker there, or an answer to ours): no
+  // diff, nobody joins twice.
+  PeerTracks("n2", "room:1", {{"alice", "r1"}, {"bob", "r2"}});
+  Flush();
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kDiff).empty());
+  // Its link in goes silent: every meta leaves, one diff per topic.
+  router_.OnPeerInboundDown("n2", now_us_);
+  Flush();
+  diffs = rec_.Take("a", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 2u);
+  for (const SentMessage& d : diffs) EXPECT_NE(d.body.find("\"leaves\":{\""), std::string::npos);
+  EXPECT_EQ(router_.presence().metas(), 0u);
+  ClearLogs();
+  // It says hello again: it is asked for its presence (our interest
+  // snapshot), and its answer brings each meta back once.
+  (void)router_.OnPeerHello("n2", 1000, now_us_);
+  Flush();
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerInterest).size(), 1u);
+  PeerTracks("n2", "room:1", {{"alice", "r1"}, {"bob", "r2"}});
+  PeerTracks("n2", "room:1", {{"alice", "r1"}, {"bob", "r2"}});
+  Flush();
+  diffs = rec_.Take("a", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 1u);
+  EXPECT_NE(diffs[0].body.find("alice"), std::string::npos);
+  EXPECT_EQ(router_.presence().metas(), 2u);
+}
+
+TEST_F(RouterPeerTest, LocalPresenceGoesToThePeersThatWantTheTopic) {
+  Hello("a", 1, {"room:1"});
+  Track("a", "room:1", "alice", "r1");
+  Flush();
+  ClearLogs();
+  // n2 subscribes room:1: it is sent this node's metas on it, whole.
+  FromPeer("n2", {.type = mesh::Type::kSubscribe, .topic = "room:1"});
+  Flush();
+  auto snap = peers_.Take("n2", mesh::Type::kPeerPresence);
+  ASSERT_EQ(snap.size(), 1u);
+  EXPECT_EQ(snap[0].topic, "room:1");
+  EXPECT_NE(snap[0].body.find("alice"), std::string::npos);
+  ClearLogs();
+  // Then each local change, as the shard reported it; n3 wants nothing.
+  Track("a", "room:1", "bob", "r2");
+  Flush();
+  auto changes = peers_.Take("n2", mesh::Type::kPresence);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_NE(changes[0].body.find("bob"), std::string::npos);
+  EXPECT_TRUE(peers_.Take("n3", mesh::Type::kPresence).empty());
+  // A peer's metas are never sent on to another peer.
+  ClearLogs();
+  PeerTracks("n3", "room:1", {{"zed", "z1"}});
+  Flush();
+  EXPECT_TRUE(peers_.Take("n2", mesh::Type::kPresence).empty());
+  EXPECT_TRUE(peers_.Take("n2", mesh::Type::kPeerPresence).empty());
+  // The shard goes: the peer gets this node's metas on the topic anew (none).
+  ClearLogs();
+  Advance(400'000, {});
+  Flush();
+  snap = peers_.Take("n2", mesh::Type::kPeerPresence);
+  ASSERT_EQ(snap.size(), 1u);
+  EXPECT_EQ(snap[0].body, R"({"joins":[],"leaves":[]})");
+}
+
+TEST_F(RouterPeerTest, AFullUplinkKeepsWhatItCouldNotTakeAndAFullOutboxDropsTheOldest) {
+  Hello("a", 1, {"room:1"});
+  PeerWants("n2", {"room:1"});
+  Flush();
+  ClearLogs();
+  peers_.full.insert("n2");
+  Publish("a", 1, "room:1");
+  Flush();
+  EXPECT_TRUE(router_.PeerBacklog());
+  peers_.full.clear();
+  Flush();
+  EXPECT_FALSE(router_.PeerBacklog());
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kDeliver).size(), 1u);
+}
+
+TEST_F(RouterPeerTest, ARemovedPeerTakesItsInterestAndPresenceWithIt) {
+  Hello("a", 1, {"room:1"});
+  PeerWants("n2", {"room:1"});
+  PeerTracks("n2", "room:1", {{"alice", "r1"}});
+  Flush();
+  ClearLogs();
+  router_.RemovePeer("n2", now_us_);
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDiff).size(), 1u);
+  EXPECT_EQ(router_.PeerId("n2"), kNoLink);
+  Publish("a", 1, "room:1");
+  Flush();
+  EXPECT_EQ(router_.interests().subscriptions(), 1u);
+}
+
+}  // namespace
+}  // namespace sb::broker

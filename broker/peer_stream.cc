@@ -1,0 +1,73 @@
+#include "broker/peer_stream.h"
+
+#include <utility>
+
+namespace sb::broker {
+
+size_t PeerOutbox::Push(std::string packed) {
+  bytes_ += packed.size();
+  entries_.push_back(Entry{next_seq_++, std::move(packed)});
+  size_t dropped = 0;
+  while (entries_.size() > 1 &&
+         (entries_.size() > options_.max_messages || bytes_ > options_.max_bytes)) {
+    PopFront();
+    ++dropped;
+  }
+  dropped_ += dropped;
+  return dropped;
+}
+
+void PeerOutbox::PopFront() {
+  bytes_ -= entries_.front().packed.size();
+  entries_.pop_front();
+  if (next_ > 0) --next_;
+}
+
+void PeerOutbox::Ack(uint64_t seq) {
+  while (!entries_.empty() && entries_.front().seq <= seq) PopFront();
+}
+
+void PeerOutbox::Resume(uint64_t expected) {
+  // The receiver has everything below `expected`. One that claims more than
+  // was ever sent (not this stream's numbering) gets everything kept anew.
+  if (expected != 0 && expected <= next_seq_) Ack(expected - 1);
+  sending_ = true;
+  next_ = 0;
+}
+
+const PeerOutbox::Entry* PeerOutbox::Next() const {
+  if (!sending_ || next_ >= entries_.size()) return nullptr;
+  return &entries_[next_];
+}
+
+uint64_t PeerInbox::OnHello(uint64_t stream, bool* new_stream) {
+  *new_stream = stream != stream_;
+  if (*new_stream) {
+    stream_ = stream;
+    expected_ = 0;
+    ack_due_ = false;
+  }
+  return expected_;
+}
+
+PeerInbox::Verdict PeerInbox::OnData(uint64_t seq) {
+  if (expected_ != 0 && seq < expected_) {
+    ++duplicates_;
+    // The sender resent what it thinks unacked: say again what was taken.
+    ack_due_ = true;
+    return Verdict::kDuplicate;
+  }
+  if (expected_ != 0 && seq > expected_) gaps_ += seq - expected_;
+  expected_ = seq + 1;
+  ++taken_;
+  ack_due_ = true;
+  return Verdict::kTake;
+}
+
+std::optional<uint64_t> PeerInbox::TakeAck() {
+  if (!ack_due_ || expected_ == 0) return std::nullopt;
+  ack_due_ = false;
+  return expected_ - 1;
+}
+
+}  // namespace sb::broker
