@@ -1,0 +1,179 @@
+'use strict';
+// Three nodes on loopback, each a whole `switchboard run` (daemon, broker,
+// shards) with its own ports, linked by their brokers' peer sockets (static
+// membership, CURVE keys from `switchboard keygen`): phoenix.js clients on
+// every node see one room — broadcasts from clients on different nodes
+// arrive whole, once and in order everywhere; presence tracked on each node
+// is seen by joiners on every node — and a node's broker killed with
+// SIGKILL (its daemon restarts it) leaves the other nodes' deliveries going
+// and every node converging again.
+
+const { describe } = require('node:test');
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { startCluster, it } = require('./lib/cluster');
+const { connect, join, push, Presence } = require('./lib/phoenix');
+const { scopeFor, waitUntil, withTimeout } = require('./lib/util');
+const { freePort } = require('./lib/worker');
+
+const HEARTBEAT_MS = 200;
+const NAMES = ['n1', 'n2', 'n3'];
+
+// Three nodes, each knowing the other two: a keypair per node, a peer port
+// per node, and each broker's flags naming the others.
+async function mesh(s, { shards = [2, 1, 1] } = {}) {
+  const bin = process.env.SWITCHBOARD_BIN_DIR;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-mesh-'));
+  s.add(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const nodes = [];
+  for (const name of NAMES) {
+    const keyFile = path.join(dir, `${name}.key`);
+    const pub = execFileSync(path.join(bin, 'switchboard'), ['keygen', '--secret-file', keyFile], { encoding: 'utf8' }).trim();
+    nodes.push({ name, keyFile, pub, port: await freePort() });
+  }
+  const clusters = [];
+  for (const [i, n] of nodes.entries()) {
+    const brokerArgs = ['--node', n.name, '--peer-bind', `tcp://127.0.0.1:${n.port}`, '--curve-secret-file', n.keyFile];
+    for (const o of nodes) {
+      if (o !== n) brokerArgs.push('--peer', `${o.name}=tcp://127.0.0.1:${o.port}=${o.pub}`);
+    }
+    const c = await startCluster({ shards: shards[i], heartbeatMs: HEARTBEAT_MS, brokerArgs, name: n.name });
+    s.add(() => c.stop());
+    c.node = n.name;
+    clusters.push(c);
+  }
+  await meshUp(clusters);
+  return clusters;
+}
+
+// Every broker's uplink to every other is up.
+async function meshUp(clusters, timeout = 15000) {
+  for (const c of clusters) {
+    for (const other of NAMES.filter((n) => n !== c.node)) {
+      await c.waitForMetric(c.broker, 'switchboard_broker_peer_up', { peer: other }, (v) => v === 1, { timeout });
+    }
+  }
+}
+
+const sorted = (xs) => [...xs].sort();
+
+// A phoenix.js client on `shard`, joined to `topic` with presence `key`:
+// every `msg` {from, n} it receives, in order, and its presence list.
+async function client(s, shard, key, topic) {
+  const socket = await connect(s, shard.url);
+  const channel = socket.channel(topic, { presence: { key, meta: { node: key } } });
+  const got = [];
+  channel.on('msg', (p) => got.push(p));
+  const presence = new Presence(channel);
+  const r = await join(channel);
+  assert.equal(r.status, 'ok', `join of ${key}: ${JSON.stringify(r)}`);
+  return {
+    key, channel, got, presence,
+    keys: () => sorted(presence.list((k) => k)),
+    waitKeys(keys, timeout = 10000) {
+      const want = JSON.stringify(sorted(keys));
+      return waitUntil(() => JSON.stringify(this.keys()) === want,
+        { timeout, what: `${key} to see presence ${want} (sees ${JSON.stringify(this.keys())})` });
+    },
+  };
+}
+
+// What `c` received from `from`, as the list of n in arrival order.
+const from = (c, sender) => c.got.filter((p) => p.from === sender).map((p) => p.n);
+const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+
+// Publishes n = first..last from each sender, round robin, each push's ok
+// awaited in batches (every send is acked: in every interested outbox).
+async function publishRound(senders, first, last) {
+  const pending = [];
+  for (let n = first; n <= last; n++) {
+    for (const c of senders) pending.push(push(c.channel, 'msg', { from: c.key, n }, { what: `ok of ${c.key} ${n}` }));
+    if (pending.length >= 30) await Promise.all(pending.splice(0));
+  }
+  for (const r of await Promise.all(pending)) assert.equal(r.status, 'ok', JSON.stringify(r));
+}
+
+describe('three nodes, one cluster (static membership, CURVE, loopback)', () => {
+  it('broadcasts arrive whole, once and in order on every node; presence is cluster-wide', { timeout: 120000 }, async (t) => {
+    const s = scopeFor(t);
+    const [c1, c2, c3] = await mesh(s);
+    const topic = 'room:x';
+    // One client per node, and a second on node 1's other shard.
+    const a = await client(s, c1.shards[0], 'a@n1', topic);
+    const b = await client(s, c2.shards[0], 'b@n2', topic);
+    const c = await client(s, c3.shards[0], 'c@n3', topic);
+    const d = await client(s, c1.shards[1], 'd@n1', topic);
+    const all = [a, b, c, d];
+    const keys = all.map((x) => x.key);
+    for (const x of all) await x.waitKeys(keys);
+
+    // 300 broadcasts: 100 from each of a, b and c, interleaved.
+    const senders = [a, b, c];
+    await publishRound(senders, 1, 100);
+    for (const x of all) {
+      for (const sender of senders) {
+        if (sender === x) continue;
+        await waitUntil(() => from(x, sender.key).length >= 100,
+          { timeout: 15000, what: `${x.key} to get 100 from ${sender.key} (has ${from(x, sender.key).length})` });
+        assert.deepEqual(from(x, sender.key), range(1, 100), `${x.key} from ${sender.key}: whole, once, in order`);
+      }
+      assert.equal(from(x, x.key).length, 0, 'a sender is not sent its own broadcast');
+    }
+    // Nothing travels back: each broker forwarded each broadcast once per node.
+    for (const cl of [c1, c2, c3]) {
+      const dup = await cl.metric(cl.broker, 'switchboard_broker_peer_dropped_total', { reason: 'duplicate' });
+      const gap = await cl.metric(cl.broker, 'switchboard_broker_peer_dropped_total', { reason: 'gap' });
+      assert.equal(gap, 0, `${cl.node}: no gap`);
+      assert.equal(dup, 0, `${cl.node}: nothing sent twice without a reconnect`);
+    }
+
+    // A client leaving node 3 leaves every node's presence.
+    await c.channel.leave();
+    for (const x of [a, b, d]) await x.waitKeys(['a@n1', 'b@n2', 'd@n1']);
+    // And a joiner on node 2 sees everyone, wherever they are.
+    const e = await client(s, c2.shards[0], 'e@n2', topic);
+    await e.waitKeys(['a@n1', 'b@n2', 'd@n1', 'e@n2']);
+  });
+
+  it('a node\'s broker killed: the others keep delivering, and all converge', { timeout: 120000 }, async (t) => {
+    const s = scopeFor(t);
+    const [c1, c2, c3] = await mesh(s, { shards: [1, 1, 1] });
+    const topic = 'room:x';
+    const a = await client(s, c1.shards[0], 'a@n1', topic);
+    const b = await client(s, c2.shards[0], 'b@n2', topic);
+    const c = await client(s, c3.shards[0], 'c@n3', topic);
+    for (const x of [a, b, c]) await x.waitKeys(['a@n1', 'b@n2', 'c@n3']);
+    await publishRound([a, b, c], 1, 20);
+
+    // Node 2's broker dies; its daemon starts a new one. Meanwhile a and c
+    // go on publishing to each other.
+    const killed = c2.kill('broker');
+    const during = publishRound([a, c], 21, 120);
+    await c2.waitRestarted('broker', await killed, { timeout: 15000 });
+    await during;
+    for (const [x, y] of [[a, c], [c, a]]) {
+      await waitUntil(() => from(x, y.key).length >= 120,
+        { timeout: 15000, what: `${x.key} to get 120 from ${y.key} (has ${from(x, y.key).length})` });
+      assert.deepEqual(from(x, y.key), range(1, 120), `${x.key} from ${y.key}: whole, once, in order across the kill`);
+    }
+    await c2.waitMeshUp({ timeout: 15000 });
+    await meshUp([c1, c2, c3]);
+    // Converged: presence whole everywhere, and broadcasts flow all ways.
+    for (const x of [a, b, c]) await x.waitKeys(['a@n1', 'b@n2', 'c@n3'], 15000);
+    await publishRound([a, b, c], 121, 150);
+    for (const x of [a, b, c]) {
+      for (const y of [a, b, c]) {
+        if (x === y) continue;
+        await waitUntil(() => from(x, y.key).includes(150),
+          { timeout: 15000, what: `${x.key} to get 150 from ${y.key}` });
+        const ns = from(x, y.key);
+        assert.equal(new Set(ns).size, ns.length, `${x.key} from ${y.key}: no duplicate`);
+        assert.deepEqual(ns, [...ns].sort((p, q) => p - q), `${x.key} from ${y.key}: in order`);
+        assert.deepEqual(ns.slice(-30), range(121, 150), `${x.key} from ${y.key}: everything after convergence`);
+      }
+    }
+  });
+});
