@@ -41,7 +41,8 @@ async function mesh(s, { shards = [2, 1, 1] } = {}) {
       if (o !== n) brokerArgs.push('--peer', `${o.name}=tcp://127.0.0.1:${o.port}=${o.pub}`);
     }
     const c = await startCluster({ shards: shards[i], heartbeatMs: HEARTBEAT_MS, brokerArgs, name: n.name });
-    s.add(() => c.stop());
+    // A node the test killed whole is not stopped (its daemon is gone).
+    s.add(() => (c.killedWhole ? fs.rmSync(c.dir, { recursive: true, force: true }) : c.stop()));
     c.node = n.name;
     clusters.push(c);
   }
@@ -175,5 +176,36 @@ describe('three nodes, one cluster (static membership, CURVE, loopback)', () => 
         assert.deepEqual(ns.slice(-30), range(121, 150), `${x.key} from ${y.key}: everything after convergence`);
       }
     }
+  });
+
+  it('a node lost whole: its presences leave every other node within 3 heartbeats, once', { timeout: 120000 }, async (t) => {
+    const s = scopeFor(t);
+    const [c1, c2, c3] = await mesh(s, { shards: [1, 1, 1] });
+    const topic = 'room:x';
+    const a = await client(s, c1.shards[0], 'a@n1', topic);
+    const b = await client(s, c2.shards[0], 'b@n2', topic);
+    const c = await client(s, c3.shards[0], 'c@n3', topic);
+    for (const x of [a, b, c]) await x.waitKeys(['a@n1', 'b@n2', 'c@n3']);
+    const diffs = { a: [], b: [] };
+    a.channel.on('presence_diff', (d) => diffs.a.push(d));
+    b.channel.on('presence_diff', (d) => diffs.b.push(d));
+    // Node 3's daemon dies, its broker and shard with it.
+    const t0 = Date.now();
+    await c3.kill9();
+    c3.killedWhole = true;
+    // Down when its link in is silent for 3 heartbeats (checked five times
+    // an interval), plus a client's own ride: 3 intervals and slack.
+    for (const x of [a, b]) await x.waitKeys(['a@n1', 'b@n2'], 3 * HEARTBEAT_MS + 2000);
+    const took = Date.now() - t0;
+    t.diagnostic(`node 3's presence left the other nodes ${took} ms after the kill`);
+    for (const [who, ds] of Object.entries(diffs)) {
+      const leaves = ds.filter((d) => Object.keys(d.leaves || {}).length > 0);
+      assert.equal(leaves.length, 1, `${who}: one leave diff for the topic (${JSON.stringify(ds)})`);
+      assert.deepEqual(Object.keys(leaves[0].leaves), ['c@n3']);
+    }
+    // The survivors go on: a broadcast between them arrives.
+    await publishRound([a, b], 1, 10);
+    await waitUntil(() => from(b, 'a@n1').length === 10, { what: 'b to get 10 from a' });
+    await waitUntil(() => from(a, 'b@n2').length === 10, { what: 'a to get 10 from b' });
   });
 });
