@@ -876,34 +876,52 @@ Result<Hello> DecodeHello(std::string_view text) {
   return h;
 }
 
-std::string EncodeMembers(const std::vector<std::string>& members) {
-  std::string out = "{\"members\":";
-  AppendNames(out, members);
+namespace {
+
+// {"<key>":["..",..]}: kMembers' and kPeerInterest's bodies.
+std::string EncodeStringList(const char* key, const std::vector<std::string>& items) {
+  std::string out = "{\"";
+  out.append(key).append("\":");
+  AppendNames(out, items);
   out.push_back('}');
   return out;
 }
 
-Result<std::vector<std::string>> DecodeMembers(std::string_view text) {
-  Reader r("members");
+// The list under `key` of such a body: refused unless it is an array of at
+// most `max_items` strings of 1..`max_bytes` bytes (each a `noun`).
+Result<std::vector<std::string>> DecodeStringList(std::string_view text, const char* doc,
+                                                  const char* key, size_t max_items,
+                                                  size_t max_bytes, const char* noun) {
+  Reader r(doc);
   const json::object* o = r.Parse(text);
   if (!o) return r.status();
-  const json::array* a = r.Array(*o, "", "members");
+  const json::array* a = r.Array(*o, "", key);
   if (!a) return r.status();
-  if (a->size() > kMaxMembers) {
-    return Status::Refused("mesh: members: more than " + std::to_string(kMaxMembers) + " names");
+  const std::string prefix = std::string("mesh: ") + doc + ": ";
+  if (a->size() > max_items) {
+    return Status::Refused(prefix + "more than " + std::to_string(max_items) + " " + noun + "s");
   }
   std::vector<std::string> out;
   out.reserve(a->size());
   for (size_t i = 0; i < a->size(); ++i) {
     const json::string* s = (*a)[i].if_string();
-    if (!s || !ValidName(*s)) {
-      return Status::Refused("mesh: members: members[" + std::to_string(i) +
-                             "] is not a name of 1.." + std::to_string(kMaxShardNameBytes) +
-                             " bytes");
+    if (!s || s->empty() || s->size() > max_bytes) {
+      return Status::Refused(prefix + key + "[" + std::to_string(i) + "] is not a " + noun +
+                             " of 1.." + std::to_string(max_bytes) + " bytes");
     }
     out.emplace_back(s->data(), s->size());
   }
   return out;
+}
+
+}  // namespace
+
+std::string EncodeMembers(const std::vector<std::string>& members) {
+  return EncodeStringList("members", members);
+}
+
+Result<std::vector<std::string>> DecodeMembers(std::string_view text) {
+  return DecodeStringList(text, "members", "members", kMaxMembers, kMaxShardNameBytes, "name");
 }
 
 std::string EncodePresenceChange(const PresenceChange& change) {
@@ -965,33 +983,12 @@ Result<PeerIntro> DecodePeerIntro(std::string_view text) {
 }
 
 std::string EncodePeerInterest(const std::vector<std::string>& topics) {
-  std::string out = "{\"topics\":";
-  AppendNames(out, topics);
-  out.push_back('}');
-  return out;
+  return EncodeStringList("topics", topics);
 }
 
 Result<std::vector<std::string>> DecodePeerInterest(std::string_view text) {
-  Reader r("peer interest");
-  const json::object* o = r.Parse(text);
-  if (!o) return r.status();
-  const json::array* a = r.Array(*o, "", "topics");
-  if (!a) return r.status();
-  if (a->size() > kMaxHelloTopics) {
-    return Status::Refused("mesh: peer interest: more than " + std::to_string(kMaxHelloTopics) +
-                           " topics");
-  }
-  std::vector<std::string> out;
-  out.reserve(a->size());
-  for (size_t i = 0; i < a->size(); ++i) {
-    const json::string* s = (*a)[i].if_string();
-    if (!s || !ValidTopic(*s)) {
-      return Status::Refused("mesh: peer interest: topics[" + std::to_string(i) +
-                             "] is not a topic of 1.." + std::to_string(kMaxTopicBytes) + " bytes");
-    }
-    out.emplace_back(s->data(), s->size());
-  }
-  return out;
+  return DecodeStringList(text, "peer interest", "topics", kMaxHelloTopics, kMaxTopicBytes,
+                          "topic");
 }
 
 }  // namespace sb::mesh

@@ -61,6 +61,18 @@ async function meshUp(clusters, timeout = 15000) {
 
 const sorted = (xs) => [...xs].sort();
 
+// Three nodes of one shard each, a client on each joined to room:x (a@n1,
+// b@n2, c@n3), every client seeing all three.
+async function onePerNode(s) {
+  const clusters = await mesh(s, { shards: [1, 1, 1] });
+  const clients = [];
+  for (const [i, cl] of clusters.entries()) {
+    clients.push(await client(s, cl.shards[0], `${'abc'[i]}@${cl.node}`, 'room:x'));
+  }
+  for (const x of clients) await x.waitKeys(['a@n1', 'b@n2', 'c@n3']);
+  return { clusters, clients };
+}
+
 // A phoenix.js client on `shard`, joined to `topic` with presence `key`:
 // every `msg` {from, n} it receives, in order, and its presence list.
 async function client(s, shard, key, topic) {
@@ -141,12 +153,7 @@ describe('three nodes, one cluster (static membership, CURVE, loopback)', () => 
 
   it('a node\'s broker killed: the others keep delivering, and all converge', { timeout: 120000 }, async (t) => {
     const s = scopeFor(t);
-    const [c1, c2, c3] = await mesh(s, { shards: [1, 1, 1] });
-    const topic = 'room:x';
-    const a = await client(s, c1.shards[0], 'a@n1', topic);
-    const b = await client(s, c2.shards[0], 'b@n2', topic);
-    const c = await client(s, c3.shards[0], 'c@n3', topic);
-    for (const x of [a, b, c]) await x.waitKeys(['a@n1', 'b@n2', 'c@n3']);
+    const { clusters: [c1, c2, c3], clients: [a, b, c] } = await onePerNode(s);
     await publishRound([a, b, c], 1, 20);
 
     // Node 2's broker dies; its daemon starts a new one. Meanwhile a and c
@@ -180,12 +187,7 @@ describe('three nodes, one cluster (static membership, CURVE, loopback)', () => 
 
   it('a node lost whole: its presences leave every other node within 3 heartbeats, once', { timeout: 120000 }, async (t) => {
     const s = scopeFor(t);
-    const [c1, c2, c3] = await mesh(s, { shards: [1, 1, 1] });
-    const topic = 'room:x';
-    const a = await client(s, c1.shards[0], 'a@n1', topic);
-    const b = await client(s, c2.shards[0], 'b@n2', topic);
-    const c = await client(s, c3.shards[0], 'c@n3', topic);
-    for (const x of [a, b, c]) await x.waitKeys(['a@n1', 'b@n2', 'c@n3']);
+    const { clusters: [, , c3], clients: [a, b, c] } = await onePerNode(s);
     const diffs = { a: [], b: [] };
     a.channel.on('presence_diff', (d) => diffs.a.push(d));
     b.channel.on('presence_diff', (d) => diffs.b.push(d));
