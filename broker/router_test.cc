@@ -71,12 +71,15 @@ class Recorder : public LinkSender {
 
 class RouterTest : public ::testing::Test {
  protected:
-  explicit RouterTest(QueuePolicy queue = {}, int64_t settle_ms = 0)
-      : router_(Options(queue, settle_ms), &rec_) {}
+  explicit RouterTest(QueuePolicy queue = {}, int64_t settle_ms = 0,
+                      PeerOutboxOptions peer_outbox = {})
+      : router_(Options(queue, settle_ms, peer_outbox), &rec_) {}
 
-  static RouterOptions Options(QueuePolicy queue, int64_t settle_ms) {
+  static RouterOptions Options(QueuePolicy queue, int64_t settle_ms,
+                               PeerOutboxOptions peer_outbox = {}) {
     RouterOptions o;
     o.queue = queue;
+    o.peer_outbox = peer_outbox;
     // A window of settle_ms as long as no shard announces a longer heartbeat.
     if (settle_ms > 0) o.settle = {.heartbeat_ms = settle_ms / 2, .max_ms = kMaxSettleMs};
     o.liveness = {.interval_ms = 100, .misses = 3};
@@ -1234,7 +1237,8 @@ class PeerRecorder : public PeerSender {
 
 class RouterPeerTest : public RouterTest {
  protected:
-  RouterPeerTest() {
+  explicit RouterPeerTest(int64_t settle_ms = 0, PeerOutboxOptions peer_outbox = {})
+      : RouterTest(QueuePolicy{}, settle_ms, peer_outbox) {
     router_.SetPeerSender(&peers_);
     for (const char* p : {"n2", "n3"}) {
       router_.AddPeer(p);
@@ -1504,6 +1508,106 @@ TEST_F(RouterPeerTest, ARemovedPeerTakesItsInterestAndPresenceWithIt) {
   Publish("a", 1, "room:1");
   Flush();
   EXPECT_EQ(router_.interests().subscriptions(), 1u);
+}
+
+TEST_F(RouterPeerTest, AGapIsTakenAndCountedAndANewStreamStartsAnew) {
+  Hello("a", 1, {"room:1"});
+  Flush();
+  PeerDelivers("n2", 99, 1, "room:1", "m1");
+  // n2's outbox dropped its seqs 2..4 (a long partition): 5 is taken.
+  FromPeer("n2", 5,
+           {.type = mesh::Type::kDeliver, .seq = 2, .origin = 99, .topic = "room:1", .body = "m5"});
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 2u);
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") {
+      EXPECT_EQ(v.in.gaps(), 3u);
+      EXPECT_EQ(v.routed_in, 2u);
+    }
+  });
+  ClearLogs();
+  // n2's broker restarted: a new stream, from 1 again, and it is sent this
+  // node's interest to answer with its presence.
+  EXPECT_EQ(router_.OnPeerHello("n2", 2000, now_us_), 0u);
+  Flush();
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerInterest).size(), 1u);
+  FromPeer("n2", 1,
+           {.type = mesh::Type::kDeliver, .seq = 3, .origin = 99, .topic = "room:1", .body = "m6"});
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 1u) << "seq 1 of the new stream";
+  // The same stream again (a reconnect): what it expects next.
+  EXPECT_EQ(router_.OnPeerHello("n2", 2000, now_us_), 2u);
+}
+
+class RouterSmallOutboxTest : public RouterPeerTest {
+ protected:
+  RouterSmallOutboxTest() : RouterPeerTest(0, PeerOutboxOptions{.max_messages = 8}) {}
+};
+
+TEST_F(RouterSmallOutboxTest, AFullOutboxDropsTheOldestAndSendsInterestAndPresenceWholeAgain) {
+  Hello("a", 1, {"room:1"});
+  Track("a", "room:1", "alice", "r1");
+  PeerWants("n2", {"room:1"});
+  Flush();
+  router_.OnPeerAck("n2", peers_.seqs["n2"].back());
+  // n2 is unreachable: its uplink is down, broadcasts pile up past the bound.
+  router_.OnPeerDown("n2");
+  for (uint64_t seq = 1; seq <= 20; ++seq) Publish("a", seq, "room:1");
+  Flush();
+  uint64_t dropped = 0;
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") {
+      dropped = v.out.dropped();
+      EXPECT_EQ(v.out.messages(), 8u);
+    }
+  });
+  EXPECT_EQ(dropped, 12u);
+  ClearLogs();
+  peers_.seqs.clear();
+  // Back: what the outbox kept, then the interest snapshot the link's
+  // coming up owes (itself within the bound: it takes the oldest's place).
+  router_.OnPeerUp("n2", 0);
+  Flush();
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kDeliver).size(), 7u);
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerInterest).size(), 1u);
+  ClearLogs();
+  // Once n2 has taken them and the outbox has room, this node's interest
+  // and presence go whole again: what was dropped may have held changes.
+  router_.OnPeerAck("n2", peers_.seqs["n2"].back());
+  Flush();
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerInterest).size(), 1u);
+  auto presence = peers_.Take("n2", mesh::Type::kPeerPresence);
+  ASSERT_EQ(presence.size(), 1u);
+  EXPECT_NE(presence[0].body.find("alice"), std::string::npos);
+  Flush();
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerInterest).size(), 1u) << "once, not every turn";
+}
+
+class RouterSettlingPeerTest : public RouterPeerTest {
+ protected:
+  RouterSettlingPeerTest() : RouterPeerTest(/*settle_ms=*/500) {}
+};
+
+TEST_F(RouterSettlingPeerTest, ANewBrokerHoldsWhatPeersSendAndItsSnapshotsUntilSettled) {
+  Hello("a", 1, {"room:1"});
+  Flush();
+  PeerWants("n2", {"room:1"});
+  PeerDelivers("n2", 99, 1, "room:1", "m1");
+  Flush();
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kDeliver).empty()) << "held while settling";
+  EXPECT_TRUE(peers_.Take("n2", mesh::Type::kPeerInterest).empty())
+      << "this node's interest is not whole yet";
+  EXPECT_TRUE(peers_.acks["n2"].empty()) << "not acked before it is handled";
+  Advance(600'000, {"a"});
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 1u);
+  auto interest = peers_.Take("n2", mesh::Type::kPeerInterest);
+  ASSERT_EQ(interest.size(), 1u);
+  EXPECT_EQ(interest[0].body, R"({"topics":["room:1"]})");
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerPresence).size(), 1u)
+      << "its snapshot answered with this node's metas on room:1";
+  ASSERT_FALSE(peers_.acks["n2"].empty());
+  EXPECT_EQ(peers_.acks["n2"].back(), 2u);
 }
 
 }  // namespace
