@@ -1,5 +1,6 @@
 #include "broker/peer_stream.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace sb::broker {
@@ -45,6 +46,8 @@ uint64_t PeerInbox::OnHello(uint64_t stream, bool* new_stream) {
   if (*new_stream) {
     stream_ = stream;
     expected_ = 0;
+    acked_ = 0;
+    open_.clear();
     ack_due_ = false;
   }
   return expected_;
@@ -53,21 +56,35 @@ uint64_t PeerInbox::OnHello(uint64_t stream, bool* new_stream) {
 PeerInbox::Verdict PeerInbox::OnData(uint64_t seq) {
   if (expected_ != 0 && seq < expected_) {
     ++duplicates_;
-    // The sender resent what it thinks unacked: say again what was taken.
-    ack_due_ = true;
+    // The sender resent what it thinks unacked: say again what is done.
+    ack_due_ = acked_ != 0;
     return Verdict::kDuplicate;
   }
   if (expected_ != 0 && seq > expected_) gaps_ += seq - expected_;
   expected_ = seq + 1;
   ++taken_;
-  ack_due_ = true;
+  open_.emplace_back(seq, false);
   return Verdict::kTake;
 }
 
+void PeerInbox::Done(uint64_t stream, uint64_t seq) {
+  if (stream != stream_) return;
+  // Seqs are taken in increasing order: a binary search finds it.
+  auto it = std::lower_bound(open_.begin(), open_.end(), std::make_pair(seq, false));
+  if (it == open_.end() || it->first != seq) return;
+  it->second = true;
+  if (it != open_.begin()) return;
+  while (!open_.empty() && open_.front().second) {
+    acked_ = open_.front().first;
+    open_.pop_front();
+  }
+  ack_due_ = true;
+}
+
 std::optional<uint64_t> PeerInbox::TakeAck() {
-  if (!ack_due_ || expected_ == 0) return std::nullopt;
+  if (!ack_due_ || acked_ == 0) return std::nullopt;
   ack_due_ = false;
-  return expected_ - 1;
+  return acked_;
 }
 
 }  // namespace sb::broker

@@ -13,7 +13,11 @@
 // sender's restart is a new stream, taken from its first seq), the seq it
 // takes next, what is a duplicate (below it: dropped), what is a gap (above
 // it: taken, the missing ones counted — the sender dropped them, and waiting
-// would wait forever), and the cumulative ack owed.
+// would wait forever), and the cumulative ack owed: a message taken is acked
+// once it is *done* (a broadcast: every local recipient consumed it), and
+// the ack covers the longest run of done messages from the last ack on — so
+// a broker that dies before its shards have a message leaves it unacked, and
+// the sender sends it again to the next broker.
 //
 // Does not: own sockets, read clocks or decode the messages it carries
 // (broker/router does, with the effects in broker/mesh_server). Plain data
@@ -25,6 +29,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace sb::broker {
 
@@ -88,10 +93,17 @@ class PeerInbox {
   // `*new_stream` says which.
   uint64_t OnHello(uint64_t stream, bool* new_stream);
   // One kPeerData. A seq below the expected is a duplicate; above it, the
-  // ones between are counted as a gap and this one is taken.
+  // ones between are counted as a gap and this one is taken (not done yet).
   Verdict OnData(uint64_t seq);
-  // The cumulative ack owed (the last seq taken), once per change.
+  // The message `seq` of `stream`, taken, is done. Ignored for another
+  // stream than the one held (it was started anew meanwhile).
+  void Done(uint64_t stream, uint64_t seq);
+  // The cumulative ack owed, once per change (or after a duplicate: the
+  // sender is told again what is done): the last seq of the run of done
+  // messages taken.
   std::optional<uint64_t> TakeAck();
+  // Messages taken and not yet done.
+  size_t open() const { return open_.size(); }
 
   uint64_t stream() const { return stream_; }
   uint64_t expected() const { return expected_; }
@@ -102,6 +114,9 @@ class PeerInbox {
  private:
   uint64_t stream_ = 0;
   uint64_t expected_ = 0;  // 0: no seq seen on this stream yet
+  uint64_t acked_ = 0;     // the last seq acked (0: none)
+  // Taken and not acked yet, in seq order: seq and whether done.
+  std::deque<std::pair<uint64_t, bool>> open_;
   bool ack_due_ = false;
   uint64_t duplicates_ = 0, gaps_ = 0, taken_ = 0;
 };

@@ -95,8 +95,13 @@ TEST(PeerInboxTest, TakesInOrderDropsDuplicatesAndCountsGaps) {
   EXPECT_FALSE(in.TakeAck().has_value()) << "nothing taken";
   EXPECT_EQ(in.OnData(1), PeerInbox::Verdict::kTake);
   EXPECT_EQ(in.OnData(2), PeerInbox::Verdict::kTake);
+  EXPECT_FALSE(in.TakeAck().has_value()) << "taken, not done: not acked";
+  in.Done(7, 2);
+  EXPECT_FALSE(in.TakeAck().has_value()) << "1 is not done: 2 waits for it";
+  in.Done(7, 1);
   EXPECT_EQ(in.TakeAck(), 2u);
   EXPECT_FALSE(in.TakeAck().has_value()) << "once per change";
+  EXPECT_EQ(in.open(), 0u);
   // The same sender on a new connection: it resends from what we expect.
   EXPECT_EQ(in.OnHello(7, &fresh), 3u);
   EXPECT_FALSE(fresh);
@@ -109,6 +114,9 @@ TEST(PeerInboxTest, TakesInOrderDropsDuplicatesAndCountsGaps) {
   EXPECT_EQ(in.gaps(), 3u);
   EXPECT_EQ(in.expected(), 8u);
   EXPECT_EQ(in.taken(), 4u);
+  in.Done(7, 3);
+  in.Done(7, 7);
+  in.Done(9, 8);  // another stream's: ignored
   EXPECT_EQ(in.TakeAck(), 7u);
 }
 
@@ -129,7 +137,13 @@ TEST(PeerInboxTest, ANewIncarnationStartsTheStreamAnew) {
   fresh_in.OnHello(7, &fresh);
   EXPECT_EQ(fresh_in.OnData(40), PeerInbox::Verdict::kTake);
   EXPECT_EQ(fresh_in.gaps(), 0u) << "the first seq of a stream starts it";
+  fresh_in.Done(7, 40);
   EXPECT_EQ(fresh_in.TakeAck(), 40u);
+  // What the old stream had taken and not done is forgotten with it.
+  in.OnHello(11, &fresh);
+  in.OnData(1);
+  in.Done(9, 1);
+  EXPECT_FALSE(in.TakeAck().has_value()) << "the old stream's done is not the new one's";
 }
 
 // Sender and receiver end to end, across a reconnect that loses what was
@@ -144,17 +158,26 @@ TEST(PeerStreamTest, ExactlyOnceInOrderAcrossAReconnect) {
   // 1..6 arrive; 7..10 are sent into a connection that breaks.
   for (int i = 0; i < 10; ++i) {
     const PeerOutbox::Entry* e = out.Next();
-    if (i < 6 && in.OnData(e->seq) == PeerInbox::Verdict::kTake) got.push_back(e->packed);
+    if (i < 6 && in.OnData(e->seq) == PeerInbox::Verdict::kTake) {
+      got.push_back(e->packed);
+      if (e->seq <= 4) in.Done(11, e->seq);  // 5 and 6 are not delivered yet
+    }
     out.Sent();
   }
-  // Only the ack of 1..4 made it back.
-  out.Ack(4);
+  // The ack of 1..4 came back; then 5 and 6 were delivered, but their ack
+  // was lost with the connection.
+  out.Ack(*in.TakeAck());
+  in.Done(11, 5);
+  in.Done(11, 6);
   (void)in.TakeAck();
   out.Pause();
   out.Push("11");
   out.Resume(in.OnHello(11, &fresh));
   while (const PeerOutbox::Entry* e = out.Next()) {
-    if (in.OnData(e->seq) == PeerInbox::Verdict::kTake) got.push_back(e->packed);
+    if (in.OnData(e->seq) == PeerInbox::Verdict::kTake) {
+      got.push_back(e->packed);
+      in.Done(11, e->seq);
+    }
     out.Sent();
   }
   std::vector<std::string> want;

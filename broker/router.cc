@@ -207,7 +207,7 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
     links_.Rebind(id, routing_id);
     std::vector<QueuedMessage> again;
     for (QueuedMessage& m : link->in_flight) {
-      if (m.tag >= kFirstPublishTag || m.tag == kForwardTag) {
+      if (m.tag >= kFirstPublishTag) {
         again.push_back(std::move(m));
       } else {
         Settle(m.tag);
@@ -589,7 +589,12 @@ void Router::Settle(uint64_t tag) {
   auto it = pending_.find(tag);
   if (it == pending_.end()) return;  // its origin is gone
   if (it->second.remaining > 0 && --it->second.remaining == 0) {
-    if (Link* origin = Find(it->second.origin)) origin->ack_due = true;
+    if (Link* origin = Find(it->second.origin)) {
+      origin->ack_due = true;
+    } else if (Peer* peer = FindPeer(it->second.origin)) {
+      peer->in.Done(it->second.stream, it->second.seq);
+      pending_.erase(it);
+    }
   }
 }
 
@@ -807,6 +812,8 @@ void Router::RemovePeer(const std::string& name, int64_t now_us) {
   const LinkId id = it->second->id;
   peer_ids_.erase(id);
   peers_.erase(it);
+  // Its broadcasts still queued for local shards settle nothing now.
+  std::erase_if(pending_, [id](const auto& p) { return p.second.origin == id; });
   interests_.RemoveShard(id);
   SendDiffs(id, presence_.RemoveShard(id), now_us);
 }
@@ -872,39 +879,45 @@ void Router::OnPeerData(const std::string& name, uint64_t seq, std::string_view 
 void Router::HandlePeerData(Peer& peer, uint64_t seq, std::string_view packed, int64_t now_us) {
   if (peer.in.OnData(seq) == PeerInbox::Verdict::kDuplicate) return;
   ++peer.routed_in;
+  // Everything but a broadcast is done once handled (or refused: one bad
+  // message must not hold back the acks of the stream).
+  if (!HandlePeerMessage(peer, seq, packed, now_us)) peer.in.Done(peer.in.stream(), seq);
+}
+
+bool Router::HandlePeerMessage(Peer& peer, uint64_t seq, std::string_view packed, int64_t now_us) {
   std::vector<std::string_view> frames;
   mesh::Message msg;
   if (!mesh::Unpack(packed, &frames).ok() || !mesh::Decode(frames, &msg).ok()) {
     ++counters_.peer_refused;
-    return;
+    return false;
   }
   switch (msg.type) {
     case mesh::Type::kPeerInterest: {
       Result<std::vector<std::string>> topics = mesh::DecodePeerInterest(msg.body);
       if (!topics.ok()) {
         ++counters_.peer_refused;
-        return;
+        return false;
       }
       interests_.ReplaceShard(peer.id, topics.value());
       // In answer: this node's metas on each, replacing what the peer holds.
       for (const std::string& t : topics.value()) peer.presence_due.insert(t);
-      return;
+      return false;
     }
     case mesh::Type::kSubscribe:
       interests_.Subscribe(peer.id, msg.topic);
       peer.presence_due.insert(std::string(msg.topic));
-      return;
+      return false;
     case mesh::Type::kUnsubscribe:
       interests_.Unsubscribe(peer.id, msg.topic);
-      return;
+      return false;
     case mesh::Type::kDeliver:
-      return DeliverFromPeer(peer, msg, packed, now_us);
+      return DeliverFromPeer(peer, seq, msg, packed, now_us);
     case mesh::Type::kPresence:
     case mesh::Type::kPeerPresence: {
       Result<mesh::PresenceChange> change = mesh::DecodePresenceChange(msg.body);
       if (!change.ok()) {
         ++counters_.peer_refused;
-        return;
+        return false;
       }
       Result<std::optional<std::string>> diff =
           msg.type == mesh::Type::kPresence
@@ -913,36 +926,51 @@ void Router::HandlePeerData(Peer& peer, uint64_t seq, std::string_view packed, i
               : presence_.ReplaceTopic(peer.id, msg.topic, ToMetas(change->joins));
       if (!diff.ok()) {
         ++counters_.refused[Index(Refused::kBadPresence)];
-        return;
+        return false;
       }
       // To this node's shards only (SendDiff never reaches a peer).
       if (diff.value()) SendDiff(peer.id, msg.topic, *diff.value(), now_us);
-      return;
+      return false;
     }
     default:
       ++counters_.peer_refused;
-      return;
+      return false;
   }
 }
 
-void Router::DeliverFromPeer(Peer& peer, const mesh::Message& msg, std::string_view packed,
-                             int64_t now_us) {
+bool Router::DeliverFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
+                             std::string_view packed, int64_t now_us) {
   if ((msg.flags & mesh::kFlagSequenced) != 0) {
     ++counters_.peer_refused;  // history stays on its node
-    return;
+    return false;
   }
   std::vector<LinkId>& to = recipients_;
   to.clear();
   interests_.Route(peer.id, msg.topic, &to);
-  Payload payload;
-  for (LinkId r : to) {
-    // One hop: local shards only, never another peer.
-    Link* rl = Find(r);
-    if (rl == nullptr) continue;
-    if (!payload) payload = std::make_shared<const std::string>(packed);
-    ++counters_.routed;
-    Enqueue(r, *rl, payload, kForwardTag, now_us);
+  // One hop: local shards only, never another peer.
+  to.erase(std::remove_if(to.begin(), to.end(), [this](LinkId r) { return Find(r) == nullptr; }),
+           to.end());
+  if (to.empty()) return false;
+  // Done (and acked to the peer) once every recipient consumed it: a broker
+  // that dies first leaves it unacked, and the peer sends it again.
+  const uint64_t tag = next_tag_++;
+  pending_[tag] = Pending{.origin = peer.id,
+                          .seq = seq,
+                          .remaining = static_cast<uint32_t>(to.size()),
+                          .stream = peer.in.stream()};
+  const Payload payload = std::make_shared<const std::string>(packed);
+  counters_.routed += to.size();
+  // `to` is recipients_: copied, since Enqueue may remove links (and a
+  // removal sends diffs, which do not route, but stay safe).
+  const std::vector<LinkId> recipients = to;
+  for (LinkId r : recipients) {
+    if (Link* rl = Find(r)) {
+      Enqueue(r, *rl, payload, tag, now_us);
+    } else {
+      Settle(tag);
+    }
   }
+  return true;
 }
 
 void Router::PushToPeer(Peer& peer, std::string packed) {

@@ -241,10 +241,14 @@ class Router {
 
  private:
   // A publish waiting for its recipients.
+  // A broadcast from a peer node waits the same way: `origin` is the
+  // peer's LinkId, `seq` its stream's seq and `stream` that stream; when
+  // done, the peer's inbox is told (it acks what is done, not what is taken).
   struct Pending {
     LinkId origin;
     uint64_t seq;
     uint32_t remaining;
+    uint64_t stream = 0;
   };
   struct Link {
     Link(const QueuePolicy& policy) : queue(policy) {}
@@ -280,10 +284,7 @@ class Router {
   // again when its connection changes).
   static constexpr uint64_t kPresenceTag = 1;
   static constexpr uint64_t kHistoryTag = 2;
-  // A broadcast from a peer node: settles nothing here (its origin's broker
-  // acked it when it was in the outbox), and is sent again after a rebind.
-  static constexpr uint64_t kForwardTag = 3;
-  static constexpr uint64_t kFirstPublishTag = 4;
+  static constexpr uint64_t kFirstPublishTag = 3;
 
   struct Peer {
     explicit Peer(PeerOutboxOptions o) : out(o) {}
@@ -309,7 +310,13 @@ class Router {
   // Every peer interested in `topic` is owed a per-topic presence snapshot.
   void LocalPresenceChanged(std::string_view topic);
   void HandlePeerData(Peer& peer, uint64_t seq, std::string_view packed, int64_t now_us);
-  void DeliverFromPeer(Peer& peer, const mesh::Message& msg, std::string_view packed,
+  // Acts on one taken message; true if it is done later (a broadcast queued
+  // for local shards), false if it is done now.
+  bool HandlePeerMessage(Peer& peer, uint64_t seq, std::string_view packed, int64_t now_us);
+  // Queues a peer's broadcast (stream seq `seq`) for the local shards; the
+  // inbox is told it is done once they all consumed it. False if it was
+  // refused (a sequenced one).
+  bool DeliverFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg, std::string_view packed,
                        int64_t now_us);
   void FlushPeers(bool settling);
 

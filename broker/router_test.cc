@@ -1392,6 +1392,14 @@ TEST_F(RouterPeerTest, WhatComesFromAPeerGoesToLocalShardsOnlyOnceInOrder) {
     EXPECT_EQ(got[1].body, "m2");
   }
   EXPECT_TRUE(peers_.Take("n3", mesh::Type::kDeliver).empty()) << "one hop: never to a peer";
+  // Acked to n2 once every local recipient consumed them, not when taken:
+  // a broker that died first would leave them for n2 to send again.
+  EXPECT_TRUE(peers_.acks["n2"].empty()) << "taken, not consumed yet";
+  Credit("a", 10);
+  Flush();
+  EXPECT_TRUE(peers_.acks["n2"].empty()) << "b has not consumed them yet";
+  Credit("b", 10);
+  Flush();
   ASSERT_FALSE(peers_.acks["n2"].empty());
   EXPECT_EQ(peers_.acks["n2"].back(), 3u);
   router_.ForEachPeer([&](const Router::PeerView& v) {
@@ -1607,6 +1615,9 @@ TEST_F(RouterSettlingPeerTest, ANewBrokerHoldsWhatPeersSendAndItsSnapshotsUntilS
   EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerPresence).size(), 1u)
       << "its snapshot answered with this node's metas on room:1";
   ASSERT_FALSE(peers_.acks["n2"].empty());
+  EXPECT_EQ(peers_.acks["n2"].back(), 1u) << "the interest is done; the broadcast waits for a";
+  Credit("a", 10);
+  Flush();
   EXPECT_EQ(peers_.acks["n2"].back(), 2u);
 }
 

@@ -16,7 +16,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { startCluster, it } = require('./lib/cluster');
 const { connect, join, push, Presence } = require('./lib/phoenix');
-const { scopeFor, waitUntil, withTimeout } = require('./lib/util');
+const { scopeFor, waitUntil, delay } = require('./lib/util');
 const { freePort } = require('./lib/worker');
 
 const HEARTBEAT_MS = 200;
@@ -99,12 +99,16 @@ const from = (c, sender) => c.got.filter((p) => p.from === sender).map((p) => p.
 const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 
 // Publishes n = first..last from each sender, round robin, each push's ok
-// awaited in batches (every send is acked: in every interested outbox).
-async function publishRound(senders, first, last) {
+// awaited in batches of `batch` (every send is acked: in every interested
+// outbox), `pauseMs` between batches.
+async function publishRound(senders, first, last, { batch = 30, pauseMs = 0 } = {}) {
   const pending = [];
   for (let n = first; n <= last; n++) {
     for (const c of senders) pending.push(push(c.channel, 'msg', { from: c.key, n }, { what: `ok of ${c.key} ${n}` }));
-    if (pending.length >= 30) await Promise.all(pending.splice(0));
+    if (pending.length >= batch) {
+      await Promise.all(pending.splice(0));
+      if (pauseMs > 0) await delay(pauseMs);
+    }
   }
   for (const r of await Promise.all(pending)) assert.equal(r.status, 'ok', JSON.stringify(r));
 }
@@ -157,15 +161,23 @@ describe('three nodes, one cluster (static membership, CURVE, loopback)', () => 
     await publishRound([a, b, c], 1, 20);
 
     // Node 2's broker dies; its daemon starts a new one. Meanwhile a and c
-    // go on publishing to each other.
+    // go on publishing (for about half a second: across the restart).
     const killed = c2.kill('broker');
-    const during = publishRound([a, c], 21, 120);
+    const during = publishRound([a, c], 21, 120, { batch: 10, pauseMs: 25 });
     await c2.waitRestarted('broker', await killed, { timeout: 15000 });
     await during;
     for (const [x, y] of [[a, c], [c, a]]) {
       await waitUntil(() => from(x, y.key).length >= 120,
         { timeout: 15000, what: `${x.key} to get 120 from ${y.key} (has ${from(x, y.key).length})` });
       assert.deepEqual(from(x, y.key), range(1, 120), `${x.key} from ${y.key}: whole, once, in order across the kill`);
+    }
+    // And b, on the node whose broker died: what the dead broker had not
+    // handed to b's shard was not acked to a's and c's brokers, who send it
+    // again to the new one; b's shard drops what it already had.
+    for (const y of [a, c]) {
+      await waitUntil(() => from(b, y.key).length >= 120,
+        { timeout: 15000, what: `b@n2 to get 120 from ${y.key} (has ${from(b, y.key).length})` });
+      assert.deepEqual(from(b, y.key), range(1, 120), `b@n2 from ${y.key}: whole, once, in order across its broker's kill`);
     }
     await c2.waitMeshUp({ timeout: 15000 });
     await meshUp([c1, c2, c3]);
