@@ -1488,7 +1488,7 @@ TEST_F(RouterPeerTest, LocalPresenceGoesToThePeersThatWantTheTopic) {
   EXPECT_EQ(snap[0].body, R"({"joins":[],"leaves":[]})");
 }
 
-TEST_F(RouterPeerTest, AFullUplinkKeepsWhatItCouldNotTakeAndAFullOutboxDropsTheOldest) {
+TEST_F(RouterPeerTest, AFullUplinkKeepsWhatItCouldNotTakeAndSendsItLater) {
   Hello("a", 1, {"room:1"});
   PeerWants("n2", {"room:1"});
   Flush();
