@@ -798,6 +798,14 @@ LinkId Router::PeerId(std::string_view name) const {
 
 void Router::AddPeer(const std::string& name) {
   if (peers_.contains(name)) return;
+  if (peers_.empty()) {
+    // Local interest is tracked only while there is a peer to tell (a node
+    // alone pays nothing for it): the first one starts it from the table.
+    local_topics_.clear();
+    interests_.ForEachTopic([this](std::string_view topic, const std::vector<LinkId>& links) {
+      if (!links.empty()) local_topics_.emplace(topic);
+    });
+  }
   auto peer = std::make_unique<Peer>(options_.peer_outbox);
   peer->name = name;
   peer->id = links_.Reserve();
@@ -981,6 +989,7 @@ void Router::PushToPeer(Peer& peer, std::string packed) {
 }
 
 void Router::LocalInterestChanged(std::string_view topic) {
+  if (peers_.empty()) return;  // nobody to tell (AddPeer catches up)
   bool local = false;
   if (const std::vector<LinkId>* links = interests_.Interested(topic)) {
     for (LinkId l : *links) {
@@ -997,7 +1006,6 @@ void Router::LocalInterestChanged(std::string_view topic) {
   } else {
     local_topics_.erase(it);
   }
-  if (peers_.empty()) return;
   mesh::Message m;
   m.type = local ? mesh::Type::kSubscribe : mesh::Type::kUnsubscribe;
   m.topic = topic;

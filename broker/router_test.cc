@@ -1621,5 +1621,23 @@ TEST_F(RouterSettlingPeerTest, ANewBrokerHoldsWhatPeersSendAndItsSnapshotsUntilS
   EXPECT_EQ(peers_.acks["n2"].back(), 2u);
 }
 
+TEST_F(RouterTest, AFirstPeerAddedLaterIsToldTheInterestAlreadyThere) {
+  // A node alone tracks no local interest; its first member gets it whole.
+  PeerRecorder peers;
+  router_.SetPeerSender(&peers);
+  Hello("a", 1, {"room:1", "room:2"});
+  Feed("a", {.type = mesh::Type::kUnsubscribe, .topic = "room:2"});
+  Flush();
+  router_.AddPeer("n2");
+  router_.OnPeerUp("n2", 0);
+  Flush();
+  auto interest = peers.Take("n2", mesh::Type::kPeerInterest);
+  ASSERT_EQ(interest.size(), 1u);
+  EXPECT_EQ(interest[0].body, R"({"topics":["room:1"]})");
+  Feed("a", {.type = mesh::Type::kUnsubscribe, .topic = "room:1"});
+  Flush();
+  EXPECT_EQ(peers.Take("n2", mesh::Type::kUnsubscribe).size(), 1u);
+}
+
 }  // namespace
 }  // namespace sb::broker
