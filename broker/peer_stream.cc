@@ -49,8 +49,9 @@ uint64_t PeerInbox::OnHello(uint64_t stream, bool* new_stream) {
     acked_ = 0;
     open_.clear();
     ack_due_ = false;
+    return 0;
   }
-  return expected_;
+  return acked_ + 1;
 }
 
 PeerInbox::Verdict PeerInbox::OnData(uint64_t seq) {

@@ -87,10 +87,12 @@ class PeerInbox {
  public:
   enum class Verdict { kTake, kDuplicate };
 
-  // A hello on a new connection names the sender's `stream`. Returns the seq
-  // taken next (the welcome's "expected"); 0 for a stream other than the one
-  // held (the sender restarted): the next seq that comes starts it.
-  // `*new_stream` says which.
+  // A hello on a new connection names the sender's `stream`. Returns the
+  // welcome's "expected": the first seq not done yet, from which the sender
+  // resends (what was taken and not done comes again and is dropped as a
+  // duplicate, but stays in the sender's outbox until done: this broker may
+  // die before it is); 0 for a stream other than the one held (the sender
+  // restarted): the next seq that comes starts it. `*new_stream` says which.
   uint64_t OnHello(uint64_t stream, bool* new_stream);
   // One kPeerData. A seq below the expected is a duplicate; above it, the
   // ones between are counted as a gap and this one is taken (not done yet).

@@ -102,7 +102,7 @@ TEST(PeerInboxTest, TakesInOrderDropsDuplicatesAndCountsGaps) {
   EXPECT_EQ(in.TakeAck(), 2u);
   EXPECT_FALSE(in.TakeAck().has_value()) << "once per change";
   EXPECT_EQ(in.open(), 0u);
-  // The same sender on a new connection: it resends from what we expect.
+  // The same sender on a new connection: it resends from the first not done.
   EXPECT_EQ(in.OnHello(7, &fresh), 3u);
   EXPECT_FALSE(fresh);
   EXPECT_EQ(in.OnData(2), PeerInbox::Verdict::kDuplicate);
@@ -144,6 +144,23 @@ TEST(PeerInboxTest, ANewIncarnationStartsTheStreamAnew) {
   in.OnData(1);
   in.Done(9, 1);
   EXPECT_FALSE(in.TakeAck().has_value()) << "the old stream's done is not the new one's";
+}
+
+TEST(PeerInboxTest, AWelcomeAsksAgainForWhatIsTakenButNotDone) {
+  PeerInbox in;
+  bool fresh = false;
+  in.OnHello(7, &fresh);
+  in.OnData(1);
+  in.OnData(2);
+  in.Done(7, 1);
+  // 2 is queued for a shard that has not consumed it: the sender keeps it.
+  EXPECT_EQ(in.OnHello(7, &fresh), 2u);
+  EXPECT_EQ(in.OnData(2), PeerInbox::Verdict::kDuplicate) << "taken already: not twice";
+  EXPECT_EQ(in.OnData(3), PeerInbox::Verdict::kTake);
+  in.Done(7, 2);
+  in.Done(7, 3);
+  EXPECT_EQ(in.TakeAck(), 3u);
+  EXPECT_EQ(in.OnHello(7, &fresh), 4u);
 }
 
 // Sender and receiver end to end, across a reconnect that loses what was

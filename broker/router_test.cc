@@ -1543,7 +1543,11 @@ TEST_F(RouterPeerTest, AGapIsTakenAndCountedAndANewStreamStartsAnew) {
            {.type = mesh::Type::kDeliver, .seq = 3, .origin = 99, .topic = "room:1", .body = "m6"});
   Flush();
   EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 1u) << "seq 1 of the new stream";
-  // The same stream again (a reconnect): what it expects next.
+  // The same stream again (a reconnect): the first seq not done — 1, which
+  // a has not consumed yet: n2 keeps it until it is.
+  EXPECT_EQ(router_.OnPeerHello("n2", 2000, now_us_), 1u);
+  Credit("a", 10);
+  Flush();
   EXPECT_EQ(router_.OnPeerHello("n2", 2000, now_us_), 2u);
 }
 
