@@ -6,7 +6,9 @@
 // arrive whole, once and in order everywhere; presence tracked on each node
 // is seen by joiners on every node — and a node's broker killed with
 // SIGKILL (its daemon restarts it) leaves the other nodes' deliveries going
-// and every node converging again.
+// and every node converging again; a node lost whole leaves in one diff
+// within 3 heartbeats; a node cut off (its broker stopped) and back loses
+// and doubles nothing.
 
 const { describe } = require('node:test');
 const assert = require('node:assert/strict');
@@ -220,5 +222,35 @@ describe('three nodes, one cluster (static membership, CURVE, loopback)', () => 
     await publishRound([a, b], 1, 10);
     await waitUntil(() => from(b, 'a@n1').length === 10, { what: 'b to get 10 from a' });
     await waitUntil(() => from(a, 'b@n2').length === 10, { what: 'a to get 10 from b' });
+  });
+
+  it('a node cut off and back (its broker stopped): presence leaves and returns once, nothing lost or doubled', { timeout: 120000 }, async (t) => {
+    const s = scopeFor(t);
+    const { clients: [a, b, c], clusters: [, , c3] } = await onePerNode(s);
+    const joinsOfC = { a: 0, b: 0 };
+    a.channel.on('presence_diff', (d) => { if (d.joins && d.joins['c@n3']) joinsOfC.a += 1; });
+    b.channel.on('presence_diff', (d) => { if (d.joins && d.joins['c@n3']) joinsOfC.b += 1; });
+    // Node 3's broker stops (SIGSTOP): to the others it is a partition.
+    await c3.pause('broker');
+    for (const x of [a, b]) await x.waitKeys(['a@n1', 'b@n2'], 3 * HEARTBEAT_MS + 2000);
+    // Meanwhile a and b go on; what is for c waits in their outboxes.
+    await publishRound([a, b], 1, 60);
+    await c3.resume('broker');
+    // Healed: c's presence is back once on each node, and c gets everything.
+    for (const x of [a, b]) await x.waitKeys(['a@n1', 'b@n2', 'c@n3'], 15000);
+    for (const y of [a, b]) {
+      await waitUntil(() => from(c, y.key).length >= 60,
+        { timeout: 15000, what: `c@n3 to get 60 from ${y.key} (has ${from(c, y.key).length})` });
+      assert.deepEqual(from(c, y.key), range(1, 60), `c@n3 from ${y.key}: whole, once, in order across the partition`);
+    }
+    assert.deepEqual(from(a, 'b@n2'), range(1, 60));
+    assert.deepEqual(from(b, 'a@n1'), range(1, 60));
+    // And c's own broadcasts reach the others again.
+    await publishRound([c], 1, 10);
+    for (const x of [a, b]) {
+      await waitUntil(() => from(x, 'c@n3').length >= 10, { what: `${x.key} to get 10 from c@n3` });
+      assert.deepEqual(from(x, 'c@n3'), range(1, 10));
+    }
+    assert.deepEqual(joinsOfC, { a: 1, b: 1 }, 'c joined again once on each node, not twice');
   });
 });
