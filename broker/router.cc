@@ -328,7 +328,12 @@ void Router::ReleaseHeld(int64_t now_us) {
   std::vector<HeldPeerData> from_peers;
   from_peers.swap(held_peer_);
   for (const HeldPeerData& d : from_peers) {
-    if (Peer* peer = FindPeer(d.peer)) HandlePeerData(*peer, d.seq, d.packed, now_us);
+    // A peer whose broker restarted meanwhile numbers anew: what its old
+    // process sent is not of the stream now held (and that process is gone).
+    Peer* peer = FindPeer(d.peer);
+    if (peer != nullptr && peer->in.stream() == d.stream) {
+      HandlePeerData(*peer, d.seq, d.packed, now_us);
+    }
   }
   // Settled: every live shard has said hello. Route what waited, in the
   // order it came; a shard that died meanwhile has nobody to ack.
@@ -878,7 +883,7 @@ void Router::OnPeerData(const std::string& name, uint64_t seq, std::string_view 
   }
   if (Settling(now_us) || !held_peer_.empty()) {
     // A new broker: the shards that have not said hello yet would miss it.
-    held_peer_.push_back(HeldPeerData{name, seq, std::string(packed)});
+    held_peer_.push_back(HeldPeerData{name, peer->in.stream(), seq, std::string(packed)});
     return;
   }
   HandlePeerData(*peer, seq, packed, now_us);

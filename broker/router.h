@@ -421,6 +421,7 @@ class Router {
   // kPeerData that came while settling, handled once settled.
   struct HeldPeerData {
     std::string peer;
+    uint64_t stream;  // the peer's stream when it came: one started anew since drops it
     uint64_t seq;
     std::string packed;
   };

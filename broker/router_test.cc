@@ -1625,6 +1625,21 @@ TEST_F(RouterSettlingPeerTest, ANewBrokerHoldsWhatPeersSendAndItsSnapshotsUntilS
   EXPECT_EQ(peers_.acks["n2"].back(), 2u);
 }
 
+TEST_F(RouterSettlingPeerTest, WhatAPeerSentBeforeItRestartedIsNotTakenIntoItsNewStream) {
+  Hello("a", 1, {"room:1"});
+  Flush();
+  PeerDelivers("n2", 99, 1, "room:1", "old");  // stream 1000's seq 1, held
+  EXPECT_EQ(router_.OnPeerHello("n2", 2000, now_us_), 0u);
+  FromPeer(
+      "n2", 1,
+      {.type = mesh::Type::kDeliver, .seq = 1, .origin = 77, .topic = "room:1", .body = "new"});
+  Advance(600'000, {"a"});
+  Flush();
+  auto got = rec_.Take("a", mesh::Type::kDeliver);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].body, "new");
+}
+
 TEST_F(RouterTest, AFirstPeerAddedLaterIsToldTheInterestAlreadyThere) {
   // A node alone tracks no local interest; its first member gets it whole.
   PeerRecorder peers;
