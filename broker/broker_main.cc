@@ -84,6 +84,14 @@ int main(int argc, char** argv) {
                  "bound on all history held, bytes; the oldest messages of any topic go first")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--peer-outbox-messages", opt.peer_outbox.max_messages,
+                 "per member node: messages kept until it acks them (the oldest go past it)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--peer-outbox-bytes", opt.peer_outbox.max_bytes,
+                 "per member node: bytes kept until it acks them (the oldest go past it)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   sb::broker::MembershipFlags membership_flags;
   sb::broker::AddMembershipFlags(app, &membership_flags);
   sb::broker::PeerFlags peer;
@@ -190,6 +198,14 @@ int main(int argc, char** argv) {
     po.cluster = membership_flags.cluster;
     po.incarnation = incarnation;
     po.links = link_options;
+    sb::broker::MeshServer* mesh = server.value().get();
+    po.on_hello = [mesh](const std::string& node, uint64_t stream) {
+      return mesh->OnPeerHello(node, stream);
+    };
+    po.on_data = [mesh](const std::string& node, uint64_t seq, std::string_view packed) {
+      mesh->OnPeerData(node, seq, packed);
+    };
+    po.on_inbound_down = [mesh](const std::string& node) { mesh->OnPeerInboundDown(node); };
     auto ps = sb::broker::PeerServer::Create(loop->get(), std::move(po));
     if (!ps.ok()) {
       sb::PrintFatal(kProgram, "serve peers", ps.status().message());
@@ -198,16 +214,29 @@ int main(int argc, char** argv) {
     peer_server = std::move(ps).value();
   }
   std::unique_ptr<sb::broker::PeerUplinks> uplinks;
+  sb::broker::MeshServer* mesh = server.value().get();
   if (!membership_flags.node.empty()) {
-    uplinks = sb::broker::PeerUplinks::Create(loop->get(), {.node = membership_flags.node,
-                                                            .cluster = membership_flags.cluster,
-                                                            .incarnation = incarnation,
-                                                            .keys = keys,
-                                                            .insecure = peer.insecure,
-                                                            .links = link_options});
+    // The broker's epoch names its stream to the others: a restart is a new
+    // stream, numbered from 1 again.
+    uplinks = sb::broker::PeerUplinks::Create(
+        loop->get(),
+        {.node = membership_flags.node,
+         .cluster = membership_flags.cluster,
+         .incarnation = incarnation,
+         .keys = keys,
+         .insecure = peer.insecure,
+         .links = link_options,
+         .stream = opt.epoch,
+         .on_up = [mesh](const std::string& p, uint64_t expected) { mesh->OnPeerUp(p, expected); },
+         .on_down = [mesh](const std::string& p) { mesh->OnPeerDown(p); },
+         .on_ack = [mesh](const std::string& p, uint64_t seq) { mesh->OnPeerAck(p, seq); }});
   }
-  // The members known now, then every change: admission and links follow them.
-  auto apply = [&peer_server, &uplinks](std::span<const sb::broker::MemberEvent> events) {
+  mesh->SetPeerLinks(uplinks.get(), peer_server.get());
+  // The members known now, then every change: the router's peers, admission
+  // and links follow them (the router first: a link's hooks name a peer it
+  // knows).
+  auto apply = [mesh, &peer_server, &uplinks](std::span<const sb::broker::MemberEvent> events) {
+    mesh->ApplyMembers(events);
     if (peer_server) peer_server->ApplyMembers(events);
     if (uplinks) uplinks->ApplyMembers(events);
   };

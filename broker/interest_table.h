@@ -57,6 +57,12 @@ class InterestTable {
   // allowed). Topics it keeps keep their place in subscription order.
   Replaced ReplaceShard(LinkId link, const std::vector<std::string>& topics);
 
+  // Calls fn(topic, links) for every topic, in no particular order.
+  template <typename F>
+  void ForEachTopic(F&& fn) const {
+    for (const auto& [topic, links] : topics_) fn(std::string_view(topic), links);
+  }
+
   size_t topics() const { return topics_.size(); }
   size_t subscriptions() const { return subscriptions_; }
   size_t links() const { return by_link_.size(); }

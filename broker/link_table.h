@@ -38,6 +38,10 @@ class LinkTable {
   // state in every other table. False, changing nothing, if `id` is not
   // attached or `routing_id` belongs to another link.
   bool Rebind(LinkId id, std::string_view routing_id);
+  // An id that no routing id will ever have, for a link that is not a
+  // connection on this socket (a peer node: its messages travel on the peer
+  // links). Never attached, so RoutingId(id) is nullptr.
+  LinkId Reserve() { return next_id_++; }
   // Forgets the link. False if it was not attached.
   bool Detach(LinkId id);
 

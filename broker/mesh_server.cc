@@ -11,6 +11,9 @@
 #include <optional>
 
 #include "broker/ipc_endpoint.h"
+#include "broker/membership.h"
+#include "broker/peer_server.h"
+#include "broker/peer_uplinks.h"
 #include "common/metric_families.h"
 #include "common/metric_names.h"
 #include "common/mono_time.h"
@@ -204,6 +207,43 @@ class MeshServer::Collector : public prometheus::Collectable {
                   "History topics no --history rule of the broker names (kept by the default)",
                   static_cast<double>(hc.unconfigured_topics));
     }
+    {
+      // Routing between nodes, per member (label `peer`).
+      const std::string peer(m::kLabelPeer);
+      MetricFamily& q =
+          out.Family(m::kBrokerPeerQueueMessages,
+                     "Messages in the member's outbox: sent or not, unacked", MetricType::Gauge);
+      MetricFamily& qb =
+          out.Family(m::kBrokerPeerQueueBytes, "Bytes in the member's outbox: sent or not, unacked",
+                     MetricType::Gauge);
+      MetricFamily& routed =
+          out.Family(m::kBrokerPeerRoutedTotal,
+                     "Node-to-node messages handed to the member's uplink (out, resends "
+                     "included) and taken from the member (in, duplicates excluded)",
+                     MetricType::Counter);
+      MetricFamily& dropped = out.Family(
+          m::kBrokerPeerDroppedTotal,
+          "Node-to-node messages lost or refused, by reason: outbox_full (the oldest, dropped "
+          "from the outbox to the member), duplicate (from the member, already taken), gap "
+          "(seqs the member skipped: dropped from its outbox)",
+          MetricType::Counter);
+      MetricFamily& interest =
+          out.Family(m::kBrokerPeerInterestTopics,
+                     "Topics the member's shards subscribe, as it said", MetricType::Gauge);
+      const std::string dir(m::kLabelDirection), reason(m::kLabelReason);
+      r.ForEachPeer([&](const Router::PeerView& v) {
+        out.Add(q, {{peer, v.name}}, static_cast<double>(v.out.messages()));
+        out.Add(qb, {{peer, v.name}}, static_cast<double>(v.out.bytes()));
+        out.Add(routed, {{peer, v.name}, {dir, "out"}}, static_cast<double>(v.routed_out));
+        out.Add(routed, {{peer, v.name}, {dir, "in"}}, static_cast<double>(v.routed_in));
+        out.Add(dropped, {{peer, v.name}, {reason, "outbox_full"}},
+                static_cast<double>(v.out.dropped()));
+        out.Add(dropped, {{peer, v.name}, {reason, "duplicate"}},
+                static_cast<double>(v.in.duplicates()));
+        out.Add(dropped, {{peer, v.name}, {reason, "gap"}}, static_cast<double>(v.in.gaps()));
+        out.Add(interest, {{peer, v.name}}, static_cast<double>(v.interest_topics));
+      });
+    }
     out.Gauge(m::kEventLoopLagSeconds, "How late the event loop ran its last due timer",
               static_cast<double>(s_->loop_lag_ns_) / 1e9);
     return std::move(out).Take();
@@ -255,6 +295,7 @@ MeshServer::MeshServer(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, Route
 
 MeshServer::~MeshServer() {
   if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
+  if (peer_retry_timer_ != 0) loop_->Cancel(peer_retry_timer_);
   loop_->SetBeforeSleep(nullptr);
 }
 
@@ -301,6 +342,12 @@ void MeshServer::Flush() {
     std::lock_guard<std::mutex> lock(mu_);
     turn_delays_us_.clear();
     router_.Flush(MonoNowUs(), &turn_delays_us_);
+    if (peer_retry_timer_ == 0 && router_.PeerBacklog()) {
+      peer_retry_timer_ = loop_->AddTimer(std::chrono::milliseconds(2), [this] {
+        peer_retry_timer_ = 0;
+        Flush();
+      });
+    }
     for (int64_t us : turn_delays_us_) {
       double s = static_cast<double>(us) / 1e6;
       auto it = std::lower_bound(m::kQueueDelayBuckets.begin(), m::kQueueDelayBuckets.end(), s);
@@ -310,6 +357,66 @@ void MeshServer::Flush() {
     }
   }
   socket_->CheckReadable();
+}
+
+void MeshServer::SetPeerLinks(PeerUplinks* uplinks, PeerServer* server) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uplinks_ = uplinks;
+  peer_server_ = server;
+  router_.SetPeerSender(this);
+}
+
+void MeshServer::ApplyMembers(std::span<const MemberEvent> events) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const MemberEvent& e : events) {
+    // A changed member keeps its place: its new broker's hello names a new
+    // stream, and its snapshots replace what it had.
+    if (e.kind == MemberEventKind::kLeft) {
+      router_.RemovePeer(e.member.name, MonoNowUs());
+    } else {
+      router_.AddPeer(e.member.name);
+    }
+  }
+}
+
+void MeshServer::OnPeerUp(const std::string& peer, uint64_t expected) {
+  std::lock_guard<std::mutex> lock(mu_);
+  router_.OnPeerUp(peer, expected);
+}
+
+void MeshServer::OnPeerDown(const std::string& peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  router_.OnPeerDown(peer);
+}
+
+void MeshServer::OnPeerAck(const std::string& peer, uint64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  router_.OnPeerAck(peer, seq);
+}
+
+uint64_t MeshServer::OnPeerHello(const std::string& peer, uint64_t stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return router_.OnPeerHello(peer, stream, MonoNowUs());
+}
+
+void MeshServer::OnPeerData(const std::string& peer, uint64_t seq, std::string_view packed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  router_.OnPeerData(peer, seq, packed, MonoNowUs());
+}
+
+void MeshServer::OnPeerInboundDown(const std::string& peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  router_.OnPeerInboundDown(peer, MonoNowUs());
+}
+
+// Called from Router::Flush, under mu_; the links take their own locks (the
+// loop thread holds mu_ first only here, and scrapes hold one lock at a time).
+bool MeshServer::SendPeerData(const std::string& peer, uint64_t seq, std::string_view packed) {
+  return uplinks_ != nullptr && uplinks_->SendData(peer, seq, packed);
+}
+
+void MeshServer::SendPeerAck(const std::string& peer, uint64_t seq) {
+  if (peer_server_ != nullptr) peer_server_->SendAck(peer, seq);
 }
 
 }  // namespace sb::broker

@@ -39,11 +39,12 @@ class PeerServer::Collector : public prometheus::Collectable {
     prometheus::MetricFamily& f = out.Family(
         m::kBrokerPeerMessagesTotal,
         "Messages read on the peer socket, by result (hello: a link's hello welcomed; heartbeat: "
-        "answered; refused: a hello from the wrong node or cluster; unhandled: dropped)",
+        "answered; data: routed; refused: a hello from the wrong node or cluster; unhandled: "
+        "dropped)",
         prometheus::MetricType::Counter);
     for (const auto& [result, n] :
          {std::pair{m::kResultHello, s_->hellos_}, std::pair{m::kResultHeartbeat, s_->heartbeats_},
-          std::pair{m::kResultRefused, s_->refused_},
+          std::pair{m::kResultData, s_->data_}, std::pair{m::kResultRefused, s_->refused_},
           std::pair{m::kResultUnhandled, s_->unhandled_}}) {
       out.Add(f, {{std::string(m::kLabelResult), std::string(result)}}, static_cast<double>(n));
     }
@@ -250,8 +251,12 @@ void PeerServer::OnMessage(std::span<const std::string_view> frames) {
       }
       ++hellos_;
       spdlog::info("peer {}: inbound link up (incarnation {})", hello->node, hello->incarnation);
-      const std::string body = mesh::EncodePeerIntro(
-          {.node = options_.node, .cluster = "", .incarnation = options_.incarnation()});
+      const uint64_t expected =
+          options_.on_hello ? options_.on_hello(hello->node, hello->stream) : 0;
+      const std::string body = mesh::EncodePeerIntro({.node = options_.node,
+                                                      .cluster = "",
+                                                      .incarnation = options_.incarnation(),
+                                                      .expected = expected});
       (void)Reply(routing_id, {.type = mesh::Type::kPeerWelcome, .body = body});
       return;
     }
@@ -266,11 +271,33 @@ void PeerServer::OnMessage(std::span<const std::string_view> frames) {
       (void)Reply(routing_id, {.type = mesh::Type::kPeerHeartbeat, .echo = msg.stamp});
       return;
     }
+    case mesh::Type::kPeerData: {
+      const InboundLinks::Link* link = inbound_.OnHeard(routing_id, now);
+      if (link == nullptr || !options_.on_data) {
+        // Not welcomed (what an uplink queued before its new connection's
+        // hello): its sender sends it again from what our welcome says.
+        ++unhandled_;
+        return;
+      }
+      ++data_;
+      options_.on_data(link->node, msg.seq, msg.body);
+      return;
+    }
     default:
       // Anything from a welcomed link is a sign of life.
       (void)inbound_.OnHeard(routing_id, now);
       ++unhandled_;
       return;
+  }
+}
+
+void PeerServer::SendAck(const std::string& node, uint64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [routing_id, link] : inbound_.links()) {
+    if (link.node == node) {
+      (void)Reply(routing_id, {.type = mesh::Type::kPeerAck, .seq = seq});
+      return;
+    }
   }
 }
 
@@ -288,6 +315,7 @@ void PeerServer::Tick() {
     std::lock_guard<std::mutex> lock(mu_);
     for (const InboundLinks::Link& l : inbound_.Tick(MonoNowNs())) {
       spdlog::info("peer {}: inbound link down ({})", l.node, SilenceReason(options_.links.misses));
+      if (options_.on_inbound_down) options_.on_inbound_down(l.node);
     }
   }
   // A fifth of an interval: a silent link is seen within 3 intervals and that.

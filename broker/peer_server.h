@@ -9,8 +9,9 @@
 // (docs/PROTOCOL.md, Peer links): a hello is welcomed only if it names the
 // member the connection's key was admitted for (libzmq's "User-Id"),
 // heartbeats are answered at once, each inbound link's liveness is tracked
-// (broker/peer_links decides); what else arrives is dropped and counted
-// (routing between nodes comes later); the connections open (a socket
+// (broker/peer_links decides); a welcomed link's kPeerData is handed to the
+// router (options' hooks) and the router's acks go back on that link; what
+// else arrives is dropped and counted; the connections open (a socket
 // monitor); and its metrics, a Prometheus collectable read at scrape time
 // under a mutex the loop holds while it works. Does not: decide whether
 // the endpoint may be bound without CURVE (broker/peer_endpoint), dial
@@ -60,6 +61,14 @@ struct PeerServerOptions {
   std::string cluster = "default";
   std::function<std::string()> incarnation = [] { return std::string("static"); };
   PeerLinkOptions links;
+  // Routing (broker/mesh_server), called on the loop thread; each may be
+  // empty. A welcomed hello names the member's stream: on_hello returns the
+  // seq this broker takes next on it (the welcome's "expected"). Each
+  // kPeerData from a welcomed link goes to on_data; a link in that falls
+  // silent is reported by on_inbound_down.
+  std::function<uint64_t(const std::string& node, uint64_t stream)> on_hello;
+  std::function<void(const std::string& node, uint64_t seq, std::string_view packed)> on_data;
+  std::function<void(const std::string& node)> on_inbound_down;
 };
 
 // The peer flags as given on the command line.
@@ -94,6 +103,8 @@ class PeerServer {
   // one's replaced, a left one's no longer (unless a --peer-key names it)
   // and its inbound link forgotten.
   void ApplyMembers(std::span<const MemberEvent> events);
+  // A kPeerAck on the member's link in, if it has one.
+  void SendAck(const std::string& node, uint64_t seq);
   std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
 
  private:
@@ -115,7 +126,7 @@ class PeerServer {
   ZapPolicy policy_;
   std::map<std::string, std::string, std::less<>> member_keys_;  // member → Z85 key
   InboundLinks inbound_;
-  uint64_t hellos_ = 0, heartbeats_ = 0, refused_ = 0, unhandled_ = 0;
+  uint64_t hellos_ = 0, heartbeats_ = 0, refused_ = 0, unhandled_ = 0, data_ = 0;
   EventLoop::TimerId tick_timer_ = 0;
   // The socket monitor's counts: open = succeeded + failed - disconnected.
   int64_t handshakes_ = 0, disconnects_ = 0;

@@ -17,8 +17,12 @@ namespace sb::broker {
 namespace m = sb::metrics;
 
 namespace {
-// Messages read per wake-up on one uplink: welcomes and heartbeats only.
+// Messages read per wake-up on one uplink: welcomes, heartbeats and acks.
 constexpr int kReadBatch = 64;
+// Messages libzmq queues for one uplink before a send would block: then
+// SendData says no, and the router keeps the rest in the member's outbox
+// (bounded, counted) until the connection drains — never a silent drop.
+constexpr int kUplinkSendHwm = 1000;
 }  // namespace
 
 class PeerUplinks::Collector : public prometheus::Collectable {
@@ -105,7 +109,8 @@ void PeerUplinks::Do(const std::vector<PeerLinks::Action>& actions) {
       case Kind::kSendHello: {
         const std::string body = mesh::EncodePeerIntro({.node = options_.node,
                                                         .cluster = options_.cluster,
-                                                        .incarnation = options_.incarnation()});
+                                                        .incarnation = options_.incarnation(),
+                                                        .stream = options_.stream});
         (void)Send(a.peer, {.type = mesh::Type::kPeerHello, .body = body});
         break;
       }
@@ -119,6 +124,7 @@ void PeerUplinks::Do(const std::vector<PeerLinks::Action>& actions) {
       case Kind::kDown:
         ++downs_[a.peer];
         spdlog::warn("peer {}: down ({})", a.peer, a.reason);
+        if (options_.on_down) options_.on_down(a.peer);
         break;
     }
   }
@@ -130,6 +136,7 @@ void PeerUplinks::Connect(const Member& member) {
   // socket sees the new one say hello.
   sockets_.erase(name);
   ZmqSocket::Options zo{.kind = ZmqSocket::Kind::kDealer,
+                        .send_hwm = kUplinkSendHwm,
                         .recv_hwm = mesh::kRecvHighWaterMark,
                         .max_frame_bytes = static_cast<int64_t>(mesh::kMaxFrameBytes)};
   if (options_.keys) {
@@ -158,6 +165,13 @@ void PeerUplinks::Connect(const Member& member) {
     return;
   }
   sockets_[name] = std::move(socket).value();
+}
+
+bool PeerUplinks::SendData(const std::string& peer, uint64_t seq, std::string_view packed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = links_.links().find(peer);
+  if (it == links_.links().end() || it->second.state != PeerLinks::State::kUp) return false;
+  return Send(peer, {.type = mesh::Type::kPeerData, .seq = seq, .body = packed});
 }
 
 bool PeerUplinks::Send(const std::string& peer, const mesh::Message& msg) {
@@ -197,9 +211,19 @@ void PeerUplinks::OnMessage(const std::string& peer, std::span<const std::string
   switch (msg.type) {
     case mesh::Type::kPeerWelcome: {
       Result<mesh::PeerIntro> welcome = mesh::DecodePeerIntro(msg.body);
-      if (welcome.ok()) Do(links_.OnWelcome(peer, *welcome, now));
+      if (!welcome.ok()) return;
+      const std::vector<PeerLinks::Action> actions = links_.OnWelcome(peer, *welcome, now);
+      Do(actions);
+      for (const PeerLinks::Action& a : actions) {
+        if (a.kind == PeerLinks::Action::Kind::kUp && options_.on_up) {
+          options_.on_up(peer, welcome->expected);
+        }
+      }
       return;
     }
+    case mesh::Type::kPeerAck:
+      if (options_.on_ack) options_.on_ack(peer, msg.seq);
+      return;
     case mesh::Type::kPeerHeartbeat:
       links_.OnHeartbeat(peer, msg.echo, now);
       return;

@@ -17,7 +17,8 @@
 // membership feed: each member's DEALER lives in a ZeroMQ context of its
 // own (common/zmq_socket), and a node dials out whether or not it binds a
 // peer socket. Does not: decide anything (broker/peer_links) or route
-// messages (a later layer will send on the links that are up). Runs on the
+// messages: broker/mesh_server's router decides what goes on a link that is
+// up (SendData), and hears of links going up and down and of acks. Runs on the
 // broker's loop thread (scrapes on civetweb's).
 #pragma once
 
@@ -53,6 +54,14 @@ struct PeerUplinksOptions {
   std::optional<curve::Keypair> keys;
   bool insecure = false;  // plain text to a non-loopback member allowed
   PeerLinkOptions links;
+  // Routing (broker/mesh_server): this broker's stream id, said in each
+  // hello; and what the links tell the router — up (with the seq the member
+  // takes next, from its welcome), down, and the member's acks. Called on
+  // the loop thread; each may be empty.
+  uint64_t stream = 0;
+  std::function<void(const std::string& peer, uint64_t expected)> on_up;
+  std::function<void(const std::string& peer)> on_down;
+  std::function<void(const std::string& peer, uint64_t seq)> on_ack;
 };
 
 class PeerUplinks {
@@ -71,6 +80,11 @@ class PeerUplinks {
   // The membership changed. A member the rule above refuses is logged and
   // not linked.
   void ApplyMembers(std::span<const MemberEvent> events);
+
+  // One kPeerData on the member's uplink, if it is up. False if not handed
+  // over: not up, or the socket at its high-water mark (the caller keeps the
+  // message and tries again later; nothing is dropped here).
+  bool SendData(const std::string& peer, uint64_t seq, std::string_view packed);
 
   std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
 

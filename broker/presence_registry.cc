@@ -257,6 +257,24 @@ Result<std::vector<TopicDiff>> PresenceRegistry::ReplaceShard(
   return out;
 }
 
+Result<std::optional<std::string>> PresenceRegistry::ReplaceTopic(
+    LinkId link, std::string_view topic, const std::vector<PresenceMeta>& metas) {
+  if (Status s = ValidateJoins(metas); !s.ok()) return s;
+  std::vector<const PresenceMeta*> joins;
+  joins.reserve(metas.size());
+  std::set<std::pair<std::string_view, std::string_view>> present;
+  for (const PresenceMeta& m : metas) {
+    joins.push_back(&m);
+    present.emplace(m.key, m.phx_ref);
+  }
+  // Leaves as views into `gone`, a copy: Apply erases the stored originals.
+  const std::vector<std::pair<std::string, std::string>> gone = KeyRefs(link, topic, present);
+  std::vector<Leave> leaves;
+  leaves.reserve(gone.size());
+  for (const auto& [key, ref] : gone) leaves.push_back({key, ref});
+  return Apply(link, topic, std::move(joins), leaves);
+}
+
 std::string PresenceRegistry::StateJson(std::string_view topic, LinkId except) const {
   Groups state;
   if (auto t = topics_.find(topic); t != topics_.end()) {

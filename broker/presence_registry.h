@@ -78,6 +78,29 @@ class PresenceRegistry {
   // invalid.
   Result<std::vector<TopicDiff>> ReplaceShard(LinkId link, const std::vector<TopicPresence>& state);
 
+  // Resync of one topic: what `link` tracks on `topic` becomes exactly
+  // `metas` (its other topics unchanged). Returns the diff of what changed,
+  // nullopt if nothing did; Refused, changing nothing, if a meta is invalid.
+  // A peer node's per-topic snapshot (docs/CLUSTER.md) arrives this way.
+  Result<std::optional<std::string>> ReplaceTopic(LinkId link, std::string_view topic,
+                                                  const std::vector<PresenceMeta>& metas);
+
+  // Every meta on `topic` of the links `include` accepts, link by link in
+  // order of each link's first meta, each link's in join order.
+  template <typename Pred>
+  std::vector<PresenceMeta> Metas(std::string_view topic, Pred include) const {
+    std::vector<PresenceMeta> out;
+    auto t = topics_.find(topic);
+    if (t == topics_.end()) return out;
+    for (const auto& [l, keys] : t->second.links) {
+      if (!include(l)) continue;
+      for (const auto& [key, metas] : keys) {
+        for (const Meta& m : metas) out.push_back({key, m.phx_ref, m.json});
+      }
+    }
+    return out;
+  }
+
   // presence_state of `topic` across links, without the metas of `except`
   // (kNoLink: all), "{}" if none. A key's metas are grouped, link by link in
   // order of each link's first meta on the topic, each link's in join order;

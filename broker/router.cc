@@ -109,6 +109,7 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
       return;
     case mesh::Type::kSubscribe:
       interests_.Subscribe(id, msg.topic);
+      LocalInterestChanged(msg.topic);
       // Even when already subscribed: the shard asked because it has no
       // picture of the topic's presence elsewhere, and a snapshot is harmless.
       // While settling, the picture is incomplete: all snapshots go at the end.
@@ -119,6 +120,7 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
       return SendSnapshot(id, *link, msg.topic, now_us);
     case mesh::Type::kUnsubscribe:
       interests_.Unsubscribe(id, msg.topic);
+      LocalInterestChanged(msg.topic);
       return;
     case mesh::Type::kPublish:
       return OnPublish(id, *link, msg, now_us);
@@ -143,6 +145,10 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     case mesh::Type::kPeerHello:
     case mesh::Type::kPeerWelcome:
     case mesh::Type::kPeerHeartbeat:
+    case mesh::Type::kPeerData:
+    case mesh::Type::kPeerAck:
+    case mesh::Type::kPeerInterest:
+    case mesh::Type::kPeerPresence:
       // What only a broker sends (the peer types only to another broker).
       ++counters_.refused[Index(Refused::kBadFrame)];
       return;
@@ -235,9 +241,14 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   link->outbox = hello->outbox != 0 ? hello->outbox : kOutboxOfAnOlderShard;
   liveness_.OnHeard(id, now_us / 1000);
 
-  interests_.ReplaceShard(id, hello->topics);
+  InterestTable::Replaced replaced = interests_.ReplaceShard(id, hello->topics);
+  for (const std::string& t : replaced.added) LocalInterestChanged(t);
+  for (const std::string& t : replaced.removed) LocalInterestChanged(t);
   Result<std::vector<TopicDiff>> diffs = presence_.ReplaceShard(id, state);
   if (!diffs.ok()) ++counters_.refused[Index(Refused::kBadPresence)];
+  if (diffs.ok()) {
+    for (const TopicDiff& d : diffs.value()) LocalPresenceChanged(d.topic);
+  }
 
   mesh::Message welcome = Control(mesh::Type::kWelcome);
   welcome.epoch = options_.epoch;
@@ -311,7 +322,19 @@ void Router::OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t 
 }
 
 void Router::ReleaseHeld(int64_t now_us) {
-  if ((held_.empty() && held_fetches_.empty()) || Settling(now_us)) return;
+  if ((held_.empty() && held_fetches_.empty() && held_peer_.empty()) || Settling(now_us)) return;
+  // What came from other nodes meanwhile first: it was acked to its sender
+  // only once handled, and the shards have all said hello now.
+  std::vector<HeldPeerData> from_peers;
+  from_peers.swap(held_peer_);
+  for (const HeldPeerData& d : from_peers) {
+    // A peer whose broker restarted meanwhile numbers anew: what its old
+    // process sent is not of the stream now held (and that process is gone).
+    Peer* peer = FindPeer(d.peer);
+    if (peer != nullptr && peer->in.stream() == d.stream) {
+      HandlePeerData(*peer, d.seq, d.packed, now_us);
+    }
+  }
   // Settled: every live shard has said hello. Route what waited, in the
   // order it came; a shard that died meanwhile has nobody to ack.
   std::vector<Held> held;
@@ -362,6 +385,23 @@ void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t 
   std::vector<LinkId>& to = recipients_;
   to.clear();
   if (who != To::kNobody) interests_.Route(who == To::kAll ? kNoLink : id, topic, &to);
+  if (!peers_.empty() && !to.empty()) {
+    // Each interested peer node gets it once, in its outbox now: the
+    // publisher's ack does not wait for the other node. A sequenced one
+    // stays on this node (who sequences a topic across nodes is not
+    // decided yet: docs/CLUSTER.md).
+    std::string packed;
+    auto is_peer = [&](LinkId r) {
+      Peer* peer = FindPeer(r);
+      if (peer == nullptr) return false;
+      if (!sequenced) {
+        if (packed.empty()) packed = mesh::Pack(deliver);
+        PushToPeer(*peer, packed);
+      }
+      return true;
+    };
+    to.erase(std::remove_if(to.begin(), to.end(), is_peer), to.end());
+  }
   if (sequenced && std::find(to.begin(), to.end(), id) == to.end()) to.push_back(id);
   pending.remaining = static_cast<uint32_t>(to.size());
   if (to.empty()) {
@@ -398,7 +438,17 @@ void Router::OnPresence(LinkId id, const mesh::Message& msg, int64_t now_us) {
     ++counters_.refused[Index(Refused::kBadPresence)];
     return;
   }
-  if (diff.value()) SendDiff(id, msg.topic, *diff.value(), now_us);
+  if (!diff.value()) return;
+  SendDiff(id, msg.topic, *diff.value(), now_us);
+  // The change itself goes to the peers that want the topic: each applies
+  // it to this node's metas as it would a shard's.
+  if (peers_.empty()) return;
+  std::string packed;
+  for (auto& [name, peer] : peers_) {
+    if (!interests_.IsSubscribed(peer->id, msg.topic)) continue;
+    if (packed.empty()) packed = mesh::Pack(msg);
+    PushToPeer(*peer, packed);
+  }
 }
 
 void Router::OnFetch(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us) {
@@ -544,7 +594,12 @@ void Router::Settle(uint64_t tag) {
   auto it = pending_.find(tag);
   if (it == pending_.end()) return;  // its origin is gone
   if (it->second.remaining > 0 && --it->second.remaining == 0) {
-    if (Link* origin = Find(it->second.origin)) origin->ack_due = true;
+    if (Link* origin = Find(it->second.origin)) {
+      origin->ack_due = true;
+    } else if (Peer* peer = FindPeer(it->second.origin)) {
+      peer->in.Done(it->second.stream, it->second.seq);
+      pending_.erase(it);
+    }
   }
 }
 
@@ -557,7 +612,7 @@ void Router::RemoveLink(LinkId id, int64_t now_us, DropReason reason) {
   members_dirty_ = true;
   links_.Detach(id);
   liveness_.Remove(id);
-  interests_.RemoveShard(id);
+  for (const std::string& t : interests_.RemoveShard(id)) LocalInterestChanged(t);
 
   std::vector<QueuedMessage> queued = link->queue.Close();
   // In flight: sent, but never credited, so perhaps never delivered.
@@ -569,7 +624,9 @@ void Router::RemoveLink(LinkId id, int64_t now_us, DropReason reason) {
 
   // One diff per topic with all of the shard's leaves, to the shards still
   // subscribed (this one no longer is).
-  SendDiffs(id, presence_.RemoveShard(id), now_us);
+  std::vector<TopicDiff> diffs = presence_.RemoveShard(id);
+  for (const TopicDiff& d : diffs) LocalPresenceChanged(d.topic);
+  SendDiffs(id, diffs, now_us);
 }
 
 void Router::OnTick(int64_t now_us) {
@@ -605,6 +662,7 @@ void Router::Flush(int64_t now_us, std::vector<int64_t>* delays_us) {
   const bool settling = Settling(now_us);
   if (was_settling && !settling) members_dirty_ = true;
   if (members_dirty_) AnnounceMembers();
+  if (!peers_.empty()) FlushPeers(settling);
   std::vector<LinkId> ids;
   ids.reserve(state_.size());
   for (const auto& [id, link] : state_) ids.push_back(id);
@@ -723,6 +781,314 @@ void Router::SendWhatCreditAllows(LinkId id, Link& link, int64_t now_us,
 void Router::ForEachLink(const std::function<void(const LinkView&)>& fn) const {
   for (const auto& [id, link] : state_) {
     fn(LinkView{id, link->shard, link->instance, link->queue, link->in_flight.size()});
+  }
+}
+
+// --- Peer nodes ------------------------------------------------------------
+
+Router::Peer* Router::FindPeer(std::string_view name) {
+  auto it = peers_.find(name);
+  return it == peers_.end() ? nullptr : it->second.get();
+}
+
+Router::Peer* Router::FindPeer(LinkId id) {
+  auto it = peer_ids_.find(id);
+  return it == peer_ids_.end() ? nullptr : it->second;
+}
+
+LinkId Router::PeerId(std::string_view name) const {
+  auto it = peers_.find(name);
+  return it == peers_.end() ? kNoLink : it->second->id;
+}
+
+void Router::AddPeer(const std::string& name) {
+  if (peers_.contains(name)) return;
+  if (peers_.empty()) {
+    // Local interest is tracked only while there is a peer to tell (a node
+    // alone pays nothing for it): the first one starts it from the table.
+    local_topics_.clear();
+    interests_.ForEachTopic([this](std::string_view topic, const std::vector<LinkId>& links) {
+      if (!links.empty()) local_topics_.emplace(topic);
+    });
+  }
+  auto peer = std::make_unique<Peer>(options_.peer_outbox);
+  peer->name = name;
+  peer->id = links_.Reserve();
+  peer->interest_due = true;
+  peer_ids_[peer->id] = peer.get();
+  peers_[name] = std::move(peer);
+}
+
+void Router::RemovePeer(const std::string& name, int64_t now_us) {
+  auto it = peers_.find(name);
+  if (it == peers_.end()) return;
+  const LinkId id = it->second->id;
+  peer_ids_.erase(id);
+  peers_.erase(it);
+  // Its broadcasts still queued for local shards settle nothing now.
+  std::erase_if(pending_, [id](const auto& p) { return p.second.origin == id; });
+  interests_.RemoveShard(id);
+  SendDiffs(id, presence_.RemoveShard(id), now_us);
+}
+
+void Router::OnPeerUp(const std::string& name, uint64_t expected) {
+  Peer* peer = FindPeer(name);
+  if (peer == nullptr) return;
+  peer->up = true;
+  peer->out.Resume(expected);
+  // The peer may be a new broker that knows nothing of this node's interest,
+  // or one that missed changes the outbox dropped: it replaces what it holds.
+  peer->interest_due = true;
+}
+
+void Router::OnPeerDown(const std::string& name) {
+  if (Peer* peer = FindPeer(name)) {
+    peer->up = false;
+    peer->out.Pause();
+  }
+}
+
+uint64_t Router::OnPeerHello(const std::string& name, uint64_t stream, int64_t /*now_us*/) {
+  Peer* peer = FindPeer(name);
+  if (peer == nullptr) return 0;
+  bool new_stream = false;
+  const uint64_t expected = peer->in.OnHello(stream, &new_stream);
+  // Its metas were dropped (its link in went silent), or it is a new broker
+  // that may not know what this node wants: this node's interest snapshot
+  // makes it answer with a presence snapshot per topic. The metas it held
+  // stay until then: the snapshots are diffed against them, so nobody sees
+  // a presence leave and join again.
+  if (new_stream || peer->presence_lost) peer->interest_due = true;
+  peer->presence_lost = false;
+  return expected;
+}
+
+void Router::OnPeerInboundDown(const std::string& name, int64_t now_us) {
+  Peer* peer = FindPeer(name);
+  if (peer == nullptr) return;
+  peer->presence_lost = true;
+  SendDiffs(peer->id, presence_.RemoveShard(peer->id), now_us);
+}
+
+void Router::OnPeerAck(const std::string& name, uint64_t seq) {
+  if (Peer* peer = FindPeer(name)) peer->out.Ack(seq);
+}
+
+void Router::OnPeerData(const std::string& name, uint64_t seq, std::string_view packed,
+                        int64_t now_us) {
+  Peer* peer = FindPeer(name);
+  if (peer == nullptr || seq == 0) {
+    ++counters_.peer_refused;
+    return;
+  }
+  if (Settling(now_us) || !held_peer_.empty()) {
+    // A new broker: the shards that have not said hello yet would miss it.
+    held_peer_.push_back(HeldPeerData{name, peer->in.stream(), seq, std::string(packed)});
+    return;
+  }
+  HandlePeerData(*peer, seq, packed, now_us);
+}
+
+void Router::HandlePeerData(Peer& peer, uint64_t seq, std::string_view packed, int64_t now_us) {
+  if (peer.in.OnData(seq) == PeerInbox::Verdict::kDuplicate) return;
+  ++peer.routed_in;
+  // Everything but a broadcast is done once handled (or refused: one bad
+  // message must not hold back the acks of the stream).
+  if (!HandlePeerMessage(peer, seq, packed, now_us)) peer.in.Done(peer.in.stream(), seq);
+}
+
+bool Router::HandlePeerMessage(Peer& peer, uint64_t seq, std::string_view packed, int64_t now_us) {
+  std::vector<std::string_view> frames;
+  mesh::Message msg;
+  if (!mesh::Unpack(packed, &frames).ok() || !mesh::Decode(frames, &msg).ok()) {
+    ++counters_.peer_refused;
+    return false;
+  }
+  switch (msg.type) {
+    case mesh::Type::kPeerInterest: {
+      Result<std::vector<std::string>> topics = mesh::DecodePeerInterest(msg.body);
+      if (!topics.ok()) {
+        ++counters_.peer_refused;
+        return false;
+      }
+      interests_.ReplaceShard(peer.id, topics.value());
+      // In answer: this node's metas on each, replacing what the peer holds.
+      for (const std::string& t : topics.value()) peer.presence_due.insert(t);
+      return false;
+    }
+    case mesh::Type::kSubscribe:
+      interests_.Subscribe(peer.id, msg.topic);
+      peer.presence_due.insert(std::string(msg.topic));
+      return false;
+    case mesh::Type::kUnsubscribe:
+      interests_.Unsubscribe(peer.id, msg.topic);
+      return false;
+    case mesh::Type::kDeliver:
+      return DeliverFromPeer(peer, seq, msg, packed, now_us);
+    case mesh::Type::kPresence:
+    case mesh::Type::kPeerPresence: {
+      Result<mesh::PresenceChange> change = mesh::DecodePresenceChange(msg.body);
+      if (!change.ok()) {
+        ++counters_.peer_refused;
+        return false;
+      }
+      Result<std::optional<std::string>> diff =
+          msg.type == mesh::Type::kPresence
+              ? presence_.ApplyDiff(peer.id, msg.topic, ToMetas(change->joins),
+                                    ToMetas(change->leaves))
+              : presence_.ReplaceTopic(peer.id, msg.topic, ToMetas(change->joins));
+      if (!diff.ok()) {
+        ++counters_.refused[Index(Refused::kBadPresence)];
+        return false;
+      }
+      // To this node's shards only (SendDiff never reaches a peer).
+      if (diff.value()) SendDiff(peer.id, msg.topic, *diff.value(), now_us);
+      return false;
+    }
+    default:
+      ++counters_.peer_refused;
+      return false;
+  }
+}
+
+bool Router::DeliverFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
+                             std::string_view packed, int64_t now_us) {
+  if ((msg.flags & mesh::kFlagSequenced) != 0) {
+    ++counters_.peer_refused;  // history stays on its node
+    return false;
+  }
+  std::vector<LinkId>& to = recipients_;
+  to.clear();
+  interests_.Route(peer.id, msg.topic, &to);
+  // One hop: local shards only, never another peer.
+  to.erase(std::remove_if(to.begin(), to.end(), [this](LinkId r) { return Find(r) == nullptr; }),
+           to.end());
+  if (to.empty()) return false;
+  // Done (and acked to the peer) once every recipient consumed it: a broker
+  // that dies first leaves it unacked, and the peer sends it again.
+  const uint64_t tag = next_tag_++;
+  pending_[tag] = Pending{.origin = peer.id,
+                          .seq = seq,
+                          .remaining = static_cast<uint32_t>(to.size()),
+                          .stream = peer.in.stream()};
+  const Payload payload = std::make_shared<const std::string>(packed);
+  counters_.routed += to.size();
+  // `to` is recipients_: copied, since Enqueue may remove links (and a
+  // removal sends diffs, which do not route, but stay safe).
+  const std::vector<LinkId> recipients = to;
+  for (LinkId r : recipients) {
+    if (Link* rl = Find(r)) {
+      Enqueue(r, *rl, payload, tag, now_us);
+    } else {
+      Settle(tag);
+    }
+  }
+  return true;
+}
+
+void Router::PushToPeer(Peer& peer, std::string packed) {
+  // The oldest go first past the bound; the peer's picture of this node's
+  // interest and presence may have lost a change with them: both are sent
+  // whole again once the link can take them.
+  if (peer.out.Push(std::move(packed)) > 0) peer.resync = true;
+}
+
+void Router::LocalInterestChanged(std::string_view topic) {
+  if (peers_.empty()) return;  // nobody to tell (AddPeer catches up)
+  bool local = false;
+  if (const std::vector<LinkId>* links = interests_.Interested(topic)) {
+    for (LinkId l : *links) {
+      if (!peer_ids_.contains(l)) {
+        local = true;
+        break;
+      }
+    }
+  }
+  auto it = local_topics_.find(topic);
+  if (local == (it != local_topics_.end())) return;
+  if (local) {
+    local_topics_.emplace(topic);
+  } else {
+    local_topics_.erase(it);
+  }
+  mesh::Message m;
+  m.type = local ? mesh::Type::kSubscribe : mesh::Type::kUnsubscribe;
+  m.topic = topic;
+  const std::string packed = mesh::Pack(m);
+  for (auto& [name, peer] : peers_) PushToPeer(*peer, packed);
+}
+
+void Router::LocalPresenceChanged(std::string_view topic) {
+  for (auto& [name, peer] : peers_) {
+    if (interests_.IsSubscribed(peer->id, topic)) peer->presence_due.emplace(topic);
+  }
+}
+
+void Router::FlushPeers(bool settling) {
+  for (auto& [name, p] : peers_) {
+    Peer& peer = *p;
+    // While settling, this node's picture is not whole yet (its shards are
+    // still saying hello): snapshots of it wait.
+    if (!settling) {
+      if (peer.resync && peer.up && peer.out.messages() < options_.peer_outbox.max_messages / 2) {
+        peer.resync = false;
+        peer.interest_due = true;
+        for (const std::string& t : interests_.TopicsOf(peer.id)) peer.presence_due.insert(t);
+      }
+      if (peer.interest_due) {
+        peer.interest_due = false;
+        mesh::Message m;
+        m.type = mesh::Type::kPeerInterest;
+        const std::string body = mesh::EncodePeerInterest(
+            std::vector<std::string>(local_topics_.begin(), local_topics_.end()));
+        m.body = body;
+        PushToPeer(peer, mesh::Pack(m));
+      }
+      if (!peer.presence_due.empty()) {
+        std::set<std::string, std::less<>> topics;
+        topics.swap(peer.presence_due);
+        for (const std::string& t : topics) {
+          mesh::PresenceChange c;
+          for (PresenceMeta& pm :
+               presence_.Metas(t, [this](LinkId l) { return !peer_ids_.contains(l); })) {
+            c.joins.push_back({std::move(pm.key), std::move(pm.phx_ref), std::move(pm.meta_json)});
+          }
+          const std::string body = mesh::EncodePresenceChange(c);
+          if (body.size() > mesh::kMaxBodyBytes) {
+            ++counters_.peer_too_large;
+            continue;
+          }
+          mesh::Message m;
+          m.type = mesh::Type::kPeerPresence;
+          m.topic = t;
+          m.body = body;
+          PushToPeer(peer, mesh::Pack(m));
+        }
+      }
+    }
+    if (peer_sender_ == nullptr) continue;
+    if (peer.up) {
+      while (const PeerOutbox::Entry* e = peer.out.Next()) {
+        if (!peer_sender_->SendPeerData(peer.name, e->seq, e->packed)) break;
+        peer.out.Sent();
+        ++peer.routed_out;
+      }
+    }
+    if (std::optional<uint64_t> ack = peer.in.TakeAck()) peer_sender_->SendPeerAck(peer.name, *ack);
+  }
+}
+
+bool Router::PeerBacklog() const {
+  for (const auto& [name, peer] : peers_) {
+    if (peer->up && peer->out.Next() != nullptr) return true;
+  }
+  return false;
+}
+
+void Router::ForEachPeer(const std::function<void(const PeerView&)>& fn) const {
+  for (const auto& [name, p] : peers_) {
+    fn(PeerView{p->name, p->id, p->up, p->out, p->in, p->routed_out, p->routed_in,
+                interests_.TopicsOf(p->id).size()});
   }
 }
 

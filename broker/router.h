@@ -26,7 +26,9 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -38,6 +40,7 @@
 #include "broker/key_table.h"
 #include "broker/link_table.h"
 #include "broker/liveness.h"
+#include "broker/peer_stream.h"
 #include "broker/presence_registry.h"
 #include "broker/settle_window.h"
 #include "broker/shard_queue.h"
@@ -60,6 +63,19 @@ class LinkSender {
   virtual bool SendPacked(const std::string& routing_id, std::string_view packed) = 0;
 };
 
+// Where the router's messages to other nodes' brokers go (broker/mesh_server
+// sends them over the uplinks and the peer socket).
+class PeerSender {
+ public:
+  virtual ~PeerSender() = default;
+  // One kPeerData on `peer`'s uplink. False if not handed over (no
+  // connection, or the socket's high-water mark): it stays in the outbox and
+  // is tried again on a later turn.
+  virtual bool SendPeerData(const std::string& peer, uint64_t seq, std::string_view packed) = 0;
+  // One kPeerAck on `peer`'s link in.
+  virtual void SendPeerAck(const std::string& peer, uint64_t seq) = 0;
+};
+
 struct RouterOptions {
   QueuePolicy queue;
   LivenessPolicy liveness;
@@ -79,6 +95,8 @@ struct RouterOptions {
   // History (docs/PROTOCOL.md, History): the --history rules, the byte
   // bound and where new streams' epochs come from.
   HistoryOptions history;
+  // Each peer node's outbox bound (--peer-outbox-messages, --peer-outbox-bytes).
+  PeerOutboxOptions peer_outbox;
 };
 
 // InvalidConfig unless the queue policy is valid and a queue can hold the
@@ -126,7 +144,51 @@ class Router {
   // When OnTick next has work (heartbeat or expiry), monotonic µs.
   int64_t NextTickUs(int64_t now_us) const;
 
+  // --- Peer nodes (docs/CLUSTER.md, Routing between nodes) ---
+  // Each member node is a pseudo-link: a LinkId of its own in the interest
+  // table (its interest) and the presence registry (its shards' metas), so a
+  // broadcast and a presence diff reach it as they reach a shard; what goes
+  // to it is pushed to its outbox (broker/peer_stream) and sent, at Flush, by
+  // `PeerSender`. One hop: what comes from a peer goes to local shards only.
+  void SetPeerSender(PeerSender* sender) { peer_sender_ = sender; }
+  // A member joined (a no-op if known).
+  void AddPeer(const std::string& name);
+  // A member left: its interest, presence (one leave diff per topic) and
+  // outbox go.
+  void RemovePeer(const std::string& name, int64_t now_us);
+  // The uplink to `name` was welcomed: it takes `expected` next on this
+  // broker's stream (0: nothing of it). The outbox resumes from there, and
+  // this node's interest snapshot follows.
+  void OnPeerUp(const std::string& name, uint64_t expected);
+  // The uplink is down: nothing is sent until it is up again.
+  void OnPeerDown(const std::string& name);
+  // `name`'s hello on the peer socket names its `stream`: returns the seq
+  // this broker takes next (the welcome's "expected").
+  uint64_t OnPeerHello(const std::string& name, uint64_t stream, int64_t now_us);
+  // `name`'s link in went silent (3 heartbeats): its metas leave, one diff
+  // per topic to the local shards. Its interest is kept: what is broadcast
+  // meanwhile waits in its outbox.
+  void OnPeerInboundDown(const std::string& name, int64_t now_us);
+  // A kPeerData from `name` (its link in): seq and the packed message.
+  void OnPeerData(const std::string& name, uint64_t seq, std::string_view packed, int64_t now_us);
+  // A kPeerAck on the uplink to `name`.
+  void OnPeerAck(const std::string& name, uint64_t seq);
+  // Whether an up peer has messages its sender did not take (retry soon).
+  bool PeerBacklog() const;
+
   // --- Introspection (metrics, tests) ---
+  struct PeerView {
+    const std::string& name;
+    LinkId id;
+    bool up;
+    const PeerOutbox& out;
+    const PeerInbox& in;
+    uint64_t routed_out;  // kPeerData handed to the uplink
+    uint64_t routed_in;   // kPeerData taken from the peer
+    size_t interest_topics;
+  };
+  void ForEachPeer(const std::function<void(const PeerView&)>& fn) const;
+  LinkId PeerId(std::string_view name) const;
   struct LinkView {
     LinkId id;
     const std::string& shard;  // from the hello
@@ -158,6 +220,11 @@ class Router {
     // Keyed publishes whose key and topic an earlier publish had claimed
     // within mesh::kKeyTtlMs: acked, not routed.
     uint64_t idempotent_repeats = 0;
+    // kPeerData whose message the router could not act on (a bad frame, a
+    // type no peer sends, a sequenced deliver), or from a node not a member.
+    uint64_t peer_refused = 0;
+    // A peer's per-topic presence snapshot over kMaxBodyBytes: not sent.
+    uint64_t peer_too_large = 0;
   };
   const Counters& counters() const { return counters_; }
   uint64_t epoch() const { return options_.epoch; }
@@ -174,10 +241,14 @@ class Router {
 
  private:
   // A publish waiting for its recipients.
+  // A broadcast from a peer node waits the same way: `origin` is the
+  // peer's LinkId, `seq` its stream's seq and `stream` that stream; when
+  // done, the peer's inbox is told (it acks what is done, not what is taken).
   struct Pending {
     LinkId origin;
     uint64_t seq;
     uint32_t remaining;
+    uint64_t stream = 0;
   };
   struct Link {
     Link(const QueuePolicy& policy) : queue(policy) {}
@@ -214,6 +285,40 @@ class Router {
   static constexpr uint64_t kPresenceTag = 1;
   static constexpr uint64_t kHistoryTag = 2;
   static constexpr uint64_t kFirstPublishTag = 3;
+
+  struct Peer {
+    explicit Peer(PeerOutboxOptions o) : out(o) {}
+    std::string name;
+    LinkId id = kNoLink;
+    PeerOutbox out;
+    PeerInbox in;
+    bool up = false;
+    // Owed at the next Flush once settled: this node's interest snapshot;
+    // per-topic presence snapshots (the peer asked for the topics, or the
+    // local metas changed wholesale); both again after the outbox dropped.
+    bool interest_due = false;
+    bool resync = false;
+    bool presence_lost = false;  // its metas were dropped (link in down)
+    std::set<std::string, std::less<>> presence_due;
+    uint64_t routed_out = 0, routed_in = 0;
+  };
+  Peer* FindPeer(std::string_view name);
+  Peer* FindPeer(LinkId id);
+  void PushToPeer(Peer& peer, std::string packed);
+  // Local interest in `topic` may have changed: the peers get +/- if it did.
+  void LocalInterestChanged(std::string_view topic);
+  // Every peer interested in `topic` is owed a per-topic presence snapshot.
+  void LocalPresenceChanged(std::string_view topic);
+  void HandlePeerData(Peer& peer, uint64_t seq, std::string_view packed, int64_t now_us);
+  // Acts on one taken message; true if it is done later (a broadcast queued
+  // for local shards), false if it is done now.
+  bool HandlePeerMessage(Peer& peer, uint64_t seq, std::string_view packed, int64_t now_us);
+  // Queues a peer's broadcast (stream seq `seq`) for the local shards; the
+  // inbox is told it is done once they all consumed it. False if it was
+  // refused (a sequenced one).
+  bool DeliverFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg, std::string_view packed,
+                       int64_t now_us);
+  void FlushPeers(bool settling);
 
   void OnHello(std::string_view routing_id, const mesh::Message& msg, int64_t now_us);
   void OnPublish(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us);
@@ -308,6 +413,19 @@ class Router {
   std::string last_reset_;            // the stranger last answered with kReset, and when
   int64_t last_reset_us_ = 0;
   Counters counters_;
+  PeerSender* peer_sender_ = nullptr;
+  std::map<std::string, std::unique_ptr<Peer>, std::less<>> peers_;
+  std::unordered_map<LinkId, Peer*> peer_ids_;
+  // Topics at least one local shard subscribes (what the peers are told).
+  std::set<std::string, std::less<>> local_topics_;
+  // kPeerData that came while settling, handled once settled.
+  struct HeldPeerData {
+    std::string peer;
+    uint64_t stream;  // the peer's stream when it came: one started anew since drops it
+    uint64_t seq;
+    std::string packed;
+  };
+  std::vector<HeldPeerData> held_peer_;
 };
 
 }  // namespace sb::broker

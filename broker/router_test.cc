@@ -71,12 +71,15 @@ class Recorder : public LinkSender {
 
 class RouterTest : public ::testing::Test {
  protected:
-  explicit RouterTest(QueuePolicy queue = {}, int64_t settle_ms = 0)
-      : router_(Options(queue, settle_ms), &rec_) {}
+  explicit RouterTest(QueuePolicy queue = {}, int64_t settle_ms = 0,
+                      PeerOutboxOptions peer_outbox = {})
+      : router_(Options(queue, settle_ms, peer_outbox), &rec_) {}
 
-  static RouterOptions Options(QueuePolicy queue, int64_t settle_ms) {
+  static RouterOptions Options(QueuePolicy queue, int64_t settle_ms,
+                               PeerOutboxOptions peer_outbox = {}) {
     RouterOptions o;
     o.queue = queue;
+    o.peer_outbox = peer_outbox;
     // A window of settle_ms as long as no shard announces a longer heartbeat.
     if (settle_ms > 0) o.settle = {.heartbeat_ms = settle_ms / 2, .max_ms = kMaxSettleMs};
     o.liveness = {.interval_ms = 100, .misses = 3};
@@ -1203,6 +1206,456 @@ TEST_F(RouterSettleTest, ANewBrokerRebuildsHistoryFromTheRestatesAndSequencesOnc
   EXPECT_EQ(router_.history().counters().resequenced, 1u);
   EXPECT_EQ(router_.history().counters().restated, 3u);
   EXPECT_EQ(router_.history().messages(), 4u);
+}
+
+}  // namespace
+}  // namespace sb::broker
+
+namespace sb::broker {
+namespace {
+
+// --- Peer nodes --------------------------------------------------------------
+
+// Records what the router sends to other nodes: each kPeerData's message
+// (decoded) and seq, and the acks.
+class PeerRecorder : public PeerSender {
+ public:
+  bool SendPeerData(const std::string& peer, uint64_t seq, std::string_view packed) override {
+    if (full.contains(peer)) return false;
+    seqs[peer].push_back(seq);
+    log.RecordPacked(packed, peer);
+    return true;
+  }
+  void SendPeerAck(const std::string& peer, uint64_t seq) override { acks[peer].push_back(seq); }
+  std::vector<SentMessage> Take(const std::string& peer, mesh::Type type) const {
+    return log.Of(type, peer);
+  }
+  mesh_testing::SentLog log;
+  std::map<std::string, std::vector<uint64_t>> seqs, acks;
+  std::set<std::string> full;  // peers whose uplink takes nothing (its high-water mark)
+};
+
+class RouterPeerTest : public RouterTest {
+ protected:
+  explicit RouterPeerTest(int64_t settle_ms = 0, PeerOutboxOptions peer_outbox = {})
+      : RouterTest(QueuePolicy{}, settle_ms, peer_outbox) {
+    router_.SetPeerSender(&peers_);
+    for (const char* p : {"n2", "n3"}) {
+      router_.AddPeer(p);
+      (void)router_.OnPeerHello(p, 1000, now_us_);
+      router_.OnPeerUp(p, 0);
+    }
+  }
+  // A message from `peer`'s stream with the next seq it would send.
+  void FromPeer(const std::string& peer, const mesh::Message& m) {
+    FromPeer(peer, ++next_seq_[peer], m);
+  }
+  void FromPeer(const std::string& peer, uint64_t seq, const mesh::Message& m) {
+    router_.OnPeerData(peer, seq, mesh::Pack(m), now_us_);
+  }
+  void PeerWants(const std::string& peer, const std::vector<std::string>& topics) {
+    const std::string body = mesh::EncodePeerInterest(topics);
+    FromPeer(peer, {.type = mesh::Type::kPeerInterest, .body = body});
+  }
+  void PeerTracks(const std::string& peer, const std::string& topic,
+                  const std::vector<std::pair<std::string, std::string>>& metas) {
+    mesh::PresenceChange c;
+    for (const auto& [key, ref] : metas)
+      c.joins.push_back({key, ref, R"({"phx_ref":")" + ref + "\"}"});
+    const std::string body = mesh::EncodePresenceChange(c);
+    FromPeer(peer, {.type = mesh::Type::kPeerPresence, .topic = topic, .body = body});
+  }
+  void PeerDelivers(const std::string& peer, uint64_t origin, uint64_t seq,
+                    const std::string& topic, const std::string& body) {
+    FromPeer(
+        peer,
+        {.type = mesh::Type::kDeliver, .seq = seq, .origin = origin, .topic = topic, .body = body});
+  }
+  std::vector<std::string> Topics(const std::vector<SentMessage>& msgs) {
+    std::vector<std::string> out;
+    for (const SentMessage& m : msgs) out.push_back(m.topic);
+    return out;
+  }
+  void ClearLogs() {
+    rec_.log.sent.clear();
+    peers_.log.sent.clear();
+  }
+
+  PeerRecorder peers_;
+  std::map<std::string, uint64_t> next_seq_;
+};
+
+TEST_F(RouterPeerTest, InterestGoesAsASnapshotWhenTheLinkComesUpThenAsChanges) {
+  Hello("a", 1, {"room:1", "room:2"});
+  Flush();
+  // Each first local subscriber is a +topic; the snapshot the link's coming
+  // up asked for goes at the end of the turn, with what is local by then.
+  EXPECT_EQ(Topics(peers_.Take("n2", mesh::Type::kSubscribe)),
+            (std::vector<std::string>{"room:1", "room:2"}));
+  auto interest = peers_.Take("n2", mesh::Type::kPeerInterest);
+  ASSERT_EQ(interest.size(), 1u);
+  EXPECT_EQ(interest[0].body, R"({"topics":["room:1","room:2"]})");
+  EXPECT_EQ(peers_.seqs["n2"], (std::vector<uint64_t>{1, 2, 3}));
+  ClearLogs();
+  // A second local subscriber changes nothing the peers see; the last one
+  // leaving is a -topic.
+  Hello("b", 2, {"room:1"});
+  Feed("a", {.type = mesh::Type::kUnsubscribe, .topic = "room:1"});
+  Feed("a", {.type = mesh::Type::kUnsubscribe, .topic = "room:2"});
+  Flush();
+  EXPECT_TRUE(peers_.Take("n2", mesh::Type::kSubscribe).empty());
+  EXPECT_EQ(Topics(peers_.Take("n2", mesh::Type::kUnsubscribe)),
+            (std::vector<std::string>{"room:2"}));
+  ClearLogs();
+  // The link comes up again: the whole local interest, after what was unacked.
+  router_.OnPeerDown("n2");
+  router_.OnPeerUp("n2", 4);
+  Flush();
+  interest = peers_.Take("n2", mesh::Type::kPeerInterest);
+  ASSERT_EQ(interest.size(), 1u);
+  EXPECT_EQ(interest[0].body, R"({"topics":["room:1"]})");
+  EXPECT_EQ(peers_.seqs["n2"], (std::vector<uint64_t>{1, 2, 3, 4, 4, 5}))
+      << "the peer took 1..3: 4 (the -topic) is sent again, then the snapshot";
+}
+
+TEST_F(RouterPeerTest, ALocalBroadcastReachesLocalShardsAndEachInterestedPeerOnce) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  PeerWants("n2", {"room:1", "room:9"});
+  PeerWants("n3", {"room:2"});
+  Flush();
+  ClearLogs();
+  Publish("a", 1, "room:1", "payload");
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 1u);
+  auto to_n2 = peers_.Take("n2", mesh::Type::kDeliver);
+  ASSERT_EQ(to_n2.size(), 1u);
+  EXPECT_EQ(to_n2[0].origin, 1u);
+  EXPECT_EQ(to_n2[0].seq, 1u);
+  EXPECT_EQ(to_n2[0].body, "payload");
+  EXPECT_TRUE(peers_.Take("n3", mesh::Type::kDeliver).empty());
+  // The ack waits for b, not for the other node: n2 has it in its outbox.
+  Credit("b", 10);
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 1u);
+  // Until n2 acks, its outbox keeps it.
+  size_t kept = 0;
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") kept = v.out.messages();
+  });
+  EXPECT_GE(kept, 1u);
+  router_.OnPeerAck("n2", peers_.seqs["n2"].back());
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") kept = v.out.messages();
+  });
+  EXPECT_EQ(kept, 0u);
+}
+
+TEST_F(RouterPeerTest, KeyedRepeatsAndHistoryTopicsAreNotForwarded) {
+  Hello("a", 1, {"room:1"});
+  PeerWants("n2", {"room:1", "other"});
+  Flush();
+  ClearLogs();
+  KeyedPublish("a", 1, "other", "k1");
+  KeyedPublish("a", 2, "other", "k1");
+  SequencedPublish("a", 3, "room:1");
+  Flush();
+  auto to_n2 = peers_.Take("n2", mesh::Type::kDeliver);
+  ASSERT_EQ(to_n2.size(), 1u) << "the first claim only, and no sequenced publish";
+  EXPECT_EQ(to_n2[0].seq, 1u);
+  EXPECT_EQ(to_n2[0].flags & mesh::kFlagKeyed, 0);
+}
+
+TEST_F(RouterPeerTest, WhatComesFromAPeerGoesToLocalShardsOnlyOnceInOrder) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  PeerWants("n3", {"room:1"});
+  Flush();
+  ClearLogs();
+  PeerDelivers("n2", 99, 1, "room:1", "m1");
+  PeerDelivers("n2", 99, 2, "room:1", "m2");
+  FromPeer("n2", 3,
+           {.type = mesh::Type::kDeliver,
+            .seq = 2,
+            .origin = 99,
+            .topic = "room:1",
+            .body = "m2"});  // seq 3 already taken: a resend
+  next_seq_["n2"] = 2;
+  PeerDelivers("n2", 99, 2, "room:1", "m2");  // stream seq 3 again: a duplicate
+  Flush();
+  for (const char* shard : {"a", "b"}) {
+    auto got = rec_.Take(shard, mesh::Type::kDeliver);
+    ASSERT_EQ(got.size(), 3u) << shard;
+    EXPECT_EQ(got[0].body, "m1");
+    EXPECT_EQ(got[1].body, "m2");
+  }
+  EXPECT_TRUE(peers_.Take("n3", mesh::Type::kDeliver).empty()) << "one hop: never to a peer";
+  // Acked to n2 once every local recipient consumed them, not when taken:
+  // a broker that died first would leave them for n2 to send again.
+  EXPECT_TRUE(peers_.acks["n2"].empty()) << "taken, not consumed yet";
+  Credit("a", 10);
+  Flush();
+  EXPECT_TRUE(peers_.acks["n2"].empty()) << "b has not consumed them yet";
+  Credit("b", 10);
+  Flush();
+  ASSERT_FALSE(peers_.acks["n2"].empty());
+  EXPECT_EQ(peers_.acks["n2"].back(), 3u);
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") {
+      EXPECT_EQ(v.in.duplicates(), 1u);
+    }
+  });
+}
+
+TEST_F(RouterPeerTest, PeerPresenceIsDiffedToLocalShardsAndLeavesWhenItsLinkGoesDown) {
+  Hello("a", 1, {"room:1", "room:2"});
+  Flush();
+  ClearLogs();
+  PeerTracks("n2", "room:1", {{"alice", "r1"}, {"bob", "r2"}});
+  PeerTracks("n2", "room:2", {{"carol", "r3"}});
+  Flush();
+  auto diffs = rec_.Take("a", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 2u);
+  EXPECT_NE(diffs[0].body.find("alice"), std::string::npos);
+  // A new local subscriber's snapshot holds the peer's metas.
+  Hello("c", 3, {"room:1"});
+  Flush();
+  auto snap = rec_.Take("c", mesh::Type::kSnapshot);
+  ASSERT_EQ(snap.size(), 1u);
+  EXPECT_NE(snap[0].body.find("bob"), std::string::npos);
+  ClearLogs();
+  // The same snapshot again (a new broker there, or an answer to ours): no
+  // diff, nobody joins twice.
+  PeerTracks("n2", "room:1", {{"alice", "r1"}, {"bob", "r2"}});
+  Flush();
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kDiff).empty());
+  // Its link in goes silent: every meta leaves, one diff per topic.
+  router_.OnPeerInboundDown("n2", now_us_);
+  Flush();
+  diffs = rec_.Take("a", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 2u);
+  for (const SentMessage& d : diffs) EXPECT_NE(d.body.find("\"leaves\":{\""), std::string::npos);
+  EXPECT_EQ(router_.presence().metas(), 0u);
+  ClearLogs();
+  // It says hello again: it is asked for its presence (our interest
+  // snapshot), and its answer brings each meta back once.
+  (void)router_.OnPeerHello("n2", 1000, now_us_);
+  Flush();
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerInterest).size(), 1u);
+  PeerTracks("n2", "room:1", {{"alice", "r1"}, {"bob", "r2"}});
+  PeerTracks("n2", "room:1", {{"alice", "r1"}, {"bob", "r2"}});
+  Flush();
+  diffs = rec_.Take("a", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 1u);
+  EXPECT_NE(diffs[0].body.find("alice"), std::string::npos);
+  EXPECT_EQ(router_.presence().metas(), 2u);
+}
+
+TEST_F(RouterPeerTest, LocalPresenceGoesToThePeersThatWantTheTopic) {
+  Hello("a", 1, {"room:1"});
+  Track("a", "room:1", "alice", "r1");
+  Flush();
+  ClearLogs();
+  // n2 subscribes room:1: it is sent this node's metas on it, whole.
+  FromPeer("n2", {.type = mesh::Type::kSubscribe, .topic = "room:1"});
+  Flush();
+  auto snap = peers_.Take("n2", mesh::Type::kPeerPresence);
+  ASSERT_EQ(snap.size(), 1u);
+  EXPECT_EQ(snap[0].topic, "room:1");
+  EXPECT_NE(snap[0].body.find("alice"), std::string::npos);
+  ClearLogs();
+  // Then each local change, as the shard reported it; n3 wants nothing.
+  Track("a", "room:1", "bob", "r2");
+  Flush();
+  auto changes = peers_.Take("n2", mesh::Type::kPresence);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_NE(changes[0].body.find("bob"), std::string::npos);
+  EXPECT_TRUE(peers_.Take("n3", mesh::Type::kPresence).empty());
+  // A peer's metas are never sent on to another peer.
+  ClearLogs();
+  PeerTracks("n3", "room:1", {{"zed", "z1"}});
+  Flush();
+  EXPECT_TRUE(peers_.Take("n2", mesh::Type::kPresence).empty());
+  EXPECT_TRUE(peers_.Take("n2", mesh::Type::kPeerPresence).empty());
+  // The shard goes: the peer gets this node's metas on the topic anew (none).
+  ClearLogs();
+  Advance(400'000, {});
+  Flush();
+  snap = peers_.Take("n2", mesh::Type::kPeerPresence);
+  ASSERT_EQ(snap.size(), 1u);
+  EXPECT_EQ(snap[0].body, R"({"joins":[],"leaves":[]})");
+}
+
+TEST_F(RouterPeerTest, AFullUplinkKeepsWhatItCouldNotTakeAndSendsItLater) {
+  Hello("a", 1, {"room:1"});
+  PeerWants("n2", {"room:1"});
+  Flush();
+  ClearLogs();
+  peers_.full.insert("n2");
+  Publish("a", 1, "room:1");
+  Flush();
+  EXPECT_TRUE(router_.PeerBacklog());
+  peers_.full.clear();
+  Flush();
+  EXPECT_FALSE(router_.PeerBacklog());
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kDeliver).size(), 1u);
+}
+
+TEST_F(RouterPeerTest, ARemovedPeerTakesItsInterestAndPresenceWithIt) {
+  Hello("a", 1, {"room:1"});
+  PeerWants("n2", {"room:1"});
+  PeerTracks("n2", "room:1", {{"alice", "r1"}});
+  Flush();
+  ClearLogs();
+  router_.RemovePeer("n2", now_us_);
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDiff).size(), 1u);
+  EXPECT_EQ(router_.PeerId("n2"), kNoLink);
+  Publish("a", 1, "room:1");
+  Flush();
+  EXPECT_EQ(router_.interests().subscriptions(), 1u);
+}
+
+TEST_F(RouterPeerTest, AGapIsTakenAndCountedAndANewStreamStartsAnew) {
+  Hello("a", 1, {"room:1"});
+  Flush();
+  PeerDelivers("n2", 99, 1, "room:1", "m1");
+  // n2's outbox dropped its seqs 2..4 (a long partition): 5 is taken.
+  FromPeer("n2", 5,
+           {.type = mesh::Type::kDeliver, .seq = 2, .origin = 99, .topic = "room:1", .body = "m5"});
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 2u);
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") {
+      EXPECT_EQ(v.in.gaps(), 3u);
+      EXPECT_EQ(v.routed_in, 2u);
+    }
+  });
+  ClearLogs();
+  // n2's broker restarted: a new stream, from 1 again, and it is sent this
+  // node's interest to answer with its presence.
+  EXPECT_EQ(router_.OnPeerHello("n2", 2000, now_us_), 0u);
+  Flush();
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerInterest).size(), 1u);
+  FromPeer("n2", 1,
+           {.type = mesh::Type::kDeliver, .seq = 3, .origin = 99, .topic = "room:1", .body = "m6"});
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 1u) << "seq 1 of the new stream";
+  // The same stream again (a reconnect): the first seq not done — 1, which
+  // a has not consumed yet: n2 keeps it until it is.
+  EXPECT_EQ(router_.OnPeerHello("n2", 2000, now_us_), 1u);
+  Credit("a", 10);
+  Flush();
+  EXPECT_EQ(router_.OnPeerHello("n2", 2000, now_us_), 2u);
+}
+
+class RouterSmallOutboxTest : public RouterPeerTest {
+ protected:
+  RouterSmallOutboxTest() : RouterPeerTest(0, PeerOutboxOptions{.max_messages = 8}) {}
+};
+
+TEST_F(RouterSmallOutboxTest, AFullOutboxDropsTheOldestAndSendsInterestAndPresenceWholeAgain) {
+  Hello("a", 1, {"room:1"});
+  Track("a", "room:1", "alice", "r1");
+  PeerWants("n2", {"room:1"});
+  Flush();
+  router_.OnPeerAck("n2", peers_.seqs["n2"].back());
+  // n2 is unreachable: its uplink is down, broadcasts pile up past the bound.
+  router_.OnPeerDown("n2");
+  for (uint64_t seq = 1; seq <= 20; ++seq) Publish("a", seq, "room:1");
+  Flush();
+  uint64_t dropped = 0;
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") {
+      dropped = v.out.dropped();
+      EXPECT_EQ(v.out.messages(), 8u);
+    }
+  });
+  EXPECT_EQ(dropped, 12u);
+  ClearLogs();
+  peers_.seqs.clear();
+  // Back: what the outbox kept, then the interest snapshot the link's
+  // coming up owes (itself within the bound: it takes the oldest's place).
+  router_.OnPeerUp("n2", 0);
+  Flush();
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kDeliver).size(), 7u);
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerInterest).size(), 1u);
+  ClearLogs();
+  // Once n2 has taken them and the outbox has room, this node's interest
+  // and presence go whole again: what was dropped may have held changes.
+  router_.OnPeerAck("n2", peers_.seqs["n2"].back());
+  Flush();
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerInterest).size(), 1u);
+  auto presence = peers_.Take("n2", mesh::Type::kPeerPresence);
+  ASSERT_EQ(presence.size(), 1u);
+  EXPECT_NE(presence[0].body.find("alice"), std::string::npos);
+  Flush();
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerInterest).size(), 1u) << "once, not every turn";
+}
+
+class RouterSettlingPeerTest : public RouterPeerTest {
+ protected:
+  RouterSettlingPeerTest() : RouterPeerTest(/*settle_ms=*/500) {}
+};
+
+TEST_F(RouterSettlingPeerTest, ANewBrokerHoldsWhatPeersSendAndItsSnapshotsUntilSettled) {
+  Hello("a", 1, {"room:1"});
+  Flush();
+  PeerWants("n2", {"room:1"});
+  PeerDelivers("n2", 99, 1, "room:1", "m1");
+  Flush();
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kDeliver).empty()) << "held while settling";
+  EXPECT_TRUE(peers_.Take("n2", mesh::Type::kPeerInterest).empty())
+      << "this node's interest is not whole yet";
+  EXPECT_TRUE(peers_.acks["n2"].empty()) << "not acked before it is handled";
+  Advance(600'000, {"a"});
+  Flush();
+  EXPECT_EQ(rec_.Take("a", mesh::Type::kDeliver).size(), 1u);
+  auto interest = peers_.Take("n2", mesh::Type::kPeerInterest);
+  ASSERT_EQ(interest.size(), 1u);
+  EXPECT_EQ(interest[0].body, R"({"topics":["room:1"]})");
+  EXPECT_EQ(peers_.Take("n2", mesh::Type::kPeerPresence).size(), 1u)
+      << "its snapshot answered with this node's metas on room:1";
+  ASSERT_FALSE(peers_.acks["n2"].empty());
+  EXPECT_EQ(peers_.acks["n2"].back(), 1u) << "the interest is done; the broadcast waits for a";
+  Credit("a", 10);
+  Flush();
+  EXPECT_EQ(peers_.acks["n2"].back(), 2u);
+}
+
+TEST_F(RouterSettlingPeerTest, WhatAPeerSentBeforeItRestartedIsNotTakenIntoItsNewStream) {
+  Hello("a", 1, {"room:1"});
+  Flush();
+  PeerDelivers("n2", 99, 1, "room:1", "old");  // stream 1000's seq 1, held
+  EXPECT_EQ(router_.OnPeerHello("n2", 2000, now_us_), 0u);
+  FromPeer(
+      "n2", 1,
+      {.type = mesh::Type::kDeliver, .seq = 1, .origin = 77, .topic = "room:1", .body = "new"});
+  Advance(600'000, {"a"});
+  Flush();
+  auto got = rec_.Take("a", mesh::Type::kDeliver);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].body, "new");
+}
+
+TEST_F(RouterTest, AFirstPeerAddedLaterIsToldTheInterestAlreadyThere) {
+  // A node alone tracks no local interest; its first member gets it whole.
+  PeerRecorder peers;
+  router_.SetPeerSender(&peers);
+  Hello("a", 1, {"room:1", "room:2"});
+  Feed("a", {.type = mesh::Type::kUnsubscribe, .topic = "room:2"});
+  Flush();
+  router_.AddPeer("n2");
+  router_.OnPeerUp("n2", 0);
+  Flush();
+  auto interest = peers.Take("n2", mesh::Type::kPeerInterest);
+  ASSERT_EQ(interest.size(), 1u);
+  EXPECT_EQ(interest[0].body, R"({"topics":["room:1"]})");
+  Feed("a", {.type = mesh::Type::kUnsubscribe, .topic = "room:1"});
+  Flush();
+  EXPECT_EQ(peers.Take("n2", mesh::Type::kUnsubscribe).size(), 1u);
 }
 
 }  // namespace

@@ -301,6 +301,8 @@ inline constexpr std::string_view kResultHello = "hello";
 inline constexpr std::string_view kResultHeartbeat = "heartbeat";
 inline constexpr std::string_view kResultRefused = "refused";
 inline constexpr std::string_view kResultUnhandled = "unhandled";
+// A kPeerData from a welcomed link, handed to the router.
+inline constexpr std::string_view kResultData = "data";
 // Gauge with label `peer`: 1 while the inbound link from that member (its
 // uplink to this peer socket) is welcomed and heard from within 3 heartbeats.
 inline constexpr std::string_view kBrokerPeerInboundUp = "switchboard_broker_peer_inbound_up";
@@ -316,6 +318,24 @@ inline constexpr std::string_view kBrokerPeerLinkDownsTotal =
 // Gauge: connections on the peer socket whose handshake succeeded and that
 // have not closed (with CURVE: admitted members' connections).
 inline constexpr std::string_view kBrokerPeerConnections = "switchboard_broker_peer_connections";
+// Routing between nodes (label `peer`). Gauges: what the member's outbox
+// holds — sent or not, unacked — in messages and bytes (--peer-outbox-messages,
+// --peer-outbox-bytes bound them).
+inline constexpr std::string_view kBrokerPeerQueueMessages =
+    "switchboard_broker_peer_queue_messages";
+inline constexpr std::string_view kBrokerPeerQueueBytes = "switchboard_broker_peer_queue_bytes";
+// Counter with label `direction`: kPeerData handed to the member's uplink
+// (out, resends included) and taken from it (in, duplicates excluded).
+inline constexpr std::string_view kBrokerPeerRoutedTotal = "switchboard_broker_peer_routed_total";
+inline constexpr std::string_view kLabelDirection = "direction";
+// Counter with label `reason`: messages of a node-to-node stream lost or
+// refused — outbox_full (the oldest, dropped from this node's outbox to the
+// member), duplicate (from the member, already taken), gap (from the member:
+// seqs it skipped, dropped from its outbox).
+inline constexpr std::string_view kBrokerPeerDroppedTotal = "switchboard_broker_peer_dropped_total";
+// Gauge: topics the member said its shards subscribe (its interest).
+inline constexpr std::string_view kBrokerPeerInterestTopics =
+    "switchboard_broker_peer_interest_topics";
 
 // --- A shard's link to its broker ---
 inline constexpr std::string_view kWorkerBrokerUp = "switchboard_worker_broker_up";

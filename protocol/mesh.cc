@@ -41,6 +41,8 @@ constexpr void ForEachField(M& m, F&& f) {
       f(m.flags);
       break;
     case Type::kAck:
+    case Type::kPeerData:
+    case Type::kPeerAck:
       f(m.seq);
       break;
     case Type::kCredit:
@@ -110,6 +112,10 @@ constexpr Shape kShapes[] = {
     MakeShape("kPeerHello", Type::kPeerHello, 2),
     MakeShape("kPeerWelcome", Type::kPeerWelcome, 2),
     MakeShape("kPeerHeartbeat", Type::kPeerHeartbeat, 1),
+    MakeShape("kPeerData", Type::kPeerData, 2),
+    MakeShape("kPeerAck", Type::kPeerAck, 1),
+    MakeShape("kPeerInterest", Type::kPeerInterest, 2),
+    MakeShape("kPeerPresence", Type::kPeerPresence, 3),
 };
 static_assert(kShapes[static_cast<size_t>(Type::kPublish)].header == 13);
 static_assert(kShapes[static_cast<size_t>(Type::kCredit)].header == 8);
@@ -150,10 +156,16 @@ uint64_t GetLe(std::string_view in, size_t at, size_t bytes) {
 
 bool BodyOnly(Type type) {
   return type == Type::kHello || type == Type::kBatch || type == Type::kMembers ||
-         type == Type::kPeerHello || type == Type::kPeerWelcome;
+         type == Type::kPeerHello || type == Type::kPeerWelcome || type == Type::kPeerData ||
+         type == Type::kPeerInterest;
 }
 // A hello or a batch may fill a frame; any other body is held to kMaxBodyBytes.
-bool LargeBody(Type type) { return type == Type::kHello || type == Type::kBatch; }
+// So may a kPeerData (it carries a packed message, up to kMaxPackedBytes) and a
+// kPeerInterest (a node's whole interest, as large as a hello's topics).
+bool LargeBody(Type type) {
+  return type == Type::kHello || type == Type::kBatch || type == Type::kPeerData ||
+         type == Type::kPeerInterest;
+}
 
 // The frames after the header: kHello, kBatch, kMembers, kPeerHello and kPeerWelcome have
 // only their body, every
@@ -864,34 +876,52 @@ Result<Hello> DecodeHello(std::string_view text) {
   return h;
 }
 
-std::string EncodeMembers(const std::vector<std::string>& members) {
-  std::string out = "{\"members\":";
-  AppendNames(out, members);
+namespace {
+
+// {"<key>":["..",..]}: kMembers' and kPeerInterest's bodies.
+std::string EncodeStringList(const char* key, const std::vector<std::string>& items) {
+  std::string out = "{\"";
+  out.append(key).append("\":");
+  AppendNames(out, items);
   out.push_back('}');
   return out;
 }
 
-Result<std::vector<std::string>> DecodeMembers(std::string_view text) {
-  Reader r("members");
+// The list under `key` of such a body: refused unless it is an array of at
+// most `max_items` strings of 1..`max_bytes` bytes (each a `noun`).
+Result<std::vector<std::string>> DecodeStringList(std::string_view text, const char* doc,
+                                                  const char* key, size_t max_items,
+                                                  size_t max_bytes, const char* noun) {
+  Reader r(doc);
   const json::object* o = r.Parse(text);
   if (!o) return r.status();
-  const json::array* a = r.Array(*o, "", "members");
+  const json::array* a = r.Array(*o, "", key);
   if (!a) return r.status();
-  if (a->size() > kMaxMembers) {
-    return Status::Refused("mesh: members: more than " + std::to_string(kMaxMembers) + " names");
+  const std::string prefix = std::string("mesh: ") + doc + ": ";
+  if (a->size() > max_items) {
+    return Status::Refused(prefix + "more than " + std::to_string(max_items) + " " + noun + "s");
   }
   std::vector<std::string> out;
   out.reserve(a->size());
   for (size_t i = 0; i < a->size(); ++i) {
     const json::string* s = (*a)[i].if_string();
-    if (!s || !ValidName(*s)) {
-      return Status::Refused("mesh: members: members[" + std::to_string(i) +
-                             "] is not a name of 1.." + std::to_string(kMaxShardNameBytes) +
-                             " bytes");
+    if (!s || s->empty() || s->size() > max_bytes) {
+      return Status::Refused(prefix + key + "[" + std::to_string(i) + "] is not a " + noun +
+                             " of 1.." + std::to_string(max_bytes) + " bytes");
     }
     out.emplace_back(s->data(), s->size());
   }
   return out;
+}
+
+}  // namespace
+
+std::string EncodeMembers(const std::vector<std::string>& members) {
+  return EncodeStringList("members", members);
+}
+
+Result<std::vector<std::string>> DecodeMembers(std::string_view text) {
+  return DecodeStringList(text, "members", "members", kMaxMembers, kMaxShardNameBytes, "name");
 }
 
 std::string EncodePresenceChange(const PresenceChange& change) {
@@ -927,6 +957,8 @@ std::string EncodePeerIntro(const PeerIntro& intro) {
   }
   out.append(",\"incarnation\":");
   phx::AppendJsonString(out, intro.incarnation);
+  if (intro.stream != 0) out.append(",\"stream\":").append(std::to_string(intro.stream));
+  if (intro.expected != 0) out.append(",\"expected\":").append(std::to_string(intro.expected));
   out.push_back('}');
   return out;
 }
@@ -942,7 +974,21 @@ Result<PeerIntro> DecodePeerIntro(std::string_view text) {
   if (o->contains("cluster") && !r.String(*o, "", "cluster", &p.cluster, 1, kMaxIntroField)) {
     return r.status();
   }
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  if (o->contains("stream") && !r.Unsigned(*o, "stream", 1, kMax, &p.stream)) return r.status();
+  if (o->contains("expected") && !r.Unsigned(*o, "expected", 0, kMax, &p.expected)) {
+    return r.status();
+  }
   return p;
+}
+
+std::string EncodePeerInterest(const std::vector<std::string>& topics) {
+  return EncodeStringList("topics", topics);
+}
+
+Result<std::vector<std::string>> DecodePeerInterest(std::string_view text) {
+  return DecodeStringList(text, "peer interest", "topics", kMaxHelloTopics, kMaxTopicBytes,
+                          "topic");
 }
 
 }  // namespace sb::mesh

@@ -81,6 +81,19 @@ enum class Type : uint8_t {
   // nanoseconds as `stamp` (echo 0); the peer socket answers at once with `echo` = that
   // stamp (stamp 0): the uplink's round-trip time, and each side's proof of life.
   kPeerHeartbeat = 21,
+  // Routing between nodes (docs/PROTOCOL.md, Peer links: routing), added within version 1.
+  // uplink → peer socket, on a welcomed link; fields: seq (1, 2, … per sending broker start);
+  // frames: one packed message (mesh::Pack) — kPeerInterest, kSubscribe, kUnsubscribe, kDeliver,
+  // kPresence or kPeerPresence. The receiver takes seq = expected, drops one below it.
+  kPeerData = 22,
+  // peer socket → uplink; fields: seq (every kPeerData up to it was taken).
+  kPeerAck = 23,
+  // Inside kPeerData: the sender's whole local interest; frames: PeerInterest JSON
+  // {"topics":[...]}. The receiver replaces what it held for the sender.
+  kPeerInterest = 24,
+  // Inside kPeerData: every presence meta the sender's shards track on a topic; frames: topic,
+  // PresenceChange JSON (joins only). The receiver replaces the sender's metas on the topic.
+  kPeerPresence = 25,
 };
 
 // Flag bits of kPublish / kDeliver.
@@ -133,6 +146,7 @@ struct Message {
   uint64_t top = 0;
   uint64_t first = 0;
   uint64_t echo = 0;  // kPeerHeartbeat: the stamp answered
+  // kPeerData, kPeerAck use `seq`; kPeerData's body is the packed inner message.
 };
 
 // Decodes the frames of one message (routing id already removed). Refused,
@@ -385,15 +399,28 @@ Result<PresenceChange> DecodePresenceChange(std::string_view json);
 // kPeerHello's and kPeerWelcome's body: {"node":"b","cluster":"prod","incarnation":"3f9c…"}
 // (a welcome leaves "cluster" out). The node is a member name, the incarnation
 // the sender's current one (docs/CLUSTER.md, Membership).
+//
+// Added for routing (absent from an older broker's): a hello's "stream", the sending broker's
+// stream id (random per broker start, nonzero: its kPeerData seqs count from 1 within it), and a
+// welcome's "expected", the seq the peer socket takes next on that stream (0: it holds nothing
+// of that stream, so the sender starts from the oldest it keeps).
 struct PeerIntro {
   std::string node;
   std::string cluster;  // a hello's; empty in a welcome
   std::string incarnation;
+  uint64_t stream = 0;    // a hello's; 0 if absent
+  uint64_t expected = 0;  // a welcome's; 0 if absent
   bool operator==(const PeerIntro&) const = default;
 };
 std::string EncodePeerIntro(const PeerIntro& intro);
 // Refused unless "node" and "incarnation" are strings of 1..64 bytes and
 // "cluster", if present, one too. Unknown fields are ignored.
 Result<PeerIntro> DecodePeerIntro(std::string_view json);
+
+// kPeerInterest's body: {"topics":["room:a",...]}, at most kMaxHelloTopics.
+std::string EncodePeerInterest(const std::vector<std::string>& topics);
+// Refused unless "topics" is an array of at most kMaxHelloTopics strings of
+// 1..kMaxTopicBytes bytes.
+Result<std::vector<std::string>> DecodePeerInterest(std::string_view json);
 
 }  // namespace sb::mesh

@@ -181,6 +181,14 @@ std::vector<Message> Samples() {
   Message& beat = add(Type::kPeerHeartbeat);
   beat.stamp = 0x0102030405060708;
   beat.echo = 0xf1f2f3f4f5f6f7f8;
+  Message& data = add(Type::kPeerData);
+  data.seq = 0x1122334455667788;
+  data.body = "\x04\x00\x00\x00SB\x01\x04"sv;
+  add(Type::kPeerAck).seq = 42;
+  add(Type::kPeerInterest).body = R"({"topics":["room:a","room:b"]})";
+  Message& peer_presence = add(Type::kPeerPresence);
+  peer_presence.topic = "room:a";
+  peer_presence.body = R"({"joins":[],"leaves":[]})";
   return all;
 }
 
@@ -192,7 +200,10 @@ size_t FramesOf(Type type) {
     case Type::kAck:
     case Type::kCredit:
     case Type::kPeerHeartbeat:
+    case Type::kPeerAck:
       return 1;
+    case Type::kPeerData:
+    case Type::kPeerInterest:
     case Type::kHello:
     case Type::kSubscribe:
     case Type::kUnsubscribe:
@@ -222,6 +233,8 @@ size_t HeaderOf(const Message& m) {
     case Type::kWelcome:
     case Type::kHeartbeat:
     case Type::kAck:
+    case Type::kPeerData:
+    case Type::kPeerAck:
       return 12;
     case Type::kPublish:
       return 13;
@@ -262,7 +275,8 @@ TEST(MeshCodec, FramesCopyNothingButTheHeader) {
     const std::span<const std::string_view> v = frames.views();
     ASSERT_EQ(v.size(), FramesOf(m.type));
     if (m.type == Type::kHello || m.type == Type::kMembers || m.type == Type::kPeerHello ||
-        m.type == Type::kPeerWelcome) {
+        m.type == Type::kPeerWelcome || m.type == Type::kPeerData ||
+        m.type == Type::kPeerInterest) {
       EXPECT_EQ(v[1].data(), m.body.data());
     } else if (v.size() > 1) {
       EXPECT_EQ(v[1].data(), m.topic.data());
@@ -327,7 +341,7 @@ TEST(MeshCodec, UnknownTypeEncodesToNothing) {
   m.type = static_cast<Type>(0);
   EXPECT_TRUE(Frames(m).views().empty());
   EXPECT_TRUE(Pack(m).empty());
-  m.type = static_cast<Type>(22);
+  m.type = static_cast<Type>(26);
   EXPECT_TRUE(Frames(m).views().empty());
 }
 
@@ -340,7 +354,7 @@ TEST(MeshCodec, HeaderMalformations) {
   ExpectRefused({"SB\x02\x03"}, "version 2, want 1");
   ExpectRefused({"SB\x00\x03"s}, "version 0, want 1");
   ExpectRefused({"SB\x01\x00"s}, "unknown type 0");
-  ExpectRefused({"SB\x01\x16"}, "unknown type 22");
+  ExpectRefused({"SB\x01\x1a"}, "unknown type 26");
   ExpectRefused({"SB\x01\xff"}, "unknown type 255");
 }
 
@@ -399,7 +413,8 @@ TEST(MeshCodec, TopicBounds) {
 
 TEST(MeshCodec, EmptyBodiesAreRefused) {
   for (Type type : {Type::kHello, Type::kPublish, Type::kPresence, Type::kDeliver, Type::kDiff,
-                    Type::kSnapshot, Type::kMembers, Type::kPeerHello, Type::kPeerWelcome}) {
+                    Type::kSnapshot, Type::kMembers, Type::kPeerHello, Type::kPeerWelcome,
+                    Type::kPeerData, Type::kPeerInterest, Type::kPeerPresence}) {
     SCOPED_TRACE(static_cast<int>(type));
     Message m;
     m.type = type;
@@ -1100,6 +1115,54 @@ TEST(MeshPeerIntro, Refusals) {
   refused(R"({"node":1,"incarnation":"1"})", "node is not a string");
   refused(R"({"node":"a","incarnation":"1","cluster":""})", "cluster is empty");
   refused("{\"node\":\"" + std::string(65, 'x') + "\",\"incarnation\":\"1\"}", "node is too long");
+  refused(R"({"node":"a","incarnation":"1","stream":0})", "stream is not within");
+  refused(R"({"node":"a","incarnation":"1","stream":"7"})", "stream is not an integer");
+  refused(R"({"node":"a","incarnation":"1","expected":-1})", "expected is not within");
+}
+
+TEST(MeshPeerIntro, StreamAndExpected) {
+  // A hello names its stream; a welcome the seq it takes next on it.
+  const PeerIntro hello{
+      .node = "b", .cluster = "prod", .incarnation = "3f9c", .stream = 18446744073709551615u};
+  EXPECT_EQ(EncodePeerIntro(hello),
+            R"({"node":"b","cluster":"prod","incarnation":"3f9c","stream":18446744073709551615})");
+  Result<PeerIntro> back = DecodePeerIntro(EncodePeerIntro(hello));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, hello);
+  const PeerIntro welcome{.node = "a", .cluster = "", .incarnation = "static", .expected = 17};
+  EXPECT_EQ(EncodePeerIntro(welcome), R"({"node":"a","incarnation":"static","expected":17})");
+  back = DecodePeerIntro(EncodePeerIntro(welcome));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, welcome);
+  // An older broker's intro has neither: 0.
+  back = DecodePeerIntro(R"({"node":"a","incarnation":"1"})");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->stream, 0u);
+  EXPECT_EQ(back->expected, 0u);
+}
+
+// --- PeerInterest --------------------------------------------------------------
+
+TEST(MeshPeerInterest, RoundTripAndRefusals) {
+  EXPECT_EQ(EncodePeerInterest({"room:a", "room:\"b"}), R"({"topics":["room:a","room:\"b"]})");
+  Result<std::vector<std::string>> back = DecodePeerInterest(EncodePeerInterest({"a", "b"}));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, (std::vector<std::string>{"a", "b"}));
+  back = DecodePeerInterest(EncodePeerInterest({}));
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->empty());
+  auto refused = [](const std::string& json, const std::string& what) {
+    Result<std::vector<std::string>> r = DecodePeerInterest(json);
+    ASSERT_FALSE(r.ok()) << json;
+    EXPECT_NE(r.status().message().find(what), std::string::npos) << r.status().message();
+  };
+  refused("x", "invalid JSON");
+  refused(R"({})", "topics is missing");
+  refused(R"({"topics":{}})", "topics is not an array");
+  refused(R"({"topics":[""]})", "topics[0] is not a topic");
+  refused(R"({"topics":["a",1]})", "topics[1] is not a topic");
+  refused("{\"topics\":[\"" + std::string(kMaxTopicBytes + 1, 't') + "\"]}",
+          "topics[0] is not a topic");
 }
 
 // --- PresenceChange ----------------------------------------------------------

@@ -404,6 +404,10 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
     case mesh::Type::kPeerHello:
     case mesh::Type::kPeerWelcome:
     case mesh::Type::kPeerHeartbeat:
+    case mesh::Type::kPeerData:
+    case mesh::Type::kPeerAck:
+    case mesh::Type::kPeerInterest:
+    case mesh::Type::kPeerPresence:
       // What only a shard sends, or one broker to another.
       ++counters_.bad_frames;
       return;

@@ -129,6 +129,13 @@ MESH_SEEDS["batch_deliveries"] = batch(MESH_SEEDS["deliver"], MESH_SEEDS["diff"]
                                        MESH_SEEDS["snapshot"])
 MESH_SEEDS["batch_publishes"] = batch(MESH_SEEDS["publish"], MESH_SEEDS["publish_binary"],
                                       MESH_SEEDS["credit"])
+# Between brokers: a kPeerData carries one packed message with its stream seq.
+MESH_SEEDS["peer_interest"] = mesh(24, b"", b'{"topics":["room:1","room:2"]}')
+MESH_SEEDS["peer_presence"] = mesh(25, b"", b"room:1", b'{"joins":[' + JOIN_META +
+                                   b'],"leaves":[]}')
+MESH_SEEDS["peer_data_deliver"] = mesh(22, u64(1), MESH_SEEDS["deliver"])
+MESH_SEEDS["peer_data_interest"] = mesh(22, u64(2), MESH_SEEDS["peer_interest"])
+MESH_SEEDS["peer_ack"] = mesh(23, u64(2))
 
 
 def write(folder, seeds):

@@ -1,0 +1,91 @@
+#include "broker/peer_stream.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace sb::broker {
+
+size_t PeerOutbox::Push(std::string packed) {
+  bytes_ += packed.size();
+  entries_.push_back(Entry{next_seq_++, std::move(packed)});
+  size_t dropped = 0;
+  while (entries_.size() > 1 &&
+         (entries_.size() > options_.max_messages || bytes_ > options_.max_bytes)) {
+    PopFront();
+    ++dropped;
+  }
+  dropped_ += dropped;
+  return dropped;
+}
+
+void PeerOutbox::PopFront() {
+  bytes_ -= entries_.front().packed.size();
+  entries_.pop_front();
+  if (next_ > 0) --next_;
+}
+
+void PeerOutbox::Ack(uint64_t seq) {
+  while (!entries_.empty() && entries_.front().seq <= seq) PopFront();
+}
+
+void PeerOutbox::Resume(uint64_t expected) {
+  // The receiver has everything below `expected`. One that claims more than
+  // was ever sent (not this stream's numbering) gets everything kept anew.
+  if (expected != 0 && expected <= next_seq_) Ack(expected - 1);
+  sending_ = true;
+  next_ = 0;
+}
+
+const PeerOutbox::Entry* PeerOutbox::Next() const {
+  if (!sending_ || next_ >= entries_.size()) return nullptr;
+  return &entries_[next_];
+}
+
+uint64_t PeerInbox::OnHello(uint64_t stream, bool* new_stream) {
+  *new_stream = stream != stream_;
+  if (*new_stream) {
+    stream_ = stream;
+    expected_ = 0;
+    acked_ = 0;
+    open_.clear();
+    ack_due_ = false;
+    return 0;
+  }
+  return acked_ + 1;
+}
+
+PeerInbox::Verdict PeerInbox::OnData(uint64_t seq) {
+  if (expected_ != 0 && seq < expected_) {
+    ++duplicates_;
+    // The sender resent what it thinks unacked: say again what is done.
+    ack_due_ = acked_ != 0;
+    return Verdict::kDuplicate;
+  }
+  if (expected_ != 0 && seq > expected_) gaps_ += seq - expected_;
+  expected_ = seq + 1;
+  ++taken_;
+  open_.emplace_back(seq, false);
+  return Verdict::kTake;
+}
+
+void PeerInbox::Done(uint64_t stream, uint64_t seq) {
+  if (stream != stream_) return;
+  // Seqs are taken in increasing order: a binary search finds it.
+  auto it = std::lower_bound(open_.begin(), open_.end(), std::make_pair(seq, false));
+  if (it == open_.end() || it->first != seq) return;
+  it->second = true;
+  if (it != open_.begin()) return;
+  while (!open_.empty() && open_.front().second) {
+    acked_ = open_.front().first;
+    open_.pop_front();
+  }
+  ack_due_ = true;
+}
+
+std::optional<uint64_t> PeerInbox::TakeAck() {
+  if (!ack_due_ || acked_ == 0) return std::nullopt;
+  ack_due_ = false;
+  return acked_;
+}
+
+}  // namespace sb::broker
