@@ -175,7 +175,6 @@ void Shard::ExportConnections(std::span<const ConnId> ids, std::vector<handoff::
 void Shard::HandedOff() {
   handed_off_ = true;
   gateway_->StopAccepting();
-  for (ConnId id : gateway_->HandoffConnections()) gateway_->Release(id);
 }
 
 // --- From clients -------------------------------------------------------------

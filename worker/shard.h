@@ -106,7 +106,10 @@ class Shard : private Gateway::Listener, private ClusterSession::Handler, privat
   void ExportConnections(std::span<const ConnId> ids, std::vector<handoff::Connection>* out,
                          std::vector<int>* fds) const;
   // After the new process acknowledged: every socket is its own. Nothing
-  // more is written to clients or sent to the broker; the caller exits.
+  // more is written to clients or sent to the broker, nor accepted; the
+  // caller exits at once, without another loop turn and without tearing the
+  // connections down one by one (35-50 ms at 10,000 connections, which
+  // `switchboard upgrade` waited for): its exit drops its copies of the fds.
   void HandedOff();
 
   // --- The new process's side (Create with the session first): a chunk's

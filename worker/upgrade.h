@@ -56,7 +56,7 @@ struct HandoffPause {
 // taken them all and nothing waits on the broker that only this process
 // could answer (tried every 10 ms for a second), it sends the state with
 // everything paused. `handed_over` runs once the new process has
-// acknowledged (every socket is its own: exit). Whatever fails before, it
+// acknowledged (every socket is its own: exit, at once). Whatever fails before, it
 // logs why and the shard serves on with every connection.
 class HandOff {
  public:

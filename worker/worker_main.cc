@@ -393,7 +393,12 @@ int main(int argc, char** argv) {
   sb::worker::Shard* g = created->get();
   // SIGUSR2: hand everything to the process on the hand-off socket
   // (worker/upgrade); whatever fails, this process serves on.
-  sb::worker::HandOff hand_off(l, g, handoff_path, shard, [l] { l->Stop(sb::kExitOk); });
+  // Handed over, it exits at once (Shard::HandedOff says why): nothing it
+  // holds is its own any more.
+  sb::worker::HandOff hand_off(l, g, handoff_path, shard, [] {
+    spdlog::default_logger()->flush();
+    std::_Exit(sb::kExitOk);
+  });
   (void)l->Add(sfd->get(), EPOLLIN, [&](uint32_t) {
     int sig = sb::ReadSignal(sfd->get());
     if (sig == 0) return;
