@@ -75,6 +75,7 @@ Result<SendResult> SendFds(int sock, std::string_view bytes, std::span<const int
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return SendResult::kWouldBlock;
+    if (errno == ETOOMANYREFS) return SendResult::kTooManyInFlight;
     return Status::IoError(Errno("sendmsg", errno));
   }
 }

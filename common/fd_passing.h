@@ -42,6 +42,12 @@ inline constexpr size_t kMaxFdMessageBytes = 128 * 1024;
 enum class SendResult : uint8_t {
   kSent,        // the whole message, fds included, was queued
   kWouldBlock,  // non-blocking socket, buffer full: nothing sent, wait for EPOLLOUT
+  // The kernel's bound on fds sent and not yet received (ETOOMANYREFS: more
+  // than the sender's RLIMIT_NOFILE in flight for its user, unless it has
+  // CAP_SYS_RESOURCE): nothing sent; try again once the receiver has taken
+  // some. The socket may well be writable meanwhile, so EPOLLOUT does not
+  // say when.
+  kTooManyInFlight,
 };
 
 // Sends `bytes` (1..kMaxFdMessageBytes) with `fds` (at most

@@ -2,7 +2,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -160,6 +162,40 @@ TEST(FdPassingTest, NonBlockingSendWouldBlockWhenTheBufferIsFull) {
   Result<FdMessage> got = ReceiveFds(s.b.get());
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->kind, FdMessage::Kind::kWouldBlock);
+}
+
+// The kernel counts the fds a user has sent and not yet had received, and
+// refuses more than its RLIMIT_NOFILE (without CAP_SYS_RESOURCE): a sender
+// must hear that apart from a full buffer, since the socket stays writable.
+// Tried in a child that drops to `nobody` with a limit of 8.
+TEST(FdPassingTest, TooManyFdsInFlightIsSaidApartFromAFullBuffer) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root, to become another user with a low limit";
+  Pair s = SeqPacketPair(SOCK_NONBLOCK);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    const rlimit low{8, 8};
+    if (::setrlimit(RLIMIT_NOFILE, &low) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0) {
+      ::_exit(3);
+    }
+    // Ten copies of one fd: ten in flight once sent, more than the limit.
+    const std::vector<int> ten(10, s.a.get());
+    Result<SendResult> first = SendFds(s.a.get(), "ten", ten);
+    if (!first.ok() || *first != SendResult::kSent) ::_exit(4);
+    Result<SendResult> second = SendFds(s.a.get(), "more", ten);
+    if (!second.ok()) ::_exit(5);
+    ::_exit(*second == SendResult::kTooManyInFlight ? 0 : 6);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "3: could not drop to nobody, 4: first not sent, "
+                                       "5: an error, 6: not told apart";
+  // Received, they are in flight no more.
+  Result<FdMessage> got = ReceiveFds(s.b.get());
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->fds.size(), 10u);
 }
 
 TEST(FdPassingTest, PeerCloseReadsAsClosed) {

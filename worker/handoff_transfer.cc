@@ -39,6 +39,13 @@ Status SendMessage(int sock, std::string_view bytes, std::span<const int> fds,
     Result<SendResult> r = SendFds(sock, bytes, fds);
     if (!r.ok()) return r.status();
     if (r.value() == SendResult::kSent) return Status::Ok();
+    if (r.value() == SendResult::kTooManyInFlight) {
+      // Writable or not, the receiver must take some fds first.
+      if (MonoNowMs() >= deadline_ms)
+        return Status::IoError("hand-off: timed out with fds in flight");
+      ::usleep(1000);
+      continue;
+    }
     if (Status s = Wait(sock, POLLOUT, deadline_ms, "room to send"); !s.ok()) return s;
   }
 }
@@ -134,7 +141,8 @@ Status StateSender::NonBlocking() {
   return Status::Ok();
 }
 
-Result<bool> StateSender::TrySendSockets(std::span<const uint64_t> ids, std::span<const int> fds) {
+Result<SendResult> StateSender::TrySendSockets(std::span<const uint64_t> ids,
+                                               std::span<const int> fds) {
   if (fds.size() != ids.size()) return Status::Internal("hand-off: an fd per connection");
   if (Status s = NonBlocking(); !s.ok()) return s;
   Result<std::string> record = EncodeSockets(ids);
@@ -142,7 +150,7 @@ Result<bool> StateSender::TrySendSockets(std::span<const uint64_t> ids, std::spa
   // 253 ids are 2 KiB: one message, never continued.
   Result<SendResult> r = SendFds(sock_, record.value(), fds);
   if (!r.ok()) return Failed(r.status());
-  return r.value() == SendResult::kSent;
+  return r.value();
 }
 
 Result<bool> StateSender::TryEndSockets() {

@@ -80,9 +80,9 @@ class StateSender {
 
   // Before the session, while the old process serves on: the fds of up to
   // kMaxConnectionsPerChunk connections, fds[i] that of ids[i], in one
-  // message; their state follows in Send (without fds). Never waits: false
-  // if the socket has no room yet (try again later).
-  Result<bool> TrySendSockets(std::span<const uint64_t> ids, std::span<const int> fds);
+  // message; their state follows in Send (without fds). Never waits: says
+  // whether the message went (or why not yet: SendResult).
+  Result<SendResult> TrySendSockets(std::span<const uint64_t> ids, std::span<const int> fds);
   // After the last TrySendSockets: kSocketsEndMessage (false: no room yet),
   // then whether the new process has taken them all (false: not yet).
   // Neither waits.

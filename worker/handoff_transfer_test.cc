@@ -164,9 +164,9 @@ Status SendAhead(StateSender& sender, std::span<const uint64_t> ids, std::span<c
   const int64_t deadline = MonoNowMs() + 5000;
   for (size_t at = 0; at < ids.size();) {
     const size_t n = std::min(kMaxConnectionsPerChunk, ids.size() - at);
-    Result<bool> sent = sender.TrySendSockets(ids.subspan(at, n), fds.subspan(at, n));
+    Result<SendResult> sent = sender.TrySendSockets(ids.subspan(at, n), fds.subspan(at, n));
     if (!sent.ok()) return sent.status();
-    if (*sent) at += n;
+    if (*sent == SendResult::kSent) at += n;
     if (MonoNowMs() > deadline) return Status::IoError("no room in 5 s");
   }
   Result<bool> step = false;

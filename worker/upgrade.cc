@@ -141,9 +141,10 @@ Result<HandOff::Ahead> HandOff::SendSocketsAhead() {
       fds.push_back(fd);
     }
     if (!ids.empty()) {
-      Result<bool> sent = out.sender.TrySendSockets(ids, fds);
+      Result<SendResult> sent = out.sender.TrySendSockets(ids, fds);
       if (!sent.ok()) return sent.status();
-      if (!*sent) return Ahead::kNoRoom;
+      if (*sent == SendResult::kWouldBlock) return Ahead::kNoRoom;
+      if (*sent == SendResult::kTooManyInFlight) return Ahead::kTooManyInFlight;
       out.sent.insert(ids.begin(), ids.end());
     }
     out.at = end;
@@ -165,6 +166,15 @@ void HandOff::SendAhead() {
       return;
     case Ahead::kNoRoom:
       return Await(EPOLLOUT, &HandOff::SendAhead);
+    case Ahead::kTooManyInFlight:
+      // A millisecond later: the new process takes ~250 fds in that time.
+      if (MonoNowMs() >= out_->start_ms + kHandoffTimeoutMs) {
+        return GiveUp(Status::IoError("hand-off: timed out with fds in flight"));
+      }
+      loop_->AddTimer(std::chrono::milliseconds(1), [this] {
+        if (out_) SendAhead();
+      });
+      return;
   }
 }
 

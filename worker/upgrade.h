@@ -71,7 +71,7 @@ class HandOff {
 
  private:
   struct Outgoing;
-  enum class Ahead { kAllSent, kMore, kNoRoom };
+  enum class Ahead { kAllSent, kMore, kNoRoom, kTooManyInFlight };
   Result<Ahead> SendSocketsAhead();
   void SendAhead();
   void EndAhead();
