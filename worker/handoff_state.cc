@@ -47,6 +47,15 @@ class Writer {
     if (n > max) Fail(std::to_string(n) + " " + std::string(what));
     Int<uint32_t>(static_cast<uint32_t>(n));
   }
+  // A chunk's or a sockets record's count (u16): "a chunk of 0
+  // connections, 1 to 253" when out of bounds.
+  void RecordCount(size_t n, std::string_view record, std::string_view entries) {
+    if (n == 0 || n > kMaxConnectionsPerChunk) {
+      Fail(std::string(record) + " of " + std::to_string(n) + " " + std::string(entries) +
+           ", 1 to " + std::to_string(kMaxConnectionsPerChunk));
+    }
+    Int<uint16_t>(static_cast<uint16_t>(n));
+  }
   void Fail(std::string what) {
     if (error_.empty()) error_ = std::move(what);
   }
@@ -509,11 +518,7 @@ Result<Session> DecodeSession(std::string_view record) {
 
 Result<std::string> EncodeChunk(std::span<const Connection> connections) {
   Writer w;
-  if (connections.empty() || connections.size() > kMaxConnectionsPerChunk) {
-    w.Fail("a chunk of " + std::to_string(connections.size()) + " connections, 1 to " +
-           std::to_string(kMaxConnectionsPerChunk));
-  }
-  w.Int<uint16_t>(static_cast<uint16_t>(connections.size()));
+  w.RecordCount(connections.size(), "a chunk", "connections");
   for (const Connection& c : connections) WriteConnection(w, c);
   return Seal(RecordKind::kConnections, w);
 }
@@ -582,11 +587,7 @@ Result<std::vector<Connection>> DecodeChunk(std::string_view record, size_t fds)
 
 Result<std::string> EncodeSockets(std::span<const uint64_t> ids) {
   Writer w;
-  if (ids.empty() || ids.size() > kMaxConnectionsPerChunk) {
-    w.Fail("a sockets record of " + std::to_string(ids.size()) + " ids, 1 to " +
-           std::to_string(kMaxConnectionsPerChunk));
-  }
-  w.Int<uint16_t>(static_cast<uint16_t>(ids.size()));
+  w.RecordCount(ids.size(), "a sockets record", "ids");
   for (uint64_t id : ids) {
     if (id == 0) w.Fail("a connection with id 0");
     w.Int<uint64_t>(id);
