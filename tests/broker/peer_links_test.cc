@@ -284,8 +284,9 @@ TEST_F(BrokerPeerLinksTest, WithEtcdThePeerSocketsAdmitTheMembersAsTheyComeAndGo
   EXPECT_TRUE(tu::WaitUntil([&] { return ba.Up("b") && bb->Up("a"); }, kDeadline))
       << ba.log() << "\n"
       << bb->log();
-  EXPECT_EQ(ba.Metric("switchboard_broker_peer_auth_failures_total", {{"reason", "unknown_key"}}),
-            0.0);
+  // No unknown_key count is asserted: b may dial a before a's watch has
+  // b's record, and be refused once (docs/CLUSTER.md, Peer links); what
+  // matters is that both links come up from etcd's records alone.
 
   // b stops and leaves: a closes its uplink (no series for b any more).
   ASSERT_TRUE(bb->process().Signal(SIGTERM));
