@@ -54,6 +54,11 @@ struct ApiReply {
 Result<ApiReply> ApiPost(const ApiUrl& url, std::string_view path, const std::string& key,
                          std::string_view body, std::chrono::milliseconds timeout);
 
+// GET `path` with HTTP/1.0 (no body sent, the answer read to the close):
+// how `switchboard status` reads a child's Prometheus /metrics.
+Result<ApiReply> HttpGet(const ApiUrl& url, std::string_view path,
+                         std::chrono::milliseconds timeout);
+
 // Where `switchboard publish` posts without --config: the default
 // topology's node.api (config/cluster.yaml), as the control commands fall
 // back to its control socket.
