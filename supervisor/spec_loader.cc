@@ -237,6 +237,10 @@ class Loader {
   // Null means "empty list" for optional list-valued keys: an operator who
   // comments out every entry is left with `key:` and no value.
   sb::Status ReadList(const Field& f, std::string_view expected, std::vector<Field>* out) const;
+  // A list of maps with only `keys`, each read as ReadMap does; `item` names
+  // one in messages ("a socket map").
+  sb::Status ReadMapList(const Field& f, std::string_view expected, std::string_view item,
+                         Keys keys, std::vector<MapView>* out) const;
 
   // Scalars.
   sb::Status Text(const Field& f, std::string_view expected, std::string* out) const;
@@ -347,6 +351,23 @@ sb::Status Loader::ReadList(const Field& f, std::string_view expected,
     const YAML::Mark mark = item.Mark().is_null() ? f.mark : item.Mark();
     out->push_back(Field{item, Item(f.path, i), mark});
     ++i;
+  }
+  return sb::Status::Ok();
+}
+
+sb::Status Loader::ReadMapList(const Field& f, std::string_view expected, std::string_view item,
+                               Keys keys, std::vector<MapView>* out) const {
+  std::vector<Field> items;
+  SB_RETURN_IF_ERROR(ReadList(f, expected, &items));
+  out->clear();
+  for (const Field& i : items) {
+    if (!i.node.IsMap()) {
+      return Error(i, "expected " + std::string(item) + " with keys " + JoinKeys(keys));
+    }
+    MapView map;
+    SB_RETURN_IF_ERROR(ReadMap(i, "", &map));
+    SB_RETURN_IF_ERROR(CheckKeys(map, keys, nullptr));
+    out->push_back(std::move(map));
   }
   return sb::Status::Ok();
 }
@@ -522,15 +543,10 @@ sb::Status Loader::ParseNode(const Field& f) {
 }
 
 sb::Status Loader::ParseSockets(const Field& f) {
-  std::vector<Field> items;
-  SB_RETURN_IF_ERROR(ReadList(f, "a list of sockets ({name, listen, backlog, balance})", &items));
-  for (const Field& item : items) {
-    if (!item.node.IsMap()) {
-      return Error(item, "expected a socket map with keys " + JoinKeys(kSocketKeys));
-    }
-    MapView map;
-    SB_RETURN_IF_ERROR(ReadMap(item, "", &map));
-    SB_RETURN_IF_ERROR(CheckKeys(map, kSocketKeys, nullptr));
+  std::vector<MapView> maps;
+  SB_RETURN_IF_ERROR(ReadMapList(f, "a list of sockets ({name, listen, backlog, balance})",
+                                 "a socket map", kSocketKeys, &maps));
+  for (const MapView& map : maps) {
     SocketSpec socket;
     const Field* name = nullptr;
     SB_RETURN_IF_ERROR(Required(map, "name", "children refer to sockets by name", &name));
@@ -1096,15 +1112,10 @@ sb::Status Loader::ParseCluster(const Field& f) {
 }
 
 sb::Status Loader::ParsePeers(const Field& f, ClusterSpec* c) {
-  std::vector<Field> items;
-  SB_RETURN_IF_ERROR(ReadList(f, "a list of {node, broker, curve_public}", &items));
-  for (const Field& item : items) {
-    if (!item.node.IsMap()) {
-      return Error(item, "expected a peer map with keys " + JoinKeys(kPeerKeys));
-    }
-    MapView map;
-    SB_RETURN_IF_ERROR(ReadMap(item, "", &map));
-    SB_RETURN_IF_ERROR(CheckKeys(map, kPeerKeys, nullptr));
+  std::vector<MapView> maps;
+  SB_RETURN_IF_ERROR(
+      ReadMapList(f, "a list of {node, broker, curve_public}", "a peer map", kPeerKeys, &maps));
+  for (const MapView& map : maps) {
     ClusterPeerSpec peer;
     const Field* node = nullptr;
     SB_RETURN_IF_ERROR(Required(map, "node", "the member's node name", &node));

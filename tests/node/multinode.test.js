@@ -14,7 +14,7 @@ const { execFile, execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { it } = require('./lib/cluster');
+const { it, findNode: findChild } = require('./lib/cluster');
 const { connect, join, push, Presence } = require('./lib/phoenix');
 const { scopeFor, waitUntil, withTimeout } = require('./lib/util');
 
@@ -77,15 +77,6 @@ async function allUp(files, timeout = 20000) {
       }
     }, { timeout, interval: 100, what: `${file}: every member up in switchboard status` });
   }
-}
-
-function findChild(node, id) {
-  if (node.id === id) return node;
-  for (const c of node.children || []) {
-    const f = findChild(c, id);
-    if (f) return f;
-  }
-  return null;
 }
 
 async function client(s, node, key) {
