@@ -124,8 +124,10 @@ Status EnsureApiKeyFile(const std::string& path) {
   return Status::Ok();
 }
 
-Result<ApiReply> ApiPost(const ApiUrl& url, std::string_view path, const std::string& key,
-                         std::string_view body, std::chrono::milliseconds timeout) {
+namespace {
+
+// One TCP connection to `url` with send and receive timeouts.
+Result<UniqueFd> Connect(const ApiUrl& url, std::chrono::milliseconds timeout) {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
@@ -152,19 +154,43 @@ Result<ApiReply> ApiPost(const ApiUrl& url, std::string_view path, const std::st
   if (!fd.valid()) {
     return Status::IoError("connecting to " + url.host + ":" + port + ": " + why);
   }
+  return fd;
+}
+
+Result<ApiReply> Exchange(const ApiUrl& url, const std::string& request,
+                          std::chrono::milliseconds timeout) {
+  Result<UniqueFd> fd = Connect(url, timeout);
+  if (!fd.ok()) return fd.status();
+  for (size_t sent = 0; sent < request.size();) {
+    ssize_t n = ::send(fd->get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::IoError(std::string("sending the request: ") + strerror(errno));
+    sent += static_cast<size_t>(n);
+  }
+  return ReadReply(fd->get());
+}
+
+}  // namespace
+
+Result<ApiReply> ApiPost(const ApiUrl& url, std::string_view path, const std::string& key,
+                         std::string_view body, std::chrono::milliseconds timeout) {
+  const std::string port = std::to_string(url.port);
   std::string request =
       "POST " + std::string(path) + " HTTP/1.1\r\nHost: " + url.host + ":" + port +
       "\r\nAuthorization: Bearer " + key +
       "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
       "\r\nConnection: close\r\n\r\n";
   request += body;
-  for (size_t sent = 0; sent < request.size();) {
-    ssize_t n = ::send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Status::IoError(std::string("sending the request: ") + strerror(errno));
-    sent += static_cast<size_t>(n);
-  }
-  return ReadReply(fd.get());
+  return Exchange(url, request, timeout);
+}
+
+Result<ApiReply> HttpGet(const ApiUrl& url, std::string_view path,
+                         std::chrono::milliseconds timeout) {
+  // HTTP/1.0: the answer comes whole, never chunked, and the server closes.
+  return Exchange(url,
+                  "GET " + std::string(path) + " HTTP/1.0\r\nHost: " + url.host + ":" +
+                      std::to_string(url.port) + "\r\n\r\n",
+                  timeout);
 }
 
 int RunPublish(const PublishArgs& args, std::ostream& out, std::ostream& err,

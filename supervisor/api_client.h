@@ -5,7 +5,8 @@
 // shard's port and the key file), making the key file at the daemon's first
 // start, reading it (refused if group
 // or others may read it, as the shards refuse it), one blocking HTTP/1.1
-// POST /api/publish, and the command's output and exit code (0 ok; 1
+// POST /api/publish (and the one blocking GET `switchboard status` reads a
+// child's /metrics with), and the command's output and exit code (0 ok; 1
 // refused or failed, the reason on stderr; 2 usage). Does not: find the
 // config (switchboard_main.cc) or decide anything about the request (the
 // shard does: worker/http_api). Blocking; runs on the calling thread.
@@ -53,6 +54,11 @@ struct ApiReply {
 // does not answer within `timeout`.
 Result<ApiReply> ApiPost(const ApiUrl& url, std::string_view path, const std::string& key,
                          std::string_view body, std::chrono::milliseconds timeout);
+
+// GET `path` with HTTP/1.0 (no body sent, the answer read to the close):
+// how `switchboard status` reads a child's Prometheus /metrics.
+Result<ApiReply> HttpGet(const ApiUrl& url, std::string_view path,
+                         std::chrono::milliseconds timeout);
 
 // Where `switchboard publish` posts without --config: the default
 // topology's node.api (config/cluster.yaml), as the control commands fall

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "common/exit_codes.h"
+#include "supervisor/cluster_status.h"
 #include "supervisor/control_server.h"
 #include "supervisor/engine_types.h"
 
@@ -186,7 +187,24 @@ int RunStatus(const std::string& control, bool json, std::ostream& out, std::ost
   request["cmd"] = "status";
   json::object reply;
   if (auto rc = Call(control, request, kControlShortTimeout, reply, err)) return *rc;
-  out << (json ? EncodeControlLine(reply) : RenderStatus(reply)) << std::flush;
+  if (reply.contains("cluster")) {
+    // The links' states are the broker's: read from its /metrics here, so
+    // the daemon never waits on a child to answer a status request.
+    const std::string address = BrokerMetricsAddress(reply);
+    BrokerMeshMetrics metrics;
+    std::string why;
+    if (address.empty()) {
+      why = "the broker child has no metrics: address";
+    } else if (Result<std::string> text = FetchBrokerMetrics(address, std::chrono::seconds(2));
+               text.ok()) {
+      metrics = ParseBrokerMetrics(*text);
+    } else {
+      why = "broker metrics at " + address + ": " + text.status().message();
+    }
+    MergeClusterLinks(reply, metrics, why);
+  }
+  out << (json ? EncodeControlLine(reply) : RenderStatus(reply) + RenderCluster(reply))
+      << std::flush;
   return kExitOk;
 }
 

@@ -18,7 +18,8 @@
 namespace sb::supervisor {
 
 // `status` and `tree`: the tree as RenderStatus draws it, or the raw reply as one JSON line with
-// `json`.
+// `json`. With a cluster in the reply, the broker child's /metrics are read here for each
+// member's link and added to both (cluster_status.h).
 int RunStatus(const std::string& control, bool json, std::ostream& out, std::ostream& err);
 
 // `cmd` is stop, start or restart. Prints "<id>: stopped" (started, restarted) on success.

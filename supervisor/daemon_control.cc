@@ -77,6 +77,18 @@ json::object Daemon::StatusReply() {
                  {"uptime_s", Seconds(now - started_at_)}};
   o["tree"] = ViewJson(engine_->View(now), now);
   if (metrics_) o["metrics_port"] = metrics_->port();
+  // What the config says; the links' states are the broker's own metrics,
+  // which `switchboard status` reads itself (the daemon's loop never waits
+  // on a child's HTTP answer).
+  if (spec_.cluster) {
+    const ClusterSpec& c = *spec_.cluster;
+    json::array peers;
+    for (const ClusterPeerSpec& p : c.peers) peers.push_back(json::value(p.node));
+    o["cluster"] =
+        json::object{{"name", c.name},           {"node", c.node},
+                     {"broker", c.broker},       {"membership", MembershipName(c.membership)},
+                     {"peer_bind", c.peer_bind}, {"peers", std::move(peers)}};
+  }
   return o;
 }
 
@@ -220,6 +232,9 @@ void Daemon::Reload(std::function<void(Status, std::vector<std::string>)> done) 
       for (const std::string& name : closing) sockets_.Close(name);
       spec_.sockets = adopted.sockets;
       spec_.warnings = adopted.warnings;
+      // Its flags are in the broker child's command, which the plan above
+      // restarted the broker with.
+      spec_.cluster = adopted.cluster;
     }
     done(rep.status, changes);
   }};

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/curve.h"
 #include "supervisor/api_client.h"
 #include "supervisor/duration.h"
 #include "yaml-cpp/yaml.h"
@@ -39,10 +40,19 @@ namespace {
 
 using Keys = std::span<const std::string_view>;
 
-constexpr std::array<std::string_view, 3> kTopKeys = {"node", "sockets", "supervisor"};
+constexpr std::array<std::string_view, 4> kTopKeys = {"node", "sockets", "supervisor", "cluster"};
 constexpr std::array<std::string_view, 6> kNodeKeys = {"name",    "control", "events",
                                                        "metrics", "file_sd", "api"};
 constexpr std::array<std::string_view, 2> kApiKeys = {"url", "key_file"};
+constexpr std::array<std::string_view, 9> kClusterKeys = {
+    "name",       "node",  "broker", "peer_bind", "curve_secret_file",
+    "membership", "peers", "etcd",   "insecure"};
+constexpr std::array<std::string_view, 3> kPeerKeys = {"node", "broker", "curve_public"};
+constexpr std::array<std::string_view, 3> kEtcdKeys = {"endpoints", "advertise", "ttl"};
+// The broker's own bounds (broker/cluster_membership.cc).
+constexpr size_t kMaxNodeName = 64;
+constexpr int kMinEtcdTtlS = 2;
+constexpr int kMaxEtcdTtlS = 3600;
 constexpr std::array<std::string_view, 3> kBackoffKeys = {"initial", "max", "factor"};
 constexpr std::array<std::string_view, 4> kSocketKeys = {"name", "listen", "backlog", "balance"};
 constexpr std::array<std::string_view, 5> kRootKeys = {"id", "strategy", "intensity", "period",
@@ -90,6 +100,14 @@ constexpr std::array<EnumName<UpgradeMode>, 2> kUpgradeModes = {{
 constexpr std::array<EnumName<Balance>, 2> kBalances = {{
     {"shared", Balance::kShared},
     {"round_robin", Balance::kRoundRobin},
+}};
+constexpr std::array<EnumName<Membership>, 2> kMemberships = {{
+    {"static", Membership::kStatic},
+    {"etcd", Membership::kEtcd},
+}};
+constexpr std::array<EnumName<bool>, 2> kBooleans = {{
+    {"false", false},
+    {"true", true},
 }};
 constexpr std::array<EnumName<bool>, 2> kChildTypes = {{
     {"worker", false},
@@ -219,6 +237,10 @@ class Loader {
   // Null means "empty list" for optional list-valued keys: an operator who
   // comments out every entry is left with `key:` and no value.
   sb::Status ReadList(const Field& f, std::string_view expected, std::vector<Field>* out) const;
+  // A list of maps with only `keys`, each read as ReadMap does; `item` names
+  // one in messages ("a socket map").
+  sb::Status ReadMapList(const Field& f, std::string_view expected, std::string_view item,
+                         Keys keys, std::vector<MapView>* out) const;
 
   // Scalars.
   sb::Status Text(const Field& f, std::string_view expected, std::string* out) const;
@@ -247,8 +269,20 @@ class Loader {
   sb::Status ClaimRoundRobin(const std::vector<Field>& names, const ChildSpec& child,
                              bool is_template, std::optional<int> replicas);
   sb::Status RegisterId(const std::string& id, const Field& where);
+  // cluster: parsed after the tree, since it names the broker child and
+  // appends to its command.
+  sb::Status ParseCluster(const Field& f);
+  sb::Status ParsePeers(const Field& f, ClusterSpec* c);
+  sb::Status ParseEtcd(const Field& f, ClusterSpec* c);
+  // tcp://HOST:PORT; `bind`: HOST as a listen address takes it (numeric or
+  // localhost, port 0 allowed); otherwise also a DNS name, port 1-65535.
+  sb::Status TcpEndpoint(const Field& f, bool bind, std::string* out) const;
+  sb::Status ClusterName(const Field& f, std::string_view what, std::string* out) const;
 
   TreeSpec spec_;
+  // The `command:` of every child that is neither a replica nor a template,
+  // by id: where a flag cluster: owns is found written by hand.
+  std::map<std::string, Field, std::less<>> commands_;
   std::map<std::string, YAML::Mark, std::less<>> ids_;
   std::set<std::string, std::less<>> socket_names_;
   // round_robin sockets already named by a replica set: the set's id and where.
@@ -317,6 +351,23 @@ sb::Status Loader::ReadList(const Field& f, std::string_view expected,
     const YAML::Mark mark = item.Mark().is_null() ? f.mark : item.Mark();
     out->push_back(Field{item, Item(f.path, i), mark});
     ++i;
+  }
+  return sb::Status::Ok();
+}
+
+sb::Status Loader::ReadMapList(const Field& f, std::string_view expected, std::string_view item,
+                               Keys keys, std::vector<MapView>* out) const {
+  std::vector<Field> items;
+  SB_RETURN_IF_ERROR(ReadList(f, expected, &items));
+  out->clear();
+  for (const Field& i : items) {
+    if (!i.node.IsMap()) {
+      return Error(i, "expected " + std::string(item) + " with keys " + JoinKeys(keys));
+    }
+    MapView map;
+    SB_RETURN_IF_ERROR(ReadMap(i, "", &map));
+    SB_RETURN_IF_ERROR(CheckKeys(map, keys, nullptr));
+    out->push_back(std::move(map));
   }
   return sb::Status::Ok();
 }
@@ -427,7 +478,11 @@ sb::Status Loader::ParseTop(const Field& doc) {
   }
   const Field* root = nullptr;
   SB_RETURN_IF_ERROR(Required(top, "supervisor", "it is the root of the supervision tree", &root));
-  return ParseRoot(*root, top.Find("supervisor")->key_mark);
+  SB_RETURN_IF_ERROR(ParseRoot(*root, top.Find("supervisor")->key_mark));
+  if (const Field* cluster = top.FindValue("cluster")) {
+    SB_RETURN_IF_ERROR(ParseCluster(*cluster));
+  }
+  return sb::Status::Ok();
 }
 
 sb::Status Loader::ParseNode(const Field& f) {
@@ -488,15 +543,10 @@ sb::Status Loader::ParseNode(const Field& f) {
 }
 
 sb::Status Loader::ParseSockets(const Field& f) {
-  std::vector<Field> items;
-  SB_RETURN_IF_ERROR(ReadList(f, "a list of sockets ({name, listen, backlog, balance})", &items));
-  for (const Field& item : items) {
-    if (!item.node.IsMap()) {
-      return Error(item, "expected a socket map with keys " + JoinKeys(kSocketKeys));
-    }
-    MapView map;
-    SB_RETURN_IF_ERROR(ReadMap(item, "", &map));
-    SB_RETURN_IF_ERROR(CheckKeys(map, kSocketKeys, nullptr));
+  std::vector<MapView> maps;
+  SB_RETURN_IF_ERROR(ReadMapList(f, "a list of sockets ({name, listen, backlog, balance})",
+                                 "a socket map", kSocketKeys, &maps));
+  for (const MapView& map : maps) {
     SocketSpec socket;
     const Field* name = nullptr;
     SB_RETURN_IF_ERROR(Required(map, "name", "children refer to sockets by name", &name));
@@ -728,6 +778,7 @@ sb::Status Loader::ParseChild(const Field& f, bool is_template, SupervisorSpec* 
       parent->children.push_back(std::move(replica));
     }
   } else {
+    commands_.emplace(child.id, *map.FindValue("command"));
     parent->children.push_back(std::move(child));
   }
   return sb::Status::Ok();
@@ -916,6 +967,232 @@ sb::Status Loader::ParseWorker(const MapView& map, bool is_template, ChildSpec* 
     if (where != nullptr) {
       Warn(*where, "'{{replica}}' is passed literally because this child has no replicas");
     }
+  }
+  return sb::Status::Ok();
+}
+
+ChildSpec* FindWorker(SupervisorSpec& sup, std::string_view id) {
+  for (ChildSpec& c : sup.children) {
+    if (!c.is_supervisor && c.id == id) return &c;
+    if (c.is_supervisor) {
+      if (ChildSpec* found = FindWorker(c.sub.front(), id)) return found;
+    }
+  }
+  return nullptr;
+}
+
+// The flag an argument is, if it is one of kClusterFlags ("--peer" or
+// "--peer=..."); empty otherwise.
+std::string_view ClusterFlagOf(std::string_view arg) {
+  for (std::string_view flag : kClusterFlags) {
+    if (arg == flag ||
+        (arg.starts_with(flag) && arg.size() > flag.size() && arg[flag.size()] == '=')) {
+      return flag;
+    }
+  }
+  return {};
+}
+
+bool IsWildcard(std::string_view host) { return host == "0.0.0.0" || host == "::"; }
+
+sb::Status Loader::ClusterName(const Field& f, std::string_view what, std::string* out) const {
+  SB_RETURN_IF_ERROR(Name(f, /*allow_dot=*/true, what, out));
+  if (out->size() > kMaxNodeName) {
+    return Error(f, std::string(what) + " is " + std::to_string(out->size()) +
+                        " characters; at most " + std::to_string(kMaxNodeName));
+  }
+  return sb::Status::Ok();
+}
+
+sb::Status Loader::TcpEndpoint(const Field& f, bool bind, std::string* out) const {
+  std::string text;
+  SB_RETURN_IF_ERROR(Text(f, "tcp://HOST:PORT", &text));
+  constexpr std::string_view kScheme = "tcp://";
+  if (!std::string_view(text).starts_with(kScheme)) {
+    return Error(f, "expected tcp://HOST:PORT, e.g. \"tcp://10.0.0.1:7100\", found '" + text + "'");
+  }
+  Field rest = f;
+  rest.node = YAML::Node(text.substr(kScheme.size()));
+  SocketSpec parsed;
+  if (bind) {
+    SB_RETURN_IF_ERROR(ParseListen(rest, &parsed));
+  } else {
+    // A DNS name is fine where the broker connects: libzmq resolves it.
+    const std::string hostport = text.substr(kScheme.size());
+    const size_t colon = hostport.rfind(':');
+    const std::string host = colon == std::string::npos ? "" : hostport.substr(0, colon);
+    const bool name =
+        !host.empty() && host.front() != '[' && std::all_of(host.begin(), host.end(), [](char c) {
+          return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '-';
+        });
+    if (name) rest.node = YAML::Node("127.0.0.1" + hostport.substr(colon));
+    SB_RETURN_IF_ERROR(ParseListen(rest, &parsed));
+    if (parsed.port == 0) return Error(f, "port must be 1-65535 where a broker connects");
+  }
+  *out = text;
+  return sb::Status::Ok();
+}
+
+sb::Status Loader::ParseCluster(const Field& f) {
+  MapView map;
+  SB_RETURN_IF_ERROR(ReadMap(f, "a map with keys " + JoinKeys(kClusterKeys), &map));
+  SB_RETURN_IF_ERROR(CheckKeys(map, kClusterKeys, nullptr));
+  ClusterSpec c;
+  if (const Field* name = map.FindValue("name")) {
+    SB_RETURN_IF_ERROR(ClusterName(*name, "cluster name", &c.name));
+  }
+  c.node = spec_.node.name;
+  if (const Field* node = map.FindValue("node")) {
+    SB_RETURN_IF_ERROR(ClusterName(*node, "node name", &c.node));
+  } else if (c.node.size() > kMaxNodeName) {
+    return Error(map.self.mark, Child(f.path, "node"),
+                 "node.name is longer than " + std::to_string(kMaxNodeName) +
+                     " characters; give cluster.node");
+  }
+
+  const Field* broker = map.FindValue("broker");
+  if (broker != nullptr) {
+    SB_RETURN_IF_ERROR(Name(*broker, /*allow_dot=*/false, "child id", &c.broker));
+  }
+  auto command = commands_.find(c.broker);
+  ChildSpec* child = FindWorker(spec_.root, c.broker);
+  if (command == commands_.end() || child == nullptr) {
+    return Error(broker != nullptr ? broker->mark : map.self.mark, Child(f.path, "broker"),
+                 "no worker with id '" + c.broker +
+                     "' (the broker child, not in a replica set or simple_one_for_one) to give "
+                     "the cluster flags to");
+  }
+
+  const Field* bind = nullptr;
+  SB_RETURN_IF_ERROR(Required(map, "peer_bind", "the other nodes' brokers connect to it", &bind));
+  SB_RETURN_IF_ERROR(TcpEndpoint(*bind, /*bind=*/true, &c.peer_bind));
+  if (const Field* secret = map.FindValue("curve_secret_file")) {
+    SB_RETURN_IF_ERROR(Text(*secret, "a path", &c.curve_secret_file));
+    if (c.curve_secret_file.empty()) return Error(*secret, "secret key file path is empty");
+  }
+  if (const Field* insecure = map.FindValue("insecure")) {
+    SB_RETURN_IF_ERROR(Enum(*insecure, "value", kBooleans, &c.insecure));
+  }
+  const Field* membership = map.FindValue("membership");
+  if (membership != nullptr) {
+    SB_RETURN_IF_ERROR(Enum(*membership, "membership", kMemberships, &c.membership));
+  }
+  const Field* peers = map.FindValue("peers");
+  const Field* etcd = map.FindValue("etcd");
+  if (c.membership == Membership::kStatic) {
+    if (etcd != nullptr) {
+      return Error(*etcd, "etcd: is for membership: etcd (this cluster's membership is static)");
+    }
+    if (peers != nullptr) SB_RETURN_IF_ERROR(ParsePeers(*peers, &c));
+  } else {
+    if (peers != nullptr) {
+      return Error(*peers,
+                   "peers: is for membership: static (with etcd the members come from etcd)");
+    }
+    const Field* etcd_field = nullptr;
+    SB_RETURN_IF_ERROR(Required(map, "etcd", "membership: etcd needs its endpoints", &etcd_field));
+    SB_RETURN_IF_ERROR(ParseEtcd(*etcd_field, &c));
+  }
+
+  // The flags are the section's: the same flag also written by hand would
+  // leave the operator guessing which one the broker takes.
+  std::vector<Field> args;
+  SB_RETURN_IF_ERROR(ReadList(command->second, "a list of strings", &args));
+  for (const Field& arg : args) {
+    const std::string_view flag = ClusterFlagOf(arg.node.Scalar());
+    if (flag.empty()) continue;
+    return Error(arg, "the broker flag " + std::string(flag) + " is set by the cluster: section (" +
+                          LineColumn(map.self.mark) + "); remove it from the command");
+  }
+  const std::vector<std::string> flags = ClusterFlags(c);
+  child->command.insert(child->command.end(), flags.begin(), flags.end());
+  spec_.cluster = std::move(c);
+  return sb::Status::Ok();
+}
+
+sb::Status Loader::ParsePeers(const Field& f, ClusterSpec* c) {
+  std::vector<MapView> maps;
+  SB_RETURN_IF_ERROR(
+      ReadMapList(f, "a list of {node, broker, curve_public}", "a peer map", kPeerKeys, &maps));
+  for (const MapView& map : maps) {
+    ClusterPeerSpec peer;
+    const Field* node = nullptr;
+    SB_RETURN_IF_ERROR(Required(map, "node", "the member's node name", &node));
+    SB_RETURN_IF_ERROR(ClusterName(*node, "node name", &peer.node));
+    if (peer.node == c->node) {
+      return Error(
+          *node, "peer '" + peer.node + "' is this node (cluster.node); list only the other nodes");
+    }
+    const Field* broker = nullptr;
+    SB_RETURN_IF_ERROR(
+        Required(map, "broker", "its broker's peer socket, tcp://HOST:PORT", &broker));
+    SB_RETURN_IF_ERROR(TcpEndpoint(*broker, /*bind=*/false, &peer.broker));
+    const Field* key = nullptr;
+    SB_RETURN_IF_ERROR(Required(map, "curve_public",
+                                "its CURVE public key, as `switchboard keygen` printed it", &key));
+    SB_RETURN_IF_ERROR(Text(*key, "a Z85 key", &peer.curve_public));
+    if (sb::Status valid = curve::Validate(peer.curve_public); !valid.ok()) {
+      return Error(*key, valid.message());
+    }
+    for (const ClusterPeerSpec& seen : c->peers) {
+      if (seen.node == peer.node) {
+        return Error(*node, "peer '" + peer.node + "' is listed twice");
+      }
+      if (seen.broker == peer.broker) {
+        return Error(*broker, "peers '" + seen.node + "' and '" + peer.node +
+                                  "' have the same broker endpoint " + peer.broker);
+      }
+    }
+    c->peers.push_back(std::move(peer));
+  }
+  return sb::Status::Ok();
+}
+
+sb::Status Loader::ParseEtcd(const Field& f, ClusterSpec* c) {
+  MapView map;
+  SB_RETURN_IF_ERROR(ReadMap(f, "a map with keys " + JoinKeys(kEtcdKeys), &map));
+  SB_RETURN_IF_ERROR(CheckKeys(map, kEtcdKeys, nullptr));
+  const Field* endpoints = nullptr;
+  SB_RETURN_IF_ERROR(
+      Required(map, "endpoints", "etcd's http://HOST:PORT, one or more", &endpoints));
+  std::vector<Field> items;
+  SB_RETURN_IF_ERROR(ReadList(*endpoints, "a list of http://HOST:PORT", &items));
+  if (items.empty()) return Error(*endpoints, "needs at least one etcd endpoint");
+  for (const Field& item : items) {
+    std::string url;
+    SB_RETURN_IF_ERROR(Text(item, "http://HOST:PORT", &url));
+    if (Result<ApiUrl> parsed = ParseApiUrl(url); !parsed.ok()) {
+      return Error(item, parsed.status().message());
+    }
+    c->etcd_endpoints.push_back(std::move(url));
+  }
+  if (const Field* advertise = map.FindValue("advertise")) {
+    SB_RETURN_IF_ERROR(TcpEndpoint(*advertise, /*bind=*/false, &c->advertise));
+  } else {
+    // peer_bind is where the others reach this node unless it binds a
+    // wildcard address or an ephemeral port.
+    const std::string hostport = c->peer_bind.substr(std::string_view("tcp://").size());
+    const size_t colon = hostport.rfind(':');
+    std::string host = hostport.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    if (IsWildcard(host) || hostport.substr(colon + 1) == "0") {
+      return Error(map.self.mark, Child(f.path, "advertise"),
+                   "required key is missing (peer_bind " + c->peer_bind +
+                       " is not an address the others can reach)");
+    }
+    c->advertise = c->peer_bind;
+  }
+  if (const Field* ttl = map.FindValue("ttl")) {
+    Millis d{0};
+    SB_RETURN_IF_ERROR(Duration(*ttl, /*allow_zero=*/false, &d));
+    if (d.count() % 1000 != 0 || d.count() / 1000 < kMinEtcdTtlS ||
+        d.count() / 1000 > kMaxEtcdTtlS) {
+      return Error(*ttl, "the lease TTL must be whole seconds from " +
+                             std::to_string(kMinEtcdTtlS) + "s to " + std::to_string(kMaxEtcdTtlS) +
+                             "s");
+    }
+    c->etcd_ttl_s = static_cast<int>(d.count() / 1000);
   }
   return sb::Status::Ok();
 }

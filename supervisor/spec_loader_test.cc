@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 
+#include "common/curve.h"
 #include "supervisor/tree_spec.h"
 
 namespace sb::supervisor {
@@ -667,7 +668,7 @@ TEST(SpecLoaderErrorTest, BadUpgradeValues) {
 TEST(SpecLoaderErrorTest, UnknownTopLevelAndNodeKeys) {
   EXPECT_EQ(LoadError("supervisor: {}\nsuprvisor: {}\n"),
             "test.yaml:2:1: key 'suprvisor': unknown key 'suprvisor' (allowed here: node, "
-            "sockets, supervisor)");
+            "sockets, supervisor, cluster)");
   EXPECT_EQ(LoadError("node:\n  metric: 127.0.0.1:9100\nsupervisor: {}\n"),
             "test.yaml:2:3: key 'node.metric': unknown key 'metric' (allowed here: name, "
             "control, events, metrics, file_sd, api)");
@@ -853,7 +854,7 @@ TEST(SpecLoaderErrorTest, EmptyConfiguration) {
 TEST(SpecLoaderErrorTest, TopLevelShape) {
   EXPECT_EQ(LoadError("- supervisor\n"),
             "test.yaml:1:1: the configuration must be a map with the keys node, sockets, "
-            "supervisor");
+            "supervisor, cluster");
   EXPECT_EQ(LoadError("node: {name: a}\n"),
             "test.yaml:1:1: key 'supervisor': required key is missing (it is the root of the "
             "supervision tree)");
@@ -885,6 +886,175 @@ TEST(SpecLoaderErrorTest, BadNodeApi) {
             "bearer key)");
   EXPECT_EQ(LoadError("node:\n  api: {url: \"http://127.0.0.1:4000\", key: k}\nsupervisor: {}\n"),
             "test.yaml:2:39: key 'node.api.key': unknown key 'key' (allowed here: url, key_file)");
+}
+
+// ---- cluster: ----
+
+constexpr char kKeyA[] = "axL9d&plA.N2ntX5mZ07Y^V}QEdGEx@<AE10FWNt";
+constexpr char kKeyB[] = "3/rn-5&9p.!1)gqBcyB-=nP[1^MQNA}w:va[{Z4k";
+
+// A node whose broker is the root's first child; `cluster` is appended.
+std::string ClusterYaml(const std::string& cluster) {
+  return "node: {name: n1}\n"
+         "supervisor:\n"
+         "  children:\n"
+         "    - {id: broker, command: [switchboard-broker, --bind, \"ipc:///tmp/b\"]}\n"
+         "cluster:\n" +
+         cluster;
+}
+
+TEST(SpecLoaderClusterTest, StaticPeersBecomeBrokerFlags) {
+  const TreeSpec spec = LoadOk(
+      ClusterYaml("  name: demo\n"
+                  "  peer_bind: \"tcp://127.0.0.1:7101\"\n"
+                  "  curve_secret_file: /k/n1.key\n"
+                  "  peers:\n"
+                  "    - {node: n2, broker: \"tcp://127.0.0.1:7102\", curve_public: \"" +
+                  std::string(kKeyA) +
+                  "\"}\n"
+                  "    - {node: n3, broker: \"tcp://host-3.example:7103\", curve_public: \"" +
+                  kKeyB + "\"}\n"));
+  ASSERT_TRUE(spec.cluster.has_value());
+  EXPECT_EQ(spec.cluster->name, "demo");
+  EXPECT_EQ(spec.cluster->node, "n1");  // node.name
+  EXPECT_EQ(spec.cluster->broker, "broker");
+  EXPECT_EQ(
+      spec.root.children[0].command,
+      (std::vector<std::string>{"switchboard-broker", "--bind", "ipc:///tmp/b", "--node", "n1",
+                                "--cluster", "demo", "--membership", "static", "--peer-bind",
+                                "tcp://127.0.0.1:7101", "--curve-secret-file", "/k/n1.key",
+                                "--peer", "n2=tcp://127.0.0.1:7102=" + std::string(kKeyA), "--peer",
+                                "n3=tcp://host-3.example:7103=" + std::string(kKeyB)}));
+}
+
+TEST(SpecLoaderClusterTest, EtcdBecomesBrokerFlags) {
+  const TreeSpec spec = LoadOk(
+      ClusterYaml("  node: alpha\n"
+                  "  peer_bind: \"tcp://0.0.0.0:7100\"\n"
+                  "  membership: etcd\n"
+                  "  insecure: true\n"
+                  "  etcd: {endpoints: [\"http://10.0.0.254:2379\", \"http://10.0.0.253:2379\"], "
+                  "advertise: \"tcp://10.0.0.1:7100\", ttl: 15s}\n"));
+  ASSERT_TRUE(spec.cluster.has_value());
+  EXPECT_EQ(spec.root.children[0].command, (std::vector<std::string>{"switchboard-broker",
+                                                                     "--bind",
+                                                                     "ipc:///tmp/b",
+                                                                     "--node",
+                                                                     "alpha",
+                                                                     "--cluster",
+                                                                     "default",
+                                                                     "--membership",
+                                                                     "etcd",
+                                                                     "--peer-bind",
+                                                                     "tcp://0.0.0.0:7100",
+                                                                     "--insecure",
+                                                                     "--etcd",
+                                                                     "http://10.0.0.254:2379",
+                                                                     "--etcd",
+                                                                     "http://10.0.0.253:2379",
+                                                                     "--advertise",
+                                                                     "tcp://10.0.0.1:7100",
+                                                                     "--etcd-ttl-s",
+                                                                     "15"}));
+  // advertise defaults to peer_bind when the others can reach that.
+  const TreeSpec near =
+      LoadOk(ClusterYaml("  peer_bind: \"tcp://10.0.0.1:7100\"\n"
+                         "  membership: etcd\n"
+                         "  etcd: {endpoints: [\"http://10.0.0.254:2379\"]}\n"));
+  EXPECT_EQ(near.cluster->advertise, "tcp://10.0.0.1:7100");
+  EXPECT_EQ(near.cluster->etcd_ttl_s, 10);
+}
+
+TEST(SpecLoaderClusterTest, NoClusterNoFlags) {
+  const TreeSpec spec = LoadOk(
+      "supervisor:\n  children:\n    - {id: broker, command: [switchboard-broker, --node, x]}\n");
+  EXPECT_FALSE(spec.cluster.has_value());
+  EXPECT_EQ(spec.root.children[0].command,
+            (std::vector<std::string>{"switchboard-broker", "--node", "x"}));
+}
+
+TEST(SpecLoaderClusterTest, BrokerInASubSupervisorByItsId) {
+  const TreeSpec spec = LoadOk(
+      "supervisor:\n"
+      "  children:\n"
+      "    - id: core\n"
+      "      type: supervisor\n"
+      "      children:\n"
+      "        - {id: hub, command: [switchboard-broker]}\n"
+      "cluster: {broker: hub, peer_bind: \"tcp://127.0.0.1:0\"}\n");
+  EXPECT_EQ(
+      spec.root.children[0].supervisor().children[0].command,
+      (std::vector<std::string>{"switchboard-broker", "--node", "node1", "--cluster", "default",
+                                "--membership", "static", "--peer-bind", "tcp://127.0.0.1:0"}));
+}
+
+TEST(SpecLoaderClusterTest, Errors) {
+  const std::string peer_a = std::string("curve_public: \"") + kKeyA + "\"";
+  // A flag of the section written by hand too.
+  EXPECT_EQ(LoadError("supervisor:\n"
+                      "  children:\n"
+                      "    - {id: broker, command: [b, \"--peer-bind=tcp://127.0.0.1:1\"]}\n"
+                      "cluster: {peer_bind: \"tcp://127.0.0.1:7100\"}\n"),
+            "test.yaml:3:33: key 'supervisor.children[0].command[1]': the broker flag --peer-bind "
+            "is set by the cluster: section (4:10); remove it from the command");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://127.0.0.1:7100\"\n  nodes: []\n")),
+            "test.yaml:7:3: key 'cluster.nodes': unknown key 'nodes' (allowed here: name, node, "
+            "broker, peer_bind, curve_secret_file, membership, peers, etcd, insecure)");
+  EXPECT_EQ(LoadError(ClusterYaml("  name: demo\n")),
+            "test.yaml:6:3: key 'cluster.peer_bind': required key is missing (the other nodes' "
+            "brokers connect to it)");
+  EXPECT_EQ(LoadError(ClusterYaml("  broker: hub\n  peer_bind: \"tcp://127.0.0.1:7100\"\n")),
+            "test.yaml:6:11: key 'cluster.broker': no worker with id 'hub' (the broker child, not "
+            "in a replica set or simple_one_for_one) to give the cluster flags to");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"127.0.0.1:7100\"\n")),
+            "test.yaml:6:14: key 'cluster.peer_bind': expected tcp://HOST:PORT, e.g. "
+            "\"tcp://10.0.0.1:7100\", found '127.0.0.1:7100'");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://127.0.0.1:7100\"\n"
+                                  "  peers: [{node: n2, broker: \"tcp://127.0.0.1:7102\", "
+                                  "curve_public: \"not-a-key\"}]\n")),
+            "test.yaml:7:68: key 'cluster.peers[0].curve_public': " +
+                curve::Validate("not-a-key").message());
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://127.0.0.1:7100\"\n"
+                                  "  peers: [{node: n1, broker: \"tcp://127.0.0.1:7102\", " +
+                                  peer_a + "}]\n")),
+            "test.yaml:7:18: key 'cluster.peers[0].node': peer 'n1' is this node (cluster.node); "
+            "list only the other nodes");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://127.0.0.1:7100\"\n"
+                                  "  peers:\n"
+                                  "    - {node: n2, broker: \"tcp://127.0.0.1:7102\", " +
+                                  peer_a +
+                                  "}\n"
+                                  "    - {node: n2, broker: \"tcp://127.0.0.1:7103\", " +
+                                  peer_a + "}\n")),
+            "test.yaml:9:14: key 'cluster.peers[1].node': peer 'n2' is listed twice");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://127.0.0.1:7100\"\n"
+                                  "  peers: [{node: n2, broker: \"tcp://127.0.0.1:0\", " +
+                                  peer_a + "}]\n")),
+            "test.yaml:7:30: key 'cluster.peers[0].broker': port must be 1-65535 where a broker "
+            "connects");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://127.0.0.1:7100\"\n"
+                                  "  membership: etcd\n"
+                                  "  peers: []\n")),
+            "test.yaml:8:10: key 'cluster.peers': peers: is for membership: static (with etcd the "
+            "members come from etcd)");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://127.0.0.1:7100\"\n"
+                                  "  etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n")),
+            "test.yaml:7:9: key 'cluster.etcd': etcd: is for membership: etcd (this cluster's "
+            "membership is static)");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://127.0.0.1:7100\"\n  membership: etcd\n")),
+            "test.yaml:6:3: key 'cluster.etcd': required key is missing (membership: etcd needs "
+            "its endpoints)");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://0.0.0.0:7100\"\n  membership: etcd\n"
+                                  "  etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n")),
+            "test.yaml:8:9: key 'cluster.etcd.advertise': required key is missing (peer_bind "
+            "tcp://0.0.0.0:7100 is not an address the others can reach)");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://127.0.0.1:7100\"\n  membership: etcd\n"
+                                  "  etcd: {endpoints: [\"http://127.0.0.1:2379\"], ttl: 1s}\n")),
+            "test.yaml:8:53: key 'cluster.etcd.ttl': the lease TTL must be whole seconds from 2s "
+            "to 3600s");
+  EXPECT_EQ(LoadError(ClusterYaml("  peer_bind: \"tcp://127.0.0.1:7100\"\n  insecure: yes\n")),
+            "test.yaml:7:13: key 'cluster.insecure': unknown value 'yes' (expected one of false, "
+            "true)");
 }
 
 // ---- Files ----

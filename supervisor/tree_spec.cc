@@ -89,6 +89,27 @@ const char* UpgradeModeName(UpgradeMode u) {
   return "unknown";  // only reachable through a value cast from outside the enum
 }
 
+const char* MembershipName(Membership m) { return m == Membership::kEtcd ? "etcd" : "static"; }
+
+std::vector<std::string> ClusterFlags(const ClusterSpec& c) {
+  std::vector<std::string> out = {"--node",      c.node,         "--cluster",
+                                  c.name,        "--membership", MembershipName(c.membership),
+                                  "--peer-bind", c.peer_bind};
+  if (!c.curve_secret_file.empty()) {
+    out.insert(out.end(), {"--curve-secret-file", c.curve_secret_file});
+  }
+  if (c.insecure) out.push_back("--insecure");
+  if (c.membership == Membership::kStatic) {
+    for (const ClusterPeerSpec& p : c.peers) {
+      out.insert(out.end(), {"--peer", p.node + "=" + p.broker + "=" + p.curve_public});
+    }
+    return out;
+  }
+  for (const std::string& e : c.etcd_endpoints) out.insert(out.end(), {"--etcd", e});
+  out.insert(out.end(), {"--advertise", c.advertise, "--etcd-ttl-s", std::to_string(c.etcd_ttl_s)});
+  return out;
+}
+
 const char* BalanceName(Balance b) {
   switch (b) {
     case Balance::kShared:

@@ -146,9 +146,52 @@ struct NodeSpec {
   bool operator==(const NodeSpec&) const = default;
 };
 
+// cluster: this node's place in a cluster of nodes (docs/CLUSTER.md). The
+// loader turns it into flags on the broker child's command (ClusterFlags),
+// so the broker stays the one that acts on them, and a reload changing
+// this section changes that child's command: it restarts the broker only.
+struct ClusterPeerSpec {
+  std::string node;          // the member's node name
+  std::string broker;        // its broker's peer socket, tcp://HOST:PORT
+  std::string curve_public;  // its CURVE public key, Z85 (40 characters)
+  bool operator==(const ClusterPeerSpec&) const = default;
+};
+
+enum class Membership { kStatic, kEtcd };
+
+struct ClusterSpec {
+  std::string name = "default";   // --cluster
+  std::string node;               // --node; default node.name
+  std::string broker = "broker";  // the id of the child that is this node's broker
+  std::string peer_bind;          // --peer-bind tcp://HOST:PORT
+  std::string curve_secret_file;  // --curve-secret-file; empty: none
+  Membership membership = Membership::kStatic;
+  std::vector<ClusterPeerSpec> peers;       // static: one --peer each
+  std::vector<std::string> etcd_endpoints;  // etcd: one --etcd each
+  std::string advertise;                    // etcd: --advertise; default peer_bind
+  int etcd_ttl_s = 10;                      // etcd: --etcd-ttl-s
+  bool insecure = false;                    // --insecure
+  bool operator==(const ClusterSpec&) const = default;
+};
+
+// The broker flags `cluster:` owns: none of them may also be written in the
+// broker child's command (the loader refuses it).
+inline constexpr const char* kClusterFlags[] = {
+    "--node", "--cluster",    "--membership", "--peer",    "--peer-bind", "--curve-secret-file",
+    "--etcd", "--etcd-ttl-s", "--advertise",  "--insecure"};
+
+// The flags the daemon appends to the broker child's command, in this order:
+// --node N --cluster C --membership static|etcd --peer-bind E
+// [--curve-secret-file F] [--insecure], then static: --peer NODE=BROKER=KEY
+// per peer; etcd: --etcd URL per endpoint, --advertise A, --etcd-ttl-s N.
+std::vector<std::string> ClusterFlags(const ClusterSpec& c);
+
+const char* MembershipName(Membership m);
+
 struct TreeSpec {
   std::string file;  // path it was loaded from, for messages
   NodeSpec node;
+  std::optional<ClusterSpec> cluster;
   std::vector<SocketSpec> sockets;
   SupervisorSpec root;
   std::vector<std::string> warnings;  // valid but surprising (e.g. transient sub-supervisor)

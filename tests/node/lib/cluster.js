@@ -525,4 +525,4 @@ function it(name, opts, fn) {
   return nodeTest.it(name, { timeout: 60000, ...opts }, withClusterLogs(fn));
 }
 
-module.exports = { startCluster, Cluster, it, scrape, metric, waitForMetric, sampleValue, delay };
+module.exports = { startCluster, Cluster, it, findNode, scrape, metric, waitForMetric, sampleValue, delay };
