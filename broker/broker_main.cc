@@ -268,7 +268,7 @@ int main(int argc, char** argv) {
     spdlog::info("broker: peer socket on {} ({})", peer_server->endpoint(),
                  peer_server->curve() ? "CURVE, members only" : "plain text, anyone");
   }
-  if (endpoint) spdlog::info("broker: metrics on 127.0.0.1:{}", endpoint->port());
+  if (endpoint) spdlog::info("broker: metrics on {}", endpoint->address());
   sb::SdNotify("READY=1");
   int rc = l->Run();
   spdlog::info("broker: stopping");

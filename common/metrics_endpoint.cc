@@ -116,6 +116,7 @@ socklen_t AddressLength(const sockaddr_storage& a) {
 }  // namespace
 
 struct MetricsEndpoint::Impl {
+  std::string host;  // as listened on, "[v6]" bracketed
   std::optional<sockaddr_storage> wake_address;
   std::unique_ptr<prometheus::Exposer> exposer;
 };
@@ -162,6 +163,7 @@ Result<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Create(const std::stri
   std::optional<HostPort> hp = SplitHostPort(listen);
   if (!hp) return Status::InvalidConfig(prefix + "expected host:port or [ipv6]:port");
   auto impl = std::make_unique<Impl>();
+  impl->host = hp->v6 ? "[" + hp->host + "]" : hp->host;
   try {
     // civetweb wants "[v6]:port" with brackets; `listen` already has them.
     impl->exposer = std::make_unique<prometheus::Exposer>(listen, num_threads);
@@ -181,6 +183,8 @@ Result<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Create(const std::stri
 void MetricsEndpoint::Register(const std::weak_ptr<prometheus::Collectable>& c) {
   impl_->exposer->RegisterCollectable(c);
 }
+
+std::string MetricsEndpoint::address() const { return impl_->host + ":" + std::to_string(port()); }
 
 int MetricsEndpoint::port() const {
   try {

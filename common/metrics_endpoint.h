@@ -40,6 +40,8 @@ class MetricsEndpoint {
   void Register(const std::weak_ptr<prometheus::Collectable>& c);
 
   int port() const;  // the bound port (useful with port 0)
+  // "host:port" as bound: the listen address's host and port(), for logs.
+  std::string address() const;
 
  private:
   struct Impl;

@@ -429,7 +429,7 @@ int main(int argc, char** argv) {
       if (ep.ok()) {
         endpoint = std::move(ep.value());
         endpoint->Register(metrics.collectable());
-        spdlog::info("shard {}: metrics on 127.0.0.1:{}", shard, endpoint->port());
+        spdlog::info("shard {}: metrics on {}", shard, endpoint->address());
       } else if (sb::MonoNowMs() < give_up_ms) {
         l->AddTimer(std::chrono::milliseconds(20), [&] { bind_metrics(); });
       } else {
@@ -439,7 +439,7 @@ int main(int argc, char** argv) {
     bind_metrics();
   }
   spdlog::info("shard {}: listening on {}", shard, sb::BoundAddress(listen_fd));
-  if (endpoint) spdlog::info("shard {}: metrics on 127.0.0.1:{}", shard, endpoint->port());
+  if (endpoint) spdlog::info("shard {}: metrics on {}", shard, endpoint->address());
   if (!receive) sb::SdNotify("READY=1");
   int rc = l->Run();
   spdlog::info("shard {}: stopped", shard);
