@@ -1077,19 +1077,22 @@ bool Router::DeliverFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
                           .seq = seq,
                           .remaining = static_cast<uint32_t>(to.size()),
                           .stream = peer.in.stream()};
-  const Payload payload = std::make_shared<const std::string>(packed);
-  counters_.routed += to.size();
   // `to` is recipients_: copied, since Enqueue may remove links (and a
   // removal sends diffs, which do not route, but stay safe).
-  const std::vector<LinkId> recipients = to;
-  for (LinkId r : recipients) {
+  EnqueueEach(to, std::make_shared<const std::string>(packed), tag, now_us);
+  return true;
+}
+
+void Router::EnqueueEach(std::vector<LinkId> to, const Payload& payload, uint64_t tag,
+                         int64_t now_us) {
+  counters_.routed += to.size();
+  for (LinkId r : to) {
     if (Link* rl = Find(r)) {
       Enqueue(r, *rl, payload, tag, now_us);
     } else {
       Settle(tag);
     }
   }
-  return true;
 }
 
 // --- History across nodes (docs/CLUSTER.md) --------------------------------
@@ -1159,42 +1162,14 @@ void Router::Retarget(int64_t now_us) {
       it = forwarded_.erase(it);
       continue;
     }
-    mesh::Message d;
-    d.type = mesh::Type::kDeliver;
-    d.origin = it->first.first;
-    d.seq = it->first.second;
-    d.flags = f.flags;
-    d.stamp = f.stamp;
-    d.topic = f.topic;
-    d.body = f.body;
-    HistoryStore::Position pos =
-        history_.Sequence(f.topic, d.origin, d.seq, d.flags, d.stamp, f.body, now_us);
-    d.offset = pos.offset;
-    d.stream = pos.stream;
-    const std::string packed = mesh::Pack(d);
-    std::vector<LinkId> to;
-    interests_.Route(kNoLink, f.topic, &to);
-    std::vector<LinkId> local;
-    for (LinkId r : to) {
-      if (Peer* peer = FindPeer(r)) {
-        PushToPeer(*peer, packed);
-      } else {
-        local.push_back(r);
-      }
-    }
+    std::string packed;
+    std::vector<LinkId> local = SequenceHere(it->first.first, it->first.second, f.flags, f.stamp,
+                                             f.topic, f.body, nullptr, &packed, now_us);
     if (std::find(local.begin(), local.end(), f.origin) == local.end()) local.push_back(f.origin);
     const uint64_t tag = f.tag;
     it = forwarded_.erase(it);
     p->second.remaining = static_cast<uint32_t>(local.size());
-    const Payload payload = std::make_shared<const std::string>(packed);
-    counters_.routed += local.size();
-    for (LinkId r : local) {
-      if (Link* rl = Find(r)) {
-        Enqueue(r, *rl, payload, tag, now_us);
-      } else {
-        Settle(tag);
-      }
-    }
+    EnqueueEach(std::move(local), std::make_shared<const std::string>(packed), tag, now_us);
   }
   // Fetches waiting on a node that is no longer the owner: asked again.
   std::vector<RemoteFetch> again;
@@ -1219,51 +1194,54 @@ bool Router::SequenceForPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
     return false;
   }
   ++counters_.sequenced_for_peers;
-  mesh::Message d;
-  d.type = mesh::Type::kDeliver;
-  d.origin = msg.origin;
-  d.seq = msg.seq;
-  d.flags = msg.flags;
-  d.stamp = msg.stamp;
-  d.topic = msg.topic;
-  d.body = msg.body;
   // A resend (the asker's broker restarted, or the asker's link did) keeps
   // the offset it was given: the store knows the publish by origin and seq.
-  HistoryStore::Position pos =
-      history_.Sequence(msg.topic, msg.origin, msg.seq, d.flags, msg.stamp, msg.body, now_us);
-  d.offset = pos.offset;
-  d.stream = pos.stream;
-  const std::string packed = mesh::Pack(d);
-  std::vector<LinkId> to;
-  interests_.Route(kNoLink, msg.topic, &to);
-  std::vector<LinkId> local;
-  bool asker = false;
-  for (LinkId r : to) {
-    if (Peer* p = FindPeer(r)) {
-      asker = asker || p == &peer;
-      PushToPeer(*p, packed);
-    } else if (Find(r) != nullptr) {
-      local.push_back(r);
-    }
-  }
-  // The asking node, interested or not: its origin shard learns the offset.
-  if (!asker) PushToPeer(peer, packed);
+  // The asking node gets it, interested or not: its origin shard learns the
+  // offset.
+  std::string packed;
+  std::vector<LinkId> local = SequenceHere(msg.origin, msg.seq, msg.flags, msg.stamp, msg.topic,
+                                           msg.body, &peer, &packed, now_us);
   if (local.empty()) return false;
   const uint64_t tag = next_tag_++;
   pending_[tag] = Pending{.origin = peer.id,
                           .seq = seq,
                           .remaining = static_cast<uint32_t>(local.size()),
                           .stream = peer.in.stream()};
-  const Payload payload = std::make_shared<const std::string>(packed);
-  counters_.routed += local.size();
-  for (LinkId r : local) {
-    if (Link* rl = Find(r)) {
-      Enqueue(r, *rl, payload, tag, now_us);
-    } else {
-      Settle(tag);
+  EnqueueEach(std::move(local), std::make_shared<const std::string>(packed), tag, now_us);
+  return true;
+}
+
+std::vector<LinkId> Router::SequenceHere(uint64_t origin, uint64_t seq, uint8_t flags,
+                                         uint64_t stamp, std::string_view topic,
+                                         std::string_view body, Peer* also, std::string* packed,
+                                         int64_t now_us) {
+  mesh::Message d;
+  d.type = mesh::Type::kDeliver;
+  d.origin = origin;
+  d.seq = seq;
+  d.flags = flags;
+  d.stamp = stamp;
+  d.topic = topic;
+  d.body = body;
+  const HistoryStore::Position pos =
+      history_.Sequence(topic, origin, seq, flags, stamp, body, now_us);
+  d.offset = pos.offset;
+  d.stream = pos.stream;
+  *packed = mesh::Pack(d);
+  std::vector<LinkId> to;
+  interests_.Route(kNoLink, topic, &to);
+  std::vector<LinkId> local;
+  bool also_sent = false;
+  for (LinkId r : to) {
+    if (Peer* p = FindPeer(r)) {
+      also_sent = also_sent || p == also;
+      PushToPeer(*p, *packed);
+    } else if (Find(r) != nullptr) {
+      local.push_back(r);
     }
   }
-  return true;
+  if (also != nullptr && !also_sent) PushToPeer(*also, *packed);
+  return local;
 }
 
 bool Router::DeliverSequencedFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
@@ -1300,16 +1278,7 @@ bool Router::DeliverSequencedFromPeer(Peer& peer, uint64_t seq, const mesh::Mess
                           .remaining = static_cast<uint32_t>(to.size()),
                           .stream = peer.in.stream(),
                           .then = then};
-  const Payload payload = std::make_shared<const std::string>(packed);
-  counters_.routed += to.size();
-  const std::vector<LinkId> recipients = to;
-  for (LinkId r : recipients) {
-    if (Link* rl = Find(r)) {
-      Enqueue(r, *rl, payload, tag, now_us);
-    } else {
-      Settle(tag);
-    }
-  }
+  EnqueueEach(std::move(to), std::make_shared<const std::string>(packed), tag, now_us);
   return true;
 }
 

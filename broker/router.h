@@ -375,6 +375,16 @@ class Router {
   // routed to the local subscribers and the origin shard; true if done later.
   bool DeliverSequencedFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
                                 std::string_view packed, int64_t now_us);
+  // This node sequences a publish of shard `origin` (instance) numbered
+  // `seq`: its offset here, the sequenced kDeliver (`*packed`) pushed to
+  // every interested peer and to `also` (if given) once; returns the local
+  // shards subscribed, for the caller to queue it for.
+  std::vector<LinkId> SequenceHere(uint64_t origin, uint64_t seq, uint8_t flags, uint64_t stamp,
+                                   std::string_view topic, std::string_view body, Peer* also,
+                                   std::string* packed, int64_t now_us);
+  // Queues `payload` tagged `tag` for each of `to`, local links (a copy:
+  // Enqueue may remove links); one gone settles its share at once.
+  void EnqueueEach(std::vector<LinkId> to, const Payload& payload, uint64_t tag, int64_t now_us);
   // The owner's answer to a forwarded fetch: merged into the copy, then the
   // shard is answered from it.
   void OnPeerHistory(const mesh::Message& msg, int64_t now_us);

@@ -12,15 +12,11 @@
 
 const { describe } = require('node:test');
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-const { startCluster, it } = require('./lib/cluster');
+const { it } = require('./lib/cluster');
+const { startMesh, meshUp: meshUpOf } = require('./lib/mesh');
 const { connect } = require('./lib/phoenix');
 const { HistoryClient } = require('./lib/history');
 const { scopeFor, waitUntil } = require('./lib/util');
-const { freePort } = require('./lib/worker');
 
 const HEARTBEAT_MS = 200;
 const NAMES = ['n1', 'n2', 'n3'];
@@ -43,35 +39,13 @@ function ownerOf(nodes, topic) {
   return [...nodes].sort().reduce((best, n) => (score(n) > score(best) ? n : best));
 }
 
-async function mesh(s) {
-  const bin = process.env.SWITCHBOARD_BIN_DIR;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-mesh-hist-'));
-  s.add(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const nodes = [];
-  for (const name of NAMES) {
-    const keyFile = path.join(dir, `${name}.key`);
-    const pub = execFileSync(path.join(bin, 'switchboard'), ['keygen', '--secret-file', keyFile], { encoding: 'utf8' }).trim();
-    nodes.push({ name, keyFile, pub, port: await freePort() });
-  }
-  const clusters = [];
-  for (const n of nodes) {
-    const brokerArgs = ['--history', RULE, '--node', n.name, '--peer-bind', `tcp://127.0.0.1:${n.port}`,
-      '--curve-secret-file', n.keyFile];
-    for (const o of nodes) {
-      if (o !== n) brokerArgs.push('--peer', `${o.name}=tcp://127.0.0.1:${o.port}=${o.pub}`);
-    }
-    const c = await startCluster({ shards: [{ args: ['--history', RULE] }], heartbeatMs: HEARTBEAT_MS, brokerArgs, name: n.name });
-    s.add(() => (c.killedWhole ? fs.rmSync(c.dir, { recursive: true, force: true }) : c.stop()));
-    c.node = n.name;
-    clusters.push(c);
-  }
-  for (const c of clusters) {
-    for (const other of NAMES.filter((x) => x !== c.node)) {
-      await c.waitForMetric(c.broker, 'switchboard_broker_peer_up', { peer: other }, (v) => v === 1, { timeout: 15000 });
-    }
-  }
-  return clusters;
-}
+const mesh = (s) => startMesh(s, {
+  names: NAMES,
+  shards: NAMES.map(() => [{ args: ['--history', RULE] }]),
+  brokerArgs: ['--history', RULE],
+  heartbeatMs: HEARTBEAT_MS,
+});
+const meshUp = (clusters) => meshUpOf(clusters, NAMES);
 
 async function client(s, cluster, topic, name) {
   const socket = await connect(s, cluster.shards[0].url, { reconnectAfterMs: () => 10, rejoinAfterMs: () => 10 });
@@ -140,11 +114,7 @@ describe('history across three nodes (one owner broker per topic)', () => {
       // The owner's broker killed: its daemon restarts it, it rebuilds the
       // stream from its shard, and the epoch goes on.
       await ownerCluster.restartBroker();
-      for (const c of clusters) {
-        for (const o of NAMES.filter((x) => x !== c.node)) {
-          await c.waitForMetric(c.broker, 'switchboard_broker_peer_up', { peer: o }, (v) => v === 1, { timeout: 15000 });
-        }
-      }
+      await meshUp(clusters);
       const all = [...stay, back];
       await publish(all, 5, 'after-restart');
       const top = n + 10 + 15;
