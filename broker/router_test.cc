@@ -1260,8 +1260,9 @@ class PeerRecorder : public PeerSender {
 
 class RouterPeerTest : public RouterTest {
  protected:
-  explicit RouterPeerTest(int64_t settle_ms = 0, PeerOutboxOptions peer_outbox = {})
-      : RouterTest(QueuePolicy{}, settle_ms, peer_outbox) {
+  explicit RouterPeerTest(int64_t settle_ms = 0, PeerOutboxOptions peer_outbox = {},
+                          std::string node = "")
+      : RouterTest(QueuePolicy{}, settle_ms, peer_outbox, std::move(node)) {
     router_.SetPeerSender(&peers_);
     for (const char* p : {"n2", "n3"}) {
       router_.AddPeer(p);
@@ -1301,7 +1302,7 @@ class RouterPeerTest : public RouterTest {
   }
   void ClearLogs() {
     rec_.log.sent.clear();
-    peers_.log.sent.clear();
+    peers_.Clear();
   }
 
   PeerRecorder peers_;
@@ -1684,16 +1685,9 @@ TEST_F(RouterTest, AFirstPeerAddedLaterIsToldTheInterestAlreadyThere) {
 // --- History across nodes ----------------------------------------------------
 
 // This broker is node n1 of n1, n2, n3 (all up).
-class RouterOwnerTest : public RouterTest {
+class RouterOwnerTest : public RouterPeerTest {
  protected:
-  RouterOwnerTest() : RouterTest(QueuePolicy{}, 0, {}, "n1") {
-    router_.SetPeerSender(&peers_);
-    for (const char* p : {"n2", "n3"}) {
-      router_.AddPeer(p);
-      (void)router_.OnPeerHello(p, 1000, now_us_);
-      router_.OnPeerUp(p, 0);
-    }
-  }
+  RouterOwnerTest() : RouterPeerTest(0, {}, "n1") {}
   // A topic `owner` owns among `nodes` and, if `then` is given, `then`
   // owns among `after`.
   static std::string TopicOwnedBy(const std::string& owner,
@@ -1706,9 +1700,6 @@ class RouterOwnerTest : public RouterTest {
       if (!then.empty() && TopicOwner(after, t) != then) continue;
       return t;
     }
-  }
-  void FromPeer(const std::string& peer, const mesh::Message& m) {
-    router_.OnPeerData(peer, ++next_seq_[peer], mesh::Pack(m), now_us_);
   }
   // The owner's sequenced delivery of (origin, seq) at `offset` of `stream`.
   void OwnerDelivers(const std::string& peer, uint64_t origin, uint64_t seq,
@@ -1723,17 +1714,6 @@ class RouterOwnerTest : public RouterTest {
                     .offset = offset,
                     .stream = stream});
   }
-  void PeerWants(const std::string& peer, const std::vector<std::string>& topics) {
-    const std::string body = mesh::EncodePeerInterest(topics);
-    FromPeer(peer, {.type = mesh::Type::kPeerInterest, .body = body});
-  }
-  void ClearLogs() {
-    rec_.log.sent.clear();
-    peers_.Clear();
-  }
-
-  PeerRecorder peers_;
-  std::map<std::string, uint64_t> next_seq_;
 };
 
 TEST_F(RouterOwnerTest, ASequencedPublishOnARemoteTopicGoesToItsOwnerNotSequencedHere) {
