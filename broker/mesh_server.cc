@@ -229,6 +229,9 @@ class MeshServer::Collector : public prometheus::Collectable {
       out.Counter(m::kBrokerHistoryTakenOverTotal,
                   "Topics given a new epoch here because their owner changed to this node",
                   static_cast<double>(hc.taken_over));
+      out.Counter(m::kBrokerHistoryNotOwnerDroppedTotal,
+                  "Sequenced deliveries from a node that is not the topic's owner: dropped",
+                  static_cast<double>(rc.sequenced_not_owner));
     }
     {
       // Routing between nodes, per member (label `peer`).

@@ -1246,6 +1246,18 @@ std::vector<LinkId> Router::SequenceHere(uint64_t origin, uint64_t seq, uint8_t 
 
 bool Router::DeliverSequencedFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
                                       std::string_view packed, int64_t now_us) {
+  if (options_.node.empty()) {
+    ++counters_.peer_refused;  // no ownership without node names: history stays on its node
+    return false;
+  }
+  if (OwnerOf(msg.topic) != peer.name) {
+    // Not the owner's stream as this broker counts: what the other side of
+    // a partition sequenced meanwhile (its outbox sent on heal), or an owner
+    // since replaced. Taken, it would replace the owner's stream with one
+    // that ended; its clients learn that by their next join.
+    ++counters_.sequenced_not_owner;
+    return false;
+  }
   history_.Accept(msg.topic, msg.stream,
                   HistoryStore::Entry{.offset = msg.offset,
                                       .origin = msg.origin,

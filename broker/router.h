@@ -252,6 +252,9 @@ class Router {
     uint64_t sequenced_for_peers = 0;
     uint64_t fetches_forwarded = 0;
     uint64_t owner_set_changes = 0;
+    // Sequenced deliveries from a node that is not the topic's owner (as
+    // this broker counts): dropped.
+    uint64_t sequenced_not_owner = 0;
   };
   const Counters& counters() const { return counters_; }
   uint64_t epoch() const { return options_.epoch; }

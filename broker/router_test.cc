@@ -1872,6 +1872,28 @@ TEST_F(RouterOwnerTest, AnOwnershipMoveStartsANewEpoch) {
   EXPECT_EQ(peers_.Packed("n2", mesh::Type::kPeerSequence).size(), 1u);
 }
 
+TEST_F(RouterOwnerTest, ASequencedDeliveryFromANodeThatIsNotTheOwnerIsDropped) {
+  // n2 owns it; n3 sends a delivery of its own stream (what it sequenced
+  // on its side of a partition, sent as the partition healed).
+  const std::string topic = TopicOwnedBy("n2");
+  Hello("a", 1, {topic});
+  Flush();
+  ClearLogs();
+  const uint64_t n3s = (uint64_t{NodeStreamTag("n3")} << 32) | 4;
+  OwnerDelivers("n3", 50, 1, topic, 7, n3s);
+  Flush();
+  EXPECT_TRUE(rec_.Packed("a", mesh::Type::kDeliver).empty());
+  EXPECT_FALSE(router_.history().Find(topic).has_value()) << "not taken as the topic's stream";
+  EXPECT_EQ(router_.counters().sequenced_not_owner, 1u);
+  ASSERT_FALSE(peers_.acks["n3"].empty()) << "done at once: n3 does not send it again";
+  // The owner's is taken.
+  const uint64_t n2s = (uint64_t{NodeStreamTag("n2")} << 32) | 4;
+  OwnerDelivers("n2", 60, 1, topic, 3, n2s);
+  Flush();
+  EXPECT_EQ(rec_.Packed("a", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_EQ(router_.history().Find(topic)->stream, n2s);
+}
+
 TEST_F(RouterOwnerTest, APublishWaitingOnAnOwnerThatWentIsSequencedByTheNewOne) {
   const std::string mine = TopicOwnedBy("n2", {"n1", "n2", "n3"}, "n1", {"n1", "n3"});
   const std::string n3s = TopicOwnedBy("n2", {"n1", "n2", "n3"}, "n3", {"n1", "n3"});

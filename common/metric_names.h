@@ -294,6 +294,8 @@ inline constexpr std::string_view kBrokerHistoryCopiedTotal =
     "switchboard_broker_history_copied_total";
 inline constexpr std::string_view kBrokerHistoryTakenOverTotal =
     "switchboard_broker_history_taken_over_total";
+inline constexpr std::string_view kBrokerHistoryNotOwnerDroppedTotal =
+    "switchboard_broker_history_not_owner_dropped_total";
 // Membership (docs/CLUSTER.md): the other nodes this broker knows, what
 // changed (event: joined, left, changed), records skipped as malformed, and
 // with --membership etcd whether etcd is reachable and watched (0/1).
