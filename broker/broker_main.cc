@@ -140,6 +140,9 @@ int main(int argc, char** argv) {
     if (::getrandom(&s, sizeof s, 0) != sizeof s) s = (uint64_t{1} << 63) | NewEpoch();
     return s;
   };
+  // History ownership across nodes (docs/CLUSTER.md): the node's name,
+  // which also tags the streams this node starts.
+  opt.node = membership_flags.node;
   // The bound of the settle window (it ends sooner once every shard the
   // hellos' member lists name has said hello): every live shard heartbeats
   // within its interval (its hello says which; ours until one says more)

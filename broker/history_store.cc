@@ -24,8 +24,60 @@ HistoryStore::HistoryStore(HistoryOptions options) : options_(std::move(options)
 
 uint64_t HistoryStore::NewStream() {
   uint64_t s = options_.new_stream();
+  if (options_.stream_tag != 0) {
+    // The node's tag above, the source's low bits below (never 0 there, so
+    // that two starts of one node differ in the low half).
+    while ((s & 0xffffffffULL) == 0) s = options_.new_stream();
+    return (uint64_t{options_.stream_tag} << 32) | (s & 0xffffffffULL);
+  }
   while (s == 0) s = options_.new_stream();
   return s;
+}
+
+bool HistoryStore::Own(uint64_t stream) const {
+  return options_.stream_tag == 0 || (stream >> 32) == options_.stream_tag;
+}
+
+void HistoryStore::Replace(Topic& t, uint64_t stream, uint64_t top) {
+  while (!t.held.empty()) Erase(t, t.held.begin(), HistoryEviction::kEpoch);
+  t.by_publish.clear();
+  t.stream = stream;
+  t.top = top;
+}
+
+bool HistoryStore::Accept(std::string_view topic, uint64_t stream, const Entry& entry,
+                          int64_t now_us) {
+  auto found = topics_.find(topic);
+  Topic& t = found != topics_.end() ? found->second : Create(topic, stream, entry.offset);
+  if (t.stream != stream) {
+    ++counters_.replaced;
+    Replace(t, stream, entry.offset);
+  }
+  if (t.held.contains(entry.offset)) {
+    ++counters_.accept_duplicates;
+    return false;
+  }
+  ++counters_.accepted;
+  t.top = std::max(t.top, entry.offset);
+  Entry e = entry;
+  e.arrival_us = now_us;
+  Hold(t, std::move(e));
+  return true;
+}
+
+void HistoryStore::AcceptPosition(std::string_view topic, uint64_t stream, uint64_t top) {
+  auto found = topics_.find(topic);
+  if (found == topics_.end()) {
+    Create(topic, stream, top);
+    return;
+  }
+  Topic& t = found->second;
+  if (t.stream != stream) {
+    ++counters_.replaced;
+    Replace(t, stream, top);
+    return;
+  }
+  t.top = std::max(t.top, top);
 }
 
 HistoryStore::Topic& HistoryStore::Create(std::string_view topic, uint64_t stream, uint64_t top) {
@@ -109,6 +161,12 @@ HistoryStore::Position HistoryStore::Sequence(std::string_view topic, uint64_t o
                                               uint8_t flags, uint64_t stamp, std::string_view body,
                                               int64_t now_us) {
   Topic& t = Get(topic);
+  if (!Own(t.stream)) {
+    // A copy of another node's stream: that node owned the topic, and this
+    // one cannot know its last offset for sure. A new epoch (docs/CLUSTER.md).
+    ++counters_.taken_over;
+    Replace(t, NewStream(), 0);
+  }
   if (auto it = t.by_publish.find({origin, seq}); it != t.by_publish.end()) {
     // Sequenced before (by this broker, or the last one: a shard restated
     // it): the origin's client learns the offset it already has.

@@ -10,6 +10,11 @@
 // globally oldest messages going first; fetch answers; what hellos restate
 // (positions, then the messages the shards hold) after a restart; the
 // counters behind the broker's history metrics.
+// With several nodes (docs/CLUSTER.md, History across nodes) it also holds
+// copies of streams another node's broker sequences (what that owner sent:
+// Accept), tells its own streams from those copies by the node's tag in an
+// epoch's high 32 bits, and starts a new stream when asked to sequence a
+// topic whose stream it only holds a copy of (ownership moved here).
 // Does not: route, pack or read clocks (times are passed in, monotonic µs).
 // Plain data on the broker's loop thread; the router owns one. Soft state:
 // a new broker rebuilds it from its shards' hellos and restates.
@@ -42,6 +47,11 @@ struct HistoryOptions {
   // A new stream's epoch: nonzero, never the same twice in practice (a
   // random 64-bit number); injected so that tests are deterministic.
   std::function<uint64_t()> new_stream;
+  // With several nodes: this node's tag (broker/topic_owner NodeStreamTag),
+  // the high 32 bits of every stream it starts, so that it (and a restarted
+  // broker of the same node) knows which streams it may continue. 0 (a node
+  // alone): streams are random 64-bit and all its own.
+  uint32_t stream_tag = 0;
 };
 
 // Why a held message went.
@@ -49,6 +59,7 @@ enum class HistoryEviction : uint8_t {
   kTtl,    // older than its topic's TTL
   kSize,   // its topic holds SIZE newer ones
   kBytes,  // the oldest of any topic, beyond max_bytes
+  kEpoch,  // its stream ended: the topic's owner started a new one
   kCount
 };
 
@@ -87,6 +98,20 @@ class HistoryStore {
     uint64_t first = 0;                  // the oldest offset held; top + 1 when none
     std::vector<const Entry*> messages;  // valid until the store next changes
   };
+  // A message the topic's owner (another node) sequenced: held as a copy
+  // of the owner's stream. A stream other than the one held replaces it
+  // (the owner started a new epoch: the old copy's messages go); a message
+  // held already is a duplicate (a resend), counted and ignored. False if it
+  // was a duplicate.
+  bool Accept(std::string_view topic, uint64_t stream, const Entry& entry, int64_t now_us);
+  // The owner said `topic` is at `stream`, top `top` (a fetch's answer):
+  // the copy takes them as Accept does.
+  void AcceptPosition(std::string_view topic, uint64_t stream, uint64_t top);
+  // Whether `stream` is one this broker's node started (always, untagged).
+  bool Own(uint64_t stream) const;
+  // Whether `topic` is known (a stream is held for it).
+  bool Knows(std::string_view topic) const { return topics_.find(topic) != topics_.end(); }
+
   // `topic`'s position and the messages after `after`, at most `limit` (0:
   // the position only), in offset order, whose sizes (each its body plus
   // `overhead` bytes) add up to at most `max_bytes` — but at least one if
@@ -119,6 +144,12 @@ class HistoryStore {
     uint64_t evicted[static_cast<size_t>(HistoryEviction::kCount)] = {};
     uint64_t stream_conflicts = 0;     // positions or restates of another stream
     uint64_t unconfigured_topics = 0;  // topics no --history rule names
+    // Topics this broker sequenced in a new stream because the one it held
+    // was another node's copy: ownership moved here.
+    uint64_t taken_over = 0;
+    uint64_t accepted = 0;           // messages taken from the owner
+    uint64_t accept_duplicates = 0;  // ... already held
+    uint64_t replaced = 0;           // copies whose stream the owner replaced
   };
   const Counters& counters() const { return counters_; }
   size_t topics() const { return topics_.size(); }
@@ -181,6 +212,8 @@ class HistoryStore {
   void Erase(Topic& t, std::map<uint64_t, Entry>::iterator it, HistoryEviction reason);
   void DropStaleArrivals();
   uint64_t NewStream();
+  // `t`'s messages go (counted kEpoch); it continues `stream` from `top`.
+  void Replace(Topic& t, uint64_t stream, uint64_t top);
 
   HistoryOptions options_;
   StringMap<Topic> topics_;  // never erased: a stream and its top outlive the messages

@@ -258,3 +258,69 @@ TEST(HistoryStore, ARestateOfAnUnknownTopicTakesItsStreamAndRaisesTheTop) {
 
 }  // namespace
 }  // namespace sb::broker
+
+namespace sb::broker {
+namespace {
+
+HistoryOptions TaggedOptions(uint32_t tag) {
+  HistoryOptions o;
+  o.rules = history::Rules::Parse({"room:*=3/10s"}).value();
+  o.new_stream = [n = uint64_t{99}]() mutable { return ++n; };
+  o.stream_tag = tag;
+  return o;
+}
+
+TEST(HistoryStoreOwnerTest, ATaggedNodesStreamsCarryItsTagAndAreItsOwn) {
+  HistoryStore s(TaggedOptions(0xabcd));
+  HistoryStore::Position p = s.Sequence("room:1", 1, 1, 0, 0, "m", 0);
+  EXPECT_EQ(p.stream, (uint64_t{0xabcd} << 32) | 100);
+  EXPECT_TRUE(s.Own(p.stream));
+  EXPECT_FALSE(s.Own((uint64_t{0x1234} << 32) | 100));
+  HistoryStore alone(TaggedOptions(0));
+  EXPECT_TRUE(alone.Own(12345)) << "untagged: every stream is its own";
+}
+
+TEST(HistoryStoreOwnerTest, CopiesOfTheOwnersStreamAreMergedAndReplacedByANewEpoch) {
+  HistoryStore s(TaggedOptions(1));
+  const uint64_t theirs = (uint64_t{2} << 32) | 7;
+  EXPECT_TRUE(s.Accept("room:1", theirs, {.offset = 5, .origin = 9, .seq = 1, .body = "a"}, 0));
+  EXPECT_FALSE(s.Accept("room:1", theirs, {.offset = 5, .origin = 9, .seq = 1, .body = "a"}, 0));
+  EXPECT_TRUE(s.Accept("room:1", theirs, {.offset = 6, .origin = 9, .seq = 2, .body = "b"}, 0));
+  s.AcceptPosition("room:1", theirs, 8);
+  auto v = s.Find("room:1");
+  ASSERT_TRUE(v.has_value());
+  EXPECT_EQ(v->stream, theirs);
+  EXPECT_EQ(v->top, 8u);
+  EXPECT_EQ(v->messages, 2u);
+  EXPECT_EQ(s.counters().accept_duplicates, 1u);
+  // The owner started a new epoch: the old copy goes.
+  const uint64_t next = (uint64_t{2} << 32) | 8;
+  EXPECT_TRUE(s.Accept("room:1", next, {.offset = 1, .origin = 9, .seq = 3, .body = "c"}, 0));
+  v = s.Find("room:1");
+  EXPECT_EQ(v->stream, next);
+  EXPECT_EQ(v->top, 1u);
+  EXPECT_EQ(v->messages, 1u);
+  EXPECT_EQ(s.counters().replaced, 1u);
+  EXPECT_EQ(s.counters().evicted[static_cast<size_t>(HistoryEviction::kEpoch)], 2u);
+}
+
+TEST(HistoryStoreOwnerTest, SequencingACopiedTopicStartsANewStreamOfItsOwn) {
+  HistoryStore s(TaggedOptions(1));
+  const uint64_t theirs = (uint64_t{2} << 32) | 7;
+  s.Accept("room:1", theirs, {.offset = 5, .origin = 9, .seq = 1, .body = "a"}, 0);
+  // A restarted broker of node 1 restating its own stream continues it.
+  s.RestatePosition("room:2", (uint64_t{1} << 32) | 50, 4);
+  HistoryStore::Position p = s.Sequence("room:1", 3, 1, 0, 0, "m", 0);
+  EXPECT_NE(p.stream, theirs);
+  EXPECT_TRUE(s.Own(p.stream));
+  EXPECT_EQ(p.offset, 1u);
+  EXPECT_EQ(s.Find("room:1")->messages, 1u);
+  EXPECT_EQ(s.counters().taken_over, 1u);
+  p = s.Sequence("room:2", 3, 2, 0, 0, "m", 0);
+  EXPECT_EQ(p.stream, (uint64_t{1} << 32) | 50);
+  EXPECT_EQ(p.offset, 5u);
+  EXPECT_EQ(s.counters().taken_over, 1u);
+}
+
+}  // namespace
+}  // namespace sb::broker

@@ -36,7 +36,7 @@ constexpr std::array<std::string_view, static_cast<size_t>(Refused::kCount)> kRe
 constexpr std::array<std::string_view, static_cast<size_t>(mesh::HelloDrop::kCount)>
     kHelloDropNames = {"topic", "meta", "over_limit", "member", "stream", "key"};
 constexpr std::array<std::string_view, static_cast<size_t>(HistoryEviction::kCount)>
-    kEvictionNames = {"ttl", "size", "bytes"};
+    kEvictionNames = {"ttl", "size", "bytes", "epoch"};
 }  // namespace
 
 // Reads the router at scrape time, under the loop's mutex.
@@ -206,6 +206,32 @@ class MeshServer::Collector : public prometheus::Collectable {
       out.Counter(m::kBrokerHistoryUnconfiguredTopicsTotal,
                   "History topics no --history rule of the broker names (kept by the default)",
                   static_cast<double>(hc.unconfigured_topics));
+      // History across nodes (docs/CLUSTER.md).
+      const Router::Counters& rc = r.counters();
+      out.Gauge(m::kBrokerHistoryOwnerNodes,
+                "Nodes history ownership is computed over: this one and the members counted up",
+                static_cast<double>(std::max<size_t>(r.owner_nodes().size(), 1)));
+      out.Counter(m::kBrokerHistoryOwnerChangesTotal,
+                  "Changes of the set of nodes history ownership is computed over",
+                  static_cast<double>(rc.owner_set_changes));
+      out.Counter(m::kBrokerHistorySequenceForwardedTotal,
+                  "Sequenced publishes of local shards sent to their topic's owner node",
+                  static_cast<double>(rc.sequence_forwarded));
+      out.Counter(m::kBrokerHistoryFetchesForwardedTotal,
+                  "History fetches of local shards sent to their topic's owner node",
+                  static_cast<double>(rc.fetches_forwarded));
+      out.Counter(m::kBrokerHistorySequencedForPeersTotal,
+                  "Publishes other nodes sent this node to sequence (resends included)",
+                  static_cast<double>(rc.sequenced_for_peers));
+      out.Counter(m::kBrokerHistoryCopiedTotal,
+                  "Sequenced messages taken from their owner node as copies (duplicates excluded)",
+                  static_cast<double>(hc.accepted));
+      out.Counter(m::kBrokerHistoryTakenOverTotal,
+                  "Topics given a new epoch here because their owner changed to this node",
+                  static_cast<double>(hc.taken_over));
+      out.Counter(m::kBrokerHistoryNotOwnerDroppedTotal,
+                  "Sequenced deliveries from a node that is not the topic's owner: dropped",
+                  static_cast<double>(rc.sequenced_not_owner));
     }
     {
       // Routing between nodes, per member (label `peer`).

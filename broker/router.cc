@@ -5,6 +5,8 @@
 #include <string>
 #include <utility>
 
+#include "broker/topic_owner.h"
+
 namespace sb::broker {
 
 namespace {
@@ -32,6 +34,14 @@ std::vector<PresenceMeta> ToMetas(const std::vector<mesh::PresenceEntry>& entrie
 }
 
 size_t Index(DropReason r) { return static_cast<size_t>(r); }
+
+// A node in a mesh tags the streams it starts with its name's tag, so that
+// its brokers (this one, and the next after a restart) know which they may
+// continue.
+HistoryOptions Tagged(HistoryOptions h, const std::string& node) {
+  if (h.stream_tag == 0 && !node.empty()) h.stream_tag = NodeStreamTag(node);
+  return h;
+}
 size_t Index(Refused r) { return static_cast<size_t>(r); }
 
 }  // namespace
@@ -50,8 +60,10 @@ Router::Router(RouterOptions options, LinkSender* sender)
     : options_(options),
       sender_(sender),
       liveness_(options.liveness),
-      history_(options.history),
-      settle_(options.settle) {}
+      history_(Tagged(options.history, options.node)),
+      settle_(options.settle) {
+  if (!options_.node.empty()) owner_nodes_.push_back(options_.node);
+}
 
 Router::Link* Router::Find(LinkId id) {
   auto it = state_.find(id);
@@ -149,6 +161,7 @@ void Router::OnMessage(std::string_view routing_id, std::span<const std::string_
     case mesh::Type::kPeerAck:
     case mesh::Type::kPeerInterest:
     case mesh::Type::kPeerPresence:
+    case mesh::Type::kPeerSequence:
       // What only a broker sends (the peer types only to another broker).
       ++counters_.refused[Index(Refused::kBadFrame)];
       return;
@@ -350,7 +363,7 @@ void Router::ReleaseHeld(int64_t now_us) {
   fetches.swap(held_fetches_);
   for (const HeldFetch& f : fetches) {
     if (Link* from = Find(f.from)) {
-      AnswerFetch(f.from, *from, f.request, f.topic, f.after, f.limit, now_us);
+      FetchOrForward(f.from, *from, f.request, f.topic, f.after, f.limit, now_us);
     }
   }
 }
@@ -376,6 +389,22 @@ void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t 
   deliver.body = body;
   const bool sequenced = (flags & mesh::kFlagSequenced) != 0 && who != To::kNobody;
   if (sequenced) {
+    if (Peer* owner = RemoteOwner(topic)) {
+      // Another node sequences this topic: it gets the publish, and the
+      // origin's ack waits for its sequenced delivery to come back and be
+      // consumed here (Pending::then).
+      pending.remaining = 1;
+      Forwarded& f = forwarded_[{link.instance, seq}];
+      f = Forwarded{.origin = id,
+                    .tag = tag,
+                    .flags = deliver.flags,
+                    .stamp = stamp,
+                    .topic = std::string(topic),
+                    .body = std::string(body),
+                    .owner = owner->name};
+      SendToOwner(*owner, link.instance, seq, f);
+      return;
+    }
     HistoryStore::Position p =
         history_.Sequence(topic, link.instance, seq, deliver.flags, stamp, body, now_us);
     deliver.offset = p.offset;
@@ -387,14 +416,15 @@ void Router::Route(LinkId id, Link& link, uint64_t seq, uint8_t flags, uint64_t 
   if (who != To::kNobody) interests_.Route(who == To::kAll ? kNoLink : id, topic, &to);
   if (!peers_.empty() && !to.empty()) {
     // Each interested peer node gets it once, in its outbox now: the
-    // publisher's ack does not wait for the other node. A sequenced one
-    // stays on this node (who sequences a topic across nodes is not
-    // decided yet: docs/CLUSTER.md).
+    // publisher's ack does not wait for the other node. A sequenced one too:
+    // this node owns the topic, and the others keep copies of its stream.
     std::string packed;
     auto is_peer = [&](LinkId r) {
       Peer* peer = FindPeer(r);
       if (peer == nullptr) return false;
-      if (!sequenced) {
+      // A node with no name (a mesh without ownership, only in tests) keeps
+      // its history to itself.
+      if (!sequenced || !options_.node.empty()) {
         if (packed.empty()) packed = mesh::Pack(deliver);
         PushToPeer(*peer, packed);
       }
@@ -458,11 +488,44 @@ void Router::OnFetch(LinkId id, Link& link, const mesh::Message& msg, int64_t no
     return;
   }
   ReleaseHeld(now_us);
-  AnswerFetch(id, link, msg.id, msg.topic, msg.offset, msg.n, now_us);
+  FetchOrForward(id, link, msg.id, msg.topic, msg.offset, msg.n, now_us);
+}
+
+void Router::FetchOrForward(LinkId to, Link& link, uint64_t request, std::string_view topic,
+                            uint64_t after, uint32_t limit, int64_t now_us) {
+  Peer* owner = RemoteOwner(topic);
+  if (owner == nullptr) return AnswerFetch(to, link, request, topic, after, limit, now_us);
+  // The owner holds the stream; this node's copy may lack its position (a
+  // topic nobody here subscribed) or messages (sent before anyone here was
+  // interested). Its answer is merged into the copy, which then answers.
+  const uint64_t id = next_remote_fetch_++;
+  remote_fetches_[id] = RemoteFetch{.from = to,
+                                    .request = request,
+                                    .topic = std::string(topic),
+                                    .after = after,
+                                    .limit = limit,
+                                    .owner = owner->name};
+  mesh::Message f;
+  f.type = mesh::Type::kFetch;
+  f.id = id;
+  f.offset = after;
+  f.n = limit;
+  f.topic = topic;
+  ++counters_.fetches_forwarded;
+  PushToPeer(*owner, mesh::Pack(f));
 }
 
 void Router::AnswerFetch(LinkId to, Link& link, uint64_t request, std::string_view topic,
                          uint64_t after, uint32_t limit, int64_t now_us) {
+  // Queued like a delivery, under the shard's credit, behind the deliveries
+  // already queued for it: data, not control.
+  Enqueue(to, link,
+          std::make_shared<const std::string>(HistoryAnswer(request, topic, after, limit, now_us)),
+          kHistoryTag, now_us);
+}
+
+std::string Router::HistoryAnswer(uint64_t request, std::string_view topic, uint64_t after,
+                                  uint32_t limit, int64_t now_us) {
   // Each message is a u32 length and a packed kDeliver (three frames: a
   // header of at most kMaxHeaderBytes, the topic, the body), as in a kBatch.
   const size_t overhead = 4 + 3 * 4 + mesh::kMaxHeaderBytes + topic.size();
@@ -496,9 +559,7 @@ void Router::AnswerFetch(LinkId to, Link& link, uint64_t request, std::string_vi
   h.first = a.first;
   h.topic = topic;
   h.body = body;
-  // Queued like a delivery, under the shard's credit, behind the deliveries
-  // already queued for it: data, not control.
-  Enqueue(to, link, std::make_shared<const std::string>(mesh::Pack(h)), kHistoryTag, now_us);
+  return mesh::Pack(h);
 }
 
 void Router::OnRestate(Link& link, const mesh::Message& msg, int64_t now_us) {
@@ -598,7 +659,11 @@ void Router::Settle(uint64_t tag) {
       origin->ack_due = true;
     } else if (Peer* peer = FindPeer(it->second.origin)) {
       peer->in.Done(it->second.stream, it->second.seq);
+      const uint64_t then = it->second.then;
       pending_.erase(it);
+      // A forwarded publish's delivery came back and was consumed: the
+      // origin's ack may go.
+      if (then != 0) Settle(then);
     }
   }
 }
@@ -619,8 +684,11 @@ void Router::RemoveLink(LinkId id, int64_t now_us, DropReason reason) {
   for (QueuedMessage& m : link->in_flight) queued.push_back(std::move(m));
   link->in_flight.clear();
   Dropped(nullptr, queued, reason);
-  // Its own publishes have nobody left to ack.
+  // Its own publishes have nobody left to ack (one forwarded to its owner
+  // still reaches the other shards when the owner's delivery comes back).
   for (uint64_t tag : link->publishes) pending_.erase(tag);
+  std::erase_if(forwarded_, [id](const auto& f) { return f.second.origin == id; });
+  std::erase_if(remote_fetches_, [id](const auto& f) { return f.second.from == id; });
 
   // One diff per topic with all of the shard's leaves, to the shards still
   // subscribed (this one no longer is).
@@ -632,6 +700,18 @@ void Router::RemoveLink(LinkId id, int64_t now_us, DropReason reason) {
 void Router::OnTick(int64_t now_us) {
   int64_t now_ms = now_us / 1000;
   history_.Expire(now_us);
+  // A member not heard from within as long as a link takes to be called
+  // silent is not counted up for history ownership any more.
+  const int64_t grace_us = int64_t{options_.liveness.interval_ms} * options_.liveness.misses * 1000;
+  for (auto& [name, peer] : peers_) {
+    if (peer->heard || !peer->counted) continue;
+    if (peer->since_us < 0) {
+      peer->since_us = now_us;
+    } else if (now_us - peer->since_us >= grace_us) {
+      peer->counted = false;
+      RecomputeOwners();
+    }
+  }
   // A window that reaches its bound ends here, even with nothing arriving
   // (Flush then releases what it held and announces the members).
   if (settle_.end() == SettleEnd::kNotYet && !Settling(now_us)) members_dirty_ = true;
@@ -662,6 +742,7 @@ void Router::Flush(int64_t now_us, std::vector<int64_t>* delays_us) {
   const bool settling = Settling(now_us);
   if (was_settling && !settling) members_dirty_ = true;
   if (members_dirty_) AnnounceMembers();
+  if (retarget_due_ && !settling) Retarget(now_us);
   if (!peers_.empty()) FlushPeers(settling);
   std::vector<LinkId> ids;
   ids.reserve(state_.size());
@@ -817,6 +898,7 @@ void Router::AddPeer(const std::string& name) {
   peer->interest_due = true;
   peer_ids_[peer->id] = peer.get();
   peers_[name] = std::move(peer);
+  RecomputeOwners();
 }
 
 void Router::RemovePeer(const std::string& name, int64_t now_us) {
@@ -825,10 +907,19 @@ void Router::RemovePeer(const std::string& name, int64_t now_us) {
   const LinkId id = it->second->id;
   peer_ids_.erase(id);
   peers_.erase(it);
-  // Its broadcasts still queued for local shards settle nothing now.
-  std::erase_if(pending_, [id](const auto& p) { return p.second.origin == id; });
+  // Its broadcasts still queued for local shards settle nothing now; a
+  // sequenced delivery of a publish of this node's still settles that
+  // publish (its recipients are this node's shards).
+  std::vector<uint64_t> thens;
+  std::erase_if(pending_, [id, &thens](const auto& p) {
+    if (p.second.origin != id) return false;
+    if (p.second.then != 0) thens.push_back(p.second.then);
+    return true;
+  });
   interests_.RemoveShard(id);
   SendDiffs(id, presence_.RemoveShard(id), now_us);
+  for (uint64_t then : thens) Settle(then);
+  RecomputeOwners();
 }
 
 void Router::OnPeerUp(const std::string& name, uint64_t expected) {
@@ -860,6 +951,9 @@ uint64_t Router::OnPeerHello(const std::string& name, uint64_t stream, int64_t /
   // a presence leave and join again.
   if (new_stream || peer->presence_lost) peer->interest_due = true;
   peer->presence_lost = false;
+  peer->counted = true;
+  peer->heard = true;
+  RecomputeOwners();
   return expected;
 }
 
@@ -868,6 +962,8 @@ void Router::OnPeerInboundDown(const std::string& name, int64_t now_us) {
   if (peer == nullptr) return;
   peer->presence_lost = true;
   SendDiffs(peer->id, presence_.RemoveShard(peer->id), now_us);
+  peer->counted = false;
+  RecomputeOwners();
 }
 
 void Router::OnPeerAck(const std::string& name, uint64_t seq) {
@@ -925,6 +1021,17 @@ bool Router::HandlePeerMessage(Peer& peer, uint64_t seq, std::string_view packed
       return false;
     case mesh::Type::kDeliver:
       return DeliverFromPeer(peer, seq, msg, packed, now_us);
+    case mesh::Type::kPeerSequence:
+      return SequenceForPeer(peer, seq, msg, now_us);
+    case mesh::Type::kFetch: {
+      // Another node's shard asks; this node owns the topic (or the asker
+      // thinks so: what it holds answers either way).
+      PushToPeer(peer, HistoryAnswer(msg.id, msg.topic, msg.offset, msg.n, now_us));
+      return false;
+    }
+    case mesh::Type::kHistory:
+      OnPeerHistory(msg, now_us);
+      return false;
     case mesh::Type::kPresence:
     case mesh::Type::kPeerPresence: {
       Result<mesh::PresenceChange> change = mesh::DecodePresenceChange(msg.body);
@@ -954,8 +1061,7 @@ bool Router::HandlePeerMessage(Peer& peer, uint64_t seq, std::string_view packed
 bool Router::DeliverFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
                              std::string_view packed, int64_t now_us) {
   if ((msg.flags & mesh::kFlagSequenced) != 0) {
-    ++counters_.peer_refused;  // history stays on its node
-    return false;
+    return DeliverSequencedFromPeer(peer, seq, msg, packed, now_us);
   }
   std::vector<LinkId>& to = recipients_;
   to.clear();
@@ -971,19 +1077,248 @@ bool Router::DeliverFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
                           .seq = seq,
                           .remaining = static_cast<uint32_t>(to.size()),
                           .stream = peer.in.stream()};
-  const Payload payload = std::make_shared<const std::string>(packed);
-  counters_.routed += to.size();
   // `to` is recipients_: copied, since Enqueue may remove links (and a
   // removal sends diffs, which do not route, but stay safe).
-  const std::vector<LinkId> recipients = to;
-  for (LinkId r : recipients) {
+  EnqueueEach(to, std::make_shared<const std::string>(packed), tag, now_us);
+  return true;
+}
+
+void Router::EnqueueEach(std::vector<LinkId> to, const Payload& payload, uint64_t tag,
+                         int64_t now_us) {
+  counters_.routed += to.size();
+  for (LinkId r : to) {
     if (Link* rl = Find(r)) {
       Enqueue(r, *rl, payload, tag, now_us);
     } else {
       Settle(tag);
     }
   }
+}
+
+// --- History across nodes (docs/CLUSTER.md) --------------------------------
+
+std::string_view Router::OwnerOf(std::string_view topic) const {
+  if (owner_nodes_.size() <= 1) return options_.node;
+  return TopicOwner(owner_nodes_, topic);
+}
+
+Router::Peer* Router::RemoteOwner(std::string_view topic) {
+  if (options_.node.empty() || owner_nodes_.size() <= 1) return nullptr;
+  const std::string_view owner = OwnerOf(topic);
+  if (owner == options_.node) return nullptr;
+  return FindPeer(owner);
+}
+
+void Router::SendToOwner(Peer& owner, uint64_t instance, uint64_t seq, const Forwarded& f) {
+  mesh::Message m;
+  m.type = mesh::Type::kPeerSequence;
+  m.origin = instance;
+  m.seq = seq;
+  m.flags = f.flags;
+  m.stamp = f.stamp;
+  m.topic = f.topic;
+  m.body = f.body;
+  ++counters_.sequence_forwarded;
+  PushToPeer(owner, mesh::Pack(m));
+}
+
+void Router::RecomputeOwners() {
+  if (options_.node.empty()) return;
+  std::vector<std::string> now = {options_.node};
+  for (const auto& [name, peer] : peers_) {
+    if (peer->counted) now.push_back(name);
+  }
+  std::sort(now.begin(), now.end());
+  if (now == owner_nodes_) return;
+  owner_nodes_ = std::move(now);
+  ++counters_.owner_set_changes;
+  retarget_due_ = true;
+}
+
+void Router::Retarget(int64_t now_us) {
+  retarget_due_ = false;
+  // What waits on a node that no longer owns its topic goes to the owner
+  // now. The old owner may have sequenced it already (its answer lost with
+  // the link): the new owner's epoch is new in any case, so a client sees
+  // it at most once per epoch.
+  for (auto it = forwarded_.begin(); it != forwarded_.end();) {
+    Forwarded& f = it->second;
+    const std::string_view owner = OwnerOf(f.topic);
+    if (owner == f.owner) {
+      ++it;
+      continue;
+    }
+    if (Peer* peer = RemoteOwner(f.topic)) {
+      f.owner = peer->name;
+      SendToOwner(*peer, it->first.first, it->first.second, f);
+      ++it;
+      continue;
+    }
+    // This node owns it now: sequenced here, as if it had just come. The
+    // pending id stays the origin's (its ack waits on it).
+    Link* origin = Find(f.origin);
+    auto p = pending_.find(f.tag);
+    if (origin == nullptr || p == pending_.end()) {
+      it = forwarded_.erase(it);
+      continue;
+    }
+    std::string packed;
+    std::vector<LinkId> local = SequenceHere(it->first.first, it->first.second, f.flags, f.stamp,
+                                             f.topic, f.body, nullptr, &packed, now_us);
+    if (std::find(local.begin(), local.end(), f.origin) == local.end()) local.push_back(f.origin);
+    const uint64_t tag = f.tag;
+    it = forwarded_.erase(it);
+    p->second.remaining = static_cast<uint32_t>(local.size());
+    EnqueueEach(std::move(local), std::make_shared<const std::string>(packed), tag, now_us);
+  }
+  // Fetches waiting on a node that is no longer the owner: asked again.
+  std::vector<RemoteFetch> again;
+  for (auto it = remote_fetches_.begin(); it != remote_fetches_.end();) {
+    if (OwnerOf(it->second.topic) != it->second.owner) {
+      again.push_back(std::move(it->second));
+      it = remote_fetches_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const RemoteFetch& f : again) {
+    if (Link* from = Find(f.from)) {
+      FetchOrForward(f.from, *from, f.request, f.topic, f.after, f.limit, now_us);
+    }
+  }
+}
+
+bool Router::SequenceForPeer(Peer& peer, uint64_t seq, const mesh::Message& msg, int64_t now_us) {
+  if ((msg.flags & mesh::kFlagSequenced) == 0) {
+    ++counters_.peer_refused;
+    return false;
+  }
+  ++counters_.sequenced_for_peers;
+  // A resend (the asker's broker restarted, or the asker's link did) keeps
+  // the offset it was given: the store knows the publish by origin and seq.
+  // The asking node gets it, interested or not: its origin shard learns the
+  // offset.
+  std::string packed;
+  std::vector<LinkId> local = SequenceHere(msg.origin, msg.seq, msg.flags, msg.stamp, msg.topic,
+                                           msg.body, &peer, &packed, now_us);
+  if (local.empty()) return false;
+  const uint64_t tag = next_tag_++;
+  pending_[tag] = Pending{.origin = peer.id,
+                          .seq = seq,
+                          .remaining = static_cast<uint32_t>(local.size()),
+                          .stream = peer.in.stream()};
+  EnqueueEach(std::move(local), std::make_shared<const std::string>(packed), tag, now_us);
   return true;
+}
+
+std::vector<LinkId> Router::SequenceHere(uint64_t origin, uint64_t seq, uint8_t flags,
+                                         uint64_t stamp, std::string_view topic,
+                                         std::string_view body, Peer* also, std::string* packed,
+                                         int64_t now_us) {
+  mesh::Message d;
+  d.type = mesh::Type::kDeliver;
+  d.origin = origin;
+  d.seq = seq;
+  d.flags = flags;
+  d.stamp = stamp;
+  d.topic = topic;
+  d.body = body;
+  const HistoryStore::Position pos =
+      history_.Sequence(topic, origin, seq, flags, stamp, body, now_us);
+  d.offset = pos.offset;
+  d.stream = pos.stream;
+  *packed = mesh::Pack(d);
+  std::vector<LinkId> to;
+  interests_.Route(kNoLink, topic, &to);
+  std::vector<LinkId> local;
+  bool also_sent = false;
+  for (LinkId r : to) {
+    if (Peer* p = FindPeer(r)) {
+      also_sent = also_sent || p == also;
+      PushToPeer(*p, *packed);
+    } else if (Find(r) != nullptr) {
+      local.push_back(r);
+    }
+  }
+  if (also != nullptr && !also_sent) PushToPeer(*also, *packed);
+  return local;
+}
+
+bool Router::DeliverSequencedFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
+                                      std::string_view packed, int64_t now_us) {
+  if (options_.node.empty()) {
+    ++counters_.peer_refused;  // no ownership without node names: history stays on its node
+    return false;
+  }
+  if (OwnerOf(msg.topic) != peer.name) {
+    // Not the owner's stream as this broker counts: what the other side of
+    // a partition sequenced meanwhile (its outbox sent on heal), or an owner
+    // since replaced. Taken, it would replace the owner's stream with one
+    // that ended; its clients learn that by their next join.
+    ++counters_.sequenced_not_owner;
+    return false;
+  }
+  history_.Accept(msg.topic, msg.stream,
+                  HistoryStore::Entry{.offset = msg.offset,
+                                      .origin = msg.origin,
+                                      .seq = msg.seq,
+                                      .flags = msg.flags,
+                                      .stamp = msg.stamp,
+                                      .body = std::string(msg.body)},
+                  now_us);
+  std::vector<LinkId> to;
+  interests_.Route(peer.id, msg.topic, &to);
+  std::erase_if(to, [this](LinkId r) { return Find(r) == nullptr; });
+  // One of this node's shards sent it: it gets it back (subscribed or not)
+  // and its ack waits for every local recipient.
+  uint64_t then = 0;
+  if (auto f = forwarded_.find({msg.origin, msg.seq}); f != forwarded_.end()) {
+    then = f->second.tag;
+    if (Find(f->second.origin) != nullptr &&
+        std::find(to.begin(), to.end(), f->second.origin) == to.end()) {
+      to.push_back(f->second.origin);
+    }
+    forwarded_.erase(f);
+  }
+  if (to.empty()) {
+    Settle(then);
+    return false;
+  }
+  const uint64_t tag = next_tag_++;
+  pending_[tag] = Pending{.origin = peer.id,
+                          .seq = seq,
+                          .remaining = static_cast<uint32_t>(to.size()),
+                          .stream = peer.in.stream(),
+                          .then = then};
+  EnqueueEach(std::move(to), std::make_shared<const std::string>(packed), tag, now_us);
+  return true;
+}
+
+void Router::OnPeerHistory(const mesh::Message& msg, int64_t now_us) {
+  auto it = remote_fetches_.find(msg.id);
+  if (it == remote_fetches_.end()) return;  // asked again elsewhere, or its shard is gone
+  RemoteFetch f = std::move(it->second);
+  remote_fetches_.erase(it);
+  history_.AcceptPosition(msg.topic, msg.stream, msg.top);
+  Status s = mesh::ForEachInBatch(msg.body, [&](std::span<const std::string_view> frames) {
+    mesh::Message d;
+    if (!mesh::Decode(frames, &d).ok() || d.type != mesh::Type::kDeliver || d.offset == 0) {
+      ++counters_.peer_refused;
+      return;
+    }
+    history_.Accept(msg.topic, msg.stream,
+                    HistoryStore::Entry{.offset = d.offset,
+                                        .origin = d.origin,
+                                        .seq = d.seq,
+                                        .flags = d.flags,
+                                        .stamp = d.stamp,
+                                        .body = std::string(d.body)},
+                    now_us);
+  });
+  if (!s.ok()) ++counters_.peer_refused;
+  if (Link* from = Find(f.from)) {
+    AnswerFetch(f.from, *from, f.request, f.topic, f.after, f.limit, now_us);
+  }
 }
 
 void Router::PushToPeer(Peer& peer, std::string packed) {

@@ -13,7 +13,15 @@
 // rebuilds it from the hellos' positions and the restates that follow them), the
 // pending-publish accounting behind acks (a publish is done when each recipient consumed it,
 // dropped it by policy, or died), the shed-presence repair, heartbeats and expiry, and the counters
-// behind the broker's metrics. Input is decoded-or-not frames from a routing id plus monotonic
+// behind the broker's metrics. With several nodes, who sequences each
+// history topic (broker/topic_owner over the nodes counted up): a sequenced
+// publish on a topic another node owns goes to that owner as kPeerSequence
+// and is acked once the owner's sequenced delivery came back and the local
+// recipients consumed it; the owner sequences what it is sent and delivers
+// it to the asking node as well as to the interested ones; a non-owner keeps
+// copies (HistoryStore::Accept) and forwards its shards' fetches to the
+// owner, answering them from its copy once the owner's answer is merged in.
+// Input is decoded-or-not frames from a routing id plus monotonic
 // time; output goes through `LinkSender`: control messages as they are made, queued data messages
 // and batches packed. Does not: touch ZeroMQ, read clocks or log (broker/mesh_server does). Plain
 // data on the broker's loop thread; the server owns one.
@@ -97,6 +105,10 @@ struct RouterOptions {
   HistoryOptions history;
   // Each peer node's outbox bound (--peer-outbox-messages, --peer-outbox-bytes).
   PeerOutboxOptions peer_outbox;
+  // This node's name among the members (--node); empty for a node alone.
+  // Names the node in history ownership (docs/CLUSTER.md, History across
+  // nodes) and tags the streams it starts (history.stream_tag, if unset).
+  std::string node;
 };
 
 // InvalidConfig unless the queue policy is valid and a queue can hold the
@@ -175,6 +187,13 @@ class Router {
   void OnPeerAck(const std::string& name, uint64_t seq);
   // Whether an up peer has messages its sender did not take (retry soon).
   bool PeerBacklog() const;
+  // The node that sequences `topic` (docs/CLUSTER.md, History across
+  // nodes): this one's name (or "" for a node alone) or a member's.
+  std::string_view OwnerOf(std::string_view topic) const;
+  // The nodes counted up for ownership, sorted: this node and every member
+  // whose link in said hello and has not gone silent since (the rule that
+  // keeps its presence).
+  const std::vector<std::string>& owner_nodes() const { return owner_nodes_; }
 
   // --- Introspection (metrics, tests) ---
   struct PeerView {
@@ -225,6 +244,17 @@ class Router {
     uint64_t peer_refused = 0;
     // A peer's per-topic presence snapshot over kMaxBodyBytes: not sent.
     uint64_t peer_too_large = 0;
+    // History across nodes: sequenced publishes of local shards sent to
+    // their topic's owner (again when the owner changed before it answered);
+    // kPeerSequence sequenced here for other nodes; fetches sent to an owner;
+    // changes of the set of nodes ownership is computed over.
+    uint64_t sequence_forwarded = 0;
+    uint64_t sequenced_for_peers = 0;
+    uint64_t fetches_forwarded = 0;
+    uint64_t owner_set_changes = 0;
+    // Sequenced deliveries from a node that is not the topic's owner (as
+    // this broker counts): dropped.
+    uint64_t sequenced_not_owner = 0;
   };
   const Counters& counters() const { return counters_; }
   uint64_t epoch() const { return options_.epoch; }
@@ -249,6 +279,9 @@ class Router {
     uint64_t seq;
     uint32_t remaining;
     uint64_t stream = 0;
+    // A peer's sequenced delivery of a publish this node forwarded: the
+    // forwarded publish's own pending id, settled once this one is done.
+    uint64_t then = 0;
   };
   struct Link {
     Link(const QueuePolicy& policy) : queue(policy) {}
@@ -301,7 +334,66 @@ class Router {
     bool presence_lost = false;  // its metas were dropped (link in down)
     std::set<std::string, std::less<>> presence_due;
     uint64_t routed_out = 0, routed_in = 0;
+    // Counted up for history ownership: presumed so from its addition (a
+    // broker that just started has heard nobody yet) until it has not said
+    // hello within liveness interval × misses; then from its hello until
+    // its link in goes silent.
+    bool counted = true;
+    bool heard = false;
+    int64_t since_us = -1;  // when this router first ticked with it unheard
   };
+  // A sequenced publish of a local shard sent to its topic's owner, until
+  // the owner's sequenced delivery of it comes back.
+  struct Forwarded {
+    LinkId origin;  // the shard's link
+    uint64_t tag;   // its pending id
+    uint8_t flags;
+    uint64_t stamp;
+    std::string topic;
+    std::string body;
+    std::string owner;  // the node it was sent to
+  };
+  // A local shard's fetch sent to the topic's owner, until answered.
+  struct RemoteFetch {
+    LinkId from;
+    uint64_t request;  // the shard's id
+    std::string topic;
+    uint64_t after;
+    uint32_t limit;
+    std::string owner;
+  };
+  // The owner of `topic` if it is another node (nullptr: this one).
+  Peer* RemoteOwner(std::string_view topic);
+  // The set of nodes counted up may have changed: recomputes it; if it did,
+  // Flush retargets.
+  void RecomputeOwners();
+  // Sends what waits on a node that no longer owns its topic to the new
+  // owner (or sequences it here).
+  void Retarget(int64_t now_us);
+  // Sends forwarded publish `f` (origin seq `seq`) to `owner`.
+  void SendToOwner(Peer& owner, uint64_t instance, uint64_t seq, const Forwarded& f);
+  // The owner's side: a kPeerSequence from `peer`; true if done later.
+  bool SequenceForPeer(Peer& peer, uint64_t seq, const mesh::Message& msg, int64_t now_us);
+  // A sequenced delivery from the owner (`msg`): kept as a copy, then
+  // routed to the local subscribers and the origin shard; true if done later.
+  bool DeliverSequencedFromPeer(Peer& peer, uint64_t seq, const mesh::Message& msg,
+                                std::string_view packed, int64_t now_us);
+  // This node sequences a publish of shard `origin` (instance) numbered
+  // `seq`: its offset here, the sequenced kDeliver (`*packed`) pushed to
+  // every interested peer and to `also` (if given) once; returns the local
+  // shards subscribed, for the caller to queue it for.
+  std::vector<LinkId> SequenceHere(uint64_t origin, uint64_t seq, uint8_t flags, uint64_t stamp,
+                                   std::string_view topic, std::string_view body, Peer* also,
+                                   std::string* packed, int64_t now_us);
+  // Queues `payload` tagged `tag` for each of `to`, local links (a copy:
+  // Enqueue may remove links); one gone settles its share at once.
+  void EnqueueEach(std::vector<LinkId> to, const Payload& payload, uint64_t tag, int64_t now_us);
+  // The owner's answer to a forwarded fetch: merged into the copy, then the
+  // shard is answered from it.
+  void OnPeerHistory(const mesh::Message& msg, int64_t now_us);
+  // The packed kHistory answering fetch `request` from this node's store.
+  std::string HistoryAnswer(uint64_t request, std::string_view topic, uint64_t after,
+                            uint32_t limit, int64_t now_us);
   Peer* FindPeer(std::string_view name);
   Peer* FindPeer(LinkId id);
   void PushToPeer(Peer& peer, std::string packed);
@@ -338,6 +430,10 @@ class Router {
   void ReleaseHeld(int64_t now_us);
   void OnPresence(LinkId id, const mesh::Message& msg, int64_t now_us);
   void OnFetch(LinkId id, Link& link, const mesh::Message& msg, int64_t now_us);
+  // Answers the fetch from this node's store, or sends it to the topic's
+  // owner if that is another node (answered when the owner's answer comes).
+  void FetchOrForward(LinkId to, Link& link, uint64_t request, std::string_view topic,
+                      uint64_t after, uint32_t limit, int64_t now_us);
   // Queues the kHistory answering fetch `request` for `to`.
   void AnswerFetch(LinkId to, Link& link, uint64_t request, std::string_view topic, uint64_t after,
                    uint32_t limit, int64_t now_us);
@@ -426,6 +522,13 @@ class Router {
     std::string packed;
   };
   std::vector<HeldPeerData> held_peer_;
+  // History across nodes (empty for a node alone).
+  std::vector<std::string> owner_nodes_;
+  bool retarget_due_ = false;
+  // Keyed by (origin instance, seq).
+  std::map<std::pair<uint64_t, uint64_t>, Forwarded> forwarded_;
+  std::map<uint64_t, RemoteFetch> remote_fetches_;  // by the id sent to the owner
+  uint64_t next_remote_fetch_ = 1;
 };
 
 }  // namespace sb::broker

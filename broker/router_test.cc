@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/topic_owner.h"
 #include "protocol/mesh_testing.h"
 
 namespace sb::broker {
@@ -72,12 +73,13 @@ class Recorder : public LinkSender {
 class RouterTest : public ::testing::Test {
  protected:
   explicit RouterTest(QueuePolicy queue = {}, int64_t settle_ms = 0,
-                      PeerOutboxOptions peer_outbox = {})
-      : router_(Options(queue, settle_ms, peer_outbox), &rec_) {}
+                      PeerOutboxOptions peer_outbox = {}, std::string node = "")
+      : router_(Options(queue, settle_ms, peer_outbox, std::move(node)), &rec_) {}
 
   static RouterOptions Options(QueuePolicy queue, int64_t settle_ms,
-                               PeerOutboxOptions peer_outbox = {}) {
+                               PeerOutboxOptions peer_outbox = {}, std::string node = "") {
     RouterOptions o;
+    o.node = std::move(node);
     o.queue = queue;
     o.peer_outbox = peer_outbox;
     // A window of settle_ms as long as no shard announces a longer heartbeat.
@@ -1224,6 +1226,7 @@ class PeerRecorder : public PeerSender {
     if (full.contains(peer)) return false;
     seqs[peer].push_back(seq);
     log.RecordPacked(packed, peer);
+    packed_.emplace_back(peer, std::string(packed));
     return true;
   }
   void SendPeerAck(const std::string& peer, uint64_t seq) override { acks[peer].push_back(seq); }
@@ -1233,12 +1236,33 @@ class PeerRecorder : public PeerSender {
   mesh_testing::SentLog log;
   std::map<std::string, std::vector<uint64_t>> seqs, acks;
   std::set<std::string> full;  // peers whose uplink takes nothing (its high-water mark)
+  // Every field of what `peer` was sent of `type`, oldest first.
+  std::vector<mesh::Message> Packed(const std::string& peer, mesh::Type type) const {
+    std::vector<mesh::Message> out;
+    for (const auto& [to, packed] : packed_) {
+      std::vector<std::string_view> frames;
+      mesh::Message m;
+      if (to == peer && mesh::Unpack(packed, &frames).ok() && mesh::Decode(frames, &m).ok() &&
+          m.type == type) {
+        out.push_back(m);
+      }
+    }
+    return out;
+  }
+  void Clear() {
+    log.sent.clear();
+    packed_.clear();
+  }
+
+ private:
+  std::deque<std::pair<std::string, std::string>> packed_;
 };
 
 class RouterPeerTest : public RouterTest {
  protected:
-  explicit RouterPeerTest(int64_t settle_ms = 0, PeerOutboxOptions peer_outbox = {})
-      : RouterTest(QueuePolicy{}, settle_ms, peer_outbox) {
+  explicit RouterPeerTest(int64_t settle_ms = 0, PeerOutboxOptions peer_outbox = {},
+                          std::string node = "")
+      : RouterTest(QueuePolicy{}, settle_ms, peer_outbox, std::move(node)) {
     router_.SetPeerSender(&peers_);
     for (const char* p : {"n2", "n3"}) {
       router_.AddPeer(p);
@@ -1278,7 +1302,7 @@ class RouterPeerTest : public RouterTest {
   }
   void ClearLogs() {
     rec_.log.sent.clear();
-    peers_.log.sent.clear();
+    peers_.Clear();
   }
 
   PeerRecorder peers_;
@@ -1656,6 +1680,324 @@ TEST_F(RouterTest, AFirstPeerAddedLaterIsToldTheInterestAlreadyThere) {
   Feed("a", {.type = mesh::Type::kUnsubscribe, .topic = "room:1"});
   Flush();
   EXPECT_EQ(peers.Take("n2", mesh::Type::kUnsubscribe).size(), 1u);
+}
+
+// --- History across nodes ----------------------------------------------------
+
+// This broker is node n1 of n1, n2, n3 (all up).
+class RouterOwnerTest : public RouterPeerTest {
+ protected:
+  RouterOwnerTest() : RouterPeerTest(0, {}, "n1") {}
+  // A topic `owner` owns among `nodes` and, if `then` is given, `then`
+  // owns among `after`.
+  static std::string TopicOwnedBy(const std::string& owner,
+                                  std::vector<std::string> nodes = {"n1", "n2", "n3"},
+                                  const std::string& then = "",
+                                  std::vector<std::string> after = {}) {
+    for (int i = 0;; ++i) {
+      const std::string t = "room:" + std::to_string(i);
+      if (TopicOwner(nodes, t) != owner) continue;
+      if (!then.empty() && TopicOwner(after, t) != then) continue;
+      return t;
+    }
+  }
+  // The owner's sequenced delivery of (origin, seq) at `offset` of `stream`.
+  void OwnerDelivers(const std::string& peer, uint64_t origin, uint64_t seq,
+                     const std::string& topic, uint64_t offset, uint64_t stream,
+                     const std::string& body = "m") {
+    FromPeer(peer, {.type = mesh::Type::kDeliver,
+                    .seq = seq,
+                    .origin = origin,
+                    .flags = mesh::kFlagSequenced,
+                    .topic = topic,
+                    .body = body,
+                    .offset = offset,
+                    .stream = stream});
+  }
+};
+
+TEST_F(RouterOwnerTest, ASequencedPublishOnARemoteTopicGoesToItsOwnerNotSequencedHere) {
+  const std::string topic = TopicOwnedBy("n2");
+  EXPECT_EQ(router_.OwnerOf(topic), "n2");
+  Hello("a", 1, {topic});
+  Hello("b", 2, {topic});
+  Flush();
+  ClearLogs();
+  SequencedPublish("a", 1, topic, "one");
+  Flush();
+  auto to_owner = peers_.Packed("n2", mesh::Type::kPeerSequence);
+  ASSERT_EQ(to_owner.size(), 1u);
+  EXPECT_EQ(to_owner[0].origin, 1u);
+  EXPECT_EQ(to_owner[0].seq, 1u);
+  EXPECT_EQ(to_owner[0].flags & mesh::kFlagSequenced, mesh::kFlagSequenced);
+  EXPECT_EQ(to_owner[0].topic, topic);
+  EXPECT_EQ(to_owner[0].body, "one");
+  EXPECT_TRUE(peers_.Packed("n3", mesh::Type::kPeerSequence).empty());
+  EXPECT_TRUE(peers_.Packed("n3", mesh::Type::kDeliver).empty());
+  EXPECT_TRUE(rec_.Packed("a", mesh::Type::kDeliver).empty());
+  EXPECT_TRUE(rec_.Packed("b", mesh::Type::kDeliver).empty());
+  EXPECT_FALSE(router_.history().Find(topic).has_value()) << "not sequenced here";
+  EXPECT_EQ(router_.counters().sequence_forwarded, 1u);
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty());
+}
+
+TEST_F(RouterOwnerTest, TheOriginIsAckedOnceTheOwnersDeliveryCameBackAndWasConsumed) {
+  const std::string topic = TopicOwnedBy("n2");
+  Hello("a", 1, {});  // the origin: none of its clients is subscribed
+  Hello("b", 2, {topic});
+  Flush();
+  SequencedPublish("a", 1, topic, "one");
+  Flush();
+  ClearLogs();
+  const uint64_t stream = 0x1234000000000007ULL;
+  OwnerDelivers("n2", 1, 1, topic, 41, stream, "one");
+  Flush();
+  for (const std::string to : {"a", "b"}) {
+    auto d = rec_.Packed(to, mesh::Type::kDeliver);
+    ASSERT_EQ(d.size(), 1u) << to;
+    EXPECT_EQ(d[0].offset, 41u);
+    EXPECT_EQ(d[0].stream, stream);
+    EXPECT_EQ(d[0].origin, 1u);
+    EXPECT_EQ(d[0].seq, 1u);
+  }
+  // Kept as a copy of the owner's stream: this node's fetches see it.
+  auto copy = router_.history().Find(topic);
+  ASSERT_TRUE(copy.has_value());
+  EXPECT_EQ(copy->stream, stream);
+  EXPECT_EQ(copy->top, 41u);
+  EXPECT_EQ(copy->messages, 1u);
+  Credit("a", 5);
+  Flush();
+  EXPECT_TRUE(rec_.Take("a", mesh::Type::kAck).empty()) << "b has not consumed it yet";
+  EXPECT_TRUE(peers_.acks["n2"].empty());
+  Credit("b", 5);  // its presence snapshot, then the delivery
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 1u);
+  ASSERT_FALSE(peers_.acks["n2"].empty());
+  EXPECT_EQ(peers_.acks["n2"].back(), next_seq_["n2"]);
+}
+
+TEST_F(RouterOwnerTest, TheOwnerSequencesForAPeerDeliversToTheAskerAndTheInterestedOnce) {
+  const std::string topic = TopicOwnedBy("n1");
+  Hello("b", 2, {topic});
+  PeerWants("n3", {topic});
+  Flush();
+  ClearLogs();
+  auto ask = [&](uint64_t seq) {
+    FromPeer("n2", {.type = mesh::Type::kPeerSequence,
+                    .seq = seq,
+                    .origin = 9,
+                    .flags = mesh::kFlagSequenced,
+                    .topic = topic,
+                    .body = "x" + std::to_string(seq)});
+  };
+  ask(4);
+  Flush();
+  auto local = rec_.Packed("b", mesh::Type::kDeliver);
+  ASSERT_EQ(local.size(), 1u);
+  EXPECT_EQ(local[0].offset, 1u);
+  const uint64_t stream = local[0].stream;
+  EXPECT_EQ(stream >> 32, NodeStreamTag("n1")) << "tagged with this node";
+  for (const std::string peer : {"n2", "n3"}) {
+    auto d = peers_.Packed(peer, mesh::Type::kDeliver);
+    ASSERT_EQ(d.size(), 1u) << peer << ": the asker although not interested, and n3";
+    EXPECT_EQ(d[0].offset, 1u);
+    EXPECT_EQ(d[0].stream, stream);
+    EXPECT_EQ(d[0].origin, 9u);
+    EXPECT_EQ(d[0].seq, 4u);
+  }
+  // A resend (n2's broker restarted and its shard sent the publish again)
+  // keeps its offset; the next publish gets the next one.
+  ask(4);
+  ask(5);
+  Flush();
+  auto again = peers_.Packed("n2", mesh::Type::kDeliver);
+  ASSERT_EQ(again.size(), 3u);
+  EXPECT_EQ(again[1].offset, 1u);
+  EXPECT_EQ(again[2].offset, 2u);
+  EXPECT_EQ(router_.history().counters().sequenced, 2u);
+  EXPECT_EQ(router_.history().counters().resequenced, 1u);
+  EXPECT_EQ(router_.counters().sequenced_for_peers, 3u);
+}
+
+TEST_F(RouterOwnerTest, ALocalPublishOnAnOwnedTopicReachesInterestedPeersWithItsOffset) {
+  const std::string topic = TopicOwnedBy("n1");
+  Hello("a", 1, {topic});
+  PeerWants("n2", {topic});
+  Flush();
+  ClearLogs();
+  SequencedPublish("a", 1, topic);
+  Flush();
+  auto d = peers_.Packed("n2", mesh::Type::kDeliver);
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].offset, 1u);
+  EXPECT_EQ(d[0].flags & mesh::kFlagSequenced, mesh::kFlagSequenced);
+  EXPECT_TRUE(peers_.Packed("n3", mesh::Type::kDeliver).empty()) << "not interested";
+  EXPECT_TRUE(peers_.Packed("n2", mesh::Type::kPeerSequence).empty());
+}
+
+TEST_F(RouterOwnerTest, AnOwnershipMoveStartsANewEpoch) {
+  // n2 owns it while up; without n2, n1 does.
+  const std::string topic = TopicOwnedBy("n2", {"n1", "n2", "n3"}, "n1", {"n1", "n3"});
+  Hello("a", 1, {topic});
+  Flush();
+  const uint64_t theirs = (uint64_t{NodeStreamTag("n2")} << 32) | 5;
+  OwnerDelivers("n2", 77, 1, topic, 10, theirs);
+  Flush();
+  Credit("a", 10);
+  ASSERT_EQ(router_.history().Find(topic)->stream, theirs);
+  // n2's link in goes silent: it is not counted, and n1 owns the topic. It
+  // cannot know n2's last offset: a new stream of its own, from 1.
+  router_.OnPeerInboundDown("n2", now_us_);
+  EXPECT_EQ(router_.owner_nodes(), (std::vector<std::string>{"n1", "n3"}));
+  EXPECT_EQ(router_.OwnerOf(topic), "n1");
+  Flush();
+  rec_.log.sent.clear();
+  SequencedPublish("a", 1, topic);
+  Flush();
+  auto d = rec_.Packed("a", mesh::Type::kDeliver);
+  ASSERT_EQ(d.size(), 2u) << "n2's, then its own";
+  EXPECT_NE(d[1].stream, theirs);
+  EXPECT_EQ(d[1].stream >> 32, NodeStreamTag("n1"));
+  EXPECT_EQ(d[1].offset, 1u);
+  EXPECT_EQ(router_.history().counters().taken_over, 1u);
+  // n2 back: it owns the topic again; what n1 sequenced meanwhile is its
+  // epoch, and n2's next delivery (a new epoch of n2's) replaces the copy.
+  (void)router_.OnPeerHello("n2", 1001, now_us_);
+  EXPECT_EQ(router_.OwnerOf(topic), "n2");
+  SequencedPublish("a", 2, topic);
+  Flush();
+  EXPECT_EQ(peers_.Packed("n2", mesh::Type::kPeerSequence).size(), 1u);
+}
+
+TEST_F(RouterOwnerTest, ASequencedDeliveryFromANodeThatIsNotTheOwnerIsDropped) {
+  // n2 owns it; n3 sends a delivery of its own stream (what it sequenced
+  // on its side of a partition, sent as the partition healed).
+  const std::string topic = TopicOwnedBy("n2");
+  Hello("a", 1, {topic});
+  Flush();
+  ClearLogs();
+  const uint64_t n3s = (uint64_t{NodeStreamTag("n3")} << 32) | 4;
+  OwnerDelivers("n3", 50, 1, topic, 7, n3s);
+  Flush();
+  EXPECT_TRUE(rec_.Packed("a", mesh::Type::kDeliver).empty());
+  EXPECT_FALSE(router_.history().Find(topic).has_value()) << "not taken as the topic's stream";
+  EXPECT_EQ(router_.counters().sequenced_not_owner, 1u);
+  ASSERT_FALSE(peers_.acks["n3"].empty()) << "done at once: n3 does not send it again";
+  // The owner's is taken.
+  const uint64_t n2s = (uint64_t{NodeStreamTag("n2")} << 32) | 4;
+  OwnerDelivers("n2", 60, 1, topic, 3, n2s);
+  Flush();
+  EXPECT_EQ(rec_.Packed("a", mesh::Type::kDeliver).size(), 1u);
+  EXPECT_EQ(router_.history().Find(topic)->stream, n2s);
+}
+
+TEST_F(RouterOwnerTest, APublishWaitingOnAnOwnerThatWentIsSequencedByTheNewOne) {
+  const std::string mine = TopicOwnedBy("n2", {"n1", "n2", "n3"}, "n1", {"n1", "n3"});
+  const std::string n3s = TopicOwnedBy("n2", {"n1", "n2", "n3"}, "n3", {"n1", "n3"});
+  Hello("a", 1, {mine});
+  Flush();
+  SequencedPublish("a", 1, mine, "one");
+  SequencedPublish("a", 2, n3s, "two");
+  Flush();
+  ASSERT_EQ(peers_.Packed("n2", mesh::Type::kPeerSequence).size(), 2u);
+  ClearLogs();
+  router_.OnPeerInboundDown("n2", now_us_);
+  Flush();
+  // Now n1's: sequenced here and delivered; n3's: sent to n3.
+  auto d = rec_.Packed("a", mesh::Type::kDeliver);
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].body, "one");
+  EXPECT_EQ(d[0].offset, 1u);
+  auto to_n3 = peers_.Packed("n3", mesh::Type::kPeerSequence);
+  ASSERT_EQ(to_n3.size(), 1u);
+  EXPECT_EQ(to_n3[0].seq, 2u);
+  EXPECT_EQ(router_.counters().sequence_forwarded, 3u);
+  // Acked up to 1 once consumed (behind its presence snapshot); 2 waits for n3.
+  Credit("a", 2);
+  Flush();
+  auto acks = rec_.Take("a", mesh::Type::kAck);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].seq, 1u);
+}
+
+TEST_F(RouterOwnerTest, AFetchOnARemoteTopicIsAnsweredAfterTheOwnersAnswerIsMerged) {
+  const std::string topic = TopicOwnedBy("n3");
+  Hello("b", 2, {topic});
+  Flush();
+  ClearLogs();
+  Fetch("b", 42, topic, 1, 10);
+  Flush();
+  EXPECT_TRUE(rec_.Packed("b", mesh::Type::kHistory).empty()) << "waits for the owner";
+  auto asked = peers_.Packed("n3", mesh::Type::kFetch);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].offset, 1u);
+  EXPECT_EQ(asked[0].n, 10u);
+  // n3 answers with its position and messages 2..3 (as its router would).
+  const uint64_t stream = (uint64_t{NodeStreamTag("n3")} << 32) | 9;
+  std::string body;
+  for (uint64_t off : {2, 3}) {
+    mesh::Message d{.type = mesh::Type::kDeliver,
+                    .seq = off,
+                    .origin = 5,
+                    .flags = mesh::kFlagSequenced,
+                    .topic = topic,
+                    .body = "m" + std::to_string(off),
+                    .offset = off,
+                    .stream = stream};
+    const std::string packed = mesh::Pack(d);
+    const uint32_t n = static_cast<uint32_t>(packed.size());
+    for (int i = 0; i < 4; ++i) body.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    body += packed;
+  }
+  FromPeer("n3", {.type = mesh::Type::kHistory,
+                  .topic = topic,
+                  .body = body,
+                  .stream = stream,
+                  .id = asked[0].id,
+                  .top = 3,
+                  .first = 1});
+  Flush();
+  auto h = rec_.Packed("b", mesh::Type::kHistory);
+  ASSERT_EQ(h.size(), 1u);
+  EXPECT_EQ(h[0].id, 42u);
+  EXPECT_EQ(h[0].stream, stream);
+  EXPECT_EQ(h[0].top, 3u);
+  EXPECT_EQ(router_.history().Find(topic)->messages, 2u);
+  EXPECT_EQ(router_.counters().fetches_forwarded, 1u);
+}
+
+TEST_F(RouterOwnerTest, TheOwnerAnswersAPeersFetchOverThePeerStream) {
+  const std::string topic = TopicOwnedBy("n1");
+  Hello("a", 1, {topic});
+  Flush();
+  SequencedPublish("a", 1, topic);
+  Flush();
+  ClearLogs();
+  FromPeer("n2", {.type = mesh::Type::kFetch, .n = 10, .topic = topic, .offset = 0, .id = 7});
+  Flush();
+  auto h = peers_.Packed("n2", mesh::Type::kHistory);
+  ASSERT_EQ(h.size(), 1u);
+  EXPECT_EQ(h[0].id, 7u);
+  EXPECT_EQ(h[0].top, 1u);
+  EXPECT_FALSE(h[0].body.empty());
+}
+
+TEST_F(RouterOwnerTest, AMemberNeverHeardFromStopsCountingAfterTheLivenessBound) {
+  router_.AddPeer("n4");
+  EXPECT_EQ(router_.owner_nodes(), (std::vector<std::string>{"n1", "n2", "n3", "n4"}))
+      << "presumed up: a broker that just started has heard nobody yet";
+  for (int i = 0; i < 8; ++i) {
+    now_us_ += 50'000;
+    router_.OnTick(now_us_);
+  }
+  EXPECT_EQ(router_.owner_nodes(), (std::vector<std::string>{"n1", "n2", "n3"}));
+  (void)router_.OnPeerHello("n4", 5, now_us_);
+  EXPECT_EQ(router_.owner_nodes().size(), 4u);
+  router_.RemovePeer("n4", now_us_);
+  EXPECT_EQ(router_.owner_nodes().size(), 3u);
 }
 
 }  // namespace

@@ -275,6 +275,27 @@ inline constexpr std::string_view kBrokerHistoryStreamConflictsTotal =
     "switchboard_broker_history_stream_conflicts_total";
 inline constexpr std::string_view kBrokerHistoryUnconfiguredTopicsTotal =
     "switchboard_broker_history_unconfigured_topics_total";
+// History across nodes (docs/CLUSTER.md): the nodes ownership is computed
+// over and how often that set changed; sequenced publishes and fetches sent
+// to another node's broker (the topic's owner), publishes sequenced here for
+// other nodes, messages taken as copies of an owner's stream, and topics
+// this broker started a new epoch for because their owner changed to it.
+inline constexpr std::string_view kBrokerHistoryOwnerNodes =
+    "switchboard_broker_history_owner_nodes";
+inline constexpr std::string_view kBrokerHistoryOwnerChangesTotal =
+    "switchboard_broker_history_owner_changes_total";
+inline constexpr std::string_view kBrokerHistorySequenceForwardedTotal =
+    "switchboard_broker_history_sequence_forwarded_total";
+inline constexpr std::string_view kBrokerHistoryFetchesForwardedTotal =
+    "switchboard_broker_history_fetches_forwarded_total";
+inline constexpr std::string_view kBrokerHistorySequencedForPeersTotal =
+    "switchboard_broker_history_sequenced_for_peers_total";
+inline constexpr std::string_view kBrokerHistoryCopiedTotal =
+    "switchboard_broker_history_copied_total";
+inline constexpr std::string_view kBrokerHistoryTakenOverTotal =
+    "switchboard_broker_history_taken_over_total";
+inline constexpr std::string_view kBrokerHistoryNotOwnerDroppedTotal =
+    "switchboard_broker_history_not_owner_dropped_total";
 // Membership (docs/CLUSTER.md): the other nodes this broker knows, what
 // changed (event: joined, left, changed), records skipped as malformed, and
 // with --membership etcd whether etcd is reachable and watched (0/1).

@@ -50,6 +50,7 @@ constexpr void ForEachField(M& m, F&& f) {
       break;
     case Type::kDeliver:
     case Type::kRestate:
+    case Type::kPeerSequence:
       f(m.origin);
       f(m.seq);
       f(m.flags);
@@ -116,6 +117,7 @@ constexpr Shape kShapes[] = {
     MakeShape("kPeerAck", Type::kPeerAck, 1),
     MakeShape("kPeerInterest", Type::kPeerInterest, 2),
     MakeShape("kPeerPresence", Type::kPeerPresence, 3),
+    MakeShape("kPeerSequence", Type::kPeerSequence, 3),
 };
 static_assert(kShapes[static_cast<size_t>(Type::kPublish)].header == 13);
 static_assert(kShapes[static_cast<size_t>(Type::kCredit)].header == 8);
@@ -124,7 +126,8 @@ static_assert(std::ranges::all_of(kShapes,
                                   [](const Shape& s) { return s.header <= kMaxHeaderBytes; }));
 
 bool Carried(const Message& m) {
-  return m.type == Type::kPublish || m.type == Type::kDeliver || m.type == Type::kRestate;
+  return m.type == Type::kPublish || m.type == Type::kDeliver || m.type == Type::kRestate ||
+         m.type == Type::kPeerSequence;
 }
 // Whether m's header has the 8-byte stamp after the fixed fields.
 bool Stamped(const Message& m) { return Carried(m) && (m.flags & kFlagStamped) != 0; }

@@ -84,7 +84,8 @@ enum class Type : uint8_t {
   // Routing between nodes (docs/PROTOCOL.md, Peer links: routing), added within version 1.
   // uplink → peer socket, on a welcomed link; fields: seq (1, 2, … per sending broker start);
   // frames: one packed message (mesh::Pack) — kPeerInterest, kSubscribe, kUnsubscribe, kDeliver,
-  // kPresence or kPeerPresence. The receiver takes seq = expected, drops one below it.
+  // kPresence, kPeerPresence, kPeerSequence, kFetch or kHistory. The receiver takes seq = expected,
+  // drops one below it.
   kPeerData = 22,
   // peer socket → uplink; fields: seq (every kPeerData up to it was taken).
   kPeerAck = 23,
@@ -94,6 +95,12 @@ enum class Type : uint8_t {
   // Inside kPeerData: every presence meta the sender's shards track on a topic; frames: topic,
   // PresenceChange JSON (joins only). The receiver replaces the sender's metas on the topic.
   kPeerPresence = 25,
+  // History across nodes (docs/CLUSTER.md, History across nodes), added within version 1.
+  // Inside kPeerData, to the topic's owner node: a sequenced publish of one of the sender's
+  // shards, for the owner to sequence; fields and frames as an unsequenced kDeliver (origin:
+  // the shard's instance, seq: its publish seq — the owner dedupes a resend by both). The
+  // owner answers with the sequenced kDeliver, to the sender among others.
+  kPeerSequence = 26,
 };
 
 // Flag bits of kPublish / kDeliver.

@@ -189,6 +189,13 @@ std::vector<Message> Samples() {
   Message& peer_presence = add(Type::kPeerPresence);
   peer_presence.topic = "room:a";
   peer_presence.body = R"({"joins":[],"leaves":[]})";
+  Message& sequence = add(Type::kPeerSequence);
+  sequence.origin = 0x0a0b0c0d0e0f1011;
+  sequence.seq = 7;
+  sequence.flags = kFlagSequenced | kFlagStamped;
+  sequence.stamp = 99;
+  sequence.topic = "room:a";
+  sequence.body = R"([null,null,"room:a","new_msg",{}])";
   return all;
 }
 
@@ -223,7 +230,8 @@ size_t HeaderOf(const Message& m) {
     plain.flags &= ~kFlagSequenced;
     return HeaderOf(plain) + 16;
   }
-  if ((m.type == Type::kPublish || m.type == Type::kDeliver || m.type == Type::kRestate) &&
+  if ((m.type == Type::kPublish || m.type == Type::kDeliver || m.type == Type::kRestate ||
+       m.type == Type::kPeerSequence) &&
       (m.flags & kFlagStamped) != 0) {
     Message plain = m;
     plain.flags &= ~kFlagStamped;
@@ -242,6 +250,7 @@ size_t HeaderOf(const Message& m) {
       return 8;
     case Type::kDeliver:
     case Type::kRestate:
+    case Type::kPeerSequence:
       return 21;
     case Type::kFetch:
       return 24;
@@ -341,7 +350,7 @@ TEST(MeshCodec, UnknownTypeEncodesToNothing) {
   m.type = static_cast<Type>(0);
   EXPECT_TRUE(Frames(m).views().empty());
   EXPECT_TRUE(Pack(m).empty());
-  m.type = static_cast<Type>(26);
+  m.type = static_cast<Type>(27);
   EXPECT_TRUE(Frames(m).views().empty());
 }
 
@@ -354,7 +363,7 @@ TEST(MeshCodec, HeaderMalformations) {
   ExpectRefused({"SB\x02\x03"}, "version 2, want 1");
   ExpectRefused({"SB\x00\x03"s}, "version 0, want 1");
   ExpectRefused({"SB\x01\x00"s}, "unknown type 0");
-  ExpectRefused({"SB\x01\x1a"}, "unknown type 26");
+  ExpectRefused({"SB\x01\x1b"}, "unknown type 27");
   ExpectRefused({"SB\x01\xff"}, "unknown type 255");
 }
 
@@ -412,9 +421,10 @@ TEST(MeshCodec, TopicBounds) {
 }
 
 TEST(MeshCodec, EmptyBodiesAreRefused) {
-  for (Type type : {Type::kHello, Type::kPublish, Type::kPresence, Type::kDeliver, Type::kDiff,
-                    Type::kSnapshot, Type::kMembers, Type::kPeerHello, Type::kPeerWelcome,
-                    Type::kPeerData, Type::kPeerInterest, Type::kPeerPresence}) {
+  for (Type type :
+       {Type::kHello, Type::kPublish, Type::kPresence, Type::kDeliver, Type::kDiff, Type::kSnapshot,
+        Type::kMembers, Type::kPeerHello, Type::kPeerWelcome, Type::kPeerData, Type::kPeerInterest,
+        Type::kPeerPresence, Type::kPeerSequence}) {
     SCOPED_TRACE(static_cast<int>(type));
     Message m;
     m.type = type;

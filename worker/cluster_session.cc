@@ -408,6 +408,7 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
     case mesh::Type::kPeerAck:
     case mesh::Type::kPeerInterest:
     case mesh::Type::kPeerPresence:
+    case mesh::Type::kPeerSequence:
       // What only a shard sends, or one broker to another.
       ++counters_.bad_frames;
       return;

@@ -12,54 +12,17 @@
 
 const { describe } = require('node:test');
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-const { startCluster, it } = require('./lib/cluster');
+const { it } = require('./lib/cluster');
+const { startMesh, meshUp: meshUpOf } = require('./lib/mesh');
 const { connect, join, push, Presence } = require('./lib/phoenix');
 const { scopeFor, waitUntil, delay } = require('./lib/util');
-const { freePort } = require('./lib/worker');
 
 const HEARTBEAT_MS = 200;
 const NAMES = ['n1', 'n2', 'n3'];
 
-// Three nodes, each knowing the other two: a keypair per node, a peer port
-// per node, and each broker's flags naming the others.
-async function mesh(s, { shards = [2, 1, 1] } = {}) {
-  const bin = process.env.SWITCHBOARD_BIN_DIR;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-mesh-'));
-  s.add(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const nodes = [];
-  for (const name of NAMES) {
-    const keyFile = path.join(dir, `${name}.key`);
-    const pub = execFileSync(path.join(bin, 'switchboard'), ['keygen', '--secret-file', keyFile], { encoding: 'utf8' }).trim();
-    nodes.push({ name, keyFile, pub, port: await freePort() });
-  }
-  const clusters = [];
-  for (const [i, n] of nodes.entries()) {
-    const brokerArgs = ['--node', n.name, '--peer-bind', `tcp://127.0.0.1:${n.port}`, '--curve-secret-file', n.keyFile];
-    for (const o of nodes) {
-      if (o !== n) brokerArgs.push('--peer', `${o.name}=tcp://127.0.0.1:${o.port}=${o.pub}`);
-    }
-    const c = await startCluster({ shards: shards[i], heartbeatMs: HEARTBEAT_MS, brokerArgs, name: n.name });
-    // A node the test killed whole is not stopped (its daemon is gone).
-    s.add(() => (c.killedWhole ? fs.rmSync(c.dir, { recursive: true, force: true }) : c.stop()));
-    c.node = n.name;
-    clusters.push(c);
-  }
-  await meshUp(clusters);
-  return clusters;
-}
-
-// Every broker's uplink to every other is up.
-async function meshUp(clusters, timeout = 15000) {
-  for (const c of clusters) {
-    for (const other of NAMES.filter((n) => n !== c.node)) {
-      await c.waitForMetric(c.broker, 'switchboard_broker_peer_up', { peer: other }, (v) => v === 1, { timeout });
-    }
-  }
-}
+// Three nodes, each knowing the other two (lib/mesh).
+const mesh = (s, { shards = [2, 1, 1] } = {}) => startMesh(s, { names: NAMES, shards, heartbeatMs: HEARTBEAT_MS });
+const meshUp = (clusters, timeout) => meshUpOf(clusters, NAMES, timeout);
 
 const sorted = (xs) => [...xs].sort();
 
