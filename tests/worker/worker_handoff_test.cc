@@ -20,11 +20,14 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/unique_fd.h"
 #include "protocol/websocket.h"
+#include "tests/supervisor/daemon_harness.h"
 #include "tests/testutil/testutil.h"
 
 namespace sb {
@@ -227,6 +230,16 @@ class WorkerHandoffTest : public ::testing::Test {
     EXPECT_EQ(ready, "READY=1") << tu::ReadFile(dir_.File(name + ".log"));
     notify_.push_back(std::make_unique<tu::NotifyReceiver>(std::move(notify).value()));
     return std::move(p).value();
+  }
+
+  // A sample of worker `name`'s metrics (started with --metrics
+  // 127.0.0.1:0), or nullopt.
+  std::optional<double> WorkerMetric(const std::string& name, std::string_view metric) {
+    static const std::regex kMetrics(R"(metrics on 127\.0\.0\.1:(\d+))");
+    const std::string log = tu::ReadFile(dir_.File(name + ".log"));
+    std::smatch m;
+    if (!std::regex_search(log, m, kMetrics)) return std::nullopt;
+    return tu::Sample(tu::Scrape(std::stoi(m[1])), metric, {});
   }
 
   // The node's broker on ipc://<dir>/broker, with `extra` flags.
@@ -449,15 +462,20 @@ TEST_F(WorkerHandoffTest, WithNobodyToTakeThemTheConnectionsStay) {
 TEST_F(WorkerHandoffTest, AStateRefusedStaysWithTheOldProcess) {
   const std::string broker_endpoint = StartBroker();
   ASSERT_TRUE(broker_);
-  std::optional<tu::Process> old_worker =
-      Start("old", false, {"--shard", "s1", "--broker", broker_endpoint});
+  std::optional<tu::Process> old_worker = Start(
+      "old", false, {"--shard", "s1", "--broker", broker_endpoint, "--metrics", "127.0.0.1:0"});
   ASSERT_TRUE(old_worker);
   Client c;
   ASSERT_TRUE(c.Connect(port_));
   c.Send(Msg("1", "1", "room:lobby", "phx_join", json::object{{"presence", {{"key", "c"}}}}));
   ASSERT_TRUE(Ok(c.Reply("1")));
-  // Welcomed: the state now carries the broker's epoch.
   ASSERT_TRUE(c.Event("room:lobby", "presence_state"));
+  // Welcomed, so the state carries the broker's epoch. (A presence_state is
+  // no proof: a joiner gets one without the broker once its wait is over,
+  // and the young broker may not have welcomed the shard by then.)
+  ASSERT_TRUE(tu::WaitUntil(
+      [&] { return WorkerMetric("old", "switchboard_worker_broker_up") == 1.0; }, kWait))
+      << tu::ReadFile(dir_.File("old.log"));
 
   std::optional<tu::Process> new_worker = Start("new", true, {"--shard", "s1"});
   ASSERT_TRUE(new_worker);
