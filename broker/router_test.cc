@@ -1939,12 +1939,14 @@ TEST_F(RouterOwnerTest, AFetchOnARemoteTopicIsAnsweredAfterTheOwnersAnswerIsMerg
   const uint64_t stream = (uint64_t{NodeStreamTag("n3")} << 32) | 9;
   std::string body;
   for (uint64_t off : {2, 3}) {
+    // The message holds views: its body must outlive it.
+    const std::string text = "m" + std::to_string(off);
     mesh::Message d{.type = mesh::Type::kDeliver,
                     .seq = off,
                     .origin = 5,
                     .flags = mesh::kFlagSequenced,
                     .topic = topic,
-                    .body = "m" + std::to_string(off),
+                    .body = text,
                     .offset = off,
                     .stream = stream};
     const std::string packed = mesh::Pack(d);
