@@ -142,7 +142,9 @@ it('two pages on two shards chat, and a page whose shard is killed reconnects by
       headless: true,
       // CI runs as root, where Chromium's sandbox cannot start.
       args: [...(process.getuid() === 0 ? ['--no-sandbox'] : []), '--disable-dev-shm-usage', '--disable-gpu'],
-      timeout: WAIT_MS,
+      // Chromium's own start, on a loaded machine, takes longer than a
+      // page's wait.
+      timeout: 4 * WAIT_MS,
     });
     const [s0, s1] = cluster.shards;
     const a = await openPage(browser, `http://127.0.0.1:${s0.port}`, 'page A (shard 0)');

@@ -398,7 +398,7 @@ describe('dashboards and alerts against Prometheus scraping the default cluster'
     assert.ok(Number(storm[0].value) > 5, `storm alert value ${storm[0].value}`);
     // 80 % of the intensity within the period.
     await stack.waitUntil(async () => (await firingAlerts()).some((a) => a.labels.alertname === 'SwitchboardSupervisorNearIntensity'
-      && a.labels.supervisor === 'root/shards'), { timeout: 10000, what: 'SwitchboardSupervisorNearIntensity for root/shards' });
+      && a.labels.supervisor === 'root/shards'), { timeout: 30000, what: 'SwitchboardSupervisorNearIntensity for root/shards' });
     await stack.waitUntil(async () => (await firingAlerts()).some((a) => a.labels.alertname === 'SwitchboardBrokerEpochChanged'
       && a.labels.child === 'broker'), { timeout: 10000, what: 'SwitchboardBrokerEpochChanged' });
     const expected = new Set(['SwitchboardRestartStorm', 'SwitchboardSupervisorNearIntensity', 'SwitchboardBrokerEpochChanged']);
