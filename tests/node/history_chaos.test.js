@@ -16,7 +16,9 @@ it('history survives kill -9 and SIGSTOP of shards and the broker: 0 missed, 0 d
   const seconds = Number(process.env.SWITCHBOARD_CHAOS_SECONDS || 20);
   const r = await runChaos(s, { seconds, log: (line) => t.diagnostic(line) });
   t.diagnostic(JSON.stringify({ ...r, missed: r.missed.length, duplicates: r.duplicates.length, problems: r.problems.length }));
-  assert.ok(r.events.length >= Math.floor(seconds / 5), `chaos events: ${JSON.stringify(r.events)}`);
+  // An event every 2–5 s, each taking up to a second more (a stop) or a
+  // restart: at least one per 7 s of the run, whatever the seed draws.
+  assert.ok(r.events.length >= Math.floor(seconds / 7), `chaos events: ${JSON.stringify(r.events)}`);
   assert.ok(r.acked > 100, `acked ${r.acked}`);
   assert.deepEqual(r.problems.slice(0, 20), [], `seed ${r.seed}`);
   assert.deepEqual(r.missed.slice(0, 20), [], `seed ${r.seed}`);
