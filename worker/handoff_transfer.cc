@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -60,6 +61,26 @@ Result<FdMessage> Receive(int sock, int64_t deadline_ms, std::string_view what) 
     if (m.value().kind == FdMessage::Kind::kMessage) return m;
     if (Status s = Wait(sock, POLLIN, deadline_ms, what); !s.ok()) return s;
   }
+}
+
+// The new process's refusal, if `m` is one: what the old process reports.
+std::optional<Status> RefusalIn(const FdMessage& m) {
+  if (m.kind != FdMessage::Kind::kMessage || !m.bytes.starts_with(kRefusalPrefix)) {
+    return std::nullopt;
+  }
+  return Status::Refused("hand-off: the new process refused the state: " +
+                         m.bytes.substr(kRefusalPrefix.size()));
+}
+
+// A few bytes on a socket nobody else writes to, the peer reading it: sent
+// at once, or an error.
+Status SendNote(int sock, std::string_view message, std::string_view what) {
+  Result<SendResult> r = SendFds(sock, message, {});
+  if (!r.ok()) return r.status();
+  if (r.value() != SendResult::kSent) {
+    return Status::IoError("hand-off: " + std::string(what) + " not sent");
+  }
+  return Status::Ok();
 }
 
 // Every wait is bounded by poll, so the socket's own calls must not block.
@@ -167,10 +188,7 @@ Result<bool> StateSender::SocketsTaken() {
     return Failed(Status::IoError("hand-off: the peer closed before taking the sockets"));
   }
   if (m.value().kind != FdMessage::Kind::kMessage) return false;
-  if (m.value().bytes.starts_with(kRefusalPrefix)) {
-    return Status::Refused("hand-off: the new process refused the state: " +
-                           m.value().bytes.substr(kRefusalPrefix.size()));
-  }
+  if (std::optional<Status> refused = RefusalIn(m.value())) return *refused;
   if (m.value().bytes != kSocketsTakenMessage || !m.value().fds.empty()) {
     return Status::Refused("hand-off: the answer is not that the sockets are taken");
   }
@@ -211,10 +229,7 @@ Status StateSender::Finish() {
   if (Status s = SendMessage(sock_, kEndMessage, {}, deadline_ms_); !s.ok()) return Failed(s);
   Result<FdMessage> ack = Receive(sock_, ack_deadline_ms_, "the acknowledgement");
   if (!ack.ok()) return Failed(ack.status());
-  if (ack.value().bytes.starts_with(kRefusalPrefix)) {
-    return Status::Refused("hand-off: the new process refused the state: " +
-                           ack.value().bytes.substr(kRefusalPrefix.size()));
-  }
+  if (std::optional<Status> refused = RefusalIn(ack.value())) return *refused;
   if (ack.value().bytes != kAckMessage || !ack.value().fds.empty()) {
     return Status::Refused("hand-off: the answer is not an acknowledgement");
   }
@@ -234,11 +249,7 @@ Status StateSender::Failed(Status s) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     Result<FdMessage> m = ReceiveFds(sock_);
     if (!m.ok()) continue;
-    if (m.value().kind == FdMessage::Kind::kMessage &&
-        m.value().bytes.starts_with(kRefusalPrefix)) {
-      return Status::Refused("hand-off: the new process refused the state: " +
-                             m.value().bytes.substr(kRefusalPrefix.size()));
-    }
+    if (std::optional<Status> refused = RefusalIn(m.value())) return *refused;
     break;
   }
   return s;
@@ -315,10 +326,7 @@ Result<Session> StateReceiver::Begin() {
       if (*message != kSocketsEndMessage) {
         return Status::Refused("hand-off: a message where the session record belongs");
       }
-      Result<SendResult> r = SendFds(sock_, kSocketsTakenMessage, {});
-      if (!r.ok()) return r.status();
-      // A few bytes on a socket the old process reads at once.
-      if (r.value() != SendResult::kSent) return Status::IoError("hand-off: answer not sent");
+      if (Status s = SendNote(sock_, kSocketsTakenMessage, "the answer"); !s.ok()) return s;
       continue;
     }
     Result<Header> h = DecodeHeader(record.value());
@@ -400,18 +408,9 @@ bool StateReceiver::OldProcessEnded(int64_t wait_ms) const {
 Status SendRefusal(int sock, std::string_view why) {
   std::string message(kRefusalPrefix);
   message.append(why.substr(0, 4096));
-  Result<SendResult> r = SendFds(sock, message, {});
-  if (!r.ok()) return r.status();
-  if (r.value() != SendResult::kSent) return Status::IoError("hand-off: refusal not sent");
-  return Status::Ok();
+  return SendNote(sock, message, "refusal");
 }
 
-Status SendAck(int sock) {
-  Result<SendResult> r = SendFds(sock, kAckMessage, {});
-  if (!r.ok()) return r.status();
-  // An ack is a few bytes on a socket nobody else writes to.
-  if (r.value() != SendResult::kSent) return Status::IoError("hand-off: acknowledgement not sent");
-  return Status::Ok();
-}
+Status SendAck(int sock) { return SendNote(sock, kAckMessage, "acknowledgement"); }
 
 }  // namespace sb::worker::handoff
