@@ -18,7 +18,8 @@
 // The clients live in --client-threads worker threads (4 by default), each
 // with its share of both kinds: after a stall the shard delivers what
 // waited to 500 clients at once, and one JavaScript thread parsing all of it
-// would itself delay the last clients it gets to by 10-30 ms, a stall of
+// would itself delay the last clients it gets to (a second gap of 15-34 ms
+// was measured after the shard had delivered everything), a stall of
 // the bench's, not the shard's. --client-threads 1 measures as one thread.
 //
 //   SWITCHBOARD_BIN_DIR=build/bin node bench/handoff.js [--connections 1000] [--rounds 5] [--client-threads 4]
