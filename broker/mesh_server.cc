@@ -256,10 +256,26 @@ class MeshServer::Collector : public prometheus::Collectable {
       MetricFamily& interest =
           out.Family(m::kBrokerPeerInterestTopics,
                      "Topics the member's shards subscribe, as it said", MetricType::Gauge);
+      MetricFamily& peer_credit =
+          out.Family(m::kBrokerPeerCredit,
+                     "Messages the member's outbox still takes before its oldest are dropped",
+                     MetricType::Gauge);
+      MetricFamily& peer_in_flight = out.Family(
+          m::kBrokerPeerInFlight, "Messages handed to the member's connection and not yet acked",
+          MetricType::Gauge);
       const std::string dir(m::kLabelDirection), reason(m::kLabelReason);
+      const std::string queue(m::kLabelQueue);
       r.ForEachPeer([&](const Router::PeerView& v) {
         out.Add(q, {{peer, v.name}}, static_cast<double>(v.out.messages()));
         out.Add(qb, {{peer, v.name}}, static_cast<double>(v.out.bytes()));
+        // The same outbox, and what came from the member and waits for local
+        // shards, among every other queue of the design (docs/METRICS.md).
+        const std::string out_q(m::kQueuePeerOut), in_q(m::kQueuePeerIn);
+        out.Add(depth, {{queue, out_q}, {peer, v.name}}, static_cast<double>(v.out.messages()));
+        out.Add(bytes, {{queue, out_q}, {peer, v.name}}, static_cast<double>(v.out.bytes()));
+        out.Add(depth, {{queue, in_q}, {peer, v.name}}, static_cast<double>(v.in.open()));
+        out.Add(peer_credit, {{peer, v.name}}, static_cast<double>(v.out.credit()));
+        out.Add(peer_in_flight, {{peer, v.name}}, static_cast<double>(v.out.in_flight()));
         out.Add(routed, {{peer, v.name}, {dir, "out"}}, static_cast<double>(v.routed_out));
         out.Add(routed, {{peer, v.name}, {dir, "in"}}, static_cast<double>(v.routed_in));
         out.Add(dropped, {{peer, v.name}, {reason, "outbox_full"}},

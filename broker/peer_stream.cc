@@ -36,6 +36,18 @@ void PeerOutbox::Resume(uint64_t expected) {
   next_ = 0;
 }
 
+size_t PeerOutbox::credit() const {
+  const size_t n = entries_.size();
+  size_t room = n < options_.max_messages ? options_.max_messages - n : 0;
+  if (n > 0 && bytes_ > 0) {
+    const size_t by_bytes = bytes_ < options_.max_bytes
+                                ? (options_.max_bytes - bytes_) / std::max<size_t>(bytes_ / n, 1)
+                                : 0;
+    room = std::min(room, by_bytes);
+  }
+  return room;
+}
+
 const PeerOutbox::Entry* PeerOutbox::Next() const {
   if (!sending_ || next_ >= entries_.size()) return nullptr;
   return &entries_[next_];

@@ -69,6 +69,14 @@ class PeerOutbox {
   size_t bytes() const { return bytes_; }
   // Entries not yet handed to the current connection.
   size_t unsent() const { return sending_ ? entries_.size() - next_ : entries_.size(); }
+  // Entries handed to the current connection and not yet acked.
+  size_t in_flight() const { return sending_ ? next_ : 0; }
+  // The link's credit: entries the outbox still takes before its oldest are
+  // dropped, by the message bound or by the byte bound at this outbox's
+  // mean entry size, whichever comes first. An empty outbox has the whole
+  // message bound. The receiver grants no window (it acks what its shards
+  // consumed), so this is what bounds a member that does not keep up.
+  size_t credit() const;
   uint64_t last_seq() const { return next_seq_ - 1; }
   uint64_t dropped() const { return dropped_; }
 

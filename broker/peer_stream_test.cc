@@ -87,6 +87,28 @@ TEST(PeerOutboxTest, PastTheBoundTheOldestGoAndAreCounted) {
   EXPECT_EQ(bytes.messages(), 1u);
 }
 
+TEST(PeerOutboxTest, CreditIsWhatTheBoundStillTakesAndInFlightWhatWasSentUnacked) {
+  PeerOutbox out({.max_messages = 10, .max_bytes = 100});
+  EXPECT_EQ(out.credit(), 10u) << "empty: the whole message bound";
+  for (int i = 0; i < 4; ++i) out.Push("aaaaaaaaaa");  // 10 bytes each
+  EXPECT_EQ(out.credit(), 6u) << "40 of 100 bytes, 4 of 10 messages: the message bound first";
+  EXPECT_EQ(out.in_flight(), 0u) << "down: nothing handed over";
+  out.Resume(0);
+  out.Sent();
+  out.Sent();
+  EXPECT_EQ(out.in_flight(), 2u);
+  EXPECT_EQ(out.unsent(), 2u);
+  out.Ack(1);
+  EXPECT_EQ(out.in_flight(), 1u) << "acked entries are not in flight";
+  out.Push(std::string(50, 'x'));  // 80 bytes in 4 entries: 20 each on average
+  EXPECT_EQ(out.credit(), 1u) << "20 bytes left at 20 a message: the byte bound first";
+  out.Pause();
+  EXPECT_EQ(out.in_flight(), 0u) << "a connection lost: what it had goes again";
+  PeerOutbox full({.max_messages = 2, .max_bytes = 100});
+  for (int i = 0; i < 3; ++i) full.Push("m");
+  EXPECT_EQ(full.credit(), 0u);
+}
+
 TEST(PeerInboxTest, TakesInOrderDropsDuplicatesAndCountsGaps) {
   PeerInbox in;
   bool fresh = false;

@@ -221,6 +221,10 @@ inline constexpr std::string_view kQueueBrokerOut =
 inline constexpr std::string_view kQueueBrokerIn =
     "broker_in";  // broker → shard, consumed not yet credited
 inline constexpr std::string_view kQueueClientOut = "client_out";  // shard → its client sockets
+inline constexpr std::string_view kQueuePeerOut =
+    "peer_out";  // broker → one member node, unacked (its outbox)
+inline constexpr std::string_view kQueuePeerIn =
+    "peer_in";  // member node → broker, taken, local shards not done yet
 // Enqueue → send delay of the broker's shard_out queues.
 inline constexpr std::string_view kQueueDelaySeconds = "switchboard_queue_delay_seconds";
 inline constexpr std::array<double, 14> kQueueDelayBuckets = {
@@ -345,6 +349,11 @@ inline constexpr std::string_view kBrokerPeerConnections = "switchboard_broker_p
 inline constexpr std::string_view kBrokerPeerQueueMessages =
     "switchboard_broker_peer_queue_messages";
 inline constexpr std::string_view kBrokerPeerQueueBytes = "switchboard_broker_peer_queue_bytes";
+// Gauges: the link's credit — messages the member's outbox still takes before
+// its oldest are dropped (PeerOutbox::credit) — and what is in flight: handed
+// to the uplink's connection and not yet acked.
+inline constexpr std::string_view kBrokerPeerCredit = "switchboard_broker_peer_credit";
+inline constexpr std::string_view kBrokerPeerInFlight = "switchboard_broker_peer_in_flight";
 // Counter with label `direction`: kPeerData handed to the member's uplink
 // (out, resends included) and taken from it (in, duplicates excluded).
 inline constexpr std::string_view kBrokerPeerRoutedTotal = "switchboard_broker_peer_routed_total";

@@ -12,12 +12,13 @@
 
 const { describe } = require('node:test');
 const assert = require('node:assert/strict');
-const { it } = require('./lib/cluster');
+const { it, metric } = require('./lib/cluster');
 const { startMesh, meshUp: meshUpOf } = require('./lib/mesh');
 const { connect, join, push, Presence } = require('./lib/phoenix');
 const { scopeFor, waitUntil, delay } = require('./lib/util');
 
 const HEARTBEAT_MS = 200;
+const OUTBOX_BOUND = 100000; // the broker's --peer-outbox-messages default
 const NAMES = ['n1', 'n2', 'n3'];
 
 // Three nodes, each knowing the other two (lib/mesh).
@@ -189,7 +190,7 @@ describe('three nodes, one cluster (static membership, CURVE, loopback)', () => 
 
   it('a node cut off and back (its broker stopped): presence leaves and returns once, nothing lost or doubled', { timeout: 120000 }, async (t) => {
     const s = scopeFor(t);
-    const { clients: [a, b, c], clusters: [, , c3] } = await onePerNode(s);
+    const { clients: [a, b, c], clusters: [c1, , c3] } = await onePerNode(s);
     const joinsOfC = { a: 0, b: 0 };
     a.channel.on('presence_diff', (d) => { if (d.joins && d.joins['c@n3']) joinsOfC.a += 1; });
     b.channel.on('presence_diff', (d) => { if (d.joins && d.joins['c@n3']) joinsOfC.b += 1; });
@@ -198,6 +199,12 @@ describe('three nodes, one cluster (static membership, CURVE, loopback)', () => 
     for (const x of [a, b]) await x.waitKeys(['a@n1', 'b@n2'], 3 * HEARTBEAT_MS + 2000);
     // Meanwhile a and b go on; what is for c waits in their outboxes.
     await publishRound([a, b], 1, 60);
+    // Node 1's queue to node 3 holds them (a's 60, and presence), among the
+    // queues of the design; its credit is the outbox bound less that.
+    const held = await c1.waitForMetric(c1.broker, 'switchboard_queue_depth', { queue: 'peer_out', peer: 'n3' },
+      (v) => v >= 60);
+    const credit = await metric(c1.broker, 'switchboard_broker_peer_credit', { peer: 'n3' });
+    assert.equal(credit, OUTBOX_BOUND - held, 'credit = --peer-outbox-messages less what the outbox holds');
     await c3.resume('broker');
     // Healed: c's presence is back once on each node, and c gets everything.
     for (const x of [a, b]) await x.waitKeys(['a@n1', 'b@n2', 'c@n3'], 15000);
@@ -215,5 +222,10 @@ describe('three nodes, one cluster (static membership, CURVE, loopback)', () => 
       assert.deepEqual(from(x, 'c@n3'), range(1, 10));
     }
     assert.deepEqual(joinsOfC, { a: 1, b: 1 }, 'c joined again once on each node, not twice');
+    // Everything acked: the queue is empty, nothing in flight, the credit whole.
+    await c1.waitForMetric(c1.broker, 'switchboard_queue_depth', { queue: 'peer_out', peer: 'n3' }, (v) => v === 0);
+    assert.equal(await metric(c1.broker, 'switchboard_broker_peer_in_flight', { peer: 'n3' }), 0);
+    assert.equal(await metric(c1.broker, 'switchboard_broker_peer_credit', { peer: 'n3' }), OUTBOX_BOUND);
+    await c3.waitForMetric(c3.broker, 'switchboard_queue_depth', { queue: 'peer_in', peer: 'n1' }, (v) => v === 0);
   });
 });
