@@ -37,8 +37,8 @@ function definedMetrics() {
 const family = (name) => name.replace(/_(bucket|count|sum)$/, '');
 
 describe('dashboards', () => {
-  it('are the two the operators need', () => {
-    assert.deepEqual(dashboards.map((d) => d.file), ['broker-mesh.json', 'cluster-overview.json']);
+  it('are the three the operators need', () => {
+    assert.deepEqual(dashboards.map((d) => d.file), ['broker-mesh.json', 'cluster-nodes.json', 'cluster-overview.json']);
     const uids = dashboards.map((d) => d.json.uid);
     assert.equal(new Set(uids).size, uids.length, `duplicate uids: ${uids}`);
   });
@@ -61,7 +61,7 @@ describe('dashboards', () => {
   });
 
   for (const d of dashboards) {
-    it(`${d.file}: ids, grid, datasource variable, template variables, node/shard filters`, () => {
+    it(`${d.file}: ids, grid, datasource variable, template variables, node/shard/member filters`, () => {
       assert.deepEqual(schema.structure(d), []);
     });
   }
@@ -92,7 +92,7 @@ describe('prometheus', () => {
     const names = rules.map((r) => r.name);
     for (const n of ['SwitchboardRestartStorm', 'SwitchboardSupervisorNearIntensity', 'SwitchboardQueueGrowing',
       'SwitchboardSlowConsumerSpike', 'SwitchboardShardDown', 'SwitchboardBrokerEpochChanged',
-      'SwitchboardHistoryRecoveryFailures']) {
+      'SwitchboardHistoryRecoveryFailures', 'SwitchboardPeerDown', 'SwitchboardPeerQueueGrowing']) {
       assert.ok(names.includes(n), `no alert ${n}`);
     }
     const doc = g.loadYaml(path.join(g.PROMETHEUS_DIR, 'alerts.yml'));

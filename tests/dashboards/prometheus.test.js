@@ -5,11 +5,12 @@
 // alerts.yml (1 s scrape and evaluation intervals), phoenix.js clients
 // joining with presence and broadcasting, the broker killed once and a
 // shard killed 8 times in a row (a crash loop: 80 % of its supervisor's
-// intensity). Then every panel target of
-// every dashboard, with its template variables expanded as Grafana expands
+// intensity). Then every panel target of every dashboard but the mesh one
+// (mesh.test.js), with its template variables expanded as Grafana expands
 // them, must evaluate and return series, and so must every metric selector
-// inside it; every alert expression must evaluate, its selectors return
-// series, and the crash loop must fire SwitchboardRestartStorm. A metric or
+// inside it; every alert expression outside the mesh group must evaluate,
+// its selectors return series, and the crash loop must fire
+// SwitchboardRestartStorm. A metric or
 // label renamed in the code and not in the dashboards fails here, naming the
 // panel.
 
@@ -20,27 +21,24 @@ const os = require('node:os');
 const path = require('node:path');
 const g = require('./lib/grafana');
 const stack = require('./lib/stack');
+const { panelChecks } = require('./lib/panels');
 const { connect, join, push } = require('../node/lib/phoenix');
 const { Scope } = require('../node/lib/util');
 
 const CLIENTS = 8; // phoenix.js sockets at first; more (up to MAX_CLIENTS) until both shards have some
 const MAX_CLIENTS = 24;
 const SHOUTS_PER_CLIENT = 10;
-const RESULT_WAIT_MS = 20000; // a target that returns nothing is retried this long (rates need 2 samples)
-// What Grafana puts in for its built-in variables (the dashboards' default
-// range is 1 h; $__rate_interval is at least 4 scrape intervals of the
-// data source, 1 m with prometheus.yml's 15 s).
-const BUILTINS = { __rate_interval: '1m', __interval: '15s', __interval_ms: '15000', __range: '1h', __range_s: '3600', __range_ms: '3600000' };
-const RANGE_S = 120;
-const STEP_S = 5;
-
-const dashboards = g.loadDashboards();
-const rules = g.loadRules();
+// A node alone has no members: the mesh dashboard and rules are proven by
+// mesh.test.js on three nodes.
+const dashboards = g.loadDashboards().filter((d) => !g.MESH_DASHBOARDS.has(d.file));
+const allRules = g.loadRules();
+const rules = allRules.filter((r) => !g.MESH_RULE_GROUPS.has(r.group));
 
 let dir;
 let cluster;
 let prom;
 let promJobs;
+let checks; // lib/panels.js on `prom`
 const scope = new Scope();
 const facts = {}; // what the setup did, for the value checks and failure messages
 
@@ -136,123 +134,6 @@ async function broadcast(clients, round) {
 }
 
 // ---------------------------------------------------------------------------
-// Querying
-
-async function query(expr, { instant }) {
-  const now = Date.now() / 1000;
-  if (instant) return (await prom.api('query', { query: expr, time: now })).result;
-  return (await prom.api('query_range', { query: expr, start: now - RANGE_S, end: now, step: STEP_S })).result;
-}
-
-// Label values the way Grafana's label_values(selector, label) gets them.
-async function labelValues(dashboard, v, values) {
-  const q = g.variableQuery(v);
-  const m = /^label_values\((.*),\s*(\w+)\s*\)$/.exec(q.trim());
-  if (!m) throw new Error(`variable ${v.name}: unsupported query ${q}`);
-  const now = Date.now() / 1000;
-  return prom.api(`label/${m[2]}/values`, { 'match[]': g.expand(m[1], dashboard, values, BUILTINS), start: now - 3600, end: now });
-}
-
-// The values of every template variable of `dashboard`: "All" (every value
-// label_values finds) or only the first one.
-async function variableValues(dashboard, mode) {
-  const values = {};
-  for (const v of g.variables(dashboard)) {
-    if (v.type === 'datasource') continue;
-    const found = await labelValues(dashboard, v, values);
-    if (found.length === 0) throw new Error(`variable $${v.name}: ${g.variableQuery(v)} finds no values`);
-    values[v.name] = mode === 'all' ? found : [found[0]];
-  }
-  return values;
-}
-
-const seriesName = (s) => JSON.stringify(s.metric);
-const numbers = (s) => (s.values ? s.values.map((x) => Number(x[1])) : [Number(s.value[1])]);
-
-// Evaluates one target; returns a problem text or null. Retries an empty
-// result until `deadline`.
-async function checkTarget(t, expr, deadline) {
-  for (;;) {
-    let result;
-    try {
-      result = await query(expr, t);
-    } catch (e) {
-      return `error: ${e.message}`;
-    }
-    if (result.length > 0) {
-      const wanted = [...String(t.legendFormat || '').matchAll(/\{\{\s*(\w+)\s*\}\}/g)].map((m) => m[1]);
-      for (const s of result) {
-        const missing = wanted.filter((l) => !(l in s.metric));
-        if (missing.length) return `legend uses {{${missing.join('}}, {{')}}}, which series ${seriesName(s)} does not have`;
-      }
-      return null;
-    }
-    if (Date.now() >= deadline) return 'no series';
-    await stack.delay(500);
-  }
-}
-
-async function checkSelectors(expr, deadline) {
-  const problems = [];
-  for (const sel of g.selectors(expr)) {
-    for (;;) {
-      let result;
-      try {
-        result = await prom.api('query', { query: `count(${sel})` });
-      } catch (e) {
-        problems.push(`selector ${sel}: error: ${e.message}`);
-        break;
-      }
-      if (result.result.length > 0) break;
-      if (Date.now() >= deadline) {
-        problems.push(`selector ${sel}: no series`);
-        break;
-      }
-      await stack.delay(500);
-    }
-  }
-  return problems;
-}
-
-async function checkDashboards(mode) {
-  const problems = [];
-  let count = 0;
-  const deadline = Date.now() + RESULT_WAIT_MS;
-  for (const d of dashboards) {
-    const values = await variableValues(d.json, mode);
-    for (const t of g.panelTargets(d)) {
-      count++;
-      const where = `${d.file} panel ${t.panelId} "${t.panelTitle}" target ${t.refId}`;
-      let expr;
-      try {
-        expr = g.expand(t.expr, d.json, values, BUILTINS);
-      } catch (e) {
-        problems.push(`${where}: ${e.message}`);
-        continue;
-      }
-      const p = await checkTarget(t, expr, deadline);
-      if (p) problems.push(`${where}: ${p}\n    ${expr}`);
-      for (const sp of await checkSelectors(expr, deadline)) problems.push(`${where}: ${sp}`);
-    }
-  }
-  return { count, problems };
-}
-
-// The value(s) a panel's target shows now (instant) or over the range.
-async function panelValues(file, title, refId = 'A') {
-  const d = dashboards.find((x) => x.file === file);
-  const t = g.panelTargets(d).find((x) => x.panelTitle === title && x.refId === refId);
-  assert.ok(t, `${file} has no panel "${title}" with target ${refId}`);
-  const values = await variableValues(d.json, 'all');
-  const result = await query(g.expand(t.expr, d.json, values, BUILTINS), t);
-  return result.map((s) => ({ metric: s.metric, values: numbers(s).filter((v) => !Number.isNaN(v)) }));
-}
-
-async function firingAlerts() {
-  return (await prom.api('alerts')).alerts.filter((a) => a.state === 'firing');
-}
-
-// ---------------------------------------------------------------------------
 
 describe('dashboards and alerts against Prometheus scraping the default cluster', { timeout: 240000 }, () => {
   before(async () => {
@@ -262,6 +143,7 @@ describe('dashboards and alerts against Prometheus scraping the default cluster'
     const cfg = stack.prometheusConfig(cluster.topo.shipped, cluster.run);
     promJobs = cfg;
     prom = await stack.startPrometheus(dir, cfg.yaml);
+    checks = panelChecks(prom);
     await withLogs(async () => {
       // Every child with a metrics endpoint, and the daemon, scraped and up.
       const wantChildren = Object.keys(cluster.run.childMetrics).sort();
@@ -305,7 +187,7 @@ describe('dashboards and alerts against Prometheus scraping the default cluster'
       }, { timeout: 10000, what: 'Prometheus to scrape one broker session per shard' });
 
       // The storm alert fires from what Prometheus scraped.
-      await stack.waitUntil(async () => (await firingAlerts()).some((a) => a.labels.alertname === 'SwitchboardRestartStorm'
+      await stack.waitUntil(async () => (await checks.firingAlerts()).some((a) => a.labels.alertname === 'SwitchboardRestartStorm'
         && a.labels.child === crashed), { timeout: 30000, what: `SwitchboardRestartStorm to fire for ${crashed}` });
       facts.setupMs = Date.now() - t0;
     });
@@ -344,7 +226,7 @@ describe('dashboards and alerts against Prometheus scraping the default cluster'
 
   it('finds values for every template variable', async () => {
     for (const d of dashboards) {
-      const values = await variableValues(d.json, 'all');
+      const values = await checks.variableValues(d.json, 'all');
       assert.ok(values.node.includes(cluster.run.name), `${d.file}: $node values ${values.node}`);
       const shards = shardIds().map((id) => id.slice(id.lastIndexOf('.') + 1));
       assert.deepEqual([...values.shard].sort(), shards.sort(), `${d.file}: $shard values`);
@@ -352,28 +234,19 @@ describe('dashboards and alerts against Prometheus scraping the default cluster'
   });
 
   it('every panel target, with every variable on "All", returns series (and so does each selector in it)', async (t) => {
-    const { count, problems } = await withLogs(() => checkDashboards('all'));
+    const { count, problems } = await withLogs(() => checks.checkDashboards(dashboards, 'all'));
     t.diagnostic(`${count} targets checked`);
     if (problems.length) assert.fail(`${problems.length} panel target problems:\n${problems.join('\n')}`);
   });
 
   it('every panel target, with one node and one shard selected, returns series', async (t) => {
-    const { count, problems } = await withLogs(() => checkDashboards('first'));
+    const { count, problems } = await withLogs(() => checks.checkDashboards(dashboards, 'first'));
     t.diagnostic(`${count} targets checked`);
     if (problems.length) assert.fail(`${problems.length} panel target problems:\n${problems.join('\n')}`);
   });
 
   it('every alert expression evaluates, and each selector in it returns series', async () => {
-    const problems = [];
-    const deadline = Date.now() + RESULT_WAIT_MS;
-    for (const r of rules) {
-      try {
-        await prom.api('query', { query: r.expr });
-      } catch (e) {
-        problems.push(`${r.name}: error: ${e.message}`);
-      }
-      for (const p of await checkSelectors(r.expr, deadline)) problems.push(`${r.name}: ${p}`);
-    }
+    const problems = await checks.checkRules(rules);
     if (problems.length) assert.fail(`alert rule problems:\n${problems.join('\n')}`);
   });
 
@@ -383,13 +256,13 @@ describe('dashboards and alerts against Prometheus scraping the default cluster'
       const loaded = groups.flatMap((gr) => gr.rules);
       return loaded.every((r) => r.health !== 'unknown') ? loaded : false;
     }, { timeout: 10000, what: 'every rule to be evaluated once' });
-    assert.deepEqual(all.map((r) => r.name).sort(), rules.map((r) => r.name).sort());
+    assert.deepEqual(all.map((r) => r.name).sort(), allRules.map((r) => r.name).sort());
     const bad = all.filter((r) => r.health !== 'ok').map((r) => `${r.name}: ${r.health} ${r.lastError}`);
     assert.deepEqual(bad, []);
   });
 
   it('the crash loop fires SwitchboardRestartStorm and SwitchboardSupervisorNearIntensity, the broker crash SwitchboardBrokerEpochChanged, and nothing else fires', async () => {
-    const firing = await firingAlerts();
+    const firing = await checks.firingAlerts();
     const names = (n) => firing.filter((a) => a.labels.alertname === n);
     const storm = names('SwitchboardRestartStorm');
     assert.deepEqual(storm.map((a) => a.labels.child), [facts.crashLoop], `storm alerts: ${JSON.stringify(storm)}`);
@@ -397,18 +270,18 @@ describe('dashboards and alerts against Prometheus scraping the default cluster'
     assert.equal(storm[0].labels.supervisor, 'root/shards');
     assert.ok(Number(storm[0].value) > 5, `storm alert value ${storm[0].value}`);
     // 80 % of the intensity within the period.
-    await stack.waitUntil(async () => (await firingAlerts()).some((a) => a.labels.alertname === 'SwitchboardSupervisorNearIntensity'
+    await stack.waitUntil(async () => (await checks.firingAlerts()).some((a) => a.labels.alertname === 'SwitchboardSupervisorNearIntensity'
       && a.labels.supervisor === 'root/shards'), { timeout: 30000, what: 'SwitchboardSupervisorNearIntensity for root/shards' });
-    await stack.waitUntil(async () => (await firingAlerts()).some((a) => a.labels.alertname === 'SwitchboardBrokerEpochChanged'
+    await stack.waitUntil(async () => (await checks.firingAlerts()).some((a) => a.labels.alertname === 'SwitchboardBrokerEpochChanged'
       && a.labels.child === 'broker'), { timeout: 10000, what: 'SwitchboardBrokerEpochChanged' });
     const expected = new Set(['SwitchboardRestartStorm', 'SwitchboardSupervisorNearIntensity', 'SwitchboardBrokerEpochChanged']);
-    const unexpected = (await firingAlerts()).filter((a) => !expected.has(a.labels.alertname));
+    const unexpected = (await checks.firingAlerts()).filter((a) => !expected.has(a.labels.alertname));
     assert.deepEqual(unexpected, [], 'alerts firing that nothing in this run should fire');
   });
 
   it('the panels show what happened', async () => {
     const one = async (file, title, refId) => {
-      const r = await panelValues(file, title, refId);
+      const r = await checks.panelValues(dashboards, file, title, refId);
       assert.equal(r.length, 1, `${title} ${refId}: ${JSON.stringify(r)}`);
       return r[0].values[r[0].values.length - 1];
     };
@@ -427,17 +300,17 @@ describe('dashboards and alerts against Prometheus scraping the default cluster'
     });
     assert.ok(await one('cluster-overview.json', 'Restarts in range') >= 1 + facts.crashes, 'Restarts in range');
     assert.ok(await one('cluster-overview.json', 'Connections') > 0, 'Connections');
-    const perChild = await panelValues('cluster-overview.json', 'Restarts per minute, by child');
+    const perChild = await checks.panelValues(dashboards, 'cluster-overview.json', 'Restarts per minute, by child');
     const crashed = perChild.find((s) => s.metric.child === facts.crashLoop);
     assert.ok(crashed && Math.max(...crashed.values) > 0, `restarts per minute of ${facts.crashLoop}: ${JSON.stringify(perChild)}`);
-    const broadcasts = await panelValues('cluster-overview.json', 'Client broadcasts per second, by shard');
+    const broadcasts = await checks.panelValues(dashboards, 'cluster-overview.json', 'Client broadcasts per second, by shard');
     assert.ok(broadcasts.some((s) => Math.max(...s.values) > 0), `broadcast rate: ${JSON.stringify(broadcasts)}`);
     const mesh = 'broker-mesh.json';
     await settled('"Shards with a broker session" to count every shard', async () => {
       assert.equal(await one(mesh, 'Shards with a broker session'), shardIds().length);
     });
     assert.ok(await one(mesh, 'Broker restarts in range (epoch changes)') >= 1, 'epoch changes');
-    const subs = await panelValues(mesh, 'Topics, subscriptions and presences', 'A');
+    const subs = await checks.panelValues(dashboards, mesh, 'Topics, subscriptions and presences', 'A');
     assert.ok(subs.length === 1 && subs[0].values[subs[0].values.length - 1] >= 1, `topics: ${JSON.stringify(subs)}`);
   });
 });

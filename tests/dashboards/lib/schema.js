@@ -9,7 +9,7 @@
 //     fails as well as a wrong type or a missing required field.
 //   * structure: what no type says: unique panel ids, panels on the 24-column
 //     grid without overlaps, the datasource variable on every panel and
-//     target, every $variable defined, the node/shard filters.
+//     target, every $variable defined, the node/shard/member filters.
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -31,6 +31,15 @@ const PANEL_TYPES = {
 };
 
 const DATASOURCE = { type: 'prometheus', uid: '${datasource}' };
+
+// The broker's series per member node: their `peer` label is another node's
+// name (docs/METRICS.md), not a shard's as on the broker's per-shard series.
+const MEMBER_SERIES = new Set([
+  'switchboard_broker_peer_up', 'switchboard_broker_peer_inbound_up', 'switchboard_broker_peer_rtt_seconds',
+  'switchboard_broker_peer_link_downs_total', 'switchboard_broker_peer_queue_messages',
+  'switchboard_broker_peer_queue_bytes', 'switchboard_broker_peer_routed_total', 'switchboard_broker_peer_dropped_total',
+  'switchboard_broker_peer_interest_topics',
+]);
 
 function ident(s) {
   return s.replace(/[^A-Za-z0-9_]/g, '_');
@@ -127,8 +136,12 @@ function structure({ file, json }) {
   const byName = new Map(vars.map((v) => [v.name, v]));
   const ds = byName.get('datasource');
   if (!ds || ds.type !== 'datasource' || ds.query !== 'prometheus') say('no `datasource` variable of type datasource (query prometheus)');
-  for (const name of ['node', 'shard']) {
+  // `node` on every dashboard; `shard` (gateway shards) and `peer` (member
+  // nodes) where a dashboard has them: the selector checks below say which
+  // series need which.
+  for (const name of ['node', 'shard', 'peer']) {
     const v = byName.get(name);
+    if (!v && name !== 'node') continue;
     if (!v || v.type !== 'query') {
       say(`no \`${name}\` query variable`);
       continue;
@@ -195,7 +208,11 @@ function structure({ file, json }) {
         if (!name.startsWith('switchboard_')) say(`${tw}: selector ${sel} does not read a switchboard_ metric`);
         if (!has('node', '$node')) say(`${tw}: selector ${sel} lacks node=~"$node"`);
         if (name.startsWith('switchboard_worker_') && !has('shard', '$shard')) say(`${tw}: selector ${sel} lacks shard=~"$shard"`);
-        if (ms.some((m) => m.label === 'peer') && !has('peer', '$shard')) say(`${tw}: selector ${sel} filters peer without $shard`);
+        if (MEMBER_SERIES.has(name)) {
+          if (!has('peer', '$peer')) say(`${tw}: selector ${sel} (per member node) lacks peer=~"$peer"`);
+        } else if (ms.some((m) => m.label === 'peer') && !has('peer', '$shard')) {
+          say(`${tw}: selector ${sel} filters peer without $shard`);
+        }
       }
     }
   }

@@ -374,6 +374,42 @@ function prometheusConfig(shipped, run) {
   return { yaml: YAML.stringify(cfg), daemonJob: daemonJobs[0].job_name, childrenJob: sdJobs[0].job_name };
 }
 
+// prometheus/prometheus.yml for nodes started by tests/node/lib (mesh.js),
+// which serve no daemon metrics: the shipped file_sd job alone, reading
+// every node's targets file (as the file's "Several nodes" note says), 1 s
+// intervals, and `rulesFile` as its rules.
+function meshPrometheusConfig(targetFiles, rulesFile) {
+  const cfg = YAML.parse(fs.readFileSync(PROMETHEUS_YML, 'utf8'));
+  const sdJobs = (cfg.scrape_configs || []).filter((j) => (j.file_sd_configs || []).length > 0);
+  if (sdJobs.length !== 1) throw new Error(`prometheus/prometheus.yml: expected one file_sd job, found ${sdJobs.length}`);
+  const job = sdJobs[0];
+  delete job.scrape_interval;
+  delete job.scrape_timeout;
+  job.file_sd_configs = [{ files: targetFiles, refresh_interval: '1s' }];
+  cfg.global = { ...(cfg.global || {}), scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' };
+  cfg.scrape_configs = [job];
+  cfg.rule_files = [rulesFile];
+  return { yaml: YAML.stringify(cfg), childrenJob: job.job_name };
+}
+
+// Writes prometheus/alerts.yml to `file` with every rule of the groups in
+// `groups` held for `forValue` instead of its shipped `for` (minutes: a
+// test makes them fire within seconds). Everything else is the shipped text.
+function alertsWithFor(file, groups, forValue) {
+  const doc = YAML.parse(fs.readFileSync(ALERTS_YML, 'utf8'));
+  let changed = 0;
+  for (const gr of doc.groups || []) {
+    if (!groups.has(gr.name)) continue;
+    for (const r of gr.rules || []) {
+      if (r.for !== undefined) changed++;
+      r.for = forValue;
+    }
+  }
+  if (changed === 0) throw new Error(`alerts.yml: no rule with a \`for\` in the groups ${[...groups].join(', ')}`);
+  fs.writeFileSync(file, YAML.stringify(doc));
+  return file;
+}
+
 class Prometheus {
   constructor(dir, port, configFile) {
     this.dir = dir;
@@ -437,6 +473,6 @@ async function startPrometheus(dir, configYaml) {
 
 module.exports = {
   binDir, delay, waitUntil, httpGet, freePort, Proc,
-  clusterTopology, startCluster, prometheusConfig, startPrometheus, findNode, workers,
+  clusterTopology, startCluster, prometheusConfig, meshPrometheusConfig, alertsWithFor, startPrometheus, findNode, workers,
   CLUSTER_YAML, PROMETHEUS_YML, ALERTS_YML,
 };
