@@ -92,7 +92,8 @@ describe('prometheus', () => {
     const names = rules.map((r) => r.name);
     for (const n of ['SwitchboardRestartStorm', 'SwitchboardSupervisorNearIntensity', 'SwitchboardQueueGrowing',
       'SwitchboardSlowConsumerSpike', 'SwitchboardShardDown', 'SwitchboardBrokerEpochChanged',
-      'SwitchboardHistoryRecoveryFailures', 'SwitchboardPeerDown', 'SwitchboardPeerQueueGrowing']) {
+      'SwitchboardHistoryRecoveryFailures', 'SwitchboardPeerDown', 'SwitchboardPeerQueueGrowing',
+      'SwitchboardPeerCreditLow', 'SwitchboardPeerOutboxDropping']) {
       assert.ok(names.includes(n), `no alert ${n}`);
     }
     const doc = g.loadYaml(path.join(g.PROMETHEUS_DIR, 'alerts.yml'));

@@ -38,8 +38,11 @@ const MEMBER_SERIES = new Set([
   'switchboard_broker_peer_up', 'switchboard_broker_peer_inbound_up', 'switchboard_broker_peer_rtt_seconds',
   'switchboard_broker_peer_link_downs_total', 'switchboard_broker_peer_queue_messages',
   'switchboard_broker_peer_queue_bytes', 'switchboard_broker_peer_routed_total', 'switchboard_broker_peer_dropped_total',
-  'switchboard_broker_peer_interest_topics',
+  'switchboard_broker_peer_interest_topics', 'switchboard_broker_peer_credit', 'switchboard_broker_peer_in_flight',
 ]);
+// The queues of the design whose `peer` is a member node too (docs/METRICS.md,
+// Queues first): the outbox to it and what came from it.
+const MEMBER_QUEUES = new Set(['peer_out', 'peer_in']);
 
 function ident(s) {
   return s.replace(/[^A-Za-z0-9_]/g, '_');
@@ -208,7 +211,8 @@ function structure({ file, json }) {
         if (!name.startsWith('switchboard_')) say(`${tw}: selector ${sel} does not read a switchboard_ metric`);
         if (!has('node', '$node')) say(`${tw}: selector ${sel} lacks node=~"$node"`);
         if (name.startsWith('switchboard_worker_') && !has('shard', '$shard')) say(`${tw}: selector ${sel} lacks shard=~"$shard"`);
-        if (MEMBER_SERIES.has(name)) {
+        const memberQueue = ms.some((m) => m.label === 'queue' && m.op === '=' && MEMBER_QUEUES.has(m.value));
+        if (MEMBER_SERIES.has(name) || memberQueue) {
           if (!has('peer', '$peer')) say(`${tw}: selector ${sel} (per member node) lacks peer=~"$peer"`);
         } else if (ms.some((m) => m.label === 'peer') && !has('peer', '$shard')) {
           say(`${tw}: selector ${sel} filters peer without $shard`);
