@@ -296,6 +296,11 @@ void PeerServer::SendAck(const std::string& node, uint64_t seq) {
   for (const auto& [routing_id, link] : inbound_.links()) {
     if (link.node == node) {
       (void)Reply(routing_id, {.type = mesh::Type::kPeerAck, .seq = seq});
+      // Sent outside a read (from the router's flush, before the loop
+      // sleeps): the send can consume libzmq's only notification of data
+      // that arrived meanwhile, which would then wait for the next arrival
+      // (a heartbeat a second later) while the sender's link times out.
+      socket_->CheckReadable();
       return;
     }
   }
