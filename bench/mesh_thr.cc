@@ -983,8 +983,9 @@ Outcome RunPeer(const Options& o, int payload, const Netns& ns, const PeerKeys& 
   const std::string log_a = dir + "/peer-a-" + std::to_string(run) + ".log";
   const std::string log_b = dir + "/peer-b-" + std::to_string(run) + ".log";
   // The outbox to b bounded above the run: a publish is acked to its shard
-  // once a's broker took it, so a publisher faster than the link could
-  // otherwise have the oldest dropped (the subscriber would miss them).
+  // once a's broker took it, not once b's shards have it (no backpressure
+  // across nodes), so a publisher faster than the link could otherwise have
+  // the oldest dropped (the subscriber would miss them).
   const std::string outbox = std::to_string(o.messages + o.outbox + o.window);
   const std::string at_a = "tcp://" + ns.addr_a + ":" + std::to_string(ns.port_a);
   const std::string at_b = "tcp://" + ns.addr_b + ":" + std::to_string(ns.port_b);
@@ -1004,11 +1005,17 @@ Outcome RunPeer(const Options& o, int payload, const Netns& ns, const PeerKeys& 
                                     "--peer-outbox-messages",
                                     outbox,
                                     "--peer-outbox-bytes",
+                                    "17179869184",
+                                    "--queue-max-bytes",
                                     "17179869184"};
   };
+  // b's queue for the subscriber likewise: what the link brings ahead of
+  // the subscriber waits there (a broker sheds past its bounds, by design).
+  Options ob = o;
+  if (ob.broker_queue > 0) ob.broker_queue = static_cast<int64_t>(o.messages + o.outbox + o.window);
   {
     InNetns in(ns.b);
-    out.ok = in.ok() && StartBroker(o, args("b", at_b, keys.file_b, "a", at_a, keys.public_a),
+    out.ok = in.ok() && StartBroker(ob, args("b", at_b, keys.file_b, "a", at_a, keys.public_a),
                                     log_b, setup, &broker_b, &endpoint_b, &metrics_b);
   }
   if (out.ok) {
