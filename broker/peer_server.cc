@@ -256,7 +256,8 @@ void PeerServer::OnMessage(std::span<const std::string_view> frames) {
       const std::string body = mesh::EncodePeerIntro({.node = options_.node,
                                                       .cluster = "",
                                                       .incarnation = options_.incarnation(),
-                                                      .expected = expected});
+                                                      .expected = expected,
+                                                      .batches = true});
       (void)Reply(routing_id, {.type = mesh::Type::kPeerWelcome, .body = body});
       return;
     }
@@ -281,6 +282,28 @@ void PeerServer::OnMessage(std::span<const std::string_view> frames) {
       }
       ++data_;
       options_.on_data(link->node, msg.seq, msg.body);
+      return;
+    }
+    case mesh::Type::kBatch: {
+      // Several kPeerData (our welcome said we read them so), handled in
+      // order as if they had come one by one; anything else in a batch is
+      // not the protocol and is counted, not handled.
+      const InboundLinks::Link* link = inbound_.OnHeard(routing_id, now);
+      if (link == nullptr || !options_.on_data) {
+        ++unhandled_;
+        return;
+      }
+      const std::string node = link->node;  // on_data may change the links
+      const Status s = mesh::ForEachInBatch(msg.body, [&](std::span<const std::string_view> inner) {
+        mesh::Message m;
+        if (!mesh::Decode(inner, &m).ok() || m.type != mesh::Type::kPeerData) {
+          ++unhandled_;
+          return;
+        }
+        ++data_;
+        options_.on_data(node, m.seq, m.body);
+      });
+      if (!s.ok()) ++unhandled_;
       return;
     }
     default:
