@@ -22,6 +22,22 @@
 //           ack says the new broker's settle window is over; then kPublish
 //           seq 2..N+1 on "bench", never more than --outbox unacknowledged,
 //           reading kAck: a shard's outbox).
+//   raw-curve  raw with CURVE (the receiver's ROUTER a CURVE server, the
+//           sender's DEALER its client; no ZAP handler): the fair baseline for
+//           peer, whose links are CURVE.
+//   peer     two real switchboard-brokers, node a and node b, linked as
+//           mesh peers (static membership, CURVE keys from `switchboard
+//           keygen`; on loopback, or across the veth with --netns), the
+//           publishing fake shard on a's broker and the subscribing one on
+//           b's: every message crosses the peer link a -> b (a's uplink to
+//           b's peer socket). The publisher starts once a's broker knows b's
+//           interest in the topic.
+// --netns: the senders (sender, publisher, broker a) run in one network
+// namespace and the receivers (receiver, subscriber, broker b) in another,
+// joined by one veth pair (10.78.X.1/24 and .2/24, X from --subnet), all
+// made by the bench and removed at its end; raw and raw-curve then cross the
+// veth as the peer link does (relay and broker stay on loopback). An
+// interrupted run leaves them: `ip netns list | grep sbxb` shows them.
 // The receiver (subscriber) times from its first message to its last, as
 // local_thr does; msgs/s = N / that time, MB/s counts the three frames of the
 // publish (13 + 5 + payload bytes) for every mode. Every receiver checks that
@@ -29,10 +45,11 @@
 // libzmq's I/O thread included) comes from wait4.
 //
 // Usage: bench-mesh-thr [--messages N] [--payload-bytes B[,B...]] [--runs R]
-//                       [--modes raw,relay,broker] [--window W] [--outbox O]
-//                       [--batch K] [--broker-queue Q] [--broker PATH]
-//                       [--max-seconds S]
-// Defaults: N 1000000, B 64, R 1, all three modes, W 1000 (the shard's
+//                       [--modes raw,raw-curve,relay,broker,peer] [--netns]
+//                       [--subnet X] [--window W] [--outbox O] [--batch K]
+//                       [--broker-queue Q] [--broker PATH] [--max-seconds S]
+// Defaults: N 1000000, B 64, R 1, raw,relay,broker (with --netns:
+// raw-curve,peer,raw), X from the pid, W 1000 (the shard's
 // --credit-window default), O 32768 (its --max-outbox default), K 512 (its
 // read batch), S 300, and Q (the broker's --queue-max-messages) O + W: the
 // most the subscriber's queue can hold when the publisher respects its outbox,
@@ -45,8 +62,10 @@
 // a summary, then one JSON line. Exits 0 when every receiver got every
 // message in order, 1 otherwise, 2 on a usage error.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -101,12 +120,104 @@ struct Options {
   std::vector<int> sizes = {64};
   int runs = 1;
   std::vector<std::string> modes = {"raw", "relay", "broker"};
+  bool netns = false;
+  int subnet = -1;  // X of 10.78.X.0/24; -1: from the pid
   uint32_t window = 1000;
   uint64_t outbox = 32768;
   int batch = 512;
   int64_t broker_queue = -1;  // -1: outbox + window; 0: the broker's default
   double max_seconds = 300;
   std::string broker;
+  std::string switchboard;  // for `switchboard keygen` (peer)
+};
+
+// --- Network namespaces (--netns) -------------------------------------------
+
+// Two namespaces joined by one veth pair: `a` (senders) at 10.78.X.1, `b`
+// (receivers) at 10.78.X.2, both with loopback up.
+// Without --netns both are the root namespace (empty names) and loopback.
+struct Netns {
+  std::string a, b;
+  std::string addr_a = "127.0.0.1", addr_b = "127.0.0.1";
+  // Each node's peer socket: a fixed port alone in its namespace, free
+  // ports on a shared loopback.
+  int port_a = 7100, port_b = 7100;
+};
+
+// A TCP port free on loopback now (another process may take it before the
+// broker binds it: the run then fails, saying a broker did not start).
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  if (fd >= 0) ::close(fd);
+  return port;
+}
+
+bool Ip(const std::string& args) {
+  const std::string cmd = "ip " + args + " 2>&1";
+  if (std::system(cmd.c_str()) == 0) return true;
+  std::fprintf(stderr, "bench-mesh-thr: failed: %s\n", cmd.c_str());
+  return false;
+}
+
+void RemoveNetns(const Netns& n) {
+  // The veth pair goes with either namespace.
+  for (const std::string& ns : {n.a, n.b}) {
+    if (!ns.empty()) (void)std::system(("ip netns delete " + ns + " 2>/dev/null").c_str());
+  }
+}
+
+bool MakeNetns(int subnet, Netns* n) {
+  const std::string id = std::to_string(::getpid());
+  n->a = "sbxba" + id;
+  n->b = "sbxbb" + id;
+  const std::string net = "10.78." + std::to_string(subnet) + ".";
+  n->addr_a = net + "1";
+  n->addr_b = net + "2";
+  bool ok = Ip("netns add " + n->a) && Ip("netns add " + n->b) &&
+            Ip("link add xb0 netns " + n->a + " type veth peer name xb0 netns " + n->b);
+  for (const auto& [ns, addr] : {std::pair{n->a, n->addr_a}, std::pair{n->b, n->addr_b}}) {
+    ok = ok && Ip("-n " + ns + " link set lo up") &&
+         Ip("-n " + ns + " addr add " + addr + "/24 dev xb0") &&
+         Ip("-n " + ns + " link set xb0 up");
+  }
+  if (!ok) RemoveNetns(*n);
+  return ok;
+}
+
+// While it lives, this (single-threaded) process is in namespace `ns`:
+// what it forks or spawns starts there, and so do the sockets it opens.
+// An empty `ns` changes nothing.
+class InNetns {
+ public:
+  explicit InNetns(const std::string& ns) {
+    if (ns.empty()) return;
+    ok_ = false;
+    home_ = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    const int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+    ok_ = home_ >= 0 && fd >= 0 && ::setns(fd, CLONE_NEWNET) == 0;
+    if (fd >= 0) ::close(fd);
+  }
+  ~InNetns() {
+    if (home_ < 0) return;
+    if (::setns(home_, CLONE_NEWNET) != 0) std::abort();  // the bench's own sockets would be lost
+    ::close(home_);
+  }
+  InNetns(const InNetns&) = delete;
+  InNetns& operator=(const InNetns&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  int home_ = -1;
+  bool ok_ = true;
 };
 
 std::string Fmt(double v, int decimals = 0) {
@@ -218,7 +329,20 @@ struct RawConfig {
   std::string endpoint;  // sender, relay receiver: connect here; raw receiver: bind
   bool via_relay = false;
   uint64_t deadline = 0;
+  // raw-curve: the receiver's keypair (it is the CURVE server) and the
+  // sender's; empty: plain text.
+  std::string server_public, server_secret, client_public, client_secret;
 };
+
+struct CurvePair {
+  std::string public_key, secret_key;  // Z85
+};
+
+CurvePair NewCurvePair() {
+  char pub[41] = {}, sec[41] = {};
+  if (zmq_curve_keypair(pub, sec) != 0) return {};
+  return {pub, sec};
+}
 
 // Receives one multipart message into `parts` (grown as needed); 0 on timeout.
 size_t RecvParts(zmq::socket_t& s, std::vector<zmq::message_t>& parts) {
@@ -249,6 +373,10 @@ int RawReceiver(int ctl, const RawConfig& c) {
     }
     std::snprintf(r.endpoint, sizeof r.endpoint, "%s", c.endpoint.c_str());
   } else {
+    if (!c.server_secret.empty()) {
+      s.set(zmq::sockopt::curve_server, 1);
+      s.set(zmq::sockopt::curve_secretkey, c.server_secret);
+    }
     s.bind(c.endpoint);
     std::snprintf(r.endpoint, sizeof r.endpoint, "%s", s.get(zmq::sockopt::last_endpoint).c_str());
   }
@@ -283,6 +411,11 @@ int RawSender(int ctl, const RawConfig& c) {
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
   s.set(zmq::sockopt::sndtimeo, 200);
+  if (!c.server_public.empty()) {
+    s.set(zmq::sockopt::curve_serverkey, c.server_public);
+    s.set(zmq::sockopt::curve_publickey, c.client_public);
+    s.set(zmq::sockopt::curve_secretkey, c.client_secret);
+  }
   s.connect(c.endpoint);
   if (!WriteAll(ctl, &r, sizeof r) || !WaitCommand(ctl, 'g', c.deadline)) return 1;
   r = Report{};
@@ -653,9 +786,10 @@ std::string ReadFile(const std::string& path) {
 // Starts switchboard-broker on an ephemeral loopback port; its endpoint from
 // its log line "bound tcp://127.0.0.1:<port>", its metrics port from "metrics
 // on 127.0.0.1:<port>".
-bool StartBroker(const Options& o, const std::string& log, uint64_t deadline, Proc* p,
-                 std::string* endpoint, int* metrics_port) {
+bool StartBroker(const Options& o, const std::vector<std::string>& extra, const std::string& log,
+                 uint64_t deadline, Proc* p, std::string* endpoint, int* metrics_port) {
   std::vector<std::string> args = {"--bind", "tcp://127.0.0.1:0", "--metrics", "127.0.0.1:0"};
+  args.insert(args.end(), extra.begin(), extra.end());
   if (o.broker_queue > 0) {
     args.insert(args.end(), {"--queue-max-messages", std::to_string(o.broker_queue)});
   }
@@ -723,10 +857,26 @@ void Finish(Outcome* out, const Report& recv, const Report& send, uint64_t n) {
   }
 }
 
-Outcome RunRaw(const Options& o, int payload, bool via_relay, uint64_t deadline) {
+// `ns` (raw and raw-curve with --netns): the sender in ns->a, the receiver
+// in ns->b, across the veth.
+Outcome RunRaw(const Options& o, int payload, bool via_relay, bool curve, const Netns* ns,
+               uint64_t deadline) {
   Outcome out;
   out.ok = true;
   RawConfig c{o.messages, payload, "tcp://127.0.0.1:0", via_relay, deadline};
+  if (ns != nullptr) c.endpoint = "tcp://" + ns->addr_b + ":0";
+  if (curve) {
+    CurvePair server = NewCurvePair(), client = NewCurvePair();
+    if (server.public_key.empty() || client.public_key.empty()) {
+      out.error = "no CURVE keypair (libzmq without CURVE?)";
+      out.ok = false;
+      return out;
+    }
+    c.server_public = server.public_key;
+    c.server_secret = server.secret_key;
+    c.client_public = client.public_key;
+    c.client_secret = client.secret_key;
+  }
   Proc relay, recv, send;
   const uint64_t setup = std::min(deadline, MonoNs() + 10 * kSec);
   if (via_relay) {
@@ -735,13 +885,15 @@ Outcome RunRaw(const Options& o, int payload, bool via_relay, uint64_t deadline)
     c.endpoint = relay.ready.endpoint;
   }
   if (out.ok) {
-    recv = Fork([&c](int ctl) { return RawReceiver(ctl, c); });
+    InNetns in(ns ? ns->b : "");
+    if (in.ok()) recv = Fork([&c](int ctl) { return RawReceiver(ctl, c); });
     out.ok = GetReport(recv, &recv.ready, setup, "receiver", &out);
   }
   if (out.ok) {
     RawConfig sc = c;
     sc.endpoint = via_relay ? c.endpoint : std::string(recv.ready.endpoint);
-    send = Fork([&sc](int ctl) { return RawSender(ctl, sc); });
+    InNetns in(ns ? ns->a : "");
+    if (in.ok()) send = Fork([&sc](int ctl) { return RawSender(ctl, sc); });
     out.ok = GetReport(send, &send.ready, setup, "sender", &out);
   }
   if (out.ok) {
@@ -765,7 +917,7 @@ Outcome RunBroker(const Options& o, int payload, const std::string& dir, int run
   int metrics_port = 0;
   const uint64_t setup = std::min(deadline, MonoNs() + 10 * kSec);
   const std::string log = dir + "/broker-" + std::to_string(run) + ".log";
-  out.ok = StartBroker(o, log, setup, &broker, &endpoint, &metrics_port);
+  out.ok = StartBroker(o, {}, log, setup, &broker, &endpoint, &metrics_port);
   if (!out.ok) out.error = "broker did not start; log " + log;
   ShardConfig c{o.messages, payload, endpoint, o.window, o.outbox, o.batch, deadline};
   if (out.ok) {
@@ -802,6 +954,132 @@ Outcome RunBroker(const Options& o, int payload, const std::string& dir, int run
   return out;
 }
 
+// The keys of nodes a and b, made once per bench run by `switchboard keygen`.
+struct PeerKeys {
+  std::string file_a, public_a, file_b, public_b;
+};
+
+std::string Keygen(const Options& o, const std::string& file) {
+  const std::string cmd = "'" + o.switchboard + "' keygen --secret-file '" + file + "'";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return "";
+  char line[128] = {};
+  const bool got = std::fgets(line, sizeof line, p) != nullptr;
+  const int st = ::pclose(p);
+  std::string key = got ? line : "";
+  while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
+  return st == 0 && key.size() == 40 ? key : "";
+}
+
+// Broker a (publisher's) and broker b (subscriber's), each in its
+// namespace (--netns), linked as peers; every publish crosses the link once.
+Outcome RunPeer(const Options& o, int payload, const Netns& ns, const PeerKeys& keys,
+                const std::string& dir, int run, uint64_t deadline) {
+  Outcome out;
+  Proc broker_a, broker_b, sub, pub;
+  std::string endpoint_a, endpoint_b;
+  int metrics_a = 0, metrics_b = 0;
+  const uint64_t setup = std::min(deadline, MonoNs() + 15 * kSec);
+  const std::string log_a = dir + "/peer-a-" + std::to_string(run) + ".log";
+  const std::string log_b = dir + "/peer-b-" + std::to_string(run) + ".log";
+  // The outbox to b bounded above the run: a publish is acked to its shard
+  // once a's broker took it, not once b's shards have it (no backpressure
+  // across nodes), so a publisher faster than the link could otherwise have
+  // the oldest dropped (the subscriber would miss them).
+  const std::string outbox = std::to_string(o.messages + o.outbox + o.window);
+  const std::string at_a = "tcp://" + ns.addr_a + ":" + std::to_string(ns.port_a);
+  const std::string at_b = "tcp://" + ns.addr_b + ":" + std::to_string(ns.port_b);
+  auto args = [&](const std::string& self, const std::string& at, const std::string& key,
+                  const std::string& other, const std::string& other_at,
+                  const std::string& other_pub) {
+    return std::vector<std::string>{"--node",
+                                    self,
+                                    "--cluster",
+                                    "bench",
+                                    "--peer-bind",
+                                    at,
+                                    "--curve-secret-file",
+                                    key,
+                                    "--peer",
+                                    other + "=" + other_at + "=" + other_pub,
+                                    "--peer-outbox-messages",
+                                    outbox,
+                                    "--peer-outbox-bytes",
+                                    "17179869184",
+                                    "--queue-max-bytes",
+                                    "17179869184"};
+  };
+  // b's queue for the subscriber likewise: what the link brings ahead of
+  // the subscriber waits there (a broker sheds past its bounds, by design).
+  Options ob = o;
+  if (ob.broker_queue > 0) ob.broker_queue = static_cast<int64_t>(o.messages + o.outbox + o.window);
+  {
+    InNetns in(ns.b);
+    out.ok = in.ok() && StartBroker(ob, args("b", at_b, keys.file_b, "a", at_a, keys.public_a),
+                                    log_b, setup, &broker_b, &endpoint_b, &metrics_b);
+  }
+  if (out.ok) {
+    InNetns in(ns.a);
+    out.ok = in.ok() && StartBroker(o, args("a", at_a, keys.file_a, "b", at_b, keys.public_b),
+                                    log_a, setup, &broker_a, &endpoint_a, &metrics_a);
+  }
+  if (!out.ok) out.error = "a broker did not start; logs " + log_a + ", " + log_b;
+  ShardConfig sc{o.messages, payload, endpoint_b, o.window, o.outbox, o.batch, deadline};
+  ShardConfig pc = sc;
+  pc.endpoint = endpoint_a;
+  if (out.ok) {
+    InNetns in(ns.b);
+    if (in.ok()) sub = Fork([&sc](int ctl) { return Subscriber(ctl, sc); });
+    out.ok = GetReport(sub, &sub.ready, setup, "subscriber", &out) && sub.ready.error[0] == 0;
+  }
+  if (out.ok) {
+    InNetns in(ns.a);
+    if (in.ok()) pub = Fork([&pc](int ctl) { return Publisher(ctl, pc); });
+    out.ok = GetReport(pub, &pub.ready, setup, "publisher", &out) && pub.ready.error[0] == 0;
+  }
+  if (out.ok) {
+    // a's broker forwards a broadcast only to a member interested in its
+    // topic: b's interest (the subscriber's topic) has to have reached it.
+    bool interested = false;
+    while (!interested && MonoNs() < setup) {
+      InNetns in(ns.a);
+      const std::string body = Scrape(metrics_a, std::min(setup, MonoNs() + kSec));
+      interested = Sample(body, "switchboard_broker_peer_interest_topics{peer=\"b\"}") >= 1;
+      if (!interested) SleepNs(20'000'000);
+    }
+    out.ok = interested;
+    if (!out.ok) out.error = "a's broker never learnt b's interest; logs " + log_a + ", " + log_b;
+  }
+  if (out.ok) {
+    Tell(pub, 'g');
+    out.ok = GetReport(pub, &pub.final, deadline + kSec, "publisher", &out);
+    // Acked at a is not delivered at b: the subscriber stops on its own once
+    // it has every message, or at the deadline (and fails).
+    out.ok = GetReport(sub, &sub.final, deadline + 2 * kSec, "subscriber", &out) && out.ok;
+  }
+  if (broker_b.pid > 0 && metrics_b > 0) {
+    InNetns in(ns.b);
+    std::string body = Scrape(metrics_b, std::min(deadline, MonoNs() + 5 * kSec));
+    out.shed = Sample(body, "switchboard_broker_dropped_total{reason=\"shed\"}");
+  }
+  for (Proc* b : {&broker_a, &broker_b}) {
+    if (b->pid > 0) ::kill(b->pid, SIGTERM);
+  }
+  Reap(broker_a, 5 * kSec);
+  Reap(broker_b, 5 * kSec);
+  for (Proc* p : {&pub, &sub}) Tell(*p, 'q');
+  for (Proc* p : {&pub, &sub}) Reap(*p, 2 * kSec);
+  Finish(&out, sub.final, pub.final, o.messages);
+  out.wakeups = sub.final.wakeups;
+  if (out.shed > 0) out.error += " (broker b shed " + Fmt(out.shed) + ")";
+  out.cpu_s = {{"receiver", sub.cpu_s},
+               {"sender", pub.cpu_s},
+               {"broker_a", broker_a.cpu_s},
+               {"broker_b", broker_b.cpu_s}};
+  if (out.ok) fs::remove(log_a), fs::remove(log_b);
+  return out;
+}
+
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -813,7 +1091,9 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   Options o;
-  o.broker = (fs::read_symlink("/proc/self/exe").parent_path() / "switchboard-broker").string();
+  const fs::path bin = fs::read_symlink("/proc/self/exe").parent_path();
+  o.broker = (bin / "switchboard-broker").string();
+  o.switchboard = (bin / "switchboard").string();
   CLI::App app{"bench-mesh-thr: broker throughput against raw libzmq and a plain relay"};
   app.add_option("--messages", o.messages, "messages per run")
       ->check(CLI::PositiveNumber)
@@ -825,10 +1105,16 @@ int main(int argc, char** argv) {
   app.add_option("--runs", o.runs, "runs per size and mode (the median is reported)")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
-  app.add_option("--modes", o.modes, "modes to run (raw,relay,broker)")
-      ->delimiter(',')
-      ->check(CLI::IsMember({"raw", "relay", "broker"}))
-      ->capture_default_str();
+  CLI::Option* modes =
+      app.add_option("--modes", o.modes, "modes to run (raw,raw-curve,relay,broker,peer)")
+          ->delimiter(',')
+          ->check(CLI::IsMember({"raw", "raw-curve", "relay", "broker", "peer"}))
+          ->capture_default_str();
+  app.add_flag("--netns", o.netns,
+               "raw and raw-curve across a veth pair between two network namespaces; "
+               "needed by peer (root)");
+  app.add_option("--subnet", o.subnet, "X of the veth pair's 10.78.X.0/24 (default: from the pid)")
+      ->check(CLI::Range(0, 255));
   app.add_option("--window", o.window, "subscriber credit window (a shard's --credit-window)")
       ->check(CLI::Range(1u, 1u << 20))
       ->capture_default_str();
@@ -843,11 +1129,15 @@ int main(int argc, char** argv) {
                  "broker's own default)")
       ->check(CLI::Range(int64_t{0}, (int64_t{1} << 40) - 1));
   app.add_option("--broker", o.broker, "switchboard-broker to run")->capture_default_str();
+  app.add_option("--switchboard", o.switchboard, "switchboard (its keygen) for peer")
+      ->capture_default_str();
   app.add_option("--max-seconds", o.max_seconds, "bound on the whole bench")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   if (std::optional<int> exit = sb::ParseCommandLine(app, argc, argv)) return *exit;
 
+  if (o.netns && modes->count() == 0) o.modes = {"raw-curve", "peer", "raw"};
+  if (o.subnet < 0) o.subnet = 1 + ::getpid() % 250;
   if (o.broker_queue < 0) o.broker_queue = static_cast<int64_t>(o.outbox + o.window);
   sb::bench::KillChildrenOnSignal("bench-mesh-thr",
                                   "interrupted or over time, killed the children");
@@ -856,6 +1146,35 @@ int main(int argc, char** argv) {
   char tmpl[] = "/tmp/sb-mesh-thr-XXXXXX";
   if (!mkdtemp(tmpl)) return 1;
   const std::string dir = tmpl;
+  Netns ns;
+  if (o.netns && !MakeNetns(o.subnet, &ns)) {
+    std::fprintf(stderr, "bench-mesh-thr: cannot make the network namespaces (root? ip netns?)\n");
+    return 1;
+  }
+  if (!o.netns) {
+    ns.port_a = FreePort();
+    ns.port_b = FreePort();
+    if (ns.port_a == 0 || ns.port_b == 0 || ns.port_a == ns.port_b) {
+      std::fprintf(stderr, "bench-mesh-thr: no free loopback ports for the peer sockets\n");
+      return 1;
+    }
+  }
+  PeerKeys keys;
+  if (std::find(o.modes.begin(), o.modes.end(), "peer") != o.modes.end()) {
+    keys.file_a = dir + "/a.key";
+    keys.file_b = dir + "/b.key";
+    keys.public_a = Keygen(o, keys.file_a);
+    keys.public_b = Keygen(o, keys.file_b);
+    if (keys.public_a.empty() || keys.public_b.empty()) {
+      std::fprintf(stderr, "bench-mesh-thr: `%s keygen` failed\n", o.switchboard.c_str());
+      RemoveNetns(ns);
+      return 1;
+    }
+  }
+  if (o.netns) {
+    std::printf("netns %s (%s) and %s (%s), one veth pair\n", ns.a.c_str(), ns.addr_a.c_str(),
+                ns.b.c_str(), ns.addr_b.c_str());
+  }
 
   std::printf(
       "bench-mesh-thr: %llu messages per run, topic \"%s\", %d run(s); window %u, outbox "
@@ -872,8 +1191,11 @@ int main(int argc, char** argv) {
       std::map<std::string, double> rate;
       for (const std::string& mode : o.modes) {
         if (MonoNs() >= deadline) break;
+        const Netns* across = o.netns && mode.starts_with("raw") ? &ns : nullptr;
         Outcome out = mode == "broker" ? RunBroker(o, size, dir, run, deadline)
-                                       : RunRaw(o, size, mode == "relay", deadline);
+                      : mode == "peer"
+                          ? RunPeer(o, size, ns, keys, dir, run, deadline)
+                          : RunRaw(o, size, mode == "relay", mode == "raw-curve", across, deadline);
         all_ok = all_ok && out.ok;
         rate[mode] = out.msgs_per_s;
         line += "  " + mode + " " + Fmt(out.msgs_per_s) + " msg/s";
@@ -881,10 +1203,13 @@ int main(int argc, char** argv) {
         results[size][mode].push_back(out);
       }
       if (rate.count("raw") && rate["raw"] > 0) {
-        for (const char* m : {"relay", "broker"}) {
+        for (const char* m : {"raw-curve", "relay", "broker", "peer"}) {
           if (rate.count(m))
             line += "  " + std::string(m) + "/raw " + Fmt(rate[m] / rate["raw"], 3);
         }
+      }
+      if (rate.count("peer") && rate["raw-curve"] > 0) {
+        line += "  peer/raw-curve " + Fmt(rate["peer"] / rate["raw-curve"], 3);
       }
       std::printf("%s\n", line.c_str());
       std::fflush(stdout);
@@ -894,16 +1219,16 @@ int main(int argc, char** argv) {
   // Summary: medians over runs; ratios are per run (same run's raw), then medians.
   std::string json =
       "{\"messages\":" + std::to_string(o.messages) + ",\"runs\":" + std::to_string(o.runs) +
-      ",\"window\":" + std::to_string(o.window) + ",\"outbox\":" + std::to_string(o.outbox) +
-      ",\"batch\":" + std::to_string(o.batch) +
+      ",\"netns\":" + (o.netns ? "true" : "false") + ",\"window\":" + std::to_string(o.window) +
+      ",\"outbox\":" + std::to_string(o.outbox) + ",\"batch\":" + std::to_string(o.batch) +
       ",\"broker_queue\":" + std::to_string(o.broker_queue) + ",\"results\":[";
   bool first_json = true;
-  std::printf("\n%-8s %-7s %14s %10s %12s  %s\n", "payload", "mode", "median msg/s", "MB/s",
-              "ratio/raw", "CPU µs per message (median): per process");
+  std::printf("\n%-8s %-9s %14s %10s %10s %11s  %s\n", "payload", "mode", "median msg/s", "MB/s",
+              "ratio/raw", "/raw-curve", "CPU µs per message (median): per process");
   for (const auto& [size, modes] : results) {
     const double frame_bytes = 13.0 + sizeof kTopic - 1 + size;
     for (const auto& [mode, runs] : modes) {
-      std::vector<double> rates, ratios;
+      std::vector<double> rates, ratios, curve_ratios;
       std::map<std::string, std::vector<double>> cpu_us;
       std::vector<double> per_batch;
       for (size_t i = 0; i < runs.size(); ++i) {
@@ -911,6 +1236,11 @@ int main(int argc, char** argv) {
         const auto raw = modes.find("raw");
         if (raw != modes.end() && i < raw->second.size() && raw->second[i].msgs_per_s > 0) {
           ratios.push_back(runs[i].msgs_per_s / raw->second[i].msgs_per_s);
+        }
+        const auto curve = modes.find("raw-curve");
+        if (curve != modes.end() && mode != "raw-curve" && i < curve->second.size() &&
+            curve->second[i].msgs_per_s > 0) {
+          curve_ratios.push_back(runs[i].msgs_per_s / curve->second[i].msgs_per_s);
         }
         for (const auto& [who, s] : runs[i].cpu_s) {
           cpu_us[who].push_back(s * 1e6 / static_cast<double>(o.messages));
@@ -925,15 +1255,20 @@ int main(int argc, char** argv) {
       for (const auto& [who, v] : cpu_us) cpu += who + " " + Fmt(Median(v), 2) + "  ";
       if (!per_batch.empty())
         cpu += "(deliveries per subscriber wake-up " + Fmt(Median(per_batch), 1) + ")";
-      std::printf("%-8d %-7s %14s %10s %12s  %s\n", size, mode.c_str(), Fmt(med).c_str(),
+      std::printf("%-8d %-9s %14s %10s %10s %11s  %s\n", size, mode.c_str(), Fmt(med).c_str(),
                   Fmt(med * frame_bytes / 1e6, 1).c_str(),
-                  ratios.empty() ? "-" : Fmt(Median(ratios), 3).c_str(), cpu.c_str());
+                  ratios.empty() ? "-" : Fmt(Median(ratios), 3).c_str(),
+                  curve_ratios.empty() ? "-" : Fmt(Median(curve_ratios), 3).c_str(), cpu.c_str());
       json += std::string(first_json ? "" : ",") + "{\"payload_bytes\":" + std::to_string(size) +
               ",\"mode\":\"" + mode + "\",\"msgs_per_s\":[";
       for (size_t i = 0; i < rates.size(); ++i) json += (i ? "," : "") + Fmt(rates[i]);
       json += "],\"median_msgs_per_s\":" + Fmt(med) +
               ",\"median_mb_per_s\":" + Fmt(med * frame_bytes / 1e6, 2) + ",\"ratio_to_raw\":[";
       for (size_t i = 0; i < ratios.size(); ++i) json += (i ? "," : "") + Fmt(ratios[i], 3);
+      json += "],\"ratio_to_raw_curve\":[";
+      for (size_t i = 0; i < curve_ratios.size(); ++i) {
+        json += (i ? "," : "") + Fmt(curve_ratios[i], 3);
+      }
       json += "],\"cpu_us_per_msg\":{";
       bool first_cpu = true;
       for (const auto& [who, v] : cpu_us) {
@@ -950,5 +1285,6 @@ int main(int argc, char** argv) {
   std::printf("%s\n", json.c_str());
   if (all_ok) fs::remove_all(dir);
   KillChildren();
+  RemoveNetns(ns);
   return all_ok ? 0 : 1;
 }

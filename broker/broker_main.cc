@@ -230,7 +230,8 @@ int main(int argc, char** argv) {
          .insecure = peer.insecure,
          .links = link_options,
          .stream = opt.epoch,
-         .on_up = [mesh](const std::string& p, uint64_t expected) { mesh->OnPeerUp(p, expected); },
+         .on_up = [mesh](const std::string& p, uint64_t expected,
+                         bool batches) { mesh->OnPeerUp(p, expected, batches); },
          .on_down = [mesh](const std::string& p) { mesh->OnPeerDown(p); },
          .on_ack = [mesh](const std::string& p, uint64_t seq) { mesh->OnPeerAck(p, seq); }});
   }

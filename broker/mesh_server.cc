@@ -421,9 +421,9 @@ void MeshServer::ApplyMembers(std::span<const MemberEvent> events) {
   }
 }
 
-void MeshServer::OnPeerUp(const std::string& peer, uint64_t expected) {
+void MeshServer::OnPeerUp(const std::string& peer, uint64_t expected, bool batches) {
   std::lock_guard<std::mutex> lock(mu_);
-  router_.OnPeerUp(peer, expected);
+  router_.OnPeerUp(peer, expected, batches);
 }
 
 void MeshServer::OnPeerDown(const std::string& peer) {
@@ -455,6 +455,10 @@ void MeshServer::OnPeerInboundDown(const std::string& peer) {
 // loop thread holds mu_ first only here, and scrapes hold one lock at a time).
 bool MeshServer::SendPeerData(const std::string& peer, uint64_t seq, std::string_view packed) {
   return uplinks_ != nullptr && uplinks_->SendData(peer, seq, packed);
+}
+
+bool MeshServer::SendPeerBatch(const std::string& peer, std::string_view batch) {
+  return uplinks_ != nullptr && uplinks_->SendBatch(peer, batch);
 }
 
 void MeshServer::SendPeerAck(const std::string& peer, uint64_t seq) {

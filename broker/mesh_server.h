@@ -52,7 +52,7 @@ class MeshServer : private LinkSender, private PeerSender {
   // left one is removed (its interest and presence go).
   void ApplyMembers(std::span<const MemberEvent> events);
   // The links' hooks (PeerUplinksOptions, PeerServerOptions), on the loop.
-  void OnPeerUp(const std::string& peer, uint64_t expected);
+  void OnPeerUp(const std::string& peer, uint64_t expected, bool batches);
   void OnPeerDown(const std::string& peer);
   void OnPeerAck(const std::string& peer, uint64_t seq);
   uint64_t OnPeerHello(const std::string& peer, uint64_t stream);
@@ -62,6 +62,7 @@ class MeshServer : private LinkSender, private PeerSender {
  private:
   class Collector;
   bool SendPeerData(const std::string& peer, uint64_t seq, std::string_view packed) override;
+  bool SendPeerBatch(const std::string& peer, std::string_view batch) override;
   void SendPeerAck(const std::string& peer, uint64_t seq) override;
   MeshServer(EventLoop* loop, std::unique_ptr<ZmqSocket> socket, RouterOptions options);
   bool Send(const std::string& routing_id, const mesh::Message& msg) override;

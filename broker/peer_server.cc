@@ -256,7 +256,8 @@ void PeerServer::OnMessage(std::span<const std::string_view> frames) {
       const std::string body = mesh::EncodePeerIntro({.node = options_.node,
                                                       .cluster = "",
                                                       .incarnation = options_.incarnation(),
-                                                      .expected = expected});
+                                                      .expected = expected,
+                                                      .batches = true});
       (void)Reply(routing_id, {.type = mesh::Type::kPeerWelcome, .body = body});
       return;
     }
@@ -283,6 +284,28 @@ void PeerServer::OnMessage(std::span<const std::string_view> frames) {
       options_.on_data(link->node, msg.seq, msg.body);
       return;
     }
+    case mesh::Type::kBatch: {
+      // Several kPeerData (our welcome said we read them so), handled in
+      // order as if they had come one by one; anything else in a batch is
+      // not the protocol and is counted, not handled.
+      const InboundLinks::Link* link = inbound_.OnHeard(routing_id, now);
+      if (link == nullptr || !options_.on_data) {
+        ++unhandled_;
+        return;
+      }
+      const std::string node = link->node;  // on_data may change the links
+      const Status s = mesh::ForEachInBatch(msg.body, [&](std::span<const std::string_view> inner) {
+        mesh::Message m;
+        if (!mesh::Decode(inner, &m).ok() || m.type != mesh::Type::kPeerData) {
+          ++unhandled_;
+          return;
+        }
+        ++data_;
+        options_.on_data(node, m.seq, m.body);
+      });
+      if (!s.ok()) ++unhandled_;
+      return;
+    }
     default:
       // Anything from a welcomed link is a sign of life.
       (void)inbound_.OnHeard(routing_id, now);
@@ -296,6 +319,11 @@ void PeerServer::SendAck(const std::string& node, uint64_t seq) {
   for (const auto& [routing_id, link] : inbound_.links()) {
     if (link.node == node) {
       (void)Reply(routing_id, {.type = mesh::Type::kPeerAck, .seq = seq});
+      // Sent outside a read (from the router's flush, before the loop
+      // sleeps): the send can consume libzmq's only notification of data
+      // that arrived meanwhile, which would then wait for the next arrival
+      // (a heartbeat a second later) while the sender's link times out.
+      socket_->CheckReadable();
       return;
     }
   }

@@ -48,9 +48,20 @@ size_t PeerOutbox::credit() const {
   return room;
 }
 
-const PeerOutbox::Entry* PeerOutbox::Next() const {
-  if (!sending_ || next_ >= entries_.size()) return nullptr;
-  return &entries_[next_];
+const PeerOutbox::Entry* PeerOutbox::Unsent(size_t i) const {
+  if (!sending_ || next_ + i >= entries_.size()) return nullptr;
+  return &entries_[next_ + i];
+}
+
+size_t PeerOutbox::NextBatch(size_t max_bytes, size_t max_messages) const {
+  size_t n = 0, bytes = 0;
+  while (n < max_messages) {
+    const Entry* e = Unsent(n);
+    if (e == nullptr || (n > 0 && bytes + e->packed.size() > max_bytes)) break;
+    bytes += e->packed.size();
+    ++n;
+  }
+  return n;
 }
 
 uint64_t PeerInbox::OnHello(uint64_t stream, bool* new_stream) {

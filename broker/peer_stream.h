@@ -7,7 +7,9 @@
 // seq (1, 2, …) and kept until the receiver acks it, within a bound in
 // messages and bytes (the oldest go first past it, counted); which message
 // goes next — none while the link is down, and on each new connection the
-// first one the receiver's welcome says it expects.
+// first one the receiver's welcome says it expects — and how many of the
+// next go together in one batch (one ZeroMQ message for many: libzmq's
+// cost, CURVE's box included, is per message and per frame).
 //
 // PeerInbox owns the receiver's end: which stream of the sender it holds (a
 // sender's restart is a new stream, taken from its first seq), the seq it
@@ -60,9 +62,15 @@ class PeerOutbox {
   void Pause() { sending_ = false; }
 
   // The next entry to send, nullptr if none (down, or everything sent).
-  const Entry* Next() const;
-  // Next() was handed to the connection.
-  void Sent() { ++next_; }
+  const Entry* Next() const { return Unsent(0); }
+  // The `i`-th entry not yet sent (0: Next()), nullptr past the last.
+  const Entry* Unsent(size_t i) const;
+  // How many entries from Next() on go in the next batch: as many as fit in
+  // `max_bytes` of packed messages, at most `max_messages`, and at least one
+  // (however large) when any is unsent; 0 when none is or the link is down.
+  size_t NextBatch(size_t max_bytes, size_t max_messages) const;
+  // The next `n` entries were handed to the connection.
+  void Sent(size_t n = 1) { next_ += n; }
 
   bool sending() const { return sending_; }
   size_t messages() const { return entries_.size(); }

@@ -109,6 +109,31 @@ TEST(PeerOutboxTest, CreditIsWhatTheBoundStillTakesAndInFlightWhatWasSentUnacked
   EXPECT_EQ(full.credit(), 0u);
 }
 
+TEST(PeerOutboxTest, ABatchTakesTheNextUnsentUpToItsBoundsAndAtLeastOne) {
+  PeerOutbox out({});
+  for (const char* p : {"aaaa", "bbbb", "cccc", "dddddddddddd", "e"}) out.Push(p);
+  EXPECT_EQ(out.NextBatch(100, 100), 0u) << "down: nothing goes";
+  out.Resume(0);
+  EXPECT_EQ(out.NextBatch(8, 100), 2u) << "a and b fill 8 bytes; c would pass them";
+  EXPECT_EQ(out.NextBatch(100, 2), 2u) << "at most 2 messages";
+  EXPECT_EQ(out.NextBatch(3, 100), 1u) << "one larger than the bound still goes, alone";
+  ASSERT_NE(out.Unsent(1), nullptr);
+  EXPECT_EQ(out.Unsent(1)->seq, 2u);
+  EXPECT_EQ(out.Unsent(5), nullptr);
+  out.Sent(3);
+  EXPECT_EQ(out.Next()->seq, 4u);
+  EXPECT_EQ(out.NextBatch(12, 100), 1u) << "d alone is 12 bytes";
+  out.Sent(1);
+  EXPECT_EQ(out.NextBatch(12, 100), 1u);
+  out.Sent(1);
+  EXPECT_EQ(out.NextBatch(12, 100), 0u) << "everything sent";
+  // A reconnect resends from what the receiver expects, in batches again.
+  out.Pause();
+  out.Resume(3);
+  EXPECT_EQ(out.Next()->seq, 3u);
+  EXPECT_EQ(out.NextBatch(100, 100), 3u);
+}
+
 TEST(PeerInboxTest, TakesInOrderDropsDuplicatesAndCountsGaps) {
   PeerInbox in;
   bool fresh = false;

@@ -174,6 +174,19 @@ bool PeerUplinks::SendData(const std::string& peer, uint64_t seq, std::string_vi
   return Send(peer, {.type = mesh::Type::kPeerData, .seq = seq, .body = packed});
 }
 
+bool PeerUplinks::SendBatch(const std::string& peer, std::string_view batch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = links_.links().find(peer);
+  if (it == links_.links().end() || it->second.state != PeerLinks::State::kUp) return false;
+  std::vector<std::string_view> frames;
+  if (!mesh::Unpack(batch, &frames).ok()) return false;
+  auto socket = sockets_.find(peer);
+  if (socket == sockets_.end()) return false;
+  const bool sent = socket->second->Send(frames);
+  socket->second->CheckReadable();
+  return sent;
+}
+
 bool PeerUplinks::Send(const std::string& peer, const mesh::Message& msg) {
   auto it = sockets_.find(peer);
   if (it == sockets_.end()) return false;
@@ -216,7 +229,7 @@ void PeerUplinks::OnMessage(const std::string& peer, std::span<const std::string
       Do(actions);
       for (const PeerLinks::Action& a : actions) {
         if (a.kind == PeerLinks::Action::Kind::kUp && options_.on_up) {
-          options_.on_up(peer, welcome->expected);
+          options_.on_up(peer, welcome->expected, welcome->batches);
         }
       }
       return;

@@ -56,10 +56,11 @@ struct PeerUplinksOptions {
   PeerLinkOptions links;
   // Routing (broker/mesh_server): this broker's stream id, said in each
   // hello; and what the links tell the router — up (with the seq the member
-  // takes next, from its welcome), down, and the member's acks. Called on
-  // the loop thread; each may be empty.
+  // takes next and whether its peer socket reads batches, from its
+  // welcome), down, and the member's acks. Called on the loop thread; each
+  // may be empty.
   uint64_t stream = 0;
-  std::function<void(const std::string& peer, uint64_t expected)> on_up;
+  std::function<void(const std::string& peer, uint64_t expected, bool batches)> on_up;
   std::function<void(const std::string& peer)> on_down;
   std::function<void(const std::string& peer, uint64_t seq)> on_ack;
 };
@@ -85,6 +86,8 @@ class PeerUplinks {
   // over: not up, or the socket at its high-water mark (the caller keeps the
   // message and tries again later; nothing is dropped here).
   bool SendData(const std::string& peer, uint64_t seq, std::string_view packed);
+  // Several kPeerData in one kBatch (`batch`, packed), as SendData.
+  bool SendBatch(const std::string& peer, std::string_view batch);
 
   std::shared_ptr<prometheus::Collectable> collectable() const { return collectable_; }
 

@@ -922,10 +922,11 @@ void Router::RemovePeer(const std::string& name, int64_t now_us) {
   RecomputeOwners();
 }
 
-void Router::OnPeerUp(const std::string& name, uint64_t expected) {
+void Router::OnPeerUp(const std::string& name, uint64_t expected, bool batches) {
   Peer* peer = FindPeer(name);
   if (peer == nullptr) return;
   peer->up = true;
+  peer->batches = batches;
   peer->out.Resume(expected);
   // The peer may be a new broker that knows nothing of this node's interest,
   // or one that missed changes the outbox dropped: it replaces what it holds.
@@ -1403,10 +1404,26 @@ void Router::FlushPeers(bool settling) {
     }
     if (peer_sender_ == nullptr) continue;
     if (peer.up) {
-      while (const PeerOutbox::Entry* e = peer.out.Next()) {
-        if (!peer_sender_->SendPeerData(peer.name, e->seq, e->packed)) break;
-        peer.out.Sent();
-        ++peer.routed_out;
+      // A burst goes as batches of about mesh::kBatchBytes: across nodes,
+      // libzmq's cost per message (a CURVE box per frame) was the link's
+      // bound, one kPeerData per delivery.
+      const size_t most = peer.batches ? SIZE_MAX : 1;
+      while (const size_t n = peer.out.NextBatch(mesh::kBatchBytes, most)) {
+        bool sent;
+        if (n == 1) {
+          const PeerOutbox::Entry* e = peer.out.Next();
+          sent = peer_sender_->SendPeerData(peer.name, e->seq, e->packed);
+        } else {
+          for (size_t i = 0; i < n; ++i) {
+            const PeerOutbox::Entry* e = peer.out.Unsent(i);
+            peer_batch_.Add(
+                mesh::Pack({.type = mesh::Type::kPeerData, .seq = e->seq, .body = e->packed}));
+          }
+          sent = peer_sender_->SendPeerBatch(peer.name, peer_batch_.Finish());
+        }
+        if (!sent) break;
+        peer.out.Sent(n);
+        peer.routed_out += n;
       }
     }
     if (std::optional<uint64_t> ack = peer.in.TakeAck()) peer_sender_->SendPeerAck(peer.name, *ack);

@@ -80,6 +80,10 @@ class PeerSender {
   // connection, or the socket's high-water mark): it stays in the outbox and
   // is tried again on a later turn.
   virtual bool SendPeerData(const std::string& peer, uint64_t seq, std::string_view packed) = 0;
+  // Several consecutive kPeerData in one kBatch (`batch`, packed whole):
+  // handed over whole or not at all, as SendPeerData. Only to a peer whose
+  // welcome said it reads batches.
+  virtual bool SendPeerBatch(const std::string& peer, std::string_view batch) = 0;
   // One kPeerAck on `peer`'s link in.
   virtual void SendPeerAck(const std::string& peer, uint64_t seq) = 0;
 };
@@ -170,8 +174,9 @@ class Router {
   void RemovePeer(const std::string& name, int64_t now_us);
   // The uplink to `name` was welcomed: it takes `expected` next on this
   // broker's stream (0: nothing of it). The outbox resumes from there, and
-  // this node's interest snapshot follows.
-  void OnPeerUp(const std::string& name, uint64_t expected);
+  // this node's interest snapshot follows. `batches`: its peer socket reads
+  // several kPeerData in one kBatch (the welcome said so); they go so.
+  void OnPeerUp(const std::string& name, uint64_t expected, bool batches = false);
   // The uplink is down: nothing is sent until it is up again.
   void OnPeerDown(const std::string& name);
   // `name`'s hello on the peer socket names its `stream`: returns the seq
@@ -326,6 +331,7 @@ class Router {
     PeerOutbox out;
     PeerInbox in;
     bool up = false;
+    bool batches = false;  // its peer socket reads kPeerData in a kBatch
     // Owed at the next Flush once settled: this node's interest snapshot;
     // per-topic presence snapshots (the peer asked for the topics, or the
     // local metas changed wholesale); both again after the outbox dropped.
@@ -480,7 +486,8 @@ class Router {
   std::vector<LinkId> recipients_;  // Route's, reused per publish (Route never nests)
   std::vector<QueuedMessage> scratch_;
   mesh::BatchWriter batch_;
-  bool nested_ = false;  // handling the messages of a kBatch
+  mesh::BatchWriter peer_batch_;  // FlushPeers' batches of kPeerData
+  bool nested_ = false;           // handling the messages of a kBatch
   // Publishes held while settling, in arrival order.
   struct Held {
     LinkId origin;

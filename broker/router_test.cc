@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <deque>
 #include <map>
+#include <numeric>
 #include <set>
 #include <string>
 #include <vector>
@@ -1229,12 +1230,31 @@ class PeerRecorder : public PeerSender {
     packed_.emplace_back(peer, std::string(packed));
     return true;
   }
+  // Recorded as its kPeerData one by one, and the batch's size apart.
+  bool SendPeerBatch(const std::string& peer, std::string_view batch) override {
+    if (full.contains(peer)) return false;
+    std::vector<std::string_view> frames;
+    mesh::Message m;
+    EXPECT_TRUE(mesh::Unpack(batch, &frames).ok() && mesh::Decode(frames, &m).ok() &&
+                m.type == mesh::Type::kBatch);
+    size_t n = 0;
+    EXPECT_TRUE(mesh::ForEachInBatch(m.body, [&](std::span<const std::string_view> inner) {
+                  mesh::Message d;
+                  ASSERT_TRUE(mesh::Decode(inner, &d).ok());
+                  ASSERT_EQ(d.type, mesh::Type::kPeerData);
+                  ++n;
+                  SendPeerData(peer, d.seq, d.body);
+                }).ok());
+    batches[peer].push_back(n);
+    return true;
+  }
   void SendPeerAck(const std::string& peer, uint64_t seq) override { acks[peer].push_back(seq); }
   std::vector<SentMessage> Take(const std::string& peer, mesh::Type type) const {
     return log.Of(type, peer);
   }
   mesh_testing::SentLog log;
   std::map<std::string, std::vector<uint64_t>> seqs, acks;
+  std::map<std::string, std::vector<size_t>> batches;  // kPeerData per kBatch sent
   std::set<std::string> full;  // peers whose uplink takes nothing (its high-water mark)
   // Every field of what `peer` was sent of `type`, oldest first.
   std::vector<mesh::Message> Packed(const std::string& peer, mesh::Type type) const {
@@ -1525,6 +1545,53 @@ TEST_F(RouterPeerTest, AFullUplinkKeepsWhatItCouldNotTakeAndSendsItLater) {
   Flush();
   EXPECT_FALSE(router_.PeerBacklog());
   EXPECT_EQ(peers_.Take("n2", mesh::Type::kDeliver).size(), 1u);
+}
+
+TEST_F(RouterPeerTest, APeerThatReadsBatchesGetsABurstInFewMessagesWholeAndInOrder) {
+  // n2's welcome said its peer socket reads batches; n3's (an older
+  // broker's) did not.
+  router_.OnPeerDown("n2");
+  router_.OnPeerUp("n2", 0, /*batches=*/true);
+  Hello("a", 1, {});
+  PeerWants("n2", {"room:1"});
+  PeerWants("n3", {"room:1"});
+  Flush();
+  ClearLogs();
+  peers_.seqs.clear();
+  peers_.batches.clear();
+  // A burst while n2's uplink takes nothing: it all waits, none marked sent.
+  peers_.full.insert("n2");
+  constexpr int kBurst = 2000;
+  const std::string body(100, 'x');
+  for (int i = 1; i <= kBurst; ++i) Publish("a", i, "room:1", body);
+  Flush();
+  EXPECT_TRUE(peers_.seqs["n2"].empty());
+  EXPECT_TRUE(router_.PeerBacklog());
+  peers_.full.clear();
+  Flush();
+  EXPECT_FALSE(router_.PeerBacklog());
+  for (const std::string peer : {"n2", "n3"}) {
+    const std::vector<mesh::Message> got = peers_.Packed(peer, mesh::Type::kDeliver);
+    ASSERT_EQ(got.size(), size_t{kBurst}) << peer;
+    for (int i = 0; i < kBurst; ++i) ASSERT_EQ(got[i].seq, uint64_t(i + 1)) << peer;
+    // The stream's seqs follow each other with nothing repeated.
+    const std::vector<uint64_t>& seqs = peers_.seqs[peer];
+    for (size_t i = 1; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], seqs[i - 1] + 1) << peer;
+  }
+  // n2: batches of about mesh::kBatchBytes (a delivery packs to some 130
+  // bytes here: 2000 of them fill 4 or 5); n3: one kPeerData each.
+  const std::vector<size_t>& n2 = peers_.batches["n2"];
+  EXPECT_GE(n2.size(), 2u);
+  EXPECT_LE(n2.size(), 6u);
+  EXPECT_EQ(std::accumulate(n2.begin(), n2.end(), size_t{0}), size_t{kBurst});
+  EXPECT_TRUE(peers_.batches["n3"].empty());
+  // Acked as before: up to the last seq of the stream, the outbox is empty.
+  router_.OnPeerAck("n2", peers_.seqs["n2"].back());
+  size_t kept = 1;
+  router_.ForEachPeer([&](const Router::PeerView& v) {
+    if (v.name == "n2") kept = v.out.messages();
+  });
+  EXPECT_EQ(kept, 0u);
 }
 
 TEST_F(RouterPeerTest, ARemovedPeerTakesItsInterestAndPresenceWithIt) {

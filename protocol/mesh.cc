@@ -962,6 +962,7 @@ std::string EncodePeerIntro(const PeerIntro& intro) {
   phx::AppendJsonString(out, intro.incarnation);
   if (intro.stream != 0) out.append(",\"stream\":").append(std::to_string(intro.stream));
   if (intro.expected != 0) out.append(",\"expected\":").append(std::to_string(intro.expected));
+  if (intro.batches) out.append(",\"batches\":true");
   out.push_back('}');
   return out;
 }
@@ -982,6 +983,8 @@ Result<PeerIntro> DecodePeerIntro(std::string_view text) {
   if (o->contains("expected") && !r.Unsigned(*o, "expected", 0, kMax, &p.expected)) {
     return r.status();
   }
+  // Anything but true (absent, false, another type) is no: one by one.
+  if (const json::value* b = o->if_contains("batches")) p.batches = b->is_bool() && b->as_bool();
   return p;
 }
 

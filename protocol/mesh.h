@@ -75,7 +75,8 @@ enum class Type : uint8_t {
   // uplink → peer socket, once the connection's handshake is done; frames: PeerIntro JSON
   // {"node","cluster","incarnation"}.
   kPeerHello = 19,
-  // peer socket → uplink, the hello accepted; frames: PeerIntro JSON {"node","incarnation"}.
+  // peer socket → uplink, the hello accepted; frames: PeerIntro JSON {"node","incarnation",
+  // "expected","batches"}.
   kPeerWelcome = 20,
   // Both ways on a welcomed link; fields: stamp, echo. The uplink sends its clock's
   // nanoseconds as `stamp` (echo 0); the peer socket answers at once with `echo` = that
@@ -85,7 +86,8 @@ enum class Type : uint8_t {
   // uplink → peer socket, on a welcomed link; fields: seq (1, 2, … per sending broker start);
   // frames: one packed message (mesh::Pack) — kPeerInterest, kSubscribe, kUnsubscribe, kDeliver,
   // kPresence, kPeerPresence, kPeerSequence, kFetch or kHistory. The receiver takes seq = expected,
-  // drops one below it.
+  // drops one below it. To a peer socket whose welcome said "batches", several consecutive
+  // kPeerData may travel as one kBatch (each packed whole, seq and all), read as if one by one.
   kPeerData = 22,
   // peer socket → uplink; fields: seq (every kPeerData up to it was taken).
   kPeerAck = 23,
@@ -417,6 +419,10 @@ struct PeerIntro {
   std::string incarnation;
   uint64_t stream = 0;    // a hello's; 0 if absent
   uint64_t expected = 0;  // a welcome's; 0 if absent
+  // A welcome's "batches": true: the peer socket reads kPeerData inside a
+  // kBatch, so the uplink may send several in one. False if absent (a
+  // broker from before batching: one kPeerData per message to it).
+  bool batches = false;
   bool operator==(const PeerIntro&) const = default;
 };
 std::string EncodePeerIntro(const PeerIntro& intro);

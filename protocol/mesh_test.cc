@@ -1111,6 +1111,23 @@ TEST(MeshPeerIntro, EncodingAndRoundTrip) {
   ASSERT_TRUE(back.ok()) << "unknown fields are ignored";
 }
 
+TEST(MeshPeerIntro, AWelcomeSaysWhetherItsSocketReadsBatches) {
+  const PeerIntro welcome{.node = "a", .incarnation = "static", .expected = 7, .batches = true};
+  EXPECT_EQ(EncodePeerIntro(welcome),
+            R"({"node":"a","incarnation":"static","expected":7,"batches":true})");
+  Result<PeerIntro> back = DecodePeerIntro(EncodePeerIntro(welcome));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, welcome);
+  // An older broker's welcome has no "batches"; anything but true is no.
+  for (const char* json :
+       {R"({"node":"a","incarnation":"1"})", R"({"node":"a","incarnation":"1","batches":false})",
+        R"({"node":"a","incarnation":"1","batches":1})"}) {
+    back = DecodePeerIntro(json);
+    ASSERT_TRUE(back.ok()) << json;
+    EXPECT_FALSE(back->batches) << json;
+  }
+}
+
 TEST(MeshPeerIntro, Refusals) {
   auto refused = [](const std::string& json, const std::string& what) {
     Result<PeerIntro> r = DecodePeerIntro(json);

@@ -15,7 +15,10 @@ const { freePort } = require('./worker');
 // takes them; `brokerArgs`: more flags for every broker) and waits until
 // every uplink is up. Each cluster gets `node` (its name); one the test
 // killed whole (`killedWhole`) is not stopped, only its files removed.
-async function startMesh(s, { names = ['n1', 'n2', 'n3'], shards = [1, 1, 1], brokerArgs = [], heartbeatMs = 200 } = {}) {
+// `peerVia(from, to)` (each {name, port}; may be async) gives the endpoint
+// `from`'s broker dials for `to`'s peer socket: something between them,
+// such as a DelayRelay to 127.0.0.1:to.port; by default the socket itself.
+async function startMesh(s, { names = ['n1', 'n2', 'n3'], shards = [1, 1, 1], brokerArgs = [], heartbeatMs = 200, peerVia = null } = {}) {
   const bin = process.env.SWITCHBOARD_BIN_DIR;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-mesh-'));
   s.add(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -29,7 +32,9 @@ async function startMesh(s, { names = ['n1', 'n2', 'n3'], shards = [1, 1, 1], br
   for (const [i, n] of nodes.entries()) {
     const args = [...brokerArgs, '--node', n.name, '--peer-bind', `tcp://127.0.0.1:${n.port}`, '--curve-secret-file', n.keyFile];
     for (const o of nodes) {
-      if (o !== n) args.push('--peer', `${o.name}=tcp://127.0.0.1:${o.port}=${o.pub}`);
+      if (o === n) continue;
+      const endpoint = peerVia ? await peerVia({ name: n.name, port: n.port }, { name: o.name, port: o.port }) : `tcp://127.0.0.1:${o.port}`;
+      args.push('--peer', `${o.name}=${endpoint}=${o.pub}`);
     }
     const c = await startCluster({ shards: shards[i], heartbeatMs, brokerArgs: args, name: n.name });
     s.add(() => (c.killedWhole ? fs.rmSync(c.dir, { recursive: true, force: true }) : c.stop()));
