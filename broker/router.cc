@@ -895,6 +895,7 @@ void Router::AddPeer(const std::string& name) {
   auto peer = std::make_unique<Peer>(options_.peer_outbox);
   peer->name = name;
   peer->stream = options_.epoch + peer_additions_[name]++;
+  if (peer->stream == 0) peer->stream = 1;  // 0 on the wire: no stream
   peer->id = links_.Reserve();
   peer->interest_due = true;
   peer_ids_[peer->id] = peer.get();
