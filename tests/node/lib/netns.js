@@ -285,11 +285,15 @@ class Node {
     // `ip netns exec` execs the command: the pid is the daemon's.
     this.p = spawnLogged('ip', ['netns', 'exec', this.ns, bin('switchboard'), 'run', this.file]);
     this.runs.push(this.p);
-    await waitUntil(async () => {
-      if (!this.alive) throw new Error(`${this.name}: switchboard run exited ${JSON.stringify(await this.p.exit)}`);
+    const ready = await waitUntil(async () => {
+      if (!this.alive) return 'exited'; // a thrown error would only be polled again
       const h = await httpRequest(GATEWAY_PORT, { host: this.addr, path: '/healthz', timeout: 1000 });
-      return h.status === 200 && (await metric(this.broker, 'switchboard_broker_connected_shards')) === 2;
-    }, { timeout, interval: 100, what: `${this.name}: its gateway to answer and its broker to hold both shards` });
+      return h.status === 200 && (await metric(this.broker, 'switchboard_broker_connected_shards')) === 2 && 'ready';
+    }, { timeout, interval: 100, what: `${this.name}: its gateway to answer and its broker to hold both shards` })
+      .catch((e) => { throw new Error(`${e.message}\n${this.logTail(40)}`); });
+    if (ready === 'exited') {
+      throw new Error(`${this.name}: switchboard run exited ${JSON.stringify(await this.p.exit)}\n${this.logTail(40)}`);
+    }
   }
 
   // SIGTERM; it must exit 0.
