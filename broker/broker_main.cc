@@ -219,8 +219,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<sb::broker::PeerUplinks> uplinks;
   sb::broker::MeshServer* mesh = server.value().get();
   if (!membership_flags.node.empty()) {
-    // The broker's epoch names its stream to the others: a restart is a new
-    // stream, numbered from 1 again.
+    // The router names each member's stream (the broker's epoch, another id
+    // when the member is added again): a restart is a new stream, numbered
+    // from 1 again.
     uplinks = sb::broker::PeerUplinks::Create(
         loop->get(),
         {.node = membership_flags.node,
@@ -229,7 +230,7 @@ int main(int argc, char** argv) {
          .keys = keys,
          .insecure = peer.insecure,
          .links = link_options,
-         .stream = opt.epoch,
+         .stream = [mesh](const std::string& p) { return mesh->PeerStream(p); },
          .on_up = [mesh](const std::string& p, uint64_t expected,
                          bool batches) { mesh->OnPeerUp(p, expected, batches); },
          .on_down = [mesh](const std::string& p) { mesh->OnPeerDown(p); },

@@ -436,6 +436,11 @@ void MeshServer::OnPeerAck(const std::string& peer, uint64_t seq) {
   router_.OnPeerAck(peer, seq);
 }
 
+uint64_t MeshServer::PeerStream(const std::string& peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return router_.PeerStream(peer);
+}
+
 uint64_t MeshServer::OnPeerHello(const std::string& peer, uint64_t stream) {
   std::lock_guard<std::mutex> lock(mu_);
   return router_.OnPeerHello(peer, stream, MonoNowUs());

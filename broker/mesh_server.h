@@ -56,6 +56,8 @@ class MeshServer : private LinkSender, private PeerSender {
   void OnPeerDown(const std::string& peer);
   void OnPeerAck(const std::string& peer, uint64_t seq);
   uint64_t OnPeerHello(const std::string& peer, uint64_t stream);
+  // The stream id the uplink to `peer` names in its hello (Router::PeerStream).
+  uint64_t PeerStream(const std::string& peer);
   void OnPeerData(const std::string& peer, uint64_t seq, std::string_view packed);
   void OnPeerInboundDown(const std::string& peer);
 

@@ -107,10 +107,11 @@ void PeerUplinks::Do(const std::vector<PeerLinks::Action>& actions) {
         sockets_.erase(a.peer);
         break;
       case Kind::kSendHello: {
-        const std::string body = mesh::EncodePeerIntro({.node = options_.node,
-                                                        .cluster = options_.cluster,
-                                                        .incarnation = options_.incarnation(),
-                                                        .stream = options_.stream});
+        const std::string body =
+            mesh::EncodePeerIntro({.node = options_.node,
+                                   .cluster = options_.cluster,
+                                   .incarnation = options_.incarnation(),
+                                   .stream = options_.stream ? options_.stream(a.peer) : 0});
         (void)Send(a.peer, {.type = mesh::Type::kPeerHello, .body = body});
         break;
       }

@@ -54,12 +54,12 @@ struct PeerUplinksOptions {
   std::optional<curve::Keypair> keys;
   bool insecure = false;  // plain text to a non-loopback member allowed
   PeerLinkOptions links;
-  // Routing (broker/mesh_server): this broker's stream id, said in each
-  // hello; and what the links tell the router — up (with the seq the member
-  // takes next and whether its peer socket reads batches, from its
-  // welcome), down, and the member's acks. Called on the loop thread; each
-  // may be empty.
-  uint64_t stream = 0;
+  // Routing (broker/mesh_server): the id of the stream this broker sends a
+  // member on, said in each hello to it (0 when empty); and what the links
+  // tell the router — up (with the seq the member takes next and whether its
+  // peer socket reads batches, from its welcome), down, and the member's
+  // acks. Called on the loop thread; each may be empty.
+  std::function<uint64_t(const std::string& peer)> stream;
   std::function<void(const std::string& peer, uint64_t expected, bool batches)> on_up;
   std::function<void(const std::string& peer)> on_down;
   std::function<void(const std::string& peer, uint64_t seq)> on_ack;

@@ -894,11 +894,18 @@ void Router::AddPeer(const std::string& name) {
   }
   auto peer = std::make_unique<Peer>(options_.peer_outbox);
   peer->name = name;
+  peer->stream = options_.epoch + peer_additions_[name]++;
+  if (peer->stream == 0) peer->stream = 1;  // 0 on the wire: no stream
   peer->id = links_.Reserve();
   peer->interest_due = true;
   peer_ids_[peer->id] = peer.get();
   peers_[name] = std::move(peer);
   RecomputeOwners();
+}
+
+uint64_t Router::PeerStream(std::string_view name) const {
+  auto it = peers_.find(name);
+  return it == peers_.end() ? options_.epoch : it->second->stream;
 }
 
 void Router::RemovePeer(const std::string& name, int64_t now_us) {

@@ -172,6 +172,13 @@ class Router {
   // A member left: its interest, presence (one leave diff per topic) and
   // outbox go.
   void RemovePeer(const std::string& name, int64_t now_us);
+  // The stream this broker sends `name` on, named in its uplink's hello:
+  // the epoch for the member's first addition, another id each time it is
+  // added again. A member that left and came back (its etcd record expired
+  // and was written anew) gets a new outbox numbered from 1; under the old
+  // id its broker, which took the old outbox's seqs, would drop the new
+  // ones as duplicates. The epoch for a name not known.
+  uint64_t PeerStream(std::string_view name) const;
   // The uplink to `name` was welcomed: it takes `expected` next on this
   // broker's stream (0: nothing of it). The outbox resumes from there, and
   // this node's interest snapshot follows. `batches`: its peer socket reads
@@ -328,6 +335,7 @@ class Router {
     explicit Peer(PeerOutboxOptions o) : out(o) {}
     std::string name;
     LinkId id = kNoLink;
+    uint64_t stream = 0;  // its outbox's id (PeerStream)
     PeerOutbox out;
     PeerInbox in;
     bool up = false;
@@ -519,6 +527,9 @@ class Router {
   PeerSender* peer_sender_ = nullptr;
   std::map<std::string, std::unique_ptr<Peer>, std::less<>> peers_;
   std::unordered_map<LinkId, Peer*> peer_ids_;
+  // Additions of each member so far: its next outbox's stream is the epoch
+  // plus this.
+  std::map<std::string, uint64_t, std::less<>> peer_additions_;
   // Topics at least one local shard subscribes (what the peers are told).
   std::set<std::string, std::less<>> local_topics_;
   // kPeerData that came while settling, handled once settled.

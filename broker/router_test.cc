@@ -1362,6 +1362,37 @@ TEST_F(RouterPeerTest, InterestGoesAsASnapshotWhenTheLinkComesUpThenAsChanges) {
       << "the peer took 1..3: 4 (the -topic) is sent again, then the snapshot";
 }
 
+TEST_F(RouterPeerTest, AMemberAddedAgainIsSentANewStreamThatItTakesFromItsFirstSeq) {
+  // n2's broker, as the receiver of this router's stream to it.
+  PeerInbox n2;
+  bool fresh = false;
+  ASSERT_EQ(router_.PeerStream("n2"), router_.epoch()) << "a first addition: the epoch";
+  (void)n2.OnHello(router_.PeerStream("n2"), &fresh);
+  Hello("a", 1, {"room:1"});
+  Flush();
+  for (uint64_t seq : peers_.seqs["n2"]) EXPECT_EQ(n2.OnData(seq), PeerInbox::Verdict::kTake);
+  ASSERT_EQ(n2.expected(), 3u) << "took the +room:1 and the snapshot";
+  ClearLogs();
+  peers_.seqs.clear();
+  // n2 leaves the membership and comes back (its etcd record expired and
+  // was written anew): a new outbox, numbered from 1, under a new id.
+  router_.RemovePeer("n2", now_us_);
+  router_.AddPeer("n2");
+  EXPECT_NE(router_.PeerStream("n2"), router_.epoch());
+  const uint64_t expected = n2.OnHello(router_.PeerStream("n2"), &fresh);
+  EXPECT_TRUE(fresh);
+  EXPECT_EQ(expected, 0u);
+  (void)router_.OnPeerHello("n2", 1000, now_us_);
+  router_.OnPeerUp("n2", expected);
+  Flush();
+  auto interest = peers_.Take("n2", mesh::Type::kPeerInterest);
+  ASSERT_EQ(interest.size(), 1u) << "the snapshot goes to the member added again";
+  EXPECT_EQ(interest[0].body, R"({"topics":["room:1"]})");
+  ASSERT_EQ(peers_.seqs["n2"], (std::vector<uint64_t>{1}));
+  EXPECT_EQ(n2.OnData(1), PeerInbox::Verdict::kTake) << "not a duplicate of the old stream's 1";
+  EXPECT_EQ(n2.duplicates(), 0u);
+}
+
 TEST_F(RouterPeerTest, ALocalBroadcastReachesLocalShardsAndEachInterestedPeerOnce) {
   Hello("a", 1, {"room:1"});
   Hello("b", 2, {"room:1"});

@@ -13,9 +13,9 @@
 const { describe } = require('node:test');
 const assert = require('node:assert/strict');
 const { it, metric } = require('./lib/cluster');
-const { startMesh, meshUp: meshUpOf } = require('./lib/mesh');
-const { connect, join, push, Presence } = require('./lib/phoenix');
-const { scopeFor, waitUntil, delay } = require('./lib/util');
+const { startMesh, meshUp: meshUpOf, from, range, publishRound } = require('./lib/mesh');
+const { connect, join, Presence } = require('./lib/phoenix');
+const { scopeFor, waitUntil } = require('./lib/util');
 
 const HEARTBEAT_MS = 200;
 const OUTBOX_BOUND = 100000; // the broker's --peer-outbox-messages default
@@ -58,25 +58,6 @@ async function client(s, shard, key, topic) {
         { timeout, what: `${key} to see presence ${want} (sees ${JSON.stringify(this.keys())})` });
     },
   };
-}
-
-// What `c` received from `from`, as the list of n in arrival order.
-const from = (c, sender) => c.got.filter((p) => p.from === sender).map((p) => p.n);
-const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
-
-// Publishes n = first..last from each sender, round robin, each push's ok
-// awaited in batches of `batch` (every send is acked: in every interested
-// outbox), `pauseMs` between batches.
-async function publishRound(senders, first, last, { batch = 30, pauseMs = 0 } = {}) {
-  const pending = [];
-  for (let n = first; n <= last; n++) {
-    for (const c of senders) pending.push(push(c.channel, 'msg', { from: c.key, n }, { what: `ok of ${c.key} ${n}` }));
-    if (pending.length >= batch) {
-      await Promise.all(pending.splice(0));
-      if (pauseMs > 0) await delay(pauseMs);
-    }
-  }
-  for (const r of await Promise.all(pending)) assert.equal(r.status, 'ok', JSON.stringify(r));
 }
 
 describe('three nodes, one cluster (static membership, CURVE, loopback)', () => {

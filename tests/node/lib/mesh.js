@@ -4,12 +4,15 @@
 // membership, CURVE keys from `switchboard keygen`, each broker's flags
 // naming the others. Shared by the mesh tests.
 
+const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { startCluster } = require('./cluster');
 const { freePort } = require('./worker');
+const { push } = require('./phoenix');
+const { delay } = require('./util');
 
 // Starts one node per name (`shards[i]`: node i's shards, as startCluster
 // takes them; `brokerArgs`: more flags for every broker) and waits until
@@ -54,4 +57,23 @@ async function meshUp(clusters, names, timeout = 15000) {
   }
 }
 
-module.exports = { startMesh, meshUp };
+// What `c` received from `from`, as the list of n in arrival order.
+const from = (c, sender) => c.got.filter((p) => p.from === sender).map((p) => p.n);
+const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+
+// Publishes n = first..last from each sender, round robin, each push's ok
+// awaited in batches of `batch` (every send is acked: in every interested
+// outbox), `pauseMs` between batches.
+async function publishRound(senders, first, last, { batch = 30, pauseMs = 0 } = {}) {
+  const pending = [];
+  for (let n = first; n <= last; n++) {
+    for (const c of senders) pending.push(push(c.channel, 'msg', { from: c.key, n, t: Date.now() }, { what: `ok of ${c.key} ${n}` }));
+    if (pending.length >= batch) {
+      await Promise.all(pending.splice(0));
+      if (pauseMs > 0) await delay(pauseMs);
+    }
+  }
+  for (const r of await Promise.all(pending)) assert.equal(r.status, 'ok', JSON.stringify(r));
+}
+
+module.exports = { startMesh, meshUp, from, range, publishRound };

@@ -73,4 +73,49 @@ function next(inbox, event, pred = () => true, opts = {}) {
   return inbox.take((m) => m.event === event && pred(m.payload), { what: `event ${event}`, ...opts });
 }
 
-module.exports = { Socket, Presence, WebSocket, makeSocket, connect, disconnect, outcome, join, push, record, next };
+// A client given several nodes' URLs, as docs/CLUSTER.md says to run one
+// against a cluster: phoenix.js takes one URL, so when the socket closes
+// (its node gone) this ends that Socket (and its own reconnect timer) and
+// makes a new one on the next URL of the list, where it joins `topic` again
+// with `params(url)`. `setup(channel)` is called on every channel made, to
+// bind its handlers. `socket`, `channel` and `url` are the current ones;
+// `joins` gets {url} for every join answered ok.
+class FailoverClient {
+  constructor(scope, urls, topic, params, setup) {
+    Object.assign(this, { urls, topic, params, setup });
+    this.joins = new Inbox();
+    this.closed = false;
+    this.moveDelayMs = 100; // between tries when a whole round of URLs fails
+    scope.add(() => {
+      this.closed = true;
+      return disconnect(this.socket);
+    });
+  }
+
+  // Connects to the first URL; resolves once joined there.
+  async start() {
+    const joined = this.joins.take(() => true, { what: `the join on ${this.urls[0]}` });
+    this.open(0);
+    return joined;
+  }
+
+  open(i) {
+    const url = this.urls[i];
+    const socket = makeSocket(url);
+    const channel = socket.channel(this.topic, this.params(url));
+    Object.assign(this, { socket, channel, url });
+    this.setup(channel);
+    let moved = false;
+    socket.onClose(() => {
+      if (moved || this.closed) return;
+      moved = true;
+      socket.disconnect();
+      const next = (i + 1) % this.urls.length;
+      setTimeout(() => this.closed || this.open(next), next === 0 ? this.moveDelayMs : 0);
+    });
+    socket.connect();
+    channel.join().receive('ok', () => this.joins.push({ url }));
+  }
+}
+
+module.exports = { FailoverClient, Socket, Presence, WebSocket, makeSocket, connect, disconnect, outcome, join, push, record, next };

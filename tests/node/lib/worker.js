@@ -215,9 +215,9 @@ function it(name, opts, fn) {
 
 // --- HTTP
 
-function httpRequest(port, { method = 'GET', path = '/', headers = {}, timeout = 10000 } = {}) {
+function httpRequest(port, { host = '127.0.0.1', method = 'GET', path = '/', headers = {}, timeout = 10000 } = {}) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
+    const req = http.request({ host, port, method, path, headers, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => { body += c; });
@@ -232,8 +232,9 @@ function httpRequest(port, { method = 'GET', path = '/', headers = {}, timeout =
 
 // --- Metrics (Prometheus text format)
 
+// `worker`: {metricsPort}, and metricsHost where it is not 127.0.0.1.
 async function scrape(worker) {
-  const res = await httpRequest(worker.metricsPort, { path: '/metrics' });
+  const res = await httpRequest(worker.metricsPort, { host: worker.metricsHost, path: '/metrics' });
   if (res.status !== 200) throw new Error(`/metrics answered HTTP ${res.status}`);
   return res.body;
 }
