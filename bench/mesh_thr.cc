@@ -32,6 +32,9 @@
 //           b's: every message crosses the peer link a -> b (a's uplink to
 //           b's peer socket). The publisher starts once a's broker knows b's
 //           interest in the topic.
+//   peer-plain  peer with `--insecure` links instead of CURVE (plain TCP, as
+//           raw): compared with raw, what the mesh costs apart from
+//           encryption.
 // --netns: the senders (sender, publisher, broker a) run in one network
 // namespace and the receivers (receiver, subscriber, broker b) in another,
 // joined by one veth pair (10.78.X.1/24 and .2/24, X from --subnet), all
@@ -45,7 +48,8 @@
 // libzmq's I/O thread included) comes from wait4.
 //
 // Usage: bench-mesh-thr [--messages N] [--payload-bytes B[,B...]] [--runs R]
-//                       [--modes raw,raw-curve,relay,broker,peer] [--netns]
+//                       [--modes raw,raw-curve,relay,broker,peer,peer-plain]
+//                       [--netns]
 //                       [--subnet X] [--window W] [--outbox O] [--batch K]
 //                       [--broker-queue Q] [--broker PATH] [--max-seconds S]
 // Defaults: N 1000000, B 64, R 1, raw,relay,broker (with --netns:
@@ -973,7 +977,7 @@ std::string Keygen(const Options& o, const std::string& file) {
 
 // Broker a (publisher's) and broker b (subscriber's), each in its
 // namespace (--netns), linked as peers; every publish crosses the link once.
-Outcome RunPeer(const Options& o, int payload, const Netns& ns, const PeerKeys& keys,
+Outcome RunPeer(const Options& o, int payload, const Netns& ns, const PeerKeys& keys, bool curve,
                 const std::string& dir, int run, uint64_t deadline) {
   Outcome out;
   Proc broker_a, broker_b, sub, pub;
@@ -992,22 +996,30 @@ Outcome RunPeer(const Options& o, int payload, const Netns& ns, const PeerKeys& 
   auto args = [&](const std::string& self, const std::string& at, const std::string& key,
                   const std::string& other, const std::string& other_at,
                   const std::string& other_pub) {
-    return std::vector<std::string>{"--node",
-                                    self,
-                                    "--cluster",
-                                    "bench",
-                                    "--peer-bind",
-                                    at,
-                                    "--curve-secret-file",
-                                    key,
-                                    "--peer",
-                                    other + "=" + other_at + "=" + other_pub,
-                                    "--peer-outbox-messages",
-                                    outbox,
-                                    "--peer-outbox-bytes",
-                                    "17179869184",
-                                    "--queue-max-bytes",
-                                    "17179869184"};
+    std::vector<std::string> a{"--node",
+                               self,
+                               "--cluster",
+                               "bench",
+                               "--peer-bind",
+                               at,
+                               "--curve-secret-file",
+                               key,
+                               "--peer",
+                               other + "=" + other_at + "=" + other_pub,
+                               "--peer-outbox-messages",
+                               outbox,
+                               "--peer-outbox-bytes",
+                               "17179869184",
+                               "--queue-max-bytes",
+                               "17179869184"};
+    if (!curve) {
+      // The key file's two arguments become --insecure (the member's key
+      // stays in --peer, unused without CURVE).
+      const auto at_key = std::find(a.begin(), a.end(), "--curve-secret-file");
+      at_key[0] = "--insecure";
+      a.erase(at_key + 1);
+    }
+    return a;
   };
   // b's queue for the subscriber likewise: what the link brings ahead of
   // the subscriber waits there (a broker sheds past its bounds, by design).
@@ -1106,9 +1118,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
   CLI::Option* modes =
-      app.add_option("--modes", o.modes, "modes to run (raw,raw-curve,relay,broker,peer)")
+      app.add_option("--modes", o.modes,
+                     "modes to run (raw,raw-curve,relay,broker,peer,peer-plain)")
           ->delimiter(',')
-          ->check(CLI::IsMember({"raw", "raw-curve", "relay", "broker", "peer"}))
+          ->check(CLI::IsMember({"raw", "raw-curve", "relay", "broker", "peer", "peer-plain"}))
           ->capture_default_str();
   app.add_flag("--netns", o.netns,
                "raw and raw-curve across a veth pair between two network namespaces; "
@@ -1160,7 +1173,8 @@ int main(int argc, char** argv) {
     }
   }
   PeerKeys keys;
-  if (std::find(o.modes.begin(), o.modes.end(), "peer") != o.modes.end()) {
+  if (std::any_of(o.modes.begin(), o.modes.end(),
+                  [](const std::string& m) { return m.starts_with("peer"); })) {
     keys.file_a = dir + "/a.key";
     keys.file_b = dir + "/b.key";
     keys.public_a = Keygen(o, keys.file_a);
@@ -1193,8 +1207,8 @@ int main(int argc, char** argv) {
         if (MonoNs() >= deadline) break;
         const Netns* across = o.netns && mode.starts_with("raw") ? &ns : nullptr;
         Outcome out = mode == "broker" ? RunBroker(o, size, dir, run, deadline)
-                      : mode == "peer"
-                          ? RunPeer(o, size, ns, keys, dir, run, deadline)
+                      : mode.starts_with("peer")
+                          ? RunPeer(o, size, ns, keys, mode == "peer", dir, run, deadline)
                           : RunRaw(o, size, mode == "relay", mode == "raw-curve", across, deadline);
         all_ok = all_ok && out.ok;
         rate[mode] = out.msgs_per_s;
@@ -1203,7 +1217,7 @@ int main(int argc, char** argv) {
         results[size][mode].push_back(out);
       }
       if (rate.count("raw") && rate["raw"] > 0) {
-        for (const char* m : {"raw-curve", "relay", "broker", "peer"}) {
+        for (const char* m : {"raw-curve", "relay", "broker", "peer", "peer-plain"}) {
           if (rate.count(m))
             line += "  " + std::string(m) + "/raw " + Fmt(rate[m] / rate["raw"], 3);
         }

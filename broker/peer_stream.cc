@@ -93,9 +93,17 @@ PeerInbox::Verdict PeerInbox::OnData(uint64_t seq) {
 
 void PeerInbox::Done(uint64_t stream, uint64_t seq) {
   if (stream != stream_) return;
-  // Seqs are taken in increasing order: a binary search finds it.
-  auto it = std::lower_bound(open_.begin(), open_.end(), std::make_pair(seq, false));
-  if (it == open_.end() || it->first != seq) return;
+  // Seqs are taken in increasing order, and without a gap consecutively:
+  // the offset from the first open one finds it at once (shards consume in
+  // order, so that is the common case), else a binary search.
+  auto it = open_.end();
+  if (!open_.empty() && seq >= open_.front().first && seq - open_.front().first < open_.size() &&
+      open_[seq - open_.front().first].first == seq) {
+    it = open_.begin() + static_cast<std::ptrdiff_t>(seq - open_.front().first);
+  } else {
+    it = std::lower_bound(open_.begin(), open_.end(), std::make_pair(seq, false));
+    if (it == open_.end() || it->first != seq) return;
+  }
   it->second = true;
   if (it != open_.begin()) return;
   while (!open_.empty() && open_.front().second) {

@@ -167,6 +167,24 @@ TEST(PeerInboxTest, TakesInOrderDropsDuplicatesAndCountsGaps) {
   EXPECT_EQ(in.TakeAck(), 7u);
 }
 
+TEST(PeerInboxTest, DoneFindsItsMessageAcrossAGapAndOutOfOrder) {
+  PeerInbox in;
+  bool fresh = false;
+  in.OnHello(3, &fresh);
+  for (uint64_t seq : {1, 2, 5, 6, 7}) in.OnData(seq);  // 3 and 4: a gap
+  in.Done(3, 6);                                        // past the gap: found by search
+  in.Done(3, 4);                                        // never taken: ignored
+  EXPECT_FALSE(in.TakeAck().has_value()) << "1 is not done";
+  in.Done(3, 2);
+  in.Done(3, 1);
+  EXPECT_EQ(in.TakeAck(), std::optional<uint64_t>(2));
+  in.Done(3, 5);  // now the first open one
+  EXPECT_EQ(in.TakeAck(), std::optional<uint64_t>(6));
+  in.Done(3, 7);
+  EXPECT_EQ(in.TakeAck(), std::optional<uint64_t>(7));
+  EXPECT_EQ(in.open(), 0u);
+}
+
 TEST(PeerInboxTest, ANewIncarnationStartsTheStreamAnew) {
   PeerInbox in;
   bool fresh = false;
