@@ -168,31 +168,31 @@ void PeerUplinks::Connect(const Member& member) {
   sockets_[name] = std::move(socket).value();
 }
 
+bool PeerUplinks::IsUp(const std::string& peer) const {
+  auto it = links_.links().find(peer);
+  return it != links_.links().end() && it->second.state == PeerLinks::State::kUp;
+}
+
 bool PeerUplinks::SendData(const std::string& peer, uint64_t seq, std::string_view packed) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = links_.links().find(peer);
-  if (it == links_.links().end() || it->second.state != PeerLinks::State::kUp) return false;
-  return Send(peer, {.type = mesh::Type::kPeerData, .seq = seq, .body = packed});
+  return IsUp(peer) && Send(peer, {.type = mesh::Type::kPeerData, .seq = seq, .body = packed});
 }
 
 bool PeerUplinks::SendBatch(const std::string& peer, std::string_view batch) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = links_.links().find(peer);
-  if (it == links_.links().end() || it->second.state != PeerLinks::State::kUp) return false;
   std::vector<std::string_view> frames;
-  if (!mesh::Unpack(batch, &frames).ok()) return false;
-  auto socket = sockets_.find(peer);
-  if (socket == sockets_.end()) return false;
-  const bool sent = socket->second->Send(frames);
-  socket->second->CheckReadable();
-  return sent;
+  return IsUp(peer) && mesh::Unpack(batch, &frames).ok() && SendFrames(peer, frames);
 }
 
 bool PeerUplinks::Send(const std::string& peer, const mesh::Message& msg) {
+  const mesh::Frames frames(msg);
+  return SendFrames(peer, frames.views());
+}
+
+bool PeerUplinks::SendFrames(const std::string& peer, std::span<const std::string_view> frames) {
   auto it = sockets_.find(peer);
   if (it == sockets_.end()) return false;
-  const mesh::Frames frames(msg);
-  const bool sent = it->second->Send(frames.views());
+  const bool sent = it->second->Send(frames);
   // A send can consume the notification of an arrival.
   it->second->CheckReadable();
   return sent;

@@ -96,7 +96,10 @@ class PeerUplinks {
   PeerUplinks(EventLoop* loop, PeerUplinksOptions options);
   void Do(const std::vector<PeerLinks::Action>& actions);
   void Connect(const Member& member);
+  // Whether the uplink to `peer` is up (called with mu_ held).
+  bool IsUp(const std::string& peer) const;
   bool Send(const std::string& peer, const mesh::Message& msg);
+  bool SendFrames(const std::string& peer, std::span<const std::string_view> frames);
   void OnMessage(const std::string& peer, std::span<const std::string_view> frames);
   void OnConnectionEvent(const std::string& peer, ZmqSocket::ConnectionEvent e);
   void Tick();

@@ -1423,8 +1423,7 @@ void Router::FlushPeers(bool settling) {
         } else {
           for (size_t i = 0; i < n; ++i) {
             const PeerOutbox::Entry* e = peer.out.Unsent(i);
-            peer_batch_.Add(
-                mesh::Pack({.type = mesh::Type::kPeerData, .seq = e->seq, .body = e->packed}));
+            peer_batch_.Add({.type = mesh::Type::kPeerData, .seq = e->seq, .body = e->packed});
           }
           sent = peer_sender_->SendPeerBatch(peer.name, peer_batch_.Finish());
         }

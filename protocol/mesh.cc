@@ -299,18 +299,31 @@ Frames::Frames(const Message& msg) {
   if (Keyed(msg)) views_[count_++] = msg.key;
 }
 
-std::string Pack(const Message& msg) {
-  const Frames frames(msg);
-  std::string out;
+namespace {
+
+size_t PackedSize(const Frames& frames) {
   size_t total = 0;
   for (std::string_view f : frames.views()) total += 4 + f.size();
-  out.reserve(total);
+  return total;
+}
+
+// Appends `frames` packed (Pack's format) to `out`.
+void AppendPacked(std::string& out, const Frames& frames) {
   // Frames are far below 4 GiB: a topic is bounded, a Phoenix message by the
   // shard's WebSocket message limit, a JSON body by one shard's state.
   for (std::string_view f : frames.views()) {
     PutLe(out, f.size(), 4);
     out.append(f);
   }
+}
+
+}  // namespace
+
+std::string Pack(const Message& msg) {
+  const Frames frames(msg);
+  std::string out;
+  out.reserve(PackedSize(frames));
+  AppendPacked(out, frames);
   return out;
 }
 
@@ -331,6 +344,14 @@ void BatchWriter::Add(std::string_view packed) {
   if (finished_) Reset();
   PutLe(buf_, packed.size(), 4);
   buf_.append(packed);
+  ++count_;
+}
+
+void BatchWriter::Add(const Message& msg) {
+  if (finished_) Reset();
+  const Frames frames(msg);
+  PutLe(buf_, PackedSize(frames), 4);
+  AppendPacked(buf_, frames);
   ++count_;
 }
 

@@ -244,6 +244,8 @@ class BatchWriter {
   BatchWriter();
   // Appends one packed message (mesh::Pack); after Finish, starts a new batch.
   void Add(std::string_view packed);
+  // Appends `msg`, packed straight into the batch (no packed copy first).
+  void Add(const Message& msg);
   size_t count() const { return finished_ ? 0 : count_; }
   size_t bytes() const { return finished_ ? 0 : buf_.size(); }
   bool full() const { return bytes() >= kBatchBytes; }

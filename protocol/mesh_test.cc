@@ -1281,6 +1281,18 @@ TEST(MeshBatch, MessagesGoInOneFrameAndComeOutInOrder) {
   EXPECT_EQ(inner[1].n, 3u);
 }
 
+TEST(MeshBatch, AMessageAddedWholeIsTheSameBytesAsItsPackAdded) {
+  const Message a{.type = Type::kPeerData, .seq = 7, .body = "packed deliver"};
+  const Message b{.type = Type::kDeliver, .seq = 1, .origin = 9, .topic = "t", .body = "one"};
+  BatchWriter packed, whole;
+  for (const Message* m : {&a, &b}) {
+    packed.Add(Pack(*m));
+    whole.Add(*m);
+  }
+  EXPECT_EQ(whole.count(), 2u);
+  EXPECT_EQ(std::string(whole.Finish()), std::string(packed.Finish()));
+}
+
 TEST(MeshBatch, ATruncatedBatchIsRefusedAfterWhatCameWhole) {
   BatchWriter w;
   w.Add(Pack(Message{.type = Type::kCredit, .n = 1}));
