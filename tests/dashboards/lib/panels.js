@@ -5,6 +5,7 @@
 // dashboards tests against a running cluster (prometheus.test.js on one
 // node, mesh.test.js on three).
 
+const assert = require('node:assert/strict');
 const g = require('./grafana');
 const { delay } = require('./stack');
 
@@ -153,7 +154,23 @@ function panelChecks(prom) {
     return (await prom.api('alerts')).alerts.filter((a) => a.state === 'firing');
   }
 
-  return { query, variableValues, checkDashboards, checkRules, checkSelectors, panelValues, firingAlerts };
+  // The live tests' assertions on those checks: every target (with the
+  // variables as `mode` sets them) returns series, every rule evaluates.
+  async function assertDashboards(dashboards, mode, t) {
+    const { count, problems } = await checkDashboards(dashboards, mode);
+    t.diagnostic(`${count} targets checked`);
+    if (problems.length) assert.fail(`${problems.length} panel target problems:\n${problems.join('\n')}`);
+  }
+
+  async function assertRules(rules) {
+    const problems = await checkRules(rules);
+    if (problems.length) assert.fail(`alert rule problems:\n${problems.join('\n')}`);
+  }
+
+  return {
+    query, variableValues, checkDashboards, checkRules, checkSelectors, panelValues, firingAlerts,
+    assertDashboards, assertRules,
+  };
 }
 
 module.exports = { panelChecks, BUILTINS, RESULT_WAIT_MS };
