@@ -65,7 +65,7 @@ class MeshServer::Collector : public prometheus::Collectable {
     // waits to expire, and one scrape must not hold two series with the
     // same labels; the old session's backlog is still that shard's.
     struct PerShard {
-      double depth = 0, bytes = 0, credit = 0, in_flight = 0;
+      double depth = 0, bytes = 0, credit = 0, in_flight = 0, presence = 0;
     };
     std::map<std::string, PerShard> shards;
     r.ForEachLink([&](const Router::LinkView& v) {
@@ -74,12 +74,18 @@ class MeshServer::Collector : public prometheus::Collectable {
       p.bytes += static_cast<double>(v.queue.depth_bytes());
       p.credit += static_cast<double>(v.queue.credit());
       p.in_flight += static_cast<double>(v.in_flight);
+      p.presence += static_cast<double>(v.presence.metas());
     });
     for (const auto& [shard, p] : shards) {
       Labels l = {{std::string(m::kLabelQueue), std::string(m::kQueueShardOut)},
                   {std::string(m::kLabelPeer), shard}};
       out.Add(depth, l, p.depth);
       out.Add(bytes, l, p.bytes);
+      // Presence changes owed to the shard, merged: one per meta at most.
+      out.Add(depth,
+              {{std::string(m::kLabelQueue), std::string(m::kQueuePresencePending)},
+               {std::string(m::kLabelPeer), shard}},
+              p.presence);
       Labels peer = {{std::string(m::kLabelPeer), shard}};
       out.Add(credit, peer, p.credit);
       out.Add(in_flight, peer, p.in_flight);
@@ -123,6 +129,8 @@ class MeshServer::Collector : public prometheus::Collectable {
           out.Family(m::kBrokerPresenceMessagesTotal, "Presence messages queued to shards, by kind",
                      MetricType::Counter);
       out.Add(f, {{std::string(m::kLabelKind), "diff"}}, static_cast<double>(c.diffs));
+      // Changes owed, before they merged into those diffs.
+      out.Add(f, {{std::string(m::kLabelKind), "change"}}, static_cast<double>(c.presence_changes));
       out.Add(f, {{std::string(m::kLabelKind), "snapshot"}}, static_cast<double>(c.snapshots));
     }
     {

@@ -75,7 +75,13 @@ class Groups {
   StringMap<size_t> index_;
 };
 
-std::string DiffJson(const Groups& joins, const Groups& leaves) {
+}  // namespace
+
+std::string DiffJson(const PresenceDelta& delta) {
+  Groups joins;
+  Groups leaves;
+  for (const PresenceMeta& m : delta.joins) joins.Add(m.key, m.meta_json);
+  for (const PresenceMeta& m : delta.leaves) leaves.Add(m.key, m.meta_json);
   std::string out = "{\"joins\":";
   joins.AppendTo(out);
   out += ",\"leaves\":";
@@ -83,8 +89,6 @@ std::string DiffJson(const Groups& joins, const Groups& leaves) {
   out += '}';
   return out;
 }
-
-}  // namespace
 
 void PresenceRegistry::Prune(LinkId link, TopicMap::iterator topic) {
   auto& links = topic->second.links;
@@ -98,9 +102,9 @@ void PresenceRegistry::Prune(LinkId link, TopicMap::iterator topic) {
   if (links.empty()) topics_.erase(topic);
 }
 
-std::optional<std::string> PresenceRegistry::Apply(LinkId link, std::string_view topic,
-                                                   std::vector<const PresenceMeta*> joins,
-                                                   const std::vector<Leave>& leaves) {
+std::optional<PresenceDelta> PresenceRegistry::Apply(LinkId link, std::string_view topic,
+                                                     std::vector<const PresenceMeta*> joins,
+                                                     const std::vector<Leave>& leaves) {
   // A meta joined twice in one call counts once, its last text winning: one
   // diff must never show a client two metas with the same phx_ref.
   if (joins.size() > 1) {
@@ -111,8 +115,7 @@ std::optional<std::string> PresenceRegistry::Apply(LinkId link, std::string_view
     }
     if (last.size() != joins.size()) joins.assign(last.rbegin(), last.rend());
   }
-  Groups joined;
-  Groups left;
+  PresenceDelta delta;
   auto t = topics_.find(topic);
   if (t == topics_.end()) {
     if (joins.empty()) return std::nullopt;
@@ -134,15 +137,17 @@ std::optional<std::string> PresenceRegistry::Apply(LinkId link, std::string_view
     if (k == keys.end()) k = keys.emplace(m->key, std::vector<Meta>{}).first;
     auto meta = std::find_if(k->second.begin(), k->second.end(),
                              [&](const Meta& x) { return x.phx_ref == m->phx_ref; });
+    bool replaces = false;
     if (meta == k->second.end()) {
       k->second.push_back(Meta{m->phx_ref, m->meta_json});
       ++metas_;
     } else if (meta->json != m->meta_json) {
       meta->json = m->meta_json;
+      replaces = true;
     } else {
       continue;
     }
-    joined.Add(m->key, m->meta_json);
+    delta.joins.push_back({m->key, m->phx_ref, m->meta_json, replaces});
   }
   for (const Leave& l : leaves) {
     auto k = keys.find(l.key);
@@ -150,17 +155,17 @@ std::optional<std::string> PresenceRegistry::Apply(LinkId link, std::string_view
     auto meta = std::find_if(k->second.begin(), k->second.end(),
                              [&](const Meta& x) { return x.phx_ref == l.phx_ref; });
     if (meta == k->second.end()) continue;
-    left.Add(l.key, meta->json);
+    delta.leaves.push_back({std::string(l.key), std::move(meta->phx_ref), std::move(meta->json)});
     k->second.erase(meta);
     --metas_;
     if (k->second.empty()) keys.erase(k);
   }
   Prune(link, t);
-  if (joined.empty() && left.empty()) return std::nullopt;
-  return DiffJson(joined, left);
+  if (delta.empty()) return std::nullopt;
+  return delta;
 }
 
-Result<std::optional<std::string>> PresenceRegistry::ApplyDiff(
+Result<std::optional<PresenceDelta>> PresenceRegistry::ApplyDiff(
     LinkId link, std::string_view topic, const std::vector<PresenceMeta>& joins,
     const std::vector<PresenceMeta>& leaves) {
   if (Status s = ValidateJoins(joins); !s.ok()) return s;
@@ -186,12 +191,14 @@ std::vector<TopicDiff> PresenceRegistry::RemoveShard(LinkId link) {
     auto& links = t->second.links;
     auto entry =
         std::find_if(links.begin(), links.end(), [&](const auto& e) { return e.first == link; });
-    Groups left;
-    for (const auto& [key, metas] : entry->second) {
-      for (const Meta& m : metas) left.Add(key, m.json);
+    TopicDiff d{std::string(name), {}};
+    for (auto& [key, metas] : entry->second) {
+      for (Meta& m : metas) {
+        d.delta.leaves.push_back({key, std::move(m.phx_ref), std::move(m.json)});
+      }
       metas_ -= metas.size();
     }
-    out.push_back(TopicDiff{std::string(name), DiffJson(Groups{}, left)});
+    out.push_back(std::move(d));
     links.erase(entry);
     if (links.empty()) topics_.erase(t);
   }
@@ -233,8 +240,8 @@ Result<std::vector<TopicDiff>> PresenceRegistry::ReplaceShard(
     std::vector<Leave> leaves;
     leaves.reserve(gone.size());
     for (const auto& [key, ref] : gone) leaves.push_back({key, ref});
-    if (auto diff = Apply(link, topic, joins, leaves)) {
-      out.push_back(TopicDiff{std::string(topic), std::move(*diff)});
+    if (auto delta = Apply(link, topic, joins, leaves)) {
+      out.push_back(TopicDiff{std::string(topic), std::move(*delta)});
     }
   };
 
@@ -257,7 +264,7 @@ Result<std::vector<TopicDiff>> PresenceRegistry::ReplaceShard(
   return out;
 }
 
-Result<std::optional<std::string>> PresenceRegistry::ReplaceTopic(
+Result<std::optional<PresenceDelta>> PresenceRegistry::ReplaceTopic(
     LinkId link, std::string_view topic, const std::vector<PresenceMeta>& metas) {
   if (Status s = ValidateJoins(metas); !s.ok()) return s;
   std::vector<const PresenceMeta*> joins;

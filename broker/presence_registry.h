@@ -39,6 +39,9 @@ struct PresenceMeta {
   // Joins: the meta object as JSON text; it must be an object whose
   // "phx_ref" is `phx_ref`. Leaves: ignored (the stored meta is what leaves).
   std::string meta_json;
+  // In a PresenceDelta's joins: the meta was known with another text, which
+  // this one replaces (not a new meta).
+  bool replaces = false;
 };
 
 // Everything a link tracks on one topic (a resync sends one per topic).
@@ -47,10 +50,23 @@ struct TopicPresence {
   std::vector<PresenceMeta> metas;
 };
 
-// One presence_diff payload for one topic.
+// What changed on one topic: metas that joined (or whose text changed) and
+// metas that left, each with its text (a leave carries the text that left).
+// A meta is in at most one of the two.
+struct PresenceDelta {
+  std::vector<PresenceMeta> joins;
+  std::vector<PresenceMeta> leaves;
+  bool empty() const { return joins.empty() && leaves.empty(); }
+};
+
+// The presence_diff payload of `delta` ({"joins":{...},"leaves":{...}}),
+// metas grouped by key, keys in order of first appearance.
+std::string DiffJson(const PresenceDelta& delta);
+
+// What changed on one topic.
 struct TopicDiff {
   std::string topic;
-  std::string json;
+  PresenceDelta delta;
 };
 
 class PresenceRegistry {
@@ -60,11 +76,11 @@ class PresenceRegistry {
   // identified by (key, phx_ref): joining one already known with the same
   // text changes nothing, with another text replaces it (and is a join in the
   // result, which a client applies as a replacement); joined twice in one
-  // call, the last text counts. Leaving one not known changes nothing. Returns the presence_diff of
-  // what changed, nullopt if nothing did; Refused, changing nothing, if a join's meta is invalid.
-  Result<std::optional<std::string>> ApplyDiff(LinkId link, std::string_view topic,
-                                               const std::vector<PresenceMeta>& joins,
-                                               const std::vector<PresenceMeta>& leaves);
+  // call, the last text counts. Leaving one not known changes nothing. Returns what changed,
+  // nullopt if nothing did; Refused, changing nothing, if a join's meta is invalid.
+  Result<std::optional<PresenceDelta>> ApplyDiff(LinkId link, std::string_view topic,
+                                                 const std::vector<PresenceMeta>& joins,
+                                                 const std::vector<PresenceMeta>& leaves);
 
   // `link` is gone: all its metas leave. Returns one diff per topic it had
   // metas on, each with every leave of that topic (grouped by key); topics
@@ -79,11 +95,11 @@ class PresenceRegistry {
   Result<std::vector<TopicDiff>> ReplaceShard(LinkId link, const std::vector<TopicPresence>& state);
 
   // Resync of one topic: what `link` tracks on `topic` becomes exactly
-  // `metas` (its other topics unchanged). Returns the diff of what changed,
+  // `metas` (its other topics unchanged). Returns what changed,
   // nullopt if nothing did; Refused, changing nothing, if a meta is invalid.
   // A peer node's per-topic snapshot (docs/CLUSTER.md) arrives this way.
-  Result<std::optional<std::string>> ReplaceTopic(LinkId link, std::string_view topic,
-                                                  const std::vector<PresenceMeta>& metas);
+  Result<std::optional<PresenceDelta>> ReplaceTopic(LinkId link, std::string_view topic,
+                                                    const std::vector<PresenceMeta>& metas);
 
   // Every meta on `topic` of the links `include` accepts, link by link in
   // order of each link's first meta, each link's in join order.
@@ -127,10 +143,10 @@ class PresenceRegistry {
     std::string_view phx_ref;
   };
 
-  // Applies validated changes; returns the diff or nullopt.
-  std::optional<std::string> Apply(LinkId link, std::string_view topic,
-                                   std::vector<const PresenceMeta*> joins,
-                                   const std::vector<Leave>& leaves);
+  // Applies validated changes; returns what changed or nullopt.
+  std::optional<PresenceDelta> Apply(LinkId link, std::string_view topic,
+                                     std::vector<const PresenceMeta*> joins,
+                                     const std::vector<Leave>& leaves);
   // (key, phx_ref) of every meta `link` has on `topic` that is not in `keep`.
   std::vector<std::pair<std::string, std::string>> KeyRefs(
       LinkId link, std::string_view topic,

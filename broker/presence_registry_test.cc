@@ -32,13 +32,14 @@ std::optional<std::string> Apply(PresenceRegistry& r, LinkId link, std::string_v
                                  std::vector<PresenceMeta> leaves = {}) {
   auto result = r.ApplyDiff(link, topic, joins, leaves);
   EXPECT_TRUE(result.ok()) << result.status().message();
-  return result.ok() ? result.value() : std::nullopt;
+  if (!result.ok() || !result.value()) return std::nullopt;
+  return DiffJson(*result.value());
 }
 
 std::map<std::string, std::string> ByTopic(const std::vector<TopicDiff>& diffs) {
   std::map<std::string, std::string> out;
   for (const auto& d : diffs) {
-    EXPECT_TRUE(out.emplace(d.topic, d.json).second) << "two diffs for " << d.topic;
+    EXPECT_TRUE(out.emplace(d.topic, DiffJson(d.delta)).second) << "two diffs for " << d.topic;
   }
   return out;
 }
@@ -187,7 +188,7 @@ TEST(PresenceRegistryTest, RemoveShardWithManyMetasStillOneDiff) {
   Apply(r, 7, "big", joins);
   auto diffs = r.RemoveShard(7);
   ASSERT_EQ(diffs.size(), 1u);
-  auto leaves = Json(diffs[0].json).at("leaves").as_object();
+  auto leaves = Json(DiffJson(diffs[0].delta)).at("leaves").as_object();
   EXPECT_EQ(leaves.size(), 300u);
   size_t metas = 0;
   for (const auto& kv : leaves) metas += kv.value().at("metas").as_array().size();
@@ -243,7 +244,7 @@ TEST(PresenceRegistryTest, ReplaceShardWithTheSameStateIsSilent) {
   auto gone = r.ReplaceShard(1, {});
   ASSERT_TRUE(gone.ok());
   ASSERT_EQ(gone.value().size(), 1u);
-  EXPECT_EQ(Json(gone.value()[0].json),
+  EXPECT_EQ(Json(DiffJson(gone.value()[0].delta)),
             Json(R"({"joins":{},"leaves":{"k":{"metas":[{"phx_ref":"1"},{"phx_ref":"2"}]}}})"));
   EXPECT_EQ(r.StateJson("a"), R"({"k":{"metas":[{"phx_ref":"9"}]}})");
 }
@@ -255,7 +256,7 @@ TEST(PresenceRegistryTest, ReplaceShardMergesRepeatsLastTextWins) {
                          TopicPresence{"a", {Join("k", "1", R"("v":2)"), Join("k", "2")}}});
   ASSERT_TRUE(result.ok());
   ASSERT_EQ(result.value().size(), 1u);
-  EXPECT_EQ(Json(result.value()[0].json),
+  EXPECT_EQ(Json(DiffJson(result.value()[0].delta)),
             Json(R"({"joins":{"k":{"metas":[{"phx_ref":"1","v":2},{"phx_ref":"2"}]}},
                      "leaves":{}})"));
   EXPECT_EQ(r.metas(), 2u);
@@ -338,7 +339,7 @@ TEST(PresenceRegistryTest, ClientsApplyingTheDiffsStayInSync) {
     const std::string& topic = topics[rng() % topics.size()];
     switch (rng() % 8) {
       case 6:
-        for (const auto& d : r.RemoveShard(link)) sync(d.topic, d.json);
+        for (const auto& d : r.RemoveShard(link)) sync(d.topic, DiffJson(d.delta));
         break;
       case 7: {
         std::vector<TopicPresence> state;
@@ -350,7 +351,7 @@ TEST(PresenceRegistryTest, ClientsApplyingTheDiffsStayInSync) {
         }
         auto result = r.ReplaceShard(link, state);
         ASSERT_TRUE(result.ok()) << result.status().message();
-        for (const auto& d : result.value()) sync(d.topic, d.json);
+        for (const auto& d : result.value()) sync(d.topic, DiffJson(d.delta));
         break;
       }
       default: {
@@ -368,7 +369,7 @@ TEST(PresenceRegistryTest, ClientsApplyingTheDiffsStayInSync) {
     }
   }
   for (LinkId link = 1; link <= 4; ++link) {
-    for (const auto& d : r.RemoveShard(link)) sync(d.topic, d.json);
+    for (const auto& d : r.RemoveShard(link)) sync(d.topic, DiffJson(d.delta));
   }
   for (const auto& t : topics) EXPECT_TRUE(views[t].empty()) << t;
   EXPECT_EQ(r.topics(), 0u);

@@ -462,7 +462,7 @@ void Router::OnPresence(LinkId id, const mesh::Message& msg, int64_t now_us) {
     ++counters_.refused[Index(Refused::kBadFrame)];
     return;
   }
-  Result<std::optional<std::string>> diff =
+  Result<std::optional<PresenceDelta>> diff =
       presence_.ApplyDiff(id, msg.topic, ToMetas(change->joins), ToMetas(change->leaves));
   if (!diff.ok()) {
     ++counters_.refused[Index(Refused::kBadPresence)];
@@ -584,24 +584,45 @@ void Router::ForEachRecipient(LinkId origin, std::string_view topic,
 }
 
 void Router::SendDiffs(LinkId origin, const std::vector<TopicDiff>& diffs, int64_t now_us) {
-  for (const TopicDiff& d : diffs) SendDiff(origin, d.topic, d.json, now_us);
+  for (const TopicDiff& d : diffs) SendDiff(origin, d.topic, d.delta, now_us);
 }
 
-void Router::SendDiff(LinkId origin, std::string_view topic, std::string_view json,
+void Router::SendDiff(LinkId origin, std::string_view topic, const PresenceDelta& delta,
                       int64_t now_us) {
-  mesh::Message m;
-  m.type = mesh::Type::kDiff;
-  m.topic = topic;
-  m.body = json;
-  Payload payload;
-  ForEachRecipient(origin, topic, [&](LinkId r, Link& rl) {
-    if (!payload) payload = std::make_shared<const std::string>(mesh::Pack(m));
-    ++counters_.diffs;
-    Enqueue(r, rl, payload, kPresenceTag, now_us);
+  ForEachRecipient(origin, topic, [&](LinkId, Link& rl) {
+    ++counters_.presence_changes;
+    rl.presence.Add(topic, delta, now_us);
   });
 }
 
+void Router::ReleasePresence(LinkId id, Link& link, int64_t now_us) {
+  if (link.presence.empty()) return;
+  const size_t backlog = link.queue.depth_messages() + link.in_flight.size();
+  const bool caught_up = backlog <= options_.presence_room;
+  const bool waited = now_us - link.presence.oldest_us() >= options_.presence_wait_ms * 1000 &&
+                      link.queue.depth_messages() < options_.queue.max_messages / 2;
+  if (!caught_up && !waited) return;
+  // Each diff is what this shard is owed, merged, so it is packed for it
+  // alone; a shard that keeps up gets a turn's changes of a topic in one
+  // message, which it fans out as one presence_diff.
+  mesh::Message m;
+  m.type = mesh::Type::kDiff;
+  for (const TopicDiff& d : link.presence.Take()) {
+    // Enqueue may drop the link (the disconnect policy): the rest then has
+    // nobody to go to.
+    Link* to = Find(id);
+    if (to == nullptr) return;
+    const std::string json = DiffJson(d.delta);
+    m.topic = d.topic;
+    m.body = json;
+    ++counters_.diffs;
+    Enqueue(id, *to, std::make_shared<const std::string>(mesh::Pack(m)), kPresenceTag, now_us);
+  }
+}
+
 void Router::SendSnapshot(LinkId to, Link& link, std::string_view topic, int64_t now_us) {
+  // The snapshot says all of it: nothing owed on the topic is sent after.
+  link.presence.Drop(topic);
   std::string state = presence_.StateJson(topic, to);
   mesh::Message m;
   m.type = mesh::Type::kSnapshot;
@@ -750,6 +771,8 @@ void Router::Flush(int64_t now_us, std::vector<int64_t>* delays_us) {
   for (LinkId id : ids) {
     Link* link = Find(id);
     if (link == nullptr) continue;
+    ReleasePresence(id, *link, now_us);
+    if ((link = Find(id)) == nullptr) continue;
     SendWhatCreditAllows(id, *link, now_us, delays_us);
     // Shed presence is repaired once everything before the repair has gone:
     // snapshots of every topic, behind what the shard already has.
@@ -861,7 +884,8 @@ void Router::SendWhatCreditAllows(LinkId id, Link& link, int64_t now_us,
 
 void Router::ForEachLink(const std::function<void(const LinkView&)>& fn) const {
   for (const auto& [id, link] : state_) {
-    fn(LinkView{id, link->shard, link->instance, link->queue, link->in_flight.size()});
+    fn(LinkView{id, link->shard, link->instance, link->queue, link->in_flight.size(),
+                link->presence});
   }
 }
 
@@ -1047,7 +1071,7 @@ bool Router::HandlePeerMessage(Peer& peer, uint64_t seq, std::string_view packed
         ++counters_.peer_refused;
         return false;
       }
-      Result<std::optional<std::string>> diff =
+      Result<std::optional<PresenceDelta>> diff =
           msg.type == mesh::Type::kPresence
               ? presence_.ApplyDiff(peer.id, msg.topic, ToMetas(change->joins),
                                     ToMetas(change->leaves))

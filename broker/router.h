@@ -49,6 +49,7 @@
 #include "broker/link_table.h"
 #include "broker/liveness.h"
 #include "broker/peer_stream.h"
+#include "broker/pending_presence.h"
 #include "broker/presence_registry.h"
 #include "broker/settle_window.h"
 #include "broker/shard_queue.h"
@@ -107,6 +108,13 @@ struct RouterOptions {
   // History (docs/PROTOCOL.md, History): the --history rules, the byte
   // bound and where new streams' epochs come from.
   HistoryOptions history;
+  // Presence owed to a shard is queued (kDiff, one per topic) once its
+  // backlog, queued and in flight, is at most presence_room messages, or
+  // once the oldest change has waited presence_wait_ms and its queue is
+  // under half full; until then the changes merge (broker/pending_presence.h).
+  // A shard that keeps up is sent each turn's changes at the end of that turn.
+  size_t presence_room = 64;
+  int64_t presence_wait_ms = 100;
   // Each peer node's outbox bound (--peer-outbox-messages, --peer-outbox-bytes).
   PeerOutboxOptions peer_outbox;
   // This node's name among the members (--node); empty for a node alone.
@@ -225,18 +233,20 @@ class Router {
     const std::string& shard;  // from the hello
     uint64_t instance;
     const ShardQueue& queue;
-    size_t in_flight;  // sent, not yet credited back
+    size_t in_flight;                 // sent, not yet credited back
+    const PendingPresence& presence;  // presence changes not yet queued for it, merged
   };
   void ForEachLink(const std::function<void(const LinkView&)>& fn) const;
   LinkId FindInstance(uint64_t instance) const;
 
   struct Counters {
-    uint64_t publishes = 0;  // publishes routed (duplicates not included)
-    uint64_t routed = 0;     // kDeliver messages queued (one per recipient)
-    uint64_t delivered = 0;  // kDeliver messages sent
-    uint64_t diffs = 0;      // kDiff messages queued
-    uint64_t snapshots = 0;  // kSnapshot messages queued
-    uint64_t acks = 0;       // kAck messages sent
+    uint64_t publishes = 0;         // publishes routed (duplicates not included)
+    uint64_t routed = 0;            // kDeliver messages queued (one per recipient)
+    uint64_t delivered = 0;         // kDeliver messages sent
+    uint64_t diffs = 0;             // kDiff messages queued
+    uint64_t presence_changes = 0;  // per-topic presence changes owed to shards, before merging
+    uint64_t snapshots = 0;         // kSnapshot messages queued
+    uint64_t acks = 0;              // kAck messages sent
     uint64_t hellos = 0;
     uint64_t rebinds = 0;  // hellos from an instance already linked
     uint64_t resent = 0;   // deliveries in flight on a rebound link's old connection, queued again
@@ -318,6 +328,10 @@ class Router {
     // A kDiff or kSnapshot for this link was dropped: once its queue has
     // drained, a snapshot of each of its topics puts its presence right.
     bool presence_dirty = false;
+    // Presence changes owed to it, merged per topic until its backlog is
+    // small (ReleasePresence): what waits is bounded by the presence, not
+    // by how fast it changes.
+    PendingPresence presence;
     // Said hello since the last AnnounceMembers: owed a kMembers.
     bool members_due = false;
     // The kRestate messages its hello announced that have not come yet.
@@ -459,8 +473,14 @@ class Router {
   // remove links (the disconnect policy does).
   void ForEachRecipient(LinkId origin, std::string_view topic,
                         const std::function<void(LinkId, Link&)>& fn);
+  // Owes `delta` on `topic` to every shard interested in it but `origin`
+  // (merged into what each is owed already; ReleasePresence queues it).
   void SendDiffs(LinkId origin, const std::vector<TopicDiff>& diffs, int64_t now_us);
-  void SendDiff(LinkId origin, std::string_view topic, std::string_view json, int64_t now_us);
+  void SendDiff(LinkId origin, std::string_view topic, const PresenceDelta& delta, int64_t now_us);
+  // Queues what `link` is owed as kDiffs, one per topic, once its backlog
+  // is small, or once the oldest change has waited presence_wait_ms and
+  // its queue has room.
+  void ReleasePresence(LinkId id, Link& link, int64_t now_us);
   void SendSnapshot(LinkId to, Link& link, std::string_view topic, int64_t now_us);
   void SendControl(const std::string& routing_id, const mesh::Message& msg);
   // Tells every shard the members when they changed, and a shard that said

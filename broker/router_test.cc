@@ -15,11 +15,13 @@
 
 #include "broker/topic_owner.h"
 #include "protocol/mesh_testing.h"
+#include "protocol/testing/json.h"
 
 namespace sb::broker {
 namespace {
 
 using mesh_testing::SentMessage;
+using test::Json;
 
 // Records what the router sends, whichever way (protocol/mesh_testing).
 // A routing id in `gone` is a closed connection: nothing reaches it.
@@ -456,6 +458,110 @@ TEST_F(RouterTest, PresenceIsDiffedToOthersAndSnapshottedForNewSubscribers) {
   EXPECT_NE(snaps[0].body.find("\"r1\""), std::string::npos);
 }
 
+TEST_F(RouterTest, AShardThatKeepsUpGetsATurnsChangesOfATopicInOneDiff) {
+  Hello("a", 1, {"room:1", "room:2"});
+  Hello("b", 2, {"room:1", "room:2"});
+  Flush();
+  rec_.log.sent.clear();
+  Track("a", "room:1", "alice", "r1");
+  Track("a", "room:1", "bob", "r2");
+  Track("a", "room:2", "carol", "r3");
+  Flush();
+  auto diffs = rec_.Take("b", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 2u);
+  EXPECT_EQ(diffs[0].topic, "room:1");
+  EXPECT_EQ(Json(diffs[0].body).at("joins").as_object().size(), 2u);
+  EXPECT_EQ(diffs[1].topic, "room:2");
+  EXPECT_EQ(router_.counters().presence_changes, 3u);
+  EXPECT_EQ(router_.counters().diffs, 2u);
+}
+
+TEST_F(RouterTest, AShardBehindIsOwedMergedPresenceNotEveryChange) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"}, /*window=*/1);  // the snapshot takes the window
+  Flush();
+  rec_.log.sent.clear();
+  // 100 publishes put b far behind; meanwhile 50 join, and 10 of them leave.
+  for (uint64_t seq = 1; seq <= 100; ++seq) Publish("a", seq, "room:1");
+  for (int i = 0; i < 50; ++i) {
+    Track("a", "room:1", "u" + std::to_string(i), "r" + std::to_string(i));
+    Flush();
+  }
+  for (int i = 0; i < 10; ++i) {
+    Track("a", "room:1", "u" + std::to_string(i), "r" + std::to_string(i), /*leave=*/true);
+    Flush();
+  }
+  EXPECT_EQ(router_.counters().diffs, 0u) << "nothing queued while b is behind";
+  const auto owed = [&] {
+    size_t metas = 0;
+    router_.ForEachLink([&](const Router::LinkView& v) {
+      if (v.shard == "b") metas = v.presence.metas();
+    });
+    return metas;
+  };
+  EXPECT_EQ(owed(), 40u) << "a join that left before it was sent is owed nothing";
+  // b catches up: one diff with the 40 that stayed, after the publishes.
+  Credit("b", 101);
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDeliver).size(), 100u);
+  Credit("b", 100);
+  Flush();
+  auto diffs = rec_.Take("b", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 1u);
+  const auto diff = Json(diffs[0].body);
+  EXPECT_EQ(diff.at("joins").as_object().size(), 40u);
+  EXPECT_TRUE(diff.at("leaves").as_object().empty());
+  EXPECT_FALSE(diff.at("joins").as_object().contains("u0"));
+  EXPECT_TRUE(diff.at("joins").as_object().contains("u49"));
+  EXPECT_EQ(owed(), 0u);
+  EXPECT_EQ(router_.counters().presence_changes, 60u);
+  EXPECT_EQ(router_.counters().dropped[static_cast<size_t>(DropReason::kShed)], 0u);
+}
+
+TEST_F(RouterTest, AShardThatStaysBehindStillGetsPresenceOncePresenceWaitHasPassed) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"}, /*window=*/1);
+  Flush();
+  rec_.log.sent.clear();
+  for (uint64_t seq = 1; seq <= 100; ++seq) Publish("a", seq, "room:1");
+  Track("a", "room:1", "alice", "r1");
+  Flush();
+  now_us_ += 99'000;
+  Flush();
+  EXPECT_EQ(router_.counters().diffs, 0u);
+  now_us_ += 1'000;  // presence_wait_ms (100) since the change
+  Flush();
+  EXPECT_EQ(router_.counters().diffs, 1u) << "queued, behind the publishes, under credit";
+  Credit("b", 102);
+  Flush();
+  auto diffs = rec_.Take("b", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 1u);
+  EXPECT_NE(diffs[0].body.find("alice"), std::string::npos);
+}
+
+TEST_F(RouterTest, ASnapshotTakesThePlaceOfWhatWasOwedOnItsTopic) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"}, /*window=*/1);
+  Flush();
+  rec_.log.sent.clear();
+  for (uint64_t seq = 1; seq <= 100; ++seq) Publish("a", seq, "room:1");
+  Track("a", "room:1", "alice", "r1");
+  Flush();
+  // b leaves the topic and comes back: it is sent a snapshot, which holds
+  // alice; the change owed before it is not sent after it.
+  Feed("b", {.type = mesh::Type::kUnsubscribe, .topic = "room:1"});
+  Feed("b", {.type = mesh::Type::kSubscribe, .topic = "room:1"});
+  Flush();
+  Credit("b", 300);
+  Flush();
+  Credit("b", 300);
+  Flush();
+  auto snaps = rec_.Take("b", mesh::Type::kSnapshot);
+  ASSERT_EQ(snaps.size(), 1u);  // the new subscription's
+  EXPECT_NE(snaps[0].body.find("alice"), std::string::npos);
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kDiff).empty());
+}
+
 TEST_F(RouterTest, ASilentShardIsDroppedWithOneLeaveDiffPerTopic) {
   Hello("a", 1, {"room:1", "room:2"});
   Hello("b", 2, {"room:1", "room:2"}, 100,
@@ -867,7 +973,9 @@ TEST_F(RouterShedTest, ShedMessagesCountAsDoneAndShedPresenceIsRepaired) {
   Hello("b", 2, {"room:1"}, /*window=*/1);  // the snapshot takes it
   Flush();
   rec_.log.sent.clear();
-  Track("a", "room:1", "alice", "r1");  // a diff for b, queued
+  Track("a", "room:1", "alice", "r1");
+  Flush();  // a diff for b, queued behind its window
+  EXPECT_EQ(router_.counters().diffs, 1u);
   for (uint64_t seq = 1; seq <= 3; ++seq) Publish("a", seq, "room:1");
   Flush();
   EXPECT_EQ(router_.counters().dropped[static_cast<size_t>(DropReason::kShed)], 2u);

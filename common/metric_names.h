@@ -216,6 +216,8 @@ inline constexpr std::string_view kLabelQueue = "queue";
 inline constexpr std::string_view kLabelPeer = "peer";
 inline constexpr std::string_view kQueueShardOut =
     "shard_out";  // broker → one shard, waiting for credit
+inline constexpr std::string_view kQueuePresencePending =
+    "presence_pending";  // broker → one shard: presence changes merged, not queued yet (metas)
 inline constexpr std::string_view kQueueBrokerOut =
     "broker_out";  // shard → broker, unacked publishes
 inline constexpr std::string_view kQueueBrokerIn =
