@@ -24,6 +24,11 @@ void Liveness::OnHeard(LinkId link, int64_t now_ms) {
 
 void Liveness::Remove(LinkId link) { last_heard_.erase(link); }
 
+void Liveness::Forgive(int64_t ms) {
+  if (ms <= 0) return;
+  for (auto& [link, heard] : last_heard_) heard += ms;
+}
+
 std::vector<LinkId> Liveness::Expired(int64_t now_ms) {
   std::vector<LinkId> dead;
   for (const auto& [link, heard] : last_heard_) {

@@ -50,6 +50,10 @@ class Liveness {
   // Expired returns it), nullopt if none is tracked: for the loop's timer.
   std::optional<int64_t> NextExpiry() const;
 
+  // The broker itself did not run for `ms` (a late tick): silence in that
+  // time was its own, not the links', so every link is credited with it.
+  void Forgive(int64_t ms);
+
   // When the broker's next heartbeats are due: `now_ms` if none was sent yet
   // or they are overdue, else the last send plus the interval.
   int64_t NextHeartbeatDue(int64_t now_ms) const;

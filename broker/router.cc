@@ -720,6 +720,16 @@ void Router::RemoveLink(LinkId id, int64_t now_us, DropReason reason) {
 
 void Router::OnTick(int64_t now_us) {
   int64_t now_ms = now_us / 1000;
+  // Ticks come at least once per heartbeat interval (NextTickUs). One much
+  // later than that means this broker did not run — a long turn, a machine
+  // with more work than cores, a SIGSTOP — and what the shards sent
+  // meanwhile waits unread: that silence is not theirs. Expiring them for
+  // it would drop every link at once, and their hellos would restate the
+  // whole node to a broker that is already behind.
+  if (last_tick_ms_ != 0 && now_ms - last_tick_ms_ > 2 * options_.liveness.interval_ms) {
+    liveness_.Forgive(now_ms - last_tick_ms_ - options_.liveness.interval_ms);
+  }
+  last_tick_ms_ = now_ms;
   history_.Expire(now_us);
   // A member not heard from within as long as a link takes to be called
   // silent is not counted up for history ownership any more.

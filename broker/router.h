@@ -506,6 +506,7 @@ class Router {
   LinkTable links_;
   InterestTable interests_;
   PresenceRegistry presence_;
+  int64_t last_tick_ms_ = 0;  // the last OnTick (a much later one: this broker stalled)
   Liveness liveness_;
   std::unordered_map<LinkId, std::unique_ptr<Link>> state_;
   std::unordered_map<uint64_t, LinkId> by_instance_;

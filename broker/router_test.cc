@@ -562,6 +562,23 @@ TEST_F(RouterTest, ASnapshotTakesThePlaceOfWhatWasOwedOnItsTopic) {
   EXPECT_TRUE(rec_.Take("b", mesh::Type::kDiff).empty());
 }
 
+TEST_F(RouterTest, AStalledBrokerDoesNotExpireTheShardsForItsOwnSilence) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Flush();
+  router_.OnTick(now_us_);
+  // The broker did not run for 2 s (liveness: 3 × 100 ms); the shards'
+  // heartbeats of that time wait unread.
+  now_us_ += 2'000'000;
+  router_.OnTick(now_us_);
+  EXPECT_EQ(router_.links(), 2u);
+  EXPECT_EQ(router_.counters().expired, 0u);
+  // Silence after it still counts: b, which says nothing more, goes.
+  Advance(500'000, {"a"});
+  EXPECT_EQ(router_.links(), 1u);
+  EXPECT_EQ(router_.counters().expired, 1u);
+}
+
 TEST_F(RouterTest, ASilentShardIsDroppedWithOneLeaveDiffPerTopic) {
   Hello("a", 1, {"room:1", "room:2"});
   Hello("b", 2, {"room:1", "room:2"}, 100,

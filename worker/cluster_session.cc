@@ -158,6 +158,7 @@ void ClusterSession::SendHello(int64_t now_ms) {
   // again rather than waiting a whole interval.
   if (!Send(Of(mesh::Type::kHello, {}, body))) return;
   last_hello_ms_ = now_ms;
+  ++unanswered_hellos_;
   // Right after the hello, on the same connection: the broker counts them
   // against the hello's `restate`. The link's send queue is not bounded
   // (ZMQ_SNDHWM 0), so a send fails only when the connection is gone; then
@@ -301,6 +302,7 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       if (epoch_ != 0 && msg.epoch != epoch_) ++counters_.epoch_changes;
       epoch_ = msg.epoch;
       up_ = true;
+      unanswered_hellos_ = 0;
       handler_->Welcomed();
       return;
     case mesh::Type::kReset: {
@@ -430,6 +432,15 @@ void ClusterSession::ForgetAnOriginIfFull() {
 }
 
 void ClusterSession::OnTick(int64_t now_ms) {
+  // A tick much later than its timer asked for (ticks come several times
+  // per interval): this process did not run — a turn that took long, a
+  // machine with more work than cores, a SIGSTOP. What the broker sent
+  // meanwhile waits unread, so that silence was ours, not the broker's,
+  // and does not count towards losing it.
+  if (last_tick_ms_ != 0 && now_ms - last_tick_ms_ > options_.heartbeat_ms) {
+    last_heard_ms_ += now_ms - last_tick_ms_ - options_.heartbeat_ms;
+  }
+  last_tick_ms_ = now_ms;
   if (up_ && now_ms - last_heard_ms_ > options_.heartbeat_ms * options_.misses) {
     up_ = false;
     ++counters_.broker_lost;
@@ -439,10 +450,20 @@ void ClusterSession::OnTick(int64_t now_ms) {
     mesh::Message hb = Of(mesh::Type::kHeartbeat);
     Send(hb);
   }
-  // Not welcomed yet, the broker went away, or something was lost on the
-  // way: hello again, at most once per interval (a hello gathers the whole
-  // state).
-  if ((resync_ || !up_) && now_ms - last_hello_ms_ >= options_.heartbeat_ms) SendHello(now_ms);
+  // Something was lost on the way: hello again, at most once per interval
+  // (a hello gathers the whole state). Not welcomed yet: again once the
+  // broker has been silent for an interval since the hello (it may be gone,
+  // or a new one), but while it is heard the welcome is on its way behind
+  // what it sent before, and a busy shard that said hello again each
+  // interval would have the broker restate every topic each time, which
+  // only makes it busier; so then at doubling intervals (1, 2, 4 … 32).
+  if (resync_ && now_ms - last_hello_ms_ >= options_.heartbeat_ms) return SendHello(now_ms);
+  if (up_) return;
+  const int64_t patience = options_.heartbeat_ms << std::min<uint32_t>(unanswered_hellos_, 5);
+  if (now_ms - std::max(last_hello_ms_, last_heard_ms_) >= options_.heartbeat_ms ||
+      now_ms - last_hello_ms_ >= patience) {
+    SendHello(now_ms);
+  }
 }
 
 void ClusterSession::Flush() {

@@ -247,6 +247,8 @@ class ClusterSession {
   std::vector<std::string> members_;
   int64_t last_heard_ms_ = 0;
   int64_t last_hello_ms_ = 0;
+  int64_t last_tick_ms_ = 0;
+  uint32_t unanswered_hellos_ = 0;  // hellos since the last welcome
   int64_t next_heartbeat_ms_ = 0;
   std::deque<Outgoing> outbox_;  // seq order; the first `sent_` have been sent
   size_t sent_ = 0;

@@ -499,6 +499,49 @@ TEST_F(ClusterSessionTest, ASilentBrokerIsLostAndHelloIsRetriedEachInterval) {
   EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), hellos + 1);
 }
 
+TEST_F(ClusterSessionTest, ABrokerHeardWhileTheWelcomeIsAwaitedGetsHellosAtDoublingIntervals) {
+  // A busy broker: its heartbeats (and what it queued before our hello)
+  // keep coming, the welcome is behind them. Each hello would make it
+  // restate every topic again, so they go at 1, 2, 4 … intervals, not each.
+  session_.Start(now_);
+  const int64_t start = now_;
+  for (int i = 0; i < 160; ++i) {
+    now_ += 10;
+    Receive({.type = mesh::Type::kHeartbeat, .epoch = 1});
+    session_.OnTick(now_);
+  }
+  // At 0, 200, 600 and 1400 ms (the interval is 100 ms).
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), 4u) << "over " << now_ - start << " ms";
+  Welcome(1);
+  EXPECT_TRUE(session_.up());
+  // Welcomed, the count starts over: a broker lost later is said hello to
+  // once per interval again (ASilentBrokerIsLost…).
+  while (session_.up()) session_.OnTick(now_ += 25);
+  EXPECT_EQ(session_.counters().broker_lost, 1u);
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), 5u);
+  for (int i = 0; i < 4; ++i) session_.OnTick(now_ += 25);
+  EXPECT_EQ(fake_.Of(mesh::Type::kHello).size(), 6u);
+}
+
+TEST_F(ClusterSessionTest, ALateTickIsTheShardsOwnStallNotTheBrokersSilence) {
+  session_.Start(now_);
+  Welcome(1);
+  session_.OnTick(now_);
+  // The shard did not run for 2 s (ticks come every 25 ms): what the
+  // broker sent meanwhile waits unread.
+  now_ += 2000;
+  session_.OnTick(now_);
+  EXPECT_TRUE(session_.up());
+  EXPECT_EQ(session_.counters().broker_lost, 0u);
+  // Silence after it counts: 3 intervals of 100 ms less the one the late
+  // tick was allowed.
+  for (int i = 0; i < 8; ++i) session_.OnTick(now_ += 25);
+  EXPECT_TRUE(session_.up());
+  session_.OnTick(now_ += 25);
+  EXPECT_FALSE(session_.up());
+  EXPECT_EQ(session_.counters().broker_lost, 1u);
+}
+
 TEST_F(ClusterSessionTest, AHelloThatCouldNotBeSentIsRetriedAtTheNextTick) {
   fake_.connected = false;
   session_.Start(now_);
