@@ -376,6 +376,12 @@ inline constexpr std::string_view kWorkerClusterMessagesTotal =
     "switchboard_worker_cluster_messages_total";
 inline constexpr std::string_view kWorkerBroadcastsRefusedTotal =
     "switchboard_worker_broadcasts_refused_total";
+// Gauges: the other shards' presence metas a shard holds for its topics
+// (worker/remote_presence.h), and their text in bytes.
+inline constexpr std::string_view kWorkerRemotePresenceMetas =
+    "switchboard_worker_remote_presence_metas";
+inline constexpr std::string_view kWorkerRemotePresenceBytes =
+    "switchboard_worker_remote_presence_bytes";
 // Counter, labels endpoint (publish, broadcast, presence, other) and status
 // (200, 400, 401, 404, 405, 413, 503): HTTP API requests answered. Shown
 // only while the API is on (--api-key-file).

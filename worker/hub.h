@@ -220,6 +220,8 @@ class Hub {
 
   size_t connections() const { return conns_.size(); }
   size_t topics() const { return topics_.size(); }
+  // Cluster: the other shards' presence this shard holds (its metrics).
+  const RemotePresence& remote_presence() const { return remote_; }
 
   // Counters for metrics (monotonic).
   struct Stats {

@@ -10,7 +10,6 @@
 #include "protocol/testing/json.h"
 #include "protocol/testing/phoenix_message.h"
 #include "worker/hub.h"
-#include "worker/remote_presence.h"
 
 namespace sb::worker {
 namespace {
@@ -208,36 +207,6 @@ TEST_F(HubClusterTest, AWaitingJoinerThatLeftGetsNoState) {
   auto states = States(out);
   ASSERT_EQ(states.size(), 1u);
   EXPECT_EQ(states[0].first, 2u);
-}
-
-TEST(RemotePresenceTest, ReplaceReportsWhatChangedAndNothingWhenNothingDid) {
-  RemotePresence r;
-  auto d = r.Replace("t", R"({"a":{"metas":[{"phx_ref":"1"}]},"b":{"metas":[{"phx_ref":"2"}]}})");
-  ASSERT_TRUE(d.ok());
-  ASSERT_TRUE(d.value());
-  d = r.Replace("t", R"({"a":{"metas":[{"phx_ref":"1"}]},"c":{"metas":[{"phx_ref":"3"}]}})");
-  ASSERT_TRUE(d.ok() && d.value());
-  EXPECT_EQ(Json(*d.value()), Json(R"({"joins":{"c":{"metas":[{"phx_ref":"3"}]}},
-                                        "leaves":{"b":{"metas":[{"phx_ref":"2"}]}}})"));
-  d = r.Replace("t", R"({"a":{"metas":[{"phx_ref":"1"}]},"c":{"metas":[{"phx_ref":"3"}]}})");
-  ASSERT_TRUE(d.ok());
-  EXPECT_FALSE(d.value());
-  EXPECT_FALSE(r.Replace("t", R"({"a":{"metas":[{"no_ref":1}]}})").ok());
-  EXPECT_EQ(Json(r.StateJson("t")),
-            Json(R"({"a":{"metas":[{"phx_ref":"1"}]},"c":{"metas":[{"phx_ref":"3"}]}})"));
-}
-
-TEST(RemotePresenceTest, DiffsReplaceByRefAndLeavesEmptyKeysOut) {
-  RemotePresence r;
-  ASSERT_TRUE(
-      r.ApplyDiff("t", R"({"joins":{"a":{"metas":[{"phx_ref":"1","v":1}]}},"leaves":{}})").ok());
-  ASSERT_TRUE(
-      r.ApplyDiff("t", R"({"joins":{"a":{"metas":[{"phx_ref":"1","v":2}]}},"leaves":{}})").ok());
-  EXPECT_EQ(Json(r.StateJson("t")), Json(R"({"a":{"metas":[{"phx_ref":"1","v":2}]}})"));
-  ASSERT_TRUE(r.ApplyDiff("t", R"({"joins":{},"leaves":{"a":{"metas":[{"phx_ref":"1"}]}}})").ok());
-  EXPECT_EQ(r.StateJson("t"), "{}");
-  EXPECT_FALSE(r.ApplyDiff("t", R"({"joins":[]})").ok());
-  EXPECT_EQ(Json(r.MergedStateJson("u", R"({"x":{"metas":[]}})")), Json(R"({"x":{"metas":[]}})"));
 }
 
 }  // namespace

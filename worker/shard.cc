@@ -589,6 +589,8 @@ void Shard::PublishMetrics() {
   set(counters_.cluster_origins_forgotten, c.origins_forgotten);
   set(counters_.cluster_keys_left_out, c.keys_left_out);
   set(counters_.broadcasts_refused, h.broadcasts_refused);
+  set(counters_.remote_presence_metas, hub_.remote_presence().metas());
+  set(counters_.remote_presence_bytes, hub_.remote_presence().bytes());
   if (!history_) return;
   const HistoryStreams::Stats& hs = history_->stats();
   set(counters_.history_on, true);

@@ -134,6 +134,12 @@ class Collector : public prometheus::Collectable {
       out.Counter(m::kWorkerBroadcastsRefusedTotal,
                   "Client broadcasts refused because the outbox to the broker was full",
                   Load(c.broadcasts_refused));
+      out.Gauge(m::kWorkerRemotePresenceMetas,
+                "Other shards' presence metas held for this shard's topics",
+                Load(c.remote_presence_metas));
+      out.Gauge(m::kWorkerRemotePresenceBytes,
+                "Bytes of the other shards' presence held (keys, phx_refs and metas' JSON)",
+                Load(c.remote_presence_bytes));
       MetricFamily& f =
           out.Family(m::kWorkerClusterMessagesTotal,
                      "Mesh messages of the shard's broker session, by kind", MetricType::Counter);

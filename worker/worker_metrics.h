@@ -53,6 +53,7 @@ struct WorkerCounters {
       cluster_broker_lost{0}, cluster_bad_frames{0}, cluster_too_large{0},
       cluster_origins_forgotten{0}, cluster_keys_left_out{0};
   A<uint64_t> broadcasts_refused{0};
+  A<uint64_t> remote_presence_metas{0}, remote_presence_bytes{0};
   std::array<A<uint64_t>, kStaticStatuses.size()> static_requests{};  // by StaticStatusIndex
   A<bool> clustered{false};
   // HTTP API requests answered, by endpoint and status (kApiStatuses).

@@ -160,6 +160,15 @@ describe('a node: broker and shards under the supervisor', () => {
     const carolDiff = await next(alice.ch[topic].inbox, 'presence_diff', (pl) => 'carol' in pl.joins);
     assert.deepEqual(Object.keys(carolDiff.payload.joins), ['carol']);
     for (const m of [alice, bob, carol]) await m.ch[topic].waitKeys(['alice', 'bob', 'carol']);
+    // Each shard holds the other's presence on the topic: shard 0 bob's and
+    // carol's metas, shard 1 alice's.
+    const remoteMetas = 'switchboard_worker_remote_presence_metas';
+    const remoteBytes = 'switchboard_worker_remote_presence_bytes';
+    await cluster.waitForMetric(s0, remoteMetas, {}, (v) => v === 2);
+    await cluster.waitForMetric(s1, remoteMetas, {}, (v) => v === 1);
+    const bytesBefore = await cluster.metric(s0, remoteBytes);
+    // At least each key and its meta's name ("bob", "carol") twice: the text is all held.
+    assert.ok(bytesBefore > 2 * 'bobcarol'.length, `shard 0 holds ${bytesBefore} bytes of remote presence`);
 
     // Broadcasts both ways, payload intact; the sender never gets its own.
     const fromAlice = { from: 'alice', text: 'héllo ✓ "quoted"\n', nested: { list: [1, 2.5, -3, null, true], deep: { x: 'y' } } };
@@ -198,6 +207,9 @@ describe('a node: broker and shards under the supervisor', () => {
     assert.deepEqual(Object.keys(leaveDiff.payload.leaves), ['bob']);
     await alice.ch[topic].waitKeys(['alice', 'carol']);
     await carol.ch[topic].waitKeys(['alice', 'carol']);
+    await cluster.waitForMetric(s0, remoteMetas, {}, (v) => v === 1);
+    const bytesAfter = await cluster.metric(s0, remoteBytes);
+    assert.ok(bytesAfter > 0 && bytesAfter < bytesBefore, `remote presence bytes ${bytesBefore} → ${bytesAfter}`);
     // Alice's diffs, in order: her own join, bob's, carol's, bob's leave.
     const diffsAtAlice = alice.ch[topic].inbox.all.filter((x) => x.event === 'presence_diff')
       .map((x) => [Object.keys(x.payload.joins), Object.keys(x.payload.leaves)]);
