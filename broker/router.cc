@@ -210,6 +210,10 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   if (LinkId holder = links_.Find(routing_id); holder != kNoLink && holder != id) {
     RemoveLink(holder, now_us);
   }
+  // A hello again on the same connection: nothing sent to the shard since
+  // its last one was lost (one connection, in order), so its picture of the
+  // other shards' presence is whole unless something was shed.
+  const bool same_connection = link != nullptr && *links_.RoutingId(id) == routing_id;
   if (link != nullptr && *links_.RoutingId(id) != routing_id) {
     // The same shard process reconnected: same link, new connection. What
     // was in flight on the old connection will not be credited back, and
@@ -267,10 +271,15 @@ void Router::OnHello(std::string_view routing_id, const mesh::Message& msg, int6
   welcome.epoch = options_.epoch;
   SendControl(*links_.RoutingId(id), welcome);
   // Fresh snapshots replace whatever repair was pending — once the other
-  // shards have had time to say hello to a new broker.
+  // shards have had time to say hello to a new broker. On the same
+  // connection, with nothing shed, only the topics the broker did not know
+  // the shard had (a subscribe of it was lost): a busy shard that lost
+  // track of a busy broker and said hello again is not sent every topic's
+  // whole presence again, which would keep both busy.
+  const bool whole = !same_connection || link->presence_dirty;
   link->presence_dirty = Settling(now_us);
   if (!link->presence_dirty) {
-    for (const std::string& topic : hello->topics) {
+    for (const std::string& topic : whole ? hello->topics : replaced.added) {
       link = Find(id);
       if (link == nullptr) break;  // a queue too small even for this: disconnected
       SendSnapshot(id, *link, topic, now_us);
@@ -600,7 +609,7 @@ void Router::ReleasePresence(LinkId id, Link& link, int64_t now_us) {
   const size_t backlog = link.queue.depth_messages() + link.in_flight.size();
   const bool caught_up = backlog <= options_.presence_room;
   const bool waited = now_us - link.presence.oldest_us() >= options_.presence_wait_ms * 1000 &&
-                      link.queue.depth_messages() < options_.queue.max_messages / 2;
+                      link.queue.depth_messages() < options_.queue.max_messages / 8;
   if (!caught_up && !waited) return;
   // Each diff is what this shard is owed, merged, so it is packed for it
   // alone; a shard that keeps up gets a turn's changes of a topic in one

@@ -111,7 +111,7 @@ struct RouterOptions {
   // Presence owed to a shard is queued (kDiff, one per topic) once its
   // backlog, queued and in flight, is at most presence_room messages, or
   // once the oldest change has waited presence_wait_ms and its queue is
-  // under half full; until then the changes merge (broker/pending_presence.h).
+  // under an eighth full; until then the changes merge (broker/pending_presence.h).
   // A shard that keeps up is sent each turn's changes at the end of that turn.
   size_t presence_room = 64;
   int64_t presence_wait_ms = 100;

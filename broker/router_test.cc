@@ -562,6 +562,29 @@ TEST_F(RouterTest, ASnapshotTakesThePlaceOfWhatWasOwedOnItsTopic) {
   EXPECT_TRUE(rec_.Take("b", mesh::Type::kDiff).empty());
 }
 
+TEST_F(RouterTest, AHelloAgainOnTheSameConnectionIsSentSnapshotsOnlyOfTopicsNewToTheBroker) {
+  Hello("a", 1, {"room:1", "room:2"});
+  Hello("b", 2, {"room:1", "room:2"});
+  Flush();
+  rec_.log.sent.clear();
+  // b lost track of a busy broker and says hello again, now with a topic
+  // whose subscribe was lost: everything it was sent came, in order.
+  Hello("b", 2, {"room:1", "room:2", "room:3"});
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kWelcome).size(), 1u);
+  auto snaps = rec_.Take("b", mesh::Type::kSnapshot);
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_EQ(snaps[0].topic, "room:3");
+  // From a new connection (a re-bind) every topic's, as from a new shard.
+  SayHello("b2", {.shard = "b",
+                  .instance = 2,
+                  .window = 100,
+                  .token = TokenOf(2),
+                  .topics = {"room:1", "room:2", "room:3"}});
+  Flush();
+  EXPECT_EQ(rec_.Take("b2", mesh::Type::kSnapshot).size(), 3u);
+}
+
 TEST_F(RouterTest, AStalledBrokerDoesNotExpireTheShardsForItsOwnSilence) {
   Hello("a", 1, {"room:1"});
   Hello("b", 2, {"room:1"});

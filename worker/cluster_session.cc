@@ -451,19 +451,19 @@ void ClusterSession::OnTick(int64_t now_ms) {
     Send(hb);
   }
   // Something was lost on the way: hello again, at most once per interval
-  // (a hello gathers the whole state). Not welcomed yet: again once the
-  // broker has been silent for an interval since the hello (it may be gone,
-  // or a new one), but while it is heard the welcome is on its way behind
-  // what it sent before, and a busy shard that said hello again each
-  // interval would have the broker restate every topic each time, which
-  // only makes it busier; so then at doubling intervals (1, 2, 4 … 32).
+  // (a hello gathers the whole state).
   if (resync_ && now_ms - last_hello_ms_ >= options_.heartbeat_ms) return SendHello(now_ms);
+  // Not welcomed yet, or the broker went silent: hello, then again at
+  // doubling intervals (1, 2, 4 … 32) until welcomed. Not every interval: on
+  // the same connection, a broker that does not know us answers anything
+  // with a reset (hello at once, OnOne) and a new one comes on a new
+  // connection (OnConnected), so what is left is a broker too busy to
+  // answer yet — and every hello has it restate the shard's state, which
+  // would only keep it busy.
   if (up_) return;
-  const int64_t patience = options_.heartbeat_ms << std::min<uint32_t>(unanswered_hellos_, 5);
-  if (now_ms - std::max(last_hello_ms_, last_heard_ms_) >= options_.heartbeat_ms ||
-      now_ms - last_hello_ms_ >= patience) {
-    SendHello(now_ms);
-  }
+  const int64_t patience = options_.heartbeat_ms << std::min<uint32_t>(
+                               unanswered_hellos_ > 0 ? unanswered_hellos_ - 1 : 0, 5);
+  if (now_ms - last_hello_ms_ >= patience) SendHello(now_ms);
 }
 
 void ClusterSession::Flush() {
