@@ -102,6 +102,7 @@ void ClusterSession::OnConnected(int64_t now_ms) {
   // news and this a second hello on the connection: idempotent, and at
   // most one per connection.
   up_ = false;
+  silent_ = false;
   last_heard_ms_ = now_ms;
   SendHello(now_ms);
 }
@@ -302,6 +303,7 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       if (epoch_ != 0 && msg.epoch != epoch_) ++counters_.epoch_changes;
       epoch_ = msg.epoch;
       up_ = true;
+      silent_ = false;
       unanswered_hellos_ = 0;
       handler_->Welcomed();
       return;
@@ -313,6 +315,7 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       // connection up to ten times a second).
       const bool news = up_ || now_ms - last_hello_ms_ >= options_.heartbeat_ms;
       up_ = false;
+      silent_ = false;
       if (news) SendHello(now_ms);
       return;
     }
@@ -321,6 +324,18 @@ void ClusterSession::OnOne(const mesh::Message& msg, int64_t now_ms) {
       if (up_ && msg.epoch != epoch_) {
         up_ = false;
         SendHello(now_ms);
+        return;
+      }
+      // The broker we lost to silence speaks again, as itself: it was slow
+      // (stopped, or starved of CPU), not gone. A broker sends heartbeats
+      // only to the shards it has a session with, so it still has ours, and
+      // everything on this connection arrived in order: up again, no hello
+      // (which would have it restate our whole state while it catches up).
+      if (silent_ && msg.epoch == epoch_) {
+        silent_ = false;
+        up_ = true;
+        unanswered_hellos_ = 0;
+        ++counters_.broker_back;
       }
       return;
     case mesh::Type::kAck: {
@@ -444,6 +459,13 @@ void ClusterSession::OnTick(int64_t now_ms) {
   if (up_ && now_ms - last_heard_ms_ > options_.heartbeat_ms * options_.misses) {
     up_ = false;
     ++counters_.broker_lost;
+    // Most often a slow broker, which comes back by itself (kHeartbeat); a
+    // restarted one comes on a new connection (OnConnected), one that
+    // dropped us answers with a reset. So the first hello waits two
+    // intervals (then 4, 8 …), in case none of that happens.
+    silent_ = true;
+    last_hello_ms_ = now_ms;
+    unanswered_hellos_ = 2;
   }
   if (now_ms >= next_heartbeat_ms_) {
     next_heartbeat_ms_ = now_ms + options_.heartbeat_ms;

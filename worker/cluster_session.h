@@ -200,7 +200,8 @@ class ClusterSession {
     uint64_t origins_forgotten = 0;  // origin instances dropped from the dedupe table
     uint64_t presence = 0;           // kDiff and kSnapshot received
     uint64_t hellos = 0;
-    uint64_t connects = 0;  // new connections to the broker's endpoint
+    uint64_t broker_back = 0;  // a broker lost to silence that spoke again as itself
+    uint64_t connects = 0;     // new connections to the broker's endpoint
     uint64_t welcomes = 0;
     uint64_t epoch_changes = 0;  // welcomes from a broker with a new epoch
     uint64_t broker_lost = 0;    // the broker went silent
@@ -243,6 +244,7 @@ class ClusterSession {
   Handler* handler_;
   bool up_ = false;
   bool resync_ = false;  // a send failed: say hello again at the next tick
+  bool silent_ = false;  // not up because the broker went silent (it may speak again)
   uint64_t epoch_ = 0;
   std::vector<std::string> members_;
   int64_t last_heard_ms_ = 0;

@@ -584,6 +584,7 @@ void Shard::PublishMetrics() {
   set(counters_.cluster_connects, c.connects);
   set(counters_.cluster_epoch_changes, c.epoch_changes);
   set(counters_.cluster_broker_lost, c.broker_lost);
+  set(counters_.cluster_broker_back, c.broker_back);
   set(counters_.cluster_bad_frames, c.bad_frames);
   set(counters_.cluster_too_large, c.too_large);
   set(counters_.cluster_origins_forgotten, c.origins_forgotten);

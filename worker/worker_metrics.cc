@@ -155,6 +155,7 @@ class Collector : public prometheus::Collectable {
       kind("connect", c.cluster_connects);
       kind("epoch_change", c.cluster_epoch_changes);
       kind("broker_lost", c.cluster_broker_lost);
+      kind("broker_back", c.cluster_broker_back);
       kind("bad_frame", c.cluster_bad_frames);
       kind("too_large", c.cluster_too_large);
       kind("origin_forgotten", c.cluster_origins_forgotten);

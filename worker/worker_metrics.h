@@ -50,7 +50,7 @@ struct WorkerCounters {
   A<uint64_t> broker_out_messages{0}, broker_out_bytes{0}, broker_in_messages{0};
   A<uint64_t> cluster_published{0}, cluster_acked{0}, cluster_delivered{0}, cluster_duplicates{0},
       cluster_presence{0}, cluster_hellos{0}, cluster_connects{0}, cluster_epoch_changes{0},
-      cluster_broker_lost{0}, cluster_bad_frames{0}, cluster_too_large{0},
+      cluster_broker_lost{0}, cluster_broker_back{0}, cluster_bad_frames{0}, cluster_too_large{0},
       cluster_origins_forgotten{0}, cluster_keys_left_out{0};
   A<uint64_t> broadcasts_refused{0};
   A<uint64_t> remote_presence_metas{0}, remote_presence_bytes{0};
