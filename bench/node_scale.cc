@@ -90,7 +90,8 @@ struct Options {
   int inflight = 100;
   double max_seconds = 900;
   double rejoin_seconds = 60;
-  int broker_queue = 0;  // the broker's --queue-max-messages; 0: its default
+  int broker_queue = 0;          // the broker's --queue-max-messages; 0: its default
+  int presence_interval_ms = 0;  // the broker's --presence-interval-ms; 0: its default
   std::string presence = "on";
   bool assert_mode = false;
   bool keep = false;
@@ -238,6 +239,9 @@ std::string NodeYaml(const Options& o, const Node& n) {
        "\", \"--metrics\", \"{{metrics}}\"";
   if (o.broker_queue > 0) {
     y += ", \"--queue-max-messages\", \"" + std::to_string(o.broker_queue) + "\"";
+  }
+  if (o.presence_interval_ms > 0) {
+    y += ", \"--presence-interval-ms\", \"" + std::to_string(o.presence_interval_ms) + "\"";
   }
   y += "]\n";
   y += "      metrics: \"127.0.0.1:" + std::to_string(n.broker_metrics) + "\"\n";
@@ -515,6 +519,10 @@ int main(int argc, char** argv) {
   app.add_option("--broker-queue", o.broker_queue,
                  "the broker's --queue-max-messages per shard (0: its default)")
       ->capture_default_str();
+  app.add_option("--presence-interval-ms", o.presence_interval_ms,
+                 "the broker's --presence-interval-ms (0: its default)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--assert", o.assert_mode,
                "also fail unless every shard holds within 10 % of the mean and the kill "
                "disconnected only the victim's clients");

@@ -61,6 +61,11 @@ int main(int argc, char** argv) {
   app.add_option("--misses", opt.liveness.misses, "silent intervals before a shard is dropped")
       ->capture_default_str()
       ->check(CLI::Range(1, 100));
+  app.add_option("--presence-interval-ms", opt.presence_interval_ms,
+                 "send each shard the other shards' presence changes at most this often, "
+                 "merged per topic (0: as soon as it keeps up)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{60000}));
   app.add_option("--queue-max-messages", opt.queue.max_messages, "per-shard queue bound")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -161,13 +161,16 @@ TEST(PendingPresenceTest, MergedDiffsLeaveAShardWhereEveryDiffWould) {
       const LinkId link = 1 + pick(3);
       const std::string key = "k" + std::to_string(pick(4));
       const std::string ref = std::to_string(link) + "-" + std::to_string(pick(5));
-      const std::string text = "{\"phx_ref\":\"" + ref + "\",\"v\":" + std::to_string(pick(2)) + "}";
+      const std::string text =
+          "{\"phx_ref\":\"" + ref + "\",\"v\":" + std::to_string(pick(2)) + "}";
       std::vector<TopicDiff> changes;
       switch (pick(10)) {
         case 0:  // a link goes
           changes = registry.RemoveShard(link);
           break;
-        case 1: case 2: case 3: {  // a leave
+        case 1:
+        case 2:
+        case 3: {  // a leave
           auto r = registry.ApplyDiff(link, topic, {}, {PresenceMeta{key, ref, ""}});
           ASSERT_TRUE(r.ok());
           if (r.value()) changes.push_back({topic, *r.value()});

@@ -611,6 +611,11 @@ void Router::ReleasePresence(LinkId id, Link& link, int64_t now_us) {
   const bool waited = now_us - link.presence.oldest_us() >= options_.presence_wait_ms * 1000 &&
                       link.queue.depth_messages() < options_.queue.max_messages / 8;
   if (!caught_up && !waited) return;
+  if (options_.presence_interval_ms > 0 &&
+      now_us - link.presence_released_us < options_.presence_interval_ms * 1000) {
+    return;
+  }
+  link.presence_released_us = now_us;
   // Each diff is what this shard is owed, merged, so it is packed for it
   // alone; a shard that keeps up gets a turn's changes of a topic in one
   // message, which it fans out as one presence_diff.

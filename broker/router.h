@@ -115,6 +115,13 @@ struct RouterOptions {
   // A shard that keeps up is sent each turn's changes at the end of that turn.
   size_t presence_room = 64;
   int64_t presence_wait_ms = 100;
+  // And at most once per presence_interval_ms per shard (0: no such bound;
+  // --presence-interval-ms): the other shards' changes of a topic reach a
+  // client at most that often, merged, as Phoenix's tracker sends other
+  // nodes' changes once per broadcast period. For a node whose presence
+  // churns in bursts (a shard's clients rejoining at once), where every
+  // change is one frame to every member of its topic.
+  int64_t presence_interval_ms = 0;
   // Each peer node's outbox bound (--peer-outbox-messages, --peer-outbox-bytes).
   PeerOutboxOptions peer_outbox;
   // This node's name among the members (--node); empty for a node alone.
@@ -332,6 +339,7 @@ class Router {
     // small (ReleasePresence): what waits is bounded by the presence, not
     // by how fast it changes.
     PendingPresence presence;
+    int64_t presence_released_us = 0;  // the last ReleasePresence that queued any
     // Said hello since the last AnnounceMembers: owed a kMembers.
     bool members_due = false;
     // The kRestate messages its hello announced that have not come yet.

@@ -76,12 +76,16 @@ class Recorder : public LinkSender {
 class RouterTest : public ::testing::Test {
  protected:
   explicit RouterTest(QueuePolicy queue = {}, int64_t settle_ms = 0,
-                      PeerOutboxOptions peer_outbox = {}, std::string node = "")
-      : router_(Options(queue, settle_ms, peer_outbox, std::move(node)), &rec_) {}
+                      PeerOutboxOptions peer_outbox = {}, std::string node = "",
+                      int64_t presence_interval_ms = 0)
+      : router_(Options(queue, settle_ms, peer_outbox, std::move(node), presence_interval_ms),
+                &rec_) {}
 
   static RouterOptions Options(QueuePolicy queue, int64_t settle_ms,
-                               PeerOutboxOptions peer_outbox = {}, std::string node = "") {
+                               PeerOutboxOptions peer_outbox = {}, std::string node = "",
+                               int64_t presence_interval_ms = 0) {
     RouterOptions o;
+    o.presence_interval_ms = presence_interval_ms;
     o.node = std::move(node);
     o.queue = queue;
     o.peer_outbox = peer_outbox;
@@ -583,6 +587,34 @@ TEST_F(RouterTest, AHelloAgainOnTheSameConnectionIsSentSnapshotsOnlyOfTopicsNewT
                   .topics = {"room:1", "room:2", "room:3"}});
   Flush();
   EXPECT_EQ(rec_.Take("b2", mesh::Type::kSnapshot).size(), 3u);
+}
+
+class RouterPresenceIntervalTest : public RouterTest {
+ protected:
+  RouterPresenceIntervalTest()
+      : RouterTest(QueuePolicy{}, 0, PeerOutboxOptions{}, "", /*presence_interval_ms=*/500) {}
+};
+
+TEST_F(RouterPresenceIntervalTest, AShardIsSentPresenceAtMostOncePerIntervalMerged) {
+  Hello("a", 1, {"room:1"});
+  Hello("b", 2, {"room:1"});
+  Flush();
+  rec_.log.sent.clear();
+  Track("a", "room:1", "k1", "r1");
+  Flush();
+  EXPECT_EQ(rec_.Take("b", mesh::Type::kDiff).size(), 1u) << "the first goes at once";
+  rec_.log.sent.clear();
+  for (int i = 2; i <= 4; ++i) {
+    now_us_ += 100'000;
+    Track("a", "room:1", "k" + std::to_string(i), "r" + std::to_string(i));
+    Flush();
+  }
+  EXPECT_TRUE(rec_.Take("b", mesh::Type::kDiff).empty()) << "within the interval: held, merged";
+  now_us_ += 200'000;  // 500 ms since the first
+  Flush();
+  auto diffs = rec_.Take("b", mesh::Type::kDiff);
+  ASSERT_EQ(diffs.size(), 1u);
+  EXPECT_EQ(Json(diffs[0].body).at("joins").as_object().size(), 3u);
 }
 
 TEST_F(RouterTest, AStalledBrokerDoesNotExpireTheShardsForItsOwnSilence) {
