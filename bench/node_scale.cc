@@ -291,6 +291,16 @@ std::vector<double> ShardConnections(const Options& o, const Node& n, uint64_t d
   return v;
 }
 
+// Sums `name` over every shard (a failed scrape counts -1 and makes the sum
+// negative, so it shows).
+double ShardSum(const Options& o, const Node& n, const std::string& name, uint64_t deadline) {
+  double sum = 0;
+  for (int k = 0; k < o.shards; ++k) {
+    sum += Sample(Scrape(static_cast<uint16_t>(n.shard_metrics + k), deadline), name);
+  }
+  return sum;
+}
+
 // Waits until the broker has a session with every shard and every shard
 // serves metrics.
 bool WaitForNode(const Options& o, Node& n, uint64_t deadline) {
@@ -681,6 +691,13 @@ int main(int argc, char** argv) {
   f.Num("broker_rss_kib", RssKib(pids.broker));
   f.Num("broker_rss_before_kib", broker_rss0);
   f.Num("broker_presences", presences);
+  // The presence state, cluster-wide: every shard's copy of the other
+  // shards' metas (text: keys, refs and metas' JSON; the heap holds a few
+  // times this) and how many metas those copies hold.
+  f.Num("shards_remote_presence_metas",
+        ShardSum(o, node, "switchboard_worker_remote_presence_metas", MonoNs() + 10 * kSec));
+  f.Num("shards_remote_presence_text_bytes",
+        ShardSum(o, node, "switchboard_worker_remote_presence_bytes", MonoNs() + 10 * kSec));
   f.Num("broker_topics", Sample(broker_body, "switchboard_broker_topics"));
   f.Num("broker_subscriptions", Sample(broker_body, "switchboard_broker_subscriptions"));
   BrokerQueueFigures(f, "joined", broker_body);
