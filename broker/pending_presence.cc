@@ -28,18 +28,20 @@ void PendingPresence::Add(std::string_view topic, const PresenceDelta& delta, in
   if (it->second.entries.empty()) topics_.erase(it);
 }
 
+void PendingPresence::Insert(Topic& t, std::string id, const PresenceMeta& m, bool joined,
+                             bool known) {
+  t.entries.emplace(std::move(id), Entry{.key = m.key,
+                                         .phx_ref = m.phx_ref,
+                                         .text = m.meta_json,
+                                         .joined = joined,
+                                         .known = known});
+  ++metas_;
+}
+
 void PendingPresence::Join(Topic& t, const PresenceMeta& m) {
   std::string id = EntryId(m.key, m.phx_ref);
   auto e = t.entries.find(id);
-  if (e == t.entries.end()) {
-    t.entries.emplace(std::move(id), Entry{.key = m.key,
-                                           .phx_ref = m.phx_ref,
-                                           .text = m.meta_json,
-                                           .joined = true,
-                                           .known = m.replaces});
-    ++metas_;
-    return;
-  }
+  if (e == t.entries.end()) return Insert(t, std::move(id), m, /*joined=*/true, m.replaces);
   Entry& entry = e->second;
   if (!entry.joined && entry.text == m.meta_json) {
     // Left and came back as the shard knows it: nothing to say.
@@ -56,15 +58,7 @@ void PendingPresence::Join(Topic& t, const PresenceMeta& m) {
 void PendingPresence::Leave(Topic& t, const PresenceMeta& m) {
   std::string id = EntryId(m.key, m.phx_ref);
   auto e = t.entries.find(id);
-  if (e == t.entries.end()) {
-    t.entries.emplace(std::move(id), Entry{.key = m.key,
-                                           .phx_ref = m.phx_ref,
-                                           .text = m.meta_json,
-                                           .joined = false,
-                                           .known = true});
-    ++metas_;
-    return;
-  }
+  if (e == t.entries.end()) return Insert(t, std::move(id), m, /*joined=*/false, /*known=*/true);
   Entry& entry = e->second;
   if (entry.joined && !entry.known) {
     // Joined and left before the shard heard of it.

@@ -66,6 +66,7 @@ class PendingPresence {
   };
 
   static std::string EntryId(std::string_view key, std::string_view phx_ref);
+  void Insert(Topic& t, std::string id, const PresenceMeta& m, bool joined, bool known);
   void Join(Topic& t, const PresenceMeta& m);
   void Leave(Topic& t, const PresenceMeta& m);
 

@@ -172,6 +172,15 @@ class RouterTest : public ::testing::Test {
     Feed(from, {.type = mesh::Type::kPresence, .topic = topic, .body = body});
   }
   void Flush() { router_.Flush(now_us_); }
+  // Shards a and b on room:1, b's window of 1 taken by its snapshot, and
+  // 100 publishes of a queued for b: b is far behind.
+  void PutBBehind() {
+    Hello("a", 1, {"room:1"});
+    Hello("b", 2, {"room:1"}, /*window=*/1);
+    Flush();
+    rec_.log.sent.clear();
+    for (uint64_t seq = 1; seq <= 100; ++seq) Publish("a", seq, "room:1");
+  }
   // Moves the clock on by `us` in ticks of 50 ms, `alive` heartbeating
   // (liveness expires a link after 300 ms of silence).
   void Advance(int64_t us, const std::vector<std::string>& alive) {
@@ -523,11 +532,7 @@ TEST_F(RouterTest, AShardBehindIsOwedMergedPresenceNotEveryChange) {
 }
 
 TEST_F(RouterTest, AShardThatStaysBehindStillGetsPresenceOncePresenceWaitHasPassed) {
-  Hello("a", 1, {"room:1"});
-  Hello("b", 2, {"room:1"}, /*window=*/1);
-  Flush();
-  rec_.log.sent.clear();
-  for (uint64_t seq = 1; seq <= 100; ++seq) Publish("a", seq, "room:1");
+  PutBBehind();
   Track("a", "room:1", "alice", "r1");
   Flush();
   now_us_ += 99'000;
@@ -544,11 +549,7 @@ TEST_F(RouterTest, AShardThatStaysBehindStillGetsPresenceOncePresenceWaitHasPass
 }
 
 TEST_F(RouterTest, ASnapshotTakesThePlaceOfWhatWasOwedOnItsTopic) {
-  Hello("a", 1, {"room:1"});
-  Hello("b", 2, {"room:1"}, /*window=*/1);
-  Flush();
-  rec_.log.sent.clear();
-  for (uint64_t seq = 1; seq <= 100; ++seq) Publish("a", seq, "room:1");
+  PutBBehind();
   Track("a", "room:1", "alice", "r1");
   Flush();
   // b leaves the topic and comes back: it is sent a snapshot, which holds
