@@ -9,7 +9,9 @@
 // processes (bench/presence_client.h, one source address each: 127.0.0.2,
 // .3, ...) then connect and join: connection g joins room:<g % topics> with
 // the presence u<g>. Figures: connect + join time, each shard's connections
-// (the spread), user-space bytes per connection (the shards' RSS growth),
+// (the spread), user-space bytes per connection (the shards' RSS growth, read
+// once the broker holds every presence and the shards' copies of the
+// others' presence are whole or stopped growing),
 // kernel memory per connection (/proc/meminfo Slab and /proc/net/sockstat TCP
 // pages: both ends of every connection are on this machine), the daemon's and
 // the broker's RSS, the broker's presence counts. Then the victim shard is
@@ -25,7 +27,8 @@
 // Usage: bench-node-scale [--connections N] [--shards S] [--topics T]
 //          [--procs P] [--balance round_robin|shared] [--victim K]
 //          [--inflight H] [--max-seconds S] [--rejoin-seconds R]
-//          [--broker-queue Q] [--presence on|off] [--assert] [--bin-dir DIR]
+//          [--broker-queue Q] [--presence-interval-ms I] [--presence on|off]
+//          [--assert] [--bin-dir DIR]
 //          [--keep]
 // Defaults: 250000 connections, 13 shards, 1000 topics, ceil(N / 15000)
 // client processes (at least 2), round_robin, victim shard 0, 100 handshakes
@@ -659,6 +662,25 @@ int main(int argc, char** argv) {
   const double presences =
       WaitForPresences(node, want_presences, std::min(deadline, t_joined + 120 * kSec));
   f.Num("presence_settle_s", static_cast<double>(MonoNs() - t_joined) / 1e9, 3);
+  // Then the shards' copies of the others' presence: memory is read once
+  // they hold it all (every shard then has every other shard's metas of its
+  // topics: connections × (shards − 1) when each shard has every topic), or
+  // have not grown for 3 s, within 120 s more.
+  if (o.presence == "on") {
+    const uint64_t t0 = MonoNs();
+    const double whole = static_cast<double>(o.connections) * (o.shards - 1);
+    double last = -1;
+    int still = 0;
+    while (MonoNs() < std::min(deadline, t0 + 120 * kSec) && still < 3) {
+      const double now =
+          ShardSum(o, node, "switchboard_worker_remote_presence_metas", MonoNs() + 10 * kSec);
+      if (now >= whole) break;
+      still = now == last ? still + 1 : 0;
+      last = now;
+      SleepNs(1'000'000'000);
+    }
+    f.Num("shards_presence_settle_s", static_cast<double>(MonoNs() - t0) / 1e9, 3);
+  }
   const long slab1 = SlabKib(), tcp1 = TcpMemPages();
   std::vector<double> spread = ShardConnections(o, node, MonoNs() + 10 * kSec);
   const std::string broker_body = Scrape(node.broker_metrics, MonoNs() + 10 * kSec);
